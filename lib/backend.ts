@@ -1,0 +1,21 @@
+import { native } from './native';
+import { expectInteger } from './validate';
+
+export interface BackendInfo {
+  /** The CPU kernels in use: chosen at load, or forced with MOE_FORCE_ISA. */
+  isa: 'avx512' | 'avx2' | 'neon' | 'scalar';
+  /** Threads of the shared pool (the caller included). */
+  threads: number;
+  /** Every ISA this CPU and build can run, best first. */
+  supportedIsas: string[];
+  cuda: { compiled: boolean; devices: number; reason?: string };
+}
+
+export function backendInfo(): BackendInfo {
+  return native().backendInfo();
+}
+
+/** Sets the size of the shared thread pool (1..256); the default is the number of CPUs, or MOE_THREADS. */
+export function setThreads(threads: number): void {
+  native().setThreads(expectInteger(threads, 'threads', 1, 256));
+}

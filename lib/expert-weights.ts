@@ -1,0 +1,64 @@
+import { Activation, isGated } from './activation';
+import { describe, rangeError, typeError } from './errors';
+import { Tensor } from './tensor';
+import { expectTensor, float32Data } from './validate';
+
+/**
+ * Expert weights in the nn.Linear / Hugging Face layout [out, in]. float32, or float16 / bfloat16 converted
+ * exactly to float32 when packed.
+ */
+export interface ExpertWeights {
+  /** [numExperts, dHidden, dModel]: the gate projection (the only up-projection when not gated). */
+  w1: Tensor;
+  /** [numExperts, dHidden, dModel]: the up projection; required by 'swiglu' and 'geglu', refused otherwise. */
+  w3?: Tensor;
+  /** [numExperts, dModel, dHidden]: the down projection. */
+  w2: Tensor;
+  b1?: Tensor; // [numExperts, dHidden]
+  b3?: Tensor; // [numExperts, dHidden]
+  b2?: Tensor; // [numExperts, dModel]
+}
+
+export interface ExpertShape {
+  numExperts: number;
+  dModel: number;
+  dHidden: number;
+  activation: Activation;
+}
+
+export interface ExpertArrays {
+  w1: Float32Array;
+  w3: Float32Array | null;
+  w2: Float32Array;
+  b1: Float32Array | null;
+  b3: Float32Array | null;
+  b2: Float32Array | null;
+}
+
+const FLOATS = ['float32', 'float16', 'bfloat16'] as const;
+
+/** Checks every expert weight against the shape and returns their float32 data. */
+export function expertArrays(weights: unknown, shape: ExpertShape, name = 'weights'): ExpertArrays {
+  if (typeof weights !== 'object' || weights === null) throw typeError(`${name} to be an object of Tensors`, describe(weights));
+  const w = weights as Partial<Record<keyof ExpertWeights, unknown>>;
+  const { numExperts: e, dModel: d, dHidden: h, activation } = shape;
+  const gated = isGated(activation);
+  const big = (key: 'w1' | 'w3' | 'w2', dims: number[], names: string[]) =>
+    float32Data(expectTensor(w[key], `${name}.${key}`, FLOATS, dims, names));
+  const bias = (key: 'b1' | 'b3' | 'b2', dims: number[], names: string[]) =>
+    w[key] === undefined || w[key] === null ? null : float32Data(expectTensor(w[key], `${name}.${key}`, FLOATS, dims, names));
+  if (!gated && w.w3 !== undefined && w.w3 !== null)
+    throw rangeError(`no ${name}.w3 (activation '${activation}' is not gated)`, describe(w.w3));
+  if (!gated && w.b3 !== undefined && w.b3 !== null)
+    throw rangeError(`no ${name}.b3 (activation '${activation}' is not gated)`, describe(w.b3));
+  if (gated && (w.w3 === undefined || w.w3 === null))
+    throw typeError(`${name}.w3 to be a Tensor [${e}, ${h}, ${d}] (required by the gated activation '${activation}')`, describe(w.w3));
+  return {
+    w1: big('w1', [e, h, d], ['numExperts', 'dHidden', 'dModel']),
+    w3: gated ? big('w3', [e, h, d], ['numExperts', 'dHidden', 'dModel']) : null,
+    w2: big('w2', [e, d, h], ['numExperts', 'dModel', 'dHidden']),
+    b1: bias('b1', [e, h], ['numExperts', 'dHidden']),
+    b3: gated ? bias('b3', [e, h], ['numExperts', 'dHidden']) : null,
+    b2: bias('b2', [e, d], ['numExperts', 'dModel']),
+  };
+}

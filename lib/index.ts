@@ -1,0 +1,15 @@
+/** moe-kernels: Mixture-of-Experts layers for Node.js, with SIMD C++ kernels. Public exports only. */
+export { Tensor, halfToFloat, isTensor } from './tensor';
+export type { DType, DataOf } from './tensor';
+export { ACTIVATIONS, isGated } from './activation';
+export type { Activation } from './activation';
+export type { ExpertWeights } from './expert-weights';
+export { MoELayer } from './layer';
+export type { MoEConfig, MoEWeights, MoEOutput, Routing } from './layer';
+export { backendInfo, setThreads } from './backend';
+export type { BackendInfo } from './backend';
+export { ERROR_PREFIX } from './errors';
+import * as kernels from './kernels';
+import * as reference from './reference';
+export { kernels, reference };
+export type { DispatchPlan, TopKResult, PackedExperts } from './kernels';

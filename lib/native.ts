@@ -1,0 +1,113 @@
+/**
+ * The one typed seam around the compiled binding. It is loaded on first use; when it cannot be, the error
+ * lists every place tried, why each failed, and what to run.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+
+export interface NativeRoutingResult {
+  experts: Int32Array;
+  weights: Float32Array;
+}
+
+export interface NativeDispatchPlan {
+  tokensPerExpert: Int32Array;
+  expertOffsets: Int32Array;
+  order: Int32Array;
+}
+
+export interface NativeForwardResult {
+  output: Float32Array;
+  logits: Float32Array;
+  experts: Int32Array;
+  weights: Float32Array;
+  tokensPerExpert: Int32Array;
+}
+
+export interface NativeExperts {
+  dispose(): void;
+  packedBytes(): number;
+}
+
+export interface NativeLayer {
+  forwardSync(x: Float32Array, tokens: number): NativeForwardResult;
+  forward(x: Float32Array, tokens: number): Promise<NativeForwardResult>;
+  dispose(): void;
+  packedBytes(): number;
+}
+
+type F32 = Float32Array | null;
+
+export interface NativeBinding {
+  backendInfo(): {
+    isa: 'avx512' | 'avx2' | 'neon' | 'scalar';
+    threads: number;
+    supportedIsas: string[];
+    cuda: { compiled: boolean; devices: number; reason?: string };
+  };
+  setThreads(threads: number): void;
+  routerLogits(x: Float32Array, tokens: number, dModel: number, router: Float32Array, numExperts: number): Float32Array;
+  topK(logits: Float32Array, tokens: number, numExperts: number, k: number, normalize: boolean): NativeRoutingResult;
+  dispatch(experts: Int32Array, numExperts: number): NativeDispatchPlan;
+  expertFFN(
+    experts: NativeExperts, x: Float32Array, tokens: number, k: number, expertOffsets: Int32Array, order: Int32Array,
+    async: boolean,
+  ): Float32Array | Promise<Float32Array>;
+  combine(slotOutputs: Float32Array, weights: Float32Array, tokens: number, k: number, dModel: number): Float32Array;
+  NativeExperts: new (
+    dModel: number, dHidden: number, numExperts: number, activation: string,
+    w1: Float32Array, w3: F32, w2: Float32Array, b1: F32, b3: F32, b2: F32,
+  ) => NativeExperts;
+  NativeLayer: new (
+    dModel: number, dHidden: number, numExperts: number, topK: number, activation: string, normalizeTopK: boolean,
+    threads: number, router: Float32Array, w1: Float32Array, w3: F32, w2: Float32Array, b1: F32, b3: F32, b2: F32,
+  ) => NativeLayer;
+}
+
+/** The package root: the nearest folder above this file with our package.json (works from lib/ and dist/lib/). */
+function packageRoot(): string {
+  let dir = __dirname;
+  for (;;) {
+    const manifest = path.join(dir, 'package.json');
+    if (fs.existsSync(manifest)) {
+      try {
+        if (JSON.parse(fs.readFileSync(manifest, 'utf8')).name === 'moe-kernels') return dir;
+      } catch {
+        /* not ours; keep looking */
+      }
+    }
+    const parent = path.dirname(dir);
+    if (parent === dir) return path.resolve(__dirname, '..');
+    dir = parent;
+  }
+}
+
+let binding: NativeBinding | undefined;
+
+export function native(): NativeBinding {
+  if (binding) return binding;
+  const root = packageRoot();
+  const candidates = [
+    process.env.MOE_KERNELS_BINARY,
+    path.join(root, 'build', 'Release', 'moe_kernels.node'),
+    path.join(root, 'build', 'Debug', 'moe_kernels.node'),
+  ].filter((p): p is string => typeof p === 'string' && p.length > 0);
+  const failures: string[] = [];
+  for (const file of candidates) {
+    if (!fs.existsSync(file)) {
+      failures.push(`  ${file}: not found`);
+      continue;
+    }
+    try {
+      binding = require(file) as NativeBinding;
+      return binding;
+    } catch (err) {
+      failures.push(`  ${file}: ${(err as Error).message}`);
+    }
+  }
+  throw new Error(
+    'moe-kernels: could not load the native addon. Tried:\n' +
+      failures.join('\n') +
+      '\nBuild it with `npm rebuild moe-kernels` (in a clone: `npm run build:native`); it needs CMake >= 3.18 and a C++17 compiler.',
+  );
+}

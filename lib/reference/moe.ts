@@ -1,0 +1,99 @@
+/**
+ * A float64, pure-TypeScript MoE forward: the reference that the native kernels are tested against, and
+ * the plain baseline in benchmarks. Written for clarity, not speed.
+ */
+import { Activation, isGated } from '../activation';
+import { activationFunction } from './activation';
+
+export interface ReferenceWeights {
+  router: ArrayLike<number>; // [E, d]
+  w1: ArrayLike<number>; // [E, h, d]
+  w3?: ArrayLike<number> | null; // [E, h, d]
+  w2: ArrayLike<number>; // [E, d, h]
+  b1?: ArrayLike<number> | null; // [E, h]
+  b3?: ArrayLike<number> | null; // [E, h]
+  b2?: ArrayLike<number> | null; // [E, d]
+}
+
+export interface ReferenceConfig {
+  dModel: number;
+  dHidden: number;
+  numExperts: number;
+  topK: number;
+  activation: Activation;
+  normalizeTopK: boolean;
+}
+
+/** logits[t, e] = sum_i x[t, i] router[e, i]. */
+export function referenceRouterLogits(x: ArrayLike<number>, tokens: number, dModel: number, router: ArrayLike<number>, numExperts: number): Float64Array {
+  const out = new Float64Array(tokens * numExperts);
+  for (let t = 0; t < tokens; t++)
+    for (let e = 0; e < numExperts; e++) {
+      let s = 0;
+      for (let i = 0; i < dModel; i++) s += x[t * dModel + i] * router[e * dModel + i];
+      out[t * numExperts + e] = s;
+    }
+  return out;
+}
+
+/** Softmax over all experts, top-k by logit (ties to the lower index), optionally renormalised (HF Mixtral). */
+export function referenceTopK(logits: ArrayLike<number>, tokens: number, numExperts: number, k: number, normalize: boolean) {
+  const experts = new Int32Array(tokens * k);
+  const weights = new Float64Array(tokens * k);
+  for (let t = 0; t < tokens; t++) {
+    const row = Array.from({ length: numExperts }, (_, e) => logits[t * numExperts + e]);
+    const max = Math.max(...row);
+    const exps = row.map((l) => Math.exp(l - max));
+    const total = exps.reduce((a, b) => a + b, 0);
+    const ranked = row.map((l, e) => ({ l, e })).sort((a, b) => b.l - a.l || a.e - b.e).slice(0, k);
+    const selected = ranked.reduce((s, r) => s + exps[r.e], 0);
+    ranked.forEach((r, j) => {
+      experts[t * k + j] = r.e;
+      weights[t * k + j] = exps[r.e] / (normalize ? selected : total);
+    });
+  }
+  return { experts, weights };
+}
+
+/** One expert on one token: W2 (act(W1 x + b1) [* (W3 x + b3)]) + b2. */
+export function referenceExpert(x: ArrayLike<number>, xOffset: number, expert: number, w: ReferenceWeights, c: ReferenceConfig): Float64Array {
+  const { dModel: d, dHidden: h } = c;
+  const act = activationFunction(c.activation);
+  const gated = isGated(c.activation);
+  const hidden = new Float64Array(h);
+  for (let j = 0; j < h; j++) {
+    let g = w.b1 ? w.b1[expert * h + j] : 0;
+    let u = gated && w.b3 ? w.b3[expert * h + j] : 0;
+    const base = (expert * h + j) * d;
+    for (let i = 0; i < d; i++) {
+      g += w.w1[base + i] * x[xOffset + i];
+      if (gated) u += w.w3![base + i] * x[xOffset + i];
+    }
+    hidden[j] = gated ? act(g) * u : act(g);
+  }
+  const out = new Float64Array(d);
+  for (let i = 0; i < d; i++) {
+    let s = w.b2 ? w.b2[expert * d + i] : 0;
+    const base = (expert * d + i) * h;
+    for (let j = 0; j < h; j++) s += w.w2[base + j] * hidden[j];
+    out[i] = s;
+  }
+  return out;
+}
+
+/** The whole layer: y[t] = sum over t's top-k experts e of weight(t, e) * E_e(x[t]). */
+export function referenceMoE(x: ArrayLike<number>, tokens: number, w: ReferenceWeights, c: ReferenceConfig) {
+  const logits = referenceRouterLogits(x, tokens, c.dModel, w.router, c.numExperts);
+  const { experts, weights } = referenceTopK(logits, tokens, c.numExperts, c.topK, c.normalizeTopK);
+  const tokensPerExpert = new Int32Array(c.numExperts);
+  const output = new Float64Array(tokens * c.dModel);
+  for (let t = 0; t < tokens; t++)
+    for (let j = 0; j < c.topK; j++) {
+      const e = experts[t * c.topK + j];
+      tokensPerExpert[e]++;
+      const y = referenceExpert(x, t * c.dModel, e, w, c);
+      const g = weights[t * c.topK + j];
+      for (let i = 0; i < c.dModel; i++) output[t * c.dModel + i] += g * y[i];
+    }
+  return { output, logits, experts, weights, tokensPerExpert };
+}

@@ -1,0 +1,45 @@
+// Module registration only: the backend facts, the thread count, then the kernels and the layer.
+#include <napi.h>
+
+#include "args.h"
+#include "kernels_binding.h"
+#include "layer_binding.h"
+#include "moe/moe.h"
+
+namespace moe_binding {
+namespace {
+
+Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  auto out = Napi::Object::New(env);
+  out.Set("isa", moe::isa_name(moe::active_isa()));
+  out.Set("threads", moe::thread_count());
+  auto isas = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (moe::Isa isa : moe::supported_isas()) isas.Set(i++, moe::isa_name(isa));
+  out.Set("supportedIsas", isas);
+  auto cuda = Napi::Object::New(env);
+  cuda.Set("compiled", false);
+  cuda.Set("devices", 0);
+  cuda.Set("reason", "this build has no CUDA backend");
+  out.Set("cuda", cuda);
+  return out;
+}
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  moe::set_thread_count(static_cast<int>(int_arg(info, 0, "threads", 1, 256)));
+  return info.Env().Undefined();
+}
+
+}  // namespace
+}  // namespace moe_binding
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("backendInfo", Napi::Function::New(env, moe_binding::BackendInfo));
+  exports.Set("setThreads", Napi::Function::New(env, moe_binding::SetThreads));
+  moe_binding::init_kernels(env, exports);
+  moe_binding::init_layer(env, exports);
+  return exports;
+}
+
+NODE_API_MODULE(moe_kernels, Init)

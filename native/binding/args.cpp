@@ -1,0 +1,86 @@
+#include "args.h"
+
+#include <cmath>
+
+#include "moe/moe.h"
+
+namespace moe_binding {
+
+void throw_type_error(Napi::Env env, const std::string& what) {
+  throw Napi::TypeError::New(env, "moe-kernels: " + what);
+}
+void throw_range_error(Napi::Env env, const std::string& what) {
+  throw Napi::RangeError::New(env, "moe-kernels: " + what);
+}
+
+namespace {
+
+const char* kind_of(const Napi::Value& v) {
+  if (v.IsNull()) return "null";
+  if (v.IsUndefined()) return "undefined";
+  if (v.IsTypedArray()) return "another typed array";
+  if (v.IsNumber()) return "a number";
+  if (v.IsString()) return "a string";
+  if (v.IsArray()) return "an Array";
+  return "an object";
+}
+
+template <class T, napi_typedarray_type kType>
+T* typed_arg(const Napi::CallbackInfo& info, size_t index, const char* name, const char* type_name, int64_t length,
+             bool optional) {
+  const Napi::Value v = info[index];
+  if (optional && (v.IsNull() || v.IsUndefined())) return nullptr;
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != kType)
+    throw_type_error(info.Env(), std::string("expected ") + name + " to be a " + type_name + " but got " + kind_of(v));
+  auto array = v.As<Napi::TypedArrayOf<T>>();
+  if (static_cast<int64_t>(array.ElementLength()) != length)
+    throw_range_error(info.Env(), std::string("expected ") + name + " to have " + std::to_string(length) +
+                                      " elements but got " + std::to_string(array.ElementLength()));
+  return array.Data();
+}
+
+}  // namespace
+
+const float* float32_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length,
+                         bool optional) {
+  return typed_arg<float, napi_float32_array>(info, index, name, "Float32Array", length, optional);
+}
+float* float32_arg_mut(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length) {
+  return typed_arg<float, napi_float32_array>(info, index, name, "Float32Array", length, false);
+}
+const int32_t* int32_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length) {
+  return typed_arg<int32_t, napi_int32_array>(info, index, name, "Int32Array", length, false);
+}
+
+int64_t int_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t min, int64_t max) {
+  const Napi::Value v = info[index];
+  if (!v.IsNumber()) throw_type_error(info.Env(), std::string("expected ") + name + " to be an integer but got " + kind_of(v));
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d == std::floor(d)) || d < static_cast<double>(min) || d > static_cast<double>(max))
+    throw_range_error(info.Env(), std::string("expected ") + name + " to be an integer in [" + std::to_string(min) +
+                                      ", " + std::to_string(max) + "] but got " + Napi::Number::New(info.Env(), d).ToString().Utf8Value());
+  return static_cast<int64_t>(d);
+}
+
+bool bool_arg(const Napi::CallbackInfo& info, size_t index, const char* name) {
+  const Napi::Value v = info[index];
+  if (!v.IsBoolean()) throw_type_error(info.Env(), std::string("expected ") + name + " to be a boolean but got " + kind_of(v));
+  return v.As<Napi::Boolean>().Value();
+}
+
+std::string string_arg(const Napi::CallbackInfo& info, size_t index, const char* name) {
+  const Napi::Value v = info[index];
+  if (!v.IsString()) throw_type_error(info.Env(), std::string("expected ") + name + " to be a string but got " + kind_of(v));
+  return v.As<Napi::String>().Utf8Value();
+}
+
+void check_finite(Napi::Env env, const char* name, const float* data, int64_t rows, int64_t cols) {
+  const int64_t bad = moe::find_non_finite(data, rows * cols);
+  if (bad < 0) return;
+  const float value = data[bad];
+  const std::string got = std::isnan(value) ? "NaN" : (value > 0 ? "Infinity" : "-Infinity");
+  throw_range_error(env, std::string("expected ") + name + " to contain only finite values but got " + got + " at " +
+                             name + "[" + std::to_string(bad / cols) + ", " + std::to_string(bad % cols) + "]");
+}
+
+}  // namespace moe_binding

@@ -1,0 +1,27 @@
+// Argument checks of the binding. The TypeScript layer validates first with friendlier context; these
+// checks are the native side's second line, in the same one format (see lib/errors.ts), never a crash.
+#pragma once
+#include <napi.h>
+
+#include <cstdint>
+#include <string>
+
+namespace moe_binding {
+
+[[noreturn]] void throw_type_error(Napi::Env env, const std::string& what);   // "moe-kernels: " + what
+[[noreturn]] void throw_range_error(Napi::Env env, const std::string& what);
+
+// A Float32Array argument of exactly `length` elements; null/undefined allowed when `optional` (returns null).
+const float* float32_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length,
+                         bool optional = false);
+float* float32_arg_mut(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length);
+const int32_t* int32_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length);
+// An integer in [min, max].
+int64_t int_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t min, int64_t max);
+bool bool_arg(const Napi::CallbackInfo& info, size_t index, const char* name);
+std::string string_arg(const Napi::CallbackInfo& info, size_t index, const char* name);
+
+// RangeError naming the first non-finite element of x [rows, cols], as "x[row, col]".
+void check_finite(Napi::Env env, const char* name, const float* data, int64_t rows, int64_t cols);
+
+}  // namespace moe_binding

@@ -1,0 +1,169 @@
+// The building blocks, one function each, over plain typed arrays (shapes passed explicitly).
+#include "kernels_binding.h"
+
+#include <memory>
+#include <string>
+
+#include "args.h"
+#include "moe/moe.h"
+#include "promise_worker.h"
+
+namespace moe_binding {
+
+namespace {
+
+constexpr int64_t kMaxDim = int64_t{1} << 31;
+
+Napi::Value RouterLogits(const Napi::CallbackInfo& info) {
+  const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
+  const int64_t d_model = int_arg(info, 2, "dModel", 1, kMaxDim);
+  const int64_t experts = int_arg(info, 4, "numExperts", 1, kMaxDim);
+  const float* x = float32_arg(info, 0, "x", tokens * d_model);
+  const float* router = float32_arg(info, 3, "router", experts * d_model);
+  auto logits = Napi::Float32Array::New(info.Env(), static_cast<size_t>(tokens * experts));
+  moe::router_logits(x, tokens, d_model, router, experts, logits.Data());
+  return logits;
+}
+
+Napi::Value TopK(const Napi::CallbackInfo& info) {
+  const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
+  const int64_t experts = int_arg(info, 2, "numExperts", 1, kMaxDim);
+  const int64_t k = int_arg(info, 3, "k", 1, experts);
+  const bool normalize = bool_arg(info, 4, "normalize");
+  const float* logits = float32_arg(info, 0, "logits", tokens * experts);
+  check_finite(info.Env(), "logits", logits, tokens, experts);
+  auto chosen = Napi::Int32Array::New(info.Env(), static_cast<size_t>(tokens * k));
+  auto weights = Napi::Float32Array::New(info.Env(), static_cast<size_t>(tokens * k));
+  moe::top_k_softmax(logits, tokens, experts, static_cast<int>(k), normalize, chosen.Data(), weights.Data());
+  auto out = Napi::Object::New(info.Env());
+  out.Set("experts", chosen);
+  out.Set("weights", weights);
+  return out;
+}
+
+Napi::Value Dispatch(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray()) throw_type_error(env, "expected experts to be an Int32Array");
+  const int64_t slots = info[0].As<Napi::TypedArray>().ElementLength();
+  const int64_t experts = int_arg(info, 1, "numExperts", 1, kMaxDim);
+  const int32_t* chosen = int32_arg(info, 0, "experts", slots);
+  for (int64_t s = 0; s < slots; ++s)
+    if (chosen[s] < -1 || chosen[s] >= experts)
+      throw_range_error(env, "expected experts[" + std::to_string(s) + "] in [-1, " + std::to_string(experts - 1) +
+                                 "] (-1 = dropped) but got " + std::to_string(chosen[s]));
+  auto counts = Napi::Int32Array::New(env, static_cast<size_t>(experts));
+  auto offsets = Napi::Int32Array::New(env, static_cast<size_t>(experts + 1));
+  auto order = Napi::Int32Array::New(env, static_cast<size_t>(slots));
+  moe::dispatch(chosen, slots, experts, counts.Data(), offsets.Data(), order.Data());
+  auto out = Napi::Object::New(env);
+  out.Set("tokensPerExpert", counts);
+  out.Set("expertOffsets", offsets);
+  out.Set("order", order);
+  return out;
+}
+
+// Experts packed once for expertFFN; dispose() frees them (calls in flight keep their own reference).
+class NativeExperts : public Napi::ObjectWrap<NativeExperts> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeExperts",
+                       {InstanceMethod("dispose", &NativeExperts::Dispose),
+                        InstanceMethod("packedBytes", &NativeExperts::PackedBytes)});
+  }
+  // (dModel, dHidden, numExperts, activation, w1, w3, w2, b1, b3, b2)
+  explicit NativeExperts(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeExperts>(info) {
+    moe::ExpertShape s;
+    s.d_model = int_arg(info, 0, "dModel", 1, kMaxDim);
+    s.d_hidden = int_arg(info, 1, "dHidden", 1, kMaxDim);
+    s.num_experts = int_arg(info, 2, "numExperts", 1, kMaxDim);
+    const std::string act = string_arg(info, 3, "activation");
+    if (!moe::parse_activation(act, &s.activation))
+      throw_range_error(info.Env(), "expected activation to be a known activation but got '" + act + "'");
+    const bool gated = moe::is_gated(s.activation);
+    moe::ExpertWeights w;
+    const int64_t big = s.num_experts * s.d_hidden * s.d_model;
+    w.w1 = float32_arg(info, 4, "w1", big);
+    w.w3 = float32_arg(info, 5, "w3", big, !gated);
+    w.w2 = float32_arg(info, 6, "w2", big);
+    w.b1 = float32_arg(info, 7, "b1", s.num_experts * s.d_hidden, true);
+    w.b3 = float32_arg(info, 8, "b3", s.num_experts * s.d_hidden, true);
+    w.b2 = float32_arg(info, 9, "b2", s.num_experts * s.d_model, true);
+    packed_ = moe::pack_experts(s, w);
+  }
+  std::shared_ptr<const moe::PackedExperts> get(Napi::Env env) const {
+    if (!packed_) throw_type_error(env, "expected experts that are not disposed but got disposed experts");
+    return packed_;
+  }
+
+ private:
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    packed_.reset();
+    return info.Env().Undefined();
+  }
+  Napi::Value PackedBytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(moe::packed_bytes(*get(info.Env()))));
+  }
+  std::shared_ptr<const moe::PackedExperts> packed_;
+};
+
+// (experts, x, tokens, k, expertOffsets, order, async) -> Float32Array [tokens * k * dModel] (or a Promise of it)
+Napi::Value ExpertFFN(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw_type_error(env, "expected experts to be packed experts");
+  auto packed = Napi::ObjectWrap<NativeExperts>::Unwrap(info[0].As<Napi::Object>())->get(env);
+  const moe::ExpertShape& s = moe::packed_shape(*packed);
+  const int64_t tokens = int_arg(info, 2, "tokens", 1, kMaxDim);
+  const int64_t k = int_arg(info, 3, "k", 1, s.num_experts);
+  const int64_t slots = tokens * k;
+  const float* x = float32_arg(info, 1, "x", tokens * s.d_model);
+  const int32_t* offsets = int32_arg(info, 4, "expertOffsets", s.num_experts + 1);
+  const int32_t* order = int32_arg(info, 5, "order", slots);
+  const bool async = bool_arg(info, 6, "async");
+  check_finite(env, "x", x, tokens, s.d_model);
+  // The plan must address rows inside the buffers: monotone offsets within [0, slots], slots in range.
+  if (offsets[0] != 0) throw_range_error(env, "expected expertOffsets[0] = 0 but got " + std::to_string(offsets[0]));
+  for (int64_t e = 0; e < s.num_experts; ++e)
+    if (offsets[e + 1] < offsets[e] || offsets[e + 1] > slots)
+      throw_range_error(env, "expected expertOffsets to be non-decreasing and at most " + std::to_string(slots) +
+                                 " but got expertOffsets[" + std::to_string(e + 1) + "] = " + std::to_string(offsets[e + 1]));
+  for (int64_t i = 0; i < offsets[s.num_experts]; ++i)
+    if (order[i] < 0 || order[i] >= slots)
+      throw_range_error(env, "expected order[" + std::to_string(i) + "] in [0, " + std::to_string(slots - 1) +
+                                 "] but got " + std::to_string(order[i]));
+  auto out = Napi::Float32Array::New(env, static_cast<size_t>(slots * s.d_model));
+  float* out_data = out.Data();
+  auto work = [packed, x, tokens, k, offsets, order, out_data] {
+    moe::expert_ffn(*packed, x, tokens, static_cast<int>(k), offsets, order, out_data);
+  };
+  if (!async) {
+    work();
+    return out;
+  }
+  return PromiseWorker::Start(env, {out, info[1], info[4], info[5], info[0]}, work,
+                              [](Napi::Env, const std::vector<Napi::Value>& kept) { return kept[0]; });
+}
+
+// (slotOutputs, weights, tokens, k, dModel) -> Float32Array [tokens * dModel]
+Napi::Value Combine(const Napi::CallbackInfo& info) {
+  const int64_t tokens = int_arg(info, 2, "tokens", 1, kMaxDim);
+  const int64_t k = int_arg(info, 3, "k", 1, kMaxDim);
+  const int64_t d_model = int_arg(info, 4, "dModel", 1, kMaxDim);
+  const float* slot_out = float32_arg(info, 0, "slotOutputs", tokens * k * d_model);
+  const float* weights = float32_arg(info, 1, "weights", tokens * k);
+  auto out = Napi::Float32Array::New(info.Env(), static_cast<size_t>(tokens * d_model));
+  moe::combine(slot_out, weights, tokens, static_cast<int>(k), d_model, out.Data());
+  return out;
+}
+
+}  // namespace
+
+void init_kernels(Napi::Env env, Napi::Object exports) {
+  exports.Set("routerLogits", Napi::Function::New(env, RouterLogits));
+  exports.Set("topK", Napi::Function::New(env, TopK));
+  exports.Set("dispatch", Napi::Function::New(env, Dispatch));
+  exports.Set("expertFFN", Napi::Function::New(env, ExpertFFN));
+  exports.Set("combine", Napi::Function::New(env, Combine));
+  exports.Set("NativeExperts", NativeExperts::Define(env));
+}
+
+}  // namespace moe_binding

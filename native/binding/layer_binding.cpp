@@ -1,0 +1,142 @@
+// NativeLayer: owns a core moe::Layer (packed weights + workspace); forwardSync / forward (Promise) / dispose.
+#include "layer_binding.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "args.h"
+#include "moe/moe.h"
+#include "promise_worker.h"
+
+namespace moe_binding {
+
+namespace {
+
+constexpr int64_t kMaxDim = int64_t{1} << 31;
+
+class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeLayer",
+                       {InstanceMethod("forwardSync", &NativeLayer::ForwardSync),
+                        InstanceMethod("forward", &NativeLayer::Forward),
+                        InstanceMethod("dispose", &NativeLayer::Dispose),
+                        InstanceMethod("packedBytes", &NativeLayer::PackedBytes)});
+  }
+
+  // (dModel, dHidden, numExperts, topK, activation, normalizeTopK, threads, router, w1, w3, w2, b1, b3, b2)
+  explicit NativeLayer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeLayer>(info) {
+    moe::LayerConfig c;
+    moe::ExpertShape& s = c.experts;
+    s.d_model = int_arg(info, 0, "dModel", 1, kMaxDim);
+    s.d_hidden = int_arg(info, 1, "dHidden", 1, kMaxDim);
+    s.num_experts = int_arg(info, 2, "numExperts", 1, kMaxDim);
+    c.top_k = static_cast<int>(int_arg(info, 3, "topK", 1, s.num_experts));
+    const std::string act = string_arg(info, 4, "activation");
+    if (!moe::parse_activation(act, &s.activation))
+      throw_range_error(info.Env(), "expected activation to be a known activation but got '" + act + "'");
+    c.normalize_top_k = bool_arg(info, 5, "normalizeTopK");
+    c.threads = static_cast<int>(int_arg(info, 6, "threads", 0, 256));
+    const bool gated = moe::is_gated(s.activation);
+    const int64_t big = s.num_experts * s.d_hidden * s.d_model;
+    const float* router = float32_arg(info, 7, "router", s.num_experts * s.d_model);
+    moe::ExpertWeights w;
+    w.w1 = float32_arg(info, 8, "w1", big);
+    w.w3 = float32_arg(info, 9, "w3", big, !gated);
+    w.w2 = float32_arg(info, 10, "w2", big);
+    w.b1 = float32_arg(info, 11, "b1", s.num_experts * s.d_hidden, true);
+    w.b3 = float32_arg(info, 12, "b3", s.num_experts * s.d_hidden, true);
+    w.b2 = float32_arg(info, 13, "b2", s.num_experts * s.d_model, true);
+    check_finite(info.Env(), "router", router, s.num_experts, s.d_model);
+    const char* names[] = {"w1", "w3", "w2", "b1", "b3", "b2"};
+    const float* arrays[] = {w.w1, w.w3, w.w2, w.b1, w.b3, w.b2};
+    const int64_t cols[] = {s.d_model, s.d_model, s.d_hidden, s.d_hidden, s.d_hidden, s.d_model};
+    const int64_t sizes[] = {big, big, big, s.num_experts * s.d_hidden, s.num_experts * s.d_hidden,
+                             s.num_experts * s.d_model};
+    for (int i = 0; i < 6; ++i)
+      if (arrays[i]) check_finite(info.Env(), names[i], arrays[i], sizes[i] / cols[i], cols[i]);
+    layer_ = std::make_shared<moe::Layer>(c, router, w);
+  }
+
+ private:
+  std::shared_ptr<moe::Layer> get(Napi::Env env) const {
+    if (!layer_) throw_type_error(env, "expected a layer that is not disposed but got a disposed layer");
+    return layer_;
+  }
+
+  // Checks x, allocates the outputs on the JS heap, and returns the work that fills them.
+  struct Call {
+    std::shared_ptr<moe::Layer> layer;
+    const float* x;
+    int64_t tokens;
+    Napi::Float32Array output, logits, weights;
+    Napi::Int32Array experts, counts;
+    moe::LayerOutputs buffers;  // the data pointers of the arrays above
+    void run() const { layer->forward(x, tokens, buffers); }
+    std::vector<Napi::Value> arrays() const { return {output, logits, experts, weights, counts}; }
+    static Napi::Object result(Napi::Env env, const std::vector<Napi::Value>& a) {
+      auto o = Napi::Object::New(env);
+      o.Set("output", a[0]);
+      o.Set("logits", a[1]);
+      o.Set("experts", a[2]);
+      o.Set("weights", a[3]);
+      o.Set("tokensPerExpert", a[4]);
+      return o;
+    }
+  };
+
+  Call prepare(const Napi::CallbackInfo& info) const {
+    const Napi::Env env = info.Env();
+    Call call{get(env), nullptr, 0, {}, {}, {}, {}, {}, {}};
+    const moe::LayerConfig& c = call.layer->config();
+    const int64_t d = c.experts.d_model, e = c.experts.num_experts, k = c.top_k;
+    call.tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
+    call.x = float32_arg(info, 0, "x", call.tokens * d);
+    check_finite(env, "x", call.x, call.tokens, d);
+    call.output = Napi::Float32Array::New(env, static_cast<size_t>(call.tokens * d));
+    call.logits = Napi::Float32Array::New(env, static_cast<size_t>(call.tokens * e));
+    call.experts = Napi::Int32Array::New(env, static_cast<size_t>(call.tokens * k));
+    call.weights = Napi::Float32Array::New(env, static_cast<size_t>(call.tokens * k));
+    call.counts = Napi::Int32Array::New(env, static_cast<size_t>(e));
+    call.buffers = {call.output.Data(), call.logits.Data(), call.experts.Data(), call.weights.Data(),
+                    call.counts.Data()};
+    return call;
+  }
+
+  Napi::Value ForwardSync(const Napi::CallbackInfo& info) {
+    const Call call = prepare(info);
+    call.run();
+    return Call::result(info.Env(), call.arrays());
+  }
+
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    const Call call = prepare(info);
+    std::vector<Napi::Value> kept = call.arrays();  // results first, then the input and this layer
+    kept.push_back(info[0]);
+    kept.push_back(Value());
+    const auto run = [layer = call.layer, x = call.x, tokens = call.tokens, buffers = call.buffers] {
+      layer->forward(x, tokens, buffers);
+    };
+    return PromiseWorker::Start(info.Env(), kept, run, [](Napi::Env env, const std::vector<Napi::Value>& a) {
+      return Call::result(env, a);
+    });
+  }
+
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    layer_.reset();  // a forward in flight holds its own reference; the memory goes when it settles
+    return info.Env().Undefined();
+  }
+
+  Napi::Value PackedBytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(get(info.Env())->packed_bytes()));
+  }
+
+  std::shared_ptr<moe::Layer> layer_;
+};
+
+}  // namespace
+
+void init_layer(Napi::Env env, Napi::Object exports) { exports.Set("NativeLayer", NativeLayer::Define(env)); }
+
+}  // namespace moe_binding

@@ -1,0 +1,23 @@
+#include <string>
+
+#include "moe/moe.h"
+
+namespace moe {
+
+bool is_gated(Activation act) { return act == Activation::swiglu || act == Activation::geglu; }
+
+bool parse_activation(const std::string& name, Activation* out) {
+  static const struct { const char* name; Activation act; } table[] = {
+      {"swiglu", Activation::swiglu}, {"geglu", Activation::geglu},   {"gelu", Activation::gelu},
+      {"gelu-tanh", Activation::gelu_tanh}, {"relu", Activation::relu}, {"silu", Activation::silu},
+      {"identity", Activation::identity},
+  };
+  for (const auto& entry : table)
+    if (name == entry.name) {
+      *out = entry.act;
+      return true;
+    }
+  return false;
+}
+
+}  // namespace moe

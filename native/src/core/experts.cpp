@@ -1,0 +1,133 @@
+#include "experts.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "isa.h"
+#include "thread_pool.h"
+
+namespace moe {
+
+namespace {
+
+// One group of rows multiplied by one packed matrix: an expert's segment, or all tokens for the router.
+struct GemmGroup {
+  cpu::GemmProblem problem;
+  int64_t rows;
+};
+
+// Work items are (group, row tile, panel tile). Panel tiles shrink until every thread has a few items, so a
+// single token (decode) still spreads the weight stream over all cores. Each item writes its own outputs and
+// never splits a reduction, so results are bitwise identical for any thread count.
+void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix) {
+  const int64_t panel_count = matrix.panel_count(), out_cols = matrix.out_cols();
+  const auto& k = kernels();
+  const int64_t threads = ThreadPool::instance().size();
+  int64_t row_tiles = 0;
+  for (const auto& g : groups) row_tiles += (g.rows + cpu::kTileRows - 1) / cpu::kTileRows;
+  if (row_tiles == 0) return;
+  int64_t tile_panels = std::max<int64_t>(1, 256 / out_cols);
+  auto items_for = [&](int64_t tp) { return row_tiles * ((panel_count + tp - 1) / tp); };
+  while (tile_panels > 1 && items_for(tile_panels) < 4 * threads) tile_panels /= 2;
+  const int64_t panel_tiles = (panel_count + tile_panels - 1) / tile_panels;
+
+  struct Item { const GemmGroup* group; int64_t row0, row1, panel0, panel1; };
+  std::vector<Item> items;
+  items.reserve(static_cast<size_t>(row_tiles * panel_tiles));
+  for (const auto& g : groups)
+    for (int64_t r = 0; r < g.rows; r += cpu::kTileRows)
+      for (int64_t p = 0; p < panel_count; p += tile_panels)
+        items.push_back({&g, r, std::min(g.rows, r + cpu::kTileRows), p, std::min(panel_count, p + tile_panels)});
+  ThreadPool::instance().run(static_cast<int64_t>(items.size()), [&](int64_t i) {
+    const Item& it = items[i];
+    k.gemm_tile(it.group->problem, it.row0, it.row1, it.panel0, it.panel1);
+  });
+}
+
+}  // namespace
+
+PackedExperts::PackedExperts(const ExpertShape& s, const ExpertWeights& w)
+    : shape(s),
+      up(kernels().geometry, s.num_experts, s.d_hidden, s.d_model, w.w1, w.b1, is_gated(s.activation) ? w.w3 : nullptr,
+         is_gated(s.activation) ? w.b3 : nullptr),
+      down(kernels().geometry, s.num_experts, s.d_model, s.d_hidden, w.w2, w.b2) {}
+
+std::shared_ptr<const PackedExperts> pack_experts(const ExpertShape& shape, const ExpertWeights& weights) {
+  return std::make_shared<const PackedExperts>(shape, weights);
+}
+const ExpertShape& packed_shape(const PackedExperts& packed) { return packed.shape; }
+size_t packed_bytes(const PackedExperts& packed) { return packed.up.bytes() + packed.down.bytes(); }
+
+void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int k, const int32_t* offsets,
+                const int32_t* order, float* slot_out, FfnWorkspace& ws) {
+  const ExpertShape& s = packed.shape;
+  const int64_t slots = tokens * k, routed = offsets[s.num_experts];
+  float* hidden = ws.hidden.reserve(static_cast<size_t>(std::max<int64_t>(routed, 1) * s.d_hidden));
+
+  // Phase 1: hidden[pos] = act(x[token(order[pos])] W1_e^T + b1) (* (x W3_e^T + b3)), rows gathered from x.
+  std::vector<GemmGroup> groups;
+  groups.reserve(static_cast<size_t>(s.num_experts));
+  for (int64_t e = 0; e < s.num_experts; ++e) {
+    const int64_t n = offsets[e + 1] - offsets[e];
+    if (n == 0) continue;  // an expert without tokens costs nothing
+    GemmGroup g{packed.up.problem(e, s.activation), n};
+    g.problem.a = {x, s.d_model, order + offsets[e], k};
+    g.problem.c = {hidden + offsets[e] * s.d_hidden, s.d_hidden, nullptr, 1};
+    groups.push_back(g);
+  }
+  run_groups(groups, packed.up);
+
+  // Phase 2: slot_out[order[pos]] = hidden[pos] W2_e^T + b2, results scattered to their slots.
+  groups.clear();
+  for (int64_t e = 0; e < s.num_experts; ++e) {
+    const int64_t n = offsets[e + 1] - offsets[e];
+    if (n == 0) continue;
+    GemmGroup g{packed.down.problem(e, Activation::identity), n};
+    g.problem.a = {hidden + offsets[e] * s.d_hidden, s.d_hidden, nullptr, 1};
+    g.problem.c = {slot_out, s.d_model, order + offsets[e], 1};
+    groups.push_back(g);
+  }
+  run_groups(groups, packed.down);
+
+  // Dropped slots (not in the plan) get zero rows, so combine can sum every slot.
+  if (routed < slots) {
+    ws.routed.assign(static_cast<size_t>(slots), 0);
+    for (int64_t i = 0; i < routed; ++i) ws.routed[order[i]] = 1;
+    for (int64_t sl = 0; sl < slots; ++sl)
+      if (!ws.routed[sl]) std::memset(slot_out + sl * s.d_model, 0, sizeof(float) * s.d_model);
+  }
+}
+
+void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int k, const int32_t* offsets,
+                const int32_t* order, float* slot_out) {
+  FfnWorkspace ws;
+  expert_ffn(packed, x, tokens, k, offsets, order, slot_out, ws);
+}
+
+void packed_router_logits(const PackedMatrix& router, const float* x, int64_t tokens, int64_t d_model,
+                          float* logits) {
+  GemmGroup g{router.problem(0, Activation::identity), tokens};
+  g.problem.a = {x, d_model, nullptr, 1};
+  g.problem.c = {logits, router.n(), nullptr, 1};
+  run_groups({g}, router);
+}
+
+void router_logits(const float* x, int64_t tokens, int64_t d_model, const float* router, int64_t num_experts,
+                   float* logits) {
+  const PackedMatrix packed(kernels().geometry, 1, num_experts, d_model, router, nullptr);
+  packed_router_logits(packed, x, tokens, d_model, logits);
+}
+
+void combine(const float* slot_out, const float* weights, int64_t tokens, int k, int64_t d_model, float* out) {
+  const auto& kt = kernels();
+  constexpr int64_t kTokensPerItem = 16;
+  ThreadPool::instance().run((tokens + kTokensPerItem - 1) / kTokensPerItem, [&](int64_t item) {
+    const int64_t t1 = std::min(tokens, (item + 1) * kTokensPerItem);
+    for (int64_t t = item * kTokensPerItem; t < t1; ++t)
+      kt.weighted_sum(slot_out + t * k * d_model, d_model, weights + t * k, k, d_model, out + t * d_model);
+  });
+}
+
+int64_t find_non_finite(const float* data, int64_t count) { return kernels().find_non_finite(data, count); }
+
+}  // namespace moe

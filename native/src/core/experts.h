@@ -1,0 +1,31 @@
+// Internal pieces of the expert path shared by the free functions and the Layer.
+#pragma once
+#include <vector>
+
+#include "aligned_buffer.h"
+#include "moe/moe.h"
+#include "packing.h"
+
+namespace moe {
+
+class PackedExperts {
+ public:
+  PackedExperts(const ExpertShape& shape, const ExpertWeights& weights);
+  ExpertShape shape;
+  PackedMatrix up;    // W1 (with W3 interleaved when gated): dModel -> dHidden, activation fused
+  PackedMatrix down;  // W2: dHidden -> dModel
+};
+
+struct FfnWorkspace {
+  AlignedBuffer<float> hidden;  // [routed slots, dHidden], expert-sorted
+  std::vector<char> routed;     // per slot, for zeroing dropped ones
+};
+
+void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int k, const int32_t* expert_offsets,
+                const int32_t* order, float* slot_out, FfnWorkspace& workspace);
+
+// x[T, dModel] times a packed [1, n, dModel] matrix, identity epilogue: the router logits.
+void packed_router_logits(const PackedMatrix& router, const float* x, int64_t tokens, int64_t d_model,
+                          float* logits);
+
+}  // namespace moe

@@ -1,0 +1,91 @@
+#include "isa.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "thread_pool.h"
+
+namespace moe {
+
+// Tables of ISAs this build does not compile (see CMakeLists.txt) are null.
+namespace cpu {
+#ifndef MOE_HAVE_AVX2
+const KernelTable* kernels_avx2() { return nullptr; }
+#endif
+#ifndef MOE_HAVE_AVX512
+const KernelTable* kernels_avx512() { return nullptr; }
+#endif
+#ifndef MOE_HAVE_NEON
+const KernelTable* kernels_neon() { return nullptr; }
+#endif
+}  // namespace cpu
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    case Isa::neon: return "neon";
+    case Isa::scalar: break;
+  }
+  return "scalar";
+}
+
+namespace {
+
+const cpu::KernelTable* table_for(Isa isa) {
+  switch (isa) {
+    case Isa::avx512: return cpu::kernels_avx512();
+    case Isa::avx2: return cpu::kernels_avx2();
+    case Isa::neon: return cpu::kernels_neon();
+    case Isa::scalar: break;
+  }
+  return cpu::kernels_scalar();
+}
+
+bool cpu_supports(Isa isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+  __builtin_cpu_init();
+  switch (isa) {
+    case Isa::avx512: return __builtin_cpu_supports("avx512f");
+    case Isa::avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    default: break;
+  }
+#elif defined(__aarch64__)
+  if (isa == Isa::neon) return true;
+#endif
+  return isa == Isa::scalar;
+}
+
+const cpu::KernelTable* choose() {
+  const char* forced = std::getenv("MOE_FORCE_ISA");
+  if (forced && *forced) {
+    for (Isa isa : supported_isas())
+      if (std::strcmp(forced, isa_name(isa)) == 0) return table_for(isa);
+    // Unknown or unsupported: say so once and fall back to the best one rather than fail to load.
+    std::fprintf(stderr, "moe-kernels: MOE_FORCE_ISA=%s is not supported on this CPU/build; using %s\n", forced,
+                 isa_name(supported_isas().front()));
+  }
+  return table_for(supported_isas().front());
+}
+
+}  // namespace
+
+std::vector<Isa> supported_isas() {  // best first
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::avx512, Isa::avx2, Isa::neon, Isa::scalar})
+    if (table_for(isa) && cpu_supports(isa)) out.push_back(isa);
+  return out;
+}
+
+const cpu::KernelTable& kernels() {
+  static const cpu::KernelTable* table = choose();
+  return *table;
+}
+
+Isa active_isa() { return kernels().isa; }
+
+int thread_count() { return ThreadPool::instance().size(); }
+void set_thread_count(int threads) { ThreadPool::instance().resize(threads); }
+
+}  // namespace moe

@@ -1,0 +1,30 @@
+// Weight packing: a stack of [out, in] matrices (one per expert) rearranged once into the active ISA's panel
+// layout, so the microkernel streams B contiguously. A gated pair (W1, W3) shares panels: per k, nr/2 gate
+// columns then nr/2 up columns, so one microkernel call yields both halves of act(gate) * up.
+#pragma once
+#include <cstdint>
+
+#include "../cpu/kernel_table.h"
+#include "aligned_buffer.h"
+
+namespace moe {
+
+class PackedMatrix {
+ public:
+  // w (and w_up when gated): [count, n, k]; bias (bias_up): [count, n] or null.
+  PackedMatrix(const cpu::PanelGeometry& geometry, int64_t count, int64_t n, int64_t k, const float* w,
+               const float* bias, const float* w_up = nullptr, const float* bias_up = nullptr);
+  // The GEMM problem for matrix `index` with the given epilogue; rows still to be set by the caller.
+  cpu::GemmProblem problem(int64_t index, Activation activation) const;
+  int64_t panel_count() const { return panels_; }
+  int64_t n() const { return n_; }
+  int64_t out_cols() const { return out_cols_; }  // output columns per panel
+  size_t bytes() const { return (data_.capacity() + bias_.capacity()) * sizeof(float); }
+
+ private:
+  int64_t count_, n_, k_, nr_, out_cols_, panels_;
+  bool gated_;
+  AlignedBuffer<float> data_, bias_;
+};
+
+}  // namespace moe

@@ -1,0 +1,55 @@
+// One persistent pool of worker threads for the whole process, sized to the cores by default.
+// run() hands out work items 0..count-1 dynamically; the calling thread works too. Each item must write
+// disjoint outputs, so results never depend on which thread ran what.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace moe {
+
+// Limits the threads that run() uses on the calling thread while in scope (0 = the whole pool); a layer's
+// `threads` option is applied this way, without resizing the shared pool.
+class ThreadLimit {
+ public:
+  explicit ThreadLimit(int threads);
+  ~ThreadLimit();
+  static int current();
+
+ private:
+  int previous_;
+};
+
+class ThreadPool {
+ public:
+  static ThreadPool& instance();
+  void run(int64_t count, const std::function<void(int64_t item)>& fn);
+  void resize(int threads);  // total threads including the caller
+  int size();
+
+ private:
+  ThreadPool();
+  ~ThreadPool();
+  void start(int threads);
+  void stop();
+  void worker_loop(int id);
+  void work();
+
+  std::mutex run_mutex_;  // one job at a time
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int64_t)>* job_ = nullptr;
+  int64_t job_count_ = 0;
+  int job_threads_ = 0;  // workers with id < job_threads_ join the current job
+  int64_t next_ = 0;
+  int active_ = 0;
+  uint64_t generation_ = 0;
+  bool stopping_ = false;
+  int threads_ = 1;
+};
+
+}  // namespace moe

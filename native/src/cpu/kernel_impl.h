@@ -1,0 +1,171 @@
+// ISA-generic kernel bodies, written once against a small SIMD type V and compiled once per ISA by the
+// cpu_<isa>.cpp translation units (the ggml / MLAS way). V provides: reg, kLanes, kVectors, kMicroRows,
+// zero, set1, load, store, add, sub, mul, div, fma (a * b + c), max, min, copysign, exp.
+// Included inside an anonymous namespace of each cpu_<isa>.cpp, after the standard headers it uses.
+#pragma once
+
+template <class V>
+struct KernelImpl {
+  using reg = typename V::reg;
+  static constexpr int W = V::kLanes;
+  static constexpr int NV = V::kVectors;
+  static constexpr int MR = V::kMicroRows;
+  static constexpr int NR = W * NV;
+  static_assert(NV % 2 == 0, "a gated panel splits its vectors in two");
+  static_assert(moe::cpu::kTileRows % MR == 0, "tile rows must be a multiple of the micro rows");
+
+  // acc[M][NR] (+)= A[M rows, k0 .. k0 + depth) * B(depth x NR panel rows)
+  template <int M>
+  static void micro(const float* const* a, int64_t k0, int64_t depth, const float* b, float* acc, bool first) {
+    reg c[M][NV];
+    for (int m = 0; m < M; ++m)
+      for (int v = 0; v < NV; ++v) c[m][v] = first ? V::zero() : V::load(acc + m * NR + v * W);
+    const float* ap[M];
+    for (int m = 0; m < M; ++m) ap[m] = a[m] + k0;
+    for (int64_t kk = 0; kk < depth; ++kk) {
+      reg bv[NV];
+      for (int v = 0; v < NV; ++v) bv[v] = V::load(b + kk * NR + v * W);
+      for (int m = 0; m < M; ++m) {
+        const reg av = V::set1(ap[m][kk]);
+        for (int v = 0; v < NV; ++v) c[m][v] = V::fma(av, bv[v], c[m][v]);
+      }
+    }
+    for (int m = 0; m < M; ++m)
+      for (int v = 0; v < NV; ++v) V::store(acc + m * NR + v * W, c[m][v]);
+  }
+
+  template <int M>
+  static void micro_upto(int rows, const float* const* a, int64_t k0, int64_t depth, const float* b, float* acc,
+                         bool first) {
+    if constexpr (M > 1) {
+      if (rows < M) return micro_upto<M - 1>(rows, a, k0, depth, b, acc, first);
+    }
+    micro<M>(a, k0, depth, b, acc, first);
+  }
+
+  static reg sigmoid(reg x) {  // 1 / (1 + e^-x)
+    const reg one = V::set1(1.0f);
+    return V::div(one, V::add(one, V::exp(V::sub(V::zero(), x))));
+  }
+
+  // gelu(x) = x * Phi(x) = 0.5 x erfc(-x / sqrt 2), erfc by the Chebyshev fit of Numerical Recipes
+  // (erfcc, fractional error < 1.2e-7), applied to |x| / sqrt 2 and reflected: erfc(-z) = 2 - erfc(z).
+  static reg gelu_erf(reg x) {
+    const reg one = V::set1(1.0f);
+    const reg z = V::mul(V::max(x, V::sub(V::zero(), x)), V::set1(0.70710678118654752f));
+    const reg t = V::div(one, V::fma(V::set1(0.5f), z, one));
+    reg p = V::set1(0.17087277f);
+    p = V::fma(p, t, V::set1(-0.82215223f));
+    p = V::fma(p, t, V::set1(1.48851587f));
+    p = V::fma(p, t, V::set1(-1.13520398f));
+    p = V::fma(p, t, V::set1(0.27886807f));
+    p = V::fma(p, t, V::set1(-0.18628806f));
+    p = V::fma(p, t, V::set1(0.09678418f));
+    p = V::fma(p, t, V::set1(0.37409196f));
+    p = V::fma(p, t, V::set1(1.00002368f));
+    p = V::fma(p, t, V::set1(-1.26551223f));
+    const reg e = V::mul(t, V::exp(V::sub(p, V::mul(z, z))));  // erfc(z)
+    // Phi(x) = 0.5 * (1 + sign(x) * (1 - erfc(|x| / sqrt 2)))
+    const reg phi = V::mul(V::set1(0.5f), V::add(one, V::copysign(V::sub(one, e), x)));
+    return V::mul(x, phi);
+  }
+
+  // gelu with the tanh approximation: 0.5 x (1 + tanh(u)) = x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3)
+  static reg gelu_tanh(reg x) {
+    const reg x3 = V::mul(V::mul(x, x), x);
+    const reg u2 = V::mul(V::set1(1.5957691216057308f), V::fma(V::set1(0.044715f), x3, x));
+    return V::mul(x, sigmoid(u2));
+  }
+
+  static reg activate(moe::Activation act, reg x) {
+    switch (act) {
+      case moe::Activation::swiglu:
+      case moe::Activation::silu: return V::mul(x, sigmoid(x));
+      case moe::Activation::geglu:
+      case moe::Activation::gelu: return gelu_erf(x);
+      case moe::Activation::gelu_tanh: return gelu_tanh(x);
+      case moe::Activation::relu: return V::max(x, V::zero());
+      case moe::Activation::identity: break;
+    }
+    return x;
+  }
+
+  // Writes one output row of a panel from its accumulators: bias, activation, gating, then the valid columns.
+  static void epilogue(const moe::cpu::GemmProblem& p, const float* acc, const float* bias, float* out,
+                       int64_t valid) {
+    alignas(64) float row[NR];
+    if (p.gated) {
+      constexpr int half = NV / 2;
+      for (int v = 0; v < half; ++v) {
+        const reg g = V::add(V::load(acc + v * W), V::load(bias + v * W));
+        const reg u = V::add(V::load(acc + (half + v) * W), V::load(bias + (half + v) * W));
+        V::store(row + v * W, V::mul(activate(p.activation, g), u));
+      }
+    } else {
+      for (int v = 0; v < NV; ++v)
+        V::store(row + v * W, activate(p.activation, V::add(V::load(acc + v * W), V::load(bias + v * W))));
+    }
+    std::memcpy(out, row, sizeof(float) * valid);
+  }
+
+  static void gemm_tile(const moe::cpu::GemmProblem& p, int64_t row_begin, int64_t row_end, int64_t panel_begin,
+                        int64_t panel_end) {
+    alignas(64) float acc[moe::cpu::kTileRows * NR];
+    const float* a[moe::cpu::kTileRows];
+    const int64_t rows = row_end - row_begin;
+    for (int64_t i = 0; i < rows; ++i) a[i] = p.a.row(row_begin + i);
+    const int64_t out_cols = p.gated ? NR / 2 : NR;
+    for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
+      const float* b = p.panels + panel * p.k * NR;
+      // k-blocks outer, row blocks inner: the B sub-panel is reused from L1 by every row block of the tile.
+      for (int64_t k0 = 0; k0 < p.k; k0 += moe::cpu::kBlockDepth) {
+        const int64_t depth = std::min<int64_t>(moe::cpu::kBlockDepth, p.k - k0);
+        for (int64_t r = 0; r < rows; r += MR)
+          micro_upto<MR>(static_cast<int>(std::min<int64_t>(MR, rows - r)), a + r, k0, depth, b + k0 * NR,
+                         acc + r * NR, k0 == 0);
+      }
+      const int64_t col0 = panel * out_cols;
+      const int64_t valid = std::min<int64_t>(out_cols, p.n - col0);
+      for (int64_t i = 0; i < rows; ++i)
+        epilogue(p, acc + i * NR, p.bias + panel * NR, p.c.row(row_begin + i) + col0, valid);
+    }
+  }
+
+  static void weighted_sum(const float* rows, int64_t stride, const float* weights, int count, int64_t n,
+                           float* out) {
+    int64_t i = 0;
+    for (; i + W <= n; i += W) {
+      reg s = V::zero();
+      for (int j = 0; j < count; ++j) s = V::fma(V::set1(weights[j]), V::load(rows + j * stride + i), s);
+      V::store(out + i, s);
+    }
+    for (; i < n; ++i) {
+      float s = 0.0f;
+      for (int j = 0; j < count; ++j) s = weights[j] * rows[j * stride + i] + s;
+      out[i] = s;
+    }
+  }
+
+  // Scans in chunks with a branch-free test (exponent bits all ones) that the compiler vectorises.
+  static int64_t find_non_finite(const float* data, int64_t count) {
+    constexpr int64_t chunk = 1024;
+    for (int64_t c0 = 0; c0 < count; c0 += chunk) {
+      const int64_t c1 = std::min(count, c0 + chunk);
+      uint32_t bad = 0;
+      for (int64_t i = c0; i < c1; ++i) {
+        uint32_t bits;
+        std::memcpy(&bits, data + i, sizeof bits);
+        bad |= (bits & 0x7f800000u) == 0x7f800000u;
+      }
+      if (bad)
+        for (int64_t i = c0; i < c1; ++i)
+          if (!std::isfinite(data[i])) return i;
+    }
+    return -1;
+  }
+
+  static const moe::cpu::KernelTable* table(moe::Isa isa) {
+    static const moe::cpu::KernelTable t{isa, {W, NV, MR}, &gemm_tile, &weighted_sum, &find_non_finite};
+    return &t;
+  }
+};

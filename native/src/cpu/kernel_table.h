@@ -1,0 +1,61 @@
+// The per-ISA kernel table: one translation unit per ISA fills one of these (cpu_<isa>.cpp), and the core
+// picks one at load (core/isa.cpp). Everything above this table is ISA-independent.
+#pragma once
+#include <cstdint>
+
+#include "moe/moe.h"
+
+namespace moe::cpu {
+
+// Panel layout of a packed weight matrix (see core/packing.h): panels of `nr = lanes * vectors` columns,
+// stored k-major. A gated matrix interleaves per panel nr/2 gate (W1) columns then nr/2 up (W3) columns.
+struct PanelGeometry {
+  int lanes;        // floats per vector register
+  int vectors;      // vector registers per panel row (even, so a gated panel splits in two)
+  int micro_rows;   // rows of A per microkernel call
+  int nr() const { return lanes * vectors; }
+};
+
+// Rows of a GEMM operand addressed indirectly: row i lives at base + (index ? index[i] / divisor : i) * stride.
+// This is how rows are gathered while loading (x by token) and scattered while storing (outputs by slot).
+template <class T>
+struct RowMap {
+  T* base = nullptr;
+  int64_t stride = 0;
+  const int32_t* index = nullptr;
+  int32_t divisor = 1;
+  T* row(int64_t i) const { return base + (index ? index[i] / divisor : i) * stride; }
+};
+
+struct GemmProblem {
+  const float* panels = nullptr;  // packed B for one expert: panel_count * k * nr floats
+  const float* bias = nullptr;    // packed bias: panel_count * nr floats (zeros where absent)
+  int64_t k = 0;                  // reduction length
+  int64_t n = 0;                  // valid output columns
+  Activation activation = Activation::identity;
+  bool gated = false;
+  RowMap<const float> a;          // input rows
+  RowMap<float> c;                // output rows (written, never read)
+};
+
+struct KernelTable {
+  Isa isa;
+  PanelGeometry geometry;
+  // Computes output rows [row_begin, row_end) (at most kTileRows of them) for panels [panel_begin, panel_end),
+  // epilogue (bias, activation, gating) included. The reduction order is fixed, independent of the split.
+  void (*gemm_tile)(const GemmProblem& problem, int64_t row_begin, int64_t row_end, int64_t panel_begin,
+                    int64_t panel_end);
+  // out[0..n) = sum over j < count of weights[j] * rows[j * stride + 0..n), in order j = 0, 1, ...
+  void (*weighted_sum)(const float* rows, int64_t stride, const float* weights, int count, int64_t n, float* out);
+  int64_t (*find_non_finite)(const float* data, int64_t count);
+};
+
+constexpr int64_t kTileRows = 48;    // rows of A per work item (a multiple of every micro_rows)
+constexpr int64_t kBlockDepth = 256; // k-block: a B sub-panel of kBlockDepth x nr floats stays in L1
+
+const KernelTable* kernels_scalar();
+const KernelTable* kernels_avx2();    // null where not compiled
+const KernelTable* kernels_avx512();  // null where not compiled
+const KernelTable* kernels_neon();    // null where not compiled
+
+}  // namespace moe::cpu

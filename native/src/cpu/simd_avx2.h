@@ -1,0 +1,33 @@
+// AVX2 + FMA: 8 floats per register; microkernel 6 rows x 2 vectors (12 accumulators of 16 registers).
+#pragma once
+#include <immintrin.h>
+
+#include "simd_exp.h"
+
+struct SimdAvx2 {
+  using reg = __m256;
+  static constexpr int kLanes = 8, kVectors = 2, kMicroRows = 6;
+  static reg zero() { return _mm256_setzero_ps(); }
+  static reg set1(float x) { return _mm256_set1_ps(x); }
+  static reg load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, reg x) { _mm256_storeu_ps(p, x); }
+  static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
+  static reg sub(reg a, reg b) { return _mm256_sub_ps(a, b); }
+  static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
+  static reg div(reg a, reg b) { return _mm256_div_ps(a, b); }
+  static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+  static reg max(reg a, reg b) { return _mm256_max_ps(a, b); }
+  static reg min(reg a, reg b) { return _mm256_min_ps(a, b); }
+  static reg copysign(reg magnitude, reg sign) {
+    const reg mask = _mm256_set1_ps(-0.0f);
+    return _mm256_or_ps(_mm256_andnot_ps(mask, magnitude), _mm256_and_ps(mask, sign));
+  }
+  struct IntOps {
+    static reg round(reg x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    static reg pow2(reg n) {
+      const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+      return _mm256_castsi256_ps(e);
+    }
+  };
+  static reg exp(reg x) { return simd_exp<SimdAvx2, IntOps>(x); }
+};

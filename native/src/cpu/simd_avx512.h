@@ -1,0 +1,35 @@
+// AVX-512F: 16 floats per register; microkernel 12 rows x 2 vectors (24 accumulators of 32 registers).
+#pragma once
+#include <immintrin.h>
+
+#include "simd_exp.h"
+
+struct SimdAvx512 {
+  using reg = __m512;
+  static constexpr int kLanes = 16, kVectors = 2, kMicroRows = 12;
+  static reg zero() { return _mm512_setzero_ps(); }
+  static reg set1(float x) { return _mm512_set1_ps(x); }
+  static reg load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, reg x) { _mm512_storeu_ps(p, x); }
+  static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+  static reg sub(reg a, reg b) { return _mm512_sub_ps(a, b); }
+  static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
+  static reg div(reg a, reg b) { return _mm512_div_ps(a, b); }
+  static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+  static reg max(reg a, reg b) { return _mm512_max_ps(a, b); }
+  static reg min(reg a, reg b) { return _mm512_min_ps(a, b); }
+  static reg copysign(reg magnitude, reg sign) {
+    const __m512i mask = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+    const __m512i m = _mm512_andnot_si512(mask, _mm512_castps_si512(magnitude));
+    const __m512i s = _mm512_and_si512(mask, _mm512_castps_si512(sign));
+    return _mm512_castsi512_ps(_mm512_or_si512(m, s));
+  }
+  struct IntOps {
+    static reg round(reg x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    static reg pow2(reg n) {
+      const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+      return _mm512_castsi512_ps(e);
+    }
+  };
+  static reg exp(reg x) { return simd_exp<SimdAvx512, IntOps>(x); }
+};

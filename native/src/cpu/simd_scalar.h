@@ -1,0 +1,22 @@
+// The scalar "vector": one float per register. Portable fallback and the reference for the SIMD paths.
+#pragma once
+#include <algorithm>
+#include <cmath>
+
+struct SimdScalar {
+  using reg = float;
+  static constexpr int kLanes = 1, kVectors = 4, kMicroRows = 4;
+  static reg zero() { return 0.0f; }
+  static reg set1(float x) { return x; }
+  static reg load(const float* p) { return *p; }
+  static void store(float* p, reg x) { *p = x; }
+  static reg add(reg a, reg b) { return a + b; }
+  static reg sub(reg a, reg b) { return a - b; }
+  static reg mul(reg a, reg b) { return a * b; }
+  static reg div(reg a, reg b) { return a / b; }
+  static reg fma(reg a, reg b, reg c) { return a * b + c; }
+  static reg max(reg a, reg b) { return std::max(a, b); }
+  static reg min(reg a, reg b) { return std::min(a, b); }
+  static reg copysign(reg magnitude, reg sign) { return std::copysign(magnitude, sign); }
+  static reg exp(reg x) { return std::exp(std::min(x, 88.3762626647949f)); }
+};
