@@ -126,6 +126,8 @@ export class Tensor<D extends DType = DType> {
     const free = shape.filter((d) => d === -1).length;
     if (free > 1) throw rangeError('at most one -1 in shape', `[${shape.join(', ')}]`);
     const known = product(shape.filter((d) => d !== -1));
+    if (free === 1 && (known === 0 || this.size % known !== 0))
+      throw rangeError(`a shape with ${this.size} elements (from [${this.shape.join(', ')}])`, `[${shape.join(', ')}]`);
     const dims = shape.map((d) => (d === -1 ? (known === 0 ? 0 : this.size / known) : d));
     checkShape(dims, 'shape');
     if (product(dims) !== this.size)

@@ -1,1 +1,212 @@
-int main(){return 0;}
+// C++ tests of the core, no Node needed: routing, dispatch, the layer against a float64 reference on
+// awkward shapes, thread-count determinism, and the kernel template at the AVX-512 geometry.
+// Usage: moe_core_tests [--isa scalar|avx2|avx512|neon]   (exit 77 = that ISA is not available: skipped)
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../src/core/packing.h"
+#include "moe/moe.h"
+
+namespace moe::cpu {
+const KernelTable* kernels_wide16_for_tests();
+}
+
+namespace {
+
+int failures = 0;
+#define CHECK(cond, ...)                                         \
+  do {                                                           \
+    if (!(cond)) {                                               \
+      ++failures;                                                \
+      std::printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+      std::printf(__VA_ARGS__);                                  \
+      std::printf("\n");                                         \
+    }                                                            \
+  } while (0)
+
+std::vector<float> randn(size_t n, uint32_t seed, float std) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> d(0.0f, std);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(gen);
+  return v;
+}
+
+double act_ref(moe::Activation a, double x) {
+  switch (a) {
+    case moe::Activation::swiglu:
+    case moe::Activation::silu: return x / (1 + std::exp(-x));
+    case moe::Activation::geglu:
+    case moe::Activation::gelu: return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+    case moe::Activation::gelu_tanh: return 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+    case moe::Activation::relu: return x > 0 ? x : 0;
+    case moe::Activation::identity: break;
+  }
+  return x;
+}
+
+struct Case {
+  int64_t tokens, d, h, e;
+  int k;
+  moe::Activation act;
+  bool bias;
+};
+
+void test_layer(const Case& c, uint32_t seed) {
+  const bool gated = moe::is_gated(c.act);
+  const auto router = randn(c.e * c.d, seed, 1.0f / std::sqrt(float(c.d)));
+  const auto w1 = randn(c.e * c.h * c.d, seed + 1, 1.0f / std::sqrt(float(c.d)));
+  const auto w3 = randn(c.e * c.h * c.d, seed + 2, 1.0f / std::sqrt(float(c.d)));
+  const auto w2 = randn(c.e * c.d * c.h, seed + 3, 1.0f / std::sqrt(float(c.h)));
+  const auto b1 = randn(c.e * c.h, seed + 4, 0.2f), b3 = randn(c.e * c.h, seed + 5, 0.2f), b2 = randn(c.e * c.d, seed + 6, 0.2f);
+  const auto x = randn(c.tokens * c.d, seed + 7, 1.0f);
+  moe::LayerConfig config{{c.e, c.d, c.h, c.act}, c.k, true, 0};
+  moe::ExpertWeights w{w1.data(), gated ? w3.data() : nullptr, w2.data(), c.bias ? b1.data() : nullptr,
+                       c.bias && gated ? b3.data() : nullptr, c.bias ? b2.data() : nullptr};
+  moe::Layer layer(config, router.data(), w);
+  std::vector<float> out(c.tokens * c.d), logits(c.tokens * c.e), weights(c.tokens * c.k);
+  std::vector<int32_t> experts(c.tokens * c.k), counts(c.e);
+  layer.forward(x.data(), c.tokens, {out.data(), logits.data(), experts.data(), weights.data(), counts.data()});
+
+  // float64 reference: logits, softmax top-k (ties to the lower index), experts, combine.
+  double max_diff = 0, scale = 0;
+  bool same_choice = true;
+  for (int64_t t = 0; t < c.tokens; ++t) {
+    std::vector<double> l(c.e);
+    for (int64_t e = 0; e < c.e; ++e) {
+      double s = 0;
+      for (int64_t i = 0; i < c.d; ++i) s += double(x[t * c.d + i]) * router[e * c.d + i];
+      l[e] = s;
+    }
+    std::vector<int> chosen;
+    std::vector<char> taken(c.e, 0);
+    for (int j = 0; j < c.k; ++j) {
+      int best = -1;
+      for (int e = 0; e < c.e; ++e)
+        if (!taken[e] && (best < 0 || l[e] > l[best])) best = e;
+      taken[best] = 1;
+      chosen.push_back(best);
+    }
+    double m = l[chosen[0]], sel = 0;
+    for (int e : chosen) sel += std::exp(l[e] - m);
+    std::vector<double> y(c.d, 0.0);
+    for (int j = 0; j < c.k; ++j) {
+      const int e = chosen[j];
+      same_choice &= experts[t * c.k + j] == e;
+      const double g = std::exp(l[e] - m) / sel;
+      std::vector<double> hid(c.h);
+      for (int64_t n = 0; n < c.h; ++n) {
+        double a = c.bias ? b1[e * c.h + n] : 0, u = c.bias && gated ? b3[e * c.h + n] : 0;
+        for (int64_t i = 0; i < c.d; ++i) {
+          a += double(w1[(e * c.h + n) * c.d + i]) * x[t * c.d + i];
+          if (gated) u += double(w3[(e * c.h + n) * c.d + i]) * x[t * c.d + i];
+        }
+        hid[n] = gated ? act_ref(c.act, a) * u : act_ref(c.act, a);
+      }
+      for (int64_t i = 0; i < c.d; ++i) {
+        double s = c.bias ? b2[e * c.d + i] : 0;
+        for (int64_t n = 0; n < c.h; ++n) s += double(w2[(e * c.d + i) * c.h + n]) * hid[n];
+        y[i] += g * s;
+      }
+    }
+    for (int64_t i = 0; i < c.d; ++i) {
+      max_diff = std::max(max_diff, std::abs(y[i] - out[t * c.d + i]));
+      scale = std::max(scale, std::abs(y[i]));
+    }
+  }
+  CHECK(same_choice, "T=%lld d=%lld h=%lld E=%lld k=%d: expert choices differ", (long long)c.tokens, (long long)c.d,
+        (long long)c.h, (long long)c.e, c.k);
+  CHECK(max_diff / scale <= 1e-5, "T=%lld d=%lld h=%lld E=%lld k=%d act=%d: relative error %.3g", (long long)c.tokens,
+        (long long)c.d, (long long)c.h, (long long)c.e, c.k, int(c.act), max_diff / scale);
+
+  // Same answer, bit for bit, with one thread.
+  std::vector<float> out1(out.size());
+  moe::LayerConfig one = config;
+  one.threads = 1;
+  moe::Layer layer1(one, router.data(), w);
+  layer1.forward(x.data(), c.tokens, {out1.data(), logits.data(), experts.data(), weights.data(), counts.data()});
+  CHECK(std::memcmp(out1.data(), out.data(), out.size() * sizeof(float)) == 0, "threads 1 vs all differ");
+}
+
+void test_dispatch() {
+  const int32_t experts[] = {2, 0, 2, -1, 1, 2, 0, -1};
+  int32_t counts[4], offsets[5], order[8];
+  moe::dispatch(experts, 8, 4, counts, offsets, order);
+  const int32_t want_counts[] = {2, 1, 3, 0}, want_offsets[] = {0, 2, 3, 6, 6}, want_order[] = {1, 6, 4, 0, 2, 5, -1, -1};
+  CHECK(std::memcmp(counts, want_counts, sizeof counts) == 0, "counts");
+  CHECK(std::memcmp(offsets, want_offsets, sizeof offsets) == 0, "offsets");
+  CHECK(std::memcmp(order, want_order, sizeof order) == 0, "order");
+}
+
+void test_top_k() {
+  const float logits[] = {0, 0, 0, 0, 1, 3, 2, 3};
+  int32_t experts[4];
+  float weights[4];
+  moe::top_k_softmax(logits, 2, 4, 2, true, experts, weights);
+  CHECK(experts[0] == 0 && experts[1] == 1 && weights[0] == 0.5f && weights[1] == 0.5f, "ties go to the lower index");
+  CHECK(experts[2] == 1 && experts[3] == 3, "top-2 of [1,3,2,3] is experts 1 then 3");
+  moe::top_k_softmax(logits, 1, 4, 1, false, experts, weights);
+  CHECK(std::abs(weights[0] - 0.25f) < 1e-7f, "unnormalised weight is the softmax probability");
+}
+
+// The kernel template at the AVX-512 geometry (16 lanes, 12 rows) against the active ISA, on an odd shape.
+void test_wide_template() {
+  const moe::cpu::KernelTable& wide = *moe::cpu::kernels_wide16_for_tests();
+  for (bool gated : {false, true}) {
+    const int64_t rows = 37, n = 45, k = 300;
+    const auto a = randn(rows * k, 11, 1.0f), w = randn(n * k, 12, 0.1f), wu = randn(n * k, 13, 0.1f), b = randn(n, 14, 0.1f);
+    moe::PackedMatrix packed(wide.geometry, 1, n, k, w.data(), b.data(), gated ? wu.data() : nullptr, gated ? b.data() : nullptr);
+    moe::cpu::GemmProblem p = packed.problem(0, moe::Activation::gelu);
+    std::vector<float> out(rows * n);
+    p.a = {a.data(), k, nullptr, 1};
+    p.c = {out.data(), n, nullptr, 1};
+    for (int64_t r = 0; r < rows; r += moe::cpu::kTileRows)
+      wide.gemm_tile(p, r, std::min(rows, r + moe::cpu::kTileRows), 0, packed.panel_count());
+    double max_err = 0;
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double g = b[j], u = b[j];
+        for (int64_t q = 0; q < k; ++q) {
+          g += double(a[i * k + q]) * w[j * k + q];
+          u += double(a[i * k + q]) * wu[j * k + q];
+        }
+        const double want = gated ? act_ref(moe::Activation::gelu, g) * u : act_ref(moe::Activation::gelu, g);
+        max_err = std::max(max_err, std::abs(want - out[i * n + j]));
+      }
+    CHECK(max_err < 1e-4, "wide template (gated=%d): max error %.3g", int(gated), max_err);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc == 3 && std::strcmp(argv[1], "--isa") == 0) {
+    bool supported = false;
+    for (moe::Isa isa : moe::supported_isas()) supported |= std::strcmp(moe::isa_name(isa), argv[2]) == 0;
+    if (!supported) {
+      std::printf("SKIP: isa %s is not supported on this CPU/build\n", argv[2]);
+      return 77;
+    }
+    setenv("MOE_FORCE_ISA", argv[2], 1);  // read once, at the first kernel call, which comes after this
+  }
+  std::printf("isa %s, %d threads\n", moe::isa_name(moe::active_isa()), moe::thread_count());
+  test_dispatch();
+  test_top_k();
+  test_wide_template();
+  uint32_t seed = 1;
+  const Case cases[] = {
+      {1, 33, 100, 1, 1, moe::Activation::swiglu, false}, {3, 33, 100, 4, 2, moe::Activation::swiglu, true},
+      {64, 17, 40, 8, 8, moe::Activation::geglu, true},   {513, 33, 100, 8, 2, moe::Activation::swiglu, true},
+      {1, 100, 33, 64, 6, moe::Activation::gelu, true},  {37, 33, 100, 4, 2, moe::Activation::gelu_tanh, true},
+      {37, 20, 30, 4, 3, moe::Activation::relu, false},  {37, 20, 30, 4, 1, moe::Activation::silu, true},
+      {5, 20, 30, 64, 1, moe::Activation::identity, true},
+  };
+  for (const Case& c : cases) test_layer(c, seed += 10);
+  std::printf(failures ? "%d check(s) failed\n" : "all checks passed\n", failures);
+  return failures ? 1 : 0;
+}
