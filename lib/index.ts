@@ -9,6 +9,7 @@ export type { MoEConfig, MoEWeights, MoEOutput, Routing } from './layer';
 export { backendInfo, setThreads } from './backend';
 export type { BackendInfo } from './backend';
 export { ERROR_PREFIX } from './errors';
+export { layerFlops, activeWeightBytes } from './flops';
 import * as kernels from './kernels';
 import * as reference from './reference';
 export { kernels, reference };
