@@ -18,6 +18,7 @@ const FLAGS: FlagSpec[] = [
   { name: 'd-hidden', help: 'expert hidden width', default: 2816 },
   { name: 'experts', help: 'number of experts', default: 8 },
   { name: 'top-k', help: 'experts per token', default: 2 },
+  { name: 'ort-spinning', help: "let onnxruntime's idle workers spin (steals cores from the others)", default: false },
   { name: 'help', help: 'show this help', default: false },
 ];
 
@@ -56,7 +57,7 @@ async function main(): Promise<void> {
   };
   const weights = randomWeights(config, 1);
   const layer = new MoELayer(config, weights);
-  const ort = await createOrtMoE(config, weights, threads);
+  const ort = await createOrtMoE(config, weights, threads, Boolean(f['ort-spinning']));
   const info = backendInfo();
   console.log(`moe-kernels isa ${info.isa}, ${threads} threads; shape ${JSON.stringify(config)}, fp32`);
   if (typeof ort === 'string') console.log(`onnxruntime skipped: ${ort}`);

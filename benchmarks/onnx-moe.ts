@@ -92,6 +92,7 @@ export async function createOrtMoE(
   config: { dModel: number; dHidden: number; numExperts: number; topK: number },
   weights: MoEWeights,
   threads: number,
+  spinning = false,
 ): Promise<OrtMoE | string> {
   let ort: typeof import('onnxruntime-node');
   try {
@@ -104,6 +105,9 @@ export async function createOrtMoE(
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
     executionProviders: ['cpu'],
+    // ORT's workers spin after each run by default, which would steal the cores from whatever runs next in
+    // an alternating benchmark; with spinning off every implementation gets an idle machine.
+    extra: { session: { intra_op: { allow_spinning: spinning ? '1' : '0' } } },
   });
   return {
     async run(x, tokens) {

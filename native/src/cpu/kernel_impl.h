@@ -15,8 +15,32 @@ struct KernelImpl {
   static_assert(moe::cpu::kTileRows % MR == 0, "tile rows must be a multiple of the micro rows");
 
   // acc[M][NR] (+)= A[M rows, k0 .. k0 + depth) * B(depth x NR panel rows)
+  // One row (decode): M * NV accumulators would make a chain of dependent FMAs, bounded by FMA latency rather
+  // than by the weight stream; four interleaved partial sums per vector keep the loads flowing.
+  static void micro_row(const float* a, const float* b, int64_t depth, float* acc, bool first) {
+    constexpr int U = 4;
+    reg c[U][NV];
+    for (int u = 0; u < U; ++u)
+      for (int v = 0; v < NV; ++v) c[u][v] = V::zero();
+    int64_t kk = 0;
+    for (; kk + U <= depth; kk += U)
+      for (int u = 0; u < U; ++u) {
+        const reg av = V::set1(a[kk + u]);
+        for (int v = 0; v < NV; ++v) c[u][v] = V::fma(av, V::load(b + (kk + u) * NR + v * W), c[u][v]);
+      }
+    for (; kk < depth; ++kk) {
+      const reg av = V::set1(a[kk]);
+      for (int v = 0; v < NV; ++v) c[0][v] = V::fma(av, V::load(b + kk * NR + v * W), c[0][v]);
+    }
+    for (int v = 0; v < NV; ++v) {
+      const reg sum = V::add(V::add(c[0][v], c[1][v]), V::add(c[2][v], c[3][v]));
+      V::store(acc + v * W, first ? sum : V::add(V::load(acc + v * W), sum));
+    }
+  }
+
   template <int M>
   static void micro(const float* const* a, int64_t k0, int64_t depth, const float* b, float* acc, bool first) {
+    if constexpr (M == 1) return micro_row(a[0] + k0, b, depth, acc, first);
     reg c[M][NV];
     for (int m = 0; m < M; ++m)
       for (int v = 0; v < NV; ++v) c[m][v] = first ? V::zero() : V::load(acc + m * NR + v * W);
