@@ -1,5 +1,6 @@
 /**
- * A seeded, reproducible random source: xoshiro128** seeded through splitmix32, normals by Box-Muller.
+ * A seeded, reproducible random source: xoshiro128** seeded through splitmix32, normals by Marsaglia's
+ * polar method.
  * The same seed gives the same numbers on every platform and Node version.
  */
 export class Random {
@@ -18,23 +19,23 @@ export class Random {
       z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
       return (z ^ (z >>> 16)) >>> 0;
     };
-    this.s0 = next();
-    this.s1 = next();
-    this.s2 = next();
-    this.s3 = next();
+    this.s0 = next() | 0;
+    this.s1 = next() | 0;
+    this.s2 = next() | 0;
+    this.s3 = next() | 0;
   }
 
-  /** A uniform 32-bit unsigned integer. */
+  /** A uniform 32-bit unsigned integer. The state is kept as int32 (small integers for V8, no boxing). */
   nextUint32(): number {
-    const result = Math.imul(rotl(Math.imul(this.s1, 5) >>> 0, 7), 9) >>> 0;
-    const t = (this.s1 << 9) >>> 0;
-    this.s2 = (this.s2 ^ this.s0) >>> 0;
-    this.s3 = (this.s3 ^ this.s1) >>> 0;
-    this.s1 = (this.s1 ^ this.s2) >>> 0;
-    this.s0 = (this.s0 ^ this.s3) >>> 0;
-    this.s2 = (this.s2 ^ t) >>> 0;
+    const result = Math.imul(rotl(Math.imul(this.s1, 5), 7), 9);
+    const t = this.s1 << 9;
+    this.s2 ^= this.s0;
+    this.s3 ^= this.s1;
+    this.s1 ^= this.s2;
+    this.s0 ^= this.s3;
+    this.s2 ^= t;
     this.s3 = rotl(this.s3, 11);
-    return result;
+    return result >>> 0;
   }
 
   /** Uniform in [0, 1), 53 bits. */
@@ -44,22 +45,30 @@ export class Random {
     return (hi * 67108864 + lo) / 9007199254740992;
   }
 
-  /** Standard normal. */
+  /** Fills `out` with mean + std * normal(), the same sequence as calling normal() in turn. */
+  fillNormal(out: { length: number; [index: number]: number }, mean: number, std: number): void {
+    for (let i = 0; i < out.length; i++) out[i] = mean + std * this.normal();
+  }
+
+  /** Standard normal (polar method on 32-bit uniforms: plenty for weights and test data). */
   normal(): number {
     if (this.spare !== undefined) {
       const s = this.spare;
       this.spare = undefined;
       return s;
     }
-    let u = 0;
-    while (u === 0) u = this.uniform();
-    const v = this.uniform();
-    const r = Math.sqrt(-2 * Math.log(u));
-    this.spare = r * Math.sin(2 * Math.PI * v);
-    return r * Math.cos(2 * Math.PI * v);
+    for (;;) {
+      const u = this.nextUint32() * 4.656612873077393e-10 - 1; // [-1, 1)
+      const v = this.nextUint32() * 4.656612873077393e-10 - 1;
+      const q = u * u + v * v;
+      if (q === 0 || q >= 1) continue;
+      const f = Math.sqrt((-2 * Math.log(q)) / q);
+      this.spare = v * f;
+      return u * f;
+    }
   }
 }
 
 function rotl(x: number, k: number): number {
-  return ((x << k) | (x >>> (32 - k))) >>> 0;
+  return (x << k) | (x >>> (32 - k));
 }

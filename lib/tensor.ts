@@ -115,8 +115,7 @@ export class Tensor<D extends DType = DType> {
     if (!Number.isFinite(std) || std < 0) throw rangeError('options.std to be a finite number >= 0', describe(std));
     if (!Number.isFinite(mean)) throw rangeError('options.mean to be a finite number', describe(mean));
     const t = Tensor.zeros(shape, 'float32');
-    const rng = new Random(seed);
-    for (let i = 0; i < t.data.length; i++) t.data[i] = mean + std * rng.normal();
+    new Random(seed).fillNormal(t.data, mean, std);
     return t;
   }
 

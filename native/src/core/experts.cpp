@@ -32,8 +32,9 @@ void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix
   const int64_t panel_tiles = (panel_count + tile_panels - 1) / tile_panels;
 
   struct Item { const GemmGroup* group; int64_t row0, row1, panel0, panel1; };
-  std::vector<Item> items;
-  items.reserve(static_cast<size_t>(row_tiles * panel_tiles));
+  thread_local std::vector<Item> scratch;  // grow-only: no allocation once warm
+  std::vector<Item>& items = scratch;       // the caller's list, named so the workers see it, not their own
+  items.clear();
   for (const auto& g : groups)
     for (int64_t r = 0; r < g.rows; r += cpu::kTileRows)
       for (int64_t p = 0; p < panel_count; p += tile_panels)
@@ -65,8 +66,8 @@ void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int
   float* hidden = ws.hidden.reserve(static_cast<size_t>(std::max<int64_t>(routed, 1) * s.d_hidden));
 
   // Phase 1: hidden[pos] = act(x[token(order[pos])] W1_e^T + b1) (* (x W3_e^T + b3)), rows gathered from x.
-  std::vector<GemmGroup> groups;
-  groups.reserve(static_cast<size_t>(s.num_experts));
+  thread_local std::vector<GemmGroup> groups;  // grow-only: no allocation once warm
+  groups.clear();
   for (int64_t e = 0; e < s.num_experts; ++e) {
     const int64_t n = offsets[e + 1] - offsets[e];
     if (n == 0) continue;  // an expert without tokens costs nothing
@@ -106,10 +107,12 @@ void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int
 
 void packed_router_logits(const PackedMatrix& router, const float* x, int64_t tokens, int64_t d_model,
                           float* logits) {
-  GemmGroup g{router.problem(0, Activation::identity), tokens};
+  thread_local std::vector<GemmGroup> groups(1);
+  GemmGroup& g = groups[0];
+  g = {router.problem(0, Activation::identity), tokens};
   g.problem.a = {x, d_model, nullptr, 1};
   g.problem.c = {logits, router.n(), nullptr, 1};
-  run_groups({g}, router);
+  run_groups(groups, router);
 }
 
 void router_logits(const float* x, int64_t tokens, int64_t d_model, const float* router, int64_t num_experts,

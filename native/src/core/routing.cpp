@@ -12,8 +12,10 @@ namespace moe {
 // Selection compares logits (softmax is monotonic); ties go to the lower expert index.
 void top_k_softmax(const float* logits, int64_t tokens, int64_t num_experts, int k, bool normalize,
                    int32_t* experts, float* weights) {
-  std::vector<double> e(static_cast<size_t>(num_experts));
-  std::vector<char> taken(static_cast<size_t>(num_experts));
+  thread_local std::vector<double> e;  // grow-only scratch: no allocation once warm
+  thread_local std::vector<char> taken;
+  e.resize(static_cast<size_t>(num_experts));
+  taken.resize(static_cast<size_t>(num_experts));
   for (int64_t t = 0; t < tokens; ++t) {
     const float* l = logits + t * num_experts;
     const float m = *std::max_element(l, l + num_experts);
@@ -44,9 +46,11 @@ void dispatch(const int32_t* experts, int64_t slots, int64_t num_experts, int32_
     if (experts[s] >= 0) ++tokens_per_expert[experts[s]];
   expert_offsets[0] = 0;
   for (int64_t e = 0; e < num_experts; ++e) expert_offsets[e + 1] = expert_offsets[e] + tokens_per_expert[e];
-  std::vector<int32_t> cursor(expert_offsets, expert_offsets + num_experts);
+  // tokens_per_expert doubles as the write cursor, then is restored from the offsets.
+  std::copy(expert_offsets, expert_offsets + num_experts, tokens_per_expert);
   for (int64_t s = 0; s < slots; ++s)
-    if (experts[s] >= 0) order[cursor[experts[s]]++] = static_cast<int32_t>(s);
+    if (experts[s] >= 0) order[tokens_per_expert[experts[s]]++] = static_cast<int32_t>(s);
+  for (int64_t e = 0; e < num_experts; ++e) tokens_per_expert[e] = expert_offsets[e + 1] - expert_offsets[e];
   std::fill(order + expert_offsets[num_experts], order + slots, -1);
 }
 

@@ -67,7 +67,7 @@ void ThreadPool::work() {
       if (next_ >= job_count_) return;
       item = next_++;
     }
-    (*job_)(item);
+    job_(job_context_, item);
   }
 }
 
@@ -90,18 +90,19 @@ void ThreadPool::worker_loop(int id) {
   }
 }
 
-void ThreadPool::run(int64_t count, const std::function<void(int64_t)>& fn) {
+void ThreadPool::run_erased(int64_t count, Task task, void* context) {
   if (count <= 0) return;
   std::lock_guard<std::mutex> run_lock(run_mutex_);
   const int limit = ThreadLimit::current();
   const int threads = limit > 0 && limit < threads_ ? limit : threads_;
   if (threads == 1 || count == 1) {
-    for (int64_t i = 0; i < count; ++i) fn(i);
+    for (int64_t i = 0; i < count; ++i) task(context, i);
     return;
   }
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    job_ = &fn;
+    job_ = task;
+    job_context_ = context;
     job_count_ = count;
     job_threads_ = threads;
     next_ = 0;

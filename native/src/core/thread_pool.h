@@ -4,7 +4,7 @@
 #pragma once
 #include <condition_variable>
 #include <cstdint>
-#include <functional>
+#include <type_traits>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -26,11 +26,20 @@ class ThreadLimit {
 class ThreadPool {
  public:
   static ThreadPool& instance();
-  void run(int64_t count, const std::function<void(int64_t item)>& fn);
+  // Calls fn(item) for item in [0, count), spread over the pool; returns when all are done. Type-erased
+  // through a plain function pointer, so a call allocates nothing.
+  template <class F>
+  void run(int64_t count, F&& fn) {
+    using Fn = std::remove_reference_t<F>;
+    run_erased(count, [](void* ctx, int64_t item) { (*static_cast<Fn*>(ctx))(item); },
+               const_cast<void*>(static_cast<const void*>(&fn)));
+  }
   void resize(int threads);  // total threads including the caller
   int size();
 
  private:
+  using Task = void (*)(void* context, int64_t item);
+  void run_erased(int64_t count, Task task, void* context);
   ThreadPool();
   ~ThreadPool();
   void start(int threads);
@@ -42,7 +51,8 @@ class ThreadPool {
   std::mutex mutex_;
   std::condition_variable wake_, done_;
   std::vector<std::thread> workers_;
-  const std::function<void(int64_t)>* job_ = nullptr;
+  Task job_ = nullptr;
+  void* job_context_ = nullptr;
   int64_t job_count_ = 0;
   int job_threads_ = 0;  // workers with id < job_threads_ join the current job
   int64_t next_ = 0;
