@@ -1,8 +1,10 @@
-import { ACTIVATIONS, Activation } from './activation';
-import { describe, typeError } from './errors';
-import { ExpertWeights, expertArrays } from './expert-weights';
-import { NativeForwardResult, NativeLayer, native } from './native';
+import { ACTIVATIONS, Activation, isGated } from './activation';
+import { describe, rangeError, typeError } from './errors';
+import { ExpertArrays, ExpertWeights, expertArrays } from './expert-weights';
+import * as gating from './gating';
+import { NativeLayer, native } from './native';
 import { Random } from './random';
+import { RouterConfig, checkRouterConfig, impliedTopK } from './router-config';
 import { Tensor } from './tensor';
 import { expectBoolean, expectInteger, expectOneOf, expectTensor, float32Data } from './validate';
 
@@ -10,84 +12,137 @@ export interface MoEConfig {
   dModel: number;
   dHidden: number;
   numExperts: number;
-  /** Experts per token, 1..numExperts (numExperts = soft routing). */
-  topK: number;
+  /**
+   * Experts per token, 1..numExperts. Required by the 'topK' (default), 'noisyTopK' and 'sigmoidBias'
+   * routers; implied by 'soft' (numExperts), 'switch' (1) and 'gshardTop2' (2); unused by 'expertChoice'.
+   */
+  topK?: number;
   /** Expert activation; 'swiglu' (the default) is silu(x W1^T) * (x W3^T), as in Mixtral. */
   activation?: Activation;
-  /** Renormalise the top-k softmax weights to sum to 1 (Mixtral / HF, the default); false keeps the raw probabilities. */
+  /** For the default router: renormalise the top-k softmax weights to sum to 1 (Mixtral / HF, the default). */
   normalizeTopK?: boolean;
   /** Use at most this many threads of the shared pool for this layer; 0 (the default) = all, see setThreads. */
   threads?: number;
+  /** The routing rule (default { kind: 'topK' }: Mixtral's softmax top-k); see gating/. */
+  router?: RouterConfig;
+  /** Always-on shared experts added to every token's output (DeepSeekMoE); weights.shared holds them. */
+  sharedExperts?: number;
+  /** Hidden width of each shared expert (default dHidden). */
+  sharedHidden?: number;
 }
 
 export interface MoEWeights extends ExpertWeights {
-  /** [numExperts, dModel]: router logits = x router^T. */
+  /** [numExperts, dModel]: router logits = x router^T. Always float32 in the kernels (Switch's selective precision). */
   router: Tensor;
+  /** [numExperts, dModel]: W_noise of noisy top-k gating. */
+  noiseRouter?: Tensor;
+  /** The shared experts: w1/w3 [sharedExperts, sharedHidden, dModel], w2 [sharedExperts, dModel, sharedHidden]. */
+  shared?: ExpertWeights;
 }
 
 export interface Routing {
+  /** Slots per token (for expert choice, the most experts any token got). */
   topK: number;
-  /** [tokens * topK] expert per slot, token-major (token t at t*topK .. t*topK+topK-1), descending weight. */
+  /** [tokens * topK] expert per slot, token-major (token t at t*topK .. t*topK+topK-1), descending weight; -1 = dropped. */
   experts: Int32Array;
-  /** [tokens * topK] routing weight per slot. */
+  /** [tokens * topK] routing weight per slot (0 for dropped slots). */
   weights: Float32Array;
-  /** [numExperts] slots each expert received. */
+  /** [numExperts] slots each expert received, after dropping. */
   tokensPerExpert: Int32Array;
-  /** [tokens, numExperts] router logits. */
+  /** [tokens, numExperts] router logits (before exploration noise). */
   logits: Tensor<'float32'>;
+  /** Slots dropped by capacity (and GShard's random routing). */
+  dropped: number;
+  /** The router's full result (float64), for its backward pass in gating/; absent on the built-in fast path. */
+  gate?: gating.GateResult;
 }
 
 export interface MoEOutput {
-  /** [tokens, dModel]: sum over the selected experts of weight * expert(x). */
+  /** [tokens, dModel]: sum over the selected experts of weight * expert(x), plus the shared experts. */
   output: Tensor<'float32'>;
   routing: Routing;
 }
 
+export interface ForwardOptions {
+  /** Training mode: noisy top-k noise, exploration noise, jitter and GShard random routing apply. */
+  training?: boolean;
+}
+
+type Resolved = Required<Omit<MoEConfig, 'router'>> & { router: Readonly<RouterConfig> };
+
 /**
- * A Mixture-of-Experts layer (Shazeer et al. 2017 eq. 1: y = sum_i G(x)_i E_i(x)) with Mixtral's routing:
- * softmax over the router logits, top-k, renormalised. Weights are packed once here; forward runs the
- * native router, dispatch, grouped expert GEMMs (activation fused) and combine.
+ * A Mixture-of-Experts layer (Shazeer et al. 2017 eq. 1: y = sum_i G(x)_i E_i(x)). Weights are packed once
+ * here; forward runs the router, dispatch, grouped expert GEMMs (activation fused) and combine natively. The
+ * default router (Mixtral's softmax top-k) runs entirely in the native core; the other rules route in
+ * TypeScript (gating/) on the native router logits and hand the result to the same native kernels.
  */
 export class MoELayer {
-  readonly config: Readonly<Required<MoEConfig>>;
+  readonly config: Readonly<Resolved>;
   private handle: NativeLayer | undefined;
+  private readonly noiseRouter: Float32Array | null;
+  private readonly random: Random;
 
   constructor(config: MoEConfig, weights: MoEWeights) {
     this.config = checkConfig(config);
-    const { dModel, dHidden, numExperts, topK, activation, normalizeTopK, threads } = this.config;
+    const c = this.config;
     if (typeof weights !== 'object' || weights === null) throw typeError('weights to be an object of Tensors', describe(weights));
-    const router = float32Data(
-      expectTensor(weights.router, 'weights.router', ['float32', 'float16', 'bfloat16'], [numExperts, dModel], ['numExperts', 'dModel']),
-    );
-    const a = expertArrays(weights, { numExperts, dModel, dHidden, activation });
+    const floats = ['float32', 'float16', 'bfloat16'] as const;
+    const routerDims = [c.numExperts, c.dModel];
+    const router = float32Data(expectTensor(weights.router, 'weights.router', floats, routerDims, ['numExperts', 'dModel']));
+    this.noiseRouter = null;
+    if (c.router.kind === 'noisyTopK') {
+      if (weights.noiseRouter === undefined)
+        throw typeError(`weights.noiseRouter to be a Tensor [${c.numExperts}, ${c.dModel}] (W_noise of noisy top-k)`, 'undefined');
+      this.noiseRouter = float32Data(expectTensor(weights.noiseRouter, 'weights.noiseRouter', floats, routerDims, ['numExperts', 'dModel']));
+    } else if (weights.noiseRouter !== undefined) {
+      throw rangeError(`no weights.noiseRouter (router '${c.router.kind}' has no noise)`, describe(weights.noiseRouter));
+    }
+    const a = expertArrays(weights, { numExperts: c.numExperts, dModel: c.dModel, dHidden: c.dHidden, activation: c.activation });
+    let s: ExpertArrays | null = null;
+    if (c.sharedExperts > 0) {
+      if (typeof weights.shared !== 'object' || weights.shared === null)
+        throw typeError(`weights.shared to be expert weights for ${c.sharedExperts} shared experts`, describe(weights.shared));
+      s = expertArrays(weights.shared, { numExperts: c.sharedExperts, dModel: c.dModel, dHidden: c.sharedHidden, activation: c.activation }, 'weights.shared');
+    } else if (weights.shared !== undefined) {
+      throw rangeError('no weights.shared (config.sharedExperts is 0)', describe(weights.shared));
+    }
+    this.random = new Random(c.router.seed ?? 0);
     this.handle = new (native().NativeLayer)(
-      dModel, dHidden, numExperts, topK, activation, normalizeTopK, threads, router, a.w1, a.w3, a.w2, a.b1, a.b3, a.b2,
+      c.dModel, c.dHidden, c.numExperts, c.topK, c.activation, c.normalizeTopK, c.threads, router, a.w1, a.w3, a.w2, a.b1, a.b3, a.b2,
+      c.sharedExperts, c.sharedHidden, s?.w1 ?? null, s?.w3 ?? null, s?.w2 ?? null, s?.b1 ?? null, s?.b3 ?? null, s?.b2 ?? null,
     );
   }
 
   /**
-   * A layer with seeded random weights, nn.Linear-like scale (std 1/sqrt(fan_in)); biases only when
-   * `bias: true`. The same seed gives the same layer everywhere.
+   * A layer with seeded random weights, nn.Linear-like scale (std 1/sqrt(fan_in)); biases only when `bias`;
+   * a zero router when `zeroRouter` (Shazeer et al. and Chen et al. initialise W_g to zeros). The same seed
+   * gives the same layer everywhere.
    */
-  static random(config: MoEConfig, options: { seed?: number; bias?: boolean } = {}): MoELayer {
+  static random(config: MoEConfig, options: { seed?: number; bias?: boolean; zeroRouter?: boolean } = {}): MoELayer {
     const c = checkConfig(config);
-    const seed = options.seed ?? 0;
-    const rng = new Random(seed);
-    const next = () => rng.nextUint32();
-    const { dModel: d, dHidden: h, numExperts: e } = c;
-    const gated = c.activation === 'swiglu' || c.activation === 'geglu';
-    const weights: MoEWeights = {
-      router: Tensor.randn([e, d], { seed: next(), std: 1 / Math.sqrt(d) }),
-      w1: Tensor.randn([e, h, d], { seed: next(), std: 1 / Math.sqrt(d) }),
-      w3: gated ? Tensor.randn([e, h, d], { seed: next(), std: 1 / Math.sqrt(d) }) : undefined,
-      w2: Tensor.randn([e, d, h], { seed: next(), std: 1 / Math.sqrt(h) }),
+    const rng = new Random(options.seed ?? 0);
+    const experts = (count: number, hidden: number): ExpertWeights => {
+      const next = () => rng.nextUint32();
+      const { dModel: d } = c;
+      const gated = isGated(c.activation);
+      const w: ExpertWeights = {
+        w1: Tensor.randn([count, hidden, d], { seed: next(), std: 1 / Math.sqrt(d) }),
+        w3: gated ? Tensor.randn([count, hidden, d], { seed: next(), std: 1 / Math.sqrt(d) }) : undefined,
+        w2: Tensor.randn([count, d, hidden], { seed: next(), std: 1 / Math.sqrt(hidden) }),
+      };
+      if (options.bias) {
+        w.b1 = Tensor.randn([count, hidden], { seed: next(), std: 0.1 });
+        if (gated) w.b3 = Tensor.randn([count, hidden], { seed: next(), std: 0.1 });
+        w.b2 = Tensor.randn([count, d], { seed: next(), std: 0.1 });
+      }
+      return w;
     };
-    if (options.bias) {
-      weights.b1 = Tensor.randn([e, h], { seed: next(), std: 0.1 });
-      if (gated) weights.b3 = Tensor.randn([e, h], { seed: next(), std: 0.1 });
-      weights.b2 = Tensor.randn([e, d], { seed: next(), std: 0.1 });
-    }
-    return new MoELayer(c, weights);
+    const routerWeights = () =>
+      options.zeroRouter ? Tensor.zeros([c.numExperts, c.dModel]) : Tensor.randn([c.numExperts, c.dModel], { seed: rng.nextUint32(), std: 1 / Math.sqrt(c.dModel) });
+    const weights: MoEWeights = { router: routerWeights(), ...experts(c.numExperts, c.dHidden) };
+    if (c.router.kind === 'noisyTopK') weights.noiseRouter = routerWeights();
+    if (c.sharedExperts > 0) weights.shared = experts(c.sharedExperts, c.sharedHidden);
+    return new MoELayer(config, weights);
   }
 
   get disposed(): boolean {
@@ -100,15 +155,27 @@ export class MoELayer {
   }
 
   /** Runs the layer off the event loop. x: float32 [tokens, dModel]; it is read, never modified. */
-  async forward(x: Tensor): Promise<MoEOutput> {
-    const { handle, data, tokens } = this.prepare(x);
-    return this.wrap(await handle.forward(data, tokens), tokens);
+  async forward(x: Tensor, options: ForwardOptions = {}): Promise<MoEOutput> {
+    const { handle, data, tokens, training } = this.prepare(x, options);
+    if (this.nativeRouting(training)) {
+      const r = await handle.forward(data, tokens);
+      return this.output(r.output, tokens, { ...r, topK: this.config.topK, dropped: 0 });
+    }
+    const { gate, logits, weights } = this.route(handle, data, tokens, training);
+    const r = await handle.forwardRouted(data, tokens, gate.topK, gate.experts, weights, true);
+    return this.output(r.output, tokens, { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate });
   }
 
   /** The same as forward, on the calling thread. */
-  forwardSync(x: Tensor): MoEOutput {
-    const { handle, data, tokens } = this.prepare(x);
-    return this.wrap(handle.forwardSync(data, tokens), tokens);
+  forwardSync(x: Tensor, options: ForwardOptions = {}): MoEOutput {
+    const { handle, data, tokens, training } = this.prepare(x, options);
+    if (this.nativeRouting(training)) {
+      const r = handle.forwardSync(data, tokens);
+      return this.output(r.output, tokens, { ...r, topK: this.config.topK, dropped: 0 });
+    }
+    const { gate, logits, weights } = this.route(handle, data, tokens, training);
+    const r = handle.forwardRouted(data, tokens, gate.topK, gate.experts, weights, false) as { output: Float32Array; tokensPerExpert: Int32Array };
+    return this.output(r.output, tokens, { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate });
   }
 
   /** Frees the packed weights; a forward already running finishes first. Later calls throw. */
@@ -122,38 +189,96 @@ export class MoELayer {
     return this.handle;
   }
 
-  private prepare(x: Tensor) {
+  private prepare(x: Tensor, options: ForwardOptions) {
     const handle = this.native();
     const xs = expectTensor(x, 'x', ['float32'], [null, this.config.dModel], ['tokens', 'dModel']);
     const tokens = xs.shape[0];
     expectInteger(tokens, 'x.shape[0] (tokens)');
-    return { handle, data: xs.data, tokens };
+    if (typeof options !== 'object' || options === null) throw typeError('options to be an object', describe(options));
+    const training = expectBoolean(options.training ?? false, 'options.training');
+    return { handle, data: xs.data, tokens, training };
   }
 
-  private wrap(r: NativeForwardResult, tokens: number): MoEOutput {
-    return {
-      output: Tensor.from(r.output, [tokens, this.config.dModel]),
-      routing: {
-        topK: this.config.topK,
-        experts: r.experts,
-        weights: r.weights,
-        tokensPerExpert: r.tokensPerExpert,
-        logits: Tensor.from(r.logits, [tokens, this.config.numExperts]),
-      },
+  /** The built-in native path: Mixtral's softmax top-k without capacity, ties to the lower index. */
+  private nativeRouting(training: boolean): boolean {
+    const r = this.config.router as RouterConfig & Record<string, unknown>;
+    const noisy = training && ((r.explorationNoise ?? 0) > 0 || (r.jitter ?? 0) > 0);
+    return r.kind === 'topK' && (r.order ?? 'softmax-topk') === 'softmax-topk' && (r.tieBreak ?? 'lower') === 'lower' &&
+      r.capacityFactor === undefined && !noisy;
+  }
+
+  private route(handle: NativeLayer, x: Float32Array, tokens: number, training: boolean) {
+    const c = this.config;
+    const r = c.router;
+    const seed = () => this.random.nextUint32();
+    const routerInput = training && (r.jitter ?? 0) > 0 ? gating.multiplicativeJitter(x, r.jitter!, seed()) : x;
+    const logits = handle.routerLogits(routerInput, tokens);
+    const shape = [tokens, c.numExperts];
+    const explored = training && (r.explorationNoise ?? 0) > 0;
+    const l = { data: explored ? gating.explorationNoise({ data: logits, shape }, { scale: r.explorationNoise, seed: seed() }) : logits, shape };
+    let gate: gating.GateResult;
+    switch (r.kind) {
+      case 'topK': gate = gating.topK(l, { ...r, k: c.topK }); break;
+      case 'soft': gate = gating.soft(l); break;
+      case 'switch': gate = gating.switchTop1(l, r); break;
+      case 'noisyTopK': {
+        const noiseLogits = native().routerLogits(routerInput, tokens, c.dModel, this.noiseRouter!, c.numExperts);
+        gate = gating.noisyTopK(l, { data: noiseLogits, shape }, { ...r, k: c.topK, training, seed: training ? seed() : 0 });
+        break;
+      }
+      case 'gshardTop2': gate = gating.gshardTop2(l, { ...r, randomRouting: training && (r.randomRouting ?? true), seed: training ? seed() : 0 }); break;
+      case 'expertChoice': gate = gating.expertChoice(l, r); break;
+      case 'sigmoidBias': gate = gating.sigmoidBias(l, { ...r, k: c.topK }); break;
+    }
+    return { gate, logits, weights: Float32Array.from(gate.weights) };
+  }
+
+  private output(
+    output: Float32Array, tokens: number,
+    r: { topK: number; experts: Int32Array; weights: Float32Array; tokensPerExpert: Int32Array; logits: Float32Array; dropped: number; gate?: gating.GateResult },
+  ): MoEOutput {
+    const routing: Routing = {
+      topK: r.topK, experts: r.experts, weights: r.weights, tokensPerExpert: r.tokensPerExpert,
+      logits: Tensor.from(r.logits, [tokens, this.config.numExperts]), dropped: r.dropped,
     };
+    if (r.gate) routing.gate = r.gate;
+    return { output: Tensor.from(output, [tokens, this.config.dModel]), routing };
   }
 }
 
-function checkConfig(config: MoEConfig): Required<MoEConfig> {
+function checkConfig(config: MoEConfig): Resolved {
   if (typeof config !== 'object' || config === null) throw typeError('config to be an object', describe(config));
   const numExperts = expectInteger(config.numExperts, 'config.numExperts');
+  const dHidden = expectInteger(config.dHidden, 'config.dHidden');
+  const router = (config.router ?? { kind: 'topK' }) as RouterConfig;
+  const kind = typeof router === 'object' && router !== null ? router.kind : undefined;
+  const implied = kind ? impliedTopK(kind, numExperts) : undefined;
+  let topK: number;
+  if (kind === 'expertChoice') {
+    if (config.topK !== undefined) throw rangeError("no config.topK with router 'expertChoice' (experts choose; see capacityFactor)", `${config.topK}`);
+    topK = 1;
+  } else if (implied !== undefined) {
+    if (config.topK !== undefined && config.topK !== implied)
+      throw rangeError(`config.topK = ${implied} (implied by router '${kind}') or none`, describe(config.topK));
+    topK = implied;
+  } else topK = expectInteger(config.topK, `config.topK (numExperts = ${numExperts})`, 1, numExperts);
+  const sharedExperts = config.sharedExperts === undefined ? 0 : expectInteger(config.sharedExperts, 'config.sharedExperts', 0);
+  const normalizeTopK = expectBoolean(config.normalizeTopK ?? true, 'config.normalizeTopK');
+  const resolvedRouter = checkRouterConfig(
+    kind === 'topK' && config.normalizeTopK !== undefined && (router as { normalize?: boolean }).normalize === undefined
+      ? { ...router, normalize: normalizeTopK } : router,
+    numExperts, topK,
+  );
   return {
     dModel: expectInteger(config.dModel, 'config.dModel'),
-    dHidden: expectInteger(config.dHidden, 'config.dHidden'),
+    dHidden,
     numExperts,
-    topK: expectInteger(config.topK, `config.topK (numExperts = ${numExperts})`, 1, numExperts),
+    topK,
     activation: expectOneOf(config.activation ?? 'swiglu', 'config.activation', ACTIVATIONS),
-    normalizeTopK: expectBoolean(config.normalizeTopK ?? true, 'config.normalizeTopK'),
+    normalizeTopK: kind === 'topK' ? ((resolvedRouter as { normalize?: boolean }).normalize ?? true) : normalizeTopK,
     threads: config.threads === undefined ? 0 : expectInteger(config.threads, 'config.threads', 0, 256),
+    router: resolvedRouter,
+    sharedExperts,
+    sharedHidden: config.sharedHidden === undefined ? dHidden : expectInteger(config.sharedHidden, 'config.sharedHidden'),
   };
 }

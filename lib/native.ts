@@ -32,6 +32,10 @@ export interface NativeExperts {
 export interface NativeLayer {
   forwardSync(x: Float32Array, tokens: number): NativeForwardResult;
   forward(x: Float32Array, tokens: number): Promise<NativeForwardResult>;
+  routerLogits(x: Float32Array, tokens: number): Float32Array;
+  forwardRouted(
+    x: Float32Array, tokens: number, k: number, experts: Int32Array, weights: Float32Array, async: boolean,
+  ): { output: Float32Array; tokensPerExpert: Int32Array } | Promise<{ output: Float32Array; tokensPerExpert: Int32Array }>;
   dispose(): void;
   packedBytes(): number;
 }
@@ -61,6 +65,7 @@ export interface NativeBinding {
   NativeLayer: new (
     dModel: number, dHidden: number, numExperts: number, topK: number, activation: string, normalizeTopK: boolean,
     threads: number, router: Float32Array, w1: Float32Array, w3: F32, w2: Float32Array, b1: F32, b3: F32, b2: F32,
+    numShared: number, sharedHidden: number, sw1: F32, sw3: F32, sw2: F32, sb1: F32, sb3: F32, sb2: F32,
   ) => NativeLayer;
 }
 

@@ -21,11 +21,14 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return DefineClass(env, "NativeLayer",
                        {InstanceMethod("forwardSync", &NativeLayer::ForwardSync),
                         InstanceMethod("forward", &NativeLayer::Forward),
+                        InstanceMethod("routerLogits", &NativeLayer::RouterLogits),
+                        InstanceMethod("forwardRouted", &NativeLayer::ForwardRouted),
                         InstanceMethod("dispose", &NativeLayer::Dispose),
                         InstanceMethod("packedBytes", &NativeLayer::PackedBytes)});
   }
 
-  // (dModel, dHidden, numExperts, topK, activation, normalizeTopK, threads, router, w1, w3, w2, b1, b3, b2)
+  // (dModel, dHidden, numExperts, topK, activation, normalizeTopK, threads, router, w1, w3, w2, b1, b3, b2,
+  //  numShared, sharedHidden, sw1, sw3, sw2, sb1, sb3, sb2)
   explicit NativeLayer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeLayer>(info) {
     moe::LayerConfig c;
     moe::ExpertShape& s = c.experts;
@@ -56,7 +59,25 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
                              s.num_experts * s.d_model};
     for (int i = 0; i < 6; ++i)
       if (arrays[i]) check_finite(info.Env(), names[i], arrays[i], sizes[i] / cols[i], cols[i]);
-    layer_ = std::make_shared<moe::Layer>(c, router, w);
+    moe::ExpertWeights sw;
+    c.shared = s;
+    c.shared.num_experts = int_arg(info, 14, "numShared", 0, kMaxDim);
+    if (c.shared.num_experts > 0) {
+      c.shared.d_hidden = int_arg(info, 15, "sharedHidden", 1, kMaxDim);
+      const int64_t sbig = c.shared.num_experts * c.shared.d_hidden * s.d_model;
+      sw.w1 = float32_arg(info, 16, "shared.w1", sbig);
+      sw.w3 = float32_arg(info, 17, "shared.w3", sbig, !gated);
+      sw.w2 = float32_arg(info, 18, "shared.w2", sbig);
+      sw.b1 = float32_arg(info, 19, "shared.b1", c.shared.num_experts * c.shared.d_hidden, true);
+      sw.b3 = float32_arg(info, 20, "shared.b3", c.shared.num_experts * c.shared.d_hidden, true);
+      sw.b2 = float32_arg(info, 21, "shared.b2", c.shared.num_experts * s.d_model, true);
+      const char* snames[] = {"shared.w1", "shared.w3", "shared.w2"};
+      const float* sarrays[] = {sw.w1, sw.w3, sw.w2};
+      const int64_t scols[] = {s.d_model, s.d_model, c.shared.d_hidden};
+      for (int i = 0; i < 3; ++i)
+        if (sarrays[i]) check_finite(info.Env(), snames[i], sarrays[i], sbig / scols[i], scols[i]);
+    }
+    layer_ = std::make_shared<moe::Layer>(c, router, w, sw);
   }
 
  private:
@@ -121,6 +142,57 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return PromiseWorker::Start(info.Env(), kept, run, [](Napi::Env env, const std::vector<Napi::Value>& a) {
       return Call::result(env, a);
     });
+  }
+
+  // (x, tokens) -> Float32Array [tokens * E]
+  Napi::Value RouterLogits(const Napi::CallbackInfo& info) {
+    const Napi::Env env = info.Env();
+    auto layer = get(env);
+    const moe::LayerConfig& c = layer->config();
+    const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
+    const float* x = float32_arg(info, 0, "x", tokens * c.experts.d_model);
+    check_finite(env, "x", x, tokens, c.experts.d_model);
+    auto logits = Napi::Float32Array::New(env, static_cast<size_t>(tokens * c.experts.num_experts));
+    layer->router_logits(x, tokens, logits.Data());
+    return logits;
+  }
+
+  // (x, tokens, k, experts Int32Array [T*k], weights Float32Array [T*k], async) -> { output, tokensPerExpert }
+  Napi::Value ForwardRouted(const Napi::CallbackInfo& info) {
+    const Napi::Env env = info.Env();
+    auto layer = get(env);
+    const moe::LayerConfig& c = layer->config();
+    const int64_t d = c.experts.d_model, e = c.experts.num_experts;
+    const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
+    const int64_t k = int_arg(info, 2, "k", 1, e);
+    const float* x = float32_arg(info, 0, "x", tokens * d);
+    const int32_t* experts = int32_arg(info, 3, "experts", tokens * k);
+    const float* weights = float32_arg(info, 4, "weights", tokens * k);
+    const bool async = bool_arg(info, 5, "async");
+    check_finite(env, "x", x, tokens, d);
+    check_finite(env, "weights", weights, tokens, k);
+    for (int64_t i = 0; i < tokens * k; ++i)
+      if (experts[i] < -1 || experts[i] >= e)
+        throw_range_error(env, "expected experts[" + std::to_string(i) + "] in [-1, " + std::to_string(e - 1) +
+                                   "] (-1 = dropped) but got " + std::to_string(experts[i]));
+    auto output = Napi::Float32Array::New(env, static_cast<size_t>(tokens * d));
+    auto counts = Napi::Int32Array::New(env, static_cast<size_t>(e));
+    float* out = output.Data();
+    int32_t* cnt = counts.Data();
+    const auto run = [layer, x, tokens, k, experts, weights, out, cnt] {
+      layer->forward_routed(x, tokens, static_cast<int>(k), experts, weights, out, cnt);
+    };
+    const auto result = [](Napi::Env env, const std::vector<Napi::Value>& a) {
+      auto o = Napi::Object::New(env);
+      o.Set("output", a[0]);
+      o.Set("tokensPerExpert", a[1]);
+      return o;
+    };
+    if (!async) {
+      run();
+      return result(env, {output, counts});
+    }
+    return PromiseWorker::Start(env, {output, counts, info[0], info[3], info[4], Value()}, run, result);
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {

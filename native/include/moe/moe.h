@@ -65,6 +65,7 @@ size_t packed_bytes(const PackedExperts& packed);
 // Grouped expert FFN over a dispatch plan: for every slot s = t * k + j routed to expert e,
 // slot_out[s] = E_e(x[t]); rows gathered from x while loading, results scattered by slot while storing.
 // Slots not in the plan (dropped) get zero rows. slot_out: [T * k, dModel]. Experts with no slot cost nothing.
+// expert_offsets has E + 1 entries for the E experts of `packed`.
 void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int k, const int32_t* expert_offsets,
                 const int32_t* order, float* slot_out);
 
@@ -74,10 +75,11 @@ void combine(const float* slot_out, const float* weights, int64_t tokens, int k,
 
 // --- the layer ------------------------------------------------------------------------------------
 struct LayerConfig {
-  ExpertShape experts;
+  ExpertShape experts;            // the routed experts
   int top_k = 2;
   bool normalize_top_k = true;
   int threads = 0;                // at most this many pool threads per forward; 0 = all
+  ExpertShape shared;             // always-on shared experts (DeepSeekMoE); shared.num_experts = 0 for none
 };
 
 struct LayerOutputs {             // caller-owned buffers
@@ -92,9 +94,17 @@ struct LayerOutputs {             // caller-owned buffers
 // layer are serialised).
 class Layer {
  public:
-  Layer(const LayerConfig& config, const float* router, const ExpertWeights& weights);
+  Layer(const LayerConfig& config, const float* router, const ExpertWeights& weights,
+        const ExpertWeights& shared = ExpertWeights{});
   ~Layer();
+  // The whole layer with the built-in softmax top-k routing.
   void forward(const float* x, int64_t tokens, const LayerOutputs& out);
+  // logits [T, E] of the layer's router.
+  void router_logits(const float* x, int64_t tokens, float* logits);
+  // The expert part with routing decided by the caller: experts / weights [T * k] token-major, -1 = dropped
+  // (k may differ from config.top_k). Writes output [T, dModel] and tokens_per_expert [E].
+  void forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
+                      float* output, int32_t* tokens_per_expert);
   const LayerConfig& config() const;
   size_t packed_bytes() const;
 

@@ -62,7 +62,8 @@ size_t packed_bytes(const PackedExperts& packed) { return packed.up.bytes() + pa
 void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int k, const int32_t* offsets,
                 const int32_t* order, float* slot_out, FfnWorkspace& ws) {
   const ExpertShape& s = packed.shape;
-  const int64_t slots = tokens * k, routed = offsets[s.num_experts];
+  (void)tokens;
+  const int64_t routed = offsets[s.num_experts];  // the end of this call's segments in `order`
   float* hidden = ws.hidden.reserve(static_cast<size_t>(std::max<int64_t>(routed, 1) * s.d_hidden));
 
   // Phase 1: hidden[pos] = act(x[token(order[pos])] W1_e^T + b1) (* (x W3_e^T + b3)), rows gathered from x.
@@ -89,20 +90,23 @@ void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int
     groups.push_back(g);
   }
   run_groups(groups, packed.down);
+}
 
-  // Dropped slots (not in the plan) get zero rows, so combine can sum every slot.
-  if (routed < slots) {
-    ws.routed.assign(static_cast<size_t>(slots), 0);
-    for (int64_t i = 0; i < routed; ++i) ws.routed[order[i]] = 1;
-    for (int64_t sl = 0; sl < slots; ++sl)
-      if (!ws.routed[sl]) std::memset(slot_out + sl * s.d_model, 0, sizeof(float) * s.d_model);
-  }
+// Dropped slots (not in the plan) get zero rows, so combine can sum every slot.
+void zero_unrouted_slots(const int32_t* order, int64_t routed, int64_t slots, int64_t d_model, float* slot_out,
+                         FfnWorkspace& ws) {
+  if (routed == slots) return;
+  ws.routed.assign(static_cast<size_t>(slots), 0);
+  for (int64_t i = 0; i < routed; ++i) ws.routed[order[i]] = 1;
+  for (int64_t s = 0; s < slots; ++s)
+    if (!ws.routed[s]) std::memset(slot_out + s * d_model, 0, sizeof(float) * d_model);
 }
 
 void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int k, const int32_t* offsets,
                 const int32_t* order, float* slot_out) {
   FfnWorkspace ws;
   expert_ffn(packed, x, tokens, k, offsets, order, slot_out, ws);
+  zero_unrouted_slots(order, offsets[packed.shape.num_experts], tokens * k, packed.shape.d_model, slot_out, ws);
 }
 
 void packed_router_logits(const PackedMatrix& router, const float* x, int64_t tokens, int64_t d_model,

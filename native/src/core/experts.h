@@ -21,8 +21,13 @@ struct FfnWorkspace {
   std::vector<char> routed;     // per slot, for zeroing dropped ones
 };
 
+// Leaves the rows of slots outside the plan untouched (see zero_unrouted_slots).
 void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int k, const int32_t* expert_offsets,
                 const int32_t* order, float* slot_out, FfnWorkspace& workspace);
+
+// Zeroes the rows of the slots that are not among the first `routed` entries of `order` (dropped slots).
+void zero_unrouted_slots(const int32_t* order, int64_t routed, int64_t slots, int64_t d_model, float* slot_out,
+                         FfnWorkspace& workspace);
 
 // x[T, dModel] times a packed [1, n, dModel] matrix, identity epilogue: the router logits.
 void packed_router_logits(const PackedMatrix& router, const float* x, int64_t tokens, int64_t d_model,

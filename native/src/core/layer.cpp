@@ -1,4 +1,5 @@
 // The MoE layer: router -> top-k -> dispatch -> grouped expert FFN -> combine, over a reusable workspace.
+#include <algorithm>
 #include <mutex>
 
 #include "experts.h"
@@ -8,41 +9,86 @@
 namespace moe {
 
 struct Layer::State {
-  State(const LayerConfig& c, const float* router_weights, const ExpertWeights& w)
+  State(const LayerConfig& c, const float* router_weights, const ExpertWeights& w, const ExpertWeights& sw)
       : config(c),
         router(kernels().geometry, 1, c.experts.num_experts, c.experts.d_model, router_weights, nullptr),
-        experts(c.experts, w) {}
+        packed_experts(c.experts, w) {
+    if (c.shared.num_experts > 0) shared = std::make_unique<PackedExperts>(c.shared, sw);
+  }
   LayerConfig config;
   PackedMatrix router;
-  PackedExperts experts;
+  PackedExperts packed_experts;
+  std::unique_ptr<PackedExperts> shared;
   std::mutex mutex;  // one forward at a time on this layer's workspace
   FfnWorkspace ffn;
-  AlignedBuffer<float> slot_out;
-  AlignedBuffer<int32_t> offsets, order;
+  AlignedBuffer<float> slot_out, slot_weights;
+  AlignedBuffer<int32_t> slot_experts, counts, offsets, order;
+
+  // Shared experts are extra slots of every token (ids E .. E + Ns - 1, weight 1) after its k routed ones, so
+  // routed and shared experts go through one dispatch and one combine: y = sum_j w_j E_j(x) + sum_s S_s(x)
+  // (DeepSeekMoE eq. for h_t, DeepSeek-V3 eq. 12).
+  void run_experts(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
+                   float* output, int32_t* tokens_per_expert) {
+    const ExpertShape& shape = config.experts;
+    const int64_t num_shared = config.shared.num_experts, routed = shape.num_experts;
+    const int slots_per_token = k + static_cast<int>(num_shared);
+    const int64_t slots = tokens * slots_per_token, all = routed + num_shared;
+    int32_t* ids = slot_experts.reserve(static_cast<size_t>(slots));
+    float* w = slot_weights.reserve(static_cast<size_t>(slots));
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int j = 0; j < slots_per_token; ++j) {
+        const bool is_routed = j < k;
+        ids[t * slots_per_token + j] = is_routed ? experts[t * k + j] : static_cast<int32_t>(routed + j - k);
+        w[t * slots_per_token + j] = is_routed ? weights[t * k + j] : 1.0f;
+      }
+    int32_t* count = counts.reserve(static_cast<size_t>(all));
+    int32_t* offset = offsets.reserve(static_cast<size_t>(all + 1));
+    int32_t* slot_order = order.reserve(static_cast<size_t>(slots));
+    dispatch(ids, slots, all, count, offset, slot_order);
+    std::copy(count, count + routed, tokens_per_expert);
+    float* out = slot_out.reserve(static_cast<size_t>(slots * shape.d_model));
+    expert_ffn(packed_experts, x, tokens, slots_per_token, offset, slot_order, out, ffn);
+    if (shared) expert_ffn(*shared, x, tokens, slots_per_token, offset + routed, slot_order, out, ffn);
+    zero_unrouted_slots(slot_order, offset[all], slots, shape.d_model, out, ffn);
+    combine(out, w, tokens, slots_per_token, shape.d_model, output);
+  }
 };
 
-Layer::Layer(const LayerConfig& config, const float* router, const ExpertWeights& weights)
-    : state_(std::make_unique<State>(config, router, weights)) {}
+Layer::Layer(const LayerConfig& config, const float* router, const ExpertWeights& weights,
+             const ExpertWeights& shared)
+    : state_(std::make_unique<State>(config, router, weights, shared)) {}
 Layer::~Layer() = default;
 
 const LayerConfig& Layer::config() const { return state_->config; }
-size_t Layer::packed_bytes() const { return state_->router.bytes() + moe::packed_bytes(state_->experts); }
+size_t Layer::packed_bytes() const {
+  const State& s = *state_;
+  return s.router.bytes() + moe::packed_bytes(s.packed_experts) + (s.shared ? moe::packed_bytes(*s.shared) : 0);
+}
 
 void Layer::forward(const float* x, int64_t tokens, const LayerOutputs& out) {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
   const ThreadLimit limit(s.config.threads);
   const ExpertShape& shape = s.config.experts;
-  const int k = s.config.top_k;
-  const int64_t slots = tokens * k;
   packed_router_logits(s.router, x, tokens, shape.d_model, out.logits);
-  top_k_softmax(out.logits, tokens, shape.num_experts, k, s.config.normalize_top_k, out.experts, out.weights);
-  int32_t* offsets = s.offsets.reserve(static_cast<size_t>(shape.num_experts + 1));
-  int32_t* order = s.order.reserve(static_cast<size_t>(slots));
-  dispatch(out.experts, slots, shape.num_experts, out.tokens_per_expert, offsets, order);
-  float* slot_out = s.slot_out.reserve(static_cast<size_t>(slots * shape.d_model));
-  expert_ffn(s.experts, x, tokens, k, offsets, order, slot_out, s.ffn);
-  combine(slot_out, out.weights, tokens, k, shape.d_model, out.output);
+  top_k_softmax(out.logits, tokens, shape.num_experts, s.config.top_k, s.config.normalize_top_k, out.experts,
+                out.weights);
+  s.run_experts(x, tokens, s.config.top_k, out.experts, out.weights, out.output, out.tokens_per_expert);
+}
+
+void Layer::router_logits(const float* x, int64_t tokens, float* logits) {
+  State& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  const ThreadLimit limit(s.config.threads);
+  packed_router_logits(s.router, x, tokens, s.config.experts.d_model, logits);
+}
+
+void Layer::forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
+                           float* output, int32_t* tokens_per_expert) {
+  State& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  const ThreadLimit limit(s.config.threads);
+  s.run_experts(x, tokens, k, experts, weights, output, tokens_per_expert);
 }
 
 }  // namespace moe

@@ -1,0 +1,20 @@
+/** The routing rules of the literature, each with its backward pass (dL/dweights -> dL/dlogits). */
+export type { GateResult, Matrix, TieBreak } from './common';
+export { expertCapacity, applyCapacity } from './capacity';
+export type { DropPolicy } from './capacity';
+export { soft, softBackward } from './soft';
+export type { SoftGate } from './soft';
+export { topK, topKBackward } from './top-k';
+export type { TopKGate, TopKOptions } from './top-k';
+export { switchTop1, switchTop1Backward } from './switch';
+export type { SwitchGate, SwitchOptions } from './switch';
+export { noisyTopK, noisyTopKBackward } from './noisy-top-k';
+export type { NoisyTopKGate, NoisyTopKOptions } from './noisy-top-k';
+export { gshardTop2, gshardTop2Backward } from './gshard-top2';
+export type { GShardTop2Gate, GShardTop2Options } from './gshard-top2';
+export { expertChoice, expertChoiceBackward } from './expert-choice';
+export type { ExpertChoiceGate, ExpertChoiceOptions } from './expert-choice';
+export { sigmoidBias, sigmoidBiasBackward } from './sigmoid-bias';
+export type { SigmoidBiasGate, SigmoidBiasOptions } from './sigmoid-bias';
+export { explorationNoise, multiplicativeJitter } from './exploration';
+export { routerWeightGradient } from './router-gradient';
