@@ -81,19 +81,37 @@ export function referenceExpert(x: ArrayLike<number>, xOffset: number, expert: n
   return out;
 }
 
+/**
+ * The expert part for any routing: y[t] = sum over slots j of weights[t*k+j] * E_{experts[t*k+j]}(x[t])
+ * (slots with expert -1 skipped), plus every shared expert with weight 1 (DeepSeekMoE).
+ */
+export function referenceExperts(
+  x: ArrayLike<number>, tokens: number, w: ReferenceWeights, c: ReferenceConfig, k: number,
+  experts: ArrayLike<number>, weights: ArrayLike<number>,
+  shared?: { weights: ReferenceWeights; count: number; dHidden: number },
+): Float64Array {
+  const output = new Float64Array(tokens * c.dModel);
+  for (let t = 0; t < tokens; t++) {
+    for (let j = 0; j < k; j++) {
+      const e = experts[t * k + j];
+      if (e < 0) continue;
+      const y = referenceExpert(x, t * c.dModel, e, w, c);
+      for (let i = 0; i < c.dModel; i++) output[t * c.dModel + i] += weights[t * k + j] * y[i];
+    }
+    for (let s = 0; s < (shared?.count ?? 0); s++) {
+      const y = referenceExpert(x, t * c.dModel, s, shared!.weights, { ...c, dHidden: shared!.dHidden });
+      for (let i = 0; i < c.dModel; i++) output[t * c.dModel + i] += y[i];
+    }
+  }
+  return output;
+}
+
 /** The whole layer: y[t] = sum over t's top-k experts e of weight(t, e) * E_e(x[t]). */
 export function referenceMoE(x: ArrayLike<number>, tokens: number, w: ReferenceWeights, c: ReferenceConfig) {
   const logits = referenceRouterLogits(x, tokens, c.dModel, w.router, c.numExperts);
   const { experts, weights } = referenceTopK(logits, tokens, c.numExperts, c.topK, c.normalizeTopK);
   const tokensPerExpert = new Int32Array(c.numExperts);
-  const output = new Float64Array(tokens * c.dModel);
-  for (let t = 0; t < tokens; t++)
-    for (let j = 0; j < c.topK; j++) {
-      const e = experts[t * c.topK + j];
-      tokensPerExpert[e]++;
-      const y = referenceExpert(x, t * c.dModel, e, w, c);
-      const g = weights[t * c.topK + j];
-      for (let i = 0; i < c.dModel; i++) output[t * c.dModel + i] += g * y[i];
-    }
+  for (const e of experts) tokensPerExpert[e]++;
+  const output = referenceExperts(x, tokens, w, c, c.topK, experts, weights);
   return { output, logits, experts, weights, tokensPerExpert };
 }
