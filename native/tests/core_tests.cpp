@@ -76,6 +76,7 @@ void test_layer(const Case& c, uint32_t seed) {
   // float64 reference: logits, softmax top-k (ties to the lower index), experts, combine.
   double max_diff = 0, scale = 0;
   bool same_choice = true;
+  std::vector<double> slot_ref(c.tokens * c.k * c.d);  // weight * expert output, per slot
   for (int64_t t = 0; t < c.tokens; ++t) {
     std::vector<double> l(c.e);
     for (int64_t e = 0; e < c.e; ++e) {
@@ -112,6 +113,7 @@ void test_layer(const Case& c, uint32_t seed) {
         double s = c.bias ? b2[e * c.d + i] : 0;
         for (int64_t n = 0; n < c.h; ++n) s += double(w2[(e * c.d + i) * c.h + n]) * hid[n];
         y[i] += g * s;
+        slot_ref[(t * c.k + j) * c.d + i] = g * s;
       }
     }
     for (int64_t i = 0; i < c.d; ++i) {
@@ -131,6 +133,30 @@ void test_layer(const Case& c, uint32_t seed) {
   moe::Layer layer1(one, router.data(), w);
   layer1.forward(x.data(), c.tokens, {out1.data(), logits.data(), experts.data(), weights.data(), counts.data()});
   CHECK(std::memcmp(out1.data(), out.data(), out.size() * sizeof(float)) == 0, "threads 1 vs all differ");
+
+  // The same routing handed in from outside gives the same bits; dropping a slot removes exactly its term.
+  std::vector<float> routed(out.size());
+  std::vector<int32_t> routed_counts(c.e);
+  layer.forward_routed(x.data(), c.tokens, c.k, experts.data(), weights.data(), routed.data(), routed_counts.data());
+  CHECK(std::memcmp(routed.data(), out.data(), out.size() * sizeof(float)) == 0, "forward_routed differs from forward");
+  CHECK(std::memcmp(routed_counts.data(), counts.data(), counts.size() * sizeof(int32_t)) == 0, "tokens per expert differ");
+  std::vector<int32_t> dropped = experts;
+  for (int64_t t = 0; t < c.tokens; t += 2) dropped[t * c.k] = -1;  // drop every other token's first slot
+  layer.forward_routed(x.data(), c.tokens, c.k, dropped.data(), weights.data(), routed.data(), routed_counts.data());
+  double drop_err = 0;
+  for (int64_t t = 0; t < c.tokens; ++t)
+    for (int64_t i = 0; i < c.d; ++i) {
+      double want = 0;
+      for (int j = 0; j < c.k; ++j)
+        if (dropped[t * c.k + j] >= 0) want += slot_ref[(t * c.k + j) * c.d + i];
+      drop_err = std::max(drop_err, std::abs(want - routed[t * c.d + i]));
+    }
+  CHECK(drop_err / scale <= 1e-5, "dropped slots: relative error %.3g", drop_err / scale);
+  int64_t kept = 0;
+  for (int32_t e : dropped) kept += e >= 0;
+  int64_t counted = 0;
+  for (int32_t n : routed_counts) counted += n;
+  CHECK(counted == kept, "tokens per expert after dropping: %lld vs %lld", (long long)counted, (long long)kept);
 }
 
 void test_dispatch() {
