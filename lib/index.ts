@@ -14,5 +14,6 @@ export { layerFlops, activeWeightBytes } from './flops';
 import * as kernels from './kernels';
 import * as reference from './reference';
 import * as gating from './gating';
-export { kernels, reference, gating };
+import * as losses from './losses';
+export { kernels, reference, gating, losses };
 export type { DispatchPlan, TopKResult, PackedExperts } from './kernels';

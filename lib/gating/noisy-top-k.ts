@@ -27,6 +27,9 @@ export interface NoisyTopKGate extends GateResult {
   /** [T] the k-th and (k+1)-th largest noisy logits (NaN when k = E): the load estimator's thresholds. */
   kthNoisy: Float64Array;
   kPlus1Noisy: Float64Array;
+  /** [T] which experts hold those values (-1 for the (k+1)-th when k = E). */
+  kthExpert: Int32Array;
+  kPlus1Expert: Int32Array;
   training: boolean;
   /** @internal */
   saved: { selected: Int32Array; selectedWeights: Float64Array; noiseLogits: Float64Array };
@@ -73,11 +76,15 @@ export function noisyTopK(cleanLogits: Matrix, noiseLogits: Matrix, options: Noi
   const weights = new Float64Array(tokens * k);
   const kthNoisy = new Float64Array(tokens);
   const kPlus1Noisy = new Float64Array(tokens);
+  const kthExpert = new Int32Array(tokens);
+  const kPlus1Expert = new Int32Array(tokens);
   for (let t = 0; t < tokens; t++) {
     const picked = rankTop(noisy, t * n, n, Math.min(k + 1, n), tieBreak);
     const top = picked.slice(0, k);
     kthNoisy[t] = noisy[t * n + top[k - 1]];
     kPlus1Noisy[t] = k < n ? noisy[t * n + picked[k]] : NaN;
+    kthExpert[t] = top[k - 1];
+    kPlus1Expert[t] = k < n ? picked[k] : -1;
     const max = noisy[t * n + top[0]];
     let sum = 0;
     for (const e of top) sum += Math.exp(noisy[t * n + e] - max);
@@ -92,7 +99,7 @@ export function noisyTopK(cleanLogits: Matrix, noiseLogits: Matrix, options: Noi
     : applyCapacity(experts, weights, weights.slice(), tokens, k, n, expertCapacity(tokens, n, k, options.capacityFactor), dropPolicy);
   return {
     topK: k, experts, weights, tokensPerExpert: countPerExpert(experts, n), dropped, tokens, numExperts: n,
-    clean: Float64Array.from(clean), noisy, noiseStd, noise, kthNoisy, kPlus1Noisy, training,
+    clean: Float64Array.from(clean), noisy, noiseStd, noise, kthNoisy, kPlus1Noisy, kthExpert, kPlus1Expert, training,
     saved: { selected, selectedWeights, noiseLogits: Float64Array.from(raw) },
   };
 }

@@ -5,3 +5,4 @@ export {
 } from './gating';
 export type { ReferenceRouting } from './gating';
 export type { ReferenceConfig, ReferenceWeights } from './moe';
+export { referenceCvSquared, referenceLoad, referenceMixtralLoss, referenceSwitchLoss, referenceZLoss } from './losses';

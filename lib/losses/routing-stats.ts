@@ -1,0 +1,56 @@
+import { describe, typeError } from '../errors';
+
+export interface RoutingStats {
+  tokensPerExpert: Int32Array;
+  /** Dropped slots over all routed-or-dropped slots. */
+  dropRate: number;
+  /** Coefficient of variation (std / mean, population) of the load; 0 is perfectly balanced. */
+  loadCV: number;
+  /** Entropy of the load distribution over experts, in nats (log E at perfect balance). */
+  loadEntropy: number;
+  /** Mean over tokens of the entropy of the token's normalised routing weights, in nats. */
+  weightEntropy: number;
+  /** Experts that received at least one slot. */
+  expertsUsed: number;
+}
+
+/** Cheap statistics of one routing (O(slots + E)), fit for every call of a server. */
+export function routingStats(routing: { experts: Int32Array; weights: ArrayLike<number>; topK: number; tokensPerExpert: Int32Array; dropped?: number }): RoutingStats {
+  if (typeof routing !== 'object' || routing === null || !routing.tokensPerExpert) throw typeError('routing to be a routing result', describe(routing));
+  const counts = routing.tokensPerExpert;
+  const n = counts.length;
+  let total = 0;
+  for (const c of counts) total += c;
+  const mean = total / n;
+  let ss = 0;
+  let entropy = 0;
+  let used = 0;
+  for (const c of counts) {
+    ss += (c - mean) ** 2;
+    if (c > 0) {
+      used++;
+      entropy -= (c / total) * Math.log(c / total);
+    }
+  }
+  const k = routing.topK;
+  const tokens = routing.experts.length / k;
+  let weightEntropy = 0;
+  for (let t = 0; t < tokens; t++) {
+    let sum = 0;
+    for (let j = 0; j < k; j++) sum += routing.weights[t * k + j];
+    if (sum <= 0) continue;
+    for (let j = 0; j < k; j++) {
+      const w = routing.weights[t * k + j] / sum;
+      if (w > 0) weightEntropy -= (w * Math.log(w)) / tokens;
+    }
+  }
+  const dropped = routing.dropped ?? 0;
+  return {
+    tokensPerExpert: counts,
+    dropRate: total + dropped === 0 ? 0 : dropped / (total + dropped),
+    loadCV: mean === 0 ? 0 : Math.sqrt(ss / n) / mean,
+    loadEntropy: entropy,
+    weightEntropy,
+    expertsUsed: used,
+  };
+}
