@@ -1,4 +1,5 @@
 import { ACTIVATIONS, Activation, isGated } from './activation';
+import { AuxLoss, AuxLossKind, AuxLossSpec, computeAuxLosses } from './aux-losses';
 import { describe, rangeError, typeError } from './errors';
 import { ExpertArrays, ExpertWeights, expertArrays } from './expert-weights';
 import * as gating from './gating';
@@ -55,17 +56,35 @@ export interface Routing {
   dropped: number;
   /** The router's full result (float64), for its backward pass in gating/; absent on the built-in fast path. */
   gate?: gating.GateResult;
+  /** What the router read: x, or x with Switch jitter applied while training. */
+  routerInput: Float32Array;
 }
 
 export interface MoEOutput {
   /** [tokens, dModel]: sum over the selected experts of weight * expert(x), plus the shared experts. */
   output: Tensor<'float32'>;
   routing: Routing;
+  /** The balance losses asked for with options.auxLosses: value and dL/d(router logits) each. */
+  auxLosses?: Partial<Record<AuxLossKind, AuxLoss>>;
 }
 
 export interface ForwardOptions {
   /** Training mode: noisy top-k noise, exploration noise, jitter and GShard random routing apply. */
   training?: boolean;
+  /** Balance losses to compute with the output, e.g. ['switch', 'zLoss'] or [{ kind: 'load', coefficient: 1e-2 }]. */
+  auxLosses?: readonly AuxLossSpec[];
+}
+
+export interface GateGradients {
+  /** dL/d(slot weights) [T * topK] from gradOutput (absent without it). */
+  gradWeights?: Float64Array;
+  /** dL/d(router logits) [T, E]: the task loss through the router's backward, plus every aux loss. */
+  gradLogits: Float64Array;
+  /** dL/dW_g [E, dModel]. */
+  gradRouter: Float64Array;
+  /** Noisy top-k only: dL/d(x W_noise^T) [T, E] and dL/dW_noise [E, dModel]. */
+  gradNoiseLogits?: Float64Array;
+  gradNoiseRouter?: Float64Array;
 }
 
 type Resolved = Required<Omit<MoEConfig, 'router'>> & { router: Readonly<RouterConfig> };
@@ -159,11 +178,11 @@ export class MoELayer {
     const { handle, data, tokens, training } = this.prepare(x, options);
     if (this.nativeRouting(training)) {
       const r = await handle.forward(data, tokens);
-      return this.output(r.output, tokens, { ...r, topK: this.config.topK, dropped: 0 });
+      return this.output(r.output, tokens, { ...r, topK: this.config.topK, dropped: 0, routerInput: data }, options);
     }
-    const { gate, logits, weights } = this.route(handle, data, tokens, training);
+    const { gate, logits, ranked, weights, routerInput } = this.route(handle, data, tokens, training);
     const r = await handle.forwardRouted(data, tokens, gate.topK, gate.experts, weights, true);
-    return this.output(r.output, tokens, { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate });
+    return this.output(r.output, tokens, { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate, routerInput }, options, ranked);
   }
 
   /** The same as forward, on the calling thread. */
@@ -171,11 +190,63 @@ export class MoELayer {
     const { handle, data, tokens, training } = this.prepare(x, options);
     if (this.nativeRouting(training)) {
       const r = handle.forwardSync(data, tokens);
-      return this.output(r.output, tokens, { ...r, topK: this.config.topK, dropped: 0 });
+      return this.output(r.output, tokens, { ...r, topK: this.config.topK, dropped: 0, routerInput: data }, options);
     }
-    const { gate, logits, weights } = this.route(handle, data, tokens, training);
+    const { gate, logits, ranked, weights, routerInput } = this.route(handle, data, tokens, training);
     const r = handle.forwardRouted(data, tokens, gate.topK, gate.experts, weights, false) as { output: Float32Array; tokensPerExpert: Int32Array };
-    return this.output(r.output, tokens, { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate });
+    return this.output(r.output, tokens, { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate, routerInput }, options, ranked);
+  }
+
+  /**
+   * Each routed slot's unweighted expert output, [tokens * topK, dModel] (zero rows for dropped slots), for the
+   * routing of a forward of x: what dL/d(routing weights) is made of.
+   */
+  slotOutputs(x: Tensor, routing: Routing): Tensor<'float32'> {
+    const { handle, data, tokens } = this.prepare(x, {});
+    const out = handle.slotOutputs(data, tokens, routing.topK, routing.experts);
+    return Tensor.from(out, [tokens * routing.topK, this.config.dModel]);
+  }
+
+  /**
+   * The gradient paths of the router (Shazeer et al.: the gate is trained by back-propagation with the rest):
+   * from dL/d(output) [tokens, dModel] through the routing weights (dL/dw_s = <dL/dy_t, E_s(x_t)>) and the
+   * router's backward, plus the gradients of every aux loss of `result`, to dL/dW_g (and dL/dW_noise).
+   * The choices, dropping and sampled noise of that forward are held fixed.
+   */
+  gateGradients(x: Tensor, result: MoEOutput, gradOutput?: Tensor): GateGradients {
+    const { routing } = result;
+    const gate = routing.gate ?? this.defaultGate(routing);
+    const { tokens, numExperts } = gate;
+    const gradLogits = new Float64Array(tokens * numExperts);
+    const gradNoiseLogits: Float64Array | undefined = gate.kind === 'noisyTopK' ? new Float64Array(tokens * numExperts) : undefined;
+    let gradWeights: Float64Array | undefined;
+    if (gradOutput !== undefined) {
+      const g = expectTensor(gradOutput, 'gradOutput', ['float32'], [tokens, this.config.dModel], ['tokens', 'dModel']).data;
+      const slots = this.slotOutputs(x, routing).data;
+      const d = this.config.dModel;
+      gradWeights = new Float64Array(tokens * routing.topK);
+      for (let s = 0; s < gradWeights.length; s++) {
+        const t = Math.floor(s / routing.topK);
+        let dot = 0;
+        for (let i = 0; i < d; i++) dot += g[t * d + i] * slots[s * d + i];
+        gradWeights[s] = dot;
+      }
+      const b = gating.backward(gate, gradWeights);
+      add(gradLogits, b.gradLogits);
+      if (b.gradNoiseLogits) add(gradNoiseLogits!, b.gradNoiseLogits);
+    }
+    for (const aux of Object.values(result.auxLosses ?? {})) {
+      add(gradLogits, aux.gradLogits);
+      if (aux.gradNoiseLogits) add(gradNoiseLogits!, aux.gradNoiseLogits);
+    }
+    const input = { data: routing.routerInput, shape: [tokens, this.config.dModel] };
+    const out: GateGradients = { gradLogits, gradRouter: gating.routerWeightGradient(gradLogits, input) };
+    if (gradWeights) out.gradWeights = gradWeights;
+    if (gradNoiseLogits) {
+      out.gradNoiseLogits = gradNoiseLogits;
+      out.gradNoiseRouter = gating.routerWeightGradient(gradNoiseLogits, input);
+    }
+    return out;
   }
 
   /** Frees the packed weights; a forward already running finishes first. Later calls throw. */
@@ -230,20 +301,36 @@ export class MoELayer {
       case 'expertChoice': gate = gating.expertChoice(l, r); break;
       case 'sigmoidBias': gate = gating.sigmoidBias(l, { ...r, k: c.topK }); break;
     }
-    return { gate, logits, weights: Float32Array.from(gate.weights) };
+    return { gate, logits, ranked: l.data, weights: Float32Array.from(gate.weights), routerInput };
+  }
+
+  /** The float64 gate of the built-in routing, recomputed from its logits (the same choices). */
+  private defaultGate(routing: Routing): gating.GateResult {
+    const { numExperts, topK, normalizeTopK } = this.config;
+    return gating.topK({ data: routing.logits.data, shape: [routing.logits.shape[0], numExperts] }, { k: topK, normalize: normalizeTopK });
   }
 
   private output(
     output: Float32Array, tokens: number,
-    r: { topK: number; experts: Int32Array; weights: Float32Array; tokensPerExpert: Int32Array; logits: Float32Array; dropped: number; gate?: gating.GateResult },
+    r: {
+      topK: number; experts: Int32Array; weights: Float32Array; tokensPerExpert: Int32Array; logits: Float32Array; dropped: number;
+      gate?: gating.GateResult; routerInput: Float32Array;
+    },
+    options: ForwardOptions, ranked: ArrayLike<number> = r.logits,
   ): MoEOutput {
     const routing: Routing = {
       topK: r.topK, experts: r.experts, weights: r.weights, tokensPerExpert: r.tokensPerExpert,
-      logits: Tensor.from(r.logits, [tokens, this.config.numExperts]), dropped: r.dropped,
+      logits: Tensor.from(r.logits, [tokens, this.config.numExperts]), dropped: r.dropped, routerInput: r.routerInput,
     };
     if (r.gate) routing.gate = r.gate;
-    return { output: Tensor.from(output, [tokens, this.config.dModel]), routing };
+    const result: MoEOutput = { output: Tensor.from(output, [tokens, this.config.dModel]), routing };
+    if (options.auxLosses !== undefined) result.auxLosses = computeAuxLosses(options.auxLosses, r.gate ?? this.defaultGate(routing), ranked);
+    return result;
   }
+}
+
+function add(into: Float64Array, from: ArrayLike<number>): void {
+  for (let i = 0; i < into.length; i++) into[i] += from[i];
 }
 
 function checkConfig(config: MoEConfig): Resolved {

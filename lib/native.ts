@@ -33,6 +33,7 @@ export interface NativeLayer {
   forwardSync(x: Float32Array, tokens: number): NativeForwardResult;
   forward(x: Float32Array, tokens: number): Promise<NativeForwardResult>;
   routerLogits(x: Float32Array, tokens: number): Float32Array;
+  slotOutputs(x: Float32Array, tokens: number, k: number, experts: Int32Array): Float32Array;
   forwardRouted(
     x: Float32Array, tokens: number, k: number, experts: Int32Array, weights: Float32Array, async: boolean,
   ): { output: Float32Array; tokensPerExpert: Int32Array } | Promise<{ output: Float32Array; tokensPerExpert: Int32Array }>;

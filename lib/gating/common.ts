@@ -15,7 +15,11 @@ export interface Matrix {
 export type TieBreak = 'lower' | 'higher';
 
 /** What every router returns. Slots are token-major: token t's slots are t * topK .. t * topK + topK - 1. */
+export type GateKind = 'topK' | 'soft' | 'switch' | 'noisyTopK' | 'gshardTop2' | 'expertChoice' | 'sigmoidBias';
+
 export interface GateResult {
+  /** The rule that made it (gating.backward dispatches on it). */
+  kind: GateKind;
   /** Slots per token (for expert choice: the most experts any token got). */
   topK: number;
   /** [tokens * topK] expert of each slot, -1 for a dropped (or unused) slot. */

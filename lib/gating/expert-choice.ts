@@ -44,7 +44,7 @@ export function expertChoice(logits: Matrix, options: ExpertChoiceOptions = {}):
     });
   });
   return {
-    topK: k, experts, weights, tokensPerExpert: new Int32Array(n).fill(capacity), dropped: 0, tokens, numExperts: n,
+    kind: 'expertChoice', topK: k, experts, weights, tokensPerExpert: new Int32Array(n).fill(capacity), dropped: 0, tokens, numExperts: n,
     probs, capacity, droppedTokens,
   };
 }

@@ -77,7 +77,7 @@ export function gshardTop2(logits: Matrix, options: GShardTop2Options = {}): GSh
     }
   }
   return {
-    topK: 2, experts, weights, tokensPerExpert: countPerExpert(experts, n), dropped, tokens, numExperts: n, probs,
+    kind: 'gshardTop2', topK: 2, experts, weights, tokensPerExpert: countPerExpert(experts, n), dropped, tokens, numExperts: n, probs,
     capacity, saved: { selected, selectedWeights },
   };
 }

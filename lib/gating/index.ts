@@ -1,5 +1,6 @@
 /** The routing rules of the literature, each with its backward pass (dL/dweights -> dL/dlogits). */
-export type { GateResult, Matrix, TieBreak } from './common';
+export type { GateKind, GateResult, Matrix, TieBreak } from './common';
+export { backward } from './backward';
 export { expertCapacity, applyCapacity } from './capacity';
 export type { DropPolicy } from './capacity';
 export { soft, softBackward } from './soft';

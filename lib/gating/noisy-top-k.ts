@@ -98,7 +98,7 @@ export function noisyTopK(cleanLogits: Matrix, noiseLogits: Matrix, options: Noi
   const dropped = options.capacityFactor === undefined ? 0
     : applyCapacity(experts, weights, weights.slice(), tokens, k, n, expertCapacity(tokens, n, k, options.capacityFactor), dropPolicy);
   return {
-    topK: k, experts, weights, tokensPerExpert: countPerExpert(experts, n), dropped, tokens, numExperts: n,
+    kind: 'noisyTopK', topK: k, experts, weights, tokensPerExpert: countPerExpert(experts, n), dropped, tokens, numExperts: n,
     clean: Float64Array.from(clean), noisy, noiseStd, noise, kthNoisy, kPlus1Noisy, kthExpert, kPlus1Expert, training,
     saved: { selected, selectedWeights, noiseLogits: Float64Array.from(raw) },
   };

@@ -68,7 +68,7 @@ export function sigmoidBias(logits: Matrix, options: SigmoidBiasOptions): Sigmoi
       weights[t * k + j] = (scores[t * n + e] / (normalized ? sum : 1)) * routeScale;
     });
   }
-  return { topK: k, experts, weights, tokensPerExpert: countPerExpert(experts, n), dropped: 0, tokens, numExperts: n, scores, routeScale, normalized };
+  return { kind: 'sigmoidBias', topK: k, experts, weights, tokensPerExpert: countPerExpert(experts, n), dropped: 0, tokens, numExperts: n, scores, routeScale, normalized };
 }
 
 /** dL/dlogits [T, E] from dL/dweights [T * k]; the bias and the selection carry no gradient. */

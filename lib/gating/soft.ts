@@ -18,7 +18,7 @@ export function soft(logits: Matrix): SoftGate {
       experts[t * n + j] = e;
       weights[t * n + j] = probs[t * n + e];
     });
-  return { topK: n, experts, weights, tokensPerExpert: new Int32Array(n).fill(tokens), dropped: 0, tokens, numExperts: n, probs };
+  return { kind: 'soft', topK: n, experts, weights, tokensPerExpert: new Int32Array(n).fill(tokens), dropped: 0, tokens, numExperts: n, probs };
 }
 
 /** dL/dlogits [T, E]: the softmax Jacobian applied to dL/dweights. */

@@ -31,7 +31,7 @@ export function switchTop1(logits: Matrix, options: SwitchOptions = {}): SwitchG
   }
   const dropped = options.capacityFactor === undefined ? 0
     : applyCapacity(experts, weights, weights.slice(), tokens, 1, n, expertCapacity(tokens, n, 1, options.capacityFactor), dropPolicy);
-  return { topK: 1, experts, weights, tokensPerExpert: countPerExpert(experts, n), dropped, tokens, numExperts: n, probs };
+  return { kind: 'switch', topK: 1, experts, weights, tokensPerExpert: countPerExpert(experts, n), dropped, tokens, numExperts: n, probs };
 }
 
 /** dL/dlogits [T, E] from dL/dweights [T]: p_i (G delta_i,sel - p_sel G); dropped tokens get none. */

@@ -65,7 +65,7 @@ export function topK(logits: Matrix, options: TopKOptions): TopKGate {
   const dropped = options.capacityFactor === undefined ? 0
     : applyCapacity(experts, weights, weights.slice(), tokens, k, numExperts, expertCapacity(tokens, numExperts, k, options.capacityFactor), dropPolicy);
   return {
-    topK: k, experts, weights, tokensPerExpert: countPerExpert(experts, numExperts), dropped, tokens, numExperts,
+    kind: 'topK', topK: k, experts, weights, tokensPerExpert: countPerExpert(experts, numExperts), dropped, tokens, numExperts,
     probs, saved: { selected, selectedWeights, normalized },
   };
 }

@@ -23,6 +23,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
                         InstanceMethod("forward", &NativeLayer::Forward),
                         InstanceMethod("routerLogits", &NativeLayer::RouterLogits),
                         InstanceMethod("forwardRouted", &NativeLayer::ForwardRouted),
+                        InstanceMethod("slotOutputs", &NativeLayer::SlotOutputs),
                         InstanceMethod("dispose", &NativeLayer::Dispose),
                         InstanceMethod("packedBytes", &NativeLayer::PackedBytes)});
   }
@@ -171,10 +172,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     const bool async = bool_arg(info, 5, "async");
     check_finite(env, "x", x, tokens, d);
     check_finite(env, "weights", weights, tokens, k);
-    for (int64_t i = 0; i < tokens * k; ++i)
-      if (experts[i] < -1 || experts[i] >= e)
-        throw_range_error(env, "expected experts[" + std::to_string(i) + "] in [-1, " + std::to_string(e - 1) +
-                                   "] (-1 = dropped) but got " + std::to_string(experts[i]));
+    check_experts(env, experts, tokens * k, e);
     auto output = Napi::Float32Array::New(env, static_cast<size_t>(tokens * d));
     auto counts = Napi::Int32Array::New(env, static_cast<size_t>(e));
     float* out = output.Data();
@@ -193,6 +191,30 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       return result(env, {output, counts});
     }
     return PromiseWorker::Start(env, {output, counts, info[0], info[3], info[4], Value()}, run, result);
+  }
+
+  // (x, tokens, k, experts Int32Array [T*k]) -> Float32Array [T * k * dModel]
+  Napi::Value SlotOutputs(const Napi::CallbackInfo& info) {
+    const Napi::Env env = info.Env();
+    auto layer = get(env);
+    const moe::LayerConfig& c = layer->config();
+    const int64_t d = c.experts.d_model, e = c.experts.num_experts;
+    const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
+    const int64_t k = int_arg(info, 2, "k", 1, e);
+    const float* x = float32_arg(info, 0, "x", tokens * d);
+    const int32_t* experts = int32_arg(info, 3, "experts", tokens * k);
+    check_finite(env, "x", x, tokens, d);
+    check_experts(env, experts, tokens * k, e);
+    auto out = Napi::Float32Array::New(env, static_cast<size_t>(tokens * k * d));
+    layer->slot_outputs(x, tokens, static_cast<int>(k), experts, out.Data());
+    return out;
+  }
+
+  static void check_experts(Napi::Env env, const int32_t* experts, int64_t count, int64_t num_experts) {
+    for (int64_t i = 0; i < count; ++i)
+      if (experts[i] < -1 || experts[i] >= num_experts)
+        throw_range_error(env, "expected experts[" + std::to_string(i) + "] in [-1, " + std::to_string(num_experts - 1) +
+                                   "] (-1 = dropped) but got " + std::to_string(experts[i]));
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {

@@ -105,6 +105,9 @@ class Layer {
   // (k may differ from config.top_k). Writes output [T, dModel] and tokens_per_expert [E].
   void forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
                       float* output, int32_t* tokens_per_expert);
+  // Each routed slot's unweighted expert output, slot_out [T * k, dModel] (zero rows for dropped slots): what
+  // dL/d(routing weights) needs, dL/dw_s = <dL/dy_t, slot_out[s]>.
+  void slot_outputs(const float* x, int64_t tokens, int k, const int32_t* experts, float* slot_out);
   const LayerConfig& config() const;
   size_t packed_bytes() const;
 

@@ -76,6 +76,20 @@ void Layer::forward(const float* x, int64_t tokens, const LayerOutputs& out) {
   s.run_experts(x, tokens, s.config.top_k, out.experts, out.weights, out.output, out.tokens_per_expert);
 }
 
+void Layer::slot_outputs(const float* x, int64_t tokens, int k, const int32_t* experts, float* slot_out) {
+  State& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  const ThreadLimit limit(s.config.threads);
+  const ExpertShape& shape = s.config.experts;
+  const int64_t slots = tokens * k;
+  int32_t* count = s.counts.reserve(static_cast<size_t>(shape.num_experts));
+  int32_t* offset = s.offsets.reserve(static_cast<size_t>(shape.num_experts + 1));
+  int32_t* order = s.order.reserve(static_cast<size_t>(slots));
+  dispatch(experts, slots, shape.num_experts, count, offset, order);
+  expert_ffn(s.packed_experts, x, tokens, k, offset, order, slot_out, s.ffn);
+  zero_unrouted_slots(order, offset[shape.num_experts], slots, shape.d_model, slot_out, s.ffn);
+}
+
 void Layer::router_logits(const float* x, int64_t tokens, float* logits) {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
