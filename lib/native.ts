@@ -24,6 +24,16 @@ export interface NativeForwardResult {
   tokensPerExpert: Int32Array;
 }
 
+/** Milliseconds spent in each phase of the last forward of a layer. */
+export interface LayerTimings {
+  router: number;
+  routing: number;
+  dispatch: number;
+  experts: number;
+  combine: number;
+  total: number;
+}
+
 export interface NativeExperts {
   dispose(): void;
   packedBytes(): number;
@@ -34,6 +44,7 @@ export interface NativeLayer {
   forward(x: Float32Array, tokens: number): Promise<NativeForwardResult>;
   routerLogits(x: Float32Array, tokens: number): Float32Array;
   slotOutputs(x: Float32Array, tokens: number, k: number, experts: Int32Array): Float32Array;
+  lastTimings(): LayerTimings;
   forwardRouted(
     x: Float32Array, tokens: number, k: number, experts: Int32Array, weights: Float32Array, async: boolean,
   ): { output: Float32Array; tokensPerExpert: Int32Array } | Promise<{ output: Float32Array; tokensPerExpert: Int32Array }>;
@@ -51,6 +62,8 @@ export interface NativeBinding {
     cuda: { compiled: boolean; devices: number; reason?: string };
   };
   setThreads(threads: number): void;
+  measureFmaPeak(threads: number, seconds: number): number;
+  measureReadBandwidth(threads: number, bytes: number, passes: number): number;
   routerLogits(x: Float32Array, tokens: number, dModel: number, router: Float32Array, numExperts: number): Float32Array;
   topK(logits: Float32Array, tokens: number, numExperts: number, k: number, normalize: boolean): NativeRoutingResult;
   dispatch(experts: Int32Array, numExperts: number): NativeDispatchPlan;

@@ -1,6 +1,8 @@
 // Module registration only: the backend facts, the thread count, then the kernels and the layer.
 #include <napi.h>
 
+#include <algorithm>
+
 #include "args.h"
 #include "kernels_binding.h"
 #include "layer_binding.h"
@@ -31,12 +33,30 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// (threads, seconds) -> GFLOP/s of fp32 FMA with the active ISA
+Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {
+  const int threads = static_cast<int>(int_arg(info, 0, "threads", 1, 256));
+  if (!info[1].IsNumber()) throw_type_error(info.Env(), "expected seconds to be a number");
+  const double seconds = std::min(10.0, std::max(0.01, info[1].As<Napi::Number>().DoubleValue()));
+  return Napi::Number::New(info.Env(), moe::measure_fma_peak(threads, seconds));
+}
+
+// (threads, bytes, passes) -> GB/s of streaming reads
+Napi::Value MeasureReadBandwidth(const Napi::CallbackInfo& info) {
+  const int threads = static_cast<int>(int_arg(info, 0, "threads", 1, 256));
+  const int64_t bytes = int_arg(info, 1, "bytes", 1 << 20, int64_t{1} << 34);
+  const int passes = static_cast<int>(int_arg(info, 2, "passes", 1, 100));
+  return Napi::Number::New(info.Env(), moe::measure_read_bandwidth(threads, static_cast<size_t>(bytes), passes));
+}
+
 }  // namespace
 }  // namespace moe_binding
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("backendInfo", Napi::Function::New(env, moe_binding::BackendInfo));
   exports.Set("setThreads", Napi::Function::New(env, moe_binding::SetThreads));
+  exports.Set("measureFmaPeak", Napi::Function::New(env, moe_binding::MeasureFmaPeak));
+  exports.Set("measureReadBandwidth", Napi::Function::New(env, moe_binding::MeasureReadBandwidth));
   moe_binding::init_kernels(env, exports);
   moe_binding::init_layer(env, exports);
   return exports;

@@ -24,6 +24,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
                         InstanceMethod("routerLogits", &NativeLayer::RouterLogits),
                         InstanceMethod("forwardRouted", &NativeLayer::ForwardRouted),
                         InstanceMethod("slotOutputs", &NativeLayer::SlotOutputs),
+                        InstanceMethod("lastTimings", &NativeLayer::LastTimings),
                         InstanceMethod("dispose", &NativeLayer::Dispose),
                         InstanceMethod("packedBytes", &NativeLayer::PackedBytes)});
   }
@@ -208,6 +209,18 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     auto out = Napi::Float32Array::New(env, static_cast<size_t>(tokens * k * d));
     layer->slot_outputs(x, tokens, static_cast<int>(k), experts, out.Data());
     return out;
+  }
+
+  Napi::Value LastTimings(const Napi::CallbackInfo& info) {
+    const moe::LayerTimings t = get(info.Env())->last_timings();
+    auto o = Napi::Object::New(info.Env());
+    o.Set("router", t.router);
+    o.Set("routing", t.routing);
+    o.Set("dispatch", t.dispatch);
+    o.Set("experts", t.experts);
+    o.Set("combine", t.combine);
+    o.Set("total", t.total);
+    return o;
   }
 
   static void check_experts(Napi::Env env, const int32_t* experts, int64_t count, int64_t num_experts) {

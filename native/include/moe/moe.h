@@ -90,6 +90,11 @@ struct LayerOutputs {             // caller-owned buffers
   int32_t* tokens_per_expert = nullptr;  // [E]
 };
 
+// Where the time of the last forward on a layer went, in milliseconds.
+struct LayerTimings {
+  double router = 0, routing = 0, dispatch = 0, experts = 0, combine = 0, total = 0;
+};
+
 // router -> top-k -> dispatch -> grouped FFN -> combine, with a reusable workspace; thread-safe (calls on one
 // layer are serialised).
 class Layer {
@@ -110,11 +115,18 @@ class Layer {
   void slot_outputs(const float* x, int64_t tokens, int k, const int32_t* experts, float* slot_out);
   const LayerConfig& config() const;
   size_t packed_bytes() const;
+  LayerTimings last_timings() const;
 
  private:
   struct State;
   std::unique_ptr<State> state_;
 };
+
+// --- machine ceilings (for benchmarks) ---------------------------------------------------------------
+// fp32 FMA throughput of the active ISA with `threads` pool threads busy at once, in GFLOP/s.
+double measure_fma_peak(int threads, double seconds);
+// Streaming read bandwidth over a buffer of `bytes` (far larger than the caches), in GB/s, best of `passes`.
+double measure_read_bandwidth(int threads, size_t bytes, int passes);
 
 // Index of the first non-finite value, or -1 when all are finite.
 int64_t find_non_finite(const float* data, int64_t count);

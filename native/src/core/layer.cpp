@@ -1,5 +1,6 @@
 // The MoE layer: router -> top-k -> dispatch -> grouped expert FFN -> combine, over a reusable workspace.
 #include <algorithm>
+#include <chrono>
 #include <mutex>
 
 #include "experts.h"
@@ -23,6 +24,7 @@ struct Layer::State {
   FfnWorkspace ffn;
   AlignedBuffer<float> slot_out, slot_weights;
   AlignedBuffer<int32_t> slot_experts, counts, offsets, order;
+  LayerTimings timings;  // of the last forward (guarded by mutex)
 
   // Shared experts are extra slots of every token (ids E .. E + Ns - 1, weight 1) after its k routed ones, so
   // routed and shared experts go through one dispatch and one combine: y = sum_j w_j E_j(x) + sum_s S_s(x)
@@ -46,11 +48,28 @@ struct Layer::State {
     int32_t* slot_order = order.reserve(static_cast<size_t>(slots));
     dispatch(ids, slots, all, count, offset, slot_order);
     std::copy(count, count + routed, tokens_per_expert);
+    timings.dispatch = lap();
     float* out = slot_out.reserve(static_cast<size_t>(slots * shape.d_model));
     expert_ffn(packed_experts, x, tokens, slots_per_token, offset, slot_order, out, ffn);
     if (shared) expert_ffn(*shared, x, tokens, slots_per_token, offset + routed, slot_order, out, ffn);
     zero_unrouted_slots(slot_order, offset[all], slots, shape.d_model, out, ffn);
+    timings.experts = lap();
     combine(out, w, tokens, slots_per_token, shape.d_model, output);
+    timings.combine = lap();
+    timings.total = std::chrono::duration<double, std::milli>(clock::now() - started).count();
+  }
+
+  using clock = std::chrono::steady_clock;
+  clock::time_point started, last;
+  void start_timing() {
+    timings = LayerTimings{};
+    started = last = clock::now();
+  }
+  double lap() {  // milliseconds since the previous lap
+    const auto now = clock::now();
+    const double ms = std::chrono::duration<double, std::milli>(now - last).count();
+    last = now;
+    return ms;
   }
 };
 
@@ -70,9 +89,12 @@ void Layer::forward(const float* x, int64_t tokens, const LayerOutputs& out) {
   std::lock_guard<std::mutex> lock(s.mutex);
   const ThreadLimit limit(s.config.threads);
   const ExpertShape& shape = s.config.experts;
+  s.start_timing();
   packed_router_logits(s.router, x, tokens, shape.d_model, out.logits);
+  s.timings.router = s.lap();
   top_k_softmax(out.logits, tokens, shape.num_experts, s.config.top_k, s.config.normalize_top_k, out.experts,
                 out.weights);
+  s.timings.routing = s.lap();
   s.run_experts(x, tokens, s.config.top_k, out.experts, out.weights, out.output, out.tokens_per_expert);
 }
 
@@ -102,7 +124,13 @@ void Layer::forward_routed(const float* x, int64_t tokens, int k, const int32_t*
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
   const ThreadLimit limit(s.config.threads);
+  s.start_timing();
   s.run_experts(x, tokens, k, experts, weights, output, tokens_per_expert);
+}
+
+LayerTimings Layer::last_timings() const {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  return state_->timings;
 }
 
 }  // namespace moe

@@ -188,8 +188,39 @@ struct KernelImpl {
     return -1;
   }
 
+  static float fma_loop(int64_t iterations) {
+    constexpr int C = moe::cpu::kFmaChains;
+    reg acc[C];
+    for (int c = 0; c < C; ++c) acc[c] = V::set1(0.001f * c);
+    const reg a = V::set1(0.999999f), b = V::set1(1e-7f);
+    for (int64_t i = 0; i < iterations; ++i)
+      for (int c = 0; c < C; ++c) acc[c] = V::fma(acc[c], a, b);
+    alignas(64) float out[W];
+    reg sum = acc[0];
+    for (int c = 1; c < C; ++c) sum = V::add(sum, acc[c]);
+    V::store(out, sum);
+    return out[0];
+  }
+
+  static float read_sum(const float* data, int64_t count) {
+    reg s0 = V::zero(), s1 = V::zero(), s2 = V::zero(), s3 = V::zero();
+    int64_t i = 0;
+    for (; i + 4 * W <= count; i += 4 * W) {
+      s0 = V::add(s0, V::load(data + i));
+      s1 = V::add(s1, V::load(data + i + W));
+      s2 = V::add(s2, V::load(data + i + 2 * W));
+      s3 = V::add(s3, V::load(data + i + 3 * W));
+    }
+    alignas(64) float out[W];
+    V::store(out, V::add(V::add(s0, s1), V::add(s2, s3)));
+    float total = 0;
+    for (int l = 0; l < W; ++l) total += out[l];
+    for (; i < count; ++i) total += data[i];
+    return total;
+  }
+
   static const moe::cpu::KernelTable* table(moe::Isa isa) {
-    static const moe::cpu::KernelTable t{isa, {W, NV, MR}, &gemm_tile, &weighted_sum, &find_non_finite};
+    static const moe::cpu::KernelTable t{isa, {W, NV, MR}, &gemm_tile, &weighted_sum, &find_non_finite, &fma_loop, &read_sum};
     return &t;
   }
 };

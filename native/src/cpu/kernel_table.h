@@ -48,7 +48,13 @@ struct KernelTable {
   // out[0..n) = sum over j < count of weights[j] * rows[j * stride + 0..n), in order j = 0, 1, ...
   void (*weighted_sum)(const float* rows, int64_t stride, const float* weights, int count, int64_t n, float* out);
   int64_t (*find_non_finite)(const float* data, int64_t count);
+  // Machine ceilings for the benchmarks: `iterations` rounds of kFmaChains independent vector FMAs (returns a
+  // value so the work is kept), and a streaming read of `count` floats.
+  float (*fma_loop)(int64_t iterations);
+  float (*read_sum)(const float* data, int64_t count);
 };
+
+constexpr int kFmaChains = 12;  // independent accumulators: enough to cover FMA latency x throughput
 
 constexpr int64_t kTileRows = 48;    // rows of A per work item (a multiple of every micro_rows)
 constexpr int64_t kBlockDepth = 256; // k-block: a B sub-panel of kBlockDepth x nr floats stays in L1
