@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "../src/cpu/kernel_table.h"
 #include "../src/cpu/simd_exp.h"

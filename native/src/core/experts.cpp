@@ -35,9 +35,11 @@ void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix
   thread_local std::vector<Item> scratch;  // grow-only: no allocation once warm
   std::vector<Item>& items = scratch;       // the caller's list, named so the workers see it, not their own
   items.clear();
+  // Panel tiles outer, row tiles inner: the row tiles of one expert run back to back on the same weights, so
+  // a panel tile comes from memory once and is reused from cache (the threads take neighbouring items).
   for (const auto& g : groups)
-    for (int64_t r = 0; r < g.rows; r += cpu::kTileRows)
-      for (int64_t p = 0; p < panel_count; p += tile_panels)
+    for (int64_t p = 0; p < panel_count; p += tile_panels)
+      for (int64_t r = 0; r < g.rows; r += cpu::kTileRows)
         items.push_back({&g, r, std::min(g.rows, r + cpu::kTileRows), p, std::min(panel_count, p + tile_panels)});
   ThreadPool::instance().run(static_cast<int64_t>(items.size()), [&](int64_t i) {
     const Item& it = items[i];

@@ -14,10 +14,10 @@ struct KernelImpl {
   static_assert(NV % 2 == 0, "a gated panel splits its vectors in two");
   static_assert(moe::cpu::kTileRows % MR == 0, "tile rows must be a multiple of the micro rows");
 
-  // acc[M][NR] (+)= A[M rows, k0 .. k0 + depth) * B(depth x NR panel rows)
   // One row (decode): M * NV accumulators would make a chain of dependent FMAs, bounded by FMA latency rather
   // than by the weight stream; four interleaved partial sums per vector keep the loads flowing.
   static void micro_row(const float* a, const float* b, int64_t depth, float* acc, bool first) {
+    // a is packed with row stride MR: element kk of the row is a[kk * MR]
     constexpr int U = 4;
     reg c[U][NV];
     for (int u = 0; u < U; ++u)
@@ -25,11 +25,11 @@ struct KernelImpl {
     int64_t kk = 0;
     for (; kk + U <= depth; kk += U)
       for (int u = 0; u < U; ++u) {
-        const reg av = V::set1(a[kk + u]);
+        const reg av = V::set1(a[(kk + u) * MR]);
         for (int v = 0; v < NV; ++v) c[u][v] = V::fma(av, V::load(b + (kk + u) * NR + v * W), c[u][v]);
       }
     for (; kk < depth; ++kk) {
-      const reg av = V::set1(a[kk]);
+      const reg av = V::set1(a[kk * MR]);
       for (int v = 0; v < NV; ++v) c[0][v] = V::fma(av, V::load(b + kk * NR + v * W), c[0][v]);
     }
     for (int v = 0; v < NV; ++v) {
@@ -38,19 +38,18 @@ struct KernelImpl {
     }
   }
 
+  // acc[M][NR] (+)= A(depth x M, packed k-major with row stride MR) * B(depth x NR panel rows)
   template <int M>
-  static void micro(const float* const* a, int64_t k0, int64_t depth, const float* b, float* acc, bool first) {
-    if constexpr (M == 1) return micro_row(a[0] + k0, b, depth, acc, first);
+  static void micro(const float* a, int64_t depth, const float* b, float* acc, bool first) {
+    if constexpr (M == 1) return micro_row(a, b, depth, acc, first);
     reg c[M][NV];
     for (int m = 0; m < M; ++m)
       for (int v = 0; v < NV; ++v) c[m][v] = first ? V::zero() : V::load(acc + m * NR + v * W);
-    const float* ap[M];
-    for (int m = 0; m < M; ++m) ap[m] = a[m] + k0;
     for (int64_t kk = 0; kk < depth; ++kk) {
       reg bv[NV];
       for (int v = 0; v < NV; ++v) bv[v] = V::load(b + kk * NR + v * W);
       for (int m = 0; m < M; ++m) {
-        const reg av = V::set1(ap[m][kk]);
+        const reg av = V::set1(a[kk * MR + m]);
         for (int v = 0; v < NV; ++v) c[m][v] = V::fma(av, bv[v], c[m][v]);
       }
     }
@@ -59,12 +58,11 @@ struct KernelImpl {
   }
 
   template <int M>
-  static void micro_upto(int rows, const float* const* a, int64_t k0, int64_t depth, const float* b, float* acc,
-                         bool first) {
+  static void micro_upto(int rows, const float* a, int64_t depth, const float* b, float* acc, bool first) {
     if constexpr (M > 1) {
-      if (rows < M) return micro_upto<M - 1>(rows, a, k0, depth, b, acc, first);
+      if (rows < M) return micro_upto<M - 1>(rows, a, depth, b, acc, first);
     }
-    micro<M>(a, k0, depth, b, acc, first);
+    micro<M>(a, depth, b, acc, first);
   }
 
   static reg sigmoid(reg x) {  // 1 / (1 + e^-x)
@@ -132,12 +130,29 @@ struct KernelImpl {
     std::memcpy(out, row, sizeof(float) * valid);
   }
 
+  // The tile's rows of A, gathered (by token) and packed once per tile: per block of MR rows, k-major with
+  // the MR values of one k side by side, so the microkernel's broadcasts read one sequential stream.
+  static const float* pack_rows(const moe::cpu::GemmProblem& p, int64_t row_begin, int64_t rows) {
+    thread_local std::vector<float> buffer;
+    const int64_t blocks = (rows + MR - 1) / MR;
+    if (static_cast<int64_t>(buffer.size()) < blocks * MR * p.k) buffer.resize(static_cast<size_t>(blocks * MR * p.k));
+    float* out = buffer.data();
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      float* dst = out + blk * MR * p.k;
+      const int64_t m_count = std::min<int64_t>(MR, rows - blk * MR);
+      for (int64_t m = 0; m < m_count; ++m) {
+        const float* src = p.a.row(row_begin + blk * MR + m);
+        for (int64_t kk = 0; kk < p.k; ++kk) dst[kk * MR + m] = src[kk];
+      }
+    }
+    return out;
+  }
+
   static void gemm_tile(const moe::cpu::GemmProblem& p, int64_t row_begin, int64_t row_end, int64_t panel_begin,
                         int64_t panel_end) {
     alignas(64) float acc[moe::cpu::kTileRows * NR];
-    const float* a[moe::cpu::kTileRows];
     const int64_t rows = row_end - row_begin;
-    for (int64_t i = 0; i < rows; ++i) a[i] = p.a.row(row_begin + i);
+    const float* a = pack_rows(p, row_begin, rows);
     const int64_t out_cols = p.gated ? NR / 2 : NR;
     for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
       const float* b = p.panels + panel * p.k * NR;
@@ -145,8 +160,8 @@ struct KernelImpl {
       for (int64_t k0 = 0; k0 < p.k; k0 += moe::cpu::kBlockDepth) {
         const int64_t depth = std::min<int64_t>(moe::cpu::kBlockDepth, p.k - k0);
         for (int64_t r = 0; r < rows; r += MR)
-          micro_upto<MR>(static_cast<int>(std::min<int64_t>(MR, rows - r)), a + r, k0, depth, b + k0 * NR,
-                         acc + r * NR, k0 == 0);
+          micro_upto<MR>(static_cast<int>(std::min<int64_t>(MR, rows - r)), a + r * p.k + k0 * MR, depth,
+                         b + k0 * NR, acc + r * NR, k0 == 0);
       }
       const int64_t col0 = panel * out_cols;
       const int64_t valid = std::min<int64_t>(out_cols, p.n - col0);
