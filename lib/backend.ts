@@ -19,3 +19,13 @@ export function backendInfo(): BackendInfo {
 export function setThreads(threads: number): void {
   native().setThreads(expectInteger(threads, 'threads', 1, 256));
 }
+
+/** fp32 FMA throughput of the active ISA with `threads` threads busy at once, in GFLOP/s (a benchmark ceiling). */
+export function measureFmaPeak(threads: number, seconds = 0.3): number {
+  return native().measureFmaPeak(expectInteger(threads, 'threads', 1, 256), seconds);
+}
+
+/** Streaming read bandwidth with `threads` threads over `bytes` (default 256 MiB), in GB/s, best of `passes`. */
+export function measureReadBandwidth(threads: number, bytes = 256 * 2 ** 20, passes = 3): number {
+  return native().measureReadBandwidth(expectInteger(threads, 'threads', 1, 256), bytes, passes);
+}

@@ -3,7 +3,7 @@ import { AuxLoss, AuxLossKind, AuxLossSpec, computeAuxLosses } from './aux-losse
 import { describe, rangeError, typeError } from './errors';
 import { ExpertArrays, ExpertWeights, expertArrays } from './expert-weights';
 import * as gating from './gating';
-import { NativeLayer, native } from './native';
+import { LayerTimings, NativeLayer, native } from './native';
 import { Random } from './random';
 import { RouterConfig, checkRouterConfig, impliedTopK } from './router-config';
 import { Tensor } from './tensor';
@@ -249,6 +249,11 @@ export class MoELayer {
     return out;
   }
 
+  /** Where the time of the last forward went (ms): router, routing, dispatch, experts, combine, total. */
+  lastTimings(): LayerTimings {
+    return this.native().lastTimings();
+  }
+
   /** Frees the packed weights; a forward already running finishes first. Later calls throw. */
   dispose(): void {
     this.handle?.dispose();
@@ -320,10 +325,10 @@ export class MoELayer {
   ): MoEOutput {
     const routing: Routing = {
       topK: r.topK, experts: r.experts, weights: r.weights, tokensPerExpert: r.tokensPerExpert,
-      logits: Tensor.from(r.logits, [tokens, this.config.numExperts]), dropped: r.dropped, routerInput: r.routerInput,
+      logits: Tensor.trusted(r.logits, [tokens, this.config.numExperts], 'float32'), dropped: r.dropped, routerInput: r.routerInput,
     };
     if (r.gate) routing.gate = r.gate;
-    const result: MoEOutput = { output: Tensor.from(output, [tokens, this.config.dModel]), routing };
+    const result: MoEOutput = { output: Tensor.trusted(output, [tokens, this.config.dModel], 'float32'), routing };
     if (options.auxLosses !== undefined) result.auxLosses = computeAuxLosses(options.auxLosses, r.gate ?? this.defaultGate(routing), ranked);
     return result;
   }

@@ -100,6 +100,11 @@ export class Tensor<D extends DType = DType> {
     return new Tensor(array, dims, kind);
   }
 
+  /** @internal Wraps an array the library made itself, skipping the checks of `from` (hot paths only). */
+  static trusted<D extends DType>(data: DataOf<D>, shape: number[], dtype: D): Tensor<D> {
+    return new Tensor(data, shape, dtype);
+  }
+
   /** A tensor of zeros. */
   static zeros<D extends DType = 'float32'>(shape: readonly number[], dtype?: D): Tensor<D> {
     const dims = checkShape(shape, 'shape');

@@ -135,6 +135,10 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
 
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     const Call call = prepare(info);
+    if (is_small(*call.layer, call.tokens * call.layer->config().top_k)) return resolved(info.Env(), [&] {
+      call.run();
+      return Call::result(info.Env(), call.arrays());
+    });
     std::vector<Napi::Value> kept = call.arrays();  // results first, then the input and this layer
     kept.push_back(info[0]);
     kept.push_back(Value());
@@ -191,6 +195,10 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       run();
       return result(env, {output, counts});
     }
+    if (is_small(*layer, tokens * k)) return resolved(env, [&] {
+      run();
+      return result(env, {output, counts});
+    });
     return PromiseWorker::Start(env, {output, counts, info[0], info[3], info[4], Value()}, run, result);
   }
 
@@ -221,6 +229,21 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     o.Set("combine", t.combine);
     o.Set("total", t.total);
     return o;
+  }
+
+  // Work this small (well under the ~0.1 ms a hand-off to the libuv pool and back costs) runs at once on the
+  // calling thread; the Promise is still returned, already settled.
+  static bool is_small(const moe::Layer& layer, int64_t slots) {
+    const moe::LayerConfig& c = layer.config();
+    const double flops = 2.0 * slots * 3.0 * c.experts.d_model * c.experts.d_hidden;
+    return flops < 2e6;
+  }
+
+  template <class F>
+  static Napi::Value resolved(Napi::Env env, F&& compute) {
+    auto deferred = Napi::Promise::Deferred::New(env);
+    deferred.Resolve(compute());
+    return deferred.Promise();
   }
 
   static void check_experts(Napi::Env env, const int32_t* experts, int64_t count, int64_t num_experts) {

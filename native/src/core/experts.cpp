@@ -41,6 +41,11 @@ void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix
     for (int64_t p = 0; p < panel_count; p += tile_panels)
       for (int64_t r = 0; r < g.rows; r += cpu::kTileRows)
         items.push_back({&g, r, std::min(g.rows, r + cpu::kTileRows), p, std::min(panel_count, p + tile_panels)});
+  // Below ~1 MFLOP (tens of microseconds) the hand-off to other threads costs more than it saves.
+  int64_t rows_total = 0;
+  for (const auto& g : groups) rows_total += g.rows;
+  const bool tiny = 2.0 * rows_total * panel_count * k.geometry.nr() * groups.front().problem.k < 1e6;
+  const ThreadLimit limit(tiny ? 1 : ThreadLimit::current());
   ThreadPool::instance().run(static_cast<int64_t>(items.size()), [&](int64_t i) {
     const Item& it = items[i];
     k.gemm_tile(it.group->problem, it.row0, it.row1, it.panel0, it.panel1);
@@ -130,6 +135,7 @@ void router_logits(const float* x, int64_t tokens, int64_t d_model, const float*
 void combine(const float* slot_out, const float* weights, int64_t tokens, int k, int64_t d_model, float* out) {
   const auto& kt = kernels();
   constexpr int64_t kTokensPerItem = 16;
+  const ThreadLimit limit(tokens * k * d_model < (1 << 16) ? 1 : ThreadLimit::current());
   ThreadPool::instance().run((tokens + kTokensPerItem - 1) / kTokensPerItem, [&](int64_t item) {
     const int64_t t1 = std::min(tokens, (item + 1) * kTokensPerItem);
     for (int64_t t = item * kTokensPerItem; t < t1; ++t)

@@ -2,11 +2,12 @@
 // run() hands out work items 0..count-1 dynamically; the calling thread works too. Each item must write
 // disjoint outputs, so results never depend on which thread ran what.
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <type_traits>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace moe {
@@ -48,17 +49,18 @@ class ThreadPool {
   void work();
 
   std::mutex run_mutex_;  // one job at a time
-  std::mutex mutex_;
-  std::condition_variable wake_, done_;
+  std::mutex mutex_;      // guards sleeping and waking
+  std::condition_variable wake_;
   std::vector<std::thread> workers_;
+  // The current job, published by a release increment of generation_.
   Task job_ = nullptr;
   void* job_context_ = nullptr;
   int64_t job_count_ = 0;
   int job_threads_ = 0;  // workers with id < job_threads_ join the current job
-  int64_t next_ = 0;
-  int active_ = 0;
-  uint64_t generation_ = 0;
-  bool stopping_ = false;
+  std::atomic<int64_t> next_{0};
+  std::atomic<int> active_{0};
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> stopping_{false};
   int threads_ = 1;
 };
 

@@ -5,7 +5,7 @@
  */
 import { onnx } from 'onnx-proto';
 import type { InferenceSession } from 'onnxruntime-node';
-import { MoEWeights } from '../lib';
+import { MoEWeights } from '../../lib';
 
 export interface OrtMoE {
   run(x: Float32Array, tokens: number): Promise<Float32Array>;

@@ -1,0 +1,68 @@
+/** Drives benchmarks/peers/torch_moe.py (Debian's python3-torch) as a long-lived child process. */
+import { ChildProcessWithoutNullStreams, spawn, spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import * as readline from 'readline';
+import { MoEWeights } from '../../lib';
+
+export interface TorchMoE {
+  /** Runs `reps` forwards of x; returns each one's milliseconds (measured inside Python). */
+  run(x: Float32Array, tokens: number, reps: number, outputFile?: string): Promise<number[]>;
+  close(): void;
+  version: string;
+}
+
+const PYTHON = '/usr/bin/python3';
+
+/** Why PyTorch cannot be used here, or undefined when it can. */
+export function torchUnavailable(): string | undefined {
+  if (!fs.existsSync(PYTHON)) return `${PYTHON} not found`;
+  const r = spawnSync(PYTHON, ['-c', 'import torch, numpy'], { encoding: 'utf8' });
+  return r.status === 0 ? undefined : 'python3-torch is not installed (apt-get install python3-torch)';
+}
+
+export async function startTorch(
+  config: { dModel: number; dHidden: number; numExperts: number; topK: number }, w: MoEWeights, threads: number, folder: string,
+): Promise<TorchMoE> {
+  for (const [name, t] of Object.entries({ router: w.router, w1: w.w1, w3: w.w3!, w2: w.w2 })) {
+    const file = path.join(folder, `${name}.f32`);
+    if (!fs.existsSync(file)) fs.writeFileSync(file, Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+  }
+  const script = path.join(__dirname, '..', '..', '..', 'benchmarks', 'peers', 'torch_moe.py');
+  const args = [script, folder, config.dModel, config.dHidden, config.numExperts, config.topK, threads].map(String);
+  const child: ChildProcessWithoutNullStreams = spawn(PYTHON, args, {
+    // Passive OpenMP waiting: spinning idle threads would steal the cores from the next implementation.
+    env: {
+      ...process.env, OMP_NUM_THREADS: String(threads), OPENBLAS_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads),
+      OMP_WAIT_POLICY: 'PASSIVE', OPENBLAS_CORETYPE: undefined, OPENBLAS_L2_SIZE: undefined,
+    },
+  });
+  const lines = readline.createInterface({ input: child.stdout });
+  const iterator = lines[Symbol.asyncIterator]();
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const next = async (): Promise<Record<string, unknown>> => {
+    const r = await iterator.next();
+    if (r.done) throw new Error(`torch_moe.py exited: ${stderr.slice(-2000)}`);
+    return JSON.parse(r.value);
+  };
+  const hello = await next();
+  const xFile = path.join(folder, 'x.f32');
+  return {
+    version: String(hello.torch),
+    async run(x, tokens, reps, outputFile) {
+      fs.writeFileSync(xFile, Buffer.from(x.buffer, x.byteOffset, x.byteLength));
+      child.stdin.write(JSON.stringify({ cmd: 'run', x: xFile, tokens, reps, out: outputFile ?? null }) + '\n');
+      return (await next()).times_ms as number[];
+    },
+    close() {
+      child.stdin.end();
+      child.kill();
+    },
+  };
+}
+
+export function tempFolder(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'moe-bench-'));
+}

@@ -1,0 +1,258 @@
+/**
+ * `npm run bench`: moe-kernels against the peers a user would pick instead, in one run, on the same weights
+ * and inputs, alternating implementations every repetition to cancel drift; every result is also given as a
+ * share of the machine's own ceilings (FMA peak for prefill, memory bandwidth for decode), measured here.
+ * Writes a table to stdout, JSON to benchmarks/results/, and an SVG chart per shape.
+ *   npm run bench -- --quick        (under a minute; CI runs it to keep the harness working)
+ *   npm run bench -- --shapes small --threads 2 --repeat 7
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import {
+  MoELayer, MoEWeights, Tensor, activeWeightBytes, backendInfo, layerFlops, measureFmaPeak, measureReadBandwidth, setThreads,
+} from '../lib';
+import { Random } from '../lib/random';
+import { FlagSpec, median, parseFlags, usage } from '../cli/args';
+import { lineChart } from './chart';
+import { createOrtMoE } from './peers/onnxruntime';
+import { naiveMoE } from './peers/naive';
+import { startTorch, tempFolder, torchUnavailable } from './peers/torch';
+import { Progress } from './progress';
+import { QUICK, SHAPES, Shape, weightBytes } from './shapes';
+
+const FLAGS: FlagSpec[] = [
+  { name: 'quick', help: 'small shape, 1 and 128 tokens, 2 threads, 2 repetitions', default: false },
+  { name: 'shapes', help: `comma-separated: ${SHAPES.map((s) => s.name).join(', ')}`, default: SHAPES.map((s) => s.name).join(',') },
+  { name: 'threads', help: 'comma-separated thread counts', default: '1,2' },
+  { name: 'repeat', help: 'timed repetitions per implementation', default: 5 },
+  { name: 'torch', help: 'include PyTorch (Debian python3-torch) when installed', default: true },
+  { name: 'out', help: 'folder for the JSON and SVG results', default: 'benchmarks/results' },
+  { name: 'help', help: 'show this help', default: false },
+];
+
+interface Row {
+  shape: string;
+  threads: number;
+  tokens: number;
+  implementation: string;
+  medianMs: number;
+  minMs: number;
+  maxMs: number;
+  gflops: number;
+  /** GB/s of the weights of the experts this batch touched. */
+  activeGBps: number;
+  /** Share of the roofline: FMA peak (tokens >= 128) or memory bandwidth (decode). */
+  roofline: number;
+}
+
+type Impl = { name: string; run: () => Promise<number> }; // returns the ms of one forward
+
+function weightsFor(s: Shape, seed: number): MoEWeights {
+  const rng = new Random(seed);
+  const next = () => rng.nextUint32();
+  return {
+    router: Tensor.randn([s.numExperts, s.dModel], { seed: next(), std: 1 / Math.sqrt(s.dModel) }),
+    w1: Tensor.randn([s.numExperts, s.dHidden, s.dModel], { seed: next(), std: 1 / Math.sqrt(s.dModel) }),
+    w3: Tensor.randn([s.numExperts, s.dHidden, s.dModel], { seed: next(), std: 1 / Math.sqrt(s.dModel) }),
+    w2: Tensor.randn([s.numExperts, s.dModel, s.dHidden], { seed: next(), std: 1 / Math.sqrt(s.dHidden) }),
+  };
+}
+
+function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let d = 0;
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    d = Math.max(d, Math.abs(a[i] - b[i]));
+    m = Math.max(m, Math.abs(b[i]));
+  }
+  return d / m;
+}
+
+const timed = async (fn: () => unknown): Promise<number> => {
+  const t0 = performance.now();
+  await fn();
+  return performance.now() - t0;
+};
+
+async function main(): Promise<void> {
+  const f = parseFlags(process.argv.slice(2), FLAGS);
+  if (f.help) return void process.stdout.write(usage('npm run bench -- [flags]', FLAGS));
+  const quick = Boolean(f.quick);
+  const shapes = quick ? QUICK : String(f.shapes).split(',').map((n) => {
+    const s = SHAPES.find((x) => x.name === n.trim());
+    if (!s) throw new Error(`unknown shape '${n}' (${SHAPES.map((x) => x.name).join(', ')})`);
+    return s;
+  });
+  const threadCounts = quick ? [2] : String(f.threads).split(',').map(Number);
+  const repeat = quick ? 2 : Number(f.repeat);
+  const torchReason = f.torch ? torchUnavailable() : 'disabled with --torch=false';
+  const info = backendInfo();
+  const log = (s: string) => console.log(s);
+
+  // --- the machine's ceilings, in this run -------------------------------------------------------------
+  const ceilings: Record<number, { fmaGflops: number; readGBps: number }> = {};
+  for (const t of threadCounts) {
+    setThreads(Math.max(...threadCounts));
+    ceilings[t] = { fmaGflops: measureFmaPeak(t, quick ? 0.1 : 0.3), readGBps: measureReadBandwidth(t, 256 * 2 ** 20, quick ? 1 : 3) };
+  }
+  log(`moe-kernels: isa ${info.isa}, ${os.cpus()[0]?.model ?? 'cpu'}, ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`);
+  for (const t of threadCounts)
+    log(`ceilings, ${t} thread${t > 1 ? 's' : ''}: fp32 FMA ${ceilings[t].fmaGflops.toFixed(1)} GFLOP/s, memory read ${ceilings[t].readGBps.toFixed(1)} GB/s`);
+  if (torchReason) log(`PyTorch skipped: ${torchReason}`);
+
+  const rows: Row[] = [];
+  const notes: string[] = [];
+  const extras: Record<string, unknown> = {};
+  const steps = shapes.reduce((n, s) => n + s.tokens.length * threadCounts.length, 0);
+  const progress = new Progress(steps);
+
+  for (const shape of shapes) {
+    const bytes = weightBytes(shape);
+    const needed = bytes * 2.3 + (torchReason ? 0 : bytes * 1.1);
+    if (os.freemem() < bytes * 2.3) {
+      notes.push(`${shape.name}: skipped, needs about ${(needed / 2 ** 30).toFixed(1)} GiB and ${(os.freemem() / 2 ** 30).toFixed(1)} GiB is free`);
+      for (let i = 0; i < shape.tokens.length * threadCounts.length; i++) progress.step(`${shape.name} skipped`);
+      continue;
+    }
+    const useTorch = !torchReason && os.freemem() > needed;
+    if (!torchReason && !useTorch) notes.push(`${shape.name}: PyTorch skipped for memory`);
+    const config = { dModel: shape.dModel, dHidden: shape.dHidden, numExperts: shape.numExperts, topK: shape.topK };
+    const weights = weightsFor(shape, 1);
+    const rssBefore = process.memoryUsage().rss;
+    const layer = new MoELayer(config, weights);
+    layer.forwardSync(Tensor.randn([Math.max(...shape.tokens), shape.dModel], { seed: 3 })); // workspace at its largest
+    extras[`rss ${shape.name}`] = {
+      growthMiB: (process.memoryUsage().rss - rssBefore) / 2 ** 20,
+      packedWeightsMiB: layer.packedBytes / 2 ** 20,
+      largestActivationsMiB: (Math.max(...shape.tokens) * (shape.topK * (2 * shape.dHidden + 2 * shape.dModel) + 3 * shape.dModel) * 4) / 2 ** 20,
+    };
+    const folder = tempFolder();
+    const ortPossible = bytes < 1.9 * 2 ** 30; // one protobuf holds at most 2 GB
+    if (!ortPossible) notes.push(`${shape.name}: onnxruntime skipped (the model exceeds protobuf's 2 GB limit without external data)`);
+
+    for (const threads of threadCounts) {
+      setThreads(threads);
+      const ort = ortPossible ? await createOrtMoE(config, weights, threads) : undefined;
+      if (typeof ort === 'string') notes.push(`onnxruntime skipped: ${ort}`);
+      const torch = useTorch ? await startTorch(config, weights, threads, folder) : undefined;
+      for (const tokens of shape.tokens) {
+        progress.step(`${shape.name} T=${tokens} threads=${threads}`);
+        const x = Tensor.randn([tokens, shape.dModel], { seed: 100 + tokens });
+        const first = layer.forwardSync(x);
+        const expertsHit = new Set(first.routing.experts).size;
+        const impls: Impl[] = [
+          { name: 'moe-kernels', run: () => timed(() => layer.forwardSync(x)) },
+          { name: 'moe-kernels async', run: () => timed(() => layer.forward(x)) },
+        ];
+        // Same weights, same input: the answers must agree before the times mean anything.
+        if (ort && typeof ort !== 'string') {
+          const diff = relDiff(await ort.run(x.data, tokens), first.output.data);
+          if (diff > 1e-4) throw new Error(`onnxruntime disagrees at T=${tokens}: ${diff}`);
+          impls.push({ name: 'onnxruntime', run: () => timed(() => ort.run(x.data, tokens)) });
+        }
+        if (torch) {
+          const outFile = path.join(folder, 'out.f32');
+          await torch.run(x.data, tokens, 1, outFile);
+          const diff = relDiff(new Float32Array(fs.readFileSync(outFile).buffer.slice(0)), first.output.data);
+          if (diff > 1e-4) throw new Error(`PyTorch disagrees at T=${tokens}: ${diff}`);
+          impls.push({ name: 'pytorch (HF loop)', run: async () => (await torch.run(x.data, tokens, 1))[0] });
+        }
+        const naiveSeconds = layerFlops(config, tokens) / 0.7e9;
+        if (threads === threadCounts[0] && naiveSeconds < 1.5) {
+          const diff = relDiff(naiveMoE(x.data, tokens, weights, config), first.output.data);
+          if (diff > 1e-4) throw new Error(`the naive TypeScript disagrees at T=${tokens}: ${diff}`);
+          impls.push({ name: 'plain TypeScript', run: () => timed(() => naiveMoE(x.data, tokens, weights, config)) });
+        }
+        const times = impls.map(() => [] as number[]);
+        for (const impl of impls) await impl.run(); // warm-up
+        const phases = { dispatchCombine: 0, total: 0 };
+        for (let r = 0; r < repeat; r++)
+          for (let i = 0; i < impls.length; i++) {
+            times[i].push(await impls[i].run());
+            if (i === 0) {
+              const tm = layer.lastTimings();
+              phases.dispatchCombine += tm.dispatch + tm.combine;
+              phases.total += tm.total;
+            }
+          }
+        if (tokens === 512 || (quick && tokens === 128))
+          extras[`dispatchCombineShare ${shape.name} T=${tokens} threads=${threads}`] = phases.dispatchCombine / phases.total;
+        const flops = layerFlops(config, tokens);
+        const active = activeWeightBytes(config, expertsHit);
+        impls.forEach((impl, i) => {
+          const ms = median(times[i]);
+          const decode = tokens < 128;
+          rows.push({
+            shape: shape.name, threads, tokens, implementation: impl.name, medianMs: ms, minMs: Math.min(...times[i]),
+            maxMs: Math.max(...times[i]), gflops: flops / ms / 1e6, activeGBps: active / ms / 1e6,
+            roofline: decode ? active / ms / 1e6 / ceilings[threads].readGBps : flops / ms / 1e6 / ceilings[threads].fmaGflops,
+          });
+        });
+      }
+      torch?.close();
+    }
+    layer.dispose();
+    fs.rmSync(folder, { recursive: true, force: true });
+  }
+  progress.end();
+
+  // --- async overhead per call: a tiny layer, so the work itself is negligible --------------------------
+  const tiny = MoELayer.random({ dModel: 16, dHidden: 16, numExperts: 4, topK: 2 }, { seed: 1 });
+  const tx = Tensor.randn([1, 16], { seed: 2 });
+  const calls = quick ? 500 : 5000;
+  for (let i = 0; i < 200; i++) await tiny.forward(tx);
+  const syncMs = await timed(() => { for (let i = 0; i < calls; i++) tiny.forwardSync(tx); });
+  const asyncMs = await timed(async () => { for (let i = 0; i < calls; i++) await tiny.forward(tx); });
+  extras.asyncOverheadMicroseconds = ((asyncMs - syncMs) / calls) * 1000;
+  extras.syncCallMicroseconds = (syncMs / calls) * 1000;
+  tiny.dispose();
+
+  // --- report ----------------------------------------------------------------------------------------------
+  const base = (r: Row) => rows.find((o) => o.shape === r.shape && o.threads === r.threads && o.tokens === r.tokens && o.implementation === 'onnxruntime');
+  log('\n| shape | threads | tokens | implementation | median ms | min-max ms | GFLOP/s | GB/s active | % roofline | vs onnxruntime |');
+  log('|---|---:|---:|---|---:|---:|---:|---:|---:|---:|');
+  for (const r of rows) {
+    const o = base(r);
+    log(`| ${r.shape} | ${r.threads} | ${r.tokens} | ${r.implementation} | ${r.medianMs.toFixed(r.medianMs < 10 ? 3 : 1)} | ` +
+      `${r.minMs.toFixed(2)}-${r.maxMs.toFixed(2)} | ${r.gflops.toFixed(1)} | ${r.activeGBps.toFixed(1)} | ` +
+      `${(100 * r.roofline).toFixed(0)}% ${r.tokens < 128 ? 'BW' : 'FMA'} | ${o ? (o.medianMs / r.medianMs).toFixed(2) + 'x' : '-'} |`);
+  }
+  log('');
+  for (const [k, v] of Object.entries(extras)) log(`${k}: ${typeof v === 'number' ? v.toFixed(3) : JSON.stringify(v, (_, x) => (typeof x === 'number' ? Number(x.toFixed(2)) : x))}`);
+  for (const n of notes) log(`note: ${n}`);
+
+  const outDir = path.resolve(String(f.out));
+  fs.mkdirSync(outDir, { recursive: true });
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const result = { date: new Date().toISOString(), command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(), isa: info.isa, node: process.version, ceilings, rows, extras, notes };
+  fs.writeFileSync(path.join(outDir, `bench-${stamp}.json`), JSON.stringify(result, null, 1));
+  const threads = Math.max(...threadCounts);
+  for (const shape of shapes) {
+    const mine = rows.filter((r) => r.shape === shape.name && r.threads === threads);
+    if (mine.length === 0) continue;
+    const names = [...new Set(mine.map((r) => r.implementation))];
+    const c = ceilings[threads];
+    const cfg = { dModel: shape.dModel, dHidden: shape.dHidden, numExperts: shape.numExperts, topK: shape.topK };
+    const roof = shape.tokens.map((t) => {
+      const hit = Math.min(shape.numExperts, Math.round(shape.numExperts * (1 - (1 - shape.topK / shape.numExperts) ** t)));
+      const intensity = layerFlops(cfg, t) / activeWeightBytes(cfg, Math.max(1, hit)); // flop per byte of weights
+      return [t, Math.min(c.fmaGflops, c.readGBps * intensity)] as [number, number];
+    });
+    const svg = lineChart(
+      `${shape.name}: dModel ${shape.dModel}, dHidden ${shape.dHidden}, ${shape.numExperts} experts, top-${shape.topK}, fp32, ${threads} threads`,
+      `${info.isa}; roofline = min(FMA peak ${c.fmaGflops.toFixed(0)} GFLOP/s, ${c.readGBps.toFixed(0)} GB/s x intensity); ${new Date().toISOString().slice(0, 10)}`,
+      [
+        ...names.map((n) => ({ name: n, points: mine.filter((r) => r.implementation === n).map((r) => [r.tokens, r.gflops] as [number, number]) })),
+        { name: 'roofline', points: roof, dashed: true },
+      ],
+    );
+    fs.writeFileSync(path.join(outDir, `chart-${shape.name}.svg`), svg);
+  }
+  log(`\nwrote ${path.relative(process.cwd(), outDir)}/bench-${stamp}.json and chart-*.svg`);
+}
+
+main().catch((err: Error) => {
+  console.error(err.stack ?? err.message);
+  process.exit(1);
+});
