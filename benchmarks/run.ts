@@ -204,9 +204,14 @@ async function main(): Promise<void> {
   for (let i = 0; i < 200; i++) await tiny.forward(tx);
   const syncMs = await timed(() => { for (let i = 0; i < calls; i++) tiny.forwardSync(tx); });
   const asyncMs = await timed(async () => { for (let i = 0; i < calls; i++) await tiny.forward(tx); });
-  extras.asyncOverheadMicroseconds = ((asyncMs - syncMs) / calls) * 1000;
-  extras.syncCallMicroseconds = (syncMs / calls) * 1000;
+  extras['asyncOverheadMicroseconds tiny layer (settled inline)'] = ((asyncMs - syncMs) / calls) * 1000;
+  extras['syncCallMicroseconds tiny layer'] = (syncMs / calls) * 1000;
   tiny.dispose();
+  // ... and where the work goes through the libuv pool: async minus sync at one token of each shape.
+  for (const r of rows.filter((o) => o.tokens === 1 && o.implementation === 'moe-kernels async')) {
+    const sync = rows.find((o) => o.shape === r.shape && o.threads === r.threads && o.tokens === 1 && o.implementation === 'moe-kernels')!;
+    extras[`asyncOverheadMicroseconds ${r.shape} T=1 threads=${r.threads} (libuv pool)`] = (r.medianMs - sync.medianMs) * 1000;
+  }
 
   // --- report ----------------------------------------------------------------------------------------------
   const base = (r: Row) => rows.find((o) => o.shape === r.shape && o.threads === r.threads && o.tokens === r.tokens && o.implementation === 'onnxruntime');

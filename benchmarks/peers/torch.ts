@@ -32,10 +32,10 @@ export async function startTorch(
   const script = path.join(__dirname, '..', '..', '..', 'benchmarks', 'peers', 'torch_moe.py');
   const args = [script, folder, config.dModel, config.dHidden, config.numExperts, config.topK, threads].map(String);
   const child: ChildProcessWithoutNullStreams = spawn(PYTHON, args, {
-    // Passive OpenMP waiting: spinning idle threads would steal the cores from the next implementation.
+    // Passive OpenMP and OpenBLAS waiting: spinning idle threads would steal the cores from the next implementation.
     env: {
       ...process.env, OMP_NUM_THREADS: String(threads), OPENBLAS_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads),
-      OMP_WAIT_POLICY: 'PASSIVE', OPENBLAS_CORETYPE: undefined, OPENBLAS_L2_SIZE: undefined,
+      OMP_WAIT_POLICY: 'PASSIVE', GOMP_SPINCOUNT: '0', OPENBLAS_THREAD_TIMEOUT: '4', OPENBLAS_CORETYPE: undefined, OPENBLAS_L2_SIZE: undefined,
     },
   });
   const lines = readline.createInterface({ input: child.stdout });
