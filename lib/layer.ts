@@ -30,6 +30,11 @@ export interface MoEConfig {
   sharedExperts?: number;
   /** Hidden width of each shared expert (default dHidden). */
   sharedHidden?: number;
+  /**
+   * Where the layer runs: 'cpu' (default); 'cuda' (bf16 weights on GPU 0, needs a CUDA build and a device);
+   * 'auto' = 'cuda' when both exist, else 'cpu'. Inputs and outputs stay host float32 Tensors either way.
+   */
+  backend?: 'cpu' | 'cuda' | 'auto';
 }
 
 export interface MoEWeights extends ExpertWeights {
@@ -87,7 +92,7 @@ export interface GateGradients {
   gradNoiseRouter?: Float64Array;
 }
 
-type Resolved = Required<Omit<MoEConfig, 'router'>> & { router: Readonly<RouterConfig> };
+type Resolved = Required<Omit<MoEConfig, 'router' | 'backend'>> & { router: Readonly<RouterConfig>; backend: 'cpu' | 'cuda' };
 
 /**
  * A Mixture-of-Experts layer (Shazeer et al. 2017 eq. 1: y = sum_i G(x)_i E_i(x)). Weights are packed once
@@ -126,9 +131,14 @@ export class MoELayer {
       throw rangeError('no weights.shared (config.sharedExperts is 0)', describe(weights.shared));
     }
     this.random = new Random(c.router.seed ?? 0);
+    const r = c.router as RouterConfig & Record<string, unknown>;
+    const sigmoid = r.kind === 'sigmoidBias';
     this.handle = new (native().NativeLayer)(
       c.dModel, c.dHidden, c.numExperts, c.topK, c.activation, c.normalizeTopK, c.threads, router, a.w1, a.w3, a.w2, a.b1, a.b3, a.b2,
       c.sharedExperts, c.sharedHidden, s?.w1 ?? null, s?.w3 ?? null, s?.w2 ?? null, s?.b1 ?? null, s?.b3 ?? null, s?.b2 ?? null,
+      c.backend, sigmoid ? 'sigmoidBias' : 'softmax', sigmoid ? ((r.numGroups as number) ?? 1) : 1,
+      sigmoid ? ((r.topKGroups as number) ?? (r.numGroups as number) ?? 1) : 1, sigmoid ? ((r.routeScale as number) ?? 1) : 1,
+      sigmoid && r.bias ? Float32Array.from(r.bias as ArrayLike<number>) : null,
     );
   }
 
@@ -275,12 +285,17 @@ export class MoELayer {
     return { handle, data: xs.data, tokens, training };
   }
 
-  /** The built-in native path: Mixtral's softmax top-k without capacity, ties to the lower index. */
+  /**
+   * The built-in native path: Mixtral's softmax top-k without capacity, ties to the lower index (and, on CUDA,
+   * DeepSeek-V3's sigmoid + bias, which the GPU routes itself).
+   */
   private nativeRouting(training: boolean): boolean {
     const r = this.config.router as RouterConfig & Record<string, unknown>;
     const noisy = training && ((r.explorationNoise ?? 0) > 0 || (r.jitter ?? 0) > 0);
+    if (noisy) return false;
+    if (r.kind === 'sigmoidBias') return this.config.backend === 'cuda' && (r.normalize ?? true) && (r.tieBreak ?? 'lower') === 'lower';
     return r.kind === 'topK' && (r.order ?? 'softmax-topk') === 'softmax-topk' && (r.tieBreak ?? 'lower') === 'lower' &&
-      r.capacityFactor === undefined && !noisy;
+      r.capacityFactor === undefined;
   }
 
   private route(handle: NativeLayer, x: Float32Array, tokens: number, training: boolean) {
@@ -309,10 +324,12 @@ export class MoELayer {
     return { gate, logits, ranked: l.data, weights: Float32Array.from(gate.weights), routerInput };
   }
 
-  /** The float64 gate of the built-in routing, recomputed from its logits (the same choices). */
+  /** The float64 gate of the native routing, recomputed from its logits (the same choices). */
   private defaultGate(routing: Routing): gating.GateResult {
-    const { numExperts, topK, normalizeTopK } = this.config;
-    return gating.topK({ data: routing.logits.data, shape: [routing.logits.shape[0], numExperts] }, { k: topK, normalize: normalizeTopK });
+    const { numExperts, topK, normalizeTopK, router } = this.config;
+    const logits = { data: routing.logits.data, shape: [routing.logits.shape[0], numExperts] };
+    if (router.kind === 'sigmoidBias') return gating.sigmoidBias(logits, { ...router, k: topK });
+    return gating.topK(logits, { k: topK, normalize: normalizeTopK });
   }
 
   private output(
@@ -332,6 +349,19 @@ export class MoELayer {
     if (options.auxLosses !== undefined) result.auxLosses = computeAuxLosses(options.auxLosses, r.gate ?? this.defaultGate(routing), ranked);
     return result;
   }
+}
+
+/** 'auto' picks CUDA when compiled and a device exists; 'cuda' must have both, with a message saying which is missing. */
+function resolveBackend(backend: unknown): 'cpu' | 'cuda' {
+  const b = expectOneOf(backend ?? 'cpu', 'config.backend', ['cpu', 'cuda', 'auto'] as const);
+  if (b === 'cpu') return 'cpu';
+  const { cuda } = native().backendInfo();
+  if (cuda.compiled && cuda.devices > 0) return 'cuda';
+  if (b === 'auto') return 'cpu';
+  throw rangeError(
+    "backend 'cuda' to have a CUDA build and a device",
+    cuda.compiled ? `no device (${cuda.reason ?? 'unknown'})` : 'a build without CUDA: rebuild with `npm run build:cuda` (or MOE_CUDA=1 npm install) where nvcc is installed',
+  );
 }
 
 function add(into: Float64Array, from: ArrayLike<number>): void {
@@ -361,7 +391,10 @@ function checkConfig(config: MoEConfig): Resolved {
       ? { ...router, normalize: normalizeTopK } : router,
     numExperts, topK,
   );
+  const backend = resolveBackend(config.backend);
+  if (backend === 'cuda' && sharedExperts > 0) throw rangeError("config.sharedExperts = 0 with backend 'cuda' (not supported on the GPU yet)", `${sharedExperts}`);
   return {
+    backend,
     dModel: expectInteger(config.dModel, 'config.dModel'),
     dHidden,
     numExperts,

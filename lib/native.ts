@@ -80,6 +80,7 @@ export interface NativeBinding {
     dModel: number, dHidden: number, numExperts: number, topK: number, activation: string, normalizeTopK: boolean,
     threads: number, router: Float32Array, w1: Float32Array, w3: F32, w2: Float32Array, b1: F32, b3: F32, b2: F32,
     numShared: number, sharedHidden: number, sw1: F32, sw3: F32, sw2: F32, sb1: F32, sb3: F32, sb2: F32,
+    backend: 'cpu' | 'cuda', gpuRule: 'softmax' | 'sigmoidBias', numGroups: number, topKGroups: number, routeScale: number, bias: F32,
   ) => NativeLayer;
 }
 

@@ -7,7 +7,7 @@ import * as path from 'path';
 import { backendInfo } from '../lib';
 
 const root = path.resolve(__dirname, '..');
-const addon = path.join(root, 'build', 'Release', 'moe_kernels.node');
+const addon = process.env.MOE_KERNELS_BINARY ?? path.join(root, 'build', 'Release', 'moe_kernels.node');
 
 function run(args: string[], isa: string) {
   return spawnSync(process.execPath, args, {

@@ -6,6 +6,7 @@
 #include "args.h"
 #include "kernels_binding.h"
 #include "layer_binding.h"
+#include "moe/cuda.h"
 #include "moe/moe.h"
 
 namespace moe_binding {
@@ -20,10 +21,11 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   uint32_t i = 0;
   for (moe::Isa isa : moe::supported_isas()) isas.Set(i++, moe::isa_name(isa));
   out.Set("supportedIsas", isas);
+  const moe::cuda::DeviceInfo device = moe::cuda::device_info();
   auto cuda = Napi::Object::New(env);
-  cuda.Set("compiled", false);
-  cuda.Set("devices", 0);
-  cuda.Set("reason", "this build has no CUDA backend");
+  cuda.Set("compiled", device.compiled);
+  cuda.Set("devices", device.devices);
+  cuda.Set("reason", device.reason);
   out.Set("cuda", cuda);
   return out;
 }

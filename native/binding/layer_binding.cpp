@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "args.h"
+#include "moe/cuda.h"
 #include "moe/moe.h"
 #include "promise_worker.h"
 
@@ -30,7 +31,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   }
 
   // (dModel, dHidden, numExperts, topK, activation, normalizeTopK, threads, router, w1, w3, w2, b1, b3, b2,
-  //  numShared, sharedHidden, sw1, sw3, sw2, sb1, sb3, sb2)
+  //  numShared, sharedHidden, sw1, sw3, sw2, sb1, sb3, sb2,
+  //  backend 'cpu' | 'cuda', gpuRule 'softmax' | 'sigmoidBias', numGroups, topKGroups, routeScale, bias)
   explicit NativeLayer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeLayer>(info) {
     moe::LayerConfig c;
     moe::ExpertShape& s = c.experts;
@@ -79,24 +81,51 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       for (int i = 0; i < 3; ++i)
         if (sarrays[i]) check_finite(info.Env(), snames[i], sarrays[i], sbig / scols[i], scols[i]);
     }
+    const std::string backend = string_arg(info, 22, "backend");
+    if (backend == "cuda") {
+      moe::cuda::GpuRouting routing;
+      if (string_arg(info, 23, "gpuRule") == "sigmoidBias") routing.rule = moe::cuda::GpuRouting::Rule::sigmoid_bias;
+      routing.num_groups = static_cast<int>(int_arg(info, 24, "numGroups", 1, s.num_experts));
+      routing.top_k_groups = static_cast<int>(int_arg(info, 25, "topKGroups", 1, routing.num_groups));
+      if (!info[26].IsNumber()) throw_type_error(info.Env(), "expected routeScale to be a number");
+      routing.route_scale = info[26].As<Napi::Number>().FloatValue();
+      routing.bias = float32_arg(info, 27, "bias", s.num_experts, true);
+      router_ = std::vector<float>(router, router + s.num_experts * s.d_model);
+      try {
+        cuda_ = std::make_shared<moe::cuda::CudaLayer>(c, routing, router, w);
+      } catch (const std::exception& e) {
+        throw Napi::Error::New(info.Env(), e.what());
+      }
+      config_ = c;
+      return;
+    }
     layer_ = std::make_shared<moe::Layer>(c, router, w, sw);
+    config_ = c;
   }
 
  private:
   std::shared_ptr<moe::Layer> get(Napi::Env env) const {
-    if (!layer_) throw_type_error(env, "expected a layer that is not disposed but got a disposed layer");
+    check_alive(env);
+    if (!layer_) throw_range_error(env, "expected a CPU layer for this call (slot outputs, timings) but got a CUDA layer");
     return layer_;
+  }
+  void check_alive(Napi::Env env) const {
+    if (!layer_ && !cuda_) throw_type_error(env, "expected a layer that is not disposed but got a disposed layer");
   }
 
   // Checks x, allocates the outputs on the JS heap, and returns the work that fills them.
   struct Call {
     std::shared_ptr<moe::Layer> layer;
+    std::shared_ptr<moe::cuda::CudaLayer> cuda;
     const float* x;
     int64_t tokens;
     Napi::Float32Array output, logits, weights;
     Napi::Int32Array experts, counts;
     moe::LayerOutputs buffers;  // the data pointers of the arrays above
-    void run() const { layer->forward(x, tokens, buffers); }
+    void run() const {
+      if (cuda) cuda->forward(x, tokens, buffers);
+      else layer->forward(x, tokens, buffers);
+    }
     std::vector<Napi::Value> arrays() const { return {output, logits, experts, weights, counts}; }
     static Napi::Object result(Napi::Env env, const std::vector<Napi::Value>& a) {
       auto o = Napi::Object::New(env);
@@ -111,8 +140,9 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
 
   Call prepare(const Napi::CallbackInfo& info) const {
     const Napi::Env env = info.Env();
-    Call call{get(env), nullptr, 0, {}, {}, {}, {}, {}, {}};
-    const moe::LayerConfig& c = call.layer->config();
+    check_alive(env);
+    Call call{layer_, cuda_, nullptr, 0, {}, {}, {}, {}, {}, {}};
+    const moe::LayerConfig& c = config_;
     const int64_t d = c.experts.d_model, e = c.experts.num_experts, k = c.top_k;
     call.tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
     call.x = float32_arg(info, 0, "x", call.tokens * d);
@@ -129,21 +159,34 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
 
   Napi::Value ForwardSync(const Napi::CallbackInfo& info) {
     const Call call = prepare(info);
-    call.run();
+    guarded(info.Env(), [&] { call.run(); });
     return Call::result(info.Env(), call.arrays());
+  }
+
+  // CUDA failures surface as JS errors naming the CUDA error, never as a crash.
+  template <class F>
+  static void guarded(Napi::Env env, F&& f) {
+    try {
+      f();
+    } catch (const Napi::Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, e.what());
+    }
   }
 
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     const Call call = prepare(info);
-    if (is_small(*call.layer, call.tokens * call.layer->config().top_k)) return resolved(info.Env(), [&] {
-      call.run();
+    if (!cuda_ && is_small(config_, call.tokens * config_.top_k)) return resolved(info.Env(), [&] {
+      guarded(info.Env(), [&] { call.run(); });
       return Call::result(info.Env(), call.arrays());
     });
     std::vector<Napi::Value> kept = call.arrays();  // results first, then the input and this layer
     kept.push_back(info[0]);
     kept.push_back(Value());
-    const auto run = [layer = call.layer, x = call.x, tokens = call.tokens, buffers = call.buffers] {
-      layer->forward(x, tokens, buffers);
+    const auto run = [layer = call.layer, cuda = call.cuda, x = call.x, tokens = call.tokens, buffers = call.buffers] {
+      if (cuda) cuda->forward(x, tokens, buffers);
+      else layer->forward(x, tokens, buffers);
     };
     return PromiseWorker::Start(info.Env(), kept, run, [](Napi::Env env, const std::vector<Napi::Value>& a) {
       return Call::result(env, a);
@@ -153,21 +196,24 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   // (x, tokens) -> Float32Array [tokens * E]
   Napi::Value RouterLogits(const Napi::CallbackInfo& info) {
     const Napi::Env env = info.Env();
-    auto layer = get(env);
-    const moe::LayerConfig& c = layer->config();
+    check_alive(env);
+    const moe::LayerConfig& c = config_;
     const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
     const float* x = float32_arg(info, 0, "x", tokens * c.experts.d_model);
     check_finite(env, "x", x, tokens, c.experts.d_model);
     auto logits = Napi::Float32Array::New(env, static_cast<size_t>(tokens * c.experts.num_experts));
-    layer->router_logits(x, tokens, logits.Data());
+    if (cuda_) moe::router_logits(x, tokens, c.experts.d_model, router_.data(), c.experts.num_experts, logits.Data());
+    else layer_->router_logits(x, tokens, logits.Data());
     return logits;
   }
 
   // (x, tokens, k, experts Int32Array [T*k], weights Float32Array [T*k], async) -> { output, tokensPerExpert }
   Napi::Value ForwardRouted(const Napi::CallbackInfo& info) {
     const Napi::Env env = info.Env();
-    auto layer = get(env);
-    const moe::LayerConfig& c = layer->config();
+    check_alive(env);
+    auto layer = layer_;
+    auto cuda = cuda_;
+    const moe::LayerConfig& c = config_;
     const int64_t d = c.experts.d_model, e = c.experts.num_experts;
     const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
     const int64_t k = int_arg(info, 2, "k", 1, e);
@@ -182,8 +228,9 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     auto counts = Napi::Int32Array::New(env, static_cast<size_t>(e));
     float* out = output.Data();
     int32_t* cnt = counts.Data();
-    const auto run = [layer, x, tokens, k, experts, weights, out, cnt] {
-      layer->forward_routed(x, tokens, static_cast<int>(k), experts, weights, out, cnt);
+    const auto run = [layer, cuda, x, tokens, k, experts, weights, out, cnt] {
+      if (cuda) cuda->forward_routed(x, tokens, static_cast<int>(k), experts, weights, out, cnt);
+      else layer->forward_routed(x, tokens, static_cast<int>(k), experts, weights, out, cnt);
     };
     const auto result = [](Napi::Env env, const std::vector<Napi::Value>& a) {
       auto o = Napi::Object::New(env);
@@ -192,11 +239,11 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       return o;
     };
     if (!async) {
-      run();
+      guarded(env, run);
       return result(env, {output, counts});
     }
-    if (is_small(*layer, tokens * k)) return resolved(env, [&] {
-      run();
+    if (!cuda && is_small(c, tokens * k)) return resolved(env, [&] {
+      guarded(env, run);
       return result(env, {output, counts});
     });
     return PromiseWorker::Start(env, {output, counts, info[0], info[3], info[4], Value()}, run, result);
@@ -233,8 +280,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
 
   // Work this small (well under the ~0.1 ms a hand-off to the libuv pool and back costs) runs at once on the
   // calling thread; the Promise is still returned, already settled.
-  static bool is_small(const moe::Layer& layer, int64_t slots) {
-    const moe::LayerConfig& c = layer.config();
+  static bool is_small(const moe::LayerConfig& c, int64_t slots) {
     const double flops = 2.0 * slots * 3.0 * c.experts.d_model * c.experts.d_hidden;
     return flops < 2e6;
   }
@@ -254,15 +300,20 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
-    layer_.reset();  // a forward in flight holds its own reference; the memory goes when it settles
+    layer_.reset();
+    cuda_.reset();  // a forward in flight holds its own reference; the memory goes when it settles
     return info.Env().Undefined();
   }
 
   Napi::Value PackedBytes(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), static_cast<double>(get(info.Env())->packed_bytes()));
+    check_alive(info.Env());
+    return Napi::Number::New(info.Env(), static_cast<double>(cuda_ ? cuda_->device_bytes() : layer_->packed_bytes()));
   }
 
-  std::shared_ptr<moe::Layer> layer_;
+  std::shared_ptr<moe::Layer> layer_;             // the CPU layer, or
+  std::shared_ptr<moe::cuda::CudaLayer> cuda_;    // the CUDA layer
+  std::vector<float> router_;                     // CUDA: a host copy of the router, for routerLogits
+  moe::LayerConfig config_;
 };
 
 }  // namespace

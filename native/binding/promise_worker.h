@@ -29,7 +29,8 @@ class PromiseWorker : public Napi::AsyncWorker {
     try {
       work_();
     } catch (const std::exception& e) {
-      SetError(std::string("moe-kernels: ") + e.what());
+      const std::string what = e.what();
+      SetError(what.rfind("moe-kernels: ", 0) == 0 ? what : "moe-kernels: " + what);
     }
   }
   void OnOK() override {

@@ -13,7 +13,7 @@ const char* isa_name(Isa isa);
 
 // Activation of the expert FFN. Gated ones compute act(x W1^T + b1) * (x W3^T + b3) (Shazeer 2020, GLU variants).
 enum class Activation { swiglu, geglu, gelu, gelu_tanh, relu, silu, identity };
-bool is_gated(Activation act);
+inline bool is_gated(Activation act) { return act == Activation::swiglu || act == Activation::geglu; }
 // Parses the public name ('swiglu', 'gelu-tanh', ...); returns false when unknown.
 bool parse_activation(const std::string& name, Activation* out);
 

@@ -4,8 +4,6 @@
 
 namespace moe {
 
-bool is_gated(Activation act) { return act == Activation::swiglu || act == Activation::geglu; }
-
 bool parse_activation(const std::string& name, Activation* out) {
   static const struct { const char* name; Activation act; } table[] = {
       {"swiglu", Activation::swiglu}, {"geglu", Activation::geglu},   {"gelu", Activation::gelu},

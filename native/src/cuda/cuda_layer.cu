@@ -1,0 +1,215 @@
+// The CUDA layer: weights uploaded once as bf16; per call: router, routing, dispatch, two grouped GEMMs and the
+// combine on one stream, with device buffers reused across calls.
+#include <algorithm>
+#include <mutex>
+#include <vector>
+
+#include "cuda_check.cuh"
+#include "dispatch_scratch.cuh"
+#include "kernels.cuh"
+#include "moe/cuda.h"
+
+namespace moe::cuda {
+
+DeviceInfo device_info() {
+  DeviceInfo info;
+  info.compiled = true;
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear it
+    info.reason = std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+    return info;
+  }
+  info.devices = n;
+  if (n == 0) {
+    info.reason = "no CUDA device";
+    return info;
+  }
+  cudaDeviceProp p;
+  if (cudaGetDeviceProperties(&p, 0) == cudaSuccess) info.reason = std::string(p.name) + ", sm_" + std::to_string(p.major * 10 + p.minor);
+  return info;
+}
+
+namespace {
+
+__global__ void to_bf16(const float* in, __nv_bfloat16* out, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = __float2bfloat16_rn(in[i]);
+}
+
+// Host fp32 -> device bf16 (round to nearest even), through a staging buffer of at most 64 MiB.
+void upload_bf16(const float* host, __nv_bfloat16* device, int64_t count, DeviceBuffer<float>& staging, cudaStream_t s) {
+  const int64_t chunk = int64_t{16} << 20;
+  float* stage = staging.reserve(static_cast<size_t>(std::min(count, chunk)));
+  for (int64_t i = 0; i < count; i += chunk) {
+    const int64_t n = std::min(chunk, count - i);
+    MOE_CUDA_CHECK(cudaMemcpyAsync(stage, host + i, sizeof(float) * n, cudaMemcpyHostToDevice, s));
+    to_bf16<<<unsigned((n + 255) / 256), 256, 0, s>>>(stage, device + i, n);
+    MOE_CUDA_LAUNCHED("to_bf16");
+    MOE_CUDA_CHECK(cudaStreamSynchronize(s));  // the staging buffer is reused
+  }
+}
+
+template <class T>
+T* upload(const T* host, size_t count, DeviceBuffer<T>& buffer, cudaStream_t s) {
+  T* d = buffer.reserve(count);
+  MOE_CUDA_CHECK(cudaMemcpyAsync(d, host, sizeof(T) * count, cudaMemcpyHostToDevice, s));
+  return d;
+}
+
+}  // namespace
+
+struct CudaLayer::State {
+  LayerConfig config;
+  GpuRouting routing;
+  cudaStream_t stream = nullptr;
+  std::mutex mutex;
+  DeviceBuffer<float> router, bias, b1, b3, b2, staging;
+  DeviceBuffer<__nv_bfloat16> w1, w3, w2, hidden;
+  DeviceBuffer<float> x, logits, weights, slot_out, out;
+  DeviceBuffer<int32_t> experts, counts, offsets, order;
+  DeviceBuffer<RowTile> tiles;
+  DispatchScratch scratch;
+  std::vector<int32_t> host_offsets;
+  std::vector<RowTile> host_tiles;
+  cudaEvent_t started = nullptr, finished = nullptr;
+  float device_ms = 0;
+
+  void run_experts(int64_t tokens, int k) {
+    const ExpertShape& s = config.experts;
+    const int e = static_cast<int>(s.num_experts);
+    const int64_t slots = tokens * k;
+    int32_t* d_offsets = offsets.reserve(e + 1);
+    int32_t* d_order = order.reserve(slots);
+    dispatch_on_device(experts.get(), slots, e, counts.reserve(e + 1), d_offsets, d_order, scratch, stream);
+    host_offsets.resize(e + 1);
+    MOE_CUDA_CHECK(cudaMemcpyAsync(host_offsets.data(), d_offsets, sizeof(int32_t) * (e + 1), cudaMemcpyDeviceToHost, stream));
+    MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+    host_tiles.clear();
+    for (int ex = 0; ex < e; ++ex) {
+      const int32_t n = host_offsets[ex + 1] - host_offsets[ex];
+      for (int32_t r = 0; r < n; r += 64) host_tiles.push_back({ex, host_offsets[ex], r, std::min<int32_t>(64, n - r)});
+    }
+    const int n_tiles = static_cast<int>(host_tiles.size());
+    RowTile* d_tiles = upload(host_tiles.data(), std::max<size_t>(1, host_tiles.size()), tiles, stream);
+    const int64_t routed = host_offsets[e];
+    GemmArgs g{};
+    g.tiles = d_tiles;
+    g.order = d_order;
+    g.slots_per_token = k;
+    g.x = x.get();
+    g.k_dim = s.d_model;
+    g.w = w1.get();
+    g.w_up = is_gated(s.activation) ? w3.get() : nullptr;
+    g.bias = b1.get();
+    g.bias_up = b3.get();
+    g.n = s.d_hidden;
+    g.activation = s.activation;
+    g.hidden_out = hidden.reserve(static_cast<size_t>(std::max<int64_t>(routed, 1) * s.d_hidden));
+    launch_grouped_gemm_up(g, n_tiles, stream);
+    GemmArgs down{};
+    down.tiles = d_tiles;
+    down.order = d_order;
+    down.slots_per_token = k;
+    down.hidden_in = g.hidden_out;
+    down.k_dim = s.d_hidden;
+    down.w = w2.get();
+    down.bias = b2.get();
+    down.n = s.d_model;
+    down.activation = Activation::identity;
+    down.slot_out = slot_out.reserve(static_cast<size_t>(slots * s.d_model));
+    launch_grouped_gemm_down(down, n_tiles, stream);
+    launch_combine(down.slot_out, weights.get(), experts.get(), tokens, k, s.d_model, out.reserve(tokens * s.d_model), stream);
+  }
+};
+
+CudaLayer::CudaLayer(const LayerConfig& config, const GpuRouting& routing, const float* router, const ExpertWeights& w)
+    : state_(std::make_unique<State>()) {
+  State& st = *state_;
+  st.config = config;
+  st.routing = routing;
+  const ExpertShape& s = config.experts;
+  if (config.shared.num_experts > 0) throw std::runtime_error("moe-kernels: shared experts are not supported on CUDA yet");
+  if (routing.rule == GpuRouting::Rule::sigmoid_bias && routing.num_groups > 32)
+    throw std::runtime_error("moe-kernels: CUDA sigmoid routing supports at most 32 groups");
+  const DeviceInfo info = device_info();
+  if (info.devices == 0) throw std::runtime_error("moe-kernels: no CUDA device (" + info.reason + ")");
+  MOE_CUDA_CHECK(cudaSetDevice(0));
+  MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&st.stream, cudaStreamNonBlocking));
+  MOE_CUDA_CHECK(cudaEventCreate(&st.started));
+  MOE_CUDA_CHECK(cudaEventCreate(&st.finished));
+  const int64_t big = s.num_experts * s.d_hidden * s.d_model;
+  upload(router, s.num_experts * s.d_model, st.router, st.stream);
+  if (routing.bias) st.routing.bias = upload(routing.bias, s.num_experts, st.bias, st.stream);
+  upload_bf16(w.w1, st.w1.reserve(big), big, st.staging, st.stream);
+  if (is_gated(s.activation)) upload_bf16(w.w3, st.w3.reserve(big), big, st.staging, st.stream);
+  upload_bf16(w.w2, st.w2.reserve(big), big, st.staging, st.stream);
+  if (w.b1) upload(w.b1, s.num_experts * s.d_hidden, st.b1, st.stream);
+  if (w.b3) upload(w.b3, s.num_experts * s.d_hidden, st.b3, st.stream);
+  if (w.b2) upload(w.b2, s.num_experts * s.d_model, st.b2, st.stream);
+  MOE_CUDA_CHECK(cudaStreamSynchronize(st.stream));
+}
+
+CudaLayer::~CudaLayer() {
+  if (!state_) return;
+  if (state_->started) cudaEventDestroy(state_->started);
+  if (state_->finished) cudaEventDestroy(state_->finished);
+  if (state_->stream) cudaStreamDestroy(state_->stream);
+}
+
+double CudaLayer::last_device_ms() const { return state_->device_ms; }
+
+const LayerConfig& CudaLayer::config() const { return state_->config; }
+
+size_t CudaLayer::device_bytes() const {
+  const State& s = *state_;
+  return s.router.bytes() + s.w1.bytes() + s.w3.bytes() + s.w2.bytes() + s.b1.bytes() + s.b3.bytes() + s.b2.bytes();
+}
+
+void CudaLayer::forward(const float* x, int64_t tokens, const LayerOutputs& out) {
+  State& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  const ExpertShape& shape = s.config.experts;
+  const int k = s.config.top_k;
+  const int e = static_cast<int>(shape.num_experts);
+  upload(x, tokens * shape.d_model, s.x, s.stream);
+  MOE_CUDA_CHECK(cudaEventRecord(s.started, s.stream));
+  float* logits = s.logits.reserve(tokens * e);
+  int32_t* experts = s.experts.reserve(tokens * k);
+  float* weights = s.weights.reserve(tokens * k);
+  launch_router_logits(s.x.get(), s.router.get(), logits, tokens, shape.d_model, e, s.stream);
+  if (s.routing.rule == GpuRouting::Rule::sigmoid_bias)
+    launch_sigmoid_bias_top_k(logits, s.routing.bias, tokens, e, k, s.routing.num_groups, s.routing.top_k_groups,
+                              s.routing.route_scale, experts, weights, s.stream);
+  else
+    launch_softmax_top_k(logits, tokens, e, k, s.config.normalize_top_k, experts, weights, s.stream);
+  s.run_experts(tokens, k);
+  MOE_CUDA_CHECK(cudaEventRecord(s.finished, s.stream));
+  MOE_CUDA_CHECK(cudaMemcpyAsync(out.output, s.out.get(), sizeof(float) * tokens * shape.d_model, cudaMemcpyDeviceToHost, s.stream));
+  MOE_CUDA_CHECK(cudaMemcpyAsync(out.logits, logits, sizeof(float) * tokens * e, cudaMemcpyDeviceToHost, s.stream));
+  MOE_CUDA_CHECK(cudaMemcpyAsync(out.experts, experts, sizeof(int32_t) * tokens * k, cudaMemcpyDeviceToHost, s.stream));
+  MOE_CUDA_CHECK(cudaMemcpyAsync(out.weights, weights, sizeof(float) * tokens * k, cudaMemcpyDeviceToHost, s.stream));
+  MOE_CUDA_CHECK(cudaMemcpyAsync(out.tokens_per_expert, s.counts.get(), sizeof(int32_t) * e, cudaMemcpyDeviceToHost, s.stream));
+  MOE_CUDA_CHECK(cudaStreamSynchronize(s.stream));
+  MOE_CUDA_CHECK(cudaEventElapsedTime(&s.device_ms, s.started, s.finished));
+}
+
+void CudaLayer::forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
+                               float* output, int32_t* tokens_per_expert) {
+  State& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  const ExpertShape& shape = s.config.experts;
+  upload(x, tokens * shape.d_model, s.x, s.stream);
+  upload(experts, tokens * k, s.experts, s.stream);
+  upload(weights, tokens * k, s.weights, s.stream);
+  MOE_CUDA_CHECK(cudaEventRecord(s.started, s.stream));
+  s.run_experts(tokens, k);
+  MOE_CUDA_CHECK(cudaEventRecord(s.finished, s.stream));
+  MOE_CUDA_CHECK(cudaMemcpyAsync(output, s.out.get(), sizeof(float) * tokens * shape.d_model, cudaMemcpyDeviceToHost, s.stream));
+  MOE_CUDA_CHECK(cudaMemcpyAsync(tokens_per_expert, s.counts.get(), sizeof(int32_t) * shape.num_experts, cudaMemcpyDeviceToHost, s.stream));
+  MOE_CUDA_CHECK(cudaStreamSynchronize(s.stream));
+  MOE_CUDA_CHECK(cudaEventElapsedTime(&s.device_ms, s.started, s.finished));
+}
+
+}  // namespace moe::cuda

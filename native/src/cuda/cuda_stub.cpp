@@ -1,0 +1,26 @@
+// The CUDA backend's stand-in for builds without CUDA: it says so, and refuses to build a layer.
+#include <stdexcept>
+
+#include "moe/cuda.h"
+
+namespace moe::cuda {
+
+DeviceInfo device_info() {
+  DeviceInfo info;
+  info.reason = "this build has no CUDA backend (rebuild with `npm run build:cuda` or MOE_CUDA=1 npm install)";
+  return info;
+}
+
+struct CudaLayer::State {};
+
+CudaLayer::CudaLayer(const LayerConfig&, const GpuRouting&, const float*, const ExpertWeights&) {
+  throw std::runtime_error(device_info().reason);
+}
+CudaLayer::~CudaLayer() = default;
+void CudaLayer::forward(const float*, int64_t, const LayerOutputs&) {}
+void CudaLayer::forward_routed(const float*, int64_t, int, const int32_t*, const float*, float*, int32_t*) {}
+const LayerConfig& CudaLayer::config() const { throw std::runtime_error(device_info().reason); }
+size_t CudaLayer::device_bytes() const { return 0; }
+double CudaLayer::last_device_ms() const { return 0; }
+
+}  // namespace moe::cuda
