@@ -105,6 +105,7 @@ export class MoELayer {
   private handle: NativeLayer | undefined;
   private readonly noiseRouter: Float32Array | null;
   private readonly random: Random;
+  private scoreBias: Float64Array | undefined; // sigmoidBias: the selection bias, updatable (DeepSeek-V3 eq. 16)
 
   constructor(config: MoEConfig, weights: MoEWeights) {
     this.config = checkConfig(config);
@@ -131,15 +132,25 @@ export class MoELayer {
       throw rangeError('no weights.shared (config.sharedExperts is 0)', describe(weights.shared));
     }
     this.random = new Random(c.router.seed ?? 0);
-    const r = c.router as RouterConfig & Record<string, unknown>;
-    const sigmoid = r.kind === 'sigmoidBias';
+    if (c.router.kind === 'sigmoidBias' && c.router.bias) this.scoreBias = Float64Array.from(c.router.bias);
+    const g = gpuRouting(c.router);
     this.handle = new (native().NativeLayer)(
       c.dModel, c.dHidden, c.numExperts, c.topK, c.activation, c.normalizeTopK, c.threads, router, a.w1, a.w3, a.w2, a.b1, a.b3, a.b2,
       c.sharedExperts, c.sharedHidden, s?.w1 ?? null, s?.w3 ?? null, s?.w2 ?? null, s?.b1 ?? null, s?.b3 ?? null, s?.b2 ?? null,
-      c.backend, sigmoid ? 'sigmoidBias' : 'softmax', sigmoid ? ((r.numGroups as number) ?? 1) : 1,
-      sigmoid ? ((r.topKGroups as number) ?? (r.numGroups as number) ?? 1) : 1, sigmoid ? ((r.routeScale as number) ?? 1) : 1,
-      sigmoid && r.bias ? Float32Array.from(r.bias as ArrayLike<number>) : null,
+      c.backend, g.rule, g.numGroups, g.topKGroups, g.routeScale, g.bias,
     );
+  }
+
+  /**
+   * Replaces the selection bias of the 'sigmoidBias' router, e.g. with losses.updateBalanceBias after a step
+   * (DeepSeek-V3's auxiliary-loss-free balancing). CPU backend.
+   */
+  setRouterBias(bias: ArrayLike<number>): void {
+    this.native();
+    if (this.config.router.kind !== 'sigmoidBias') throw rangeError("a 'sigmoidBias' router for setRouterBias", `router '${this.config.router.kind}'`);
+    if (this.config.backend === 'cuda') throw rangeError("backend 'cpu' for setRouterBias (the GPU keeps the bias it was built with)", "backend 'cuda'");
+    gating.sigmoidBias({ data: new Float64Array(this.config.numExperts), shape: [1, this.config.numExperts] }, { ...this.config.router, k: this.config.topK, bias });
+    this.scoreBias = Float64Array.from(bias);
   }
 
   /**
@@ -319,7 +330,7 @@ export class MoELayer {
       }
       case 'gshardTop2': gate = gating.gshardTop2(l, { ...r, randomRouting: training && (r.randomRouting ?? true), seed: training ? seed() : 0 }); break;
       case 'expertChoice': gate = gating.expertChoice(l, r); break;
-      case 'sigmoidBias': gate = gating.sigmoidBias(l, { ...r, k: c.topK }); break;
+      case 'sigmoidBias': gate = gating.sigmoidBias(l, { ...r, k: c.topK, bias: this.scoreBias }); break;
     }
     return { gate, logits, ranked: l.data, weights: Float32Array.from(gate.weights), routerInput };
   }
@@ -328,7 +339,7 @@ export class MoELayer {
   private defaultGate(routing: Routing): gating.GateResult {
     const { numExperts, topK, normalizeTopK, router } = this.config;
     const logits = { data: routing.logits.data, shape: [routing.logits.shape[0], numExperts] };
-    if (router.kind === 'sigmoidBias') return gating.sigmoidBias(logits, { ...router, k: topK });
+    if (router.kind === 'sigmoidBias') return gating.sigmoidBias(logits, { ...router, k: topK, bias: this.scoreBias });
     return gating.topK(logits, { k: topK, normalize: normalizeTopK });
   }
 
@@ -349,6 +360,16 @@ export class MoELayer {
     if (options.auxLosses !== undefined) result.auxLosses = computeAuxLosses(options.auxLosses, r.gate ?? this.defaultGate(routing), ranked);
     return result;
   }
+}
+
+/** What the native side routes by itself on the GPU: softmax top-k, or DeepSeek-V3's sigmoid + bias. */
+function gpuRouting(router: Readonly<RouterConfig>) {
+  if (router.kind !== 'sigmoidBias') return { rule: 'softmax' as const, numGroups: 1, topKGroups: 1, routeScale: 1, bias: null };
+  const numGroups = router.numGroups ?? 1;
+  return {
+    rule: 'sigmoidBias' as const, numGroups, topKGroups: router.topKGroups ?? numGroups, routeScale: router.routeScale ?? 1,
+    bias: router.bias ? Float32Array.from(router.bias) : null,
+  };
 }
 
 /** 'auto' picks CUDA when compiled and a device exists; 'cuda' must have both, with a message saying which is missing. */

@@ -104,3 +104,22 @@ describe('shared experts (DeepSeekMoE)', () => {
     }
   });
 });
+
+describe('DeepSeek loss-free balancing on the layer', () => {
+  it('setRouterBias changes the selection (and only that); updateBalanceBias feeds it', () => {
+    const c = { ...base, tokens: 64 };
+    const w = randomWeights(c, 30);
+    const layer = new MoELayer({ ...c, router: { kind: 'sigmoidBias' } }, w);
+    const x = Tensor.randn([64, c.dModel], { seed: 31 });
+    const before = layer.forwardSync(x).routing;
+    const { losses } = require('../../lib') as typeof import('../../lib');
+    const bias = losses.updateBalanceBias(new Float64Array(8), before.tokensPerExpert, 10); // a big step
+    layer.setRouterBias(bias);
+    const after = layer.forwardSync(x).routing;
+    expect(Array.from(after.experts)).not.toEqual(Array.from(before.experts));
+    // the most loaded expert loses tokens
+    const busiest = before.tokensPerExpert.indexOf(Math.max(...before.tokensPerExpert));
+    expect(after.tokensPerExpert[busiest]).toBeLessThan(before.tokensPerExpert[busiest]);
+    expect(() => new MoELayer({ ...c, topK: 2 }, w).setRouterBias(bias)).toThrow(/a 'sigmoidBias' router for setRouterBias/);
+  });
+});
