@@ -133,12 +133,15 @@ async function main(): Promise<void> {
       largestActivationsMiB: (Math.max(...shape.tokens) * (shape.topK * (2 * shape.dHidden + 2 * shape.dModel) + 3 * shape.dModel) * 4) / 2 ** 20,
     };
     const folder = tempFolder();
-    const ortPossible = bytes < 1.9 * 2 ** 30; // one protobuf holds at most 2 GB
-    if (!ortPossible) notes.push(`${shape.name}: onnxruntime skipped (the model exceeds protobuf's 2 GB limit without external data)`);
+    // Over 1.5 GB the ORT model keeps its weights in external data files (a protobuf holds at most 2 GB); it
+    // needs an interleaved copy of fc1 and its own copy of every weight.
+    const external = bytes > 1.5 * 2 ** 30 ? folder : undefined;
+    const ortPossible = os.freemem() > 2.6 * bytes;
+    if (!ortPossible) notes.push(`${shape.name}: onnxruntime skipped: needs about ${((2.6 * bytes) / 2 ** 30).toFixed(1)} GiB more memory`);
 
     for (const threads of threadCounts) {
       setThreads(threads);
-      const ort = ortPossible ? await createOrtMoE(config, weights, threads) : undefined;
+      const ort = ortPossible ? await createOrtMoE(config, weights, threads, false, external) : undefined;
       if (typeof ort === 'string') notes.push(`onnxruntime skipped: ${ort}`);
       const torch = useTorch ? await startTorch(config, weights, threads, folder) : undefined;
       for (const tokens of shape.tokens) {

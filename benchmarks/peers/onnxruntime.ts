@@ -3,6 +3,8 @@
  * router MatMul then MoE, on the same weights. The CPU kernel needs fused, interleaved SwiGLU
  * (swiglu_fusion = 1): fc1 rows [w1_0, w3_0, w1_1, w3_1, ...] of shape [E, 2 * dHidden, dModel].
  */
+import * as fs from 'fs';
+import * as path from 'path';
 import { onnx } from 'onnx-proto';
 import type { InferenceSession } from 'onnxruntime-node';
 import { MoEWeights } from '../../lib';
@@ -11,12 +13,15 @@ export interface OrtMoE {
   run(x: Float32Array, tokens: number): Promise<Float32Array>;
 }
 
-function initializer(name: string, dims: number[], data: Float32Array): onnx.ITensorProto {
+/** An initializer held in the model, or, with `folder`, in a file beside it (ONNX external data: one protobuf
+ * message holds at most 2 GB). */
+function initializer(name: string, dims: number[], data: Float32Array, folder?: string): onnx.ITensorProto {
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (!folder) return { name, dims, dataType: onnx.TensorProto.DataType.FLOAT, rawData: bytes };
+  fs.writeFileSync(path.join(folder, `${name}.bin`), bytes);
   return {
-    name,
-    dims,
-    dataType: onnx.TensorProto.DataType.FLOAT,
-    rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+    name, dims, dataType: onnx.TensorProto.DataType.FLOAT, dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+    externalData: [{ key: 'location', value: `${name}.bin` }, { key: 'offset', value: '0' }, { key: 'length', value: String(bytes.byteLength) }],
   };
 }
 
@@ -24,6 +29,7 @@ function initializer(name: string, dims: number[], data: Float32Array): onnx.ITe
 export function buildOrtMoEModel(
   config: { dModel: number; dHidden: number; numExperts: number; topK: number },
   w: MoEWeights,
+  externalFolder?: string,
 ): Uint8Array {
   const { dModel: d, dHidden: h, numExperts: e, topK: k } = config;
   const routerT = new Float32Array(d * e); // [d, E] = router^T for MatMul
@@ -77,8 +83,8 @@ export function buildOrtMoEModel(
       ],
       initializer: [
         initializer('router_t', [d, e], routerT),
-        initializer('fc1', [e, 2 * h, d], fc1),
-        initializer('fc2', [e, d, h], w.w2.data as Float32Array),
+        initializer('fc1', [e, 2 * h, d], fc1, externalFolder),
+        initializer('fc2', [e, d, h], w.w2.data as Float32Array, externalFolder),
       ],
       input: [valueInfo('input', ['tokens', d])],
       output: [valueInfo('output', ['tokens', d])],
@@ -93,6 +99,7 @@ export async function createOrtMoE(
   weights: MoEWeights,
   threads: number,
   spinning = false,
+  externalFolder?: string,
 ): Promise<OrtMoE | string> {
   let ort: typeof import('onnxruntime-node');
   try {
@@ -100,7 +107,13 @@ export async function createOrtMoE(
   } catch (err) {
     return `onnxruntime-node is not installed (${(err as Error).message.split('\n')[0]})`;
   }
-  const session: InferenceSession = await ort.InferenceSession.create(buildOrtMoEModel(config, weights), {
+  const model = buildOrtMoEModel(config, weights, externalFolder);
+  let source: Uint8Array | string = model;
+  if (externalFolder) {
+    source = path.join(externalFolder, 'moe.onnx'); // external data resolves relative to the model file
+    fs.writeFileSync(source, model);
+  }
+  const session: InferenceSession = await ort.InferenceSession.create(source as string, {
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',

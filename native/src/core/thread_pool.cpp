@@ -24,9 +24,24 @@ int default_threads() {
   return hw == 0 ? 1 : static_cast<int>(hw);
 }
 thread_local int tls_thread_limit = 0;
-// A worker spins this long for the next job before it sleeps: the phases of one forward follow each other
-// within microseconds, and a futex wake-up costs tens of them (more in a VM). Idle, it costs nothing.
-constexpr auto kSpin = std::chrono::microseconds(100);
+// A worker spins this long for the next job before it sleeps, and the caller this long for the workers to
+// finish before it sleeps: the phases of one forward follow each other within microseconds, and a futex
+// wake-up costs tens of them (more in a VM). Both spins are short and yield, so that on a machine with more
+// runnable threads than cores (a server, another library's pool) nobody spins while the thread it waits for
+// is descheduled.
+constexpr auto kSpin = std::chrono::microseconds(50);
+
+// Spins until done() or the spin time is up, yielding now and then; true when done() held.
+template <class Done>
+bool spin_until(Done done) {
+  const auto until = std::chrono::steady_clock::now() + kSpin;
+  for (int round = 0; !done(); ++round) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    for (int i = 0; i < 32; ++i) MOE_PAUSE();
+    if (round % 8 == 7) std::this_thread::yield();
+  }
+  return true;
+}
 }  // namespace
 
 ThreadLimit::ThreadLimit(int threads) : previous_(tls_thread_limit) { tls_thread_limit = threads; }
@@ -79,10 +94,7 @@ void ThreadPool::worker_loop(int id) {
   uint64_t seen = 0;
   for (;;) {
     // Spin briefly for the next job, then sleep until one is published.
-    const auto spin_until = std::chrono::steady_clock::now() + kSpin;
-    while (generation_.load(std::memory_order_acquire) == seen && !stopping_.load(std::memory_order_relaxed) &&
-           std::chrono::steady_clock::now() < spin_until)
-      for (int i = 0; i < 64; ++i) MOE_PAUSE();
+    spin_until([&] { return generation_.load(std::memory_order_acquire) != seen || stopping_.load(std::memory_order_relaxed); });
     if (generation_.load(std::memory_order_acquire) == seen) {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [&] { return stopping_.load() || generation_.load(std::memory_order_acquire) != seen; });
@@ -90,7 +102,11 @@ void ThreadPool::worker_loop(int id) {
     if (stopping_.load()) return;
     seen = generation_.load(std::memory_order_acquire);
     if (id < job_threads_) work();
-    active_.fetch_sub(1, std::memory_order_acq_rel);  // every worker acknowledges every job, working or not
+    // Every worker acknowledges every job, working or not; the last one wakes a caller that went to sleep.
+    if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_.notify_one();
+    }
   }
 }
 
@@ -117,7 +133,10 @@ void ThreadPool::run_erased(int64_t count, Task task, void* context) {
   work();
   // Every worker acknowledges (after its last item); the job fields stay valid and no worker can fall a job
   // behind until then.
-  while (active_.load(std::memory_order_acquire) != 0) MOE_PAUSE();
+  if (!spin_until([&] { return active_.load(std::memory_order_acquire) == 0; })) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [&] { return active_.load(std::memory_order_acquire) == 0; });
+  }
 }
 
 }  // namespace moe

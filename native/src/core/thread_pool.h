@@ -50,7 +50,7 @@ class ThreadPool {
 
   std::mutex run_mutex_;  // one job at a time
   std::mutex mutex_;      // guards sleeping and waking
-  std::condition_variable wake_;
+  std::condition_variable wake_, done_;
   std::vector<std::thread> workers_;
   // The current job, published by a release increment of generation_.
   Task job_ = nullptr;

@@ -217,17 +217,17 @@ struct KernelImpl {
     return out[0];
   }
 
+  // Eight independent sums: enough loads in flight that the memory system, not the adds, sets the pace.
   static float read_sum(const float* data, int64_t count) {
-    reg s0 = V::zero(), s1 = V::zero(), s2 = V::zero(), s3 = V::zero();
+    constexpr int U = 8;
+    reg s[U];
+    for (int u = 0; u < U; ++u) s[u] = V::zero();
     int64_t i = 0;
-    for (; i + 4 * W <= count; i += 4 * W) {
-      s0 = V::add(s0, V::load(data + i));
-      s1 = V::add(s1, V::load(data + i + W));
-      s2 = V::add(s2, V::load(data + i + 2 * W));
-      s3 = V::add(s3, V::load(data + i + 3 * W));
-    }
+    for (; i + U * W <= count; i += U * W)
+      for (int u = 0; u < U; ++u) s[u] = V::add(s[u], V::load(data + i + u * W));
+    for (int u = 1; u < U; ++u) s[0] = V::add(s[0], s[u]);
     alignas(64) float out[W];
-    V::store(out, V::add(V::add(s0, s1), V::add(s2, s3)));
+    V::store(out, s[0]);
     float total = 0;
     for (int l = 0; l < W; ++l) total += out[l];
     for (; i < count; ++i) total += data[i];
