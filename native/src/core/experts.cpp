@@ -29,7 +29,6 @@ void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix
   int64_t tile_panels = std::max<int64_t>(1, 256 / out_cols);
   auto items_for = [&](int64_t tp) { return row_tiles * ((panel_count + tp - 1) / tp); };
   while (tile_panels > 1 && items_for(tile_panels) < 4 * threads) tile_panels /= 2;
-  const int64_t panel_tiles = (panel_count + tile_panels - 1) / tile_panels;
 
   struct Item { const GemmGroup* group; int64_t row0, row1, panel0, panel1; };
   thread_local std::vector<Item> scratch;  // grow-only: no allocation once warm
