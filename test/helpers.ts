@@ -72,3 +72,21 @@ export function expectError(fn: () => unknown, kind: 'TypeError' | 'RangeError',
   expect(err.message).toMatch(/^moe-kernels: expected .+ but got .+/s);
   expect(err.message).toMatch(re);
 }
+
+/**
+ * max |numeric - analytic| / max |analytic| over every coordinate of x, numeric by central differences of f;
+ * absolute when the gradient is (near) zero, e.g. a constant loss.
+ */
+export function finiteDifferenceError(f: (x: Float64Array) => number, x: Float64Array, analytic: ArrayLike<number>, h = 1e-6): number {
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < x.length; i++) {
+    const plus = x.slice();
+    const minus = x.slice();
+    plus[i] += h;
+    minus[i] -= h;
+    diff = Math.max(diff, Math.abs((f(plus) - f(minus)) / (2 * h) - analytic[i]));
+    scale = Math.max(scale, Math.abs(analytic[i]));
+  }
+  return scale > 1e-8 ? diff / scale : diff;
+}

@@ -11,6 +11,7 @@
 
 #include "../src/core/packing.h"
 #include "moe/moe.h"
+#include "test_support.h"
 
 namespace moe::cpu {
 const KernelTable* kernels_wide16_for_tests();
@@ -18,24 +19,8 @@ const KernelTable* kernels_wide16_for_tests();
 
 namespace {
 
-int failures = 0;
-#define CHECK(cond, ...)                                         \
-  do {                                                           \
-    if (!(cond)) {                                               \
-      ++failures;                                                \
-      std::printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-      std::printf(__VA_ARGS__);                                  \
-      std::printf("\n");                                         \
-    }                                                            \
-  } while (0)
-
-std::vector<float> randn(size_t n, uint32_t seed, float std) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> d(0.0f, std);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(gen);
-  return v;
-}
+using moe_test::failures;
+using moe_test::randn;
 
 double act_ref(moe::Activation a, double x) {
   switch (a) {

@@ -1,5 +1,6 @@
 /** Every router's backward against central finite differences in float64, on random inputs. */
 import { Tensor, gating } from '../../lib';
+import { finiteDifferenceError } from '../helpers';
 
 type Route = (logits: Float64Array) => gating.GateResult;
 
@@ -7,29 +8,16 @@ function random(n: number, seed: number, std = 1.5): Float64Array {
   return Float64Array.from(Tensor.randn([n], { seed, std }).data);
 }
 
-/** max |analytic - numeric| / max |analytic| (absolute when the gradient is 0) for L = sum_s g_s w_s(logits), with the choices unchanged. */
+/** The finite-difference error of `backward` for L = sum_s g_s w_s(logits), with the choices unchanged. */
 function gradientError(route: Route, backward: (gate: never, g: Float64Array) => Float64Array, logits: Float64Array, seed: number): number {
   const gate = route(logits);
   const upstream = random(gate.weights.length, seed, 1);
-  const analytic = backward(gate as never, upstream);
   const loss = (l: Float64Array) => {
     const g = route(l);
     expect(Array.from(g.experts)).toEqual(Array.from(gate.experts)); // the step must not change any choice
     return g.weights.reduce((s, w, i) => s + w * upstream[i], 0);
   };
-  const h = 1e-6;
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < logits.length; i++) {
-    const plus = logits.slice();
-    const minus = logits.slice();
-    plus[i] += h;
-    minus[i] -= h;
-    const numeric = (loss(plus) - loss(minus)) / (2 * h);
-    diff = Math.max(diff, Math.abs(numeric - analytic[i]));
-    scale = Math.max(scale, Math.abs(analytic[i]));
-  }
-  return scale > 0 ? diff / scale : diff; // k = 1 normalised: the weight is the constant 1, gradient 0
+  return finiteDifferenceError(loss, logits, backward(gate as never, upstream));
 }
 
 const TOL = 1e-6;

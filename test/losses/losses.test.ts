@@ -1,24 +1,9 @@
 /** Balance losses: against the float64 reference, values worked by hand, and gradients by finite differences. */
 import { Tensor, gating, losses } from '../../lib';
 import { referenceCvSquared, referenceLoad, referenceMixtralLoss, referenceSwitchLoss, referenceZLoss, rowsOf } from '../../lib/reference';
-import { expectError } from '../helpers';
+import { expectError, finiteDifferenceError as fdError } from '../helpers';
 
 const rand = (n: number, seed: number, std = 1) => Float64Array.from(Tensor.randn([n], { seed, std }).data);
-
-/** Central differences of f at x along every coordinate, compared with `analytic`. */
-function fdError(f: (x: Float64Array) => number, x: Float64Array, analytic: ArrayLike<number>, h = 1e-6): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < x.length; i++) {
-    const p = x.slice();
-    const q = x.slice();
-    p[i] += h;
-    q[i] -= h;
-    diff = Math.max(diff, Math.abs((f(p) - f(q)) / (2 * h) - analytic[i]));
-    scale = Math.max(scale, Math.abs(analytic[i]));
-  }
-  return scale > 1e-8 ? diff / scale : diff; // a (near-)constant loss: compare absolutely
-}
 
 describe('cvSquared', () => {
   it('matches the references, both variances, with gradients', () => {

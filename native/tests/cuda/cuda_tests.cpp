@@ -11,27 +11,12 @@
 
 #include "moe/cuda.h"
 #include "moe/moe.h"
+#include "../test_support.h"
 
 namespace {
 
-int failures = 0;
-#define CHECK(cond, ...)                                        \
-  do {                                                          \
-    if (!(cond)) {                                              \
-      ++failures;                                               \
-      std::printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-      std::printf(__VA_ARGS__);                                 \
-      std::printf("\n");                                        \
-    }                                                           \
-  } while (0)
-
-std::vector<float> randn(size_t n, uint32_t seed, float std) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.f, std);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
+using moe_test::failures;
+using moe_test::randn;
 
 double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
   double diff = 0, scale = 0;
