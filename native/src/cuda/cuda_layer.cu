@@ -92,7 +92,9 @@ struct CudaLayer::State {
       for (int32_t r = 0; r < n; r += 64) host_tiles.push_back({ex, host_offsets[ex], r, std::min<int32_t>(64, n - r)});
     }
     const int n_tiles = static_cast<int>(host_tiles.size());
-    RowTile* d_tiles = upload(host_tiles.data(), std::max<size_t>(1, host_tiles.size()), tiles, stream);
+    RowTile* d_tiles = tiles.reserve(std::max<size_t>(1, host_tiles.size()));
+    if (n_tiles > 0)  // every slot dropped: nothing to upload, the GEMMs launch nothing
+      MOE_CUDA_CHECK(cudaMemcpyAsync(d_tiles, host_tiles.data(), sizeof(RowTile) * n_tiles, cudaMemcpyHostToDevice, stream));
     const int64_t routed = host_offsets[e];
     GemmArgs g{};
     g.tiles = d_tiles;

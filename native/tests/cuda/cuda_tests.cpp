@@ -87,6 +87,11 @@ void test_case(const Case& c, uint32_t seed) {
   cpu.forward_routed(x.data(), c.tokens, c.k, dropped.data(), w_2.data(), c_out.data(), c_counts.data());
   CHECK(rel_err(g_out, c_out) < 2e-2, "dropped slots: relative error %.3g", rel_err(g_out, c_out));
   CHECK(g_counts == c_counts, "tokens per expert with drops differ");
+  // Every slot dropped: zero output, no expert launched.
+  std::vector<int32_t> none(dropped.size(), -1);
+  gpu.forward_routed(x.data(), c.tokens, c.k, none.data(), w_2.data(), g_out.data(), g_counts.data());
+  CHECK(std::all_of(g_out.begin(), g_out.end(), [](float v) { return v == 0.f; }), "all dropped: output not zero");
+  CHECK(std::all_of(g_counts.begin(), g_counts.end(), [](int32_t n) { return n == 0; }), "all dropped: counts not zero");
   std::printf("  T=%4lld d=%4lld h=%4lld E=%3lld k=%d act=%d bias=%d: rel err %.2e, %d tokens compared, %.3f ms on device\n",
               (long long)c.tokens, (long long)c.d, (long long)c.h, (long long)c.e, c.k, int(c.act), int(c.bias), err,
               compared, gpu.last_device_ms());
