@@ -20,6 +20,9 @@ const KernelTable* kernels_wide16_for_tests();
 namespace {
 
 using moe_test::failures;
+using moe_test::Case;
+using moe_test::CaseData;
+using moe_test::make_case;
 using moe_test::randn;
 
 double act_ref(moe::Activation a, double x) {
@@ -35,24 +38,14 @@ double act_ref(moe::Activation a, double x) {
   return x;
 }
 
-struct Case {
-  int64_t tokens, d, h, e;
-  int k;
-  moe::Activation act;
-  bool bias;
-};
-
 void test_layer(const Case& c, uint32_t seed) {
+  const CaseData data = make_case(c, seed);
+  const auto& x = data.x;
+  const auto& router = data.router;
+  const moe::LayerConfig& config = data.config;
+  const moe::ExpertWeights& w = data.weights;
   const bool gated = moe::is_gated(c.act);
-  const auto router = randn(c.e * c.d, seed, 1.0f / std::sqrt(float(c.d)));
-  const auto w1 = randn(c.e * c.h * c.d, seed + 1, 1.0f / std::sqrt(float(c.d)));
-  const auto w3 = randn(c.e * c.h * c.d, seed + 2, 1.0f / std::sqrt(float(c.d)));
-  const auto w2 = randn(c.e * c.d * c.h, seed + 3, 1.0f / std::sqrt(float(c.h)));
-  const auto b1 = randn(c.e * c.h, seed + 4, 0.2f), b3 = randn(c.e * c.h, seed + 5, 0.2f), b2 = randn(c.e * c.d, seed + 6, 0.2f);
-  const auto x = randn(c.tokens * c.d, seed + 7, 1.0f);
-  moe::LayerConfig config{{c.e, c.d, c.h, c.act}, c.k, true, 0};
-  moe::ExpertWeights w{w1.data(), gated ? w3.data() : nullptr, w2.data(), c.bias ? b1.data() : nullptr,
-                       c.bias && gated ? b3.data() : nullptr, c.bias ? b2.data() : nullptr};
+  const auto &w1 = data.w1, &w3 = data.w3, &w2 = data.w2, &b1 = data.b1, &b3 = data.b3, &b2 = data.b2;
   moe::Layer layer(config, router.data(), w);
   std::vector<float> out(c.tokens * c.d), logits(c.tokens * c.e), weights(c.tokens * c.k);
   std::vector<int32_t> experts(c.tokens * c.k), counts(c.e);

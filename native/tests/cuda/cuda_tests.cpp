@@ -16,6 +16,9 @@
 namespace {
 
 using moe_test::failures;
+using moe_test::Case;
+using moe_test::CaseData;
+using moe_test::make_case;
 using moe_test::randn;
 
 double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
@@ -27,24 +30,12 @@ double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
   return scale > 0 ? diff / scale : diff;
 }
 
-struct Case {
-  int64_t tokens, d, h, e;
-  int k;
-  moe::Activation act;
-  bool bias;
-};
-
 void test_case(const Case& c, uint32_t seed) {
-  const bool gated = moe::is_gated(c.act);
-  const auto router = randn(c.e * c.d, seed, 1.f / std::sqrt(float(c.d)));
-  const auto w1 = randn(c.e * c.h * c.d, seed + 1, 1.f / std::sqrt(float(c.d)));
-  const auto w3 = randn(c.e * c.h * c.d, seed + 2, 1.f / std::sqrt(float(c.d)));
-  const auto w2 = randn(c.e * c.d * c.h, seed + 3, 1.f / std::sqrt(float(c.h)));
-  const auto b1 = randn(c.e * c.h, seed + 4, 0.2f), b3 = randn(c.e * c.h, seed + 5, 0.2f), b2 = randn(c.e * c.d, seed + 6, 0.2f);
-  const auto x = randn(c.tokens * c.d, seed + 7, 1.f);
-  moe::LayerConfig config{{c.e, c.d, c.h, c.act}, c.k, true, 0, {}};
-  moe::ExpertWeights w{w1.data(), gated ? w3.data() : nullptr, w2.data(), c.bias ? b1.data() : nullptr,
-                       c.bias && gated ? b3.data() : nullptr, c.bias ? b2.data() : nullptr};
+  const CaseData data = make_case(c, seed);
+  const auto& x = data.x;
+  const auto& router = data.router;
+  const moe::LayerConfig& config = data.config;
+  const moe::ExpertWeights& w = data.weights;
   moe::Layer cpu(config, router.data(), w);
   moe::cuda::CudaLayer gpu(config, {}, router.data(), w);
   auto run = [&](auto& layer, std::vector<float>& out, std::vector<float>& logits, std::vector<int32_t>& experts,
