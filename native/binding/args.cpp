@@ -83,4 +83,27 @@ void check_finite(Napi::Env env, const char* name, const float* data, int64_t ro
                              name + "[" + std::to_string(bad / cols) + ", " + std::to_string(bad % cols) + "]");
 }
 
+moe::ExpertWeights expert_weights_arg(const Napi::CallbackInfo& info, size_t first, const moe::ExpertShape& s,
+                                      const std::string& prefix) {
+  const bool gated = moe::is_gated(s.activation);
+  const std::string names[] = {prefix + "w1", prefix + "w3", prefix + "w2", prefix + "b1", prefix + "b3", prefix + "b2"};
+  const int64_t rows[] = {s.num_experts * s.d_hidden, s.num_experts * s.d_hidden, s.num_experts * s.d_model,
+                          s.num_experts, s.num_experts, s.num_experts};
+  const int64_t cols[] = {s.d_model, s.d_model, s.d_hidden, s.d_hidden, s.d_hidden, s.d_model};
+  const bool optional[] = {false, !gated, false, true, true, true};
+  const float* arrays[6];
+  for (int i = 0; i < 6; ++i) {
+    arrays[i] = float32_arg(info, first + i, names[i].c_str(), rows[i] * cols[i], optional[i]);
+    if (arrays[i]) check_finite(info.Env(), names[i].c_str(), arrays[i], rows[i], cols[i]);
+  }
+  return {arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5]};
+}
+
+void check_experts(Napi::Env env, const int32_t* experts, int64_t count, int64_t num_experts) {
+  for (int64_t i = 0; i < count; ++i)
+    if (experts[i] < -1 || experts[i] >= num_experts)
+      throw_range_error(env, "expected experts[" + std::to_string(i) + "] in [-1, " + std::to_string(num_experts - 1) +
+                                 "] (-1 = dropped) but got " + std::to_string(experts[i]));
+}
+
 }  // namespace moe_binding

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include "moe/moe.h"
+
 namespace moe_binding {
 
 [[noreturn]] void throw_type_error(Napi::Env env, const std::string& what);   // "moe-kernels: " + what
@@ -23,5 +25,13 @@ std::string string_arg(const Napi::CallbackInfo& info, size_t index, const char*
 
 // RangeError naming the first non-finite element of x [rows, cols], as "x[row, col]".
 void check_finite(Napi::Env env, const char* name, const float* data, int64_t rows, int64_t cols);
+
+// The six expert weight arguments w1, w3, w2, b1, b3, b2 at info[first .. first + 5], sized for `shape`
+// (w3/b3 only when gated, biases optional), each checked to be finite. `prefix` names them ("shared.").
+moe::ExpertWeights expert_weights_arg(const Napi::CallbackInfo& info, size_t first, const moe::ExpertShape& shape,
+                                      const std::string& prefix = "");
+
+// RangeError unless every experts[i] is in [-1, numExperts) (-1 = a dropped slot).
+void check_experts(Napi::Env env, const int32_t* experts, int64_t count, int64_t num_experts);
 
 }  // namespace moe_binding

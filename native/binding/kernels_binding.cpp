@@ -47,10 +47,7 @@ Napi::Value Dispatch(const Napi::CallbackInfo& info) {
   const int64_t slots = info[0].As<Napi::TypedArray>().ElementLength();
   const int64_t experts = int_arg(info, 1, "numExperts", 1, kMaxDim);
   const int32_t* chosen = int32_arg(info, 0, "experts", slots);
-  for (int64_t s = 0; s < slots; ++s)
-    if (chosen[s] < -1 || chosen[s] >= experts)
-      throw_range_error(env, "expected experts[" + std::to_string(s) + "] in [-1, " + std::to_string(experts - 1) +
-                                 "] (-1 = dropped) but got " + std::to_string(chosen[s]));
+  check_experts(env, chosen, slots, experts);
   auto counts = Napi::Int32Array::New(env, static_cast<size_t>(experts));
   auto offsets = Napi::Int32Array::New(env, static_cast<size_t>(experts + 1));
   auto order = Napi::Int32Array::New(env, static_cast<size_t>(slots));
@@ -79,16 +76,7 @@ class NativeExperts : public Napi::ObjectWrap<NativeExperts> {
     const std::string act = string_arg(info, 3, "activation");
     if (!moe::parse_activation(act, &s.activation))
       throw_range_error(info.Env(), "expected activation to be a known activation but got '" + act + "'");
-    const bool gated = moe::is_gated(s.activation);
-    moe::ExpertWeights w;
-    const int64_t big = s.num_experts * s.d_hidden * s.d_model;
-    w.w1 = float32_arg(info, 4, "w1", big);
-    w.w3 = float32_arg(info, 5, "w3", big, !gated);
-    w.w2 = float32_arg(info, 6, "w2", big);
-    w.b1 = float32_arg(info, 7, "b1", s.num_experts * s.d_hidden, true);
-    w.b3 = float32_arg(info, 8, "b3", s.num_experts * s.d_hidden, true);
-    w.b2 = float32_arg(info, 9, "b2", s.num_experts * s.d_model, true);
-    packed_ = moe::pack_experts(s, w);
+    packed_ = moe::pack_experts(s, expert_weights_arg(info, 4, s));
   }
   std::shared_ptr<const moe::PackedExperts> get(Napi::Env env) const {
     if (!packed_) throw_type_error(env, "expected experts that are not disposed but got disposed experts");

@@ -45,41 +45,15 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       throw_range_error(info.Env(), "expected activation to be a known activation but got '" + act + "'");
     c.normalize_top_k = bool_arg(info, 5, "normalizeTopK");
     c.threads = static_cast<int>(int_arg(info, 6, "threads", 0, 256));
-    const bool gated = moe::is_gated(s.activation);
-    const int64_t big = s.num_experts * s.d_hidden * s.d_model;
     const float* router = float32_arg(info, 7, "router", s.num_experts * s.d_model);
-    moe::ExpertWeights w;
-    w.w1 = float32_arg(info, 8, "w1", big);
-    w.w3 = float32_arg(info, 9, "w3", big, !gated);
-    w.w2 = float32_arg(info, 10, "w2", big);
-    w.b1 = float32_arg(info, 11, "b1", s.num_experts * s.d_hidden, true);
-    w.b3 = float32_arg(info, 12, "b3", s.num_experts * s.d_hidden, true);
-    w.b2 = float32_arg(info, 13, "b2", s.num_experts * s.d_model, true);
     check_finite(info.Env(), "router", router, s.num_experts, s.d_model);
-    const char* names[] = {"w1", "w3", "w2", "b1", "b3", "b2"};
-    const float* arrays[] = {w.w1, w.w3, w.w2, w.b1, w.b3, w.b2};
-    const int64_t cols[] = {s.d_model, s.d_model, s.d_hidden, s.d_hidden, s.d_hidden, s.d_model};
-    const int64_t sizes[] = {big, big, big, s.num_experts * s.d_hidden, s.num_experts * s.d_hidden,
-                             s.num_experts * s.d_model};
-    for (int i = 0; i < 6; ++i)
-      if (arrays[i]) check_finite(info.Env(), names[i], arrays[i], sizes[i] / cols[i], cols[i]);
+    const moe::ExpertWeights w = expert_weights_arg(info, 8, s);
     moe::ExpertWeights sw;
     c.shared = s;
     c.shared.num_experts = int_arg(info, 14, "numShared", 0, kMaxDim);
     if (c.shared.num_experts > 0) {
       c.shared.d_hidden = int_arg(info, 15, "sharedHidden", 1, kMaxDim);
-      const int64_t sbig = c.shared.num_experts * c.shared.d_hidden * s.d_model;
-      sw.w1 = float32_arg(info, 16, "shared.w1", sbig);
-      sw.w3 = float32_arg(info, 17, "shared.w3", sbig, !gated);
-      sw.w2 = float32_arg(info, 18, "shared.w2", sbig);
-      sw.b1 = float32_arg(info, 19, "shared.b1", c.shared.num_experts * c.shared.d_hidden, true);
-      sw.b3 = float32_arg(info, 20, "shared.b3", c.shared.num_experts * c.shared.d_hidden, true);
-      sw.b2 = float32_arg(info, 21, "shared.b2", c.shared.num_experts * s.d_model, true);
-      const char* snames[] = {"shared.w1", "shared.w3", "shared.w2"};
-      const float* sarrays[] = {sw.w1, sw.w3, sw.w2};
-      const int64_t scols[] = {s.d_model, s.d_model, c.shared.d_hidden};
-      for (int i = 0; i < 3; ++i)
-        if (sarrays[i]) check_finite(info.Env(), snames[i], sarrays[i], sbig / scols[i], scols[i]);
+      sw = expert_weights_arg(info, 16, c.shared, "shared.");
     }
     const std::string backend = string_arg(info, 22, "backend");
     if (backend == "cuda") {
@@ -184,11 +158,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     std::vector<Napi::Value> kept = call.arrays();  // results first, then the input and this layer
     kept.push_back(info[0]);
     kept.push_back(Value());
-    const auto run = [layer = call.layer, cuda = call.cuda, x = call.x, tokens = call.tokens, buffers = call.buffers] {
-      if (cuda) cuda->forward(x, tokens, buffers);
-      else layer->forward(x, tokens, buffers);
-    };
-    return PromiseWorker::Start(info.Env(), kept, run, [](Napi::Env env, const std::vector<Napi::Value>& a) {
+    // The worker uses only the layer pointers and the raw buffers of the copy; its JS handles stay unused.
+    return PromiseWorker::Start(info.Env(), kept, [call] { call.run(); }, [](Napi::Env env, const std::vector<Napi::Value>& a) {
       return Call::result(env, a);
     });
   }
@@ -290,13 +261,6 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     auto deferred = Napi::Promise::Deferred::New(env);
     deferred.Resolve(compute());
     return deferred.Promise();
-  }
-
-  static void check_experts(Napi::Env env, const int32_t* experts, int64_t count, int64_t num_experts) {
-    for (int64_t i = 0; i < count; ++i)
-      if (experts[i] < -1 || experts[i] >= num_experts)
-        throw_range_error(env, "expected experts[" + std::to_string(i) + "] in [-1, " + std::to_string(num_experts - 1) +
-                                   "] (-1 = dropped) but got " + std::to_string(experts[i]));
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
