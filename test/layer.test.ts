@@ -128,3 +128,23 @@ describe('MoELayer behaviour', () => {
     expect(Array.from(routing.weights)).toEqual([0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]);
   });
 });
+
+describe('result memory', () => {
+  it('stays correct when the memory of collected results is recycled', () => {
+    // Results of 64 KiB and more live in addon memory that is reused once the GC frees them: force that.
+    const v8 = require('node:v8');
+    const vm = require('node:vm');
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const config = { dModel: 96, dHidden: 40, numExperts: 5, topK: 2, activation: 'swiglu' as const };
+    const layer = MoELayer.random(config, { seed: 3 });
+    const inputs = [Tensor.randn([200, 96], { seed: 4 }), Tensor.randn([200, 96], { seed: 5 })];
+    const expected = inputs.map((x) => Array.from(layer.forwardSync(x).output.data));
+    for (let i = 0; i < 6; i++) {
+      gc();
+      const out = layer.forwardSync(inputs[i % 2]).output.data;
+      expect(Array.from(out)).toEqual(expected[i % 2]);
+    }
+    layer.dispose();
+  });
+});

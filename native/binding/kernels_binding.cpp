@@ -7,6 +7,7 @@
 #include "args.h"
 #include "moe/moe.h"
 #include "promise_worker.h"
+#include "result_arrays.h"
 
 namespace moe_binding {
 
@@ -20,7 +21,7 @@ Napi::Value RouterLogits(const Napi::CallbackInfo& info) {
   const int64_t experts = int_arg(info, 4, "numExperts", 1, kMaxDim);
   const float* x = float32_arg(info, 0, "x", tokens * d_model);
   const float* router = float32_arg(info, 3, "router", experts * d_model);
-  auto logits = Napi::Float32Array::New(info.Env(), static_cast<size_t>(tokens * experts));
+  auto logits = new_float32_array(info.Env(), static_cast<size_t>(tokens * experts));
   moe::router_logits(x, tokens, d_model, router, experts, logits.Data());
   return logits;
 }
@@ -32,8 +33,8 @@ Napi::Value TopK(const Napi::CallbackInfo& info) {
   const bool normalize = bool_arg(info, 4, "normalize");
   const float* logits = float32_arg(info, 0, "logits", tokens * experts);
   check_finite(info.Env(), "logits", logits, tokens, experts);
-  auto chosen = Napi::Int32Array::New(info.Env(), static_cast<size_t>(tokens * k));
-  auto weights = Napi::Float32Array::New(info.Env(), static_cast<size_t>(tokens * k));
+  auto chosen = new_int32_array(info.Env(), static_cast<size_t>(tokens * k));
+  auto weights = new_float32_array(info.Env(), static_cast<size_t>(tokens * k));
   moe::top_k_softmax(logits, tokens, experts, static_cast<int>(k), normalize, chosen.Data(), weights.Data());
   auto out = Napi::Object::New(info.Env());
   out.Set("experts", chosen);
@@ -118,7 +119,7 @@ Napi::Value ExpertFFN(const Napi::CallbackInfo& info) {
     if (order[i] < 0 || order[i] >= slots)
       throw_range_error(env, "expected order[" + std::to_string(i) + "] in [0, " + std::to_string(slots - 1) +
                                  "] but got " + std::to_string(order[i]));
-  auto out = Napi::Float32Array::New(env, static_cast<size_t>(slots * s.d_model));
+  auto out = new_float32_array(env, static_cast<size_t>(slots * s.d_model));
   float* out_data = out.Data();
   auto work = [packed, x, tokens, k, offsets, order, out_data] {
     moe::expert_ffn(*packed, x, tokens, static_cast<int>(k), offsets, order, out_data);
@@ -138,7 +139,7 @@ Napi::Value Combine(const Napi::CallbackInfo& info) {
   const int64_t d_model = int_arg(info, 4, "dModel", 1, kMaxDim);
   const float* slot_out = float32_arg(info, 0, "slotOutputs", tokens * k * d_model);
   const float* weights = float32_arg(info, 1, "weights", tokens * k);
-  auto out = Napi::Float32Array::New(info.Env(), static_cast<size_t>(tokens * d_model));
+  auto out = new_float32_array(info.Env(), static_cast<size_t>(tokens * d_model));
   moe::combine(slot_out, weights, tokens, static_cast<int>(k), d_model, out.Data());
   return out;
 }

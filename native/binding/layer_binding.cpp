@@ -9,6 +9,7 @@
 #include "moe/cuda.h"
 #include "moe/moe.h"
 #include "promise_worker.h"
+#include "result_arrays.h"
 
 namespace moe_binding {
 
@@ -121,11 +122,11 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     call.tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
     call.x = float32_arg(info, 0, "x", call.tokens * d);
     check_finite(env, "x", call.x, call.tokens, d);
-    call.output = Napi::Float32Array::New(env, static_cast<size_t>(call.tokens * d));
-    call.logits = Napi::Float32Array::New(env, static_cast<size_t>(call.tokens * e));
-    call.experts = Napi::Int32Array::New(env, static_cast<size_t>(call.tokens * k));
-    call.weights = Napi::Float32Array::New(env, static_cast<size_t>(call.tokens * k));
-    call.counts = Napi::Int32Array::New(env, static_cast<size_t>(e));
+    call.output = new_float32_array(env, static_cast<size_t>(call.tokens * d));
+    call.logits = new_float32_array(env, static_cast<size_t>(call.tokens * e));
+    call.experts = new_int32_array(env, static_cast<size_t>(call.tokens * k));
+    call.weights = new_float32_array(env, static_cast<size_t>(call.tokens * k));
+    call.counts = new_int32_array(env, static_cast<size_t>(e));
     call.buffers = {call.output.Data(), call.logits.Data(), call.experts.Data(), call.weights.Data(),
                     call.counts.Data()};
     return call;
@@ -172,7 +173,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
     const float* x = float32_arg(info, 0, "x", tokens * c.experts.d_model);
     check_finite(env, "x", x, tokens, c.experts.d_model);
-    auto logits = Napi::Float32Array::New(env, static_cast<size_t>(tokens * c.experts.num_experts));
+    auto logits = new_float32_array(env, static_cast<size_t>(tokens * c.experts.num_experts));
     if (cuda_) moe::router_logits(x, tokens, c.experts.d_model, router_.data(), c.experts.num_experts, logits.Data());
     else layer_->router_logits(x, tokens, logits.Data());
     return logits;
@@ -195,8 +196,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     check_finite(env, "x", x, tokens, d);
     check_finite(env, "weights", weights, tokens, k);
     check_experts(env, experts, tokens * k, e);
-    auto output = Napi::Float32Array::New(env, static_cast<size_t>(tokens * d));
-    auto counts = Napi::Int32Array::New(env, static_cast<size_t>(e));
+    auto output = new_float32_array(env, static_cast<size_t>(tokens * d));
+    auto counts = new_int32_array(env, static_cast<size_t>(e));
     float* out = output.Data();
     int32_t* cnt = counts.Data();
     const auto run = [layer, cuda, x, tokens, k, experts, weights, out, cnt] {
@@ -232,7 +233,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     const int32_t* experts = int32_arg(info, 3, "experts", tokens * k);
     check_finite(env, "x", x, tokens, d);
     check_experts(env, experts, tokens * k, e);
-    auto out = Napi::Float32Array::New(env, static_cast<size_t>(tokens * k * d));
+    auto out = new_float32_array(env, static_cast<size_t>(tokens * k * d));
     layer->slot_outputs(x, tokens, static_cast<int>(k), experts, out.Data());
     return out;
   }
