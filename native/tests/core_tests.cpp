@@ -169,8 +169,12 @@ void test_wide_template() {
     std::vector<float> out(rows * n);
     p.a = {a.data(), k, nullptr, 1};
     p.c = {out.data(), n, nullptr, 1};
-    for (int64_t r = 0; r < rows; r += moe::cpu::kTileRows)
-      wide.gemm_tile(p, r, std::min(rows, r + moe::cpu::kTileRows), 0, packed.panel_count());
+    std::vector<float> packed_a(wide.geometry.packed_a_floats(moe::cpu::kTileRows, k));
+    for (int64_t r = 0; r < rows; r += moe::cpu::kTileRows) {
+      const int64_t r1 = std::min(rows, r + moe::cpu::kTileRows);
+      wide.pack_a(p, r, r1 - r, packed_a.data());
+      wide.gemm_tile(p, packed_a.data(), r, r1, 0, packed.panel_count());
+    }
     double max_err = 0;
     for (int64_t i = 0; i < rows; ++i)
       for (int64_t j = 0; j < n; ++j) {

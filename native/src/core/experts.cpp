@@ -22,32 +22,60 @@ struct GemmGroup {
 void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix) {
   const int64_t panel_count = matrix.panel_count(), out_cols = matrix.out_cols();
   const auto& k = kernels();
+  const int64_t depth = groups.front().problem.k;
   const int64_t threads = ThreadPool::instance().size();
-  int64_t row_tiles = 0;
-  for (const auto& g : groups) row_tiles += (g.rows + cpu::kTileRows - 1) / cpu::kTileRows;
-  if (row_tiles == 0) return;
+
+  // Row tiles, each with its rows of A gathered and packed once, before the GEMMs, for all its panel tiles
+  // (packing per work item repeated it once per panel tile: up to 11x the bytes for a 512-token prefill).
+  struct Tile { const GemmGroup* group; int64_t row0, row1, a_offset; };
+  thread_local std::vector<Tile> tile_scratch;  // grow-only: no allocation once warm
+  thread_local AlignedBuffer<float> packed_a;
+  std::vector<Tile>& tiles = tile_scratch;        // the caller's list, named so the workers see it
+  tiles.clear();
+  int64_t floats = 0, rows_total = 0;
+  for (const auto& g : groups) {
+    rows_total += g.rows;
+    for (int64_t r = 0; r < g.rows; r += cpu::kTileRows) {
+      const int64_t r1 = std::min(g.rows, r + cpu::kTileRows);
+      tiles.push_back({&g, r, r1, floats});
+      floats += k.geometry.packed_a_floats(r1 - r, depth);
+    }
+  }
+  if (tiles.empty()) return;
+  float* a = packed_a.reserve(static_cast<size_t>(floats));
+  // Below ~1 MFLOP (tens of microseconds) the hand-off to other threads costs more than it saves.
+  const bool tiny = 2.0 * rows_total * panel_count * k.geometry.nr() * depth < 1e6;
+  {
+    const ThreadLimit limit(tiny || floats < (int64_t{1} << 16) ? 1 : ThreadLimit::current());
+    ThreadPool::instance().run(static_cast<int64_t>(tiles.size()), [&](int64_t i) {
+      const Tile& t = tiles[i];
+      k.pack_a(t.group->problem, t.row0, t.row1 - t.row0, a + t.a_offset);
+    });
+  }
+
   int64_t tile_panels = std::max<int64_t>(1, 256 / out_cols);
+  const int64_t row_tiles = static_cast<int64_t>(tiles.size());
   auto items_for = [&](int64_t tp) { return row_tiles * ((panel_count + tp - 1) / tp); };
   while (tile_panels > 1 && items_for(tile_panels) < 4 * threads) tile_panels /= 2;
 
-  struct Item { const GemmGroup* group; int64_t row0, row1, panel0, panel1; };
-  thread_local std::vector<Item> scratch;  // grow-only: no allocation once warm
-  std::vector<Item>& items = scratch;       // the caller's list, named so the workers see it, not their own
+  struct Item { const Tile* tile; int64_t panel0, panel1; };
+  thread_local std::vector<Item> scratch;
+  std::vector<Item>& items = scratch;
   items.clear();
   // Panel tiles outer, row tiles inner: the row tiles of one expert run back to back on the same weights, so
   // a panel tile comes from memory once and is reused from cache (the threads take neighbouring items).
-  for (const auto& g : groups)
+  for (int64_t first = 0; first < row_tiles;) {
+    int64_t last = first;
+    while (last < row_tiles && tiles[last].group == tiles[first].group) ++last;
     for (int64_t p = 0; p < panel_count; p += tile_panels)
-      for (int64_t r = 0; r < g.rows; r += cpu::kTileRows)
-        items.push_back({&g, r, std::min(g.rows, r + cpu::kTileRows), p, std::min(panel_count, p + tile_panels)});
-  // Below ~1 MFLOP (tens of microseconds) the hand-off to other threads costs more than it saves.
-  int64_t rows_total = 0;
-  for (const auto& g : groups) rows_total += g.rows;
-  const bool tiny = 2.0 * rows_total * panel_count * k.geometry.nr() * groups.front().problem.k < 1e6;
+      for (int64_t t = first; t < last; ++t) items.push_back({&tiles[t], p, std::min(panel_count, p + tile_panels)});
+    first = last;
+  }
   const ThreadLimit limit(tiny ? 1 : ThreadLimit::current());
   ThreadPool::instance().run(static_cast<int64_t>(items.size()), [&](int64_t i) {
     const Item& it = items[i];
-    k.gemm_tile(it.group->problem, it.row0, it.row1, it.panel0, it.panel1);
+    const Tile& t = *it.tile;
+    k.gemm_tile(t.group->problem, a + t.a_offset, t.row0, t.row1, it.panel0, it.panel1);
   });
 }
 

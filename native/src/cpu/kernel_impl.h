@@ -130,13 +130,10 @@ struct KernelImpl {
     std::memcpy(out, row, sizeof(float) * valid);
   }
 
-  // The tile's rows of A, gathered (by token) and packed once per tile: per block of MR rows, k-major with
-  // the MR values of one k side by side, so the microkernel's broadcasts read one sequential stream.
-  static const float* pack_rows(const moe::cpu::GemmProblem& p, int64_t row_begin, int64_t rows) {
-    thread_local std::vector<float> buffer;
+  // A tile's rows of A, gathered (by token) and packed: per block of MR rows, k-major with the MR values of one
+  // k side by side, so the microkernel's broadcasts read one sequential stream. out: round_up(rows, MR) * k.
+  static void pack_a(const moe::cpu::GemmProblem& p, int64_t row_begin, int64_t rows, float* out) {
     const int64_t blocks = (rows + MR - 1) / MR;
-    if (static_cast<int64_t>(buffer.size()) < blocks * MR * p.k) buffer.resize(static_cast<size_t>(blocks * MR * p.k));
-    float* out = buffer.data();
     for (int64_t blk = 0; blk < blocks; ++blk) {
       float* dst = out + blk * MR * p.k;
       const int64_t m_count = std::min<int64_t>(MR, rows - blk * MR);
@@ -145,14 +142,12 @@ struct KernelImpl {
         for (int64_t kk = 0; kk < p.k; ++kk) dst[kk * MR + m] = src[kk];
       }
     }
-    return out;
   }
 
-  static void gemm_tile(const moe::cpu::GemmProblem& p, int64_t row_begin, int64_t row_end, int64_t panel_begin,
-                        int64_t panel_end) {
+  static void gemm_tile(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
+                        int64_t panel_begin, int64_t panel_end) {
     alignas(64) float acc[moe::cpu::kTileRows * NR];
     const int64_t rows = row_end - row_begin;
-    const float* a = pack_rows(p, row_begin, rows);
     const int64_t out_cols = p.gated ? NR / 2 : NR;
     for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
       const float* b = p.panels + panel * p.k * NR;
@@ -235,7 +230,7 @@ struct KernelImpl {
   }
 
   static const moe::cpu::KernelTable* table(moe::Isa isa) {
-    static const moe::cpu::KernelTable t{isa, {W, NV, MR}, &gemm_tile, &weighted_sum, &find_non_finite, &fma_loop, &read_sum};
+    static const moe::cpu::KernelTable t{isa, {W, NV, MR}, &pack_a, &gemm_tile, &weighted_sum, &find_non_finite, &fma_loop, &read_sum};
     return &t;
   }
 };

@@ -14,6 +14,7 @@ struct PanelGeometry {
   int vectors;      // vector registers per panel row (even, so a gated panel splits in two)
   int micro_rows;   // rows of A per microkernel call
   int nr() const { return lanes * vectors; }
+  int64_t packed_a_floats(int64_t rows, int64_t k) const { return (rows + micro_rows - 1) / micro_rows * micro_rows * k; }
 };
 
 // Rows of a GEMM operand addressed indirectly: row i lives at base + (index ? index[i] / divisor : i) * stride.
@@ -41,10 +42,14 @@ struct GemmProblem {
 struct KernelTable {
   Isa isa;
   PanelGeometry geometry;
-  // Computes output rows [row_begin, row_end) (at most kTileRows of them) for panels [panel_begin, panel_end),
-  // epilogue (bias, activation, gating) included. The reduction order is fixed, independent of the split.
-  void (*gemm_tile)(const GemmProblem& problem, int64_t row_begin, int64_t row_end, int64_t panel_begin,
-                    int64_t panel_end);
+  // Gathers rows [row_begin, row_begin + rows) of the problem's A (at most kTileRows) into the microkernel's
+  // layout: packed_a_floats(rows, k) floats at out.
+  void (*pack_a)(const GemmProblem& problem, int64_t row_begin, int64_t rows, float* out);
+  // Computes output rows [row_begin, row_end) (at most kTileRows of them) for panels [panel_begin, panel_end)
+  // from those rows packed by pack_a, epilogue (bias, activation, gating) included. The reduction order is
+  // fixed, independent of the split.
+  void (*gemm_tile)(const GemmProblem& problem, const float* packed_a, int64_t row_begin, int64_t row_end,
+                    int64_t panel_begin, int64_t panel_end);
   // out[0..n) = sum over j < count of weights[j] * rows[j * stride + 0..n), in order j = 0, 1, ...
   void (*weighted_sum)(const float* rows, int64_t stride, const float* weights, int count, int64_t n, float* out);
   int64_t (*find_non_finite)(const float* data, int64_t count);
