@@ -58,24 +58,31 @@ void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix
   auto items_for = [&](int64_t tp) { return row_tiles * ((panel_count + tp - 1) / tp); };
   while (tile_panels > 1 && items_for(tile_panels) < 4 * threads) tile_panels /= 2;
 
-  struct Item { const Tile* tile; int64_t panel0, panel1; };
+  // An item is one panel tile of one group over all the group's row tiles: the thread that streams a panel
+  // tile of weights from memory reuses it from its own cache for every row tile (two threads splitting the
+  // row tiles would each pull it from memory where their last-level caches are not shared). Only where that
+  // leaves too few items (one matrix, few panels: the router) are the row tiles split into chunks.
+  const int64_t panel_tiles = (panel_count + tile_panels - 1) / tile_panels;
+  const int64_t chunk = static_cast<int64_t>(groups.size()) * panel_tiles >= 4 * threads
+                            ? row_tiles
+                            : std::max<int64_t>(1, row_tiles * panel_tiles / (4 * threads));
+  struct Item { int64_t tile0, tile1, panel0, panel1; };
   thread_local std::vector<Item> scratch;
   std::vector<Item>& items = scratch;
   items.clear();
-  // Panel tiles outer, row tiles inner: the row tiles of one expert run back to back on the same weights, so
-  // a panel tile comes from memory once and is reused from cache (the threads take neighbouring items).
   for (int64_t first = 0; first < row_tiles;) {
     int64_t last = first;
     while (last < row_tiles && tiles[last].group == tiles[first].group) ++last;
     for (int64_t p = 0; p < panel_count; p += tile_panels)
-      for (int64_t t = first; t < last; ++t) items.push_back({&tiles[t], p, std::min(panel_count, p + tile_panels)});
+      for (int64_t t = first; t < last; t += chunk)
+        items.push_back({t, std::min(last, t + chunk), p, std::min(panel_count, p + tile_panels)});
     first = last;
   }
   const ThreadLimit limit(tiny ? 1 : ThreadLimit::current());
   ThreadPool::instance().run(static_cast<int64_t>(items.size()), [&](int64_t i) {
     const Item& it = items[i];
-    const Tile& t = *it.tile;
-    k.gemm_tile(t.group->problem, a + t.a_offset, t.row0, t.row1, it.panel0, it.panel1);
+    for (int64_t t = it.tile0; t < it.tile1; ++t)
+      k.gemm_tile(tiles[t].group->problem, a + tiles[t].a_offset, tiles[t].row0, tiles[t].row1, it.panel0, it.panel1);
   });
 }
 
