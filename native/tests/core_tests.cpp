@@ -137,6 +137,22 @@ void test_layer(const Case& c, uint32_t seed) {
   CHECK(counted == kept, "tokens per expert after dropping: %lld vs %lld", (long long)counted, (long long)kept);
 }
 
+// Every slot dropped: no expert has a row, so no GEMM runs, and the output is all zeros.
+void test_all_dropped() {
+  const Case c{3, 24, 40, 4, 2, moe::Activation::swiglu, true};
+  auto data = moe_test::make_case(c, 21);
+  moe::Layer layer(data.config, data.router.data(), data.weights);
+  const std::vector<int32_t> experts(c.tokens * c.k, -1);
+  const std::vector<float> weights(c.tokens * c.k, 0.5f);
+  std::vector<float> out(c.tokens * c.d, 1.0f);
+  std::vector<int32_t> counts(c.e, 7);
+  layer.forward_routed(data.x.data(), c.tokens, c.k, experts.data(), weights.data(), out.data(), counts.data());
+  bool zeros = true;
+  for (float v : out) zeros &= v == 0.0f;
+  for (int32_t n : counts) zeros &= n == 0;
+  CHECK(zeros, "all-dropped forward gives zero output and zero counts");
+}
+
 void test_dispatch() {
   const int32_t experts[] = {2, 0, 2, -1, 1, 2, 0, -1};
   int32_t counts[4], offsets[5], order[8];
@@ -204,6 +220,7 @@ int main(int argc, char** argv) {
   }
   std::printf("isa %s, %d threads\n", moe::isa_name(moe::active_isa()), moe::thread_count());
   test_dispatch();
+  test_all_dropped();
   test_top_k();
   test_wide_template();
   uint32_t seed = 1;

@@ -19,7 +19,8 @@ struct GemmGroup {
 // Work items are (group, row tile, panel tile). Panel tiles shrink until every thread has a few items, so a
 // single token (decode) still spreads the weight stream over all cores. Each item writes its own outputs and
 // never splits a reduction, so results are bitwise identical for any thread count.
-void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix) {
+void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix, AlignedBuffer<float>& packed_a) {
+  if (groups.empty()) return;  // no expert received a token
   const int64_t panel_count = matrix.panel_count(), out_cols = matrix.out_cols();
   const auto& k = kernels();
   const int64_t depth = groups.front().problem.k;
@@ -29,7 +30,6 @@ void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix
   // (packing per work item repeated it once per panel tile: up to 11x the bytes for a 512-token prefill).
   struct Tile { const GemmGroup* group; int64_t row0, row1, a_offset; };
   thread_local std::vector<Tile> tile_scratch;  // grow-only: no allocation once warm
-  thread_local AlignedBuffer<float> packed_a;
   std::vector<Tile>& tiles = tile_scratch;        // the caller's list, named so the workers see it
   tiles.clear();
   int64_t floats = 0, rows_total = 0;
@@ -41,7 +41,6 @@ void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix
       floats += k.geometry.packed_a_floats(r1 - r, depth);
     }
   }
-  if (tiles.empty()) return;
   float* a = packed_a.reserve(static_cast<size_t>(floats));
   // Below ~1 MFLOP (tens of microseconds) the hand-off to other threads costs more than it saves.
   const bool tiny = 2.0 * rows_total * panel_count * k.geometry.nr() * depth < 1e6;
@@ -118,7 +117,7 @@ void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int
     g.problem.c = {hidden + offsets[e] * s.d_hidden, s.d_hidden, nullptr, 1};
     groups.push_back(g);
   }
-  run_groups(groups, packed.up);
+  run_groups(groups, packed.up, ws.packed_a);
 
   // Phase 2: slot_out[order[pos]] = hidden[pos] W2_e^T + b2, results scattered to their slots.
   groups.clear();
@@ -130,7 +129,7 @@ void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int
     g.problem.c = {slot_out, s.d_model, order + offsets[e], 1};
     groups.push_back(g);
   }
-  run_groups(groups, packed.down);
+  run_groups(groups, packed.down, ws.packed_a);
 }
 
 // Dropped slots (not in the plan) get zero rows, so combine can sum every slot.
@@ -151,19 +150,20 @@ void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int
 }
 
 void packed_router_logits(const PackedMatrix& router, const float* x, int64_t tokens, int64_t d_model,
-                          float* logits) {
+                          float* logits, FfnWorkspace& ws) {
   thread_local std::vector<GemmGroup> groups(1);
   GemmGroup& g = groups[0];
   g = {router.problem(0, Activation::identity), tokens};
   g.problem.a = {x, d_model, nullptr, 1};
   g.problem.c = {logits, router.n(), nullptr, 1};
-  run_groups(groups, router);
+  run_groups(groups, router, ws.packed_a);
 }
 
 void router_logits(const float* x, int64_t tokens, int64_t d_model, const float* router, int64_t num_experts,
                    float* logits) {
   const PackedMatrix packed(kernels().geometry, 1, num_experts, d_model, router, nullptr);
-  packed_router_logits(packed, x, tokens, d_model, logits);
+  FfnWorkspace ws;
+  packed_router_logits(packed, x, tokens, d_model, logits, ws);
 }
 
 void combine(const float* slot_out, const float* weights, int64_t tokens, int k, int64_t d_model, float* out) {

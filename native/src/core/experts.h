@@ -17,7 +17,8 @@ class PackedExperts {
 };
 
 struct FfnWorkspace {
-  AlignedBuffer<float> hidden;  // [routed slots, dHidden], expert-sorted
+  AlignedBuffer<float> hidden;    // [routed slots, dHidden], expert-sorted
+  AlignedBuffer<float> packed_a;  // the GEMM input rows, packed per row tile (cpu::KernelTable::pack_a)
   std::vector<char> routed;     // per slot, for zeroing dropped ones
 };
 
@@ -31,6 +32,6 @@ void zero_unrouted_slots(const int32_t* order, int64_t routed, int64_t slots, in
 
 // x[T, dModel] times a packed [1, n, dModel] matrix, identity epilogue: the router logits.
 void packed_router_logits(const PackedMatrix& router, const float* x, int64_t tokens, int64_t d_model,
-                          float* logits);
+                          float* logits, FfnWorkspace& workspace);
 
 }  // namespace moe

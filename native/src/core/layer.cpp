@@ -90,7 +90,7 @@ void Layer::forward(const float* x, int64_t tokens, const LayerOutputs& out) {
   const ThreadLimit limit(s.config.threads);
   const ExpertShape& shape = s.config.experts;
   s.start_timing();
-  packed_router_logits(s.router, x, tokens, shape.d_model, out.logits);
+  packed_router_logits(s.router, x, tokens, shape.d_model, out.logits, s.ffn);
   s.timings.router = s.lap();
   top_k_softmax(out.logits, tokens, shape.num_experts, s.config.top_k, s.config.normalize_top_k, out.experts,
                 out.weights);
@@ -116,7 +116,7 @@ void Layer::router_logits(const float* x, int64_t tokens, float* logits) {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
   const ThreadLimit limit(s.config.threads);
-  packed_router_logits(s.router, x, tokens, s.config.experts.d_model, logits);
+  packed_router_logits(s.router, x, tokens, s.config.experts.d_model, logits, s.ffn);
 }
 
 void Layer::forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
