@@ -14,13 +14,12 @@ import {
 } from '../lib';
 import { Random } from '../lib/random';
 import { FlagSpec, median, parseFlags, usage } from '../cli/args';
-import { writeCharts } from './charts';
+import { BenchResult, Row, writeCharts } from './charts';
 import { createOrtMoE } from './peers/onnxruntime';
 import { naiveMoE } from './peers/naive';
 import { startTorch, tempFolder, torchUnavailable } from './peers/torch';
 import { Progress } from './progress';
 import { QUICK, SHAPES, Shape, weightBytes } from './shapes';
-import type { BenchResult, Row } from './charts';
 
 const FLAGS: FlagSpec[] = [
   { name: 'quick', help: 'small shape, 1 and 128 tokens, 2 threads, 2 repetitions', default: false },
@@ -31,7 +30,6 @@ const FLAGS: FlagSpec[] = [
   { name: 'out', help: 'folder for the JSON and SVG results', default: 'benchmarks/results' },
   { name: 'help', help: 'show this help', default: false },
 ];
-
 
 type Impl = { name: string; run: () => Promise<number> }; // returns the ms of one forward
 

@@ -1,6 +1,7 @@
 // C++ tests of the core, no Node needed: routing, dispatch, the layer against a float64 reference on
 // awkward shapes, thread-count determinism, and the kernel template at the AVX-512 geometry.
 // Usage: moe_core_tests [--isa scalar|avx2|avx512|neon]   (exit 77 = that ISA is not available: skipped)
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -140,17 +141,15 @@ void test_layer(const Case& c, uint32_t seed) {
 // Every slot dropped: no expert has a row, so no GEMM runs, and the output is all zeros.
 void test_all_dropped() {
   const Case c{3, 24, 40, 4, 2, moe::Activation::swiglu, true};
-  auto data = moe_test::make_case(c, 21);
+  const CaseData data = make_case(c, 21);
   moe::Layer layer(data.config, data.router.data(), data.weights);
   const std::vector<int32_t> experts(c.tokens * c.k, -1);
   const std::vector<float> weights(c.tokens * c.k, 0.5f);
   std::vector<float> out(c.tokens * c.d, 1.0f);
   std::vector<int32_t> counts(c.e, 7);
   layer.forward_routed(data.x.data(), c.tokens, c.k, experts.data(), weights.data(), out.data(), counts.data());
-  bool zeros = true;
-  for (float v : out) zeros &= v == 0.0f;
-  for (int32_t n : counts) zeros &= n == 0;
-  CHECK(zeros, "all-dropped forward gives zero output and zero counts");
+  CHECK(std::all_of(out.begin(), out.end(), [](float v) { return v == 0.0f; }), "all dropped: output not zero");
+  CHECK(std::all_of(counts.begin(), counts.end(), [](int32_t n) { return n == 0; }), "all dropped: counts not zero");
 }
 
 void test_dispatch() {

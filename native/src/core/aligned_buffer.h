@@ -40,7 +40,8 @@ class AlignedBuffer {
   T* reserve(size_t count) {
     if (count > capacity_) {
       std::free(data_);
-      data_ = nullptr;
+      data_ = nullptr;  // if the allocation throws, the buffer is empty rather than dangling
+      capacity_ = 0;
       data_ = static_cast<T*>(allocate_aligned(count * sizeof(T)));
       capacity_ = count;
     }

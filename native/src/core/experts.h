@@ -19,7 +19,7 @@ class PackedExperts {
 struct FfnWorkspace {
   AlignedBuffer<float> hidden;    // [routed slots, dHidden], expert-sorted
   AlignedBuffer<float> packed_a;  // the GEMM input rows, packed per row tile (cpu::KernelTable::pack_a)
-  std::vector<char> routed;     // per slot, for zeroing dropped ones
+  std::vector<char> routed;       // per slot, for zeroing dropped ones
 };
 
 // Leaves the rows of slots outside the plan untouched (see zero_unrouted_slots).

@@ -51,10 +51,12 @@ void upload_bf16(const float* host, __nv_bfloat16* device, int64_t count, Device
   }
 }
 
+// Host -> device copy into a reusable buffer; a count of 0 (every slot dropped: no row tiles) copies nothing
+// but still returns a valid device pointer.
 template <class T>
 T* upload(const T* host, size_t count, DeviceBuffer<T>& buffer, cudaStream_t s) {
-  T* d = buffer.reserve(count);
-  MOE_CUDA_CHECK(cudaMemcpyAsync(d, host, sizeof(T) * count, cudaMemcpyHostToDevice, s));
+  T* d = buffer.reserve(std::max<size_t>(1, count));
+  if (count > 0) MOE_CUDA_CHECK(cudaMemcpyAsync(d, host, sizeof(T) * count, cudaMemcpyHostToDevice, s));
   return d;
 }
 
@@ -92,9 +94,7 @@ struct CudaLayer::State {
       for (int32_t r = 0; r < n; r += 64) host_tiles.push_back({ex, host_offsets[ex], r, std::min<int32_t>(64, n - r)});
     }
     const int n_tiles = static_cast<int>(host_tiles.size());
-    RowTile* d_tiles = tiles.reserve(std::max<size_t>(1, host_tiles.size()));
-    if (n_tiles > 0)  // every slot dropped: nothing to upload, the GEMMs launch nothing
-      MOE_CUDA_CHECK(cudaMemcpyAsync(d_tiles, host_tiles.data(), sizeof(RowTile) * n_tiles, cudaMemcpyHostToDevice, stream));
+    RowTile* d_tiles = upload(host_tiles.data(), host_tiles.size(), tiles, stream);  // none: the GEMMs launch nothing
     const int64_t routed = host_offsets[e];
     GemmArgs g{};
     g.tiles = d_tiles;
