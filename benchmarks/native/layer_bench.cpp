@@ -1,0 +1,83 @@
+// C++ timing driver over moe::Layer, no Node: for kernel work between full `npm run bench` runs.
+//   build/moe_layer_bench [small|fine-grained] [tokens] [threads] [repetitions] [warm|cold|idle]
+// "cold" reads a 256 MB buffer before each forward, as the other implementations of the harness do between ours;
+// "idle" sleeps 10 ms instead (the pool's workers fall asleep, the caches keep the weights).
+// Prints the median and min of the forwards, as GFLOP/s and as GB/s of the active expert weights, and the phases.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../../native/tests/test_support.h"
+
+namespace {
+
+double now_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+float thrash(std::vector<float>& buffer) {  // touches every cache line so the caches hold none of the layer
+  float sum = 0;
+  for (size_t i = 0; i < buffer.size(); i += 16) sum += buffer[i];
+  return sum;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string shape = argc > 1 ? argv[1] : "small";
+  const int64_t tokens = argc > 2 ? std::atoll(argv[2]) : 512;
+  const int threads = argc > 3 ? std::atoi(argv[3]) : 2;
+  const int reps = argc > 4 ? std::atoi(argv[4]) : 21;
+  const std::string mode = argc > 5 ? argv[5] : "warm";
+  const bool cold = mode == "cold", idle = mode == "idle";
+  const moe_test::Case c = shape == "small" ? moe_test::Case{tokens, 1024, 2816, 8, 2, moe::Activation::swiglu, false}
+                                            : moe_test::Case{tokens, 2048, 1408, 64, 6, moe::Activation::swiglu, false};
+  moe::set_thread_count(threads);
+  moe_test::CaseData data = moe_test::make_case(c, 7);
+  moe::Layer layer(data.config, data.router.data(), data.weights);
+  std::vector<float> output(tokens * c.d), logits(tokens * c.e), weights(tokens * c.k);
+  std::vector<int32_t> experts(tokens * c.k), counts(c.e);
+  const moe::LayerOutputs out{output.data(), logits.data(), experts.data(), weights.data(), counts.data()};
+  std::vector<float> other(cold ? (256u << 20) / sizeof(float) : 0, 1.0f);
+  float sink = 0;
+  std::vector<double> times;
+  std::vector<moe::LayerTimings> phases;
+  for (int r = 0; r < reps + 2; ++r) {
+    if (cold) sink += thrash(other);
+    if (idle) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (mode == "spin") for (const double t = now_ms(); now_ms() < t + 10;) {}
+    const double t0 = now_ms();
+    layer.forward(data.x.data(), tokens, out);
+    const double t1 = now_ms();
+    if (r >= 2) times.push_back(t1 - t0), phases.push_back(layer.last_timings());
+  }
+  std::vector<double> sorted = times;
+  std::sort(sorted.begin(), sorted.end());
+  const double median = sorted[sorted.size() / 2];
+  int active = 0;
+  for (int32_t n : counts) active += n > 0;
+  const double flops = 2.0 * tokens * c.k * 3.0 * c.d * c.h;
+  const double active_bytes = active * 3.0 * c.d * c.h * sizeof(float);
+  moe::LayerTimings mean{};
+  for (const auto& p : phases) {
+    mean.router += p.router / phases.size(), mean.routing += p.routing / phases.size();
+    mean.dispatch += p.dispatch / phases.size(), mean.experts += p.experts / phases.size();
+    mean.combine += p.combine / phases.size();
+  }
+  std::printf("%s T=%lld threads=%d %s isa=%s: median %.3f ms (min %.3f) = %.1f GFLOP/s, %.1f GB/s of %d experts\n",
+              shape.c_str(), (long long)tokens, threads, mode.c_str(), moe::isa_name(moe::active_isa()),
+              median, sorted.front(), flops / median * 1e-6, active_bytes / median * 1e-6, active);
+  std::printf("  phases (mean ms): router %.3f routing %.3f dispatch %.3f experts %.3f combine %.3f%s\n", mean.router,
+              mean.routing, mean.dispatch, mean.experts, mean.combine, sink == 12345 ? " " : "");
+  if (std::getenv("MOE_BENCH_ALL")) {
+    for (double t : times) std::printf(" %.2f", t);
+    std::printf("\n");
+  }
+  return 0;
+}
