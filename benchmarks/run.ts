@@ -1,10 +1,12 @@
 /**
  * `npm run bench`: moe-kernels against the peers a user would pick instead, in one run, on the same weights
- * and inputs, alternating implementations every repetition to cancel drift; every result is also given as a
- * share of the machine's own ceilings (FMA peak for prefill, memory bandwidth for decode), measured here.
+ * and inputs, alternating implementations (in a rotating order) every repetition to cancel drift; every result is
+ * also given as a share of the machine's own ceilings (FMA peak for prefill, memory bandwidth for decode),
+ * measured here.
  * Writes a table to stdout, JSON to benchmarks/results/, and an SVG chart per shape.
  *   npm run bench -- --quick        (under a minute; CI runs it to keep the harness working)
  *   npm run bench -- --shapes small --threads 2 --repeat 7
+ *   npm run bench -- --shapes small --tokens 1,512 --threads 2
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -24,6 +26,7 @@ import { QUICK, SHAPES, Shape, weightBytes } from './shapes';
 const FLAGS: FlagSpec[] = [
   { name: 'quick', help: 'small shape, 1 and 128 tokens, 2 threads, 2 repetitions', default: false },
   { name: 'shapes', help: `comma-separated: ${SHAPES.map((s) => s.name).join(', ')}`, default: SHAPES.map((s) => s.name).join(',') },
+  { name: 'tokens', help: 'comma-separated token counts to keep (default: each shape\'s own list)', default: '' },
   { name: 'threads', help: 'comma-separated thread counts', default: '1,2' },
   { name: 'repeat', help: 'timed repetitions per implementation', default: 5 },
   { name: 'torch', help: 'include PyTorch (Debian python3-torch) when installed', default: true },
@@ -64,11 +67,12 @@ async function main(): Promise<void> {
   const f = parseFlags(process.argv.slice(2), FLAGS);
   if (f.help) return void process.stdout.write(usage('npm run bench -- [flags]', FLAGS));
   const quick = Boolean(f.quick);
-  const shapes = quick ? QUICK : String(f.shapes).split(',').map((n) => {
+  const keep = String(f.tokens) ? String(f.tokens).split(',').map(Number) : undefined;
+  const shapes = (quick ? QUICK : String(f.shapes).split(',').map((n) => {
     const s = SHAPES.find((x) => x.name === n.trim());
     if (!s) throw new Error(`unknown shape '${n}' (${SHAPES.map((x) => x.name).join(', ')})`);
     return s;
-  });
+  })).map((s) => (keep ? { ...s, tokens: s.tokens.filter((t) => keep.includes(t)) } : s)).filter((s) => s.tokens.length > 0);
   const threadCounts = quick ? [2] : String(f.threads).split(',').map(Number);
   const repeat = quick ? 2 : Number(f.repeat);
   const torchReason = f.torch ? torchUnavailable() : 'disabled with --torch=false';
@@ -160,8 +164,12 @@ async function main(): Promise<void> {
         const times = impls.map(() => [] as number[]);
         for (const impl of impls) await impl.run(); // warm-up
         const phases = { dispatchCombine: 0, total: 0 };
+        // The order rotates every repetition: whoever runs right after PyTorch (another process, whose run leaves
+        // our threads asleep and the caches cold) or after an implementation that leaves the machine warm is
+        // not always the same one.
         for (let r = 0; r < repeat; r++)
-          for (let i = 0; i < impls.length; i++) {
+          for (let j = 0; j < impls.length; j++) {
+            const i = (j + r) % impls.length;
             times[i].push(await impls[i].run());
             if (i === 0) {
               const tm = layer.lastTimings();

@@ -177,19 +177,18 @@ void test_top_k() {
 void test_wide_template() {
   const moe::cpu::KernelTable& wide = *moe::cpu::kernels_wide16_for_tests();
   for (bool gated : {false, true}) {
-    const int64_t rows = 37, n = 45, k = 300;
+    const int64_t rows = 437, n = 45, k = 300;  // rows: several chunks of gemm_tile, a partial micro block last
     const auto a = randn(rows * k, 11, 1.0f), w = randn(n * k, 12, 0.1f), wu = randn(n * k, 13, 0.1f), b = randn(n, 14, 0.1f);
     moe::PackedMatrix packed(wide.geometry, 1, n, k, w.data(), b.data(), gated ? wu.data() : nullptr, gated ? b.data() : nullptr);
     moe::cpu::GemmProblem p = packed.problem(0, moe::Activation::gelu);
     std::vector<float> out(rows * n);
     p.a = {a.data(), k, nullptr, 1};
     p.c = {out.data(), n, nullptr, 1};
-    std::vector<float> packed_a(wide.geometry.packed_a_floats(moe::cpu::kTileRows, k));
-    for (int64_t r = 0; r < rows; r += moe::cpu::kTileRows) {
-      const int64_t r1 = std::min(rows, r + moe::cpu::kTileRows);
-      wide.pack_a(p, r, r1 - r, packed_a.data());
-      wide.gemm_tile(p, packed_a.data(), r, r1, 0, packed.panel_count());
-    }
+    // Packed tile by tile, back to back, then multiplied in one call over all the rows, as the layer does.
+    std::vector<float> packed_a(wide.geometry.packed_a_floats(rows, k));
+    for (int64_t r = 0; r < rows; r += moe::cpu::kTileRows)
+      wide.pack_a(p, r, std::min(rows, r + moe::cpu::kTileRows) - r, packed_a.data() + r * k);
+    wide.gemm_tile(p, packed_a.data(), 0, rows, 0, packed.panel_count());
     double max_err = 0;
     for (int64_t i = 0; i < rows; ++i)
       for (int64_t j = 0; j < n; ++j) {
@@ -229,6 +228,7 @@ int main(int argc, char** argv) {
       {1, 100, 33, 64, 6, moe::Activation::gelu, true},  {37, 33, 100, 4, 2, moe::Activation::gelu_tanh, true},
       {37, 20, 30, 4, 3, moe::Activation::relu, false},  {37, 20, 30, 4, 1, moe::Activation::silu, true},
       {5, 20, 30, 64, 1, moe::Activation::identity, true},
+      {700, 300, 40, 2, 2, moe::Activation::swiglu, true},  // 700 rows per expert: several row chunks, 2 k-blocks
   };
   for (const Case& c : cases) test_layer(c, seed += 10);
   std::printf(failures ? "%d check(s) failed\n" : "all checks passed\n", failures);

@@ -79,9 +79,10 @@ void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix
   }
   const ThreadLimit limit(tiny ? 1 : ThreadLimit::current());
   ThreadPool::instance().run(static_cast<int64_t>(items.size()), [&](int64_t i) {
+    // Consecutive row tiles of a group lie back to back in the packed buffer, in whole micro blocks.
     const Item& it = items[i];
-    for (int64_t t = it.tile0; t < it.tile1; ++t)
-      k.gemm_tile(tiles[t].group->problem, a + tiles[t].a_offset, tiles[t].row0, tiles[t].row1, it.panel0, it.panel1);
+    const Tile& first = tiles[it.tile0];
+    k.gemm_tile(first.group->problem, a + first.a_offset, first.row0, tiles[it.tile1 - 1].row1, it.panel0, it.panel1);
   });
 }
 

@@ -39,13 +39,16 @@ struct KernelImpl {
   }
 
   // acc[M][NR] (+)= A(depth x M, packed k-major with row stride MR) * B(depth x NR panel rows)
+  // Also prefetches the cache lines [pf, pf_end), one per k step (see gemm_tile).
   template <int M>
-  static void micro(const float* a, int64_t depth, const float* b, float* acc, bool first) {
+  static void micro(const float* a, int64_t depth, const float* b, float* acc, bool first, const char* pf = nullptr,
+                    const char* pf_end = nullptr) {
     if constexpr (M == 1) return micro_row(a, b, depth, acc, first);
     reg c[M][NV];
     for (int m = 0; m < M; ++m)
       for (int v = 0; v < NV; ++v) c[m][v] = first ? V::zero() : V::load(acc + m * NR + v * W);
     for (int64_t kk = 0; kk < depth; ++kk) {
+      if (pf < pf_end) __builtin_prefetch(pf, 0, 3), pf += 64;
       reg bv[NV];
       for (int v = 0; v < NV; ++v) bv[v] = V::load(b + kk * NR + v * W);
       for (int m = 0; m < M; ++m) {
@@ -144,24 +147,45 @@ struct KernelImpl {
     }
   }
 
+  // Rows are taken kChunkRows at a time, and within a chunk panel by panel: a panel's k-block of weights (the
+  // B sub-panel, 32 KB for AVX-512) is read from memory once and reused from L1 by every row block of the
+  // chunk, while the chunk's packed rows stream from L2. The weights of the item are one sequential stream
+  // (panels lie back to back), and each sub-panel is prefetched while the one before it is in use: a slice per
+  // full row block, one line per k step, so the first row block of a k-block does not wait on DRAM.
   static void gemm_tile(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
                         int64_t panel_begin, int64_t panel_end) {
-    alignas(64) float acc[moe::cpu::kTileRows * NR];
-    const int64_t rows = row_end - row_begin;
+    constexpr int64_t kChunk = moe::cpu::kChunkRows;
+    static_assert(kChunk % MR == 0, "chunks start on a micro block");
+    alignas(64) float acc[kChunk * NR];
     const int64_t out_cols = p.gated ? NR / 2 : NR;
-    for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
-      const float* b = p.panels + panel * p.k * NR;
-      // k-blocks outer, row blocks inner: the B sub-panel is reused from L1 by every row block of the tile.
-      for (int64_t k0 = 0; k0 < p.k; k0 += moe::cpu::kBlockDepth) {
-        const int64_t depth = std::min<int64_t>(moe::cpu::kBlockDepth, p.k - k0);
-        for (int64_t r = 0; r < rows; r += MR)
-          micro_upto<MR>(static_cast<int>(std::min<int64_t>(MR, rows - r)), a + r * p.k + k0 * MR, depth,
-                         b + k0 * NR, acc + r * NR, k0 == 0);
+    const char* stream = reinterpret_cast<const char*>(p.panels);
+    const int64_t stream_bytes = panel_end * p.k * NR * int64_t{sizeof(float)};
+    for (int64_t c0 = row_begin; c0 < row_end; c0 += kChunk) {
+      const int64_t rows = std::min(kChunk, row_end - c0), full_blocks = rows / MR;
+      const float* ac = a + (c0 - row_begin) * p.k;
+      for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
+        const float* b = p.panels + panel * p.k * NR;
+        // k-blocks outer, row blocks inner: the B sub-panel is reused from L1 by every row block of the chunk.
+        for (int64_t k0 = 0; k0 < p.k; k0 += moe::cpu::kBlockDepth) {
+          const int64_t depth = std::min<int64_t>(moe::cpu::kBlockDepth, p.k - k0);
+          const int64_t next = (panel * p.k + k0 + depth) * NR * int64_t{sizeof(float)};
+          const int64_t next_bytes = std::max<int64_t>(0, std::min(depth * NR * int64_t{sizeof(float)}, stream_bytes - next));
+          const int64_t slice = full_blocks > 0 ? (next_bytes / 64 + full_blocks - 1) / full_blocks * 64 : 0;
+          for (int64_t r = 0; r < rows; r += MR) {
+            const float* ab = ac + r * p.k + k0 * MR;
+            if (r + MR <= rows) {
+              const int64_t from = std::min(next_bytes, r / MR * slice), to = std::min(next_bytes, from + slice);
+              micro<MR>(ab, depth, b + k0 * NR, acc + r * NR, k0 == 0, stream + next + from, stream + next + to);
+            } else {
+              micro_upto<MR>(static_cast<int>(rows - r), ab, depth, b + k0 * NR, acc + r * NR, k0 == 0);
+            }
+          }
+        }
+        const int64_t col0 = panel * out_cols;
+        const int64_t valid = std::min<int64_t>(out_cols, p.n - col0);
+        for (int64_t i = 0; i < rows; ++i)
+          epilogue(p, acc + i * NR, p.bias + panel * NR, p.c.row(c0 + i) + col0, valid);
       }
-      const int64_t col0 = panel * out_cols;
-      const int64_t valid = std::min<int64_t>(out_cols, p.n - col0);
-      for (int64_t i = 0; i < rows; ++i)
-        epilogue(p, acc + i * NR, p.bias + panel * NR, p.c.row(row_begin + i) + col0, valid);
     }
   }
 

@@ -45,9 +45,9 @@ struct KernelTable {
   // Gathers rows [row_begin, row_begin + rows) of the problem's A (at most kTileRows) into the microkernel's
   // layout: packed_a_floats(rows, k) floats at out.
   void (*pack_a)(const GemmProblem& problem, int64_t row_begin, int64_t rows, float* out);
-  // Computes output rows [row_begin, row_end) (at most kTileRows of them) for panels [panel_begin, panel_end)
-  // from those rows packed by pack_a, epilogue (bias, activation, gating) included. The reduction order is
-  // fixed, independent of the split.
+  // Computes output rows [row_begin, row_end) for panels [panel_begin, panel_end) from those rows packed by
+  // pack_a (any number of rows: pack_a's tiles of kTileRows, back to back), epilogue (bias, activation,
+  // gating) included. The reduction order is fixed, independent of the split.
   void (*gemm_tile)(const GemmProblem& problem, const float* packed_a, int64_t row_begin, int64_t row_end,
                     int64_t panel_begin, int64_t panel_end);
   // out[0..n) = sum over j < count of weights[j] * rows[j * stride + 0..n), in order j = 0, 1, ...
@@ -61,7 +61,8 @@ struct KernelTable {
 
 constexpr int kFmaChains = 12;  // independent accumulators: enough to cover FMA latency x throughput
 
-constexpr int64_t kTileRows = 48;    // rows of A per work item (a multiple of every micro_rows)
+constexpr int64_t kTileRows = 48;    // rows of A per packing item (a multiple of every micro_rows)
+constexpr int64_t kChunkRows = 192;  // rows per pass over a panel in gemm_tile (a multiple of every micro_rows)
 constexpr int64_t kBlockDepth = 256; // k-block: a B sub-panel of kBlockDepth x nr floats stays in L1
 
 const KernelTable* kernels_scalar();
