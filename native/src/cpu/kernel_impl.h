@@ -140,9 +140,14 @@ struct KernelImpl {
     for (int64_t blk = 0; blk < blocks; ++blk) {
       float* dst = out + blk * MR * p.k;
       const int64_t m_count = std::min<int64_t>(MR, rows - blk * MR);
-      for (int64_t m = 0; m < m_count; ++m) {
-        const float* src = p.a.row(row_begin + blk * MR + m);
-        for (int64_t kk = 0; kk < p.k; ++kk) dst[kk * MR + m] = src[kk];
+      const float* src[MR];
+      for (int64_t m = 0; m < m_count; ++m) src[m] = p.a.row(row_begin + blk * MR + m);
+      if (m_count == MR) {  // the common case, with a constant inner count the compiler unrolls
+        for (int64_t kk = 0; kk < p.k; ++kk)
+          for (int m = 0; m < MR; ++m) dst[kk * MR + m] = src[m][kk];
+      } else {
+        for (int64_t kk = 0; kk < p.k; ++kk)
+          for (int64_t m = 0; m < m_count; ++m) dst[kk * MR + m] = src[m][kk];
       }
     }
   }
