@@ -78,6 +78,12 @@ export interface ForwardOptions {
   training?: boolean;
   /** Balance losses to compute with the output, e.g. ['switch', 'zLoss'] or [{ kind: 'load', coefficient: 1e-2 }]. */
   auxLosses?: readonly AuxLossSpec[];
+  /**
+   * A float32 [tokens, dModel] tensor to write the output into, returned as `output`, instead of a new one: no
+   * allocation per call in a serving loop. It must share no memory with x; with `forward`, read it only once the
+   * Promise has settled.
+   */
+  out?: Tensor;
 }
 
 export interface GateGradients {
@@ -196,25 +202,25 @@ export class MoELayer {
 
   /** Runs the layer off the event loop. x: float32 [tokens, dModel]; it is read, never modified. */
   async forward(x: Tensor, options: ForwardOptions = {}): Promise<MoEOutput> {
-    const { handle, data, tokens, training } = this.prepare(x, options);
+    const { handle, data, tokens, training, out } = this.prepare(x, options);
     if (this.nativeRouting(training)) {
-      const r = await handle.forward(data, tokens);
+      const r = await handle.forward(data, tokens, out?.data);
       return this.output(r.output, tokens, { ...r, topK: this.config.topK, dropped: 0, routerInput: data }, options);
     }
     const { gate, logits, ranked, weights, routerInput } = this.route(handle, data, tokens, training);
-    const r = await handle.forwardRouted(data, tokens, gate.topK, gate.experts, weights, true);
+    const r = await handle.forwardRouted(data, tokens, gate.topK, gate.experts, weights, true, out?.data);
     return this.output(r.output, tokens, { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate, routerInput }, options, ranked);
   }
 
   /** The same as forward, on the calling thread. */
   forwardSync(x: Tensor, options: ForwardOptions = {}): MoEOutput {
-    const { handle, data, tokens, training } = this.prepare(x, options);
+    const { handle, data, tokens, training, out } = this.prepare(x, options);
     if (this.nativeRouting(training)) {
-      const r = handle.forwardSync(data, tokens);
+      const r = handle.forwardSync(data, tokens, out?.data);
       return this.output(r.output, tokens, { ...r, topK: this.config.topK, dropped: 0, routerInput: data }, options);
     }
     const { gate, logits, ranked, weights, routerInput } = this.route(handle, data, tokens, training);
-    const r = handle.forwardRouted(data, tokens, gate.topK, gate.experts, weights, false) as { output: Float32Array; tokensPerExpert: Int32Array };
+    const r = handle.forwardRouted(data, tokens, gate.topK, gate.experts, weights, false, out?.data) as { output: Float32Array; tokensPerExpert: Int32Array };
     return this.output(r.output, tokens, { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate, routerInput }, options, ranked);
   }
 
@@ -293,7 +299,9 @@ export class MoELayer {
     expectInteger(tokens, 'x.shape[0] (tokens)');
     if (typeof options !== 'object' || options === null) throw typeError('options to be an object', describe(options));
     const training = expectBoolean(options.training ?? false, 'options.training');
-    return { handle, data: xs.data, tokens, training };
+    const out = options.out === undefined ? undefined : expectTensor(options.out, 'options.out', ['float32'], [tokens, this.config.dModel], ['tokens', 'dModel']);
+    if (out && sharesMemory(out.data, xs.data)) throw rangeError('options.out to share no memory with x', 'overlapping arrays');
+    return { handle, data: xs.data, tokens, training, out };
   }
 
   /**
@@ -356,7 +364,8 @@ export class MoELayer {
       logits: Tensor.trusted(r.logits, [tokens, this.config.numExperts], 'float32'), dropped: r.dropped, routerInput: r.routerInput,
     };
     if (r.gate) routing.gate = r.gate;
-    const result: MoEOutput = { output: Tensor.trusted(output, [tokens, this.config.dModel], 'float32'), routing };
+    const out = options.out as Tensor<'float32'> | undefined;
+    const result: MoEOutput = { output: out ?? Tensor.trusted(output, [tokens, this.config.dModel], 'float32'), routing };
     if (options.auxLosses !== undefined) result.auxLosses = computeAuxLosses(options.auxLosses, r.gate ?? this.defaultGate(routing), ranked);
     return result;
   }
@@ -427,4 +436,9 @@ function checkConfig(config: MoEConfig): Resolved {
     sharedExperts,
     sharedHidden: config.sharedHidden === undefined ? dHidden : expectInteger(config.sharedHidden, 'config.sharedHidden'),
   };
+}
+
+/** Whether two typed arrays overlap in memory (views of one buffer). */
+function sharesMemory(a: Float32Array, b: Float32Array): boolean {
+  return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 }

@@ -40,13 +40,13 @@ export interface NativeExperts {
 }
 
 export interface NativeLayer {
-  forwardSync(x: Float32Array, tokens: number): NativeForwardResult;
-  forward(x: Float32Array, tokens: number): Promise<NativeForwardResult>;
+  forwardSync(x: Float32Array, tokens: number, out?: Float32Array): NativeForwardResult;
+  forward(x: Float32Array, tokens: number, out?: Float32Array): Promise<NativeForwardResult>;
   routerLogits(x: Float32Array, tokens: number): Float32Array;
   slotOutputs(x: Float32Array, tokens: number, k: number, experts: Int32Array): Float32Array;
   lastTimings(): LayerTimings;
   forwardRouted(
-    x: Float32Array, tokens: number, k: number, experts: Int32Array, weights: Float32Array, async: boolean,
+    x: Float32Array, tokens: number, k: number, experts: Int32Array, weights: Float32Array, async: boolean, out?: Float32Array,
   ): { output: Float32Array; tokensPerExpert: Int32Array } | Promise<{ output: Float32Array; tokensPerExpert: Int32Array }>;
   dispose(): void;
   packedBytes(): number;

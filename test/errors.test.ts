@@ -19,6 +19,17 @@ describe('MoELayer refuses bad input', () => {
     expectError(() => layer.forwardSync(undefined as never), 'TypeError', /x to be a Tensor but got undefined/);
   });
 
+  it('a bad options.out', () => {
+    expectError(() => layer.forwardSync(x, { out: Tensor.zeros([4, 15]) }), 'RangeError', /expected options\.out\.shape\[1\] = 16 \(dModel\) but got 15/);
+    expectError(() => layer.forwardSync(x, { out: Tensor.zeros([3, 16]) }), 'RangeError', /expected options\.out\.shape\[0\] = 4 \(tokens\) but got 3/);
+    expectError(() => layer.forwardSync(x, { out: Tensor.zeros([4, 16], 'int32') }), 'TypeError', /options\.out\.dtype to be 'float32' but got 'int32'/);
+    expectError(() => layer.forwardSync(x, { out: new Float32Array(64) as never }), 'TypeError', /options\.out to be a Tensor but got a Float32Array/);
+    expectError(() => layer.forwardSync(x, { out: x }), 'RangeError', /options\.out to share no memory with x but got overlapping arrays/);
+    const both = new Float32Array(80);
+    const overlapping = Tensor.from(both.subarray(16), [4, 16]);
+    expectError(() => layer.forwardSync(Tensor.from(both.subarray(0, 64), [4, 16]), { out: overlapping }), 'RangeError', /share no memory/);
+  });
+
   it('non-finite values in x, located', () => {
     const bad = Tensor.randn([4, 16], { seed: 3 });
     bad.data[2 * 16 + 5] = NaN;

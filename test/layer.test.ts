@@ -70,6 +70,33 @@ describe('MoELayer behaviour', () => {
     layer.dispose();
   });
 
+  it('options.out: the output written into a given tensor, bitwise the same, both routing paths', async () => {
+    const w = randomWeights(c, 17);
+    const x = Tensor.randn([c.tokens, c.dModel], { seed: 18 });
+    const xCopy = Float32Array.from(x.data);
+    for (const router of [undefined, { kind: 'topK' as const, capacityFactor: 0.75 }]) {
+      const layer = new MoELayer({ dModel: c.dModel, dHidden: c.dHidden, numExperts: c.numExperts, topK: c.topK, router }, w);
+      const fresh = layer.forwardSync(x);
+      const out = Tensor.zeros([c.tokens, c.dModel]);
+      out.data.fill(7);
+      const a = layer.forwardSync(x, { out });
+      expect(a.output).toBe(out);
+      expect(Buffer.from(out.data.buffer).equals(Buffer.from(fresh.output.data.buffer))).toBe(true);
+      out.data.fill(-1);
+      const b = await layer.forward(x, { out });
+      expect(b.output).toBe(out);
+      expect(Buffer.from(out.data.buffer).equals(Buffer.from(fresh.output.data.buffer))).toBe(true);
+      // A view into a larger buffer, next to x's copy but not overlapping it.
+      const shared = new Float32Array(2 * c.tokens * c.dModel);
+      shared.set(x.data);
+      const view = Tensor.from(shared.subarray(c.tokens * c.dModel), [c.tokens, c.dModel]);
+      layer.forwardSync(Tensor.from(shared.subarray(0, c.tokens * c.dModel), [c.tokens, c.dModel]), { out: view });
+      expect(Buffer.from(view.data.slice().buffer).equals(Buffer.from(fresh.output.data.buffer))).toBe(true);
+      layer.dispose();
+    }
+    expect(x.data).toEqual(xCopy);
+  });
+
   it('threads 1 and 2 agree bitwise', () => {
     const w = randomWeights(c, 9);
     const x = Tensor.randn([c.tokens, c.dModel], { seed: 10 });

@@ -88,7 +88,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     if (!layer_ && !cuda_) throw_type_error(env, "expected a layer that is not disposed but got a disposed layer");
   }
 
-  // Checks x, allocates the outputs on the JS heap, and returns the work that fills them.
+  // (x, tokens, out?): checks x, allocates the outputs (the output only when no `out` array is given), and
+  // returns the work that fills them.
   struct Call {
     std::shared_ptr<moe::Layer> layer;
     std::shared_ptr<moe::cuda::CudaLayer> cuda;
@@ -122,7 +123,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     call.tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
     call.x = float32_arg(info, 0, "x", call.tokens * d);
     check_finite(env, "x", call.x, call.tokens, d);
-    call.output = new_float32_array(env, static_cast<size_t>(call.tokens * d));
+    call.output = out_arg(info, 2, call.x, call.tokens * d, call.tokens * d);
+    if (call.output.IsEmpty()) call.output = new_float32_array(env, static_cast<size_t>(call.tokens * d));
     call.logits = new_float32_array(env, static_cast<size_t>(call.tokens * e));
     call.experts = new_int32_array(env, static_cast<size_t>(call.tokens * k));
     call.weights = new_float32_array(env, static_cast<size_t>(call.tokens * k));
@@ -179,7 +181,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return logits;
   }
 
-  // (x, tokens, k, experts Int32Array [T*k], weights Float32Array [T*k], async) -> { output, tokensPerExpert }
+  // (x, tokens, k, experts Int32Array [T*k], weights Float32Array [T*k], async, out?) -> { output, tokensPerExpert }
   Napi::Value ForwardRouted(const Napi::CallbackInfo& info) {
     const Napi::Env env = info.Env();
     check_alive(env);
@@ -196,7 +198,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     check_finite(env, "x", x, tokens, d);
     check_finite(env, "weights", weights, tokens, k);
     check_experts(env, experts, tokens * k, e);
-    auto output = new_float32_array(env, static_cast<size_t>(tokens * d));
+    auto output = out_arg(info, 6, x, tokens * d, tokens * d);
+    if (output.IsEmpty()) output = new_float32_array(env, static_cast<size_t>(tokens * d));
     auto counts = new_int32_array(env, static_cast<size_t>(e));
     float* out = output.Data();
     int32_t* cnt = counts.Data();
