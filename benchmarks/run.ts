@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: moe-kernels against the peers a user would pick instead, in one run, on the same weights
- * and inputs, alternating implementations (in a rotating order) every repetition to cancel drift; every result is
+ * and inputs, alternating implementations (in a shuffled order) every repetition to cancel drift; every result is
  * also given as a share of the machine's own ceilings (FMA peak for prefill, memory bandwidth for decode),
  * measured here.
  * Writes a table to stdout, JSON to benchmarks/results/, and an SVG chart per shape.
@@ -55,6 +55,16 @@ function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
     m = Math.max(m, Math.abs(b[i]));
   }
   return d / m;
+}
+
+/** 0..n-1 in a random order (Fisher-Yates). */
+function shuffled(n: number, rng: Random): number[] {
+  const a = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = rng.nextUint32() % (i + 1);
+    [a[i], a[j]] = [a[j], a[i]];
+  }
+  return a;
 }
 
 const timed = async (fn: () => unknown): Promise<number> => {
@@ -164,12 +174,12 @@ async function main(): Promise<void> {
         const times = impls.map(() => [] as number[]);
         for (const impl of impls) await impl.run(); // warm-up
         const phases = { dispatchCombine: 0, total: 0 };
-        // The order rotates every repetition: whoever runs right after PyTorch (another process, whose run leaves
-        // our threads asleep and the caches cold) or after an implementation that leaves the machine warm is
-        // not always the same one.
+        // The order is shuffled every repetition (seeded): whoever runs right after PyTorch (another process,
+        // whose run leaves our threads asleep and the caches cold) or right after an implementation that leaves
+        // the machine warm is not always the same one. (A rotation would not do: it keeps every neighbour.)
+        const order = new Random(tokens * 31 + threads);
         for (let r = 0; r < repeat; r++)
-          for (let j = 0; j < impls.length; j++) {
-            const i = (j + r) % impls.length;
+          for (const i of shuffled(impls.length, order)) {
             times[i].push(await impls[i].run());
             if (i === 0) {
               const tm = layer.lastTimings();
