@@ -128,6 +128,7 @@ Napi::Value ExpertFFN(const Napi::CallbackInfo& info) {
     work();
     return out;
   }
+  moe::prewake_threads();
   return PromiseWorker::Start(env, {out, info[1], info[4], info[5], info[0]}, work,
                               [](Napi::Env, const std::vector<Napi::Value>& kept) { return kept[0]; });
 }

@@ -161,6 +161,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     std::vector<Napi::Value> kept = call.arrays();  // results first, then the input and this layer
     kept.push_back(info[0]);
     kept.push_back(Value());
+    if (!cuda_) moe::prewake_threads();
     // The worker uses only the layer pointers and the raw buffers of the copy; its JS handles stay unused.
     return PromiseWorker::Start(info.Env(), kept, [call] { call.run(); }, [](Napi::Env env, const std::vector<Napi::Value>& a) {
       return Call::result(env, a);
@@ -221,6 +222,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       guarded(env, run);
       return result(env, {output, counts});
     });
+    if (!cuda) moe::prewake_threads();
     return PromiseWorker::Start(env, {output, counts, info[0], info[3], info[4], Value()}, run, result);
   }
 

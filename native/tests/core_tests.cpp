@@ -2,12 +2,14 @@
 // awkward shapes, thread-count determinism, and the kernel template at the AVX-512 geometry.
 // Usage: moe_core_tests [--isa scalar|avx2|avx512|neon]   (exit 77 = that ISA is not available: skipped)
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../src/core/packing.h"
@@ -204,6 +206,30 @@ void test_wide_template() {
   }
 }
 
+// Prewakes with no job after them, and across a pool resize: the answers stay the same and nothing hangs.
+void test_prewake() {
+  const Case c{64, 33, 100, 8, 2, moe::Activation::swiglu, true};
+  CaseData d = make_case(c, 77);
+  moe::Layer layer(d.config, d.router.data(), d.weights);
+  const auto run = [&] {
+    std::vector<float> out(c.tokens * c.d), logits(c.tokens * c.e), weights(c.tokens * c.k);
+    std::vector<int32_t> experts(c.tokens * c.k), counts(c.e);
+    layer.forward(d.x.data(), c.tokens, {out.data(), logits.data(), experts.data(), weights.data(), counts.data()});
+    return out;
+  };
+  const std::vector<float> want = run();
+  moe::prewake_threads();  // no work follows: the workers spin, then sleep again
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  moe::prewake_threads();
+  CHECK(run() == want, "a forward after prewakes differs");
+  const int threads = moe::thread_count();
+  moe::prewake_threads();
+  moe::set_thread_count(3);  // joins workers that may be spinning for a prewake
+  moe::prewake_threads();
+  CHECK(run() == want, "a forward after a resize during a prewake differs");
+  moe::set_thread_count(threads);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -221,6 +247,7 @@ int main(int argc, char** argv) {
   test_all_dropped();
   test_top_k();
   test_wide_template();
+  test_prewake();
   uint32_t seed = 1;
   const Case cases[] = {
       {1, 33, 100, 1, 1, moe::Activation::swiglu, false}, {3, 33, 100, 4, 2, moe::Activation::swiglu, true},

@@ -22,6 +22,9 @@ Isa active_isa();                       // chosen once at load: best supported, 
 std::vector<Isa> supported_isas();      // every ISA this CPU can run and this build compiled
 int thread_count();
 void set_thread_count(int threads);     // 1..256; the pool resizes between calls
+// Wakes the pool's sleeping threads ahead of a forward that another thread (libuv's, for an async call) is about
+// to start: its wake-up and theirs then overlap. They spin up to 2 ms for the work, then sleep again.
+void prewake_threads();
 
 // --- router ---------------------------------------------------------------------------------------
 // logits[T, E] = x[T, dModel] W_g^T, W_g: [E, dModel].

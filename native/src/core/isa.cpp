@@ -87,5 +87,6 @@ Isa active_isa() { return kernels().isa; }
 
 int thread_count() { return ThreadPool::instance().size(); }
 void set_thread_count(int threads) { ThreadPool::instance().resize(threads); }
+void prewake_threads() { ThreadPool::instance().prewake(); }
 
 }  // namespace moe

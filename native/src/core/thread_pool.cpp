@@ -30,11 +30,14 @@ thread_local int tls_thread_limit = 0;
 // runnable threads than cores (a server, another library's pool) nobody spins while the thread it waits for
 // is descheduled.
 constexpr auto kSpin = std::chrono::microseconds(50);
+// After prewake(): the thread that will publish the job (libuv's, for an async call) may itself be waking up,
+// which after an idle spell takes hundreds of microseconds in a VM.
+constexpr auto kPrewakeSpin = std::chrono::milliseconds(2);
 
-// Spins until done() or the spin time is up, yielding now and then; true when done() held.
+// Spins until done() or `spin` is up, yielding now and then; true when done() held.
 template <class Done>
-bool spin_until(Done done) {
-  const auto until = std::chrono::steady_clock::now() + kSpin;
+bool spin_until(Done done, std::chrono::microseconds spin = kSpin) {
+  const auto until = std::chrono::steady_clock::now() + spin;
   for (int round = 0; !done(); ++round) {
     if (std::chrono::steady_clock::now() >= until) return false;
     for (int i = 0; i < 32; ++i) MOE_PAUSE();
@@ -90,17 +93,36 @@ void ThreadPool::work() {
     job_(job_context_, item);
 }
 
+void ThreadPool::prewake() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    prewakes_.fetch_add(1, std::memory_order_relaxed);
+  }
+  wake_.notify_all();
+}
+
 void ThreadPool::worker_loop(int id) {
-  uint64_t seen = 0;
+  uint64_t seen = 0, seen_prewake = 0;
+  std::chrono::microseconds spin = kSpin;
+  const auto job_or_stop = [&] {
+    return generation_.load(std::memory_order_acquire) != seen || stopping_.load(std::memory_order_relaxed);
+  };
   for (;;) {
-    // Spin briefly for the next job, then sleep until one is published.
-    spin_until([&] { return generation_.load(std::memory_order_acquire) != seen || stopping_.load(std::memory_order_relaxed); });
-    if (generation_.load(std::memory_order_acquire) == seen) {
+    // Spin briefly for the next job, then sleep until one is published (or a prewake asks for a longer spin).
+    spin_until(job_or_stop, spin);
+    spin = kSpin;
+    if (!job_or_stop()) {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_.load() || generation_.load(std::memory_order_acquire) != seen; });
+      wake_.wait(lock, [&] { return job_or_stop() || prewakes_.load(std::memory_order_relaxed) != seen_prewake; });
+      seen_prewake = prewakes_.load(std::memory_order_relaxed);
+      if (!job_or_stop()) {
+        spin = kPrewakeSpin;
+        continue;
+      }
     }
     if (stopping_.load()) return;
     seen = generation_.load(std::memory_order_acquire);
+    seen_prewake = prewakes_.load(std::memory_order_relaxed);  // a prewake for this job is spent
     if (id < job_threads_) work();
     // Every worker acknowledges every job, working or not; the last one wakes a caller that went to sleep.
     if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {

@@ -36,6 +36,9 @@ class ThreadPool {
                const_cast<void*>(static_cast<const void*>(&fn)));
   }
   void resize(int threads);  // total threads including the caller
+  // Wakes sleeping workers ahead of a job that another thread is about to publish (an async call, run by a
+  // libuv thread that is itself waking up), so the two wake-ups overlap instead of adding up.
+  void prewake();
   int size();
 
  private:
@@ -60,6 +63,7 @@ class ThreadPool {
   std::atomic<int64_t> next_{0};
   std::atomic<int> active_{0};
   std::atomic<uint64_t> generation_{0};
+  std::atomic<uint64_t> prewakes_{0};
   std::atomic<bool> stopping_{false};
   int threads_ = 1;
 };
