@@ -211,7 +211,10 @@ async function main(): Promise<void> {
   // --- async overhead per call, against the sync form, on two small layers: one under the inline threshold
   // (its Promise settles at once) and one just over it (a libuv pool round trip). At these sizes the work is
   // a few microseconds, so the difference is the overhead itself; at decode sizes it drowns in the noise.
-  const calls = quick ? 500 : 5000;
+  // Blocks of sync and async calls alternate, and the median of the per-block differences is reported: one
+  // long block of each let the machine's drift between them decide the sign.
+  const blocks = quick ? 2 : 10;
+  const calls = 500;
   for (const [label, cfg] of [
     ['tiny layer, settled inline', { dModel: 16, dHidden: 16, numExperts: 4, topK: 2 }],
     ['small layer, through the libuv pool', { dModel: 256, dHidden: 1024, numExperts: 4, topK: 2 }],
@@ -219,10 +222,16 @@ async function main(): Promise<void> {
     const l = MoELayer.random(cfg, { seed: 1 });
     const lx = Tensor.randn([1, cfg.dModel], { seed: 2 });
     for (let i = 0; i < 200; i++) await l.forward(lx);
-    const syncMs = await timed(() => { for (let i = 0; i < calls; i++) l.forwardSync(lx); });
-    const asyncMs = await timed(async () => { for (let i = 0; i < calls; i++) await l.forward(lx); });
-    extras[`asyncOverheadMicroseconds ${label}`] = ((asyncMs - syncMs) / calls) * 1000;
-    extras[`syncCallMicroseconds ${label}`] = (syncMs / calls) * 1000;
+    const overheads: number[] = [];
+    const syncCalls: number[] = [];
+    for (let b = 0; b < blocks; b++) {
+      const syncMs = await timed(() => { for (let i = 0; i < calls; i++) l.forwardSync(lx); });
+      const asyncMs = await timed(async () => { for (let i = 0; i < calls; i++) await l.forward(lx); });
+      overheads.push(((asyncMs - syncMs) / calls) * 1000);
+      syncCalls.push((syncMs / calls) * 1000);
+    }
+    extras[`asyncOverheadMicroseconds ${label}`] = median(overheads);
+    extras[`syncCallMicroseconds ${label}`] = median(syncCalls);
     l.dispose();
   }
 
