@@ -18,7 +18,7 @@ struct KernelImpl {
   // than by the weight stream; four interleaved partial sums per vector keep the loads flowing.
   static void micro_row(const float* a, const float* b, int64_t depth, float* acc, bool first) {
     // a is packed with row stride MR: element kk of the row is a[kk * MR]
-    constexpr int U = 4;
+    constexpr int U = 4;  // the final sum below is written for exactly four
     reg c[U][NV];
     for (int u = 0; u < U; ++u)
       for (int v = 0; v < NV; ++v) c[u][v] = V::zero();
