@@ -1,7 +1,8 @@
 // C++ timing driver over moe::Layer, no Node: for kernel work between full `npm run bench` runs.
-//   build/moe_layer_bench [small|fine-grained] [tokens] [threads] [repetitions] [warm|cold|idle]
-// "cold" reads a 256 MB buffer before each forward, as the other implementations of the harness do between ours;
-// "idle" sleeps 10 ms instead (the pool's workers fall asleep, the caches keep the weights).
+//   build/moe_layer_bench [small|fine-grained] [tokens] [threads] [repetitions] [warm|cold|idle|spin]
+// Before each forward, "cold" reads a 256 MB buffer (as the other implementations of the harness do between ours),
+// "idle" sleeps 10 ms (the pool's workers fall asleep, the caches keep the weights), "spin" busy-waits 10 ms on
+// the calling thread (the workers fall asleep, the calling thread's core stays busy); "warm" does nothing.
 // Prints the median and min of the forwards, as GFLOP/s and as GB/s of the active expert weights, and the phases.
 #include <algorithm>
 #include <chrono>
@@ -45,11 +46,11 @@ int main(int argc, char** argv) {
   std::vector<int32_t> experts(tokens * c.k), counts(c.e);
   const moe::LayerOutputs out{output.data(), logits.data(), experts.data(), weights.data(), counts.data()};
   std::vector<float> other(cold ? (256u << 20) / sizeof(float) : 0, 1.0f);
-  float sink = 0;
+  volatile float sink = 0;  // keeps the reads of "cold"
   std::vector<double> times;
   std::vector<moe::LayerTimings> phases;
   for (int r = 0; r < reps + 2; ++r) {
-    if (cold) sink += thrash(other);
+    if (cold) sink = sink + thrash(other);
     if (idle) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     if (mode == "spin") for (const double t = now_ms(); now_ms() < t + 10;) {}
     const double t0 = now_ms();
@@ -73,9 +74,9 @@ int main(int argc, char** argv) {
   std::printf("%s T=%lld threads=%d %s isa=%s: median %.3f ms (min %.3f) = %.1f GFLOP/s, %.1f GB/s of %d experts\n",
               shape.c_str(), (long long)tokens, threads, mode.c_str(), moe::isa_name(moe::active_isa()),
               median, sorted.front(), flops / median * 1e-6, active_bytes / median * 1e-6, active);
-  std::printf("  phases (mean ms): router %.3f routing %.3f dispatch %.3f experts %.3f combine %.3f%s\n", mean.router,
-              mean.routing, mean.dispatch, mean.experts, mean.combine, sink == 12345 ? " " : "");
-  if (std::getenv("MOE_BENCH_ALL")) {
+  std::printf("  phases (mean ms): router %.3f routing %.3f dispatch %.3f experts %.3f combine %.3f\n", mean.router,
+              mean.routing, mean.dispatch, mean.experts, mean.combine);
+  if (std::getenv("MOE_BENCH_ALL")) {  // every forward's time, in order
     for (double t : times) std::printf(" %.2f", t);
     std::printf("\n");
   }
