@@ -41,6 +41,9 @@ describe('CUDA backend', () => {
     expect(relativeError(gpu.output.data, cpu.output.data)).toBeLessThan(2e-2);
     const again = await gpuLayer.forward(x);
     expect(Array.from(again.output.data)).toEqual(Array.from(gpu.output.data)); // deterministic
+    const out = Tensor.zeros([c.tokens, c.dModel]);
+    expect((await gpuLayer.forward(x, { out })).output).toBe(out);
+    expect(Array.from(out.data)).toEqual(Array.from(gpu.output.data));
     const routed = new MoELayer({ ...config, backend: 'cuda', router: { kind: 'topK', capacityFactor: 0.5 } }, w).forwardSync(x);
     const routedCpu = new MoELayer({ ...config, router: { kind: 'topK', capacityFactor: 0.5 } }, w).forwardSync(x);
     expect(relativeError(routed.output.data, routedCpu.output.data)).toBeLessThan(2e-2);
