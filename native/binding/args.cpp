@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "moe/moe.h"
+#include "result_arrays.h"
 
 namespace moe_binding {
 
@@ -51,11 +52,10 @@ float* float32_arg_mut(const Napi::CallbackInfo& info, size_t index, const char*
 const int32_t* int32_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length) {
   return typed_arg<int32_t, napi_int32_array>(info, index, name, "Int32Array", length, false);
 }
-Napi::Float32Array out_arg(const Napi::CallbackInfo& info, size_t index, const float* x, int64_t x_length,
-                           int64_t length) {
+Napi::Float32Array output_arg(const Napi::CallbackInfo& info, size_t index, const float* x, int64_t length) {
   const float* out = typed_arg<float, napi_float32_array>(info, index, "out", "Float32Array", length, true);
-  if (!out) return Napi::Float32Array();
-  if (out < x + x_length && x < out + length)
+  if (!out) return new_float32_array(info.Env(), static_cast<size_t>(length));
+  if (out < x + length && x < out + length)
     throw_range_error(info.Env(), "expected out to share no memory with x but got overlapping arrays");
   return info[index].As<Napi::Float32Array>();
 }

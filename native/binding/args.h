@@ -18,10 +18,9 @@ const float* float32_arg(const Napi::CallbackInfo& info, size_t index, const cha
                          bool optional = false);
 float* float32_arg_mut(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length);
 const int32_t* int32_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length);
-// The optional `out` argument of a forward: a Float32Array of `length` elements sharing no memory with x (the
-// layer reads x while it writes out); an empty handle when null or undefined.
-Napi::Float32Array out_arg(const Napi::CallbackInfo& info, size_t index, const float* x, int64_t x_length,
-                           int64_t length);
+// The output array of a forward: the caller's optional `out` argument (a Float32Array as long as x, sharing no
+// memory with it: the layer reads x while it writes out), or a new result array when it is null or undefined.
+Napi::Float32Array output_arg(const Napi::CallbackInfo& info, size_t index, const float* x, int64_t length);
 // An integer in [min, max].
 int64_t int_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t min, int64_t max);
 bool bool_arg(const Napi::CallbackInfo& info, size_t index, const char* name);

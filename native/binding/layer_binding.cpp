@@ -123,8 +123,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     call.tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
     call.x = float32_arg(info, 0, "x", call.tokens * d);
     check_finite(env, "x", call.x, call.tokens, d);
-    call.output = out_arg(info, 2, call.x, call.tokens * d, call.tokens * d);
-    if (call.output.IsEmpty()) call.output = new_float32_array(env, static_cast<size_t>(call.tokens * d));
+    call.output = output_arg(info, 2, call.x, call.tokens * d);
     call.logits = new_float32_array(env, static_cast<size_t>(call.tokens * e));
     call.experts = new_int32_array(env, static_cast<size_t>(call.tokens * k));
     call.weights = new_float32_array(env, static_cast<size_t>(call.tokens * k));
@@ -199,8 +198,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     check_finite(env, "x", x, tokens, d);
     check_finite(env, "weights", weights, tokens, k);
     check_experts(env, experts, tokens * k, e);
-    auto output = out_arg(info, 6, x, tokens * d, tokens * d);
-    if (output.IsEmpty()) output = new_float32_array(env, static_cast<size_t>(tokens * d));
+    auto output = output_arg(info, 6, x, tokens * d);
     auto counts = new_int32_array(env, static_cast<size_t>(e));
     float* out = output.Data();
     int32_t* cnt = counts.Data();
