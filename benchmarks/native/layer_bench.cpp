@@ -1,8 +1,10 @@
 // C++ timing driver over moe::Layer, no Node: for kernel work between full `npm run bench` runs.
-//   build/moe_layer_bench [small|fine-grained] [tokens] [threads] [repetitions] [warm|cold|idle|spin]
+//   build/moe_layer_bench [small|fine-grained] [tokens] [threads] [repetitions] [warm|cold|idle|spin|rotate]
 // Before each forward, "cold" reads a 256 MB buffer (as the other implementations of the harness do between ours),
 // "idle" sleeps 10 ms (the pool's workers fall asleep, the caches keep the weights), "spin" busy-waits 10 ms on
-// the calling thread (the workers fall asleep, the calling thread's core stays busy); "warm" does nothing.
+// the calling thread (the workers fall asleep, the calling thread's core stays busy); "warm" does nothing;
+// "rotate" routes every token of forward r to experts r*k .. r*k + k-1 (mod E), skipping the router, so back-to-back
+// forwards read other experts' weights, from memory (the harness's decode inputs do the same).
 // Prints the median and min of the forwards, as GFLOP/s and as GB/s of the active expert weights, and the phases.
 #include <algorithm>
 #include <chrono>
@@ -54,7 +56,13 @@ int main(int argc, char** argv) {
     if (idle) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     if (mode == "spin") for (const double t = now_ms(); now_ms() < t + 10;) {}
     const double t0 = now_ms();
-    layer.forward(data.x.data(), tokens, out);
+    if (mode == "rotate") {
+      for (int64_t t = 0; t < tokens; ++t)
+        for (int j = 0; j < c.k; ++j) experts[t * c.k + j] = static_cast<int32_t>((r * c.k + j) % c.e), weights[t * c.k + j] = 1.0f / c.k;
+      layer.forward_routed(data.x.data(), tokens, c.k, experts.data(), weights.data(), output.data(), counts.data());
+    } else {
+      layer.forward(data.x.data(), tokens, out);
+    }
     const double t1 = now_ms();
     if (r >= 2) times.push_back(t1 - t0), phases.push_back(layer.last_timings());
   }

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "../src/core/isa.h"
 #include "../src/core/packing.h"
 #include "moe/moe.h"
 #include "test_support.h"
@@ -175,35 +176,41 @@ void test_top_k() {
   CHECK(std::abs(weights[0] - 0.25f) < 1e-7f, "unnormalised weight is the softmax probability");
 }
 
-// The kernel template at the AVX-512 geometry (16 lanes, 12 rows) against the active ISA, on an odd shape.
-void test_wide_template() {
-  const moe::cpu::KernelTable& wide = *moe::cpu::kernels_wide16_for_tests();
-  for (bool gated : {false, true}) {
-    const int64_t rows = 437, n = 45, k = 300;  // rows: several chunks of gemm_tile, a partial micro block last
-    const auto a = randn(rows * k, 11, 1.0f), w = randn(n * k, 12, 0.1f), wu = randn(n * k, 13, 0.1f), b = randn(n, 14, 0.1f);
-    moe::PackedMatrix packed(wide.geometry, 1, n, k, w.data(), b.data(), gated ? wu.data() : nullptr, gated ? b.data() : nullptr);
-    moe::cpu::GemmProblem p = packed.problem(0, moe::Activation::gelu);
-    std::vector<float> out(rows * n);
-    p.a = {a.data(), k, nullptr, 1};
-    p.c = {out.data(), n, nullptr, 1};
-    // Packed tile by tile, back to back, then multiplied in one call over all the rows, as the layer does.
-    std::vector<float> packed_a(wide.geometry.packed_a_floats(rows, k));
-    for (int64_t r = 0; r < rows; r += moe::cpu::kTileRows)
-      wide.pack_a(p, r, std::min(rows, r + moe::cpu::kTileRows) - r, packed_a.data() + r * k);
-    wide.gemm_tile(p, packed_a.data(), 0, rows, 0, packed.panel_count());
-    double max_err = 0;
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t j = 0; j < n; ++j) {
-        double g = b[j], u = b[j];
-        for (int64_t q = 0; q < k; ++q) {
-          g += double(a[i * k + q]) * w[j * k + q];
-          u += double(a[i * k + q]) * wu[j * k + q];
-        }
-        const double want = gated ? act_ref(moe::Activation::gelu, g) * u : act_ref(moe::Activation::gelu, g);
-        max_err = std::max(max_err, std::abs(want - out[i * n + j]));
+// The kernel template at the AVX-512 geometry (16 lanes, 12 rows) and the active ISA's kernels, on odd shapes:
+// 437 rows span several chunks of gemm_tile and end in a partial micro block; 1 to 13 rows give every size of
+// partial block (each packed at its own row stride) and one full block plus one row.
+void test_gemm_tiles() {
+  const moe::cpu::KernelTable* tables[] = {moe::cpu::kernels_wide16_for_tests(), &moe::kernels()};
+  for (const moe::cpu::KernelTable* table : tables)
+    for (int64_t rows : {437, 1, 2, 3, 5, 8, 11, 12, 13})
+      for (bool gated : {false, true}) {
+        const moe::cpu::KernelTable& t = *table;
+        const int64_t n = 45, k = 300;
+        const auto a = randn(rows * k, 11, 1.0f), w = randn(n * k, 12, 0.1f), wu = randn(n * k, 13, 0.1f), b = randn(n, 14, 0.1f);
+        moe::PackedMatrix packed(t.geometry, 1, n, k, w.data(), b.data(), gated ? wu.data() : nullptr, gated ? b.data() : nullptr);
+        moe::cpu::GemmProblem p = packed.problem(0, moe::Activation::gelu);
+        std::vector<float> out(rows * n);
+        p.a = {a.data(), k, nullptr, 1};
+        p.c = {out.data(), n, nullptr, 1};
+        // Packed tile by tile, back to back, then multiplied in one call over all the rows, as the layer does.
+        std::vector<float> packed_a(t.geometry.packed_a_floats(rows, k));
+        for (int64_t r = 0; r < rows; r += moe::cpu::kTileRows)
+          t.pack_a(p, r, std::min(rows, r + moe::cpu::kTileRows) - r, packed_a.data() + r * k);
+        t.gemm_tile(p, packed_a.data(), 0, rows, 0, packed.panel_count());
+        double max_err = 0;
+        for (int64_t i = 0; i < rows; ++i)
+          for (int64_t j = 0; j < n; ++j) {
+            double g = b[j], u = b[j];
+            for (int64_t q = 0; q < k; ++q) {
+              g += double(a[i * k + q]) * w[j * k + q];
+              u += double(a[i * k + q]) * wu[j * k + q];
+            }
+            const double want = gated ? act_ref(moe::Activation::gelu, g) * u : act_ref(moe::Activation::gelu, g);
+            max_err = std::max(max_err, std::abs(want - out[i * n + j]));
+          }
+        CHECK(max_err < 1e-4, "gemm tile (%s, %lld rows, gated=%d): max error %.3g",
+              table == tables[0] ? "wide template" : "active isa", (long long)rows, int(gated), max_err);
       }
-    CHECK(max_err < 1e-4, "wide template (gated=%d): max error %.3g", int(gated), max_err);
-  }
 }
 
 // Prewakes with no job after them, and across a pool resize: the answers stay the same and nothing hangs.
@@ -246,7 +253,7 @@ int main(int argc, char** argv) {
   test_dispatch();
   test_all_dropped();
   test_top_k();
-  test_wide_template();
+  test_gemm_tiles();
   test_prewake();
   uint32_t seed = 1;
   const Case cases[] = {
