@@ -17,6 +17,8 @@ export interface Row {
   medianMs: number;
   minMs: number;
   maxMs: number;
+  /** Forwards timed back to back in each repetition (cycling through the inputs); the times are per forward. */
+  callsPerRepetition: number;
   gflops: number;
   /** GB/s of the weights of the experts this batch touched. */
   activeGBps: number;

@@ -34,7 +34,21 @@ const FLAGS: FlagSpec[] = [
   { name: 'help', help: 'show this help', default: false },
 ];
 
-type Impl = { name: string; run: () => Promise<number> }; // returns the ms of one forward
+/**
+ * One implementation: `run(first, calls)` does `calls` forwards back to back, cycling through the inputs from
+ * inputs[first], and returns their total milliseconds.
+ */
+type Impl = { name: string; run: (first: number, calls: number) => Promise<number> };
+
+// A timed repetition is a block of forwards lasting at least this long (at least one forward), and its time is
+// the mean per forward: a single 1-token forward (~1-2 ms) right after another implementation measured mostly
+// how long this VM takes to wake idle cores (NOTES.md row 22), not the implementation.
+const BLOCK_MS = 20;
+const MAX_BLOCK_CALLS = 16;
+// Decode blocks cycle through this many inputs, picked so that consecutive ones route to different experts
+// where the shape allows: the weights of each forward then come from memory, as in a model whose other layers
+// run in between, not from the cache the previous forward filled.
+const DECODE_INPUTS = 4;
 
 function weightsFor(s: Shape, seed: number): MoEWeights {
   const rng = new Random(seed);
@@ -65,6 +79,35 @@ function shuffled(n: number, rng: Random): number[] {
     [a[i], a[j]] = [a[j], a[i]];
   }
   return a;
+}
+
+/** How many experts the layer routes x's tokens to. */
+function expertsHit(layer: MoELayer, x: Tensor): number {
+  return new Set(layer.forwardSync(x).routing.experts).size;
+}
+
+/**
+ * `count` inputs of `tokens` rows (seeded). From the second on, each is the first candidate whose experts are
+ * disjoint from the previous input's, when one of 64 candidates is: a 1-token decode on 8 experts then reads
+ * other weights at every forward.
+ */
+function decodeInputs(layer: MoELayer, tokens: number, dModel: number, count: number): Tensor<'float32'>[] {
+  const make = (seed: number) => Tensor.randn([tokens, dModel], { seed });
+  const xs = [make(100 + tokens)];
+  const experts = (x: Tensor) => new Set(layer.forwardSync(x).routing.experts);
+  let previous = experts(xs[0]);
+  for (let seed = 1000 * tokens; xs.length < count; ) {
+    let chosen: Tensor<'float32'> | undefined;
+    let chosenExperts = previous;
+    for (let tries = 0; tries < 64 && !chosen; tries++, seed++) {
+      const candidate = make(seed);
+      const hit = experts(candidate);
+      if (tries === 63 || [...hit].every((e) => !previous.has(e))) [chosen, chosenExperts] = [candidate, hit];
+    }
+    xs.push(chosen!);
+    previous = chosenExperts;
+  }
+  return xs;
 }
 
 const timed = async (fn: () => unknown): Promise<number> => {
@@ -145,34 +188,44 @@ async function main(): Promise<void> {
       const torch = useTorch ? await startTorch(config, weights, threads, folder) : undefined;
       for (const tokens of shape.tokens) {
         progress.step(`${shape.name} T=${tokens} threads=${threads}`);
-        const x = Tensor.randn([tokens, shape.dModel], { seed: 100 + tokens });
+        const decode = tokens < 128;
+        const xs = decodeInputs(layer, tokens, shape.dModel, decode ? DECODE_INPUTS : 1);
+        const x = xs[0];
         const first = layer.forwardSync(x);
-        const expertsHit = new Set(first.routing.experts).size;
+        const loop = (forward: (x: Tensor<'float32'>) => unknown) => async (first: number, calls: number) => {
+          let ms = 0;
+          for (let c = 0; c < calls; c++) ms += await timed(() => forward(xs[(first + c) % xs.length]));
+          return ms;
+        };
         const impls: Impl[] = [
-          { name: 'moe-kernels', run: () => timed(() => layer.forwardSync(x)) },
-          { name: 'moe-kernels async', run: () => timed(() => layer.forward(x)) },
+          { name: 'moe-kernels', run: loop((xj) => layer.forwardSync(xj)) },
+          { name: 'moe-kernels async', run: loop((xj) => layer.forward(xj)) },
         ];
         // Same weights, same input: the answers must agree before the times mean anything.
         if (ort && typeof ort !== 'string') {
           const diff = relDiff(await ort.run(x.data, tokens), first.output.data);
           if (diff > 1e-4) throw new Error(`onnxruntime disagrees at T=${tokens}: ${diff}`);
-          impls.push({ name: 'onnxruntime', run: () => timed(() => ort.run(x.data, tokens)) });
+          impls.push({ name: 'onnxruntime', run: loop((xj) => ort.run(xj.data, tokens)) });
         }
         if (torch) {
           const outFile = path.join(folder, 'out.f32');
-          await torch.run(x.data, tokens, 1, outFile);
+          await torch.load(xs.map((t) => t.data), tokens);
+          await torch.run(0, 1, outFile);
           const diff = relDiff(new Float32Array(fs.readFileSync(outFile).buffer.slice(0)), first.output.data);
           if (diff > 1e-4) throw new Error(`PyTorch disagrees at T=${tokens}: ${diff}`);
-          impls.push({ name: 'pytorch (HF loop)', run: async () => (await torch.run(x.data, tokens, 1))[0] });
+          impls.push({ name: 'pytorch (HF loop)', run: async (first, calls) => (await torch.run(first, calls)).reduce((a, b) => a + b, 0) });
         }
         const naiveSeconds = layerFlops(config, tokens) / 0.7e9;
         if (threads === threadCounts[0] && naiveSeconds < 1.5) {
           const diff = relDiff(naiveMoE(x.data, tokens, weights, config), first.output.data);
           if (diff > 1e-4) throw new Error(`the naive TypeScript disagrees at T=${tokens}: ${diff}`);
-          impls.push({ name: 'plain TypeScript', run: () => timed(() => naiveMoE(x.data, tokens, weights, config)) });
+          impls.push({ name: 'plain TypeScript', run: loop((xj) => naiveMoE(xj.data, tokens, weights, config)) });
         }
         const times = impls.map(() => [] as number[]);
-        for (const impl of impls) await impl.run(); // warm-up
+        const warm = [] as number[];
+        for (const impl of impls) warm.push(await impl.run(0, 1)); // warm-up, and how many forwards make a block
+        const calls = warm.map((ms) => Math.max(1, Math.min(MAX_BLOCK_CALLS, Math.ceil(BLOCK_MS / ms))));
+        const next = impls.map(() => 0); // each implementation's place in the cycle of inputs
         const phases = { dispatchCombine: 0, total: 0 };
         // The order is shuffled every repetition (seeded): whoever runs right after PyTorch (another process,
         // whose run leaves our threads asleep and the caches cold) or right after an implementation that leaves
@@ -180,9 +233,10 @@ async function main(): Promise<void> {
         const order = new Random(tokens * 31 + threads);
         for (let r = 0; r < repeat; r++)
           for (const i of shuffled(impls.length, order)) {
-            times[i].push(await impls[i].run());
+            times[i].push((await impls[i].run(next[i], calls[i])) / calls[i]);
+            next[i] = (next[i] + calls[i]) % xs.length;
             if (i === 0) {
-              const tm = layer.lastTimings();
+              const tm = layer.lastTimings(); // of the block's last forward
               phases.dispatchCombine += tm.dispatch + tm.combine;
               phases.total += tm.total;
             }
@@ -190,13 +244,12 @@ async function main(): Promise<void> {
         if (tokens === 512 || (quick && tokens === 128))
           extras[`dispatchCombineShare ${shape.name} T=${tokens} threads=${threads}`] = phases.dispatchCombine / phases.total;
         const flops = layerFlops(config, tokens);
-        const active = activeWeightBytes(config, expertsHit);
+        const active = xs.reduce((sum, t) => sum + activeWeightBytes(config, expertsHit(layer, t)), 0) / xs.length;
         impls.forEach((impl, i) => {
           const ms = median(times[i]);
-          const decode = tokens < 128;
           rows.push({
             shape: shape.name, threads, tokens, implementation: impl.name, medianMs: ms, minMs: Math.min(...times[i]),
-            maxMs: Math.max(...times[i]), gflops: flops / ms / 1e6, activeGBps: active / ms / 1e6,
+            maxMs: Math.max(...times[i]), callsPerRepetition: calls[i], gflops: flops / ms / 1e6, activeGBps: active / ms / 1e6,
             roofline: decode ? active / ms / 1e6 / ceilings[threads].readGBps : flops / ms / 1e6 / ceilings[threads].fmaGflops,
           });
         });

@@ -7,8 +7,13 @@ import * as readline from 'readline';
 import { MoEWeights } from '../../lib';
 
 export interface TorchMoE {
-  /** Runs `reps` forwards of x; returns each one's milliseconds (measured inside Python). */
-  run(x: Float32Array, tokens: number, reps: number, outputFile?: string): Promise<number[]>;
+  /** Hands the inputs (each `tokens` rows) to the Python side, for the runs that follow. */
+  load(inputs: Float32Array[], tokens: number): Promise<void>;
+  /**
+   * Runs `reps` forwards, cycling through the loaded inputs from `first`; returns each one's milliseconds
+   * (measured inside Python). The output of the last goes to `outputFile` when given.
+   */
+  run(first: number, reps: number, outputFile?: string): Promise<number[]>;
   close(): void;
   version: string;
 }
@@ -51,9 +56,13 @@ export async function startTorch(
   const xFile = path.join(folder, 'x.f32');
   return {
     version: String(hello.torch),
-    async run(x, tokens, reps, outputFile) {
-      fs.writeFileSync(xFile, Buffer.from(x.buffer, x.byteOffset, x.byteLength));
-      child.stdin.write(JSON.stringify({ cmd: 'run', x: xFile, tokens, reps, out: outputFile ?? null }) + '\n');
+    async load(inputs, tokens) {
+      fs.writeFileSync(xFile, Buffer.concat(inputs.map((x) => Buffer.from(x.buffer, x.byteOffset, x.byteLength))));
+      child.stdin.write(JSON.stringify({ cmd: 'load', x: xFile, tokens, inputs: inputs.length }) + '\n');
+      await next();
+    },
+    async run(first, reps, outputFile) {
+      child.stdin.write(JSON.stringify({ cmd: 'run', first, reps, out: outputFile ?? null }) + '\n');
       return (await next()).times_ms as number[];
     },
     close() {

@@ -1,8 +1,10 @@
 """PyTorch on the CPU as a benchmark peer: a Hugging Face-style MoE (softmax, top-k, renormalise, a loop over
 the experts that received tokens, index_add_), serving timing requests from the Node harness on stdin.
 
-Protocol (one JSON object per line): {"cmd": "run", "x": path, "tokens": T, "reps": R, "out": path|null}
--> {"times_ms": [...]} after R timed forwards; the output of the last is written to `out` as float32.
+Protocol (one JSON object per line):
+  {"cmd": "load", "x": path, "tokens": T, "inputs": N} -> {"loaded": N}: N inputs of T rows, float32, back to back;
+  {"cmd": "run", "first": i, "reps": R, "out": path|null} -> {"times_ms": [...]} after R timed forwards cycling
+  through the inputs from the i-th; the output of the last is written to `out` as float32.
 Started as: torch_moe.py DIR dModel dHidden numExperts topK threads, with router/w1/w3/w2 .f32 files in DIR.
 """
 import json
@@ -36,11 +38,16 @@ def main():
         return out
 
     print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+    inputs = []
     for line in sys.stdin:
         req = json.loads(line)
-        x = torch.from_numpy(np.fromfile(req["x"], dtype=np.float32).reshape(req["tokens"], d))
+        if req["cmd"] == "load":
+            inputs = list(torch.from_numpy(np.fromfile(req["x"], dtype=np.float32).reshape(req["inputs"], req["tokens"], d)))
+            print(json.dumps({"loaded": len(inputs)}), flush=True)
+            continue
         times = []
-        for _ in range(req["reps"]):
+        for rep in range(req["reps"]):
+            x = inputs[(req["first"] + rep) % len(inputs)]
             t0 = time.perf_counter()
             out = forward(x)
             times.append((time.perf_counter() - t0) * 1e3)
