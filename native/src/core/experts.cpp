@@ -14,6 +14,7 @@ namespace {
 struct GemmGroup {
   cpu::GemmProblem problem;
   int64_t rows;
+  const float* packed_a = nullptr;  // A already in pack_a's layout (written so by the previous GEMM), or null
 };
 
 // Work items are (group, row tile, panel tile). Panel tiles shrink until every thread has a few items, so a
@@ -28,6 +29,7 @@ void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix
 
   // Row tiles, each with its rows of A gathered and packed once, before the GEMMs, for all its panel tiles
   // (packing per work item repeated it once per panel tile: up to 11x the bytes for a 512-token prefill).
+  // Groups whose A comes packed already skip this.
   struct Tile { const GemmGroup* group; int64_t row0, row1, a_offset; };
   thread_local std::vector<Tile> tile_scratch;  // grow-only: no allocation once warm
   std::vector<Tile>& tiles = tile_scratch;        // the caller's list, named so the workers see it
@@ -38,17 +40,19 @@ void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix
     for (int64_t r = 0; r < g.rows; r += cpu::kTileRows) {
       const int64_t r1 = std::min(g.rows, r + cpu::kTileRows);
       tiles.push_back({&g, r, r1, floats});
-      floats += k.geometry.packed_a_floats(r1 - r, depth);
+      if (!g.packed_a) floats += k.geometry.packed_a_floats(r1 - r, depth);
     }
   }
   float* a = packed_a.reserve(static_cast<size_t>(floats));
+  // A tile's packed rows: its micro blocks lie back to back, whole but for the group's last one.
+  const auto tile_a = [&](const Tile& t) { return t.group->packed_a ? t.group->packed_a + t.row0 * depth : a + t.a_offset; };
   // Below ~1 MFLOP (tens of microseconds) the hand-off to other threads costs more than it saves.
   const bool tiny = 2.0 * rows_total * panel_count * k.geometry.nr() * depth < 1e6;
-  {
+  if (floats > 0) {
     const ThreadLimit limit(tiny || floats < (int64_t{1} << 16) ? 1 : ThreadLimit::current());
     ThreadPool::instance().run(static_cast<int64_t>(tiles.size()), [&](int64_t i) {
       const Tile& t = tiles[i];
-      k.pack_a(t.group->problem, t.row0, t.row1 - t.row0, a + t.a_offset);
+      if (!t.group->packed_a) k.pack_a(t.group->problem, t.row0, t.row1 - t.row0, a + t.a_offset);
     });
   }
 
@@ -82,7 +86,7 @@ void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix
     // Consecutive row tiles of a group lie back to back in the packed buffer, in whole micro blocks.
     const Item& it = items[i];
     const Tile& first = tiles[it.tile0];
-    k.gemm_tile(first.group->problem, a + first.a_offset, first.row0, tiles[it.tile1 - 1].row1, it.panel0, it.panel1);
+    k.gemm_tile(first.group->problem, tile_a(first), first.row0, tiles[it.tile1 - 1].row1, it.panel0, it.panel1);
   });
 }
 
@@ -104,18 +108,25 @@ void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int
                 const int32_t* order, float* slot_out, FfnWorkspace& ws) {
   const ExpertShape& s = packed.shape;
   (void)tokens;
-  const int64_t routed = offsets[s.num_experts];  // the end of this call's segments in `order`
-  float* hidden = ws.hidden.reserve(static_cast<size_t>(std::max<int64_t>(routed, 1) * s.d_hidden));
+  // The hidden activations go straight into the second GEMM's packed layout (its A), one region per expert of
+  // round_up(rows, micro_rows) * dHidden floats: the second GEMM packs nothing.
+  const cpu::PanelGeometry& geometry = kernels().geometry;
+  thread_local std::vector<int64_t> hidden_at;  // grow-only: no allocation once warm
+  hidden_at.assign(static_cast<size_t>(s.num_experts) + 1, 0);
+  for (int64_t e = 0; e < s.num_experts; ++e)
+    hidden_at[e + 1] = hidden_at[e] + geometry.packed_a_floats(offsets[e + 1] - offsets[e], s.d_hidden);
+  float* hidden = ws.hidden.reserve(static_cast<size_t>(std::max<int64_t>(hidden_at[s.num_experts], 1)));
 
   // Phase 1: hidden[pos] = act(x[token(order[pos])] W1_e^T + b1) (* (x W3_e^T + b3)), rows gathered from x.
-  thread_local std::vector<GemmGroup> groups;  // grow-only: no allocation once warm
+  thread_local std::vector<GemmGroup> groups;
   groups.clear();
   for (int64_t e = 0; e < s.num_experts; ++e) {
     const int64_t n = offsets[e + 1] - offsets[e];
     if (n == 0) continue;  // an expert without tokens costs nothing
     GemmGroup g{packed.up.problem(e, s.activation), n};
     g.problem.a = {x, s.d_model, order + offsets[e], k};
-    g.problem.c = {hidden + offsets[e] * s.d_hidden, s.d_hidden, nullptr, 1};
+    g.problem.c_packed = hidden + hidden_at[e];
+    g.problem.c_rows = n;
     groups.push_back(g);
   }
   run_groups(groups, packed.up, ws.packed_a);
@@ -125,8 +136,7 @@ void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int
   for (int64_t e = 0; e < s.num_experts; ++e) {
     const int64_t n = offsets[e + 1] - offsets[e];
     if (n == 0) continue;
-    GemmGroup g{packed.down.problem(e, Activation::identity), n};
-    g.problem.a = {hidden + offsets[e] * s.d_hidden, s.d_hidden, nullptr, 1};
+    GemmGroup g{packed.down.problem(e, Activation::identity), n, hidden + hidden_at[e]};
     g.problem.c = {slot_out, s.d_model, order + offsets[e], 1};
     groups.push_back(g);
   }

@@ -17,7 +17,7 @@ class PackedExperts {
 };
 
 struct FfnWorkspace {
-  AlignedBuffer<float> hidden;    // [routed slots, dHidden], expert-sorted
+  AlignedBuffer<float> hidden;    // [routed slots, dHidden], expert-sorted, packed as the second GEMM's A
   AlignedBuffer<float> packed_a;  // the GEMM input rows, packed per row tile (cpu::KernelTable::pack_a)
   std::vector<char> routed;       // per slot, for zeroing dropped ones
 };

@@ -115,9 +115,10 @@ struct KernelImpl {
     return x;
   }
 
-  // Writes one output row of a panel from its accumulators: bias, activation, gating, then the valid columns.
+  // Writes one output row of a panel from its accumulators: bias, activation, gating, then the valid columns,
+  // `step` floats apart (1, or a packed block's row count: see GemmProblem::c_packed).
   static void epilogue(const moe::cpu::GemmProblem& p, const float* acc, const float* bias, float* out,
-                       int64_t valid) {
+                       int64_t valid, int64_t step) {
     alignas(64) float row[NR];
     if (p.gated) {
       constexpr int half = NV / 2;
@@ -130,7 +131,11 @@ struct KernelImpl {
       for (int v = 0; v < NV; ++v)
         V::store(row + v * W, activate(p.activation, V::add(V::load(acc + v * W), V::load(bias + v * W))));
     }
-    std::memcpy(out, row, sizeof(float) * valid);
+    if (step == 1) {
+      std::memcpy(out, row, sizeof(float) * valid);
+    } else {
+      for (int64_t j = 0; j < valid; ++j) out[j * step] = row[j];
+    }
   }
 
   // A tile's rows of A, gathered (by token) and packed: per block of MR rows, k-major with the MR values of one
@@ -195,8 +200,16 @@ struct KernelImpl {
         }
         const int64_t col0 = panel * out_cols;
         const int64_t valid = std::min<int64_t>(out_cols, p.n - col0);
-        for (int64_t i = 0; i < rows; ++i)
-          epilogue(p, acc + i * NR, p.bias + panel * NR, p.c.row(c0 + i) + col0, valid);
+        for (int64_t i = 0; i < rows; ++i) {
+          const int64_t row = c0 + i;
+          if (p.c_packed) {  // element (row, col) of the next GEMM's packed A
+            const int64_t blk = row / MR, step = block_stride(p.c_rows - blk * MR);
+            epilogue(p, acc + i * NR, p.bias + panel * NR, p.c_packed + blk * MR * p.n + col0 * step + (row - blk * MR),
+                     valid, step);
+          } else {
+            epilogue(p, acc + i * NR, p.bias + panel * NR, p.c.row(row) + col0, valid, 1);
+          }
+        }
       }
     }
   }

@@ -37,6 +37,10 @@ struct GemmProblem {
   bool gated = false;
   RowMap<const float> a;          // input rows
   RowMap<float> c;                // output rows (written, never read)
+  // When set, the output is written in pack_a's layout instead, as the A of a next GEMM with k = n: c_rows rows
+  // in blocks of micro_rows, k-major, the last block of m < micro_rows rows at stride m.
+  float* c_packed = nullptr;
+  int64_t c_rows = 0;
 };
 
 struct KernelTable {
