@@ -45,7 +45,9 @@ void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix
   }
   float* a = packed_a.reserve(static_cast<size_t>(floats));
   // A tile's packed rows: its micro blocks lie back to back, whole but for the group's last one.
-  const auto tile_a = [&](const Tile& t) { return t.group->packed_a ? t.group->packed_a + t.row0 * depth : a + t.a_offset; };
+  const auto tile_a = [&](const Tile& t) {
+    return t.group->packed_a ? t.group->packed_a + t.row0 * k.geometry.packed_depth(depth) : a + t.a_offset;
+  };
   // Below ~1 MFLOP (tens of microseconds) the hand-off to other threads costs more than it saves.
   const bool tiny = 2.0 * rows_total * panel_count * k.geometry.nr() * depth < 1e6;
   if (floats > 0) {
@@ -109,7 +111,7 @@ void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int
   const ExpertShape& s = packed.shape;
   (void)tokens;
   // The hidden activations go straight into the second GEMM's packed layout (its A), one region per expert of
-  // round_up(rows, micro_rows) * dHidden floats: the second GEMM packs nothing.
+  // packed_a_floats(rows, dHidden) floats: the second GEMM packs nothing.
   const cpu::PanelGeometry& geometry = kernels().geometry;
   thread_local std::vector<int64_t> hidden_at;  // grow-only: no allocation once warm
   hidden_at.assign(static_cast<size_t>(s.num_experts) + 1, 0);

@@ -38,8 +38,8 @@ struct KernelImpl {
     }
   }
 
-  // acc[M][NR] (+)= A(depth x M, packed k-major: the M values of one k side by side) * B(depth x NR panel rows)
-  // Also prefetches the cache lines [pf, pf_end), one per k step (see gemm_tile).
+  // acc[M][NR] (+)= A(depth x M, packed by pack_a: chunks of W k, the M rows' W values one row after another)
+  // * B(depth x NR panel rows). Also prefetches the cache lines [pf, pf_end), one per k step (see gemm_tile).
   template <int M>
   static void micro(const float* a, int64_t depth, const float* b, float* acc, bool first, const char* pf = nullptr,
                     const char* pf_end = nullptr) {
@@ -47,15 +47,19 @@ struct KernelImpl {
     reg c[M][NV];
     for (int m = 0; m < M; ++m)
       for (int v = 0; v < NV; ++v) c[m][v] = first ? V::zero() : V::load(acc + m * NR + v * W);
-    for (int64_t kk = 0; kk < depth; ++kk) {
+    const auto step = [&](const float* ak, const float* bk) {
       if (pf < pf_end) __builtin_prefetch(pf, 0, 3), pf += 64;
       reg bv[NV];
-      for (int v = 0; v < NV; ++v) bv[v] = V::load(b + kk * NR + v * W);
+      for (int v = 0; v < NV; ++v) bv[v] = V::load(bk + v * W);
       for (int m = 0; m < M; ++m) {
-        const reg av = V::set1(a[kk * M + m]);
+        const reg av = V::set1(ak[m * W]);
         for (int v = 0; v < NV; ++v) c[m][v] = V::fma(av, bv[v], c[m][v]);
       }
-    }
+    };
+    int64_t kc = 0;
+    for (; kc + W <= depth; kc += W)
+      for (int u = 0; u < W; ++u) step(a + kc * M + u, b + (kc + u) * NR);
+    for (int u = 0; kc + u < depth; ++u) step(a + kc * M + u, b + (kc + u) * NR);
     for (int m = 0; m < M; ++m)
       for (int v = 0; v < NV; ++v) V::store(acc + m * NR + v * W, c[m][v]);
   }
@@ -116,9 +120,9 @@ struct KernelImpl {
   }
 
   // Writes one output row of a panel from its accumulators: bias, activation, gating, then the valid columns,
-  // `step` floats apart (1, or a packed block's row count: see GemmProblem::c_packed).
+  // W at a time, `chunk_stride` floats apart (W: a plain row; in a packed A, the block's rows times W).
   static void epilogue(const moe::cpu::GemmProblem& p, const float* acc, const float* bias, float* out,
-                       int64_t valid, int64_t step) {
+                       int64_t valid, int64_t chunk_stride) {
     alignas(64) float row[NR];
     if (p.gated) {
       constexpr int half = NV / 2;
@@ -131,38 +135,36 @@ struct KernelImpl {
       for (int v = 0; v < NV; ++v)
         V::store(row + v * W, activate(p.activation, V::add(V::load(acc + v * W), V::load(bias + v * W))));
     }
-    if (step == 1) {
-      std::memcpy(out, row, sizeof(float) * valid);
-    } else {
-      for (int64_t j = 0; j < valid; ++j) out[j * step] = row[j];
-    }
+    int64_t j = 0;
+    for (; j + W <= valid; j += W) V::store(out + j / W * chunk_stride, V::load(row + j));
+    if (j < valid) std::memcpy(out + j / W * chunk_stride, row + j, sizeof(float) * (valid - j));
   }
 
-  // A tile's rows of A, gathered (by token) and packed: per block of MR rows, k-major with the MR values of one
-  // k side by side, so the microkernel's broadcasts read one sequential stream. The last block, with m < MR
-  // rows, is packed at stride m, not MR: a decode row padded to MR would put MR times its bytes through the
-  // caches beside the weight stream (measured: 47 -> 64 GB/s for a 1-token forward). out: round_up(rows, MR) * k.
+  // A tile's rows of A, gathered (by token) and packed per block of MR rows: k in chunks of W, each chunk the
+  // block's rows of W floats one after another. The microkernel's broadcasts of one k step then read one float
+  // per row from MR lines that stay in L1 for W steps, and rows move as whole vectors: packing is a copy, and
+  // the first GEMM's epilogue writes the second one's A directly (GemmProblem::c_packed). The last block, with
+  // m < MR rows, has chunks of m rows, not MR: a decode row padded to MR would put MR times its bytes through the
+  // caches beside the weight stream (measured: 47 -> 64 GB/s for a 1-token forward); one row is the row itself.
+  // out: packed_a_floats(rows, k) floats.
   static void pack_a(const moe::cpu::GemmProblem& p, int64_t row_begin, int64_t rows, float* out) {
-    const int64_t blocks = (rows + MR - 1) / MR;
+    const int64_t blocks = (rows + MR - 1) / MR, depth = round_up(p.k);
     for (int64_t blk = 0; blk < blocks; ++blk) {
-      float* dst = out + blk * MR * p.k;
+      float* dst = out + blk * MR * depth;
       const int64_t m_count = std::min<int64_t>(MR, rows - blk * MR);
-      const float* src[MR];
-      for (int64_t m = 0; m < m_count; ++m) src[m] = p.a.row(row_begin + blk * MR + m);
-      if (m_count == MR) {  // the common case, with a constant inner count the compiler unrolls
-        for (int64_t kk = 0; kk < p.k; ++kk)
-          for (int m = 0; m < MR; ++m) dst[kk * MR + m] = src[m][kk];
-      } else if (m_count == 1) {  // a decode row: the row itself
-        std::memcpy(dst, src[0], sizeof(float) * p.k);
-      } else {
-        for (int64_t kk = 0; kk < p.k; ++kk)
-          for (int64_t m = 0; m < m_count; ++m) dst[kk * m_count + m] = src[m][kk];
+      for (int64_t m = 0; m < m_count; ++m) {
+        const float* src = p.a.row(row_begin + blk * MR + m);
+        int64_t kc = 0;
+        for (; kc + W <= p.k; kc += W) V::store(dst + kc * m_count + m * W, V::load(src + kc));
+        if (kc < p.k) std::memcpy(dst + kc * m_count + m * W, src + kc, sizeof(float) * (p.k - kc));
       }
     }
   }
 
-  // The distance between consecutive k in a packed block that starts `rows` rows before the tile's end.
-  static constexpr int64_t block_stride(int64_t rows) { return rows < MR ? rows : MR; }
+  static constexpr int64_t round_up(int64_t k) { return (k + W - 1) / W * W; }
+
+  // The rows of a packed block that starts `rows` rows before the end of its matrix's rows (MR but for the last).
+  static constexpr int64_t block_rows(int64_t rows) { return rows < MR ? rows : MR; }
 
   // Rows are taken kChunkRows at a time, and within a chunk panel by panel: a panel's k-block of weights (the
   // B sub-panel, 32 KB for AVX-512) is read from memory once and reused from L1 by every row block of the
@@ -179,7 +181,7 @@ struct KernelImpl {
     const int64_t stream_bytes = panel_end * p.k * NR * int64_t{sizeof(float)};
     for (int64_t c0 = row_begin; c0 < row_end; c0 += kChunk) {
       const int64_t rows = std::min(kChunk, row_end - c0), full_blocks = rows / MR;
-      const float* ac = a + (c0 - row_begin) * p.k;
+      const float* ac = a + (c0 - row_begin) * round_up(p.k);
       for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
         const float* b = p.panels + panel * p.k * NR;
         // k-blocks outer, row blocks inner: the B sub-panel is reused from L1 by every row block of the chunk.
@@ -189,7 +191,7 @@ struct KernelImpl {
           const int64_t next_bytes = std::max<int64_t>(0, std::min(depth * NR * int64_t{sizeof(float)}, stream_bytes - next));
           const int64_t slice = full_blocks > 0 ? (next_bytes / 64 + full_blocks - 1) / full_blocks * 64 : 0;
           for (int64_t r = 0; r < rows; r += MR) {
-            const float* ab = ac + r * p.k + k0 * block_stride(rows - r);
+            const float* ab = ac + r * round_up(p.k) + k0 * block_rows(rows - r);
             if (r + MR <= rows) {
               const int64_t from = std::min(next_bytes, r / MR * slice), to = std::min(next_bytes, from + slice);
               micro<MR>(ab, depth, b + k0 * NR, acc + r * NR, k0 == 0, stream + next + from, stream + next + to);
@@ -202,12 +204,12 @@ struct KernelImpl {
         const int64_t valid = std::min<int64_t>(out_cols, p.n - col0);
         for (int64_t i = 0; i < rows; ++i) {
           const int64_t row = c0 + i;
-          if (p.c_packed) {  // element (row, col) of the next GEMM's packed A
-            const int64_t blk = row / MR, step = block_stride(p.c_rows - blk * MR);
-            epilogue(p, acc + i * NR, p.bias + panel * NR, p.c_packed + blk * MR * p.n + col0 * step + (row - blk * MR),
-                     valid, step);
+          if (p.c_packed) {  // the row's chunks of the next GEMM's packed A (col0 starts a chunk)
+            const int64_t blk = row / MR, block = block_rows(p.c_rows - blk * MR);
+            float* out = p.c_packed + blk * MR * round_up(p.n) + col0 * block + (row - blk * MR) * W;
+            epilogue(p, acc + i * NR, p.bias + panel * NR, out, valid, block * W);
           } else {
-            epilogue(p, acc + i * NR, p.bias + panel * NR, p.c.row(row) + col0, valid, 1);
+            epilogue(p, acc + i * NR, p.bias + panel * NR, p.c.row(row) + col0, valid, W);
           }
         }
       }

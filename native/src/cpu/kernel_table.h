@@ -14,7 +14,12 @@ struct PanelGeometry {
   int vectors;      // vector registers per panel row (even, so a gated panel splits in two)
   int micro_rows;   // rows of A per microkernel call
   int nr() const { return lanes * vectors; }
-  int64_t packed_a_floats(int64_t rows, int64_t k) const { return (rows + micro_rows - 1) / micro_rows * micro_rows * k; }
+  // Packed A (pack_a): per block of micro_rows rows, k in chunks of `lanes`, each chunk the block's rows of
+  // `lanes` floats one after another; k is padded to whole chunks.
+  int64_t packed_depth(int64_t k) const { return (k + lanes - 1) / lanes * lanes; }
+  int64_t packed_a_floats(int64_t rows, int64_t k) const {
+    return (rows + micro_rows - 1) / micro_rows * micro_rows * packed_depth(k);
+  }
 };
 
 // Rows of a GEMM operand addressed indirectly: row i lives at base + (index ? index[i] / divisor : i) * stride.
@@ -37,8 +42,8 @@ struct GemmProblem {
   bool gated = false;
   RowMap<const float> a;          // input rows
   RowMap<float> c;                // output rows (written, never read)
-  // When set, the output is written in pack_a's layout instead, as the A of a next GEMM with k = n: c_rows rows
-  // in blocks of micro_rows, k-major, the last block of m < micro_rows rows at stride m.
+  // When set, the output is written in pack_a's layout instead, as the A of a next GEMM with k = n, for c_rows
+  // rows (see PanelGeometry::packed_a_floats).
   float* c_packed = nullptr;
   int64_t c_rows = 0;
 };
