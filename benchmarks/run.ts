@@ -197,9 +197,13 @@ async function main(): Promise<void> {
           for (let c = 0; c < calls; c++) ms += await timed(() => forward(xs[(first + c) % xs.length]));
           return ms;
         };
+        // `out`: the output written into one tensor allocated here, as a serving loop would (README): every plain
+        // call returns a new output, fresh memory until the garbage collector hands earlier ones back.
+        const out = Tensor.zeros([tokens, shape.dModel]);
         const impls: Impl[] = [
           { name: 'moe-kernels', run: loop((xj) => layer.forwardSync(xj)) },
           { name: 'moe-kernels async', run: loop((xj) => layer.forward(xj)) },
+          { name: 'moe-kernels (out)', run: loop((xj) => layer.forwardSync(xj, { out })) },
         ];
         // Same weights, same input: the answers must agree before the times mean anything.
         if (ort && typeof ort !== 'string') {
