@@ -81,33 +81,28 @@ function shuffled(n: number, rng: Random): number[] {
   return a;
 }
 
-/** How many experts the layer routes x's tokens to. */
-function expertsHit(layer: MoELayer, x: Tensor): number {
-  return new Set(layer.forwardSync(x).routing.experts).size;
-}
-
 /**
- * `count` inputs of `tokens` rows (seeded). From the second on, each is the first candidate whose experts are
- * disjoint from the previous input's, when one of 64 candidates is: a 1-token decode on 8 experts then reads
- * other weights at every forward.
+ * `count` inputs of `tokens` rows (seeded), with the experts each one routes to. From the second on, each is the
+ * first candidate whose experts are disjoint from the previous input's, when one of 64 candidates is: a 1-token
+ * decode on 8 experts then reads other weights at every forward.
  */
-function decodeInputs(layer: MoELayer, tokens: number, dModel: number, count: number): Tensor<'float32'>[] {
+function decodeInputs(layer: MoELayer, tokens: number, dModel: number, count: number): { xs: Tensor<'float32'>[]; hits: number[] } {
   const make = (seed: number) => Tensor.randn([tokens, dModel], { seed });
-  const xs = [make(100 + tokens)];
   const experts = (x: Tensor) => new Set(layer.forwardSync(x).routing.experts);
-  let previous = experts(xs[0]);
+  const xs = [make(100 + tokens)];
+  const sets = [experts(xs[0])];
   for (let seed = 1000 * tokens; xs.length < count; ) {
-    let chosen: Tensor<'float32'> | undefined;
-    let chosenExperts = previous;
-    for (let tries = 0; tries < 64 && !chosen; tries++, seed++) {
+    const previous = sets[sets.length - 1];
+    for (let tries = 0; tries < 64; tries++, seed++) {
       const candidate = make(seed);
       const hit = experts(candidate);
-      if (tries === 63 || [...hit].every((e) => !previous.has(e))) [chosen, chosenExperts] = [candidate, hit];
+      if (tries < 63 && [...hit].some((e) => previous.has(e))) continue;
+      xs.push(candidate);
+      sets.push(hit);
+      break;
     }
-    xs.push(chosen!);
-    previous = chosenExperts;
   }
-  return xs;
+  return { xs, hits: sets.map((e) => e.size) };
 }
 
 const timed = async (fn: () => unknown): Promise<number> => {
@@ -189,12 +184,15 @@ async function main(): Promise<void> {
       for (const tokens of shape.tokens) {
         progress.step(`${shape.name} T=${tokens} threads=${threads}`);
         const decode = tokens < 128;
-        const xs = decodeInputs(layer, tokens, shape.dModel, decode ? DECODE_INPUTS : 1);
+        const { xs, hits } = decode
+          ? decodeInputs(layer, tokens, shape.dModel, DECODE_INPUTS)
+          : { xs: [Tensor.randn([tokens, shape.dModel], { seed: 100 + tokens })], hits: [] as number[] };
         const x = xs[0];
         const first = layer.forwardSync(x);
-        const loop = (forward: (x: Tensor<'float32'>) => unknown) => async (first: number, calls: number) => {
+        if (!decode) hits.push(new Set(first.routing.experts).size);
+        const loop = (forward: (x: Tensor<'float32'>) => unknown) => async (start: number, calls: number) => {
           let ms = 0;
-          for (let c = 0; c < calls; c++) ms += await timed(() => forward(xs[(first + c) % xs.length]));
+          for (let c = 0; c < calls; c++) ms += await timed(() => forward(xs[(start + c) % xs.length]));
           return ms;
         };
         // `out`: the output written into one tensor allocated here, as a serving loop would (README): every plain
@@ -217,7 +215,7 @@ async function main(): Promise<void> {
           await torch.run(0, 1, outFile);
           const diff = relDiff(new Float32Array(fs.readFileSync(outFile).buffer.slice(0)), first.output.data);
           if (diff > 1e-4) throw new Error(`PyTorch disagrees at T=${tokens}: ${diff}`);
-          impls.push({ name: 'pytorch (HF loop)', run: async (first, calls) => (await torch.run(first, calls)).reduce((a, b) => a + b, 0) });
+          impls.push({ name: 'pytorch (HF loop)', run: async (start, calls) => (await torch.run(start, calls)).reduce((a, b) => a + b, 0) });
         }
         const naiveSeconds = layerFlops(config, tokens) / 0.7e9;
         if (threads === threadCounts[0] && naiveSeconds < 1.5) {
@@ -248,7 +246,7 @@ async function main(): Promise<void> {
         if (tokens === 512 || (quick && tokens === 128))
           extras[`dispatchCombineShare ${shape.name} T=${tokens} threads=${threads}`] = phases.dispatchCombine / phases.total;
         const flops = layerFlops(config, tokens);
-        const active = xs.reduce((sum, t) => sum + activeWeightBytes(config, expertsHit(layer, t)), 0) / xs.length;
+        const active = hits.reduce((sum, h) => sum + activeWeightBytes(config, h), 0) / hits.length;
         impls.forEach((impl, i) => {
           const ms = median(times[i]);
           rows.push({

@@ -113,14 +113,14 @@ void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int
   // The hidden activations go straight into the second GEMM's packed layout (its A), one region per expert of
   // packed_a_floats(rows, dHidden) floats: the second GEMM packs nothing.
   const cpu::PanelGeometry& geometry = kernels().geometry;
-  thread_local std::vector<int64_t> hidden_at;  // grow-only: no allocation once warm
+  thread_local std::vector<int64_t> hidden_at;  // grow-only, like the lists below
   hidden_at.assign(static_cast<size_t>(s.num_experts) + 1, 0);
   for (int64_t e = 0; e < s.num_experts; ++e)
     hidden_at[e + 1] = hidden_at[e] + geometry.packed_a_floats(offsets[e + 1] - offsets[e], s.d_hidden);
   float* hidden = ws.hidden.reserve(static_cast<size_t>(std::max<int64_t>(hidden_at[s.num_experts], 1)));
 
   // Phase 1: hidden[pos] = act(x[token(order[pos])] W1_e^T + b1) (* (x W3_e^T + b3)), rows gathered from x.
-  thread_local std::vector<GemmGroup> groups;
+  thread_local std::vector<GemmGroup> groups;  // grow-only: no allocation once warm
   groups.clear();
   for (int64_t e = 0; e < s.num_experts; ++e) {
     const int64_t n = offsets[e + 1] - offsets[e];

@@ -148,7 +148,7 @@ struct KernelImpl {
   // caches beside the weight stream (measured: 47 -> 64 GB/s for a 1-token forward); one row is the row itself.
   // out: packed_a_floats(rows, k) floats.
   static void pack_a(const moe::cpu::GemmProblem& p, int64_t row_begin, int64_t rows, float* out) {
-    const int64_t blocks = (rows + MR - 1) / MR, depth = round_up(p.k);
+    const int64_t blocks = (rows + MR - 1) / MR, depth = packed_depth(p.k);
     for (int64_t blk = 0; blk < blocks; ++blk) {
       float* dst = out + blk * MR * depth;
       const int64_t m_count = std::min<int64_t>(MR, rows - blk * MR);
@@ -161,7 +161,8 @@ struct KernelImpl {
     }
   }
 
-  static constexpr int64_t round_up(int64_t k) { return (k + W - 1) / W * W; }
+  // k padded to whole chunks of W (PanelGeometry::packed_depth).
+  static constexpr int64_t packed_depth(int64_t k) { return (k + W - 1) / W * W; }
 
   // The rows of a packed block that starts `rows` rows before the end of its matrix's rows (MR but for the last).
   static constexpr int64_t block_rows(int64_t rows) { return rows < MR ? rows : MR; }
@@ -181,7 +182,7 @@ struct KernelImpl {
     const int64_t stream_bytes = panel_end * p.k * NR * int64_t{sizeof(float)};
     for (int64_t c0 = row_begin; c0 < row_end; c0 += kChunk) {
       const int64_t rows = std::min(kChunk, row_end - c0), full_blocks = rows / MR;
-      const float* ac = a + (c0 - row_begin) * round_up(p.k);
+      const float* ac = a + (c0 - row_begin) * packed_depth(p.k);
       for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
         const float* b = p.panels + panel * p.k * NR;
         // k-blocks outer, row blocks inner: the B sub-panel is reused from L1 by every row block of the chunk.
@@ -191,7 +192,7 @@ struct KernelImpl {
           const int64_t next_bytes = std::max<int64_t>(0, std::min(depth * NR * int64_t{sizeof(float)}, stream_bytes - next));
           const int64_t slice = full_blocks > 0 ? (next_bytes / 64 + full_blocks - 1) / full_blocks * 64 : 0;
           for (int64_t r = 0; r < rows; r += MR) {
-            const float* ab = ac + r * round_up(p.k) + k0 * block_rows(rows - r);
+            const float* ab = ac + r * packed_depth(p.k) + k0 * block_rows(rows - r);
             if (r + MR <= rows) {
               const int64_t from = std::min(next_bytes, r / MR * slice), to = std::min(next_bytes, from + slice);
               micro<MR>(ab, depth, b + k0 * NR, acc + r * NR, k0 == 0, stream + next + from, stream + next + to);
@@ -206,7 +207,7 @@ struct KernelImpl {
           const int64_t row = c0 + i;
           if (p.c_packed) {  // the row's chunks of the next GEMM's packed A (col0 starts a chunk)
             const int64_t blk = row / MR, block = block_rows(p.c_rows - blk * MR);
-            float* out = p.c_packed + blk * MR * round_up(p.n) + col0 * block + (row - blk * MR) * W;
+            float* out = p.c_packed + blk * MR * packed_depth(p.n) + col0 * block + (row - blk * MR) * W;
             epilogue(p, acc + i * NR, p.bias + panel * NR, out, valid, block * W);
           } else {
             epilogue(p, acc + i * NR, p.bias + panel * NR, p.c.row(row) + col0, valid, W);
