@@ -205,11 +205,11 @@ export class MoELayer {
     const { handle, data, tokens, training, out } = this.prepare(x, options);
     if (this.nativeRouting(training)) {
       const r = await handle.forward(data, tokens, out?.data);
-      return this.output(r.output, tokens, { ...r, topK: this.config.topK, dropped: 0, routerInput: data }, options);
+      return this.output(r.output, tokens, { ...r, topK: this.config.topK, dropped: 0, routerInput: data }, options, out);
     }
     const { gate, logits, ranked, weights, routerInput } = this.route(handle, data, tokens, training);
     const r = await handle.forwardRouted(data, tokens, gate.topK, gate.experts, weights, true, out?.data);
-    return this.output(r.output, tokens, { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate, routerInput }, options, ranked);
+    return this.output(r.output, tokens, { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate, routerInput }, options, out, ranked);
   }
 
   /** The same as forward, on the calling thread. */
@@ -217,11 +217,11 @@ export class MoELayer {
     const { handle, data, tokens, training, out } = this.prepare(x, options);
     if (this.nativeRouting(training)) {
       const r = handle.forwardSync(data, tokens, out?.data);
-      return this.output(r.output, tokens, { ...r, topK: this.config.topK, dropped: 0, routerInput: data }, options);
+      return this.output(r.output, tokens, { ...r, topK: this.config.topK, dropped: 0, routerInput: data }, options, out);
     }
     const { gate, logits, ranked, weights, routerInput } = this.route(handle, data, tokens, training);
     const r = handle.forwardRouted(data, tokens, gate.topK, gate.experts, weights, false, out?.data) as { output: Float32Array; tokensPerExpert: Int32Array };
-    return this.output(r.output, tokens, { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate, routerInput }, options, ranked);
+    return this.output(r.output, tokens, { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate, routerInput }, options, out, ranked);
   }
 
   /**
@@ -357,14 +357,14 @@ export class MoELayer {
       topK: number; experts: Int32Array; weights: Float32Array; tokensPerExpert: Int32Array; logits: Float32Array; dropped: number;
       gate?: gating.GateResult; routerInput: Float32Array;
     },
-    options: ForwardOptions, ranked: ArrayLike<number> = r.logits,
+    // out: options.out as prepare() validated it, returned as the output (the native side wrote into it)
+    options: ForwardOptions, out: Tensor<'float32'> | undefined, ranked: ArrayLike<number> = r.logits,
   ): MoEOutput {
     const routing: Routing = {
       topK: r.topK, experts: r.experts, weights: r.weights, tokensPerExpert: r.tokensPerExpert,
       logits: Tensor.trusted(r.logits, [tokens, this.config.numExperts], 'float32'), dropped: r.dropped, routerInput: r.routerInput,
     };
     if (r.gate) routing.gate = r.gate;
-    const out = options.out as Tensor<'float32'> | undefined;
     const result: MoEOutput = { output: out ?? Tensor.trusted(output, [tokens, this.config.dModel], 'float32'), routing };
     if (options.auxLosses !== undefined) result.auxLosses = computeAuxLosses(options.auxLosses, r.gate ?? this.defaultGate(routing), ranked);
     return result;
