@@ -6,7 +6,7 @@
 
 #include "args.h"
 #include "moe/moe.h"
-#include "promise_worker.h"
+#include "async_job.h"
 #include "result_arrays.h"
 
 namespace moe_binding {
@@ -129,7 +129,7 @@ Napi::Value ExpertFFN(const Napi::CallbackInfo& info) {
     return out;
   }
   moe::prewake_threads();
-  return PromiseWorker::Start(env, {out, info[1], info[4], info[5], info[0]}, work,
+  return run_async(env, {out, info[1], info[4], info[5], info[0]}, work,
                               [](Napi::Env, const std::vector<Napi::Value>& kept) { return kept[0]; });
 }
 

@@ -8,7 +8,7 @@
 #include "args.h"
 #include "moe/cuda.h"
 #include "moe/moe.h"
-#include "promise_worker.h"
+#include "async_job.h"
 #include "result_arrays.h"
 
 namespace moe_binding {
@@ -161,8 +161,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     kept.push_back(info[0]);
     kept.push_back(Value());
     if (!cuda_) moe::prewake_threads();
-    // The worker uses only the layer pointers and the raw buffers of the copy; its JS handles stay unused.
-    return PromiseWorker::Start(info.Env(), kept, [call] { call.run(); }, [](Napi::Env env, const std::vector<Napi::Value>& a) {
+    // The job uses only the layer pointers and the raw buffers of the copy; its JS handles stay unused.
+    return run_async(info.Env(), kept, [call] { call.run(); }, [](Napi::Env env, const std::vector<Napi::Value>& a) {
       return Call::result(env, a);
     });
   }
@@ -221,7 +221,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       return result(env, {output, counts});
     });
     if (!cuda) moe::prewake_threads();
-    return PromiseWorker::Start(env, {output, counts, info[0], info[3], info[4], Value()}, run, result);
+    return run_async(env, {output, counts, info[0], info[3], info[4], Value()}, run, result);
   }
 
   // (x, tokens, k, experts Int32Array [T*k]) -> Float32Array [T * k * dModel]
@@ -253,8 +253,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return o;
   }
 
-  // Work this small (well under the ~0.1 ms a hand-off to the libuv pool and back costs) runs at once on the
-  // calling thread; the Promise is still returned, already settled.
+  // Work this small (well under the tens of microseconds a hand-off to the job thread and back costs) runs at
+  // once on the calling thread; the Promise is still returned, already settled.
   static bool is_small(const moe::LayerConfig& c, int64_t slots) {
     const double flops = 2.0 * slots * 3.0 * c.experts.d_model * c.experts.d_hidden;
     return flops < 2e6;

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <random>
 #include <string>
 #include <thread>
@@ -237,6 +238,32 @@ void test_prewake() {
   moe::set_thread_count(threads);
 }
 
+// Jobs run in the order posted, off the posting thread, and a forward there matches one on this thread.
+void test_job_thread() {
+  const Case c{37, 33, 100, 8, 2, moe::Activation::swiglu, true};
+  CaseData d = make_case(c, 78);
+  moe::Layer layer(d.config, d.router.data(), d.weights);
+  const auto run = [&] {
+    std::vector<float> out(c.tokens * c.d), logits(c.tokens * c.e), weights(c.tokens * c.k);
+    std::vector<int32_t> experts(c.tokens * c.k), counts(c.e);
+    layer.forward(d.x.data(), c.tokens, {out.data(), logits.data(), experts.data(), weights.data(), counts.data()});
+    return out;
+  };
+  const std::vector<float> want = run();
+  std::vector<int> order;
+  std::vector<std::vector<float>> got(3);
+  std::promise<std::thread::id> last;
+  for (int i = 0; i < 3; ++i)
+    moe::post_job([&, i] {
+      got[i] = run();
+      order.push_back(i);
+      if (i == 2) last.set_value(std::this_thread::get_id());
+    });
+  CHECK(last.get_future().get() != std::this_thread::get_id(), "a job ran on the posting thread");
+  CHECK((order == std::vector<int>{0, 1, 2}), "jobs ran out of order");
+  for (const auto& g : got) CHECK(g == want, "a forward on the job thread differs");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -255,6 +282,7 @@ int main(int argc, char** argv) {
   test_top_k();
   test_gemm_tiles();
   test_prewake();
+  test_job_thread();
   uint32_t seed = 1;
   const Case cases[] = {
       {1, 33, 100, 1, 1, moe::Activation::swiglu, false}, {3, 33, 100, 4, 2, moe::Activation::swiglu, true},

@@ -2,6 +2,7 @@
 // Every array is row-major float32 unless named otherwise. Weight layouts follow nn.Linear: [out, in].
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,9 +23,12 @@ Isa active_isa();                       // chosen once at load: best supported, 
 std::vector<Isa> supported_isas();      // every ISA this CPU can run and this build compiled
 int thread_count();
 void set_thread_count(int threads);     // 1..256; the pool resizes between calls
-// Wakes the pool's sleeping threads ahead of a forward that another thread (libuv's, for an async call) is about
-// to start: its wake-up and theirs then overlap. They spin up to 2 ms for the work, then sleep again.
+// Wakes the pool's sleeping threads ahead of a forward that another thread (the job thread, for an async call)
+// is about to start: its wake-up and theirs then overlap. They spin up to 2 ms for the work, then sleep again.
 void prewake_threads();
+// Runs `job` on the library's one job thread, after every job posted before it: the Node binding's async calls
+// run there, off the event loop. A job must not throw.
+void post_job(std::function<void()> job);
 
 // --- router ---------------------------------------------------------------------------------------
 // logits[T, E] = x[T, dModel] W_g^T, W_g: [E, dModel].

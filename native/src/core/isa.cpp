@@ -3,7 +3,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
+#include "job_thread.h"
 #include "thread_pool.h"
 
 namespace moe {
@@ -88,5 +90,6 @@ Isa active_isa() { return kernels().isa; }
 int thread_count() { return ThreadPool::instance().size(); }
 void set_thread_count(int threads) { ThreadPool::instance().resize(threads); }
 void prewake_threads() { ThreadPool::instance().prewake(); }
+void post_job(std::function<void()> job) { JobThread::instance().post(std::move(job)); }
 
 }  // namespace moe

@@ -1,0 +1,126 @@
+#include "async_job.h"
+
+#include <condition_variable>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "moe/moe.h"
+
+namespace moe_binding {
+
+namespace {
+
+struct EnvJobs;
+
+struct Job {
+  EnvJobs* owner = nullptr;
+  napi_deferred deferred = nullptr;
+  std::vector<napi_ref> kept;
+  AsyncWork work;
+  AsyncResult result;
+  std::string error;  // what work() threw, if it did
+};
+
+// Per env: the thread-safe function that carries finished jobs back to the JS thread, and the jobs whose work
+// has not finished yet (the env's cleanup waits for them: they read and write its buffers).
+struct EnvJobs {
+  napi_threadsafe_function settler = nullptr;
+  int unsettled = 0;  // JS thread only; the settler keeps the event loop alive while this is above 0
+  std::mutex mutex;
+  std::condition_variable idle;
+  int running = 0;
+};
+
+// On the JS thread. env is null when the env is being torn down with this job still queued: nothing to settle,
+// and its references go with the env.
+void settle(napi_env env, napi_value, void*, void* data) {
+  std::unique_ptr<Job> job(static_cast<Job*>(data));
+  if (env == nullptr) return;
+  EnvJobs& jobs = *job->owner;
+  if (--jobs.unsettled == 0) napi_unref_threadsafe_function(env, jobs.settler);
+  Napi::Env e(env);
+  Napi::HandleScope scope(e);
+  try {
+    if (!job->error.empty()) throw Napi::Error::New(e, job->error);
+    std::vector<Napi::Value> kept;
+    for (napi_ref ref : job->kept) {
+      napi_value value = nullptr;
+      napi_get_reference_value(env, ref, &value);
+      kept.emplace_back(e, value);
+    }
+    napi_resolve_deferred(env, job->deferred, job->result(e, kept));
+  } catch (const Napi::Error& error) {
+    napi_reject_deferred(env, job->deferred, error.Value());
+  }
+  for (napi_ref ref : job->kept) napi_delete_reference(env, ref);
+}
+
+// On the job thread.
+void execute(Job* job) {
+  try {
+    job->work();
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    job->error = what.rfind("moe-kernels: ", 0) == 0 ? what : "moe-kernels: " + what;
+  } catch (...) {
+    job->error = "moe-kernels: unknown error in an async call";
+  }
+  EnvJobs& jobs = *job->owner;
+  // The queue is unbounded, so this fails only once the settler is closing, and closing waits for this job.
+  napi_call_threadsafe_function(jobs.settler, job, napi_tsfn_nonblocking);
+  std::lock_guard<std::mutex> lock(jobs.mutex);
+  --jobs.running;
+  jobs.idle.notify_all();  // under the lock: the env's cleanup may free `jobs` as soon as it sees 0
+}
+
+// An env cleanup hook, registered after the settler was made, so it runs before Node's own cleanup of it.
+void wait_for_jobs(void* data) {
+  auto& jobs = *static_cast<EnvJobs*>(data);
+  {
+    std::unique_lock<std::mutex> lock(jobs.mutex);
+    jobs.idle.wait(lock, [&] { return jobs.running == 0; });
+  }
+  napi_release_threadsafe_function(jobs.settler, napi_tsfn_abort);
+}
+
+EnvJobs& env_jobs(Napi::Env env) {
+  if (auto* jobs = env.GetInstanceData<EnvJobs>()) return *jobs;
+  auto jobs = std::make_unique<EnvJobs>();
+  const napi_status status = napi_create_threadsafe_function(
+      env, nullptr, nullptr, Napi::String::New(env, "moe-kernels"), 0, 1, nullptr, nullptr, nullptr, settle,
+      &jobs->settler);
+  NAPI_THROW_IF_FAILED(env, status, *jobs);
+  napi_unref_threadsafe_function(env, jobs->settler);
+  napi_add_env_cleanup_hook(env, wait_for_jobs, jobs.get());
+  env.SetInstanceData(jobs.get());  // deleted with the env, after the cleanup hook
+  return *jobs.release();
+}
+
+}  // namespace
+
+Napi::Promise run_async(Napi::Env env, std::vector<Napi::Value> keep_alive, AsyncWork work, AsyncResult result) {
+  EnvJobs& jobs = env_jobs(env);
+  auto job = std::make_unique<Job>();
+  job->owner = &jobs;
+  napi_value promise = nullptr;
+  NAPI_THROW_IF_FAILED(env, napi_create_promise(env, &job->deferred, &promise), Napi::Promise());
+  for (const Napi::Value& value : keep_alive) {
+    napi_ref ref = nullptr;
+    NAPI_THROW_IF_FAILED(env, napi_create_reference(env, value, 1, &ref), Napi::Promise());
+    job->kept.push_back(ref);
+  }
+  job->work = std::move(work);
+  job->result = std::move(result);
+  if (jobs.unsettled++ == 0) napi_ref_threadsafe_function(env, jobs.settler);
+  {
+    std::lock_guard<std::mutex> lock(jobs.mutex);
+    ++jobs.running;
+  }
+  moe::post_job([job = job.release()] { execute(job); });
+  return Napi::Promise(env, promise);
+}
+
+}  // namespace moe_binding
