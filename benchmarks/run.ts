@@ -264,15 +264,16 @@ async function main(): Promise<void> {
   progress.end();
 
   // --- async overhead per call, against the sync form, on two small layers: one under the inline threshold
-  // (its Promise settles at once) and one just over it (a libuv pool round trip). At these sizes the work is
-  // a few microseconds, so the difference is the overhead itself; at decode sizes it drowns in the noise.
+  // (its Promise settles at once) and one just over it (a round trip through the job thread). At these sizes the
+  // work takes tens of microseconds at most, so the difference is the overhead itself; at decode sizes it drowns
+  // in the noise.
   // Blocks of sync and async calls alternate, and the median of the per-block differences is reported: one
   // long block of each let the machine's drift between them decide the sign.
   const blocks = quick ? 2 : 10;
   const calls = 500;
   for (const [label, cfg] of [
     ['tiny layer, settled inline', { dModel: 16, dHidden: 16, numExperts: 4, topK: 2 }],
-    ['small layer, through the libuv pool', { dModel: 256, dHidden: 1024, numExperts: 4, topK: 2 }],
+    ['small layer, through the job thread', { dModel: 256, dHidden: 1024, numExperts: 4, topK: 2 }],
   ] as const) {
     const l = MoELayer.random(cfg, { seed: 1 });
     const lx = Tensor.randn([1, cfg.dModel], { seed: 2 });
