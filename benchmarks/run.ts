@@ -224,9 +224,14 @@ async function main(): Promise<void> {
           impls.push({ name: 'plain TypeScript', run: loop((xj) => naiveMoE(xj.data, tokens, weights, config)) });
         }
         const times = impls.map(() => [] as number[]);
-        const warm = [] as number[];
-        for (const impl of impls) warm.push(await impl.run(0, 1)); // warm-up, and how many forwards make a block
-        const calls = warm.map((ms) => Math.max(1, Math.min(MAX_BLOCK_CALLS, Math.ceil(BLOCK_MS / ms))));
+        // Warm-up, then how many forwards make a block of BLOCK_MS, from a trial block: the first call alone (threads
+        // waking, caches cold) overstated the rest, and made blocks of 6 calls lasting 8 ms.
+        const blockOf = (ms: number) => Math.max(1, Math.min(MAX_BLOCK_CALLS, Math.ceil(BLOCK_MS / ms)));
+        const calls: number[] = [];
+        for (const impl of impls) {
+          const first = blockOf(await impl.run(0, 1));
+          calls.push(first > 1 ? blockOf((await impl.run(0, first)) / first) : 1);
+        }
         const next = impls.map(() => 0); // each implementation's place in the cycle of inputs
         const phases = { dispatchCombine: 0, total: 0 };
         // The order is shuffled every repetition (seeded): whoever runs right after PyTorch (another process,
