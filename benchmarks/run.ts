@@ -295,6 +295,15 @@ async function main(): Promise<void> {
     extras[`syncCallMicroseconds ${label}`] = median(syncCalls);
     l.dispose();
   }
+  // Node's own round trip through its thread pool, by the same method: the floor any hand-off to a thread pays
+  // on this machine (two wake-ups of sleeping threads).
+  const floor: number[] = [];
+  for (let b = 0; b < blocks; b++) {
+    const syncMs = await timed(() => { for (let i = 0; i < calls; i++) fs.accessSync(os.tmpdir()); });
+    const asyncMs = await timed(async () => { for (let i = 0; i < calls; i++) await fs.promises.access(os.tmpdir()); });
+    floor.push(((asyncMs - syncMs) / calls) * 1000);
+  }
+  extras['asyncOverheadMicroseconds node fs.promises.access (node\'s own thread pool)'] = median(floor);
 
   measureCeilings();
   for (const r of rows)
