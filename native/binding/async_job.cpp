@@ -7,8 +7,6 @@
 #include <string>
 #include <utility>
 
-#include "moe/moe.h"
-
 namespace moe_binding {
 
 namespace {
@@ -54,6 +52,8 @@ void settle(napi_env env, napi_value, void*, void* data) {
     napi_resolve_deferred(env, job->deferred, job->result(e, kept));
   } catch (const Napi::Error& error) {
     napi_reject_deferred(env, job->deferred, error.Value());
+  } catch (const std::exception& error) {  // building the result ran out of memory, say: reject, never crash
+    napi_reject_deferred(env, job->deferred, Napi::Error::New(e, std::string("moe-kernels: ") + error.what()).Value());
   }
   for (napi_ref ref : job->kept) napi_delete_reference(env, ref);
 }
@@ -89,10 +89,9 @@ void wait_for_jobs(void* data) {
 EnvJobs& env_jobs(Napi::Env env) {
   if (auto* jobs = env.GetInstanceData<EnvJobs>()) return *jobs;
   auto jobs = std::make_unique<EnvJobs>();
-  const napi_status status = napi_create_threadsafe_function(
-      env, nullptr, nullptr, Napi::String::New(env, "moe-kernels"), 0, 1, nullptr, nullptr, nullptr, settle,
-      &jobs->settler);
-  NAPI_THROW_IF_FAILED(env, status, *jobs);
+  if (napi_create_threadsafe_function(env, nullptr, nullptr, Napi::String::New(env, "moe-kernels"), 0, 1, nullptr,
+                                      nullptr, nullptr, settle, &jobs->settler) != napi_ok)
+    throw Napi::Error::New(env, "moe-kernels: could not create the thread-safe function for async calls");
   napi_unref_threadsafe_function(env, jobs->settler);
   napi_add_env_cleanup_hook(env, wait_for_jobs, jobs.get());
   env.SetInstanceData(jobs.get());  // deleted with the env, after the cleanup hook
@@ -101,7 +100,8 @@ EnvJobs& env_jobs(Napi::Env env) {
 
 }  // namespace
 
-Napi::Promise run_async(Napi::Env env, std::vector<Napi::Value> keep_alive, AsyncWork work, AsyncResult result) {
+Napi::Promise run_async(Napi::Env env, moe::JobQueue queue, std::vector<Napi::Value> keep_alive, AsyncWork work,
+                        AsyncResult result) {
   EnvJobs& jobs = env_jobs(env);
   auto job = std::make_unique<Job>();
   job->owner = &jobs;
@@ -119,7 +119,7 @@ Napi::Promise run_async(Napi::Env env, std::vector<Napi::Value> keep_alive, Asyn
     std::lock_guard<std::mutex> lock(jobs.mutex);
     ++jobs.running;
   }
-  moe::post_job([job = job.release()] { execute(job); });
+  moe::post_job(queue, [job = job.release()] { execute(job); });
   return Napi::Promise(env, promise);
 }
 

@@ -5,8 +5,8 @@
 #include <string>
 
 #include "args.h"
-#include "moe/moe.h"
 #include "async_job.h"
+#include "moe/moe.h"
 #include "result_arrays.h"
 
 namespace moe_binding {
@@ -129,8 +129,8 @@ Napi::Value ExpertFFN(const Napi::CallbackInfo& info) {
     return out;
   }
   moe::prewake_threads();
-  return run_async(env, {out, info[1], info[4], info[5], info[0]}, work,
-                              [](Napi::Env, const std::vector<Napi::Value>& kept) { return kept[0]; });
+  return run_async(env, moe::JobQueue::cpu, {out, info[1], info[4], info[5], info[0]}, work,
+                   [](Napi::Env, const std::vector<Napi::Value>& kept) { return kept[0]; });
 }
 
 // (slotOutputs, weights, tokens, k, dModel) -> Float32Array [tokens * dModel]

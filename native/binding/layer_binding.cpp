@@ -6,9 +6,9 @@
 #include <vector>
 
 #include "args.h"
+#include "async_job.h"
 #include "moe/cuda.h"
 #include "moe/moe.h"
-#include "async_job.h"
 #include "result_arrays.h"
 
 namespace moe_binding {
@@ -162,7 +162,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     kept.push_back(Value());
     if (!cuda_) moe::prewake_threads();
     // The job uses only the layer pointers and the raw buffers of the copy; its JS handles stay unused.
-    return run_async(info.Env(), kept, [call] { call.run(); }, [](Napi::Env env, const std::vector<Napi::Value>& a) {
+    const moe::JobQueue queue = cuda_ ? moe::JobQueue::gpu : moe::JobQueue::cpu;
+    return run_async(info.Env(), queue, kept, [call] { call.run(); }, [](Napi::Env env, const std::vector<Napi::Value>& a) {
       return Call::result(env, a);
     });
   }
@@ -221,7 +222,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       return result(env, {output, counts});
     });
     if (!cuda) moe::prewake_threads();
-    return run_async(env, {output, counts, info[0], info[3], info[4], Value()}, run, result);
+    const moe::JobQueue queue = cuda ? moe::JobQueue::gpu : moe::JobQueue::cpu;
+    return run_async(env, queue, {output, counts, info[0], info[3], info[4], Value()}, run, result);
   }
 
   // (x, tokens, k, experts Int32Array [T*k]) -> Float32Array [T * k * dModel]

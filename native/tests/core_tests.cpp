@@ -254,7 +254,7 @@ void test_job_thread() {
   std::vector<std::vector<float>> got(3);
   std::promise<std::thread::id> last;
   for (int i = 0; i < 3; ++i)
-    moe::post_job([&, i] {
+    moe::post_job(moe::JobQueue::cpu, [&, i] {
       got[i] = run();
       order.push_back(i);
       if (i == 2) last.set_value(std::this_thread::get_id());
@@ -262,6 +262,16 @@ void test_job_thread() {
   CHECK(last.get_future().get() != std::this_thread::get_id(), "a job ran on the posting thread");
   CHECK((order == std::vector<int>{0, 1, 2}), "jobs ran out of order");
   for (const auto& g : got) CHECK(g == want, "a forward on the job thread differs");
+  // CPU and GPU work have a thread each: a GPU-queue job that waits for a CPU-queue job posted after it finishes.
+  std::promise<void> cpu_ran, gpu_done;
+  std::shared_future<void> cpu_ran_future = cpu_ran.get_future().share();
+  moe::post_job(moe::JobQueue::gpu, [cpu_ran_future, &gpu_done] {
+    cpu_ran_future.wait();
+    gpu_done.set_value();
+  });
+  moe::post_job(moe::JobQueue::cpu, [&cpu_ran] { cpu_ran.set_value(); });
+  CHECK(gpu_done.get_future().wait_for(std::chrono::seconds(10)) == std::future_status::ready,
+        "the GPU queue waited behind the CPU queue");
 }
 
 }  // namespace

@@ -26,9 +26,11 @@ void set_thread_count(int threads);     // 1..256; the pool resizes between call
 // Wakes the pool's sleeping threads ahead of a forward that another thread (the job thread, for an async call)
 // is about to start: its wake-up and theirs then overlap. They spin up to 2 ms for the work, then sleep again.
 void prewake_threads();
-// Runs `job` on the library's one job thread, after every job posted before it: the Node binding's async calls
-// run there, off the event loop. A job must not throw.
-void post_job(std::function<void()> job);
+// Runs `job` on one of the library's job threads, after every job posted before it to the same queue: the Node
+// binding's async calls run there, off the event loop. CPU and GPU work have a thread each, so that a forward
+// waiting on its device holds up no CPU work. A job must not throw.
+enum class JobQueue { cpu, gpu };
+void post_job(JobQueue queue, std::function<void()> job);
 
 // --- router ---------------------------------------------------------------------------------------
 // logits[T, E] = x[T, dModel] W_g^T, W_g: [E, dModel].

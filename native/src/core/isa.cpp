@@ -90,6 +90,14 @@ Isa active_isa() { return kernels().isa; }
 int thread_count() { return ThreadPool::instance().size(); }
 void set_thread_count(int threads) { ThreadPool::instance().resize(threads); }
 void prewake_threads() { ThreadPool::instance().prewake(); }
-void post_job(std::function<void()> job) { JobThread::instance().post(std::move(job)); }
+void post_job(JobQueue queue, std::function<void()> job) {
+  // Never destroyed: idle threads sleep, and the binding waits for an env's jobs before the env goes away.
+  if (queue == JobQueue::gpu) {
+    static JobThread* const gpu = new JobThread;
+    return gpu->post(std::move(job));
+  }
+  static JobThread* const cpu = new JobThread;
+  cpu->post(std::move(job));
+}
 
 }  // namespace moe

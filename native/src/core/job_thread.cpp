@@ -5,11 +5,6 @@
 
 namespace moe {
 
-JobThread& JobThread::instance() {
-  static JobThread* const thread = new JobThread;  // never destroyed: see the header
-  return *thread;
-}
-
 JobThread::JobThread() { std::thread([this] { loop(); }).detach(); }
 
 void JobThread::post(std::function<void()> job) {
