@@ -214,17 +214,20 @@ void test_gemm_tiles() {
       }
 }
 
+// The output of one forward of the case's input.
+std::vector<float> forward_output(moe::Layer& layer, const Case& c, const CaseData& d) {
+  std::vector<float> out(c.tokens * c.d), logits(c.tokens * c.e), weights(c.tokens * c.k);
+  std::vector<int32_t> experts(c.tokens * c.k), counts(c.e);
+  layer.forward(d.x.data(), c.tokens, {out.data(), logits.data(), experts.data(), weights.data(), counts.data()});
+  return out;
+}
+
 // Prewakes with no job after them, and across a pool resize: the answers stay the same and nothing hangs.
 void test_prewake() {
   const Case c{64, 33, 100, 8, 2, moe::Activation::swiglu, true};
   CaseData d = make_case(c, 77);
   moe::Layer layer(d.config, d.router.data(), d.weights);
-  const auto run = [&] {
-    std::vector<float> out(c.tokens * c.d), logits(c.tokens * c.e), weights(c.tokens * c.k);
-    std::vector<int32_t> experts(c.tokens * c.k), counts(c.e);
-    layer.forward(d.x.data(), c.tokens, {out.data(), logits.data(), experts.data(), weights.data(), counts.data()});
-    return out;
-  };
+  const auto run = [&] { return forward_output(layer, c, d); };
   const std::vector<float> want = run();
   moe::prewake_threads();  // no work follows: the workers spin, then sleep again
   std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -243,12 +246,7 @@ void test_job_thread() {
   const Case c{37, 33, 100, 8, 2, moe::Activation::swiglu, true};
   CaseData d = make_case(c, 78);
   moe::Layer layer(d.config, d.router.data(), d.weights);
-  const auto run = [&] {
-    std::vector<float> out(c.tokens * c.d), logits(c.tokens * c.e), weights(c.tokens * c.k);
-    std::vector<int32_t> experts(c.tokens * c.k), counts(c.e);
-    layer.forward(d.x.data(), c.tokens, {out.data(), logits.data(), experts.data(), weights.data(), counts.data()});
-    return out;
-  };
+  const auto run = [&] { return forward_output(layer, c, d); };
   const std::vector<float> want = run();
   std::vector<int> order;
   std::vector<std::vector<float>> got(3);
