@@ -38,8 +38,12 @@ struct KernelImpl {
     }
   }
 
+  // Cache lines of B per k step: prefetching that many per step covers a whole next sub-panel within one
+  // microkernel call, which an expert with a single full block of rows needs (see gemm_tile).
+  static constexpr int kPrefetchLines = NR * int{sizeof(float)} / 64 > 1 ? NR * int{sizeof(float)} / 64 : 1;
+
   // acc[M][NR] (+)= A(depth x M, packed by pack_a: chunks of W k, the M rows' W values one row after another)
-  // * B(depth x NR panel rows). Also prefetches the cache lines [pf, pf_end), one per k step (see gemm_tile).
+  // * B(depth x NR panel rows). Also prefetches the cache lines [pf, pf_end), up to kPrefetchLines per k step.
   template <int M>
   static void micro(const float* a, int64_t depth, const float* b, float* acc, bool first, const char* pf = nullptr,
                     const char* pf_end = nullptr) {
@@ -48,7 +52,7 @@ struct KernelImpl {
     for (int m = 0; m < M; ++m)
       for (int v = 0; v < NV; ++v) c[m][v] = first ? V::zero() : V::load(acc + m * NR + v * W);
     const auto step = [&](const float* ak, const float* bk) {
-      if (pf < pf_end) __builtin_prefetch(pf, 0, 3), pf += 64;
+      for (int i = 0; i < kPrefetchLines && pf < pf_end; ++i) __builtin_prefetch(pf, 0, 3), pf += 64;
       reg bv[NV];
       for (int v = 0; v < NV; ++v) bv[v] = V::load(bk + v * W);
       for (int m = 0; m < M; ++m) {
@@ -171,7 +175,9 @@ struct KernelImpl {
   // B sub-panel, 32 KB for AVX-512) is read from memory once and reused from L1 by every row block of the
   // chunk, while the chunk's packed rows stream from L2. The weights of the item are one sequential stream
   // (panels lie back to back), and each sub-panel is prefetched while the one before it is in use: a slice per
-  // full row block, one line per k step, so the first row block of a k-block does not wait on DRAM.
+  // full row block, up to a k step's worth of lines per k step, so the first row block of a k-block does not wait
+  // on DRAM. With one line per step, an expert with a single block of rows (fine-grained experts at 128 tokens)
+  // got half of each sub-panel prefetched and streamed at half the bandwidth (benchmarks/NOTES.md row 48).
   static void gemm_tile(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
                         int64_t panel_begin, int64_t panel_end) {
     constexpr int64_t kChunk = moe::cpu::kChunkRows;
