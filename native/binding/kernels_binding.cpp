@@ -128,7 +128,6 @@ Napi::Value ExpertFFN(const Napi::CallbackInfo& info) {
     work();
     return out;
   }
-  moe::prewake_threads();
   return run_async(env, moe::JobQueue::cpu, {out, info[1], info[4], info[5], info[0]}, work,
                    [](Napi::Env, const std::vector<Napi::Value>& kept) { return kept[0]; });
 }

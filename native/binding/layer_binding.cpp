@@ -160,7 +160,6 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     std::vector<Napi::Value> kept = call.arrays();  // results first, then the input and this layer
     kept.push_back(info[0]);
     kept.push_back(Value());
-    if (!cuda_) moe::prewake_threads();
     // The job uses only the layer pointers and the raw buffers of the copy; its JS handles stay unused.
     const moe::JobQueue queue = cuda_ ? moe::JobQueue::gpu : moe::JobQueue::cpu;
     return run_async(info.Env(), queue, kept, [call] { call.run(); }, [](Napi::Env env, const std::vector<Napi::Value>& a) {
@@ -221,7 +220,6 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       guarded(env, run);
       return result(env, {output, counts});
     });
-    if (!cuda) moe::prewake_threads();
     const moe::JobQueue queue = cuda ? moe::JobQueue::gpu : moe::JobQueue::cpu;
     return run_async(env, queue, {output, counts, info[0], info[3], info[4], Value()}, run, result);
   }

@@ -23,12 +23,12 @@ Isa active_isa();                       // chosen once at load: best supported, 
 std::vector<Isa> supported_isas();      // every ISA this CPU can run and this build compiled
 int thread_count();
 void set_thread_count(int threads);     // 1..256; the pool resizes between calls
-// Wakes the pool's sleeping threads ahead of a forward that another thread (the job thread, for an async call)
-// is about to start: its wake-up and theirs then overlap. They spin up to 2 ms for the work, then sleep again.
+// Wakes the pool's sleeping threads ahead of a forward that another thread is about to start: its wake-up and
+// theirs then overlap. They spin up to 2 ms for the work, then sleep again. post_job(JobQueue::cpu) does this.
 void prewake_threads();
 // Runs `job` on one of the library's job threads, after every job posted before it to the same queue: the Node
 // binding's async calls run there, off the event loop. CPU and GPU work have a thread each, so that a forward
-// waiting on its device holds up no CPU work. A job must not throw.
+// waiting on its device holds up no CPU work; a CPU job prewakes the pool. A job must not throw.
 enum class JobQueue { cpu, gpu };
 void post_job(JobQueue queue, std::function<void()> job);
 

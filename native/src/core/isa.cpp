@@ -97,6 +97,7 @@ void post_job(JobQueue queue, std::function<void()> job) {
     return gpu->post(std::move(job));
   }
   static JobThread* const cpu = new JobThread;
+  ThreadPool::instance().prewake();  // the job will be the pool's caller: its wake-up and the workers' overlap
   cpu->post(std::move(job));
 }
 
