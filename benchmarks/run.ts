@@ -276,6 +276,18 @@ async function main(): Promise<void> {
   // long block of each let the machine's drift between them decide the sign.
   const blocks = quick ? 2 : 10;
   const calls = 500;
+  // Medians over the blocks, in microseconds per call: async minus sync, and sync alone.
+  const overhead = async (sync: () => unknown, async_: () => Promise<unknown>) => {
+    const overheads: number[] = [];
+    const syncCalls: number[] = [];
+    for (let b = 0; b < blocks; b++) {
+      const syncMs = await timed(() => { for (let i = 0; i < calls; i++) sync(); });
+      const asyncMs = await timed(async () => { for (let i = 0; i < calls; i++) await async_(); });
+      overheads.push(((asyncMs - syncMs) / calls) * 1000);
+      syncCalls.push((syncMs / calls) * 1000);
+    }
+    return { overhead: median(overheads), syncCall: median(syncCalls) };
+  };
   for (const [label, cfg] of [
     ['tiny layer, settled inline', { dModel: 16, dHidden: 16, numExperts: 4, topK: 2 }],
     ['small layer, through the job thread', { dModel: 256, dHidden: 1024, numExperts: 4, topK: 2 }],
@@ -283,27 +295,15 @@ async function main(): Promise<void> {
     const l = MoELayer.random(cfg, { seed: 1 });
     const lx = Tensor.randn([1, cfg.dModel], { seed: 2 });
     for (let i = 0; i < 200; i++) await l.forward(lx);
-    const overheads: number[] = [];
-    const syncCalls: number[] = [];
-    for (let b = 0; b < blocks; b++) {
-      const syncMs = await timed(() => { for (let i = 0; i < calls; i++) l.forwardSync(lx); });
-      const asyncMs = await timed(async () => { for (let i = 0; i < calls; i++) await l.forward(lx); });
-      overheads.push(((asyncMs - syncMs) / calls) * 1000);
-      syncCalls.push((syncMs / calls) * 1000);
-    }
-    extras[`asyncOverheadMicroseconds ${label}`] = median(overheads);
-    extras[`syncCallMicroseconds ${label}`] = median(syncCalls);
+    const m = await overhead(() => l.forwardSync(lx), () => l.forward(lx));
+    extras[`asyncOverheadMicroseconds ${label}`] = m.overhead;
+    extras[`syncCallMicroseconds ${label}`] = m.syncCall;
     l.dispose();
   }
   // Node's own round trip through its thread pool, by the same method: the floor any hand-off to a thread pays
   // on this machine (two wake-ups of sleeping threads).
-  const floor: number[] = [];
-  for (let b = 0; b < blocks; b++) {
-    const syncMs = await timed(() => { for (let i = 0; i < calls; i++) fs.accessSync(os.tmpdir()); });
-    const asyncMs = await timed(async () => { for (let i = 0; i < calls; i++) await fs.promises.access(os.tmpdir()); });
-    floor.push(((asyncMs - syncMs) / calls) * 1000);
-  }
-  extras['asyncOverheadMicroseconds node fs.promises.access (node\'s own thread pool)'] = median(floor);
+  extras['asyncOverheadMicroseconds node fs.promises.access (node\'s own thread pool)'] =
+    (await overhead(() => fs.accessSync(os.tmpdir()), () => fs.promises.access(os.tmpdir()))).overhead;
 
   measureCeilings();
   for (const r of rows)
