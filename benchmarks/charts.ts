@@ -22,7 +22,12 @@ export interface Row {
   gflops: number;
   /** GB/s of the weights of the experts this batch touched. */
   activeGBps: number;
-  /** Share of the roofline: FMA peak (tokens >= 128) or memory bandwidth (decode). */
+  /**
+   * The ceiling that applies (FMA peak in GFLOP/s from 128 tokens on, memory read bandwidth in GB/s below), as
+   * measured between this scenario's repetitions: the median of one measurement per repetition.
+   */
+  ceiling: number;
+  /** Share of that ceiling: gflops / ceiling from 128 tokens on, activeGBps / ceiling below. */
   roofline: number;
 }
 

@@ -2,7 +2,7 @@
  * `npm run bench`: moe-kernels against the peers a user would pick instead, in one run, on the same weights
  * and inputs, alternating implementations (in a shuffled order) every repetition to cancel drift; every result is
  * also given as a share of the machine's own ceilings (FMA peak for prefill, memory bandwidth for decode),
- * measured here.
+ * measured here, between the repetitions of each scenario.
  * Writes a table to stdout, JSON to benchmarks/results/, and an SVG chart per shape.
  *   npm run bench -- --quick        (under a minute; CI runs it to keep the harness working)
  *   npm run bench -- --shapes small --threads 2 --repeat 7
@@ -12,7 +12,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import {
-  MoELayer, MoEWeights, Tensor, activeWeightBytes, backendInfo, layerFlops, measureFmaPeak, measureReadBandwidth, setThreads,
+  MoELayer, MoEWeights, ReadProbe, Tensor, activeWeightBytes, backendInfo, layerFlops, measureFmaPeak, setThreads,
 } from '../lib';
 import { Random } from '../lib/random';
 import { FlagSpec, median, parseFlags, usage } from '../cli/args';
@@ -128,14 +128,17 @@ async function main(): Promise<void> {
   const log = (s: string) => console.log(s);
 
   // --- the machine's ceilings, in this run -------------------------------------------------------------
-  // Measured before the runs and again after them, keeping the better of the two: a neighbour's burst on this
-  // shared machine must not make the roofline look lower than it is.
+  // Each scenario takes its own between its repetitions (below): this machine's read bandwidth moves 26-76 GB/s
+  // from one quarter hour to the next (NOTES.md rows 49, 51). These, measured before the runs and again after
+  // them, keeping the better of the two, are the run's summary and the charts' roofline. The read probe's buffer
+  // is written once, here: fresh memory between the repetitions would slow what runs next (row 50).
+  const probe = new ReadProbe(256 * 2 ** 20);
   const ceilings: Record<number, { fmaGflops: number; readGBps: number }> = {};
   const measureCeilings = () => {
     setThreads(Math.max(...threadCounts));
     for (const t of threadCounts) {
       const fma = measureFmaPeak(t, quick ? 0.1 : 0.3);
-      const read = measureReadBandwidth(t, 256 * 2 ** 20, quick ? 1 : 3);
+      const read = probe.measure(t, quick ? 1 : 3);
       ceilings[t] = { fmaGflops: Math.max(fma, ceilings[t]?.fmaGflops ?? 0), readGBps: Math.max(read, ceilings[t]?.readGBps ?? 0) };
     }
   };
@@ -233,31 +236,44 @@ async function main(): Promise<void> {
           calls.push(first > 1 ? blockOf((await impl.run(0, first)) / first) : 1);
         }
         const next = impls.map(() => 0); // each implementation's place in the cycle of inputs
-        const phases = { dispatchCombine: 0, total: 0 };
+        // Dispatch + combine as a share of the layer, from the last forward of each block of the plain call and of
+        // the `out` call: a plain call's combine also pays the first touch of its fresh output (row 53).
+        const phases = [0, 2].map((impl) => ({ impl, dispatchCombine: 0, total: 0 }));
         // The order is shuffled every repetition (seeded): whoever runs right after PyTorch (another process,
         // whose run leaves our threads asleep and the caches cold) or right after an implementation that leaves
         // the machine warm is not always the same one. (A rotation would not do: it keeps every neighbour.)
         const order = new Random(tokens * 31 + threads);
+        // The ceiling that applies, taken once per repetition in the same shuffled order as the implementations
+        // (index impls.length): the share of each row is then against what the machine did in the same minutes.
+        const ceilingSamples: number[] = [];
+        const measureCeiling = () => (decode ? probe.measure(threads, 2) : measureFmaPeak(threads, quick ? 0.03 : 0.06));
         for (let r = 0; r < repeat; r++)
-          for (const i of shuffled(impls.length, order)) {
+          for (const i of shuffled(impls.length + 1, order)) {
+            if (i === impls.length) {
+              ceilingSamples.push(measureCeiling());
+              continue;
+            }
             times[i].push((await impls[i].run(next[i], calls[i])) / calls[i]);
             next[i] = (next[i] + calls[i]) % xs.length;
-            if (i === 0) {
-              const tm = layer.lastTimings(); // of the block's last forward
-              phases.dispatchCombine += tm.dispatch + tm.combine;
-              phases.total += tm.total;
-            }
+            for (const p of phases)
+              if (i === p.impl) {
+                const tm = layer.lastTimings(); // of the block's last forward
+                p.dispatchCombine += tm.dispatch + tm.combine;
+                p.total += tm.total;
+              }
           }
         if (tokens === 512 || (quick && tokens === 128))
-          extras[`dispatchCombineShare ${shape.name} T=${tokens} threads=${threads}`] = phases.dispatchCombine / phases.total;
+          for (const p of phases)
+            extras[`dispatchCombineShare ${shape.name} T=${tokens} threads=${threads} ${impls[p.impl].name}`] = p.dispatchCombine / p.total;
         const flops = layerFlops(config, tokens);
         const active = hits.reduce((sum, h) => sum + activeWeightBytes(config, h), 0) / hits.length;
+        const ceiling = median(ceilingSamples);
         impls.forEach((impl, i) => {
           const ms = median(times[i]);
           rows.push({
             shape: shape.name, threads, tokens, implementation: impl.name, medianMs: ms, minMs: Math.min(...times[i]),
             maxMs: Math.max(...times[i]), callsPerRepetition: calls[i], gflops: flops / ms / 1e6, activeGBps: active / ms / 1e6,
-            roofline: decode ? active / ms / 1e6 / ceilings[threads].readGBps : flops / ms / 1e6 / ceilings[threads].fmaGflops,
+            ceiling, roofline: (decode ? active : flops) / ms / 1e6 / ceiling,
           });
         });
       }
@@ -306,20 +322,20 @@ async function main(): Promise<void> {
     (await overhead(() => fs.accessSync(os.tmpdir()), () => fs.promises.access(os.tmpdir()))).overhead;
 
   measureCeilings();
-  for (const r of rows)
-    r.roofline = r.tokens < 128 ? r.activeGBps / ceilings[r.threads].readGBps : r.gflops / ceilings[r.threads].fmaGflops;
+  probe.dispose();
 
   // --- report ----------------------------------------------------------------------------------------------
   for (const t of threadCounts)
-    log(`ceilings, ${t} thread${t > 1 ? 's' : ''}: fp32 FMA ${ceilings[t].fmaGflops.toFixed(1)} GFLOP/s, memory read ${ceilings[t].readGBps.toFixed(1)} GB/s (best of before and after)`);
+    log(`ceilings, ${t} thread${t > 1 ? 's' : ''}: fp32 FMA ${ceilings[t].fmaGflops.toFixed(1)} GFLOP/s, memory read ${ceilings[t].readGBps.toFixed(1)} GB/s (best of before and after; each row's share is of the ceiling measured between its scenario's repetitions)`);
   const base = (r: Row) => rows.find((o) => o.shape === r.shape && o.threads === r.threads && o.tokens === r.tokens && o.implementation === 'onnxruntime');
-  log('\n| shape | threads | tokens | implementation | median ms | min-max ms | GFLOP/s | GB/s active | % roofline | vs onnxruntime |');
-  log('|---|---:|---:|---|---:|---:|---:|---:|---:|---:|');
+  log('\n| shape | threads | tokens | implementation | median ms | min-max ms | GFLOP/s | GB/s active | ceiling | % of ceiling | vs onnxruntime |');
+  log('|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
     const o = base(r);
     log(`| ${r.shape} | ${r.threads} | ${r.tokens} | ${r.implementation} | ${r.medianMs.toFixed(r.medianMs < 10 ? 3 : 1)} | ` +
       `${r.minMs.toFixed(2)}-${r.maxMs.toFixed(2)} | ${r.gflops.toFixed(1)} | ${r.activeGBps.toFixed(1)} | ` +
-      `${(100 * r.roofline).toFixed(0)}% ${r.tokens < 128 ? 'BW' : 'FMA'} | ${o ? (o.medianMs / r.medianMs).toFixed(2) + 'x' : '-'} |`);
+      `${r.ceiling.toFixed(0)} ${r.tokens < 128 ? 'GB/s' : 'GFLOP/s'} | ${(100 * r.roofline).toFixed(0)}% ${r.tokens < 128 ? 'BW' : 'FMA'} | ` +
+      `${o ? (o.medianMs / r.medianMs).toFixed(2) + 'x' : '-'} |`);
   }
   log('');
   for (const [k, v] of Object.entries(extras)) log(`${k}: ${typeof v === 'number' ? v.toFixed(3) : JSON.stringify(v, (_, x) => (typeof x === 'number' ? Number(x.toFixed(2)) : x))}`);

@@ -1,4 +1,6 @@
 import { native } from './native';
+import type { NativeReadProbe } from './native';
+import { typeError } from './errors';
 import { expectInteger } from './validate';
 
 export interface BackendInfo {
@@ -25,7 +27,38 @@ export function measureFmaPeak(threads: number, seconds = 0.3): number {
   return native().measureFmaPeak(expectInteger(threads, 'threads', 1, 256), seconds);
 }
 
-/** Streaming read bandwidth with `threads` threads over `bytes` (default 256 MiB), in GB/s, best of `passes`. */
+/** Streaming read bandwidth with `threads` threads over a new buffer of `bytes` (default 256 MiB), in GB/s, best of `passes`. */
 export function measureReadBandwidth(threads: number, bytes = 256 * 2 ** 20, passes = 3): number {
-  return native().measureReadBandwidth(expectInteger(threads, 'threads', 1, 256), bytes, passes);
+  const probe = new ReadProbe(bytes);
+  try {
+    return probe.measure(threads, passes);
+  } finally {
+    probe.dispose();
+  }
+}
+
+/**
+ * A buffer of `bytes` (default 256 MiB, far larger than the caches) in memory, allocated like packed weights and
+ * written once, to measure the streaming read bandwidth again and again: measure() allocates nothing, so a
+ * benchmark can take the ceiling between its other measurements without touching fresh memory (which a VM may
+ * fault in from its host, slowing down whatever runs next). Free it with dispose().
+ */
+export class ReadProbe {
+  private handle: NativeReadProbe | null;
+
+  constructor(bytes = 256 * 2 ** 20) {
+    this.handle = new (native().NativeReadProbe)(expectInteger(bytes, 'bytes', 2 ** 20, 2 ** 34));
+  }
+
+  /** GB/s with `threads` threads, each reading its own part, best of `passes`. */
+  measure(threads: number, passes = 1): number {
+    if (!this.handle) throw typeError('a read probe that is not disposed', 'a disposed ReadProbe');
+    return this.handle.measure(expectInteger(threads, 'threads', 1, 256), expectInteger(passes, 'passes', 1, 100));
+  }
+
+  /** Frees the buffer; measure() throws afterwards. */
+  dispose(): void {
+    this.handle?.dispose();
+    this.handle = null;
+  }
 }

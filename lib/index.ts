@@ -8,7 +8,7 @@ export { MoELayer } from './layer';
 export type { MoEConfig, MoEWeights, MoEOutput, Routing, ForwardOptions, GateGradients } from './layer';
 export type { AuxLoss, AuxLossKind, AuxLossSpec } from './aux-losses';
 export type { RouterConfig, RouterKind } from './router-config';
-export { backendInfo, setThreads, measureFmaPeak, measureReadBandwidth } from './backend';
+export { backendInfo, setThreads, measureFmaPeak, measureReadBandwidth, ReadProbe } from './backend';
 export type { LayerTimings } from './native';
 export type { BackendInfo } from './backend';
 export { ERROR_PREFIX } from './errors';

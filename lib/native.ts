@@ -52,6 +52,11 @@ export interface NativeLayer {
   packedBytes(): number;
 }
 
+export interface NativeReadProbe {
+  measure(threads: number, passes: number): number;
+  dispose(): void;
+}
+
 type F32 = Float32Array | null;
 
 export interface NativeBinding {
@@ -63,7 +68,6 @@ export interface NativeBinding {
   };
   setThreads(threads: number): void;
   measureFmaPeak(threads: number, seconds: number): number;
-  measureReadBandwidth(threads: number, bytes: number, passes: number): number;
   routerLogits(x: Float32Array, tokens: number, dModel: number, router: Float32Array, numExperts: number): Float32Array;
   topK(logits: Float32Array, tokens: number, numExperts: number, k: number, normalize: boolean): NativeRoutingResult;
   dispatch(experts: Int32Array, numExperts: number): NativeDispatchPlan;
@@ -82,6 +86,7 @@ export interface NativeBinding {
     numShared: number, sharedHidden: number, sw1: F32, sw3: F32, sw2: F32, sb1: F32, sb3: F32, sb2: F32,
     backend: 'cpu' | 'cuda', gpuRule: 'softmax' | 'sigmoidBias', numGroups: number, topKGroups: number, routeScale: number, bias: F32,
   ) => NativeLayer;
+  NativeReadProbe: new (bytes: number) => NativeReadProbe;
 }
 
 /** The package root: the nearest folder above this file with our package.json (works from lib/ and dist/lib/). */

@@ -1,4 +1,5 @@
-// Module registration only: the backend facts, the thread count, then the kernels and the layer.
+// Module registration only: the backend facts, the thread count, the ceilings, then the kernels, the layer and
+// the read probe.
 #include <napi.h>
 
 #include <algorithm>
@@ -6,6 +7,7 @@
 #include "args.h"
 #include "kernels_binding.h"
 #include "layer_binding.h"
+#include "read_probe_binding.h"
 #include "moe/cuda.h"
 #include "moe/moe.h"
 
@@ -43,14 +45,6 @@ Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), moe::measure_fma_peak(threads, seconds));
 }
 
-// (threads, bytes, passes) -> GB/s of streaming reads
-Napi::Value MeasureReadBandwidth(const Napi::CallbackInfo& info) {
-  const int threads = static_cast<int>(int_arg(info, 0, "threads", 1, 256));
-  const int64_t bytes = int_arg(info, 1, "bytes", 1 << 20, int64_t{1} << 34);
-  const int passes = static_cast<int>(int_arg(info, 2, "passes", 1, 100));
-  return Napi::Number::New(info.Env(), moe::measure_read_bandwidth(threads, static_cast<size_t>(bytes), passes));
-}
-
 }  // namespace
 }  // namespace moe_binding
 
@@ -58,9 +52,9 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("backendInfo", Napi::Function::New(env, moe_binding::BackendInfo));
   exports.Set("setThreads", Napi::Function::New(env, moe_binding::SetThreads));
   exports.Set("measureFmaPeak", Napi::Function::New(env, moe_binding::MeasureFmaPeak));
-  exports.Set("measureReadBandwidth", Napi::Function::New(env, moe_binding::MeasureReadBandwidth));
   moe_binding::init_kernels(env, exports);
   moe_binding::init_layer(env, exports);
+  moe_binding::init_read_probe(env, exports);
   return exports;
 }
 

@@ -134,8 +134,21 @@ class Layer {
 // --- machine ceilings (for benchmarks) ---------------------------------------------------------------
 // fp32 FMA throughput of the active ISA with `threads` pool threads busy at once, in GFLOP/s.
 double measure_fma_peak(int threads, double seconds);
-// Streaming read bandwidth over a buffer of `bytes` (far larger than the caches), in GB/s, best of `passes`.
-double measure_read_bandwidth(int threads, size_t bytes, int passes);
+// Streaming read bandwidth: a buffer of `bytes` (far larger than the caches), allocated like packed weights (huge
+// pages where the OS gives them) and first touched once. measure() allocates nothing, so a benchmark can take the
+// read ceiling between its other measurements without fresh pages in between (a VM may fault those in from its
+// host, and slow down what runs next).
+class ReadProbe {
+ public:
+  explicit ReadProbe(size_t bytes);
+  ~ReadProbe();
+  // GB/s with `threads` pool threads reading one part each, best of `passes`.
+  double measure(int threads, int passes) const;
+
+ private:
+  struct Buffer;
+  std::unique_ptr<Buffer> buffer_;
+};
 
 // Index of the first non-finite value, or -1 when all are finite.
 int64_t find_non_finite(const float* data, int64_t count);

@@ -41,16 +41,28 @@ double measure_fma_peak(int threads, double seconds) {
   return best;
 }
 
-double measure_read_bandwidth(int threads, size_t bytes, int passes) {
-  const auto& k = kernels();
-  const ThreadLimit limit(threads);
-  const int64_t count = static_cast<int64_t>(bytes / sizeof(float));
-  AlignedBuffer<float> buffer(static_cast<size_t>(count));
-  float* data = buffer.data();
-  ThreadPool::instance().run(threads, [&](int64_t t) {  // first touch by the readers
+struct ReadProbe::Buffer {
+  AlignedBuffer<float> floats;
+  int64_t count;
+};
+
+ReadProbe::ReadProbe(size_t bytes) : buffer_(new Buffer{AlignedBuffer<float>(bytes / sizeof(float)), 0}) {
+  const int64_t count = buffer_->count = static_cast<int64_t>(bytes / sizeof(float));
+  float* data = buffer_->floats.data();
+  const int threads = thread_count();
+  ThreadPool::instance().run(threads, [&](int64_t t) {  // first touch by the pool's threads
     const int64_t b = count * t / threads, e = count * (t + 1) / threads;
     std::fill(data + b, data + e, 1.0f);
   });
+}
+
+ReadProbe::~ReadProbe() = default;
+
+double ReadProbe::measure(int threads, int passes) const {
+  const auto& k = kernels();
+  const ThreadLimit limit(threads);
+  const float* data = buffer_->floats.data();
+  const int64_t count = buffer_->count;
   double best = 0;
   for (int p = 0; p < passes; ++p) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -58,7 +70,7 @@ double measure_read_bandwidth(int threads, size_t bytes, int passes) {
       const int64_t b = count * t / threads, e = count * (t + 1) / threads;
       sink = sink + k.read_sum(data + b, e - b);
     });
-    best = std::max(best, double(bytes) / seconds_since(t0) / 1e9);
+    best = std::max(best, double(count) * sizeof(float) / seconds_since(t0) / 1e9);
   }
   return best;
 }
