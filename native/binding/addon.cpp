@@ -7,9 +7,9 @@
 #include "args.h"
 #include "kernels_binding.h"
 #include "layer_binding.h"
-#include "read_probe_binding.h"
 #include "moe/cuda.h"
 #include "moe/moe.h"
+#include "read_probe_binding.h"
 
 namespace moe_binding {
 namespace {
