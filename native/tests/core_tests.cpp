@@ -299,7 +299,8 @@ int main(int argc, char** argv) {
       {37, 20, 30, 4, 3, moe::Activation::relu, false},  {37, 20, 30, 4, 1, moe::Activation::silu, true},
       {5, 20, 30, 64, 1, moe::Activation::identity, true},
       {700, 300, 40, 2, 2, moe::Activation::swiglu, true},  // 700 rows per expert: several row chunks, 2 k-blocks
-      // A group's A over 4 MiB goes chunk by chunk (run_groups): the first GEMM's here, the second GEMM's below.
+      // A group's A over 4 MiB goes chunk by chunk (run_groups): the first GEMM's A holds 4.4 MB in the first case,
+      // the second GEMM's 6 MB in the second.
       {1100, 1000, 40, 1, 1, moe::Activation::swiglu, true}, {1500, 40, 1000, 2, 2, moe::Activation::gelu, false},
   };
   for (const Case& c : cases) test_layer(c, seed += 10);

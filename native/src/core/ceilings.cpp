@@ -46,8 +46,9 @@ struct ReadProbe::Buffer {
   int64_t count;
 };
 
-ReadProbe::ReadProbe(size_t bytes) : buffer_(new Buffer{AlignedBuffer<float>(bytes / sizeof(float)), 0}) {
-  const int64_t count = buffer_->count = static_cast<int64_t>(bytes / sizeof(float));
+ReadProbe::ReadProbe(size_t bytes)
+    : buffer_(new Buffer{AlignedBuffer<float>(bytes / sizeof(float)), static_cast<int64_t>(bytes / sizeof(float))}) {
+  const int64_t count = buffer_->count;
   float* data = buffer_->floats.data();
   const int threads = thread_count();
   ThreadPool::instance().run(threads, [&](int64_t t) {  // first touch by the pool's threads
