@@ -255,12 +255,12 @@ async function main(): Promise<void> {
             }
             times[i].push((await impls[i].run(next[i], calls[i])) / calls[i]);
             next[i] = (next[i] + calls[i]) % xs.length;
-            for (const p of phases)
-              if (i === p.impl) {
-                const tm = layer.lastTimings(); // of the block's last forward
-                p.dispatchCombine += tm.dispatch + tm.combine;
-                p.total += tm.total;
-              }
+            const p = phases.find((q) => q.impl === i);
+            if (p) {
+              const tm = layer.lastTimings(); // of the block's last forward
+              p.dispatchCombine += tm.dispatch + tm.combine;
+              p.total += tm.total;
+            }
           }
         if (tokens === 512 || (quick && tokens === 128))
           for (const p of phases)

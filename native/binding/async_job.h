@@ -16,9 +16,9 @@ using AsyncWork = std::function<void()>;
 // outlive the call that made them, so results must come from these references.
 using AsyncResult = std::function<Napi::Value(Napi::Env, const std::vector<Napi::Value>& kept)>;
 
-// Returns a Promise that settles with result(kept) once work() has run on the queue's job thread, or rejects with the message of what
-// work() threw. While jobs are in flight the event loop stays alive; when the env is torn down (a worker thread
-// ending, the process exiting) it first waits for its jobs still running.
+// Returns a Promise that settles with result(kept) once work() has run on the queue's job thread, or rejects
+// with the message of what work() threw. While jobs are in flight the event loop stays alive; when the env is
+// torn down (a worker thread ending, the process exiting) it first waits for its jobs still running.
 Napi::Promise run_async(Napi::Env env, moe::JobQueue queue, std::vector<Napi::Value> keep_alive, AsyncWork work,
                         AsyncResult result);
 

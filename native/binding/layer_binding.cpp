@@ -162,9 +162,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     kept.push_back(Value());
     // The job uses only the layer pointers and the raw buffers of the copy; its JS handles stay unused.
     const moe::JobQueue queue = cuda_ ? moe::JobQueue::gpu : moe::JobQueue::cpu;
-    return run_async(info.Env(), queue, kept, [call] { call.run(); }, [](Napi::Env env, const std::vector<Napi::Value>& a) {
-      return Call::result(env, a);
-    });
+    return run_async(info.Env(), queue, kept, [call] { call.run(); },
+                     [](Napi::Env env, const std::vector<Napi::Value>& a) { return Call::result(env, a); });
   }
 
   // (x, tokens) -> Float32Array [tokens * E]

@@ -33,7 +33,8 @@ class NativeReadProbe : public Napi::ObjectWrap<NativeReadProbe> {
  private:
   // (threads, passes) -> GB/s
   Napi::Value Measure(const Napi::CallbackInfo& info) {
-    if (!probe_) throw_type_error(info.Env(), "expected a read probe that is not disposed but got a disposed ReadProbe");
+    if (!probe_)
+      throw_type_error(info.Env(), "expected a read probe that is not disposed but got a disposed ReadProbe");
     const int threads = static_cast<int>(int_arg(info, 0, "threads", 1, 256));
     const int passes = static_cast<int>(int_arg(info, 1, "passes", 1, 100));
     return Napi::Number::New(info.Env(), probe_->measure(threads, passes));

@@ -42,13 +42,11 @@ double measure_fma_peak(int threads, double seconds) {
 }
 
 struct ReadProbe::Buffer {
-  AlignedBuffer<float> floats;
-  int64_t count;
+  AlignedBuffer<float> floats;  // its capacity is the probe's size in floats
 };
 
-ReadProbe::ReadProbe(size_t bytes)
-    : buffer_(new Buffer{AlignedBuffer<float>(bytes / sizeof(float)), static_cast<int64_t>(bytes / sizeof(float))}) {
-  const int64_t count = buffer_->count;
+ReadProbe::ReadProbe(size_t bytes) : buffer_(new Buffer{AlignedBuffer<float>(bytes / sizeof(float))}) {
+  const int64_t count = static_cast<int64_t>(buffer_->floats.capacity());
   float* data = buffer_->floats.data();
   const int threads = thread_count();
   ThreadPool::instance().run(threads, [&](int64_t t) {  // first touch by the pool's threads
@@ -63,7 +61,7 @@ double ReadProbe::measure(int threads, int passes) const {
   const auto& k = kernels();
   const ThreadLimit limit(threads);
   const float* data = buffer_->floats.data();
-  const int64_t count = buffer_->count;
+  const int64_t count = static_cast<int64_t>(buffer_->floats.capacity());
   double best = 0;
   for (int p = 0; p < passes; ++p) {
     const auto t0 = std::chrono::steady_clock::now();
