@@ -1,4 +1,5 @@
-import { native } from './native';
+import { loadedBinary, native } from './native';
+import type { LoadedBinary } from './native-loader';
 import type { NativeReadProbe } from './native';
 import { typeError } from './errors';
 import { expectInteger } from './validate';
@@ -11,10 +12,12 @@ export interface BackendInfo {
   /** Every ISA this CPU and build can run, best first. */
   supportedIsas: string[];
   cuda: { compiled: boolean; devices: number; reason?: string };
+  /** The addon file in use: the prebuilt one shipped for this platform, the package's own source build, or pinned. */
+  binary: LoadedBinary;
 }
 
 export function backendInfo(): BackendInfo {
-  return native().backendInfo();
+  return { ...native().backendInfo(), binary: loadedBinary() };
 }
 
 /** Sets the size of the shared thread pool (1..256); the default is the number of CPUs, or MOE_THREADS. */
@@ -43,7 +46,7 @@ export function measureReadBandwidth(threads: number, bytes = 256 * 2 ** 20, pas
  * benchmark can take the ceiling between its other measurements without touching fresh memory (which a VM may
  * fault in from its host, slowing down whatever runs next). Free it with dispose().
  */
-export class ReadProbe {
+export class ReadProbe implements Disposable {
   private handle: NativeReadProbe | null;
 
   constructor(bytes = 256 * 2 ** 20) {
@@ -60,5 +63,10 @@ export class ReadProbe {
   dispose(): void {
     this.handle?.dispose();
     this.handle = null;
+  }
+
+  /** `using x = ...` (TypeScript 5.2+, Node 20.4+ / 18.18+) disposes it at the end of the scope. */
+  [Symbol.dispose](): void {
+    this.dispose();
   }
 }

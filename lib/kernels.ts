@@ -67,7 +67,7 @@ export function dispatch(experts: Int32Array, numExperts: number): DispatchPlan 
 }
 
 /** Expert weights packed once into the kernels' panel layout; free them with dispose(). */
-export class PackedExperts {
+export class PackedExperts implements Disposable {
   readonly numExperts: number;
   readonly dModel: number;
   readonly dHidden: number;
@@ -99,6 +99,11 @@ export class PackedExperts {
   dispose(): void {
     this.handle?.dispose();
     this.handle = undefined;
+  }
+
+  /** `using x = ...` (TypeScript 5.2+, Node 20.4+ / 18.18+) disposes it at the end of the scope. */
+  [Symbol.dispose](): void {
+    this.dispose();
   }
 
   /** @internal */

@@ -106,7 +106,7 @@ type Resolved = Required<Omit<MoEConfig, 'router' | 'backend'>> & { router: Read
  * default router (Mixtral's softmax top-k) runs entirely in the native core; the other rules route in
  * TypeScript (gating/) on the native router logits and hand the result to the same native kernels.
  */
-export class MoELayer {
+export class MoELayer implements Disposable {
   readonly config: Readonly<Resolved>;
   private handle: NativeLayer | undefined;
   private readonly noiseRouter: Float32Array | null;
@@ -285,6 +285,11 @@ export class MoELayer {
   dispose(): void {
     this.handle?.dispose();
     this.handle = undefined;
+  }
+
+  /** `using x = ...` (TypeScript 5.2+, Node 20.4+ / 18.18+) disposes it at the end of the scope. */
+  [Symbol.dispose](): void {
+    this.dispose();
   }
 
   private native(): NativeLayer {

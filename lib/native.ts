@@ -1,9 +1,11 @@
 /**
- * The one typed seam around the compiled binding. It is loaded on first use; when it cannot be, the error
- * lists every place tried, why each failed, and what to run.
+ * The one typed seam around the compiled binding. It is loaded on first use (native-loader.ts); when it cannot
+ * be, the error lists every place tried, why each failed, and what to run.
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { loadNativeBinding } from './native-loader';
+import type { LoadedBinary } from './native-loader';
 
 export interface NativeRoutingResult {
   experts: Int32Array;
@@ -107,32 +109,16 @@ function packageRoot(): string {
   }
 }
 
-let binding: NativeBinding | undefined;
+let loaded: { binding: NativeBinding; binary: LoadedBinary } | undefined;
 
+/** The binding, loaded on first use (lib/native-loader.ts says from where, and explains a failure). */
 export function native(): NativeBinding {
-  if (binding) return binding;
-  const root = packageRoot();
-  const candidates = [
-    process.env.MOE_KERNELS_BINARY,
-    path.join(root, 'build', 'Release', 'moe_kernels.node'),
-    path.join(root, 'build', 'Debug', 'moe_kernels.node'),
-  ].filter((p): p is string => typeof p === 'string' && p.length > 0);
-  const failures: string[] = [];
-  for (const file of candidates) {
-    if (!fs.existsSync(file)) {
-      failures.push(`  ${file}: not found`);
-      continue;
-    }
-    try {
-      binding = require(file) as NativeBinding;
-      return binding;
-    } catch (err) {
-      failures.push(`  ${file}: ${(err as Error).message}`);
-    }
-  }
-  throw new Error(
-    'moe-kernels: could not load the native addon. Tried:\n' +
-      failures.join('\n') +
-      '\nBuild it with `npm rebuild moe-kernels` (in a clone: `npm run build:native`); it needs CMake >= 3.18 and a C++17 compiler.',
-  );
+  if (!loaded) loaded = loadNativeBinding<NativeBinding>(packageRoot());
+  return loaded.binding;
+}
+
+/** The file the binding was loaded from, and whether it is a source build, the prebuilt one or pinned. */
+export function loadedBinary(): LoadedBinary {
+  native();
+  return { ...loaded!.binary };
 }

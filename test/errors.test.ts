@@ -1,5 +1,5 @@
 /** Bad input: a TypeError or RangeError in the one format, naming the parameter, never a crash. */
-import { MoELayer, Tensor, kernels, setThreads } from '../lib';
+import { MoELayer, ReadProbe, Tensor, kernels, setThreads } from '../lib';
 import { Case, expectError, randomWeights } from './helpers';
 
 const c: Case = { tokens: 4, dModel: 16, dHidden: 24, numExperts: 4, topK: 2, activation: 'swiglu', bias: false };
@@ -48,6 +48,20 @@ describe('MoELayer refuses bad input', () => {
     l.dispose(); // twice is fine
     expectError(() => l.forwardSync(x), 'TypeError', /a layer that is not disposed but got a disposed MoELayer/);
     await expect(l.forward(x)).rejects.toThrow(/disposed/);
+  });
+
+  it('`using` disposes a layer, packed experts and a read probe at the end of the scope', () => {
+    let escaped: { layer?: MoELayer; packed?: kernels.PackedExperts; probe?: ReadProbe } = {};
+    {
+      using l = new MoELayer(config, w);
+      using packed = new kernels.PackedExperts({ w1: w.w1, w3: w.w3, w2: w.w2 });
+      using probe = new ReadProbe(2 ** 20);
+      expect(l.forwardSync(x).output.shape).toEqual([4, 16]);
+      escaped = { layer: l, packed, probe };
+    }
+    expect(escaped.layer!.disposed).toBe(true);
+    expect(escaped.packed!.disposed).toBe(true);
+    expectError(() => escaped.probe!.measure(1), 'TypeError', /a disposed ReadProbe/);
   });
 
   it('inputs are not modified', () => {
