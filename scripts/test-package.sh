@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# The package as users receive it (npm run test:package; a step of .ci/run). Packs it (prepack builds the
+# prebuilt binaries), checks what the tarball holds, then installs it into fresh projects three ways:
+#   A. npm install with its install script allowed: the prebuilt binary is used, nothing compiles;
+#   B. npm install --ignore-scripts with no compiler, CMake or make on PATH (only node): the prebuilt binary;
+#   C. MOE_KERNELS_BUILD_FROM_SOURCE=1 npm install: the tarball's own sources compile (the addon alone);
+# and in each: require() from CommonJS, import from ESM, a TypeScript consumer type-checked with --strict and
+# moduleResolution nodenext (with `using`), run, and a forward checked against the float64 reference.
+# Where the prebuild's Debian 11 build root exists, project B also runs there: glibc 2.31, as on Ubuntu 20.04.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+npm_cli="$(readlink -f "$(command -v npm)")"
+tsc="$repo/node_modules/typescript/bin/tsc"
+say() { printf '\n--- test-package: %s\n' "$*"; }
+fail() { echo "test-package: FAILED: $*" >&2; exit 1; }
+seconds() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(seconds)" 'BEGIN { printf "%.1f", b - a }'; }
+
+say "npm pack (prepack: scripts/prebuild.js; prepare: tsc)"
+cd "$repo"
+t0=$(seconds)
+npm pack --pack-destination "$work" --json --foreground-scripts >"$work/pack.out" 2>"$work/pack.err" || { cat "$work/pack.err" "$work/pack.out"; fail "npm pack"; }
+grep '^prebuild:' "$work/pack.out" "$work/pack.err" -h || true
+node -e '
+  const text = require("fs").readFileSync(process.argv[1], "utf8");
+  const info = JSON.parse(text.slice(text.lastIndexOf("\n[") + 1))[0];
+  console.log(`tarball ${info.filename}: ${(info.size / 1024).toFixed(0)} KiB packed, ${(info.unpackedSize / 1024).toFixed(0)} KiB unpacked, ${info.entryCount} files`);
+' "$work/pack.out"
+echo "packed in $(elapsed "$t0") s"
+tarball="$(ls "$work"/moe-kernels-*.tgz)"
+
+say "what the tarball holds"
+tar tzf "$tarball" | sed 's#^package/##' | sort >"$work/files.txt"
+for want in package.json README.md CMakeLists.txt dist/lib/index.js dist/lib/index.d.ts dist/index.mjs dist/index.d.mts \
+  scripts/install.js scripts/build-native.js native/include/moe/moe.h native/binding/addon.cpp native/src/core/layer.cpp \
+  prebuilds/manifest.json prebuilds/linux-x64/moe_kernels.node; do
+  grep -qx "$want" "$work/files.txt" || fail "the tarball lacks $want"
+done
+if grep -E '^(test/|native/tests/|benchmarks/|build|dist/(test|benchmarks|cli)/|\.ci/|.*\.map$|.*\.tmp$|node_modules/)' "$work/files.txt"; then
+  fail "the tarball ships tests, benchmarks, build folders or source maps (listed above)"
+fi
+grep '^prebuilds/' "$work/files.txt"
+
+# --- a consumer project: CommonJS, ESM and strict TypeScript (nodenext), each running a forward -------------
+make_consumer() {
+  local dir="$1" allow="$2"
+  mkdir -p "$dir"
+  # npm 11 runs a dependency's install script only when the project allows it (allowScripts).
+  cat >"$dir/package.json" <<EOF
+{ "name": "consumer", "version": "1.0.0", "private": true, "allowScripts": { "moe-kernels": $allow } }
+EOF
+  cat >"$dir/check.cjs" <<'EOF'
+// CommonJS: a forward on random weights (odd sizes), checked against the float64 reference the package ships.
+const { MoELayer, Tensor, backendInfo, reference } = require('moe-kernels');
+const c = { dModel: 23, dHidden: 37, numExperts: 5, topK: 2, activation: 'swiglu', normalizeTopK: true };
+const randn = (shape, seed, std) => Tensor.randn(shape, { seed, std });
+const w = {
+  router: randn([5, 23], 1, 0.2), w1: randn([5, 37, 23], 2, 0.2), w3: randn([5, 37, 23], 3, 0.2), w2: randn([5, 23, 37], 4, 0.2),
+};
+const x = randn([7, 23], 5, 1);
+const layer = new MoELayer(c, w);
+const { output } = layer.forwardSync(x);
+const ref = reference.referenceMoE(x.data, 7, { router: w.router.data, w1: w.w1.data, w3: w.w3.data, w2: w.w2.data, b1: null, b3: null, b2: null }, c);
+let diff = 0, scale = 0;
+for (let i = 0; i < ref.output.length; i++) { diff = Math.max(diff, Math.abs(output.data[i] - ref.output[i])); scale = Math.max(scale, Math.abs(ref.output[i])); }
+if (!(scale > 0 && diff / scale < 1e-5)) throw new Error(`forward differs from the float64 reference: ${diff / scale}`);
+const info = backendInfo();
+console.log(JSON.stringify({ shape: output.shape, relErr: Number((diff / scale).toExponential(1)), isa: info.isa, origin: info.binary.origin }));
+layer.dispose();
+EOF
+  cat >"$dir/check.mjs" <<'EOF'
+import { MoELayer, Tensor, backendInfo } from 'moe-kernels';
+import moe from 'moe-kernels';
+const layer = MoELayer.random({ dModel: 8, dHidden: 12, numExperts: 4, topK: 4 }, { seed: 1 });
+const { output } = await layer.forward(Tensor.randn([1, 8], { seed: 2 }));
+if (moe.MoELayer !== MoELayer) throw new Error('default export differs');
+console.log(JSON.stringify({ shape: output.shape, origin: backendInfo().binary.origin }));
+layer.dispose();
+EOF
+  cat >"$dir/consumer.ts" <<'EOF'
+import { MoELayer, Tensor, backendInfo, kernels } from 'moe-kernels';
+import type { MoEConfig, MoEOutput, BackendInfo } from 'moe-kernels';
+
+const config: MoEConfig = { dModel: 16, dHidden: 24, numExperts: 6, topK: 2, router: { kind: 'topK' } };
+function run(): readonly number[] {
+  using layer = MoELayer.random(config, { seed: 5 });
+  const result: MoEOutput = layer.forwardSync(Tensor.randn([3, 16], { seed: 6 }));
+  const plan: kernels.DispatchPlan = kernels.dispatch(result.routing.experts, config.numExperts);
+  if (plan.order.length !== 6) throw new Error('dispatch');
+  return result.output.shape;
+}
+const info: BackendInfo = backendInfo();
+console.log(JSON.stringify({ shape: run(), origin: info.binary.origin }));
+EOF
+  cp "$dir/consumer.ts" "$dir/consumer-esm.mts"
+  cat >"$dir/tsconfig.json" <<EOF
+{
+  "compilerOptions": {
+    "strict": true, "module": "nodenext", "moduleResolution": "nodenext", "target": "ES2022",
+    "lib": ["ES2022", "esnext.disposable"], "types": ["node"], "typeRoots": ["$repo/node_modules/@types"],
+    "skipLibCheck": false, "noEmitOnError": true, "outDir": "out"
+  },
+  "files": ["consumer.ts", "consumer-esm.mts"]
+}
+EOF
+}
+
+# check_consumer DIR ORIGIN [PATH for node]: runs every check with node under that PATH (default: this one).
+check_consumer() {
+  local dir="$1" origin="$2" node_path="${3:-$PATH}"
+  node() { env PATH="$node_path" node "$@"; }
+  cd "$dir"
+  local out
+  out=$(node check.cjs) || fail "require('moe-kernels') in $dir"
+  echo "CommonJS: $out"
+  grep -q "\"origin\":\"$origin\"" <<<"$out" || fail "expected the $origin binary in $dir"
+  out=$(node check.mjs) || fail "import from 'moe-kernels' in $dir"
+  echo "ESM:      $out"
+  node "$tsc" -p tsconfig.json || fail "the TypeScript consumer does not type-check in $dir"
+  out=$(node out/consumer.js) || fail "the compiled TypeScript consumer (CommonJS) in $dir"
+  echo "TS (cjs): $out"
+  out=$(node out/consumer-esm.mjs) || fail "the compiled TypeScript consumer (ESM) in $dir"
+  echo "TS (esm): $out"
+  unset -f node
+  cd "$repo"
+}
+
+say "A: npm install, install script allowed (prebuilt binary, nothing compiled)"
+make_consumer "$work/a" true
+cd "$work/a"
+t0=$(seconds)
+npm install --no-audit --no-fund --foreground-scripts "$tarball" >"$work/a.log" 2>&1 || { cat "$work/a.log"; fail "npm install (A)"; }
+echo "installed in $(elapsed "$t0") s"
+grep 'moe-kernels:' "$work/a.log" || true
+grep -q 'using the prebuilt binary for linux-' "$work/a.log" || { cat "$work/a.log"; fail "the install script did not use the prebuilt binary"; }
+[ ! -e node_modules/moe-kernels/build ] || fail "A compiled something (node_modules/moe-kernels/build exists)"
+check_consumer "$work/a" prebuilt
+
+say "B: npm install --ignore-scripts with only node on PATH (no compiler, CMake or make)"
+make_consumer "$work/b" false
+mkdir -p "$work/bin"
+ln -s "$(command -v node)" "$work/bin/node"
+for tool in cc c++ gcc g++ clang cmake make ninja; do
+  if PATH="$work/bin" command -v "$tool" >/dev/null 2>&1; then fail "$tool is on the restricted PATH"; fi
+done
+cd "$work/b"
+t0=$(seconds)
+PATH="$work/bin" node "$npm_cli" install --no-audit --no-fund --ignore-scripts "$tarball" >"$work/b.log" 2>&1 || { cat "$work/b.log"; fail "npm install --ignore-scripts (B)"; }
+echo "installed in $(elapsed "$t0") s"
+[ ! -e node_modules/moe-kernels/build ] || fail "B has a build folder"
+check_consumer "$work/b" prebuilt "$work/bin"
+
+say "C: build from source from the tarball (MOE_KERNELS_BUILD_FROM_SOURCE=1): the addon alone compiles"
+make_consumer "$work/c" true
+cd "$work/c"
+t0=$(seconds)
+MOE_KERNELS_BUILD_FROM_SOURCE=1 npm install --no-audit --no-fund --foreground-scripts "$tarball" >"$work/c.log" 2>&1 || { tail -40 "$work/c.log"; fail "npm install from source (C)"; }
+echo "installed and compiled in $(elapsed "$t0") s"
+grep 'moe-kernels:' "$work/c.log" || true
+[ -f node_modules/moe-kernels/build/Release/moe_kernels.node ] || fail "C built no addon"
+if ls node_modules/moe-kernels/build | grep -E 'moe_core_tests|moe_layer_bench'; then fail "C built the C++ tests or timing drivers"; fi
+check_consumer "$work/c" "source build"
+
+build_root="${MOE_BUILD_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/moe-kernels/build-root-bullseye}"
+if [ -f "$build_root/.moe-kernels-build-root" ] && [ "$(id -u)" = 0 ]; then
+  say "B again inside the Debian 11 build root: glibc $(chroot "$build_root" ldd --version | head -1 | awk '{print $NF}')"
+  node_bin="$(readlink -f "$(command -v node)")"
+  cmp -s "$node_bin" "$build_root/usr/local/bin/node" 2>/dev/null || cp "$node_bin" "$build_root/usr/local/bin/node"
+  rm -rf "$build_root/consumer" && cp -r "$work/b" "$build_root/consumer"
+  out=$(chroot "$build_root" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin /bin/sh -c 'cd /consumer && node check.cjs && node out/consumer.js' 2>&1) ||
+    { echo "$out"; fail "the prebuilt binary under glibc 2.31"; }
+  echo "$out"
+  rm -rf "$build_root/consumer"
+fi
+say "passed"
