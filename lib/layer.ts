@@ -395,7 +395,10 @@ function resolveBackend(backend: unknown): 'cpu' | 'cuda' {
   if (b === 'auto') return 'cpu';
   throw rangeError(
     "backend 'cuda' to have a CUDA build and a device",
-    cuda.compiled ? `no device (${cuda.reason ?? 'unknown'})` : 'a build without CUDA: rebuild with `npm run build:cuda` (or MOE_CUDA=1 npm install) where nvcc is installed',
+    cuda.compiled
+      ? `no device (${cuda.reason ?? 'unknown'})`
+      : 'a build without CUDA: build it where nvcc is installed with `node node_modules/moe-kernels/scripts/build-native.js --cuda` ' +
+          '(in a clone: `npm run build:cuda`)',
   );
 }
 

@@ -1,16 +1,32 @@
 #!/usr/bin/env bash
 # Cross-compiles the C++ core tests for AArch64 (NEON path) and runs them under qemu user emulation.
-# Needs Debian's g++-aarch64-linux-gnu and qemu-user; exits 0 with a note when they are missing.
+# Compiles with the host's aarch64-linux-gnu-g++ (Debian's g++-aarch64-linux-gnu) or, without it, with the
+# one in the prebuild's Debian 11 build root (scripts/make-build-root.sh); runs with qemu-aarch64 (Debian's
+# qemu-user). Exits 0 with a note when neither compiler or no qemu is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v aarch64-linux-gnu-g++ >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
-  echo "check-neon: skipped (apt-get install g++-aarch64-linux-gnu qemu-user to run it)"
+build_root="${MOE_BUILD_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/moe-kernels/build-root-bullseye}"
+if ! command -v qemu-aarch64 >/dev/null; then
+  echo "check-neon: skipped (apt-get install qemu-user g++-aarch64-linux-gnu to run it)"
   exit 0
 fi
 out=$(mktemp -d)
-aarch64-linux-gnu-g++ -std=c++17 -O2 -Wno-psabi -Inative/include -DMOE_HAVE_NEON -static \
-  native/src/cpu/cpu_neon.cpp native/src/cpu/cpu_scalar.cpp native/src/core/*.cpp native/tests/*.cpp \
-  -o "$out/core_tests" -lpthread
+trap 'rm -rf "$out"' EXIT
+sources=(native/src/cpu/cpu_neon.cpp native/src/cpu/cpu_scalar.cpp native/src/core/*.cpp native/tests/*.cpp)
+flags=(-std=c++17 -O2 -Wno-psabi -Inative/include -DMOE_HAVE_NEON -static)
+if command -v aarch64-linux-gnu-g++ >/dev/null; then
+  aarch64-linux-gnu-g++ "${flags[@]}" "${sources[@]}" -o "$out/core_tests" -lpthread
+elif [ -f "$build_root/.moe-kernels-build-root" ] && [ "$(id -u)" = 0 ]; then
+  echo "check-neon: compiling with the build root's $(chroot "$build_root" aarch64-linux-gnu-g++ --version | head -1)"
+  src="$build_root/src/neon-check"
+  rm -rf "$src" && mkdir -p "$src" && cp -r native "$src/"
+  chroot "$build_root" /usr/bin/env -i PATH=/usr/bin:/bin /bin/bash -c \
+    "cd /src/neon-check && aarch64-linux-gnu-g++ ${flags[*]} ${sources[*]} -o core_tests \
+     -Wl,--whole-archive -lpthread -Wl,--no-whole-archive"  # glibc < 2.34: std::thread in a static binary needs all of libpthread
+  mv "$src/core_tests" "$out/core_tests" && rm -rf "$src"
+else
+  echo "check-neon: skipped (no aarch64 cross compiler: apt-get install g++-aarch64-linux-gnu, or run scripts/make-build-root.sh)"
+  exit 0
+fi
 qemu-aarch64 "$out/core_tests" --isa neon
 qemu-aarch64 "$out/core_tests" --isa scalar
-rm -rf "$out"

