@@ -40,7 +40,7 @@ async function main(): Promise<void> {
   };
   const tokens = Number(f.tokens);
   const info = backendInfo();
-  console.log(`moe-kernels · isa ${info.isa} · ${info.threads} thread${info.threads === 1 ? '' : 's'}`);
+  console.log(`moe-kernels · isa ${info.isa} · ${info.threads} thread${info.threads === 1 ? '' : 's'} · ${info.binary.origin} binary`);
   let t0 = performance.now();
   const layer = MoELayer.random(config, { seed: Number(f.seed) });
   const buildMs = performance.now() - t0;

@@ -26,8 +26,10 @@ export interface PrebuiltEntry {
 export interface LoaderSystem {
   platform: string;
   arch: string;
-  /** glibc's version where the C library is glibc, undefined on musl and other systems. */
-  glibcVersion: string | undefined;
+  /** True where the C library is musl (Alpine), whose loader cannot take a glibc binary. */
+  musl: boolean;
+  /** glibc's version where the C library is glibc, else undefined; read only to explain a failure. */
+  readonly glibcVersion: string | undefined;
   env: Record<string, string | undefined>;
   /** Loads one addon file (require); throws when it cannot. */
   load(file: string): unknown;
@@ -56,11 +58,24 @@ export function runtimeGlibcVersion(): string | undefined {
   return report?.header?.glibcVersionRuntime;
 }
 
+/** musl's dynamic loader is /lib/ld-musl-<arch>.so.1 (a file check: cheaper than Node's report, ~10 ms). */
+function isMusl(): boolean {
+  if (process.platform !== 'linux') return false;
+  try {
+    return fs.readdirSync('/lib').some((name) => name.startsWith('ld-musl-'));
+  } catch {
+    return false;
+  }
+}
+
 export function currentSystem(): LoaderSystem {
   return {
     platform: process.platform,
     arch: process.arch,
-    glibcVersion: runtimeGlibcVersion(),
+    musl: isMusl(),
+    get glibcVersion() {
+      return runtimeGlibcVersion();
+    },
     env: process.env,
     load: (file) => require(file),
   };
@@ -118,16 +133,17 @@ export function loadNativeBinding<T>(root: string, system: LoaderSystem = curren
     if (!entry) {
       failures.push(`  prebuilds/${key}: no prebuilt binary for this platform`);
       hints.push(`Prebuilt binaries exist for ${shipped} (glibc), not for ${key}.`);
-    } else if (system.glibcVersion === undefined) {
-      failures.push(`  ${path.join(root, 'prebuilds', entry.file)}: skipped: it is built for glibc and this system's C library is not glibc (musl?)`);
+    } else if (system.musl) {
+      failures.push(`  ${path.join(root, 'prebuilds', entry.file)}: skipped: it is built for glibc and this system's C library is musl`);
       hints.push('The prebuilt binaries are for glibc; on musl (Alpine) build from source.');
     } else {
       const file = path.join(root, 'prebuilds', entry.file);
       const binding = tryLoad(file, 'prebuilt');
       if (binding) return { binding, binary: { path: file, origin: 'prebuilt' } };
-      if (compareVersions(system.glibcVersion, entry.glibc) < 0)
+      const glibc = system.glibcVersion;
+      if (glibc !== undefined && compareVersions(glibc, entry.glibc) < 0)
         hints.push(
-          `This system has glibc ${system.glibcVersion}; the prebuilt binary needs glibc >= ${entry.glibc} ` +
+          `This system has glibc ${glibc}; the prebuilt binary needs glibc >= ${entry.glibc} ` +
             '(Ubuntu 20.04 has 2.31, Debian 10 2.28, RHEL 8 2.28): upgrade the system or build from source.',
         );
     }

@@ -139,10 +139,14 @@ function main() {
   const arches = archArg ? archArg.slice(7).split(',') : host ? [process.arch] : Object.keys(TARGETS);
   let buildRoot;
   if (!host) {
-    if (process.arch !== 'x64') throw new Error('prebuild: the build root cross-compiles from x64 only; use --host on this machine');
+    if (process.arch !== 'x64')
+      throw new Error('prebuild: the build root cross-compiles from x64 only; MOE_PREBUILD_TOOLCHAIN=host builds this machine\'s arch');
     const made = spawnSync('bash', [path.join(__dirname, 'make-build-root.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
     if (made.status !== 0)
-      throw new Error('prebuild: no build root could be made (see above); `npm run prebuild -- --host` builds with this machine\'s toolchain instead');
+      throw new Error(
+        'prebuild: no build root could be made (see above). To build with this machine\'s toolchain instead (the ' +
+          'binary then needs this machine\'s glibc): `npm run prebuild -- --host`, or MOE_PREBUILD_TOOLCHAIN=host npm pack',
+      );
     buildRoot = made.stdout.trim().split('\n').pop();
   }
   fs.rmSync(outDir, { recursive: true, force: true });

@@ -28,6 +28,7 @@ function system(over: Partial<LoaderSystem>, loads: string[] = [], failure = 'in
   return {
     platform: 'linux',
     arch: 'x64',
+    musl: false,
     glibcVersion: '2.36',
     env: {},
     load: (file: string) => {
@@ -81,8 +82,8 @@ describe('loadNativeBinding', () => {
 
   it('skips the glibc binary on musl and says to build from source', () => {
     const root = packageFolder({ 'prebuilds/manifest.json': manifest, 'prebuilds/linux-x64/moe_kernels.node': 'x' });
-    const sys = system({ glibcVersion: undefined }, ['moe_kernels.node']);
-    expect(() => loadNativeBinding(root, sys)).toThrow(/not glibc \(musl\?\)[\s\S]*on musl \(Alpine\) build from source/);
+    const sys = system({ musl: true, glibcVersion: undefined }, ['moe_kernels.node']);
+    expect(() => loadNativeBinding(root, sys)).toThrow(/C library is musl[\s\S]*on musl \(Alpine\) build from source/);
     expect(sys.tried).toEqual([]);
   });
 
