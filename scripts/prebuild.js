@@ -160,6 +160,8 @@ function main() {
       throw new Error(`prebuild: linux-${arch} needs GLIBC_${facts.glibc} (${facts.glibcSymbols.join(', ')}), above the floor ${built.maxGlibc}`);
     if (facts.needed.some((lib) => /libstdc\+\+|libgcc_s/.test(lib)) || facts.otherVersions.length > 0)
       throw new Error(`prebuild: linux-${arch} links ${facts.needed.join(', ')} / ${facts.otherVersions.join(', ')}: libstdc++ and libgcc must be static`);
+    if (!built.maxGlibc && compareVersions(facts.glibc, MAX_GLIBC) > 0)
+      console.warn(`prebuild: warning: built with this machine's toolchain, linux-${arch} loads only where glibc >= ${facts.glibc}`);
     const key = `linux-${arch}`;
     const dest = path.join(outDir, key, 'moe_kernels.node');
     fs.mkdirSync(path.dirname(dest), { recursive: true });

@@ -4,6 +4,7 @@
 #   A. npm install with its install script allowed: the prebuilt binary is used, nothing compiles;
 #   B. npm install --ignore-scripts with no compiler, CMake or make on PATH (only node): the prebuilt binary;
 #   C. MOE_KERNELS_BUILD_FROM_SOURCE=1 npm install: the tarball's own sources compile (the addon alone);
+#   D. pnpm 10 (npx pnpm@10), which skips dependency build scripts by default: the prebuilt binary;
 # and in each: require() from CommonJS, import from ESM, a TypeScript consumer type-checked with --strict and
 # moduleResolution nodenext (with `using`), run, and a forward checked against the float64 reference.
 # Where the prebuild's Debian 11 build root exists, project B also runs there: glibc 2.31, as on Ubuntu 20.04;
@@ -163,6 +164,20 @@ grep 'moe-kernels:' "$work/c.log" || true
 [ -f node_modules/moe-kernels/build/Release/moe_kernels.node ] || fail "C built no addon"
 if ls node_modules/moe-kernels/build | grep -E 'moe_core_tests|moe_layer_bench'; then fail "C built the C++ tests or timing drivers"; fi
 check_consumer "$work/c" "source build"
+
+say "D: pnpm 10 add (which runs no dependency build script unless approved): the prebuilt binary"
+make_consumer "$work/d" false
+cd "$work/d"
+t0=$(seconds)
+if npx --yes pnpm@10 add "$tarball" >"$work/d.log" 2>&1; then
+  echo "installed in $(elapsed "$t0") s (pnpm $(npx --yes pnpm@10 --version))"
+  out=$(node check.cjs) || fail "require('moe-kernels') after pnpm add"
+  echo "CommonJS: $out"
+  grep -q '"origin":"prebuilt"' <<<"$out" || fail "expected the prebuilt binary after pnpm add"
+else
+  cat "$work/d.log"; fail "pnpm add"
+fi
+cd "$repo"
 
 build_root="${MOE_BUILD_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/moe-kernels/build-root-bullseye}"
 if [ -f "$build_root/.moe-kernels-build-root" ] && [ "$(id -u)" = 0 ]; then
