@@ -6,9 +6,10 @@
  *   3. the prebuilt binary shipped for this platform, prebuilds/<platform>-<arch>/ as listed in
  *      prebuilds/manifest.json (scripts/prebuild.js), for glibc Linux.
  * When none loads, the error lists every path tried with the reason it failed, then what to do for this
- * system (libc, glibc version, toolchain), as sharp's loader does. Hand-written rather than node-gyp-build:
- * that one resolves a path but neither says why a found binary failed to load nor knows our glibc floor, and
- * its install step runs node-gyp, where ours builds with cmake-js.
+ * system (libc, glibc version, toolchain), as sharp's loader does. Hand-written rather than node-gyp-build or
+ * pkg-prebuilds: both choose a path by whether a file exists and then require it, so a binary that exists but
+ * cannot load (an old glibc, musl) surfaces as a bare dlopen error; neither knows our glibc floor, and
+ * node-gyp-build's install step runs node-gyp, where we build with cmake-js.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -91,12 +92,16 @@ function readManifest(root: string): Record<string, PrebuiltEntry> | undefined {
 }
 
 const BUILD_HINT =
-  'To build from source (CMake >= 3.18 and a C++17 compiler: `apt-get install cmake g++`, `dnf install cmake gcc-c++`, ' +
-  '`apk add cmake g++ make`, or Xcode\'s command line tools), run `node node_modules/moe-kernels/scripts/build-native.js` ' +
-  'in your project (with npm 11 allowing its install script: `npm install-scripts approve moe-kernels && npm rebuild moe-kernels`).';
+  'To build from source (CMake >= 3.18 and a C++17 compiler: `apt-get install cmake g++`, ' +
+  '`dnf install cmake gcc-c++`, `apk add cmake g++ make`, or Xcode\'s command line tools), run ' +
+  '`node node_modules/moe-kernels/scripts/build-native.js` in your project, or let its install script run ' +
+  '(npm 11: `npm install-scripts approve moe-kernels && npm rebuild moe-kernels`).';
 
 /** Loads the addon for `root` (the package folder) or throws one Error that explains every failure. */
-export function loadNativeBinding<T>(root: string, system: LoaderSystem = currentSystem()): { binding: T; binary: LoadedBinary } {
+export function loadNativeBinding<T>(
+  root: string,
+  system: LoaderSystem = currentSystem(),
+): { binding: T; binary: LoadedBinary } {
   const failures: string[] = [];
   const hints: string[] = [];
   const tryLoad = (file: string, origin: LoadedBinary['origin']): T | undefined => {
@@ -110,7 +115,7 @@ export function loadNativeBinding<T>(root: string, system: LoaderSystem = curren
       const message = (err as Error).message.split('\n')[0];
       failures.push(`  ${file}: ${message}`);
       if (/GLIBC_[0-9.]+'? not found|GLIBCXX_[0-9.]+'? not found/.test(message))
-        hints.push(`${origin === 'prebuilt' ? 'The prebuilt binary' : 'This binary'} needs a newer C library than this system has.`);
+        hints.push(`${origin === 'prebuilt' ? 'The prebuilt binary' : 'This binary'} needs a newer C library than this has.`);
       return undefined;
     }
   };
@@ -129,12 +134,15 @@ export function loadNativeBinding<T>(root: string, system: LoaderSystem = curren
     const manifest = readManifest(root);
     const key = `${system.platform}-${system.arch}`;
     const entry = manifest?.[key];
-    const shipped = manifest ? Object.keys(manifest).join(', ') || 'none' : 'none (this copy has no prebuilds/manifest.json)';
+    const shipped = manifest
+      ? Object.keys(manifest).join(', ') || 'none'
+      : 'none (this copy has no prebuilds/manifest.json)';
     if (!entry) {
       failures.push(`  prebuilds/${key}: no prebuilt binary for this platform`);
       hints.push(`Prebuilt binaries exist for ${shipped} (glibc), not for ${key}.`);
     } else if (system.musl) {
-      failures.push(`  ${path.join(root, 'prebuilds', entry.file)}: skipped: it is built for glibc and this system's C library is musl`);
+      const file = path.join(root, 'prebuilds', entry.file);
+      failures.push(`  ${file}: skipped: it is built for glibc and this system's C library is musl`);
       hints.push('The prebuilt binaries are for glibc; on musl (Alpine) build from source.');
     } else {
       const file = path.join(root, 'prebuilds', entry.file);

@@ -4,7 +4,8 @@
 #   A. npm install with its install script allowed: the prebuilt binary is used, nothing compiles;
 #   B. npm install --ignore-scripts with no compiler, CMake or make on PATH (only node): the prebuilt binary;
 #   C. MOE_KERNELS_BUILD_FROM_SOURCE=1 npm install: the tarball's own sources compile (the addon alone);
-#   D. pnpm 10 (npx pnpm@10), which skips dependency build scripts by default: the prebuilt binary;
+#   D. a copy whose manifest lacks this platform, as on one with no prebuilt binary: the install script compiles;
+#   E. pnpm 10 (npx pnpm@10), which skips dependency build scripts by default: the prebuilt binary;
 # and in each: require() from CommonJS, import from ESM, a TypeScript consumer type-checked with --strict and
 # moduleResolution nodenext (with `using`), run, and a forward checked against the float64 reference.
 # Where the prebuild's Debian 11 build root exists, project B also runs there: glibc 2.31, as on Ubuntu 20.04;
@@ -165,7 +166,27 @@ grep 'moe-kernels:' "$work/c.log" || true
 if ls node_modules/moe-kernels/build | grep -E 'moe_core_tests|moe_layer_bench'; then fail "C built the C++ tests or timing drivers"; fi
 check_consumer "$work/c" "source build"
 
-say "D: pnpm 10 add (which runs no dependency build script unless approved): the prebuilt binary"
+say "D: no prebuilt binary fits (the manifest without linux-$(node -p process.arch)): the install script compiles and says why"
+mkdir -p "$work/e-tar" && tar xzf "$tarball" -C "$work/e-tar"
+node -e '
+  const f = process.argv[1], m = JSON.parse(require("fs").readFileSync(f, "utf8"));
+  delete m.binaries[`linux-${process.arch}`];
+  require("fs").writeFileSync(f, JSON.stringify(m));
+' "$work/e-tar/package/prebuilds/manifest.json"
+tar czf "$work/moe-kernels-no-fit.tgz" -C "$work/e-tar" package
+make_consumer "$work/e" true
+cd "$work/e"
+t0=$(seconds)
+npm install --no-audit --no-fund --foreground-scripts "$work/moe-kernels-no-fit.tgz" >"$work/e.log" 2>&1 || { tail -40 "$work/e.log"; fail "npm install (D)"; }
+echo "installed and compiled in $(elapsed "$t0") s"
+grep 'moe-kernels:' "$work/e.log" || true
+grep -q "no prebuilt binary for linux-$(node -p process.arch) .*; building from source instead" "$work/e.log" || fail "D did not say why it compiled"
+out=$(node check.cjs) || fail "require('moe-kernels') in D"
+echo "CommonJS: $out"
+grep -q '"origin":"source build"' <<<"$out" || fail "expected the source build in D"
+cd "$repo"
+
+say "E: pnpm 10 add (which runs no dependency build script unless approved): the prebuilt binary"
 make_consumer "$work/d" false
 cd "$work/d"
 t0=$(seconds)
