@@ -1,6 +1,9 @@
 #include "args.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <new>
 
 #include "moe/moe.h"
 #include "result_arrays.h"
@@ -58,6 +61,48 @@ Napi::Float32Array output_arg(const Napi::CallbackInfo& info, size_t index, cons
   if (out < x + length && x < out + length)
     throw_range_error(info.Env(), "expected out to share no memory with x but got overlapping arrays");
   return info[index].As<Napi::Float32Array>();
+}
+
+bool is_shared(Napi::Env env, Napi::Value typed_array) {
+  napi_value buffer = nullptr;
+  if (napi_get_typedarray_info(env, typed_array, nullptr, nullptr, nullptr, &buffer, nullptr) != napi_ok) return false;
+  bool plain = false;  // napi_is_arraybuffer is false for a SharedArrayBuffer
+  return napi_is_arraybuffer(env, buffer, &plain) == napi_ok && !plain;
+}
+
+template <class T>
+std::shared_ptr<T[]> allocate_array(Napi::Env env, int64_t n, const char* what) {
+  try {
+    return std::shared_ptr<T[]>(new T[static_cast<size_t>(std::max<int64_t>(n, 1))]);
+  } catch (const std::bad_alloc&) {
+    throw_range_error(env, std::string("expected ") + what + " of a size this machine can allocate but got " +
+                               std::to_string(n) + " elements (" + std::to_string(n * int64_t{sizeof(T)}) + " bytes)");
+  }
+}
+template std::shared_ptr<float[]> allocate_array<float>(Napi::Env, int64_t, const char*);
+template std::shared_ptr<int32_t[]> allocate_array<int32_t>(Napi::Env, int64_t, const char*);
+
+namespace {
+
+template <class T>
+Held<T> hold(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length, bool copy, const T* data) {
+  Held<T> held;
+  held.data = data;
+  if (data == nullptr || !(copy || is_shared(info.Env(), info[index]))) return held;
+  held.owned = allocate_array<T>(info.Env(), length, name);
+  std::memcpy(held.owned.get(), data, static_cast<size_t>(length) * sizeof(T));
+  held.data = held.owned.get();
+  return held;
+}
+
+}  // namespace
+
+Held<float> held_float32(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length, bool copy,
+                         bool optional) {
+  return hold(info, index, name, length, copy, float32_arg(info, index, name, length, optional));
+}
+Held<int32_t> held_int32(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length, bool copy) {
+  return hold(info, index, name, length, copy, int32_arg(info, index, name, length));
 }
 
 int64_t int_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t min, int64_t max) {

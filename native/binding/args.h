@@ -4,6 +4,7 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "moe/moe.h"
@@ -21,6 +22,25 @@ const int32_t* int32_arg(const Napi::CallbackInfo& info, size_t index, const cha
 // The output array of a forward: the caller's optional `out` argument (a Float32Array as long as x, sharing no
 // memory with it: the layer reads x while it writes out), or a new result array when it is null or undefined.
 Napi::Float32Array output_arg(const Napi::CallbackInfo& info, size_t index, const float* x, int64_t length);
+// True when a typed array's memory is a SharedArrayBuffer's, which another thread can write at any time.
+bool is_shared(Napi::Env env, Napi::Value typed_array);
+
+// An input the kernels read: the caller's memory, or a private copy of it when `copy` is true (an async call:
+// the job reads it later, after the caller may have changed, detached or shrunk its buffer) or when it lives in
+// a SharedArrayBuffer. Checks that follow (finiteness, ranges) run on what the kernels will read, so a value
+// changed after the check never reaches them. A copy that cannot be allocated is a RangeError naming its size.
+template <class T>
+struct Held {
+  std::shared_ptr<T[]> owned;  // the copy, when there is one
+  const T* data = nullptr;
+};
+Held<float> held_float32(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length, bool copy,
+                         bool optional = false);
+Held<int32_t> held_int32(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length, bool copy);
+// n uninitialised elements, or a RangeError naming `what` and its size when the allocation fails.
+template <class T>
+std::shared_ptr<T[]> allocate_array(Napi::Env env, int64_t n, const char* what);
+
 // An integer in [min, max].
 int64_t int_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t min, int64_t max);
 bool bool_arg(const Napi::CallbackInfo& info, size_t index, const char* name);

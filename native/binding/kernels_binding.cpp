@@ -1,13 +1,16 @@
 // The building blocks, one function each, over plain typed arrays (shapes passed explicitly).
 #include "kernels_binding.h"
 
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "args.h"
 #include "async_job.h"
 #include "moe/moe.h"
 #include "result_arrays.h"
+#include "type_tags.h"
 
 namespace moe_binding {
 
@@ -70,6 +73,7 @@ class NativeExperts : public Napi::ObjectWrap<NativeExperts> {
   }
   // (dModel, dHidden, numExperts, activation, w1, w3, w2, b1, b3, b2)
   explicit NativeExperts(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeExperts>(info) {
+    tag_object(info.Env(), info.This().As<Napi::Object>(), kExpertsTag);
     moe::ExpertShape s;
     s.d_model = int_arg(info, 0, "dModel", 1, kMaxDim);
     s.d_hidden = int_arg(info, 1, "dHidden", 1, kMaxDim);
@@ -98,37 +102,46 @@ class NativeExperts : public Napi::ObjectWrap<NativeExperts> {
 // (experts, x, tokens, k, expertOffsets, order, async) -> Float32Array [tokens * k * dModel] (or a Promise of it)
 Napi::Value ExpertFFN(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
-  if (!info[0].IsObject()) throw_type_error(env, "expected experts to be packed experts");
-  auto packed = Napi::ObjectWrap<NativeExperts>::Unwrap(info[0].As<Napi::Object>())->get(env);
+  auto packed = unwrap_tagged<NativeExperts>(env, info[0], kExpertsTag, "packed experts")->get(env);
   const moe::ExpertShape& s = moe::packed_shape(*packed);
   const int64_t tokens = int_arg(info, 2, "tokens", 1, kMaxDim);
   const int64_t k = int_arg(info, 3, "k", 1, s.num_experts);
   const int64_t slots = tokens * k;
-  const float* x = float32_arg(info, 1, "x", tokens * s.d_model);
-  const int32_t* offsets = int32_arg(info, 4, "expertOffsets", s.num_experts + 1);
-  const int32_t* order = int32_arg(info, 5, "order", slots);
   const bool async = bool_arg(info, 6, "async");
-  check_finite(env, "x", x, tokens, s.d_model);
-  // The plan must address rows inside the buffers: monotone offsets within [0, slots], slots in range.
-  if (offsets[0] != 0) throw_range_error(env, "expected expertOffsets[0] = 0 but got " + std::to_string(offsets[0]));
+  // The plan is always copied (it is small) and x when the job runs later: what is checked is what is read.
+  const Held<float> x = held_float32(info, 1, "x", tokens * s.d_model, async);
+  const Held<int32_t> offsets = held_int32(info, 4, "expertOffsets", s.num_experts + 1, true);
+  const Held<int32_t> order = held_int32(info, 5, "order", slots, true);
+  check_finite(env, "x", x.data, tokens, s.d_model);
+  // The plan must address rows inside the buffers (monotone offsets within [0, slots], slots in range) and list
+  // each slot at most once: a repeated slot would leave another unwritten and race on its own row.
+  if (offsets.data[0] != 0)
+    throw_range_error(env, "expected expertOffsets[0] = 0 but got " + std::to_string(offsets.data[0]));
   for (int64_t e = 0; e < s.num_experts; ++e)
-    if (offsets[e + 1] < offsets[e] || offsets[e + 1] > slots)
+    if (offsets.data[e + 1] < offsets.data[e] || offsets.data[e + 1] > slots)
       throw_range_error(env, "expected expertOffsets to be non-decreasing and at most " + std::to_string(slots) +
-                                 " but got expertOffsets[" + std::to_string(e + 1) + "] = " + std::to_string(offsets[e + 1]));
-  for (int64_t i = 0; i < offsets[s.num_experts]; ++i)
-    if (order[i] < 0 || order[i] >= slots)
+                                 " but got expertOffsets[" + std::to_string(e + 1) + "] = " +
+                                 std::to_string(offsets.data[e + 1]));
+  std::vector<uint8_t> seen(static_cast<size_t>(slots), 0);
+  for (int64_t i = 0; i < offsets.data[s.num_experts]; ++i) {
+    const int32_t slot = order.data[i];
+    if (slot < 0 || slot >= slots)
       throw_range_error(env, "expected order[" + std::to_string(i) + "] in [0, " + std::to_string(slots - 1) +
-                                 "] but got " + std::to_string(order[i]));
+                                 "] but got " + std::to_string(slot));
+    if (seen[slot]++)
+      throw_range_error(env, "expected order to list each slot at most once but got slot " + std::to_string(slot) +
+                                 " again at order[" + std::to_string(i) + "]");
+  }
   auto out = new_float32_array(env, static_cast<size_t>(slots * s.d_model));
   float* out_data = out.Data();
   auto work = [packed, x, tokens, k, offsets, order, out_data] {
-    moe::expert_ffn(*packed, x, tokens, static_cast<int>(k), offsets, order, out_data);
+    moe::expert_ffn(*packed, x.data, tokens, static_cast<int>(k), offsets.data, order.data, out_data);
   };
   if (!async) {
     work();
     return out;
   }
-  return run_async(env, moe::JobQueue::cpu, {out, info[1], info[4], info[5], info[0]}, work,
+  return run_async(env, moe::JobQueue::cpu, {out, info[0]}, work,
                    [](Napi::Env, const std::vector<Napi::Value>& kept) { return kept[0]; });
 }
 

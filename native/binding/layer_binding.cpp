@@ -1,6 +1,7 @@
 // NativeLayer: owns a core moe::Layer (packed weights + workspace); forwardSync / forward (Promise) / dispose.
 #include "layer_binding.h"
 
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -10,12 +11,37 @@
 #include "moe/cuda.h"
 #include "moe/moe.h"
 #include "result_arrays.h"
+#include "type_tags.h"
 
 namespace moe_binding {
 
 namespace {
 
 constexpr int64_t kMaxDim = int64_t{1} << 31;
+
+// The output of an async call that the caller gave an `out` array for: written by the job into memory of our
+// own, copied into `out` when the Promise settles. The caller could detach or shrink `out` meanwhile; the job
+// never writes into memory the caller controls.
+struct Staged {
+  std::shared_ptr<float[]> data;  // null: the kernels write straight into the output array
+  int64_t length = 0;
+};
+
+Staged stage_output(const Napi::CallbackInfo& info, size_t index, int64_t length, bool async) {
+  if (!async || info[index].IsNull() || info[index].IsUndefined()) return {};
+  return {allocate_array<float>(info.Env(), length, "the output"), length};
+}
+
+// On the JS thread, as the Promise settles: copies a staged output into `out`, checked again.
+void deliver(Napi::Env env, const Staged& staged, const Napi::Value& out) {
+  if (!staged.data) return;
+  const bool intact = out.IsTypedArray() && out.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array &&
+                      static_cast<int64_t>(out.As<Napi::Float32Array>().ElementLength()) == staged.length;
+  if (!intact)
+    throw_range_error(env, "expected out to keep its " + std::to_string(staged.length) +
+                               " elements while the forward ran but got a detached or resized buffer");
+  std::memcpy(out.As<Napi::Float32Array>().Data(), staged.data.get(), static_cast<size_t>(staged.length) * sizeof(float));
+}
 
 class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
  public:
@@ -35,6 +61,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   //  numShared, sharedHidden, sw1, sw3, sw2, sb1, sb3, sb2,
   //  backend 'cpu' | 'cuda', gpuRule 'softmax' | 'sigmoidBias', numGroups, topKGroups, routeScale, bias)
   explicit NativeLayer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeLayer>(info) {
+    tag_object(info.Env(), info.This().As<Napi::Object>(), kLayerTag);
     moe::LayerConfig c;
     moe::ExpertShape& s = c.experts;
     s.d_model = int_arg(info, 0, "dModel", 1, kMaxDim);
@@ -93,14 +120,15 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   struct Call {
     std::shared_ptr<moe::Layer> layer;
     std::shared_ptr<moe::cuda::CudaLayer> cuda;
-    const float* x;
+    Held<float> x;
     int64_t tokens;
     Napi::Float32Array output, logits, weights;
     Napi::Int32Array experts, counts;
-    moe::LayerOutputs buffers;  // the data pointers of the arrays above
+    Staged staged;              // an async call's output when it goes to the caller's `out`
+    moe::LayerOutputs buffers;  // where the kernels write: the arrays above (or the staged output)
     void run() const {
-      if (cuda) cuda->forward(x, tokens, buffers);
-      else layer->forward(x, tokens, buffers);
+      if (cuda) cuda->forward(x.data, tokens, buffers);
+      else layer->forward(x.data, tokens, buffers);
     }
     std::vector<Napi::Value> arrays() const { return {output, logits, experts, weights, counts}; }
     static Napi::Object result(Napi::Env env, const std::vector<Napi::Value>& a) {
@@ -114,27 +142,32 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     }
   };
 
-  Call prepare(const Napi::CallbackInfo& info) const {
+  // An async call copies x before it returns, and writes into memory of its own: the caller's `out` gets the
+  // result when the Promise settles, after checking that it is still attached and as long (lib/layer.ts
+  // documents that out must not be changed while the Promise is pending).
+  Call prepare(const Napi::CallbackInfo& info, bool async) const {
     const Napi::Env env = info.Env();
     check_alive(env);
-    Call call{layer_, cuda_, nullptr, 0, {}, {}, {}, {}, {}, {}};
+    Call call{layer_, cuda_, {}, 0, {}, {}, {}, {}, {}, {}, {}};
     const moe::LayerConfig& c = config_;
     const int64_t d = c.experts.d_model, e = c.experts.num_experts, k = c.top_k;
     call.tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
-    call.x = float32_arg(info, 0, "x", call.tokens * d);
-    check_finite(env, "x", call.x, call.tokens, d);
-    call.output = output_arg(info, 2, call.x, call.tokens * d);
+    const float* caller_x = float32_arg(info, 0, "x", call.tokens * d);
+    call.output = output_arg(info, 2, caller_x, call.tokens * d);
+    call.x = held_float32(info, 0, "x", call.tokens * d, async);
+    check_finite(env, "x", call.x.data, call.tokens, d);
     call.logits = new_float32_array(env, static_cast<size_t>(call.tokens * e));
     call.experts = new_int32_array(env, static_cast<size_t>(call.tokens * k));
     call.weights = new_float32_array(env, static_cast<size_t>(call.tokens * k));
     call.counts = new_int32_array(env, static_cast<size_t>(e));
-    call.buffers = {call.output.Data(), call.logits.Data(), call.experts.Data(), call.weights.Data(),
-                    call.counts.Data()};
+    call.staged = stage_output(info, 2, call.tokens * d, async);
+    call.buffers = {call.staged.data ? call.staged.data.get() : call.output.Data(), call.logits.Data(),
+                    call.experts.Data(), call.weights.Data(), call.counts.Data()};
     return call;
   }
 
   Napi::Value ForwardSync(const Napi::CallbackInfo& info) {
-    const Call call = prepare(info);
+    const Call call = prepare(info, false);
     guarded(info.Env(), [&] { call.run(); });
     return Call::result(info.Env(), call.arrays());
   }
@@ -152,18 +185,20 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   }
 
   Napi::Value Forward(const Napi::CallbackInfo& info) {
-    const Call call = prepare(info);
-    if (!cuda_ && is_small(config_, call.tokens * config_.top_k)) return resolved(info.Env(), [&] {
+    const bool small = !cuda_ && is_small(config_, int_arg(info, 1, "tokens", 1, kMaxDim) * config_.top_k);
+    const Call call = prepare(info, !small);
+    if (small) return resolved(info.Env(), [&] {
       guarded(info.Env(), [&] { call.run(); });
       return Call::result(info.Env(), call.arrays());
     });
-    std::vector<Napi::Value> kept = call.arrays();  // results first, then the input and this layer
-    kept.push_back(info[0]);
-    kept.push_back(Value());
     // The job uses only the layer pointers and the raw buffers of the copy; its JS handles stay unused.
     const moe::JobQueue queue = cuda_ ? moe::JobQueue::gpu : moe::JobQueue::cpu;
-    return run_async(info.Env(), queue, kept, [call] { call.run(); },
-                     [](Napi::Env env, const std::vector<Napi::Value>& a) { return Call::result(env, a); });
+    const Staged staged = call.staged;
+    return run_async(info.Env(), queue, call.arrays(), [call] { call.run(); },
+                     [staged](Napi::Env env, const std::vector<Napi::Value>& a) {
+                       deliver(env, staged, a[0]);
+                       return Call::result(env, a);
+                     });
   }
 
   // (x, tokens) -> Float32Array [tokens * E]
@@ -172,11 +207,11 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     check_alive(env);
     const moe::LayerConfig& c = config_;
     const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
-    const float* x = float32_arg(info, 0, "x", tokens * c.experts.d_model);
-    check_finite(env, "x", x, tokens, c.experts.d_model);
+    const Held<float> x = held_float32(info, 0, "x", tokens * c.experts.d_model, false);
+    check_finite(env, "x", x.data, tokens, c.experts.d_model);
     auto logits = new_float32_array(env, static_cast<size_t>(tokens * c.experts.num_experts));
-    if (cuda_) moe::router_logits(x, tokens, c.experts.d_model, router_.data(), c.experts.num_experts, logits.Data());
-    else layer_->router_logits(x, tokens, logits.Data());
+    if (cuda_) moe::router_logits(x.data, tokens, c.experts.d_model, router_.data(), c.experts.num_experts, logits.Data());
+    else layer_->router_logits(x.data, tokens, logits.Data());
     return logits;
   }
 
@@ -190,20 +225,22 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     const int64_t d = c.experts.d_model, e = c.experts.num_experts;
     const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
     const int64_t k = int_arg(info, 2, "k", 1, e);
-    const float* x = float32_arg(info, 0, "x", tokens * d);
-    const int32_t* experts = int32_arg(info, 3, "experts", tokens * k);
-    const float* weights = float32_arg(info, 4, "weights", tokens * k);
-    const bool async = bool_arg(info, 5, "async");
-    check_finite(env, "x", x, tokens, d);
-    check_finite(env, "weights", weights, tokens, k);
-    check_experts(env, experts, tokens * k, e);
-    auto output = output_arg(info, 6, x, tokens * d);
+    const bool async = bool_arg(info, 5, "async") && (cuda || !is_small(c, tokens * k));
+    auto output = output_arg(info, 6, float32_arg(info, 0, "x", tokens * d), tokens * d);
+    // Copied for an async call (the routing always: it is small), then checked: what is checked is what is read.
+    const Held<float> x = held_float32(info, 0, "x", tokens * d, async);
+    const Held<int32_t> experts = held_int32(info, 3, "experts", tokens * k, true);
+    const Held<float> weights = held_float32(info, 4, "weights", tokens * k, true);
+    check_finite(env, "x", x.data, tokens, d);
+    check_finite(env, "weights", weights.data, tokens, k);
+    check_experts(env, experts.data, tokens * k, e);
     auto counts = new_int32_array(env, static_cast<size_t>(e));
-    float* out = output.Data();
+    const Staged staged = stage_output(info, 6, tokens * d, async);
+    float* out = staged.data ? staged.data.get() : output.Data();
     int32_t* cnt = counts.Data();
     const auto run = [layer, cuda, x, tokens, k, experts, weights, out, cnt] {
-      if (cuda) cuda->forward_routed(x, tokens, static_cast<int>(k), experts, weights, out, cnt);
-      else layer->forward_routed(x, tokens, static_cast<int>(k), experts, weights, out, cnt);
+      if (cuda) cuda->forward_routed(x.data, tokens, static_cast<int>(k), experts.data, weights.data, out, cnt);
+      else layer->forward_routed(x.data, tokens, static_cast<int>(k), experts.data, weights.data, out, cnt);
     };
     const auto result = [](Napi::Env env, const std::vector<Napi::Value>& a) {
       auto o = Napi::Object::New(env);
@@ -211,16 +248,20 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       o.Set("tokensPerExpert", a[1]);
       return o;
     };
-    if (!async) {
+    if (!bool_arg(info, 5, "async")) {
       guarded(env, run);
       return result(env, {output, counts});
     }
-    if (!cuda && is_small(c, tokens * k)) return resolved(env, [&] {
+    if (!async) return resolved(env, [&] {
       guarded(env, run);
       return result(env, {output, counts});
     });
     const moe::JobQueue queue = cuda ? moe::JobQueue::gpu : moe::JobQueue::cpu;
-    return run_async(env, queue, {output, counts, info[0], info[3], info[4], Value()}, run, result);
+    return run_async(env, queue, {output, counts}, run,
+                     [staged, result](Napi::Env env, const std::vector<Napi::Value>& a) {
+                       deliver(env, staged, a[0]);
+                       return result(env, a);
+                     });
   }
 
   // (x, tokens, k, experts Int32Array [T*k]) -> Float32Array [T * k * dModel]
@@ -231,12 +272,12 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     const int64_t d = c.experts.d_model, e = c.experts.num_experts;
     const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
     const int64_t k = int_arg(info, 2, "k", 1, e);
-    const float* x = float32_arg(info, 0, "x", tokens * d);
-    const int32_t* experts = int32_arg(info, 3, "experts", tokens * k);
-    check_finite(env, "x", x, tokens, d);
-    check_experts(env, experts, tokens * k, e);
+    const Held<float> x = held_float32(info, 0, "x", tokens * d, false);
+    const Held<int32_t> experts = held_int32(info, 3, "experts", tokens * k, false);
+    check_finite(env, "x", x.data, tokens, d);
+    check_experts(env, experts.data, tokens * k, e);
     auto out = new_float32_array(env, static_cast<size_t>(tokens * k * d));
-    layer->slot_outputs(x, tokens, static_cast<int>(k), experts, out.Data());
+    layer->slot_outputs(x.data, tokens, static_cast<int>(k), experts.data, out.Data());
     return out;
   }
 

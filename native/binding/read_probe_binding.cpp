@@ -8,6 +8,7 @@
 
 #include "args.h"
 #include "moe/moe.h"
+#include "type_tags.h"
 
 namespace moe_binding {
 namespace {
@@ -22,6 +23,7 @@ class NativeReadProbe : public Napi::ObjectWrap<NativeReadProbe> {
 
   // (bytes)
   explicit NativeReadProbe(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeReadProbe>(info) {
+    tag_object(info.Env(), info.This().As<Napi::Object>(), kReadProbeTag);
     const int64_t bytes = int_arg(info, 0, "bytes", 1 << 20, int64_t{1} << 34);
     try {
       probe_ = std::make_unique<moe::ReadProbe>(static_cast<size_t>(bytes));
