@@ -241,6 +241,24 @@ void test_prewake() {
   moe::set_thread_count(threads);
 }
 
+// Resizing the pool between forwards, many times and to every size: each forward returns, with the same
+// answer (a worker started by a resize once took the last finished job for a new one and miscounted the next).
+void test_resize_between_forwards() {
+  const Case c{64, 33, 100, 8, 2, moe::Activation::swiglu, true};
+  CaseData d = make_case(c, 79);
+  moe::Layer layer(d.config, d.router.data(), d.weights);
+  const auto run = [&] { return forward_output(layer, c, d); };
+  const std::vector<float> want = run();
+  const int threads = moe::thread_count();
+  bool same = true;
+  for (int i = 0; i < 300; ++i) {
+    moe::set_thread_count(1 + (i * 7) % 5);
+    same = same && run() == want;
+  }
+  moe::set_thread_count(threads);
+  CHECK(same, "a forward after a resize differs");
+}
+
 // Jobs run in the order posted, off the posting thread, and a forward there matches one on this thread.
 void test_job_thread() {
   const Case c{37, 33, 100, 8, 2, moe::Activation::swiglu, true};
@@ -290,6 +308,7 @@ int main(int argc, char** argv) {
   test_top_k();
   test_gemm_tiles();
   test_prewake();
+  test_resize_between_forwards();
   test_job_thread();
   uint32_t seed = 1;
   const Case cases[] = {

@@ -62,7 +62,14 @@ ThreadPool::~ThreadPool() { stop(); }
 void ThreadPool::start(int threads) {
   threads_ = threads;
   stopping_ = false;
-  for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  // A worker started by resize() must not take the last job, finished before it existed, for a new one: it
+  // would acknowledge it (active_ then miscounts the next job: a caller that returns while a worker still runs
+  // its items, or one that waits forever) and read that job's fields unsynchronised. Called under run_mutex_
+  // (or before any job), so the generation cannot move meanwhile.
+  const uint64_t generation = generation_.load(std::memory_order_acquire);
+  const uint64_t prewakes = prewakes_.load(std::memory_order_relaxed);
+  for (int i = 1; i < threads; ++i)
+    workers_.emplace_back([this, i, generation, prewakes] { worker_loop(i, generation, prewakes); });
 }
 
 void ThreadPool::stop() {
@@ -101,8 +108,7 @@ void ThreadPool::prewake() {
   wake_.notify_all();
 }
 
-void ThreadPool::worker_loop(int id) {
-  uint64_t seen = 0, seen_prewake = 0;
+void ThreadPool::worker_loop(int id, uint64_t seen, uint64_t seen_prewake) {
   std::chrono::microseconds spin = kSpin;
   const auto job_or_stop = [&] {
     return generation_.load(std::memory_order_acquire) != seen || stopping_.load(std::memory_order_relaxed);

@@ -48,7 +48,7 @@ class ThreadPool {
   ~ThreadPool();
   void start(int threads);
   void stop();
-  void worker_loop(int id);
+  void worker_loop(int id, uint64_t seen_generation, uint64_t seen_prewakes);
   void work();
 
   std::mutex run_mutex_;  // one job at a time
