@@ -57,4 +57,25 @@ describe('async calls', () => {
       })();`);
     expect(out.trim().split('\n')).toEqual(['worker same', 'main same']);
   });
+
+  it('workers terminated at random moments while forwards settle, 40 times: the process survives', () => {
+    // Each worker keeps 8 forwards in flight; terminate() lands while the job thread finishes some of them and
+    // their Promises settle into an env being torn down (once: "terminate called after throwing Napi::Error").
+    const out = node(`
+      const { Worker } = require('worker_threads');
+      const body = \`const { MoELayer, Tensor } = require('moe-kernels');
+        const { parentPort } = require('worker_threads');
+        ${layer.replace(/`/g, '\\`')}
+        parentPort.postMessage('ready');
+        (async () => { for (;;) await Promise.all(Array.from({ length: 8 }, () => layer.forward(x))); })();\`;
+      let rounds = 0;
+      const next = () => {
+        if (rounds++ === 40) return console.log('survived');
+        const w = new Worker(body, { eval: true });
+        w.once('error', (e) => console.log('worker error: ' + e.message));
+        w.once('message', () => setTimeout(() => w.terminate().then(next), Math.random() * 20));
+      };
+      next();`);
+    expect(out.trim()).toBe('survived');
+  });
 });

@@ -32,6 +32,26 @@ struct EnvJobs {
   int running = 0;
 };
 
+// Resolves (or rejects) one job's Promise. Throws what node-addon-api throws when the env cannot run JS any more.
+void settle_job(napi_env env, Job& job) {
+  Napi::Env e(env);
+  Napi::HandleScope scope(e);
+  try {
+    if (!job.error.empty()) throw Napi::Error::New(e, job.error);
+    std::vector<Napi::Value> kept;
+    for (napi_ref ref : job.kept) {
+      napi_value value = nullptr;
+      napi_get_reference_value(env, ref, &value);
+      kept.emplace_back(e, value);
+    }
+    napi_resolve_deferred(env, job.deferred, job.result(e, kept));
+  } catch (const Napi::Error& error) {
+    napi_reject_deferred(env, job.deferred, error.Value());
+  } catch (const std::exception& error) {  // building the result ran out of memory, say: reject, never crash
+    napi_reject_deferred(env, job.deferred, Napi::Error::New(e, std::string("moe-kernels: ") + error.what()).Value());
+  }
+}
+
 // On the JS thread. env is null when the env is being torn down with this job still queued: nothing to settle,
 // and its references go with the env.
 void settle(napi_env env, napi_value, void*, void* data) {
@@ -39,21 +59,12 @@ void settle(napi_env env, napi_value, void*, void* data) {
   if (env == nullptr) return;
   EnvJobs& jobs = *job->owner;
   if (--jobs.unsettled == 0) napi_unref_threadsafe_function(env, jobs.settler);
-  Napi::Env e(env);
-  Napi::HandleScope scope(e);
+  // Nothing may escape this callback, which Node calls from C: in an env being torn down (a worker terminated
+  // with calls in flight) every call into JS fails, node-addon-api throws, and an escaping exception would
+  // abort the whole process. Such a Promise can no longer be observed by anyone.
   try {
-    if (!job->error.empty()) throw Napi::Error::New(e, job->error);
-    std::vector<Napi::Value> kept;
-    for (napi_ref ref : job->kept) {
-      napi_value value = nullptr;
-      napi_get_reference_value(env, ref, &value);
-      kept.emplace_back(e, value);
-    }
-    napi_resolve_deferred(env, job->deferred, job->result(e, kept));
-  } catch (const Napi::Error& error) {
-    napi_reject_deferred(env, job->deferred, error.Value());
-  } catch (const std::exception& error) {  // building the result ran out of memory, say: reject, never crash
-    napi_reject_deferred(env, job->deferred, Napi::Error::New(e, std::string("moe-kernels: ") + error.what()).Value());
+    settle_job(env, *job);
+  } catch (...) {
   }
   for (napi_ref ref : job->kept) napi_delete_reference(env, ref);
 }
