@@ -9,6 +9,7 @@
 #include "args.h"
 #include "async_job.h"
 #include "moe/moe.h"
+#include "reported_memory.h"
 #include "result_arrays.h"
 #include "type_tags.h"
 
@@ -82,6 +83,7 @@ class NativeExperts : public Napi::ObjectWrap<NativeExperts> {
     if (!moe::parse_activation(act, &s.activation))
       throw_range_error(info.Env(), "expected activation to be a known activation but got '" + act + "'");
     packed_ = moe::pack_experts(s, expert_weights_arg(info, 4, s));
+    memory_.report(info.Env(), static_cast<int64_t>(moe::packed_bytes(*packed_)));
   }
   std::shared_ptr<const moe::PackedExperts> get(Napi::Env env) const {
     if (!packed_) throw_type_error(env, "expected experts that are not disposed but got disposed experts");
@@ -90,13 +92,15 @@ class NativeExperts : public Napi::ObjectWrap<NativeExperts> {
 
  private:
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
-    packed_.reset();
+    packed_.reset();  // a call in flight holds its own reference; the memory goes when it settles
+    memory_.release();
     return info.Env().Undefined();
   }
   Napi::Value PackedBytes(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(moe::packed_bytes(*get(info.Env()))));
   }
   std::shared_ptr<const moe::PackedExperts> packed_;
+  ReportedMemory memory_;
 };
 
 // (experts, x, tokens, k, expertOffsets, order, async) -> Float32Array [tokens * k * dModel] (or a Promise of it)

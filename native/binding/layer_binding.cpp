@@ -10,6 +10,7 @@
 #include "async_job.h"
 #include "moe/cuda.h"
 #include "moe/moe.h"
+#include "reported_memory.h"
 #include "result_arrays.h"
 #include "type_tags.h"
 
@@ -99,10 +100,12 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
         throw Napi::Error::New(info.Env(), e.what());
       }
       config_ = c;
+      memory_.report(info.Env(), static_cast<int64_t>(router_.size() * sizeof(float)));
       return;
     }
     layer_ = std::make_shared<moe::Layer>(c, router, w, sw);
     config_ = c;
+    memory_.report(info.Env(), static_cast<int64_t>(layer_->packed_bytes()));
   }
 
  private:
@@ -310,6 +313,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     layer_.reset();
     cuda_.reset();  // a forward in flight holds its own reference; the memory goes when it settles
+    memory_.release();
     return info.Env().Undefined();
   }
 
@@ -322,6 +326,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   std::shared_ptr<moe::cuda::CudaLayer> cuda_;    // the CUDA layer
   std::vector<float> router_;                     // CUDA: a host copy of the router, for routerLogits
   moe::LayerConfig config_;
+  ReportedMemory memory_;  // the packed weights (host memory only)
 };
 
 }  // namespace

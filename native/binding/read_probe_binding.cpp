@@ -8,6 +8,7 @@
 
 #include "args.h"
 #include "moe/moe.h"
+#include "reported_memory.h"
 #include "type_tags.h"
 
 namespace moe_binding {
@@ -27,6 +28,7 @@ class NativeReadProbe : public Napi::ObjectWrap<NativeReadProbe> {
     const int64_t bytes = int_arg(info, 0, "bytes", 1 << 20, int64_t{1} << 34);
     try {
       probe_ = std::make_unique<moe::ReadProbe>(static_cast<size_t>(bytes));
+      memory_.report(info.Env(), bytes);
     } catch (const std::bad_alloc&) {
       throw_range_error(info.Env(), "expected bytes the machine can allocate but got " + std::to_string(bytes));
     }
@@ -44,10 +46,12 @@ class NativeReadProbe : public Napi::ObjectWrap<NativeReadProbe> {
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     probe_.reset();
+    memory_.release();
     return info.Env().Undefined();
   }
 
   std::unique_ptr<moe::ReadProbe> probe_;
+  ReportedMemory memory_;
 };
 
 }  // namespace
