@@ -9,7 +9,7 @@ import { ExpertShape, ExpertWeights, expertArrays } from './expert-weights';
 import { NativeExperts, native } from './native';
 import { Tensor } from './tensor';
 import { isFloat32Array, isInt32Array } from './typed-arrays';
-import { expectBoolean, expectInteger, expectOneOf, expectTensor, float32Data } from './validate';
+import { MAX_EXPERTS, expectBoolean, expectInteger, expectOneOf, expectTensor, float32Data } from './validate';
 
 export interface TopKResult {
   topK: number;
@@ -62,7 +62,7 @@ export function topK(logits: Tensor, k: number, options: { normalize?: boolean }
  */
 export function dispatch(experts: Int32Array, numExperts: number): DispatchPlan {
   if (!isInt32Array(experts)) throw typeError('experts to be an Int32Array', describe(experts));
-  expectInteger(numExperts, 'numExperts');
+  expectInteger(numExperts, 'numExperts', 1, MAX_EXPERTS);
   return native().dispatch(experts, numExperts);
 }
 

@@ -6,8 +6,8 @@ import * as gating from './gating';
 import { LayerTimings, NativeLayer, native } from './native';
 import { Random } from './random';
 import { RouterConfig, checkRouterConfig, impliedTopK } from './router-config';
-import { Tensor } from './tensor';
-import { expectBoolean, expectInteger, expectOneOf, expectTensor, float32Data } from './validate';
+import { MAX_ELEMENTS, Tensor, expectSeed } from './tensor';
+import { MAX_DIM, MAX_EXPERTS, expectBoolean, expectInteger, expectOneOf, expectOptions, expectTensor, float32Data } from './validate';
 
 export interface MoEConfig {
   dModel: number;
@@ -124,7 +124,9 @@ export class MoELayer implements Disposable {
     if (c.router.kind === 'noisyTopK') {
       if (weights.noiseRouter === undefined)
         throw typeError(`weights.noiseRouter to be a Tensor [${c.numExperts}, ${c.dModel}] (W_noise of noisy top-k)`, 'undefined');
-      this.noiseRouter = float32Data(expectTensor(weights.noiseRouter, 'weights.noiseRouter', floats, routerDims, ['numExperts', 'dModel']));
+      // A copy: the weights are read once, when the layer is built, like the packed ones (a later change to the
+      // caller's array must not change later forwards).
+      this.noiseRouter = Float32Array.from(float32Data(expectTensor(weights.noiseRouter, 'weights.noiseRouter', floats, routerDims, ['numExperts', 'dModel'])));
     } else if (weights.noiseRouter !== undefined) {
       throw rangeError(`no weights.noiseRouter (router '${c.router.kind}' has no noise)`, describe(weights.noiseRouter));
     }
@@ -166,7 +168,10 @@ export class MoELayer implements Disposable {
    */
   static random(config: MoEConfig, options: { seed?: number; bias?: boolean; zeroRouter?: boolean } = {}): MoELayer {
     const c = checkConfig(config);
-    const rng = new Random(options.seed ?? 0);
+    const o = expectOptions(options);
+    const rng = new Random(expectSeed(o.seed ?? 0, 'options.seed'));
+    expectBoolean(o.bias ?? false, 'options.bias');
+    expectBoolean(o.zeroRouter ?? false, 'options.zeroRouter');
     const experts = (count: number, hidden: number): ExpertWeights => {
       const next = () => rng.nextUint32();
       const { dModel: d } = c;
@@ -176,7 +181,7 @@ export class MoELayer implements Disposable {
         w3: gated ? Tensor.randn([count, hidden, d], { seed: next(), std: 1 / Math.sqrt(d) }) : undefined,
         w2: Tensor.randn([count, d, hidden], { seed: next(), std: 1 / Math.sqrt(hidden) }),
       };
-      if (options.bias) {
+      if (o.bias) {
         w.b1 = Tensor.randn([count, hidden], { seed: next(), std: 0.1 });
         if (gated) w.b3 = Tensor.randn([count, hidden], { seed: next(), std: 0.1 });
         w.b2 = Tensor.randn([count, d], { seed: next(), std: 0.1 });
@@ -184,7 +189,7 @@ export class MoELayer implements Disposable {
       return w;
     };
     const routerWeights = () =>
-      options.zeroRouter ? Tensor.zeros([c.numExperts, c.dModel]) : Tensor.randn([c.numExperts, c.dModel], { seed: rng.nextUint32(), std: 1 / Math.sqrt(c.dModel) });
+      o.zeroRouter ? Tensor.zeros([c.numExperts, c.dModel]) : Tensor.randn([c.numExperts, c.dModel], { seed: rng.nextUint32(), std: 1 / Math.sqrt(c.dModel) });
     const weights: MoEWeights = { router: routerWeights(), ...experts(c.numExperts, c.dHidden) };
     if (c.router.kind === 'noisyTopK') weights.noiseRouter = routerWeights();
     if (c.sharedExperts > 0) weights.shared = experts(c.sharedExperts, c.sharedHidden);
@@ -241,7 +246,13 @@ export class MoELayer implements Disposable {
    * The choices, dropping and sampled noise of that forward are held fixed.
    */
   gateGradients(x: Tensor, result: MoEOutput, gradOutput?: Tensor): GateGradients {
+    if (typeof result !== 'object' || result === null || typeof result.routing !== 'object' || result.routing === null)
+      throw typeError('result to be the result of this layer\'s forward', describe(result));
     const { routing } = result;
+    const logits = expectTensor(routing.logits, 'result.routing.logits', ['float32'], [null, this.config.numExperts], ['tokens', 'numExperts']);
+    expectTensor(x, 'x', ['float32'], [logits.shape[0], this.config.dModel], ['tokens', 'dModel']);
+    if (routing.topK !== this.config.topK && routing.gate === undefined)
+      throw rangeError(`result.routing.topK = ${this.config.topK} (this layer's)`, describe(routing.topK));
     const gate = routing.gate ?? this.defaultGate(routing);
     const { tokens, numExperts } = gate;
     const gradLogits = new Float64Array(tokens * numExperts);
@@ -249,6 +260,8 @@ export class MoELayer implements Disposable {
     let gradWeights: Float64Array | undefined;
     if (gradOutput !== undefined) {
       const g = expectTensor(gradOutput, 'gradOutput', ['float32'], [tokens, this.config.dModel], ['tokens', 'dModel']).data;
+      for (let i = 0; i < g.length; i++)
+        if (!Number.isFinite(g[i])) throw rangeError('gradOutput to contain only finite values', `${g[i]} at gradOutput[${Math.floor(i / this.config.dModel)}, ${i % this.config.dModel}]`);
       const slots = this.slotOutputs(x, routing).data;
       const d = this.config.dModel;
       gradWeights = new Float64Array(tokens * routing.topK);
@@ -408,8 +421,8 @@ function add(into: Float64Array, from: ArrayLike<number>): void {
 
 function checkConfig(config: MoEConfig): Resolved {
   if (typeof config !== 'object' || config === null) throw typeError('config to be an object', describe(config));
-  const numExperts = expectInteger(config.numExperts, 'config.numExperts');
-  const dHidden = expectInteger(config.dHidden, 'config.dHidden');
+  const numExperts = expectInteger(config.numExperts, 'config.numExperts', 1, MAX_EXPERTS);
+  const dHidden = expectInteger(config.dHidden, 'config.dHidden', 1, MAX_DIM);
   const router = (config.router ?? { kind: 'topK' }) as RouterConfig;
   const kind = typeof router === 'object' && router !== null ? router.kind : undefined;
   const implied = kind ? impliedTopK(kind, numExperts) : undefined;
@@ -422,7 +435,7 @@ function checkConfig(config: MoEConfig): Resolved {
       throw rangeError(`config.topK = ${implied} (implied by router '${kind}') or none`, describe(config.topK));
     topK = implied;
   } else topK = expectInteger(config.topK, `config.topK (numExperts = ${numExperts})`, 1, numExperts);
-  const sharedExperts = config.sharedExperts === undefined ? 0 : expectInteger(config.sharedExperts, 'config.sharedExperts', 0);
+  const sharedExperts = config.sharedExperts === undefined ? 0 : expectInteger(config.sharedExperts, 'config.sharedExperts', 0, MAX_EXPERTS);
   const normalizeTopK = expectBoolean(config.normalizeTopK ?? true, 'config.normalizeTopK');
   const resolvedRouter = checkRouterConfig(
     kind === 'topK' && config.normalizeTopK !== undefined && (router as { normalize?: boolean }).normalize === undefined
@@ -431,9 +444,18 @@ function checkConfig(config: MoEConfig): Resolved {
   );
   const backend = resolveBackend(config.backend);
   if (backend === 'cuda' && sharedExperts > 0) throw rangeError("config.sharedExperts = 0 with backend 'cuda' (not supported on the GPU yet)", `${sharedExperts}`);
+  const dModel = expectInteger(config.dModel, 'config.dModel', 1, MAX_DIM);
+  const sharedHidden = config.sharedHidden === undefined ? dHidden : expectInteger(config.sharedHidden, 'config.sharedHidden', 1, MAX_DIM);
+  // Each weight tensor must be able to exist (V8's typed arrays end at 2^32 elements): refuse a config whose
+  // experts could not be allocated before trying, instead of V8's raw "Invalid typed array length" or minutes
+  // of allocation.
+  for (const [name, count, hidden] of [['experts', numExperts, dHidden], ['shared experts', sharedExperts, sharedHidden]] as const) {
+    if (count * hidden * dModel > MAX_ELEMENTS)
+      throw rangeError(`the ${name}' weights (${count} x ${hidden} x ${dModel}) to have at most ${MAX_ELEMENTS} elements each`, `${count * hidden * dModel}`);
+  }
   return {
     backend,
-    dModel: expectInteger(config.dModel, 'config.dModel'),
+    dModel,
     dHidden,
     numExperts,
     topK,
@@ -442,7 +464,7 @@ function checkConfig(config: MoEConfig): Resolved {
     threads: config.threads === undefined ? 0 : expectInteger(config.threads, 'config.threads', 0, 256),
     router: resolvedRouter,
     sharedExperts,
-    sharedHidden: config.sharedHidden === undefined ? dHidden : expectInteger(config.sharedHidden, 'config.sharedHidden'),
+    sharedHidden,
   };
 }
 

@@ -10,6 +10,7 @@ export class Random {
   private s3: number;
   private spare: number | undefined;
 
+  /** seed: an integer in [0, 2^32 - 1], checked by the public functions that take one (tensor.ts expectSeed). */
   constructor(seed: number) {
     let x = seed >>> 0;
     const next = (): number => {

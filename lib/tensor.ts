@@ -49,6 +49,16 @@ function product(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
+/** The most elements a tensor may have: V8's typed arrays end at 2^32 (so does the native side). */
+export const MAX_ELEMENTS = 2 ** 32;
+
+/** product(dims), or a RangeError in the one format when it passes MAX_ELEMENTS. */
+function elementCount(dims: readonly number[], name = 'shape'): number {
+  const n = product(dims);
+  if (n > MAX_ELEMENTS) throw rangeError(`${name} [${dims.join(', ')}] to have at most ${MAX_ELEMENTS} elements`, `${n}`);
+  return n;
+}
+
 /**
  * An n-dimensional array: a dtype, a shape and a typed array, row-major. `data` is the array itself, not a
  * copy: Tensor.from wraps what you pass, and reshape shares it.
@@ -95,7 +105,7 @@ export class Tensor<D extends DType = DType> {
         throw typeError(`data for dtype '${dtype ?? '?'}' to be a ${dtype ? DTYPES[dtype].tag : 'supported typed array'}`, `a ${tag}`);
       array = data as DataOf<D>;
     }
-    if (product(dims) !== array.length)
+    if (elementCount(dims) !== array.length)
       throw rangeError(`data to have ${product(dims)} elements (shape [${dims.join(', ')}])`, `${array.length}`);
     return new Tensor(array, dims, kind);
   }
@@ -110,15 +120,19 @@ export class Tensor<D extends DType = DType> {
     const dims = checkShape(shape, 'shape');
     const kind = (dtype ?? 'float32') as D;
     if (!isDType(kind)) throw rangeError(`dtype to be one of ${Object.keys(DTYPES).join(', ')}`, describe(dtype));
-    return new Tensor(DTYPES[kind].create(product(dims)) as DataOf<D>, dims, kind);
+    return new Tensor(DTYPES[kind].create(elementCount(dims)) as DataOf<D>, dims, kind);
   }
 
   /** Seeded normal values (float32): mean + std * N(0, 1), the same for the same seed everywhere. */
   static randn(shape: readonly number[], options: { seed?: number; std?: number; mean?: number } = {}): Tensor<'float32'> {
+    if (typeof options !== 'object' || options === null || Array.isArray(options))
+      throw typeError('options to be an object ({ seed, std, mean })', describe(options));
     const { seed = 0, std = 1, mean = 0 } = options;
-    if (!Number.isFinite(seed)) throw rangeError('options.seed to be a finite number', describe(seed));
+    if (typeof std !== 'number') throw typeError('options.std to be a number', describe(std));
+    if (typeof mean !== 'number') throw typeError('options.mean to be a number', describe(mean));
     if (!Number.isFinite(std) || std < 0) throw rangeError('options.std to be a finite number >= 0', describe(std));
     if (!Number.isFinite(mean)) throw rangeError('options.mean to be a finite number', describe(mean));
+    expectSeed(seed, 'options.seed');
     const t = Tensor.zeros(shape, 'float32');
     new Random(seed).fillNormal(t.data, mean, std);
     return t;
@@ -171,9 +185,18 @@ export function halfToFloat(h: number): number {
 }
 
 /** True for a moe-kernels Tensor (checked structurally, so it works across realms and copies of the package). */
+/**
+ * A Tensor made by this library. A plain { dtype, shape, data } object is not one (it has none of the methods),
+ * but every function that takes a tensor accepts it, checked and wrapped (validate.ts expectTensor).
+ */
 export function isTensor(value: unknown): value is Tensor {
-  if (value instanceof Tensor) return true;
-  if (typeof value !== 'object' || value === null) return false;
-  const v = value as { dtype?: unknown; shape?: unknown; data?: unknown };
-  return isDType(v.dtype) && Array.isArray(v.shape) && typedArrayTag(v.data) === DTYPES[v.dtype].tag;
+  return value instanceof Tensor;
+}
+
+/** A seed: an integer in [0, 2^32 - 1] (the generator's state is 32 bits; -1 or 1.5 would alias another seed). */
+export function expectSeed(value: unknown, name: string): number {
+  if (typeof value !== 'number') throw typeError(`${name} to be an integer in [0, 4294967295]`, describe(value));
+  if (!Number.isInteger(value) || value < 0 || value > 0xffffffff)
+    throw rangeError(`${name} to be an integer in [0, 4294967295]`, describe(value));
+  return value;
 }

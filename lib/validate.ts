@@ -2,11 +2,23 @@
 import { describe, rangeError, typeError } from './errors';
 import { DType, Tensor, isTensor } from './tensor';
 
+/** The most experts a layer or kernel takes: 2^24, past the million of the largest published MoE (PEER). */
+export const MAX_EXPERTS = 2 ** 24;
+/** The largest single dimension (dModel, dHidden, tokens): the native side's int32 row indices. */
+export const MAX_DIM = 2 ** 31 - 1;
+
 /** A positive integer (or non-negative when `allowZero`). */
 export function expectInteger(value: unknown, name: string, min = 1, max = Number.MAX_SAFE_INTEGER): number {
   if (typeof value !== 'number') throw typeError(`${name} to be an integer`, describe(value));
   if (!Number.isInteger(value) || value < min || value > max)
     throw rangeError(`${name} to be an integer in [${min}, ${max === Number.MAX_SAFE_INTEGER ? 'inf' : max}]`, `${value}`);
+  return value;
+}
+
+/** A finite number (a coefficient, a scale): NaN and Infinity are refused, as is a number given as a string. */
+export function expectFinite(value: unknown, name: string): number {
+  if (typeof value !== 'number') throw typeError(`${name} to be a finite number`, describe(value));
+  if (!Number.isFinite(value)) throw rangeError(`${name} to be a finite number`, `${value}`);
   return value;
 }
 
@@ -30,19 +42,43 @@ export function expectOneOf<T extends string>(value: unknown, name: string, allo
 export function expectTensor<D extends DType>(
   value: unknown, name: string, dtypes: readonly D[], dims: readonly (number | null)[], dimNames: readonly string[] = [],
 ): Tensor<D> {
-  if (!isTensor(value)) throw typeError(`${name} to be a Tensor`, describe(value));
-  if (!(dtypes as readonly string[]).includes(value.dtype))
-    throw typeError(`${name}.dtype to be ${dtypes.map((d) => `'${d}'`).join(' or ')}`, `'${value.dtype}'`);
-  if (value.shape.length !== dims.length)
+  const tensor = asTensor(value, name);
+  if (!(dtypes as readonly string[]).includes(tensor.dtype))
+    throw typeError(`${name}.dtype to be ${dtypes.map((d) => `'${d}'`).join(' or ')}`, `'${tensor.dtype}'`);
+  if (tensor.shape.length !== dims.length)
     throw rangeError(
       `${name} to have ${dims.length} dimensions ([${dims.map((d, i) => dimNames[i] ?? (d === null ? '*' : d)).join(', ')}])`,
-      `shape [${value.shape.join(', ')}]`,
+      `shape [${tensor.shape.join(', ')}]`,
     );
   dims.forEach((d, i) => {
-    if (d !== null && value.shape[i] !== d)
-      throw rangeError(`${name}.shape[${i}] = ${d}${dimNames[i] ? ` (${dimNames[i]})` : ''}`, `${value.shape[i]}`);
+    if (d !== null && tensor.shape[i] !== d)
+      throw rangeError(`${name}.shape[${i}] = ${d}${dimNames[i] ? ` (${dimNames[i]})` : ''}`, `${tensor.shape[i]}`);
   });
-  return value as Tensor<D>;
+  return tensor as Tensor<D>;
+}
+
+/** A Tensor as is, or a plain { dtype, shape, data } object checked and wrapped as one (zero-copy). */
+export function asTensor(value: unknown, name: string): Tensor {
+  if (isTensor(value)) return value;
+  if (typeof value !== 'object' || value === null || !('data' in value) || !('shape' in value))
+    throw typeError(`${name} to be a Tensor`, describe(value));
+  const { data, shape, dtype } = value as { data: unknown; shape: unknown; dtype?: unknown };
+  try {
+    return Tensor.from(data as Float32Array, shape as number[], dtype as DType | undefined);
+  } catch (err) {
+    const e = err as Error;
+    const detail = e.message.replace(/^moe-kernels: expected /, '');
+    const [expected, got] = detail.split(' but got ');
+    const kind = e.name === 'RangeError' ? rangeError : typeError;
+    throw kind(`${name} to be a Tensor: ${expected}`, got ?? 'something else');
+  }
+}
+
+/** An options argument: undefined (no options) or a plain object; a number, string or null is a TypeError. */
+export function expectOptions<T extends object>(value: T | undefined, name = 'options'): Partial<T> {
+  if (value === undefined) return {};
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw typeError(`${name} to be an object`, describe(value));
+  return value;
 }
 
 /** A tensor's data as float32, converting float16 / bfloat16 exactly (for weights). */

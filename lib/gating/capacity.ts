@@ -1,8 +1,10 @@
 /**
  * Expert capacity and token dropping (Switch Transformer eq. 3, GShard Algorithm 1, batch-prioritized routing).
  */
-import { rangeError, describe } from '../errors';
-import { expectInteger } from '../validate';
+import { types } from 'util';
+import { describe, rangeError, typeError } from '../errors';
+import { isInt32Array } from '../typed-arrays';
+import { MAX_DIM, MAX_EXPERTS, expectInteger, expectOneOf } from '../validate';
 
 export type DropPolicy = 'position' | 'score';
 
@@ -34,6 +36,21 @@ export function applyCapacity(
   experts: Int32Array, weights: Float64Array, scores: ArrayLike<number>, tokens: number, k: number,
   numExperts: number, capacity: number, policy: DropPolicy,
 ): number {
+  // The arrays are changed in place (the documented contract), so they are checked first, whole.
+  if (!isInt32Array(experts)) throw typeError('experts to be an Int32Array', describe(experts));
+  if (!types.isFloat64Array(weights)) throw typeError('weights to be a Float64Array', describe(weights));
+  expectInteger(tokens, 'tokens', 1, MAX_DIM);
+  expectInteger(numExperts, 'numExperts', 1, MAX_EXPERTS);
+  expectInteger(k, 'k', 1, numExperts);
+  expectInteger(capacity, 'capacity', 0);
+  expectOneOf(policy, 'policy', ['position', 'score'] as const);
+  const slots = tokens * k;
+  if (experts.length !== slots) throw rangeError(`experts.length = ${slots} (tokens * k)`, `${experts.length}`);
+  if (weights.length !== slots) throw rangeError(`weights.length = ${slots} (tokens * k)`, `${weights.length}`);
+  if (policy === 'score' && (typeof scores !== 'object' || scores === null || scores.length !== slots))
+    throw rangeError(`scores to have ${slots} elements (tokens * k)`, describe(scores));
+  for (let i = 0; i < slots; i++)
+    if (experts[i] < -1 || experts[i] >= numExperts) throw rangeError(`experts[${i}] in [-1, ${numExperts - 1}]`, `${experts[i]}`);
   const priority: number[] = [];
   for (let j = 0; j < k; j++) for (let t = 0; t < tokens; t++) priority.push(t * k + j);
   if (policy === 'score') {

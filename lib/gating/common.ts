@@ -34,6 +34,29 @@ export interface GateResult {
   numExperts: number;
 }
 
+// Every router's result, as it made it: a backward pass reads the state its router saved in the gate, so it
+// takes only gates made here (a spread copy, a JSON round trip or a hand-made object lacks that state).
+const madeGates = new WeakSet<object>();
+
+/** Registers a router's result for its backward pass (checkGate). */
+export function madeGate<G extends GateResult>(gate: G): G {
+  madeGates.add(gate);
+  return gate;
+}
+
+/** Whether `gate` is a router's result as the router returned it. */
+export function isMadeGate(gate: unknown): boolean {
+  return typeof gate === 'object' && gate !== null && madeGates.has(gate);
+}
+
+/** A TypeError in the one format unless `gate` is a result of gating.<router>, as that router returned it. */
+export function checkGate(gate: unknown, kind: GateKind, router: string): void {
+  const got = (gate as { kind?: unknown } | null)?.kind;
+  if (typeof gate !== 'object' || gate === null || got !== kind)
+    throw typeError(`gate to be a result of gating.${router}`, typeof got === 'string' ? `a '${got}' result` : describe(gate));
+  if (!madeGates.has(gate)) throw typeError(`gate to be a result of gating.${router} as it returned it`, 'a copy or a hand-made object');
+}
+
 export function checkMatrix(m: unknown, name: string): { data: ArrayLike<number>; tokens: number; numExperts: number } {
   if (typeof m !== 'object' || m === null) throw typeError(`${name} to be a Tensor or { data, shape } [tokens, numExperts]`, describe(m));
   const { data, shape } = m as Matrix;
@@ -160,5 +183,7 @@ export function checkGrad(grad: unknown, gate: GateResult, name = 'gradWeights')
   if (tag === undefined && !Array.isArray(grad)) throw typeError(`${name} to be a typed array [tokens * topK]`, describe(grad));
   const g = grad as ArrayLike<number>;
   if (g.length !== gate.tokens * gate.topK) throw rangeError(`${name}.length = ${gate.tokens * gate.topK} (tokens * topK)`, `${g.length}`);
+  for (let i = 0; i < g.length; i++)
+    if (typeof g[i] !== 'number' || !Number.isFinite(g[i])) throw rangeError(`${name} to contain only finite numbers`, `${describe(g[i])} at ${name}[${i}]`);
   return g;
 }

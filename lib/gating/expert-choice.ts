@@ -1,6 +1,9 @@
 import { expectOneOf } from '../validate';
 import { checkCapacityFactor, expertCapacity } from './capacity';
-import { GateResult, Matrix, TieBreak, checkGrad, checkMatrix, fullSoftmaxBackward, rankTop, softmaxRows } from './common';
+import {
+  GateResult, Matrix, TieBreak, checkGate, checkGrad, checkMatrix, fullSoftmaxBackward, madeGate, rankTop,
+  softmaxRows,
+} from './common';
 import { TIE_BREAKS } from './top-k';
 
 export interface ExpertChoiceOptions {
@@ -43,13 +46,14 @@ export function expertChoice(logits: Matrix, options: ExpertChoiceOptions = {}):
       weights[t * k + j] = probs[t * n + e];
     });
   });
-  return {
+  return madeGate({
     kind: 'expertChoice', topK: k, experts, weights, tokensPerExpert: new Int32Array(n).fill(capacity), dropped: 0, tokens, numExperts: n,
     probs, capacity, droppedTokens,
-  };
+  });
 }
 
 /** dL/dlogits [T, E] from dL/dweights [T * topK] (the softmax Jacobian; the choices held fixed). */
 export function expertChoiceBackward(gate: ExpertChoiceGate, gradWeights: ArrayLike<number>): Float64Array {
+  checkGate(gate, 'expertChoice', 'expertChoice');
   return fullSoftmaxBackward(gate, gate.probs, checkGrad(gradWeights, gate));
 }

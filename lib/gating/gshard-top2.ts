@@ -2,7 +2,10 @@ import { rangeError } from '../errors';
 import { Random } from '../random';
 import { expectBoolean, expectInteger, expectOneOf } from '../validate';
 import { checkCapacityFactor, expertCapacity } from './capacity';
-import { GateResult, Matrix, TieBreak, checkGrad, checkMatrix, countPerExpert, rankTop, selectedSoftmaxBackward, softmaxRow } from './common';
+import {
+  GateResult, Matrix, TieBreak, checkGate, checkGrad, checkMatrix, countPerExpert, madeGate, rankTop,
+  selectedSoftmaxBackward, softmaxRow,
+} from './common';
 import { TIE_BREAKS } from './top-k';
 
 export interface GShardTop2Options {
@@ -76,13 +79,14 @@ export function gshardTop2(logits: Matrix, options: GShardTop2Options = {}): GSh
       else drop(2 * t + 1);
     }
   }
-  return {
+  return madeGate({
     kind: 'gshardTop2', topK: 2, experts, weights, tokensPerExpert: countPerExpert(experts, n), dropped, tokens, numExperts: n, probs,
     capacity, saved: { selected, selectedWeights },
-  };
+  });
 }
 
 /** dL/dlogits [T, E] from dL/dweights [T * 2], with the dropping decisions held fixed. */
 export function gshardTop2Backward(gate: GShardTop2Gate, gradWeights: ArrayLike<number>): Float64Array {
+  checkGate(gate, 'gshardTop2', 'gshardTop2');
   return selectedSoftmaxBackward(gate, gate.saved.selected, gate.saved.selectedWeights, checkGrad(gradWeights, gate));
 }

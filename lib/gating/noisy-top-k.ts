@@ -2,7 +2,10 @@ import { rangeError } from '../errors';
 import { Random } from '../random';
 import { expectBoolean, expectInteger, expectOneOf } from '../validate';
 import { DropPolicy, applyCapacity, checkCapacityFactor, expertCapacity } from './capacity';
-import { GateResult, Matrix, TieBreak, checkGrad, checkMatrix, countPerExpert, rankTop, selectedSoftmaxBackward } from './common';
+import {
+  GateResult, Matrix, TieBreak, checkGate, checkGrad, checkMatrix, countPerExpert, madeGate, rankTop,
+  selectedSoftmaxBackward,
+} from './common';
 import { DROP_POLICIES, TIE_BREAKS } from './top-k';
 
 export interface NoisyTopKOptions {
@@ -97,11 +100,11 @@ export function noisyTopK(cleanLogits: Matrix, noiseLogits: Matrix, options: Noi
   const selectedWeights = weights.slice();
   const dropped = options.capacityFactor === undefined ? 0
     : applyCapacity(experts, weights, weights.slice(), tokens, k, n, expertCapacity(tokens, n, k, options.capacityFactor), dropPolicy);
-  return {
+  return madeGate({
     kind: 'noisyTopK', topK: k, experts, weights, tokensPerExpert: countPerExpert(experts, n), dropped, tokens, numExperts: n,
     clean: Float64Array.from(clean), noisy, noiseStd, noise, kthNoisy, kPlus1Noisy, kthExpert, kPlus1Expert, training,
     saved: { selected, selectedWeights, noiseLogits: Float64Array.from(raw) },
-  };
+  });
 }
 
 /**
@@ -110,6 +113,7 @@ export function noisyTopK(cleanLogits: Matrix, noiseLogits: Matrix, options: Noi
  * Non-selected and dropped entries get zero. Chain to the weights with routerWeightGradient(grad, x).
  */
 export function noisyTopKBackward(gate: NoisyTopKGate, gradWeights: ArrayLike<number>) {
+  checkGate(gate, 'noisyTopK', 'noisyTopK');
   const grad = checkGrad(gradWeights, gate);
   const gradClean = selectedSoftmaxBackward(gate, gate.saved.selected, gate.saved.selectedWeights, grad);
   const gradNoiseStd = new Float64Array(gradClean.length);

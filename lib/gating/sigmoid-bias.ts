@@ -1,7 +1,9 @@
 import { describe, rangeError, typeError } from '../errors';
 import { typedArrayTag } from '../typed-arrays';
 import { expectBoolean, expectInteger, expectOneOf } from '../validate';
-import { GateResult, Matrix, TieBreak, checkGrad, checkMatrix, countPerExpert, rankTop } from './common';
+import {
+  GateResult, Matrix, TieBreak, checkGate, checkGrad, checkMatrix, countPerExpert, madeGate, rankTop,
+} from './common';
 import { TIE_BREAKS } from './top-k';
 
 export interface SigmoidBiasOptions {
@@ -68,11 +70,12 @@ export function sigmoidBias(logits: Matrix, options: SigmoidBiasOptions): Sigmoi
       weights[t * k + j] = (scores[t * n + e] / (normalized ? sum : 1)) * routeScale;
     });
   }
-  return { kind: 'sigmoidBias', topK: k, experts, weights, tokensPerExpert: countPerExpert(experts, n), dropped: 0, tokens, numExperts: n, scores, routeScale, normalized };
+  return madeGate({ kind: 'sigmoidBias', topK: k, experts, weights, tokensPerExpert: countPerExpert(experts, n), dropped: 0, tokens, numExperts: n, scores, routeScale, normalized });
 }
 
 /** dL/dlogits [T, E] from dL/dweights [T * k]; the bias and the selection carry no gradient. */
 export function sigmoidBiasBackward(gate: SigmoidBiasGate, gradWeights: ArrayLike<number>): Float64Array {
+  checkGate(gate, 'sigmoidBias', 'sigmoidBias');
   const grad = checkGrad(gradWeights, gate);
   const { topK: k, tokens, numExperts: n, scores, routeScale: r } = gate;
   const out = new Float64Array(tokens * n);

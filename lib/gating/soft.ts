@@ -1,4 +1,6 @@
-import { GateResult, Matrix, checkGrad, checkMatrix, fullSoftmaxBackward, rankTop, softmaxRows } from './common';
+import {
+  GateResult, Matrix, checkGate, checkGrad, checkMatrix, fullSoftmaxBackward, madeGate, rankTop, softmaxRows,
+} from './common';
 
 export interface SoftGate extends GateResult {
   probs: Float64Array;
@@ -18,10 +20,11 @@ export function soft(logits: Matrix): SoftGate {
       experts[t * n + j] = e;
       weights[t * n + j] = probs[t * n + e];
     });
-  return { kind: 'soft', topK: n, experts, weights, tokensPerExpert: new Int32Array(n).fill(tokens), dropped: 0, tokens, numExperts: n, probs };
+  return madeGate({ kind: 'soft', topK: n, experts, weights, tokensPerExpert: new Int32Array(n).fill(tokens), dropped: 0, tokens, numExperts: n, probs });
 }
 
 /** dL/dlogits [T, E]: the softmax Jacobian applied to dL/dweights. */
 export function softBackward(gate: SoftGate, gradWeights: ArrayLike<number>): Float64Array {
+  checkGate(gate, 'soft', 'soft');
   return fullSoftmaxBackward(gate, gate.probs, checkGrad(gradWeights, gate));
 }

@@ -1,6 +1,9 @@
 import { expectOneOf } from '../validate';
 import { DropPolicy, applyCapacity, checkCapacityFactor, expertCapacity } from './capacity';
-import { GateResult, Matrix, checkGrad, checkMatrix, countPerExpert, fullSoftmaxBackward, rankTop, softmaxRows } from './common';
+import {
+  GateResult, Matrix, checkGate, checkGrad, checkMatrix, countPerExpert, fullSoftmaxBackward, madeGate, rankTop,
+  softmaxRows,
+} from './common';
 import { DROP_POLICIES } from './top-k';
 
 export interface SwitchOptions {
@@ -31,10 +34,11 @@ export function switchTop1(logits: Matrix, options: SwitchOptions = {}): SwitchG
   }
   const dropped = options.capacityFactor === undefined ? 0
     : applyCapacity(experts, weights, weights.slice(), tokens, 1, n, expertCapacity(tokens, n, 1, options.capacityFactor), dropPolicy);
-  return { kind: 'switch', topK: 1, experts, weights, tokensPerExpert: countPerExpert(experts, n), dropped, tokens, numExperts: n, probs };
+  return madeGate({ kind: 'switch', topK: 1, experts, weights, tokensPerExpert: countPerExpert(experts, n), dropped, tokens, numExperts: n, probs });
 }
 
 /** dL/dlogits [T, E] from dL/dweights [T]: p_i (G delta_i,sel - p_sel G); dropped tokens get none. */
 export function switchTop1Backward(gate: SwitchGate, gradWeights: ArrayLike<number>): Float64Array {
+  checkGate(gate, 'switch', 'switchTop1');
   return fullSoftmaxBackward(gate, gate.probs, checkGrad(gradWeights, gate));
 }

@@ -2,8 +2,8 @@ import { rangeError } from '../errors';
 import { expectBoolean, expectInteger, expectOneOf } from '../validate';
 import { DropPolicy, applyCapacity, checkCapacityFactor, expertCapacity } from './capacity';
 import {
-  GateResult, Matrix, TieBreak, checkGrad, checkMatrix, countPerExpert, fullSoftmaxBackward, rankTop,
-  selectedSoftmaxBackward, softmaxRow,
+  GateResult, Matrix, TieBreak, checkGate, checkGrad, checkMatrix, countPerExpert, fullSoftmaxBackward, madeGate,
+  rankTop, selectedSoftmaxBackward, softmaxRow,
 } from './common';
 
 export interface TopKOptions {
@@ -64,14 +64,15 @@ export function topK(logits: Matrix, options: TopKOptions): TopKGate {
   const selected = Int32Array.from(experts);
   const dropped = options.capacityFactor === undefined ? 0
     : applyCapacity(experts, weights, weights.slice(), tokens, k, numExperts, expertCapacity(tokens, numExperts, k, options.capacityFactor), dropPolicy);
-  return {
+  return madeGate({
     kind: 'topK', topK: k, experts, weights, tokensPerExpert: countPerExpert(experts, numExperts), dropped, tokens, numExperts,
     probs, saved: { selected, selectedWeights, normalized },
-  };
+  });
 }
 
 /** dL/dlogits [T, E] from dL/dweights [T * k] (dropped slots contribute nothing). */
 export function topKBackward(gate: TopKGate, gradWeights: ArrayLike<number>): Float64Array {
+  checkGate(gate, 'topK', 'topK');
   const grad = checkGrad(gradWeights, gate);
   if (gate.saved.normalized) return selectedSoftmaxBackward(gate, gate.saved.selected, gate.saved.selectedWeights, grad);
   return fullSoftmaxBackward(gate, gate.probs, grad);

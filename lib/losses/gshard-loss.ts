@@ -1,4 +1,5 @@
 import { Matrix, checkMatrix } from '../gating/common';
+import { expectOneOf, expectOptions } from '../validate';
 import { expertFractions, meanProbs } from './switch-loss';
 
 /**
@@ -11,7 +12,8 @@ export function gshardLoss(probs: Matrix, firstExperts: Int32Array, options: { s
   const { data, tokens, numExperts: n } = checkMatrix(probs, 'probs');
   const c = expertFractions(firstExperts, tokens, n, 'firstExperts');
   const m = meanProbs(data, tokens, n);
-  const factor = (options.scale ?? 'deepspeed') === 'deepspeed' ? n : 1 / n;
+  const scale = expectOneOf(expectOptions(options).scale ?? 'deepspeed', 'options.scale', ['deepspeed', 'paper'] as const);
+  const factor = scale === 'deepspeed' ? n : 1 / n;
   let value = 0;
   for (let e = 0; e < n; e++) value += c[e] * m[e];
   const gradProbs = new Float64Array(tokens * n);

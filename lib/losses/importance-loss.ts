@@ -1,5 +1,6 @@
 import { describe, typeError } from '../errors';
-import { GateResult, Matrix, checkMatrix } from '../gating/common';
+import { GateResult, Matrix, checkMatrix, isMadeGate } from '../gating/common';
+import { expectFinite, expectOptions } from '../validate';
 import { Variance, cvSquared } from './cv-squared';
 
 function isGate(g: unknown): g is GateResult {
@@ -12,8 +13,9 @@ function isGate(g: unknown): g is GateResult {
  * for that router's backward) or a dense [T, E] matrix of gate values (gradient [T, E]).
  */
 export function importanceLoss(gates: GateResult | Matrix, options: { variance?: Variance; coefficient?: number } = {}) {
-  const coefficient = options.coefficient ?? 1;
+  const coefficient = expectFinite(expectOptions(options).coefficient ?? 1, 'options.coefficient');
   if (isGate(gates)) {
+    if (!isMadeGate(gates)) throw typeError('gates to be a router result as the router returned it, or a [tokens, numExperts] matrix', 'a copy or a hand-made gate');
     const importance = new Float64Array(gates.numExperts);
     gates.experts.forEach((e, s) => {
       if (e >= 0) importance[e] += gates.weights[s];

@@ -1,6 +1,8 @@
 import { rangeError } from '../errors';
+import { checkGate } from '../gating/common';
 import { NoisyTopKGate } from '../gating/noisy-top-k';
 import { normalCdf, normalPdf } from '../math';
+import { expectFinite, expectOptions } from '../validate';
 import { Variance, cvSquared } from './cv-squared';
 
 /**
@@ -12,10 +14,11 @@ import { Variance, cvSquared } from './cv-squared';
  * are noisy values H_j = clean_j + noise_j std_j of other experts. Phi is computed accurately in the tails.
  */
 export function loadLoss(gate: NoisyTopKGate, options: { variance?: Variance; coefficient?: number } = {}) {
+  checkGate(gate, 'noisyTopK', 'noisyTopK');
+  const coefficient = expectFinite(expectOptions(options).coefficient ?? 1, 'options.coefficient');
   const { tokens, numExperts: n, topK: k } = gate;
   if (k >= n) throw rangeError(`k < numExperts = ${n} for the smooth load estimator (tensor2tensor counts gates instead)`, `k = ${k}`);
   if (!gate.training) throw rangeError('a noisyTopK result computed with training: true (the estimator needs noise)', 'training: false');
-  const coefficient = options.coefficient ?? 1;
   const prob = new Float64Array(tokens * n);
   const z = new Float64Array(tokens * n);
   const thresholdExpert = new Int32Array(tokens * n);

@@ -1,4 +1,6 @@
-import { describe, typeError } from '../errors';
+import { describe, rangeError, typeError } from '../errors';
+import { isInt32Array } from '../typed-arrays';
+import { MAX_EXPERTS, expectInteger } from '../validate';
 
 export interface RoutingStats {
   tokensPerExpert: Int32Array;
@@ -16,7 +18,17 @@ export interface RoutingStats {
 
 /** Cheap statistics of one routing (O(slots + E)), fit for every call of a server. */
 export function routingStats(routing: { experts: Int32Array; weights: ArrayLike<number>; topK: number; tokensPerExpert: Int32Array; dropped?: number }): RoutingStats {
-  if (typeof routing !== 'object' || routing === null || !routing.tokensPerExpert) throw typeError('routing to be a routing result', describe(routing));
+  if (typeof routing !== 'object' || routing === null) throw typeError('routing to be a routing result', describe(routing));
+  if (!isInt32Array(routing.tokensPerExpert)) throw typeError('routing.tokensPerExpert to be an Int32Array', describe(routing.tokensPerExpert));
+  if (!isInt32Array(routing.experts)) throw typeError('routing.experts to be an Int32Array', describe(routing.experts));
+  // topK 0 once made tokens = slots / 0 = Infinity, and the loop over tokens never ended.
+  const topK = expectInteger(routing.topK, 'routing.topK', 1, MAX_EXPERTS);
+  if (routing.experts.length % topK !== 0)
+    throw rangeError(`routing.experts.length to be a multiple of routing.topK = ${topK}`, `${routing.experts.length}`);
+  if (typeof routing.weights !== 'object' || routing.weights === null || routing.weights.length !== routing.experts.length)
+    throw rangeError(`routing.weights to have ${routing.experts.length} elements (one per slot)`, describe(routing.weights));
+  if (routing.tokensPerExpert.length < 1) throw rangeError('routing.tokensPerExpert to have at least 1 element', '0');
+  const dropped = routing.dropped === undefined ? 0 : expectInteger(routing.dropped, 'routing.dropped', 0);
   const counts = routing.tokensPerExpert;
   const n = counts.length;
   let total = 0;
@@ -32,7 +44,7 @@ export function routingStats(routing: { experts: Int32Array; weights: ArrayLike<
       entropy -= (c / total) * Math.log(c / total);
     }
   }
-  const k = routing.topK;
+  const k = topK;
   const tokens = routing.experts.length / k;
   let weightEntropy = 0;
   for (let t = 0; t < tokens; t++) {
@@ -44,7 +56,6 @@ export function routingStats(routing: { experts: Int32Array; weights: ArrayLike<
       if (w > 0) weightEntropy -= (w * Math.log(w)) / tokens;
     }
   }
-  const dropped = routing.dropped ?? 0;
   return {
     tokensPerExpert: counts,
     dropRate: total + dropped === 0 ? 0 : dropped / (total + dropped),

@@ -63,6 +63,23 @@ Napi::Float32Array output_arg(const Napi::CallbackInfo& info, size_t index, cons
   return info[index].As<Napi::Float32Array>();
 }
 
+int64_t elements(Napi::Env env, const char* what, std::initializer_list<int64_t> dims) {
+  int64_t product = 1;
+  for (int64_t d : dims)
+    if (__builtin_mul_overflow(product, d, &product) || product > kMaxElements)
+      throw_range_error(env, std::string("expected ") + what + " to have at most " + std::to_string(kMaxElements) +
+                                 " elements but its dimensions multiply past that");
+  return product;
+}
+
+int64_t slot_count(Napi::Env env, int64_t tokens, int64_t k) {
+  const int64_t slots = tokens * k;  // each at most 2^31 (int_arg): no overflow
+  if (slots > INT32_MAX)
+    throw_range_error(env, "expected tokens * k to be at most " + std::to_string(INT32_MAX) + " (slots) but got " +
+                               std::to_string(slots));
+  return slots;
+}
+
 bool is_shared(Napi::Env env, Napi::Value typed_array) {
   napi_value buffer = nullptr;
   if (napi_get_typedarray_info(env, typed_array, nullptr, nullptr, nullptr, &buffer, nullptr) != napi_ok) return false;
@@ -140,7 +157,8 @@ moe::ExpertWeights expert_weights_arg(const Napi::CallbackInfo& info, size_t fir
                                       const std::string& prefix) {
   const bool gated = moe::is_gated(s.activation);
   const std::string names[] = {prefix + "w1", prefix + "w3", prefix + "w2", prefix + "b1", prefix + "b3", prefix + "b2"};
-  const int64_t rows[] = {s.num_experts * s.d_hidden, s.num_experts * s.d_hidden, s.num_experts * s.d_model,
+  const int64_t rows[] = {elements(info.Env(), "w1", {s.num_experts, s.d_hidden, s.d_model}) / s.d_model,
+                          s.num_experts * s.d_hidden, elements(info.Env(), "w2", {s.num_experts, s.d_model, s.d_hidden}) / s.d_hidden,
                           s.num_experts, s.num_experts, s.num_experts};
   const int64_t cols[] = {s.d_model, s.d_model, s.d_hidden, s.d_hidden, s.d_hidden, s.d_model};
   const bool optional[] = {false, !gated, false, true, true, true};

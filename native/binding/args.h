@@ -4,6 +4,7 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 
@@ -40,6 +41,19 @@ Held<int32_t> held_int32(const Napi::CallbackInfo& info, size_t index, const cha
 // n uninitialised elements, or a RangeError naming `what` and its size when the allocation fails.
 template <class T>
 std::shared_ptr<T[]> allocate_array(Napi::Env env, int64_t n, const char* what);
+
+// The most elements one array can have (V8's typed arrays end at 2^32), and so the most a size may multiply to.
+constexpr int64_t kMaxElements = int64_t{1} << 32;
+// The product of `dims`, checked: a RangeError naming `what` when it would pass kMaxElements (no array that
+// long can exist, and a wrapped product could match a short array's length).
+int64_t elements(Napi::Env env, const char* what, std::initializer_list<int64_t> dims);
+
+// tokens * k, checked: the dispatch plan addresses slots with int32 indices, so at most 2^31 - 1 of them.
+int64_t slot_count(Napi::Env env, int64_t tokens, int64_t k);
+
+// The most experts a layer or a kernel call takes: 2^24, past the million of the largest published MoE (PEER),
+// so that a per-expert array stays small (a count of 2^31 once allocated 16 GB in dispatch).
+constexpr int64_t kMaxExperts = int64_t{1} << 24;
 
 // An integer in [min, max].
 int64_t int_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t min, int64_t max);

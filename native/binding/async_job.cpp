@@ -4,6 +4,8 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <utility>
 
@@ -20,6 +22,7 @@ struct Job {
   AsyncWork work;
   AsyncResult result;
   std::string error;  // what work() threw, if it did
+  bool range_error = false;  // ... and it was a failed allocation: a RangeError, as a sync call gives
 };
 
 // Per env: the thread-safe function that carries finished jobs back to the JS thread, and the jobs whose work
@@ -37,7 +40,10 @@ void settle_job(napi_env env, Job& job) {
   Napi::Env e(env);
   Napi::HandleScope scope(e);
   try {
-    if (!job.error.empty()) throw Napi::Error::New(e, job.error);
+    if (!job.error.empty()) {
+      if (job.range_error) throw Napi::RangeError::New(e, job.error);
+      throw Napi::Error::New(e, job.error);
+    }
     std::vector<Napi::Value> kept;
     for (napi_ref ref : job.kept) {
       napi_value value = nullptr;
@@ -73,6 +79,12 @@ void settle(napi_env env, napi_value, void*, void* data) {
 void execute(Job* job) {
   try {
     job->work();
+  } catch (const std::bad_alloc&) {
+    job->error = "moe-kernels: expected a call whose working memory this machine can allocate but got std::bad_alloc";
+    job->range_error = true;
+  } catch (const std::overflow_error& e) {  // a result outside float32 (layer_binding.cpp): a RangeError too
+    job->error = e.what();
+    job->range_error = true;
   } catch (const std::exception& e) {
     const std::string what = e.what();
     job->error = what.rfind("moe-kernels: ", 0) == 0 ? what : "moe-kernels: " + what;

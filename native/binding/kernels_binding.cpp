@@ -22,24 +22,26 @@ constexpr int64_t kMaxDim = int64_t{1} << 31;
 Napi::Value RouterLogits(const Napi::CallbackInfo& info) {
   const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
   const int64_t d_model = int_arg(info, 2, "dModel", 1, kMaxDim);
-  const int64_t experts = int_arg(info, 4, "numExperts", 1, kMaxDim);
-  const float* x = float32_arg(info, 0, "x", tokens * d_model);
-  const float* router = float32_arg(info, 3, "router", experts * d_model);
+  const int64_t experts = int_arg(info, 4, "numExperts", 1, kMaxExperts);
+  const Held<float> x = held_float32(info, 0, "x", tokens * d_model, false);
+  const Held<float> router = held_float32(info, 3, "router", experts * d_model, false);
+  check_finite(info.Env(), "x", x.data, tokens, d_model);
+  check_finite(info.Env(), "router", router.data, experts, d_model);
   auto logits = new_float32_array(info.Env(), static_cast<size_t>(tokens * experts));
-  moe::router_logits(x, tokens, d_model, router, experts, logits.Data());
+  moe::router_logits(x.data, tokens, d_model, router.data, experts, logits.Data());
   return logits;
 }
 
 Napi::Value TopK(const Napi::CallbackInfo& info) {
   const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
-  const int64_t experts = int_arg(info, 2, "numExperts", 1, kMaxDim);
+  const int64_t experts = int_arg(info, 2, "numExperts", 1, kMaxExperts);
   const int64_t k = int_arg(info, 3, "k", 1, experts);
   const bool normalize = bool_arg(info, 4, "normalize");
-  const float* logits = float32_arg(info, 0, "logits", tokens * experts);
-  check_finite(info.Env(), "logits", logits, tokens, experts);
+  const Held<float> logits = held_float32(info, 0, "logits", tokens * experts, false);
+  check_finite(info.Env(), "logits", logits.data, tokens, experts);
   auto chosen = new_int32_array(info.Env(), static_cast<size_t>(tokens * k));
   auto weights = new_float32_array(info.Env(), static_cast<size_t>(tokens * k));
-  moe::top_k_softmax(logits, tokens, experts, static_cast<int>(k), normalize, chosen.Data(), weights.Data());
+  moe::top_k_softmax(logits.data, tokens, experts, static_cast<int>(k), normalize, chosen.Data(), weights.Data());
   auto out = Napi::Object::New(info.Env());
   out.Set("experts", chosen);
   out.Set("weights", weights);
@@ -49,13 +51,13 @@ Napi::Value TopK(const Napi::CallbackInfo& info) {
 Napi::Value Dispatch(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
   if (!info[0].IsTypedArray()) throw_type_error(env, "expected experts to be an Int32Array");
-  const int64_t slots = info[0].As<Napi::TypedArray>().ElementLength();
-  const int64_t experts = int_arg(info, 1, "numExperts", 1, kMaxDim);
+  const int64_t slots = slot_count(env, static_cast<int64_t>(info[0].As<Napi::TypedArray>().ElementLength()), 1);
+  const int64_t experts = int_arg(info, 1, "numExperts", 1, kMaxExperts);
   const int32_t* chosen = int32_arg(info, 0, "experts", slots);
   check_experts(env, chosen, slots, experts);
-  auto counts = Napi::Int32Array::New(env, static_cast<size_t>(experts));
-  auto offsets = Napi::Int32Array::New(env, static_cast<size_t>(experts + 1));
-  auto order = Napi::Int32Array::New(env, static_cast<size_t>(slots));
+  auto counts = new_int32_array(env, static_cast<size_t>(experts));
+  auto offsets = new_int32_array(env, static_cast<size_t>(experts + 1));
+  auto order = new_int32_array(env, static_cast<size_t>(slots));
   moe::dispatch(chosen, slots, experts, counts.Data(), offsets.Data(), order.Data());
   auto out = Napi::Object::New(env);
   out.Set("tokensPerExpert", counts);
@@ -78,7 +80,7 @@ class NativeExperts : public Napi::ObjectWrap<NativeExperts> {
     moe::ExpertShape s;
     s.d_model = int_arg(info, 0, "dModel", 1, kMaxDim);
     s.d_hidden = int_arg(info, 1, "dHidden", 1, kMaxDim);
-    s.num_experts = int_arg(info, 2, "numExperts", 1, kMaxDim);
+    s.num_experts = int_arg(info, 2, "numExperts", 1, kMaxExperts);
     const std::string act = string_arg(info, 3, "activation");
     if (!moe::parse_activation(act, &s.activation))
       throw_range_error(info.Env(), "expected activation to be a known activation but got '" + act + "'");
@@ -110,7 +112,7 @@ Napi::Value ExpertFFN(const Napi::CallbackInfo& info) {
   const moe::ExpertShape& s = moe::packed_shape(*packed);
   const int64_t tokens = int_arg(info, 2, "tokens", 1, kMaxDim);
   const int64_t k = int_arg(info, 3, "k", 1, s.num_experts);
-  const int64_t slots = tokens * k;
+  const int64_t slots = slot_count(env, tokens, k);
   const bool async = bool_arg(info, 6, "async");
   // The plan is always copied (it is small) and x when the job runs later: what is checked is what is read.
   const Held<float> x = held_float32(info, 1, "x", tokens * s.d_model, async);
@@ -136,7 +138,7 @@ Napi::Value ExpertFFN(const Napi::CallbackInfo& info) {
       throw_range_error(env, "expected order to list each slot at most once but got slot " + std::to_string(slot) +
                                  " again at order[" + std::to_string(i) + "]");
   }
-  auto out = new_float32_array(env, static_cast<size_t>(slots * s.d_model));
+  auto out = new_float32_array(env, static_cast<size_t>(elements(env, "the slot outputs", {slots, s.d_model})));
   float* out_data = out.Data();
   auto work = [packed, x, tokens, k, offsets, order, out_data] {
     moe::expert_ffn(*packed, x.data, tokens, static_cast<int>(k), offsets.data, order.data, out_data);
@@ -152,12 +154,15 @@ Napi::Value ExpertFFN(const Napi::CallbackInfo& info) {
 // (slotOutputs, weights, tokens, k, dModel) -> Float32Array [tokens * dModel]
 Napi::Value Combine(const Napi::CallbackInfo& info) {
   const int64_t tokens = int_arg(info, 2, "tokens", 1, kMaxDim);
-  const int64_t k = int_arg(info, 3, "k", 1, kMaxDim);
+  const int64_t k = int_arg(info, 3, "k", 1, kMaxExperts);
   const int64_t d_model = int_arg(info, 4, "dModel", 1, kMaxDim);
-  const float* slot_out = float32_arg(info, 0, "slotOutputs", tokens * k * d_model);
-  const float* weights = float32_arg(info, 1, "weights", tokens * k);
+  const int64_t slots = slot_count(info.Env(), tokens, k);
+  const Held<float> slot_out = held_float32(info, 0, "slotOutputs", elements(info.Env(), "slotOutputs", {slots, d_model}), false);
+  const Held<float> weights = held_float32(info, 1, "weights", slots, false);
+  check_finite(info.Env(), "slotOutputs", slot_out.data, slots, d_model);
+  check_finite(info.Env(), "weights", weights.data, tokens, k);
   auto out = new_float32_array(info.Env(), static_cast<size_t>(tokens * d_model));
-  moe::combine(slot_out, weights, tokens, static_cast<int>(k), d_model, out.Data());
+  moe::combine(slot_out.data, weights.data, tokens, static_cast<int>(k), d_model, out.Data());
   return out;
 }
 

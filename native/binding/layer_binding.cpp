@@ -2,6 +2,7 @@
 #include "layer_binding.h"
 
 #include <cstring>
+#include <stdexcept>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,6 +20,15 @@ namespace moe_binding {
 namespace {
 
 constexpr int64_t kMaxDim = int64_t{1} << 31;
+
+// A forward of finite inputs can still overflow float32 (an x of 1e30 squares past 3.4e38, and inf - inf is
+// NaN): such a result is refused, not returned. One pass over the output, against the forward's GEMMs.
+void check_output_finite(const float* out, int64_t n) {
+  if (moe::find_non_finite(out, n) >= 0)
+    throw std::overflow_error(
+        "moe-kernels: expected inputs whose forward stays within float32 but got a non-finite output (inputs or "
+        "weights too large)");
+}
 
 // The output of an async call that the caller gave an `out` array for: written by the job into memory of our
 // own, copied into `out` when the Promise settles. The caller could detach or shrink `out` meanwhile; the job
@@ -67,7 +77,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     moe::ExpertShape& s = c.experts;
     s.d_model = int_arg(info, 0, "dModel", 1, kMaxDim);
     s.d_hidden = int_arg(info, 1, "dHidden", 1, kMaxDim);
-    s.num_experts = int_arg(info, 2, "numExperts", 1, kMaxDim);
+    s.num_experts = int_arg(info, 2, "numExperts", 1, kMaxExperts);
     c.top_k = static_cast<int>(int_arg(info, 3, "topK", 1, s.num_experts));
     const std::string act = string_arg(info, 4, "activation");
     if (!moe::parse_activation(act, &s.activation))
@@ -79,7 +89,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     const moe::ExpertWeights w = expert_weights_arg(info, 8, s);
     moe::ExpertWeights sw;
     c.shared = s;
-    c.shared.num_experts = int_arg(info, 14, "numShared", 0, kMaxDim);
+    c.shared.num_experts = int_arg(info, 14, "numShared", 0, kMaxExperts);
     if (c.shared.num_experts > 0) {
       c.shared.d_hidden = int_arg(info, 15, "sharedHidden", 1, kMaxDim);
       sw = expert_weights_arg(info, 16, c.shared, "shared.");
@@ -129,9 +139,11 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     Napi::Int32Array experts, counts;
     Staged staged;              // an async call's output when it goes to the caller's `out`
     moe::LayerOutputs buffers;  // where the kernels write: the arrays above (or the staged output)
+    int64_t d_model;
     void run() const {
       if (cuda) cuda->forward(x.data, tokens, buffers);
       else layer->forward(x.data, tokens, buffers);
+      check_output_finite(buffers.output, tokens * d_model);
     }
     std::vector<Napi::Value> arrays() const { return {output, logits, experts, weights, counts}; }
     static Napi::Object result(Napi::Env env, const std::vector<Napi::Value>& a) {
@@ -151,10 +163,11 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   Call prepare(const Napi::CallbackInfo& info, bool async) const {
     const Napi::Env env = info.Env();
     check_alive(env);
-    Call call{layer_, cuda_, {}, 0, {}, {}, {}, {}, {}, {}, {}};
+    Call call{layer_, cuda_, {}, 0, {}, {}, {}, {}, {}, {}, {}, config_.experts.d_model};
     const moe::LayerConfig& c = config_;
     const int64_t d = c.experts.d_model, e = c.experts.num_experts, k = c.top_k;
     call.tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
+    slot_count(env, call.tokens, k);
     const float* caller_x = float32_arg(info, 0, "x", call.tokens * d);
     call.output = output_arg(info, 2, caller_x, call.tokens * d);
     call.x = held_float32(info, 0, "x", call.tokens * d, async);
@@ -182,6 +195,10 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       f();
     } catch (const Napi::Error&) {
       throw;
+    } catch (const std::bad_alloc&) {
+      throw_range_error(env, "expected a call whose working memory this machine can allocate but got std::bad_alloc");
+    } catch (const std::overflow_error& e) {
+      throw Napi::RangeError::New(env, e.what());
     } catch (const std::exception& e) {
       throw Napi::Error::New(env, e.what());
     }
@@ -228,6 +245,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     const int64_t d = c.experts.d_model, e = c.experts.num_experts;
     const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
     const int64_t k = int_arg(info, 2, "k", 1, e);
+    slot_count(env, tokens, k);
     const bool async = bool_arg(info, 5, "async") && (cuda || !is_small(c, tokens * k));
     auto output = output_arg(info, 6, float32_arg(info, 0, "x", tokens * d), tokens * d);
     // Copied for an async call (the routing always: it is small), then checked: what is checked is what is read.
@@ -241,9 +259,10 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     const Staged staged = stage_output(info, 6, tokens * d, async);
     float* out = staged.data ? staged.data.get() : output.Data();
     int32_t* cnt = counts.Data();
-    const auto run = [layer, cuda, x, tokens, k, experts, weights, out, cnt] {
+    const auto run = [layer, cuda, x, tokens, k, experts, weights, out, cnt, d] {
       if (cuda) cuda->forward_routed(x.data, tokens, static_cast<int>(k), experts.data, weights.data, out, cnt);
       else layer->forward_routed(x.data, tokens, static_cast<int>(k), experts.data, weights.data, out, cnt);
+      check_output_finite(out, tokens * d);
     };
     const auto result = [](Napi::Env env, const std::vector<Napi::Value>& a) {
       auto o = Napi::Object::New(env);
@@ -275,11 +294,12 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     const int64_t d = c.experts.d_model, e = c.experts.num_experts;
     const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
     const int64_t k = int_arg(info, 2, "k", 1, e);
+    slot_count(env, tokens, k);
     const Held<float> x = held_float32(info, 0, "x", tokens * d, false);
     const Held<int32_t> experts = held_int32(info, 3, "experts", tokens * k, false);
     check_finite(env, "x", x.data, tokens, d);
     check_experts(env, experts.data, tokens * k, e);
-    auto out = new_float32_array(env, static_cast<size_t>(tokens * k * d));
+    auto out = new_float32_array(env, static_cast<size_t>(elements(env, "the slot outputs", {tokens, k, d})));
     layer->slot_outputs(x.data, tokens, static_cast<int>(k), experts.data, out.Data());
     return out;
   }

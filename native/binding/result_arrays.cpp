@@ -3,9 +3,12 @@
 #include <cstdint>
 #include <cstdlib>
 #include <mutex>
+#include <new>
+#include <string>
 #include <unordered_map>
 
 #include "../src/core/aligned_buffer.h"
+#include "args.h"
 
 namespace moe_binding {
 
@@ -69,14 +72,27 @@ Napi::ArrayBuffer new_buffer(Napi::Env env, size_t bytes) {
   return Napi::ArrayBuffer(env, value);
 }
 
+// A result's memory, or a RangeError naming its size: past V8's limit or past what the machine can allocate.
+Napi::ArrayBuffer checked_buffer(Napi::Env env, size_t count, size_t element) {
+  if (count > static_cast<size_t>(kMaxElements))
+    throw_range_error(env, "expected a result of at most " + std::to_string(kMaxElements) + " elements but got " +
+                               std::to_string(count));
+  try {
+    return new_buffer(env, count * element);
+  } catch (const std::bad_alloc&) {
+    throw_range_error(env, "expected a result this machine can allocate but got " + std::to_string(count) +
+                               " elements (" + std::to_string(count * element) + " bytes)");
+  }
+}
+
 }  // namespace
 
 Napi::Float32Array new_float32_array(Napi::Env env, size_t count) {
-  return Napi::Float32Array::New(env, count, new_buffer(env, count * sizeof(float)), 0);
+  return Napi::Float32Array::New(env, count, checked_buffer(env, count, sizeof(float)), 0);
 }
 
 Napi::Int32Array new_int32_array(Napi::Env env, size_t count) {
-  return Napi::Int32Array::New(env, count, new_buffer(env, count * sizeof(int32_t)), 0);
+  return Napi::Int32Array::New(env, count, checked_buffer(env, count, sizeof(int32_t)), 0);
 }
 
 }  // namespace moe_binding
