@@ -9,7 +9,7 @@ import { ExpertShape, ExpertWeights, expertArrays } from './expert-weights';
 import { NativeExperts, native } from './native';
 import { Tensor } from './tensor';
 import { isFloat32Array, isInt32Array } from './typed-arrays';
-import { MAX_EXPERTS, expectBoolean, expectInteger, expectOneOf, expectTensor, float32Data } from './validate';
+import { MAX_EXPERTS, expectBoolean, expectInteger, expectOneOf, expectOptions, expectTensor, float32Data } from './validate';
 
 export interface TopKResult {
   topK: number;
@@ -46,6 +46,7 @@ export function routerLogits(x: Tensor, router: Tensor): Tensor<'float32'> {
  * probabilities (`normalize: false`, Switch style, Fedus et al. 2021 eq. 2). k = E is soft routing.
  */
 export function topK(logits: Tensor, k: number, options: { normalize?: boolean } = {}): TopKResult {
+  options = expectOptions(options, 'options') as { normalize?: boolean };
   const l = expectTensor(logits, 'logits', ['float32'], [null, null], ['tokens', 'numExperts']);
   const [tokens, numExperts] = l.shape;
   if (tokens < 1) throw rangeError('logits.shape[0] >= 1 (tokens)', `${tokens}`);

@@ -1,4 +1,4 @@
-import { expectOneOf } from '../validate';
+import { expectOneOf, expectOptions } from '../validate';
 import { checkCapacityFactor, expertCapacity } from './capacity';
 import {
   GateResult, Matrix, TieBreak, checkGate, checkGrad, checkMatrix, fullSoftmaxBackward, madeGate, rankTop,
@@ -27,6 +27,7 @@ export interface ExpertChoiceGate extends GateResult {
  * topK is the most experts any token got, unused slots are -1 with weight 0, and the kernels skip them.
  */
 export function expertChoice(logits: Matrix, options: ExpertChoiceOptions = {}): ExpertChoiceGate {
+  options = expectOptions(options, 'options') as ExpertChoiceOptions;
   const { data, tokens, numExperts: n } = checkMatrix(logits, 'logits');
   const capacityFactor = checkCapacityFactor(options.capacityFactor ?? 2);
   const tieBreak = expectOneOf(options.tieBreak ?? 'lower', 'tieBreak', TIE_BREAKS);

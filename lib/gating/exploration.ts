@@ -1,4 +1,5 @@
 import { rangeError, describe } from '../errors';
+import { expectOptions } from '../validate';
 import { Random } from '../random';
 import { Matrix, checkMatrix } from './common';
 
@@ -7,6 +8,7 @@ import { Matrix, checkMatrix } from './common';
  * zero-initialised router so that early routing is decided by the noise alone). Returns new logits.
  */
 export function explorationNoise(logits: Matrix, options: { scale?: number; seed?: number } = {}): Float64Array {
+  options = expectOptions(options, 'options') as { scale?: number; seed?: number };
   const { data } = checkMatrix(logits, 'logits');
   const scale = options.scale ?? 1;
   if (typeof scale !== 'number' || !Number.isFinite(scale) || scale < 0) throw rangeError('scale to be a finite number >= 0', describe(scale));

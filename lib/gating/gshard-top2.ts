@@ -1,6 +1,6 @@
 import { rangeError } from '../errors';
 import { Random } from '../random';
-import { expectBoolean, expectInteger, expectOneOf } from '../validate';
+import { expectBoolean, expectInteger, expectOneOf, expectOptions } from '../validate';
 import { checkCapacityFactor, expertCapacity } from './capacity';
 import {
   GateResult, Matrix, TieBreak, checkGate, checkGrad, checkMatrix, countPerExpert, madeGate, rankTop,
@@ -35,6 +35,7 @@ export interface GShardTop2Gate extends GateResult {
  * 2 g2 > U(0, 1). Over-capacity and randomly dropped slots get expert -1 and weight 0.
  */
 export function gshardTop2(logits: Matrix, options: GShardTop2Options = {}): GShardTop2Gate {
+  options = expectOptions(options, 'options') as GShardTop2Options;
   const { data, tokens, numExperts: n } = checkMatrix(logits, 'logits');
   if (n < 2) throw rangeError('at least 2 experts for top-2 gating', `${n}`);
   const capacityFactor = checkCapacityFactor(options.capacityFactor ?? 1);

@@ -1,6 +1,6 @@
 import { rangeError } from '../errors';
 import { Random } from '../random';
-import { expectBoolean, expectInteger, expectOneOf } from '../validate';
+import { expectBoolean, expectInteger, expectOneOf, expectOptions } from '../validate';
 import { DropPolicy, applyCapacity, checkCapacityFactor, expertCapacity } from './capacity';
 import {
   GateResult, Matrix, TieBreak, checkGate, checkGrad, checkMatrix, countPerExpert, madeGate, rankTop,
@@ -47,6 +47,7 @@ const sigmoid = (x: number): number => 1 / (1 + Math.exp(-x));
  * `cleanLogits` = x W_g^T and `noiseLogits` = x W_noise^T, both [T, E].
  */
 export function noisyTopK(cleanLogits: Matrix, noiseLogits: Matrix, options: NoisyTopKOptions): NoisyTopKGate {
+  options = expectOptions(options, 'options') as NoisyTopKOptions;
   const { data: clean, tokens, numExperts: n } = checkMatrix(cleanLogits, 'cleanLogits');
   const { data: raw, tokens: t2, numExperts: n2 } = checkMatrix(noiseLogits, 'noiseLogits');
   if (t2 !== tokens || n2 !== n) throw rangeError(`noiseLogits of shape [${tokens}, ${n}] (as cleanLogits)`, `[${t2}, ${n2}]`);

@@ -1,4 +1,5 @@
-import { rangeError } from '../errors';
+import { describe, rangeError, typeError } from '../errors';
+import { typedArrayTag } from '../typed-arrays';
 import { Matrix, checkMatrix } from './common';
 
 /**
@@ -7,6 +8,12 @@ import { Matrix, checkMatrix } from './common';
  */
 export function routerWeightGradient(gradLogits: ArrayLike<number>, x: Matrix): Float64Array {
   const { data, tokens, numExperts: dModel } = checkMatrix(x, 'x');
+  if (typedArrayTag(gradLogits) === undefined && !Array.isArray(gradLogits))
+    throw typeError('gradLogits to be a typed array [tokens, numExperts]', describe(gradLogits));
+  for (let i = 0; i < gradLogits.length; i++)
+    if (typeof gradLogits[i] !== 'number' || !Number.isFinite(gradLogits[i]))
+      throw rangeError('gradLogits to contain only finite numbers', `${describe(gradLogits[i])} at gradLogits[${i}]`);
+  if (gradLogits.length === 0) throw rangeError('gradLogits to have at least tokens elements', '0');
   if (gradLogits.length % tokens !== 0) throw rangeError(`gradLogits.length to be a multiple of ${tokens} (tokens)`, `${gradLogits.length}`);
   const n = gradLogits.length / tokens;
   const out = new Float64Array(n * dModel);

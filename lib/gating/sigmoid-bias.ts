@@ -1,6 +1,6 @@
 import { describe, rangeError, typeError } from '../errors';
 import { typedArrayTag } from '../typed-arrays';
-import { expectBoolean, expectInteger, expectOneOf } from '../validate';
+import { expectBoolean, expectInteger, expectOneOf, expectOptions } from '../validate';
 import {
   GateResult, Matrix, TieBreak, checkGate, checkGrad, checkMatrix, countPerExpert, madeGate, rankTop,
 } from './common';
@@ -33,6 +33,7 @@ export interface SigmoidBiasGate extends GateResult {
  * unbiased s of the k selected, normalised to sum to 1, times routeScale.
  */
 export function sigmoidBias(logits: Matrix, options: SigmoidBiasOptions): SigmoidBiasGate {
+  options = expectOptions(options, 'options') as SigmoidBiasOptions;
   const { data, tokens, numExperts: n } = checkMatrix(logits, 'logits');
   const numGroups = expectInteger(options?.numGroups ?? 1, 'numGroups', 1, n);
   if (n % numGroups !== 0) throw rangeError(`numGroups to divide numExperts = ${n}`, `${numGroups}`);

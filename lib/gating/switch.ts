@@ -1,4 +1,4 @@
-import { expectOneOf } from '../validate';
+import { expectOneOf, expectOptions } from '../validate';
 import { DropPolicy, applyCapacity, checkCapacityFactor, expertCapacity } from './capacity';
 import {
   GateResult, Matrix, checkGate, checkGrad, checkMatrix, countPerExpert, fullSoftmaxBackward, madeGate, rankTop,
@@ -21,6 +21,7 @@ export interface SwitchGate extends GateResult {
  * not renormalised. Ties to the lower expert index.
  */
 export function switchTop1(logits: Matrix, options: SwitchOptions = {}): SwitchGate {
+  options = expectOptions(options, 'options') as SwitchOptions;
   const { data, tokens, numExperts: n } = checkMatrix(logits, 'logits');
   const dropPolicy = expectOneOf(options.dropPolicy ?? 'position', 'dropPolicy', DROP_POLICIES);
   if (options.capacityFactor !== undefined) checkCapacityFactor(options.capacityFactor);

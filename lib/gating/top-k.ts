@@ -1,5 +1,5 @@
 import { rangeError } from '../errors';
-import { expectBoolean, expectInteger, expectOneOf } from '../validate';
+import { expectBoolean, expectInteger, expectOneOf, expectOptions } from '../validate';
 import { DropPolicy, applyCapacity, checkCapacityFactor, expertCapacity } from './capacity';
 import {
   GateResult, Matrix, TieBreak, checkGate, checkGrad, checkMatrix, countPerExpert, fullSoftmaxBackward, madeGate,
@@ -35,6 +35,7 @@ export const DROP_POLICIES = ['position', 'score'] as const;
 
 /** Top-k softmax routing. */
 export function topK(logits: Matrix, options: TopKOptions): TopKGate {
+  options = expectOptions(options, 'options') as TopKOptions;
   const { data, tokens, numExperts } = checkMatrix(logits, 'logits');
   const k = expectInteger(options?.k, 'k', 1, numExperts);
   const order = expectOneOf(options.order ?? 'softmax-topk', 'order', ['softmax-topk', 'topk-softmax'] as const);

@@ -1,6 +1,6 @@
 import { describe, rangeError, typeError } from '../errors';
 import { typedArrayTag } from '../typed-arrays';
-import { expectOneOf } from '../validate';
+import { expectOneOf, expectOptions } from '../validate';
 
 export type Variance = 'population' | 'sample';
 
@@ -25,6 +25,7 @@ const EPS = 1e-10;
  * unbiased variance (n - 1), n/(n-1) times the population value; it is 0 for a single element, as there.
  */
 export function cvSquared(v: ArrayLike<number>, options: { variance?: Variance } = {}): LossResult & { grad: Float64Array } {
+  options = expectOptions(options, 'options');
   const x = checkVector(v, 'v');
   const variance = expectOneOf(options.variance ?? 'population', 'options.variance', ['population', 'sample'] as const);
   const n = x.length;

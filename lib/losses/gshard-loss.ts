@@ -9,6 +9,7 @@ import { expertFractions, meanProbs } from './switch-loss';
  * probs [T, E]; firstExperts [T]: each token's first choice. Gradient w.r.t. probs.
  */
 export function gshardLoss(probs: Matrix, firstExperts: Int32Array, options: { scale?: 'deepspeed' | 'paper' } = {}) {
+  options = expectOptions(options, 'options') as { scale?: 'deepspeed' | 'paper' };
   const { data, tokens, numExperts: n } = checkMatrix(probs, 'probs');
   const c = expertFractions(firstExperts, tokens, n, 'firstExperts');
   const m = meanProbs(data, tokens, n);

@@ -13,6 +13,7 @@ function isGate(g: unknown): g is GateResult {
  * for that router's backward) or a dense [T, E] matrix of gate values (gradient [T, E]).
  */
 export function importanceLoss(gates: GateResult | Matrix, options: { variance?: Variance; coefficient?: number } = {}) {
+  options = expectOptions(options, 'options') as { variance?: Variance; coefficient?: number };
   const coefficient = expectFinite(expectOptions(options).coefficient ?? 1, 'options.coefficient');
   if (isGate(gates)) {
     if (!isMadeGate(gates)) throw typeError('gates to be a router result as the router returned it, or a [tokens, numExperts] matrix', 'a copy or a hand-made gate');

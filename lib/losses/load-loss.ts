@@ -14,6 +14,7 @@ import { Variance, cvSquared } from './cv-squared';
  * are noisy values H_j = clean_j + noise_j std_j of other experts. Phi is computed accurately in the tails.
  */
 export function loadLoss(gate: NoisyTopKGate, options: { variance?: Variance; coefficient?: number } = {}) {
+  options = expectOptions(options, 'options') as { variance?: Variance; coefficient?: number };
   checkGate(gate, 'noisyTopK', 'noisyTopK');
   const coefficient = expectFinite(expectOptions(options).coefficient ?? 1, 'options.coefficient');
   const { tokens, numExperts: n, topK: k } = gate;

@@ -1,6 +1,6 @@
 import { rangeError } from '../errors';
 import { Matrix, checkMatrix, rankTop } from '../gating/common';
-import { expectInteger } from '../validate';
+import { expectInteger, expectOptions } from '../validate';
 
 /**
  * DeepSeek-V3's complementary sequence-wise balance loss (eqs. 17-20), per sequence of `sequenceLength` tokens:
@@ -12,6 +12,7 @@ import { expectInteger } from '../validate';
 export function sequenceBalanceLoss(
   scores: Matrix, topK: number, sequenceLength: number, alpha: number, options: { experts?: Int32Array } = {},
 ) {
+  options = expectOptions(options, 'options');
   const { data, tokens, numExperts: n } = checkMatrix(scores, 'scores');
   const k = expectInteger(topK, 'topK', 1, n);
   const len = expectInteger(sequenceLength, 'sequenceLength');

@@ -27,6 +27,7 @@ export function meanProbs(data: ArrayLike<number>, tokens: number, n: number): F
  * probs: [T, E] softmax probabilities; experts: [T] each token's top-1 (-1 = not counted). Gradient w.r.t. probs.
  */
 export function switchLoss(probs: Matrix, experts: Int32Array, options: { alpha?: number } = {}) {
+  options = expectOptions(options, 'options') as { alpha?: number };
   const { data, tokens, numExperts: n } = checkMatrix(probs, 'probs');
   const alpha = expectFinite(expectOptions(options).alpha ?? 1e-2, 'options.alpha');
   const f = expertFractions(experts, tokens, n);
