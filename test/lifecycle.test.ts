@@ -45,7 +45,7 @@ describe('lifecycle', () => {
         }
         console.log(mib(peak));
       })();`);
-    expect(Number(out)).toBeLessThan(768);
+    if (!process.env.MOE_SANITIZER) expect(Number(out)).toBeLessThan(768);
   });
 
   it('10,000 layers disposed, 10,000 left to the collector, 10,000 forwards in a loop: RSS stays flat', () => {
@@ -80,6 +80,8 @@ describe('lifecycle', () => {
         console.log(JSON.stringify(growth));
       })();`, 300_000);
     const growth = JSON.parse(out) as Record<string, number>;
+    // Under ASan (scripts/check-sanitizers.sh) freed memory sits in its quarantine: the loops run, RSS says nothing.
+    if (process.env.MOE_SANITIZER) return;
     for (const [phase, mib] of Object.entries(growth)) expect({ phase, mib, flat: mib < 32 }).toMatchObject({ phase, flat: true });
   });
 
