@@ -10,9 +10,13 @@
 # Usage: bash benchmarks/cuda/device-check.sh [out-dir]   (results also written as JSON to out-dir)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+export PATH="/usr/local/cuda/bin:$PATH"   # nvcc is often installed there without being on PATH
 out="${1:-${OUT:-/tmp/moe-device-check}}"
 mkdir -p "$out"
 arch="${CUDA_ARCH:-90}"
+echo "== versions"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || echo "nvidia-smi: not available"
+nvcc --version 2>&1 | tail -2 || echo "nvcc: not found"
 build=build-device
 echo "== build (sm_${arch})"
 generator=()
@@ -21,7 +25,17 @@ cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DMOE_CUDA=O
 cmake --build "$build" -j "$(nproc)" >"$out/build.log" 2>&1 || { tail -50 "$out/build.log"; exit 1; }
 echo "== C++ tests"
 "$build/moe_core_tests" | tail -2
-"$build/moe_cuda_tests" | tee "$out/cuda_tests.txt"
+# Exit 77 means "no usable device" (ctest's skip); here, on the GPU machine, that is a failure with its reason
+# (a driver older than the toolkit, say), not a silent stop.
+status=0
+"$build/moe_cuda_tests" | tee "$out/cuda_tests.txt" || status=$?
+if [ "$status" = 77 ]; then
+  echo "device-check: FAILED: the CUDA tests found no usable device: $(grep -m1 'CUDA backend' "$out/cuda_tests.txt")" >&2
+  exit 1
+elif [ "$status" != 0 ]; then
+  echo "device-check: FAILED: the CUDA tests failed (exit $status)" >&2
+  exit 1
+fi
 echo "== timing moe-kernels (CUDA)"
 timeout 240 "$build/moe_cuda_bench" 4096 14336 8 2 10 1 512 4096 16384 | tee "$out/moe.jsonl"
 echo "== timing PyTorch on the same card, and the report"

@@ -30,8 +30,12 @@ class DeviceBuffer {
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   T* reserve(size_t count) {
     if (count > capacity_) {
-      if (ptr_) MOE_CUDA_CHECK(cudaFree(ptr_));
+      // The old block goes first and the capacity with it: a failed cudaMalloc leaves an empty buffer (null,
+      // capacity 0), never a null pointer with the old capacity that a smaller retry would write through.
+      T* old = ptr_;
       ptr_ = nullptr;
+      capacity_ = 0;
+      if (old) MOE_CUDA_CHECK(cudaFree(old));
       MOE_CUDA_CHECK(cudaMalloc(&ptr_, sizeof(T) * (count ? count : 1)));
       capacity_ = count;
     }

@@ -1,7 +1,10 @@
 // The CUDA layer: weights uploaded once as bf16; per call: router, routing, dispatch, two grouped GEMMs and the
 // combine on one stream, with device buffers reused across calls.
 #include <algorithm>
+#include <cmath>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "cuda_check.cuh"
@@ -62,6 +65,27 @@ T* upload(const T* host, size_t count, DeviceBuffer<T>& buffer, cudaStream_t s) 
 
 }  // namespace
 
+// The settings the routing kernels rely on, checked once: every token must have k eligible experts, or a scan
+// would find none and index past the logits.
+static void validate(const LayerConfig& c, const GpuRouting& r) {
+  const int64_t n = c.experts.num_experts;
+  const auto fail = [](const std::string& what) { throw std::runtime_error("moe-kernels: expected " + what); };
+  if (n < 1 || c.experts.d_model < 1 || c.experts.d_hidden < 1) fail("positive dimensions and numExperts");
+  if (c.top_k < 1 || c.top_k > n) fail("1 <= topK <= numExperts but got topK = " + std::to_string(c.top_k));
+  if (r.rule != GpuRouting::Rule::sigmoid_bias) return;
+  if (r.num_groups < 1 || r.num_groups > 32 || n % r.num_groups != 0)
+    fail("numGroups in [1, 32] dividing numExperts = " + std::to_string(n) + " but got " + std::to_string(r.num_groups));
+  if (r.top_k_groups < 1 || r.top_k_groups > r.num_groups)
+    fail("topKGroups in [1, numGroups] but got " + std::to_string(r.top_k_groups));
+  if (int64_t{r.top_k_groups} * (n / r.num_groups) < c.top_k)
+    fail("topKGroups * (numExperts / numGroups) >= topK (enough experts in the kept groups) but got " +
+         std::to_string(r.top_k_groups * (n / r.num_groups)) + " < " + std::to_string(c.top_k));
+  if (!std::isfinite(r.route_scale)) fail("a finite routeScale");
+  if (r.bias)
+    for (int64_t e = 0; e < n; ++e)
+      if (!std::isfinite(r.bias[e])) fail("a finite bias but got a non-finite value at bias[" + std::to_string(e) + "]");
+}
+
 struct CudaLayer::State {
   LayerConfig config;
   GpuRouting routing;
@@ -77,6 +101,14 @@ struct CudaLayer::State {
   std::vector<RowTile> host_tiles;
   cudaEvent_t started = nullptr, finished = nullptr;
   float device_ms = 0;
+
+  // The stream and events belong to the state, so a constructor that throws after making them (a failed
+  // upload, say) frees them too: the unique_ptr holding the state is already constructed.
+  ~State() {
+    if (started) cudaEventDestroy(started);
+    if (finished) cudaEventDestroy(finished);
+    if (stream) cudaStreamDestroy(stream);
+  }
 
   void run_experts(int64_t tokens, int k) {
     const ExpertShape& s = config.experts;
@@ -122,7 +154,8 @@ struct CudaLayer::State {
     down.activation = Activation::identity;
     down.slot_out = slot_out.reserve(static_cast<size_t>(slots * s.d_model));
     launch_grouped_gemm_down(down, n_tiles, stream);
-    launch_combine(down.slot_out, weights.get(), experts.get(), tokens, k, s.d_model, out.reserve(tokens * s.d_model), stream);
+    launch_combine(down.slot_out, weights.get(), experts.get(), tokens, k, e, s.d_model, out.reserve(tokens * s.d_model),
+                   stream);
   }
 };
 
@@ -133,8 +166,7 @@ CudaLayer::CudaLayer(const LayerConfig& config, const GpuRouting& routing, const
   st.routing = routing;
   const ExpertShape& s = config.experts;
   if (config.shared.num_experts > 0) throw std::runtime_error("moe-kernels: shared experts are not supported on CUDA yet");
-  if (routing.rule == GpuRouting::Rule::sigmoid_bias && routing.num_groups > 32)
-    throw std::runtime_error("moe-kernels: CUDA sigmoid routing supports at most 32 groups");
+  validate(config, routing);
   const DeviceInfo info = device_info();
   if (info.devices == 0) throw std::runtime_error("moe-kernels: no CUDA device (" + info.reason + ")");
   MOE_CUDA_CHECK(cudaSetDevice(0));
@@ -153,12 +185,7 @@ CudaLayer::CudaLayer(const LayerConfig& config, const GpuRouting& routing, const
   MOE_CUDA_CHECK(cudaStreamSynchronize(st.stream));
 }
 
-CudaLayer::~CudaLayer() {
-  if (!state_) return;
-  if (state_->started) cudaEventDestroy(state_->started);
-  if (state_->finished) cudaEventDestroy(state_->finished);
-  if (state_->stream) cudaStreamDestroy(state_->stream);
-}
+CudaLayer::~CudaLayer() = default;
 
 double CudaLayer::last_device_ms() const { return state_->device_ms; }
 
@@ -175,6 +202,10 @@ void CudaLayer::forward(const float* x, int64_t tokens, const LayerOutputs& out)
   const ExpertShape& shape = s.config.experts;
   const int k = s.config.top_k;
   const int e = static_cast<int>(shape.num_experts);
+  if (tokens <= 0) {  // nothing to compute: zero counts, and no grid of zero blocks
+    std::fill(out.tokens_per_expert, out.tokens_per_expert + e, 0);
+    return;
+  }
   upload(x, tokens * shape.d_model, s.x, s.stream);
   MOE_CUDA_CHECK(cudaEventRecord(s.started, s.stream));
   float* logits = s.logits.reserve(tokens * e);
@@ -202,6 +233,11 @@ void CudaLayer::forward_routed(const float* x, int64_t tokens, int k, const int3
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
   const ExpertShape& shape = s.config.experts;
+  if (tokens <= 0) {
+    std::fill(tokens_per_expert, tokens_per_expert + shape.num_experts, 0);
+    return;
+  }
+  if (k < 1) throw std::runtime_error("moe-kernels: expected k >= 1 but got " + std::to_string(k));
   upload(x, tokens * shape.d_model, s.x, s.stream);
   upload(experts, tokens * k, s.experts, s.stream);
   upload(weights, tokens * k, s.weights, s.stream);

@@ -38,6 +38,10 @@ void dispatch_on_device(const int32_t* experts, int64_t slots, int num_experts, 
   int32_t* values = s.values.reserve(slots);
   int32_t* sorted_keys = s.sorted_keys.reserve(slots);
   MOE_CUDA_CHECK(cudaMemsetAsync(counts, 0, sizeof(int32_t) * (num_experts + 1), stream));
+  if (slots == 0) {  // nothing to sort; offsets all zero (an empty grid would be a launch error)
+    MOE_CUDA_CHECK(cudaMemsetAsync(offsets, 0, sizeof(int32_t) * (num_experts + 1), stream));
+    return;
+  }
   keys_and_counts<<<unsigned((slots + 255) / 256), 256, 0, stream>>>(experts, slots, num_experts, keys, values, counts);
   MOE_CUDA_LAUNCHED("keys_and_counts");
   const int end_bit = bits_for(num_experts);

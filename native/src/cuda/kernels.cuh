@@ -59,6 +59,6 @@ void launch_grouped_gemm_down(const GemmArgs& args, int tiles, cudaStream_t stre
 
 // out[t] = sum over j in slot order of weights[t*k+j] * slot_out[t*k+j] (deterministic, no atomics).
 void launch_combine(const float* slot_out, const float* weights, const int32_t* experts, int64_t tokens, int k,
-                    int64_t d_model, float* out, cudaStream_t stream);
+                    int num_experts, int64_t d_model, float* out, cudaStream_t stream);
 
 }  // namespace moe::cuda

@@ -1,11 +1,13 @@
 // The CUDA backend against the CPU core, no Node needed: random inputs of awkward sizes (1 token, odd dims,
-// experts with no tokens, E = 64 with k = 6, every activation, dropped slots, DeepSeek routing). bf16 weights,
-// so outputs agree within about 1e-2 relative; expert choices must be identical (tokens whose k-th and
-// (k+1)-th logits are within 1e-4 are not compared: fp32 sums in another order may break such near-ties).
-// Exit 77 (ctest: skipped) where no CUDA device exists.
+// experts with no tokens, E = 64 with k = 6, every activation, dropped slots, DeepSeek routing). Expert choices
+// and routing weights must match the CPU's (tokens whose k-th and (k+1)-th logits are within 1e-4 are not
+// compared: fp32 sums in another order may break such near-ties). Outputs are compared with a reference that
+// rounds where the GPU does (x, the weights and the hidden activations to bf16; sums in double) within 2e-3
+// relative, tight enough to tell erf-GELU from tanh-GELU. Exit 77 (ctest: skipped) where no CUDA device exists.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -20,6 +22,60 @@ using moe_test::Case;
 using moe_test::CaseData;
 using moe_test::make_case;
 using moe_test::randn;
+
+// float -> bf16 -> float, round to nearest even (as __float2bfloat16_rn).
+float bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  u &= 0xffff0000u;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+double activate(moe::Activation a, double v) {
+  const double silu = v / (1 + std::exp(-v)), gelu = 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
+  switch (a) {
+    case moe::Activation::swiglu: case moe::Activation::silu: return silu;
+    case moe::Activation::geglu: case moe::Activation::gelu: return gelu;
+    case moe::Activation::gelu_tanh: return 0.5 * v * (1 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+    case moe::Activation::relu: return v > 0 ? v : 0;
+    case moe::Activation::identity: return v;
+  }
+  return v;
+}
+
+// The layer's output for a routing, rounded where the GPU rounds: bf16 x and weights into each GEMM, bf16 hidden
+// activations between them; fp32 biases, sums in double.
+std::vector<float> bf16_reference(const Case& c, const CaseData& d, const std::vector<int32_t>& experts,
+                                  const std::vector<float>& weights) {
+  const bool gated = moe::is_gated(c.act);
+  std::vector<float> out(c.tokens * c.d, 0.f);
+  std::vector<double> hidden(c.h);
+  for (int64_t t = 0; t < c.tokens; ++t)
+    for (int j = 0; j < c.k; ++j) {
+      const int32_t e = experts[t * c.k + j];
+      if (e < 0) continue;
+      for (int64_t i = 0; i < c.h; ++i) {
+        double a = 0, b = 0;
+        for (int64_t q = 0; q < c.d; ++q) {
+          const double xv = bf16(d.x[t * c.d + q]);
+          a += xv * bf16(d.w1[(e * c.h + i) * c.d + q]);
+          if (gated) b += xv * bf16(d.w3[(e * c.h + i) * c.d + q]);
+        }
+        if (c.bias) a += d.b1[e * c.h + i];
+        if (c.bias && gated) b += d.b3[e * c.h + i];
+        const double v = activate(c.act, a) * (gated ? b : 1.0);
+        hidden[i] = bf16(static_cast<float>(v));
+      }
+      for (int64_t q = 0; q < c.d; ++q) {
+        double y = c.bias ? d.b2[e * c.d + q] : 0.0;
+        for (int64_t i = 0; i < c.h; ++i) y += hidden[i] * bf16(d.w2[(e * c.d + q) * c.h + i]);
+        out[t * c.d + q] += static_cast<float>(weights[t * c.k + j] * y);
+      }
+    }
+  return out;
+}
 
 double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
   double diff = 0, scale = 0;
@@ -52,22 +108,29 @@ void test_case(const Case& c, uint32_t seed) {
   run(cpu, o1, l1, e1, w_1, c1);
   run(gpu, o2, l2, e2, w_2, c2);
   int compared = 0, differ = 0;
+  double weight_err = 0;
   for (int64_t t = 0; t < c.tokens; ++t) {
     std::vector<float> row(l1.begin() + t * c.e, l1.begin() + (t + 1) * c.e);
     std::sort(row.rbegin(), row.rend());
     if (c.k < c.e && std::abs(row[c.k - 1] - row[c.k]) < 1e-4f) continue;
     ++compared;
-    for (int j = 0; j < c.k; ++j) differ += e1[t * c.k + j] != e2[t * c.k + j];
+    for (int j = 0; j < c.k; ++j) {
+      differ += e1[t * c.k + j] != e2[t * c.k + j];
+      weight_err = std::max(weight_err, double(std::abs(w_1[t * c.k + j] - w_2[t * c.k + j])));
+    }
   }
   CHECK(differ == 0, "T=%lld E=%lld k=%d: %d expert choices differ", (long long)c.tokens, (long long)c.e, c.k, differ);
+  CHECK(weight_err < 1e-5, "T=%lld E=%lld k=%d: routing weights differ by %.3g", (long long)c.tokens, (long long)c.e,
+        c.k, weight_err);
   CHECK(rel_err(l2, l1) < 1e-5, "logits: relative error %.3g", rel_err(l2, l1));
   // Compare outputs on the GPU's own routing, so a skipped near-tie cannot fail them.
   std::vector<float> ref(c.tokens * c.d);
   std::vector<int32_t> counts(c.e);
   cpu.forward_routed(x.data(), c.tokens, c.k, e2.data(), w_2.data(), ref.data(), counts.data());
-  const double err = rel_err(o2, ref);
-  CHECK(err < 2e-2, "T=%lld d=%lld h=%lld E=%lld k=%d act=%d: output relative error %.3g", (long long)c.tokens,
-        (long long)c.d, (long long)c.h, (long long)c.e, c.k, int(c.act), err);
+  const double err = rel_err(o2, bf16_reference(c, data, e2, w_2));
+  CHECK(err < 2e-3, "T=%lld d=%lld h=%lld E=%lld k=%d act=%d: output relative error %.3g against the bf16 reference",
+        (long long)c.tokens, (long long)c.d, (long long)c.h, (long long)c.e, c.k, int(c.act), err);
+  CHECK(rel_err(o2, ref) < 2e-2, "output relative error %.3g against the fp32 CPU core", rel_err(o2, ref));
   CHECK(counts == c2, "tokens per expert differ");
   // Dropped slots through forward_routed: every other token loses its first slot.
   std::vector<int32_t> dropped = e2;
@@ -76,7 +139,8 @@ void test_case(const Case& c, uint32_t seed) {
   std::vector<int32_t> g_counts(c.e), c_counts(c.e);
   gpu.forward_routed(x.data(), c.tokens, c.k, dropped.data(), w_2.data(), g_out.data(), g_counts.data());
   cpu.forward_routed(x.data(), c.tokens, c.k, dropped.data(), w_2.data(), c_out.data(), c_counts.data());
-  CHECK(rel_err(g_out, c_out) < 2e-2, "dropped slots: relative error %.3g", rel_err(g_out, c_out));
+  CHECK(rel_err(g_out, bf16_reference(c, data, dropped, w_2)) < 2e-3, "dropped slots: relative error %.3g",
+        rel_err(g_out, bf16_reference(c, data, dropped, w_2)));
   CHECK(g_counts == c_counts, "tokens per expert with drops differ");
   // Every slot dropped: zero output, no expert launched.
   std::vector<int32_t> none(dropped.size(), -1);
@@ -137,6 +201,38 @@ void test_sigmoid_bias(uint32_t seed) {
   std::printf("  DeepSeek sigmoid + bias, 4 groups keep 2, k=4: %d choice differences, weight error %.2e\n", differ, werr);
 }
 
+// Settings the routing kernels cannot serve are refused when the layer is built, and zero tokens compute nothing.
+void test_refusals_and_empty(uint32_t seed) {
+  const Case c{4, 16, 24, 8, 2, moe::Activation::swiglu, false};
+  const CaseData data = make_case(c, seed);
+  moe::cuda::GpuRouting bad;
+  bad.rule = moe::cuda::GpuRouting::Rule::sigmoid_bias;
+  bad.num_groups = 3;  // does not divide 8
+  bool refused = false;
+  try {
+    moe::cuda::CudaLayer gpu(data.config, bad, data.router.data(), data.weights);
+  } catch (const std::exception&) {
+    refused = true;
+  }
+  CHECK(refused, "numGroups = 3 with 8 experts was accepted");
+  bad.num_groups = 4;
+  bad.top_k_groups = 1;  // 1 group of 2 experts, k = 2: enough
+  moe::cuda::CudaLayer ok(data.config, bad, data.router.data(), data.weights);
+  moe::LayerConfig k3 = data.config;
+  k3.top_k = 3;  // 1 group of 2 experts cannot give 3
+  refused = false;
+  try {
+    moe::cuda::CudaLayer gpu(k3, bad, data.router.data(), data.weights);
+  } catch (const std::exception&) {
+    refused = true;
+  }
+  CHECK(refused, "topKGroups * group size < topK was accepted");
+  std::vector<int32_t> counts(c.e, 7);
+  ok.forward(data.x.data(), 0, {nullptr, nullptr, nullptr, nullptr, counts.data()});
+  CHECK(std::all_of(counts.begin(), counts.end(), [](int32_t n) { return n == 0; }), "zero tokens: counts not zero");
+  std::printf("  refusals and zero tokens: ok\n");
+}
+
 }  // namespace
 
 int main() {
@@ -163,6 +259,7 @@ int main() {
     }
   }
   try {
+    test_refusals_and_empty(98);
     test_sigmoid_bias(99);
   } catch (const std::exception& e) {
     ++failures;
