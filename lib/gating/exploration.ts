@@ -1,4 +1,5 @@
 import { rangeError, describe } from '../errors';
+import { expectSeed } from '../tensor';
 import { expectOptions } from '../validate';
 import { Random } from '../random';
 import { Matrix, checkMatrix } from './common';
@@ -12,7 +13,7 @@ export function explorationNoise(logits: Matrix, options: { scale?: number; seed
   const { data } = checkMatrix(logits, 'logits');
   const scale = options.scale ?? 1;
   if (typeof scale !== 'number' || !Number.isFinite(scale) || scale < 0) throw rangeError('scale to be a finite number >= 0', describe(scale));
-  const rng = new Random(options.seed ?? 0);
+  const rng = new Random(expectSeed(options.seed ?? 0, 'options.seed'));
   return Float64Array.from(data, (v) => v + scale * rng.uniform());
 }
 
@@ -23,6 +24,6 @@ export function explorationNoise(logits: Matrix, options: { scale?: number; seed
 export function multiplicativeJitter(x: Float32Array, epsilon: number, seed = 0): Float32Array {
   if (typeof epsilon !== 'number' || !Number.isFinite(epsilon) || epsilon < 0 || epsilon >= 1)
     throw rangeError('epsilon to be a number in [0, 1)', describe(epsilon));
-  const rng = new Random(seed);
+  const rng = new Random(expectSeed(seed, 'seed'));
   return Float32Array.from(x, (v) => v * (1 - epsilon + 2 * epsilon * rng.uniform()));
 }

@@ -1,4 +1,5 @@
 import { rangeError } from '../errors';
+import { expectSeed } from '../tensor';
 import { Random } from '../random';
 import { expectBoolean, expectInteger, expectOneOf, expectOptions } from '../validate';
 import { checkCapacityFactor, expertCapacity } from './capacity';
@@ -42,7 +43,7 @@ export function gshardTop2(logits: Matrix, options: GShardTop2Options = {}): GSh
   const groupSize = expectInteger(options.groupSize ?? tokens, 'groupSize', 1);
   const randomRouting = expectBoolean(options.randomRouting ?? true, 'randomRouting');
   const tieBreak = expectOneOf(options.tieBreak ?? 'lower', 'tieBreak', TIE_BREAKS);
-  const rng = new Random(options.seed ?? 0);
+  const rng = new Random(expectSeed(options.seed ?? 0, 'options.seed'));
 
   const probs = new Float64Array(tokens * n);
   const experts = new Int32Array(tokens * 2);

@@ -1,4 +1,5 @@
 import { rangeError } from '../errors';
+import { expectSeed } from '../tensor';
 import { Random } from '../random';
 import { expectBoolean, expectInteger, expectOneOf, expectOptions } from '../validate';
 import { DropPolicy, applyCapacity, checkCapacityFactor, expertCapacity } from './capacity';
@@ -66,7 +67,7 @@ export function noisyTopK(cleanLogits: Matrix, noiseLogits: Matrix, options: Noi
       if (t3 !== tokens || n3 !== n) throw rangeError(`noise of shape [${tokens}, ${n}]`, `[${t3}, ${n3}]`);
       noise.set(Array.from(data));
     } else {
-      const rng = new Random(options.seed ?? 0);
+      const rng = new Random(expectSeed(options.seed ?? 0, 'options.seed'));
       for (let i = 0; i < noise.length; i++) noise[i] = rng.normal();
     }
   }
