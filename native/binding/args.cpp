@@ -157,8 +157,9 @@ moe::ExpertWeights expert_weights_arg(const Napi::CallbackInfo& info, size_t fir
                                       const std::string& prefix) {
   const bool gated = moe::is_gated(s.activation);
   const std::string names[] = {prefix + "w1", prefix + "w3", prefix + "w2", prefix + "b1", prefix + "b3", prefix + "b2"};
-  const int64_t rows[] = {elements(info.Env(), "w1", {s.num_experts, s.d_hidden, s.d_model}) / s.d_model,
-                          s.num_experts * s.d_hidden, elements(info.Env(), "w2", {s.num_experts, s.d_model, s.d_hidden}) / s.d_hidden,
+  // Checked products first: three dimensions of up to 2^31 each could wrap int64 and match a short array.
+  elements(info.Env(), (prefix + "w1").c_str(), {s.num_experts, s.d_hidden, s.d_model});
+  const int64_t rows[] = {s.num_experts * s.d_hidden, s.num_experts * s.d_hidden, s.num_experts * s.d_model,
                           s.num_experts, s.num_experts, s.num_experts};
   const int64_t cols[] = {s.d_model, s.d_model, s.d_hidden, s.d_hidden, s.d_hidden, s.d_model};
   const bool optional[] = {false, !gated, false, true, true, true};

@@ -2,8 +2,8 @@
 #include "layer_binding.h"
 
 #include <cstring>
-#include <stdexcept>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -158,8 +158,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   };
 
   // An async call copies x before it returns, and writes into memory of its own: the caller's `out` gets the
-  // result when the Promise settles, after checking that it is still attached and as long (lib/layer.ts
-  // documents that out must not be changed while the Promise is pending).
+  // result when the Promise settles, after checking that it is still attached and as long (README, Guarantees).
   Call prepare(const Napi::CallbackInfo& info, bool async) const {
     const Napi::Env env = info.Env();
     check_alive(env);
