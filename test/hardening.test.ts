@@ -90,12 +90,14 @@ describe('wrong answers that were accepted', () => {
     expectError(() => layer.gateGradients(x, short as never), 'RangeError', /result.routing.logits to be a Tensor: data to have 12 elements/);
     expectError(() => layer.gateGradients(x, result, Tensor.from(new Float32Array(24).fill(NaN), [3, 8])), 'RangeError', /gradOutput to contain only finite values/);
   });
-  it('loss options: alpha Infinity, coefficient NaN, an unknown scale', () => {
+  it('loss options: alpha Infinity, coefficient NaN, an unknown scale, expert ids past numExperts', () => {
     const probs = { data: new Float64Array(12).fill(0.25), shape: [3, 4] };
     const first = new Int32Array([0, 1, 2]);
     expectError(() => losses.switchLoss(probs, first, { alpha: Infinity }), 'RangeError', /options.alpha to be a finite number/);
     expectError(() => losses.importanceLoss(probs, { coefficient: NaN }), 'RangeError', /options.coefficient to be a finite number/);
     expectError(() => losses.gshardLoss(probs, first, { scale: 'bogus' as never }), 'RangeError', /options.scale to be one of 'deepspeed', 'paper'/);
+    const scores = { data: new Float64Array(12).fill(0.5), shape: [3, 4] };
+    expectError(() => losses.sequenceBalanceLoss(scores, 1, 3, 0.1, { experts: new Int32Array([0, 9, 1]) }), 'RangeError', /options.experts\[1\] in \[-1, 3\] but got 9/);
   });
   it("the caller's noiseRouter changed after construction does not change later forwards", () => {
     const w = {

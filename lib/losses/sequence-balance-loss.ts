@@ -1,4 +1,5 @@
-import { rangeError } from '../errors';
+import { describe, rangeError, typeError } from '../errors';
+import { isInt32Array } from '../typed-arrays';
 import { Matrix, checkMatrix, rankTop } from '../gating/common';
 import { expectInteger, expectOptions } from '../validate';
 
@@ -19,7 +20,14 @@ export function sequenceBalanceLoss(
   if (tokens % len !== 0) throw rangeError(`tokens (${tokens}) to be a multiple of sequenceLength`, `${len}`);
   if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha < 0) throw rangeError('alpha to be a finite number >= 0', `${alpha}`);
   for (let i = 0; i < data.length; i++) if (data[i] < 0) throw rangeError('scores >= 0 (sigmoid affinities)', `${data[i]} at scores[${Math.floor(i / n)}, ${i % n}]`);
-  if (options.experts && options.experts.length !== tokens * k) throw rangeError(`experts.length = ${tokens * k} (tokens * topK)`, `${options.experts.length}`);
+  if (options.experts !== undefined) {
+    const chosen = options.experts;
+    if (!isInt32Array(chosen)) throw typeError('options.experts to be an Int32Array [tokens * topK]', describe(chosen));
+    if (chosen.length !== tokens * k) throw rangeError(`options.experts.length = ${tokens * k} (tokens * topK)`, `${chosen.length}`);
+    // An id past numExperts once fell outside f and was silently ignored.
+    for (let i = 0; i < chosen.length; i++)
+      if (chosen[i] < -1 || chosen[i] >= n) throw rangeError(`options.experts[${i}] in [-1, ${n - 1}]`, `${chosen[i]}`);
+  }
   const sequences = tokens / len;
   const perSequence = new Float64Array(sequences);
   const gradScores = new Float64Array(tokens * n);
