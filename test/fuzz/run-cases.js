@@ -137,7 +137,7 @@ function entryPoints(r) {
   return [
     ['Tensor.from', () => [arg(r, xData, () => adversarialArray(r, T * D)), arg(r, () => [T, D], () => [T, -1]), r.chance(0.8) ? undefined : oddScalar(r)], (a) => Tensor.from(...a), { anyValues: true }], // a tensor may hold NaN
     ['Tensor.randn', () => [arg(r, () => [T, D], () => [2 ** 20, 2 ** 20]), arg(r, () => ({ seed: r.int(100) }), () => ({ seed: r.pick([-1, 1.5, NaN, 'abc', {}]) }))], (a) => Tensor.randn(...a)],
-    ['MoELayer', () => [config(), arg(r, () => layer && { router: Tensor.randn([E, D], { seed: 1 }), w1: Tensor.randn([E, H, D]), w3: Tensor.randn([E, H, D]), w2: Tensor.randn([E, D, H]) })], (a) => new MoELayer(...a).dispose()],
+    ['MoELayer', () => [config(), arg(r, () => ({ router: Tensor.randn([E, D], { seed: 1 }), w1: Tensor.randn([E, H, D]), w3: Tensor.randn([E, H, D]), w2: Tensor.randn([E, D, H]) }))], (a) => new MoELayer(...a).dispose()],
     ['MoELayer.random', () => [config(), arg(r, () => ({ seed: r.int(1000) }), () => r.pick([1, 'x', null, { seed: -1 }]))], (a) => MoELayer.random(...a).dispose()],
     ['forwardSync', () => [layer(), arg(r, x, () => tensorLike(r, [T, D], adversarialArray(r, T * D))), r.chance(0.7) ? undefined : arg(r, () => ({ out: Tensor.zeros([T, D]) }), () => ({ out: Tensor.zeros([T, D + 1]) }))], ([l, ...a]) => { try { return l.forwardSync(...a); } finally { l.dispose(); } }, { mutates: [2] }], // out is written
     ['forward', () => [layer(), arg(r, x, () => tensorLike(r, [T, D], adversarialArray(r, T * D))), r.chance(0.7) ? undefined : { out: Tensor.zeros([T, D]) }], async ([l, ...a]) => { try { return await l.forward(...a); } finally { l.dispose(); } }, { mutates: [2] }],
