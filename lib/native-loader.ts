@@ -42,14 +42,9 @@ export interface LoadedBinary {
   origin: 'MOE_KERNELS_BINARY' | 'source build' | 'prebuilt';
 }
 
+/** Compares dotted versions ('2.9' < '2.17' < '2.27'): a numeric collation compares each run of digits as a number. */
 function compareVersions(a: string, b: string): number {
-  const pa = a.split('.').map(Number);
-  const pb = b.split('.').map(Number);
-  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
-    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
-    if (d !== 0) return d;
-  }
-  return 0;
+  return a.localeCompare(b, 'en', { numeric: true });
 }
 
 /** glibc's version from Node's own report (as detect-libc reads it); undefined on musl, macOS and Windows. */

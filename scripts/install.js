@@ -14,20 +14,24 @@ const { buildFromSource, truthy } = require('./build-native');
 const root = path.resolve(__dirname, '..');
 const key = `${process.platform}-${process.arch}`;
 
-/** Why the prebuilt binary does not serve here, or undefined when it loads (checked in a child process). */
-function prebuiltProblem() {
+/** The manifest entry of this platform's prebuilt binary when it loads here (checked in a child process), else
+ * `problem` says why it does not serve. */
+function prebuilt() {
   let manifest;
   try {
     manifest = JSON.parse(fs.readFileSync(path.join(root, 'prebuilds', 'manifest.json'), 'utf8')).binaries;
   } catch {
-    return 'this copy has no prebuilt binaries';
+    return { problem: 'this copy has no prebuilt binaries' };
   }
   const entry = manifest[key];
-  if (!entry) return `no prebuilt binary for ${key} (there are for ${Object.keys(manifest).join(', ')})`;
+  if (!entry) return { problem: `no prebuilt binary for ${key} (there are for ${Object.keys(manifest).join(', ')})` };
   const file = path.join(root, 'prebuilds', entry.file);
   const probe = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(file)}).backendInfo()`], { encoding: 'utf8' });
-  if (probe.status !== 0) return `the prebuilt binary for ${key} does not load here: ${(probe.stderr || '').trim().split('\n').find((l) => /Error/.test(l)) ?? probe.stderr}`;
-  return undefined;
+  if (probe.status !== 0) {
+    const error = (probe.stderr || '').trim().split('\n').find((l) => /Error/.test(l)) ?? probe.stderr;
+    return { problem: `the prebuilt binary for ${key} does not load here: ${error}` };
+  }
+  return { entry };
 }
 
 function main() {
@@ -35,9 +39,8 @@ function main() {
   const clone = fs.existsSync(path.join(root, 'native', 'tests', 'core_tests.cpp'));
   const asked = truthy(process.env.MOE_KERNELS_BUILD_FROM_SOURCE) || truthy(process.env.npm_config_build_from_source);
   if (!cuda && !clone && !asked) {
-    const problem = prebuiltProblem();
-    if (!problem) {
-      const entry = JSON.parse(fs.readFileSync(path.join(root, 'prebuilds', 'manifest.json'), 'utf8')).binaries[key];
+    const { entry, problem } = prebuilt();
+    if (entry) {
       console.log(`moe-kernels: using the prebuilt binary for ${key} (glibc >= ${entry.glibc}); nothing to compile`);
       return true;
     }

@@ -38,15 +38,9 @@ function run(cmd, args, opts = {}) {
   return r.stdout ?? '';
 }
 
-/** Compares dotted versions: negative, zero or positive. */
+/** Compares dotted versions ('2.9' < '2.17' < '2.27'): a numeric collation compares each run of digits as a number. */
 function compareVersions(a, b) {
-  const pa = a.split('.').map(Number);
-  const pb = b.split('.').map(Number);
-  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
-    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
-    if (d !== 0) return d;
-  }
-  return 0;
+  return a.localeCompare(b, 'en', { numeric: true });
 }
 
 /** What a binary asks of the dynamic linker, from `objdump -T` (symbol versions) and `objdump -p` (NEEDED). */

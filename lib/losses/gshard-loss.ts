@@ -13,7 +13,7 @@ export function gshardLoss(probs: Matrix, firstExperts: Int32Array, options: { s
   const { data, tokens, numExperts: n } = checkMatrix(probs, 'probs');
   const c = expertFractions(firstExperts, tokens, n, 'firstExperts');
   const m = meanProbs(data, tokens, n);
-  const scale = expectOneOf(expectOptions(options).scale ?? 'deepspeed', 'options.scale', ['deepspeed', 'paper'] as const);
+  const scale = expectOneOf(options.scale ?? 'deepspeed', 'options.scale', ['deepspeed', 'paper'] as const);
   const factor = scale === 'deepspeed' ? n : 1 / n;
   let value = 0;
   for (let e = 0; e < n; e++) value += c[e] * m[e];

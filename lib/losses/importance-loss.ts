@@ -14,7 +14,7 @@ function isGate(g: unknown): g is GateResult {
  */
 export function importanceLoss(gates: GateResult | Matrix, options: { variance?: Variance; coefficient?: number } = {}) {
   options = expectOptions(options, 'options') as { variance?: Variance; coefficient?: number };
-  const coefficient = expectFinite(expectOptions(options).coefficient ?? 1, 'options.coefficient');
+  const coefficient = expectFinite(options.coefficient ?? 1, 'options.coefficient');
   if (isGate(gates)) {
     if (!isMadeGate(gates)) throw typeError('gates to be a router result as the router returned it, or a [tokens, numExperts] matrix', 'a copy or a hand-made gate');
     const importance = new Float64Array(gates.numExperts);

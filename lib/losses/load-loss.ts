@@ -16,7 +16,7 @@ import { Variance, cvSquared } from './cv-squared';
 export function loadLoss(gate: NoisyTopKGate, options: { variance?: Variance; coefficient?: number } = {}) {
   options = expectOptions(options, 'options') as { variance?: Variance; coefficient?: number };
   checkGate(gate, 'noisyTopK', 'noisyTopK');
-  const coefficient = expectFinite(expectOptions(options).coefficient ?? 1, 'options.coefficient');
+  const coefficient = expectFinite(options.coefficient ?? 1, 'options.coefficient');
   const { tokens, numExperts: n, topK: k } = gate;
   if (k >= n) throw rangeError(`k < numExperts = ${n} for the smooth load estimator (tensor2tensor counts gates instead)`, `k = ${k}`);
   if (!gate.training) throw rangeError('a noisyTopK result computed with training: true (the estimator needs noise)', 'training: false');

@@ -29,7 +29,7 @@ export function meanProbs(data: ArrayLike<number>, tokens: number, n: number): F
 export function switchLoss(probs: Matrix, experts: Int32Array, options: { alpha?: number } = {}) {
   options = expectOptions(options, 'options') as { alpha?: number };
   const { data, tokens, numExperts: n } = checkMatrix(probs, 'probs');
-  const alpha = expectFinite(expectOptions(options).alpha ?? 1e-2, 'options.alpha');
+  const alpha = expectFinite(options.alpha ?? 1e-2, 'options.alpha');
   const f = expertFractions(experts, tokens, n);
   const p = meanProbs(data, tokens, n);
   let value = 0;

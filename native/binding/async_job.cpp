@@ -4,6 +4,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -21,8 +22,7 @@ struct Job {
   std::vector<napi_ref> kept;
   AsyncWork work;
   AsyncResult result;
-  std::string error;  // what work() threw, if it did
-  bool range_error = false;  // ... and it was a failed allocation: a RangeError, as a sync call gives
+  std::optional<Failure> failure;  // what work() threw, if it did
 };
 
 // Per env: the thread-safe function that carries finished jobs back to the JS thread, and the jobs whose work
@@ -40,10 +40,7 @@ void settle_job(napi_env env, Job& job) {
   Napi::Env e(env);
   Napi::HandleScope scope(e);
   try {
-    if (!job.error.empty()) {
-      if (job.range_error) throw Napi::RangeError::New(e, job.error);
-      throw Napi::Error::New(e, job.error);
-    }
+    if (job.failure) throw js_error(e, *job.failure);
     std::vector<Napi::Value> kept;
     for (napi_ref ref : job.kept) {
       napi_value value = nullptr;
@@ -53,8 +50,8 @@ void settle_job(napi_env env, Job& job) {
     napi_resolve_deferred(env, job.deferred, job.result(e, kept));
   } catch (const Napi::Error& error) {
     napi_reject_deferred(env, job.deferred, error.Value());
-  } catch (const std::exception& error) {  // building the result ran out of memory, say: reject, never crash
-    napi_reject_deferred(env, job.deferred, Napi::Error::New(e, std::string("moe-kernels: ") + error.what()).Value());
+  } catch (const std::exception&) {  // building the result ran out of memory, say: reject, never crash
+    napi_reject_deferred(env, job.deferred, js_error(e, failure_of(std::current_exception())).Value());
   }
 }
 
@@ -79,17 +76,8 @@ void settle(napi_env env, napi_value, void*, void* data) {
 void execute(Job* job) {
   try {
     job->work();
-  } catch (const std::bad_alloc&) {
-    job->error = "moe-kernels: expected a call whose working memory this machine can allocate but got std::bad_alloc";
-    job->range_error = true;
-  } catch (const std::overflow_error& e) {  // a result outside float32 (layer_binding.cpp): a RangeError too
-    job->error = e.what();
-    job->range_error = true;
-  } catch (const std::exception& e) {
-    const std::string what = e.what();
-    job->error = what.rfind("moe-kernels: ", 0) == 0 ? what : "moe-kernels: " + what;
   } catch (...) {
-    job->error = "moe-kernels: unknown error in an async call";
+    job->failure = failure_of(std::current_exception());
   }
   EnvJobs& jobs = *job->owner;
   // The queue is unbounded, so this fails only once the settler is closing, and closing waits for this job.
@@ -122,6 +110,26 @@ EnvJobs& env_jobs(Napi::Env env) {
 }
 
 }  // namespace
+
+Failure failure_of(std::exception_ptr error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::bad_alloc&) {
+    return {"moe-kernels: expected a call whose working memory this machine can allocate but got std::bad_alloc", true};
+  } catch (const std::overflow_error& e) {
+    return {e.what(), true};
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    return {what.rfind("moe-kernels: ", 0) == 0 ? what : "moe-kernels: " + what, false};
+  } catch (...) {
+    return {"moe-kernels: unknown error in a native call", false};
+  }
+}
+
+Napi::Error js_error(Napi::Env env, const Failure& failure) {
+  if (failure.range_error) return Napi::RangeError::New(env, failure.message);
+  return Napi::Error::New(env, failure.message);
+}
 
 Napi::Promise run_async(Napi::Env env, moe::JobQueue queue, std::vector<Napi::Value> keep_alive, AsyncWork work,
                         AsyncResult result) {

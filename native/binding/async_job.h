@@ -4,7 +4,9 @@
 #pragma once
 #include <napi.h>
 
+#include <exception>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "moe/moe.h"
@@ -15,6 +17,30 @@ using AsyncWork = std::function<void()>;
 // Builds the resolved value from the kept values (in the order given to run_async): napi_value handles do not
 // outlive the call that made them, so results must come from these references.
 using AsyncResult = std::function<Napi::Value(Napi::Env, const std::vector<Napi::Value>& kept)>;
+
+// What a computation that threw becomes in JS, one mapping for sync calls and async jobs: a failed allocation
+// or a result outside float32 (std::overflow_error, layer_binding.cpp) is a RangeError, anything else an Error,
+// each with a message in the one format.
+struct Failure {
+  std::string message;
+  bool range_error = false;
+};
+Failure failure_of(std::exception_ptr error);
+// The JS error for a failure (its value a RangeError or an Error), to throw or to reject with.
+Napi::Error js_error(Napi::Env env, const Failure& failure);
+
+// Runs `work` on the JS thread; a C++ failure (a CUDA error, a failed allocation) becomes the JS error
+// failure_of names, never an abort.
+template <class F>
+void run_guarded(Napi::Env env, F&& work) {
+  try {
+    work();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (...) {
+    throw js_error(env, failure_of(std::current_exception()));
+  }
+}
 
 // Returns a Promise that settles with result(kept) once work() has run on the queue's job thread, or rejects
 // with the message of what work() threw. While jobs are in flight the event loop stays alive; when the env is

@@ -144,7 +144,7 @@ Napi::Value ExpertFFN(const Napi::CallbackInfo& info) {
     moe::expert_ffn(*packed, x.data, tokens, static_cast<int>(k), offsets.data, order.data, out_data);
   };
   if (!async) {
-    work();
+    run_guarded(env, work);
     return out;
   }
   return run_async(env, moe::JobQueue::cpu, {out, info[0]}, work,

@@ -183,31 +183,15 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
 
   Napi::Value ForwardSync(const Napi::CallbackInfo& info) {
     const Call call = prepare(info, false);
-    guarded(info.Env(), [&] { call.run(); });
+    run_guarded(info.Env(), [&] { call.run(); });
     return Call::result(info.Env(), call.arrays());
-  }
-
-  // CUDA failures surface as JS errors naming the CUDA error, never as a crash.
-  template <class F>
-  static void guarded(Napi::Env env, F&& f) {
-    try {
-      f();
-    } catch (const Napi::Error&) {
-      throw;
-    } catch (const std::bad_alloc&) {
-      throw_range_error(env, "expected a call whose working memory this machine can allocate but got std::bad_alloc");
-    } catch (const std::overflow_error& e) {
-      throw Napi::RangeError::New(env, e.what());
-    } catch (const std::exception& e) {
-      throw Napi::Error::New(env, e.what());
-    }
   }
 
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     const bool small = !cuda_ && is_small(config_, int_arg(info, 1, "tokens", 1, kMaxDim) * config_.top_k);
     const Call call = prepare(info, !small);
     if (small) return resolved(info.Env(), [&] {
-      guarded(info.Env(), [&] { call.run(); });
+      run_guarded(info.Env(), [&] { call.run(); });
       return Call::result(info.Env(), call.arrays());
     });
     // The job uses only the layer pointers and the raw buffers of the copy; its JS handles stay unused.
@@ -270,11 +254,11 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       return o;
     };
     if (!bool_arg(info, 5, "async")) {
-      guarded(env, run);
+      run_guarded(env, run);
       return result(env, {output, counts});
     }
     if (!async) return resolved(env, [&] {
-      guarded(env, run);
+      run_guarded(env, run);
       return result(env, {output, counts});
     });
     const moe::JobQueue queue = cuda ? moe::JobQueue::gpu : moe::JobQueue::cpu;
