@@ -428,7 +428,7 @@ function checkConfig(config: MoEConfig): Resolved {
   const implied = kind ? impliedTopK(kind, numExperts) : undefined;
   let topK: number;
   if (kind === 'expertChoice') {
-    if (config.topK !== undefined) throw rangeError("no config.topK with router 'expertChoice' (experts choose; see capacityFactor)", `${config.topK}`);
+    if (config.topK !== undefined) throw rangeError("no config.topK with router 'expertChoice' (experts choose; see capacityFactor)", describe(config.topK));
     topK = 1;
   } else if (implied !== undefined) {
     if (config.topK !== undefined && config.topK !== implied)

@@ -64,6 +64,9 @@ describe('values that only look right', () => {
     for (const seed of [-1, 1.5, 2 ** 32, NaN]) expectError(() => Tensor.randn([2], { seed }), 'RangeError', /options.seed to be an integer in \[0, 4294967295\]/);
     for (const seed of ['abc', {}]) expectError(() => MoELayer.random(config, { seed } as never), 'TypeError', /options.seed to be an integer/);
     expectError(() => gating.noisyTopK(logits, logits, { k: 2, training: true, seed: -1 }), 'RangeError', /options.seed/);
+    // A Symbol once reached a template string ("Cannot convert a Symbol value to a string"), found by the fuzzer.
+    expectError(() => MoELayer.random({ ...config, topK: Symbol('k') as never, router: { kind: 'expertChoice', capacityFactor: 1 } }), 'RangeError', /no config.topK .* but got a Symbol/);
+    expectError(() => losses.sequenceBalanceLoss({ data: new Float64Array(4), shape: [1, 4] }, 1, 1, Symbol('a') as never), 'RangeError', /alpha to be a finite number >= 0 but got a Symbol/);
   });
 });
 

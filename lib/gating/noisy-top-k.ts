@@ -1,4 +1,4 @@
-import { rangeError } from '../errors';
+import { describe, rangeError } from '../errors';
 import { expectSeed } from '../tensor';
 import { Random } from '../random';
 import { expectBoolean, expectInteger, expectOneOf, expectOptions } from '../validate';
@@ -55,7 +55,7 @@ export function noisyTopK(cleanLogits: Matrix, noiseLogits: Matrix, options: Noi
   const k = expectInteger(options?.k, 'k', 1, n);
   const training = expectBoolean(options.training ?? false, 'training');
   const eps = options.noiseEpsilon ?? 1e-2;
-  if (typeof eps !== 'number' || !Number.isFinite(eps) || eps < 0) throw rangeError('noiseEpsilon to be a finite number >= 0', `${eps}`);
+  if (typeof eps !== 'number' || !Number.isFinite(eps) || eps < 0) throw rangeError('noiseEpsilon to be a finite number >= 0', describe(eps));
   const tieBreak = expectOneOf(options.tieBreak ?? 'lower', 'tieBreak', TIE_BREAKS);
   const dropPolicy = expectOneOf(options.dropPolicy ?? 'position', 'dropPolicy', DROP_POLICIES);
   if (options.capacityFactor !== undefined) checkCapacityFactor(options.capacityFactor);

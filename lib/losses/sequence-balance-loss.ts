@@ -18,7 +18,7 @@ export function sequenceBalanceLoss(
   const k = expectInteger(topK, 'topK', 1, n);
   const len = expectInteger(sequenceLength, 'sequenceLength');
   if (tokens % len !== 0) throw rangeError(`tokens (${tokens}) to be a multiple of sequenceLength`, `${len}`);
-  if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha < 0) throw rangeError('alpha to be a finite number >= 0', `${alpha}`);
+  if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha < 0) throw rangeError('alpha to be a finite number >= 0', describe(alpha));
   for (let i = 0; i < data.length; i++) if (data[i] < 0) throw rangeError('scores >= 0 (sigmoid affinities)', `${data[i]} at scores[${Math.floor(i / n)}, ${i % n}]`);
   if (options.experts !== undefined) {
     const chosen = options.experts;
