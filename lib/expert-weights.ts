@@ -1,5 +1,6 @@
 import { Activation, isGated } from './activation';
 import { describe, rangeError, typeError } from './errors';
+import type { NativeExpertSpec } from './native';
 import { Tensor } from './tensor';
 import { expectTensor, float32Data } from './validate';
 
@@ -26,19 +27,10 @@ export interface ExpertShape {
   activation: Activation;
 }
 
-export interface ExpertArrays {
-  w1: Float32Array;
-  w3: Float32Array | null;
-  w2: Float32Array;
-  b1: Float32Array | null;
-  b3: Float32Array | null;
-  b2: Float32Array | null;
-}
-
 const FLOATS = ['float32', 'float16', 'bfloat16'] as const;
 
-/** Checks every expert weight against the shape and returns their float32 data. */
-export function expertArrays(weights: unknown, shape: ExpertShape, name = 'weights'): ExpertArrays {
+/** Checks every expert weight against the shape and returns the spec the binding packs (float32 data). */
+export function expertSpec(weights: unknown, shape: ExpertShape, name = 'weights'): NativeExpertSpec {
   if (typeof weights !== 'object' || weights === null) throw typeError(`${name} to be an object of Tensors`, describe(weights));
   const w = weights as Partial<Record<keyof ExpertWeights, unknown>>;
   const { numExperts: e, dModel: d, dHidden: h, activation } = shape;
@@ -54,6 +46,7 @@ export function expertArrays(weights: unknown, shape: ExpertShape, name = 'weigh
   if (gated && (w.w3 === undefined || w.w3 === null))
     throw typeError(`${name}.w3 to be a Tensor [${e}, ${h}, ${d}] (required by the gated activation '${activation}')`, describe(w.w3));
   return {
+    ...shape,
     w1: big('w1', [e, h, d], ['numExperts', 'dHidden', 'dModel']),
     w3: gated ? big('w3', [e, h, d], ['numExperts', 'dHidden', 'dModel']) : null,
     w2: big('w2', [e, d, h], ['numExperts', 'dModel', 'dHidden']),

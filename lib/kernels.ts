@@ -5,7 +5,7 @@
  */
 import { ACTIVATIONS, Activation } from './activation';
 import { describe, rangeError, typeError } from './errors';
-import { ExpertShape, ExpertWeights, expertArrays } from './expert-weights';
+import { ExpertShape, ExpertWeights, expertSpec } from './expert-weights';
 import { NativeExperts, native } from './native';
 import { Tensor } from './tensor';
 import { isFloat32Array, isInt32Array } from './typed-arrays';
@@ -80,12 +80,12 @@ export class PackedExperts implements Disposable {
     const w1 = expectTensor((weights as ExpertWeights | undefined)?.w1, 'weights.w1', ['float32', 'float16', 'bfloat16'], [null, null, null], ['numExperts', 'dHidden', 'dModel']);
     const [numExperts, dHidden, dModel] = w1.shape;
     const shape: ExpertShape = { numExperts, dModel, dHidden, activation };
-    const a = expertArrays(weights, shape);
+    const spec = expertSpec(weights, shape);
     this.numExperts = numExperts;
     this.dModel = dModel;
     this.dHidden = dHidden;
     this.activation = activation;
-    this.handle = new (native().NativeExperts)(dModel, dHidden, numExperts, activation, a.w1, a.w3, a.w2, a.b1, a.b3, a.b2);
+    this.handle = new (native().NativeExperts)(spec);
   }
 
   get disposed(): boolean {
@@ -133,14 +133,14 @@ function ffnArguments(x: Tensor, experts: PackedExperts, plan: DispatchPlan, k: 
  */
 export function expertFFN(x: Tensor, experts: PackedExperts, plan: DispatchPlan, topK: number): Tensor<'float32'> {
   const { handle, xs, tokens } = ffnArguments(x, experts, plan, topK);
-  const out = native().expertFFN(handle, xs.data, tokens, topK, plan.expertOffsets, plan.order, false) as Float32Array;
+  const out = native().expertFFN(handle, xs.data, tokens, topK, plan.expertOffsets, plan.order);
   return Tensor.from(out, [tokens * topK, experts.dModel]);
 }
 
 /** expertFFN off the event loop. */
 export async function expertFFNAsync(x: Tensor, experts: PackedExperts, plan: DispatchPlan, topK: number): Promise<Tensor<'float32'>> {
   const { handle, xs, tokens } = ffnArguments(x, experts, plan, topK);
-  const out = await native().expertFFN(handle, xs.data, tokens, topK, plan.expertOffsets, plan.order, true);
+  const out = await native().expertFFNAsync(handle, xs.data, tokens, topK, plan.expertOffsets, plan.order);
   return Tensor.from(out, [tokens * topK, experts.dModel]);
 }
 

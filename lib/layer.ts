@@ -1,9 +1,9 @@
 import { ACTIVATIONS, Activation, isGated } from './activation';
 import { AuxLoss, AuxLossKind, AuxLossSpec, computeAuxLosses } from './aux-losses';
 import { describe, rangeError, typeError } from './errors';
-import { ExpertArrays, ExpertWeights, expertArrays } from './expert-weights';
+import { ExpertWeights, expertSpec } from './expert-weights';
 import * as gating from './gating';
-import { LayerTimings, NativeLayer, native } from './native';
+import { LayerTimings, NativeExpertSpec, NativeLayer, native } from './native';
 import { Random } from './random';
 import { RouterConfig, checkRouterConfig, impliedTopK } from './router-config';
 import { MAX_ELEMENTS, Tensor, expectSeed } from './tensor';
@@ -130,23 +130,20 @@ export class MoELayer implements Disposable {
     } else if (weights.noiseRouter !== undefined) {
       throw rangeError(`no weights.noiseRouter (router '${c.router.kind}' has no noise)`, describe(weights.noiseRouter));
     }
-    const a = expertArrays(weights, { numExperts: c.numExperts, dModel: c.dModel, dHidden: c.dHidden, activation: c.activation });
-    let s: ExpertArrays | null = null;
+    const experts = expertSpec(weights, { numExperts: c.numExperts, dModel: c.dModel, dHidden: c.dHidden, activation: c.activation });
+    let shared: NativeExpertSpec | null = null;
     if (c.sharedExperts > 0) {
       if (typeof weights.shared !== 'object' || weights.shared === null)
         throw typeError(`weights.shared to be expert weights for ${c.sharedExperts} shared experts`, describe(weights.shared));
-      s = expertArrays(weights.shared, { numExperts: c.sharedExperts, dModel: c.dModel, dHidden: c.sharedHidden, activation: c.activation }, 'weights.shared');
+      shared = expertSpec(weights.shared, { numExperts: c.sharedExperts, dModel: c.dModel, dHidden: c.sharedHidden, activation: c.activation }, 'weights.shared');
     } else if (weights.shared !== undefined) {
       throw rangeError('no weights.shared (config.sharedExperts is 0)', describe(weights.shared));
     }
     this.random = new Random(c.router.seed ?? 0);
     if (c.router.kind === 'sigmoidBias' && c.router.bias) this.scoreBias = Float64Array.from(c.router.bias);
-    const g = gpuRouting(c.router);
-    this.handle = new (native().NativeLayer)(
-      c.dModel, c.dHidden, c.numExperts, c.topK, c.activation, c.normalizeTopK, c.threads, router, a.w1, a.w3, a.w2, a.b1, a.b3, a.b2,
-      c.sharedExperts, c.sharedHidden, s?.w1 ?? null, s?.w3 ?? null, s?.w2 ?? null, s?.b1 ?? null, s?.b3 ?? null, s?.b2 ?? null,
-      c.backend, g.rule, g.numGroups, g.topKGroups, g.routeScale, g.bias,
-    );
+    this.handle = new (native().NativeLayer)({
+      experts, shared, router, topK: c.topK, normalizeTopK: c.normalizeTopK, threads: c.threads, backend: c.backend, routing: gpuRouting(c.router),
+    });
   }
 
   /**
@@ -213,7 +210,7 @@ export class MoELayer implements Disposable {
       return this.output(r.output, tokens, { ...r, topK: this.config.topK, dropped: 0, routerInput: data }, options, out);
     }
     const { gate, logits, ranked, weights, routerInput } = this.route(handle, data, tokens, training);
-    const r = await handle.forwardRouted(data, tokens, gate.topK, gate.experts, weights, true, out?.data);
+    const r = await handle.forwardRouted(data, tokens, gate.topK, gate.experts, weights, out?.data);
     return this.output(r.output, tokens, { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate, routerInput }, options, out, ranked);
   }
 
@@ -225,7 +222,7 @@ export class MoELayer implements Disposable {
       return this.output(r.output, tokens, { ...r, topK: this.config.topK, dropped: 0, routerInput: data }, options, out);
     }
     const { gate, logits, ranked, weights, routerInput } = this.route(handle, data, tokens, training);
-    const r = handle.forwardRouted(data, tokens, gate.topK, gate.experts, weights, false, out?.data) as { output: Float32Array; tokensPerExpert: Int32Array };
+    const r = handle.forwardRoutedSync(data, tokens, gate.topK, gate.experts, weights, out?.data);
     return this.output(r.output, tokens, { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate, routerInput }, options, out, ranked);
   }
 

@@ -26,6 +26,11 @@ export interface NativeForwardResult {
   tokensPerExpert: Int32Array;
 }
 
+export interface NativeRoutedResult {
+  output: Float32Array;
+  tokensPerExpert: Int32Array;
+}
+
 /** Milliseconds spent in each phase of the last forward of a layer. */
 export interface LayerTimings {
   router: number;
@@ -47,9 +52,8 @@ export interface NativeLayer {
   routerLogits(x: Float32Array, tokens: number): Float32Array;
   slotOutputs(x: Float32Array, tokens: number, k: number, experts: Int32Array): Float32Array;
   lastTimings(): LayerTimings;
-  forwardRouted(
-    x: Float32Array, tokens: number, k: number, experts: Int32Array, weights: Float32Array, async: boolean, out?: Float32Array,
-  ): { output: Float32Array; tokensPerExpert: Int32Array } | Promise<{ output: Float32Array; tokensPerExpert: Int32Array }>;
+  forwardRoutedSync(x: Float32Array, tokens: number, k: number, experts: Int32Array, weights: Float32Array, out?: Float32Array): NativeRoutedResult;
+  forwardRouted(x: Float32Array, tokens: number, k: number, experts: Int32Array, weights: Float32Array, out?: Float32Array): Promise<NativeRoutedResult>;
   dispose(): void;
   packedBytes(): number;
 }
@@ -60,6 +64,38 @@ export interface NativeReadProbe {
 }
 
 type F32 = Float32Array | null;
+
+/**
+ * Experts as the binding reads them (native/binding/spec.cpp, by name): float32 arrays in the [out, in] layout,
+ * null where absent. w1/w3 [numExperts, dHidden, dModel], w2 [numExperts, dModel, dHidden], biases per row.
+ */
+export interface NativeExpertSpec {
+  numExperts: number;
+  dModel: number;
+  dHidden: number;
+  activation: string;
+  w1: Float32Array;
+  w3: F32;
+  w2: Float32Array;
+  b1: F32;
+  b3: F32;
+  b2: F32;
+}
+
+/** Everything a native layer is built from, read by name and checked once in native/binding/spec.cpp. */
+export interface NativeLayerSpec {
+  experts: NativeExpertSpec;
+  /** Always-on shared experts (same dModel and activation), or null. */
+  shared: NativeExpertSpec | null;
+  /** [numExperts, dModel] W_g. */
+  router: Float32Array;
+  topK: number;
+  normalizeTopK: boolean;
+  threads: number;
+  backend: 'cpu' | 'cuda';
+  /** The rule the layer's own forward routes by: softmax top-k, or (CUDA) DeepSeek-V3's sigmoid + bias. */
+  routing: { rule: 'softmax' | 'sigmoidBias'; numGroups: number; topKGroups: number; routeScale: number; bias: F32 };
+}
 
 export interface NativeBinding {
   backendInfo(): {
@@ -73,21 +109,13 @@ export interface NativeBinding {
   routerLogits(x: Float32Array, tokens: number, dModel: number, router: Float32Array, numExperts: number): Float32Array;
   topK(logits: Float32Array, tokens: number, numExperts: number, k: number, normalize: boolean): NativeRoutingResult;
   dispatch(experts: Int32Array, numExperts: number): NativeDispatchPlan;
-  expertFFN(
+  expertFFN(experts: NativeExperts, x: Float32Array, tokens: number, k: number, expertOffsets: Int32Array, order: Int32Array): Float32Array;
+  expertFFNAsync(
     experts: NativeExperts, x: Float32Array, tokens: number, k: number, expertOffsets: Int32Array, order: Int32Array,
-    async: boolean,
-  ): Float32Array | Promise<Float32Array>;
+  ): Promise<Float32Array>;
   combine(slotOutputs: Float32Array, weights: Float32Array, tokens: number, k: number, dModel: number): Float32Array;
-  NativeExperts: new (
-    dModel: number, dHidden: number, numExperts: number, activation: string,
-    w1: Float32Array, w3: F32, w2: Float32Array, b1: F32, b3: F32, b2: F32,
-  ) => NativeExperts;
-  NativeLayer: new (
-    dModel: number, dHidden: number, numExperts: number, topK: number, activation: string, normalizeTopK: boolean,
-    threads: number, router: Float32Array, w1: Float32Array, w3: F32, w2: Float32Array, b1: F32, b3: F32, b2: F32,
-    numShared: number, sharedHidden: number, sw1: F32, sw3: F32, sw2: F32, sb1: F32, sb3: F32, sb2: F32,
-    backend: 'cpu' | 'cuda', gpuRule: 'softmax' | 'sigmoidBias', numGroups: number, topKGroups: number, routeScale: number, bias: F32,
-  ) => NativeLayer;
+  NativeExperts: new (spec: NativeExpertSpec) => NativeExperts;
+  NativeLayer: new (spec: NativeLayerSpec) => NativeLayer;
   NativeReadProbe: new (bytes: number) => NativeReadProbe;
 }
 

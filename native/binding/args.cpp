@@ -30,17 +30,22 @@ const char* kind_of(const Napi::Value& v) {
 }
 
 template <class T, napi_typedarray_type kType>
-T* typed_arg(const Napi::CallbackInfo& info, size_t index, const char* name, const char* type_name, int64_t length,
-             bool optional) {
-  const Napi::Value v = info[index];
+T* typed_value(Napi::Env env, const Napi::Value& v, const std::string& name, const char* type_name, int64_t length,
+               bool optional) {
   if (optional && (v.IsNull() || v.IsUndefined())) return nullptr;
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != kType)
-    throw_type_error(info.Env(), std::string("expected ") + name + " to be a " + type_name + " but got " + kind_of(v));
+    throw_type_error(env, "expected " + name + " to be a " + type_name + " but got " + kind_of(v));
   auto array = v.As<Napi::TypedArrayOf<T>>();
   if (static_cast<int64_t>(array.ElementLength()) != length)
-    throw_range_error(info.Env(), std::string("expected ") + name + " to have " + std::to_string(length) +
-                                      " elements but got " + std::to_string(array.ElementLength()));
+    throw_range_error(env, "expected " + name + " to have " + std::to_string(length) + " elements but got " +
+                               std::to_string(array.ElementLength()));
   return array.Data();
+}
+
+template <class T, napi_typedarray_type kType>
+T* typed_arg(const Napi::CallbackInfo& info, size_t index, const char* name, const char* type_name, int64_t length,
+             bool optional) {
+  return typed_value<T, kType>(info.Env(), info[index], name, type_name, length, optional);
 }
 
 }  // namespace
@@ -49,8 +54,9 @@ const float* float32_arg(const Napi::CallbackInfo& info, size_t index, const cha
                          bool optional) {
   return typed_arg<float, napi_float32_array>(info, index, name, "Float32Array", length, optional);
 }
-float* float32_arg_mut(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length) {
-  return typed_arg<float, napi_float32_array>(info, index, name, "Float32Array", length, false);
+const float* float32_value(Napi::Env env, const Napi::Value& value, const std::string& name, int64_t length,
+                           bool optional) {
+  return typed_value<float, napi_float32_array>(env, value, name, "Float32Array", length, optional);
 }
 const int32_t* int32_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length) {
   return typed_arg<int32_t, napi_int32_array>(info, index, name, "Int32Array", length, false);
@@ -122,26 +128,34 @@ Held<int32_t> held_int32(const Napi::CallbackInfo& info, size_t index, const cha
   return hold(info, index, name, length, copy, int32_arg(info, index, name, length));
 }
 
-int64_t int_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t min, int64_t max) {
-  const Napi::Value v = info[index];
-  if (!v.IsNumber()) throw_type_error(info.Env(), std::string("expected ") + name + " to be an integer but got " + kind_of(v));
+int64_t int_value(Napi::Env env, const Napi::Value& v, const std::string& name, int64_t min, int64_t max) {
+  if (!v.IsNumber()) throw_type_error(env, "expected " + name + " to be an integer but got " + kind_of(v));
   const double d = v.As<Napi::Number>().DoubleValue();
   if (!(d == std::floor(d)) || d < static_cast<double>(min) || d > static_cast<double>(max))
-    throw_range_error(info.Env(), std::string("expected ") + name + " to be an integer in [" + std::to_string(min) +
-                                      ", " + std::to_string(max) + "] but got " + Napi::Number::New(info.Env(), d).ToString().Utf8Value());
+    throw_range_error(env, "expected " + name + " to be an integer in [" + std::to_string(min) + ", " +
+                               std::to_string(max) + "] but got " + Napi::Number::New(env, d).ToString().Utf8Value());
   return static_cast<int64_t>(d);
 }
-
-bool bool_arg(const Napi::CallbackInfo& info, size_t index, const char* name) {
-  const Napi::Value v = info[index];
-  if (!v.IsBoolean()) throw_type_error(info.Env(), std::string("expected ") + name + " to be a boolean but got " + kind_of(v));
+bool bool_value(Napi::Env env, const Napi::Value& v, const std::string& name) {
+  if (!v.IsBoolean()) throw_type_error(env, "expected " + name + " to be a boolean but got " + kind_of(v));
   return v.As<Napi::Boolean>().Value();
 }
-
-std::string string_arg(const Napi::CallbackInfo& info, size_t index, const char* name) {
-  const Napi::Value v = info[index];
-  if (!v.IsString()) throw_type_error(info.Env(), std::string("expected ") + name + " to be a string but got " + kind_of(v));
+std::string string_value(Napi::Env env, const Napi::Value& v, const std::string& name) {
+  if (!v.IsString()) throw_type_error(env, "expected " + name + " to be a string but got " + kind_of(v));
   return v.As<Napi::String>().Utf8Value();
+}
+double number_value(Napi::Env env, const Napi::Value& v, const std::string& name) {
+  if (!v.IsNumber()) throw_type_error(env, "expected " + name + " to be a number but got " + kind_of(v));
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d)) throw_range_error(env, "expected " + name + " to be a finite number but got " + std::to_string(d));
+  return d;
+}
+
+int64_t int_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t min, int64_t max) {
+  return int_value(info.Env(), info[index], name, min, max);
+}
+bool bool_arg(const Napi::CallbackInfo& info, size_t index, const char* name) {
+  return bool_value(info.Env(), info[index], name);
 }
 
 void check_finite(Napi::Env env, const char* name, const float* data, int64_t rows, int64_t cols) {
@@ -151,24 +165,6 @@ void check_finite(Napi::Env env, const char* name, const float* data, int64_t ro
   const std::string got = std::isnan(value) ? "NaN" : (value > 0 ? "Infinity" : "-Infinity");
   throw_range_error(env, std::string("expected ") + name + " to contain only finite values but got " + got + " at " +
                              name + "[" + std::to_string(bad / cols) + ", " + std::to_string(bad % cols) + "]");
-}
-
-moe::ExpertWeights expert_weights_arg(const Napi::CallbackInfo& info, size_t first, const moe::ExpertShape& s,
-                                      const std::string& prefix) {
-  const bool gated = moe::is_gated(s.activation);
-  const std::string names[] = {prefix + "w1", prefix + "w3", prefix + "w2", prefix + "b1", prefix + "b3", prefix + "b2"};
-  // Checked products first: three dimensions of up to 2^31 each could wrap int64 and match a short array.
-  elements(info.Env(), (prefix + "w1").c_str(), {s.num_experts, s.d_hidden, s.d_model});
-  const int64_t rows[] = {s.num_experts * s.d_hidden, s.num_experts * s.d_hidden, s.num_experts * s.d_model,
-                          s.num_experts, s.num_experts, s.num_experts};
-  const int64_t cols[] = {s.d_model, s.d_model, s.d_hidden, s.d_hidden, s.d_hidden, s.d_model};
-  const bool optional[] = {false, !gated, false, true, true, true};
-  const float* arrays[6];
-  for (int i = 0; i < 6; ++i) {
-    arrays[i] = float32_arg(info, first + i, names[i].c_str(), rows[i] * cols[i], optional[i]);
-    if (arrays[i]) check_finite(info.Env(), names[i].c_str(), arrays[i], rows[i], cols[i]);
-  }
-  return {arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5]};
 }
 
 void check_experts(Napi::Env env, const int32_t* experts, int64_t count, int64_t num_experts) {

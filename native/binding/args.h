@@ -18,7 +18,6 @@ namespace moe_binding {
 // A Float32Array argument of exactly `length` elements; null/undefined allowed when `optional` (returns null).
 const float* float32_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length,
                          bool optional = false);
-float* float32_arg_mut(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length);
 const int32_t* int32_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length);
 // The output array of a forward: the caller's optional `out` argument (a Float32Array as long as x, sharing no
 // memory with it: the layer reads x while it writes out), or a new result array when it is null or undefined.
@@ -55,18 +54,23 @@ int64_t slot_count(Napi::Env env, int64_t tokens, int64_t k);
 // so that a per-expert array stays small (a count of 2^31 once allocated 16 GB in dispatch).
 constexpr int64_t kMaxExperts = int64_t{1} << 24;
 
+// The largest dimension (dModel, dHidden, tokens) a call takes.
+constexpr int64_t kMaxDim = int64_t{1} << 31;
+
 // An integer in [min, max].
 int64_t int_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t min, int64_t max);
 bool bool_arg(const Napi::CallbackInfo& info, size_t index, const char* name);
-std::string string_arg(const Napi::CallbackInfo& info, size_t index, const char* name);
+
+// The same checks on any value (a field of a spec object, see spec.h); `name` is its path in messages.
+int64_t int_value(Napi::Env env, const Napi::Value& value, const std::string& name, int64_t min, int64_t max);
+bool bool_value(Napi::Env env, const Napi::Value& value, const std::string& name);
+std::string string_value(Napi::Env env, const Napi::Value& value, const std::string& name);
+double number_value(Napi::Env env, const Napi::Value& value, const std::string& name);  // finite
+const float* float32_value(Napi::Env env, const Napi::Value& value, const std::string& name, int64_t length,
+                           bool optional = false);
 
 // RangeError naming the first non-finite element of x [rows, cols], as "x[row, col]".
 void check_finite(Napi::Env env, const char* name, const float* data, int64_t rows, int64_t cols);
-
-// The six expert weight arguments w1, w3, w2, b1, b3, b2 at info[first .. first + 5], sized for `shape`
-// (w3/b3 only when gated, biases optional), each checked to be finite. `prefix` names them ("shared.").
-moe::ExpertWeights expert_weights_arg(const Napi::CallbackInfo& info, size_t first, const moe::ExpertShape& shape,
-                                      const std::string& prefix = "");
 
 // RangeError unless every experts[i] is in [-1, numExperts) (-1 = a dropped slot).
 void check_experts(Napi::Env env, const int32_t* experts, int64_t count, int64_t num_experts);

@@ -11,13 +11,13 @@
 #include "moe/moe.h"
 #include "reported_memory.h"
 #include "result_arrays.h"
+#include "spec.h"
 #include "type_tags.h"
 
 namespace moe_binding {
 
 namespace {
 
-constexpr int64_t kMaxDim = int64_t{1} << 31;
 
 Napi::Value RouterLogits(const Napi::CallbackInfo& info) {
   const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
@@ -74,17 +74,11 @@ class NativeExperts : public Napi::ObjectWrap<NativeExperts> {
                        {InstanceMethod("dispose", &NativeExperts::Dispose),
                         InstanceMethod("packedBytes", &NativeExperts::PackedBytes)});
   }
-  // (dModel, dHidden, numExperts, activation, w1, w3, w2, b1, b3, b2)
+  // (spec: NativeExpertSpec, read by name in spec.cpp)
   explicit NativeExperts(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeExperts>(info) {
     tag_object(info.Env(), info.This().As<Napi::Object>(), kExpertsTag);
-    moe::ExpertShape s;
-    s.d_model = int_arg(info, 0, "dModel", 1, kMaxDim);
-    s.d_hidden = int_arg(info, 1, "dHidden", 1, kMaxDim);
-    s.num_experts = int_arg(info, 2, "numExperts", 1, kMaxExperts);
-    const std::string act = string_arg(info, 3, "activation");
-    if (!moe::parse_activation(act, &s.activation))
-      throw_range_error(info.Env(), "expected activation to be a known activation but got '" + act + "'");
-    packed_ = moe::pack_experts(s, expert_weights_arg(info, 4, s));
+    const ExpertSpec spec = read_experts(Fields(info.Env(), info[0], "spec"));
+    packed_ = moe::pack_experts(spec.shape, spec.weights);
     memory_.report(info.Env(), static_cast<int64_t>(moe::packed_bytes(*packed_)));
   }
   std::shared_ptr<const moe::PackedExperts> get(Napi::Env env) const {
@@ -105,15 +99,15 @@ class NativeExperts : public Napi::ObjectWrap<NativeExperts> {
   ReportedMemory memory_;
 };
 
-// (experts, x, tokens, k, expertOffsets, order, async) -> Float32Array [tokens * k * dModel] (or a Promise of it)
-Napi::Value ExpertFFN(const Napi::CallbackInfo& info) {
+// (experts, x, tokens, k, expertOffsets, order) -> Float32Array [tokens * k * dModel], or a Promise of it when
+// `async` (expertFFNAsync).
+Napi::Value expert_ffn(const Napi::CallbackInfo& info, bool async) {
   const Napi::Env env = info.Env();
   auto packed = unwrap_tagged<NativeExperts>(env, info[0], kExpertsTag, "packed experts")->get(env);
   const moe::ExpertShape& s = moe::packed_shape(*packed);
   const int64_t tokens = int_arg(info, 2, "tokens", 1, kMaxDim);
   const int64_t k = int_arg(info, 3, "k", 1, s.num_experts);
   const int64_t slots = slot_count(env, tokens, k);
-  const bool async = bool_arg(info, 6, "async");
   // The plan is always copied (it is small) and x when the job runs later: what is checked is what is read.
   const Held<float> x = held_float32(info, 1, "x", tokens * s.d_model, async);
   const Held<int32_t> offsets = held_int32(info, 4, "expertOffsets", s.num_experts + 1, true);
@@ -151,6 +145,9 @@ Napi::Value ExpertFFN(const Napi::CallbackInfo& info) {
                    [](Napi::Env, const std::vector<Napi::Value>& kept) { return kept[0]; });
 }
 
+Napi::Value ExpertFFNSync(const Napi::CallbackInfo& info) { return expert_ffn(info, false); }
+Napi::Value ExpertFFNAsync(const Napi::CallbackInfo& info) { return expert_ffn(info, true); }
+
 // (slotOutputs, weights, tokens, k, dModel) -> Float32Array [tokens * dModel]
 Napi::Value Combine(const Napi::CallbackInfo& info) {
   const int64_t tokens = int_arg(info, 2, "tokens", 1, kMaxDim);
@@ -172,7 +169,8 @@ void init_kernels(Napi::Env env, Napi::Object exports) {
   exports.Set("routerLogits", Napi::Function::New(env, RouterLogits));
   exports.Set("topK", Napi::Function::New(env, TopK));
   exports.Set("dispatch", Napi::Function::New(env, Dispatch));
-  exports.Set("expertFFN", Napi::Function::New(env, ExpertFFN));
+  exports.Set("expertFFN", Napi::Function::New(env, ExpertFFNSync));
+  exports.Set("expertFFNAsync", Napi::Function::New(env, ExpertFFNAsync));
   exports.Set("combine", Napi::Function::New(env, Combine));
   exports.Set("NativeExperts", NativeExperts::Define(env));
 }

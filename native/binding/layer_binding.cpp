@@ -13,13 +13,13 @@
 #include "moe/moe.h"
 #include "reported_memory.h"
 #include "result_arrays.h"
+#include "spec.h"
 #include "type_tags.h"
 
 namespace moe_binding {
 
 namespace {
 
-constexpr int64_t kMaxDim = int64_t{1} << 31;
 
 // A forward of finite inputs can still overflow float32 (an x of 1e30 squares past 3.4e38, and inf - inf is
 // NaN): such a result is refused, not returned. One pass over the output, against the forward's GEMMs.
@@ -62,59 +62,30 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
                         InstanceMethod("forward", &NativeLayer::Forward),
                         InstanceMethod("routerLogits", &NativeLayer::RouterLogits),
                         InstanceMethod("forwardRouted", &NativeLayer::ForwardRouted),
+                        InstanceMethod("forwardRoutedSync", &NativeLayer::ForwardRoutedSync),
                         InstanceMethod("slotOutputs", &NativeLayer::SlotOutputs),
                         InstanceMethod("lastTimings", &NativeLayer::LastTimings),
                         InstanceMethod("dispose", &NativeLayer::Dispose),
                         InstanceMethod("packedBytes", &NativeLayer::PackedBytes)});
   }
 
-  // (dModel, dHidden, numExperts, topK, activation, normalizeTopK, threads, router, w1, w3, w2, b1, b3, b2,
-  //  numShared, sharedHidden, sw1, sw3, sw2, sb1, sb3, sb2,
-  //  backend 'cpu' | 'cuda', gpuRule 'softmax' | 'sigmoidBias', numGroups, topKGroups, routeScale, bias)
+  // (spec: NativeLayerSpec, read by name in spec.cpp)
   explicit NativeLayer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeLayer>(info) {
     tag_object(info.Env(), info.This().As<Napi::Object>(), kLayerTag);
-    moe::LayerConfig c;
-    moe::ExpertShape& s = c.experts;
-    s.d_model = int_arg(info, 0, "dModel", 1, kMaxDim);
-    s.d_hidden = int_arg(info, 1, "dHidden", 1, kMaxDim);
-    s.num_experts = int_arg(info, 2, "numExperts", 1, kMaxExperts);
-    c.top_k = static_cast<int>(int_arg(info, 3, "topK", 1, s.num_experts));
-    const std::string act = string_arg(info, 4, "activation");
-    if (!moe::parse_activation(act, &s.activation))
-      throw_range_error(info.Env(), "expected activation to be a known activation but got '" + act + "'");
-    c.normalize_top_k = bool_arg(info, 5, "normalizeTopK");
-    c.threads = static_cast<int>(int_arg(info, 6, "threads", 0, 256));
-    const float* router = float32_arg(info, 7, "router", s.num_experts * s.d_model);
-    check_finite(info.Env(), "router", router, s.num_experts, s.d_model);
-    const moe::ExpertWeights w = expert_weights_arg(info, 8, s);
-    moe::ExpertWeights sw;
-    c.shared = s;
-    c.shared.num_experts = int_arg(info, 14, "numShared", 0, kMaxExperts);
-    if (c.shared.num_experts > 0) {
-      c.shared.d_hidden = int_arg(info, 15, "sharedHidden", 1, kMaxDim);
-      sw = expert_weights_arg(info, 16, c.shared, "shared.");
-    }
-    const std::string backend = string_arg(info, 22, "backend");
-    if (backend == "cuda") {
-      moe::cuda::GpuRouting routing;
-      if (string_arg(info, 23, "gpuRule") == "sigmoidBias") routing.rule = moe::cuda::GpuRouting::Rule::sigmoid_bias;
-      routing.num_groups = static_cast<int>(int_arg(info, 24, "numGroups", 1, s.num_experts));
-      routing.top_k_groups = static_cast<int>(int_arg(info, 25, "topKGroups", 1, routing.num_groups));
-      if (!info[26].IsNumber()) throw_type_error(info.Env(), "expected routeScale to be a number");
-      routing.route_scale = info[26].As<Napi::Number>().FloatValue();
-      routing.bias = float32_arg(info, 27, "bias", s.num_experts, true);
-      router_ = std::vector<float>(router, router + s.num_experts * s.d_model);
+    const LayerSpec spec = read_layer(Fields(info.Env(), info[0], "spec"));
+    const moe::LayerConfig& c = spec.config;
+    config_ = c;
+    if (spec.cuda) {
+      router_ = std::vector<float>(spec.router, spec.router + c.experts.num_experts * c.experts.d_model);
       try {
-        cuda_ = std::make_shared<moe::cuda::CudaLayer>(c, routing, router, w);
+        cuda_ = std::make_shared<moe::cuda::CudaLayer>(c, spec.routing, spec.router, spec.experts);
       } catch (const std::exception& e) {
         throw Napi::Error::New(info.Env(), e.what());
       }
-      config_ = c;
       memory_.report(info.Env(), static_cast<int64_t>(router_.size() * sizeof(float)));
       return;
     }
-    layer_ = std::make_shared<moe::Layer>(c, router, w, sw);
-    config_ = c;
+    layer_ = std::make_shared<moe::Layer>(c, spec.router, spec.experts, spec.shared);
     memory_.report(info.Env(), static_cast<int64_t>(layer_->packed_bytes()));
   }
 
@@ -218,8 +189,13 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return logits;
   }
 
-  // (x, tokens, k, experts Int32Array [T*k], weights Float32Array [T*k], async, out?) -> { output, tokensPerExpert }
-  Napi::Value ForwardRouted(const Napi::CallbackInfo& info) {
+  // (x, tokens, k, experts Int32Array [T*k], weights Float32Array [T*k], out?) -> { output, tokensPerExpert },
+  // on the calling thread.
+  Napi::Value ForwardRoutedSync(const Napi::CallbackInfo& info) { return forward_routed(info, false); }
+  // The same, as a Promise (run off the event loop unless the work is tiny).
+  Napi::Value ForwardRouted(const Napi::CallbackInfo& info) { return forward_routed(info, true); }
+
+  Napi::Value forward_routed(const Napi::CallbackInfo& info, bool promise) {
     const Napi::Env env = info.Env();
     check_alive(env);
     auto layer = layer_;
@@ -229,8 +205,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
     const int64_t k = int_arg(info, 2, "k", 1, e);
     slot_count(env, tokens, k);
-    const bool async = bool_arg(info, 5, "async") && (cuda || !is_small(c, tokens * k));
-    auto output = output_arg(info, 6, float32_arg(info, 0, "x", tokens * d), tokens * d);
+    const bool async = promise && (cuda || !is_small(c, tokens * k));
+    auto output = output_arg(info, 5, float32_arg(info, 0, "x", tokens * d), tokens * d);
     // Copied for an async call (the routing always: it is small), then checked: what is checked is what is read.
     const Held<float> x = held_float32(info, 0, "x", tokens * d, async);
     const Held<int32_t> experts = held_int32(info, 3, "experts", tokens * k, true);
@@ -239,7 +215,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     check_finite(env, "weights", weights.data, tokens, k);
     check_experts(env, experts.data, tokens * k, e);
     auto counts = new_int32_array(env, static_cast<size_t>(e));
-    const Staged staged = stage_output(info, 6, tokens * d, async);
+    const Staged staged = stage_output(info, 5, tokens * d, async);
     float* out = staged.data ? staged.data.get() : output.Data();
     int32_t* cnt = counts.Data();
     const auto run = [layer, cuda, x, tokens, k, experts, weights, out, cnt, d] {
@@ -253,7 +229,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       o.Set("tokensPerExpert", a[1]);
       return o;
     };
-    if (!bool_arg(info, 5, "async")) {
+    if (!promise) {
       run_guarded(env, run);
       return result(env, {output, counts});
     }

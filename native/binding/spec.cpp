@@ -1,0 +1,94 @@
+#include "spec.h"
+
+#include "args.h"
+
+namespace moe_binding {
+
+namespace {
+}
+
+Fields::Fields(Napi::Env env, const Napi::Value& value, std::string path) : env_(env), path_(std::move(path)) {
+  if (!value.IsObject() || value.IsTypedArray() || value.IsArray())
+    throw_type_error(env, "expected " + path_ + " to be an object");
+  object_ = value.As<Napi::Object>();
+}
+
+int64_t Fields::integer(const char* name, int64_t min, int64_t max) const {
+  return int_value(env_, object_.Get(name), path(name), min, max);
+}
+bool Fields::boolean(const char* name) const { return bool_value(env_, object_.Get(name), path(name)); }
+std::string Fields::string(const char* name) const { return string_value(env_, object_.Get(name), path(name)); }
+double Fields::number(const char* name) const { return number_value(env_, object_.Get(name), path(name)); }
+Fields Fields::object(const char* name) const { return Fields(env_, object_.Get(name), path(name)); }
+bool Fields::present(const char* name) const {
+  const Napi::Value v = object_.Get(name);
+  return !v.IsUndefined() && !v.IsNull();
+}
+
+const float* Fields::float32(const char* name, int64_t rows, int64_t cols, bool optional) const {
+  const std::string where = path(name);
+  const float* data = float32_value(env_, object_.Get(name), where, rows * cols, optional);
+  if (data) check_finite(env_, where.c_str(), data, rows, cols);
+  return data;
+}
+
+ExpertSpec read_experts(const Fields& f) {
+  ExpertSpec spec;
+  moe::ExpertShape& s = spec.shape;
+  s.num_experts = f.integer("numExperts", 1, kMaxExperts);
+  s.d_model = f.integer("dModel", 1, kMaxDim);
+  s.d_hidden = f.integer("dHidden", 1, kMaxDim);
+  const std::string act = f.string("activation");
+  if (!moe::parse_activation(act, &s.activation))
+    throw_range_error(f.env(), "expected activation to be a known activation but got '" + act + "'");
+  // Checked products first: three dimensions of up to 2^31 each could wrap int64 and match a short array.
+  elements(f.env(), "w1", {s.num_experts, s.d_hidden, s.d_model});
+  const bool gated = moe::is_gated(s.activation);
+  moe::ExpertWeights& w = spec.weights;
+  w.w1 = f.float32("w1", s.num_experts * s.d_hidden, s.d_model);
+  w.w3 = f.float32("w3", s.num_experts * s.d_hidden, s.d_model, !gated);
+  w.w2 = f.float32("w2", s.num_experts * s.d_model, s.d_hidden);
+  w.b1 = f.float32("b1", s.num_experts, s.d_hidden, true);
+  w.b3 = f.float32("b3", s.num_experts, s.d_hidden, true);
+  w.b2 = f.float32("b2", s.num_experts, s.d_model, true);
+  return spec;
+}
+
+LayerSpec read_layer(const Fields& f) {
+  LayerSpec spec;
+  moe::LayerConfig& c = spec.config;
+  const ExpertSpec experts = read_experts(f.object("experts"));
+  c.experts = experts.shape;
+  spec.experts = experts.weights;
+  const int64_t n = c.experts.num_experts;
+  c.top_k = static_cast<int>(f.integer("topK", 1, n));
+  c.normalize_top_k = f.boolean("normalizeTopK");
+  c.threads = static_cast<int>(f.integer("threads", 0, 256));
+  spec.router = f.float32("router", n, c.experts.d_model);
+  c.shared = c.experts;
+  c.shared.num_experts = 0;
+  if (f.present("shared")) {
+    const ExpertSpec shared = read_experts(f.object("shared"));
+    if (shared.shape.d_model != c.experts.d_model || shared.shape.activation != c.experts.activation)
+      throw_range_error(f.env(), "expected spec.shared to have the routed experts' dModel and activation");
+    c.shared = shared.shape;
+    spec.shared = shared.weights;
+  }
+  const std::string backend = f.string("backend");
+  if (backend != "cpu" && backend != "cuda")
+    throw_range_error(f.env(), "expected spec.backend to be 'cpu' or 'cuda' but got '" + backend + "'");
+  spec.cuda = backend == "cuda";
+  const Fields r = f.object("routing");
+  const std::string rule = r.string("rule");
+  if (rule != "softmax" && rule != "sigmoidBias")
+    throw_range_error(f.env(), "expected spec.routing.rule to be 'softmax' or 'sigmoidBias' but got '" + rule + "'");
+  moe::cuda::GpuRouting& g = spec.routing;
+  if (rule == "sigmoidBias") g.rule = moe::cuda::GpuRouting::Rule::sigmoid_bias;
+  g.num_groups = static_cast<int>(r.integer("numGroups", 1, n));
+  g.top_k_groups = static_cast<int>(r.integer("topKGroups", 1, g.num_groups));
+  g.route_scale = static_cast<float>(r.number("routeScale"));
+  g.bias = r.float32("bias", 1, n, true);
+  return spec;
+}
+
+}  // namespace moe_binding

@@ -1,0 +1,54 @@
+// The spec objects that cross the seam, read by name: lib/native.ts declares their fields (NativeExpertSpec,
+// NativeLayerSpec), and this is the one place the binding checks them, each message naming the field's path
+// ("expected spec.experts.dModel to be an integer ..."). Adding a field is one line here and one there.
+#pragma once
+#include <napi.h>
+
+#include <cstdint>
+#include <string>
+
+#include "moe/cuda.h"
+#include "moe/moe.h"
+
+namespace moe_binding {
+
+// The fields of one JS object, read by name.
+class Fields {
+ public:
+  Fields(Napi::Env env, const Napi::Value& value, std::string path);  // TypeError unless an object
+  int64_t integer(const char* name, int64_t min, int64_t max) const;
+  bool boolean(const char* name) const;
+  std::string string(const char* name) const;
+  double number(const char* name) const;  // finite
+  // A Float32Array of exactly `length` elements, each finite; null/undefined allowed when `optional` (nullptr).
+  const float* float32(const char* name, int64_t rows, int64_t cols, bool optional = false) const;
+  Fields object(const char* name) const;
+  bool present(const char* name) const;  // neither missing, undefined nor null
+  Napi::Env env() const { return env_; }
+
+ private:
+  std::string path(const char* name) const { return path_ + "." + name; }
+  Napi::Env env_;
+  Napi::Object object_;
+  std::string path_;
+};
+
+// NativeExpertSpec: { numExperts, dModel, dHidden, activation, w1, w3, w2, b1, b3, b2 }. The arrays are the
+// caller's memory, read while the constructor packs them.
+struct ExpertSpec {
+  moe::ExpertShape shape;
+  moe::ExpertWeights weights;
+};
+ExpertSpec read_experts(const Fields& spec);
+
+// NativeLayerSpec: { experts, shared, router, topK, normalizeTopK, threads, backend, routing }.
+struct LayerSpec {
+  moe::LayerConfig config;
+  const float* router = nullptr;
+  moe::ExpertWeights experts, shared;
+  bool cuda = false;
+  moe::cuda::GpuRouting routing;
+};
+LayerSpec read_layer(const Fields& spec);
+
+}  // namespace moe_binding
