@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
                                             : moe_test::Case{tokens, 2048, 1408, 64, 6, moe::Activation::swiglu, false};
   moe::set_thread_count(threads);
   moe_test::CaseData data = moe_test::make_case(c, 7);
-  moe::Layer layer(data.config, data.router.data(), data.weights);
+  moe::CpuLayer layer(data.config, data.router.data(), data.weights);
   std::vector<float> output(tokens * c.d), logits(tokens * c.e), weights(tokens * c.k);
   std::vector<int32_t> experts(tokens * c.k), counts(c.e);
   const moe::LayerOutputs out{output.data(), logits.data(), experts.data(), weights.data(), counts.data()};

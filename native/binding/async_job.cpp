@@ -118,6 +118,8 @@ Failure failure_of(std::exception_ptr error) {
     return {"moe-kernels: expected a call whose working memory this machine can allocate but got std::bad_alloc", true};
   } catch (const std::overflow_error& e) {
     return {e.what(), true};
+  } catch (const std::invalid_argument& e) {  // moe::Unsupported: a call this layer's backend does not offer
+    return {e.what(), true};
   } catch (const std::exception& e) {
     const std::string what = e.what();
     return {what.rfind("moe-kernels: ", 0) == 0 ? what : "moe-kernels: " + what, false};

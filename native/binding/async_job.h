@@ -19,7 +19,8 @@ using AsyncWork = std::function<void()>;
 using AsyncResult = std::function<Napi::Value(Napi::Env, const std::vector<Napi::Value>& kept)>;
 
 // What a computation that threw becomes in JS, one mapping for sync calls and async jobs: a failed allocation
-// or a result outside float32 (std::overflow_error, layer_binding.cpp) is a RangeError, anything else an Error,
+// a result outside float32 (std::overflow_error, layer_binding.cpp) or a call the backend does not offer
+// (moe::Unsupported) is a RangeError, anything else an Error,
 // each with a message in the one format.
 struct Failure {
   std::string message;

@@ -1,4 +1,5 @@
-// NativeLayer: owns a core moe::Layer (packed weights + workspace); forwardSync / forward (Promise) / dispose.
+// NativeLayer: owns a core moe::Layer (any backend: make_layer chooses) and only converts: arguments in, typed
+// arrays out, async calls posted to the layer's job queue; forwardSync / forward (Promise) / dispose.
 #include "layer_binding.h"
 
 #include <cstring>
@@ -9,7 +10,6 @@
 
 #include "args.h"
 #include "async_job.h"
-#include "moe/cuda.h"
 #include "moe/moe.h"
 #include "reported_memory.h"
 #include "result_arrays.h"
@@ -72,38 +72,22 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   // (spec: NativeLayerSpec, read by name in spec.cpp)
   explicit NativeLayer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeLayer>(info) {
     tag_object(info.Env(), info.This().As<Napi::Object>(), kLayerTag);
-    const LayerSpec spec = read_layer(Fields(info.Env(), info[0], "spec"));
-    const moe::LayerConfig& c = spec.config;
-    config_ = c;
-    if (spec.cuda) {
-      router_ = std::vector<float>(spec.router, spec.router + c.experts.num_experts * c.experts.d_model);
-      try {
-        cuda_ = std::make_shared<moe::cuda::CudaLayer>(c, spec.routing, spec.router, spec.experts);
-      } catch (const std::exception& e) {
-        throw Napi::Error::New(info.Env(), e.what());
-      }
-      memory_.report(info.Env(), static_cast<int64_t>(router_.size() * sizeof(float)));
-      return;
-    }
-    layer_ = std::make_shared<moe::Layer>(c, spec.router, spec.experts, spec.shared);
-    memory_.report(info.Env(), static_cast<int64_t>(layer_->packed_bytes()));
+    const moe::LayerSpec spec = read_layer(Fields(info.Env(), info[0], "spec"));
+    run_guarded(info.Env(), [&] { layer_ = moe::make_layer(spec); });
+    config_ = spec.config;
+    memory_.report(info.Env(), static_cast<int64_t>(layer_->host_bytes()));
   }
 
  private:
   std::shared_ptr<moe::Layer> get(Napi::Env env) const {
-    check_alive(env);
-    if (!layer_) throw_range_error(env, "expected a CPU layer for this call (slot outputs, timings) but got a CUDA layer");
+    if (!layer_) throw_type_error(env, "expected a layer that is not disposed but got a disposed layer");
     return layer_;
-  }
-  void check_alive(Napi::Env env) const {
-    if (!layer_ && !cuda_) throw_type_error(env, "expected a layer that is not disposed but got a disposed layer");
   }
 
   // (x, tokens, out?): checks x, allocates the outputs (the output only when no `out` array is given), and
   // returns the work that fills them.
   struct Call {
     std::shared_ptr<moe::Layer> layer;
-    std::shared_ptr<moe::cuda::CudaLayer> cuda;
     Held<float> x;
     int64_t tokens;
     Napi::Float32Array output, logits, weights;
@@ -112,8 +96,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     moe::LayerOutputs buffers;  // where the kernels write: the arrays above (or the staged output)
     int64_t d_model;
     void run() const {
-      if (cuda) cuda->forward(x.data, tokens, buffers);
-      else layer->forward(x.data, tokens, buffers);
+      layer->forward(x.data, tokens, buffers);
       check_output_finite(buffers.output, tokens * d_model);
     }
     std::vector<Napi::Value> arrays() const { return {output, logits, experts, weights, counts}; }
@@ -132,8 +115,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   // result when the Promise settles, after checking that it is still attached and as long (README, Guarantees).
   Call prepare(const Napi::CallbackInfo& info, bool async) const {
     const Napi::Env env = info.Env();
-    check_alive(env);
-    Call call{layer_, cuda_, {}, 0, {}, {}, {}, {}, {}, {}, {}, config_.experts.d_model};
+    Call call{get(env), {}, 0, {}, {}, {}, {}, {}, {}, {}, config_.experts.d_model};
     const moe::LayerConfig& c = config_;
     const int64_t d = c.experts.d_model, e = c.experts.num_experts, k = c.top_k;
     call.tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
@@ -159,16 +141,15 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   }
 
   Napi::Value Forward(const Napi::CallbackInfo& info) {
-    const bool small = !cuda_ && is_small(config_, int_arg(info, 1, "tokens", 1, kMaxDim) * config_.top_k);
+    const bool small = get(info.Env())->runs_inline(int_arg(info, 1, "tokens", 1, kMaxDim) * config_.top_k);
     const Call call = prepare(info, !small);
     if (small) return resolved(info.Env(), [&] {
       run_guarded(info.Env(), [&] { call.run(); });
       return Call::result(info.Env(), call.arrays());
     });
     // The job uses only the layer pointers and the raw buffers of the copy; its JS handles stay unused.
-    const moe::JobQueue queue = cuda_ ? moe::JobQueue::gpu : moe::JobQueue::cpu;
     const Staged staged = call.staged;
-    return run_async(info.Env(), queue, call.arrays(), [call] { call.run(); },
+    return run_async(info.Env(), call.layer->queue(), call.arrays(), [call] { call.run(); },
                      [staged](Napi::Env env, const std::vector<Napi::Value>& a) {
                        deliver(env, staged, a[0]);
                        return Call::result(env, a);
@@ -178,14 +159,13 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   // (x, tokens) -> Float32Array [tokens * E]
   Napi::Value RouterLogits(const Napi::CallbackInfo& info) {
     const Napi::Env env = info.Env();
-    check_alive(env);
+    auto layer = get(env);
     const moe::LayerConfig& c = config_;
     const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
     const Held<float> x = held_float32(info, 0, "x", tokens * c.experts.d_model, false);
     check_finite(env, "x", x.data, tokens, c.experts.d_model);
     auto logits = new_float32_array(env, static_cast<size_t>(tokens * c.experts.num_experts));
-    if (cuda_) moe::router_logits(x.data, tokens, c.experts.d_model, router_.data(), c.experts.num_experts, logits.Data());
-    else layer_->router_logits(x.data, tokens, logits.Data());
+    run_guarded(env, [&] { layer->router_logits(x.data, tokens, logits.Data()); });
     return logits;
   }
 
@@ -197,15 +177,13 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
 
   Napi::Value forward_routed(const Napi::CallbackInfo& info, bool promise) {
     const Napi::Env env = info.Env();
-    check_alive(env);
-    auto layer = layer_;
-    auto cuda = cuda_;
+    auto layer = get(env);
     const moe::LayerConfig& c = config_;
     const int64_t d = c.experts.d_model, e = c.experts.num_experts;
     const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
     const int64_t k = int_arg(info, 2, "k", 1, e);
     slot_count(env, tokens, k);
-    const bool async = promise && (cuda || !is_small(c, tokens * k));
+    const bool async = promise && !layer->runs_inline(tokens * k);
     auto output = output_arg(info, 5, float32_arg(info, 0, "x", tokens * d), tokens * d);
     // Copied for an async call (the routing always: it is small), then checked: what is checked is what is read.
     const Held<float> x = held_float32(info, 0, "x", tokens * d, async);
@@ -218,9 +196,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     const Staged staged = stage_output(info, 5, tokens * d, async);
     float* out = staged.data ? staged.data.get() : output.Data();
     int32_t* cnt = counts.Data();
-    const auto run = [layer, cuda, x, tokens, k, experts, weights, out, cnt, d] {
-      if (cuda) cuda->forward_routed(x.data, tokens, static_cast<int>(k), experts.data, weights.data, out, cnt);
-      else layer->forward_routed(x.data, tokens, static_cast<int>(k), experts.data, weights.data, out, cnt);
+    const auto run = [layer, x, tokens, k, experts, weights, out, cnt, d] {
+      layer->forward_routed(x.data, tokens, static_cast<int>(k), experts.data, weights.data, out, cnt);
       check_output_finite(out, tokens * d);
     };
     const auto result = [](Napi::Env env, const std::vector<Napi::Value>& a) {
@@ -237,8 +214,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       run_guarded(env, run);
       return result(env, {output, counts});
     });
-    const moe::JobQueue queue = cuda ? moe::JobQueue::gpu : moe::JobQueue::cpu;
-    return run_async(env, queue, {output, counts}, run,
+    return run_async(env, layer->queue(), {output, counts}, run,
                      [staged, result](Napi::Env env, const std::vector<Napi::Value>& a) {
                        deliver(env, staged, a[0]);
                        return result(env, a);
@@ -259,12 +235,13 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     check_finite(env, "x", x.data, tokens, d);
     check_experts(env, experts.data, tokens * k, e);
     auto out = new_float32_array(env, static_cast<size_t>(elements(env, "the slot outputs", {tokens, k, d})));
-    layer->slot_outputs(x.data, tokens, static_cast<int>(k), experts.data, out.Data());
+    run_guarded(env, [&] { layer->slot_outputs(x.data, tokens, static_cast<int>(k), experts.data, out.Data()); });
     return out;
   }
 
   Napi::Value LastTimings(const Napi::CallbackInfo& info) {
-    const moe::LayerTimings t = get(info.Env())->last_timings();
+    moe::LayerTimings t;
+    run_guarded(info.Env(), [&] { t = get(info.Env())->last_timings(); });
     auto o = Napi::Object::New(info.Env());
     o.Set("router", t.router);
     o.Set("routing", t.routing);
@@ -275,13 +252,6 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return o;
   }
 
-  // Work this small (well under the tens of microseconds a hand-off to the job thread and back costs) runs at
-  // once on the calling thread; the Promise is still returned, already settled.
-  static bool is_small(const moe::LayerConfig& c, int64_t slots) {
-    const double flops = 2.0 * slots * 3.0 * c.experts.d_model * c.experts.d_hidden;
-    return flops < 2e6;
-  }
-
   template <class F>
   static Napi::Value resolved(Napi::Env env, F&& compute) {
     auto deferred = Napi::Promise::Deferred::New(env);
@@ -290,22 +260,18 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
-    layer_.reset();
-    cuda_.reset();  // a forward in flight holds its own reference; the memory goes when it settles
+    layer_.reset();  // a forward in flight holds its own reference; the memory goes when it settles
     memory_.release();
     return info.Env().Undefined();
   }
 
   Napi::Value PackedBytes(const Napi::CallbackInfo& info) {
-    check_alive(info.Env());
-    return Napi::Number::New(info.Env(), static_cast<double>(cuda_ ? cuda_->device_bytes() : layer_->packed_bytes()));
+    return Napi::Number::New(info.Env(), static_cast<double>(get(info.Env())->packed_bytes()));
   }
 
-  std::shared_ptr<moe::Layer> layer_;             // the CPU layer, or
-  std::shared_ptr<moe::cuda::CudaLayer> cuda_;    // the CUDA layer
-  std::vector<float> router_;                     // CUDA: a host copy of the router, for routerLogits
+  std::shared_ptr<moe::Layer> layer_;
   moe::LayerConfig config_;
-  ReportedMemory memory_;  // the packed weights (host memory only)
+  ReportedMemory memory_;  // the layer's host memory (packed weights on the CPU)
 };
 
 }  // namespace

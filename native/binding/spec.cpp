@@ -54,8 +54,8 @@ ExpertSpec read_experts(const Fields& f) {
   return spec;
 }
 
-LayerSpec read_layer(const Fields& f) {
-  LayerSpec spec;
+moe::LayerSpec read_layer(const Fields& f) {
+  moe::LayerSpec spec;
   moe::LayerConfig& c = spec.config;
   const ExpertSpec experts = read_experts(f.object("experts"));
   c.experts = experts.shape;
@@ -77,13 +77,14 @@ LayerSpec read_layer(const Fields& f) {
   const std::string backend = f.string("backend");
   if (backend != "cpu" && backend != "cuda")
     throw_range_error(f.env(), "expected spec.backend to be 'cpu' or 'cuda' but got '" + backend + "'");
-  spec.cuda = backend == "cuda";
+  spec.backend = backend == "cuda" ? moe::Backend::cuda : moe::Backend::cpu;
   const Fields r = f.object("routing");
   const std::string rule = r.string("rule");
-  if (rule != "softmax" && rule != "sigmoidBias")
-    throw_range_error(f.env(), "expected spec.routing.rule to be 'softmax' or 'sigmoidBias' but got '" + rule + "'");
-  moe::cuda::GpuRouting& g = spec.routing;
-  if (rule == "sigmoidBias") g.rule = moe::cuda::GpuRouting::Rule::sigmoid_bias;
+  if (rule != "softmax" && rule != "sigmoidBias" && rule != "none")
+    throw_range_error(f.env(), "expected spec.routing.rule to be 'softmax', 'sigmoidBias' or 'none' but got '" + rule + "'");
+  moe::BuiltInRouting& g = spec.routing;
+  if (rule == "sigmoidBias") g.rule = moe::BuiltInRouting::Rule::sigmoid_bias;
+  if (rule == "none") g.rule = moe::BuiltInRouting::Rule::none;
   g.num_groups = static_cast<int>(r.integer("numGroups", 1, n));
   g.top_k_groups = static_cast<int>(r.integer("topKGroups", 1, g.num_groups));
   g.route_scale = static_cast<float>(r.number("routeScale"));

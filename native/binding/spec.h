@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <string>
 
-#include "moe/cuda.h"
 #include "moe/moe.h"
 
 namespace moe_binding {
@@ -41,14 +40,8 @@ struct ExpertSpec {
 };
 ExpertSpec read_experts(const Fields& spec);
 
-// NativeLayerSpec: { experts, shared, router, topK, normalizeTopK, threads, backend, routing }.
-struct LayerSpec {
-  moe::LayerConfig config;
-  const float* router = nullptr;
-  moe::ExpertWeights experts, shared;
-  bool cuda = false;
-  moe::cuda::GpuRouting routing;
-};
-LayerSpec read_layer(const Fields& spec);
+// NativeLayerSpec: { experts, shared, router, topK, normalizeTopK, threads, backend, routing }, as the core's
+// LayerSpec (whose arrays are the caller's memory, read while the layer is built).
+moe::LayerSpec read_layer(const Fields& spec);
 
 }  // namespace moe_binding

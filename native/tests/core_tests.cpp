@@ -51,7 +51,7 @@ void test_layer(const Case& c, uint32_t seed) {
   const moe::ExpertWeights& w = data.weights;
   const bool gated = moe::is_gated(c.act);
   const auto &w1 = data.w1, &w3 = data.w3, &w2 = data.w2, &b1 = data.b1, &b3 = data.b3, &b2 = data.b2;
-  moe::Layer layer(config, router.data(), w);
+  moe::CpuLayer layer(config, router.data(), w);
   std::vector<float> out(c.tokens * c.d), logits(c.tokens * c.e), weights(c.tokens * c.k);
   std::vector<int32_t> experts(c.tokens * c.k), counts(c.e);
   layer.forward(x.data(), c.tokens, {out.data(), logits.data(), experts.data(), weights.data(), counts.data()});
@@ -113,7 +113,7 @@ void test_layer(const Case& c, uint32_t seed) {
   std::vector<float> out1(out.size());
   moe::LayerConfig one = config;
   one.threads = 1;
-  moe::Layer layer1(one, router.data(), w);
+  moe::CpuLayer layer1(one, router.data(), w);
   layer1.forward(x.data(), c.tokens, {out1.data(), logits.data(), experts.data(), weights.data(), counts.data()});
   CHECK(std::memcmp(out1.data(), out.data(), out.size() * sizeof(float)) == 0, "threads 1 vs all differ");
 
@@ -146,7 +146,7 @@ void test_layer(const Case& c, uint32_t seed) {
 void test_all_dropped() {
   const Case c{3, 24, 40, 4, 2, moe::Activation::swiglu, true};
   const CaseData data = make_case(c, 21);
-  moe::Layer layer(data.config, data.router.data(), data.weights);
+  moe::CpuLayer layer(data.config, data.router.data(), data.weights);
   const std::vector<int32_t> experts(c.tokens * c.k, -1);
   const std::vector<float> weights(c.tokens * c.k, 0.5f);
   std::vector<float> out(c.tokens * c.d, 1.0f);
@@ -226,7 +226,7 @@ std::vector<float> forward_output(moe::Layer& layer, const Case& c, const CaseDa
 void test_prewake() {
   const Case c{64, 33, 100, 8, 2, moe::Activation::swiglu, true};
   CaseData d = make_case(c, 77);
-  moe::Layer layer(d.config, d.router.data(), d.weights);
+  moe::CpuLayer layer(d.config, d.router.data(), d.weights);
   const auto run = [&] { return forward_output(layer, c, d); };
   const std::vector<float> want = run();
   moe::prewake_threads();  // no work follows: the workers spin, then sleep again
@@ -246,7 +246,7 @@ void test_prewake() {
 void test_resize_between_forwards() {
   const Case c{64, 33, 100, 8, 2, moe::Activation::swiglu, true};
   CaseData d = make_case(c, 79);
-  moe::Layer layer(d.config, d.router.data(), d.weights);
+  moe::CpuLayer layer(d.config, d.router.data(), d.weights);
   const auto run = [&] { return forward_output(layer, c, d); };
   const std::vector<float> want = run();
   const int threads = moe::thread_count();
@@ -263,7 +263,7 @@ void test_resize_between_forwards() {
 void test_job_thread() {
   const Case c{37, 33, 100, 8, 2, moe::Activation::swiglu, true};
   CaseData d = make_case(c, 78);
-  moe::Layer layer(d.config, d.router.data(), d.weights);
+  moe::CpuLayer layer(d.config, d.router.data(), d.weights);
   const auto run = [&] { return forward_output(layer, c, d); };
   const std::vector<float> want = run();
   std::vector<int> order;

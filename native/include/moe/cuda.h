@@ -16,23 +16,28 @@ struct DeviceInfo {
 DeviceInfo device_info();
 
 // Routing rules the GPU runs itself (others come from the caller through forward_routed).
-struct GpuRouting {
-  enum class Rule { softmax_top_k, sigmoid_bias } rule = Rule::softmax_top_k;
-  int num_groups = 1, top_k_groups = 1;  // sigmoid_bias: group-limited selection (DeepSeek-V3)
-  float route_scale = 1.0f;
-  const float* bias = nullptr;           // [E], selection only; copied at construction
-};
+using GpuRouting = BuiltInRouting;
 
 // A layer resident on device 0: weights uploaded once as bf16, device buffers reused across calls.
 // Inputs and outputs are host float32. Every CUDA failure throws std::runtime_error naming the CUDA error.
-class CudaLayer {
+// Router logits asked for on their own are computed on the host, with the CPU kernels, from a host copy of the
+// router (the routing that follows them runs on the host too).
+class CudaLayer final : public Layer {
  public:
   CudaLayer(const LayerConfig& config, const GpuRouting& routing, const float* router, const ExpertWeights& weights);
-  ~CudaLayer();
-  void forward(const float* x, int64_t tokens, const LayerOutputs& out);
+  ~CudaLayer() override;
+  void forward(const float* x, int64_t tokens, const LayerOutputs& out) override;
+  void router_logits(const float* x, int64_t tokens, float* logits) override;
   void forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
-                      float* output, int32_t* tokens_per_expert);
-  const LayerConfig& config() const;
+                      float* output, int32_t* tokens_per_expert) override;
+  // Not offered on the GPU yet: both throw Unsupported.
+  void slot_outputs(const float* x, int64_t tokens, int k, const int32_t* experts, float* slot_out) override;
+  LayerTimings last_timings() const override;
+  const LayerConfig& config() const override;
+  size_t packed_bytes() const override { return device_bytes(); }
+  size_t host_bytes() const override;
+  bool runs_inline(int64_t) const override { return false; }  // the GPU thread never holds up the event loop
+  JobQueue queue() const override { return JobQueue::gpu; }
   size_t device_bytes() const;
   // Milliseconds the last call spent on the device between its input upload and its output download.
   double last_device_ms() const;

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -104,27 +105,81 @@ struct LayerTimings {
   double router = 0, routing = 0, dispatch = 0, experts = 0, combine = 0, total = 0;
 };
 
-// router -> top-k -> dispatch -> grouped FFN -> combine, with a reusable workspace; thread-safe (calls on one
-// layer are serialised).
+// The routing rule a layer's own forward applies: Mixtral's softmax top-k (every backend), DeepSeek-V3's
+// sigmoid scores with a selection bias and group-limited choice (CUDA; on the CPU that rule, like every other,
+// routes in TypeScript and comes back through forward_routed), or none (forward refuses: the caller routes).
+struct BuiltInRouting {
+  enum class Rule { softmax_top_k, sigmoid_bias, none } rule = Rule::softmax_top_k;
+  int num_groups = 1, top_k_groups = 1;  // sigmoid_bias: group-limited selection (DeepSeek-V3)
+  float route_scale = 1.0f;
+  const float* bias = nullptr;           // [E], selection only; copied at construction
+};
+
+enum class Backend { cpu, cuda };
+
+// Everything a layer is built from; the weights are read once, while it is built.
+struct LayerSpec {
+  LayerConfig config;
+  BuiltInRouting routing;
+  Backend backend = Backend::cpu;
+  const float* router = nullptr;  // [E, dModel] W_g
+  ExpertWeights experts;
+  ExpertWeights shared;           // when config.shared.num_experts > 0
+};
+
+// A call a backend does not offer (slot outputs on CUDA, say): a caller's mistake, reported as a RangeError.
+struct Unsupported : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
+// One MoE layer, whatever runs it: router -> routing -> dispatch -> grouped FFN -> combine. Thread-safe (calls
+// on one layer are serialised). Built by make_layer; CpuLayer and cuda::CudaLayer implement it.
 class Layer {
  public:
-  Layer(const LayerConfig& config, const float* router, const ExpertWeights& weights,
-        const ExpertWeights& shared = ExpertWeights{});
-  ~Layer();
-  // The whole layer with the built-in softmax top-k routing.
-  void forward(const float* x, int64_t tokens, const LayerOutputs& out);
+  virtual ~Layer() = default;
+  // The whole layer with its built-in routing (spec.routing).
+  virtual void forward(const float* x, int64_t tokens, const LayerOutputs& out) = 0;
   // logits [T, E] of the layer's router.
-  void router_logits(const float* x, int64_t tokens, float* logits);
+  virtual void router_logits(const float* x, int64_t tokens, float* logits) = 0;
   // The expert part with routing decided by the caller: experts / weights [T * k] token-major, -1 = dropped
   // (k may differ from config.top_k). Writes output [T, dModel] and tokens_per_expert [E].
-  void forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
-                      float* output, int32_t* tokens_per_expert);
+  virtual void forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
+                              float* output, int32_t* tokens_per_expert) = 0;
   // Each routed slot's unweighted expert output, slot_out [T * k, dModel] (zero rows for dropped slots): what
   // dL/d(routing weights) needs, dL/dw_s = <dL/dy_t, slot_out[s]>.
-  void slot_outputs(const float* x, int64_t tokens, int k, const int32_t* experts, float* slot_out);
-  const LayerConfig& config() const;
-  size_t packed_bytes() const;
-  LayerTimings last_timings() const;
+  virtual void slot_outputs(const float* x, int64_t tokens, int k, const int32_t* experts, float* slot_out) = 0;
+  virtual LayerTimings last_timings() const = 0;
+  virtual const LayerConfig& config() const = 0;
+  // Bytes of weights the layer holds where it computes (host or device), and of host memory it holds.
+  virtual size_t packed_bytes() const = 0;
+  virtual size_t host_bytes() const = 0;
+  // Whether a call over `slots` routed slots should run on the caller's thread: work this small (well under
+  // the tens of microseconds a hand-off to a job thread and back costs) is done before a hand-off would be.
+  virtual bool runs_inline(int64_t slots) const = 0;
+  // The job queue the layer's async calls go to (post_job).
+  virtual JobQueue queue() const = 0;
+};
+
+// A layer on spec.backend; throws std::runtime_error where that backend is not compiled or has no device.
+std::shared_ptr<Layer> make_layer(const LayerSpec& spec);
+
+// The CPU layer: weights packed into the active ISA's panels, a reusable workspace, the core's thread pool.
+class CpuLayer final : public Layer {
+ public:
+  CpuLayer(const LayerConfig& config, const float* router, const ExpertWeights& weights,
+           const ExpertWeights& shared = ExpertWeights{}, const BuiltInRouting& routing = BuiltInRouting{});
+  ~CpuLayer() override;
+  void forward(const float* x, int64_t tokens, const LayerOutputs& out) override;
+  void router_logits(const float* x, int64_t tokens, float* logits) override;
+  void forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
+                      float* output, int32_t* tokens_per_expert) override;
+  void slot_outputs(const float* x, int64_t tokens, int k, const int32_t* experts, float* slot_out) override;
+  LayerTimings last_timings() const override;
+  const LayerConfig& config() const override;
+  size_t packed_bytes() const override;
+  size_t host_bytes() const override { return packed_bytes(); }
+  bool runs_inline(int64_t slots) const override;
+  JobQueue queue() const override { return JobQueue::cpu; }
 
  private:
   struct State;

@@ -5,6 +5,7 @@
 
 #include "isa.h"
 #include "thread_pool.h"
+#include "work_size.h"
 
 namespace moe {
 
@@ -52,8 +53,8 @@ void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix
   const auto tile_a = [&](const Tile& t) {
     return t.group->packed_a ? t.group->packed_a + t.row0 * k.geometry.packed_depth(depth) : a + t.a_offset;
   };
-  // Below ~1 MFLOP (tens of microseconds) the hand-off to other threads costs more than it saves.
-  const bool tiny = 2.0 * rows_total * panel_count * k.geometry.nr() * depth < 1e6;
+  // Below kPoolMinFlops (tens of microseconds) the hand-off to other threads costs more than it saves.
+  const bool tiny = 2.0 * rows_total * panel_count * k.geometry.nr() * depth < kPoolMinFlops;
   if (floats > 0) {
     const ThreadLimit limit(tiny || floats < (int64_t{1} << 16) ? 1 : ThreadLimit::current());
     ThreadPool::instance().run(static_cast<int64_t>(tiles.size()), [&](int64_t i) {

@@ -1,4 +1,4 @@
-// The MoE layer: router -> top-k -> dispatch -> grouped expert FFN -> combine, over a reusable workspace.
+// The CPU layer: router -> top-k -> dispatch -> grouped expert FFN -> combine, over a reusable workspace.
 #include <algorithm>
 #include <chrono>
 #include <mutex>
@@ -6,17 +6,21 @@
 #include "experts.h"
 #include "isa.h"
 #include "thread_pool.h"
+#include "work_size.h"
 
 namespace moe {
 
-struct Layer::State {
-  State(const LayerConfig& c, const float* router_weights, const ExpertWeights& w, const ExpertWeights& sw)
+struct CpuLayer::State {
+  State(const LayerConfig& c, const float* router_weights, const ExpertWeights& w, const ExpertWeights& sw,
+        const BuiltInRouting& r)
       : config(c),
+        rule(r.rule),
         router(kernels().geometry, 1, c.experts.num_experts, c.experts.d_model, router_weights, nullptr),
         packed_experts(c.experts, w) {
     if (c.shared.num_experts > 0) shared = std::make_unique<PackedExperts>(c.shared, sw);
   }
   LayerConfig config;
+  BuiltInRouting::Rule rule;
   PackedMatrix router;
   PackedExperts packed_experts;
   std::unique_ptr<PackedExperts> shared;
@@ -73,19 +77,27 @@ struct Layer::State {
   }
 };
 
-Layer::Layer(const LayerConfig& config, const float* router, const ExpertWeights& weights,
-             const ExpertWeights& shared)
-    : state_(std::make_unique<State>(config, router, weights, shared)) {}
-Layer::~Layer() = default;
+CpuLayer::CpuLayer(const LayerConfig& config, const float* router, const ExpertWeights& weights,
+                   const ExpertWeights& shared, const BuiltInRouting& routing)
+    : state_(std::make_unique<State>(config, router, weights, shared, routing)) {}
+CpuLayer::~CpuLayer() = default;
 
-const LayerConfig& Layer::config() const { return state_->config; }
-size_t Layer::packed_bytes() const {
+bool CpuLayer::runs_inline(int64_t slots) const {
+  const ExpertShape& s = state_->config.experts;
+  return 2.0 * slots * 3.0 * s.d_model * s.d_hidden < kJobThreadMinFlops;
+}
+
+const LayerConfig& CpuLayer::config() const { return state_->config; }
+size_t CpuLayer::packed_bytes() const {
   const State& s = *state_;
   return s.router.bytes() + moe::packed_bytes(s.packed_experts) + (s.shared ? moe::packed_bytes(*s.shared) : 0);
 }
 
-void Layer::forward(const float* x, int64_t tokens, const LayerOutputs& out) {
+void CpuLayer::forward(const float* x, int64_t tokens, const LayerOutputs& out) {
   State& s = *state_;
+  if (s.rule != BuiltInRouting::Rule::softmax_top_k)
+    throw Unsupported("moe-kernels: expected a layer whose own routing the CPU runs (softmax top-k) but got one "
+                      "routed by its caller (forward_routed)");
   std::lock_guard<std::mutex> lock(s.mutex);
   const ThreadLimit limit(s.config.threads);
   const ExpertShape& shape = s.config.experts;
@@ -98,7 +110,7 @@ void Layer::forward(const float* x, int64_t tokens, const LayerOutputs& out) {
   s.run_experts(x, tokens, s.config.top_k, out.experts, out.weights, out.output, out.tokens_per_expert);
 }
 
-void Layer::slot_outputs(const float* x, int64_t tokens, int k, const int32_t* experts, float* slot_out) {
+void CpuLayer::slot_outputs(const float* x, int64_t tokens, int k, const int32_t* experts, float* slot_out) {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
   const ThreadLimit limit(s.config.threads);
@@ -112,14 +124,14 @@ void Layer::slot_outputs(const float* x, int64_t tokens, int k, const int32_t* e
   zero_unrouted_slots(order, offset[shape.num_experts], slots, shape.d_model, slot_out, s.ffn);
 }
 
-void Layer::router_logits(const float* x, int64_t tokens, float* logits) {
+void CpuLayer::router_logits(const float* x, int64_t tokens, float* logits) {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
   const ThreadLimit limit(s.config.threads);
   packed_router_logits(s.router, x, tokens, s.config.experts.d_model, logits, s.ffn);
 }
 
-void Layer::forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
+void CpuLayer::forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
                            float* output, int32_t* tokens_per_expert) {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
@@ -128,7 +140,7 @@ void Layer::forward_routed(const float* x, int64_t tokens, int k, const int32_t*
   s.run_experts(x, tokens, k, experts, weights, output, tokens_per_expert);
 }
 
-LayerTimings Layer::last_timings() const {
+LayerTimings CpuLayer::last_timings() const {
   std::lock_guard<std::mutex> lock(state_->mutex);
   return state_->timings;
 }

@@ -89,6 +89,7 @@ static void validate(const LayerConfig& c, const GpuRouting& r) {
 struct CudaLayer::State {
   LayerConfig config;
   GpuRouting routing;
+  std::vector<float> host_router;  // for router_logits on their own (computed on the host)
   cudaStream_t stream = nullptr;
   std::mutex mutex;
   DeviceBuffer<float> router, bias, b1, b3, b2, staging;
@@ -174,6 +175,7 @@ CudaLayer::CudaLayer(const LayerConfig& config, const GpuRouting& routing, const
   MOE_CUDA_CHECK(cudaEventCreate(&st.started));
   MOE_CUDA_CHECK(cudaEventCreate(&st.finished));
   const int64_t big = s.num_experts * s.d_hidden * s.d_model;
+  st.host_router.assign(router, router + s.num_experts * s.d_model);
   upload(router, s.num_experts * s.d_model, st.router, st.stream);
   if (routing.bias) st.routing.bias = upload(routing.bias, s.num_experts, st.bias, st.stream);
   upload_bf16(w.w1, st.w1.reserve(big), big, st.staging, st.stream);
@@ -189,6 +191,21 @@ CudaLayer::~CudaLayer() = default;
 
 double CudaLayer::last_device_ms() const { return state_->device_ms; }
 
+size_t CudaLayer::host_bytes() const { return state_->host_router.size() * sizeof(float); }
+
+void CudaLayer::router_logits(const float* x, int64_t tokens, float* logits) {
+  const ExpertShape& s = state_->config.experts;
+  moe::router_logits(x, tokens, s.d_model, state_->host_router.data(), s.num_experts, logits);
+}
+
+void CudaLayer::slot_outputs(const float*, int64_t, int, const int32_t*, float*) {
+  throw Unsupported("moe-kernels: expected a CPU layer for this call (slot outputs, timings) but got a CUDA layer");
+}
+
+LayerTimings CudaLayer::last_timings() const {
+  throw Unsupported("moe-kernels: expected a CPU layer for this call (slot outputs, timings) but got a CUDA layer");
+}
+
 const LayerConfig& CudaLayer::config() const { return state_->config; }
 
 size_t CudaLayer::device_bytes() const {
@@ -198,6 +215,8 @@ size_t CudaLayer::device_bytes() const {
 
 void CudaLayer::forward(const float* x, int64_t tokens, const LayerOutputs& out) {
   State& s = *state_;
+  if (s.routing.rule == GpuRouting::Rule::none)
+    throw Unsupported("moe-kernels: expected a layer whose own routing the GPU runs but got one routed by its caller");
   std::lock_guard<std::mutex> lock(s.mutex);
   const ExpertShape& shape = s.config.experts;
   const int k = s.config.top_k;

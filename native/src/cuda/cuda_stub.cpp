@@ -23,6 +23,10 @@ void CudaLayer::forward(const float*, int64_t, const LayerOutputs&) {}
 void CudaLayer::forward_routed(const float*, int64_t, int, const int32_t*, const float*, float*, int32_t*) {}
 const LayerConfig& CudaLayer::config() const { throw std::runtime_error(device_info().reason); }
 size_t CudaLayer::device_bytes() const { return 0; }
+size_t CudaLayer::host_bytes() const { return 0; }
+void CudaLayer::router_logits(const float*, int64_t, float*) {}
+void CudaLayer::slot_outputs(const float*, int64_t, int, const int32_t*, float*) {}
+LayerTimings CudaLayer::last_timings() const { return {}; }
 double CudaLayer::last_device_ms() const { return 0; }
 
 }  // namespace moe::cuda

@@ -92,7 +92,7 @@ void test_case(const Case& c, uint32_t seed) {
   const auto& router = data.router;
   const moe::LayerConfig& config = data.config;
   const moe::ExpertWeights& w = data.weights;
-  moe::Layer cpu(config, router.data(), w);
+  moe::CpuLayer cpu(config, router.data(), w);
   moe::cuda::CudaLayer gpu(config, {}, router.data(), w);
   auto run = [&](auto& layer, std::vector<float>& out, std::vector<float>& logits, std::vector<int32_t>& experts,
                  std::vector<float>& weights, std::vector<int32_t>& counts) {
