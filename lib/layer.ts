@@ -5,7 +5,9 @@ import { ExpertWeights, expertSpec } from './expert-weights';
 import * as gating from './gating';
 import { LayerTimings, NativeExpertSpec, NativeLayer, native } from './native';
 import { Random } from './random';
-import { RouterConfig, checkRouterConfig, impliedTopK } from './router-config';
+import { ROUTER_KINDS, RouterConfig, checkRouterConfig, impliedTopK } from './router-config';
+import { routingRuleOf } from './gating/registry';
+import type { BuiltInRouting, RoutingRule } from './gating/rule';
 import { MAX_ELEMENTS, Tensor, expectSeed } from './tensor';
 import { MAX_DIM, MAX_EXPERTS, expectBoolean, expectInteger, expectOneOf, expectOptions, expectTensor, float32Data } from './validate';
 
@@ -112,6 +114,7 @@ export class MoELayer implements Disposable {
   private readonly noiseRouter: Float32Array | null;
   private readonly random: Random;
   private scoreBias: Float64Array | undefined; // sigmoidBias: the selection bias, updatable (DeepSeek-V3 eq. 16)
+  private readonly rule: RoutingRule;
 
   constructor(config: MoEConfig, weights: MoEWeights) {
     this.config = checkConfig(config);
@@ -121,7 +124,8 @@ export class MoELayer implements Disposable {
     const routerDims = [c.numExperts, c.dModel];
     const router = float32Data(expectTensor(weights.router, 'weights.router', floats, routerDims, ['numExperts', 'dModel']));
     this.noiseRouter = null;
-    if (c.router.kind === 'noisyTopK') {
+    this.rule = routingRuleOf(c.router.kind);
+    if (this.rule.usesNoiseRouter) {
       if (weights.noiseRouter === undefined)
         throw typeError(`weights.noiseRouter to be a Tensor [${c.numExperts}, ${c.dModel}] (W_noise of noisy top-k)`, 'undefined');
       // A copy: the weights are read once, when the layer is built, like the packed ones (a later change to the
@@ -142,7 +146,8 @@ export class MoELayer implements Disposable {
     this.random = new Random(c.router.seed ?? 0);
     if (c.router.kind === 'sigmoidBias' && c.router.bias) this.scoreBias = Float64Array.from(c.router.bias);
     this.handle = new (native().NativeLayer)({
-      experts, shared, router, topK: c.topK, normalizeTopK: c.normalizeTopK, threads: c.threads, backend: c.backend, routing: gpuRouting(c.router),
+      experts, shared, router, topK: c.topK, normalizeTopK: c.normalizeTopK, threads: c.threads, backend: c.backend,
+      routing: this.rule.builtIn?.(c.router, c.backend) ?? NOT_BUILT_IN,
     });
   }
 
@@ -188,7 +193,7 @@ export class MoELayer implements Disposable {
     const routerWeights = () =>
       o.zeroRouter ? Tensor.zeros([c.numExperts, c.dModel]) : Tensor.randn([c.numExperts, c.dModel], { seed: rng.nextUint32(), std: 1 / Math.sqrt(c.dModel) });
     const weights: MoEWeights = { router: routerWeights(), ...experts(c.numExperts, c.dHidden) };
-    if (c.router.kind === 'noisyTopK') weights.noiseRouter = routerWeights();
+    if (routingRuleOf(c.router.kind).usesNoiseRouter) weights.noiseRouter = routerWeights();
     if (c.sharedExperts > 0) weights.shared = experts(c.sharedExperts, c.sharedHidden);
     return new MoELayer(config, weights);
   }
@@ -253,7 +258,7 @@ export class MoELayer implements Disposable {
     const gate = routing.gate ?? this.defaultGate(routing);
     const { tokens, numExperts } = gate;
     const gradLogits = new Float64Array(tokens * numExperts);
-    const gradNoiseLogits: Float64Array | undefined = gate.kind === 'noisyTopK' ? new Float64Array(tokens * numExperts) : undefined;
+    const gradNoiseLogits: Float64Array | undefined = routingRuleOf(gate.kind).usesNoiseRouter ? new Float64Array(tokens * numExperts) : undefined;
     let gradWeights: Float64Array | undefined;
     if (gradOutput !== undefined) {
       const g = expectTensor(gradOutput, 'gradOutput', ['float32'], [tokens, this.config.dModel], ['tokens', 'dModel']).data;
@@ -320,16 +325,13 @@ export class MoELayer implements Disposable {
   }
 
   /**
-   * The built-in native path: Mixtral's softmax top-k without capacity, ties to the lower index (and, on CUDA,
-   * DeepSeek-V3's sigmoid + bias, which the GPU routes itself).
+   * Whether the native core routes this forward by itself (the rule's builtIn: Mixtral's softmax top-k, and on
+   * CUDA DeepSeek-V3's sigmoid + bias): never while training noise (exploration, jitter) applies.
    */
   private nativeRouting(training: boolean): boolean {
-    const r = this.config.router as RouterConfig & Record<string, unknown>;
+    const r = this.config.router;
     const noisy = training && ((r.explorationNoise ?? 0) > 0 || (r.jitter ?? 0) > 0);
-    if (noisy) return false;
-    if (r.kind === 'sigmoidBias') return this.config.backend === 'cuda' && (r.normalize ?? true) && (r.tieBreak ?? 'lower') === 'lower';
-    return r.kind === 'topK' && (r.order ?? 'softmax-topk') === 'softmax-topk' && (r.tieBreak ?? 'lower') === 'lower' &&
-      r.capacityFactor === undefined;
+    return !noisy && this.rule.builtIn?.(r, this.config.backend) !== undefined;
   }
 
   private route(handle: NativeLayer, x: Float32Array, tokens: number, training: boolean) {
@@ -341,29 +343,21 @@ export class MoELayer implements Disposable {
     const shape = [tokens, c.numExperts];
     const explored = training && (r.explorationNoise ?? 0) > 0;
     const l = { data: explored ? gating.explorationNoise({ data: logits, shape }, { scale: r.explorationNoise, seed: seed() }) : logits, shape };
-    let gate: gating.GateResult;
-    switch (r.kind) {
-      case 'topK': gate = gating.topK(l, { ...r, k: c.topK }); break;
-      case 'soft': gate = gating.soft(l); break;
-      case 'switch': gate = gating.switchTop1(l, r); break;
-      case 'noisyTopK': {
-        const noiseLogits = native().routerLogits(routerInput, tokens, c.dModel, this.noiseRouter!, c.numExperts);
-        gate = gating.noisyTopK(l, { data: noiseLogits, shape }, { ...r, k: c.topK, training, seed: training ? seed() : 0 });
-        break;
-      }
-      case 'gshardTop2': gate = gating.gshardTop2(l, { ...r, randomRouting: training && (r.randomRouting ?? true), seed: training ? seed() : 0 }); break;
-      case 'expertChoice': gate = gating.expertChoice(l, r); break;
-      case 'sigmoidBias': gate = gating.sigmoidBias(l, { ...r, k: c.topK, bias: this.scoreBias }); break;
-    }
+    const gate = this.rule.route({
+      logits: l, router: r, topK: c.topK, training, seed, bias: this.scoreBias,
+      noiseLogits: () => ({ data: native().routerLogits(routerInput, tokens, c.dModel, this.noiseRouter!, c.numExperts), shape }),
+    });
     return { gate, logits, ranked: l.data, weights: Float32Array.from(gate.weights), routerInput };
   }
 
-  /** The float64 gate of the native routing, recomputed from its logits (the same choices). */
+  /** The float64 gate of the native routing, recomputed from its logits by the rule (the same choices). */
   private defaultGate(routing: Routing): gating.GateResult {
-    const { numExperts, topK, normalizeTopK, router } = this.config;
+    const { numExperts, topK, router } = this.config;
     const logits = { data: routing.logits.data, shape: [routing.logits.shape[0], numExperts] };
-    if (router.kind === 'sigmoidBias') return gating.sigmoidBias(logits, { ...router, k: topK, bias: this.scoreBias });
-    return gating.topK(logits, { k: topK, normalize: normalizeTopK });
+    const noNoise = (): never => {
+      throw new Error('moe-kernels: internal: a built-in rule drew training randomness');
+    };
+    return this.rule.route({ logits, router, topK, training: false, seed: noNoise, noiseLogits: noNoise, bias: this.scoreBias });
   }
 
   private output(
@@ -386,15 +380,8 @@ export class MoELayer implements Disposable {
   }
 }
 
-/** What the native side routes by itself on the GPU: softmax top-k, or DeepSeek-V3's sigmoid + bias. */
-function gpuRouting(router: Readonly<RouterConfig>) {
-  if (router.kind !== 'sigmoidBias') return { rule: 'softmax' as const, numGroups: 1, topKGroups: 1, routeScale: 1, bias: null };
-  const numGroups = router.numGroups ?? 1;
-  return {
-    rule: 'sigmoidBias' as const, numGroups, topKGroups: router.topKGroups ?? numGroups, routeScale: router.routeScale ?? 1,
-    bias: router.bias ? Float32Array.from(router.bias) : null,
-  };
-}
+/** The spec's routing of a layer whose rule the core does not run: its forward always comes back routed. */
+const NOT_BUILT_IN: BuiltInRouting = { rule: 'none', numGroups: 1, topKGroups: 1, routeScale: 1, bias: null };
 
 /** 'auto' picks CUDA when compiled and a device exists; 'cuda' must have both, with a message saying which is missing. */
 function resolveBackend(backend: unknown): 'cpu' | 'cuda' {
@@ -422,9 +409,9 @@ function checkConfig(config: MoEConfig): Resolved {
   const dHidden = expectInteger(config.dHidden, 'config.dHidden', 1, MAX_DIM);
   const router = (config.router ?? { kind: 'topK' }) as RouterConfig;
   const kind = typeof router === 'object' && router !== null ? router.kind : undefined;
-  const implied = kind ? impliedTopK(kind, numExperts) : undefined;
+  const implied = kind && ROUTER_KINDS.includes(kind) ? impliedTopK(kind, numExperts) : undefined;
   let topK: number;
-  if (kind === 'expertChoice') {
+  if (implied === 'experts choose') {
     if (config.topK !== undefined) throw rangeError("no config.topK with router 'expertChoice' (experts choose; see capacityFactor)", describe(config.topK));
     topK = 1;
   } else if (implied !== undefined) {

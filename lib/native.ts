@@ -6,6 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { loadNativeBinding } from './native-loader';
 import type { LoadedBinary } from './native-loader';
+import type { BuiltInRouting } from './gating/rule';
 
 export interface NativeRoutingResult {
   experts: Int32Array;
@@ -93,8 +94,8 @@ export interface NativeLayerSpec {
   normalizeTopK: boolean;
   threads: number;
   backend: 'cpu' | 'cuda';
-  /** The rule the layer's own forward routes by: softmax top-k, or (CUDA) DeepSeek-V3's sigmoid + bias. */
-  routing: { rule: 'softmax' | 'sigmoidBias'; numGroups: number; topKGroups: number; routeScale: number; bias: F32 };
+  /** The rule the layer's own forward routes by: softmax top-k, (CUDA) DeepSeek-V3's sigmoid + bias, or none. */
+  routing: BuiltInRouting;
 }
 
 export interface NativeBinding {

@@ -3,8 +3,8 @@
  * exploration and stability options that apply while training.
  */
 import { describe, rangeError, typeError } from './errors';
-import * as gating from './gating';
 import { checkCapacityFactor } from './gating/capacity';
+import { ROUTER_KINDS, RouterKind, RuleConfig, routingRuleOf } from './gating/registry';
 import { DROP_POLICIES, TIE_BREAKS } from './gating/top-k';
 import { expectBoolean, expectInteger, expectOneOf } from './validate';
 
@@ -17,28 +17,15 @@ interface Common {
   seed?: number;
 }
 
-export type RouterConfig = Common &
-  (
-    | { kind: 'topK'; order?: 'softmax-topk' | 'topk-softmax'; normalize?: boolean; tieBreak?: gating.TieBreak; capacityFactor?: number; dropPolicy?: gating.DropPolicy }
-    | { kind: 'soft' }
-    | { kind: 'switch'; capacityFactor?: number; dropPolicy?: gating.DropPolicy }
-    | { kind: 'noisyTopK'; noiseEpsilon?: number; tieBreak?: gating.TieBreak; capacityFactor?: number; dropPolicy?: gating.DropPolicy }
-    | { kind: 'gshardTop2'; capacityFactor?: number; groupSize?: number; randomRouting?: boolean }
-    | { kind: 'expertChoice'; capacityFactor?: number }
-    | { kind: 'sigmoidBias'; numGroups?: number; topKGroups?: number; routeScale?: number; normalize?: boolean; bias?: ArrayLike<number> }
-  );
+/** config.router: the common options plus those of one rule (each rule's file declares its own, registry.ts lists them). */
+export type RouterConfig = Common & RuleConfig;
 
-export type RouterKind = RouterConfig['kind'];
-export const ROUTER_KINDS: readonly RouterKind[] = ['topK', 'soft', 'switch', 'noisyTopK', 'gshardTop2', 'expertChoice', 'sigmoidBias'];
+export type { RouterKind };
+export { ROUTER_KINDS };
 
-/** The experts per token a kind implies, or undefined when config.topK decides. */
-export function impliedTopK(kind: RouterKind, numExperts: number): number | undefined {
-  switch (kind) {
-    case 'soft': return numExperts;
-    case 'switch': return 1;
-    case 'gshardTop2': return 2;
-    default: return undefined;
-  }
+/** The experts per token a kind implies, 'experts choose' (expert choice), or undefined when config.topK decides. */
+export function impliedTopK(kind: RouterKind, numExperts: number): number | 'experts choose' | undefined {
+  return routingRuleOf(kind).impliedTopK?.(numExperts);
 }
 
 /** Checks a router config up front (the routers check again per call); returns a frozen copy. */
@@ -55,12 +42,6 @@ export function checkRouterConfig(router: unknown, numExperts: number, topK: num
   if (r.dropPolicy !== undefined) expectOneOf(r.dropPolicy, 'config.router.dropPolicy', DROP_POLICIES);
   if (r.tieBreak !== undefined) expectOneOf(r.tieBreak, 'config.router.tieBreak', TIE_BREAKS);
   if (r.normalize !== undefined) expectBoolean(r.normalize, 'config.router.normalize');
-  if (r.kind === 'topK' && r.order === 'topk-softmax' && r.normalize === false)
-    throw rangeError("config.router.normalize: false only with order 'softmax-topk'", "order 'topk-softmax'");
-  if (r.kind === 'sigmoidBias') {
-    // Run the rule once on dummy logits: the same checks (groups dividing E, topKGroups, k, bias length).
-    gating.sigmoidBias({ data: new Float64Array(numExperts), shape: [1, numExperts] }, { ...r, k: topK });
-    if (r.bias !== undefined) r.bias = Float64Array.from(r.bias);
-  }
-  return Object.freeze(r);
+  const checked = routingRuleOf(r.kind).checkConfig?.(r, numExperts, topK) ?? r;
+  return Object.freeze(checked as RouterConfig);
 }

@@ -5,6 +5,7 @@
  */
 import { describe, rangeError, typeError } from '../errors';
 import { typedArrayTag } from '../typed-arrays';
+import type { RouterKind } from './registry';
 
 /** A [tokens, numExperts] matrix: any Tensor, or { data, shape } with a Float64Array for exact gradients. */
 export interface Matrix {
@@ -15,7 +16,7 @@ export interface Matrix {
 export type TieBreak = 'lower' | 'higher';
 
 /** What every router returns. Slots are token-major: token t's slots are t * topK .. t * topK + topK - 1. */
-export type GateKind = 'topK' | 'soft' | 'switch' | 'noisyTopK' | 'gshardTop2' | 'expertChoice' | 'sigmoidBias';
+export type GateKind = RouterKind;
 
 export interface GateResult {
   /** The rule that made it (gating.backward dispatches on it). */

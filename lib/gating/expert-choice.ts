@@ -5,6 +5,7 @@ import {
   softmaxRows,
 } from './common';
 import { TIE_BREAKS } from './top-k';
+import { routingRule } from './rule';
 
 export interface ExpertChoiceOptions {
   /** Average experts per token c; each expert takes C = ceil(T c / E) tokens (Zhou et al. use c = 2, the default). */
@@ -58,3 +59,10 @@ export function expertChoiceBackward(gate: ExpertChoiceGate, gradWeights: ArrayL
   checkGate(gate, 'expertChoice', 'expertChoice');
   return fullSoftmaxBackward(gate, gate.probs, checkGrad(gradWeights, gate));
 }
+
+export const expertChoiceRule = routingRule<{ kind: 'expertChoice'; capacityFactor?: number }>({
+  kind: 'expertChoice',
+  impliedTopK: () => 'experts choose',
+  route: (c) => expertChoice(c.logits, c.router),
+  backward: (gate, grad) => ({ gradLogits: expertChoiceBackward(gate as ExpertChoiceGate, grad) }),
+});

@@ -8,6 +8,7 @@ import {
   selectedSoftmaxBackward, softmaxRow,
 } from './common';
 import { TIE_BREAKS } from './top-k';
+import { routingRule } from './rule';
 
 export interface GShardTop2Options {
   /** Per-group capacity = 2S/E x capacityFactor (default 1). */
@@ -92,3 +93,11 @@ export function gshardTop2Backward(gate: GShardTop2Gate, gradWeights: ArrayLike<
   checkGate(gate, 'gshardTop2', 'gshardTop2');
   return selectedSoftmaxBackward(gate, gate.saved.selected, gate.saved.selectedWeights, checkGrad(gradWeights, gate));
 }
+
+export const gshardTop2Rule = routingRule<{ kind: 'gshardTop2'; capacityFactor?: number; groupSize?: number; randomRouting?: boolean }>({
+  kind: 'gshardTop2',
+  impliedTopK: () => 2,
+  // Random routing (the second expert kept with probability 2 g2) applies while training only.
+  route: (c) => gshardTop2(c.logits, { ...c.router, randomRouting: c.training && (c.router.randomRouting ?? true), seed: c.training ? c.seed() : 0 }),
+  backward: (gate, grad) => ({ gradLogits: gshardTop2Backward(gate as GShardTop2Gate, grad) }),
+});

@@ -8,6 +8,7 @@ import {
   selectedSoftmaxBackward,
 } from './common';
 import { DROP_POLICIES, TIE_BREAKS } from './top-k';
+import { routingRule } from './rule';
 
 export interface NoisyTopKOptions {
   k: number;
@@ -126,3 +127,15 @@ export function noisyTopKBackward(gate: NoisyTopKGate, gradWeights: ArrayLike<nu
   }
   return { gradCleanLogits: gradClean, gradNoiseStd, gradNoiseLogits };
 }
+
+export const noisyTopKRule = routingRule<{
+  kind: 'noisyTopK'; noiseEpsilon?: number; tieBreak?: TieBreak; capacityFactor?: number; dropPolicy?: DropPolicy;
+}>({
+  kind: 'noisyTopK',
+  usesNoiseRouter: true,
+  route: (c) => noisyTopK(c.logits, c.noiseLogits(), { ...c.router, k: c.topK, training: c.training, seed: c.training ? c.seed() : 0 }),
+  backward: (gate, grad) => {
+    const g = noisyTopKBackward(gate as NoisyTopKGate, grad);
+    return { gradLogits: g.gradCleanLogits, gradNoiseLogits: g.gradNoiseLogits };
+  },
+});

@@ -5,6 +5,7 @@ import {
   GateResult, Matrix, TieBreak, checkGate, checkGrad, checkMatrix, countPerExpert, madeGate, rankTop,
 } from './common';
 import { TIE_BREAKS } from './top-k';
+import { routingRule } from './rule';
 
 export interface SigmoidBiasOptions {
   k: number;
@@ -27,14 +28,8 @@ export interface SigmoidBiasGate extends GateResult {
   normalized: boolean;
 }
 
-/**
- * DeepSeek-V3 routing (eqs. 13-16; inference/model.py Gate): s = sigmoid(logits); selection on s + bias,
- * restricted to the topKGroups groups with the largest sum of their top-2 biased scores; weights are the
- * unbiased s of the k selected, normalised to sum to 1, times routeScale.
- */
-export function sigmoidBias(logits: Matrix, options: SigmoidBiasOptions): SigmoidBiasGate {
-  options = expectOptions(options, 'options') as SigmoidBiasOptions;
-  const { data, tokens, numExperts: n } = checkMatrix(logits, 'logits');
+/** The options checked against numExperts (groups dividing it, k within the kept groups, a finite bias of E). */
+export function checkSigmoidBiasOptions(options: SigmoidBiasOptions, n: number) {
   const numGroups = expectInteger(options?.numGroups ?? 1, 'numGroups', 1, n);
   if (n % numGroups !== 0) throw rangeError(`numGroups to divide numExperts = ${n}`, `${numGroups}`);
   const topKGroups = expectInteger(options.topKGroups ?? numGroups, `topKGroups (numGroups = ${numGroups})`, 1, numGroups);
@@ -49,6 +44,19 @@ export function sigmoidBias(logits: Matrix, options: SigmoidBiasOptions): Sigmoi
   if (typedArrayTag(bias) === undefined && !Array.isArray(bias)) throw typeError('bias to be a typed array [numExperts]', describe(bias));
   if (bias.length !== n) throw rangeError(`bias.length = ${n} (numExperts)`, `${bias.length}`);
   for (let i = 0; i < n; i++) if (!Number.isFinite(bias[i])) throw rangeError('bias to contain only finite values', `${bias[i]} at bias[${i}]`);
+  return { numGroups, topKGroups, k, routeScale, normalized, tieBreak, bias };
+}
+
+/**
+ * DeepSeek-V3 routing (eqs. 13-16; inference/model.py Gate): s = sigmoid(logits); selection on s + bias,
+ * restricted to the topKGroups groups with the largest sum of their top-2 biased scores; weights are the
+ * unbiased s of the k selected, normalised to sum to 1, times routeScale.
+ */
+export function sigmoidBias(logits: Matrix, options: SigmoidBiasOptions): SigmoidBiasGate {
+  options = expectOptions(options, 'options') as SigmoidBiasOptions;
+  const { data, tokens, numExperts: n } = checkMatrix(logits, 'logits');
+  const { numGroups, topKGroups, k, routeScale, normalized, tieBreak, bias } = checkSigmoidBiasOptions(options, n);
+  const groupSize = n / numGroups;
 
   const scores = new Float64Array(tokens * n);
   const experts = new Int32Array(tokens * k);
@@ -98,3 +106,33 @@ export function sigmoidBiasBackward(gate: SigmoidBiasGate, gradWeights: ArrayLik
   }
   return out;
 }
+
+/** config.router for DeepSeek-V3's routing. */
+export interface SigmoidBiasRouterConfig {
+  kind: 'sigmoidBias';
+  numGroups?: number;
+  topKGroups?: number;
+  routeScale?: number;
+  normalize?: boolean;
+  bias?: ArrayLike<number>;
+  tieBreak?: TieBreak;
+}
+
+export const sigmoidBiasRule = routingRule<SigmoidBiasRouterConfig>({
+  kind: 'sigmoidBias',
+  checkConfig: (r, numExperts, topK) => {
+    checkSigmoidBiasOptions({ ...r, k: topK }, numExperts);
+    return r.bias === undefined ? r : { ...r, bias: Float64Array.from(r.bias) };
+  },
+  route: (c) => sigmoidBias(c.logits, { ...c.router, k: c.topK, bias: c.bias }),
+  backward: (gate, grad) => ({ gradLogits: sigmoidBiasBackward(gate as SigmoidBiasGate, grad) }),
+  // The GPU routes it by itself (normalised, ties to the lower index); the CPU routes it here.
+  builtIn: (r, backend) => {
+    if (backend !== 'cuda' || !(r.normalize ?? true) || (r.tieBreak ?? 'lower') !== 'lower') return undefined;
+    const numGroups = r.numGroups ?? 1;
+    return {
+      rule: 'sigmoidBias', numGroups, topKGroups: r.topKGroups ?? numGroups, routeScale: r.routeScale ?? 1,
+      bias: r.bias ? Float32Array.from(r.bias) : null,
+    };
+  },
+});

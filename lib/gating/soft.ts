@@ -1,6 +1,7 @@
 import {
   GateResult, Matrix, checkGate, checkGrad, checkMatrix, fullSoftmaxBackward, madeGate, rankTop, softmaxRows,
 } from './common';
+import { routingRule } from './rule';
 
 export interface SoftGate extends GateResult {
   probs: Float64Array;
@@ -28,3 +29,10 @@ export function softBackward(gate: SoftGate, gradWeights: ArrayLike<number>): Fl
   checkGate(gate, 'soft', 'soft');
   return fullSoftmaxBackward(gate, gate.probs, checkGrad(gradWeights, gate));
 }
+
+export const softRule = routingRule<{ kind: 'soft' }>({
+  kind: 'soft',
+  impliedTopK: (numExperts) => numExperts,
+  route: (c) => soft(c.logits),
+  backward: (gate, grad) => ({ gradLogits: softBackward(gate as SoftGate, grad) }),
+});

@@ -5,6 +5,7 @@ import {
   softmaxRows,
 } from './common';
 import { DROP_POLICIES } from './top-k';
+import { routingRule } from './rule';
 
 export interface SwitchOptions {
   /** Expert capacity = tokens / experts x capacityFactor (Fedus et al. eq. 3); omit for no dropping. */
@@ -43,3 +44,10 @@ export function switchTop1Backward(gate: SwitchGate, gradWeights: ArrayLike<numb
   checkGate(gate, 'switch', 'switchTop1');
   return fullSoftmaxBackward(gate, gate.probs, checkGrad(gradWeights, gate));
 }
+
+export const switchRule = routingRule<{ kind: 'switch'; capacityFactor?: number; dropPolicy?: DropPolicy }>({
+  kind: 'switch',
+  impliedTopK: () => 1,
+  route: (c) => switchTop1(c.logits, c.router),
+  backward: (gate, grad) => ({ gradLogits: switchTop1Backward(gate as SwitchGate, grad) }),
+});

@@ -5,6 +5,7 @@ import {
   GateResult, Matrix, TieBreak, checkGate, checkGrad, checkMatrix, countPerExpert, fullSoftmaxBackward, madeGate,
   rankTop, selectedSoftmaxBackward, softmaxRow,
 } from './common';
+import { BuiltInRouting, routingRule } from './rule';
 
 export interface TopKOptions {
   k: number;
@@ -78,3 +79,30 @@ export function topKBackward(gate: TopKGate, gradWeights: ArrayLike<number>): Fl
   if (gate.saved.normalized) return selectedSoftmaxBackward(gate, gate.saved.selected, gate.saved.selectedWeights, grad);
   return fullSoftmaxBackward(gate, gate.probs, grad);
 }
+
+/** config.router for top-k softmax routing (the default router). */
+export interface TopKRouterConfig {
+  kind: 'topK';
+  order?: 'softmax-topk' | 'topk-softmax';
+  normalize?: boolean;
+  tieBreak?: TieBreak;
+  capacityFactor?: number;
+  dropPolicy?: DropPolicy;
+}
+
+/** Mixtral's softmax top-k as the native core runs it by itself (every backend). */
+export const BUILT_IN_SOFTMAX: BuiltInRouting = { rule: 'softmax', numGroups: 1, topKGroups: 1, routeScale: 1, bias: null };
+
+export const topKRule = routingRule<TopKRouterConfig>({
+  kind: 'topK',
+  checkConfig: (r) => {
+    if (r.order === 'topk-softmax' && r.normalize === false)
+      throw rangeError("config.router.normalize: false only with order 'softmax-topk'", "order 'topk-softmax'");
+  },
+  route: (c) => topK(c.logits, { ...c.router, k: c.topK }),
+  backward: (gate, grad) => ({ gradLogits: topKBackward(gate as TopKGate, grad) }),
+  // The core's rule: softmax then top-k, ties to the lower index, no capacity.
+  builtIn: (r) =>
+    (r.order ?? 'softmax-topk') === 'softmax-topk' && (r.tieBreak ?? 'lower') === 'lower' && r.capacityFactor === undefined
+      ? BUILT_IN_SOFTMAX : undefined,
+});
