@@ -1,0 +1,104 @@
+/** An MoELayer's config: its fields, and their resolution (defaults, implied topK, backend) and checks. */
+import { ACTIVATIONS, Activation } from './activation';
+import { describe, rangeError, typeError } from './errors';
+import { native } from './native';
+import { ROUTER_KINDS, RouterConfig, checkRouterConfig, impliedTopK } from './router-config';
+import { MAX_ELEMENTS } from './tensor';
+import { MAX_DIM, MAX_EXPERTS, expectBoolean, expectInteger, expectOneOf } from './validate';
+
+export interface MoEConfig {
+  dModel: number;
+  dHidden: number;
+  numExperts: number;
+  /**
+   * Experts per token, 1..numExperts. Required by the 'topK' (default), 'noisyTopK' and 'sigmoidBias'
+   * routers; implied by 'soft' (numExperts), 'switch' (1) and 'gshardTop2' (2); unused by 'expertChoice'.
+   */
+  topK?: number;
+  /** Expert activation; 'swiglu' (the default) is silu(x W1^T) * (x W3^T), as in Mixtral. */
+  activation?: Activation;
+  /** For the default router: renormalise the top-k softmax weights to sum to 1 (Mixtral / HF, the default). */
+  normalizeTopK?: boolean;
+  /** Use at most this many threads of the shared pool for this layer; 0 (the default) = all, see setThreads. */
+  threads?: number;
+  /** The routing rule (default { kind: 'topK' }: Mixtral's softmax top-k); see gating/. */
+  router?: RouterConfig;
+  /** Always-on shared experts added to every token's output (DeepSeekMoE); weights.shared holds them. */
+  sharedExperts?: number;
+  /** Hidden width of each shared expert (default dHidden). */
+  sharedHidden?: number;
+  /**
+   * Where the layer runs: 'cpu' (default); 'cuda' (bf16 weights on GPU 0, needs a CUDA build and a device);
+   * 'auto' = 'cuda' when both exist, else 'cpu'. Inputs and outputs stay host float32 Tensors either way.
+   */
+  backend?: 'cpu' | 'cuda' | 'auto';
+}
+
+/** A config with every default filled in and every field checked; `backend` is the one the layer runs on. */
+export type ResolvedConfig = Required<Omit<MoEConfig, 'router' | 'backend'>> & { router: Readonly<RouterConfig>; backend: 'cpu' | 'cuda' };
+
+/** Checks a config and fills in its defaults. */
+export function resolveConfig(config: MoEConfig): ResolvedConfig {
+  if (typeof config !== 'object' || config === null) throw typeError('config to be an object', describe(config));
+  const numExperts = expectInteger(config.numExperts, 'config.numExperts', 1, MAX_EXPERTS);
+  const dHidden = expectInteger(config.dHidden, 'config.dHidden', 1, MAX_DIM);
+  const router = (config.router ?? { kind: 'topK' }) as RouterConfig;
+  const kind = typeof router === 'object' && router !== null ? router.kind : undefined;
+  const implied = kind && ROUTER_KINDS.includes(kind) ? impliedTopK(kind, numExperts) : undefined;
+  let topK: number;
+  if (implied === 'experts choose') {
+    if (config.topK !== undefined) throw rangeError("no config.topK with router 'expertChoice' (experts choose; see capacityFactor)", describe(config.topK));
+    topK = 1;
+  } else if (implied !== undefined) {
+    if (config.topK !== undefined && config.topK !== implied)
+      throw rangeError(`config.topK = ${implied} (implied by router '${kind}') or none`, describe(config.topK));
+    topK = implied;
+  } else topK = expectInteger(config.topK, `config.topK (numExperts = ${numExperts})`, 1, numExperts);
+  const sharedExperts = config.sharedExperts === undefined ? 0 : expectInteger(config.sharedExperts, 'config.sharedExperts', 0, MAX_EXPERTS);
+  const normalizeTopK = expectBoolean(config.normalizeTopK ?? true, 'config.normalizeTopK');
+  const resolvedRouter = checkRouterConfig(
+    kind === 'topK' && config.normalizeTopK !== undefined && (router as { normalize?: boolean }).normalize === undefined
+      ? { ...router, normalize: normalizeTopK } : router,
+    numExperts, topK,
+  );
+  const backend = resolveBackend(config.backend);
+  if (backend === 'cuda' && sharedExperts > 0) throw rangeError("config.sharedExperts = 0 with backend 'cuda' (not supported on the GPU yet)", `${sharedExperts}`);
+  const dModel = expectInteger(config.dModel, 'config.dModel', 1, MAX_DIM);
+  const sharedHidden = config.sharedHidden === undefined ? dHidden : expectInteger(config.sharedHidden, 'config.sharedHidden', 1, MAX_DIM);
+  // Each weight tensor must be able to exist (V8's typed arrays end at 2^32 elements): refuse a config whose
+  // experts could not be allocated before trying, instead of V8's raw "Invalid typed array length" or minutes
+  // of allocation.
+  for (const [name, count, hidden] of [['experts', numExperts, dHidden], ['shared experts', sharedExperts, sharedHidden]] as const) {
+    if (count * hidden * dModel > MAX_ELEMENTS)
+      throw rangeError(`the ${name}' weights (${count} x ${hidden} x ${dModel}) to have at most ${MAX_ELEMENTS} elements each`, `${count * hidden * dModel}`);
+  }
+  return {
+    backend,
+    dModel,
+    dHidden,
+    numExperts,
+    topK,
+    activation: expectOneOf(config.activation ?? 'swiglu', 'config.activation', ACTIVATIONS),
+    normalizeTopK: kind === 'topK' ? ((resolvedRouter as { normalize?: boolean }).normalize ?? true) : normalizeTopK,
+    threads: config.threads === undefined ? 0 : expectInteger(config.threads, 'config.threads', 0, 256),
+    router: resolvedRouter,
+    sharedExperts,
+    sharedHidden,
+  };
+}
+
+/** 'auto' picks CUDA when compiled and a device exists; 'cuda' must have both, with a message saying which is missing. */
+function resolveBackend(backend: unknown): 'cpu' | 'cuda' {
+  const b = expectOneOf(backend ?? 'cpu', 'config.backend', ['cpu', 'cuda', 'auto'] as const);
+  if (b === 'cpu') return 'cpu';
+  const { cuda } = native().backendInfo();
+  if (cuda.compiled && cuda.devices > 0) return 'cuda';
+  if (b === 'auto') return 'cpu';
+  throw rangeError(
+    "backend 'cuda' to have a CUDA build and a device",
+    cuda.compiled
+      ? `no device (${cuda.reason ?? 'unknown'})`
+      : 'a build without CUDA: build it where nvcc is installed with `node node_modules/moe-kernels/scripts/build-native.js --cuda` ' +
+          '(in a clone: `npm run build:cuda`)',
+  );
+}

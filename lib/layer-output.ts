@@ -1,0 +1,75 @@
+/** What a forward returns: the output, the routing it used, and the balance losses asked for. */
+import { AuxLoss, AuxLossKind, AuxLossSpec, computeAuxLosses } from './aux-losses';
+import * as gating from './gating';
+import { Tensor } from './tensor';
+
+export interface Routing {
+  /** Slots per token (for expert choice, the most experts any token got). */
+  topK: number;
+  /** [tokens * topK] expert per slot, token-major (token t at t*topK .. t*topK+topK-1), descending weight; -1 = dropped. */
+  experts: Int32Array;
+  /** [tokens * topK] routing weight per slot (0 for dropped slots). */
+  weights: Float32Array;
+  /** [numExperts] slots each expert received, after dropping. */
+  tokensPerExpert: Int32Array;
+  /** [tokens, numExperts] router logits (before exploration noise). */
+  logits: Tensor<'float32'>;
+  /** Slots dropped by capacity (and GShard's random routing). */
+  dropped: number;
+  /** The router's full result (float64), for its backward pass in gating/; absent on the built-in fast path. */
+  gate?: gating.GateResult;
+  /** What the router read: x, or x with Switch jitter applied while training. */
+  routerInput: Float32Array;
+}
+
+export interface MoEOutput {
+  /** [tokens, dModel]: sum over the selected experts of weight * expert(x), plus the shared experts. */
+  output: Tensor<'float32'>;
+  routing: Routing;
+  /** The balance losses asked for with options.auxLosses: value and dL/d(router logits) each. */
+  auxLosses?: Partial<Record<AuxLossKind, AuxLoss>>;
+}
+
+export interface ForwardOptions {
+  /** Training mode: noisy top-k noise, exploration noise, jitter and GShard random routing apply. */
+  training?: boolean;
+  /** Balance losses to compute with the output, e.g. ['switch', 'zLoss'] or [{ kind: 'load', coefficient: 1e-2 }]. */
+  auxLosses?: readonly AuxLossSpec[];
+  /**
+   * A float32 [tokens, dModel] tensor to write the output into, returned as `output`, instead of a new one: no
+   * allocation per call in a serving loop. It must share no memory with x; with `forward`, read it only once the
+   * Promise has settled.
+   */
+  out?: Tensor;
+}
+
+/** The routing of one forward as the layer used it (before it becomes the public Routing). */
+export interface RoutedForward {
+  topK: number;
+  experts: Int32Array;
+  weights: Float32Array;
+  tokensPerExpert: Int32Array;
+  logits: Float32Array;
+  dropped: number;
+  gate?: gating.GateResult;
+  routerInput: Float32Array;
+}
+
+/**
+ * Assembles a forward's result. `out` is options.out as the layer checked it, returned as the output (the native
+ * side wrote into it); `defaultGate` recomputes the float64 gate of native routing for the aux losses; `ranked` is
+ * what the rule ranked (the logits with exploration noise).
+ */
+export function assembleOutput(
+  output: Float32Array, tokens: number, dims: { dModel: number; numExperts: number }, r: RoutedForward, options: ForwardOptions,
+  out: Tensor<'float32'> | undefined, defaultGate: (routing: Routing) => gating.GateResult, ranked: ArrayLike<number> = r.logits,
+): MoEOutput {
+  const routing: Routing = {
+    topK: r.topK, experts: r.experts, weights: r.weights, tokensPerExpert: r.tokensPerExpert,
+    logits: Tensor.trusted(r.logits, [tokens, dims.numExperts], 'float32'), dropped: r.dropped, routerInput: r.routerInput,
+  };
+  if (r.gate) routing.gate = r.gate;
+  const result: MoEOutput = { output: out ?? Tensor.trusted(output, [tokens, dims.dModel], 'float32'), routing };
+  if (options.auxLosses !== undefined) result.auxLosses = computeAuxLosses(options.auxLosses, r.gate ?? defaultGate(routing), ranked);
+  return result;
+}
