@@ -4,6 +4,7 @@
  */
 import { describe, rangeError, typeError } from './errors';
 import * as gating from './gating';
+import { checkMatrix, softmaxRows } from './gating/common';
 import * as losses from './losses';
 import { Variance } from './losses/cv-squared';
 import { expectOneOf } from './validate';
@@ -33,7 +34,8 @@ export function computeAuxLosses(specs: readonly AuxLossSpec[], gate: gating.Gat
   if (!Array.isArray(specs)) throw typeError('options.auxLosses to be an array of loss names or specs', describe(specs));
   const { tokens: T, numExperts: E } = gate;
   const shape = [T, E];
-  const probs = gating.soft({ data: logits, shape }).probs;
+  // The softmax of each row, O(T E) (soft routing's probabilities, without ranking every expert).
+  const probs = softmaxRows(checkMatrix({ data: logits, shape }, 'logits').data, T, E);
   const firstChoice = Int32Array.from({ length: T }, (_, t) => gate.experts[t * gate.topK]);
   const out: Partial<Record<AuxLossKind, AuxLoss>> = {};
   for (const raw of specs) {

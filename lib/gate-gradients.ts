@@ -23,13 +23,14 @@ export interface GateGradients {
 }
 
 /**
- * The router's gradients for `result`, a forward of x by a layer of config `c`: `slotOutputs` gives each routed slot's
- * unweighted expert output [tokens * topK, dModel]; `defaultGate` recomputes the gate of native routing. The
+ * The router's gradients for `result`, a forward of x by a layer of config `c`: `weightGradients` gives dL/d(routing
+ * weight) per slot, <dL/dy_t, E_s(x_t)> (in the core); `defaultGate` recomputes the gate of native routing. The
  * choices, dropping and sampled noise of that forward are held fixed.
  */
 export function gateGradients(
   c: { dModel: number; numExperts: number; topK: number }, x: Tensor, result: MoEOutput, gradOutput: Tensor | undefined,
-  slotOutputs: (x: Tensor, routing: Routing) => Float32Array, defaultGate: (routing: Routing) => gating.GateResult,
+  weightGradients: (x: Tensor, routing: Routing, gradOutput: Float32Array) => Float64Array,
+  defaultGate: (routing: Routing) => gating.GateResult,
 ): GateGradients {
   if (typeof result !== 'object' || result === null || typeof result.routing !== 'object' || result.routing === null)
     throw typeError('result to be the result of this layer\'s forward', describe(result));
@@ -47,15 +48,7 @@ export function gateGradients(
     const g = expectTensor(gradOutput, 'gradOutput', ['float32'], [tokens, c.dModel], ['tokens', 'dModel']).data;
     for (let i = 0; i < g.length; i++)
       if (!Number.isFinite(g[i])) throw rangeError('gradOutput to contain only finite values', `${g[i]} at gradOutput[${Math.floor(i / c.dModel)}, ${i % c.dModel}]`);
-    const slots = slotOutputs(x, routing);
-    const d = c.dModel;
-    gradWeights = new Float64Array(tokens * routing.topK);
-    for (let s = 0; s < gradWeights.length; s++) {
-      const t = Math.floor(s / routing.topK);
-      let dot = 0;
-      for (let i = 0; i < d; i++) dot += g[t * d + i] * slots[s * d + i];
-      gradWeights[s] = dot;
-    }
+    gradWeights = weightGradients(x, routing, g);
     const b = gating.backward(gate, gradWeights);
     add(gradLogits, b.gradLogits);
     if (b.gradNoiseLogits) add(gradNoiseLogits!, b.gradNoiseLogits);

@@ -9,7 +9,7 @@ import type { RoutingRule } from './gating/rule';
 import { checkSigmoidBiasOptions } from './gating/sigmoid-bias';
 import { ResolvedConfig } from './layer-config';
 import { Routing } from './layer-output';
-import { NativeLayer, native } from './native';
+import { NativeLayer } from './native';
 import { Random } from './random';
 
 export class LayerRouter {
@@ -17,10 +17,7 @@ export class LayerRouter {
   private readonly random: Random;
   private bias: Float64Array | undefined; // sigmoidBias: the selection bias, updatable (DeepSeek-V3 eq. 16)
 
-  constructor(
-    private readonly config: Readonly<ResolvedConfig>,
-    private readonly noiseRouter: Float32Array | null, // W_noise of noisy top-k, [numExperts, dModel]
-  ) {
+  constructor(private readonly config: Readonly<ResolvedConfig>) {
     this.rule = routingRuleOf(config.router.kind);
     this.random = new Random(config.router.seed ?? 0);
     const r = config.router;
@@ -52,7 +49,7 @@ export class LayerRouter {
     const l = { data: explored ? gating.explorationNoise({ data: logits, shape }, { scale: r.explorationNoise, seed: seed() }) : logits, shape };
     const gate = this.rule.route({
       logits: l, router: r, topK: c.topK, training, seed, bias: this.bias,
-      noiseLogits: () => ({ data: native().routerLogits(routerInput, tokens, c.dModel, this.noiseRouter!, c.numExperts), shape }),
+      noiseLogits: () => ({ data: handle.noiseLogits(routerInput, tokens), shape }),
     });
     return { gate, logits, ranked: l.data, weights: Float32Array.from(gate.weights), routerInput };
   }

@@ -21,11 +21,8 @@ export interface MoEWeights extends ExpertWeights {
 /** The spec's routing of a layer whose rule the core does not run: its forward always comes back routed. */
 const NOT_BUILT_IN: NativeLayerSpec['routing'] = { rule: 'none', numGroups: 1, topKGroups: 1, routeScale: 1, bias: null };
 
-/**
- * Checks the weights against the config and returns the spec of the native layer (which packs them once) and a
- * copy of the noise router W_noise (noisy top-k), or null.
- */
-export function layerSpec(c: ResolvedConfig, weights: MoEWeights): { spec: NativeLayerSpec; noiseRouter: Float32Array | null } {
+/** Checks the weights against the config and returns the spec of the native layer, which packs them once. */
+export function layerSpec(c: ResolvedConfig, weights: MoEWeights): NativeLayerSpec {
   if (typeof weights !== 'object' || weights === null) throw typeError('weights to be an object of Tensors', describe(weights));
   const rule = routingRuleOf(c.router.kind);
   const floats = ['float32', 'float16', 'bfloat16'] as const;
@@ -35,9 +32,7 @@ export function layerSpec(c: ResolvedConfig, weights: MoEWeights): { spec: Nativ
   if (rule.usesNoiseRouter) {
     if (weights.noiseRouter === undefined)
       throw typeError(`weights.noiseRouter to be a Tensor [${c.numExperts}, ${c.dModel}] (W_noise of noisy top-k)`, 'undefined');
-    // A copy: the weights are read once, when the layer is built, like the packed ones (a later change to the
-    // caller's array must not change later forwards).
-    noiseRouter = Float32Array.from(float32Data(expectTensor(weights.noiseRouter, 'weights.noiseRouter', floats, routerDims, ['numExperts', 'dModel'])));
+    noiseRouter = float32Data(expectTensor(weights.noiseRouter, 'weights.noiseRouter', floats, routerDims, ['numExperts', 'dModel']));
   } else if (weights.noiseRouter !== undefined) {
     throw rangeError(`no weights.noiseRouter (router '${c.router.kind}' has no noise)`, describe(weights.noiseRouter));
   }
@@ -50,11 +45,10 @@ export function layerSpec(c: ResolvedConfig, weights: MoEWeights): { spec: Nativ
   } else if (weights.shared !== undefined) {
     throw rangeError('no weights.shared (config.sharedExperts is 0)', describe(weights.shared));
   }
-  const spec: NativeLayerSpec = {
-    experts, shared, router, topK: c.topK, normalizeTopK: c.normalizeTopK, threads: c.threads, backend: c.backend,
+  return {
+    experts, shared, router, noiseRouter, topK: c.topK, normalizeTopK: c.normalizeTopK, threads: c.threads, backend: c.backend,
     routing: rule.builtIn?.(c.router, c.backend) ?? NOT_BUILT_IN,
   };
-  return { spec, noiseRouter };
 }
 
 /** Options of MoELayer.random. */

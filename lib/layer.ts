@@ -27,9 +27,8 @@ export class MoELayer implements Disposable {
   constructor(config: MoEConfig, weights: MoEWeights) {
     this.config = resolveConfig(config);
     const c = this.config;
-    const { spec, noiseRouter } = layerSpec(c, weights);
-    this.router = new LayerRouter(c, noiseRouter);
-    this.handle = new (native().NativeLayer)(spec);
+    this.router = new LayerRouter(c);
+    this.handle = new (native().NativeLayer)(layerSpec(c, weights));
   }
 
   /**
@@ -103,7 +102,11 @@ export class MoELayer implements Disposable {
    * The choices, dropping and sampled noise of that forward are held fixed.
    */
   gateGradients(x: Tensor, result: MoEOutput, gradOutput?: Tensor): GateGradients {
-    return gateGradients(this.config, x, result, gradOutput, (input, routing) => this.slotOutputs(input, routing).data, (routing) => this.router.nativeGate(routing));
+    const weightGradients = (input: Tensor, routing: Routing, grad: Float32Array) => {
+      const { handle, data, tokens } = this.prepare(input, {});
+      return handle.routingWeightGradients(data, tokens, routing.topK, routing.experts, grad);
+    };
+    return gateGradients(this.config, x, result, gradOutput, weightGradients, (routing) => this.router.nativeGate(routing));
   }
 
 

@@ -51,6 +51,10 @@ export interface NativeLayer {
   forwardSync(x: Float32Array, tokens: number, out?: Float32Array): NativeForwardResult;
   forward(x: Float32Array, tokens: number, out?: Float32Array): Promise<NativeForwardResult>;
   routerLogits(x: Float32Array, tokens: number): Float32Array;
+  /** x W_noise^T [tokens * E] with the noise router packed at construction (noisy top-k). */
+  noiseLogits(x: Float32Array, tokens: number): Float32Array;
+  /** dL/d(routing weight) per slot [tokens * k], float64: <gradOutput[t], slot output s>. */
+  routingWeightGradients(x: Float32Array, tokens: number, k: number, experts: Int32Array, gradOutput: Float32Array): Float64Array;
   slotOutputs(x: Float32Array, tokens: number, k: number, experts: Int32Array): Float32Array;
   lastTimings(): LayerTimings;
   forwardRoutedSync(x: Float32Array, tokens: number, k: number, experts: Int32Array, weights: Float32Array, out?: Float32Array): NativeRoutedResult;
@@ -90,6 +94,8 @@ export interface NativeLayerSpec {
   shared: NativeExpertSpec | null;
   /** [numExperts, dModel] W_g. */
   router: Float32Array;
+  /** [numExperts, dModel] W_noise of noisy top-k (packed once), or null. */
+  noiseRouter: F32;
   topK: number;
   normalizeTopK: boolean;
   threads: number;
@@ -108,6 +114,7 @@ export interface NativeBinding {
   setThreads(threads: number): void;
   measureFmaPeak(threads: number, seconds: number): number;
   routerLogits(x: Float32Array, tokens: number, dModel: number, router: Float32Array, numExperts: number): Float32Array;
+  routerWeightGradient(gradLogits: Float64Array, x: Float64Array, tokens: number, numExperts: number, dModel: number): Float64Array;
   topK(logits: Float32Array, tokens: number, numExperts: number, k: number, normalize: boolean): NativeRoutingResult;
   dispatch(experts: Int32Array, numExperts: number): NativeDispatchPlan;
   expertFFN(experts: NativeExperts, x: Float32Array, tokens: number, k: number, expertOffsets: Int32Array, order: Int32Array): Float32Array;

@@ -1,6 +1,12 @@
 import { describe, rangeError, typeError } from '../errors';
 import { typedArrayTag } from '../typed-arrays';
+import { native } from '../native';
 import { Matrix, checkMatrix } from './common';
+
+/** The values as a Float64Array: the array itself when it is one, else a float64 copy. */
+function float64(values: ArrayLike<number>): Float64Array {
+  return typedArrayTag(values) === 'Float64Array' ? (values as Float64Array) : Float64Array.from(values);
+}
 
 /**
  * dL/dW [E, dModel] for logits = x W^T, from dL/dlogits [T, E] and x [T, dModel]: the chain rule step from
@@ -16,12 +22,7 @@ export function routerWeightGradient(gradLogits: ArrayLike<number>, x: Matrix): 
   if (gradLogits.length === 0) throw rangeError('gradLogits to have at least tokens elements', '0');
   if (gradLogits.length % tokens !== 0) throw rangeError(`gradLogits.length to be a multiple of ${tokens} (tokens)`, `${gradLogits.length}`);
   const n = gradLogits.length / tokens;
-  const out = new Float64Array(n * dModel);
-  for (let t = 0; t < tokens; t++)
-    for (let e = 0; e < n; e++) {
-      const g = gradLogits[t * n + e];
-      if (g === 0) continue;
-      for (let i = 0; i < dModel; i++) out[e * dModel + i] += g * data[t * dModel + i];
-    }
-  return out;
+  // The GEMM runs in the core, in float64 with each product rounded before it is added, as this loop did in
+  // TypeScript: bitwise the same result.
+  return native().routerWeightGradient(float64(gradLogits), float64(data), tokens, n, dModel);
 }

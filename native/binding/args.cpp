@@ -61,6 +61,15 @@ const float* float32_value(Napi::Env env, const Napi::Value& value, const std::s
 const int32_t* int32_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length) {
   return typed_arg<int32_t, napi_int32_array>(info, index, name, "Int32Array", length, false);
 }
+const double* finite_float64_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length) {
+  const double* data = typed_arg<double, napi_float64_array>(info, index, name, "Float64Array", length, false);
+  for (int64_t i = 0; i < length; ++i)
+    if (!std::isfinite(data[i]))
+      throw_range_error(info.Env(), std::string("expected ") + name + " to contain only finite values but got " +
+                                        std::to_string(data[i]) + " at " + name + "[" + std::to_string(i) + "]");
+  return data;
+}
+
 Napi::Float32Array output_arg(const Napi::CallbackInfo& info, size_t index, const float* x, int64_t length) {
   const float* out = typed_arg<float, napi_float32_array>(info, index, "out", "Float32Array", length, true);
   if (!out) return new_float32_array(info.Env(), static_cast<size_t>(length));

@@ -19,6 +19,8 @@ namespace moe_binding {
 const float* float32_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length,
                          bool optional = false);
 const int32_t* int32_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length);
+// A Float64Array argument of exactly `length` elements, each finite (router training's float64 inputs).
+const double* finite_float64_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length);
 // The output array of a forward: the caller's optional `out` argument (a Float32Array as long as x, sharing no
 // memory with it: the layer reads x while it writes out), or a new result array when it is null or undefined.
 Napi::Float32Array output_arg(const Napi::CallbackInfo& info, size_t index, const float* x, int64_t length);

@@ -32,6 +32,19 @@ Napi::Value RouterLogits(const Napi::CallbackInfo& info) {
   return logits;
 }
 
+// (gradLogits Float64Array [T*E], x Float64Array [T*dModel], tokens, numExperts, dModel) -> Float64Array [E*dModel]
+Napi::Value RouterWeightGradient(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  const int64_t tokens = int_arg(info, 2, "tokens", 1, kMaxDim);
+  const int64_t experts = int_arg(info, 3, "numExperts", 1, kMaxElements);
+  const int64_t d_model = int_arg(info, 4, "dModel", 1, kMaxDim);
+  const double* grad = finite_float64_arg(info, 0, "gradLogits", elements(env, "gradLogits", {tokens, experts}));
+  const double* x = finite_float64_arg(info, 1, "x", elements(env, "x", {tokens, d_model}));
+  auto out = Napi::Float64Array::New(env, static_cast<size_t>(elements(env, "the gradient", {experts, d_model})));
+  run_guarded(env, [&] { moe::router_weight_gradient(grad, x, tokens, experts, d_model, out.Data()); });
+  return out;
+}
+
 Napi::Value TopK(const Napi::CallbackInfo& info) {
   const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
   const int64_t experts = int_arg(info, 2, "numExperts", 1, kMaxExperts);
@@ -168,6 +181,7 @@ Napi::Value Combine(const Napi::CallbackInfo& info) {
 void init_kernels(Napi::Env env, Napi::Object exports) {
   exports.Set("routerLogits", Napi::Function::New(env, RouterLogits));
   exports.Set("topK", Napi::Function::New(env, TopK));
+  exports.Set("routerWeightGradient", Napi::Function::New(env, RouterWeightGradient));
   exports.Set("dispatch", Napi::Function::New(env, Dispatch));
   exports.Set("expertFFN", Napi::Function::New(env, ExpertFFNSync));
   exports.Set("expertFFNAsync", Napi::Function::New(env, ExpertFFNAsync));

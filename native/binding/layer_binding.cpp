@@ -61,6 +61,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
                        {InstanceMethod("forwardSync", &NativeLayer::ForwardSync),
                         InstanceMethod("forward", &NativeLayer::Forward),
                         InstanceMethod("routerLogits", &NativeLayer::RouterLogits),
+                        InstanceMethod("noiseLogits", &NativeLayer::NoiseLogits),
+                        InstanceMethod("routingWeightGradients", &NativeLayer::RoutingWeightGradients),
                         InstanceMethod("forwardRouted", &NativeLayer::ForwardRouted),
                         InstanceMethod("forwardRoutedSync", &NativeLayer::ForwardRoutedSync),
                         InstanceMethod("slotOutputs", &NativeLayer::SlotOutputs),
@@ -156,8 +158,11 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
                      });
   }
 
-  // (x, tokens) -> Float32Array [tokens * E]
-  Napi::Value RouterLogits(const Napi::CallbackInfo& info) {
+  // (x, tokens) -> Float32Array [tokens * E], of the router or (noisy top-k) the noise router
+  Napi::Value RouterLogits(const Napi::CallbackInfo& info) { return logits(info, false); }
+  Napi::Value NoiseLogits(const Napi::CallbackInfo& info) { return logits(info, true); }
+
+  Napi::Value logits(const Napi::CallbackInfo& info, bool noise) {
     const Napi::Env env = info.Env();
     auto layer = get(env);
     const moe::LayerConfig& c = config_;
@@ -165,9 +170,36 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     const Held<float> x = held_float32(info, 0, "x", tokens * c.experts.d_model, false);
     check_finite(env, "x", x.data, tokens, c.experts.d_model);
     auto logits = new_float32_array(env, static_cast<size_t>(tokens * c.experts.num_experts));
-    run_guarded(env, [&] { layer->router_logits(x.data, tokens, logits.Data()); });
+    run_guarded(env, [&] {
+      if (noise) layer->noise_logits(x.data, tokens, logits.Data());
+      else layer->router_logits(x.data, tokens, logits.Data());
+    });
     return logits;
   }
+
+  // (x, tokens, k, experts Int32Array [T*k], gradOutput Float32Array [T*dModel]) -> Float64Array [T*k]:
+  // dL/d(routing weight) per slot, <dL/dy_t, E_s(x_t)>.
+  Napi::Value RoutingWeightGradients(const Napi::CallbackInfo& info) {
+    const Napi::Env env = info.Env();
+    auto layer = get(env);
+    const int64_t d = config_.experts.d_model, e = config_.experts.num_experts;
+    const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
+    const int64_t k = int_arg(info, 2, "k", 1, e);
+    slot_count(env, tokens, k);
+    elements(env, "the slot outputs", {tokens, k, d});
+    const Held<float> x = held_float32(info, 0, "x", tokens * d, false);
+    const Held<int32_t> experts = held_int32(info, 3, "experts", tokens * k, false);
+    const Held<float> grad = held_float32(info, 4, "gradOutput", tokens * d, false);
+    check_finite(env, "x", x.data, tokens, d);
+    check_experts(env, experts.data, tokens * k, e);
+    check_finite(env, "gradOutput", grad.data, tokens, d);
+    auto out = Napi::Float64Array::New(env, static_cast<size_t>(tokens * k));
+    run_guarded(env, [&] {
+      moe::routing_weight_gradients(*layer, x.data, tokens, static_cast<int>(k), experts.data, grad.data, out.Data());
+    });
+    return out;
+  }
+
 
   // (x, tokens, k, experts Int32Array [T*k], weights Float32Array [T*k], out?) -> { output, tokensPerExpert },
   // on the calling thread.

@@ -65,6 +65,7 @@ moe::LayerSpec read_layer(const Fields& f) {
   c.normalize_top_k = f.boolean("normalizeTopK");
   c.threads = static_cast<int>(f.integer("threads", 0, 256));
   spec.router = f.float32("router", n, c.experts.d_model);
+  spec.noise_router = f.float32("noiseRouter", n, c.experts.d_model, true);
   c.shared = c.experts;
   c.shared.num_experts = 0;
   if (f.present("shared")) {

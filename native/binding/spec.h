@@ -40,7 +40,7 @@ struct ExpertSpec {
 };
 ExpertSpec read_experts(const Fields& spec);
 
-// NativeLayerSpec: { experts, shared, router, topK, normalizeTopK, threads, backend, routing }, as the core's
+// NativeLayerSpec: { experts, shared, router, noiseRouter, topK, normalizeTopK, threads, backend, routing }, as the core's
 // LayerSpec (whose arrays are the caller's memory, read while the layer is built).
 moe::LayerSpec read_layer(const Fields& spec);
 

@@ -20,14 +20,16 @@ using GpuRouting = BuiltInRouting;
 
 // A layer resident on device 0: weights uploaded once as bf16, device buffers reused across calls.
 // Inputs and outputs are host float32. Every CUDA failure throws std::runtime_error naming the CUDA error.
-// Router logits asked for on their own are computed on the host, with the CPU kernels, from a host copy of the
-// router (the routing that follows them runs on the host too).
+// Router (and noise router) logits asked for on their own are computed on the host, with the CPU kernels, from
+// host copies (the routing that follows them runs on the host too).
 class CudaLayer final : public Layer {
  public:
-  CudaLayer(const LayerConfig& config, const GpuRouting& routing, const float* router, const ExpertWeights& weights);
+  CudaLayer(const LayerConfig& config, const GpuRouting& routing, const float* router, const ExpertWeights& weights,
+            const float* noise_router = nullptr);
   ~CudaLayer() override;
   void forward(const float* x, int64_t tokens, const LayerOutputs& out) override;
   void router_logits(const float* x, int64_t tokens, float* logits) override;
+  void noise_logits(const float* x, int64_t tokens, float* logits) override;
   void forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
                       float* output, int32_t* tokens_per_expert) override;
   // Not offered on the GPU yet: both throw Unsupported.

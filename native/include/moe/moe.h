@@ -123,6 +123,7 @@ struct LayerSpec {
   BuiltInRouting routing;
   Backend backend = Backend::cpu;
   const float* router = nullptr;  // [E, dModel] W_g
+  const float* noise_router = nullptr;  // [E, dModel] W_noise of noisy top-k, or null
   ExpertWeights experts;
   ExpertWeights shared;           // when config.shared.num_experts > 0
 };
@@ -139,8 +140,9 @@ class Layer {
   virtual ~Layer() = default;
   // The whole layer with its built-in routing (spec.routing).
   virtual void forward(const float* x, int64_t tokens, const LayerOutputs& out) = 0;
-  // logits [T, E] of the layer's router.
+  // logits [T, E] of the layer's router, and of its noise router (noisy top-k's W_noise; spec.noise_router).
   virtual void router_logits(const float* x, int64_t tokens, float* logits) = 0;
+  virtual void noise_logits(const float* x, int64_t tokens, float* logits) = 0;
   // The expert part with routing decided by the caller: experts / weights [T * k] token-major, -1 = dropped
   // (k may differ from config.top_k). Writes output [T, dModel] and tokens_per_expert [E].
   virtual void forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
@@ -167,17 +169,19 @@ std::shared_ptr<Layer> make_layer(const LayerSpec& spec);
 class CpuLayer final : public Layer {
  public:
   CpuLayer(const LayerConfig& config, const float* router, const ExpertWeights& weights,
-           const ExpertWeights& shared = ExpertWeights{}, const BuiltInRouting& routing = BuiltInRouting{});
+           const ExpertWeights& shared = ExpertWeights{}, const BuiltInRouting& routing = BuiltInRouting{},
+           const float* noise_router = nullptr);
   ~CpuLayer() override;
   void forward(const float* x, int64_t tokens, const LayerOutputs& out) override;
   void router_logits(const float* x, int64_t tokens, float* logits) override;
+  void noise_logits(const float* x, int64_t tokens, float* logits) override;
   void forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
                       float* output, int32_t* tokens_per_expert) override;
   void slot_outputs(const float* x, int64_t tokens, int k, const int32_t* experts, float* slot_out) override;
   LayerTimings last_timings() const override;
   const LayerConfig& config() const override;
-  size_t packed_bytes() const override;
-  size_t host_bytes() const override { return packed_bytes(); }
+  size_t packed_bytes() const override;  // router and experts (the noise router is not counted)
+  size_t host_bytes() const override;
   bool runs_inline(int64_t slots) const override;
   JobQueue queue() const override { return JobQueue::cpu; }
 
@@ -185,6 +189,19 @@ class CpuLayer final : public Layer {
   struct State;
   std::unique_ptr<State> state_;
 };
+
+// --- router training (float64, like the routers' backward passes) ---------------------------------
+// dL/dW [E, dModel] for logits = x W^T, from dL/dlogits [T, E] and x [T, dModel]: W_g's (or W_noise's) gradient.
+// Each element sums over tokens in token order (bitwise the same for any thread count).
+void router_weight_gradient(const double* grad_logits, const double* x, int64_t tokens, int64_t num_experts,
+                            int64_t d_model, double* grad_router);
+// dL/d(routing weight of slot s = t * k + j) = <dL/dy_t, slot_out[s]>, the float32 rows summed in float64 in order.
+void slot_weight_gradients(const float* grad_output, const float* slot_out, int64_t tokens, int k, int64_t d_model,
+                           double* grad_weights);
+
+// The same for a layer's routing of x (experts [T * k], -1 = dropped): its slot outputs, then the dot products.
+void routing_weight_gradients(Layer& layer, const float* x, int64_t tokens, int k, const int32_t* experts,
+                              const float* grad_output, double* grad_weights);
 
 // --- machine ceilings (for benchmarks) ---------------------------------------------------------------
 // fp32 FMA throughput of the active ISA with `threads` pool threads busy at once, in GFLOP/s.

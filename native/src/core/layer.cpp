@@ -12,16 +12,21 @@ namespace moe {
 
 struct CpuLayer::State {
   State(const LayerConfig& c, const float* router_weights, const ExpertWeights& w, const ExpertWeights& sw,
-        const BuiltInRouting& r)
+        const BuiltInRouting& r, const float* noise_router_weights)
       : config(c),
         rule(r.rule),
         router(kernels().geometry, 1, c.experts.num_experts, c.experts.d_model, router_weights, nullptr),
         packed_experts(c.experts, w) {
     if (c.shared.num_experts > 0) shared = std::make_unique<PackedExperts>(c.shared, sw);
+    // Packed once, like the router (it was packed again on every forward of a noisy top-k layer).
+    if (noise_router_weights)
+      noise_router = std::make_unique<PackedMatrix>(kernels().geometry, 1, c.experts.num_experts, c.experts.d_model,
+                                                    noise_router_weights, nullptr);
   }
   LayerConfig config;
   BuiltInRouting::Rule rule;
   PackedMatrix router;
+  std::unique_ptr<PackedMatrix> noise_router;
   PackedExperts packed_experts;
   std::unique_ptr<PackedExperts> shared;
   std::mutex mutex;  // one forward at a time on this layer's workspace
@@ -78,8 +83,8 @@ struct CpuLayer::State {
 };
 
 CpuLayer::CpuLayer(const LayerConfig& config, const float* router, const ExpertWeights& weights,
-                   const ExpertWeights& shared, const BuiltInRouting& routing)
-    : state_(std::make_unique<State>(config, router, weights, shared, routing)) {}
+                   const ExpertWeights& shared, const BuiltInRouting& routing, const float* noise_router)
+    : state_(std::make_unique<State>(config, router, weights, shared, routing, noise_router)) {}
 CpuLayer::~CpuLayer() = default;
 
 bool CpuLayer::runs_inline(int64_t slots) const {
@@ -129,6 +134,18 @@ void CpuLayer::router_logits(const float* x, int64_t tokens, float* logits) {
   std::lock_guard<std::mutex> lock(s.mutex);
   const ThreadLimit limit(s.config.threads);
   packed_router_logits(s.router, x, tokens, s.config.experts.d_model, logits, s.ffn);
+}
+
+void CpuLayer::noise_logits(const float* x, int64_t tokens, float* logits) {
+  State& s = *state_;
+  if (!s.noise_router) throw Unsupported("moe-kernels: expected a layer with a noise router (noisy top-k) for noise logits");
+  std::lock_guard<std::mutex> lock(s.mutex);
+  const ThreadLimit limit(s.config.threads);
+  packed_router_logits(*s.noise_router, x, tokens, s.config.experts.d_model, logits, s.ffn);
+}
+
+size_t CpuLayer::host_bytes() const {
+  return packed_bytes() + (state_->noise_router ? state_->noise_router->bytes() : 0);
 }
 
 void CpuLayer::forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,

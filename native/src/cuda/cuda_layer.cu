@@ -89,7 +89,7 @@ static void validate(const LayerConfig& c, const GpuRouting& r) {
 struct CudaLayer::State {
   LayerConfig config;
   GpuRouting routing;
-  std::vector<float> host_router;  // for router_logits on their own (computed on the host)
+  std::vector<float> host_router, host_noise_router;  // for router / noise logits on their own (on the host)
   cudaStream_t stream = nullptr;
   std::mutex mutex;
   DeviceBuffer<float> router, bias, b1, b3, b2, staging;
@@ -160,7 +160,8 @@ struct CudaLayer::State {
   }
 };
 
-CudaLayer::CudaLayer(const LayerConfig& config, const GpuRouting& routing, const float* router, const ExpertWeights& w)
+CudaLayer::CudaLayer(const LayerConfig& config, const GpuRouting& routing, const float* router, const ExpertWeights& w,
+                     const float* noise_router)
     : state_(std::make_unique<State>()) {
   State& st = *state_;
   st.config = config;
@@ -176,6 +177,7 @@ CudaLayer::CudaLayer(const LayerConfig& config, const GpuRouting& routing, const
   MOE_CUDA_CHECK(cudaEventCreate(&st.finished));
   const int64_t big = s.num_experts * s.d_hidden * s.d_model;
   st.host_router.assign(router, router + s.num_experts * s.d_model);
+  if (noise_router) st.host_noise_router.assign(noise_router, noise_router + s.num_experts * s.d_model);
   upload(router, s.num_experts * s.d_model, st.router, st.stream);
   if (routing.bias) st.routing.bias = upload(routing.bias, s.num_experts, st.bias, st.stream);
   upload_bf16(w.w1, st.w1.reserve(big), big, st.staging, st.stream);
@@ -191,7 +193,16 @@ CudaLayer::~CudaLayer() = default;
 
 double CudaLayer::last_device_ms() const { return state_->device_ms; }
 
-size_t CudaLayer::host_bytes() const { return state_->host_router.size() * sizeof(float); }
+size_t CudaLayer::host_bytes() const {
+  return (state_->host_router.size() + state_->host_noise_router.size()) * sizeof(float);
+}
+
+void CudaLayer::noise_logits(const float* x, int64_t tokens, float* logits) {
+  const ExpertShape& s = state_->config.experts;
+  if (state_->host_noise_router.empty())
+    throw Unsupported("moe-kernels: expected a layer with a noise router (noisy top-k) for noise logits");
+  moe::router_logits(x, tokens, s.d_model, state_->host_noise_router.data(), s.num_experts, logits);
+}
 
 void CudaLayer::router_logits(const float* x, int64_t tokens, float* logits) {
   const ExpertShape& s = state_->config.experts;

@@ -15,7 +15,7 @@ DeviceInfo device_info() {
 
 struct CudaLayer::State {};
 
-CudaLayer::CudaLayer(const LayerConfig&, const GpuRouting&, const float*, const ExpertWeights&) {
+CudaLayer::CudaLayer(const LayerConfig&, const GpuRouting&, const float*, const ExpertWeights&, const float*) {
   throw std::runtime_error(device_info().reason);
 }
 CudaLayer::~CudaLayer() = default;
@@ -25,6 +25,7 @@ const LayerConfig& CudaLayer::config() const { throw std::runtime_error(device_i
 size_t CudaLayer::device_bytes() const { return 0; }
 size_t CudaLayer::host_bytes() const { return 0; }
 void CudaLayer::router_logits(const float*, int64_t, float*) {}
+void CudaLayer::noise_logits(const float*, int64_t, float*) {}
 void CudaLayer::slot_outputs(const float*, int64_t, int, const int32_t*, float*) {}
 LayerTimings CudaLayer::last_timings() const { return {}; }
 double CudaLayer::last_device_ms() const { return 0; }
