@@ -47,6 +47,7 @@ export function expertSpec(weights: unknown, shape: ExpertShape, name = 'weights
     throw typeError(`${name}.w3 to be a Tensor [${e}, ${h}, ${d}] (required by the gated activation '${activation}')`, describe(w.w3));
   return {
     ...shape,
+    weightDtype: 'float32',
     w1: big('w1', [e, h, d], ['numExperts', 'dHidden', 'dModel']),
     w3: gated ? big('w3', [e, h, d], ['numExperts', 'dHidden', 'dModel']) : null,
     w2: big('w2', [e, d, h], ['numExperts', 'dModel', 'dHidden']),

@@ -79,6 +79,8 @@ export interface NativeExpertSpec {
   dModel: number;
   dHidden: number;
   activation: string;
+  /** How the packed weights are stored: 'float32' (the only entry of the core's weight-dtype table so far). */
+  weightDtype: 'float32';
   w1: Float32Array;
   w3: F32;
   w2: Float32Array;

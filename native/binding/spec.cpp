@@ -41,6 +41,9 @@ ExpertSpec read_experts(const Fields& f) {
   const std::string act = f.string("activation");
   if (!moe::parse_activation(act, &s.activation))
     throw_range_error(f.env(), "expected activation to be a known activation but got '" + act + "'");
+  const std::string dtype = f.string("weightDtype");
+  if (!moe::parse_weight_dtype(dtype, &s.weight_dtype))
+    throw_range_error(f.env(), "expected weightDtype to be a known weight dtype but got '" + dtype + "'");
   // Checked products first: three dimensions of up to 2^31 each could wrap int64 and match a short array.
   elements(f.env(), "w1", {s.num_experts, s.d_hidden, s.d_model});
   const bool gated = moe::is_gated(s.activation);

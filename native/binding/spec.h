@@ -32,7 +32,7 @@ class Fields {
   std::string path_;
 };
 
-// NativeExpertSpec: { numExperts, dModel, dHidden, activation, w1, w3, w2, b1, b3, b2 }. The arrays are the
+// NativeExpertSpec: { numExperts, dModel, dHidden, activation, weightDtype, w1, w3, w2, b1, b3, b2 }. The arrays are the
 // caller's memory, read while the constructor packs them.
 struct ExpertSpec {
   moe::ExpertShape shape;

@@ -197,7 +197,7 @@ void test_gemm_tiles() {
         std::vector<float> packed_a(t.geometry.packed_a_floats(rows, k));
         for (int64_t r = 0; r < rows; r += moe::cpu::kTileRows)
           t.pack_a(p, r, std::min(rows, r + moe::cpu::kTileRows) - r, packed_a.data() + r * t.geometry.packed_depth(k));
-        t.gemm_tile(p, packed_a.data(), 0, rows, 0, packed.panel_count());
+        t.weight_kernels(p.weight_dtype).gemm_tile(p, packed_a.data(), 0, rows, 0, packed.panel_count());
         double max_err = 0;
         for (int64_t i = 0; i < rows; ++i)
           for (int64_t j = 0; j < n; ++j) {

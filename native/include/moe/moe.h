@@ -19,6 +19,15 @@ inline bool is_gated(Activation act) { return act == Activation::swiglu || act =
 // Parses the public name ('swiglu', 'gelu-tanh', ...); returns false when unknown.
 bool parse_activation(const std::string& name, Activation* out);
 
+// The stored format of packed expert weights: a property of the packed experts, with one entry per dtype in the
+// kernel table (its GEMM per ISA) and in core/weight_formats.h (its packing and size). float32 only for now;
+// bfloat16, float16, int8 and int4 are the next entries. The router always stays float32.
+enum class WeightDtype { float32 };
+constexpr int kWeightDtypes = 1;
+const char* weight_dtype_name(WeightDtype dtype);
+// Parses the public name ('float32', ...); returns false when unknown.
+bool parse_weight_dtype(const std::string& name, WeightDtype* out);
+
 // --- backend --------------------------------------------------------------------------------------
 Isa active_isa();                       // chosen once at load: best supported, or MOE_FORCE_ISA
 std::vector<Isa> supported_isas();      // every ISA this CPU can run and this build compiled
@@ -56,6 +65,7 @@ void dispatch(const int32_t* experts, int64_t slots, int64_t num_experts, int32_
 struct ExpertShape {
   int64_t num_experts = 0, d_model = 0, d_hidden = 0;
   Activation activation = Activation::swiglu;
+  WeightDtype weight_dtype = WeightDtype::float32;  // how the packed weights are stored (inputs are float32)
 };
 
 struct ExpertWeights {            // host pointers, read once by pack_experts; biases may be null

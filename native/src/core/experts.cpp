@@ -102,11 +102,12 @@ void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix
     first = last;
   }
   const ThreadLimit limit(tiny ? 1 : ThreadLimit::current());
+  const cpu::WeightKernels& weights = k.weight_kernels(matrix.dtype());
   ThreadPool::instance().run(static_cast<int64_t>(items.size()), [&](int64_t i) {
     // Consecutive row tiles of a group lie back to back in the packed buffer, in whole micro blocks.
     const Item& it = items[i];
     const Tile& first = tiles[it.tile0];
-    k.gemm_tile(first.group->problem, tile_a(first), first.row0, tiles[it.tile1 - 1].row1, it.panel0, it.panel1);
+    weights.gemm_tile(first.group->problem, tile_a(first), first.row0, tiles[it.tile1 - 1].row1, it.panel0, it.panel1);
   });
 }
 
@@ -115,8 +116,8 @@ void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix
 PackedExperts::PackedExperts(const ExpertShape& s, const ExpertWeights& w)
     : shape(s),
       up(kernels().geometry, s.num_experts, s.d_hidden, s.d_model, w.w1, w.b1, is_gated(s.activation) ? w.w3 : nullptr,
-         is_gated(s.activation) ? w.b3 : nullptr),
-      down(kernels().geometry, s.num_experts, s.d_model, s.d_hidden, w.w2, w.b2) {}
+         is_gated(s.activation) ? w.b3 : nullptr, s.weight_dtype),
+      down(kernels().geometry, s.num_experts, s.d_model, s.d_hidden, w.w2, w.b2, nullptr, nullptr, s.weight_dtype) {}
 
 std::shared_ptr<const PackedExperts> pack_experts(const ExpertShape& shape, const ExpertWeights& weights) {
   return std::make_shared<const PackedExperts>(shape, weights);

@@ -1,5 +1,5 @@
 // Weight packing: a stack of [out, in] matrices (one per expert) rearranged once into the active ISA's panel
-// layout, so the microkernel streams B contiguously. A gated pair (W1, W3) shares panels: per k, nr/2 gate
+// layout, so the microkernel streams B contiguously, each weight stored in the matrix's dtype (weight_formats.h). A gated pair (W1, W3) shares panels: per k, nr/2 gate
 // columns then nr/2 up columns, so one microkernel call yields both halves of act(gate) * up.
 #pragma once
 #include <cstdint>
@@ -11,20 +11,25 @@ namespace moe {
 
 class PackedMatrix {
  public:
-  // w (and w_up when gated): [count, n, k]; bias (bias_up): [count, n] or null.
+  // w (and w_up when gated): [count, n, k]; bias (bias_up): [count, n] or null. Biases stay float32.
   PackedMatrix(const cpu::PanelGeometry& geometry, int64_t count, int64_t n, int64_t k, const float* w,
-               const float* bias, const float* w_up = nullptr, const float* bias_up = nullptr);
+               const float* bias, const float* w_up = nullptr, const float* bias_up = nullptr,
+               WeightDtype dtype = WeightDtype::float32);
   // The GEMM problem for matrix `index` with the given epilogue; rows still to be set by the caller.
   cpu::GemmProblem problem(int64_t index, Activation activation) const;
   int64_t panel_count() const { return panels_; }
   int64_t n() const { return n_; }
   int64_t out_cols() const { return out_cols_; }  // output columns per panel
-  size_t bytes() const { return (data_.capacity() + bias_.capacity()) * sizeof(float); }
+  WeightDtype dtype() const { return dtype_; }
+  size_t bytes() const { return data_.capacity() + bias_.capacity() * sizeof(float); }
 
  private:
   int64_t count_, n_, k_, nr_, out_cols_, panels_;
+  size_t panel_bytes_ = 0;
   bool gated_;
-  AlignedBuffer<float> data_, bias_;
+  WeightDtype dtype_;
+  AlignedBuffer<unsigned char> data_;
+  AlignedBuffer<float> bias_;
 };
 
 }  // namespace moe

@@ -39,7 +39,7 @@ struct KernelImpl {
   }
 
   // Cache lines of B per k step: prefetching that many per step covers a whole next sub-panel within one
-  // microkernel call, which an expert with a single full block of rows needs (see gemm_tile).
+  // microkernel call, which an expert with a single full block of rows needs (see gemm_tile_f32).
   static constexpr int kPrefetchLines = NR * int{sizeof(float)} / 64 > 1 ? NR * int{sizeof(float)} / 64 : 1;
 
   // acc[M][NR] (+)= A(depth x M, packed by pack_a: chunks of W k, the M rows' W values one row after another)
@@ -178,8 +178,9 @@ struct KernelImpl {
   // full row block, up to a k step's worth of lines per k step, so the first row block of a k-block does not wait
   // on DRAM. With one line per step, an expert with a single block of rows (fine-grained experts at 128 tokens)
   // got half of each sub-panel prefetched and streamed at half the bandwidth (benchmarks/NOTES.md row 48).
-  static void gemm_tile(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
-                        int64_t panel_begin, int64_t panel_end) {
+  static void gemm_tile_f32(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
+                            int64_t panel_begin, int64_t panel_end) {
+    const float* panels = static_cast<const float*>(p.panels);
     constexpr int64_t kChunk = moe::cpu::kChunkRows;
     static_assert(kChunk % MR == 0, "chunks start on a micro block");
     alignas(64) float acc[kChunk * NR];
@@ -190,7 +191,7 @@ struct KernelImpl {
       const int64_t rows = std::min(kChunk, row_end - c0), full_blocks = rows / MR;
       const float* ac = a + (c0 - row_begin) * packed_depth(p.k);
       for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
-        const float* b = p.panels + panel * p.k * NR;
+        const float* b = panels + panel * p.k * NR;
         // k-blocks outer, row blocks inner: the B sub-panel is reused from L1 by every row block of the chunk.
         for (int64_t k0 = 0; k0 < p.k; k0 += moe::cpu::kBlockDepth) {
           const int64_t depth = std::min<int64_t>(moe::cpu::kBlockDepth, p.k - k0);
@@ -288,7 +289,9 @@ struct KernelImpl {
   }
 
   static const moe::cpu::KernelTable* table(moe::Isa isa) {
-    static const moe::cpu::KernelTable t{isa, {W, NV, MR}, &pack_a, &gemm_tile, &weighted_sum, &find_non_finite, &fma_loop, &read_sum};
+    // weights: one entry per WeightDtype, in its order.
+    static const moe::cpu::KernelTable t{isa, {W, NV, MR}, &pack_a, {{&gemm_tile_f32}}, &weighted_sum, &find_non_finite,
+                                         &fma_loop, &read_sum};
     return &t;
   }
 };

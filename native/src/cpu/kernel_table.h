@@ -34,7 +34,8 @@ struct RowMap {
 };
 
 struct GemmProblem {
-  const float* panels = nullptr;  // packed B for one expert: panel_count * k * nr floats
+  const void* panels = nullptr;   // packed B for one expert, panel_count panels of k x nr weights in weight_dtype
+  WeightDtype weight_dtype = WeightDtype::float32;
   const float* bias = nullptr;    // packed bias: panel_count * nr floats (zeros where absent)
   int64_t k = 0;                  // reduction length
   int64_t n = 0;                  // valid output columns
@@ -48,17 +49,25 @@ struct GemmProblem {
   int64_t c_rows = 0;
 };
 
+// The kernels of one weight dtype on one ISA (ggml's per-type traits are the model): a new dtype is one more
+// entry of KernelTable::weights per ISA, plus its packing in core/weight_formats.cpp.
+struct WeightKernels {
+  // Computes output rows [row_begin, row_end) for panels [panel_begin, panel_end) from those rows packed by
+  // pack_a (any number of rows: pack_a's tiles of kTileRows, back to back), epilogue (bias, activation,
+  // gating) included. The reduction order is fixed, independent of the split.
+  void (*gemm_tile)(const GemmProblem& problem, const float* packed_a, int64_t row_begin, int64_t row_end,
+                    int64_t panel_begin, int64_t panel_end);
+};
+
 struct KernelTable {
   Isa isa;
   PanelGeometry geometry;
   // Gathers rows [row_begin, row_begin + rows) of the problem's A (at most kTileRows) into the microkernel's
   // layout: packed_a_floats(rows, k) floats at out.
   void (*pack_a)(const GemmProblem& problem, int64_t row_begin, int64_t rows, float* out);
-  // Computes output rows [row_begin, row_end) for panels [panel_begin, panel_end) from those rows packed by
-  // pack_a (any number of rows: pack_a's tiles of kTileRows, back to back), epilogue (bias, activation,
-  // gating) included. The reduction order is fixed, independent of the split.
-  void (*gemm_tile)(const GemmProblem& problem, const float* packed_a, int64_t row_begin, int64_t row_end,
-                    int64_t panel_begin, int64_t panel_end);
+  // Per weight dtype, in WeightDtype order.
+  WeightKernels weights[kWeightDtypes];
+  const WeightKernels& weight_kernels(WeightDtype dtype) const { return weights[static_cast<int>(dtype)]; }
   // out[0..n) = sum over j < count of weights[j] * rows[j * stride + 0..n), in order j = 0, 1, ...
   void (*weighted_sum)(const float* rows, int64_t stride, const float* weights, int count, int64_t n, float* out);
   int64_t (*find_non_finite)(const float* data, int64_t count);
