@@ -1,7 +1,7 @@
 /**
  * The SVG chart of each shape from a benchmark result: throughput against tokens for every implementation at
  * the largest thread count, with the roofline of the ceilings measured in the same run.
- * Also a command: node dist/benchmarks/charts.js benchmarks/results/bench-....json  (rewrites the charts)
+ * Also a command: node dist/benchmarks/charts.js benchmarks/results/<machine kind>/latest.json  (rewrites its charts)
  */
 import * as fs from 'fs';
 import * as path from 'path';

@@ -3,7 +3,8 @@
  * and inputs, alternating implementations (in a shuffled order) every repetition to cancel drift; every result is
  * also given as a share of the machine's own ceilings (FMA peak for prefill, memory bandwidth for decode),
  * measured here, between the repetitions of each scenario.
- * Writes a table to stdout, JSON to benchmarks/results/, and an SVG chart per shape.
+ * Writes a table to stdout; the JSON and an SVG chart per shape to benchmarks/results/<machine kind>/ (the latest run
+ * only), and the headline numbers as lines of benchmarks/results/history.csv (history.ts).
  *   npm run bench -- --quick        (under a minute; CI runs it to keep the harness working)
  *   npm run bench -- --shapes small --threads 2 --repeat 7
  *   npm run bench -- --shapes small --tokens 1,512 --threads 2
@@ -15,8 +16,9 @@ import {
   MoELayer, MoEWeights, ReadProbe, Tensor, activeWeightBytes, backendInfo, layerFlops, measureFmaPeak, setThreads,
 } from '../lib';
 import { Random } from '../lib/random';
-import { FlagSpec, median, parseFlags, usage } from '../cli/args';
-import { BenchResult, Row, writeCharts } from './charts';
+import { FlagSpec, median, parseFlags, usage } from '../tools/flags';
+import { BenchResult, Row } from './charts';
+import { machineKind, saveResult } from './history';
 import { createOrtMoE } from './peers/onnxruntime';
 import { naiveMoE } from './peers/naive';
 import { startTorch, tempFolder, torchUnavailable } from './peers/torch';
@@ -42,7 +44,7 @@ type Impl = { name: string; run: (first: number, calls: number) => Promise<numbe
 
 // A timed repetition is a block of forwards lasting at least this long (at least one forward), and its time is
 // the mean per forward: a single 1-token forward (~1-2 ms) right after another implementation measured mostly
-// how long this VM takes to wake idle cores (NOTES.md row 22), not the implementation.
+// how long this VM takes to wake idle cores (0.2-0.7 ms after a pause, NOTES.md row 22), not the implementation.
 const BLOCK_MS = 20;
 const MAX_BLOCK_CALLS = 16;
 // Decode blocks cycle through this many inputs, picked so that consecutive ones route to different experts
@@ -129,9 +131,10 @@ async function main(): Promise<void> {
 
   // --- the machine's ceilings, in this run -------------------------------------------------------------
   // Each scenario takes its own between its repetitions (below): this machine's read bandwidth moves 26-76 GB/s
-  // from one quarter hour to the next (NOTES.md rows 49, 51). These, measured before the runs and again after
+  // from one quarter hour to the next (measured in NOTES.md rows 49 and 51). These, measured before the runs and again after
   // them, keeping the better of the two, are the run's summary and the charts' roofline. The read probe's buffer
-  // is written once, here: fresh memory between the repetitions would slow what runs next (row 50).
+  // is written once, here: fresh memory between the repetitions would slow what runs next (the host then faults
+  // our weights in again: a fine-grained 128-token forward went from 55-62 ms to 80-156 ms, NOTES.md row 50).
   const probe = new ReadProbe(256 * 2 ** 20);
   const ceilings: Record<number, { fmaGflops: number; readGBps: number }> = {};
   const measureCeilings = () => {
@@ -237,7 +240,8 @@ async function main(): Promise<void> {
         }
         const next = impls.map(() => 0); // each implementation's place in the cycle of inputs
         // Dispatch + combine as a share of the layer, from the last forward of each block of the plain call and of
-        // the `out` call: a plain call's combine also pays the first touch of its fresh output (row 53).
+        // the `out` call: a plain call's combine also pays the first touch of its fresh output (page faults of a few
+        // ms at 512 tokens, NOTES.md row 53).
         const phases = [0, 2].map((impl) => ({ impl, dispatchCombine: 0, total: 0 }));
         // The order is shuffled every repetition (seeded): whoever runs right after PyTorch (another process,
         // whose run leaves our threads asleep and the caches cold) or right after an implementation that leaves
@@ -342,12 +346,9 @@ async function main(): Promise<void> {
   for (const n of notes) log(`note: ${n}`);
 
   const outDir = path.resolve(String(f.out));
-  fs.mkdirSync(outDir, { recursive: true });
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const result: BenchResult = { date: new Date().toISOString(), command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(), isa: info.isa, node: process.version, ceilings, rows, extras, notes };
-  fs.writeFileSync(path.join(outDir, `bench-${stamp}.json`), JSON.stringify(result, null, 1));
-  writeCharts(result, outDir);
-  log(`\nwrote ${path.relative(process.cwd(), outDir)}/bench-${stamp}.json and chart-*.svg`);
+  const folder = saveResult(result, outDir, machineKind(info.isa));
+  log(`\nwrote ${path.relative(process.cwd(), folder)}/latest.json and chart-*.svg; appended ${path.relative(process.cwd(), outDir)}/history.csv`);
 }
 
 main().catch((err: Error) => {

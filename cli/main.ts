@@ -3,7 +3,7 @@
  * tokens through it a few times, and prints speed, the backend used and how the router spread the tokens.
  */
 import { ACTIVATIONS, Activation, MoELayer, Tensor, backendInfo, layerFlops, setThreads } from '../lib';
-import { FlagSpec, median, parseFlags, usage } from './args';
+import { FlagSpec, median, parseFlags, usage } from '../tools/flags';
 
 const FLAGS: FlagSpec[] = [
   { name: 'tokens', help: 'tokens in the batch', default: 512 },

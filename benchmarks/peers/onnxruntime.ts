@@ -1,5 +1,5 @@
 /**
- * onnxruntime's com.microsoft.MoE operator as a peer (MOE_REFERENCE.md section 2): a two-node graph,
+ * onnxruntime's com.microsoft.MoE operator as a peer (its semantics as we rely on them: docs/peers.md): a two-node graph,
  * router MatMul then MoE, on the same weights. The CPU kernel needs fused, interleaved SwiGLU
  * (swiglu_fusion = 1): fc1 rows [w1_0, w3_0, w1_1, w3_1, ...] of shape [E, 2 * dHidden, dModel].
  */

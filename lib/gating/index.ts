@@ -1,4 +1,4 @@
-/** The routing rules of the literature, each with its backward pass (dL/dweights -> dL/dlogits). */
+/** The routing rules of the literature, each with its backward pass (dL/dweights -> dL/dlogits); docs/routing.md. */
 export type { GateKind, GateResult, Matrix, TieBreak } from './common';
 export { backward } from './backward';
 export { expertCapacity, applyCapacity } from './capacity';

@@ -1,4 +1,4 @@
-/** Load-balancing losses, each with its value and analytic gradient (MOE_REFERENCE.md section 1). */
+/** Load-balancing losses, each with its value and analytic gradient (docs/losses.md). */
 export { cvSquared } from './cv-squared';
 export type { Variance } from './cv-squared';
 export { importanceLoss } from './importance-loss';

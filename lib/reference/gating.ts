@@ -17,7 +17,7 @@ export function softmax(row: number[]): number[] {
 
 /** Indices sorted by value descending; ties by index ('lower') or reversed index ('higher'). */
 export function argsortDescending(values: number[], tieBreak: 'lower' | 'higher' = 'lower'): number[] {
-  return values.map((v, i) => i).sort((a, b) => values[b] - values[a] || (tieBreak === 'lower' ? a - b : b - a));
+  return values.map((_, i) => i).sort((a, b) => values[b] - values[a] || (tieBreak === 'lower' ? a - b : b - a));
 }
 
 export interface ReferenceRouting {

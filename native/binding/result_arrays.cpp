@@ -7,8 +7,8 @@
 #include <string>
 #include <unordered_map>
 
-#include "../src/core/aligned_buffer.h"
 #include "args.h"
+#include "moe/moe.h"
 
 namespace moe_binding {
 
@@ -31,7 +31,7 @@ class BlockPool {
         return p;
       }
     }
-    return moe::allocate_aligned(bytes);
+    return moe::allocate_large(bytes);
   }
   void give(void* p, size_t bytes) {
     {

@@ -12,7 +12,8 @@ namespace moe {
 namespace {
 
 // Above this many bytes of A, a group's GEMM goes chunk by chunk (see run_groups): a few MiB, well inside the
-// last-level cache of one core's share. 1 and 4 MiB measured alike (row 54).
+// last-level cache of one core's share. Thresholds of 1 and 4 MiB measured alike on the small shape at 8192 tokens
+// (the experiment is row 54 of benchmarks/NOTES.md).
 constexpr int64_t kChunkMajorBytes = int64_t{4} << 20;
 
 // One group of rows multiplied by one packed matrix: an expert's segment, or all tokens for the router.
@@ -75,7 +76,8 @@ void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix
   // A group whose rows of A outgrow kChunkMajorBytes (thousands of tokens on one expert) goes the other way:
   // chunk by chunk, every panel tile of a chunk before the next chunk. Walked panel tile by panel tile, such an A
   // came from memory again for every panel tile; chunk by chunk, the threads share each chunk through the
-  // last-level cache, and the weights they re-read per chunk come from there too (NOTES.md row 54).
+  // last-level cache, and the weights they re-read per chunk come from there too (this took the small shape at
+  // 8192 tokens from 4-11% below its 512-token throughput to level with it; benchmarks/NOTES.md row 54).
   const int64_t panel_tiles = (panel_count + tile_panels - 1) / tile_panels;
   const int64_t chunk = static_cast<int64_t>(groups.size()) * panel_tiles >= 4 * threads
                             ? row_tiles
@@ -210,5 +212,7 @@ void combine(const float* slot_out, const float* weights, int64_t tokens, int k,
 }
 
 int64_t find_non_finite(const float* data, int64_t count) { return kernels().find_non_finite(data, count); }
+
+void* allocate_large(size_t bytes) { return allocate_aligned(bytes); }
 
 }  // namespace moe

@@ -1,4 +1,4 @@
-// Softmax top-k routing (Mixtral / Hugging Face rule) and the dropless dispatch plan.
+// Softmax top-k routing (Mixtral / Hugging Face rule; docs/routing.md, topK) and the dropless dispatch plan.
 #include <algorithm>
 #include <cmath>
 #include <vector>

@@ -1,4 +1,4 @@
-/** A small --flag value parser for the command-line tools (no dependency). */
+/** A small --flag value parser shared by the command-line programs (cli/, benchmarks/); no dependency. */
 export interface FlagSpec {
   name: string;
   help: string;

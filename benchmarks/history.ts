@@ -1,0 +1,43 @@
+/**
+ * Where benchmark results go: the latest run's JSON and charts per machine kind
+ * (benchmarks/results/<kind>/latest.json, chart-*.svg), and one line per headline number of every run in
+ * benchmarks/results/history.csv, so that the history stays a small table instead of a folder of JSON files.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { BenchResult, writeCharts } from './charts';
+
+/** The headline implementations: ours, and the peers a user would compare it with. */
+const HEADLINE = ['moe-kernels', 'onnxruntime', 'pytorch (HF loop)'] as const;
+export const HISTORY_HEADER = 'date,machine,shape,threads,tokens,moe_kernels_ms,onnxruntime_ms,pytorch_ms,vs_onnxruntime';
+
+/** A name for the kind of machine a run measured: OS, CPU architecture, the active ISA and the CPUs it saw. */
+export function machineKind(isa: string, cpus = os.cpus().length): string {
+  return `${os.platform()}-${os.arch()}-${isa}-${cpus}cpu`;
+}
+
+/** The run's headline numbers: per shape and token count, at its largest thread count, one CSV line. */
+export function historyLines(result: BenchResult, machine: string): string[] {
+  const threads = Math.max(...result.rows.map((r) => r.threads));
+  const keys = [...new Set(result.rows.filter((r) => r.threads === threads).map((r) => `${r.shape}\t${r.tokens}`))];
+  return keys.map((key) => {
+    const [shape, tokens] = key.split('\t');
+    const ms = HEADLINE.map((impl) => result.rows.find((r) => r.shape === shape && String(r.tokens) === tokens && r.threads === threads && r.implementation === impl)?.medianMs);
+    const ratio = ms[0] !== undefined && ms[1] !== undefined ? (ms[1] / ms[0]).toFixed(2) : '';
+    const cell = (v: number | undefined) => (v === undefined ? '' : v.toPrecision(4));
+    return [result.date, machine, shape, threads, tokens, ...ms.map(cell), ratio].join(',');
+  });
+}
+
+/** Writes <out>/<machine>/latest.json and its charts, and appends the headline lines to <out>/history.csv. */
+export function saveResult(result: BenchResult, outDir: string, machine: string): string {
+  const folder = path.join(outDir, machine);
+  fs.mkdirSync(folder, { recursive: true });
+  fs.writeFileSync(path.join(folder, 'latest.json'), JSON.stringify(result, null, 1) + '\n');
+  writeCharts(result, folder);
+  const history = path.join(outDir, 'history.csv');
+  if (!fs.existsSync(history)) fs.writeFileSync(history, HISTORY_HEADER + '\n');
+  fs.appendFileSync(history, historyLines(result, machine).map((l) => l + '\n').join(''));
+  return folder;
+}
