@@ -99,7 +99,7 @@ describe('loadNativeBinding', () => {
     const root = packageFolder({ 'build/Release/moe_kernels.node': 'x', 'pinned.node': 'x' });
     const pinned = path.join(root, 'pinned.node');
     const sys = system({ env: { MOE_KERNELS_BINARY: pinned } });
-    expect(() => loadNativeBinding(root, sys)).toThrow(/Tried:\n  .*pinned.node: invalid ELF header\nMOE_KERNELS_BINARY names the only binary tried/);
+    expect(() => loadNativeBinding(root, sys)).toThrow(/Tried:\n {2}.*pinned.node: invalid ELF header\nMOE_KERNELS_BINARY names the only binary tried/);
     expect(sys.tried).toEqual([pinned]);
     expect(loadNativeBinding(root, system({ env: { MOE_KERNELS_BINARY: pinned } }, ['pinned.node'])).binary.origin).toBe('MOE_KERNELS_BINARY');
   });

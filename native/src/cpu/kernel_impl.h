@@ -40,7 +40,8 @@ struct KernelImpl {
 
   // Cache lines of B per k step: prefetching that many per step covers a whole next sub-panel within one
   // microkernel call, which an expert with a single full block of rows needs (see gemm_tile_f32).
-  static constexpr int kPrefetchLines = NR * int{sizeof(float)} / 64 > 1 ? NR * int{sizeof(float)} / 64 : 1;
+  static constexpr int kLineFloats = 64 / static_cast<int>(sizeof(float));
+  static constexpr int kPrefetchLines = NR > kLineFloats ? NR / kLineFloats : 1;
 
   // acc[M][NR] (+)= A(depth x M, packed by pack_a: chunks of W k, the M rows' W values one row after another)
   // * B(depth x NR panel rows). Also prefetches the cache lines [pf, pf_end), up to kPrefetchLines per k step.
