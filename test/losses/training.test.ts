@@ -67,7 +67,7 @@ describe('training the gate through the layer', () => {
 
   it('noisy top-k with the importance and load losses: dW_g and dW_noise, noise held fixed', () => {
     const spec = [{ kind: 'importance' as const, coefficient: 0.1 }, { kind: 'load' as const, coefficient: 0.1 }];
-    const noise: gating.Matrix | undefined = undefined;
+    let noise: gating.Matrix | undefined;
     const { result, grads, check } = run({ kind: 'noisyTopK', seed: 11 }, spec, (l, n) =>
       gating.noisyTopK({ data: l, shape: [c.tokens, c.numExperts] }, { data: n, shape: [c.tokens, c.numExperts] }, { k: c.topK, training: true, noise }));
     noise = { data: (result.routing.gate as gating.NoisyTopKGate).noise, shape: [c.tokens, c.numExperts] };
