@@ -17,9 +17,12 @@ export function lineChart(title: string, subtitle: string, series: Series[]): st
   const yMax = Math.max(...ys) * 1.1;
   const yMin = Math.max(Math.min(...ys) / 1.5, yMax / 1e4);
   const px = (t: number) => m.left + ((Math.log2(t) - x0) / Math.max(1e-9, x1 - x0)) * (W - m.left - m.right);
-  const py = (v: number) => H - m.bottom - ((Math.log10(Math.max(v, yMin)) - Math.log10(yMin)) / (Math.log10(yMax) - Math.log10(yMin))) * (H - m.top - m.bottom);
+  const py = (v: number) =>
+    H - m.bottom - ((Math.log10(Math.max(v, yMin)) - Math.log10(yMin)) / (Math.log10(yMax) - Math.log10(yMin))) * (H - m.top - m.bottom);
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+  );
   out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
   out.push(`<text x="${m.left}" y="22" font-size="15" font-weight="bold">${escape(title)}</text>`);
   out.push(`<text x="${m.left}" y="40" fill="#555">${escape(subtitle)}</text>`);
@@ -38,11 +41,19 @@ export function lineChart(title: string, subtitle: string, series: Series[]): st
   out.push(`<text transform="translate(18 ${(m.top + H - m.bottom) / 2}) rotate(-90)" text-anchor="middle">GFLOP/s (log)</text>`);
   series.forEach((s, i) => {
     const color = s.dashed ? '#000' : COLORS[i % COLORS.length];
-    const pts = s.points.slice().sort((a, b) => a[0] - b[0]).map(([t, v]) => `${px(t).toFixed(1)},${py(v).toFixed(1)}`).join(' ');
-    out.push(`<polyline points="${pts}" fill="none" stroke="${color}" stroke-width="${s.dashed ? 1.5 : 2.5}"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
+    const pts = s.points
+      .slice()
+      .sort((a, b) => a[0] - b[0])
+      .map(([t, v]) => `${px(t).toFixed(1)},${py(v).toFixed(1)}`)
+      .join(' ');
+    out.push(
+      `<polyline points="${pts}" fill="none" stroke="${color}" stroke-width="${s.dashed ? 1.5 : 2.5}"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`,
+    );
     if (!s.dashed) for (const [t, v] of s.points) out.push(`<circle cx="${px(t)}" cy="${py(v)}" r="3" fill="${color}"/>`);
     const ly = m.top + 10 + i * 20;
-    out.push(`<line x1="${W - m.right + 14}" x2="${W - m.right + 40}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="2.5"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
+    out.push(
+      `<line x1="${W - m.right + 14}" x2="${W - m.right + 40}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="2.5"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`,
+    );
     out.push(`<text x="${W - m.right + 46}" y="${ly + 4}">${escape(s.name)}</text>`);
   });
   out.push('</svg>');

@@ -61,7 +61,10 @@ export function writeCharts(result: BenchResult, outDir: string): string[] {
       `${shape.name}: dModel ${shape.dModel}, dHidden ${shape.dHidden}, ${shape.numExperts} experts, top-${shape.topK}, fp32, ${threads} threads`,
       `${result.isa}; roofline = min(FMA peak ${c.fmaGflops.toFixed(0)} GFLOP/s, ${c.readGBps.toFixed(0)} GB/s x intensity); ${result.date.slice(0, 10)}`,
       [
-        ...names.map((n) => ({ name: n, points: mine.filter((r) => r.implementation === n).map((r) => [r.tokens, r.gflops] as [number, number]) })),
+        ...names.map((n) => ({
+          name: n,
+          points: mine.filter((r) => r.implementation === n).map((r) => [r.tokens, r.gflops] as [number, number]),
+        })),
         { name: 'roofline', points: roof, dashed: true },
       ],
     );

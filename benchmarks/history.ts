@@ -23,7 +23,11 @@ export function historyLines(result: BenchResult, machine: string): string[] {
   const keys = [...new Set(result.rows.filter((r) => r.threads === threads).map((r) => `${r.shape}\t${r.tokens}`))];
   return keys.map((key) => {
     const [shape, tokens] = key.split('\t');
-    const ms = HEADLINE.map((impl) => result.rows.find((r) => r.shape === shape && String(r.tokens) === tokens && r.threads === threads && r.implementation === impl)?.medianMs);
+    const ms = HEADLINE.map(
+      (impl) =>
+        result.rows.find((r) => r.shape === shape && String(r.tokens) === tokens && r.threads === threads && r.implementation === impl)
+          ?.medianMs,
+    );
     const ratio = ms[0] !== undefined && ms[1] !== undefined ? (ms[1] / ms[0]).toFixed(2) : '';
     const cell = (v: number | undefined) => (v === undefined ? '' : v.toPrecision(4));
     return [result.date, machine, shape, threads, tokens, ...ms.map(cell), ratio].join(',');
@@ -38,6 +42,11 @@ export function saveResult(result: BenchResult, outDir: string, machine: string)
   writeCharts(result, folder);
   const history = path.join(outDir, 'history.csv');
   if (!fs.existsSync(history)) fs.writeFileSync(history, HISTORY_HEADER + '\n');
-  fs.appendFileSync(history, historyLines(result, machine).map((l) => l + '\n').join(''));
+  fs.appendFileSync(
+    history,
+    historyLines(result, machine)
+      .map((l) => l + '\n')
+      .join(''),
+  );
   return folder;
 }

@@ -12,9 +12,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import {
-  MoELayer, MoEWeights, ReadProbe, Tensor, activeWeightBytes, backendInfo, layerFlops, measureFmaPeak, setThreads,
-} from '../lib';
+import { MoELayer, MoEWeights, ReadProbe, Tensor, activeWeightBytes, backendInfo, layerFlops, measureFmaPeak, setThreads } from '../lib';
 import { Random } from '../lib/random';
 import { FlagSpec, median, parseFlags, usage } from '../tools/flags';
 import { BenchResult, Row } from './charts';
@@ -28,7 +26,7 @@ import { QUICK, SHAPES, Shape, weightBytes } from './shapes';
 const FLAGS: FlagSpec[] = [
   { name: 'quick', help: 'small shape, 1 and 128 tokens, 2 threads, 2 repetitions', default: false },
   { name: 'shapes', help: `comma-separated: ${SHAPES.map((s) => s.name).join(', ')}`, default: SHAPES.map((s) => s.name).join(',') },
-  { name: 'tokens', help: 'comma-separated token counts to keep (default: each shape\'s own list)', default: '' },
+  { name: 'tokens', help: "comma-separated token counts to keep (default: each shape's own list)", default: '' },
   { name: 'threads', help: 'comma-separated thread counts', default: '1,2' },
   { name: 'repeat', help: 'timed repetitions per implementation', default: 5 },
   { name: 'torch', help: 'include PyTorch (Debian python3-torch) when installed', default: true },
@@ -93,7 +91,7 @@ function decodeInputs(layer: MoELayer, tokens: number, dModel: number, count: nu
   const experts = (x: Tensor) => new Set(layer.forwardSync(x).routing.experts);
   const xs = [make(100 + tokens)];
   const sets = [experts(xs[0])];
-  for (let seed = 1000 * tokens; xs.length < count; ) {
+  for (let seed = 1000 * tokens; xs.length < count;) {
     const previous = sets[sets.length - 1];
     for (let tries = 0; tries < 64; tries++, seed++) {
       const candidate = make(seed);
@@ -118,11 +116,19 @@ async function main(): Promise<void> {
   if (f.help) return void process.stdout.write(usage('npm run bench -- [flags]', FLAGS));
   const quick = Boolean(f.quick);
   const keep = String(f.tokens) ? String(f.tokens).split(',').map(Number) : undefined;
-  const shapes = (quick ? QUICK : String(f.shapes).split(',').map((n) => {
-    const s = SHAPES.find((x) => x.name === n.trim());
-    if (!s) throw new Error(`unknown shape '${n}' (${SHAPES.map((x) => x.name).join(', ')})`);
-    return s;
-  })).map((s) => (keep ? { ...s, tokens: s.tokens.filter((t) => keep.includes(t)) } : s)).filter((s) => s.tokens.length > 0);
+  const shapes = (
+    quick
+      ? QUICK
+      : String(f.shapes)
+          .split(',')
+          .map((n) => {
+            const s = SHAPES.find((x) => x.name === n.trim());
+            if (!s) throw new Error(`unknown shape '${n}' (${SHAPES.map((x) => x.name).join(', ')})`);
+            return s;
+          })
+  )
+    .map((s) => (keep ? { ...s, tokens: s.tokens.filter((t) => keep.includes(t)) } : s))
+    .filter((s) => s.tokens.length > 0);
   const threadCounts = quick ? [2] : String(f.threads).split(',').map(Number);
   const repeat = quick ? 2 : Number(f.repeat);
   const torchReason = f.torch ? torchUnavailable() : 'disabled with --torch=false';
@@ -146,7 +152,9 @@ async function main(): Promise<void> {
     }
   };
   measureCeilings();
-  log(`moe-kernels: isa ${info.isa}, ${os.cpus()[0]?.model ?? 'cpu'}, ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`);
+  log(
+    `moe-kernels: isa ${info.isa}, ${os.cpus()[0]?.model ?? 'cpu'}, ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`,
+  );
   if (torchReason) log(`PyTorch skipped: ${torchReason}`);
 
   const rows: Row[] = [];
@@ -159,7 +167,9 @@ async function main(): Promise<void> {
     const bytes = weightBytes(shape);
     const needed = bytes * 2.3 + (torchReason ? 0 : bytes * 1.1);
     if (os.freemem() < bytes * 2.3) {
-      notes.push(`${shape.name}: skipped, needs about ${(needed / 2 ** 30).toFixed(1)} GiB and ${(os.freemem() / 2 ** 30).toFixed(1)} GiB is free`);
+      notes.push(
+        `${shape.name}: skipped, needs about ${(needed / 2 ** 30).toFixed(1)} GiB and ${(os.freemem() / 2 ** 30).toFixed(1)} GiB is free`,
+      );
       for (let i = 0; i < shape.tokens.length * threadCounts.length; i++) progress.step(`${shape.name} skipped`);
       continue;
     }
@@ -173,7 +183,8 @@ async function main(): Promise<void> {
     extras[`rss ${shape.name}`] = {
       growthMiB: (process.memoryUsage().rss - rssBefore) / 2 ** 20,
       packedWeightsMiB: layer.packedBytes / 2 ** 20,
-      largestActivationsMiB: (Math.max(...shape.tokens) * (shape.topK * (2 * shape.dHidden + 2 * shape.dModel) + 3 * shape.dModel) * 4) / 2 ** 20,
+      largestActivationsMiB:
+        (Math.max(...shape.tokens) * (shape.topK * (2 * shape.dHidden + 2 * shape.dModel) + 3 * shape.dModel) * 4) / 2 ** 20,
     };
     const folder = tempFolder();
     // Over 1.5 GB the ORT model keeps its weights in external data files (a protobuf holds at most 2 GB); it
@@ -217,11 +228,17 @@ async function main(): Promise<void> {
         }
         if (torch) {
           const outFile = path.join(folder, 'out.f32');
-          await torch.load(xs.map((t) => t.data), tokens);
+          await torch.load(
+            xs.map((t) => t.data),
+            tokens,
+          );
           await torch.run(0, 1, outFile);
           const diff = relDiff(new Float32Array(fs.readFileSync(outFile).buffer.slice(0)), first.output.data);
           if (diff > 1e-4) throw new Error(`PyTorch disagrees at T=${tokens}: ${diff}`);
-          impls.push({ name: 'pytorch (HF loop)', run: async (start, calls) => (await torch.run(start, calls)).reduce((a, b) => a + b, 0) });
+          impls.push({
+            name: 'pytorch (HF loop)',
+            run: async (start, calls) => (await torch.run(start, calls)).reduce((a, b) => a + b, 0),
+          });
         }
         const naiveSeconds = layerFlops(config, tokens) / 0.7e9;
         if (threads === threadCounts[0] && naiveSeconds < 1.5) {
@@ -275,9 +292,18 @@ async function main(): Promise<void> {
         impls.forEach((impl, i) => {
           const ms = median(times[i]);
           rows.push({
-            shape: shape.name, threads, tokens, implementation: impl.name, medianMs: ms, minMs: Math.min(...times[i]),
-            maxMs: Math.max(...times[i]), callsPerRepetition: calls[i], gflops: flops / ms / 1e6, activeGBps: active / ms / 1e6,
-            ceiling, roofline: (decode ? active : flops) / ms / 1e6 / ceiling,
+            shape: shape.name,
+            threads,
+            tokens,
+            implementation: impl.name,
+            medianMs: ms,
+            minMs: Math.min(...times[i]),
+            maxMs: Math.max(...times[i]),
+            callsPerRepetition: calls[i],
+            gflops: flops / ms / 1e6,
+            activeGBps: active / ms / 1e6,
+            ceiling,
+            roofline: (decode ? active : flops) / ms / 1e6 / ceiling,
           });
         });
       }
@@ -301,8 +327,12 @@ async function main(): Promise<void> {
     const overheads: number[] = [];
     const syncCalls: number[] = [];
     for (let b = 0; b < blocks; b++) {
-      const syncMs = await timed(() => { for (let i = 0; i < calls; i++) sync(); });
-      const asyncMs = await timed(async () => { for (let i = 0; i < calls; i++) await async_(); });
+      const syncMs = await timed(() => {
+        for (let i = 0; i < calls; i++) sync();
+      });
+      const asyncMs = await timed(async () => {
+        for (let i = 0; i < calls; i++) await async_();
+      });
       overheads.push(((asyncMs - syncMs) / calls) * 1000);
       syncCalls.push((syncMs / calls) * 1000);
     }
@@ -315,40 +345,66 @@ async function main(): Promise<void> {
     const l = MoELayer.random(cfg, { seed: 1 });
     const lx = Tensor.randn([1, cfg.dModel], { seed: 2 });
     for (let i = 0; i < 200; i++) await l.forward(lx);
-    const m = await overhead(() => l.forwardSync(lx), () => l.forward(lx));
+    const m = await overhead(
+      () => l.forwardSync(lx),
+      () => l.forward(lx),
+    );
     extras[`asyncOverheadMicroseconds ${label}`] = m.overhead;
     extras[`syncCallMicroseconds ${label}`] = m.syncCall;
     l.dispose();
   }
   // Node's own round trip through its thread pool, by the same method: the floor any hand-off to a thread pays
   // on this machine (two wake-ups of sleeping threads).
-  extras['asyncOverheadMicroseconds node fs.promises.access (node\'s own thread pool)'] =
-    (await overhead(() => fs.accessSync(os.tmpdir()), () => fs.promises.access(os.tmpdir()))).overhead;
+  extras["asyncOverheadMicroseconds node fs.promises.access (node's own thread pool)"] = (
+    await overhead(
+      () => fs.accessSync(os.tmpdir()),
+      () => fs.promises.access(os.tmpdir()),
+    )
+  ).overhead;
 
   measureCeilings();
   probe.dispose();
 
   // --- report ----------------------------------------------------------------------------------------------
   for (const t of threadCounts)
-    log(`ceilings, ${t} thread${t > 1 ? 's' : ''}: fp32 FMA ${ceilings[t].fmaGflops.toFixed(1)} GFLOP/s, memory read ${ceilings[t].readGBps.toFixed(1)} GB/s (best of before and after; each row's share is of the ceiling measured between its scenario's repetitions)`);
-  const base = (r: Row) => rows.find((o) => o.shape === r.shape && o.threads === r.threads && o.tokens === r.tokens && o.implementation === 'onnxruntime');
-  log('\n| shape | threads | tokens | implementation | median ms | min-max ms | GFLOP/s | GB/s active | ceiling | % of ceiling | vs onnxruntime |');
+    log(
+      `ceilings, ${t} thread${t > 1 ? 's' : ''}: fp32 FMA ${ceilings[t].fmaGflops.toFixed(1)} GFLOP/s, memory read ${ceilings[t].readGBps.toFixed(1)} GB/s (best of before and after; each row's share is of the ceiling measured between its scenario's repetitions)`,
+    );
+  const base = (r: Row) =>
+    rows.find((o) => o.shape === r.shape && o.threads === r.threads && o.tokens === r.tokens && o.implementation === 'onnxruntime');
+  log(
+    '\n| shape | threads | tokens | implementation | median ms | min-max ms | GFLOP/s | GB/s active | ceiling | % of ceiling | vs onnxruntime |',
+  );
   log('|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
     const o = base(r);
-    log(`| ${r.shape} | ${r.threads} | ${r.tokens} | ${r.implementation} | ${r.medianMs.toFixed(r.medianMs < 10 ? 3 : 1)} | ` +
-      `${r.minMs.toFixed(2)}-${r.maxMs.toFixed(2)} | ${r.gflops.toFixed(1)} | ${r.activeGBps.toFixed(1)} | ` +
-      `${r.ceiling.toFixed(0)} ${r.tokens < 128 ? 'GB/s' : 'GFLOP/s'} | ${(100 * r.roofline).toFixed(0)}% ${r.tokens < 128 ? 'BW' : 'FMA'} | ` +
-      `${o ? (o.medianMs / r.medianMs).toFixed(2) + 'x' : '-'} |`);
+    log(
+      `| ${r.shape} | ${r.threads} | ${r.tokens} | ${r.implementation} | ${r.medianMs.toFixed(r.medianMs < 10 ? 3 : 1)} | ` +
+        `${r.minMs.toFixed(2)}-${r.maxMs.toFixed(2)} | ${r.gflops.toFixed(1)} | ${r.activeGBps.toFixed(1)} | ` +
+        `${r.ceiling.toFixed(0)} ${r.tokens < 128 ? 'GB/s' : 'GFLOP/s'} | ${(100 * r.roofline).toFixed(0)}% ${r.tokens < 128 ? 'BW' : 'FMA'} | ` +
+        `${o ? (o.medianMs / r.medianMs).toFixed(2) + 'x' : '-'} |`,
+    );
   }
   log('');
-  for (const [k, v] of Object.entries(extras)) log(`${k}: ${typeof v === 'number' ? v.toFixed(3) : JSON.stringify(v, (_, x) => (typeof x === 'number' ? Number(x.toFixed(2)) : x))}`);
+  for (const [k, v] of Object.entries(extras))
+    log(`${k}: ${typeof v === 'number' ? v.toFixed(3) : JSON.stringify(v, (_, x) => (typeof x === 'number' ? Number(x.toFixed(2)) : x))}`);
   for (const n of notes) log(`note: ${n}`);
 
   const outDir = path.resolve(String(f.out));
-  const result: BenchResult = { date: new Date().toISOString(), command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(), isa: info.isa, node: process.version, ceilings, rows, extras, notes };
+  const result: BenchResult = {
+    date: new Date().toISOString(),
+    command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
+    isa: info.isa,
+    node: process.version,
+    ceilings,
+    rows,
+    extras,
+    notes,
+  };
   const folder = saveResult(result, outDir, machineKind(info.isa));
-  log(`\nwrote ${path.relative(process.cwd(), folder)}/latest.json and chart-*.svg; appended ${path.relative(process.cwd(), outDir)}/history.csv`);
+  log(
+    `\nwrote ${path.relative(process.cwd(), folder)}/latest.json and chart-*.svg; appended ${path.relative(process.cwd(), outDir)}/history.csv`,
+  );
 }
 
 main().catch((err: Error) => {

@@ -10,9 +10,33 @@ export interface Shape {
 }
 
 export const SHAPES: Shape[] = [
-  { name: 'small', dModel: 1024, dHidden: 2816, numExperts: 8, topK: 2, tokens: [1, 4, 16, 128, 512, 2048, 8192], note: 'Mixtral-like, scaled down' },
-  { name: 'fine-grained', dModel: 2048, dHidden: 1408, numExperts: 64, topK: 6, tokens: [1, 4, 16, 128, 512, 2048, 8192], note: 'DeepSeek-MoE / Qwen-MoE style' },
-  { name: 'mixtral-8x7b', dModel: 4096, dHidden: 14336, numExperts: 8, topK: 2, tokens: [1, 4, 16], note: 'full size, decode only (fp32 weights 5.6 GB)' },
+  {
+    name: 'small',
+    dModel: 1024,
+    dHidden: 2816,
+    numExperts: 8,
+    topK: 2,
+    tokens: [1, 4, 16, 128, 512, 2048, 8192],
+    note: 'Mixtral-like, scaled down',
+  },
+  {
+    name: 'fine-grained',
+    dModel: 2048,
+    dHidden: 1408,
+    numExperts: 64,
+    topK: 6,
+    tokens: [1, 4, 16, 128, 512, 2048, 8192],
+    note: 'DeepSeek-MoE / Qwen-MoE style',
+  },
+  {
+    name: 'mixtral-8x7b',
+    dModel: 4096,
+    dHidden: 14336,
+    numExperts: 8,
+    topK: 2,
+    tokens: [1, 4, 16],
+    note: 'full size, decode only (fp32 weights 5.6 GB)',
+  },
 ];
 
 export const QUICK: Shape[] = [{ ...SHAPES[0], tokens: [1, 128] }];

@@ -30,7 +30,11 @@ export interface AuxLoss {
 }
 
 /** Computes the requested losses for one routing. `logits` are the logits the router ranked. */
-export function computeAuxLosses(specs: readonly AuxLossSpec[], gate: gating.GateResult, logits: ArrayLike<number>): Partial<Record<AuxLossKind, AuxLoss>> {
+export function computeAuxLosses(
+  specs: readonly AuxLossSpec[],
+  gate: gating.GateResult,
+  logits: ArrayLike<number>,
+): Partial<Record<AuxLossKind, AuxLoss>> {
   if (!Array.isArray(specs)) throw typeError('options.auxLosses to be an array of loss names or specs', describe(specs));
   const { tokens: T, numExperts: E } = gate;
   const shape = [T, E];
@@ -51,7 +55,8 @@ export function computeAuxLosses(specs: readonly AuxLossSpec[], gate: gating.Gat
         break;
       }
       case 'load': {
-        if (gate.kind !== 'noisyTopK') throw rangeError("the 'load' loss with router 'noisyTopK' (the smooth estimator needs its noise)", `router '${gate.kind}'`);
+        if (gate.kind !== 'noisyTopK')
+          throw rangeError("the 'load' loss with router 'noisyTopK' (the smooth estimator needs its noise)", `router '${gate.kind}'`);
         const r = losses.loadLoss(gate as gating.NoisyTopKGate, { variance: spec.variance as Variance | undefined, coefficient: c });
         out.load = { value: r.value, gradLogits: r.gradCleanLogits, gradNoiseLogits: r.gradNoiseLogits };
         break;
@@ -81,8 +86,16 @@ export function computeAuxLosses(specs: readonly AuxLossSpec[], gate: gating.Gat
         // DeepSeek-V3 uses the sigmoid affinities; softmax routers use their probabilities.
         const sigmoid = gate.kind === 'sigmoidBias';
         const scores = sigmoid ? (gate as gating.SigmoidBiasGate).scores : probs;
-        const r = losses.sequenceBalanceLoss({ data: scores, shape }, gate.topK, spec.sequenceLength as number, (spec.alpha as number | undefined) ?? 1e-4, { experts: gate.experts });
-        const gradLogits = sigmoid ? r.gradScores.map((g, i) => g * scores[i] * (1 - scores[i])) : losses.softmaxBackward(probs, r.gradScores, E);
+        const r = losses.sequenceBalanceLoss(
+          { data: scores, shape },
+          gate.topK,
+          spec.sequenceLength as number,
+          (spec.alpha as number | undefined) ?? 1e-4,
+          { experts: gate.experts },
+        );
+        const gradLogits = sigmoid
+          ? r.gradScores.map((g, i) => g * scores[i] * (1 - scores[i]))
+          : losses.softmaxBackward(probs, r.gradScores, E);
         out.sequence = { value: r.value, gradLogits };
         break;
       }

@@ -11,10 +11,7 @@ export function layerFlops(
 }
 
 /** Bytes of expert weights (float32) that `activeExperts` experts stream per forward: the decode roofline. */
-export function activeWeightBytes(
-  config: { dModel: number; dHidden: number; activation?: Activation },
-  activeExperts: number,
-): number {
+export function activeWeightBytes(config: { dModel: number; dHidden: number; activation?: Activation }, activeExperts: number): number {
   const up = isGated(config.activation ?? 'swiglu') ? 2 : 1;
   return activeExperts * (up + 1) * config.dModel * config.dHidden * 4;
 }

@@ -28,12 +28,15 @@ export interface GateGradients {
  * choices, dropping and sampled noise of that forward are held fixed.
  */
 export function gateGradients(
-  c: { dModel: number; numExperts: number; topK: number }, x: Tensor, result: MoEOutput, gradOutput: Tensor | undefined,
+  c: { dModel: number; numExperts: number; topK: number },
+  x: Tensor,
+  result: MoEOutput,
+  gradOutput: Tensor | undefined,
   weightGradients: (x: Tensor, routing: Routing, gradOutput: Float32Array) => Float64Array,
   defaultGate: (routing: Routing) => gating.GateResult,
 ): GateGradients {
   if (typeof result !== 'object' || result === null || typeof result.routing !== 'object' || result.routing === null)
-    throw typeError('result to be the result of this layer\'s forward', describe(result));
+    throw typeError("result to be the result of this layer's forward", describe(result));
   const { routing } = result;
   const logits = expectTensor(routing.logits, 'result.routing.logits', ['float32'], [null, c.numExperts], ['tokens', 'numExperts']);
   expectTensor(x, 'x', ['float32'], [logits.shape[0], c.dModel], ['tokens', 'dModel']);
@@ -42,12 +45,15 @@ export function gateGradients(
   const gate = routing.gate ?? defaultGate(routing);
   const { tokens, numExperts } = gate;
   const gradLogits = new Float64Array(tokens * numExperts);
-  const gradNoiseLogits: Float64Array | undefined = routingRuleOf(gate.kind).usesNoiseRouter ? new Float64Array(tokens * numExperts) : undefined;
+  const gradNoiseLogits: Float64Array | undefined = routingRuleOf(gate.kind).usesNoiseRouter
+    ? new Float64Array(tokens * numExperts)
+    : undefined;
   let gradWeights: Float64Array | undefined;
   if (gradOutput !== undefined) {
     const g = expectTensor(gradOutput, 'gradOutput', ['float32'], [tokens, c.dModel], ['tokens', 'dModel']).data;
     for (let i = 0; i < g.length; i++)
-      if (!Number.isFinite(g[i])) throw rangeError('gradOutput to contain only finite values', `${g[i]} at gradOutput[${Math.floor(i / c.dModel)}, ${i % c.dModel}]`);
+      if (!Number.isFinite(g[i]))
+        throw rangeError('gradOutput to contain only finite values', `${g[i]} at gradOutput[${Math.floor(i / c.dModel)}, ${i % c.dModel}]`);
     gradWeights = weightGradients(x, routing, g);
     const b = gating.backward(gate, gradWeights);
     add(gradLogits, b.gradLogits);

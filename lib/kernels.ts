@@ -77,7 +77,13 @@ export class PackedExperts implements Disposable {
 
   constructor(weights: ExpertWeights, options: { activation?: Activation } = {}) {
     const activation = expectOneOf(options.activation ?? 'swiglu', 'options.activation', ACTIVATIONS);
-    const w1 = expectTensor((weights as ExpertWeights | undefined)?.w1, 'weights.w1', ['float32', 'float16', 'bfloat16'], [null, null, null], ['numExperts', 'dHidden', 'dModel']);
+    const w1 = expectTensor(
+      (weights as ExpertWeights | undefined)?.w1,
+      'weights.w1',
+      ['float32', 'float16', 'bfloat16'],
+      [null, null, null],
+      ['numExperts', 'dHidden', 'dModel'],
+    );
     const [numExperts, dHidden, dModel] = w1.shape;
     const shape: ExpertShape = { numExperts, dModel, dHidden, activation };
     const spec = expertSpec(weights, shape);
@@ -152,8 +158,7 @@ export function combine(slotOutputs: Tensor, weights: Float32Array, topK: number
   const s = expectTensor(slotOutputs, 'slotOutputs', ['float32'], [null, null], ['slots', 'dModel']);
   const [slots, dModel] = s.shape;
   expectInteger(topK, 'topK');
-  if (slots < topK || slots % topK !== 0)
-    throw rangeError(`slotOutputs.shape[0] to be a positive multiple of topK = ${topK}`, `${slots}`);
+  if (slots < topK || slots % topK !== 0) throw rangeError(`slotOutputs.shape[0] to be a positive multiple of topK = ${topK}`, `${slots}`);
   if (!isFloat32Array(weights)) throw typeError('weights to be a Float32Array', describe(weights));
   if (weights.length !== slots) throw rangeError(`weights.length = ${slots} (slots)`, `${weights.length}`);
   const out = native().combine(s.data, weights, slots / topK, topK, dModel);

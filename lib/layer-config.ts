@@ -47,30 +47,41 @@ export function resolveConfig(config: MoEConfig): ResolvedConfig {
   const implied = kind && ROUTER_KINDS.includes(kind) ? impliedTopK(kind, numExperts) : undefined;
   let topK: number;
   if (implied === 'experts choose') {
-    if (config.topK !== undefined) throw rangeError("no config.topK with router 'expertChoice' (experts choose; see capacityFactor)", describe(config.topK));
+    if (config.topK !== undefined)
+      throw rangeError("no config.topK with router 'expertChoice' (experts choose; see capacityFactor)", describe(config.topK));
     topK = 1;
   } else if (implied !== undefined) {
     if (config.topK !== undefined && config.topK !== implied)
       throw rangeError(`config.topK = ${implied} (implied by router '${kind}') or none`, describe(config.topK));
     topK = implied;
   } else topK = expectInteger(config.topK, `config.topK (numExperts = ${numExperts})`, 1, numExperts);
-  const sharedExperts = config.sharedExperts === undefined ? 0 : expectInteger(config.sharedExperts, 'config.sharedExperts', 0, MAX_EXPERTS);
+  const sharedExperts =
+    config.sharedExperts === undefined ? 0 : expectInteger(config.sharedExperts, 'config.sharedExperts', 0, MAX_EXPERTS);
   const normalizeTopK = expectBoolean(config.normalizeTopK ?? true, 'config.normalizeTopK');
   const resolvedRouter = checkRouterConfig(
     kind === 'topK' && config.normalizeTopK !== undefined && (router as { normalize?: boolean }).normalize === undefined
-      ? { ...router, normalize: normalizeTopK } : router,
-    numExperts, topK,
+      ? { ...router, normalize: normalizeTopK }
+      : router,
+    numExperts,
+    topK,
   );
   const backend = resolveBackend(config.backend);
-  if (backend === 'cuda' && sharedExperts > 0) throw rangeError("config.sharedExperts = 0 with backend 'cuda' (not supported on the GPU yet)", `${sharedExperts}`);
+  if (backend === 'cuda' && sharedExperts > 0)
+    throw rangeError("config.sharedExperts = 0 with backend 'cuda' (not supported on the GPU yet)", `${sharedExperts}`);
   const dModel = expectInteger(config.dModel, 'config.dModel', 1, MAX_DIM);
   const sharedHidden = config.sharedHidden === undefined ? dHidden : expectInteger(config.sharedHidden, 'config.sharedHidden', 1, MAX_DIM);
   // Each weight tensor must be able to exist (V8's typed arrays end at 2^32 elements): refuse a config whose
   // experts could not be allocated before trying, instead of V8's raw "Invalid typed array length" or minutes
   // of allocation.
-  for (const [name, count, hidden] of [['experts', numExperts, dHidden], ['shared experts', sharedExperts, sharedHidden]] as const) {
+  for (const [name, count, hidden] of [
+    ['experts', numExperts, dHidden],
+    ['shared experts', sharedExperts, sharedHidden],
+  ] as const) {
     if (count * hidden * dModel > MAX_ELEMENTS)
-      throw rangeError(`the ${name}' weights (${count} x ${hidden} x ${dModel}) to have at most ${MAX_ELEMENTS} elements each`, `${count * hidden * dModel}`);
+      throw rangeError(
+        `the ${name}' weights (${count} x ${hidden} x ${dModel}) to have at most ${MAX_ELEMENTS} elements each`,
+        `${count * hidden * dModel}`,
+      );
   }
   return {
     backend,

@@ -61,12 +61,23 @@ export interface RoutedForward {
  * what the rule ranked (the logits with exploration noise).
  */
 export function assembleOutput(
-  output: Float32Array, tokens: number, dims: { dModel: number; numExperts: number }, r: RoutedForward, options: ForwardOptions,
-  out: Tensor<'float32'> | undefined, defaultGate: (routing: Routing) => gating.GateResult, ranked: ArrayLike<number> = r.logits,
+  output: Float32Array,
+  tokens: number,
+  dims: { dModel: number; numExperts: number },
+  r: RoutedForward,
+  options: ForwardOptions,
+  out: Tensor<'float32'> | undefined,
+  defaultGate: (routing: Routing) => gating.GateResult,
+  ranked: ArrayLike<number> = r.logits,
 ): MoEOutput {
   const routing: Routing = {
-    topK: r.topK, experts: r.experts, weights: r.weights, tokensPerExpert: r.tokensPerExpert,
-    logits: Tensor.trusted(r.logits, [tokens, dims.numExperts], 'float32'), dropped: r.dropped, routerInput: r.routerInput,
+    topK: r.topK,
+    experts: r.experts,
+    weights: r.weights,
+    tokensPerExpert: r.tokensPerExpert,
+    logits: Tensor.trusted(r.logits, [tokens, dims.numExperts], 'float32'),
+    dropped: r.dropped,
+    routerInput: r.routerInput,
   };
   if (r.gate) routing.gate = r.gate;
   const result: MoEOutput = { output: out ?? Tensor.trusted(output, [tokens, dims.dModel], 'float32'), routing };

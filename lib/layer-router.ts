@@ -46,9 +46,17 @@ export class LayerRouter {
     const logits = handle.routerLogits(routerInput, tokens);
     const shape = [tokens, c.numExperts];
     const explored = training && (r.explorationNoise ?? 0) > 0;
-    const l = { data: explored ? gating.explorationNoise({ data: logits, shape }, { scale: r.explorationNoise, seed: seed() }) : logits, shape };
+    const l = {
+      data: explored ? gating.explorationNoise({ data: logits, shape }, { scale: r.explorationNoise, seed: seed() }) : logits,
+      shape,
+    };
     const gate = this.rule.route({
-      logits: l, router: r, topK: c.topK, training, seed, bias: this.bias,
+      logits: l,
+      router: r,
+      topK: c.topK,
+      training,
+      seed,
+      bias: this.bias,
       noiseLogits: () => ({ data: handle.noiseLogits(routerInput, tokens), shape }),
     });
     return { gate, logits, ranked: l.data, weights: Float32Array.from(gate.weights), routerInput };

@@ -41,12 +41,23 @@ export function layerSpec(c: ResolvedConfig, weights: MoEWeights): NativeLayerSp
   if (c.sharedExperts > 0) {
     if (typeof weights.shared !== 'object' || weights.shared === null)
       throw typeError(`weights.shared to be expert weights for ${c.sharedExperts} shared experts`, describe(weights.shared));
-    shared = expertSpec(weights.shared, { numExperts: c.sharedExperts, dModel: c.dModel, dHidden: c.sharedHidden, activation: c.activation }, 'weights.shared');
+    shared = expertSpec(
+      weights.shared,
+      { numExperts: c.sharedExperts, dModel: c.dModel, dHidden: c.sharedHidden, activation: c.activation },
+      'weights.shared',
+    );
   } else if (weights.shared !== undefined) {
     throw rangeError('no weights.shared (config.sharedExperts is 0)', describe(weights.shared));
   }
   return {
-    experts, shared, router, noiseRouter, topK: c.topK, normalizeTopK: c.normalizeTopK, threads: c.threads, backend: c.backend,
+    experts,
+    shared,
+    router,
+    noiseRouter,
+    topK: c.topK,
+    normalizeTopK: c.normalizeTopK,
+    threads: c.threads,
+    backend: c.backend,
     routing: rule.builtIn?.(c.router, c.backend) ?? NOT_BUILT_IN,
   };
 }
@@ -63,30 +74,32 @@ export interface RandomWeightsOptions {
  * `zeroRouter`. The same seed gives the same weights everywhere.
  */
 export function randomWeights(c: ResolvedConfig, options: RandomWeightsOptions): MoEWeights {
-    const o = expectOptions(options);
-    const rng = new Random(expectSeed(o.seed ?? 0, 'options.seed'));
-    expectBoolean(o.bias ?? false, 'options.bias');
-    expectBoolean(o.zeroRouter ?? false, 'options.zeroRouter');
-    const experts = (count: number, hidden: number): ExpertWeights => {
-      const next = () => rng.nextUint32();
-      const { dModel: d } = c;
-      const gated = isGated(c.activation);
-      const w: ExpertWeights = {
-        w1: Tensor.randn([count, hidden, d], { seed: next(), std: 1 / Math.sqrt(d) }),
-        w3: gated ? Tensor.randn([count, hidden, d], { seed: next(), std: 1 / Math.sqrt(d) }) : undefined,
-        w2: Tensor.randn([count, d, hidden], { seed: next(), std: 1 / Math.sqrt(hidden) }),
-      };
-      if (o.bias) {
-        w.b1 = Tensor.randn([count, hidden], { seed: next(), std: 0.1 });
-        if (gated) w.b3 = Tensor.randn([count, hidden], { seed: next(), std: 0.1 });
-        w.b2 = Tensor.randn([count, d], { seed: next(), std: 0.1 });
-      }
-      return w;
+  const o = expectOptions(options);
+  const rng = new Random(expectSeed(o.seed ?? 0, 'options.seed'));
+  expectBoolean(o.bias ?? false, 'options.bias');
+  expectBoolean(o.zeroRouter ?? false, 'options.zeroRouter');
+  const experts = (count: number, hidden: number): ExpertWeights => {
+    const next = () => rng.nextUint32();
+    const { dModel: d } = c;
+    const gated = isGated(c.activation);
+    const w: ExpertWeights = {
+      w1: Tensor.randn([count, hidden, d], { seed: next(), std: 1 / Math.sqrt(d) }),
+      w3: gated ? Tensor.randn([count, hidden, d], { seed: next(), std: 1 / Math.sqrt(d) }) : undefined,
+      w2: Tensor.randn([count, d, hidden], { seed: next(), std: 1 / Math.sqrt(hidden) }),
     };
-    const routerWeights = () =>
-      o.zeroRouter ? Tensor.zeros([c.numExperts, c.dModel]) : Tensor.randn([c.numExperts, c.dModel], { seed: rng.nextUint32(), std: 1 / Math.sqrt(c.dModel) });
-    const weights: MoEWeights = { router: routerWeights(), ...experts(c.numExperts, c.dHidden) };
-    if (routingRuleOf(c.router.kind).usesNoiseRouter) weights.noiseRouter = routerWeights();
-    if (c.sharedExperts > 0) weights.shared = experts(c.sharedExperts, c.sharedHidden);
-    return weights;
+    if (o.bias) {
+      w.b1 = Tensor.randn([count, hidden], { seed: next(), std: 0.1 });
+      if (gated) w.b3 = Tensor.randn([count, hidden], { seed: next(), std: 0.1 });
+      w.b2 = Tensor.randn([count, d], { seed: next(), std: 0.1 });
+    }
+    return w;
+  };
+  const routerWeights = () =>
+    o.zeroRouter
+      ? Tensor.zeros([c.numExperts, c.dModel])
+      : Tensor.randn([c.numExperts, c.dModel], { seed: rng.nextUint32(), std: 1 / Math.sqrt(c.dModel) });
+  const weights: MoEWeights = { router: routerWeights(), ...experts(c.numExperts, c.dHidden) };
+  if (routingRuleOf(c.router.kind).usesNoiseRouter) weights.noiseRouter = routerWeights();
+  if (c.sharedExperts > 0) weights.shared = experts(c.sharedExperts, c.sharedHidden);
+  return weights;
 }

@@ -37,8 +37,10 @@ export class MoELayer implements Disposable {
    */
   setRouterBias(bias: ArrayLike<number>): void {
     this.native();
-    if (this.config.router.kind !== 'sigmoidBias') throw rangeError("a 'sigmoidBias' router for setRouterBias", `router '${this.config.router.kind}'`);
-    if (this.config.backend === 'cuda') throw rangeError("backend 'cpu' for setRouterBias (the GPU keeps the bias it was built with)", "backend 'cuda'");
+    if (this.config.router.kind !== 'sigmoidBias')
+      throw rangeError("a 'sigmoidBias' router for setRouterBias", `router '${this.config.router.kind}'`);
+    if (this.config.backend === 'cuda')
+      throw rangeError("backend 'cpu' for setRouterBias (the GPU keeps the bias it was built with)", "backend 'cuda'");
     this.router.setBias(bias);
   }
 
@@ -50,7 +52,6 @@ export class MoELayer implements Disposable {
   static random(config: MoEConfig, options: RandomWeightsOptions = {}): MoELayer {
     return new MoELayer(config, randomWeights(resolveConfig(config), options));
   }
-
 
   get disposed(): boolean {
     return this.handle === undefined;
@@ -70,7 +71,14 @@ export class MoELayer implements Disposable {
     }
     const { gate, logits, ranked, weights, routerInput } = this.router.route(handle, data, tokens, training);
     const r = await handle.forwardRouted(data, tokens, gate.topK, gate.experts, weights, out?.data);
-    return this.output(r.output, tokens, { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate, routerInput }, options, out, ranked);
+    return this.output(
+      r.output,
+      tokens,
+      { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate, routerInput },
+      options,
+      out,
+      ranked,
+    );
   }
 
   /** The same as forward, on the calling thread. */
@@ -82,7 +90,14 @@ export class MoELayer implements Disposable {
     }
     const { gate, logits, ranked, weights, routerInput } = this.router.route(handle, data, tokens, training);
     const r = handle.forwardRoutedSync(data, tokens, gate.topK, gate.experts, weights, out?.data);
-    return this.output(r.output, tokens, { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate, routerInput }, options, out, ranked);
+    return this.output(
+      r.output,
+      tokens,
+      { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate, routerInput },
+      options,
+      out,
+      ranked,
+    );
   }
 
   /**
@@ -108,7 +123,6 @@ export class MoELayer implements Disposable {
     };
     return gateGradients(this.config, x, result, gradOutput, weightGradients, (routing) => this.router.nativeGate(routing));
   }
-
 
   /** Where the time of the last forward went (ms): router, routing, dispatch, experts, combine, total. */
   lastTimings(): LayerTimings {
@@ -138,23 +152,25 @@ export class MoELayer implements Disposable {
     expectInteger(tokens, 'x.shape[0] (tokens)');
     if (typeof options !== 'object' || options === null) throw typeError('options to be an object', describe(options));
     const training = expectBoolean(options.training ?? false, 'options.training');
-    const out = options.out === undefined ? undefined : expectTensor(options.out, 'options.out', ['float32'], [tokens, this.config.dModel], ['tokens', 'dModel']);
+    const out =
+      options.out === undefined
+        ? undefined
+        : expectTensor(options.out, 'options.out', ['float32'], [tokens, this.config.dModel], ['tokens', 'dModel']);
     if (out && sharesMemory(out.data, xs.data)) throw rangeError('options.out to share no memory with x', 'overlapping arrays');
     return { handle, data: xs.data, tokens, training, out };
   }
 
   private output(
-    output: Float32Array, tokens: number, r: RoutedForward, options: ForwardOptions, out: Tensor<'float32'> | undefined,
+    output: Float32Array,
+    tokens: number,
+    r: RoutedForward,
+    options: ForwardOptions,
+    out: Tensor<'float32'> | undefined,
     ranked?: ArrayLike<number>,
   ): MoEOutput {
     return assembleOutput(output, tokens, this.config, r, options, out, (routing) => this.router.nativeGate(routing), ranked);
   }
 }
-
-
-
-
-
 
 /** Whether two typed arrays overlap in memory (views of one buffer). */
 function sharesMemory(a: Float32Array, b: Float32Array): boolean {

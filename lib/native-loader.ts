@@ -88,15 +88,12 @@ function readManifest(root: string): Record<string, PrebuiltEntry> | undefined {
 
 const BUILD_HINT =
   'To build from source (CMake >= 3.18 and a C++17 compiler: `apt-get install cmake g++`, ' +
-  '`dnf install cmake gcc-c++`, `apk add cmake g++ make`, or Xcode\'s command line tools), run ' +
+  "`dnf install cmake gcc-c++`, `apk add cmake g++ make`, or Xcode's command line tools), run " +
   '`node node_modules/moe-kernels/scripts/build-native.js` in your project, or let its install script run ' +
   '(npm 11: `npm install-scripts approve moe-kernels && npm rebuild moe-kernels`).';
 
 /** Loads the addon for `root` (the package folder) or throws one Error that explains every failure. */
-export function loadNativeBinding<T>(
-  root: string,
-  system: LoaderSystem = currentSystem(),
-): { binding: T; binary: LoadedBinary } {
+export function loadNativeBinding<T>(root: string, system: LoaderSystem = currentSystem()): { binding: T; binary: LoadedBinary } {
   const failures: string[] = [];
   const hints: string[] = [];
   const tryLoad = (file: string, origin: LoadedBinary['origin']): T | undefined => {
@@ -119,7 +116,7 @@ export function loadNativeBinding<T>(
   if (pinned) {
     const binding = tryLoad(pinned, 'MOE_KERNELS_BINARY');
     if (binding) return { binding, binary: { path: pinned, origin: 'MOE_KERNELS_BINARY' } };
-    hints.push('MOE_KERNELS_BINARY names the only binary tried; unset it to use the package\'s own.');
+    hints.push("MOE_KERNELS_BINARY names the only binary tried; unset it to use the package's own.");
   } else {
     for (const config of ['Release', 'Debug']) {
       const file = path.join(root, 'build', config, 'moe_kernels.node');
@@ -129,9 +126,7 @@ export function loadNativeBinding<T>(
     const manifest = readManifest(root);
     const key = `${system.platform}-${system.arch}`;
     const entry = manifest?.[key];
-    const shipped = manifest
-      ? Object.keys(manifest).join(', ') || 'none'
-      : 'none (this copy has no prebuilds/manifest.json)';
+    const shipped = manifest ? Object.keys(manifest).join(', ') || 'none' : 'none (this copy has no prebuilds/manifest.json)';
     if (!entry) {
       failures.push(`  prebuilds/${key}: no prebuilt binary for this platform`);
       hints.push(`Prebuilt binaries exist for ${shipped} (glibc), not for ${key}.`);
@@ -152,7 +147,6 @@ export function loadNativeBinding<T>(
     }
   }
   throw new Error(
-    `${ERROR_PREFIX}could not load the native addon. Tried:\n${failures.join('\n')}\n` +
-      [...new Set(hints), BUILD_HINT].join('\n'),
+    `${ERROR_PREFIX}could not load the native addon. Tried:\n${failures.join('\n')}\n` + [...new Set(hints), BUILD_HINT].join('\n'),
   );
 }

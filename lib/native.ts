@@ -57,8 +57,22 @@ export interface NativeLayer {
   routingWeightGradients(x: Float32Array, tokens: number, k: number, experts: Int32Array, gradOutput: Float32Array): Float64Array;
   slotOutputs(x: Float32Array, tokens: number, k: number, experts: Int32Array): Float32Array;
   lastTimings(): LayerTimings;
-  forwardRoutedSync(x: Float32Array, tokens: number, k: number, experts: Int32Array, weights: Float32Array, out?: Float32Array): NativeRoutedResult;
-  forwardRouted(x: Float32Array, tokens: number, k: number, experts: Int32Array, weights: Float32Array, out?: Float32Array): Promise<NativeRoutedResult>;
+  forwardRoutedSync(
+    x: Float32Array,
+    tokens: number,
+    k: number,
+    experts: Int32Array,
+    weights: Float32Array,
+    out?: Float32Array,
+  ): NativeRoutedResult;
+  forwardRouted(
+    x: Float32Array,
+    tokens: number,
+    k: number,
+    experts: Int32Array,
+    weights: Float32Array,
+    out?: Float32Array,
+  ): Promise<NativeRoutedResult>;
   dispose(): void;
   packedBytes(): number;
 }
@@ -121,7 +135,12 @@ export interface NativeBinding {
   dispatch(experts: Int32Array, numExperts: number): NativeDispatchPlan;
   expertFFN(experts: NativeExperts, x: Float32Array, tokens: number, k: number, expertOffsets: Int32Array, order: Int32Array): Float32Array;
   expertFFNAsync(
-    experts: NativeExperts, x: Float32Array, tokens: number, k: number, expertOffsets: Int32Array, order: Int32Array,
+    experts: NativeExperts,
+    x: Float32Array,
+    tokens: number,
+    k: number,
+    expertOffsets: Int32Array,
+    order: Int32Array,
   ): Promise<Float32Array>;
   combine(slotOutputs: Float32Array, weights: Float32Array, tokens: number, k: number, dModel: number): Float32Array;
   NativeExperts: new (spec: NativeExpertSpec) => NativeExperts;

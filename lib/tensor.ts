@@ -39,8 +39,7 @@ function isDType(value: unknown): value is DType {
 function checkShape(shape: unknown, name: string): number[] {
   if (!Array.isArray(shape)) throw typeError(`${name} to be an array of non-negative integers`, describe(shape));
   shape.forEach((d, i) => {
-    if (typeof d !== 'number' || !Number.isInteger(d) || d < 0)
-      throw rangeError(`${name}[${i}] to be a non-negative integer`, describe(d));
+    if (typeof d !== 'number' || !Number.isInteger(d) || d < 0) throw rangeError(`${name}[${i}] to be a non-negative integer`, describe(d));
   });
   return shape.slice() as number[];
 }
@@ -86,8 +85,7 @@ export class Tensor<D extends DType = DType> {
    */
   static from<D extends DType = 'float32'>(data: DataOf<D> | ArrayLike<number>, shape: readonly number[], dtype?: D): Tensor<D> {
     const dims = checkShape(shape, 'shape');
-    if (dtype !== undefined && !isDType(dtype))
-      throw rangeError(`dtype to be one of ${Object.keys(DTYPES).join(', ')}`, describe(dtype));
+    if (dtype !== undefined && !isDType(dtype)) throw rangeError(`dtype to be one of ${Object.keys(DTYPES).join(', ')}`, describe(dtype));
     const tag = typedArrayTag(data);
     let array: DataOf<D>;
     let kind: D;
@@ -98,8 +96,7 @@ export class Tensor<D extends DType = DType> {
       const target = array as { [index: number]: number };
       for (let i = 0; i < data.length; i++) target[i] = Number(data[i]);
     } else {
-      if (tag === 'Uint16Array' && dtype === undefined)
-        throw typeError("dtype 'float16' or 'bfloat16' for a Uint16Array", 'no dtype');
+      if (tag === 'Uint16Array' && dtype === undefined) throw typeError("dtype 'float16' or 'bfloat16' for a Uint16Array", 'no dtype');
       kind = (dtype ?? DTYPE_BY_TAG[tag]) as D;
       if (kind === undefined || DTYPES[kind].tag !== tag)
         throw typeError(`data for dtype '${dtype ?? '?'}' to be a ${dtype ? DTYPES[dtype].tag : 'supported typed array'}`, `a ${tag}`);

@@ -40,7 +40,11 @@ export function expectOneOf<T extends string>(value: unknown, name: string, allo
  * `dimNames` explain the sizes in the message: "expected x.shape[1] = 1024 (dModel) but got 512".
  */
 export function expectTensor<D extends DType>(
-  value: unknown, name: string, dtypes: readonly D[], dims: readonly (number | null)[], dimNames: readonly string[] = [],
+  value: unknown,
+  name: string,
+  dtypes: readonly D[],
+  dims: readonly (number | null)[],
+  dimNames: readonly string[] = [],
 ): Tensor<D> {
   const tensor = asTensor(value, name);
   if (!(dtypes as readonly string[]).includes(tensor.dtype))

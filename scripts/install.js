@@ -28,7 +28,11 @@ function prebuilt() {
   const file = path.join(root, 'prebuilds', entry.file);
   const probe = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(file)}).backendInfo()`], { encoding: 'utf8' });
   if (probe.status !== 0) {
-    const error = (probe.stderr || '').trim().split('\n').find((l) => /Error/.test(l)) ?? probe.stderr;
+    const error =
+      (probe.stderr || '')
+        .trim()
+        .split('\n')
+        .find((l) => /Error/.test(l)) ?? probe.stderr;
     return { problem: `the prebuilt binary for ${key} does not load here: ${error}` };
   }
   return { entry };

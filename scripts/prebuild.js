@@ -47,7 +47,10 @@ function compareVersions(a, b) {
 function inspect(objdump, file) {
   const symbols = objdump(['-T', file]);
   const versions = [...new Set([...symbols.matchAll(/\(?(GLIBC|GLIBCXX|CXXABI|GCC)_([0-9.]+)\)?/g)].map((m) => `${m[1]}_${m[2]}`))];
-  const glibc = versions.filter((v) => v.startsWith('GLIBC_')).map((v) => v.slice(6)).sort(compareVersions);
+  const glibc = versions
+    .filter((v) => v.startsWith('GLIBC_'))
+    .map((v) => v.slice(6))
+    .sort(compareVersions);
   const newest = glibc[glibc.length - 1] ?? '0';
   // Newer objdump prints "(GLIBC_2.27) expf", older "GLIBC_2.27  expf".
   const needing = symbols
@@ -86,15 +89,28 @@ function buildInRoot(buildRoot, arch) {
     return '/' + path.relative(buildRoot, inside);
   });
   const inRoot = (p) => '/' + path.relative(buildRoot, p);
-  const cross = arch === 'x64' ? [] : [`-DCMAKE_SYSTEM_NAME=Linux`, `-DCMAKE_SYSTEM_PROCESSOR=${t.processor}`, `-DCMAKE_CXX_COMPILER=${t.cxx}`];
+  const cross =
+    arch === 'x64' ? [] : [`-DCMAKE_SYSTEM_NAME=Linux`, `-DCMAKE_SYSTEM_PROCESSOR=${t.processor}`, `-DCMAKE_CXX_COMPILER=${t.cxx}`];
   // The same definitions cmake-js passes (print-configure), without needing Node inside the root.
   const configure = [
-    'cmake', '-S', inRoot(src), '-B', inRoot(build), '-G', 'Ninja', '-DCMAKE_BUILD_TYPE=Release',
-    '-DCMAKE_JS_VERSION=8.0.0', `-DCMAKE_JS_INC=${includes.join(';')}`, `-DCMAKE_LIBRARY_OUTPUT_DIRECTORY=${inRoot(build)}/Release`,
-    '-DCMAKE_CXX_FLAGS=-DBUILDING_NODE_EXTENSION', '-DMOE_PORTABLE=ON', '-DMOE_BUILD_TESTS=OFF', '-DMOE_CUDA=OFF', ...cross,
+    'cmake',
+    '-S',
+    inRoot(src),
+    '-B',
+    inRoot(build),
+    '-G',
+    'Ninja',
+    '-DCMAKE_BUILD_TYPE=Release',
+    '-DCMAKE_JS_VERSION=8.0.0',
+    `-DCMAKE_JS_INC=${includes.join(';')}`,
+    `-DCMAKE_LIBRARY_OUTPUT_DIRECTORY=${inRoot(build)}/Release`,
+    '-DCMAKE_CXX_FLAGS=-DBUILDING_NODE_EXTENSION',
+    '-DMOE_PORTABLE=ON',
+    '-DMOE_BUILD_TESTS=OFF',
+    '-DMOE_CUDA=OFF',
+    ...cross,
   ];
-  const chroot = (args) =>
-    run('chroot', [buildRoot, '/usr/bin/env', '-i', 'PATH=/usr/bin:/bin', 'HOME=/root', 'LANG=C', ...args]);
+  const chroot = (args) => run('chroot', [buildRoot, '/usr/bin/env', '-i', 'PATH=/usr/bin:/bin', 'HOME=/root', 'LANG=C', ...args]);
   chroot(configure);
   chroot(['cmake', '--build', inRoot(build), '--parallel']);
   const version = chroot([t.cxx, '--version']).split('\n')[0];
@@ -134,12 +150,15 @@ function main() {
   let buildRoot;
   if (!host) {
     if (process.arch !== 'x64')
-      throw new Error('prebuild: the build root cross-compiles from x64 only; MOE_PREBUILD_TOOLCHAIN=host builds this machine\'s arch');
-    const made = spawnSync('bash', [path.join(__dirname, 'make-build-root.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+      throw new Error("prebuild: the build root cross-compiles from x64 only; MOE_PREBUILD_TOOLCHAIN=host builds this machine's arch");
+    const made = spawnSync('bash', [path.join(__dirname, 'make-build-root.sh')], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     if (made.status !== 0)
       throw new Error(
-        'prebuild: no build root could be made (see above). To build with this machine\'s toolchain instead (the ' +
-          'binary then needs this machine\'s glibc): `npm run prebuild -- --host`, or MOE_PREBUILD_TOOLCHAIN=host npm pack',
+        "prebuild: no build root could be made (see above). To build with this machine's toolchain instead (the " +
+          "binary then needs this machine's glibc): `npm run prebuild -- --host`, or MOE_PREBUILD_TOOLCHAIN=host npm pack",
       );
     buildRoot = made.stdout.trim().split('\n').pop();
   }
@@ -151,9 +170,13 @@ function main() {
     const built = host ? buildOnHost() : buildInRoot(buildRoot, arch);
     const facts = inspect(built.objdump, built.file);
     if (built.maxGlibc && compareVersions(facts.glibc, built.maxGlibc) > 0)
-      throw new Error(`prebuild: linux-${arch} needs GLIBC_${facts.glibc} (${facts.glibcSymbols.join(', ')}), above the floor ${built.maxGlibc}`);
+      throw new Error(
+        `prebuild: linux-${arch} needs GLIBC_${facts.glibc} (${facts.glibcSymbols.join(', ')}), above the floor ${built.maxGlibc}`,
+      );
     if (facts.needed.some((lib) => /libstdc\+\+|libgcc_s/.test(lib)) || facts.otherVersions.length > 0)
-      throw new Error(`prebuild: linux-${arch} links ${facts.needed.join(', ')} / ${facts.otherVersions.join(', ')}: libstdc++ and libgcc must be static`);
+      throw new Error(
+        `prebuild: linux-${arch} links ${facts.needed.join(', ')} / ${facts.otherVersions.join(', ')}: libstdc++ and libgcc must be static`,
+      );
     if (!built.maxGlibc && compareVersions(facts.glibc, MAX_GLIBC) > 0)
       console.warn(`prebuild: warning: built with this machine's toolchain, linux-${arch} loads only where glibc >= ${facts.glibc}`);
     const key = `linux-${arch}`;

@@ -36,7 +36,8 @@ describe('async inputs changed while the call is pending', () => {
 
   it('x on a resizable buffer shrunk to nothing while pending', async () => {
     const buffer = new (ArrayBuffer as unknown as new (n: number, o: object) => ArrayBuffer & { resize(n: number): void })(
-      x.data.byteLength, { maxByteLength: x.data.byteLength * 2 },
+      x.data.byteLength,
+      { maxByteLength: x.data.byteLength * 2 },
     );
     const mine = Tensor.from(new Float32Array(buffer, 0, x.data.length), [tokens, 64]);
     mine.data.set(x.data);
@@ -49,7 +50,9 @@ describe('async inputs changed while the call is pending', () => {
     const out = Tensor.zeros([tokens, 64]);
     const pending = layer.forward(x, { out });
     detach(out.data.buffer);
-    await expect(pending).rejects.toThrow(/^moe-kernels: expected out to keep its 2560 elements while the forward ran but got a detached or resized buffer$/);
+    await expect(pending).rejects.toThrow(
+      /^moe-kernels: expected out to keep its 2560 elements while the forward ran but got a detached or resized buffer$/,
+    );
   });
 
   it('out left alone receives the result', async () => {
@@ -78,9 +81,11 @@ describe('async inputs changed while the call is pending', () => {
 
 describe('expertFFN plans', () => {
   const w = MoELayer.random(config, { seed: 3 });
-  const packed = new kernels.PackedExperts(
-    { w1: Tensor.randn([8, 96, 64], { seed: 4, std: 0.1 }), w3: Tensor.randn([8, 96, 64], { seed: 5, std: 0.1 }), w2: Tensor.randn([8, 64, 96], { seed: 6, std: 0.1 }) },
-  );
+  const packed = new kernels.PackedExperts({
+    w1: Tensor.randn([8, 96, 64], { seed: 4, std: 0.1 }),
+    w3: Tensor.randn([8, 96, 64], { seed: 5, std: 0.1 }),
+    w2: Tensor.randn([8, 64, 96], { seed: 6, std: 0.1 }),
+  });
   const x = Tensor.randn([tokens, 64], { seed: 7 });
   const routing = kernels.topK(kernels.routerLogits(x, Tensor.randn([8, 64], { seed: 8 })), 2);
   const plan = kernels.dispatch(routing.experts, 8);
@@ -123,7 +128,9 @@ describe('native handles are checked for their class', () => {
     const plan = kernels.dispatch(new Int32Array([0, 1]), 8);
     for (const handle of [(layer as unknown as { handle: object }).handle, (probe as unknown as { handle: object }).handle, {}]) {
       const fake = Object.create(kernels.PackedExperts.prototype, {
-        handle: { value: handle }, dModel: { value: 64 }, numExperts: { value: 8 },
+        handle: { value: handle },
+        dModel: { value: 64 },
+        numExperts: { value: 8 },
       }) as kernels.PackedExperts;
       let caught: Error | undefined;
       try {

@@ -23,7 +23,9 @@ describe('CUDA backend', () => {
   it("asking for 'cuda' without a build or a device is a clear error; 'auto' falls back to the CPU", () => {
     const w = randomWeights(c, 1);
     if (cuda.devices === 0) {
-      const why = cuda.compiled ? /no device/ : /build without CUDA: build it where nvcc is installed with `node node_modules\/moe-kernels\/scripts\/build-native.js --cuda`/;
+      const why = cuda.compiled
+        ? /no device/
+        : /build without CUDA: build it where nvcc is installed with `node node_modules\/moe-kernels\/scripts\/build-native.js --cuda`/;
       expectError(() => new MoELayer({ ...config, backend: 'cuda' }, w), 'RangeError', why);
     }
     const auto = new MoELayer({ ...config, backend: 'auto' }, w);

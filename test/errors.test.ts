@@ -20,10 +20,26 @@ describe('MoELayer refuses bad input', () => {
   });
 
   it('a bad options.out', () => {
-    expectError(() => layer.forwardSync(x, { out: Tensor.zeros([4, 15]) }), 'RangeError', /expected options\.out\.shape\[1\] = 16 \(dModel\) but got 15/);
-    expectError(() => layer.forwardSync(x, { out: Tensor.zeros([3, 16]) }), 'RangeError', /expected options\.out\.shape\[0\] = 4 \(tokens\) but got 3/);
-    expectError(() => layer.forwardSync(x, { out: Tensor.zeros([4, 16], 'int32') }), 'TypeError', /options\.out\.dtype to be 'float32' but got 'int32'/);
-    expectError(() => layer.forwardSync(x, { out: new Float32Array(64) as never }), 'TypeError', /options\.out to be a Tensor but got a Float32Array/);
+    expectError(
+      () => layer.forwardSync(x, { out: Tensor.zeros([4, 15]) }),
+      'RangeError',
+      /expected options\.out\.shape\[1\] = 16 \(dModel\) but got 15/,
+    );
+    expectError(
+      () => layer.forwardSync(x, { out: Tensor.zeros([3, 16]) }),
+      'RangeError',
+      /expected options\.out\.shape\[0\] = 4 \(tokens\) but got 3/,
+    );
+    expectError(
+      () => layer.forwardSync(x, { out: Tensor.zeros([4, 16], 'int32') }),
+      'TypeError',
+      /options\.out\.dtype to be 'float32' but got 'int32'/,
+    );
+    expectError(
+      () => layer.forwardSync(x, { out: new Float32Array(64) as never }),
+      'TypeError',
+      /options\.out to be a Tensor but got a Float32Array/,
+    );
     expectError(() => layer.forwardSync(x, { out: x }), 'RangeError', /options\.out to share no memory with x but got overlapping arrays/);
     const both = new Float32Array(80);
     const overlapping = Tensor.from(both.subarray(16), [4, 16]);
@@ -74,27 +90,47 @@ describe('MoELayer refuses bad input', () => {
 describe('MoELayer refuses bad configs and weights', () => {
   const w = randomWeights(c, 4);
   it('k < 1 or k > E', () => {
-    expectError(() => new MoELayer({ ...config, topK: 5 }, w), 'RangeError', /config\.topK \(numExperts = 4\) to be an integer in \[1, 4\] but got 5/);
+    expectError(
+      () => new MoELayer({ ...config, topK: 5 }, w),
+      'RangeError',
+      /config\.topK \(numExperts = 4\) to be an integer in \[1, 4\] but got 5/,
+    );
     expectError(() => new MoELayer({ ...config, topK: 0 }, w), 'RangeError', /config\.topK/);
     expectError(() => new MoELayer({ ...config, topK: 1.5 }, w), 'RangeError', /config\.topK/);
   });
   it('bad sizes, activation, threads', () => {
     expectError(() => new MoELayer({ ...config, dModel: 0 }, w), 'RangeError', /config\.dModel/);
-    expectError(() => new MoELayer({ ...config, dModel: '16' as never }, w), 'TypeError', /config\.dModel to be an integer but got a string/);
+    expectError(
+      () => new MoELayer({ ...config, dModel: '16' as never }, w),
+      'TypeError',
+      /config\.dModel to be an integer but got a string/,
+    );
     expectError(() => new MoELayer({ ...config, activation: 'tanh' as never }, w), 'RangeError', /config\.activation to be one of/);
     expectError(() => new MoELayer({ ...config, threads: 1000 }, w), 'RangeError', /config\.threads/);
     expectError(() => new MoELayer(null as never, w), 'TypeError', /config to be an object but got null/);
   });
   it('weights of the wrong shape or dtype', () => {
     expectError(() => new MoELayer({ ...config, dModel: 17 }, w), 'RangeError', /weights\.router\.shape\[1\] = 17 \(dModel\) but got 16/);
-    expectError(() => new MoELayer(config, { ...w, w2: Tensor.zeros([4, 24, 16]) }), 'RangeError', /weights\.w2\.shape\[1\] = 16 \(dModel\) but got 24/);
+    expectError(
+      () => new MoELayer(config, { ...w, w2: Tensor.zeros([4, 24, 16]) }),
+      'RangeError',
+      /weights\.w2\.shape\[1\] = 16 \(dModel\) but got 24/,
+    );
     expectError(() => new MoELayer(config, { ...w, w1: Tensor.zeros([4, 24, 16], 'int8') }), 'TypeError', /weights\.w1\.dtype/);
     expectError(() => new MoELayer(config, { ...w, b2: Tensor.zeros([4, 15]) }), 'RangeError', /weights\.b2\.shape\[1\] = 16/);
     expectError(() => new MoELayer(config, { ...w, router: {} as never }), 'TypeError', /weights\.router to be a Tensor but got an object/);
   });
   it('w3 missing for a gated activation, refused for a plain one', () => {
-    expectError(() => new MoELayer(config, { ...w, w3: undefined }), 'TypeError', /weights\.w3 to be a Tensor \[4, 24, 16\] \(required by the gated activation 'swiglu'\) but got undefined/);
-    expectError(() => new MoELayer({ ...config, activation: 'relu' }, w), 'RangeError', /no weights\.w3 \(activation 'relu' is not gated\)/);
+    expectError(
+      () => new MoELayer(config, { ...w, w3: undefined }),
+      'TypeError',
+      /weights\.w3 to be a Tensor \[4, 24, 16\] \(required by the gated activation 'swiglu'\) but got undefined/,
+    );
+    expectError(
+      () => new MoELayer({ ...config, activation: 'relu' }, w),
+      'RangeError',
+      /no weights\.w3 \(activation 'relu' is not gated\)/,
+    );
   });
   it('non-finite weights', () => {
     const bad = Tensor.randn([4, 24, 16], { seed: 9 });
@@ -105,7 +141,11 @@ describe('MoELayer refuses bad configs and weights', () => {
     const toBf16 = (t: Tensor) => {
       const f = t.data as Float32Array;
       const bits = new Uint32Array(f.buffer, f.byteOffset, f.length);
-      return Tensor.from(Uint16Array.from(bits, (b) => b >>> 16), t.shape, 'bfloat16');
+      return Tensor.from(
+        Uint16Array.from(bits, (b) => b >>> 16),
+        t.shape,
+        'bfloat16',
+      );
     };
     const bf = { ...w, w1: toBf16(w.w1), w3: toBf16(w.w3!), w2: toBf16(w.w2), router: toBf16(w.router) };
     const asF32 = { ...w, w1: bf.w1.toFloat32(), w3: bf.w3.toFloat32(), w2: bf.w2.toFloat32(), router: bf.router.toFloat32() };
@@ -140,15 +180,27 @@ describe('kernels and backend refuse bad input', () => {
     expectError(() => kernels.expertFFN(x, packed, { ...plan, order }, 2), 'RangeError', /order\[3\] in \[0, 7\] but got 99/);
     const offsets = Int32Array.from(plan.expertOffsets);
     offsets[2] = 1;
-    expectError(() => kernels.expertFFN(x, packed, { ...plan, expertOffsets: offsets }, 2), 'RangeError', /expertOffsets to be non-decreasing/);
+    expectError(
+      () => kernels.expertFFN(x, packed, { ...plan, expertOffsets: offsets }, 2),
+      'RangeError',
+      /expertOffsets to be non-decreasing/,
+    );
     expectError(() => kernels.expertFFN(x, packed, plan, 3), 'RangeError', /order to have 12 elements but got 8/);
     packed.dispose();
     expectError(() => kernels.expertFFN(x, packed, plan, 2), 'TypeError', /not disposed/);
   });
   it('combine and routerLogits', () => {
-    expectError(() => kernels.combine(Tensor.zeros([6, 4]), new Float32Array(5), 2), 'RangeError', /weights\.length = 6 \(slots\) but got 5/);
+    expectError(
+      () => kernels.combine(Tensor.zeros([6, 4]), new Float32Array(5), 2),
+      'RangeError',
+      /weights\.length = 6 \(slots\) but got 5/,
+    );
     expectError(() => kernels.combine(Tensor.zeros([5, 4]), new Float32Array(5), 2), 'RangeError', /positive multiple of topK = 2/);
-    expectError(() => kernels.routerLogits(Tensor.zeros([2, 4]), Tensor.zeros([3, 5])), 'RangeError', /router\.shape\[1\] = 4 \(dModel\) but got 5/);
+    expectError(
+      () => kernels.routerLogits(Tensor.zeros([2, 4]), Tensor.zeros([3, 5])),
+      'RangeError',
+      /router\.shape\[1\] = 4 \(dModel\) but got 5/,
+    );
   });
   it('setThreads', () => {
     expectError(() => setThreads(0), 'RangeError', /threads to be an integer in \[1, 256\] but got 0/);

@@ -4,7 +4,7 @@
  * detached buffers, faked typed arrays, plain objects), each batch in a child process. A case fails on a crash,
  * a hang, a modified input, a non-finite result, or a refusal outside the one error format.
  */
- 
+
 const { runFuzz } = require('./fuzz/fuzz.js') as {
   runFuzz(o: { seed: number; cases: number }): { ran: number; refused: number; failures: { index: number; name: string; why: string }[] };
 };

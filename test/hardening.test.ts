@@ -20,11 +20,19 @@ describe('sizes past what a call can use are refused at once', () => {
   });
   it('MoELayer.random with dModel 2^31 (once V8\'s raw "Invalid typed array length") or weights past 2^32 elements', () => {
     quickly(() => MoELayer.random({ ...config, dModel: 2 ** 31 }), 'RangeError', /config.dModel to be an integer in \[1, 2147483647\]/);
-    quickly(() => MoELayer.random({ ...config, dModel: 2 ** 20, dHidden: 2 ** 20 }), 'RangeError', /weights .* to have at most 4294967296 elements/);
+    quickly(
+      () => MoELayer.random({ ...config, dModel: 2 ** 20, dHidden: 2 ** 20 }),
+      'RangeError',
+      /weights .* to have at most 4294967296 elements/,
+    );
     quickly(() => Tensor.zeros([2 ** 20, 2 ** 20]), 'RangeError', /shape \[1048576, 1048576\] to have at most 4294967296 elements/);
   });
   it('applyCapacity with 2^31 tokens (once a V8 fatal error)', () => {
-    quickly(() => gating.applyCapacity(new Int32Array(1), new Float64Array(1), [0], 2 ** 31, 1, 2, 1, 'position'), 'RangeError', /tokens to be an integer/);
+    quickly(
+      () => gating.applyCapacity(new Int32Array(1), new Float64Array(1), [0], 2 ** 31, 1, 2, 1, 'position'),
+      'RangeError',
+      /tokens to be an integer/,
+    );
   });
   it('importanceLoss with a hand-made gate of 2^31 - 1 experts (once a 16 GB allocation)', () => {
     const forged = { kind: 'topK', experts: new Int32Array(1), weights: new Float64Array(1), topK: 1, numExperts: 2 ** 31 - 1, tokens: 1 };
@@ -54,19 +62,33 @@ describe('values that only look right', () => {
     const weights = { router: t([4, 8], 1), w1: t([4, 12, 8], 2), w3: t([4, 12, 8], 3), w2: t([4, 8, 12], 4) };
     const layer = new MoELayer(config, weights as never);
     expect(layer.forwardSync(t([3, 8], 5) as never).output.shape).toEqual([3, 8]);
-    expectError(() => layer.forwardSync({ dtype: 'float32', shape: [3, 8], data: new Float32Array(5) } as never), 'RangeError', /x to be a Tensor: data to have 24 elements/);
+    expectError(
+      () => layer.forwardSync({ dtype: 'float32', shape: [3, 8], data: new Float32Array(5) } as never),
+      'RangeError',
+      /x to be a Tensor: data to have 24 elements/,
+    );
     layer.dispose();
   });
   it('numbers, strings and null where options belong, and seeds out of range', () => {
     expectError(() => MoELayer.random(config, 1 as never), 'TypeError', /options to be an object but got a number/);
     expectError(() => Tensor.randn([2], 'x' as never), 'TypeError', /options to be an object/);
     expectError(() => gating.expertChoice(logits, null as never), 'TypeError', /options to be an object but got null/);
-    for (const seed of [-1, 1.5, 2 ** 32, NaN]) expectError(() => Tensor.randn([2], { seed }), 'RangeError', /options.seed to be an integer in \[0, 4294967295\]/);
-    for (const seed of ['abc', {}]) expectError(() => MoELayer.random(config, { seed } as never), 'TypeError', /options.seed to be an integer/);
+    for (const seed of [-1, 1.5, 2 ** 32, NaN])
+      expectError(() => Tensor.randn([2], { seed }), 'RangeError', /options.seed to be an integer in \[0, 4294967295\]/);
+    for (const seed of ['abc', {}])
+      expectError(() => MoELayer.random(config, { seed } as never), 'TypeError', /options.seed to be an integer/);
     expectError(() => gating.noisyTopK(logits, logits, { k: 2, training: true, seed: -1 }), 'RangeError', /options.seed/);
     // A Symbol once reached a template string ("Cannot convert a Symbol value to a string"), found by the fuzzer.
-    expectError(() => MoELayer.random({ ...config, topK: Symbol('k') as never, router: { kind: 'expertChoice', capacityFactor: 1 } }), 'RangeError', /no config.topK .* but got a Symbol/);
-    expectError(() => losses.sequenceBalanceLoss({ data: new Float64Array(4), shape: [1, 4] }, 1, 1, Symbol('a') as never), 'RangeError', /alpha to be a finite number >= 0 but got a Symbol/);
+    expectError(
+      () => MoELayer.random({ ...config, topK: Symbol('k') as never, router: { kind: 'expertChoice', capacityFactor: 1 } }),
+      'RangeError',
+      /no config.topK .* but got a Symbol/,
+    );
+    expectError(
+      () => losses.sequenceBalanceLoss({ data: new Float64Array(4), shape: [1, 4] }, 1, 1, Symbol('a') as never),
+      'RangeError',
+      /alpha to be a finite number >= 0 but got a Symbol/,
+    );
   });
 });
 
@@ -75,37 +97,72 @@ describe('wrong answers that were accepted', () => {
   afterAll(() => layer.dispose());
 
   it('NaN into routerLogits or combine, and a finite x whose forward overflows float32', () => {
-    expectError(() => kernels.routerLogits(Tensor.from(new Float32Array(8).fill(NaN), [1, 8]), Tensor.zeros([4, 8])), 'RangeError', /x to contain only finite values but got NaN/);
-    expectError(() => kernels.combine(Tensor.zeros([2, 8]), new Float32Array([1, NaN]), 2), 'RangeError', /weights to contain only finite values/);
-    expectError(() => layer.forwardSync(Tensor.from(new Float32Array(8).fill(1e30), [1, 8])), 'RangeError', /forward stays within float32 but got a non-finite output/);
+    expectError(
+      () => kernels.routerLogits(Tensor.from(new Float32Array(8).fill(NaN), [1, 8]), Tensor.zeros([4, 8])),
+      'RangeError',
+      /x to contain only finite values but got NaN/,
+    );
+    expectError(
+      () => kernels.combine(Tensor.zeros([2, 8]), new Float32Array([1, NaN]), 2),
+      'RangeError',
+      /weights to contain only finite values/,
+    );
+    expectError(
+      () => layer.forwardSync(Tensor.from(new Float32Array(8).fill(1e30), [1, 8])),
+      'RangeError',
+      /forward stays within float32 but got a non-finite output/,
+    );
   });
   it('gating.backward with a NaN or short gradient, and a gate of the wrong kind', () => {
     const gate = gating.topK(logits, { k: 2 });
     expectError(() => gating.backward(gate, new Float64Array(6).fill(NaN)), 'RangeError', /gradWeights to contain only finite numbers/);
     expectError(() => gating.backward(gate, new Float64Array(2)), 'RangeError', /gradWeights.length = 6/);
-    expectError(() => gating.topKBackward(gating.soft(logits) as never, new Float64Array(12)), 'TypeError', /gate to be a result of gating.topK but got a 'soft' result/);
+    expectError(
+      () => gating.topKBackward(gating.soft(logits) as never, new Float64Array(12)),
+      'TypeError',
+      /gate to be a result of gating.topK but got a 'soft' result/,
+    );
     expectError(() => gating.backward({ ...gate }, new Float64Array(6)), 'TypeError', /as it returned it but got a copy/);
   });
   it('gateGradients with logits shorter than their shape, or a NaN gradient', () => {
     const x = Tensor.randn([3, 8], { seed: 2 });
     const result = layer.forwardSync(x);
     const short = { ...result, routing: { ...result.routing, logits: { dtype: 'float32', shape: [3, 4], data: new Float32Array(2) } } };
-    expectError(() => layer.gateGradients(x, short as never), 'RangeError', /result.routing.logits to be a Tensor: data to have 12 elements/);
-    expectError(() => layer.gateGradients(x, result, Tensor.from(new Float32Array(24).fill(NaN), [3, 8])), 'RangeError', /gradOutput to contain only finite values/);
+    expectError(
+      () => layer.gateGradients(x, short as never),
+      'RangeError',
+      /result.routing.logits to be a Tensor: data to have 12 elements/,
+    );
+    expectError(
+      () => layer.gateGradients(x, result, Tensor.from(new Float32Array(24).fill(NaN), [3, 8])),
+      'RangeError',
+      /gradOutput to contain only finite values/,
+    );
   });
   it('loss options: alpha Infinity, coefficient NaN, an unknown scale, expert ids past numExperts', () => {
     const probs = { data: new Float64Array(12).fill(0.25), shape: [3, 4] };
     const first = new Int32Array([0, 1, 2]);
     expectError(() => losses.switchLoss(probs, first, { alpha: Infinity }), 'RangeError', /options.alpha to be a finite number/);
     expectError(() => losses.importanceLoss(probs, { coefficient: NaN }), 'RangeError', /options.coefficient to be a finite number/);
-    expectError(() => losses.gshardLoss(probs, first, { scale: 'bogus' as never }), 'RangeError', /options.scale to be one of 'deepspeed', 'paper'/);
+    expectError(
+      () => losses.gshardLoss(probs, first, { scale: 'bogus' as never }),
+      'RangeError',
+      /options.scale to be one of 'deepspeed', 'paper'/,
+    );
     const scores = { data: new Float64Array(12).fill(0.5), shape: [3, 4] };
-    expectError(() => losses.sequenceBalanceLoss(scores, 1, 3, 0.1, { experts: new Int32Array([0, 9, 1]) }), 'RangeError', /options.experts\[1\] in \[-1, 3\] but got 9/);
+    expectError(
+      () => losses.sequenceBalanceLoss(scores, 1, 3, 0.1, { experts: new Int32Array([0, 9, 1]) }),
+      'RangeError',
+      /options.experts\[1\] in \[-1, 3\] but got 9/,
+    );
   });
   it("the caller's noiseRouter changed after construction does not change later forwards", () => {
     const w = {
-      router: Tensor.randn([4, 8], { seed: 1 }), noiseRouter: Tensor.randn([4, 8], { seed: 2 }),
-      w1: Tensor.randn([4, 12, 8], { seed: 3 }), w3: Tensor.randn([4, 12, 8], { seed: 4 }), w2: Tensor.randn([4, 8, 12], { seed: 5 }),
+      router: Tensor.randn([4, 8], { seed: 1 }),
+      noiseRouter: Tensor.randn([4, 8], { seed: 2 }),
+      w1: Tensor.randn([4, 12, 8], { seed: 3 }),
+      w3: Tensor.randn([4, 12, 8], { seed: 4 }),
+      w2: Tensor.randn([4, 8, 12], { seed: 5 }),
     };
     const noisy = new MoELayer({ ...config, router: { kind: 'noisyTopK', seed: 3 } }, w);
     const x = Tensor.randn([5, 8], { seed: 6 });

@@ -32,15 +32,20 @@ export function randomWeights(c: Case, seed: number): MoEWeights {
 
 export function referenceFor(c: Case, w: MoEWeights, x: Tensor) {
   const config: ReferenceConfig = { ...c, normalizeTopK: c.normalizeTopK ?? true };
-  return referenceMoE(x.data as Float32Array, c.tokens, {
-    router: w.router.data as Float32Array,
-    w1: w.w1.data as Float32Array,
-    w3: (w.w3?.data as Float32Array) ?? null,
-    w2: w.w2.data as Float32Array,
-    b1: (w.b1?.data as Float32Array) ?? null,
-    b3: (w.b3?.data as Float32Array) ?? null,
-    b2: (w.b2?.data as Float32Array) ?? null,
-  }, config);
+  return referenceMoE(
+    x.data as Float32Array,
+    c.tokens,
+    {
+      router: w.router.data as Float32Array,
+      w1: w.w1.data as Float32Array,
+      w3: (w.w3?.data as Float32Array) ?? null,
+      w2: w.w2.data as Float32Array,
+      b1: (w.b1?.data as Float32Array) ?? null,
+      b3: (w.b3?.data as Float32Array) ?? null,
+      b2: (w.b2?.data as Float32Array) ?? null,
+    },
+    config,
+  );
 }
 
 /** max |a - b| / max |b|: the error relative to the output's scale. */

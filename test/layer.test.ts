@@ -44,11 +44,15 @@ describe(`MoELayer against the float64 reference (isa ${backendInfo().isa})`, ()
         check({ tokens: 37, dModel: 33, dHidden: 100, numExperts: 4, topK: 2, activation, bias }, seed++));
 
   it('every k from 1 to E', () => {
-    for (let k = 1; k <= 8; k++) check({ tokens: 9, dModel: 20, dHidden: 30, numExperts: 8, topK: k, activation: 'swiglu', bias: true }, seed++);
+    for (let k = 1; k <= 8; k++)
+      check({ tokens: 9, dModel: 20, dHidden: 30, numExperts: 8, topK: k, activation: 'swiglu', bias: true }, seed++);
   });
 
   it('normalizeTopK: false keeps the raw softmax probabilities', () =>
-    check({ tokens: 50, dModel: 33, dHidden: 40, numExperts: 8, topK: 2, activation: 'swiglu', bias: false, normalizeTopK: false }, seed++));
+    check(
+      { tokens: 50, dModel: 33, dHidden: 40, numExperts: 8, topK: 2, activation: 'swiglu', bias: false, normalizeTopK: false },
+      seed++,
+    ));
 
   it('experts that receive no token (k = 1, E = 64, 3 tokens)', () => {
     const c: Case = { tokens: 3, dModel: 16, dHidden: 24, numExperts: 64, topK: 1, activation: 'gelu', bias: true };

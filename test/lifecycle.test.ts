@@ -9,10 +9,18 @@ import * as path from 'path';
 const root = path.resolve(__dirname, '..');
 
 function node(script: string, timeout = 120_000): string {
-  return execFileSync(process.execPath, ['--expose-gc', '-e', `const { MoELayer, Tensor, kernels, ReadProbe } = require('moe-kernels');
+  return execFileSync(
+    process.execPath,
+    [
+      '--expose-gc',
+      '-e',
+      `const { MoELayer, Tensor, kernels, ReadProbe } = require('moe-kernels');
     const mib = (b) => Math.round(b / 2 ** 20);
     const settle = async () => { for (let i = 0; i < 4; i++) { global.gc(); await new Promise((r) => setTimeout(r, 10)); } };
-    ${script}`], { cwd: root, encoding: 'utf8', timeout });
+    ${script}`,
+    ],
+    { cwd: root, encoding: 'utf8', timeout },
+  );
 }
 
 describe('lifecycle', () => {
@@ -49,7 +57,8 @@ describe('lifecycle', () => {
   });
 
   it('10,000 layers disposed, 10,000 left to the collector, 10,000 forwards in a loop: RSS stays flat', () => {
-    const out = node(`
+    const out = node(
+      `
       const config = { dModel: 32, dHidden: 48, numExperts: 8, topK: 2 };
       const x = Tensor.randn([8, 32], { seed: 2 });
       const churn = async (n, dispose) => {
@@ -78,14 +87,16 @@ describe('lifecycle', () => {
         const layer = MoELayer.random(config, { seed: 1 });
         await phase('forwards', async () => { for (let i = 0; i < 10000; i++) await layer.forward(x); });
         console.log(JSON.stringify(growth));
-      })();`, 300_000);
+      })();`,
+      300_000,
+    );
     const growth = JSON.parse(out) as Record<string, number>;
     // Under ASan (scripts/check-sanitizers.sh) freed memory sits in its quarantine: the loops run, RSS says nothing.
     if (process.env.MOE_SANITIZER) return;
     for (const [phase, mib] of Object.entries(growth)) expect({ phase, mib, flat: mib < 32 }).toMatchObject({ phase, flat: true });
   });
 
-  it('four worker threads using the addon at once each get the main thread\'s answers', () => {
+  it("four worker threads using the addon at once each get the main thread's answers", () => {
     const out = node(`
       const { Worker } = require('worker_threads');
       const config = { dModel: 48, dHidden: 80, numExperts: 8, topK: 2 };

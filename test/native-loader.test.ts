@@ -43,13 +43,21 @@ function system(over: Partial<LoaderSystem>, loads: string[] = [], failure = 'in
 
 describe('loadNativeBinding', () => {
   it("prefers the user's source build over the prebuilt binary", () => {
-    const root = packageFolder({ 'build/Release/moe_kernels.node': 'x', 'prebuilds/manifest.json': manifest, 'prebuilds/linux-x64/moe_kernels.node': 'x' });
+    const root = packageFolder({
+      'build/Release/moe_kernels.node': 'x',
+      'prebuilds/manifest.json': manifest,
+      'prebuilds/linux-x64/moe_kernels.node': 'x',
+    });
     const { binary } = loadNativeBinding(root, system({}, ['build/Release/moe_kernels.node', 'linux-x64/moe_kernels.node']));
     expect(binary).toEqual({ path: path.join(root, 'build', 'Release', 'moe_kernels.node'), origin: 'source build' });
   });
 
   it('falls back to the prebuilt binary for this platform and arch', () => {
-    const root = packageFolder({ 'prebuilds/manifest.json': manifest, 'prebuilds/linux-arm64/moe_kernels.node': 'x', 'prebuilds/linux-x64/moe_kernels.node': 'x' });
+    const root = packageFolder({
+      'prebuilds/manifest.json': manifest,
+      'prebuilds/linux-arm64/moe_kernels.node': 'x',
+      'prebuilds/linux-x64/moe_kernels.node': 'x',
+    });
     const sys = system({ arch: 'arm64' }, ['moe_kernels.node']);
     const { binary } = loadNativeBinding(root, sys);
     expect(binary).toEqual({ path: path.join(root, 'prebuilds', 'linux-arm64', 'moe_kernels.node'), origin: 'prebuilt' });
@@ -57,7 +65,11 @@ describe('loadNativeBinding', () => {
   });
 
   it('lists every path tried, with its reason, when a broken source build and the prebuilt one both fail', () => {
-    const root = packageFolder({ 'build/Release/moe_kernels.node': 'x', 'prebuilds/manifest.json': manifest, 'prebuilds/linux-x64/moe_kernels.node': 'x' });
+    const root = packageFolder({
+      'build/Release/moe_kernels.node': 'x',
+      'prebuilds/manifest.json': manifest,
+      'prebuilds/linux-x64/moe_kernels.node': 'x',
+    });
     expect(() => loadNativeBinding(root, system({}))).toThrow(
       new RegExp(
         `^moe-kernels: could not load the native addon. Tried:\\n  ${path.join(root, 'build/Release/moe_kernels.node')}: invalid ELF header\\n` +
@@ -87,7 +99,7 @@ describe('loadNativeBinding', () => {
     expect(sys.tried).toEqual([]);
   });
 
-  it("names the glibc a system has and the one the prebuilt binary needs when it is too old", () => {
+  it('names the glibc a system has and the one the prebuilt binary needs when it is too old', () => {
     const root = packageFolder({ 'prebuilds/manifest.json': manifest, 'prebuilds/linux-x64/moe_kernels.node': 'x' });
     const failure = "/lib64/libc.so.6: version `GLIBC_2.27' not found (required by moe_kernels.node)";
     expect(() => loadNativeBinding(root, system({ glibcVersion: '2.17' }, [], failure))).toThrow(
@@ -99,14 +111,20 @@ describe('loadNativeBinding', () => {
     const root = packageFolder({ 'build/Release/moe_kernels.node': 'x', 'pinned.node': 'x' });
     const pinned = path.join(root, 'pinned.node');
     const sys = system({ env: { MOE_KERNELS_BINARY: pinned } });
-    expect(() => loadNativeBinding(root, sys)).toThrow(/Tried:\n {2}.*pinned.node: invalid ELF header\nMOE_KERNELS_BINARY names the only binary tried/);
+    expect(() => loadNativeBinding(root, sys)).toThrow(
+      /Tried:\n {2}.*pinned.node: invalid ELF header\nMOE_KERNELS_BINARY names the only binary tried/,
+    );
     expect(sys.tried).toEqual([pinned]);
-    expect(loadNativeBinding(root, system({ env: { MOE_KERNELS_BINARY: pinned } }, ['pinned.node'])).binary.origin).toBe('MOE_KERNELS_BINARY');
+    expect(loadNativeBinding(root, system({ env: { MOE_KERNELS_BINARY: pinned } }, ['pinned.node'])).binary.origin).toBe(
+      'MOE_KERNELS_BINARY',
+    );
   });
 
   it("reports Node's own error for a file that is not an addon (the real require)", () => {
     const root = packageFolder({ 'build/Release/moe_kernels.node': 'not an ELF file' });
-    expect(() => loadNativeBinding(root, { ...system({}), load: (file) => require(file) })).toThrow(/build\/Release\/moe_kernels.node: .*(invalid ELF header|file too short)/);
+    expect(() => loadNativeBinding(root, { ...system({}), load: (file) => require(file) })).toThrow(
+      /build\/Release\/moe_kernels.node: .*(invalid ELF header|file too short)/,
+    );
   });
 });
 

@@ -18,12 +18,19 @@ describe('package entry points', () => {
   `;
 
   it("require('moe-kernels') works", () => {
-    const out = execFileSync(process.execPath, ['-e', `const { MoELayer, Tensor, backendInfo } = require('moe-kernels');${script}`], { cwd: root, encoding: 'utf8' });
+    const out = execFileSync(process.execPath, ['-e', `const { MoELayer, Tensor, backendInfo } = require('moe-kernels');${script}`], {
+      cwd: root,
+      encoding: 'utf8',
+    });
     expect(JSON.parse(out)).toMatchObject({ shape: [3, 8], slots: 6 });
   });
 
   it("import { ... } from 'moe-kernels' works", () => {
-    const out = execFileSync(process.execPath, ['--input-type=module', '-e', `import { MoELayer, Tensor, backendInfo } from 'moe-kernels';${script}`], { cwd: root, encoding: 'utf8' });
+    const out = execFileSync(
+      process.execPath,
+      ['--input-type=module', '-e', `import { MoELayer, Tensor, backendInfo } from 'moe-kernels';${script}`],
+      { cwd: root, encoding: 'utf8' },
+    );
     expect(JSON.parse(out)).toMatchObject({ shape: [3, 8], slots: 6 });
   });
 

@@ -45,8 +45,8 @@ int main(int argc, char** argv) {
     std::sort(wall.begin(), wall.end());
     int active = 0;
     for (int64_t i = 0; i < e; ++i) active += counts[i] > 0;
-    std::printf("{\"tokens\": %lld, \"device_ms\": %.4f, \"wall_ms\": %.4f, \"active_experts\": %d}\n", (long long)tokens,
-                device[device.size() / 2], wall[wall.size() / 2], active);
+    std::printf("{\"tokens\": %lld, \"device_ms\": %.4f, \"wall_ms\": %.4f, \"active_experts\": %d}\n",
+                (long long)tokens, device[device.size() / 2], wall[wall.size() / 2], active);
     std::fflush(stdout);
   }
   return 0;

@@ -54,11 +54,14 @@ int main(int argc, char** argv) {
   for (int r = 0; r < reps + 2; ++r) {
     if (cold) sink = sink + thrash(other);
     if (idle) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    if (mode == "spin") for (const double t = now_ms(); now_ms() < t + 10;) {}
+    if (mode == "spin")
+      for (const double t = now_ms(); now_ms() < t + 10;) {
+      }
     const double t0 = now_ms();
     if (mode == "rotate") {
       for (int64_t t = 0; t < tokens; ++t)
-        for (int j = 0; j < c.k; ++j) experts[t * c.k + j] = static_cast<int32_t>((r * c.k + j) % c.e), weights[t * c.k + j] = 1.0f / c.k;
+        for (int j = 0; j < c.k; ++j)
+          experts[t * c.k + j] = static_cast<int32_t>((r * c.k + j) % c.e), weights[t * c.k + j] = 1.0f / c.k;
       layer.forward_routed(data.x.data(), tokens, c.k, experts.data(), weights.data(), output.data(), counts.data());
     } else {
       layer.forward(data.x.data(), tokens, out);
@@ -80,8 +83,8 @@ int main(int argc, char** argv) {
     mean.combine += p.combine / phases.size();
   }
   std::printf("%s T=%lld threads=%d %s isa=%s: median %.3f ms (min %.3f) = %.1f GFLOP/s, %.1f GB/s of %d experts\n",
-              shape.c_str(), (long long)tokens, threads, mode.c_str(), moe::isa_name(moe::active_isa()),
-              median, sorted.front(), flops / median * 1e-6, active_bytes / median * 1e-6, active);
+              shape.c_str(), (long long)tokens, threads, mode.c_str(), moe::isa_name(moe::active_isa()), median,
+              sorted.front(), flops / median * 1e-6, active_bytes / median * 1e-6, active);
   std::printf("  phases (mean ms): router %.3f routing %.3f dispatch %.3f experts %.3f combine %.3f\n", mean.router,
               mean.routing, mean.dispatch, mean.experts, mean.combine);
   if (std::getenv("MOE_BENCH_ALL")) {  // every forward's time, in order

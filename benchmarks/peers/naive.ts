@@ -6,7 +6,10 @@
 import { MoEWeights } from '../../lib';
 
 export function naiveMoE(
-  x: Float32Array, tokens: number, w: MoEWeights, c: { dModel: number; dHidden: number; numExperts: number; topK: number },
+  x: Float32Array,
+  tokens: number,
+  w: MoEWeights,
+  c: { dModel: number; dHidden: number; numExperts: number; topK: number },
 ): Float32Array {
   const { dModel: d, dHidden: h, numExperts: n, topK: k } = c;
   const router = w.router.data as Float32Array;
@@ -23,7 +26,9 @@ export function naiveMoE(
       for (let i = 0; i < d; i++) s += x[xo + i] * router[e * d + i];
       logits[e] = s;
     }
-    const order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b).slice(0, k);
+    const order = Array.from(logits.keys())
+      .sort((a, b) => logits[b] - logits[a] || a - b)
+      .slice(0, k);
     const max = logits[order[0]];
     const exps = order.map((e) => Math.exp(logits[e] - max));
     const sum = exps.reduce((a, b) => a + b, 0);

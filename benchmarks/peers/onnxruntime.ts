@@ -20,8 +20,15 @@ function initializer(name: string, dims: number[], data: Float32Array, folder?: 
   if (!folder) return { name, dims, dataType: onnx.TensorProto.DataType.FLOAT, rawData: bytes };
   fs.writeFileSync(path.join(folder, `${name}.bin`), bytes);
   return {
-    name, dims, dataType: onnx.TensorProto.DataType.FLOAT, dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
-    externalData: [{ key: 'location', value: `${name}.bin` }, { key: 'offset', value: '0' }, { key: 'length', value: String(bytes.byteLength) }],
+    name,
+    dims,
+    dataType: onnx.TensorProto.DataType.FLOAT,
+    dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+    externalData: [
+      { key: 'location', value: `${name}.bin` },
+      { key: 'offset', value: '0' },
+      { key: 'length', value: String(bytes.byteLength) },
+    ],
   };
 }
 
@@ -40,7 +47,7 @@ export function buildOrtMoEModel(
   const w3 = w.w3!.data as Float32Array;
   for (let x = 0; x < e; x++)
     for (let r = 0; r < h; r++) {
-      fc1.set(w1.subarray((x * h + r) * d, (x * h + r + 1) * d), ((x * h + r) * 2) * d);
+      fc1.set(w1.subarray((x * h + r) * d, (x * h + r + 1) * d), (x * h + r) * 2 * d);
       fc1.set(w3.subarray((x * h + r) * d, (x * h + r + 1) * d), ((x * h + r) * 2 + 1) * d);
     }
   const attr = (name: string, value: number | string): onnx.IAttributeProto =>
@@ -60,7 +67,10 @@ export function buildOrtMoEModel(
   });
   const model: onnx.IModelProto = {
     irVersion: 8,
-    opsetImport: [{ domain: '', version: 17 }, { domain: 'com.microsoft', version: 1 }],
+    opsetImport: [
+      { domain: '', version: 17 },
+      { domain: 'com.microsoft', version: 1 },
+    ],
     graph: {
       name: 'moe',
       node: [

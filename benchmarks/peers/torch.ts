@@ -28,7 +28,10 @@ export function torchUnavailable(): string | undefined {
 }
 
 export async function startTorch(
-  config: { dModel: number; dHidden: number; numExperts: number; topK: number }, w: MoEWeights, threads: number, folder: string,
+  config: { dModel: number; dHidden: number; numExperts: number; topK: number },
+  w: MoEWeights,
+  threads: number,
+  folder: string,
 ): Promise<TorchMoE> {
   for (const [name, t] of Object.entries({ router: w.router, w1: w.w1, w3: w.w3!, w2: w.w2 })) {
     const file = path.join(folder, `${name}.f32`);
@@ -39,8 +42,15 @@ export async function startTorch(
   const child: ChildProcessWithoutNullStreams = spawn(PYTHON, args, {
     // Passive OpenMP and OpenBLAS waiting: spinning idle threads would steal the cores from the next implementation.
     env: {
-      ...process.env, OMP_NUM_THREADS: String(threads), OPENBLAS_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads),
-      OMP_WAIT_POLICY: 'PASSIVE', GOMP_SPINCOUNT: '0', OPENBLAS_THREAD_TIMEOUT: '4', OPENBLAS_CORETYPE: undefined, OPENBLAS_L2_SIZE: undefined,
+      ...process.env,
+      OMP_NUM_THREADS: String(threads),
+      OPENBLAS_NUM_THREADS: String(threads),
+      MKL_NUM_THREADS: String(threads),
+      OMP_WAIT_POLICY: 'PASSIVE',
+      GOMP_SPINCOUNT: '0',
+      OPENBLAS_THREAD_TIMEOUT: '4',
+      OPENBLAS_CORETYPE: undefined,
+      OPENBLAS_L2_SIZE: undefined,
     },
   });
   const lines = readline.createInterface({ input: child.stdout });

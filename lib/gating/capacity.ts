@@ -33,8 +33,14 @@ export function checkCapacityFactor(capacityFactor: unknown, name = 'capacityFac
  * served first (batch-prioritized routing), ties in position order.
  */
 export function applyCapacity(
-  experts: Int32Array, weights: Float64Array, scores: ArrayLike<number>, tokens: number, k: number,
-  numExperts: number, capacity: number, policy: DropPolicy,
+  experts: Int32Array,
+  weights: Float64Array,
+  scores: ArrayLike<number>,
+  tokens: number,
+  k: number,
+  numExperts: number,
+  capacity: number,
+  policy: DropPolicy,
 ): number {
   // The arrays are changed in place (the documented contract), so they are checked first, whole.
   if (!isInt32Array(experts)) throw typeError('experts to be an Int32Array', describe(experts));

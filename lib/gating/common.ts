@@ -62,7 +62,8 @@ export function checkMatrix(m: unknown, name: string): { data: ArrayLike<number>
   if (typeof m !== 'object' || m === null) throw typeError(`${name} to be a Tensor or { data, shape } [tokens, numExperts]`, describe(m));
   const { data, shape } = m as Matrix;
   if (typedArrayTag(data) === undefined && !Array.isArray(data)) throw typeError(`${name}.data to be a typed array`, describe(data));
-  if (!Array.isArray(shape) || shape.length !== 2) throw rangeError(`${name} to have 2 dimensions [tokens, numExperts]`, `shape ${JSON.stringify(shape)}`);
+  if (!Array.isArray(shape) || shape.length !== 2)
+    throw rangeError(`${name} to have 2 dimensions [tokens, numExperts]`, `shape ${JSON.stringify(shape)}`);
   const [tokens, numExperts] = shape;
   if (!(tokens >= 1) || !(numExperts >= 1)) throw rangeError(`${name} to be at least [1, 1]`, `[${shape.join(', ')}]`);
   if (data.length !== tokens * numExperts) throw rangeError(`${name}.data to have ${tokens * numExperts} elements`, `${data.length}`);
@@ -73,7 +74,12 @@ export function checkMatrix(m: unknown, name: string): { data: ArrayLike<number>
 }
 
 /** Softmax of row t of a [T, E] matrix, in float64 (max subtracted). */
-export function softmaxRow(data: ArrayLike<number>, t: number, numExperts: number, out: Float64Array = new Float64Array(numExperts)): Float64Array {
+export function softmaxRow(
+  data: ArrayLike<number>,
+  t: number,
+  numExperts: number,
+  out: Float64Array = new Float64Array(numExperts),
+): Float64Array {
   let max = -Infinity;
   for (let e = 0; e < numExperts; e++) max = Math.max(max, data[t * numExperts + e]);
   let sum = 0;
@@ -94,8 +100,13 @@ export function softmaxRows(data: ArrayLike<number>, tokens: number, numExperts:
  * lower index ('lower', torch-like) or the higher one ('higher', onnxruntime). `allowed` masks candidates.
  */
 export function rankTop(
-  values: ArrayLike<number>, offset: number, count: number, k: number, tieBreak: TieBreak = 'lower',
-  allowed?: (i: number) => boolean, stride = 1,
+  values: ArrayLike<number>,
+  offset: number,
+  count: number,
+  k: number,
+  tieBreak: TieBreak = 'lower',
+  allowed?: (i: number) => boolean,
+  stride = 1,
 ): number[] {
   const picked: number[] = [];
   const taken = new Uint8Array(count);
@@ -185,6 +196,7 @@ export function checkGrad(grad: unknown, gate: GateResult, name = 'gradWeights')
   const g = grad as ArrayLike<number>;
   if (g.length !== gate.tokens * gate.topK) throw rangeError(`${name}.length = ${gate.tokens * gate.topK} (tokens * topK)`, `${g.length}`);
   for (let i = 0; i < g.length; i++)
-    if (typeof g[i] !== 'number' || !Number.isFinite(g[i])) throw rangeError(`${name} to contain only finite numbers`, `${describe(g[i])} at ${name}[${i}]`);
+    if (typeof g[i] !== 'number' || !Number.isFinite(g[i]))
+      throw rangeError(`${name} to contain only finite numbers`, `${describe(g[i])} at ${name}[${i}]`);
   return g;
 }

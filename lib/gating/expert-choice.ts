@@ -1,7 +1,15 @@
 import { expectOneOf, expectOptions } from '../validate';
 import { checkCapacityFactor, expertCapacity } from './capacity';
 import {
-  GateResult, Matrix, TieBreak, checkGate, checkGrad, checkMatrix, fullSoftmaxBackward, madeGate, rankTop,
+  GateResult,
+  Matrix,
+  TieBreak,
+  checkGate,
+  checkGrad,
+  checkMatrix,
+  fullSoftmaxBackward,
+  madeGate,
+  rankTop,
   softmaxRows,
 } from './common';
 import { TIE_BREAKS } from './top-k';
@@ -49,8 +57,17 @@ export function expertChoice(logits: Matrix, options: ExpertChoiceOptions = {}):
     });
   });
   return madeGate({
-    kind: 'expertChoice', topK: k, experts, weights, tokensPerExpert: new Int32Array(n).fill(capacity), dropped: 0, tokens, numExperts: n,
-    probs, capacity, droppedTokens,
+    kind: 'expertChoice',
+    topK: k,
+    experts,
+    weights,
+    tokensPerExpert: new Int32Array(n).fill(capacity),
+    dropped: 0,
+    tokens,
+    numExperts: n,
+    probs,
+    capacity,
+    droppedTokens,
   });
 }
 

@@ -12,7 +12,8 @@ export function explorationNoise(logits: Matrix, options: { scale?: number; seed
   options = expectOptions(options, 'options') as { scale?: number; seed?: number };
   const { data } = checkMatrix(logits, 'logits');
   const scale = options.scale ?? 1;
-  if (typeof scale !== 'number' || !Number.isFinite(scale) || scale < 0) throw rangeError('scale to be a finite number >= 0', describe(scale));
+  if (typeof scale !== 'number' || !Number.isFinite(scale) || scale < 0)
+    throw rangeError('scale to be a finite number >= 0', describe(scale));
   const rng = new Random(expectSeed(options.seed ?? 0, 'options.seed'));
   return Float64Array.from(data, (v) => v + scale * rng.uniform());
 }

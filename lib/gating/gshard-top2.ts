@@ -4,8 +4,17 @@ import { Random } from '../random';
 import { expectBoolean, expectInteger, expectOneOf, expectOptions } from '../validate';
 import { checkCapacityFactor, expertCapacity } from './capacity';
 import {
-  GateResult, Matrix, TieBreak, checkGate, checkGrad, checkMatrix, countPerExpert, madeGate, rankTop,
-  selectedSoftmaxBackward, softmaxRow,
+  GateResult,
+  Matrix,
+  TieBreak,
+  checkGate,
+  checkGrad,
+  checkMatrix,
+  countPerExpert,
+  madeGate,
+  rankTop,
+  selectedSoftmaxBackward,
+  softmaxRow,
 } from './common';
 import { TIE_BREAKS } from './top-k';
 import { routingRule } from './rule';
@@ -83,8 +92,17 @@ export function gshardTop2(logits: Matrix, options: GShardTop2Options = {}): GSh
     }
   }
   return madeGate({
-    kind: 'gshardTop2', topK: 2, experts, weights, tokensPerExpert: countPerExpert(experts, n), dropped, tokens, numExperts: n, probs,
-    capacity, saved: { selected, selectedWeights },
+    kind: 'gshardTop2',
+    topK: 2,
+    experts,
+    weights,
+    tokensPerExpert: countPerExpert(experts, n),
+    dropped,
+    tokens,
+    numExperts: n,
+    probs,
+    capacity,
+    saved: { selected, selectedWeights },
   });
 }
 
@@ -98,6 +116,7 @@ export const gshardTop2Rule = routingRule<{ kind: 'gshardTop2'; capacityFactor?:
   kind: 'gshardTop2',
   impliedTopK: () => 2,
   // Random routing (the second expert kept with probability 2 g2) applies while training only.
-  route: (c) => gshardTop2(c.logits, { ...c.router, randomRouting: c.training && (c.router.randomRouting ?? true), seed: c.training ? c.seed() : 0 }),
+  route: (c) =>
+    gshardTop2(c.logits, { ...c.router, randomRouting: c.training && (c.router.randomRouting ?? true), seed: c.training ? c.seed() : 0 }),
   backward: (gate, grad) => ({ gradLogits: gshardTop2Backward(gate as GShardTop2Gate, grad) }),
 });

@@ -4,7 +4,15 @@ import { Random } from '../random';
 import { expectBoolean, expectInteger, expectOneOf, expectOptions } from '../validate';
 import { DropPolicy, applyCapacity, checkCapacityFactor, expertCapacity } from './capacity';
 import {
-  GateResult, Matrix, TieBreak, checkGate, checkGrad, checkMatrix, countPerExpert, madeGate, rankTop,
+  GateResult,
+  Matrix,
+  TieBreak,
+  checkGate,
+  checkGrad,
+  checkMatrix,
+  countPerExpert,
+  madeGate,
+  rankTop,
   selectedSoftmaxBackward,
 } from './common';
 import { DROP_POLICIES, TIE_BREAKS } from './top-k';
@@ -56,7 +64,8 @@ export function noisyTopK(cleanLogits: Matrix, noiseLogits: Matrix, options: Noi
   const k = expectInteger(options?.k, 'k', 1, n);
   const training = expectBoolean(options.training ?? false, 'training');
   const eps = options.noiseEpsilon ?? 1e-2;
-  if (typeof eps !== 'number' || !Number.isFinite(eps) || eps < 0) throw rangeError('noiseEpsilon to be a finite number >= 0', describe(eps));
+  if (typeof eps !== 'number' || !Number.isFinite(eps) || eps < 0)
+    throw rangeError('noiseEpsilon to be a finite number >= 0', describe(eps));
   const tieBreak = expectOneOf(options.tieBreak ?? 'lower', 'tieBreak', TIE_BREAKS);
   const dropPolicy = expectOneOf(options.dropPolicy ?? 'position', 'dropPolicy', DROP_POLICIES);
   if (options.capacityFactor !== undefined) checkCapacityFactor(options.capacityFactor);
@@ -101,11 +110,28 @@ export function noisyTopK(cleanLogits: Matrix, noiseLogits: Matrix, options: Noi
   }
   const selected = Int32Array.from(experts);
   const selectedWeights = weights.slice();
-  const dropped = options.capacityFactor === undefined ? 0
-    : applyCapacity(experts, weights, weights.slice(), tokens, k, n, expertCapacity(tokens, n, k, options.capacityFactor), dropPolicy);
+  const dropped =
+    options.capacityFactor === undefined
+      ? 0
+      : applyCapacity(experts, weights, weights.slice(), tokens, k, n, expertCapacity(tokens, n, k, options.capacityFactor), dropPolicy);
   return madeGate({
-    kind: 'noisyTopK', topK: k, experts, weights, tokensPerExpert: countPerExpert(experts, n), dropped, tokens, numExperts: n,
-    clean: Float64Array.from(clean), noisy, noiseStd, noise, kthNoisy, kPlus1Noisy, kthExpert, kPlus1Expert, training,
+    kind: 'noisyTopK',
+    topK: k,
+    experts,
+    weights,
+    tokensPerExpert: countPerExpert(experts, n),
+    dropped,
+    tokens,
+    numExperts: n,
+    clean: Float64Array.from(clean),
+    noisy,
+    noiseStd,
+    noise,
+    kthNoisy,
+    kPlus1Noisy,
+    kthExpert,
+    kPlus1Expert,
+    training,
     saved: { selected, selectedWeights, noiseLogits: Float64Array.from(raw) },
   });
 }
@@ -129,7 +155,11 @@ export function noisyTopKBackward(gate: NoisyTopKGate, gradWeights: ArrayLike<nu
 }
 
 export const noisyTopKRule = routingRule<{
-  kind: 'noisyTopK'; noiseEpsilon?: number; tieBreak?: TieBreak; capacityFactor?: number; dropPolicy?: DropPolicy;
+  kind: 'noisyTopK';
+  noiseEpsilon?: number;
+  tieBreak?: TieBreak;
+  capacityFactor?: number;
+  dropPolicy?: DropPolicy;
 }>({
   kind: 'noisyTopK',
   usesNoiseRouter: true,

@@ -20,7 +20,8 @@ export function routerWeightGradient(gradLogits: ArrayLike<number>, x: Matrix): 
     if (typeof gradLogits[i] !== 'number' || !Number.isFinite(gradLogits[i]))
       throw rangeError('gradLogits to contain only finite numbers', `${describe(gradLogits[i])} at gradLogits[${i}]`);
   if (gradLogits.length === 0) throw rangeError('gradLogits to have at least tokens elements', '0');
-  if (gradLogits.length % tokens !== 0) throw rangeError(`gradLogits.length to be a multiple of ${tokens} (tokens)`, `${gradLogits.length}`);
+  if (gradLogits.length % tokens !== 0)
+    throw rangeError(`gradLogits.length to be a multiple of ${tokens} (tokens)`, `${gradLogits.length}`);
   const n = gradLogits.length / tokens;
   // The GEMM runs in the core, in float64 with each product rounded before it is added, as this loop did in
   // TypeScript: bitwise the same result.

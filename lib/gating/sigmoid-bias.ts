@@ -1,9 +1,7 @@
 import { describe, rangeError, typeError } from '../errors';
 import { typedArrayTag } from '../typed-arrays';
 import { expectBoolean, expectInteger, expectOneOf, expectOptions } from '../validate';
-import {
-  GateResult, Matrix, TieBreak, checkGate, checkGrad, checkMatrix, countPerExpert, madeGate, rankTop,
-} from './common';
+import { GateResult, Matrix, TieBreak, checkGate, checkGrad, checkMatrix, countPerExpert, madeGate, rankTop } from './common';
 import { TIE_BREAKS } from './top-k';
 import { routingRule } from './rule';
 
@@ -43,7 +41,8 @@ export function checkSigmoidBiasOptions(options: SigmoidBiasOptions, n: number) 
   const bias = options.bias ?? new Float64Array(n);
   if (typedArrayTag(bias) === undefined && !Array.isArray(bias)) throw typeError('bias to be a typed array [numExperts]', describe(bias));
   if (bias.length !== n) throw rangeError(`bias.length = ${n} (numExperts)`, `${bias.length}`);
-  for (let i = 0; i < n; i++) if (!Number.isFinite(bias[i])) throw rangeError('bias to contain only finite values', `${bias[i]} at bias[${i}]`);
+  for (let i = 0; i < n; i++)
+    if (!Number.isFinite(bias[i])) throw rangeError('bias to contain only finite values', `${bias[i]} at bias[${i}]`);
   return { numGroups, topKGroups, k, routeScale, normalized, tieBreak, bias };
 }
 
@@ -79,7 +78,19 @@ export function sigmoidBias(logits: Matrix, options: SigmoidBiasOptions): Sigmoi
       weights[t * k + j] = (scores[t * n + e] / (normalized ? sum : 1)) * routeScale;
     });
   }
-  return madeGate({ kind: 'sigmoidBias', topK: k, experts, weights, tokensPerExpert: countPerExpert(experts, n), dropped: 0, tokens, numExperts: n, scores, routeScale, normalized });
+  return madeGate({
+    kind: 'sigmoidBias',
+    topK: k,
+    experts,
+    weights,
+    tokensPerExpert: countPerExpert(experts, n),
+    dropped: 0,
+    tokens,
+    numExperts: n,
+    scores,
+    routeScale,
+    normalized,
+  });
 }
 
 /** dL/dlogits [T, E] from dL/dweights [T * k]; the bias and the selection carry no gradient. */
@@ -131,7 +142,10 @@ export const sigmoidBiasRule = routingRule<SigmoidBiasRouterConfig>({
     if (backend !== 'cuda' || !(r.normalize ?? true) || (r.tieBreak ?? 'lower') !== 'lower') return undefined;
     const numGroups = r.numGroups ?? 1;
     return {
-      rule: 'sigmoidBias', numGroups, topKGroups: r.topKGroups ?? numGroups, routeScale: r.routeScale ?? 1,
+      rule: 'sigmoidBias',
+      numGroups,
+      topKGroups: r.topKGroups ?? numGroups,
+      routeScale: r.routeScale ?? 1,
       bias: r.bias ? Float32Array.from(r.bias) : null,
     };
   },

@@ -1,6 +1,4 @@
-import {
-  GateResult, Matrix, checkGate, checkGrad, checkMatrix, fullSoftmaxBackward, madeGate, rankTop, softmaxRows,
-} from './common';
+import { GateResult, Matrix, checkGate, checkGrad, checkMatrix, fullSoftmaxBackward, madeGate, rankTop, softmaxRows } from './common';
 import { routingRule } from './rule';
 
 export interface SoftGate extends GateResult {
@@ -21,7 +19,17 @@ export function soft(logits: Matrix): SoftGate {
       experts[t * n + j] = e;
       weights[t * n + j] = probs[t * n + e];
     });
-  return madeGate({ kind: 'soft', topK: n, experts, weights, tokensPerExpert: new Int32Array(n).fill(tokens), dropped: 0, tokens, numExperts: n, probs });
+  return madeGate({
+    kind: 'soft',
+    topK: n,
+    experts,
+    weights,
+    tokensPerExpert: new Int32Array(n).fill(tokens),
+    dropped: 0,
+    tokens,
+    numExperts: n,
+    probs,
+  });
 }
 
 /** dL/dlogits [T, E]: the softmax Jacobian applied to dL/dweights. */

@@ -1,7 +1,15 @@
 import { expectOneOf, expectOptions } from '../validate';
 import { DropPolicy, applyCapacity, checkCapacityFactor, expertCapacity } from './capacity';
 import {
-  GateResult, Matrix, checkGate, checkGrad, checkMatrix, countPerExpert, fullSoftmaxBackward, madeGate, rankTop,
+  GateResult,
+  Matrix,
+  checkGate,
+  checkGrad,
+  checkMatrix,
+  countPerExpert,
+  fullSoftmaxBackward,
+  madeGate,
+  rankTop,
   softmaxRows,
 } from './common';
 import { DROP_POLICIES } from './top-k';
@@ -34,9 +42,21 @@ export function switchTop1(logits: Matrix, options: SwitchOptions = {}): SwitchG
     experts[t] = e;
     weights[t] = probs[t * n + e];
   }
-  const dropped = options.capacityFactor === undefined ? 0
-    : applyCapacity(experts, weights, weights.slice(), tokens, 1, n, expertCapacity(tokens, n, 1, options.capacityFactor), dropPolicy);
-  return madeGate({ kind: 'switch', topK: 1, experts, weights, tokensPerExpert: countPerExpert(experts, n), dropped, tokens, numExperts: n, probs });
+  const dropped =
+    options.capacityFactor === undefined
+      ? 0
+      : applyCapacity(experts, weights, weights.slice(), tokens, 1, n, expertCapacity(tokens, n, 1, options.capacityFactor), dropPolicy);
+  return madeGate({
+    kind: 'switch',
+    topK: 1,
+    experts,
+    weights,
+    tokensPerExpert: countPerExpert(experts, n),
+    dropped,
+    tokens,
+    numExperts: n,
+    probs,
+  });
 }
 
 /** dL/dlogits [T, E] from dL/dweights [T]: p_i (G delta_i,sel - p_sel G); dropped tokens get none. */

@@ -2,8 +2,18 @@ import { rangeError } from '../errors';
 import { expectBoolean, expectInteger, expectOneOf, expectOptions } from '../validate';
 import { DropPolicy, applyCapacity, checkCapacityFactor, expertCapacity } from './capacity';
 import {
-  GateResult, Matrix, TieBreak, checkGate, checkGrad, checkMatrix, countPerExpert, fullSoftmaxBackward, madeGate,
-  rankTop, selectedSoftmaxBackward, softmaxRow,
+  GateResult,
+  Matrix,
+  TieBreak,
+  checkGate,
+  checkGrad,
+  checkMatrix,
+  countPerExpert,
+  fullSoftmaxBackward,
+  madeGate,
+  rankTop,
+  selectedSoftmaxBackward,
+  softmaxRow,
 } from './common';
 import { BuiltInRouting, routingRule } from './rule';
 
@@ -64,11 +74,30 @@ export function topK(logits: Matrix, options: TopKOptions): TopKGate {
     });
   }
   const selected = Int32Array.from(experts);
-  const dropped = options.capacityFactor === undefined ? 0
-    : applyCapacity(experts, weights, weights.slice(), tokens, k, numExperts, expertCapacity(tokens, numExperts, k, options.capacityFactor), dropPolicy);
+  const dropped =
+    options.capacityFactor === undefined
+      ? 0
+      : applyCapacity(
+          experts,
+          weights,
+          weights.slice(),
+          tokens,
+          k,
+          numExperts,
+          expertCapacity(tokens, numExperts, k, options.capacityFactor),
+          dropPolicy,
+        );
   return madeGate({
-    kind: 'topK', topK: k, experts, weights, tokensPerExpert: countPerExpert(experts, numExperts), dropped, tokens, numExperts,
-    probs, saved: { selected, selectedWeights, normalized },
+    kind: 'topK',
+    topK: k,
+    experts,
+    weights,
+    tokensPerExpert: countPerExpert(experts, numExperts),
+    dropped,
+    tokens,
+    numExperts,
+    probs,
+    saved: { selected, selectedWeights, normalized },
   });
 }
 
@@ -104,5 +133,6 @@ export const topKRule = routingRule<TopKRouterConfig>({
   // The core's rule: softmax then top-k, ties to the lower index, no capacity.
   builtIn: (r) =>
     (r.order ?? 'softmax-topk') === 'softmax-topk' && (r.tieBreak ?? 'lower') === 'lower' && r.capacityFactor === undefined
-      ? BUILT_IN_SOFTMAX : undefined,
+      ? BUILT_IN_SOFTMAX
+      : undefined,
 });

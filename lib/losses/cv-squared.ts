@@ -9,10 +9,12 @@ export interface LossResult {
 }
 
 export function checkVector(v: unknown, name: string): ArrayLike<number> {
-  if (typedArrayTag(v) === undefined && !Array.isArray(v)) throw typeError(`${name} to be a typed array or an array of numbers`, describe(v));
+  if (typedArrayTag(v) === undefined && !Array.isArray(v))
+    throw typeError(`${name} to be a typed array or an array of numbers`, describe(v));
   const a = v as ArrayLike<number>;
   if (a.length === 0) throw rangeError(`${name} to be non-empty`, 'an empty array');
-  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) throw rangeError(`${name} to contain only finite values`, `${a[i]} at ${name}[${i}]`);
+  for (let i = 0; i < a.length; i++)
+    if (!Number.isFinite(a[i])) throw rangeError(`${name} to contain only finite values`, `${a[i]} at ${name}[${i}]`);
   return a;
 }
 

@@ -16,7 +16,11 @@ export function importanceLoss(gates: GateResult | Matrix, options: { variance?:
   options = expectOptions(options, 'options') as { variance?: Variance; coefficient?: number };
   const coefficient = expectFinite(options.coefficient ?? 1, 'options.coefficient');
   if (isGate(gates)) {
-    if (!isMadeGate(gates)) throw typeError('gates to be a router result as the router returned it, or a [tokens, numExperts] matrix', 'a copy or a hand-made gate');
+    if (!isMadeGate(gates))
+      throw typeError(
+        'gates to be a router result as the router returned it, or a [tokens, numExperts] matrix',
+        'a copy or a hand-made gate',
+      );
     const importance = new Float64Array(gates.numExperts);
     gates.experts.forEach((e, s) => {
       if (e >= 0) importance[e] += gates.weights[s];
@@ -25,7 +29,8 @@ export function importanceLoss(gates: GateResult | Matrix, options: { variance?:
     const grad = Float64Array.from(gates.experts, (e) => (e >= 0 ? coefficient * cv.grad[e] : 0));
     return { value: coefficient * cv.value, importance, grad };
   }
-  if (typeof gates !== 'object' || gates === null) throw typeError('gates to be a router result or a [tokens, numExperts] matrix', describe(gates));
+  if (typeof gates !== 'object' || gates === null)
+    throw typeError('gates to be a router result or a [tokens, numExperts] matrix', describe(gates));
   const { data, tokens, numExperts: n } = checkMatrix(gates, 'gates');
   const importance = new Float64Array(n);
   for (let t = 0; t < tokens; t++) for (let e = 0; e < n; e++) importance[e] += data[t * n + e];

@@ -25,7 +25,8 @@ export function mixtralLoss(logitsPerLayer: Matrix[], numExperts: number, topK: 
   const tokens = layers[0].tokens;
   let mask: ArrayLike<number> = new Float64Array(tokens).fill(1);
   if (attentionMask !== undefined) {
-    if (typedArrayTag(attentionMask) === undefined && !Array.isArray(attentionMask)) throw typeError('attentionMask to be an array [tokens]', describe(attentionMask));
+    if (typedArrayTag(attentionMask) === undefined && !Array.isArray(attentionMask))
+      throw typeError('attentionMask to be an array [tokens]', describe(attentionMask));
     if (attentionMask.length !== tokens) throw rangeError(`attentionMask.length = ${tokens} (tokens per layer)`, `${attentionMask.length}`);
     mask = attentionMask;
   }
@@ -47,10 +48,11 @@ export function mixtralLoss(logitsPerLayer: Matrix[], numExperts: number, topK: 
   });
   let value = 0;
   const slotSum = new Float64Array(n); // sum over slots of tokens_per_expert[j, e]
-  for (let j = 0; j < k; j++) for (let e = 0; e < n; e++) {
-    value += perSlot[j * n + e] * meanProb[e];
-    slotSum[e] += perSlot[j * n + e];
-  }
+  for (let j = 0; j < k; j++)
+    for (let e = 0; e < n; e++) {
+      value += perSlot[j * n + e] * meanProb[e];
+      slotSum[e] += perSlot[j * n + e];
+    }
   // dloss/dp[t, e] = E slotSum[e] mask[t] / count, then through each token's softmax.
   const gradLogits = probs.map((p) => {
     const g = new Float64Array(tokens * n);

@@ -17,9 +17,16 @@ export interface RoutingStats {
 }
 
 /** Cheap statistics of one routing (O(slots + E)), fit for every call of a server. */
-export function routingStats(routing: { experts: Int32Array; weights: ArrayLike<number>; topK: number; tokensPerExpert: Int32Array; dropped?: number }): RoutingStats {
+export function routingStats(routing: {
+  experts: Int32Array;
+  weights: ArrayLike<number>;
+  topK: number;
+  tokensPerExpert: Int32Array;
+  dropped?: number;
+}): RoutingStats {
   if (typeof routing !== 'object' || routing === null) throw typeError('routing to be a routing result', describe(routing));
-  if (!isInt32Array(routing.tokensPerExpert)) throw typeError('routing.tokensPerExpert to be an Int32Array', describe(routing.tokensPerExpert));
+  if (!isInt32Array(routing.tokensPerExpert))
+    throw typeError('routing.tokensPerExpert to be an Int32Array', describe(routing.tokensPerExpert));
   if (!isInt32Array(routing.experts)) throw typeError('routing.experts to be an Int32Array', describe(routing.experts));
   // topK 0 once made tokens = slots / 0 = Infinity, and the loop over tokens never ended.
   const topK = expectInteger(routing.topK, 'routing.topK', 1, MAX_EXPERTS);

@@ -11,15 +11,21 @@ import { expectInteger, expectOptions } from '../validate';
  * Gradient w.r.t. the scores.
  */
 export function sequenceBalanceLoss(
-  scores: Matrix, topK: number, sequenceLength: number, alpha: number, options: { experts?: Int32Array } = {},
+  scores: Matrix,
+  topK: number,
+  sequenceLength: number,
+  alpha: number,
+  options: { experts?: Int32Array } = {},
 ) {
   options = expectOptions(options, 'options');
   const { data, tokens, numExperts: n } = checkMatrix(scores, 'scores');
   const k = expectInteger(topK, 'topK', 1, n);
   const len = expectInteger(sequenceLength, 'sequenceLength');
   if (tokens % len !== 0) throw rangeError(`tokens (${tokens}) to be a multiple of sequenceLength`, `${len}`);
-  if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha < 0) throw rangeError('alpha to be a finite number >= 0', describe(alpha));
-  for (let i = 0; i < data.length; i++) if (data[i] < 0) throw rangeError('scores >= 0 (sigmoid affinities)', `${data[i]} at scores[${Math.floor(i / n)}, ${i % n}]`);
+  if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha < 0)
+    throw rangeError('alpha to be a finite number >= 0', describe(alpha));
+  for (let i = 0; i < data.length; i++)
+    if (data[i] < 0) throw rangeError('scores >= 0 (sigmoid affinities)', `${data[i]} at scores[${Math.floor(i / n)}, ${i % n}]`);
   if (options.experts !== undefined) {
     const chosen = options.experts;
     if (!isInt32Array(chosen)) throw typeError('options.experts to be an Int32Array [tokens * topK]', describe(chosen));

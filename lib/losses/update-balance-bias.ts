@@ -9,10 +9,12 @@ import { checkVector } from './cv-squared';
  */
 export function updateBalanceBias(bias: ArrayLike<number>, tokensPerExpert: ArrayLike<number>, gamma: number): Float64Array {
   const b = checkVector(bias, 'bias');
-  if (typedArrayTag(tokensPerExpert) === undefined && !Array.isArray(tokensPerExpert)) throw typeError('tokensPerExpert to be an array', describe(tokensPerExpert));
+  if (typedArrayTag(tokensPerExpert) === undefined && !Array.isArray(tokensPerExpert))
+    throw typeError('tokensPerExpert to be an array', describe(tokensPerExpert));
   const load = checkVector(tokensPerExpert, 'tokensPerExpert');
   if (load.length !== b.length) throw rangeError(`tokensPerExpert.length = ${b.length} (bias.length)`, `${load.length}`);
-  if (typeof gamma !== 'number' || !Number.isFinite(gamma) || gamma < 0) throw rangeError('gamma to be a finite number >= 0', describe(gamma));
+  if (typeof gamma !== 'number' || !Number.isFinite(gamma) || gamma < 0)
+    throw rangeError('gamma to be a finite number >= 0', describe(gamma));
   let mean = 0;
   for (let i = 0; i < load.length; i++) mean += load[i] / load.length;
   return Float64Array.from(b, (v, i) => v + gamma * Math.sign(mean - load[i]));

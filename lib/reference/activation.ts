@@ -9,8 +9,7 @@ export const silu = (x: number): number => x * sigmoid(x);
 /** gelu, exact erf form: x * Phi(x). */
 export const gelu = (x: number): number => 0.5 * x * (1 + erf(x / Math.SQRT2));
 /** gelu, tanh approximation (Hendrycks & Gimpel 2016). */
-export const geluTanh = (x: number): number =>
-  0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x)));
+export const geluTanh = (x: number): number => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x)));
 export const relu = (x: number): number => (x > 0 ? x : 0);
 
 /** The elementwise function applied to the first projection (for gated activations, to the gate). */

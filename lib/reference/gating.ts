@@ -26,7 +26,11 @@ export interface ReferenceRouting {
 }
 
 /** Top-k: 'softmax-topk' (HF) or 'topk-softmax' (Shazeer eq. 3/5). */
-export function referenceTopKRouting(rows: Rows, k: number, opts: { order?: 'softmax-topk' | 'topk-softmax'; normalize?: boolean; tieBreak?: 'lower' | 'higher' } = {}): ReferenceRouting {
+export function referenceTopKRouting(
+  rows: Rows,
+  k: number,
+  opts: { order?: 'softmax-topk' | 'topk-softmax'; normalize?: boolean; tieBreak?: 'lower' | 'higher' } = {},
+): ReferenceRouting {
   const experts: number[][] = [];
   const weights: number[][] = [];
   for (const row of rows) {
@@ -68,14 +72,18 @@ export function referenceExpertChoice(rows: Rows, capacity: number): ReferenceRo
   const probs = rows.map(softmax);
   const picks: Array<Array<[number, number]>> = rows.map(() => []);
   for (let e = 0; e < rows[0].length; e++)
-    argsortDescending(probs.map((p) => p[e])).slice(0, capacity).forEach((t) => picks[t].push([e, probs[t][e]]));
+    argsortDescending(probs.map((p) => p[e]))
+      .slice(0, capacity)
+      .forEach((t) => picks[t].push([e, probs[t][e]]));
   const ordered = picks.map((p) => p.sort((a, b) => b[1] - a[1] || a[0] - b[0]));
   return { experts: ordered.map((p) => p.map((x) => x[0])), weights: ordered.map((p) => p.map((x) => x[1])) };
 }
 
 /** DeepSeek-V3 sigmoid + bias with group-limited selection (inference/model.py Gate). */
 export function referenceSigmoidBias(
-  rows: Rows, k: number, o: { bias?: number[]; numGroups?: number; topKGroups?: number; routeScale?: number; normalize?: boolean },
+  rows: Rows,
+  k: number,
+  o: { bias?: number[]; numGroups?: number; topKGroups?: number; routeScale?: number; normalize?: boolean },
 ): ReferenceRouting {
   const n = rows[0].length;
   const groups = o.numGroups ?? 1;
@@ -87,7 +95,12 @@ export function referenceSigmoidBias(
     const s = row.map((v) => 1 / (1 + Math.exp(-v)));
     const biased = s.map((v, e) => v + (o.bias?.[e] ?? 0));
     const groupScores = Array.from({ length: groups }, (_, g) =>
-      biased.slice(g * size, (g + 1) * size).sort((a, b) => b - a).slice(0, 2).reduce((a, b) => a + b, 0));
+      biased
+        .slice(g * size, (g + 1) * size)
+        .sort((a, b) => b - a)
+        .slice(0, 2)
+        .reduce((a, b) => a + b, 0),
+    );
     const kept = new Set(argsortDescending(groupScores).slice(0, keepGroups));
     const masked = biased.map((v, e) => (kept.has(Math.floor(e / size)) ? v : -Infinity));
     const top = argsortDescending(masked).slice(0, k);

@@ -1,7 +1,14 @@
 export { erf, gelu, geluTanh, relu, sigmoid, silu, activationFunction } from './activation';
 export { referenceExpert, referenceExperts, referenceMoE, referenceRouterLogits, referenceTopK } from './moe';
 export {
-  argsortDescending, referenceCapacity, referenceExpertChoice, referenceNoisyTopK, referenceSigmoidBias, referenceTopKRouting, rowsOf, softmax,
+  argsortDescending,
+  referenceCapacity,
+  referenceExpertChoice,
+  referenceNoisyTopK,
+  referenceSigmoidBias,
+  referenceTopKRouting,
+  rowsOf,
+  softmax,
 } from './gating';
 export type { ReferenceRouting } from './gating';
 export type { ReferenceConfig, ReferenceWeights } from './moe';

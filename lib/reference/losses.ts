@@ -50,7 +50,9 @@ export function referenceMixtralLoss(layers: number[][][], k: number): number {
   const meanProb = new Array(n).fill(0);
   for (const row of rows) {
     const p = softmax(row);
-    argsortDescending(p).slice(0, k).forEach((e, j) => (perSlot[j][e] += 1 / rows.length));
+    argsortDescending(p)
+      .slice(0, k)
+      .forEach((e, j) => (perSlot[j][e] += 1 / rows.length));
     p.forEach((v, e) => (meanProb[e] += v / rows.length));
   }
   return n * perSlot.reduce((s, slot) => s + slot.reduce((a, v, e) => a + v * meanProb[e], 0), 0);

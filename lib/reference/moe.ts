@@ -25,7 +25,13 @@ export interface ReferenceConfig {
 }
 
 /** logits[t, e] = sum_i x[t, i] router[e, i]. */
-export function referenceRouterLogits(x: ArrayLike<number>, tokens: number, dModel: number, router: ArrayLike<number>, numExperts: number): Float64Array {
+export function referenceRouterLogits(
+  x: ArrayLike<number>,
+  tokens: number,
+  dModel: number,
+  router: ArrayLike<number>,
+  numExperts: number,
+): Float64Array {
   const out = new Float64Array(tokens * numExperts);
   for (let t = 0; t < tokens; t++)
     for (let e = 0; e < numExperts; e++) {
@@ -45,7 +51,10 @@ export function referenceTopK(logits: ArrayLike<number>, tokens: number, numExpe
     const max = Math.max(...row);
     const exps = row.map((l) => Math.exp(l - max));
     const total = exps.reduce((a, b) => a + b, 0);
-    const ranked = row.map((l, e) => ({ l, e })).sort((a, b) => b.l - a.l || a.e - b.e).slice(0, k);
+    const ranked = row
+      .map((l, e) => ({ l, e }))
+      .sort((a, b) => b.l - a.l || a.e - b.e)
+      .slice(0, k);
     const selected = ranked.reduce((s, r) => s + exps[r.e], 0);
     ranked.forEach((r, j) => {
       experts[t * k + j] = r.e;
@@ -56,7 +65,13 @@ export function referenceTopK(logits: ArrayLike<number>, tokens: number, numExpe
 }
 
 /** One expert on one token: W2 (act(W1 x + b1) [* (W3 x + b3)]) + b2. */
-export function referenceExpert(x: ArrayLike<number>, xOffset: number, expert: number, w: ReferenceWeights, c: ReferenceConfig): Float64Array {
+export function referenceExpert(
+  x: ArrayLike<number>,
+  xOffset: number,
+  expert: number,
+  w: ReferenceWeights,
+  c: ReferenceConfig,
+): Float64Array {
   const { dModel: d, dHidden: h } = c;
   const act = activationFunction(c.activation);
   const gated = isGated(c.activation);
@@ -86,8 +101,13 @@ export function referenceExpert(x: ArrayLike<number>, xOffset: number, expert: n
  * (slots with expert -1 skipped), plus every shared expert with weight 1 (DeepSeekMoE).
  */
 export function referenceExperts(
-  x: ArrayLike<number>, tokens: number, w: ReferenceWeights, c: ReferenceConfig, k: number,
-  experts: ArrayLike<number>, weights: ArrayLike<number>,
+  x: ArrayLike<number>,
+  tokens: number,
+  w: ReferenceWeights,
+  c: ReferenceConfig,
+  k: number,
+  experts: ArrayLike<number>,
+  weights: ArrayLike<number>,
   shared?: { weights: ReferenceWeights; count: number; dHidden: number },
 ): Float64Array {
   const output = new Float64Array(tokens * c.dModel);

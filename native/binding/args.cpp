@@ -156,7 +156,8 @@ std::string string_value(Napi::Env env, const Napi::Value& v, const std::string&
 double number_value(Napi::Env env, const Napi::Value& v, const std::string& name) {
   if (!v.IsNumber()) throw_type_error(env, "expected " + name + " to be a number but got " + kind_of(v));
   const double d = v.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(d)) throw_range_error(env, "expected " + name + " to be a finite number but got " + std::to_string(d));
+  if (!std::isfinite(d))
+    throw_range_error(env, "expected " + name + " to be a finite number but got " + std::to_string(d));
   return d;
 }
 

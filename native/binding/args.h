@@ -12,7 +12,7 @@
 
 namespace moe_binding {
 
-[[noreturn]] void throw_type_error(Napi::Env env, const std::string& what);   // "moe-kernels: " + what
+[[noreturn]] void throw_type_error(Napi::Env env, const std::string& what);  // "moe-kernels: " + what
 [[noreturn]] void throw_range_error(Napi::Env env, const std::string& what);
 
 // A Float32Array argument of exactly `length` elements; null/undefined allowed when `optional` (returns null).

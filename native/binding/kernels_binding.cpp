@@ -18,7 +18,6 @@ namespace moe_binding {
 
 namespace {
 
-
 Napi::Value RouterLogits(const Napi::CallbackInfo& info) {
   const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
   const int64_t d_model = int_arg(info, 2, "dModel", 1, kMaxDim);
@@ -133,8 +132,8 @@ Napi::Value expert_ffn(const Napi::CallbackInfo& info, bool async) {
   for (int64_t e = 0; e < s.num_experts; ++e)
     if (offsets.data[e + 1] < offsets.data[e] || offsets.data[e + 1] > slots)
       throw_range_error(env, "expected expertOffsets to be non-decreasing and at most " + std::to_string(slots) +
-                                 " but got expertOffsets[" + std::to_string(e + 1) + "] = " +
-                                 std::to_string(offsets.data[e + 1]));
+                                 " but got expertOffsets[" + std::to_string(e + 1) +
+                                 "] = " + std::to_string(offsets.data[e + 1]));
   std::vector<uint8_t> seen(static_cast<size_t>(slots), 0);
   for (int64_t i = 0; i < offsets.data[s.num_experts]; ++i) {
     const int32_t slot = order.data[i];
@@ -167,7 +166,8 @@ Napi::Value Combine(const Napi::CallbackInfo& info) {
   const int64_t k = int_arg(info, 3, "k", 1, kMaxExperts);
   const int64_t d_model = int_arg(info, 4, "dModel", 1, kMaxDim);
   const int64_t slots = slot_count(info.Env(), tokens, k);
-  const Held<float> slot_out = held_float32(info, 0, "slotOutputs", elements(info.Env(), "slotOutputs", {slots, d_model}), false);
+  const Held<float> slot_out =
+      held_float32(info, 0, "slotOutputs", elements(info.Env(), "slotOutputs", {slots, d_model}), false);
   const Held<float> weights = held_float32(info, 1, "weights", slots, false);
   check_finite(info.Env(), "slotOutputs", slot_out.data, slots, d_model);
   check_finite(info.Env(), "weights", weights.data, tokens, k);

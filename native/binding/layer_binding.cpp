@@ -20,7 +20,6 @@ namespace moe_binding {
 
 namespace {
 
-
 // A forward of finite inputs can still overflow float32 (an x of 1e30 squares past 3.4e38, and inf - inf is
 // NaN): such a result is refused, not returned. One pass over the output, against the forward's GEMMs.
 void check_output_finite(const float* out, int64_t n) {
@@ -51,24 +50,24 @@ void deliver(Napi::Env env, const Staged& staged, const Napi::Value& out) {
   if (!intact)
     throw_range_error(env, "expected out to keep its " + std::to_string(staged.length) +
                                " elements while the forward ran but got a detached or resized buffer");
-  std::memcpy(out.As<Napi::Float32Array>().Data(), staged.data.get(), static_cast<size_t>(staged.length) * sizeof(float));
+  std::memcpy(out.As<Napi::Float32Array>().Data(), staged.data.get(),
+              static_cast<size_t>(staged.length) * sizeof(float));
 }
 
 class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "NativeLayer",
-                       {InstanceMethod("forwardSync", &NativeLayer::ForwardSync),
-                        InstanceMethod("forward", &NativeLayer::Forward),
-                        InstanceMethod("routerLogits", &NativeLayer::RouterLogits),
-                        InstanceMethod("noiseLogits", &NativeLayer::NoiseLogits),
-                        InstanceMethod("routingWeightGradients", &NativeLayer::RoutingWeightGradients),
-                        InstanceMethod("forwardRouted", &NativeLayer::ForwardRouted),
-                        InstanceMethod("forwardRoutedSync", &NativeLayer::ForwardRoutedSync),
-                        InstanceMethod("slotOutputs", &NativeLayer::SlotOutputs),
-                        InstanceMethod("lastTimings", &NativeLayer::LastTimings),
-                        InstanceMethod("dispose", &NativeLayer::Dispose),
-                        InstanceMethod("packedBytes", &NativeLayer::PackedBytes)});
+    return DefineClass(
+        env, "NativeLayer",
+        {InstanceMethod("forwardSync", &NativeLayer::ForwardSync), InstanceMethod("forward", &NativeLayer::Forward),
+         InstanceMethod("routerLogits", &NativeLayer::RouterLogits),
+         InstanceMethod("noiseLogits", &NativeLayer::NoiseLogits),
+         InstanceMethod("routingWeightGradients", &NativeLayer::RoutingWeightGradients),
+         InstanceMethod("forwardRouted", &NativeLayer::ForwardRouted),
+         InstanceMethod("forwardRoutedSync", &NativeLayer::ForwardRoutedSync),
+         InstanceMethod("slotOutputs", &NativeLayer::SlotOutputs),
+         InstanceMethod("lastTimings", &NativeLayer::LastTimings), InstanceMethod("dispose", &NativeLayer::Dispose),
+         InstanceMethod("packedBytes", &NativeLayer::PackedBytes)});
   }
 
   // (spec: NativeLayerSpec, read by name in spec.cpp)
@@ -145,17 +144,19 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     const bool small = get(info.Env())->runs_inline(int_arg(info, 1, "tokens", 1, kMaxDim) * config_.top_k);
     const Call call = prepare(info, !small);
-    if (small) return resolved(info.Env(), [&] {
-      run_guarded(info.Env(), [&] { call.run(); });
-      return Call::result(info.Env(), call.arrays());
-    });
+    if (small)
+      return resolved(info.Env(), [&] {
+        run_guarded(info.Env(), [&] { call.run(); });
+        return Call::result(info.Env(), call.arrays());
+      });
     // The job uses only the layer pointers and the raw buffers of the copy; its JS handles stay unused.
     const Staged staged = call.staged;
-    return run_async(info.Env(), call.layer->queue(), call.arrays(), [call] { call.run(); },
-                     [staged](Napi::Env env, const std::vector<Napi::Value>& a) {
-                       deliver(env, staged, a[0]);
-                       return Call::result(env, a);
-                     });
+    return run_async(
+        info.Env(), call.layer->queue(), call.arrays(), [call] { call.run(); },
+        [staged](Napi::Env env, const std::vector<Napi::Value>& a) {
+          deliver(env, staged, a[0]);
+          return Call::result(env, a);
+        });
   }
 
   // (x, tokens) -> Float32Array [tokens * E], of the router or (noisy top-k) the noise router
@@ -171,8 +172,10 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     check_finite(env, "x", x.data, tokens, c.experts.d_model);
     auto logits = new_float32_array(env, static_cast<size_t>(tokens * c.experts.num_experts));
     run_guarded(env, [&] {
-      if (noise) layer->noise_logits(x.data, tokens, logits.Data());
-      else layer->router_logits(x.data, tokens, logits.Data());
+      if (noise)
+        layer->noise_logits(x.data, tokens, logits.Data());
+      else
+        layer->router_logits(x.data, tokens, logits.Data());
     });
     return logits;
   }
@@ -199,7 +202,6 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     });
     return out;
   }
-
 
   // (x, tokens, k, experts Int32Array [T*k], weights Float32Array [T*k], out?) -> { output, tokensPerExpert },
   // on the calling thread.
@@ -242,10 +244,11 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       run_guarded(env, run);
       return result(env, {output, counts});
     }
-    if (!async) return resolved(env, [&] {
-      run_guarded(env, run);
-      return result(env, {output, counts});
-    });
+    if (!async)
+      return resolved(env, [&] {
+        run_guarded(env, run);
+        return result(env, {output, counts});
+      });
     return run_async(env, layer->queue(), {output, counts}, run,
                      [staged, result](Napi::Env env, const std::vector<Napi::Value>& a) {
                        deliver(env, staged, a[0]);

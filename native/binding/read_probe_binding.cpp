@@ -17,9 +17,9 @@ namespace {
 class NativeReadProbe : public Napi::ObjectWrap<NativeReadProbe> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "NativeReadProbe",
-                       {InstanceMethod("measure", &NativeReadProbe::Measure),
-                        InstanceMethod("dispose", &NativeReadProbe::Dispose)});
+    return DefineClass(
+        env, "NativeReadProbe",
+        {InstanceMethod("measure", &NativeReadProbe::Measure), InstanceMethod("dispose", &NativeReadProbe::Dispose)});
   }
 
   // (bytes)

@@ -14,7 +14,7 @@ namespace moe_binding {
 
 namespace {
 
-constexpr size_t kPooledFrom = size_t{64} << 10;   // smaller arrays come from V8's own heap
+constexpr size_t kPooledFrom = size_t{64} << 10;  // smaller arrays come from V8's own heap
 constexpr size_t kMaxCachedBytes = size_t{256} << 20;
 
 // Freed blocks by size, for the next result of the same size (a forward in a loop returns same-sized arrays).

@@ -4,8 +4,7 @@
 
 namespace moe_binding {
 
-namespace {
-}
+namespace {}
 
 Fields::Fields(Napi::Env env, const Napi::Value& value, std::string path) : env_(env), path_(std::move(path)) {
   if (!value.IsObject() || value.IsTypedArray() || value.IsArray())
@@ -85,7 +84,8 @@ moe::LayerSpec read_layer(const Fields& f) {
   const Fields r = f.object("routing");
   const std::string rule = r.string("rule");
   if (rule != "softmax" && rule != "sigmoidBias" && rule != "none")
-    throw_range_error(f.env(), "expected spec.routing.rule to be 'softmax', 'sigmoidBias' or 'none' but got '" + rule + "'");
+    throw_range_error(f.env(),
+                      "expected spec.routing.rule to be 'softmax', 'sigmoidBias' or 'none' but got '" + rule + "'");
   moe::BuiltInRouting& g = spec.routing;
   if (rule == "sigmoidBias") g.rule = moe::BuiltInRouting::Rule::sigmoid_bias;
   if (rule == "none") g.rule = moe::BuiltInRouting::Rule::none;

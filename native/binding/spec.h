@@ -32,16 +32,16 @@ class Fields {
   std::string path_;
 };
 
-// NativeExpertSpec: { numExperts, dModel, dHidden, activation, weightDtype, w1, w3, w2, b1, b3, b2 }. The arrays are the
-// caller's memory, read while the constructor packs them.
+// NativeExpertSpec: { numExperts, dModel, dHidden, activation, weightDtype, w1, w3, w2, b1, b3, b2 }. The arrays are
+// the caller's memory, read while the constructor packs them.
 struct ExpertSpec {
   moe::ExpertShape shape;
   moe::ExpertWeights weights;
 };
 ExpertSpec read_experts(const Fields& spec);
 
-// NativeLayerSpec: { experts, shared, router, noiseRouter, topK, normalizeTopK, threads, backend, routing }, as the core's
-// LayerSpec (whose arrays are the caller's memory, read while the layer is built).
+// NativeLayerSpec: { experts, shared, router, noiseRouter, topK, normalizeTopK, threads, backend, routing }, as the
+// core's LayerSpec (whose arrays are the caller's memory, read while the layer is built).
 moe::LayerSpec read_layer(const Fields& spec);
 
 }  // namespace moe_binding

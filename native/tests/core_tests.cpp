@@ -24,9 +24,9 @@ const KernelTable* kernels_wide16_for_tests();
 
 namespace {
 
-using moe_test::failures;
 using moe_test::Case;
 using moe_test::CaseData;
+using moe_test::failures;
 using moe_test::make_case;
 using moe_test::randn;
 
@@ -122,7 +122,8 @@ void test_layer(const Case& c, uint32_t seed) {
   std::vector<int32_t> routed_counts(c.e);
   layer.forward_routed(x.data(), c.tokens, c.k, experts.data(), weights.data(), routed.data(), routed_counts.data());
   CHECK(std::memcmp(routed.data(), out.data(), out.size() * sizeof(float)) == 0, "forward_routed differs from forward");
-  CHECK(std::memcmp(routed_counts.data(), counts.data(), counts.size() * sizeof(int32_t)) == 0, "tokens per expert differ");
+  CHECK(std::memcmp(routed_counts.data(), counts.data(), counts.size() * sizeof(int32_t)) == 0,
+        "tokens per expert differ");
   std::vector<int32_t> dropped = experts;
   for (int64_t t = 0; t < c.tokens; t += 2) dropped[t * c.k] = -1;  // drop every other token's first slot
   layer.forward_routed(x.data(), c.tokens, c.k, dropped.data(), weights.data(), routed.data(), routed_counts.data());
@@ -160,7 +161,8 @@ void test_dispatch() {
   const int32_t experts[] = {2, 0, 2, -1, 1, 2, 0, -1};
   int32_t counts[4], offsets[5], order[8];
   moe::dispatch(experts, 8, 4, counts, offsets, order);
-  const int32_t want_counts[] = {2, 1, 3, 0}, want_offsets[] = {0, 2, 3, 6, 6}, want_order[] = {1, 6, 4, 0, 2, 5, -1, -1};
+  const int32_t want_counts[] = {2, 1, 3, 0}, want_offsets[] = {0, 2, 3, 6, 6},
+                want_order[] = {1, 6, 4, 0, 2, 5, -1, -1};
   CHECK(std::memcmp(counts, want_counts, sizeof counts) == 0, "counts");
   CHECK(std::memcmp(offsets, want_offsets, sizeof offsets) == 0, "offsets");
   CHECK(std::memcmp(order, want_order, sizeof order) == 0, "order");
@@ -187,8 +189,10 @@ void test_gemm_tiles() {
       for (bool gated : {false, true}) {
         const moe::cpu::KernelTable& t = *table;
         const int64_t n = 45, k = 300;
-        const auto a = randn(rows * k, 11, 1.0f), w = randn(n * k, 12, 0.1f), wu = randn(n * k, 13, 0.1f), b = randn(n, 14, 0.1f);
-        moe::PackedMatrix packed(t.geometry, 1, n, k, w.data(), b.data(), gated ? wu.data() : nullptr, gated ? b.data() : nullptr);
+        const auto a = randn(rows * k, 11, 1.0f), w = randn(n * k, 12, 0.1f), wu = randn(n * k, 13, 0.1f),
+                   b = randn(n, 14, 0.1f);
+        moe::PackedMatrix packed(t.geometry, 1, n, k, w.data(), b.data(), gated ? wu.data() : nullptr,
+                                 gated ? b.data() : nullptr);
         moe::cpu::GemmProblem p = packed.problem(0, moe::Activation::gelu);
         std::vector<float> out(rows * n);
         p.a = {a.data(), k, nullptr, 1};
@@ -312,15 +316,20 @@ int main(int argc, char** argv) {
   test_job_thread();
   uint32_t seed = 1;
   const Case cases[] = {
-      {1, 33, 100, 1, 1, moe::Activation::swiglu, false}, {3, 33, 100, 4, 2, moe::Activation::swiglu, true},
-      {64, 17, 40, 8, 8, moe::Activation::geglu, true},   {513, 33, 100, 8, 2, moe::Activation::swiglu, true},
-      {1, 100, 33, 64, 6, moe::Activation::gelu, true},  {37, 33, 100, 4, 2, moe::Activation::gelu_tanh, true},
-      {37, 20, 30, 4, 3, moe::Activation::relu, false},  {37, 20, 30, 4, 1, moe::Activation::silu, true},
+      {1, 33, 100, 1, 1, moe::Activation::swiglu, false},
+      {3, 33, 100, 4, 2, moe::Activation::swiglu, true},
+      {64, 17, 40, 8, 8, moe::Activation::geglu, true},
+      {513, 33, 100, 8, 2, moe::Activation::swiglu, true},
+      {1, 100, 33, 64, 6, moe::Activation::gelu, true},
+      {37, 33, 100, 4, 2, moe::Activation::gelu_tanh, true},
+      {37, 20, 30, 4, 3, moe::Activation::relu, false},
+      {37, 20, 30, 4, 1, moe::Activation::silu, true},
       {5, 20, 30, 64, 1, moe::Activation::identity, true},
       {700, 300, 40, 2, 2, moe::Activation::swiglu, true},  // 700 rows per expert: several row chunks, 2 k-blocks
       // A group's A over 4 MiB goes chunk by chunk (run_groups): the first GEMM's A holds 4.4 MB in the first case,
       // the second GEMM's 6 MB in the second.
-      {1100, 1000, 40, 1, 1, moe::Activation::swiglu, true}, {1500, 40, 1000, 2, 2, moe::Activation::gelu, false},
+      {1100, 1000, 40, 1, 1, moe::Activation::swiglu, true},
+      {1500, 40, 1000, 2, 2, moe::Activation::gelu, false},
   };
   for (const Case& c : cases) test_layer(c, seed += 10);
   std::printf(failures ? "%d check(s) failed\n" : "all checks passed\n", failures);

@@ -46,20 +46,23 @@ inline CaseData make_case(const Case& c, uint32_t seed) {
   data.b2 = randn(c.e * c.d, seed + 6, 0.2f);
   data.x = randn(c.tokens * c.d, seed + 7, 1.0f);
   data.config = moe::LayerConfig{{c.e, c.d, c.h, c.act}, c.k, true, 0, {}};
-  data.weights = moe::ExpertWeights{data.w1.data(), gated ? data.w3.data() : nullptr, data.w2.data(),
-                                    c.bias ? data.b1.data() : nullptr, c.bias && gated ? data.b3.data() : nullptr,
+  data.weights = moe::ExpertWeights{data.w1.data(),
+                                    gated ? data.w3.data() : nullptr,
+                                    data.w2.data(),
+                                    c.bias ? data.b1.data() : nullptr,
+                                    c.bias && gated ? data.b3.data() : nullptr,
                                     c.bias ? data.b2.data() : nullptr};
   return data;
 }
 
 }  // namespace moe_test
 
-#define CHECK(cond, ...)                                         \
-  do {                                                           \
-    if (!(cond)) {                                               \
-      ++moe_test::failures;                                      \
+#define CHECK(cond, ...)                                          \
+  do {                                                            \
+    if (!(cond)) {                                                \
+      ++moe_test::failures;                                       \
       std::printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-      std::printf(__VA_ARGS__);                                  \
-      std::printf("\n");                                         \
-    }                                                            \
+      std::printf(__VA_ARGS__);                                   \
+      std::printf("\n");                                          \
+    }                                                             \
   } while (0)

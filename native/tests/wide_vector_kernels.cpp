@@ -16,7 +16,11 @@ struct SimdWide16 {
   static constexpr int kLanes = 16, kVectors = 2, kMicroRows = 12;
   static reg zero() { return reg{} * 0.0f; }
   static reg set1(float x) { return reg{} + x; }
-  static reg load(const float* p) { reg r; std::memcpy(&r, p, sizeof r); return r; }
+  static reg load(const float* p) {
+    reg r;
+    std::memcpy(&r, p, sizeof r);
+    return r;
+  }
   static void store(float* p, reg x) { std::memcpy(p, &x, sizeof x); }
   static reg add(reg a, reg b) { return a + b; }
   static reg sub(reg a, reg b) { return a - b; }

@@ -14,7 +14,10 @@ function runBatch(seed, first, count, timeoutMs) {
     timeout: timeoutMs,
     maxBuffer: 64 << 20,
   });
-  const results = (r.stdout || '').split('\n').filter(Boolean).map((line) => JSON.parse(line));
+  const results = (r.stdout || '')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line));
   const crashed = r.status !== 0 || results.length !== count;
   const how = r.error ? r.error.message : r.signal ? `signal ${r.signal}` : `exit ${r.status}`;
   return { results, crashed, how, stderr: (r.stderr || '').slice(-2000) };
@@ -33,7 +36,12 @@ function runFuzz({ seed = 1, cases = 3000, batch = 500 } = {}) {
       results = [];
       for (let i = first; i < first + count; i++) {
         const one = runBatch(seed, i, 1, 30_000);
-        if (one.crashed) failures.push({ index: i, name: '?', why: `the process died or hung (${one.how}): ${one.stderr.trim().split('\n').slice(-3).join(' | ')}` });
+        if (one.crashed)
+          failures.push({
+            index: i,
+            name: '?',
+            why: `the process died or hung (${one.how}): ${one.stderr.trim().split('\n').slice(-3).join(' | ')}`,
+          });
         else results.push(...one.results);
       }
     }
@@ -59,6 +67,8 @@ if (require.main === module) {
   const started = Date.now();
   const { ran, refused, failures } = runFuzz({ seed, cases });
   for (const f of failures) console.log(`case ${f.index} (${f.name}): ${f.why}`);
-  console.log(`fuzz: seed ${seed}, ${ran} cases (${refused} refused in the error format), ${failures.length} failed, ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  console.log(
+    `fuzz: seed ${seed}, ${ran} cases (${refused} refused in the error format), ${failures.length} failed, ${((Date.now() - started) / 1000).toFixed(1)} s`,
+  );
   process.exit(failures.length ? 1 : 0);
 }

@@ -30,9 +30,31 @@ function rng(seed) {
 const ODD_NUMBERS = [0, -1, 1.5, NaN, Infinity, -Infinity, 2 ** 31, 2 ** 32, 2 ** 53, 5e-324, -0, 1e30];
 function oddScalar(r) {
   return r.pick([
-    ...ODD_NUMBERS, null, undefined, 'x', '3', true, {}, [], [1, 2], 10n, Symbol('s'), () => 1,
-    new Proxy({}, { get() { throw new UserError('getter'); } }),
-    Object.defineProperty({}, 'kind', { get() { throw new UserError('getter'); } }),
+    ...ODD_NUMBERS,
+    null,
+    undefined,
+    'x',
+    '3',
+    true,
+    {},
+    [],
+    [1, 2],
+    10n,
+    Symbol('s'),
+    () => 1,
+    new Proxy(
+      {},
+      {
+        get() {
+          throw new UserError('getter');
+        },
+      },
+    ),
+    Object.defineProperty({}, 'kind', {
+      get() {
+        throw new UserError('getter');
+      },
+    }),
   ]);
 }
 
@@ -40,10 +62,13 @@ function oddScalar(r) {
 function float32s(r, n, fill) {
   const kind = r.int(8);
   let a;
-  if (kind === 0) a = new Float32Array(new ArrayBuffer(n * 4 + 4), 4, n); // an offset view
+  if (kind === 0)
+    a = new Float32Array(new ArrayBuffer(n * 4 + 4), 4, n); // an offset view
   else if (kind === 1) a = new Float32Array(new SharedArrayBuffer(Math.max(4, n * 4)), 0, n);
-  else if (kind === 2) a = new Float32Array(new ArrayBuffer(n * 4, { maxByteLength: n * 8 + 8 }), 0, n); // resizable
-  else if (kind === 3) a = new Float32Array(n + 3).subarray(3); // a subarray at an odd offset
+  else if (kind === 2)
+    a = new Float32Array(new ArrayBuffer(n * 4, { maxByteLength: n * 8 + 8 }), 0, n); // resizable
+  else if (kind === 3)
+    a = new Float32Array(n + 3).subarray(3); // a subarray at an odd offset
   else a = new Float32Array(n);
   for (let i = 0; i < n; i++) a[i] = fill(i);
   return a;
@@ -66,7 +91,8 @@ function adversarialArray(r, n) {
 function tensorLike(r, shape, data) {
   const kind = r.int(10);
   if (kind === 0) return { dtype: 'float32', shape, data }; // plain object
-  if (kind === 1) return { dtype: 'float32', shape: [...shape, 1].slice(0, shape.length), data: data.subarray(0, Math.max(0, data.length - 1)) };
+  if (kind === 1)
+    return { dtype: 'float32', shape: [...shape, 1].slice(0, shape.length), data: data.subarray(0, Math.max(0, data.length - 1)) };
   if (kind === 2) return Tensor.zeros(shape.map((d) => d + 1));
   if (kind === 3) return Tensor.zeros(shape, 'int32');
   return Tensor.from(data, shape);
@@ -85,15 +111,23 @@ function snapshot(value, seen = new Set()) {
   if (value === null || typeof value !== 'object' || seen.has(value)) return undefined;
   seen.add(value);
   try {
-    if (ArrayBuffer.isView(value)) return value.byteLength === 0 ? [] : Array.from(value.slice ? value.slice() : [], (v) => (Number.isNaN(v) ? 'NaN' : String(v)));
-    if (Array.isArray(value)) return value.map((v) => snapshot(v, seen) ?? (typeof v === 'bigint' || typeof v === 'symbol' ? String(v) : v));
+    if (ArrayBuffer.isView(value))
+      return value.byteLength === 0 ? [] : Array.from(value.slice ? value.slice() : [], (v) => (Number.isNaN(v) ? 'NaN' : String(v)));
+    if (Array.isArray(value))
+      return value.map((v) => snapshot(v, seen) ?? (typeof v === 'bigint' || typeof v === 'symbol' ? String(v) : v));
     if (Object.getPrototypeOf(value) !== Object.prototype && !(value instanceof Tensor)) return undefined;
     const out = {};
     for (const key of Object.keys(value)) {
       const d = Object.getOwnPropertyDescriptor(value, key);
       if (d.get) continue;
       const v = value[key];
-      out[key] = snapshot(v, seen) ?? (typeof v === 'number' && Number.isNaN(v) ? 'NaN' : typeof v === 'bigint' || typeof v === 'symbol' || typeof v === 'function' ? String(v) : v);
+      out[key] =
+        snapshot(v, seen) ??
+        (typeof v === 'number' && Number.isNaN(v)
+          ? 'NaN'
+          : typeof v === 'bigint' || typeof v === 'symbol' || typeof v === 'function'
+            ? String(v)
+            : v);
     }
     return out;
   } catch {
@@ -123,49 +157,445 @@ function entryPoints(r) {
   const K = 1 + r.int(E);
   const xData = () => float32s(r, T * D, (i) => Math.sin(i * 1.7));
   const x = () => tensorLike(r, [T, D], xData());
-  const logits = () => tensorLike(r, [T, E], float32s(r, T * E, (i) => Math.cos(i * 0.9)));
+  const logits = () =>
+    tensorLike(
+      r,
+      [T, E],
+      float32s(r, T * E, (i) => Math.cos(i * 0.9)),
+    );
   const config = () => ({
-    dModel: arg(r, () => D), dHidden: arg(r, () => H), numExperts: arg(r, () => E), topK: arg(r, () => K),
-    ...(r.chance(0.2) ? { activation: arg(r, () => r.pick(['swiglu', 'gelu', 'relu']), () => 'bogus') } : {}),
-    ...(r.chance(0.2) ? { router: arg(r, () => r.pick([{ kind: 'topK' }, { kind: 'soft' }, { kind: 'switch' }, { kind: 'expertChoice', capacityFactor: 1 }]), () => ({ kind: 'nope' })) } : {}),
+    dModel: arg(r, () => D),
+    dHidden: arg(r, () => H),
+    numExperts: arg(r, () => E),
+    topK: arg(r, () => K),
+    ...(r.chance(0.2)
+      ? {
+          activation: arg(
+            r,
+            () => r.pick(['swiglu', 'gelu', 'relu']),
+            () => 'bogus',
+          ),
+        }
+      : {}),
+    ...(r.chance(0.2)
+      ? {
+          router: arg(
+            r,
+            () => r.pick([{ kind: 'topK' }, { kind: 'soft' }, { kind: 'switch' }, { kind: 'expertChoice', capacityFactor: 1 }]),
+            () => ({ kind: 'nope' }),
+          ),
+        }
+      : {}),
   });
   const layer = () => MoELayer.random({ dModel: D, dHidden: H, numExperts: E, topK: K }, { seed: 1 });
-  const packed = () => new kernels.PackedExperts({ w1: Tensor.randn([E, H, D], { seed: 2 }), w3: Tensor.randn([E, H, D], { seed: 3 }), w2: Tensor.randn([E, D, H], { seed: 4 }) });
+  const packed = () =>
+    new kernels.PackedExperts({
+      w1: Tensor.randn([E, H, D], { seed: 2 }),
+      w3: Tensor.randn([E, H, D], { seed: 3 }),
+      w2: Tensor.randn([E, D, H], { seed: 4 }),
+    });
   const experts = () => Int32Array.from({ length: T * K }, (_, i) => i % E);
   const plan = () => kernels.dispatch(experts(), E);
   const gate = () => gating.topK({ data: new Float64Array(T * E).map((_, i) => Math.sin(i)), shape: [T, E] }, { k: K });
   return [
-    ['Tensor.from', () => [arg(r, xData, () => adversarialArray(r, T * D)), arg(r, () => [T, D], () => [T, -1]), r.chance(0.8) ? undefined : oddScalar(r)], (a) => Tensor.from(...a), { anyValues: true }], // a tensor may hold NaN
-    ['Tensor.randn', () => [arg(r, () => [T, D], () => [2 ** 20, 2 ** 20]), arg(r, () => ({ seed: r.int(100) }), () => ({ seed: r.pick([-1, 1.5, NaN, 'abc', {}]) }))], (a) => Tensor.randn(...a)],
-    ['MoELayer', () => [config(), arg(r, () => ({ router: Tensor.randn([E, D], { seed: 1 }), w1: Tensor.randn([E, H, D]), w3: Tensor.randn([E, H, D]), w2: Tensor.randn([E, D, H]) }))], (a) => new MoELayer(...a).dispose()],
-    ['MoELayer.random', () => [config(), arg(r, () => ({ seed: r.int(1000) }), () => r.pick([1, 'x', null, { seed: -1 }]))], (a) => MoELayer.random(...a).dispose()],
-    ['forwardSync', () => [layer(), arg(r, x, () => tensorLike(r, [T, D], adversarialArray(r, T * D))), r.chance(0.7) ? undefined : arg(r, () => ({ out: Tensor.zeros([T, D]) }), () => ({ out: Tensor.zeros([T, D + 1]) }))], ([l, ...a]) => { try { return l.forwardSync(...a); } finally { l.dispose(); } }, { mutates: [2] }], // out is written
-    ['forward', () => [layer(), arg(r, x, () => tensorLike(r, [T, D], adversarialArray(r, T * D))), r.chance(0.7) ? undefined : { out: Tensor.zeros([T, D]) }], async ([l, ...a]) => { try { return await l.forward(...a); } finally { l.dispose(); } }, { mutates: [2] }],
-    ['gateGradients', () => [layer(), x()], ([l, xx]) => { try { const res = l.forwardSync(xx); return l.gateGradients(xx, arg(r, () => res, () => ({ routing: { logits: { dtype: 'float32', shape: [T, E], data: new Float32Array(1) } } })), arg(r, () => Tensor.randn([T, D]), () => Tensor.from(new Float32Array(T * D).fill(NaN), [T, D]))); } finally { l.dispose(); } }],
-    ['kernels.routerLogits', () => [arg(r, x), arg(r, () => Tensor.randn([E, D]), () => Tensor.from(new Float32Array(E * D).fill(NaN), [E, D]))], (a) => kernels.routerLogits(...a)],
+    [
+      'Tensor.from',
+      () => [
+        arg(r, xData, () => adversarialArray(r, T * D)),
+        arg(
+          r,
+          () => [T, D],
+          () => [T, -1],
+        ),
+        r.chance(0.8) ? undefined : oddScalar(r),
+      ],
+      (a) => Tensor.from(...a),
+      { anyValues: true },
+    ], // a tensor may hold NaN
+    [
+      'Tensor.randn',
+      () => [
+        arg(
+          r,
+          () => [T, D],
+          () => [2 ** 20, 2 ** 20],
+        ),
+        arg(
+          r,
+          () => ({ seed: r.int(100) }),
+          () => ({ seed: r.pick([-1, 1.5, NaN, 'abc', {}]) }),
+        ),
+      ],
+      (a) => Tensor.randn(...a),
+    ],
+    [
+      'MoELayer',
+      () => [
+        config(),
+        arg(r, () => ({
+          router: Tensor.randn([E, D], { seed: 1 }),
+          w1: Tensor.randn([E, H, D]),
+          w3: Tensor.randn([E, H, D]),
+          w2: Tensor.randn([E, D, H]),
+        })),
+      ],
+      (a) => new MoELayer(...a).dispose(),
+    ],
+    [
+      'MoELayer.random',
+      () => [
+        config(),
+        arg(
+          r,
+          () => ({ seed: r.int(1000) }),
+          () => r.pick([1, 'x', null, { seed: -1 }]),
+        ),
+      ],
+      (a) => MoELayer.random(...a).dispose(),
+    ],
+    [
+      'forwardSync',
+      () => [
+        layer(),
+        arg(r, x, () => tensorLike(r, [T, D], adversarialArray(r, T * D))),
+        r.chance(0.7)
+          ? undefined
+          : arg(
+              r,
+              () => ({ out: Tensor.zeros([T, D]) }),
+              () => ({ out: Tensor.zeros([T, D + 1]) }),
+            ),
+      ],
+      ([l, ...a]) => {
+        try {
+          return l.forwardSync(...a);
+        } finally {
+          l.dispose();
+        }
+      },
+      { mutates: [2] },
+    ], // out is written
+    [
+      'forward',
+      () => [
+        layer(),
+        arg(r, x, () => tensorLike(r, [T, D], adversarialArray(r, T * D))),
+        r.chance(0.7) ? undefined : { out: Tensor.zeros([T, D]) },
+      ],
+      async ([l, ...a]) => {
+        try {
+          return await l.forward(...a);
+        } finally {
+          l.dispose();
+        }
+      },
+      { mutates: [2] },
+    ],
+    [
+      'gateGradients',
+      () => [layer(), x()],
+      ([l, xx]) => {
+        try {
+          const res = l.forwardSync(xx);
+          return l.gateGradients(
+            xx,
+            arg(
+              r,
+              () => res,
+              () => ({ routing: { logits: { dtype: 'float32', shape: [T, E], data: new Float32Array(1) } } }),
+            ),
+            arg(
+              r,
+              () => Tensor.randn([T, D]),
+              () => Tensor.from(new Float32Array(T * D).fill(NaN), [T, D]),
+            ),
+          );
+        } finally {
+          l.dispose();
+        }
+      },
+    ],
+    [
+      'kernels.routerLogits',
+      () => [
+        arg(r, x),
+        arg(
+          r,
+          () => Tensor.randn([E, D]),
+          () => Tensor.from(new Float32Array(E * D).fill(NaN), [E, D]),
+        ),
+      ],
+      (a) => kernels.routerLogits(...a),
+    ],
     ['kernels.topK', () => [arg(r, logits), arg(r, () => K), r.chance(0.8) ? undefined : oddScalar(r)], (a) => kernels.topK(...a)],
-    ['kernels.dispatch', () => [arg(r, experts, () => Int32Array.from([0, E + 3, -2])), arg(r, () => E, () => r.pick([2 ** 31, 2 ** 24 + 1, 0]))], (a) => kernels.dispatch(...a)],
-    ['kernels.expertFFN', () => [packed(), arg(r, x), arg(r, plan, () => { const p = plan(); p.order[0] = p.order.length > 1 ? p.order[1] : 99; return p; }), arg(r, () => K)], ([p, ...a]) => { try { return kernels.expertFFN(a[0], p, a[1], a[2]); } finally { p.dispose(); } }],
-    ['kernels.expertFFNAsync', () => [packed(), x(), plan()], async ([p, xx, pl]) => { try { const pending = kernels.expertFFNAsync(xx, p, pl, K); pl.order.fill(1 << 30); return await pending; } finally { p.dispose(); } }, { mutates: [2] }], // the case changes the plan itself
-    ['kernels.combine', () => [arg(r, () => Tensor.randn([T * K, D])), arg(r, () => new Float32Array(T * K).fill(0.5), () => new Float32Array(T * K).fill(NaN)), arg(r, () => K)], (a) => kernels.combine(...a)],
-    ['gating.topK', () => [arg(r, logits), arg(r, () => ({ k: K }), () => ({ k: r.pick([0, E + 1, 1.5]) }))], (a) => gating.topK(...a)],
+    [
+      'kernels.dispatch',
+      () => [
+        arg(r, experts, () => Int32Array.from([0, E + 3, -2])),
+        arg(
+          r,
+          () => E,
+          () => r.pick([2 ** 31, 2 ** 24 + 1, 0]),
+        ),
+      ],
+      (a) => kernels.dispatch(...a),
+    ],
+    [
+      'kernels.expertFFN',
+      () => [
+        packed(),
+        arg(r, x),
+        arg(r, plan, () => {
+          const p = plan();
+          p.order[0] = p.order.length > 1 ? p.order[1] : 99;
+          return p;
+        }),
+        arg(r, () => K),
+      ],
+      ([p, ...a]) => {
+        try {
+          return kernels.expertFFN(a[0], p, a[1], a[2]);
+        } finally {
+          p.dispose();
+        }
+      },
+    ],
+    [
+      'kernels.expertFFNAsync',
+      () => [packed(), x(), plan()],
+      async ([p, xx, pl]) => {
+        try {
+          const pending = kernels.expertFFNAsync(xx, p, pl, K);
+          pl.order.fill(1 << 30);
+          return await pending;
+        } finally {
+          p.dispose();
+        }
+      },
+      { mutates: [2] },
+    ], // the case changes the plan itself
+    [
+      'kernels.combine',
+      () => [
+        arg(r, () => Tensor.randn([T * K, D])),
+        arg(
+          r,
+          () => new Float32Array(T * K).fill(0.5),
+          () => new Float32Array(T * K).fill(NaN),
+        ),
+        arg(r, () => K),
+      ],
+      (a) => kernels.combine(...a),
+    ],
+    [
+      'gating.topK',
+      () => [
+        arg(r, logits),
+        arg(
+          r,
+          () => ({ k: K }),
+          () => ({ k: r.pick([0, E + 1, 1.5]) }),
+        ),
+      ],
+      (a) => gating.topK(...a),
+    ],
     ['gating.soft', () => [arg(r, logits)], (a) => gating.soft(...a)],
-    ['gating.switchTop1', () => [arg(r, logits), r.chance(0.5) ? undefined : arg(r, () => ({ capacityFactor: 1.25 }), () => ({ capacityFactor: r.pick([0, NaN, -1]) }))], (a) => gating.switchTop1(...a)],
-    ['gating.expertChoice', () => [arg(r, logits), arg(r, () => ({ capacityFactor: 1 }), () => ({ capacityFactor: NaN }))], (a) => gating.expertChoice(...a)],
-    ['gating.sigmoidBias', () => [arg(r, logits), arg(r, () => ({ k: K }), () => ({ k: K, bias: [NaN] }))], (a) => gating.sigmoidBias(...a)],
-    ['gating.backward', () => [arg(r, gate, () => ({ ...gate() })), arg(r, () => new Float64Array(T * K).fill(0.1), () => r.pick([new Float64Array(T * K).fill(NaN), new Float64Array(1)]))], (a) => gating.backward(...a)],
-    ['gating.topKBackward', () => [arg(r, gate, () => gating.soft({ data: new Float64Array(T * E), shape: [T, E] })), new Float64Array(T * K)], (a) => gating.topKBackward(...a)],
-    ['gating.applyCapacity', () => [experts(), new Float64Array(T * K).fill(0.5), new Float64Array(T * K), arg(r, () => T, () => 2 ** 31), arg(r, () => K), arg(r, () => E), arg(r, () => 1), arg(r, () => 'position', () => 'bogus')], (a) => gating.applyCapacity(...a), { mutates: [0, 1] }],
-    ['gating.routerWeightGradient', () => [arg(r, () => ({ data: new Float64Array(T * E), shape: [T, E] })), arg(r, x)], (a) => gating.routerWeightGradient(...a)],
-    ['losses.cvSquared', () => [arg(r, () => new Float64Array(E).fill(1), () => [NaN]), r.chance(0.7) ? undefined : arg(r, () => ({ variance: 'sample' }), () => ({ variance: 'bogus' }))], (a) => losses.cvSquared(...a)],
-    ['losses.importanceLoss', () => [arg(r, gate, () => ({ experts: new Int32Array(1), weights: new Float64Array(1), topK: 1, numExperts: 2 ** 31 - 1 })), r.chance(0.6) ? undefined : arg(r, () => ({ coefficient: 0.01 }), () => ({ coefficient: r.pick([NaN, Infinity, 'x']) }))], (a) => losses.importanceLoss(...a)],
-    ['losses.switchLoss', () => [arg(r, () => ({ data: new Float64Array(T * E).fill(1 / E), shape: [T, E] })), arg(r, () => Int32Array.from({ length: T }, (_, i) => i % E), () => Int32Array.from({ length: T }, () => E + 5)), r.chance(0.6) ? undefined : arg(r, () => ({ alpha: 0.01 }), () => ({ alpha: Infinity }))], (a) => losses.switchLoss(...a)],
-    ['losses.gshardLoss', () => [{ data: new Float64Array(T * E).fill(1 / E), shape: [T, E] }, Int32Array.from({ length: T }, (_, i) => i % E), arg(r, () => ({ scale: 'paper' }), () => ({ scale: 'bogus' }))], (a) => losses.gshardLoss(...a)],
+    [
+      'gating.switchTop1',
+      () => [
+        arg(r, logits),
+        r.chance(0.5)
+          ? undefined
+          : arg(
+              r,
+              () => ({ capacityFactor: 1.25 }),
+              () => ({ capacityFactor: r.pick([0, NaN, -1]) }),
+            ),
+      ],
+      (a) => gating.switchTop1(...a),
+    ],
+    [
+      'gating.expertChoice',
+      () => [
+        arg(r, logits),
+        arg(
+          r,
+          () => ({ capacityFactor: 1 }),
+          () => ({ capacityFactor: NaN }),
+        ),
+      ],
+      (a) => gating.expertChoice(...a),
+    ],
+    [
+      'gating.sigmoidBias',
+      () => [
+        arg(r, logits),
+        arg(
+          r,
+          () => ({ k: K }),
+          () => ({ k: K, bias: [NaN] }),
+        ),
+      ],
+      (a) => gating.sigmoidBias(...a),
+    ],
+    [
+      'gating.backward',
+      () => [
+        arg(r, gate, () => ({ ...gate() })),
+        arg(
+          r,
+          () => new Float64Array(T * K).fill(0.1),
+          () => r.pick([new Float64Array(T * K).fill(NaN), new Float64Array(1)]),
+        ),
+      ],
+      (a) => gating.backward(...a),
+    ],
+    [
+      'gating.topKBackward',
+      () => [arg(r, gate, () => gating.soft({ data: new Float64Array(T * E), shape: [T, E] })), new Float64Array(T * K)],
+      (a) => gating.topKBackward(...a),
+    ],
+    [
+      'gating.applyCapacity',
+      () => [
+        experts(),
+        new Float64Array(T * K).fill(0.5),
+        new Float64Array(T * K),
+        arg(
+          r,
+          () => T,
+          () => 2 ** 31,
+        ),
+        arg(r, () => K),
+        arg(r, () => E),
+        arg(r, () => 1),
+        arg(
+          r,
+          () => 'position',
+          () => 'bogus',
+        ),
+      ],
+      (a) => gating.applyCapacity(...a),
+      { mutates: [0, 1] },
+    ],
+    [
+      'gating.routerWeightGradient',
+      () => [arg(r, () => ({ data: new Float64Array(T * E), shape: [T, E] })), arg(r, x)],
+      (a) => gating.routerWeightGradient(...a),
+    ],
+    [
+      'losses.cvSquared',
+      () => [
+        arg(
+          r,
+          () => new Float64Array(E).fill(1),
+          () => [NaN],
+        ),
+        r.chance(0.7)
+          ? undefined
+          : arg(
+              r,
+              () => ({ variance: 'sample' }),
+              () => ({ variance: 'bogus' }),
+            ),
+      ],
+      (a) => losses.cvSquared(...a),
+    ],
+    [
+      'losses.importanceLoss',
+      () => [
+        arg(r, gate, () => ({ experts: new Int32Array(1), weights: new Float64Array(1), topK: 1, numExperts: 2 ** 31 - 1 })),
+        r.chance(0.6)
+          ? undefined
+          : arg(
+              r,
+              () => ({ coefficient: 0.01 }),
+              () => ({ coefficient: r.pick([NaN, Infinity, 'x']) }),
+            ),
+      ],
+      (a) => losses.importanceLoss(...a),
+    ],
+    [
+      'losses.switchLoss',
+      () => [
+        arg(r, () => ({ data: new Float64Array(T * E).fill(1 / E), shape: [T, E] })),
+        arg(
+          r,
+          () => Int32Array.from({ length: T }, (_, i) => i % E),
+          () => Int32Array.from({ length: T }, () => E + 5),
+        ),
+        r.chance(0.6)
+          ? undefined
+          : arg(
+              r,
+              () => ({ alpha: 0.01 }),
+              () => ({ alpha: Infinity }),
+            ),
+      ],
+      (a) => losses.switchLoss(...a),
+    ],
+    [
+      'losses.gshardLoss',
+      () => [
+        { data: new Float64Array(T * E).fill(1 / E), shape: [T, E] },
+        Int32Array.from({ length: T }, (_, i) => i % E),
+        arg(
+          r,
+          () => ({ scale: 'paper' }),
+          () => ({ scale: 'bogus' }),
+        ),
+      ],
+      (a) => losses.gshardLoss(...a),
+    ],
     ['losses.zLoss', () => [arg(r, logits)], (a) => losses.zLoss(...a)],
-    ['losses.routingStats', () => [arg(r, () => ({ topK: K, experts: experts(), weights: new Float32Array(T * K).fill(0.5), tokensPerExpert: new Int32Array(E).fill(1) }), () => ({ topK: 0, experts: new Int32Array(0), weights: new Float32Array(0), tokensPerExpert: new Int32Array(2) }))], (a) => losses.routingStats(...a)],
-    ['losses.softmaxBackward', () => [new Float64Array(T * E).fill(1 / E), new Float64Array(T * E), arg(r, () => E, () => 5e-324)], (a) => losses.softmaxBackward(...a)],
-    ['losses.updateBalanceBias', () => [new Float64Array(E), Int32Array.from({ length: E }, (_, i) => i), arg(r, () => 0.001, () => NaN)], (a) => losses.updateBalanceBias(...a)],
-    ['ReadProbe', () => [arg(r, () => 2 ** 20, () => r.pick([2 ** 40, 1, 2 ** 20 + 0.5]))], (a) => new ReadProbe(...a).dispose()],
+    [
+      'losses.routingStats',
+      () => [
+        arg(
+          r,
+          () => ({ topK: K, experts: experts(), weights: new Float32Array(T * K).fill(0.5), tokensPerExpert: new Int32Array(E).fill(1) }),
+          () => ({ topK: 0, experts: new Int32Array(0), weights: new Float32Array(0), tokensPerExpert: new Int32Array(2) }),
+        ),
+      ],
+      (a) => losses.routingStats(...a),
+    ],
+    [
+      'losses.softmaxBackward',
+      () => [
+        new Float64Array(T * E).fill(1 / E),
+        new Float64Array(T * E),
+        arg(
+          r,
+          () => E,
+          () => 5e-324,
+        ),
+      ],
+      (a) => losses.softmaxBackward(...a),
+    ],
+    [
+      'losses.updateBalanceBias',
+      () => [
+        new Float64Array(E),
+        Int32Array.from({ length: E }, (_, i) => i),
+        arg(
+          r,
+          () => 0.001,
+          () => NaN,
+        ),
+      ],
+      (a) => losses.updateBalanceBias(...a),
+    ],
+    [
+      'ReadProbe',
+      () => [
+        arg(
+          r,
+          () => 2 ** 20,
+          () => r.pick([2 ** 40, 1, 2 ** 20 + 0.5]),
+        ),
+      ],
+      (a) => new ReadProbe(...a).dispose(),
+    ],
   ];
 }
 
@@ -188,7 +618,7 @@ async function runCase(seed, index) {
     ]);
     outcome = options.anyValues || finiteResult(result) ? { ok: true } : { ok: false, why: 'returned non-finite values' };
   } catch (err) {
-    if (err instanceof UserError) outcome = { ok: true, note: 'the caller\'s own error passed through' };
+    if (err instanceof UserError) outcome = { ok: true, note: "the caller's own error passed through" };
     else if (!(err instanceof Error)) outcome = { ok: false, why: `threw a non-Error: ${String(err)}` };
     else if ((err.name === 'TypeError' || err.name === 'RangeError') && FORMAT.test(err.message)) outcome = { ok: true, refused: err.name };
     else outcome = { ok: false, why: `refused outside the format: ${err.name}: ${err.message.slice(0, 200)}` };

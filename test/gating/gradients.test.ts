@@ -23,7 +23,12 @@ function gradientError(route: Route, backward: (gate: never, g: Float64Array) =>
 const TOL = 1e-6;
 
 describe('router gradients by central finite differences', () => {
-  const shapes: Array<[number, number]> = [[1, 2], [5, 4], [12, 8], [7, 16]];
+  const shapes: Array<[number, number]> = [
+    [1, 2],
+    [5, 4],
+    [12, 8],
+    [7, 16],
+  ];
   for (const [T, E] of shapes) {
     const shape = [T, E];
     const l0 = random(T * E, T * 31 + E);
@@ -34,23 +39,43 @@ describe('router gradients by central finite differences', () => {
         expect(gradientError((l) => gating.topK(m(l), { k, normalize: false }), gating.topKBackward, l0, 2)).toBeLessThan(TOL);
         expect(gradientError((l) => gating.topK(m(l), { k, order: 'topk-softmax' }), gating.topKBackward, l0, 3)).toBeLessThan(TOL);
         expect(gradientError((l) => gating.topK(m(l), { k, capacityFactor: 0.6 }), gating.topKBackward, l0, 4)).toBeLessThan(TOL);
-        expect(gradientError((l) => gating.topK(m(l), { k, normalize: false, capacityFactor: 0.6, dropPolicy: 'score' }), gating.topKBackward, l0, 5)).toBeLessThan(TOL);
+        expect(
+          gradientError(
+            (l) => gating.topK(m(l), { k, normalize: false, capacityFactor: 0.6, dropPolicy: 'score' }),
+            gating.topKBackward,
+            l0,
+            5,
+          ),
+        ).toBeLessThan(TOL);
       }
     });
     it(`soft, switch (with capacity), expert choice: T=${T} E=${E}`, () => {
       expect(gradientError((l) => gating.soft(m(l)), gating.softBackward, l0, 6)).toBeLessThan(TOL);
       expect(gradientError((l) => gating.switchTop1(m(l)), gating.switchTop1Backward, l0, 7)).toBeLessThan(TOL);
       expect(gradientError((l) => gating.switchTop1(m(l), { capacityFactor: 0.5 }), gating.switchTop1Backward, l0, 8)).toBeLessThan(TOL);
-      expect(gradientError((l) => gating.expertChoice(m(l), { capacityFactor: 1.5 }), gating.expertChoiceBackward, l0, 9)).toBeLessThan(TOL);
+      expect(gradientError((l) => gating.expertChoice(m(l), { capacityFactor: 1.5 }), gating.expertChoiceBackward, l0, 9)).toBeLessThan(
+        TOL,
+      );
     });
     it(`GShard top-2 with capacity and random routing held fixed: T=${T} E=${E}`, () => {
-      expect(gradientError((l) => gating.gshardTop2(m(l), { capacityFactor: 0.75, seed: 4 }), gating.gshardTop2Backward, l0, 10)).toBeLessThan(TOL);
+      expect(
+        gradientError((l) => gating.gshardTop2(m(l), { capacityFactor: 0.75, seed: 4 }), gating.gshardTop2Backward, l0, 10),
+      ).toBeLessThan(TOL);
     });
     it(`sigmoid + bias, groups, normalised or not: T=${T} E=${E}`, () => {
       const bias = random(E, 5, 0.2);
       const groups = E >= 4 ? { numGroups: E / 2, topKGroups: Math.max(1, E / 4) } : {};
-      expect(gradientError((l) => gating.sigmoidBias(m(l), { k: Math.min(2, E), bias, routeScale: 2.5, ...groups }), gating.sigmoidBiasBackward, l0, 11)).toBeLessThan(TOL);
-      expect(gradientError((l) => gating.sigmoidBias(m(l), { k: 1, bias, normalize: false }), gating.sigmoidBiasBackward, l0, 12)).toBeLessThan(TOL);
+      expect(
+        gradientError(
+          (l) => gating.sigmoidBias(m(l), { k: Math.min(2, E), bias, routeScale: 2.5, ...groups }),
+          gating.sigmoidBiasBackward,
+          l0,
+          11,
+        ),
+      ).toBeLessThan(TOL);
+      expect(
+        gradientError((l) => gating.sigmoidBias(m(l), { k: 1, bias, normalize: false }), gating.sigmoidBiasBackward, l0, 12),
+      ).toBeLessThan(TOL);
     });
     it(`noisy top-k: clean logits, noise logits and noise std, noise held fixed: T=${T} E=${E}`, () => {
       const raw = random(T * E, 13);
@@ -87,7 +112,8 @@ describe('router gradients by central finite differences', () => {
     const w = random(4 * 5, 21);
     const logitsOf = (wm: Float64Array) => {
       const out = new Float64Array(12);
-      for (let t = 0; t < 3; t++) for (let e = 0; e < 4; e++) for (let i = 0; i < 5; i++) out[t * 4 + e] += x.data[t * 5 + i] * wm[e * 5 + i];
+      for (let t = 0; t < 3; t++)
+        for (let e = 0; e < 4; e++) for (let i = 0; i < 5; i++) out[t * 4 + e] += x.data[t * 5 + i] * wm[e * 5 + i];
       return out;
     };
     const up = random(3 * 2, 22, 1);

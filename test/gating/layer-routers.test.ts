@@ -7,8 +7,12 @@ const base: Case = { tokens: 37, dModel: 24, dHidden: 40, numExperts: 8, topK: 2
 
 function refWeights(w: ReturnType<typeof randomWeights>) {
   return {
-    router: w.router.data as Float32Array, w1: w.w1.data as Float32Array, w3: (w.w3?.data as Float32Array) ?? null,
-    w2: w.w2.data as Float32Array, b1: (w.b1?.data as Float32Array) ?? null, b3: (w.b3?.data as Float32Array) ?? null,
+    router: w.router.data as Float32Array,
+    w1: w.w1.data as Float32Array,
+    w3: (w.w3?.data as Float32Array) ?? null,
+    w2: w.w2.data as Float32Array,
+    b1: (w.b1?.data as Float32Array) ?? null,
+    b3: (w.b3?.data as Float32Array) ?? null,
     b2: (w.b2?.data as Float32Array) ?? null,
   };
 }
@@ -74,7 +78,10 @@ describe('MoELayer with each router matches the reference forward', () => {
     expect(output.data.subarray(0, c.dModel).some((v) => v !== 0)).toBe(true);
   });
   it('zero router + exploration noise: routing decided by the seeded noise (Chen et al.)', () => {
-    const layer = MoELayer.random({ dModel: 16, dHidden: 24, numExperts: 4, topK: 1, router: { kind: 'topK', explorationNoise: 1, seed: 1 } }, { seed: 2, zeroRouter: true });
+    const layer = MoELayer.random(
+      { dModel: 16, dHidden: 24, numExperts: 4, topK: 1, router: { kind: 'topK', explorationNoise: 1, seed: 1 } },
+      { seed: 2, zeroRouter: true },
+    );
     const x = Tensor.randn([64, 16], { seed: 3 });
     const evalRouting = layer.forwardSync(x).routing;
     expect(Array.from(evalRouting.experts).every((e) => e === 0)).toBe(true); // no noise at evaluation: all tie
@@ -96,11 +103,14 @@ describe('shared experts (DeepSeekMoE)', () => {
       const { output, routing } = await layer.forward(x);
       const weights = routing.gate ? routing.gate.weights : routing.weights;
       const ref = referenceExperts(x.data, 9, refWeights(w), { ...c, normalizeTopK: true }, routing.topK, routing.experts, weights, {
-        weights: refWeights(sw), count: 2, dHidden: 30,
+        weights: refWeights(sw),
+        count: 2,
+        dHidden: 30,
       });
       expect(relativeError(output.data, ref)).toBeLessThan(1e-5);
       expect(Array.from(routing.tokensPerExpert).reduce((a, b) => a + b, 0)).toBe(9 * routing.topK);
-      if (!router) expect(Array.from(routing.experts)).toEqual(Array.from(referenceTopKRouting(rowsOf(routing.logits.data, 9, 8), 2).experts.flat()));
+      if (!router)
+        expect(Array.from(routing.experts)).toEqual(Array.from(referenceTopKRouting(rowsOf(routing.logits.data, 9, 8), 2).experts.flat()));
     }
   });
 });

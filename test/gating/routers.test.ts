@@ -1,8 +1,13 @@
 /** Each router against the independent float64 reference and against small cases worked by hand. */
 import { Tensor, gating } from '../../lib';
 import {
-  ReferenceRouting, referenceCapacity, referenceExpertChoice, referenceNoisyTopK, referenceSigmoidBias,
-  referenceTopKRouting, rowsOf,
+  ReferenceRouting,
+  referenceCapacity,
+  referenceExpertChoice,
+  referenceNoisyTopK,
+  referenceSigmoidBias,
+  referenceTopKRouting,
+  rowsOf,
 } from '../../lib/reference';
 
 function logits(tokens: number, experts: number, seed: number, std = 1.5) {
@@ -19,7 +24,14 @@ function expectSame(gate: gating.GateResult, ref: ReferenceRouting) {
   });
 }
 
-const SHAPES: Array<[number, number]> = [[1, 1], [1, 4], [3, 8], [64, 8], [33, 64], [257, 5]];
+const SHAPES: Array<[number, number]> = [
+  [1, 1],
+  [1, 4],
+  [3, 8],
+  [64, 8],
+  [33, 64],
+  [257, 5],
+];
 
 describe('routers match the float64 reference', () => {
   for (const [T, E] of SHAPES) {
@@ -30,7 +42,10 @@ describe('routers match the float64 reference', () => {
         for (const tieBreak of ['lower', 'higher'] as const) {
           expectSame(gating.topK(l, { k, tieBreak }), referenceTopKRouting(rows, k, { tieBreak }));
           expectSame(gating.topK(l, { k, normalize: false, tieBreak }), referenceTopKRouting(rows, k, { normalize: false, tieBreak }));
-          expectSame(gating.topK(l, { k, order: 'topk-softmax', tieBreak }), referenceTopKRouting(rows, k, { order: 'topk-softmax', tieBreak }));
+          expectSame(
+            gating.topK(l, { k, order: 'topk-softmax', tieBreak }),
+            referenceTopKRouting(rows, k, { order: 'topk-softmax', tieBreak }),
+          );
         }
       }
     });
@@ -76,7 +91,12 @@ describe('routers match the float64 reference', () => {
     const l = logits(40, 16, 3);
     const rows = rowsOf(l.data, 40, 16);
     const bias = Array.from(Tensor.randn([16], { seed: 4, std: 0.3 }).data);
-    for (const o of [{ numGroups: 1 }, { numGroups: 4, topKGroups: 2 }, { numGroups: 8, topKGroups: 3, routeScale: 2.5 }, { numGroups: 16, topKGroups: 5, normalize: false }])
+    for (const o of [
+      { numGroups: 1 },
+      { numGroups: 4, topKGroups: 2 },
+      { numGroups: 8, topKGroups: 3, routeScale: 2.5 },
+      { numGroups: 16, topKGroups: 5, normalize: false },
+    ])
       for (const k of [1, 4]) expectSame(gating.sigmoidBias(l, { k, bias, ...o }), referenceSigmoidBias(rows, k, { bias, ...o }));
   });
 });

@@ -32,7 +32,8 @@ describe('importance and load losses (Shazeer et al.)', () => {
   const raw = rand(T * E, 2);
   const noise = { data: rand(T * E, 3), shape };
   for (const k of [1, 2, 5]) {
-    const route = (c: Float64Array, r: Float64Array = raw) => gating.noisyTopK({ data: c, shape }, { data: r, shape }, { k, training: true, noise });
+    const route = (c: Float64Array, r: Float64Array = raw) =>
+      gating.noisyTopK({ data: c, shape }, { data: r, shape }, { k, training: true, noise });
     it(`importance: value and gradient through the router, k=${k}`, () => {
       const gate = route(clean);
       const imp = losses.importanceLoss(gate);
@@ -60,7 +61,11 @@ describe('importance and load losses (Shazeer et al.)', () => {
   it('Phi stays accurate in the far tail', () => {
     // std = softplus(raw) + 0.01 = 0.1 and a gap of 3 to the threshold: z = -30, Phi(-30) = 4.9067e-198
     const raw = Math.log(Math.exp(0.09) - 1);
-    const gate = gating.noisyTopK({ data: [3, 0, 0], shape: [1, 3] }, { data: [raw, raw, raw], shape: [1, 3] }, { k: 1, training: true, noise: { data: [0, 0, 0], shape: [1, 3] } });
+    const gate = gating.noisyTopK(
+      { data: [3, 0, 0], shape: [1, 3] },
+      { data: [raw, raw, raw], shape: [1, 3] },
+      { k: 1, training: true, noise: { data: [0, 0, 0], shape: [1, 3] } },
+    );
     const { prob } = losses.loadLoss(gate);
     expect(prob[1] / 4.906713927148187e-198).toBeCloseTo(1, 8); // 1 + erf(z) would round to 0 here
     expect(prob[0]).toBe(1 - 4.906713927148187e-198); // = 1 in float64
@@ -82,7 +87,12 @@ describe('switch, GShard, Mixtral and z losses', () => {
     const fixed = top1(logits);
     expect(fdError((l) => losses.switchLoss(probsOf(l), fixed).value, logits, viaLogits)).toBeLessThan(1e-6);
     const uniform = { data: new Float64Array(E * E).fill(1 / E), shape: [E, E] };
-    expect(losses.switchLoss(uniform, Int32Array.from({ length: E }, (_, i) => i)).value).toBeCloseTo(1e-2, 12);
+    expect(
+      losses.switchLoss(
+        uniform,
+        Int32Array.from({ length: E }, (_, i) => i),
+      ).value,
+    ).toBeCloseTo(1e-2, 12);
     const collapsed = { data: Float64Array.from({ length: 4 * E }, (_, i) => (i % E === 0 ? 1 : 0)), shape: [4, E] };
     expect(losses.switchLoss(collapsed, new Int32Array(4)).value).toBeCloseTo(1e-2 * E, 12);
   });
@@ -94,17 +104,34 @@ describe('switch, GShard, Mixtral and z losses', () => {
     const r = losses.gshardLoss(probsOf(logits), top1(logits));
     expect(r.value).toBeCloseTo(referenceSwitchLoss(rowsOf(logits, T, E), 1), 12); // the same formula as Switch with alpha 1
     const fixed = top1(logits);
-    expect(fdError((l) => losses.gshardLoss(probsOf(l), fixed).value, logits, losses.softmaxBackward(probsOf(logits).data, r.gradProbs, E))).toBeLessThan(1e-6);
+    expect(
+      fdError((l) => losses.gshardLoss(probsOf(l), fixed).value, logits, losses.softmaxBackward(probsOf(logits).data, r.gradProbs, E)),
+    ).toBeLessThan(1e-6);
   });
   it('Mixtral (HF): reference over pooled layers, topK under uniform routing, mask, gradient', () => {
     const layers = [logits, rand(T * E, 5, 2), rand(T * E, 6, 2)];
     for (const k of [1, 2, 8]) {
-      const r = losses.mixtralLoss(layers.map((data) => ({ data, shape })), E, k);
-      expect(r.value).toBeCloseTo(referenceMixtralLoss(layers.map((l) => rowsOf(l, T, E)), k), 12);
+      const r = losses.mixtralLoss(
+        layers.map((data) => ({ data, shape })),
+        E,
+        k,
+      );
+      expect(r.value).toBeCloseTo(
+        referenceMixtralLoss(
+          layers.map((l) => rowsOf(l, T, E)),
+          k,
+        ),
+        12,
+      );
       const zero = [{ data: new Float64Array(E * E), shape: [E, E] }];
       if (k === E) expect(losses.mixtralLoss(zero, E, k).value).toBeCloseTo(k, 12);
       for (let i = 0; i < layers.length; i++) {
-        const f = (l: Float64Array) => losses.mixtralLoss(layers.map((d, j) => ({ data: j === i ? l : d, shape })), E, k).value;
+        const f = (l: Float64Array) =>
+          losses.mixtralLoss(
+            layers.map((d, j) => ({ data: j === i ? l : d, shape })),
+            E,
+            k,
+          ).value;
         expect(fdError(f, layers[i], r.gradLogits[i])).toBeLessThan(1e-6);
       }
     }
@@ -137,7 +164,9 @@ describe('DeepSeek-V3 sequence-wise loss and loss-free bias update', () => {
     expect(fdError(f, scores, r.gradScores)).toBeLessThan(1e-6);
     // uniform scores and an even spread of choices: f_i = 1, P_i = 1/E -> alpha
     const even = Int32Array.from({ length: 6 * 2 }, (_, i) => i % E);
-    expect(losses.sequenceBalanceLoss({ data: new Float64Array(6 * E).fill(0.5), shape: [6, E] }, 2, 3, 1e-4, { experts: even }).value).toBeCloseTo(1e-4, 15);
+    expect(
+      losses.sequenceBalanceLoss({ data: new Float64Array(6 * E).fill(0.5), shape: [6, E] }, 2, 3, 1e-4, { experts: even }).value,
+    ).toBeCloseTo(1e-4, 15);
   });
   it('updateBalanceBias: minus gamma when overloaded, plus when underloaded, unchanged at the mean', () => {
     const bias = Float64Array.from([0, 0.5, -0.5, 0]);
@@ -155,7 +184,13 @@ describe('routingStats', () => {
     const s = losses.routingStats(even);
     expect(s.expertsUsed).toBe(1);
     expect(s.loadCV).toBeCloseTo(Math.sqrt(3), 12);
-    const spread = { experts: Int32Array.from([0, 1, 2, 3]), weights: [1, 1, 1, 1], topK: 1, tokensPerExpert: Int32Array.from([1, 1, 1, 1]), dropped: 4 };
+    const spread = {
+      experts: Int32Array.from([0, 1, 2, 3]),
+      weights: [1, 1, 1, 1],
+      topK: 1,
+      tokensPerExpert: Int32Array.from([1, 1, 1, 1]),
+      dropped: 4,
+    };
     const st = losses.routingStats(spread);
     expect(st.loadCV).toBe(0);
     expect(st.loadEntropy).toBeCloseTo(Math.log(4), 12);
@@ -171,8 +206,16 @@ describe('losses refuse bad input', () => {
     expectError(() => losses.switchLoss({ data: [0.5, 0.5], shape: [1, 2] }, Int32Array.from([0, 1])), 'RangeError', /experts\.length = 1/);
     expectError(() => losses.zLoss({ data: [], shape: [0, 2] }), 'RangeError', /logits to be at least \[1, 1\]/);
     expectError(() => losses.mixtralLoss([], 4, 2), 'TypeError', /logitsPerLayer to be a non-empty array/);
-    expectError(() => losses.mixtralLoss([{ data: new Float64Array(8), shape: [2, 4] }], 4, 5), 'RangeError', /topK to be an integer in \[1, 4\]/);
-    expectError(() => losses.sequenceBalanceLoss({ data: new Float64Array(12), shape: [3, 4] }, 2, 2, 1), 'RangeError', /multiple of sequenceLength/);
+    expectError(
+      () => losses.mixtralLoss([{ data: new Float64Array(8), shape: [2, 4] }], 4, 5),
+      'RangeError',
+      /topK to be an integer in \[1, 4\]/,
+    );
+    expectError(
+      () => losses.sequenceBalanceLoss({ data: new Float64Array(12), shape: [3, 4] }, 2, 2, 1),
+      'RangeError',
+      /multiple of sequenceLength/,
+    );
     const clean = gating.noisyTopK({ data: [1, 2], shape: [1, 2] }, { data: [0, 0], shape: [1, 2] }, { k: 1 });
     expectError(() => losses.loadLoss(clean), 'RangeError', /training: true/);
   });

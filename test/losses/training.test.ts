@@ -12,11 +12,16 @@ const c: Case = { tokens: 7, dModel: 6, dHidden: 5, numExperts: 4, topK: 2, acti
 function logitsOf(x: ArrayLike<number>, w: ArrayLike<number>): Float64Array {
   const out = new Float64Array(c.tokens * c.numExperts);
   for (let t = 0; t < c.tokens; t++)
-    for (let e = 0; e < c.numExperts; e++) for (let i = 0; i < c.dModel; i++) out[t * c.numExperts + e] += x[t * c.dModel + i] * w[e * c.dModel + i];
+    for (let e = 0; e < c.numExperts; e++)
+      for (let i = 0; i < c.dModel; i++) out[t * c.numExperts + e] += x[t * c.dModel + i] * w[e * c.dModel + i];
   return out;
 }
 
-function run(router: RouterConfig, auxLosses: Parameters<typeof computeAuxLosses>[0], route: (l: Float64Array, noiseLogits: Float64Array, gate0?: gating.GateResult) => gating.GateResult) {
+function run(
+  router: RouterConfig,
+  auxLosses: Parameters<typeof computeAuxLosses>[0],
+  route: (l: Float64Array, noiseLogits: Float64Array, gate0?: gating.GateResult) => gating.GateResult,
+) {
   const w: MoEWeights = randomWeights(c, 3);
   w.router = Tensor.randn([c.numExperts, c.dModel], { seed: 4, std: 0.8 });
   if (router.kind === 'noisyTopK') w.noiseRouter = Tensor.randn([c.numExperts, c.dModel], { seed: 5, std: 0.5 });
@@ -59,17 +64,27 @@ function run(router: RouterConfig, auxLosses: Parameters<typeof computeAuxLosses
 
 describe('training the gate through the layer', () => {
   it('default router (native path) with the switch loss and z-loss', () => {
-    const { result, grads, check } = run({ kind: 'topK' }, ['switch', 'zLoss', 'mixtral'], (l) => gating.topK({ data: l, shape: [c.tokens, c.numExperts] }, { k: c.topK }));
+    const { result, grads, check } = run({ kind: 'topK' }, ['switch', 'zLoss', 'mixtral'], (l) =>
+      gating.topK({ data: l, shape: [c.tokens, c.numExperts] }, { k: c.topK }),
+    );
     expect(Object.keys(result.auxLosses!)).toEqual(['switch', 'zLoss', 'mixtral']);
     expect(grads.gradWeights!.length).toBe(c.tokens * c.topK);
     expect(check('router', grads.gradRouter)).toBeLessThan(1e-4);
   });
 
   it('noisy top-k with the importance and load losses: dW_g and dW_noise, noise held fixed', () => {
-    const spec = [{ kind: 'importance' as const, coefficient: 0.1 }, { kind: 'load' as const, coefficient: 0.1 }];
+    const spec = [
+      { kind: 'importance' as const, coefficient: 0.1 },
+      { kind: 'load' as const, coefficient: 0.1 },
+    ];
     let noise: gating.Matrix | undefined;
     const { result, grads, check } = run({ kind: 'noisyTopK', seed: 11 }, spec, (l, n) =>
-      gating.noisyTopK({ data: l, shape: [c.tokens, c.numExperts] }, { data: n, shape: [c.tokens, c.numExperts] }, { k: c.topK, training: true, noise }));
+      gating.noisyTopK(
+        { data: l, shape: [c.tokens, c.numExperts] },
+        { data: n, shape: [c.tokens, c.numExperts] },
+        { k: c.topK, training: true, noise },
+      ),
+    );
     noise = { data: (result.routing.gate as gating.NoisyTopKGate).noise, shape: [c.tokens, c.numExperts] };
     expect(result.auxLosses!.load!.value).toBeGreaterThan(0);
     expect(check('router', grads.gradRouter)).toBeLessThan(1e-4);
@@ -79,7 +94,11 @@ describe('training the gate through the layer', () => {
   it('DeepSeek-V3 sigmoid + bias with the sequence-wise loss', () => {
     const router: RouterConfig = { kind: 'sigmoidBias', numGroups: 2, topKGroups: 1, routeScale: 2.5, bias: [0.1, 0, 0, 0.2] };
     const { grads, check } = run(router, [{ kind: 'sequence', sequenceLength: 7, alpha: 0.01 }], (l) =>
-      gating.sigmoidBias({ data: l, shape: [c.tokens, c.numExperts] }, { k: c.topK, numGroups: 2, topKGroups: 1, routeScale: 2.5, bias: [0.1, 0, 0, 0.2] }));
+      gating.sigmoidBias(
+        { data: l, shape: [c.tokens, c.numExperts] },
+        { k: c.topK, numGroups: 2, topKGroups: 1, routeScale: 2.5, bias: [0.1, 0, 0, 0.2] },
+      ),
+    );
     expect(check('router', grads.gradRouter)).toBeLessThan(1e-4);
   });
 
@@ -87,11 +106,18 @@ describe('training the gate through the layer', () => {
     const g = run({ kind: 'gshardTop2', capacityFactor: 1, seed: 2 }, ['gshard'], (l, _n, gate0) => {
       // hold the random-routing and capacity decisions of the forward fixed
       const r = gating.gshardTop2({ data: l, shape: [c.tokens, c.numExperts] }, { capacityFactor: 1, randomRouting: false });
-      gate0!.experts.forEach((e, s) => { if (e < 0) { r.experts[s] = -1; r.weights[s] = 0; } });
+      gate0!.experts.forEach((e, s) => {
+        if (e < 0) {
+          r.experts[s] = -1;
+          r.weights[s] = 0;
+        }
+      });
       return r;
     });
     expect(g.check('router', g.grads.gradRouter)).toBeLessThan(1e-4);
-    const s = run({ kind: 'switch', capacityFactor: 1.5 }, ['switch'], (l) => gating.switchTop1({ data: l, shape: [c.tokens, c.numExperts] }, { capacityFactor: 1.5 }));
+    const s = run({ kind: 'switch', capacityFactor: 1.5 }, ['switch'], (l) =>
+      gating.switchTop1({ data: l, shape: [c.tokens, c.numExperts] }, { capacityFactor: 1.5 }),
+    );
     expect(s.check('router', s.grads.gradRouter)).toBeLessThan(1e-4);
   });
 });

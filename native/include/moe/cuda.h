@@ -9,9 +9,9 @@
 namespace moe::cuda {
 
 struct DeviceInfo {
-  bool compiled = false;   // this build has the CUDA backend
-  int devices = 0;         // usable devices (0 without a driver or GPU)
-  std::string reason;      // why devices is 0, or the first device's name
+  bool compiled = false;  // this build has the CUDA backend
+  int devices = 0;        // usable devices (0 without a driver or GPU)
+  std::string reason;     // why devices is 0, or the first device's name
 };
 DeviceInfo device_info();
 

@@ -29,10 +29,10 @@ const char* weight_dtype_name(WeightDtype dtype);
 bool parse_weight_dtype(const std::string& name, WeightDtype* out);
 
 // --- backend --------------------------------------------------------------------------------------
-Isa active_isa();                       // chosen once at load: best supported, or MOE_FORCE_ISA
-std::vector<Isa> supported_isas();      // every ISA this CPU can run and this build compiled
+Isa active_isa();                   // chosen once at load: best supported, or MOE_FORCE_ISA
+std::vector<Isa> supported_isas();  // every ISA this CPU can run and this build compiled
 int thread_count();
-void set_thread_count(int threads);     // 1..256; the pool resizes between calls
+void set_thread_count(int threads);  // 1..256; the pool resizes between calls
 // Wakes the pool's sleeping threads ahead of a forward that another thread is about to start: its wake-up and
 // theirs then overlap. They spin up to 2 ms for the work, then sleep again. post_job(JobQueue::cpu) does this.
 void prewake_threads();
@@ -50,8 +50,8 @@ void router_logits(const float* x, int64_t tokens, int64_t d_model, const float*
 // Mixtral / Hugging Face rule: softmax over all E logits, the top-k (ties to the lower expert index),
 // renormalised to sum to 1 when `normalize`, else the raw softmax probabilities (Switch, Fedus et al. eq. 2).
 // experts/weights: [T * k], token-major, slots in descending weight order.
-void top_k_softmax(const float* logits, int64_t tokens, int64_t num_experts, int k, bool normalize,
-                   int32_t* experts, float* weights);
+void top_k_softmax(const float* logits, int64_t tokens, int64_t num_experts, int k, bool normalize, int32_t* experts,
+                   float* weights);
 
 // --- dispatch -------------------------------------------------------------------------------------
 // Dropless dispatch (MegaBlocks): histogram of slots per expert, exclusive prefix sum, stable permutation.
@@ -68,16 +68,16 @@ struct ExpertShape {
   WeightDtype weight_dtype = WeightDtype::float32;  // how the packed weights are stored (inputs are float32)
 };
 
-struct ExpertWeights {            // host pointers, read once by pack_experts; biases may be null
-  const float* w1 = nullptr;      // [E, dHidden, dModel] gate (or the only up-projection)
-  const float* w3 = nullptr;      // [E, dHidden, dModel] up; required iff the activation is gated
-  const float* w2 = nullptr;      // [E, dModel, dHidden] down
-  const float* b1 = nullptr;      // [E, dHidden]
-  const float* b3 = nullptr;      // [E, dHidden]
-  const float* b2 = nullptr;      // [E, dModel]
+struct ExpertWeights {        // host pointers, read once by pack_experts; biases may be null
+  const float* w1 = nullptr;  // [E, dHidden, dModel] gate (or the only up-projection)
+  const float* w3 = nullptr;  // [E, dHidden, dModel] up; required iff the activation is gated
+  const float* w2 = nullptr;  // [E, dModel, dHidden] down
+  const float* b1 = nullptr;  // [E, dHidden]
+  const float* b3 = nullptr;  // [E, dHidden]
+  const float* b2 = nullptr;  // [E, dModel]
 };
 
-class PackedExperts;              // weights in the active ISA's panel layout, immutable once built
+class PackedExperts;  // weights in the active ISA's panel layout, immutable once built
 std::shared_ptr<const PackedExperts> pack_experts(const ExpertShape& shape, const ExpertWeights& weights);
 const ExpertShape& packed_shape(const PackedExperts& packed);
 size_t packed_bytes(const PackedExperts& packed);
@@ -95,18 +95,18 @@ void combine(const float* slot_out, const float* weights, int64_t tokens, int k,
 
 // --- the layer ------------------------------------------------------------------------------------
 struct LayerConfig {
-  ExpertShape experts;            // the routed experts
+  ExpertShape experts;  // the routed experts
   int top_k = 2;
   bool normalize_top_k = true;
-  int threads = 0;                // at most this many pool threads per forward; 0 = all
-  ExpertShape shared;             // always-on shared experts (DeepSeekMoE); shared.num_experts = 0 for none
+  int threads = 0;     // at most this many pool threads per forward; 0 = all
+  ExpertShape shared;  // always-on shared experts (DeepSeekMoE); shared.num_experts = 0 for none
 };
 
-struct LayerOutputs {             // caller-owned buffers
-  float* output = nullptr;        // [T, dModel]
-  float* logits = nullptr;        // [T, E]
-  int32_t* experts = nullptr;     // [T * k]
-  float* weights = nullptr;       // [T * k]
+struct LayerOutputs {                    // caller-owned buffers
+  float* output = nullptr;               // [T, dModel]
+  float* logits = nullptr;               // [T, E]
+  int32_t* experts = nullptr;            // [T * k]
+  float* weights = nullptr;              // [T * k]
   int32_t* tokens_per_expert = nullptr;  // [E]
 };
 
@@ -122,7 +122,7 @@ struct BuiltInRouting {
   enum class Rule { softmax_top_k, sigmoid_bias, none } rule = Rule::softmax_top_k;
   int num_groups = 1, top_k_groups = 1;  // sigmoid_bias: group-limited selection (DeepSeek-V3)
   float route_scale = 1.0f;
-  const float* bias = nullptr;           // [E], selection only; copied at construction
+  const float* bias = nullptr;  // [E], selection only; copied at construction
 };
 
 enum class Backend { cpu, cuda };
@@ -132,10 +132,10 @@ struct LayerSpec {
   LayerConfig config;
   BuiltInRouting routing;
   Backend backend = Backend::cpu;
-  const float* router = nullptr;  // [E, dModel] W_g
+  const float* router = nullptr;        // [E, dModel] W_g
   const float* noise_router = nullptr;  // [E, dModel] W_noise of noisy top-k, or null
   ExpertWeights experts;
-  ExpertWeights shared;           // when config.shared.num_experts > 0
+  ExpertWeights shared;  // when config.shared.num_experts > 0
 };
 
 // A call a backend does not offer (slot outputs on CUDA, say): a caller's mistake, reported as a RangeError.

@@ -5,9 +5,12 @@
 namespace moe {
 
 bool parse_activation(const std::string& name, Activation* out) {
-  static const struct { const char* name; Activation act; } table[] = {
-      {"swiglu", Activation::swiglu}, {"geglu", Activation::geglu},   {"gelu", Activation::gelu},
-      {"gelu-tanh", Activation::gelu_tanh}, {"relu", Activation::relu}, {"silu", Activation::silu},
+  static const struct {
+    const char* name;
+    Activation act;
+  } table[] = {
+      {"swiglu", Activation::swiglu},       {"geglu", Activation::geglu}, {"gelu", Activation::gelu},
+      {"gelu-tanh", Activation::gelu_tanh}, {"relu", Activation::relu},   {"silu", Activation::silu},
       {"identity", Activation::identity},
   };
   for (const auto& entry : table)

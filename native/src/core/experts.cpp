@@ -36,9 +36,12 @@ void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix
   // Row tiles, each with its rows of A gathered and packed once, before the GEMMs, for all its panel tiles
   // (packing per work item repeated it once per panel tile: up to 11x the bytes for a 512-token prefill).
   // Groups whose A comes packed already skip this.
-  struct Tile { const GemmGroup* group; int64_t row0, row1, a_offset; };
+  struct Tile {
+    const GemmGroup* group;
+    int64_t row0, row1, a_offset;
+  };
   thread_local std::vector<Tile> tile_scratch;  // grow-only: no allocation once warm
-  std::vector<Tile>& tiles = tile_scratch;        // the caller's list, named so the workers see it
+  std::vector<Tile>& tiles = tile_scratch;      // the caller's list, named so the workers see it
   tiles.clear();
   int64_t floats = 0, rows_total = 0;
   for (const auto& g : groups) {
@@ -82,7 +85,9 @@ void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix
   const int64_t chunk = static_cast<int64_t>(groups.size()) * panel_tiles >= 4 * threads
                             ? row_tiles
                             : std::max<int64_t>(1, row_tiles * panel_tiles / (4 * threads));
-  struct Item { int64_t tile0, tile1, panel0, panel1; };
+  struct Item {
+    int64_t tile0, tile1, panel0, panel1;
+  };
   thread_local std::vector<Item> scratch;
   std::vector<Item>& items = scratch;
   items.clear();
@@ -183,8 +188,8 @@ void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int
   zero_unrouted_slots(order, offsets[packed.shape.num_experts], tokens * k, packed.shape.d_model, slot_out, ws);
 }
 
-void packed_router_logits(const PackedMatrix& router, const float* x, int64_t tokens, int64_t d_model,
-                          float* logits, FfnWorkspace& ws) {
+void packed_router_logits(const PackedMatrix& router, const float* x, int64_t tokens, int64_t d_model, float* logits,
+                          FfnWorkspace& ws) {
   thread_local std::vector<GemmGroup> groups(1);
   GemmGroup& g = groups[0];
   g = {router.problem(0, Activation::identity), tokens};

@@ -31,7 +31,7 @@ void zero_unrouted_slots(const int32_t* order, int64_t routed, int64_t slots, in
                          FfnWorkspace& workspace);
 
 // x[T, dModel] times a packed [1, n, dModel] matrix, identity epilogue: the router logits.
-void packed_router_logits(const PackedMatrix& router, const float* x, int64_t tokens, int64_t d_model,
-                          float* logits, FfnWorkspace& workspace);
+void packed_router_logits(const PackedMatrix& router, const float* x, int64_t tokens, int64_t d_model, float* logits,
+                          FfnWorkspace& workspace);
 
 }  // namespace moe

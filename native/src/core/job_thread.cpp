@@ -5,7 +5,9 @@
 
 namespace moe {
 
-JobThread::JobThread() { std::thread([this] { loop(); }).detach(); }
+JobThread::JobThread() {
+  std::thread([this] { loop(); }).detach();
+}
 
 void JobThread::post(std::function<void()> job) {
   {

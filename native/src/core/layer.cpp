@@ -38,8 +38,8 @@ struct CpuLayer::State {
   // Shared experts are extra slots of every token (ids E .. E + Ns - 1, weight 1) after its k routed ones, so
   // routed and shared experts go through one dispatch and one combine: y = sum_j w_j E_j(x) + sum_s S_s(x)
   // (DeepSeekMoE eq. for h_t, DeepSeek-V3 eq. 12).
-  void run_experts(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
-                   float* output, int32_t* tokens_per_expert) {
+  void run_experts(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights, float* output,
+                   int32_t* tokens_per_expert) {
     const ExpertShape& shape = config.experts;
     const int64_t num_shared = config.shared.num_experts, routed = shape.num_experts;
     const int slots_per_token = k + static_cast<int>(num_shared);
@@ -101,8 +101,9 @@ size_t CpuLayer::packed_bytes() const {
 void CpuLayer::forward(const float* x, int64_t tokens, const LayerOutputs& out) {
   State& s = *state_;
   if (s.rule != BuiltInRouting::Rule::softmax_top_k)
-    throw Unsupported("moe-kernels: expected a layer whose own routing the CPU runs (softmax top-k) but got one "
-                      "routed by its caller (forward_routed)");
+    throw Unsupported(
+        "moe-kernels: expected a layer whose own routing the CPU runs (softmax top-k) but got one "
+        "routed by its caller (forward_routed)");
   std::lock_guard<std::mutex> lock(s.mutex);
   const ThreadLimit limit(s.config.threads);
   const ExpertShape& shape = s.config.experts;
@@ -138,7 +139,8 @@ void CpuLayer::router_logits(const float* x, int64_t tokens, float* logits) {
 
 void CpuLayer::noise_logits(const float* x, int64_t tokens, float* logits) {
   State& s = *state_;
-  if (!s.noise_router) throw Unsupported("moe-kernels: expected a layer with a noise router (noisy top-k) for noise logits");
+  if (!s.noise_router)
+    throw Unsupported("moe-kernels: expected a layer with a noise router (noisy top-k) for noise logits");
   std::lock_guard<std::mutex> lock(s.mutex);
   const ThreadLimit limit(s.config.threads);
   packed_router_logits(*s.noise_router, x, tokens, s.config.experts.d_model, logits, s.ffn);
@@ -149,7 +151,7 @@ size_t CpuLayer::host_bytes() const {
 }
 
 void CpuLayer::forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
-                           float* output, int32_t* tokens_per_expert) {
+                              float* output, int32_t* tokens_per_expert) {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
   const ThreadLimit limit(s.config.threads);

@@ -9,10 +9,10 @@ std::shared_ptr<Layer> make_layer(const LayerSpec& spec) {
   switch (spec.backend) {
     case Backend::cuda:
       return std::make_shared<cuda::CudaLayer>(spec.config, spec.routing, spec.router, spec.experts, spec.noise_router);
-    case Backend::cpu:
-      break;
+    case Backend::cpu: break;
   }
-  return std::make_shared<CpuLayer>(spec.config, spec.router, spec.experts, spec.shared, spec.routing, spec.noise_router);
+  return std::make_shared<CpuLayer>(spec.config, spec.router, spec.experts, spec.shared, spec.routing,
+                                    spec.noise_router);
 }
 
 }  // namespace moe

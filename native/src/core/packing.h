@@ -1,6 +1,7 @@
 // Weight packing: a stack of [out, in] matrices (one per expert) rearranged once into the active ISA's panel
-// layout, so the microkernel streams B contiguously, each weight stored in the matrix's dtype (weight_formats.h). A gated pair (W1, W3) shares panels: per k, nr/2 gate
-// columns then nr/2 up columns, so one microkernel call yields both halves of act(gate) * up.
+// layout, so the microkernel streams B contiguously, each weight stored in the matrix's dtype (weight_formats.h). A
+// gated pair (W1, W3) shares panels: per k, nr/2 gate columns then nr/2 up columns, so one microkernel call yields both
+// halves of act(gate) * up.
 #pragma once
 #include <cstdint>
 

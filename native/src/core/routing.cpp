@@ -10,8 +10,8 @@ namespace moe {
 // HF MixtralSparseMoeBlock: softmax over all E logits, top-k, renormalise the k (Jiang et al. 2024);
 // without renormalisation the weights are the full-softmax probabilities (Switch, Fedus et al. eq. 2).
 // Selection compares logits (softmax is monotonic); ties go to the lower expert index.
-void top_k_softmax(const float* logits, int64_t tokens, int64_t num_experts, int k, bool normalize,
-                   int32_t* experts, float* weights) {
+void top_k_softmax(const float* logits, int64_t tokens, int64_t num_experts, int k, bool normalize, int32_t* experts,
+                   float* weights) {
   thread_local std::vector<double> e;  // grow-only scratch: no allocation once warm
   thread_local std::vector<char> taken;
   e.resize(static_cast<size_t>(num_experts));

@@ -32,8 +32,9 @@ class ThreadPool {
   template <class F>
   void run(int64_t count, F&& fn) {
     using Fn = std::remove_reference_t<F>;
-    run_erased(count, [](void* ctx, int64_t item) { (*static_cast<Fn*>(ctx))(item); },
-               const_cast<void*>(static_cast<const void*>(&fn)));
+    run_erased(
+        count, [](void* ctx, int64_t item) { (*static_cast<Fn*>(ctx))(item); },
+        const_cast<void*>(static_cast<const void*>(&fn)));
   }
   void resize(int threads);  // total threads including the caller
   // Wakes sleeping workers ahead of a job that another thread is about to publish (an async call, run by a

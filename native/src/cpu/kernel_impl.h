@@ -126,8 +126,8 @@ struct KernelImpl {
 
   // Writes one output row of a panel from its accumulators: bias, activation, gating, then the valid columns,
   // W at a time, `chunk_stride` floats apart (W: a plain row; in a packed A, the block's rows times W).
-  static void epilogue(const moe::cpu::GemmProblem& p, const float* acc, const float* bias, float* out,
-                       int64_t valid, int64_t chunk_stride) {
+  static void epilogue(const moe::cpu::GemmProblem& p, const float* acc, const float* bias, float* out, int64_t valid,
+                       int64_t chunk_stride) {
     alignas(64) float row[NR];
     if (p.gated) {
       constexpr int half = NV / 2;
@@ -197,7 +197,8 @@ struct KernelImpl {
         for (int64_t k0 = 0; k0 < p.k; k0 += moe::cpu::kBlockDepth) {
           const int64_t depth = std::min<int64_t>(moe::cpu::kBlockDepth, p.k - k0);
           const int64_t next = (panel * p.k + k0 + depth) * NR * int64_t{sizeof(float)};
-          const int64_t next_bytes = std::max<int64_t>(0, std::min(depth * NR * int64_t{sizeof(float)}, stream_bytes - next));
+          const int64_t next_bytes =
+              std::max<int64_t>(0, std::min(depth * NR * int64_t{sizeof(float)}, stream_bytes - next));
           const int64_t slice = full_blocks > 0 ? (next_bytes / 64 + full_blocks - 1) / full_blocks * 64 : 0;
           for (int64_t r = 0; r < rows; r += MR) {
             const float* ab = ac + r * packed_depth(p.k) + k0 * block_rows(rows - r);
@@ -225,8 +226,7 @@ struct KernelImpl {
     }
   }
 
-  static void weighted_sum(const float* rows, int64_t stride, const float* weights, int count, int64_t n,
-                           float* out) {
+  static void weighted_sum(const float* rows, int64_t stride, const float* weights, int count, int64_t n, float* out) {
     int64_t i = 0;
     for (; i + W <= n; i += W) {
       reg s = V::zero();
@@ -291,8 +291,8 @@ struct KernelImpl {
 
   static const moe::cpu::KernelTable* table(moe::Isa isa) {
     // weights: one entry per WeightDtype, in its order.
-    static const moe::cpu::KernelTable t{isa, {W, NV, MR}, &pack_a, {{&gemm_tile_f32}}, &weighted_sum, &find_non_finite,
-                                         &fma_loop, &read_sum};
+    static const moe::cpu::KernelTable t{isa,           {W, NV, MR},      &pack_a,   {{&gemm_tile_f32}},
+                                         &weighted_sum, &find_non_finite, &fma_loop, &read_sum};
     return &t;
   }
 };

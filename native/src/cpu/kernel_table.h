@@ -10,9 +10,9 @@ namespace moe::cpu {
 // Panel layout of a packed weight matrix (see core/packing.h): panels of `nr = lanes * vectors` columns,
 // stored k-major. A gated matrix interleaves per panel nr/2 gate (W1) columns then nr/2 up (W3) columns.
 struct PanelGeometry {
-  int lanes;        // floats per vector register
-  int vectors;      // vector registers per panel row (even, so a gated panel splits in two)
-  int micro_rows;   // rows of A per microkernel call
+  int lanes;       // floats per vector register
+  int vectors;     // vector registers per panel row (even, so a gated panel splits in two)
+  int micro_rows;  // rows of A per microkernel call
   int nr() const { return lanes * vectors; }
   // Packed A (pack_a): per block of micro_rows rows, k in chunks of `lanes`, each chunk the block's rows of
   // `lanes` floats one after another; k is padded to whole chunks.
@@ -34,15 +34,15 @@ struct RowMap {
 };
 
 struct GemmProblem {
-  const void* panels = nullptr;   // packed B for one expert, panel_count panels of k x nr weights in weight_dtype
+  const void* panels = nullptr;  // packed B for one expert, panel_count panels of k x nr weights in weight_dtype
   WeightDtype weight_dtype = WeightDtype::float32;
-  const float* bias = nullptr;    // packed bias: panel_count * nr floats (zeros where absent)
-  int64_t k = 0;                  // reduction length
-  int64_t n = 0;                  // valid output columns
+  const float* bias = nullptr;  // packed bias: panel_count * nr floats (zeros where absent)
+  int64_t k = 0;                // reduction length
+  int64_t n = 0;                // valid output columns
   Activation activation = Activation::identity;
   bool gated = false;
-  RowMap<const float> a;          // input rows
-  RowMap<float> c;                // output rows (written, never read)
+  RowMap<const float> a;  // input rows
+  RowMap<float> c;        // output rows (written, never read)
   // When set, the output is written in pack_a's layout instead, as the A of a next GEMM with k = n, for c_rows
   // rows (see PanelGeometry::packed_a_floats).
   float* c_packed = nullptr;
@@ -79,9 +79,9 @@ struct KernelTable {
 
 constexpr int kFmaChains = 12;  // independent accumulators: enough to cover FMA latency x throughput
 
-constexpr int64_t kTileRows = 48;    // rows of A per packing item (a multiple of every micro_rows)
-constexpr int64_t kChunkRows = 192;  // rows per pass over a panel in gemm_tile (a multiple of every micro_rows)
-constexpr int64_t kBlockDepth = 256; // k-block: a B sub-panel of kBlockDepth x nr floats stays in L1
+constexpr int64_t kTileRows = 48;     // rows of A per packing item (a multiple of every micro_rows)
+constexpr int64_t kChunkRows = 192;   // rows per pass over a panel in gemm_tile (a multiple of every micro_rows)
+constexpr int64_t kBlockDepth = 256;  // k-block: a B sub-panel of kBlockDepth x nr floats stays in L1
 
 const KernelTable* kernels_scalar();
 const KernelTable* kernels_avx2();    // null where not compiled

@@ -18,9 +18,7 @@ struct SimdNeon {
   static reg fma(reg a, reg b, reg c) { return vfmaq_f32(c, a, b); }
   static reg max(reg a, reg b) { return vmaxq_f32(a, b); }
   static reg min(reg a, reg b) { return vminq_f32(a, b); }
-  static reg copysign(reg magnitude, reg sign) {
-    return vbslq_f32(vdupq_n_u32(0x80000000u), sign, magnitude);
-  }
+  static reg copysign(reg magnitude, reg sign) { return vbslq_f32(vdupq_n_u32(0x80000000u), sign, magnitude); }
   struct IntOps {
     static reg round(reg x) { return vrndnq_f32(x); }
     static reg pow2(reg n) {

@@ -12,9 +12,9 @@ namespace moe::cuda {
                            cudaGetErrorString(e) + ") in " + what + " at " + file + ":" + std::to_string(line));
 }
 
-#define MOE_CUDA_CHECK(call)                                            \
-  do {                                                                  \
-    const cudaError_t moe_err_ = (call);                                \
+#define MOE_CUDA_CHECK(call)                                                             \
+  do {                                                                                   \
+    const cudaError_t moe_err_ = (call);                                                 \
     if (moe_err_ != cudaSuccess) ::moe::cuda::fail(moe_err_, #call, __FILE__, __LINE__); \
   } while (0)
 
@@ -25,7 +25,9 @@ template <class T>
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
-  ~DeviceBuffer() { if (ptr_) cudaFree(ptr_); }
+  ~DeviceBuffer() {
+    if (ptr_) cudaFree(ptr_);
+  }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   T* reserve(size_t count) {

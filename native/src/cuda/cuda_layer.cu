@@ -30,7 +30,8 @@ DeviceInfo device_info() {
     return info;
   }
   cudaDeviceProp p;
-  if (cudaGetDeviceProperties(&p, 0) == cudaSuccess) info.reason = std::string(p.name) + ", sm_" + std::to_string(p.major * 10 + p.minor);
+  if (cudaGetDeviceProperties(&p, 0) == cudaSuccess)
+    info.reason = std::string(p.name) + ", sm_" + std::to_string(p.major * 10 + p.minor);
   return info;
 }
 
@@ -42,7 +43,8 @@ __global__ void to_bf16(const float* in, __nv_bfloat16* out, int64_t n) {
 }
 
 // Host fp32 -> device bf16 (round to nearest even), through a staging buffer of at most 64 MiB.
-void upload_bf16(const float* host, __nv_bfloat16* device, int64_t count, DeviceBuffer<float>& staging, cudaStream_t s) {
+void upload_bf16(const float* host, __nv_bfloat16* device, int64_t count, DeviceBuffer<float>& staging,
+                 cudaStream_t s) {
   const int64_t chunk = int64_t{16} << 20;
   float* stage = staging.reserve(static_cast<size_t>(std::min(count, chunk)));
   for (int64_t i = 0; i < count; i += chunk) {
@@ -74,7 +76,8 @@ static void validate(const LayerConfig& c, const GpuRouting& r) {
   if (c.top_k < 1 || c.top_k > n) fail("1 <= topK <= numExperts but got topK = " + std::to_string(c.top_k));
   if (r.rule != GpuRouting::Rule::sigmoid_bias) return;
   if (r.num_groups < 1 || r.num_groups > 32 || n % r.num_groups != 0)
-    fail("numGroups in [1, 32] dividing numExperts = " + std::to_string(n) + " but got " + std::to_string(r.num_groups));
+    fail("numGroups in [1, 32] dividing numExperts = " + std::to_string(n) + " but got " +
+         std::to_string(r.num_groups));
   if (r.top_k_groups < 1 || r.top_k_groups > r.num_groups)
     fail("topKGroups in [1, numGroups] but got " + std::to_string(r.top_k_groups));
   if (int64_t{r.top_k_groups} * (n / r.num_groups) < c.top_k)
@@ -83,7 +86,8 @@ static void validate(const LayerConfig& c, const GpuRouting& r) {
   if (!std::isfinite(r.route_scale)) fail("a finite routeScale");
   if (r.bias)
     for (int64_t e = 0; e < n; ++e)
-      if (!std::isfinite(r.bias[e])) fail("a finite bias but got a non-finite value at bias[" + std::to_string(e) + "]");
+      if (!std::isfinite(r.bias[e]))
+        fail("a finite bias but got a non-finite value at bias[" + std::to_string(e) + "]");
 }
 
 struct CudaLayer::State {
@@ -119,7 +123,8 @@ struct CudaLayer::State {
     int32_t* d_order = order.reserve(slots);
     dispatch_on_device(experts.get(), slots, e, counts.reserve(e + 1), d_offsets, d_order, scratch, stream);
     host_offsets.resize(e + 1);
-    MOE_CUDA_CHECK(cudaMemcpyAsync(host_offsets.data(), d_offsets, sizeof(int32_t) * (e + 1), cudaMemcpyDeviceToHost, stream));
+    MOE_CUDA_CHECK(
+        cudaMemcpyAsync(host_offsets.data(), d_offsets, sizeof(int32_t) * (e + 1), cudaMemcpyDeviceToHost, stream));
     MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
     host_tiles.clear();
     for (int ex = 0; ex < e; ++ex) {
@@ -155,8 +160,8 @@ struct CudaLayer::State {
     down.activation = Activation::identity;
     down.slot_out = slot_out.reserve(static_cast<size_t>(slots * s.d_model));
     launch_grouped_gemm_down(down, n_tiles, stream);
-    launch_combine(down.slot_out, weights.get(), experts.get(), tokens, k, e, s.d_model, out.reserve(tokens * s.d_model),
-                   stream);
+    launch_combine(down.slot_out, weights.get(), experts.get(), tokens, k, e, s.d_model,
+                   out.reserve(tokens * s.d_model), stream);
   }
 };
 
@@ -167,7 +172,8 @@ CudaLayer::CudaLayer(const LayerConfig& config, const GpuRouting& routing, const
   st.config = config;
   st.routing = routing;
   const ExpertShape& s = config.experts;
-  if (config.shared.num_experts > 0) throw std::runtime_error("moe-kernels: shared experts are not supported on CUDA yet");
+  if (config.shared.num_experts > 0)
+    throw std::runtime_error("moe-kernels: shared experts are not supported on CUDA yet");
   validate(config, routing);
   const DeviceInfo info = device_info();
   if (info.devices == 0) throw std::runtime_error("moe-kernels: no CUDA device (" + info.reason + ")");
@@ -249,11 +255,13 @@ void CudaLayer::forward(const float* x, int64_t tokens, const LayerOutputs& out)
     launch_softmax_top_k(logits, tokens, e, k, s.config.normalize_top_k, experts, weights, s.stream);
   s.run_experts(tokens, k);
   MOE_CUDA_CHECK(cudaEventRecord(s.finished, s.stream));
-  MOE_CUDA_CHECK(cudaMemcpyAsync(out.output, s.out.get(), sizeof(float) * tokens * shape.d_model, cudaMemcpyDeviceToHost, s.stream));
+  MOE_CUDA_CHECK(cudaMemcpyAsync(out.output, s.out.get(), sizeof(float) * tokens * shape.d_model,
+                                 cudaMemcpyDeviceToHost, s.stream));
   MOE_CUDA_CHECK(cudaMemcpyAsync(out.logits, logits, sizeof(float) * tokens * e, cudaMemcpyDeviceToHost, s.stream));
   MOE_CUDA_CHECK(cudaMemcpyAsync(out.experts, experts, sizeof(int32_t) * tokens * k, cudaMemcpyDeviceToHost, s.stream));
   MOE_CUDA_CHECK(cudaMemcpyAsync(out.weights, weights, sizeof(float) * tokens * k, cudaMemcpyDeviceToHost, s.stream));
-  MOE_CUDA_CHECK(cudaMemcpyAsync(out.tokens_per_expert, s.counts.get(), sizeof(int32_t) * e, cudaMemcpyDeviceToHost, s.stream));
+  MOE_CUDA_CHECK(
+      cudaMemcpyAsync(out.tokens_per_expert, s.counts.get(), sizeof(int32_t) * e, cudaMemcpyDeviceToHost, s.stream));
   MOE_CUDA_CHECK(cudaStreamSynchronize(s.stream));
   MOE_CUDA_CHECK(cudaEventElapsedTime(&s.device_ms, s.started, s.finished));
 }
@@ -274,8 +282,10 @@ void CudaLayer::forward_routed(const float* x, int64_t tokens, int k, const int3
   MOE_CUDA_CHECK(cudaEventRecord(s.started, s.stream));
   s.run_experts(tokens, k);
   MOE_CUDA_CHECK(cudaEventRecord(s.finished, s.stream));
-  MOE_CUDA_CHECK(cudaMemcpyAsync(output, s.out.get(), sizeof(float) * tokens * shape.d_model, cudaMemcpyDeviceToHost, s.stream));
-  MOE_CUDA_CHECK(cudaMemcpyAsync(tokens_per_expert, s.counts.get(), sizeof(int32_t) * shape.num_experts, cudaMemcpyDeviceToHost, s.stream));
+  MOE_CUDA_CHECK(
+      cudaMemcpyAsync(output, s.out.get(), sizeof(float) * tokens * shape.d_model, cudaMemcpyDeviceToHost, s.stream));
+  MOE_CUDA_CHECK(cudaMemcpyAsync(tokens_per_expert, s.counts.get(), sizeof(int32_t) * shape.num_experts,
+                                 cudaMemcpyDeviceToHost, s.stream));
   MOE_CUDA_CHECK(cudaStreamSynchronize(s.stream));
   MOE_CUDA_CHECK(cudaEventElapsedTime(&s.device_ms, s.started, s.finished));
 }

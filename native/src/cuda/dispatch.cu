@@ -13,8 +13,8 @@ namespace moe::cuda {
 
 namespace {
 
-__global__ void keys_and_counts(const int32_t* experts, int64_t slots, int num_experts, int32_t* keys,
-                                int32_t* values, int32_t* counts) {
+__global__ void keys_and_counts(const int32_t* experts, int64_t slots, int num_experts, int32_t* keys, int32_t* values,
+                                int32_t* counts) {
   const int64_t s = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (s >= slots) return;
   const int32_t e = experts[s];

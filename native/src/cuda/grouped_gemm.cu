@@ -57,8 +57,10 @@ __global__ void __launch_bounds__(kThreads) grouped_gemm_kernel(GemmArgs a) {
       float v = 0.f;
       if (r < tile.rows && kk < a.k_dim) {
         const int64_t pos = int64_t(tile.offset) + tile.row0 + r;
-        if (kUp) v = a.x[int64_t(a.order[pos] / a.slots_per_token) * a.k_dim + kk];  // gathered by token
-        else v = __bfloat162float(a.hidden_in[pos * a.k_dim + kk]);
+        if (kUp)
+          v = a.x[int64_t(a.order[pos] / a.slots_per_token) * a.k_dim + kk];  // gathered by token
+        else
+          v = __bfloat162float(a.hidden_in[pos * a.k_dim + kk]);
       }
       As[r * LDS + c] = __float2bfloat16(v);
     }
@@ -91,7 +93,8 @@ __global__ void __launch_bounds__(kThreads) grouped_gemm_kernel(GemmArgs a) {
   for (int i = 0; i < 2; ++i)
     for (int j = 0; j < 2; ++j) {
       wmma::store_matrix_sync(Cs + (wm * 32 + i * 16) * LDC + wn * 32 + j * 16, acc[i][j], LDC, wmma::mem_row_major);
-      if (kGated) wmma::store_matrix_sync(Cu + (wm * 32 + i * 16) * LDC + wn * 32 + j * 16, accu[i][j], LDC, wmma::mem_row_major);
+      if (kGated)
+        wmma::store_matrix_sync(Cu + (wm * 32 + i * 16) * LDC + wn * 32 + j * 16, accu[i][j], LDC, wmma::mem_row_major);
     }
   __syncthreads();
   const float* bias = a.bias ? a.bias + int64_t(tile.expert) * a.n : nullptr;
@@ -117,8 +120,10 @@ __global__ void __launch_bounds__(kThreads) grouped_gemm_kernel(GemmArgs a) {
 void launch_grouped_gemm_up(const GemmArgs& args, int tiles, cudaStream_t stream) {
   if (tiles == 0) return;
   const dim3 grid(tiles, unsigned((args.n + BN - 1) / BN));
-  if (args.w_up) grouped_gemm_kernel<true, true><<<grid, kThreads, 0, stream>>>(args);
-  else grouped_gemm_kernel<true, false><<<grid, kThreads, 0, stream>>>(args);
+  if (args.w_up)
+    grouped_gemm_kernel<true, true><<<grid, kThreads, 0, stream>>>(args);
+  else
+    grouped_gemm_kernel<true, false><<<grid, kThreads, 0, stream>>>(args);
   MOE_CUDA_LAUNCHED("grouped_gemm_up");
 }
 

@@ -15,8 +15,8 @@ void launch_router_logits(const float* x, const float* router, float* logits, in
 
 // One warp per token: softmax top-k (ties to the lower index; renormalised when normalize), or DeepSeek-V3
 // sigmoid scores with the bias for selection only, group-limited, normalised, scaled by route_scale.
-void launch_softmax_top_k(const float* logits, int64_t tokens, int num_experts, int k, bool normalize,
-                          int32_t* experts, float* weights, cudaStream_t stream);
+void launch_softmax_top_k(const float* logits, int64_t tokens, int num_experts, int k, bool normalize, int32_t* experts,
+                          float* weights, cudaStream_t stream);
 void launch_sigmoid_bias_top_k(const float* logits, const float* bias, int64_t tokens, int num_experts, int k,
                                int num_groups, int top_k_groups, float route_scale, int32_t* experts, float* weights,
                                cudaStream_t stream);
@@ -33,19 +33,19 @@ struct RowTile {
 };
 
 struct GemmArgs {
-  const RowTile* tiles;        // grid.x tiles
-  const int32_t* order;        // slot per segment position
-  int slots_per_token;         // k: token = slot / k
+  const RowTile* tiles;  // grid.x tiles
+  const int32_t* order;  // slot per segment position
+  int slots_per_token;   // k: token = slot / k
   // A: gathered rows of x (fp32, by token) or the hidden buffer (bf16, by segment position)
   const float* x;
   const __nv_bfloat16* hidden_in;
-  int64_t k_dim;               // reduction length
+  int64_t k_dim;  // reduction length
   // B: W [E, n, k_dim] bf16 (and W3 when gated), biases fp32 [E, n] or null
   const __nv_bfloat16* w;
   const __nv_bfloat16* w_up;
   const float* bias;
   const float* bias_up;
-  int64_t n;                   // output columns
+  int64_t n;  // output columns
   Activation activation;
   // outputs: hidden (bf16, by segment position) for the first GEMM, slot rows (fp32, scattered) for the second
   __nv_bfloat16* hidden_out;

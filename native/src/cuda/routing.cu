@@ -11,8 +11,8 @@ namespace {
 constexpr int kWarp = 32;
 
 // One warp per (token, expert) dot product; 8 warps per block.
-__global__ void router_logits_kernel(const float* x, const float* router, float* logits, int64_t tokens,
-                                     int64_t d, int64_t num_experts) {
+__global__ void router_logits_kernel(const float* x, const float* router, float* logits, int64_t tokens, int64_t d,
+                                     int64_t num_experts) {
   const int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (warp >= tokens * num_experts) return;
@@ -99,10 +99,17 @@ __global__ void sigmoid_bias_top_k_kernel(const float* logits, const float* bias
       float a = -INFINITY, b = -INFINITY;  // top-2 biased scores of the group
       for (int e = g * size; e < (g + 1) * size; ++e) {
         const float v = rank_key(1.f / (1.f + __expf(-l[e])) + (bias ? bias[e] : 0.f));
-        if (v > a) { b = a; a = v; } else if (v > b) b = v;
+        if (v > a) {
+          b = a;
+          a = v;
+        } else if (v > b)
+          b = v;
       }
       const float score = rank_key(size >= 2 ? a + b : a);
-      if (bg == kNone || score > best || (score == best && g < bg)) { best = score; bg = g; }
+      if (bg == kNone || score > best || (score == best && g < bg)) {
+        best = score;
+        bg = g;
+      }
     }
     warp_argmax(best, bg);
     kept |= 1u << bg;
@@ -116,7 +123,10 @@ __global__ void sigmoid_bias_top_k_kernel(const float* logits, const float* bias
       bool taken = false;
       for (int q = 0; q < j; ++q) taken |= experts[t * k + q] == e;
       const float v = rank_key(1.f / (1.f + __expf(-l[e])) + (bias ? bias[e] : 0.f));
-      if (!taken && (bi == kNone || v > best || (v == best && e < bi))) { best = v; bi = e; }
+      if (!taken && (bi == kNone || v > best || (v == best && e < bi))) {
+        best = v;
+        bi = e;
+      }
     }
     warp_argmax(best, bi);
     if (lane == 0) experts[t * k + j] = bi;
@@ -139,8 +149,8 @@ void launch_router_logits(const float* x, const float* router, float* logits, in
   MOE_CUDA_LAUNCHED("router_logits");
 }
 
-void launch_softmax_top_k(const float* logits, int64_t tokens, int num_experts, int k, bool normalize,
-                          int32_t* experts, float* weights, cudaStream_t stream) {
+void launch_softmax_top_k(const float* logits, int64_t tokens, int num_experts, int k, bool normalize, int32_t* experts,
+                          float* weights, cudaStream_t stream) {
   if (tokens == 0) return;
   softmax_top_k_kernel<<<unsigned((tokens + 7) / 8), 256, 0, stream>>>(logits, tokens, num_experts, k, normalize,
                                                                        experts, weights);

@@ -11,15 +11,15 @@
 #include <random>
 #include <vector>
 
+#include "../test_support.h"
 #include "moe/cuda.h"
 #include "moe/moe.h"
-#include "../test_support.h"
 
 namespace {
 
-using moe_test::failures;
 using moe_test::Case;
 using moe_test::CaseData;
+using moe_test::failures;
 using moe_test::make_case;
 using moe_test::randn;
 
@@ -36,8 +36,10 @@ float bf16(float f) {
 double activate(moe::Activation a, double v) {
   const double silu = v / (1 + std::exp(-v)), gelu = 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
   switch (a) {
-    case moe::Activation::swiglu: case moe::Activation::silu: return silu;
-    case moe::Activation::geglu: case moe::Activation::gelu: return gelu;
+    case moe::Activation::swiglu:
+    case moe::Activation::silu: return silu;
+    case moe::Activation::geglu:
+    case moe::Activation::gelu: return gelu;
     case moe::Activation::gelu_tanh: return 0.5 * v * (1 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
     case moe::Activation::relu: return v > 0 ? v : 0;
     case moe::Activation::identity: return v;
@@ -146,17 +148,20 @@ void test_case(const Case& c, uint32_t seed) {
   std::vector<int32_t> none(dropped.size(), -1);
   gpu.forward_routed(x.data(), c.tokens, c.k, none.data(), w_2.data(), g_out.data(), g_counts.data());
   CHECK(std::all_of(g_out.begin(), g_out.end(), [](float v) { return v == 0.f; }), "all dropped: output not zero");
-  CHECK(std::all_of(g_counts.begin(), g_counts.end(), [](int32_t n) { return n == 0; }), "all dropped: counts not zero");
-  std::printf("  T=%4lld d=%4lld h=%4lld E=%3lld k=%d act=%d bias=%d: rel err %.2e, %d tokens compared, %.3f ms on device\n",
-              (long long)c.tokens, (long long)c.d, (long long)c.h, (long long)c.e, c.k, int(c.act), int(c.bias), err,
-              compared, gpu.last_device_ms());
+  CHECK(std::all_of(g_counts.begin(), g_counts.end(), [](int32_t n) { return n == 0; }),
+        "all dropped: counts not zero");
+  std::printf(
+      "  T=%4lld d=%4lld h=%4lld E=%3lld k=%d act=%d bias=%d: rel err %.2e, %d tokens compared, %.3f ms on device\n",
+      (long long)c.tokens, (long long)c.d, (long long)c.h, (long long)c.e, c.k, int(c.act), int(c.bias), err, compared,
+      gpu.last_device_ms());
 }
 
 // DeepSeek-V3 routing on the GPU against a plain C++ version of the rule.
 void test_sigmoid_bias(uint32_t seed) {
   const int64_t T = 37, d = 64, h = 96, E = 16;
   const int k = 4, groups = 4, keep = 2;
-  const auto router = randn(E * d, seed, 0.3f), w1 = randn(E * h * d, seed + 1, 0.1f), w3 = randn(E * h * d, seed + 2, 0.1f);
+  const auto router = randn(E * d, seed, 0.3f), w1 = randn(E * h * d, seed + 1, 0.1f),
+             w3 = randn(E * h * d, seed + 2, 0.1f);
   const auto w2 = randn(E * d * h, seed + 3, 0.1f), bias = randn(E, seed + 4, 0.1f), x = randn(T * d, seed + 5, 1.f);
   moe::LayerConfig config{{E, d, h, moe::Activation::swiglu}, k, true, 0, {}};
   moe::cuda::GpuRouting routing;
@@ -198,7 +203,8 @@ void test_sigmoid_bias(uint32_t seed) {
   }
   CHECK(differ == 0, "sigmoid+bias: %d choices differ", differ);
   CHECK(werr < 1e-5, "sigmoid+bias: weight error %.3g", werr);
-  std::printf("  DeepSeek sigmoid + bias, 4 groups keep 2, k=4: %d choice differences, weight error %.2e\n", differ, werr);
+  std::printf("  DeepSeek sigmoid + bias, 4 groups keep 2, k=4: %d choice differences, weight error %.2e\n", differ,
+              werr);
 }
 
 // Settings the routing kernels cannot serve are refused when the layer is built, and zero tokens compute nothing.
