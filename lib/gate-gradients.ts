@@ -5,7 +5,8 @@
  */
 import { describe, rangeError, typeError } from './errors';
 import * as gating from './gating';
-import { routingRuleOf } from './gating/registry';
+import { isMadeGate } from './gating/common';
+import { ruleOfGate } from './gating/registry';
 import { MoEOutput, Routing } from './layer-output';
 import { Tensor } from './tensor';
 import { expectTensor } from './validate';
@@ -42,12 +43,16 @@ export function gateGradients(
   expectTensor(x, 'x', ['float32'], [logits.shape[0], c.dModel], ['tokens', 'dModel']);
   if (routing.topK !== c.topK && routing.gate === undefined)
     throw rangeError(`result.routing.topK = ${c.topK} (this layer's)`, describe(routing.topK));
+  // A gate carries the state its rule's backward reads: only the one a forward returned will do.
+  if (routing.gate !== undefined) {
+    ruleOfGate(routing.gate);
+    if (!isMadeGate(routing.gate))
+      throw typeError("result.routing.gate to be the gate this layer's forward returned", 'a copy or a hand-made object');
+  }
   const gate = routing.gate ?? defaultGate(routing);
   const { tokens, numExperts } = gate;
   const gradLogits = new Float64Array(tokens * numExperts);
-  const gradNoiseLogits: Float64Array | undefined = routingRuleOf(gate.kind).usesNoiseRouter
-    ? new Float64Array(tokens * numExperts)
-    : undefined;
+  const gradNoiseLogits: Float64Array | undefined = ruleOfGate(gate).usesNoiseRouter ? new Float64Array(tokens * numExperts) : undefined;
   let gradWeights: Float64Array | undefined;
   if (gradOutput !== undefined) {
     const g = expectTensor(gradOutput, 'gradOutput', ['float32'], [tokens, c.dModel], ['tokens', 'dModel']).data;

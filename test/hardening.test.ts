@@ -174,3 +174,28 @@ describe('wrong answers that were accepted', () => {
     again.dispose();
   });
 });
+
+describe('gateGradients with a result whose gate was not made by a forward', () => {
+  it('is refused in the format (once a raw TypeError for an unknown kind, and a message about gradOutput for a copy)', () => {
+    const layer = MoELayer.random(config, { seed: 1 });
+    const x = Tensor.randn([3, config.dModel], { seed: 2 });
+    const r = layer.forwardSync(x);
+    const grad = Tensor.randn([3, config.dModel], { seed: 3 });
+    const withGate = (gate: unknown) => ({ ...r, routing: { ...r.routing, gate } }) as unknown as typeof r;
+    quickly(() => layer.gateGradients(x, withGate({ kind: 'bogus' }), grad), 'TypeError', /expected gate to be a router result/);
+    quickly(() => layer.gateGradients(x, withGate({ kind: '__proto__' }), grad), 'TypeError', /expected gate to be a router result/);
+    quickly(
+      () => layer.gateGradients(x, withGate({ kind: 'noisyTopK' }), grad),
+      'TypeError',
+      /routing.gate to be the gate this layer's forward returned/,
+    );
+    const routed = MoELayer.random({ dModel: 8, dHidden: 12, numExperts: 4, router: { kind: 'switch' } }, { seed: 1 });
+    const s = routed.forwardSync(x);
+    expect(() => routed.gateGradients(x, s, grad)).not.toThrow();
+    quickly(
+      () => routed.gateGradients(x, { ...s, routing: { ...s.routing, gate: { ...s.routing.gate! } } }, grad),
+      'TypeError',
+      /a copy or a hand-made object/,
+    );
+  });
+});
