@@ -9,8 +9,10 @@ import * as path from 'path';
 import { BenchResult, writeCharts } from './charts';
 
 /** The headline implementations: ours, and the peers a user would compare it with. */
-const HEADLINE = ['moe-kernels', 'onnxruntime', 'pytorch (HF loop)'] as const;
-export const HISTORY_HEADER = 'date,machine,shape,threads,tokens,moe_kernels_ms,onnxruntime_ms,pytorch_ms,vs_onnxruntime';
+const HEADLINE = ['moe-kernels', 'onnxruntime', 'pytorch (HF loop)', 'moe-kernels bf16'] as const;
+// Columns are only ever appended (older lines leave the new ones empty).
+export const HISTORY_HEADER =
+  'date,machine,shape,threads,tokens,moe_kernels_ms,onnxruntime_ms,pytorch_ms,vs_onnxruntime,moe_kernels_bf16_ms';
 
 /** A name for the kind of machine a run measured: OS, CPU architecture, the active ISA and the CPUs it saw. */
 export function machineKind(isa: string, cpus = os.cpus().length): string {
@@ -30,7 +32,7 @@ export function historyLines(result: BenchResult, machine: string): string[] {
     );
     const ratio = ms[0] !== undefined && ms[1] !== undefined ? (ms[1] / ms[0]).toFixed(2) : '';
     const cell = (v: number | undefined) => (v === undefined ? '' : v.toPrecision(4));
-    return [result.date, machine, shape, threads, tokens, ...ms.map(cell), ratio].join(',');
+    return [result.date, machine, shape, threads, tokens, ...ms.slice(0, 3).map(cell), ratio, cell(ms[3])].join(',');
   });
 }
 

@@ -38,7 +38,12 @@ const FLAGS: FlagSpec[] = [
  * One implementation: `run(first, calls)` does `calls` forwards back to back, cycling through the inputs from
  * inputs[first], and returns their total milliseconds.
  */
-type Impl = { name: string; run: (first: number, calls: number) => Promise<number> };
+type Impl = {
+  name: string;
+  run: (first: number, calls: number) => Promise<number>;
+  /** Bytes it stores per weight against float32's four (bfloat16: 0.5), for its bandwidth share. */
+  weightScale?: number;
+};
 
 // A timed repetition is a block of forwards lasting at least this long (at least one forward), and its time is
 // the mean per forward: a single 1-token forward (~1-2 ms) right after another implementation measured mostly
@@ -165,8 +170,9 @@ async function main(): Promise<void> {
 
   for (const shape of shapes) {
     const bytes = weightBytes(shape);
-    const needed = bytes * 2.3 + (torchReason ? 0 : bytes * 1.1);
-    if (os.freemem() < bytes * 2.3) {
+    // float32 weights in JS and packed (2x), a bfloat16 layer (0.5x), activations and slack.
+    const needed = bytes * 2.8 + (torchReason ? 0 : bytes * 1.1);
+    if (os.freemem() < bytes * 2.8) {
       notes.push(
         `${shape.name}: skipped, needs about ${(needed / 2 ** 30).toFixed(1)} GiB and ${(os.freemem() / 2 ** 30).toFixed(1)} GiB is free`,
       );
@@ -180,6 +186,9 @@ async function main(): Promise<void> {
     const rssBefore = process.memoryUsage().rss;
     const layer = new MoELayer(config, weights);
     layer.forwardSync(Tensor.randn([Math.max(...shape.tokens), shape.dModel], { seed: 3 })); // workspace at its largest
+    // The weight-dtype axis: the same weights stored as bfloat16 (half the bytes to stream at decode).
+    const bf16 = new MoELayer({ ...config, weightDtype: 'bfloat16' }, weights);
+    bf16.forwardSync(Tensor.randn([Math.max(...shape.tokens), shape.dModel], { seed: 3 }));
     extras[`rss ${shape.name}`] = {
       growthMiB: (process.memoryUsage().rss - rssBefore) / 2 ** 20,
       packedWeightsMiB: layer.packedBytes / 2 ** 20,
@@ -219,6 +228,7 @@ async function main(): Promise<void> {
           { name: 'moe-kernels', run: loop((xj) => layer.forwardSync(xj)) },
           { name: 'moe-kernels async', run: loop((xj) => layer.forward(xj)) },
           { name: 'moe-kernels (out)', run: loop((xj) => layer.forwardSync(xj, { out })) },
+          { name: 'moe-kernels bf16', run: loop((xj) => bf16.forwardSync(xj, { out })), weightScale: 0.5 },
         ];
         // Same weights, same input: the answers must agree before the times mean anything.
         if (ort && typeof ort !== 'string') {
@@ -301,15 +311,16 @@ async function main(): Promise<void> {
             maxMs: Math.max(...times[i]),
             callsPerRepetition: calls[i],
             gflops: flops / ms / 1e6,
-            activeGBps: active / ms / 1e6,
+            activeGBps: (active * (impl.weightScale ?? 1)) / ms / 1e6,
             ceiling,
-            roofline: (decode ? active : flops) / ms / 1e6 / ceiling,
+            roofline: (decode ? active * (impl.weightScale ?? 1) : flops) / ms / 1e6 / ceiling,
           });
         });
       }
       torch?.close();
     }
     layer.dispose();
+    bf16.dispose();
     fs.rmSync(folder, { recursive: true, force: true });
   }
   progress.end();

@@ -20,6 +20,14 @@ export interface ExpertWeights {
   b2?: Tensor; // [numExperts, dModel]
 }
 
+/**
+ * How packed expert weights are stored: 'float32' (the default) or 'bfloat16' (rounded to nearest even when packed,
+ * half the bytes; the kernels widen them exactly and keep activations and sums in float32). The router stays
+ * float32. The core's weight-dtype table (native/src/core/weight_formats.cpp) has one entry per name here.
+ */
+export const WEIGHT_DTYPES = ['float32', 'bfloat16'] as const;
+export type WeightDtype = (typeof WEIGHT_DTYPES)[number];
+
 export interface ExpertShape {
   numExperts: number;
   dModel: number;
@@ -30,7 +38,7 @@ export interface ExpertShape {
 const FLOATS = ['float32', 'float16', 'bfloat16'] as const;
 
 /** Checks every expert weight against the shape and returns the spec the binding packs (float32 data). */
-export function expertSpec(weights: unknown, shape: ExpertShape, name = 'weights'): NativeExpertSpec {
+export function expertSpec(weights: unknown, shape: ExpertShape, name = 'weights', weightDtype: WeightDtype = 'float32'): NativeExpertSpec {
   if (typeof weights !== 'object' || weights === null) throw typeError(`${name} to be an object of Tensors`, describe(weights));
   const w = weights as Partial<Record<keyof ExpertWeights, unknown>>;
   const { numExperts: e, dModel: d, dHidden: h, activation } = shape;
@@ -47,7 +55,7 @@ export function expertSpec(weights: unknown, shape: ExpertShape, name = 'weights
     throw typeError(`${name}.w3 to be a Tensor [${e}, ${h}, ${d}] (required by the gated activation '${activation}')`, describe(w.w3));
   return {
     ...shape,
-    weightDtype: 'float32',
+    weightDtype,
     w1: big('w1', [e, h, d], ['numExperts', 'dHidden', 'dModel']),
     w3: gated ? big('w3', [e, h, d], ['numExperts', 'dHidden', 'dModel']) : null,
     w2: big('w2', [e, d, h], ['numExperts', 'dModel', 'dHidden']),

@@ -5,7 +5,7 @@
  */
 import { ACTIVATIONS, Activation } from './activation';
 import { describe, rangeError, typeError } from './errors';
-import { ExpertShape, ExpertWeights, expertSpec } from './expert-weights';
+import { ExpertShape, ExpertWeights, WEIGHT_DTYPES, WeightDtype, expertSpec } from './expert-weights';
 import { NativeExperts, native } from './native';
 import { Tensor } from './tensor';
 import { isFloat32Array, isInt32Array } from './typed-arrays';
@@ -73,10 +73,13 @@ export class PackedExperts implements Disposable {
   readonly dModel: number;
   readonly dHidden: number;
   readonly activation: Activation;
+  /** How the packed weights are stored (see MoEConfig.weightDtype). */
+  readonly weightDtype: WeightDtype;
   private handle: NativeExperts | undefined;
 
-  constructor(weights: ExpertWeights, options: { activation?: Activation } = {}) {
+  constructor(weights: ExpertWeights, options: { activation?: Activation; weightDtype?: WeightDtype } = {}) {
     const activation = expectOneOf(options.activation ?? 'swiglu', 'options.activation', ACTIVATIONS);
+    const weightDtype = expectOneOf(options.weightDtype ?? 'float32', 'options.weightDtype', WEIGHT_DTYPES);
     const w1 = expectTensor(
       (weights as ExpertWeights | undefined)?.w1,
       'weights.w1',
@@ -86,11 +89,12 @@ export class PackedExperts implements Disposable {
     );
     const [numExperts, dHidden, dModel] = w1.shape;
     const shape: ExpertShape = { numExperts, dModel, dHidden, activation };
-    const spec = expertSpec(weights, shape);
+    const spec = expertSpec(weights, shape, 'weights', weightDtype);
     this.numExperts = numExperts;
     this.dModel = dModel;
     this.dHidden = dHidden;
     this.activation = activation;
+    this.weightDtype = weightDtype;
     this.handle = new (native().NativeExperts)(spec);
   }
 

@@ -1,5 +1,6 @@
 /** An MoELayer's config: its fields, and their resolution (defaults, implied topK, backend) and checks. */
 import { ACTIVATIONS, Activation } from './activation';
+import { WEIGHT_DTYPES, WeightDtype } from './expert-weights';
 import { describe, rangeError, typeError } from './errors';
 import { native } from './native';
 import { ROUTER_KINDS, RouterConfig, checkRouterConfig, impliedTopK } from './router-config';
@@ -32,6 +33,12 @@ export interface MoEConfig {
    * 'auto' = 'cuda' when both exist, else 'cpu'. Inputs and outputs stay host float32 Tensors either way.
    */
   backend?: 'cpu' | 'cuda' | 'auto';
+  /**
+   * How the experts' weights (routed and shared) are stored: 'float32' (default) or 'bfloat16' (half the bytes:
+   * rounded to nearest even when packed, widened exactly by the kernels, activations and sums in float32). The
+   * router stays float32. The CUDA backend stores bfloat16 either way.
+   */
+  weightDtype?: WeightDtype;
 }
 
 /** A config with every default filled in and every field checked; `backend` is the one the layer runs on. */
@@ -90,6 +97,7 @@ export function resolveConfig(config: MoEConfig): ResolvedConfig {
     numExperts,
     topK,
     activation: expectOneOf(config.activation ?? 'swiglu', 'config.activation', ACTIVATIONS),
+    weightDtype: expectOneOf(config.weightDtype ?? 'float32', 'config.weightDtype', WEIGHT_DTYPES),
     normalizeTopK: kind === 'topK' ? ((resolvedRouter as { normalize?: boolean }).normalize ?? true) : normalizeTopK,
     threads: config.threads === undefined ? 0 : expectInteger(config.threads, 'config.threads', 0, 256),
     router: resolvedRouter,

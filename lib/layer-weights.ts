@@ -36,7 +36,12 @@ export function layerSpec(c: ResolvedConfig, weights: MoEWeights): NativeLayerSp
   } else if (weights.noiseRouter !== undefined) {
     throw rangeError(`no weights.noiseRouter (router '${c.router.kind}' has no noise)`, describe(weights.noiseRouter));
   }
-  const experts = expertSpec(weights, { numExperts: c.numExperts, dModel: c.dModel, dHidden: c.dHidden, activation: c.activation });
+  const experts = expertSpec(
+    weights,
+    { numExperts: c.numExperts, dModel: c.dModel, dHidden: c.dHidden, activation: c.activation },
+    'weights',
+    c.weightDtype,
+  );
   let shared: NativeExpertSpec | null = null;
   if (c.sharedExperts > 0) {
     if (typeof weights.shared !== 'object' || weights.shared === null)
@@ -45,6 +50,7 @@ export function layerSpec(c: ResolvedConfig, weights: MoEWeights): NativeLayerSp
       weights.shared,
       { numExperts: c.sharedExperts, dModel: c.dModel, dHidden: c.sharedHidden, activation: c.activation },
       'weights.shared',
+      c.weightDtype,
     );
   } else if (weights.shared !== undefined) {
     throw rangeError('no weights.shared (config.sharedExperts is 0)', describe(weights.shared));

@@ -7,6 +7,7 @@ import * as path from 'path';
 import { loadNativeBinding } from './native-loader';
 import type { LoadedBinary } from './native-loader';
 import type { BuiltInRouting } from './gating/rule';
+import type { WeightDtype } from './expert-weights';
 
 export interface NativeRoutingResult {
   experts: Int32Array;
@@ -93,8 +94,8 @@ export interface NativeExpertSpec {
   dModel: number;
   dHidden: number;
   activation: string;
-  /** How the packed weights are stored: 'float32' (the only entry of the core's weight-dtype table so far). */
-  weightDtype: 'float32';
+  /** How the packed weights are stored (an entry of the core's weight-dtype table). */
+  weightDtype: WeightDtype;
   w1: Float32Array;
   w3: F32;
   w2: Float32Array;

@@ -35,9 +35,10 @@ describe('ISA paths', () => {
 
   for (const isa of isas) {
     if (isa === backendInfo().isa) continue; // the main run covers the active one
-    it(`the ${isa} path passes the layer suite`, () => {
+    it(`the ${isa} path passes the layer and weight-dtype suites`, () => {
       const jest = require.resolve('jest/bin/jest');
-      const r = run([jest, '--ci', '--runInBand', 'test/layer.test.ts'], isa);
+      // --verbose: with two files Jest names only the files, and the describe titles carry the ISA they ran on.
+      const r = run([jest, '--ci', '--runInBand', '--verbose', 'test/layer.test.ts', 'test/weight-dtypes.test.ts'], isa);
       const summary = (r.stderr.match(/Tests:.*/) ?? ['(no summary)'])[0];
       if (r.status !== 0) throw new Error(`isa ${isa}: ${summary}\n${r.stderr.slice(-4000)}`);
       expect(r.stderr).toContain(`isa ${isa}`);

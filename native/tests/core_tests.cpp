@@ -180,6 +180,15 @@ void test_top_k() {
 }
 
 // The kernel template at the AVX-512 geometry (16 lanes, 12 rows) and the active ISA's kernels, on odd shapes:
+// float32 -> bfloat16 -> float32, round to nearest even: what packing bfloat16 weights does.
+float round_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  bits = (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
 // 437 rows span several chunks of gemm_tile and end in a partial micro block; 1 to 13 rows give every size of
 // partial block (each packed at its own row stride) and one full block plus one row.
 void test_gemm_tiles() {
@@ -215,6 +224,30 @@ void test_gemm_tiles() {
           }
         CHECK(max_err < 1e-4, "gemm tile (%s, %lld rows, gated=%d): max error %.3g",
               table == tables[0] ? "wide template" : "active isa", (long long)rows, int(gated), max_err);
+
+        // bfloat16 weights: widened exactly in registers, the same float32 sums in the same order, so the result
+        // is bitwise the float32 GEMM's on the weights rounded to bfloat16 first.
+        const auto rounded = [](std::vector<float> v) {
+          for (float& x : v) x = round_to_bf16(x);
+          return v;
+        };
+        const auto wr = rounded(w), wur = rounded(wu);
+        moe::PackedMatrix f32(t.geometry, 1, n, k, wr.data(), b.data(), gated ? wur.data() : nullptr,
+                              gated ? b.data() : nullptr);
+        moe::PackedMatrix bf16(t.geometry, 1, n, k, w.data(), b.data(), gated ? wu.data() : nullptr,
+                               gated ? b.data() : nullptr, moe::WeightDtype::bfloat16);
+        CHECK(bf16.bytes() < f32.bytes() * 3 / 5, "bfloat16 panels take about half the bytes: %zu vs %zu", bf16.bytes(),
+              f32.bytes());
+        std::vector<float> want_bits(rows * n), got_bits(rows * n);
+        for (auto [matrix, dst] : {std::pair{&f32, &want_bits}, std::pair{&bf16, &got_bits}}) {
+          moe::cpu::GemmProblem q = matrix->problem(0, moe::Activation::gelu);
+          q.a = {a.data(), k, nullptr, 1};
+          q.c = {dst->data(), n, nullptr, 1};
+          t.weight_kernels(q.weight_dtype).gemm_tile(q, packed_a.data(), 0, rows, 0, matrix->panel_count());
+        }
+        CHECK(std::memcmp(want_bits.data(), got_bits.data(), want_bits.size() * sizeof(float)) == 0,
+              "bfloat16 gemm tile (%s, %lld rows, gated=%d) bitwise equal to float32 on rounded weights",
+              table == tables[0] ? "wide template" : "active isa", (long long)rows, int(gated));
       }
 }
 

@@ -22,6 +22,14 @@ struct SimdWide16 {
     return r;
   }
   static void store(float* p, reg x) { std::memcpy(p, &x, sizeof x); }
+  static reg load_bf16(const uint16_t* p) {
+    reg r;
+    for (int i = 0; i < kLanes; ++i) {
+      const uint32_t bits = static_cast<uint32_t>(p[i]) << 16;
+      std::memcpy(&r[i], &bits, sizeof(float));
+    }
+    return r;
+  }
   static reg add(reg a, reg b) { return a + b; }
   static reg sub(reg a, reg b) { return a - b; }
   static reg mul(reg a, reg b) { return a * b; }

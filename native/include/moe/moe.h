@@ -20,10 +20,11 @@ inline bool is_gated(Activation act) { return act == Activation::swiglu || act =
 bool parse_activation(const std::string& name, Activation* out);
 
 // The stored format of packed expert weights: a property of the packed experts, with one entry per dtype in the
-// kernel table (its GEMM per ISA) and in core/weight_formats.h (its packing and size). float32 only for now;
-// bfloat16, float16, int8 and int4 are the next entries. The router always stays float32.
-enum class WeightDtype { float32 };
-constexpr int kWeightDtypes = 1;
+// kernel table (its GEMM per ISA) and in core/weight_formats.h (its packing and size). bfloat16 weights are
+// float32 ones rounded to nearest (ties to even) when packed, and widened exactly in registers by the GEMM, whose
+// activations and sums stay float32. float16, int8 and int4 are the next entries. The router stays float32.
+enum class WeightDtype { float32, bfloat16 };
+constexpr int kWeightDtypes = 2;
 const char* weight_dtype_name(WeightDtype dtype);
 // Parses the public name ('float32', ...); returns false when unknown.
 bool parse_weight_dtype(const std::string& name, WeightDtype* out);

@@ -1,6 +1,8 @@
 // ISA-generic kernel bodies, written once against a small SIMD type V and compiled once per ISA by the
 // cpu_<isa>.cpp translation units (the ggml / MLAS way). V provides: reg, kLanes, kVectors, kMicroRows,
-// zero, set1, load, store, add, sub, mul, div, fma (a * b + c), max, min, copysign, exp.
+// zero, set1, load, load_bf16, store, add, sub, mul, div, fma (a * b + c), max, min, copysign, exp.
+// The GEMM is written once over the stored weight type B (float for float32 weights, uint16_t for bfloat16,
+// widened in registers as they are loaded): load_b picks the load.
 // Included inside an anonymous namespace of each cpu_<isa>.cpp, after the standard headers it uses.
 #pragma once
 
@@ -14,9 +16,13 @@ struct KernelImpl {
   static_assert(NV % 2 == 0, "a gated panel splits its vectors in two");
   static_assert(moe::cpu::kTileRows % MR == 0, "tile rows must be a multiple of the micro rows");
 
+  static reg load_b(const float* p) { return V::load(p); }
+  static reg load_b(const uint16_t* p) { return V::load_bf16(p); }
+
   // One row (decode): M * NV accumulators would make a chain of dependent FMAs, bounded by FMA latency rather
   // than by the weight stream; four interleaved partial sums per vector keep the loads flowing.
-  static void micro_row(const float* a, const float* b, int64_t depth, float* acc, bool first) {
+  template <class B>
+  static void micro_row(const float* a, const B* b, int64_t depth, float* acc, bool first) {
     // a is the row itself, packed densely (see pack_a): element kk is a[kk]
     constexpr int U = 4;  // the final sum below is written for exactly four
     reg c[U][NV];
@@ -26,11 +32,11 @@ struct KernelImpl {
     for (; kk + U <= depth; kk += U)
       for (int u = 0; u < U; ++u) {
         const reg av = V::set1(a[kk + u]);
-        for (int v = 0; v < NV; ++v) c[u][v] = V::fma(av, V::load(b + (kk + u) * NR + v * W), c[u][v]);
+        for (int v = 0; v < NV; ++v) c[u][v] = V::fma(av, load_b(b + (kk + u) * NR + v * W), c[u][v]);
       }
     for (; kk < depth; ++kk) {
       const reg av = V::set1(a[kk]);
-      for (int v = 0; v < NV; ++v) c[0][v] = V::fma(av, V::load(b + kk * NR + v * W), c[0][v]);
+      for (int v = 0; v < NV; ++v) c[0][v] = V::fma(av, load_b(b + kk * NR + v * W), c[0][v]);
     }
     for (int v = 0; v < NV; ++v) {
       const reg sum = V::add(V::add(c[0][v], c[1][v]), V::add(c[2][v], c[3][v]));
@@ -39,23 +45,24 @@ struct KernelImpl {
   }
 
   // Cache lines of B per k step: prefetching that many per step covers a whole next sub-panel within one
-  // microkernel call, which an expert with a single full block of rows needs (see gemm_tile_f32).
-  static constexpr int kLineFloats = 64 / static_cast<int>(sizeof(float));
-  static constexpr int kPrefetchLines = NR > kLineFloats ? NR / kLineFloats : 1;
+  // microkernel call, which an expert with a single full block of rows needs (see gemm_tile).
+  template <class B>
+  static constexpr int kPrefetchLines = NR > 64 / static_cast<int>(sizeof(B)) ? NR / (64 / static_cast<int>(sizeof(B)))
+                                                                              : 1;
 
   // acc[M][NR] (+)= A(depth x M, packed by pack_a: chunks of W k, the M rows' W values one row after another)
   // * B(depth x NR panel rows). Also prefetches the cache lines [pf, pf_end), up to kPrefetchLines per k step.
-  template <int M>
-  static void micro(const float* a, int64_t depth, const float* b, float* acc, bool first, const char* pf = nullptr,
+  template <int M, class B>
+  static void micro(const float* a, int64_t depth, const B* b, float* acc, bool first, const char* pf = nullptr,
                     const char* pf_end = nullptr) {
     if constexpr (M == 1) return micro_row(a, b, depth, acc, first);
     reg c[M][NV];
     for (int m = 0; m < M; ++m)
       for (int v = 0; v < NV; ++v) c[m][v] = first ? V::zero() : V::load(acc + m * NR + v * W);
-    const auto step = [&](const float* ak, const float* bk) {
-      for (int i = 0; i < kPrefetchLines && pf < pf_end; ++i) __builtin_prefetch(pf, 0, 3), pf += 64;
+    const auto step = [&](const float* ak, const B* bk) {
+      for (int i = 0; i < kPrefetchLines<B> && pf < pf_end; ++i) __builtin_prefetch(pf, 0, 3), pf += 64;
       reg bv[NV];
-      for (int v = 0; v < NV; ++v) bv[v] = V::load(bk + v * W);
+      for (int v = 0; v < NV; ++v) bv[v] = load_b(bk + v * W);
       for (int m = 0; m < M; ++m) {
         const reg av = V::set1(ak[m * W]);
         for (int v = 0; v < NV; ++v) c[m][v] = V::fma(av, bv[v], c[m][v]);
@@ -69,8 +76,8 @@ struct KernelImpl {
       for (int v = 0; v < NV; ++v) V::store(acc + m * NR + v * W, c[m][v]);
   }
 
-  template <int M>
-  static void micro_upto(int rows, const float* a, int64_t depth, const float* b, float* acc, bool first) {
+  template <int M, class B>
+  static void micro_upto(int rows, const float* a, int64_t depth, const B* b, float* acc, bool first) {
     if constexpr (M > 1) {
       if (rows < M) return micro_upto<M - 1>(rows, a, depth, b, acc, first);
     }
@@ -179,26 +186,27 @@ struct KernelImpl {
   // full row block, up to a k step's worth of lines per k step, so the first row block of a k-block does not wait
   // on DRAM. With one line per step, an expert with a single block of rows (fine-grained experts at 128 tokens)
   // got half of each sub-panel prefetched and streamed at half the bandwidth (benchmarks/NOTES.md row 48).
-  static void gemm_tile_f32(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
-                            int64_t panel_begin, int64_t panel_end) {
-    const float* panels = static_cast<const float*>(p.panels);
+  template <class B>
+  static void gemm_tile(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
+                        int64_t panel_begin, int64_t panel_end) {
+    const B* panels = static_cast<const B*>(p.panels);
     constexpr int64_t kChunk = moe::cpu::kChunkRows;
     static_assert(kChunk % MR == 0, "chunks start on a micro block");
     alignas(64) float acc[kChunk * NR];
     const int64_t out_cols = p.gated ? NR / 2 : NR;
     const char* stream = reinterpret_cast<const char*>(p.panels);
-    const int64_t stream_bytes = panel_end * p.k * NR * int64_t{sizeof(float)};
+    const int64_t stream_bytes = panel_end * p.k * NR * int64_t{sizeof(B)};
     for (int64_t c0 = row_begin; c0 < row_end; c0 += kChunk) {
       const int64_t rows = std::min(kChunk, row_end - c0), full_blocks = rows / MR;
       const float* ac = a + (c0 - row_begin) * packed_depth(p.k);
       for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
-        const float* b = panels + panel * p.k * NR;
+        const B* b = panels + panel * p.k * NR;
         // k-blocks outer, row blocks inner: the B sub-panel is reused from L1 by every row block of the chunk.
         for (int64_t k0 = 0; k0 < p.k; k0 += moe::cpu::kBlockDepth) {
           const int64_t depth = std::min<int64_t>(moe::cpu::kBlockDepth, p.k - k0);
-          const int64_t next = (panel * p.k + k0 + depth) * NR * int64_t{sizeof(float)};
+          const int64_t next = (panel * p.k + k0 + depth) * NR * int64_t{sizeof(B)};
           const int64_t next_bytes =
-              std::max<int64_t>(0, std::min(depth * NR * int64_t{sizeof(float)}, stream_bytes - next));
+              std::max<int64_t>(0, std::min(depth * NR * int64_t{sizeof(B)}, stream_bytes - next));
           const int64_t slice = full_blocks > 0 ? (next_bytes / 64 + full_blocks - 1) / full_blocks * 64 : 0;
           for (int64_t r = 0; r < rows; r += MR) {
             const float* ab = ac + r * packed_depth(p.k) + k0 * block_rows(rows - r);
@@ -291,8 +299,9 @@ struct KernelImpl {
 
   static const moe::cpu::KernelTable* table(moe::Isa isa) {
     // weights: one entry per WeightDtype, in its order.
-    static const moe::cpu::KernelTable t{isa,           {W, NV, MR},      &pack_a,   {{&gemm_tile_f32}},
-                                         &weighted_sum, &find_non_finite, &fma_loop, &read_sum};
+    static const moe::cpu::KernelTable t{
+        isa,           {W, NV, MR},      &pack_a,   {{&gemm_tile<float>}, {&gemm_tile<uint16_t>}},
+        &weighted_sum, &find_non_finite, &fma_loop, &read_sum};
     return &t;
   }
 };

@@ -2,6 +2,8 @@
 #pragma once
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 struct SimdScalar {
   using reg = float;
@@ -10,6 +12,13 @@ struct SimdScalar {
   static reg set1(float x) { return x; }
   static reg load(const float* p) { return *p; }
   static void store(float* p, reg x) { *p = x; }
+  // A bfloat16 widened exactly to float32 (it is the top half of a float32's bits).
+  static reg load_bf16(const uint16_t* p) {
+    const uint32_t bits = static_cast<uint32_t>(*p) << 16;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+  }
   static reg add(reg a, reg b) { return a + b; }
   static reg sub(reg a, reg b) { return a - b; }
   static reg mul(reg a, reg b) { return a * b; }
