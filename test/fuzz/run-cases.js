@@ -186,6 +186,15 @@ function entryPoints(r) {
           ),
         }
       : {}),
+    ...(r.chance(0.2)
+      ? {
+          weightDtype: arg(
+            r,
+            () => r.pick(['float32', 'bfloat16']),
+            () => 'int3',
+          ),
+        }
+      : {}),
   });
   const layer = () => MoELayer.random({ dModel: D, dHidden: H, numExperts: E, topK: K }, { seed: 1 });
   const packed = () =>
