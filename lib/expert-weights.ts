@@ -21,11 +21,12 @@ export interface ExpertWeights {
 }
 
 /**
- * How packed expert weights are stored: 'float32' (the default) or 'bfloat16' (rounded to nearest even when packed,
- * half the bytes; the kernels widen them exactly and keep activations and sums in float32). The router stays
- * float32. The core's weight-dtype table (native/src/core/weight_formats.cpp) has one entry per name here.
+ * How packed expert weights are stored: 'float32' (the default), 'bfloat16' or 'float16' (rounded to nearest even
+ * when packed, half the bytes; the kernels widen them exactly and keep activations and sums in float32; float16
+ * refuses weights past 65504). The router stays float32. The core's weight-dtype table
+ * (native/src/core/weight_formats.cpp) has one entry per name here.
  */
-export const WEIGHT_DTYPES = ['float32', 'bfloat16'] as const;
+export const WEIGHT_DTYPES = ['float32', 'bfloat16', 'float16'] as const;
 export type WeightDtype = (typeof WEIGHT_DTYPES)[number];
 
 export interface ExpertShape {

@@ -1,5 +1,8 @@
 #include "spec.h"
 
+#include <cmath>
+#include <utility>
+
 #include "args.h"
 
 namespace moe_binding {
@@ -50,6 +53,18 @@ ExpertSpec read_experts(const Fields& f) {
   w.w1 = f.float32("w1", s.num_experts * s.d_hidden, s.d_model);
   w.w3 = f.float32("w3", s.num_experts * s.d_hidden, s.d_model, !gated);
   w.w2 = f.float32("w2", s.num_experts * s.d_model, s.d_hidden);
+  if (s.weight_dtype == moe::WeightDtype::float16) {
+    // float16 holds magnitudes up to 65504: a larger weight would become an infinity, so it is refused here.
+    const std::pair<const char*, const float*> big[] = {{"w1", w.w1}, {"w3", w.w3}, {"w2", w.w2}};
+    const int64_t count = s.num_experts * s.d_hidden * s.d_model;
+    for (const auto& [name, data] : big)
+      for (int64_t i = 0; data && i < count; ++i)
+        if (std::abs(data[i]) > moe::kFloat16Max)
+          throw_range_error(f.env(), std::string("expected ") + name +
+                                         " within float16's range (|w| <= 65504) for "
+                                         "weightDtype 'float16' but got " +
+                                         std::to_string(data[i]) + " at " + name + "[" + std::to_string(i) + "]");
+  }
   w.b1 = f.float32("b1", s.num_experts, s.d_hidden, true);
   w.b3 = f.float32("b3", s.num_experts, s.d_hidden, true);
   w.b2 = f.float32("b2", s.num_experts, s.d_model, true);

@@ -15,6 +15,7 @@
 
 #include "../src/core/isa.h"
 #include "../src/core/packing.h"
+#include "../src/cpu/half.h"
 #include "moe/moe.h"
 #include "test_support.h"
 
@@ -189,6 +190,26 @@ float round_to_bf16(float f) {
   return f;
 }
 
+// float16 conversions: every float16 survives the round trip, and float32 values round to nearest, ties to even,
+// at the boundaries that matter (the largest float16, the subnormals, a tie between two float16 values).
+void test_half_conversions() {
+  int bad = 0;
+  for (uint32_t h = 0; h < 0x10000u; ++h) {
+    const bool nan = (h & 0x7c00u) == 0x7c00u && (h & 0x3ffu) != 0;
+    if (!nan && moe::cpu::float_to_half(moe::cpu::half_to_float(static_cast<uint16_t>(h))) != h) ++bad;
+  }
+  CHECK(bad == 0, "float16 round trips: %d of 63488 differ", bad);
+  const std::pair<float, uint16_t> cases[] = {
+      {1.0f, 0x3c00},           {-2.0f, 0xc000},          {65504.0f, 0x7bff},      {65519.0f, 0x7bff},
+      {65520.0f, 0x7c00},       {5.9604645e-8f, 0x0001},  {2.9802322e-8f, 0x0000}, {4.4703484e-8f, 0x0001},
+      {1.00048828125f, 0x3c00}, {1.00146484375f, 0x3c02}, {6.1035156e-5f, 0x0400}, {6.0975552e-5f, 0x03ff},
+      {0.0f, 0x0000},           {-0.0f, 0x8000}};
+  for (const auto& [value, want] : cases) {
+    const uint16_t got = moe::cpu::float_to_half(value);
+    CHECK(got == want, "float_to_half(%.9g) = 0x%04x, want 0x%04x", double(value), unsigned(got), unsigned(want));
+  }
+}
+
 // 437 rows span several chunks of gemm_tile and end in a partial micro block; 1 to 13 rows give every size of
 // partial block (each packed at its own row stride) and one full block plus one row.
 void test_gemm_tiles() {
@@ -225,29 +246,34 @@ void test_gemm_tiles() {
         CHECK(max_err < 1e-4, "gemm tile (%s, %lld rows, gated=%d): max error %.3g",
               table == tables[0] ? "wide template" : "active isa", (long long)rows, int(gated), max_err);
 
-        // bfloat16 weights: widened exactly in registers, the same float32 sums in the same order, so the result
-        // is bitwise the float32 GEMM's on the weights rounded to bfloat16 first.
-        const auto rounded = [](std::vector<float> v) {
-          for (float& x : v) x = round_to_bf16(x);
-          return v;
-        };
-        const auto wr = rounded(w), wur = rounded(wu);
-        moe::PackedMatrix f32(t.geometry, 1, n, k, wr.data(), b.data(), gated ? wur.data() : nullptr,
-                              gated ? b.data() : nullptr);
-        moe::PackedMatrix bf16(t.geometry, 1, n, k, w.data(), b.data(), gated ? wu.data() : nullptr,
-                               gated ? b.data() : nullptr, moe::WeightDtype::bfloat16);
-        CHECK(bf16.bytes() < f32.bytes() * 3 / 5, "bfloat16 panels take about half the bytes: %zu vs %zu", bf16.bytes(),
-              f32.bytes());
-        std::vector<float> want_bits(rows * n), got_bits(rows * n);
-        for (auto [matrix, dst] : {std::pair{&f32, &want_bits}, std::pair{&bf16, &got_bits}}) {
-          moe::cpu::GemmProblem q = matrix->problem(0, moe::Activation::gelu);
-          q.a = {a.data(), k, nullptr, 1};
-          q.c = {dst->data(), n, nullptr, 1};
-          t.weight_kernels(q.weight_dtype).gemm_tile(q, packed_a.data(), 0, rows, 0, matrix->panel_count());
+        // 16-bit weights (bfloat16, float16): widened exactly in registers, the same float32 sums in the same
+        // order, so the result is bitwise the float32 GEMM's on the weights rounded to that dtype first.
+        for (moe::WeightDtype dtype : {moe::WeightDtype::bfloat16, moe::WeightDtype::float16}) {
+          const auto rounded = [dtype](std::vector<float> v) {
+            for (float& x : v)
+              x = dtype == moe::WeightDtype::bfloat16 ? round_to_bf16(x)
+                                                      : moe::cpu::half_to_float(moe::cpu::float_to_half(x));
+            return v;
+          };
+          const auto wr = rounded(w), wur = rounded(wu);
+          moe::PackedMatrix f32(t.geometry, 1, n, k, wr.data(), b.data(), gated ? wur.data() : nullptr,
+                                gated ? b.data() : nullptr);
+          moe::PackedMatrix half(t.geometry, 1, n, k, w.data(), b.data(), gated ? wu.data() : nullptr,
+                                 gated ? b.data() : nullptr, dtype);
+          CHECK(half.bytes() < f32.bytes() * 3 / 5, "%s panels take about half the bytes: %zu vs %zu",
+                moe::weight_dtype_name(dtype), half.bytes(), f32.bytes());
+          std::vector<float> want_bits(rows * n), got_bits(rows * n);
+          for (auto [matrix, dst] : {std::pair{&f32, &want_bits}, std::pair{&half, &got_bits}}) {
+            moe::cpu::GemmProblem q = matrix->problem(0, moe::Activation::gelu);
+            q.a = {a.data(), k, nullptr, 1};
+            q.c = {dst->data(), n, nullptr, 1};
+            t.weight_kernels(q.weight_dtype).gemm_tile(q, packed_a.data(), 0, rows, 0, matrix->panel_count());
+          }
+          CHECK(std::memcmp(want_bits.data(), got_bits.data(), want_bits.size() * sizeof(float)) == 0,
+                "%s gemm tile (%s, %lld rows, gated=%d) bitwise equal to float32 on rounded weights",
+                moe::weight_dtype_name(dtype), table == tables[0] ? "wide template" : "active isa", (long long)rows,
+                int(gated));
         }
-        CHECK(std::memcmp(want_bits.data(), got_bits.data(), want_bits.size() * sizeof(float)) == 0,
-              "bfloat16 gemm tile (%s, %lld rows, gated=%d) bitwise equal to float32 on rounded weights",
-              table == tables[0] ? "wide template" : "active isa", (long long)rows, int(gated));
       }
 }
 
@@ -343,6 +369,7 @@ int main(int argc, char** argv) {
   test_dispatch();
   test_all_dropped();
   test_top_k();
+  test_half_conversions();
   test_gemm_tiles();
   test_prewake();
   test_resize_between_forwards();

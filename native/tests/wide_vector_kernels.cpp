@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "../src/cpu/half.h"
 #include "../src/cpu/kernel_table.h"
 #include "../src/cpu/simd_exp.h"
 
@@ -22,6 +23,11 @@ struct SimdWide16 {
     return r;
   }
   static void store(float* p, reg x) { std::memcpy(p, &x, sizeof x); }
+  static reg load_f16(const uint16_t* p) {
+    reg r;
+    for (int i = 0; i < kLanes; ++i) r[i] = moe::cpu::half_to_float(p[i]);
+    return r;
+  }
   static reg load_bf16(const uint16_t* p) {
     reg r;
     for (int i = 0; i < kLanes; ++i) {

@@ -20,11 +20,13 @@ inline bool is_gated(Activation act) { return act == Activation::swiglu || act =
 bool parse_activation(const std::string& name, Activation* out);
 
 // The stored format of packed expert weights: a property of the packed experts, with one entry per dtype in the
-// kernel table (its GEMM per ISA) and in core/weight_formats.h (its packing and size). bfloat16 weights are
-// float32 ones rounded to nearest (ties to even) when packed, and widened exactly in registers by the GEMM, whose
-// activations and sums stay float32. float16, int8 and int4 are the next entries. The router stays float32.
-enum class WeightDtype { float32, bfloat16 };
-constexpr int kWeightDtypes = 2;
+// kernel table (its GEMM per ISA) and in core/weight_formats.h (its packing and size). bfloat16 and float16
+// weights are float32 ones rounded to nearest (ties to even) when packed, and widened exactly in registers by
+// the GEMM, whose activations and sums stay float32. int8 and int4 are the next entries. The router stays float32.
+enum class WeightDtype { float32, bfloat16, float16 };
+constexpr int kWeightDtypes = 3;
+// The largest magnitude a float16 weight can hold (larger ones are refused, not turned into infinities).
+constexpr float kFloat16Max = 65504.0f;
 const char* weight_dtype_name(WeightDtype dtype);
 // Parses the public name ('float32', ...); returns false when unknown.
 bool parse_weight_dtype(const std::string& name, WeightDtype* out);

@@ -1,5 +1,8 @@
 #include "isa.h"
 
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#endif
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -45,12 +48,21 @@ const cpu::KernelTable* table_for(Isa isa) {
   return cpu::kernels_scalar();
 }
 
+#if defined(__x86_64__) || defined(_M_X64)
+// F16C (float16 <-> float32 conversions; the AVX2 table widens float16 weights with it): CPUID leaf 1, ECX bit 29.
+// Every AVX2 CPU has it; asked anyway, since the AVX2 table may not run where it is missing.
+bool has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+}
+#endif
+
 bool cpu_supports(Isa isa) {
 #if defined(__x86_64__) || defined(_M_X64)
   __builtin_cpu_init();
   switch (isa) {
     case Isa::avx512: return __builtin_cpu_supports("avx512f");
-    case Isa::avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case Isa::avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
     default: break;
   }
 #elif defined(__aarch64__)

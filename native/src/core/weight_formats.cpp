@@ -3,6 +3,8 @@
 #include <cstring>
 #include <string>
 
+#include "../cpu/half.h"
+
 namespace moe {
 
 namespace {
@@ -30,10 +32,16 @@ void bf16_pack_column(const float* src, int64_t k, int nr, int slot, void* panel
   for (int64_t kk = 0; kk < k; ++kk) p[kk * nr + slot] = src ? to_bf16(src[kk]) : 0;
 }
 
+void f16_pack_column(const float* src, int64_t k, int nr, int slot, void* panel) {
+  uint16_t* p = static_cast<uint16_t*>(panel);
+  for (int64_t kk = 0; kk < k; ++kk) p[kk * nr + slot] = src ? cpu::float_to_half(src[kk]) : 0;
+}
+
 // In WeightDtype order.
 const WeightFormat kFormats[kWeightDtypes] = {
     {WeightDtype::float32, "float32", &f32_panel_bytes, &f32_pack_column},
     {WeightDtype::bfloat16, "bfloat16", &bf16_panel_bytes, &bf16_pack_column},
+    {WeightDtype::float16, "float16", &bf16_panel_bytes, &f16_pack_column},  // the same two bytes per weight
 };
 
 }  // namespace

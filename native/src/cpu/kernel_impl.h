@@ -1,8 +1,8 @@
 // ISA-generic kernel bodies, written once against a small SIMD type V and compiled once per ISA by the
 // cpu_<isa>.cpp translation units (the ggml / MLAS way). V provides: reg, kLanes, kVectors, kMicroRows,
-// zero, set1, load, load_bf16, store, add, sub, mul, div, fma (a * b + c), max, min, copysign, exp.
-// The GEMM is written once over the stored weight type B (float for float32 weights, uint16_t for bfloat16,
-// widened in registers as they are loaded): load_b picks the load.
+// zero, set1, load, load_bf16, load_f16, store, add, sub, mul, div, fma (a * b + c), max, min, copysign, exp.
+// The GEMM is written once over the stored weight type B (float for float32 weights, Bf16 and F16 for the 16-bit
+// ones, widened in registers as they are loaded): load_b picks the load.
 // Included inside an anonymous namespace of each cpu_<isa>.cpp, after the standard headers it uses.
 #pragma once
 
@@ -17,7 +17,8 @@ struct KernelImpl {
   static_assert(moe::cpu::kTileRows % MR == 0, "tile rows must be a multiple of the micro rows");
 
   static reg load_b(const float* p) { return V::load(p); }
-  static reg load_b(const uint16_t* p) { return V::load_bf16(p); }
+  static reg load_b(const moe::cpu::Bf16* p) { return V::load_bf16(reinterpret_cast<const uint16_t*>(p)); }
+  static reg load_b(const moe::cpu::F16* p) { return V::load_f16(reinterpret_cast<const uint16_t*>(p)); }
 
   // One row (decode): M * NV accumulators would make a chain of dependent FMAs, bounded by FMA latency rather
   // than by the weight stream; four interleaved partial sums per vector keep the loads flowing.
@@ -300,8 +301,10 @@ struct KernelImpl {
   static const moe::cpu::KernelTable* table(moe::Isa isa) {
     // weights: one entry per WeightDtype, in its order.
     static const moe::cpu::KernelTable t{
-        isa,           {W, NV, MR},      &pack_a,   {{&gemm_tile<float>}, {&gemm_tile<uint16_t>}},
-        &weighted_sum, &find_non_finite, &fma_loop, &read_sum};
+        isa,           {W, NV, MR},
+        &pack_a,       {{&gemm_tile<float>}, {&gemm_tile<moe::cpu::Bf16>}, {&gemm_tile<moe::cpu::F16>}},
+        &weighted_sum, &find_non_finite,
+        &fma_loop,     &read_sum};
     return &t;
   }
 };

@@ -49,6 +49,14 @@ struct GemmProblem {
   int64_t c_rows = 0;
 };
 
+// The stored types of the 16-bit weight dtypes: distinct, so that the GEMM template picks each one's load.
+struct Bf16 {
+  uint16_t bits;
+};
+struct F16 {
+  uint16_t bits;
+};
+
 // The kernels of one weight dtype on one ISA (ggml's per-type traits are the model): a new dtype is one more
 // entry of KernelTable::weights per ISA, plus its packing in core/weight_formats.cpp.
 struct WeightKernels {

@@ -12,6 +12,9 @@ struct SimdAvx2 {
   static reg load(const float* p) { return _mm256_loadu_ps(p); }
   static void store(float* p, reg x) { _mm256_storeu_ps(p, x); }
   // kLanes bfloat16 values widened exactly to float32 (a bfloat16 is the top half of a float32's bits).
+  static reg load_f16(const uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
   static reg load_bf16(const uint16_t* p) {
     const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));

@@ -12,6 +12,7 @@ struct SimdNeon {
   static reg load(const float* p) { return vld1q_f32(p); }
   static void store(float* p, reg x) { vst1q_f32(p, x); }
   // kLanes bfloat16 values widened exactly to float32 (a bfloat16 is the top half of a float32's bits).
+  static reg load_f16(const uint16_t* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
   static reg load_bf16(const uint16_t* p) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16)); }
   static reg add(reg a, reg b) { return vaddq_f32(a, b); }
   static reg sub(reg a, reg b) { return vsubq_f32(a, b); }

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "half.h"
+
 struct SimdScalar {
   using reg = float;
   static constexpr int kLanes = 1, kVectors = 4, kMicroRows = 4;
@@ -13,6 +15,7 @@ struct SimdScalar {
   static reg load(const float* p) { return *p; }
   static void store(float* p, reg x) { *p = x; }
   // A bfloat16 widened exactly to float32 (it is the top half of a float32's bits).
+  static reg load_f16(const uint16_t* p) { return moe::cpu::half_to_float(*p); }
   static reg load_bf16(const uint16_t* p) {
     const uint32_t bits = static_cast<uint32_t>(*p) << 16;
     float f;
