@@ -190,7 +190,7 @@ function entryPoints(r) {
       ? {
           weightDtype: arg(
             r,
-            () => r.pick(['float32', 'bfloat16']),
+            () => r.pick(['float32', 'bfloat16', 'float16']),
             () => 'int3',
           ),
         }
