@@ -5,7 +5,7 @@
  */
 import * as gating from './gating';
 import { routingRuleOf } from './gating/registry';
-import type { RoutingRule } from './gating/rule';
+import type { BuiltInRouting, RoutingRule } from './gating/rule';
 import { checkSigmoidBiasOptions } from './gating/sigmoid-bias';
 import { ResolvedConfig } from './layer-config';
 import { Routing } from './layer-output';
@@ -14,11 +14,14 @@ import { Random } from './random';
 
 export class LayerRouter {
   private readonly rule: RoutingRule;
+  /** What the native core runs by itself for this config and backend (the spec's routing), or undefined: decided once. */
+  readonly builtIn: BuiltInRouting | undefined;
   private readonly random: Random;
   private bias: Float64Array | undefined; // sigmoidBias: the selection bias, updatable (DeepSeek-V3 eq. 16)
 
   constructor(private readonly config: Readonly<ResolvedConfig>) {
     this.rule = routingRuleOf(config.router.kind);
+    this.builtIn = this.rule.builtIn?.(config.router, config.backend);
     this.random = new Random(config.router.seed ?? 0);
     const r = config.router;
     if (r.kind === 'sigmoidBias' && r.bias) this.bias = Float64Array.from(r.bias);
@@ -34,7 +37,7 @@ export class LayerRouter {
   isNative(training: boolean): boolean {
     const r = this.config.router;
     const noisy = training && ((r.explorationNoise ?? 0) > 0 || (r.jitter ?? 0) > 0);
-    return !noisy && this.rule.builtIn?.(r, this.config.backend) !== undefined;
+    return !noisy && this.builtIn !== undefined;
   }
 
   /** Routes x [tokens, dModel] by the rule, on the layer's router logits. */

@@ -3,6 +3,7 @@ import { isGated } from './activation';
 import { describe, rangeError, typeError } from './errors';
 import { ExpertWeights, expertSpec } from './expert-weights';
 import { routingRuleOf } from './gating/registry';
+import type { BuiltInRouting } from './gating/rule';
 import { ResolvedConfig } from './layer-config';
 import { NativeExpertSpec, NativeLayerSpec } from './native';
 import { Random } from './random';
@@ -19,10 +20,13 @@ export interface MoEWeights extends ExpertWeights {
 }
 
 /** The spec's routing of a layer whose rule the core does not run: its forward always comes back routed. */
-const NOT_BUILT_IN: NativeLayerSpec['routing'] = { rule: 'none', numGroups: 1, topKGroups: 1, routeScale: 1, bias: null };
+const NOT_BUILT_IN: BuiltInRouting = { rule: 'none', numGroups: 1, topKGroups: 1, routeScale: 1, bias: null };
 
-/** Checks the weights against the config and returns the spec of the native layer, which packs them once. */
-export function layerSpec(c: ResolvedConfig, weights: MoEWeights): NativeLayerSpec {
+/**
+ * Checks the weights against the config and returns the spec of the native layer, which packs them once.
+ * `builtIn`: what the core routes by itself for this layer (LayerRouter decides it), or undefined.
+ */
+export function layerSpec(c: ResolvedConfig, weights: MoEWeights, builtIn: BuiltInRouting | undefined): NativeLayerSpec {
   if (typeof weights !== 'object' || weights === null) throw typeError('weights to be an object of Tensors', describe(weights));
   const rule = routingRuleOf(c.router.kind);
   const floats = ['float32', 'float16', 'bfloat16'] as const;
@@ -64,7 +68,7 @@ export function layerSpec(c: ResolvedConfig, weights: MoEWeights): NativeLayerSp
     normalizeTopK: c.normalizeTopK,
     threads: c.threads,
     backend: c.backend,
-    routing: rule.builtIn?.(c.router, c.backend) ?? NOT_BUILT_IN,
+    routing: builtIn ?? NOT_BUILT_IN,
   };
 }
 

@@ -4,7 +4,7 @@ import { MoEConfig, ResolvedConfig, resolveConfig } from './layer-config';
 import { ForwardOptions, MoEOutput, RoutedForward, Routing, assembleOutput } from './layer-output';
 import { LayerRouter } from './layer-router';
 import { MoEWeights, RandomWeightsOptions, layerSpec, randomWeights } from './layer-weights';
-import { LayerTimings, NativeLayer, native } from './native';
+import { LayerTimings, NativeForwardResult, NativeLayer, NativeRoutedResult, native } from './native';
 import { Tensor } from './tensor';
 import { expectBoolean, expectInteger, expectTensor } from './validate';
 
@@ -28,7 +28,7 @@ export class MoELayer implements Disposable {
     this.config = resolveConfig(config);
     const c = this.config;
     this.router = new LayerRouter(c);
-    this.handle = new (native().NativeLayer)(layerSpec(c, weights));
+    this.handle = new (native().NativeLayer)(layerSpec(c, weights, this.router.builtIn));
   }
 
   /**
@@ -64,40 +64,22 @@ export class MoELayer implements Disposable {
 
   /** Runs the layer off the event loop. x: float32 [tokens, dModel]; it is read, never modified. */
   async forward(x: Tensor, options: ForwardOptions = {}): Promise<MoEOutput> {
-    const { handle, data, tokens, training, out } = this.prepare(x, options);
-    if (this.router.isNative(training)) {
-      const r = await handle.forward(data, tokens, out?.data);
-      return this.output(r.output, tokens, { ...r, topK: this.config.topK, dropped: 0, routerInput: data }, options, out);
-    }
-    const { gate, logits, ranked, weights, routerInput } = this.router.route(handle, data, tokens, training);
-    const r = await handle.forwardRouted(data, tokens, gate.topK, gate.experts, weights, out?.data);
-    return this.output(
-      r.output,
-      tokens,
-      { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate, routerInput },
-      options,
-      out,
-      ranked,
-    );
+    const p = this.prepare(x, options);
+    const { handle, data, tokens } = p;
+    if (this.router.isNative(p.training)) return this.nativeOutput(p, await handle.forward(data, tokens, p.out?.data));
+    const routed = this.router.route(handle, data, tokens, p.training);
+    const { topK, experts } = routed.gate;
+    return this.routedOutput(p, routed, await handle.forwardRouted(data, tokens, topK, experts, routed.weights, p.out?.data));
   }
 
   /** The same as forward, on the calling thread. */
   forwardSync(x: Tensor, options: ForwardOptions = {}): MoEOutput {
-    const { handle, data, tokens, training, out } = this.prepare(x, options);
-    if (this.router.isNative(training)) {
-      const r = handle.forwardSync(data, tokens, out?.data);
-      return this.output(r.output, tokens, { ...r, topK: this.config.topK, dropped: 0, routerInput: data }, options, out);
-    }
-    const { gate, logits, ranked, weights, routerInput } = this.router.route(handle, data, tokens, training);
-    const r = handle.forwardRoutedSync(data, tokens, gate.topK, gate.experts, weights, out?.data);
-    return this.output(
-      r.output,
-      tokens,
-      { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate, routerInput },
-      options,
-      out,
-      ranked,
-    );
+    const p = this.prepare(x, options);
+    const { handle, data, tokens } = p;
+    if (this.router.isNative(p.training)) return this.nativeOutput(p, handle.forwardSync(data, tokens, p.out?.data));
+    const routed = this.router.route(handle, data, tokens, p.training);
+    const { topK, experts } = routed.gate;
+    return this.routedOutput(p, routed, handle.forwardRoutedSync(data, tokens, topK, experts, routed.weights, p.out?.data));
   }
 
   /**
@@ -157,20 +139,29 @@ export class MoELayer implements Disposable {
         ? undefined
         : expectTensor(options.out, 'options.out', ['float32'], [tokens, this.config.dModel], ['tokens', 'dModel']);
     if (out && sharesMemory(out.data, xs.data)) throw rangeError('options.out to share no memory with x', 'overlapping arrays');
-    return { handle, data: xs.data, tokens, training, out };
+    return { handle, data: xs.data, tokens, training, out, options };
   }
 
-  private output(
-    output: Float32Array,
-    tokens: number,
-    r: RoutedForward,
-    options: ForwardOptions,
-    out: Tensor<'float32'> | undefined,
-    ranked?: ArrayLike<number>,
-  ): MoEOutput {
-    return assembleOutput(output, tokens, this.config, r, options, out, (routing) => this.router.nativeGate(routing), ranked);
+  /** The result of a forward the core routed by itself (its routing comes back with the output). */
+  private nativeOutput(p: Prepared, r: NativeForwardResult): MoEOutput {
+    const routed = { ...r, topK: this.config.topK, dropped: 0, routerInput: p.data };
+    return this.assemble(p, r.output, routed);
+  }
+
+  /** The result of a forward routed here by the rule, then run through the core with that routing. */
+  private routedOutput(p: Prepared, routed: ReturnType<LayerRouter['route']>, r: NativeRoutedResult): MoEOutput {
+    const { gate, logits, weights, routerInput, ranked } = routed;
+    return this.assemble(p, r.output, { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate, routerInput }, ranked);
+  }
+
+  private assemble(p: Prepared, output: Float32Array, r: RoutedForward, ranked?: ArrayLike<number>): MoEOutput {
+    const nativeGate = (routing: Routing) => this.router.nativeGate(routing);
+    return assembleOutput(output, p.tokens, this.config, r, p.options, p.out, nativeGate, ranked);
   }
 }
+
+/** A forward's checked arguments (MoELayer.prepare). */
+type Prepared = ReturnType<MoELayer['prepare']>;
 
 /** Whether two typed arrays overlap in memory (views of one buffer). */
 function sharesMemory(a: Float32Array, b: Float32Array): boolean {

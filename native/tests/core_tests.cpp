@@ -181,15 +181,6 @@ void test_top_k() {
 }
 
 // The kernel template at the AVX-512 geometry (16 lanes, 12 rows) and the active ISA's kernels, on odd shapes:
-// float32 -> bfloat16 -> float32, round to nearest even: what packing bfloat16 weights does.
-float round_to_bf16(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof bits);
-  bits = (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
 // float16 conversions: every float16 survives the round trip, and float32 values round to nearest, ties to even,
 // at the boundaries that matter (the largest float16, the subnormals, a tie between two float16 values).
 void test_half_conversions() {
@@ -251,7 +242,7 @@ void test_gemm_tiles() {
         for (moe::WeightDtype dtype : {moe::WeightDtype::bfloat16, moe::WeightDtype::float16}) {
           const auto rounded = [dtype](std::vector<float> v) {
             for (float& x : v)
-              x = dtype == moe::WeightDtype::bfloat16 ? round_to_bf16(x)
+              x = dtype == moe::WeightDtype::bfloat16 ? moe::cpu::bfloat16_to_float(moe::cpu::float_to_bfloat16(x))
                                                       : moe::cpu::half_to_float(moe::cpu::float_to_half(x));
             return v;
           };

@@ -30,10 +30,7 @@ struct SimdWide16 {
   }
   static reg load_bf16(const uint16_t* p) {
     reg r;
-    for (int i = 0; i < kLanes; ++i) {
-      const uint32_t bits = static_cast<uint32_t>(p[i]) << 16;
-      std::memcpy(&r[i], &bits, sizeof(float));
-    }
+    for (int i = 0; i < kLanes; ++i) r[i] = moe::cpu::bfloat16_to_float(p[i]);
     return r;
   }
   static reg add(reg a, reg b) { return a + b; }

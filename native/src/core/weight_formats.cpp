@@ -1,6 +1,5 @@
 #include "weight_formats.h"
 
-#include <cstring>
 #include <string>
 
 #include "../cpu/half.h"
@@ -16,32 +15,20 @@ void f32_pack_column(const float* src, int64_t k, int nr, int slot, void* panel)
   for (int64_t kk = 0; kk < k; ++kk) p[kk * nr + slot] = src ? src[kk] : 0.0f;
 }
 
-size_t bf16_panel_bytes(int64_t k, int nr) { return static_cast<size_t>(k) * nr * sizeof(uint16_t); }
+size_t two_byte_panel_bytes(int64_t k, int nr) { return static_cast<size_t>(k) * nr * sizeof(uint16_t); }
 
-// float32 -> bfloat16, round to nearest, ties to even (as PyTorch's and oneDNN's conversions); the weights are
-// finite (checked when they cross the seam), so no NaN needs keeping quiet.
-uint16_t to_bf16(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof bits);
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
-}
-
-void bf16_pack_column(const float* src, int64_t k, int nr, int slot, void* panel) {
+// A 16-bit dtype's column: each float32 weight converted by `convert` (round to nearest even).
+template <uint16_t (*convert)(float)>
+void pack_column_16(const float* src, int64_t k, int nr, int slot, void* panel) {
   uint16_t* p = static_cast<uint16_t*>(panel);
-  for (int64_t kk = 0; kk < k; ++kk) p[kk * nr + slot] = src ? to_bf16(src[kk]) : 0;
-}
-
-void f16_pack_column(const float* src, int64_t k, int nr, int slot, void* panel) {
-  uint16_t* p = static_cast<uint16_t*>(panel);
-  for (int64_t kk = 0; kk < k; ++kk) p[kk * nr + slot] = src ? cpu::float_to_half(src[kk]) : 0;
+  for (int64_t kk = 0; kk < k; ++kk) p[kk * nr + slot] = src ? convert(src[kk]) : 0;
 }
 
 // In WeightDtype order.
 const WeightFormat kFormats[kWeightDtypes] = {
     {WeightDtype::float32, "float32", &f32_panel_bytes, &f32_pack_column},
-    {WeightDtype::bfloat16, "bfloat16", &bf16_panel_bytes, &bf16_pack_column},
-    {WeightDtype::float16, "float16", &bf16_panel_bytes, &f16_pack_column},  // the same two bytes per weight
+    {WeightDtype::bfloat16, "bfloat16", &two_byte_panel_bytes, &pack_column_16<cpu::float_to_bfloat16>},
+    {WeightDtype::float16, "float16", &two_byte_panel_bytes, &pack_column_16<cpu::float_to_half>},
 };
 
 }  // namespace

@@ -1,5 +1,6 @@
-// float16 <-> float32 in portable C++ (IEEE 754 binary16, round to nearest even): for packing float16 weights
-// and for the scalar kernels, where no conversion instruction can be assumed.
+// The 16-bit weight formats in portable C++: float16 <-> float32 (IEEE 754 binary16) and float32 -> bfloat16, each
+// rounding to nearest even. For packing 16-bit weights, for the scalar kernels (where no conversion instruction
+// can be assumed) and for the tests.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -44,6 +45,24 @@ inline uint16_t float_to_half(float f) {
   const uint32_t rebased = abs - (112u << 23);  // rebias 127 -> 15
   const uint32_t rounded = rebased + 0xfffu + ((rebased >> 13) & 1u);
   return sign | static_cast<uint16_t>(rounded >> 13);
+}
+
+// bfloat16 -> float32, exactly (a bfloat16 is the top half of a float32's bits).
+inline float bfloat16_to_float(uint16_t b) {
+  const uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+// float32 -> bfloat16 (the top half of a float32's bits), round to nearest, ties to even, as PyTorch's and oneDNN's
+// conversions do. Callers pass finite values (weights are checked when they cross the seam), so no NaN needs
+// keeping quiet.
+inline uint16_t float_to_bfloat16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
 }
 
 }  // namespace moe::cpu

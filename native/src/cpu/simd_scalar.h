@@ -14,14 +14,9 @@ struct SimdScalar {
   static reg set1(float x) { return x; }
   static reg load(const float* p) { return *p; }
   static void store(float* p, reg x) { *p = x; }
-  // A bfloat16 widened exactly to float32 (it is the top half of a float32's bits).
+  // 16-bit weights widened exactly to float32 (half.h).
   static reg load_f16(const uint16_t* p) { return moe::cpu::half_to_float(*p); }
-  static reg load_bf16(const uint16_t* p) {
-    const uint32_t bits = static_cast<uint32_t>(*p) << 16;
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    return f;
-  }
+  static reg load_bf16(const uint16_t* p) { return moe::cpu::bfloat16_to_float(*p); }
   static reg add(reg a, reg b) { return a + b; }
   static reg sub(reg a, reg b) { return a - b; }
   static reg mul(reg a, reg b) { return a * b; }
