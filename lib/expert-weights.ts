@@ -1,33 +1,39 @@
 import { Activation, isGated } from './activation';
 import { describe, rangeError, typeError } from './errors';
-import type { NativeExpertSpec } from './native';
+import type { NativeExpertSpec, NativeWeight } from './native';
+import { GroupSize, QuantizedTensor, checkGroup, isQuantized } from './quant';
 import { Tensor } from './tensor';
 import { expectTensor, float32Data } from './validate';
 
 /**
  * Expert weights in the nn.Linear / Hugging Face layout [out, in]. float32, or float16 / bfloat16 converted
- * exactly to float32 when packed.
+ * exactly to float32 when packed; with weightDtype 'int8' / 'int4', w1, w3 and w2 may also be QuantizedTensors of
+ * that dtype and group size (quant.quantize), taken as they are: `ExpertWeights<Tensor | QuantizedTensor>`.
  */
-export interface ExpertWeights {
+export interface ExpertWeights<W extends Tensor | QuantizedTensor = Tensor> {
   /** [numExperts, dHidden, dModel]: the gate projection (the only up-projection when not gated). */
-  w1: Tensor;
+  w1: W;
   /** [numExperts, dHidden, dModel]: the up projection; required by 'swiglu' and 'geglu', refused otherwise. */
-  w3?: Tensor;
+  w3?: W;
   /** [numExperts, dModel, dHidden]: the down projection. */
-  w2: Tensor;
+  w2: W;
   b1?: Tensor; // [numExperts, dHidden]
   b3?: Tensor; // [numExperts, dHidden]
   b2?: Tensor; // [numExperts, dModel]
 }
 
 /**
- * How packed expert weights are stored: 'float32' (the default), 'bfloat16' or 'float16' (rounded to nearest even
- * when packed, half the bytes; the kernels widen them exactly and keep activations and sums in float32; float16
- * refuses weights past 65504). The router stays float32. The core's weight-dtype table
- * (native/src/core/weight_formats.cpp) has one entry per name here.
+ * How packed expert weights are stored: 'float32' (the default); 'bfloat16' or 'float16' (rounded to nearest even
+ * when packed, half the bytes; float16 refuses weights past 65504); 'int8' or 'int4' (block-quantized in groups
+ * of groupSize inputs with a float16 scale each, lib/quant.ts). docs/precision.md says which activations each
+ * path rounds. The router stays float32. The core's weight-dtype table (native/src/core/weight_formats.cpp) has
+ * one entry per name here.
  */
-export const WEIGHT_DTYPES = ['float32', 'bfloat16', 'float16'] as const;
+export const WEIGHT_DTYPES = ['float32', 'bfloat16', 'float16', 'int8', 'int4'] as const;
 export type WeightDtype = (typeof WEIGHT_DTYPES)[number];
+
+/** The expert weights a layer or PackedExperts accepts: Tensors, or QuantizedTensors for int8 / int4. */
+export type AnyExpertWeights = ExpertWeights<Tensor | QuantizedTensor>;
 
 export interface ExpertShape {
   numExperts: number;
@@ -38,14 +44,45 @@ export interface ExpertShape {
 
 const FLOATS = ['float32', 'float16', 'bfloat16'] as const;
 
-/** Checks every expert weight against the shape and returns the spec the binding packs (float32 data). */
-export function expertSpec(weights: unknown, shape: ExpertShape, name = 'weights', weightDtype: WeightDtype = 'float32'): NativeExpertSpec {
+/**
+ * Checks every expert weight against the shape and returns the spec the binding packs (float32 data, or the codes
+ * and scales of QuantizedTensors). groupSize: for 'int8' / 'int4', inputs per scale (checked against dModel and
+ * dHidden) or 'row'.
+ */
+export function expertSpec(
+  weights: unknown,
+  shape: ExpertShape,
+  name = 'weights',
+  weightDtype: WeightDtype = 'float32',
+  groupSize: GroupSize = 32,
+): NativeExpertSpec {
   if (typeof weights !== 'object' || weights === null) throw typeError(`${name} to be an object of Tensors`, describe(weights));
   const w = weights as Partial<Record<keyof ExpertWeights, unknown>>;
   const { numExperts: e, dModel: d, dHidden: h, activation } = shape;
   const gated = isGated(activation);
-  const big = (key: 'w1' | 'w3' | 'w2', dims: number[], names: string[]) =>
-    float32Data(expectTensor(w[key], `${name}.${key}`, FLOATS, dims, names));
+  const quantized = weightDtype === 'int8' || weightDtype === 'int4';
+  if (quantized) {
+    checkGroup(weightDtype, groupSize, d, `groupSize (dModel = ${d})`);
+    checkGroup(weightDtype, groupSize, h, `groupSize (dHidden = ${h})`);
+  }
+  const big = (key: 'w1' | 'w3' | 'w2', dims: number[], names: string[]): NativeWeight => {
+    const value = w[key];
+    if (!isQuantized(value)) return float32Data(expectTensor(value, `${name}.${key}`, FLOATS, dims, names));
+    const where = `${name}.${key}`;
+    if (!quantized)
+      throw typeError(
+        `${where} to be a Tensor (weightDtype '${weightDtype}'; QuantizedTensors need 'int8' or 'int4')`,
+        'a QuantizedTensor',
+      );
+    if (value.dtype !== weightDtype) throw rangeError(`${where}.dtype = '${weightDtype}' (the weightDtype)`, `'${value.dtype}'`);
+    if (value.shape.length !== dims.length || value.shape.some((s, i) => s !== dims[i]))
+      throw rangeError(`${where}.shape = [${dims.join(', ')}] ([${names.join(', ')}])`, `[${value.shape.join(', ')}]`);
+    const k = dims[dims.length - 1];
+    const g = groupSize === 'row' ? k : groupSize;
+    if (value.groupSize !== g)
+      throw rangeError(`${where}.groupSize = ${g} (the layer's groupSize${groupSize === 'row' ? " 'row'" : ''})`, `${value.groupSize}`);
+    return { codes: value.codes, scales: value.scales };
+  };
   const bias = (key: 'b1' | 'b3' | 'b2', dims: number[], names: string[]) =>
     w[key] === undefined || w[key] === null ? null : float32Data(expectTensor(w[key], `${name}.${key}`, FLOATS, dims, names));
   if (!gated && w.w3 !== undefined && w.w3 !== null)
@@ -57,6 +94,7 @@ export function expertSpec(weights: unknown, shape: ExpertShape, name = 'weights
   return {
     ...shape,
     weightDtype,
+    groupSize: quantized && groupSize !== 'row' ? groupSize : 0,
     w1: big('w1', [e, h, d], ['numExperts', 'dHidden', 'dModel']),
     w3: gated ? big('w3', [e, h, d], ['numExperts', 'dHidden', 'dModel']) : null,
     w2: big('w2', [e, d, h], ['numExperts', 'dModel', 'dHidden']),
@@ -64,4 +102,23 @@ export function expertSpec(weights: unknown, shape: ExpertShape, name = 'weights
     b3: gated ? bias('b3', [e, h], ['numExperts', 'dHidden']) : null,
     b2: bias('b2', [e, d], ['numExperts', 'dModel']),
   };
+}
+
+/**
+ * The weightDtype and groupSize that quantized weights imply, for a config or options that name neither: a
+ * QuantizedTensor w1 brings its dtype, and its group size ('row' when w1 and w2 each have one scale per row).
+ */
+export function impliedQuantization(
+  weights: unknown,
+  weightDtype: unknown,
+  groupSize: unknown,
+): { weightDtype?: WeightDtype; groupSize?: GroupSize } | undefined {
+  const w = typeof weights === 'object' && weights !== null ? (weights as Partial<Record<'w1' | 'w2', unknown>>) : {};
+  if (weightDtype !== undefined || !isQuantized(w.w1)) return undefined;
+  const w1 = w.w1;
+  if (groupSize !== undefined) return { weightDtype: w1.dtype };
+  const w2 = isQuantized(w.w2) ? w.w2 : undefined;
+  // One group size for both matrices; where w1's and w2's differ, each has one scale per row (or it is refused).
+  const same = !w2 || w2.groupSize === w1.groupSize;
+  return { weightDtype: w1.dtype, groupSize: same && w1.groupSize % 8 === 0 ? w1.groupSize : 'row' };
 }

@@ -5,7 +5,8 @@
  */
 import { ACTIVATIONS, Activation } from './activation';
 import { describe, rangeError, typeError } from './errors';
-import { ExpertShape, ExpertWeights, WEIGHT_DTYPES, WeightDtype, expertSpec } from './expert-weights';
+import { AnyExpertWeights, ExpertShape, WEIGHT_DTYPES, WeightDtype, expertSpec, impliedQuantization } from './expert-weights';
+import { GroupSize, isQuantized } from './quant';
 import { NativeExperts, native } from './native';
 import { Tensor } from './tensor';
 import { isFloat32Array, isInt32Array } from './typed-arrays';
@@ -75,26 +76,35 @@ export class PackedExperts implements Disposable {
   readonly activation: Activation;
   /** How the packed weights are stored (see MoEConfig.weightDtype). */
   readonly weightDtype: WeightDtype;
+  /** int8 / int4: inputs per scale, or 'row' (see MoEConfig.groupSize). */
+  readonly groupSize: GroupSize;
   private handle: NativeExperts | undefined;
 
-  constructor(weights: ExpertWeights, options: { activation?: Activation; weightDtype?: WeightDtype } = {}) {
+  /**
+   * options.weightDtype and options.groupSize as MoEConfig's (quantized weights imply them); activation default
+   * 'swiglu'.
+   */
+  constructor(weights: AnyExpertWeights, options: { activation?: Activation; weightDtype?: WeightDtype; groupSize?: GroupSize } = {}) {
+    options = expectOptions(options, 'options');
     const activation = expectOneOf(options.activation ?? 'swiglu', 'options.activation', ACTIVATIONS);
-    const weightDtype = expectOneOf(options.weightDtype ?? 'float32', 'options.weightDtype', WEIGHT_DTYPES);
-    const w1 = expectTensor(
-      (weights as ExpertWeights | undefined)?.w1,
-      'weights.w1',
-      ['float32', 'float16', 'bfloat16'],
-      [null, null, null],
-      ['numExperts', 'dHidden', 'dModel'],
-    );
-    const [numExperts, dHidden, dModel] = w1.shape;
+    const implied = impliedQuantization(weights, options.weightDtype, options.groupSize) ?? {};
+    const weightDtype = expectOneOf(implied.weightDtype ?? options.weightDtype ?? 'float32', 'options.weightDtype', WEIGHT_DTYPES);
+    const groupSize = implied.groupSize ?? options.groupSize ?? 32;
+    if (options.groupSize !== undefined && weightDtype !== 'int8' && weightDtype !== 'int4')
+      throw rangeError(`no options.groupSize (weightDtype '${weightDtype}' is not quantized)`, describe(options.groupSize));
+    const w1Value = (weights as AnyExpertWeights | undefined)?.w1;
+    const [numExperts, dHidden, dModel] = isQuantized(w1Value)
+      ? shape3(w1Value.shape)
+      : expectTensor(w1Value, 'weights.w1', ['float32', 'float16', 'bfloat16'], [null, null, null], ['numExperts', 'dHidden', 'dModel'])
+          .shape;
     const shape: ExpertShape = { numExperts, dModel, dHidden, activation };
-    const spec = expertSpec(weights, shape, 'weights', weightDtype);
+    const spec = expertSpec(weights, shape, 'weights', weightDtype, groupSize);
     this.numExperts = numExperts;
     this.dModel = dModel;
     this.dHidden = dHidden;
     this.activation = activation;
     this.weightDtype = weightDtype;
+    this.groupSize = groupSize;
     this.handle = new (native().NativeExperts)(spec);
   }
 
@@ -122,6 +132,12 @@ export class PackedExperts implements Disposable {
     if (!this.handle) throw typeError('experts that are not disposed', 'disposed PackedExperts');
     return this.handle;
   }
+}
+
+function shape3(shape: readonly number[]): [number, number, number] {
+  if (shape.length !== 3)
+    throw rangeError('weights.w1 to have 3 dimensions ([numExperts, dHidden, dModel])', `shape [${shape.join(', ')}]`);
+  return [shape[0], shape[1], shape[2]];
 }
 
 function ffnArguments(x: Tensor, experts: PackedExperts, plan: DispatchPlan, k: number) {

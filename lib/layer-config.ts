@@ -3,6 +3,7 @@ import { ACTIVATIONS, Activation } from './activation';
 import { WEIGHT_DTYPES, WeightDtype } from './expert-weights';
 import { describe, rangeError, typeError } from './errors';
 import { native } from './native';
+import { GroupSize, checkGroup } from './quant';
 import { ROUTER_KINDS, RouterConfig, checkRouterConfig, impliedTopK } from './router-config';
 import { MAX_ELEMENTS } from './tensor';
 import { MAX_DIM, MAX_EXPERTS, expectBoolean, expectInteger, expectOneOf } from './validate';
@@ -34,15 +35,36 @@ export interface MoEConfig {
    */
   backend?: 'cpu' | 'cuda' | 'auto';
   /**
-   * How the experts' weights (routed and shared) are stored: 'float32' (default) or 'bfloat16' (half the bytes:
-   * rounded to nearest even when packed, widened exactly by the kernels, activations and sums in float32). The
-   * router stays float32. The CUDA backend stores bfloat16 either way.
+   * How the experts' weights (routed and shared) are stored: 'float32' (default), 'bfloat16' or 'float16' (half
+   * the bytes), 'int8' or 'int4' (block-quantized, about a quarter and an eighth; lib/quant.ts has the formulas).
+   * Float weights are converted or quantized when the layer packs them; QuantizedTensors are taken as they are
+   * (and, when this is not given, imply it). docs/precision.md says what each path rounds. The router stays
+   * float32. The CUDA backend computes in bfloat16 whatever the dtype (int8 / int4 dequantized on upload).
    */
   weightDtype?: WeightDtype;
+  /**
+   * 'int8' / 'int4': inputs per float16 scale, a multiple of 8 dividing dModel and dHidden (default 32, a GGUF
+   * Q8_0 / Q4_0 block), or 'row' for one scale per output row (vLLM's ExpertsInt8).
+   */
+  groupSize?: GroupSize;
 }
 
 /** A config with every default filled in and every field checked; `backend` is the one the layer runs on. */
 export type ResolvedConfig = Required<Omit<MoEConfig, 'router' | 'backend'>> & { router: Readonly<RouterConfig>; backend: 'cpu' | 'cuda' };
+
+/** The weight dtype and group size of a config, checked against the dimensions that the groups divide. */
+function resolveWeightFormat(config: MoEConfig, dModel: number, hidden: number[]): { weightDtype: WeightDtype; groupSize: GroupSize } {
+  const weightDtype = expectOneOf(config.weightDtype ?? 'float32', 'config.weightDtype', WEIGHT_DTYPES);
+  if (weightDtype !== 'int8' && weightDtype !== 'int4') {
+    if (config.groupSize !== undefined)
+      throw rangeError(`no config.groupSize (weightDtype '${weightDtype}' is not quantized)`, describe(config.groupSize));
+    return { weightDtype, groupSize: 32 };
+  }
+  const groupSize = config.groupSize ?? 32;
+  for (const [what, k] of [['dModel', dModel], ...hidden.map((h) => ['dHidden', h] as const)] as const)
+    checkGroup(weightDtype, groupSize, k as number, `config.groupSize (${what} = ${k})`);
+  return { weightDtype, groupSize };
+}
 
 /** Checks a config and fills in its defaults. */
 export function resolveConfig(config: MoEConfig): ResolvedConfig {
@@ -97,7 +119,7 @@ export function resolveConfig(config: MoEConfig): ResolvedConfig {
     numExperts,
     topK,
     activation: expectOneOf(config.activation ?? 'swiglu', 'config.activation', ACTIVATIONS),
-    weightDtype: expectOneOf(config.weightDtype ?? 'float32', 'config.weightDtype', WEIGHT_DTYPES),
+    ...resolveWeightFormat(config, dModel, sharedExperts > 0 ? [dHidden, sharedHidden] : [dHidden]),
     normalizeTopK: kind === 'topK' ? ((resolvedRouter as { normalize?: boolean }).normalize ?? true) : normalizeTopK,
     threads: config.threads === undefined ? 0 : expectInteger(config.threads, 'config.threads', 0, 256),
     router: resolvedRouter,

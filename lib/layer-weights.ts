@@ -6,17 +6,18 @@ import { routingRuleOf } from './gating/registry';
 import type { BuiltInRouting } from './gating/rule';
 import { ResolvedConfig } from './layer-config';
 import { NativeExpertSpec, NativeLayerSpec } from './native';
+import type { QuantizedTensor } from './quant';
 import { Random } from './random';
 import { Tensor, expectSeed } from './tensor';
 import { expectBoolean, expectOptions, expectTensor, float32Data } from './validate';
 
-export interface MoEWeights extends ExpertWeights {
+export interface MoEWeights<W extends Tensor | QuantizedTensor = Tensor> extends ExpertWeights<W> {
   /** [numExperts, dModel]: router logits = x router^T. Always float32 in the kernels (Switch's selective precision). */
   router: Tensor;
   /** [numExperts, dModel]: W_noise of noisy top-k gating. */
   noiseRouter?: Tensor;
   /** The shared experts: w1/w3 [sharedExperts, sharedHidden, dModel], w2 [sharedExperts, dModel, sharedHidden]. */
-  shared?: ExpertWeights;
+  shared?: ExpertWeights<W>;
 }
 
 /** The spec's routing of a layer whose rule the core does not run: its forward always comes back routed. */
@@ -26,7 +27,11 @@ const NOT_BUILT_IN: BuiltInRouting = { rule: 'none', numGroups: 1, topKGroups: 1
  * Checks the weights against the config and returns the spec of the native layer, which packs them once.
  * `builtIn`: what the core routes by itself for this layer (LayerRouter decides it), or undefined.
  */
-export function layerSpec(c: ResolvedConfig, weights: MoEWeights, builtIn: BuiltInRouting | undefined): NativeLayerSpec {
+export function layerSpec(
+  c: ResolvedConfig,
+  weights: MoEWeights<Tensor | QuantizedTensor>,
+  builtIn: BuiltInRouting | undefined,
+): NativeLayerSpec {
   if (typeof weights !== 'object' || weights === null) throw typeError('weights to be an object of Tensors', describe(weights));
   const rule = routingRuleOf(c.router.kind);
   const floats = ['float32', 'float16', 'bfloat16'] as const;
@@ -45,6 +50,7 @@ export function layerSpec(c: ResolvedConfig, weights: MoEWeights, builtIn: Built
     { numExperts: c.numExperts, dModel: c.dModel, dHidden: c.dHidden, activation: c.activation },
     'weights',
     c.weightDtype,
+    c.groupSize,
   );
   let shared: NativeExpertSpec | null = null;
   if (c.sharedExperts > 0) {
@@ -55,6 +61,7 @@ export function layerSpec(c: ResolvedConfig, weights: MoEWeights, builtIn: Built
       { numExperts: c.sharedExperts, dModel: c.dModel, dHidden: c.sharedHidden, activation: c.activation },
       'weights.shared',
       c.weightDtype,
+      c.groupSize,
     );
   } else if (weights.shared !== undefined) {
     throw rangeError('no weights.shared (config.sharedExperts is 0)', describe(weights.shared));

@@ -1,8 +1,10 @@
 import { describe, rangeError, typeError } from './errors';
 import { GateGradients, gateGradients } from './gate-gradients';
+import { impliedQuantization } from './expert-weights';
 import { MoEConfig, ResolvedConfig, resolveConfig } from './layer-config';
 import { ForwardOptions, MoEOutput, RoutedForward, Routing, assembleOutput } from './layer-output';
 import { LayerRouter } from './layer-router';
+import type { QuantizedTensor } from './quant';
 import { MoEWeights, RandomWeightsOptions, layerSpec, randomWeights } from './layer-weights';
 import { LayerTimings, NativeForwardResult, NativeLayer, NativeRoutedResult, native } from './native';
 import { Tensor } from './tensor';
@@ -24,8 +26,14 @@ export class MoELayer implements Disposable {
   private handle: NativeLayer | undefined;
   private readonly router: LayerRouter;
 
-  constructor(config: MoEConfig, weights: MoEWeights) {
-    this.config = resolveConfig(config);
+  /** weights: Tensors, or (weightDtype 'int8' / 'int4') QuantizedTensors for w1, w3, w2, which imply the dtype. */
+  constructor(config: MoEConfig, weights: MoEWeights<Tensor | QuantizedTensor>) {
+    const implied = impliedQuantization(
+      weights,
+      (config as MoEConfig | undefined)?.weightDtype,
+      (config as MoEConfig | undefined)?.groupSize,
+    );
+    this.config = resolveConfig(implied ? { ...config, ...implied } : config);
     const c = this.config;
     this.router = new LayerRouter(c);
     this.handle = new (native().NativeLayer)(layerSpec(c, weights, this.router.builtIn));

@@ -96,13 +96,18 @@ export interface NativeExpertSpec {
   activation: string;
   /** How the packed weights are stored (an entry of the core's weight-dtype table). */
   weightDtype: WeightDtype;
-  w1: Float32Array;
-  w3: F32;
-  w2: Float32Array;
+  /** int8 / int4: inputs per scale, or 0 for one scale per row. */
+  groupSize: number;
+  w1: NativeWeight;
+  w3: NativeWeight | null;
+  w2: NativeWeight;
   b1: F32;
   b3: F32;
   b2: F32;
 }
+
+/** A weight matrix: float32 values, or quantized codes and float16 scales (lib/quant.ts has the layout). */
+export type NativeWeight = Float32Array | { codes: Int8Array | Uint8Array; scales: Uint16Array };
 
 /** Everything a native layer is built from, read by name and checked once in native/binding/spec.cpp. */
 export interface NativeLayerSpec {
@@ -123,7 +128,7 @@ export interface NativeLayerSpec {
 
 export interface NativeBinding {
   backendInfo(): {
-    isa: 'avx512' | 'avx2' | 'neon' | 'scalar';
+    isa: 'avx512_bf16' | 'avx512' | 'avx2' | 'neon' | 'scalar';
     threads: number;
     supportedIsas: string[];
     cuda: { compiled: boolean; devices: number; reason?: string };
@@ -134,6 +139,15 @@ export interface NativeBinding {
   routerWeightGradient(gradLogits: Float64Array, x: Float64Array, tokens: number, numExperts: number, dModel: number): Float64Array;
   topK(logits: Float32Array, tokens: number, numExperts: number, k: number, normalize: boolean): NativeRoutingResult;
   dispatch(experts: Int32Array, numExperts: number): NativeDispatchPlan;
+  /** groupSize 0: one scale per row. */
+  quantize(values: Float32Array, rows: number, k: number, dtype: string, groupSize: number): { codes: Uint8Array; scales: Uint16Array };
+  dequantize(
+    q: { codes: Int8Array | Uint8Array; scales: Uint16Array },
+    rows: number,
+    k: number,
+    dtype: string,
+    groupSize: number,
+  ): Float32Array;
   expertFFN(experts: NativeExperts, x: Float32Array, tokens: number, k: number, expertOffsets: Int32Array, order: Int32Array): Float32Array;
   expertFFNAsync(
     experts: NativeExperts,

@@ -1,13 +1,18 @@
 /**
- * Expert weights stored as bfloat16 or float16 (config.weightDtype): rounded to nearest even when packed, widened
- * exactly in registers, activations and sums in float32. So such a layer must be bitwise the float32 layer built on
- * the weights rounded first, and within the float32 tolerance of the float64 reference on those rounded weights.
+ * Expert weights stored as bfloat16, float16, int8 or int4 (config.weightDtype). Where the kernels keep the
+ * activations in float32 (every ISA for float16; every ISA but avx512_bf16 for the others), the weights are widened
+ * or dequantized exactly in registers and summed like float32 ones, so such a layer must be bitwise the float32
+ * layer built on the stored weights (rounded, or quant.dequantize of the codes), and within the float32 tolerance
+ * of the float64 reference on them. Where avx512_bf16's dot-product kernels round the activations (bfloat16) or
+ * quantize them (int8 per group), the output must stay within the bound docs/precision.md documents.
  * isa.test.ts runs this file on every ISA path.
  */
-import { ACTIVATIONS, MoELayer, MoEWeights, Tensor, backendInfo, kernels, setThreads } from '../lib';
+import { ACTIVATIONS, GroupSize, MoELayer, MoEWeights, Tensor, WeightDtype, backendInfo, kernels, quant, setThreads } from '../lib';
 import { Case, expectError, randomWeights, referenceFor, relativeError } from './helpers';
 
 const TOLERANCE = 1e-5;
+/** The documented bounds (docs/precision.md) where activations are rounded: max error / max |output|. */
+const ROUNDED_BOUND: Record<string, number> = { bfloat16: 1.5e-2, int8: 3e-2, int4: 3e-2 };
 
 /** float32 -> bfloat16 -> float32, round to nearest, ties to even (what packing does). */
 function roundToBf16(values: Float32Array): Float32Array {
@@ -31,80 +36,125 @@ function roundToF16(values: Float32Array): Float32Array {
   });
 }
 
-type HalfDtype = 'bfloat16' | 'float16';
-const ROUND: Record<HalfDtype, (v: Float32Array) => Float32Array> = { bfloat16: roundToBf16, float16: roundToF16 };
+type StoredDtype = Exclude<WeightDtype, 'float32'>;
 
-/** The same weights with every expert matrix (not the router, not the biases) rounded to `dtype`. */
-function roundedTo(dtype: HalfDtype, w: MoEWeights): MoEWeights {
-  const r = (t: Tensor | undefined) => (t ? Tensor.from(ROUND[dtype](t.data as Float32Array), t.shape) : undefined);
+/** A tensor's weights as `dtype` stores them, as float32. */
+function stored(dtype: StoredDtype, t: Tensor, groupSize: GroupSize): Tensor {
+  if (dtype === 'bfloat16') return Tensor.from(roundToBf16(t.data as Float32Array), t.shape);
+  if (dtype === 'float16') return Tensor.from(roundToF16(t.data as Float32Array), t.shape);
+  return quant.dequantize(quant.quantize(t, { dtype, groupSize }));
+}
+
+/** The same weights with every expert matrix (not the router, not the biases) as `dtype` stores it. */
+function storedWeights(dtype: StoredDtype, w: MoEWeights, groupSize: GroupSize = 32): MoEWeights {
+  const r = (t: Tensor | undefined) => (t ? stored(dtype, t, groupSize) : undefined);
   return { ...w, w1: r(w.w1)!, w3: r(w.w3), w2: r(w.w2)! };
+}
+
+/** Whether this process's kernels round the activations for `dtype` (the dot-product kernels of avx512_bf16). */
+function roundsActivations(dtype: WeightDtype): boolean {
+  return backendInfo().isa === 'avx512_bf16' && (dtype === 'bfloat16' || dtype === 'int8' || dtype === 'int4');
 }
 
 function same(a: Float32Array, b: Float32Array): boolean {
   return a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
 }
 
-function check(dtype: HalfDtype, c: Case, seed: number) {
-  const rounded = (w: MoEWeights) => roundedTo(dtype, w);
+/**
+ * Stored bytes per float32 byte of expert weights, with slack for padded panels: half for 16-bit weights,
+ * (8 + 16 / g) / 32 for int8 and (4 + 16 / g) / 32 for int4 (a float16 scale per group of g).
+ */
+function byteRatio(dtype: StoredDtype, groupSize: GroupSize = 32): number {
+  const g = groupSize === 'row' ? 24 : groupSize;
+  return (dtype === 'int8' ? (8 + 16 / g) / 32 : dtype === 'int4' ? (4 + 16 / g) / 32 : 0.5) * 1.1;
+}
+
+/** packedBytes within byteRatio of the float32 layer's, counting the float32 router and biases once. */
+function expectFewerBytes(bytes: number, f32Bytes: number, w: { w1: Tensor; w3?: Tensor; w2: Tensor }, ratio: number) {
+  const weightBytes = 4 * (w.w1.size + (w.w3?.size ?? 0) + w.w2.size);
+  expect(bytes).toBeLessThan(f32Bytes - weightBytes + weightBytes * ratio);
+}
+
+function check(dtype: StoredDtype, c: Case, seed: number, groupSize: GroupSize = 32) {
   const w = randomWeights(c, seed);
   const x = Tensor.randn([c.tokens, c.dModel], { seed: seed + 1 });
-  const bf16 = new MoELayer({ ...c, weightDtype: dtype }, w);
-  const f32 = new MoELayer(c, rounded(w));
-  const got = bf16.forwardSync(x);
-  expect(same(got.output.data, f32.forwardSync(x).output.data)).toBe(true);
-  const ref = referenceFor(c, rounded(w), x);
+  const quantized = dtype === 'int8' || dtype === 'int4';
+  const layer = new MoELayer({ ...c, weightDtype: dtype, ...(quantized ? { groupSize } : {}) }, w);
+  const sw = storedWeights(dtype, w, groupSize);
+  const f32 = new MoELayer(c, sw);
+  const got = layer.forwardSync(x);
+  const ref = referenceFor(c, sw, x);
   expect(Array.from(got.routing.experts)).toEqual(Array.from(ref.experts));
-  expect(relativeError(got.output.data, ref.output)).toBeLessThan(TOLERANCE);
-  expect(bf16.packedBytes).toBeLessThan(f32.packedBytes * 0.6);
-  bf16.dispose();
+  if (roundsActivations(dtype)) {
+    expect(relativeError(got.output.data, ref.output)).toBeLessThan(ROUNDED_BOUND[dtype]);
+  } else {
+    expect(same(got.output.data, f32.forwardSync(x).output.data)).toBe(true);
+    expect(relativeError(got.output.data, ref.output)).toBeLessThan(TOLERANCE);
+  }
+  expectFewerBytes(layer.packedBytes, f32.packedBytes, w, byteRatio(dtype, groupSize));
+  layer.dispose();
   f32.dispose();
 }
 
-for (const dtype of ['bfloat16', 'float16'] as const)
+for (const dtype of ['bfloat16', 'float16', 'int8', 'int4'] as const)
   describe(`${dtype} expert weights (isa ${backendInfo().isa})`, () => {
-    const rounded = (w: MoEWeights) => roundedTo(dtype, w);
+    const quantized = dtype === 'int8' || dtype === 'int4';
+    const g = (groupSize: GroupSize) => (quantized ? { groupSize } : {});
+    const rounded = (w: MoEWeights) => storedWeights(dtype, w, quantized ? 8 : 32);
     let seed = 700;
-    const shapes: Array<[number, number, number, number, number]> = [
-      // tokens, dModel, dHidden, numExperts, topK
-      [1, 33, 100, 4, 2],
-      [1, 100, 33, 64, 6],
-      [64, 17, 40, 8, 8],
-      [513, 24, 36, 64, 1],
-      [200, 64, 48, 4, 4],
-    ];
-    for (const [tokens, dModel, dHidden, numExperts, topK] of shapes)
+    // tokens, dModel, dHidden, numExperts, topK, groupSize (int8 / int4 only; 'row': one scale per row)
+    const shapes: Array<[number, number, number, number, number, GroupSize]> = quantized
+      ? [
+          [1, 64, 96, 4, 2, 32],
+          [1, 96, 40, 64, 6, 8],
+          [64, 24, 40, 8, 8, 'row'],
+          [513, 32, 64, 64, 1, 32],
+          [200, 64, 48, 4, 4, 16],
+          ...(dtype === 'int8' ? ([[7, 33, 101, 4, 2, 'row']] as Array<[number, number, number, number, number, GroupSize]>) : []),
+        ]
+      : [
+          [1, 33, 100, 4, 2, 32],
+          [1, 100, 33, 64, 6, 32],
+          [64, 17, 40, 8, 8, 32],
+          [513, 24, 36, 64, 1, 32],
+          [200, 64, 48, 4, 4, 32],
+        ];
+    for (const [tokens, dModel, dHidden, numExperts, topK, groupSize] of shapes)
       for (const bias of [false, true])
-        it(`T=${tokens} d=${dModel} h=${dHidden} E=${numExperts} k=${topK} bias=${bias}`, () =>
-          check(dtype, { tokens, dModel, dHidden, numExperts, topK, activation: 'swiglu', bias }, seed++));
+        it(`T=${tokens} d=${dModel} h=${dHidden} E=${numExperts} k=${topK}${quantized ? ` g=${groupSize}` : ''} bias=${bias}`, () =>
+          check(dtype, { tokens, dModel, dHidden, numExperts, topK, activation: 'swiglu', bias }, seed++, groupSize));
 
     for (const activation of ACTIVATIONS)
       it(`activation ${activation}`, () =>
-        check(dtype, { tokens: 37, dModel: 33, dHidden: 100, numExperts: 4, topK: 2, activation, bias: true }, seed++));
+        check(dtype, { tokens: 37, dModel: 32, dHidden: 104, numExperts: 4, topK: 2, activation, bias: true }, seed++, 8));
 
     it('shared experts and a routed rule (switch with capacity) follow weightDtype', () => {
-      const c: Case = { tokens: 41, dModel: 20, dHidden: 24, numExperts: 8, topK: 1, activation: 'swiglu', bias: true };
-      const shared = randomWeights({ ...c, numExperts: 2, dHidden: 12 }, 13);
+      const c: Case = { tokens: 41, dModel: 24, dHidden: 32, numExperts: 8, topK: 1, activation: 'swiglu', bias: true };
+      const shared = randomWeights({ ...c, numExperts: 2, dHidden: 16 }, 13);
       const w: MoEWeights = { ...randomWeights(c, 14), shared: { w1: shared.w1, w3: shared.w3, w2: shared.w2, b2: shared.b2 } };
       const config = {
-        dModel: 20,
-        dHidden: 24,
+        dModel: 24,
+        dHidden: 32,
         numExperts: 8,
         router: { kind: 'switch' as const, capacityFactor: 1 },
         sharedExperts: 2,
-        sharedHidden: 12,
+        sharedHidden: 16,
       };
       const x = Tensor.randn([c.tokens, c.dModel], { seed: 15 });
-      const bf16 = new MoELayer({ ...config, weightDtype: dtype }, w);
+      const layer = new MoELayer({ ...config, weightDtype: dtype, ...g(8) }, w);
       const f32 = new MoELayer(config, { ...rounded(w), shared: rounded(w.shared as MoEWeights) });
-      const out = bf16.forwardSync(x);
+      const out = layer.forwardSync(x);
       expect(out.routing.dropped).toBeGreaterThan(0);
-      expect(same(out.output.data, f32.forwardSync(x).output.data)).toBe(true);
-      expect(bf16.packedBytes).toBeLessThan(f32.packedBytes * 0.6);
+      const want = f32.forwardSync(x).output.data;
+      if (roundsActivations(dtype)) expect(relativeError(out.output.data, want)).toBeLessThan(ROUNDED_BOUND[dtype]);
+      else expect(same(out.output.data, want)).toBe(true);
+      expect(layer.packedBytes).toBeLessThan(f32.packedBytes * (byteRatio(dtype, 8) + 0.1));
     });
 
     it('bitwise identical for any thread count, sync and async', async () => {
       const c: Case = { tokens: 300, dModel: 64, dHidden: 96, numExperts: 8, topK: 2, activation: 'swiglu', bias: true };
       const layer = new MoELayer({ ...c, weightDtype: dtype }, randomWeights(c, 9));
+      // (groupSize 32 divides both dimensions)
       const x = Tensor.randn([c.tokens, c.dModel], { seed: 10 });
       const threads = backendInfo().threads;
       try {
@@ -118,17 +168,20 @@ for (const dtype of ['bfloat16', 'float16'] as const)
       }
     });
 
-    it(`kernels.PackedExperts with weightDtype ${dtype}: the grouped FFN on the rounded weights, half the bytes`, () => {
+    it(`kernels.PackedExperts with weightDtype ${dtype}: the grouped FFN on the stored weights, fewer bytes`, () => {
       const c: Case = { tokens: 19, dModel: 40, dHidden: 56, numExperts: 4, topK: 2, activation: 'geglu', bias: true };
       const w = randomWeights(c, 11);
       const x = Tensor.randn([c.tokens, c.dModel], { seed: 12 });
       const plan = kernels.dispatch(kernels.topK(kernels.routerLogits(x, w.router), c.topK).experts, c.numExperts);
-      const bf16 = new kernels.PackedExperts(w, { activation: c.activation, weightDtype: dtype });
+      const packed = new kernels.PackedExperts(w, { activation: c.activation, weightDtype: dtype, ...g(8) });
       const f32 = new kernels.PackedExperts(rounded(w), { activation: c.activation });
-      expect(bf16.weightDtype).toBe(dtype);
-      expect(bf16.packedBytes).toBeLessThan(f32.packedBytes * 0.6);
-      expect(same(kernels.expertFFN(x, bf16, plan, c.topK).data, kernels.expertFFN(x, f32, plan, c.topK).data)).toBe(true);
-      bf16.dispose();
+      expect(packed.weightDtype).toBe(dtype);
+      expectFewerBytes(packed.packedBytes, f32.packedBytes, w, byteRatio(dtype, 8));
+      const got = kernels.expertFFN(x, packed, plan, c.topK).data;
+      const want = kernels.expertFFN(x, f32, plan, c.topK).data;
+      if (roundsActivations(dtype)) expect(relativeError(got, want)).toBeLessThan(ROUNDED_BOUND[dtype]);
+      else expect(same(got, want)).toBe(true);
+      packed.dispose();
       f32.dispose();
     });
 

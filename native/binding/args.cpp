@@ -58,6 +58,16 @@ const float* float32_value(Napi::Env env, const Napi::Value& value, const std::s
                            bool optional) {
   return typed_value<float, napi_float32_array>(env, value, name, "Float32Array", length, optional);
 }
+const uint8_t* bytes_value(Napi::Env env, const Napi::Value& value, const std::string& name, int64_t length) {
+  // int8 codes come as an Int8Array, int4 ones as a Uint8Array; either is read as bytes.
+  if (value.IsTypedArray() && value.As<Napi::TypedArray>().TypedArrayType() == napi_int8_array)
+    return reinterpret_cast<const uint8_t*>(
+        typed_value<int8_t, napi_int8_array>(env, value, name, "Int8Array", length, false));
+  return typed_value<uint8_t, napi_uint8_array>(env, value, name, "Uint8Array or Int8Array", length, false);
+}
+const uint16_t* uint16_value(Napi::Env env, const Napi::Value& value, const std::string& name, int64_t length) {
+  return typed_value<uint16_t, napi_uint16_array>(env, value, name, "Uint16Array", length, false);
+}
 const int32_t* int32_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length) {
   return typed_arg<int32_t, napi_int32_array>(info, index, name, "Int32Array", length, false);
 }

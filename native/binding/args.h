@@ -72,6 +72,9 @@ const float* float32_value(Napi::Env env, const Napi::Value& value, const std::s
                            bool optional = false);
 
 // RangeError naming the first non-finite element of x [rows, cols], as "x[row, col]".
+// The bytes of an Int8Array or Uint8Array, and a Uint16Array (float16 bits), of exactly `length` elements.
+const uint8_t* bytes_value(Napi::Env env, const Napi::Value& value, const std::string& name, int64_t length);
+const uint16_t* uint16_value(Napi::Env env, const Napi::Value& value, const std::string& name, int64_t length);
 void check_finite(Napi::Env env, const char* name, const float* data, int64_t rows, int64_t cols);
 
 // RangeError unless every experts[i] is in [-1, numExperts) (-1 = a dropped slot).

@@ -1,6 +1,7 @@
 #include "spec.h"
 
 #include <cmath>
+#include <cstdio>
 #include <utility>
 
 #include "args.h"
@@ -21,6 +22,32 @@ int64_t Fields::integer(const char* name, int64_t min, int64_t max) const {
 bool Fields::boolean(const char* name) const { return bool_value(env_, object_.Get(name), path(name)); }
 std::string Fields::string(const char* name) const { return string_value(env_, object_.Get(name), path(name)); }
 double Fields::number(const char* name) const { return number_value(env_, object_.Get(name), path(name)); }
+void Fields::matrix(const char* name, int64_t rows, int64_t cols, moe::WeightDtype dtype, int64_t g, bool optional,
+                    const float** values, moe::QuantizedSource* quantized) const {
+  *values = nullptr;
+  *quantized = {};
+  const Napi::Value v = object_.Get(name);
+  if (v.IsTypedArray() || !v.IsObject() || !moe::is_quantized(dtype)) {
+    *values = float32(name, rows, cols, optional);
+    return;
+  }
+  const Fields q(env_, v, path(name));
+  const int64_t groups = cols / (g > 0 ? g : cols);
+  quantized->codes = bytes_value(env_, q.object_.Get("codes"), q.path("codes"),
+                                 dtype == moe::WeightDtype::int4 ? rows * cols / 2 : rows * cols);
+  quantized->scales = uint16_value(env_, q.object_.Get("scales"), q.path("scales"), rows * groups);
+  for (int64_t i = 0; i < rows * groups; ++i)
+    if ((quantized->scales[i] & 0x7c00u) == 0x7c00u)
+      throw_range_error(
+          env_, "expected " + q.path("scales") + " to hold finite float16 values but got bits 0x" +
+                    [](unsigned bits) {
+                      char hex[8];
+                      std::snprintf(hex, sizeof hex, "%04x", bits);
+                      return std::string(hex);
+                    }(quantized->scales[i]) +
+                    " at [" + std::to_string(i) + "]");
+}
+
 Fields Fields::object(const char* name) const { return Fields(env_, object_.Get(name), path(name)); }
 bool Fields::present(const char* name) const {
   const Napi::Value v = object_.Get(name);
@@ -46,24 +73,42 @@ ExpertSpec read_experts(const Fields& f) {
   const std::string dtype = f.string("weightDtype");
   if (!moe::parse_weight_dtype(dtype, &s.weight_dtype))
     throw_range_error(f.env(), "expected weightDtype to be a known weight dtype but got '" + dtype + "'");
+  if (moe::is_quantized(s.weight_dtype)) {
+    // Groups of 8k inputs (the packed octets) that divide both input dimensions, or one scale per row (0), which
+    // int4 (two codes a byte) can give only to even rows.
+    s.group_size = f.integer("groupSize", 0, kMaxDim);
+    for (const auto& [what, k] : {std::pair{"dModel", s.d_model}, std::pair{"dHidden", s.d_hidden}}) {
+      if (s.group_size > 0 && (s.group_size % 8 != 0 || k % s.group_size != 0))
+        throw_range_error(f.env(), "expected groupSize to be a multiple of 8 that divides " + std::string(what) + " (" +
+                                       std::to_string(k) + ") for weightDtype '" + dtype + "' but got " +
+                                       std::to_string(s.group_size));
+      if (s.group_size == 0 && s.weight_dtype == moe::WeightDtype::int4 && k % 2 != 0)
+        throw_range_error(f.env(), "expected an even " + std::string(what) +
+                                       " for weightDtype 'int4' with one scale per row but got " + std::to_string(k));
+    }
+  }
   // Checked products first: three dimensions of up to 2^31 each could wrap int64 and match a short array.
   elements(f.env(), "w1", {s.num_experts, s.d_hidden, s.d_model});
   const bool gated = moe::is_gated(s.activation);
   moe::ExpertWeights& w = spec.weights;
-  w.w1 = f.float32("w1", s.num_experts * s.d_hidden, s.d_model);
-  w.w3 = f.float32("w3", s.num_experts * s.d_hidden, s.d_model, !gated);
-  w.w2 = f.float32("w2", s.num_experts * s.d_model, s.d_hidden);
-  if (s.weight_dtype == moe::WeightDtype::float16) {
-    // float16 holds magnitudes up to 65504: a larger weight would become an infinity, so it is refused here.
+  f.matrix("w1", s.num_experts * s.d_hidden, s.d_model, s.weight_dtype, s.group_size, false, &w.w1, &w.q1);
+  f.matrix("w3", s.num_experts * s.d_hidden, s.d_model, s.weight_dtype, s.group_size, !gated, &w.w3, &w.q3);
+  f.matrix("w2", s.num_experts * s.d_model, s.d_hidden, s.weight_dtype, s.group_size, false, &w.w2, &w.q2);
+  // float16 holds magnitudes up to 65504, and a quantized group's scale too: a weight that would need more (an
+  // infinity once stored) is refused here.
+  if (s.weight_dtype == moe::WeightDtype::float16 || moe::is_quantized(s.weight_dtype)) {
+    const float limit =
+        s.weight_dtype == moe::WeightDtype::float16 ? moe::kFloat16Max : moe::max_quantizable(s.weight_dtype);
     const std::pair<const char*, const float*> big[] = {{"w1", w.w1}, {"w3", w.w3}, {"w2", w.w2}};
     const int64_t count = s.num_experts * s.d_hidden * s.d_model;
     for (const auto& [name, data] : big)
       for (int64_t i = 0; data && i < count; ++i)
-        if (std::abs(data[i]) > moe::kFloat16Max)
-          throw_range_error(f.env(), std::string("expected ") + name +
-                                         " within float16's range (|w| <= 65504) for "
-                                         "weightDtype 'float16' but got " +
-                                         std::to_string(data[i]) + " at " + name + "[" + std::to_string(i) + "]");
+        if (std::abs(data[i]) > limit)
+          throw_range_error(f.env(), std::string("expected ") + name + " within " + dtype +
+                                         "'s range (|w| <= " + std::to_string(static_cast<int64_t>(limit)) +
+                                         (s.weight_dtype == moe::WeightDtype::float16 ? "" : ", a float16 scale's") +
+                                         ") for weightDtype '" + dtype + "' but got " + std::to_string(data[i]) +
+                                         " at " + name + "[" + std::to_string(i) + "]");
   }
   w.b1 = f.float32("b1", s.num_experts, s.d_hidden, true);
   w.b3 = f.float32("b3", s.num_experts, s.d_hidden, true);

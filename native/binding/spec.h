@@ -21,8 +21,13 @@ class Fields {
   double number(const char* name) const;  // finite
   // A Float32Array of exactly `length` elements, each finite; null/undefined allowed when `optional` (nullptr).
   const float* float32(const char* name, int64_t rows, int64_t cols, bool optional = false) const;
+  // A weight matrix of rows x cols: a Float32Array as float32() reads it, or, for int8 / int4 weights in groups
+  // of g (0: one per row), { codes, scales } as moe::QuantizedSource lays them out (scales finite float16 bits).
+  void matrix(const char* name, int64_t rows, int64_t cols, moe::WeightDtype dtype, int64_t g, bool optional,
+              const float** values, moe::QuantizedSource* quantized) const;
   Fields object(const char* name) const;
-  bool present(const char* name) const;  // neither missing, undefined nor null
+  bool present(const char* name) const;
+  Napi::Value value(const char* name) const { return object_.Get(name); }  // neither missing, undefined nor null
   Napi::Env env() const { return env_; }
 
  private:
@@ -32,8 +37,8 @@ class Fields {
   std::string path_;
 };
 
-// NativeExpertSpec: { numExperts, dModel, dHidden, activation, weightDtype, w1, w3, w2, b1, b3, b2 }. The arrays are
-// the caller's memory, read while the constructor packs them.
+// NativeExpertSpec: { numExperts, dModel, dHidden, activation, weightDtype, groupSize, w1, w3, w2, b1, b3, b2 }. The
+// arrays are the caller's memory, read while the constructor packs them.
 struct ExpertSpec {
   moe::ExpertShape shape;
   moe::ExpertWeights weights;

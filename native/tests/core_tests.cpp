@@ -1,6 +1,6 @@
 // C++ tests of the core, no Node needed: routing, dispatch, the layer against a float64 reference on
 // awkward shapes, thread-count determinism, and the kernel template at the AVX-512 geometry.
-// Usage: moe_core_tests [--isa scalar|avx2|avx512|neon]   (exit 77 = that ISA is not available: skipped)
+// Usage: moe_core_tests [--isa scalar|avx2|avx512|avx512_bf16|neon]   (exit 77 = that ISA is not available: skipped)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -201,71 +201,111 @@ void test_half_conversions() {
   }
 }
 
+// The weights a dtype stands for, [n, k] in groups of g (quantized dtypes).
+std::vector<float> stored_weights(moe::WeightDtype dtype, const std::vector<float>& w, int64_t n, int64_t k,
+                                  int64_t g) {
+  std::vector<float> out(w.size());
+  if (moe::is_quantized(dtype)) {
+    std::vector<uint8_t> codes(k);
+    std::vector<uint16_t> scales(k / g);
+    for (int64_t r = 0; r < n; ++r) {
+      moe::quantize_row(dtype, w.data() + r * k, k, g, codes.data(), scales.data());
+      moe::dequantize_row(dtype, codes.data(), scales.data(), k, g, out.data() + r * k);
+    }
+    return out;
+  }
+  for (size_t i = 0; i < w.size(); ++i)
+    out[i] = dtype == moe::WeightDtype::bfloat16  ? moe::cpu::bfloat16_to_float(moe::cpu::float_to_bfloat16(w[i]))
+             : dtype == moe::WeightDtype::float16 ? moe::cpu::half_to_float(moe::cpu::float_to_half(w[i]))
+                                                  : w[i];
+  return out;
+}
+
+// A row of activations as a dot-product GEMM of the avx512_bf16 ISA sees it (kernel_dot_avx512.h): rounded to
+// bfloat16, or quantized per group of g to int8 codes times max|a| / 127.
+std::vector<double> dot_activations(moe::WeightDtype dtype, const float* a, int64_t k, int64_t g) {
+  std::vector<double> out(k);
+  for (int64_t i = 0; i < k; ++i) out[i] = moe::cpu::bfloat16_to_float(moe::cpu::float_to_bfloat16(a[i]));
+  if (!moe::is_quantized(dtype)) return out;
+  for (int64_t g0 = 0; g0 < k; g0 += g) {
+    float amax = 0;
+    for (int64_t i = g0; i < g0 + g; ++i) amax = std::max(amax, std::abs(a[i]));
+    const float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
+    for (int64_t i = g0; i < g0 + g; ++i) out[i] = std::nearbyint(a[i] * id) * double(d);
+  }
+  return out;
+}
+
 // 437 rows span several chunks of gemm_tile and end in a partial micro block; 1 to 13 rows give every size of
-// partial block (each packed at its own row stride) and one full block plus one row.
+// partial block (each packed at its own row stride) and one full block plus one row. Every weight dtype, with
+// k = 300 (a tail of 12 past the vectors; int8 / int4 with one scale per row of 300, padded to 304) and 264 in
+// groups of 8 or 32 where they divide it.
 void test_gemm_tiles() {
   const moe::cpu::KernelTable* tables[] = {moe::cpu::kernels_wide16_for_tests(), &moe::kernels()};
+  const moe::WeightDtype dtypes[] = {moe::WeightDtype::float32, moe::WeightDtype::bfloat16, moe::WeightDtype::float16,
+                                     moe::WeightDtype::int8, moe::WeightDtype::int4};
   for (const moe::cpu::KernelTable* table : tables)
     for (int64_t rows : {437, 1, 2, 3, 5, 8, 11, 12, 13})
-      for (bool gated : {false, true}) {
-        const moe::cpu::KernelTable& t = *table;
-        const int64_t n = 45, k = 300;
-        const auto a = randn(rows * k, 11, 1.0f), w = randn(n * k, 12, 0.1f), wu = randn(n * k, 13, 0.1f),
-                   b = randn(n, 14, 0.1f);
-        moe::PackedMatrix packed(t.geometry, 1, n, k, w.data(), b.data(), gated ? wu.data() : nullptr,
-                                 gated ? b.data() : nullptr);
-        moe::cpu::GemmProblem p = packed.problem(0, moe::Activation::gelu);
-        std::vector<float> out(rows * n);
-        p.a = {a.data(), k, nullptr, 1};
-        p.c = {out.data(), n, nullptr, 1};
-        // Packed tile by tile, back to back, then multiplied in one call over all the rows, as the layer does.
-        std::vector<float> packed_a(t.geometry.packed_a_floats(rows, k));
-        for (int64_t r = 0; r < rows; r += moe::cpu::kTileRows)
-          t.pack_a(p, r, std::min(rows, r + moe::cpu::kTileRows) - r, packed_a.data() + r * t.geometry.packed_depth(k));
-        t.weight_kernels(p.weight_dtype).gemm_tile(p, packed_a.data(), 0, rows, 0, packed.panel_count());
-        double max_err = 0;
-        for (int64_t i = 0; i < rows; ++i)
-          for (int64_t j = 0; j < n; ++j) {
-            double g = b[j], u = b[j];
-            for (int64_t q = 0; q < k; ++q) {
-              g += double(a[i * k + q]) * w[j * k + q];
-              u += double(a[i * k + q]) * wu[j * k + q];
+      for (bool gated : {false, true})
+        for (moe::WeightDtype dtype : dtypes)
+          for (auto [k, g] : {std::pair<int64_t, int64_t>{300, 0}, {264, 8}, {288, 32}}) {
+            if (!moe::is_quantized(dtype) && g != 0) continue;
+            const moe::cpu::KernelTable& t = *table;
+            const char* where = table == tables[0] ? "wide template" : moe::isa_name(t.isa);
+            const int64_t n = 45, group = g ? g : k;
+            const auto a = randn(rows * k, 11, 1.0f), w = randn(n * k, 12, 0.1f), wu = randn(n * k, 13, 0.1f),
+                       b = randn(n, 14, 0.1f);
+            const moe::MatrixSource up{gated ? wu.data() : nullptr, {}, gated ? b.data() : nullptr};
+            moe::PackedMatrix packed(t.geometry, 1, n, k, dtype, g, {w.data(), {}, b.data()}, up);
+            // The same weights as float32, the values the dtype stores.
+            const auto ws = stored_weights(dtype, w, n, k, group), wus = stored_weights(dtype, wu, n, k, group);
+            moe::PackedMatrix f32(t.geometry, 1, n, k, moe::WeightDtype::float32, 0, {ws.data(), {}, b.data()},
+                                  {gated ? wus.data() : nullptr, {}, gated ? b.data() : nullptr});
+            std::vector<float> packed_a(t.geometry.packed_a_floats(rows, k)), out(rows * n), want_bits(rows * n);
+            // Packed tile by tile, back to back, then multiplied in one call over all the rows, as the layer does.
+            for (auto [matrix, dst] : {std::pair{&packed, &out}, std::pair{&f32, &want_bits}}) {
+              moe::cpu::GemmProblem p = matrix->problem(0, moe::Activation::gelu);
+              p.a = {a.data(), k, nullptr, 1};
+              p.c = {dst->data(), n, nullptr, 1};
+              for (int64_t r = 0; r < rows; r += moe::cpu::kTileRows)
+                t.pack_a(p, r, std::min(rows, r + moe::cpu::kTileRows) - r,
+                         packed_a.data() + r * t.geometry.packed_depth(k));
+              t.weight_kernels(p.weight_dtype).gemm_tile(p, packed_a.data(), 0, rows, 0, matrix->panel_count());
             }
-            const double want = gated ? act_ref(moe::Activation::gelu, g) * u : act_ref(moe::Activation::gelu, g);
-            max_err = std::max(max_err, std::abs(want - out[i * n + j]));
+            const bool dot = t.isa == moe::Isa::avx512_bf16 && table != tables[0] &&
+                             (dtype == moe::WeightDtype::bfloat16 || moe::is_quantized(dtype));
+            if (!dot) {
+              // Widened (and dequantized) exactly in registers, the same float32 sums in the same order: the result
+              // is bitwise the float32 GEMM's on the stored weights.
+              CHECK(std::memcmp(want_bits.data(), out.data(), out.size() * sizeof(float)) == 0,
+                    "%s gemm tile (%s, %lld rows, k %lld, g %lld, gated=%d) bitwise equal to float32 on its weights",
+                    moe::weight_dtype_name(dtype), where, (long long)rows, (long long)k, (long long)g, int(gated));
+            }
+            // Against float64 on the stored weights, and on the activations as a dot-product path rounds them.
+            double max_err = 0;
+            for (int64_t i = 0; i < rows; ++i) {
+              const auto ai = dot ? dot_activations(dtype, a.data() + i * k, k, group)
+                                  : std::vector<double>(a.begin() + i * k, a.begin() + (i + 1) * k);
+              for (int64_t j = 0; j < n; ++j) {
+                double gs = b[j], us = b[j];
+                for (int64_t q = 0; q < k; ++q) {
+                  gs += ai[q] * ws[j * k + q];
+                  us += ai[q] * wus[j * k + q];
+                }
+                const double want =
+                    gated ? act_ref(moe::Activation::gelu, gs) * us : act_ref(moe::Activation::gelu, gs);
+                max_err = std::max(max_err, std::abs(want - out[i * n + j]));
+              }
+            }
+            CHECK(max_err < 1e-4, "%s gemm tile (%s, %lld rows, k %lld, g %lld, gated=%d): max error %.3g",
+                  moe::weight_dtype_name(dtype), where, (long long)rows, (long long)k, (long long)g, int(gated),
+                  max_err);
+            if (dtype != moe::WeightDtype::float32) {
+              const double ratio = dtype == moe::WeightDtype::int4 ? 0.2 : dtype == moe::WeightDtype::int8 ? 0.35 : 0.6;
+              CHECK(packed.bytes() < f32.bytes() * ratio, "%s panels take %zu bytes, float32 %zu",
+                    moe::weight_dtype_name(dtype), packed.bytes(), f32.bytes());
+            }
           }
-        CHECK(max_err < 1e-4, "gemm tile (%s, %lld rows, gated=%d): max error %.3g",
-              table == tables[0] ? "wide template" : "active isa", (long long)rows, int(gated), max_err);
-
-        // 16-bit weights (bfloat16, float16): widened exactly in registers, the same float32 sums in the same
-        // order, so the result is bitwise the float32 GEMM's on the weights rounded to that dtype first.
-        for (moe::WeightDtype dtype : {moe::WeightDtype::bfloat16, moe::WeightDtype::float16}) {
-          const auto rounded = [dtype](std::vector<float> v) {
-            for (float& x : v)
-              x = dtype == moe::WeightDtype::bfloat16 ? moe::cpu::bfloat16_to_float(moe::cpu::float_to_bfloat16(x))
-                                                      : moe::cpu::half_to_float(moe::cpu::float_to_half(x));
-            return v;
-          };
-          const auto wr = rounded(w), wur = rounded(wu);
-          moe::PackedMatrix f32(t.geometry, 1, n, k, wr.data(), b.data(), gated ? wur.data() : nullptr,
-                                gated ? b.data() : nullptr);
-          moe::PackedMatrix half(t.geometry, 1, n, k, w.data(), b.data(), gated ? wu.data() : nullptr,
-                                 gated ? b.data() : nullptr, dtype);
-          CHECK(half.bytes() < f32.bytes() * 3 / 5, "%s panels take about half the bytes: %zu vs %zu",
-                moe::weight_dtype_name(dtype), half.bytes(), f32.bytes());
-          std::vector<float> want_bits(rows * n), got_bits(rows * n);
-          for (auto [matrix, dst] : {std::pair{&f32, &want_bits}, std::pair{&half, &got_bits}}) {
-            moe::cpu::GemmProblem q = matrix->problem(0, moe::Activation::gelu);
-            q.a = {a.data(), k, nullptr, 1};
-            q.c = {dst->data(), n, nullptr, 1};
-            t.weight_kernels(q.weight_dtype).gemm_tile(q, packed_a.data(), 0, rows, 0, matrix->panel_count());
-          }
-          CHECK(std::memcmp(want_bits.data(), got_bits.data(), want_bits.size() * sizeof(float)) == 0,
-                "%s gemm tile (%s, %lld rows, gated=%d) bitwise equal to float32 on rounded weights",
-                moe::weight_dtype_name(dtype), table == tables[0] ? "wide template" : "active isa", (long long)rows,
-                int(gated));
-        }
-      }
 }
 
 // The output of one forward of the case's input.

@@ -28,9 +28,19 @@ struct SimdWide16 {
     for (int i = 0; i < kLanes; ++i) r[i] = moe::cpu::half_to_float(p[i]);
     return r;
   }
-  static reg load_bf16(const uint16_t* p) {
+  static reg load_bf16_pair(const uint32_t* p, int high) {
     reg r;
-    for (int i = 0; i < kLanes; ++i) r[i] = moe::cpu::bfloat16_to_float(p[i]);
+    for (int i = 0; i < kLanes; ++i)
+      r[i] = moe::cpu::bfloat16_to_float(static_cast<uint16_t>(high ? p[i] >> 16 : p[i] & 0xffffu));
+    return r;
+  }
+  static reg load_code(const uint8_t* p, int shift, int mask, int offset) {
+    reg r;
+    for (int i = 0; i < kLanes; ++i) {
+      uint32_t word;
+      std::memcpy(&word, p + 4 * i, sizeof word);
+      r[i] = static_cast<float>(static_cast<int>((word >> shift) & static_cast<uint32_t>(mask)) - offset);
+    }
     return r;
   }
   static reg add(reg a, reg b) { return a + b; }

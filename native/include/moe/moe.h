@@ -10,7 +10,9 @@
 
 namespace moe {
 
-enum class Isa { scalar, avx2, avx512, neon };
+// avx512_bf16: AVX-512 with AVX512-BF16 (vdpbf16ps) and AVX512-VNNI (vpdpbusd), whose 16-bit and 8/4-bit weight
+// GEMMs round or quantize the activations to use those dot-product instructions (see docs/precision.md).
+enum class Isa { scalar, avx2, avx512, neon, avx512_bf16 };
 const char* isa_name(Isa isa);
 
 // Activation of the expert FFN. Gated ones compute act(x W1^T + b1) * (x W3^T + b3) (Shazeer 2020, GLU variants).
@@ -21,13 +23,29 @@ bool parse_activation(const std::string& name, Activation* out);
 
 // The stored format of packed expert weights: a property of the packed experts, with one entry per dtype in the
 // kernel table (its GEMM per ISA) and in core/weight_formats.h (its packing and size). bfloat16 and float16
-// weights are float32 ones rounded to nearest (ties to even) when packed, and widened exactly in registers by
-// the GEMM, whose activations and sums stay float32. int8 and int4 are the next entries. The router stays float32.
-enum class WeightDtype { float32, bfloat16, float16 };
-constexpr int kWeightDtypes = 3;
-// The largest magnitude a float16 weight can hold (larger ones are refused, not turned into infinities).
+// weights are float32 ones rounded to nearest (ties to even) when packed. int8 and int4 are block-quantized along
+// the input dimension, one float16 scale per group of `group_size` weights of a row, with the formulas of
+// llama.cpp's Q8_0 and Q4_0 blocks (a GGUF block of 32 maps onto a group of 32 as it is):
+//   int8: w = q * d, q in [-128, 127]   (quantizing: d = max|w| / 127, q = round(w / d))
+//   int4: w = (u - 8) * d, u in [0, 15] (quantizing: d = m / -8 where m is the w of largest magnitude,
+//                                        u = min(15, floor(w / d + 8.5)))
+// The router stays float32.
+enum class WeightDtype { float32, bfloat16, float16, int8, int4 };
+constexpr int kWeightDtypes = 5;
+inline bool is_quantized(WeightDtype dtype) { return dtype == WeightDtype::int8 || dtype == WeightDtype::int4; }
+// The largest magnitude a float16 weight (or scale) can hold (larger ones are refused, not turned into infinities).
 constexpr float kFloat16Max = 65504.0f;
 const char* weight_dtype_name(WeightDtype dtype);
+// Block quantization of one row of k weights in groups of g, with the formulas above (llama.cpp's Q8_0 and Q4_0).
+// codes: k bytes (int8) or k / 2 (int4, nibbles as QuantizedSource lays them out); scales: k / g float16 bits. A
+// group whose scale rounds to zero gets zero codes (int4: 8). Callers refuse weights past max_quantizable first,
+// whose scale would overflow float16.
+void quantize_row(WeightDtype dtype, const float* w, int64_t k, int64_t g, uint8_t* codes, uint16_t* scales);
+// The weights the kernels compute with: out[i] = code * scale, exactly (an 8-bit code times an 11-bit scale fits
+// a float32's 24-bit significand).
+void dequantize_row(WeightDtype dtype, const uint8_t* codes, const uint16_t* scales, int64_t k, int64_t g, float* out);
+// The largest |w| whose group scale stays a finite float16: 65504 * 127 (int8) or 65504 * 8 (int4).
+float max_quantizable(WeightDtype dtype);
 // Parses the public name ('float32', ...); returns false when unknown.
 bool parse_weight_dtype(const std::string& name, WeightDtype* out);
 
@@ -69,6 +87,16 @@ struct ExpertShape {
   int64_t num_experts = 0, d_model = 0, d_hidden = 0;
   Activation activation = Activation::swiglu;
   WeightDtype weight_dtype = WeightDtype::float32;  // how the packed weights are stored (inputs are float32)
+  // int8 / int4: input weights per scale, a multiple of 8 dividing d_model and d_hidden; 0: one scale per row.
+  int64_t group_size = 32;
+};
+
+// Weights already quantized (int8 / int4), handed over as they are instead of float32 values: codes row-major like
+// the float tensor (int8: one int8 per weight; int4: per group of g, byte j holds weight j in its low nibble and
+// weight j + g/2 in its high one, as in GGUF's Q4_0), scales float16 bits [rows, k / g].
+struct QuantizedSource {
+  const uint8_t* codes = nullptr;
+  const uint16_t* scales = nullptr;
 };
 
 struct ExpertWeights {        // host pointers, read once by pack_experts; biases may be null
@@ -78,6 +106,9 @@ struct ExpertWeights {        // host pointers, read once by pack_experts; biase
   const float* b1 = nullptr;  // [E, dHidden]
   const float* b3 = nullptr;  // [E, dHidden]
   const float* b2 = nullptr;  // [E, dModel]
+  // Quantized alternatives of w1, w3, w2 (int8 / int4 only): used where codes are set, the float pointer is then
+  // null.
+  QuantizedSource q1, q3, q2;
 };
 
 class PackedExperts;  // weights in the active ISA's panel layout, immutable once built

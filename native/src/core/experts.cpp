@@ -122,9 +122,10 @@ void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix
 
 PackedExperts::PackedExperts(const ExpertShape& s, const ExpertWeights& w)
     : shape(s),
-      up(kernels().geometry, s.num_experts, s.d_hidden, s.d_model, w.w1, w.b1, is_gated(s.activation) ? w.w3 : nullptr,
-         is_gated(s.activation) ? w.b3 : nullptr, s.weight_dtype),
-      down(kernels().geometry, s.num_experts, s.d_model, s.d_hidden, w.w2, w.b2, nullptr, nullptr, s.weight_dtype) {}
+      up(kernels().geometry, s.num_experts, s.d_hidden, s.d_model, s.weight_dtype, s.group_size, {w.w1, w.q1, w.b1},
+         is_gated(s.activation) ? MatrixSource{w.w3, w.q3, w.b3} : MatrixSource{}),
+      down(kernels().geometry, s.num_experts, s.d_model, s.d_hidden, s.weight_dtype, s.group_size, {w.w2, w.q2, w.b2}) {
+}
 
 std::shared_ptr<const PackedExperts> pack_experts(const ExpertShape& shape, const ExpertWeights& weights) {
   return std::make_shared<const PackedExperts>(shape, weights);
@@ -200,7 +201,7 @@ void packed_router_logits(const PackedMatrix& router, const float* x, int64_t to
 
 void router_logits(const float* x, int64_t tokens, int64_t d_model, const float* router, int64_t num_experts,
                    float* logits) {
-  const PackedMatrix packed(kernels().geometry, 1, num_experts, d_model, router, nullptr);
+  const PackedMatrix packed(kernels().geometry, 1, num_experts, d_model, WeightDtype::float32, 0, {router});
   FfnWorkspace ws;
   packed_router_logits(packed, x, tokens, d_model, logits, ws);
 }

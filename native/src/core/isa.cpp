@@ -21,6 +21,9 @@ const KernelTable* kernels_avx2() { return nullptr; }
 #ifndef MOE_HAVE_AVX512
 const KernelTable* kernels_avx512() { return nullptr; }
 #endif
+#ifndef MOE_HAVE_AVX512_BF16
+const KernelTable* kernels_avx512_bf16() { return nullptr; }
+#endif
 #ifndef MOE_HAVE_NEON
 const KernelTable* kernels_neon() { return nullptr; }
 #endif
@@ -29,6 +32,7 @@ const KernelTable* kernels_neon() { return nullptr; }
 const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::avx512: return "avx512";
+    case Isa::avx512_bf16: return "avx512_bf16";
     case Isa::avx2: return "avx2";
     case Isa::neon: return "neon";
     case Isa::scalar: break;
@@ -41,6 +45,7 @@ namespace {
 const cpu::KernelTable* table_for(Isa isa) {
   switch (isa) {
     case Isa::avx512: return cpu::kernels_avx512();
+    case Isa::avx512_bf16: return cpu::kernels_avx512_bf16();
     case Isa::avx2: return cpu::kernels_avx2();
     case Isa::neon: return cpu::kernels_neon();
     case Isa::scalar: break;
@@ -62,6 +67,9 @@ bool cpu_supports(Isa isa) {
   __builtin_cpu_init();
   switch (isa) {
     case Isa::avx512: return __builtin_cpu_supports("avx512f");
+    case Isa::avx512_bf16:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bf16");
     case Isa::avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
     default: break;
   }
@@ -87,7 +95,7 @@ const cpu::KernelTable* choose() {
 
 std::vector<Isa> supported_isas() {  // best first
   std::vector<Isa> out;
-  for (Isa isa : {Isa::avx512, Isa::avx2, Isa::neon, Isa::scalar})
+  for (Isa isa : {Isa::avx512_bf16, Isa::avx512, Isa::avx2, Isa::neon, Isa::scalar})
     if (table_for(isa) && cpu_supports(isa)) out.push_back(isa);
   return out;
 }

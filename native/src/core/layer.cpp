@@ -15,13 +15,14 @@ struct CpuLayer::State {
         const BuiltInRouting& r, const float* noise_router_weights)
       : config(c),
         rule(r.rule),
-        router(kernels().geometry, 1, c.experts.num_experts, c.experts.d_model, router_weights, nullptr),
+        router(kernels().geometry, 1, c.experts.num_experts, c.experts.d_model, WeightDtype::float32, 0,
+               {router_weights}),
         packed_experts(c.experts, w) {
     if (c.shared.num_experts > 0) shared = std::make_unique<PackedExperts>(c.shared, sw);
     // Packed once, like the router (it was packed again on every forward of a noisy top-k layer).
     if (noise_router_weights)
       noise_router = std::make_unique<PackedMatrix>(kernels().geometry, 1, c.experts.num_experts, c.experts.d_model,
-                                                    noise_router_weights, nullptr);
+                                                    WeightDtype::float32, 0, MatrixSource{noise_router_weights});
   }
   LayerConfig config;
   BuiltInRouting::Rule rule;

@@ -10,12 +10,20 @@
 
 namespace moe {
 
+// One stack of [count, n, k] weights: float32 values or quantized codes and scales (QuantizedSource), and a
+// [count, n] bias or null. Biases stay float32.
+struct MatrixSource {
+  const float* values = nullptr;
+  QuantizedSource quantized;
+  const float* bias = nullptr;
+};
+
 class PackedMatrix {
  public:
-  // w (and w_up when gated): [count, n, k]; bias (bias_up): [count, n] or null. Biases stay float32.
-  PackedMatrix(const cpu::PanelGeometry& geometry, int64_t count, int64_t n, int64_t k, const float* w,
-               const float* bias, const float* w_up = nullptr, const float* bias_up = nullptr,
-               WeightDtype dtype = WeightDtype::float32);
+  // up: the gated pair's up-projection (W3), or none (no values or codes). group_size: see ExpertShape (0: one
+  // group per row).
+  PackedMatrix(const cpu::PanelGeometry& geometry, int64_t count, int64_t n, int64_t k, WeightDtype dtype,
+               int64_t group_size, const MatrixSource& w, const MatrixSource& up = {});
   // The GEMM problem for matrix `index` with the given epilogue; rows still to be set by the caller.
   cpu::GemmProblem problem(int64_t index, Activation activation) const;
   int64_t panel_count() const { return panels_; }
@@ -25,7 +33,7 @@ class PackedMatrix {
   size_t bytes() const { return data_.capacity() + bias_.capacity() * sizeof(float); }
 
  private:
-  int64_t count_, n_, k_, nr_, out_cols_, panels_;
+  int64_t count_, n_, k_, group_, nr_, out_cols_, panels_;
   size_t panel_bytes_ = 0;
   bool gated_;
   WeightDtype dtype_;

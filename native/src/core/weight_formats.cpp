@@ -1,6 +1,9 @@
 #include "weight_formats.h"
 
+#include <algorithm>
+#include <cmath>
 #include <string>
+#include <vector>
 
 #include "../cpu/half.h"
 
@@ -8,27 +11,87 @@ namespace moe {
 
 namespace {
 
-size_t f32_panel_bytes(int64_t k, int nr) { return static_cast<size_t>(k) * nr * sizeof(float); }
+size_t f32_panel_bytes(int64_t k, int64_t, int nr) { return static_cast<size_t>(k) * nr * sizeof(float); }
 
-void f32_pack_column(const float* src, int64_t k, int nr, int slot, void* panel) {
+void f32_pack_column(const ColumnSource& src, int64_t k, int64_t, int nr, int slot, void* panel) {
   float* p = static_cast<float*>(panel);
-  for (int64_t kk = 0; kk < k; ++kk) p[kk * nr + slot] = src ? src[kk] : 0.0f;
+  for (int64_t kk = 0; kk < k; ++kk) p[kk * nr + slot] = src.values ? src.values[kk] : 0.0f;
 }
 
-size_t two_byte_panel_bytes(int64_t k, int nr) { return static_cast<size_t>(k) * nr * sizeof(uint16_t); }
+size_t f16_panel_bytes(int64_t k, int64_t, int nr) { return static_cast<size_t>(k) * nr * sizeof(uint16_t); }
 
-// A 16-bit dtype's column: each float32 weight converted by `convert` (round to nearest even).
-template <uint16_t (*convert)(float)>
-void pack_column_16(const float* src, int64_t k, int nr, int slot, void* panel) {
+void f16_pack_column(const ColumnSource& src, int64_t k, int64_t, int nr, int slot, void* panel) {
   uint16_t* p = static_cast<uint16_t*>(panel);
-  for (int64_t kk = 0; kk < k; ++kk) p[kk * nr + slot] = src ? convert(src[kk]) : 0;
+  for (int64_t kk = 0; kk < k; ++kk) p[kk * nr + slot] = src.values ? cpu::float_to_half(src.values[kk]) : 0;
+}
+
+// bfloat16 in k pairs (vdpbf16ps's operand): element (kk, slot) at pair kk / 2, word slot, half kk % 2.
+size_t bf16_panel_bytes(int64_t k, int64_t, int nr) { return static_cast<size_t>((k + 1) / 2) * nr * 4; }
+
+void bf16_pack_column(const ColumnSource& src, int64_t k, int64_t, int nr, int slot, void* panel) {
+  uint16_t* p = static_cast<uint16_t*>(panel);
+  for (int64_t kk = 0; kk < (k + 1) / 2 * 2; ++kk)
+    p[(kk / 2 * nr + slot) * 2 + kk % 2] = src.values && kk < k ? cpu::float_to_bfloat16(src.values[kk]) : 0;
+}
+
+int code_bits(WeightDtype dtype) { return dtype == WeightDtype::int8 ? 8 : 4; }
+
+int64_t group_bytes(WeightDtype dtype, int64_t g, int nr) {
+  return 2 * nr + padded_group(g) * nr * code_bits(dtype) / 8;
+}
+
+template <WeightDtype D>
+size_t quant_panel_bytes(int64_t k, int64_t g, int nr) {
+  return static_cast<size_t>(k / g * group_bytes(D, g, nr));
+}
+
+// The code of weight i of a row as QuantizedSource lays it out: int8 signed; int4 unsigned (0..15).
+int row_code(WeightDtype dtype, const uint8_t* codes, int64_t i, int64_t g) {
+  if (dtype == WeightDtype::int8) return static_cast<int8_t>(codes[i]);
+  const int64_t group = i / g, j = i % g, half = g / 2;
+  const uint8_t byte = codes[group * half + j % half];
+  return j < half ? byte & 0xf : byte >> 4;
+}
+
+template <WeightDtype D>
+void quant_pack_column(const ColumnSource& src, int64_t k, int64_t g, int nr, int slot, void* panel) {
+  const int64_t groups = k / g, gp = padded_group(g), gbytes = group_bytes(D, g, nr);
+  const uint8_t* codes = src.codes;
+  const uint16_t* scales = src.scales;
+  std::vector<uint8_t> quantized_codes;
+  std::vector<uint16_t> quantized_scales;
+  if (!codes && src.values) {  // float32 weights: quantized here, with the same formulas as quant.quantize
+    quantized_codes.resize(static_cast<size_t>(D == WeightDtype::int8 ? k : k / 2));
+    quantized_scales.resize(static_cast<size_t>(groups));
+    quantize_row(D, src.values, k, g, quantized_codes.data(), quantized_scales.data());
+    codes = quantized_codes.data();
+    scales = quantized_scales.data();
+  }
+  for (int64_t grp = 0; grp < groups; ++grp) {
+    uint8_t* base = static_cast<uint8_t*>(panel) + grp * gbytes;
+    reinterpret_cast<uint16_t*>(base)[slot] = codes ? scales[grp] : 0;
+    uint8_t* words = base + 2 * nr;
+    for (int64_t j = 0; j < gp; ++j) {
+      const bool real = codes && j < g;
+      if (D == WeightDtype::int8) {
+        const int q = real ? row_code(D, codes, grp * g + j, g) : 0;
+        words[(j / 4 * nr + slot) * 4 + j % 4] = static_cast<uint8_t>(q + 128);
+      } else {
+        const int u = real ? row_code(D, codes, grp * g + j, g) : 8;
+        uint8_t& byte = words[(j / 8 * nr + slot) * 4 + j % 4];
+        byte = j % 8 < 4 ? static_cast<uint8_t>((byte & 0xf0) | u) : static_cast<uint8_t>((byte & 0x0f) | (u << 4));
+      }
+    }
+  }
 }
 
 // In WeightDtype order.
 const WeightFormat kFormats[kWeightDtypes] = {
     {WeightDtype::float32, "float32", &f32_panel_bytes, &f32_pack_column},
-    {WeightDtype::bfloat16, "bfloat16", &two_byte_panel_bytes, &pack_column_16<cpu::float_to_bfloat16>},
-    {WeightDtype::float16, "float16", &two_byte_panel_bytes, &pack_column_16<cpu::float_to_half>},
+    {WeightDtype::bfloat16, "bfloat16", &bf16_panel_bytes, &bf16_pack_column},
+    {WeightDtype::float16, "float16", &f16_panel_bytes, &f16_pack_column},
+    {WeightDtype::int8, "int8", &quant_panel_bytes<WeightDtype::int8>, &quant_pack_column<WeightDtype::int8>},
+    {WeightDtype::int4, "int4", &quant_panel_bytes<WeightDtype::int4>, &quant_pack_column<WeightDtype::int4>},
 };
 
 }  // namespace
@@ -44,6 +107,43 @@ bool parse_weight_dtype(const std::string& name, WeightDtype* out) {
       return true;
     }
   return false;
+}
+
+float max_quantizable(WeightDtype dtype) { return kFloat16Max * (dtype == WeightDtype::int8 ? 127.0f : 8.0f); }
+
+void quantize_row(WeightDtype dtype, const float* w, int64_t k, int64_t g, uint8_t* codes, uint16_t* scales) {
+  for (int64_t grp = 0; grp < k / g; ++grp) {
+    const float* x = w + grp * g;
+    // Q8_0: d = max|w| / 127. Q4_0: d = m / -8, m the weight of largest magnitude (the first such), so that it
+    // gets the code 0 (-8 d) and the other side keeps 7 steps.
+    float amax = 0.0f, m = 0.0f;
+    for (int64_t j = 0; j < g; ++j)
+      if (std::fabs(x[j]) > amax) amax = std::fabs(x[j]), m = x[j];
+    const float d = dtype == WeightDtype::int8 ? amax / 127.0f : m / -8.0f;
+    scales[grp] = cpu::float_to_half(d);
+    // The stored scale may round to zero (d subnormal for float16): the group's weights are then all zero.
+    const float id = cpu::half_to_float(scales[grp]) != 0.0f ? 1.0f / d : 0.0f;
+    if (dtype == WeightDtype::int8) {
+      for (int64_t j = 0; j < g; ++j)  // roundf: ties away from zero, as llama.cpp's quantize_row_q8_0
+        codes[grp * g + j] =
+            static_cast<uint8_t>(static_cast<int8_t>(std::clamp(std::roundf(x[j] * id), -127.0f, 127.0f)));
+    } else {
+      const int64_t half = g / 2;
+      for (int64_t j = 0; j < half; ++j) {
+        // (int) truncates: floor for the non-negative w / d + 8.5, which is llama.cpp's rounding.
+        const int lo = std::clamp(static_cast<int>(x[j] * id + 8.5f), 0, 15);
+        const int hi = std::clamp(static_cast<int>(x[j + half] * id + 8.5f), 0, 15);
+        codes[grp * half + j] = static_cast<uint8_t>(lo | (hi << 4));
+      }
+    }
+  }
+}
+
+void dequantize_row(WeightDtype dtype, const uint8_t* codes, const uint16_t* scales, int64_t k, int64_t g, float* out) {
+  for (int64_t i = 0; i < k; ++i) {
+    const int q = row_code(dtype, codes, i, g);
+    out[i] = static_cast<float>(dtype == WeightDtype::int8 ? q : q - 8) * cpu::half_to_float(scales[i / g]);
+  }
 }
 
 }  // namespace moe

@@ -1,8 +1,8 @@
 // ISA-generic kernel bodies, written once against a small SIMD type V and compiled once per ISA by the
 // cpu_<isa>.cpp translation units (the ggml / MLAS way). V provides: reg, kLanes, kVectors, kMicroRows,
-// zero, set1, load, load_bf16, load_f16, store, add, sub, mul, div, fma (a * b + c), max, min, copysign, exp.
-// The GEMM is written once over the stored weight type B (float for float32 weights, Bf16 and F16 for the 16-bit
-// ones, widened in registers as they are loaded): load_b picks the load.
+// zero, set1, load, load_f16, load_bf16_pair, load_code, store, add, sub, mul, div, fma (a * b + c), max, min,
+// copysign, exp. The GEMM is written once over a panel reader per weight dtype (PlainPanel, Bf16Panel, QuantPanel),
+// which widens (and dequantizes) the stored weights in registers as they are loaded.
 // Included inside an anonymous namespace of each cpu_<isa>.cpp, after the standard headers it uses.
 #pragma once
 
@@ -16,28 +16,87 @@ struct KernelImpl {
   static_assert(NV % 2 == 0, "a gated panel splits its vectors in two");
   static_assert(moe::cpu::kTileRows % MR == 0, "tile rows must be a multiple of the micro rows");
 
-  static reg load_b(const float* p) { return V::load(p); }
-  static reg load_b(const moe::cpu::Bf16* p) { return V::load_bf16(reinterpret_cast<const uint16_t*>(p)); }
-  static reg load_b(const moe::cpu::F16* p) { return V::load_f16(reinterpret_cast<const uint16_t*>(p)); }
+  // Readers of one packed panel (core/weight_formats.h has the layouts): row(kk, v) is the float32 weights of
+  // input kk for the panel's columns v * W .. v * W + W - 1, widened and, for int8 / int4, scaled: exactly the
+  // weights the dtype stands for, so every dtype shares the float32 GEMM's sums and order. Built at a k0; enter(kk)
+  // is called for kk = k0, k0 + 1, ... in order before that row is read (a quantized panel loads its group's scales
+  // there). offset(k) is the byte offset of input k within a panel (k a multiple of kBlockDepth, or the end).
+  template <class B>
+  struct PlainPanel {  // float32, float16: k-major rows of NR weights
+    const B* p;
+    PlainPanel(const moe::cpu::GemmProblem&, const void* panel, int64_t) : p(static_cast<const B*>(panel)) {}
+    void enter(int64_t) {}
+    reg row(int64_t kk, int v) const {
+      if constexpr (std::is_same_v<B, float>)
+        return V::load(p + kk * NR + v * W);
+      else
+        return V::load_f16(reinterpret_cast<const uint16_t*>(p + kk * NR + v * W));
+    }
+    static int64_t offset(const moe::cpu::GemmProblem&, int64_t k) { return k * NR * int64_t{sizeof(B)}; }
+  };
+  struct Bf16Panel {  // k pairs of NR words
+    const uint32_t* p;
+    Bf16Panel(const moe::cpu::GemmProblem&, const void* panel, int64_t) : p(static_cast<const uint32_t*>(panel)) {}
+    void enter(int64_t) {}
+    reg row(int64_t kk, int v) const { return V::load_bf16_pair(p + kk / 2 * NR + v * W, static_cast<int>(kk & 1)); }
+    static int64_t offset(const moe::cpu::GemmProblem&, int64_t k) { return (k + 1) / 2 * NR * 4; }
+  };
+  template <int Bits>  // int8 (quads of k) and int4 (octets of k): per group, NR float16 scales then the codes
+  struct QuantPanel {
+    static constexpr int kPerWord = 32 / Bits;  // inputs per 32-bit word
+    const uint8_t* panel;
+    const uint8_t* codes = nullptr;
+    int64_t g, group_bytes, group_start = 0, next = 0;
+    reg scale[NV];
+    QuantPanel(const moe::cpu::GemmProblem& p, const void* base, int64_t k0)
+        : panel(static_cast<const uint8_t*>(base)), g(p.group), group_bytes(bytes_per_group(p.group)) {
+      load(k0 / g);
+    }
+    static int64_t bytes_per_group(int64_t g) { return 2 * NR + (g + 7) / 8 * 8 * NR * Bits / 8; }
+    void load(int64_t group) {
+      const uint8_t* base = panel + group * group_bytes;
+      for (int v = 0; v < NV; ++v) scale[v] = V::load_f16(reinterpret_cast<const uint16_t*>(base) + v * W);
+      codes = base + 2 * NR;
+      group_start = group * g;
+      next = group_start + g;
+    }
+    void enter(int64_t kk) {
+      if (kk == next) load(kk / g);
+    }
+    reg row(int64_t kk, int v) const {
+      const int64_t j = kk - group_start, r = j % kPerWord;
+      const uint8_t* word = codes + (j / kPerWord * NR + v * W) * 4;
+      // int8: byte r of the word, stored q + 128; int4: byte r % 4, low nibble for r < 4, stored u (value u - 8).
+      const reg q = Bits == 8 ? V::load_code(word, static_cast<int>(8 * r), 0xff, 128)
+                              : V::load_code(word, static_cast<int>(8 * (r & 3) + 4 * (r >> 2)), 0xf, 8);
+      return V::mul(q, scale[v]);
+    }
+    static int64_t offset(const moe::cpu::GemmProblem& p, int64_t k) {
+      return k / p.group * bytes_per_group(p.group) + k % p.group * NR * Bits / 8;
+    }
+  };
 
   // One row (decode): M * NV accumulators would make a chain of dependent FMAs, bounded by FMA latency rather
   // than by the weight stream; four interleaved partial sums per vector keep the loads flowing.
-  template <class B>
-  static void micro_row(const float* a, const B* b, int64_t depth, float* acc, bool first) {
-    // a is the row itself, packed densely (see pack_a): element kk is a[kk]
+  template <class P>
+  static void micro_row(const float* a, P b, int64_t k0, int64_t depth, float* acc, bool first) {
+    // a is the row itself from k0, packed densely (see pack_a): element kk is a[kk - k0]
     constexpr int U = 4;  // the final sum below is written for exactly four
     reg c[U][NV];
     for (int u = 0; u < U; ++u)
       for (int v = 0; v < NV; ++v) c[u][v] = V::zero();
-    int64_t kk = 0;
-    for (; kk + U <= depth; kk += U)
+    int64_t kk = k0;
+    const int64_t end = k0 + depth;
+    for (; kk + U <= end; kk += U)
       for (int u = 0; u < U; ++u) {
-        const reg av = V::set1(a[kk + u]);
-        for (int v = 0; v < NV; ++v) c[u][v] = V::fma(av, load_b(b + (kk + u) * NR + v * W), c[u][v]);
+        b.enter(kk + u);
+        const reg av = V::set1(a[kk + u - k0]);
+        for (int v = 0; v < NV; ++v) c[u][v] = V::fma(av, b.row(kk + u, v), c[u][v]);
       }
-    for (; kk < depth; ++kk) {
-      const reg av = V::set1(a[kk]);
-      for (int v = 0; v < NV; ++v) c[0][v] = V::fma(av, load_b(b + kk * NR + v * W), c[0][v]);
+    for (; kk < end; ++kk) {
+      b.enter(kk);
+      const reg av = V::set1(a[kk - k0]);
+      for (int v = 0; v < NV; ++v) c[0][v] = V::fma(av, b.row(kk, v), c[0][v]);
     }
     for (int v = 0; v < NV; ++v) {
       const reg sum = V::add(V::add(c[0][v], c[1][v]), V::add(c[2][v], c[3][v]));
@@ -45,25 +104,22 @@ struct KernelImpl {
     }
   }
 
-  // Cache lines of B per k step: prefetching that many per step covers a whole next sub-panel within one
-  // microkernel call, which an expert with a single full block of rows needs (see gemm_tile).
-  template <class B>
-  static constexpr int kPrefetchLines = NR > 64 / static_cast<int>(sizeof(B)) ? NR / (64 / static_cast<int>(sizeof(B)))
-                                                                              : 1;
-
   // acc[M][NR] (+)= A(depth x M, packed by pack_a: chunks of W k, the M rows' W values one row after another)
-  // * B(depth x NR panel rows). Also prefetches the cache lines [pf, pf_end), up to kPrefetchLines per k step.
-  template <int M, class B>
-  static void micro(const float* a, int64_t depth, const B* b, float* acc, bool first, const char* pf = nullptr,
-                    const char* pf_end = nullptr) {
-    if constexpr (M == 1) return micro_row(a, b, depth, acc, first);
+  // * B(inputs k0 .. k0 + depth of the panel). Also prefetches the cache lines [pf, pf_end), up to `lines` per k
+  // step: enough to cover a whole next sub-panel within one microkernel call, which an expert with a single full
+  // block of rows needs (see gemm_tile).
+  template <int M, class P>
+  static void micro(const float* a, P b, int64_t k0, int64_t depth, float* acc, bool first, int lines = 0,
+                    const char* pf = nullptr, const char* pf_end = nullptr) {
+    if constexpr (M == 1) return micro_row(a, b, k0, depth, acc, first);
     reg c[M][NV];
     for (int m = 0; m < M; ++m)
       for (int v = 0; v < NV; ++v) c[m][v] = first ? V::zero() : V::load(acc + m * NR + v * W);
-    const auto step = [&](const float* ak, const B* bk) {
-      for (int i = 0; i < kPrefetchLines<B> && pf < pf_end; ++i) __builtin_prefetch(pf, 0, 3), pf += 64;
+    const auto step = [&](const float* ak, int64_t kk) {
+      for (int i = 0; i < lines && pf < pf_end; ++i) __builtin_prefetch(pf, 0, 3), pf += 64;
+      b.enter(kk);
       reg bv[NV];
-      for (int v = 0; v < NV; ++v) bv[v] = load_b(bk + v * W);
+      for (int v = 0; v < NV; ++v) bv[v] = b.row(kk, v);
       for (int m = 0; m < M; ++m) {
         const reg av = V::set1(ak[m * W]);
         for (int v = 0; v < NV; ++v) c[m][v] = V::fma(av, bv[v], c[m][v]);
@@ -71,18 +127,18 @@ struct KernelImpl {
     };
     int64_t kc = 0;
     for (; kc + W <= depth; kc += W)
-      for (int u = 0; u < W; ++u) step(a + kc * M + u, b + (kc + u) * NR);
-    for (int u = 0; kc + u < depth; ++u) step(a + kc * M + u, b + (kc + u) * NR);
+      for (int u = 0; u < W; ++u) step(a + kc * M + u, k0 + kc + u);
+    for (int u = 0; kc + u < depth; ++u) step(a + kc * M + u, k0 + kc + u);
     for (int m = 0; m < M; ++m)
       for (int v = 0; v < NV; ++v) V::store(acc + m * NR + v * W, c[m][v]);
   }
 
-  template <int M, class B>
-  static void micro_upto(int rows, const float* a, int64_t depth, const B* b, float* acc, bool first) {
+  template <int M, class P>
+  static void micro_upto(int rows, const float* a, const P& b, int64_t k0, int64_t depth, float* acc, bool first) {
     if constexpr (M > 1) {
-      if (rows < M) return micro_upto<M - 1>(rows, a, depth, b, acc, first);
+      if (rows < M) return micro_upto<M - 1>(rows, a, b, k0, depth, acc, first);
     }
-    micro<M>(a, depth, b, acc, first);
+    micro<M>(a, b, k0, depth, acc, first);
   }
 
   static reg sigmoid(reg x) {  // 1 / (1 + e^-x)
@@ -187,50 +243,58 @@ struct KernelImpl {
   // full row block, up to a k step's worth of lines per k step, so the first row block of a k-block does not wait
   // on DRAM. With one line per step, an expert with a single block of rows (fine-grained experts at 128 tokens)
   // got half of each sub-panel prefetched and streamed at half the bandwidth (benchmarks/NOTES.md row 48).
-  template <class B>
+  template <class P>
   static void gemm_tile(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
                         int64_t panel_begin, int64_t panel_end) {
-    const B* panels = static_cast<const B*>(p.panels);
+    const char* panels = static_cast<const char*>(p.panels);
     constexpr int64_t kChunk = moe::cpu::kChunkRows;
     static_assert(kChunk % MR == 0, "chunks start on a micro block");
     alignas(64) float acc[kChunk * NR];
-    const int64_t out_cols = p.gated ? NR / 2 : NR;
-    const char* stream = reinterpret_cast<const char*>(p.panels);
-    const int64_t stream_bytes = panel_end * p.k * NR * int64_t{sizeof(B)};
+    const int64_t stream_bytes = panel_end * p.panel_bytes;
+    // Cache lines of weights per k step (at least one): prefetching that many per step covers a sub-panel.
+    const int lines = static_cast<int>(std::max<int64_t>(1, p.panel_bytes / std::max<int64_t>(1, p.k) / 64));
     for (int64_t c0 = row_begin; c0 < row_end; c0 += kChunk) {
       const int64_t rows = std::min(kChunk, row_end - c0), full_blocks = rows / MR;
       const float* ac = a + (c0 - row_begin) * packed_depth(p.k);
       for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
-        const B* b = panels + panel * p.k * NR;
+        const char* b = panels + panel * p.panel_bytes;
         // k-blocks outer, row blocks inner: the B sub-panel is reused from L1 by every row block of the chunk.
         for (int64_t k0 = 0; k0 < p.k; k0 += moe::cpu::kBlockDepth) {
           const int64_t depth = std::min<int64_t>(moe::cpu::kBlockDepth, p.k - k0);
-          const int64_t next = (panel * p.k + k0 + depth) * NR * int64_t{sizeof(B)};
-          const int64_t next_bytes =
-              std::max<int64_t>(0, std::min(depth * NR * int64_t{sizeof(B)}, stream_bytes - next));
+          const int64_t next = panel * p.panel_bytes + P::offset(p, k0 + depth);
+          const int64_t next_bytes = std::max<int64_t>(
+              0, std::min(P::offset(p, std::min(p.k, k0 + depth)) - P::offset(p, k0), stream_bytes - next));
           const int64_t slice = full_blocks > 0 ? (next_bytes / 64 + full_blocks - 1) / full_blocks * 64 : 0;
+          const P reader(p, b, k0);
           for (int64_t r = 0; r < rows; r += MR) {
             const float* ab = ac + r * packed_depth(p.k) + k0 * block_rows(rows - r);
             if (r + MR <= rows) {
               const int64_t from = std::min(next_bytes, r / MR * slice), to = std::min(next_bytes, from + slice);
-              micro<MR>(ab, depth, b + k0 * NR, acc + r * NR, k0 == 0, stream + next + from, stream + next + to);
+              micro<MR>(ab, reader, k0, depth, acc + r * NR, k0 == 0, lines, panels + next + from, panels + next + to);
             } else {
-              micro_upto<MR>(static_cast<int>(rows - r), ab, depth, b + k0 * NR, acc + r * NR, k0 == 0);
+              micro_upto<MR>(static_cast<int>(rows - r), ab, reader, k0, depth, acc + r * NR, k0 == 0);
             }
           }
         }
-        const int64_t col0 = panel * out_cols;
-        const int64_t valid = std::min<int64_t>(out_cols, p.n - col0);
-        for (int64_t i = 0; i < rows; ++i) {
-          const int64_t row = c0 + i;
-          if (p.c_packed) {  // the row's chunks of the next GEMM's packed A (col0 starts a chunk)
-            const int64_t blk = row / MR, block = block_rows(p.c_rows - blk * MR);
-            float* out = p.c_packed + blk * MR * packed_depth(p.n) + col0 * block + (row - blk * MR) * W;
-            epilogue(p, acc + i * NR, p.bias + panel * NR, out, valid, block * W);
-          } else {
-            epilogue(p, acc + i * NR, p.bias + panel * NR, p.c.row(row) + col0, valid, W);
-          }
-        }
+        store_rows(p, acc, c0, rows, panel);
+      }
+    }
+  }
+
+  // The epilogue of rows c0 .. c0 + rows of one panel from their accumulators acc[rows][NR], into the output rows
+  // or the next GEMM's packed A.
+  static void store_rows(const moe::cpu::GemmProblem& p, const float* acc, int64_t c0, int64_t rows, int64_t panel) {
+    const int64_t out_cols = p.gated ? NR / 2 : NR;
+    const int64_t col0 = panel * out_cols;
+    const int64_t valid = std::min<int64_t>(out_cols, p.n - col0);
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t row = c0 + i;
+      if (p.c_packed) {  // the row's chunks of the next GEMM's packed A (col0 starts a chunk)
+        const int64_t blk = row / MR, block = block_rows(p.c_rows - blk * MR);
+        float* out = p.c_packed + blk * MR * packed_depth(p.n) + col0 * block + (row - blk * MR) * W;
+        epilogue(p, acc + i * NR, p.bias + panel * NR, out, valid, block * W);
+      } else {
+        epilogue(p, acc + i * NR, p.bias + panel * NR, p.c.row(row) + col0, valid, W);
       }
     }
   }
@@ -300,11 +364,18 @@ struct KernelImpl {
 
   static const moe::cpu::KernelTable* table(moe::Isa isa) {
     // weights: one entry per WeightDtype, in its order.
-    static const moe::cpu::KernelTable t{
-        isa,           {W, NV, MR},
-        &pack_a,       {{&gemm_tile<float>}, {&gemm_tile<moe::cpu::Bf16>}, {&gemm_tile<moe::cpu::F16>}},
-        &weighted_sum, &find_non_finite,
-        &fma_loop,     &read_sum};
+    static const moe::cpu::KernelTable t{isa,
+                                         {W, NV, MR},
+                                         &pack_a,
+                                         {{&gemm_tile<PlainPanel<float>>},
+                                          {&gemm_tile<Bf16Panel>},
+                                          {&gemm_tile<PlainPanel<moe::cpu::F16>>},
+                                          {&gemm_tile<QuantPanel<8>>},
+                                          {&gemm_tile<QuantPanel<4>>}},
+                                         &weighted_sum,
+                                         &find_non_finite,
+                                         &fma_loop,
+                                         &read_sum};
     return &t;
   }
 };

@@ -36,6 +36,8 @@ struct RowMap {
 struct GemmProblem {
   const void* panels = nullptr;  // packed B for one expert, panel_count panels of k x nr weights in weight_dtype
   WeightDtype weight_dtype = WeightDtype::float32;
+  int64_t panel_bytes = 0;      // bytes per panel (core/weight_formats.h has each dtype's layout)
+  int64_t group = 0;            // int8 / int4: inputs per scale (divides k)
   const float* bias = nullptr;  // packed bias: panel_count * nr floats (zeros where absent)
   int64_t k = 0;                // reduction length
   int64_t n = 0;                // valid output columns
@@ -92,8 +94,9 @@ constexpr int64_t kChunkRows = 192;   // rows per pass over a panel in gemm_tile
 constexpr int64_t kBlockDepth = 256;  // k-block: a B sub-panel of kBlockDepth x nr floats stays in L1
 
 const KernelTable* kernels_scalar();
-const KernelTable* kernels_avx2();    // null where not compiled
-const KernelTable* kernels_avx512();  // null where not compiled
-const KernelTable* kernels_neon();    // null where not compiled
+const KernelTable* kernels_avx2();         // null where not compiled
+const KernelTable* kernels_avx512();       // null where not compiled
+const KernelTable* kernels_neon();         // null where not compiled
+const KernelTable* kernels_avx512_bf16();  // null where not compiled
 
 }  // namespace moe::cpu

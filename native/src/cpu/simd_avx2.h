@@ -11,13 +11,22 @@ struct SimdAvx2 {
   static reg set1(float x) { return _mm256_set1_ps(x); }
   static reg load(const float* p) { return _mm256_loadu_ps(p); }
   static void store(float* p, reg x) { _mm256_storeu_ps(p, x); }
-  // kLanes bfloat16 values widened exactly to float32 (a bfloat16 is the top half of a float32's bits).
+  // kLanes float16 values widened exactly to float32.
   static reg load_f16(const uint16_t* p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   }
-  static reg load_bf16(const uint16_t* p) {
-    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+  // Packed-weight words (core/weight_formats.h), kLanes at p: the bfloat16 of one k of a pair, widened; a code
+  // field ((word >> shift) & mask) - offset (int8: byte of a quad stored q + 128; int4: nibble stored u, value u - 8).
+  static reg load_bf16_pair(const uint32_t* p, int high) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm256_castsi256_ps(high ? _mm256_and_si256(x, _mm256_set1_epi32(static_cast<int>(0xffff0000u)))
+                                    : _mm256_slli_epi32(x, 16));
+  }
+  static reg load_code(const uint8_t* p, int shift, int mask, int offset) {
+    const __m256i x =
+        _mm256_srl_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), _mm_cvtsi32_si128(shift));
+    return _mm256_cvtepi32_ps(
+        _mm256_sub_epi32(_mm256_and_si256(x, _mm256_set1_epi32(mask)), _mm256_set1_epi32(offset)));
   }
   static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
   static reg sub(reg a, reg b) { return _mm256_sub_ps(a, b); }

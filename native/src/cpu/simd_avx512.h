@@ -11,13 +11,21 @@ struct SimdAvx512 {
   static reg set1(float x) { return _mm512_set1_ps(x); }
   static reg load(const float* p) { return _mm512_loadu_ps(p); }
   static void store(float* p, reg x) { _mm512_storeu_ps(p, x); }
-  // kLanes bfloat16 values widened exactly to float32 (a bfloat16 is the top half of a float32's bits).
+  // kLanes float16 values widened exactly to float32.
   static reg load_f16(const uint16_t* p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   }
-  static reg load_bf16(const uint16_t* p) {
-    const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+  // Packed-weight words (core/weight_formats.h), kLanes at p: the bfloat16 of one k of a pair, widened; an int8
+  // quad's byte `sub` (stored q + 128) as q; an int4 octet's nibble at bit `shift` (stored u) as u - 8.
+  static reg load_bf16_pair(const uint32_t* p, int high) {
+    const __m512i x = _mm512_loadu_si512(p);
+    return _mm512_castsi512_ps(high ? _mm512_and_si512(x, _mm512_set1_epi32(static_cast<int>(0xffff0000u)))
+                                    : _mm512_slli_epi32(x, 16));
+  }
+  static reg load_code(const uint8_t* p, int shift, int mask, int offset) {
+    const __m512i x = _mm512_srl_epi32(_mm512_loadu_si512(p), _mm_cvtsi32_si128(shift));
+    return _mm512_cvtepi32_ps(
+        _mm512_sub_epi32(_mm512_and_si512(x, _mm512_set1_epi32(mask)), _mm512_set1_epi32(offset)));
   }
   static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
   static reg sub(reg a, reg b) { return _mm512_sub_ps(a, b); }

@@ -11,9 +11,19 @@ struct SimdNeon {
   static reg set1(float x) { return vdupq_n_f32(x); }
   static reg load(const float* p) { return vld1q_f32(p); }
   static void store(float* p, reg x) { vst1q_f32(p, x); }
-  // kLanes bfloat16 values widened exactly to float32 (a bfloat16 is the top half of a float32's bits).
+  // kLanes float16 values widened exactly to float32.
   static reg load_f16(const uint16_t* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
-  static reg load_bf16(const uint16_t* p) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16)); }
+  // Packed-weight words (core/weight_formats.h), kLanes at p: the bfloat16 of one k of a pair, widened; a code
+  // field ((word >> shift) & mask) - offset (int8: byte of a quad stored q + 128; int4: nibble stored u, value u - 8).
+  static reg load_bf16_pair(const uint32_t* p, int high) {
+    const uint32x4_t x = vld1q_u32(p);
+    return vreinterpretq_f32_u32(high ? vandq_u32(x, vdupq_n_u32(0xffff0000u)) : vshlq_n_u32(x, 16));
+  }
+  static reg load_code(const uint8_t* p, int shift, int mask, int offset) {
+    const uint32x4_t x = vshlq_u32(vld1q_u32(reinterpret_cast<const uint32_t*>(p)), vdupq_n_s32(-shift));
+    const int32x4_t v = vreinterpretq_s32_u32(vandq_u32(x, vdupq_n_u32(static_cast<uint32_t>(mask))));
+    return vcvtq_f32_s32(vsubq_s32(v, vdupq_n_s32(offset)));
+  }
   static reg add(reg a, reg b) { return vaddq_f32(a, b); }
   static reg sub(reg a, reg b) { return vsubq_f32(a, b); }
   static reg mul(reg a, reg b) { return vmulq_f32(a, b); }

@@ -14,9 +14,18 @@ struct SimdScalar {
   static reg set1(float x) { return x; }
   static reg load(const float* p) { return *p; }
   static void store(float* p, reg x) { *p = x; }
-  // 16-bit weights widened exactly to float32 (half.h).
+  // float16 weights widened exactly to float32 (half.h).
   static reg load_f16(const uint16_t* p) { return moe::cpu::half_to_float(*p); }
-  static reg load_bf16(const uint16_t* p) { return moe::cpu::bfloat16_to_float(*p); }
+  // Packed-weight words (core/weight_formats.h): the bfloat16 of one k of a pair, widened; a code field
+  // ((word >> shift) & mask) - offset (int8: byte of a quad stored q + 128; int4: nibble stored u, value u - 8).
+  static reg load_bf16_pair(const uint32_t* p, int high) {
+    return moe::cpu::bfloat16_to_float(static_cast<uint16_t>(high ? *p >> 16 : *p & 0xffffu));
+  }
+  static reg load_code(const uint8_t* p, int shift, int mask, int offset) {
+    uint32_t word;
+    std::memcpy(&word, p, sizeof word);
+    return static_cast<float>(static_cast<int>((word >> shift) & static_cast<uint32_t>(mask)) - offset);
+  }
   static reg add(reg a, reg b) { return a + b; }
   static reg sub(reg a, reg b) { return a - b; }
   static reg mul(reg a, reg b) { return a * b; }

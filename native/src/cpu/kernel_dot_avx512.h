@@ -1,0 +1,287 @@
+// The dot-product GEMMs of the avx512_bf16 ISA: bfloat16 weights with vdpbf16ps (AVX512-BF16), int8 and int4
+// weights with vpdpbusd (AVX512-VNNI). Each instruction does two (bf16) or four (int8) multiply-adds per 32-bit
+// lane where an FMA does one, and the weights stay in their stored form in the registers: the packed layouts of
+// core/weight_formats.h are these instructions' operands. The price is in the activations, converted per row chunk
+// from the float32 packed A that every GEMM receives (KernelImpl::pack_a's layout):
+//   bfloat16: rounded to bfloat16 (nearest even), as oneDNN and PyTorch's bf16 matmuls do; sums stay float32.
+//   int8 / int4: quantized per row and weight group, symmetric: d_a = max|a| / 127, q_a = round(a / d_a) (nearest
+//   even), the llama.cpp way (its Q8_0 activations for Q8_0 and Q4_0 weights). A group's integer dot product is
+//   exact; it is then scaled by d_a * d_w and added in float32.
+// The reduction order is fixed by the row's position alone (not the thread split), so results stay bitwise the
+// same for any thread count. Included inside the anonymous namespace of cpu_avx512_bf16.cpp, after kernel_impl.h.
+#pragma once
+
+struct DotKernels {
+  using K = KernelImpl<SimdAvx512>;
+  static constexpr int W = K::W, NV = K::NV, NR = K::NR, MR = K::MR;
+  static constexpr int64_t kChunk = moe::cpu::kChunkRows;
+  static constexpr int kQuantRows = 6;        // rows per int8 / int4 microkernel: 6 x 2 int32 + 6 x 2 float sums
+  static constexpr int64_t kPairBlock = 128;  // k pairs per bf16 sub-panel: 128 x 32 words, 16 KB, stays in L1
+  static constexpr int64_t kGroupBlockBytes = 32 << 10;  // bytes of int8 / int4 sub-panel, groups at a time
+  static_assert(kChunk % kQuantRows == 0 && kChunk % MR == 0, "chunks hold whole blocks");
+
+  // Where chunk row i's floats k .. k + W - 1 (k a multiple of W) lie in a chunk of `rows` rows of packed A.
+  static const float* a_chunk(const float* ac, int64_t rows, int64_t depthp, int64_t i, int64_t k) {
+    const int64_t blk = i / MR, m = i % MR, mc = K::block_rows(rows - blk * MR);
+    return ac + blk * MR * depthp + k * mc + m * W;
+  }
+  // The valid lanes of the float chunk starting at k (packed A leaves the lanes past the row's end unwritten).
+  static __mmask16 valid(int64_t k, int64_t depth) {
+    return depth - k >= W ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (depth - k)) - 1);
+  }
+
+  // ---- bfloat16 -------------------------------------------------------------------------------------
+  // A, converted: per block of MR rows (fewer in the last), chunks of 16 k pairs, each the block's rows of 16
+  // words (a word: the bfloat16 of an even k in its low half, the next k in its high half), as pack_a's floats.
+  static void convert_bf16(const float* ac, int64_t rows, int64_t k, uint32_t* out) {
+    const int64_t depthp = K::packed_depth(k), pchunks = (k + 31) / 32;
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t blk = i / MR, m = i % MR, mc = K::block_rows(rows - blk * MR);
+      uint32_t* dst = out + blk * MR * pchunks * 16 + m * 16;
+      for (int64_t pc = 0; pc < pchunks; ++pc) {
+        const int64_t k0 = 32 * pc, k1 = k0 + 16;
+        const __m512 lo = _mm512_maskz_loadu_ps(valid(k0, k), a_chunk(ac, rows, depthp, i, k0));
+        const __m512 hi =
+            k1 < k ? _mm512_maskz_loadu_ps(valid(k1, k), a_chunk(ac, rows, depthp, i, k1)) : _mm512_setzero_ps();
+        // Sixteen bfloat16 from lo then sixteen from hi: in memory, the pairs (2u, 2u + 1) as words u.
+        _mm512_storeu_si512(dst + pc * mc * 16, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+      }
+    }
+  }
+
+  // acc[M][NR] (+)= pairs p0 .. p1 of A's block a (M rows) times the panel's pair rows b. One row (decode) uses
+  // four chains per vector, as KernelImpl::micro_row does, so that the instruction's latency does not set the pace.
+  template <int M>
+  static void micro_bf16(const uint32_t* a, const uint32_t* b, int64_t p0, int64_t p1, float* acc, bool first) {
+    constexpr int C = M == 1 ? 4 : 1;  // chains per accumulator
+    __m512 c[M][NV][C];
+    for (int m = 0; m < M; ++m)
+      for (int v = 0; v < NV; ++v)
+        for (int u = 0; u < C; ++u)
+          c[m][v][u] = first || C > 1 ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + m * NR + v * W);
+    const auto step = [&](int64_t p, int u) {
+      __m512i bv[NV];
+      for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(b + p * NR + v * W);
+      for (int m = 0; m < M; ++m) {
+        const __m512i av = _mm512_set1_epi32(static_cast<int>(a[(p / 16 * M + m) * 16 + p % 16]));
+        for (int v = 0; v < NV; ++v) c[m][v][u] = _mm512_dpbf16_ps(c[m][v][u], (__m512bh)av, (__m512bh)bv[v]);
+      }
+    };
+    int64_t p = p0;
+    if constexpr (C > 1)
+      for (; p + C <= p1; p += C)
+        for (int u = 0; u < C; ++u) step(p + u, u);
+    for (; p < p1; ++p) step(p, 0);
+    for (int m = 0; m < M; ++m)
+      for (int v = 0; v < NV; ++v) {
+        __m512 sum = c[m][v][0];
+        if constexpr (C > 1) {
+          sum = _mm512_add_ps(_mm512_add_ps(c[m][v][0], c[m][v][1]), _mm512_add_ps(c[m][v][2], c[m][v][3]));
+          if (!first) sum = _mm512_add_ps(_mm512_loadu_ps(acc + m * NR + v * W), sum);
+        }
+        _mm512_storeu_ps(acc + m * NR + v * W, sum);
+      }
+  }
+
+  template <int M>
+  static void micro_bf16_upto(int rows, const uint32_t* a, const uint32_t* b, int64_t p0, int64_t p1, float* acc,
+                              bool first) {
+    if constexpr (M > 1) {
+      if (rows < M) return micro_bf16_upto<M - 1>(rows, a, b, p0, p1, acc, first);
+    }
+    micro_bf16<M>(a, b, p0, p1, acc, first);
+  }
+
+  static void gemm_bf16(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
+                        int64_t panel_begin, int64_t panel_end) {
+    const int64_t depthp = K::packed_depth(p.k), pairs = (p.k + 1) / 2, pchunks = (p.k + 31) / 32;
+    thread_local std::vector<uint32_t> converted;
+    if (converted.size() < static_cast<size_t>(kChunk * pchunks * 16)) converted.resize(kChunk * pchunks * 16);
+    alignas(64) float acc[kChunk * NR];
+    for (int64_t c0 = row_begin; c0 < row_end; c0 += kChunk) {
+      const int64_t rows = std::min(kChunk, row_end - c0);
+      convert_bf16(a + (c0 - row_begin) * depthp, rows, p.k, converted.data());
+      for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
+        const uint32_t* b =
+            reinterpret_cast<const uint32_t*>(static_cast<const char*>(p.panels) + panel * p.panel_bytes);
+        for (int64_t p0 = 0; p0 < pairs; p0 += kPairBlock) {
+          const int64_t p1 = std::min(pairs, p0 + kPairBlock);
+          for (int64_t r = 0; r < rows; r += MR)
+            micro_bf16_upto<MR>(static_cast<int>(std::min<int64_t>(MR, rows - r)), converted.data() + r * pchunks * 16,
+                                b, p0, p1, acc + r * NR, p0 == 0);
+        }
+        K::store_rows(p, acc, c0, rows, panel);
+      }
+    }
+  }
+
+  // ---- int8 / int4 ----------------------------------------------------------------------------------
+  // A, quantized: per block of kQuantRows rows (fewer in the last) and per weight group, the codes (quads of k as
+  // words, the block's rows one after another per quad), then per group and row the scale d_a and the offset
+  // correction (the weights are stored unsigned, q + 128 or u = q + 8: sum (q + o) a = sum q a + o sum a).
+  struct QuantA {
+    std::vector<uint32_t> codes;
+    std::vector<float> scales;
+    std::vector<int32_t> corrections;
+  };
+
+  static void quantize_a(const float* ac, int64_t rows, int64_t k, int64_t g, int offset, QuantA& out) {
+    const int64_t depthp = K::packed_depth(k), groups = k / g, quads = moe::padded_group(g) / 4;
+    thread_local std::vector<float> row;
+    thread_local std::vector<int8_t> q;
+    if (row.size() < static_cast<size_t>(depthp)) row.resize(depthp);
+    if (q.size() < static_cast<size_t>(quads * 4)) q.resize(quads * 4);
+    for (int64_t i = 0; i < rows; ++i) {
+      for (int64_t kk = 0; kk < k; kk += W)
+        _mm512_storeu_ps(row.data() + kk, _mm512_maskz_loadu_ps(valid(kk, k), a_chunk(ac, rows, depthp, i, kk)));
+      const int64_t blk = i / kQuantRows, m = i % kQuantRows,
+                    mc = std::min<int64_t>(kQuantRows, rows - blk * kQuantRows);
+      uint32_t* codes = out.codes.data() + blk * kQuantRows * groups * quads;
+      float* scales = out.scales.data() + blk * kQuantRows * groups;
+      int32_t* corrections = out.corrections.data() + blk * kQuantRows * groups;
+      for (int64_t grp = 0; grp < groups; ++grp) {
+        const float* x = row.data() + grp * g;
+        float amax = 0.0f;
+        int64_t j = 0;
+        if (g % W == 0) {
+          __m512 mx = _mm512_setzero_ps();
+          for (; j < g; j += W) mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(x + j)));
+          amax = _mm512_reduce_max_ps(mx);
+        } else {
+          for (; j < g; ++j) amax = std::max(amax, std::fabs(x[j]));
+        }
+        const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        int32_t sum = 0;
+        std::fill(q.begin(), q.begin() + quads * 4, int8_t{0});
+        j = 0;
+        if (g % W == 0) {
+          __m512i s = _mm512_setzero_si512();
+          for (; j < g; j += W) {
+            const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + j), _mm512_set1_ps(id)));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(q.data() + j), _mm512_cvtepi32_epi8(v));
+            s = _mm512_add_epi32(s, v);
+          }
+          sum = _mm512_reduce_add_epi32(s);
+        } else {
+          for (; j < g; ++j) sum += q[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+        }
+        for (int64_t qd = 0; qd < quads; ++qd) std::memcpy(codes + (grp * quads + qd) * mc + m, q.data() + 4 * qd, 4);
+        scales[grp * mc + m] = d;
+        corrections[grp * mc + m] = offset * sum;
+      }
+    }
+  }
+
+  // acc[M][NR] (+)= groups g0 .. g1 of the block's quantized rows times the panel's codes, one float32 scaling and
+  // addition per group.
+  template <int M, int Bits>
+  static void micro_q(const uint32_t* ac, const float* as, const int32_t* az, const uint8_t* panel, int64_t gbytes,
+                      int64_t quads, int64_t g0, int64_t g1, float* acc, bool first) {
+    __m512 c[M][NV];
+    for (int m = 0; m < M; ++m)
+      for (int v = 0; v < NV; ++v) c[m][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + m * NR + v * W);
+    const __m512i nibbles = _mm512_set1_epi32(0x0f0f0f0f);
+    for (int64_t grp = g0; grp < g1; ++grp) {
+      const uint8_t* base = panel + grp * gbytes;
+      const uint8_t* codes = base + 2 * NR;
+      const uint32_t* a = ac + grp * quads * M;
+      __m512i ia[M][NV];
+      for (int m = 0; m < M; ++m)
+        for (int v = 0; v < NV; ++v) ia[m][v] = _mm512_setzero_si512();
+      if constexpr (Bits == 8) {
+        for (int64_t qd = 0; qd < quads; ++qd) {
+          __m512i bv[NV];
+          for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(codes + (qd * NR + v * W) * 4);
+          for (int m = 0; m < M; ++m) {
+            const __m512i av = _mm512_set1_epi32(static_cast<int>(a[qd * M + m]));
+            for (int v = 0; v < NV; ++v) ia[m][v] = _mm512_dpbusd_epi32(ia[m][v], bv[v], av);
+          }
+        }
+      } else {  // an octet's word: low nibbles are its first quad, high nibbles its second
+        for (int64_t od = 0; od < quads / 2; ++od) {
+          __m512i lo[NV], hi[NV];
+          for (int v = 0; v < NV; ++v) {
+            const __m512i w = _mm512_loadu_si512(codes + (od * NR + v * W) * 4);
+            lo[v] = _mm512_and_si512(w, nibbles);
+            hi[v] = _mm512_and_si512(_mm512_srli_epi32(w, 4), nibbles);
+          }
+          for (int m = 0; m < M; ++m) {
+            const __m512i a0 = _mm512_set1_epi32(static_cast<int>(a[2 * od * M + m]));
+            const __m512i a1 = _mm512_set1_epi32(static_cast<int>(a[(2 * od + 1) * M + m]));
+            for (int v = 0; v < NV; ++v)
+              ia[m][v] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(ia[m][v], lo[v], a0), hi[v], a1);
+          }
+        }
+      }
+      __m512 sw[NV];
+      for (int v = 0; v < NV; ++v)
+        sw[v] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + 2 * v * W)));
+      for (int m = 0; m < M; ++m) {
+        const __m512 da = _mm512_set1_ps(as[grp * M + m]);
+        const __m512i z = _mm512_set1_epi32(az[grp * M + m]);
+        for (int v = 0; v < NV; ++v)
+          c[m][v] =
+              _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(ia[m][v], z)), _mm512_mul_ps(sw[v], da), c[m][v]);
+      }
+    }
+    for (int m = 0; m < M; ++m)
+      for (int v = 0; v < NV; ++v) _mm512_storeu_ps(acc + m * NR + v * W, c[m][v]);
+  }
+
+  template <int M, int Bits>
+  static void micro_q_upto(int rows, const uint32_t* ac, const float* as, const int32_t* az, const uint8_t* panel,
+                           int64_t gbytes, int64_t quads, int64_t g0, int64_t g1, float* acc, bool first) {
+    if constexpr (M > 1) {
+      if (rows < M) return micro_q_upto<M - 1, Bits>(rows, ac, as, az, panel, gbytes, quads, g0, g1, acc, first);
+    }
+    micro_q<M, Bits>(ac, as, az, panel, gbytes, quads, g0, g1, acc, first);
+  }
+
+  template <int Bits>
+  static void gemm_q(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
+                     int64_t panel_begin, int64_t panel_end) {
+    const int64_t g = p.group, quads = moe::padded_group(g) / 4, groups = p.k / g;
+    // A group's int32 sum holds 4 * quads products of at most 255 * 128: past 65536 inputs it could overflow, and
+    // such groups (one scale for a very long row) take the float32 path instead.
+    if (quads * 4 > 65536)
+      return K::template gemm_tile<typename K::template QuantPanel<Bits>>(p, a, row_begin, row_end, panel_begin,
+                                                                          panel_end);
+    const int64_t gbytes = 2 * NR + quads * 4 * NR * Bits / 8;
+    const int64_t group_block = std::max<int64_t>(1, kGroupBlockBytes / gbytes);
+    const int offset = Bits == 8 ? 128 : 8;
+    thread_local QuantA qa;
+    if (qa.codes.size() < static_cast<size_t>(kChunk * groups * quads)) qa.codes.resize(kChunk * groups * quads);
+    if (qa.scales.size() < static_cast<size_t>(kChunk * groups)) {
+      qa.scales.resize(kChunk * groups);
+      qa.corrections.resize(kChunk * groups);
+    }
+    alignas(64) float acc[kChunk * NR];
+    for (int64_t c0 = row_begin; c0 < row_end; c0 += kChunk) {
+      const int64_t rows = std::min(kChunk, row_end - c0);
+      quantize_a(a + (c0 - row_begin) * K::packed_depth(p.k), rows, p.k, g, offset, qa);
+      for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
+        const uint8_t* b = static_cast<const uint8_t*>(p.panels) + panel * p.panel_bytes;
+        for (int64_t g0 = 0; g0 < groups; g0 += group_block) {
+          const int64_t g1 = std::min(groups, g0 + group_block);
+          for (int64_t r = 0; r < rows; r += kQuantRows)
+            micro_q_upto<kQuantRows, Bits>(static_cast<int>(std::min<int64_t>(kQuantRows, rows - r)),
+                                           qa.codes.data() + r * groups * quads, qa.scales.data() + r * groups,
+                                           qa.corrections.data() + r * groups, b, gbytes, quads, g0, g1, acc + r * NR,
+                                           g0 == 0);
+        }
+        K::store_rows(p, acc, c0, rows, panel);
+      }
+    }
+  }
+
+  static const moe::cpu::KernelTable* table() {
+    static const moe::cpu::KernelTable t = [] {
+      moe::cpu::KernelTable x = *K::table(moe::Isa::avx512_bf16);
+      x.weights[static_cast<int>(moe::WeightDtype::bfloat16)] = {&gemm_bf16};
+      x.weights[static_cast<int>(moe::WeightDtype::int8)] = {&gemm_q<8>};
+      x.weights[static_cast<int>(moe::WeightDtype::int4)] = {&gemm_q<4>};
+      return x;
+    }();
+    return &t;
+  }
+};
