@@ -1,5 +1,6 @@
 // C++ timing driver over moe::Layer, no Node: for kernel work between full `npm run bench` runs.
-//   build/moe_layer_bench [small|fine-grained] [tokens] [threads] [repetitions] [warm|cold|idle|spin|rotate]
+//   build/moe_layer_bench [small|fine-grained] [tokens] [threads] [repetitions] [warm|cold|idle|spin|rotate] [dtype]
+// dtype: float32 (default), bfloat16, float16, int8, int4 (groups of 32); GB/s counts the bytes stored.
 // Before each forward, "cold" reads a 256 MB buffer (as the other implementations of the harness do between ours),
 // "idle" sleeps 10 ms (the pool's workers fall asleep, the caches keep the weights), "spin" busy-waits 10 ms on
 // the calling thread (the workers fall asleep, the calling thread's core stays busy); "warm" does nothing;
@@ -43,6 +44,10 @@ int main(int argc, char** argv) {
                                             : moe_test::Case{tokens, 2048, 1408, 64, 6, moe::Activation::swiglu, false};
   moe::set_thread_count(threads);
   moe_test::CaseData data = moe_test::make_case(c, 7);
+  const std::string dtype = argc > 6 ? argv[6] : "float32";
+  if (!moe::parse_weight_dtype(dtype, &data.config.experts.weight_dtype)) return std::fprintf(stderr, "bad dtype\n"), 2;
+  // MOE_BENCH_GROUP: inputs per scale for int8 / int4 (default 32; 0: one per row).
+  if (const char* g = std::getenv("MOE_BENCH_GROUP")) data.config.experts.group_size = std::atoll(g);
   moe::CpuLayer layer(data.config, data.router.data(), data.weights);
   std::vector<float> output(tokens * c.d), logits(tokens * c.e), weights(tokens * c.k);
   std::vector<int32_t> experts(tokens * c.k), counts(c.e);
@@ -75,16 +80,23 @@ int main(int argc, char** argv) {
   int active = 0;
   for (int32_t n : counts) active += n > 0;
   const double flops = 2.0 * tokens * c.k * 3.0 * c.d * c.h;
-  const double active_bytes = active * 3.0 * c.d * c.h * sizeof(float);
+  // Bytes per weight as stored: codes plus a float16 scale per group for int8 / int4.
+  const moe::WeightDtype wd = data.config.experts.weight_dtype;
+  const double g = data.config.experts.group_size > 0 ? data.config.experts.group_size : c.d;
+  const double per_weight = wd == moe::WeightDtype::float32 ? 4.0
+                            : wd == moe::WeightDtype::int8  ? 1.0 + 2.0 / g
+                            : wd == moe::WeightDtype::int4  ? 0.5 + 2.0 / g
+                                                            : 2.0;
+  const double active_bytes = active * 3.0 * c.d * c.h * per_weight;
   moe::LayerTimings mean{};
   for (const auto& p : phases) {
     mean.router += p.router / phases.size(), mean.routing += p.routing / phases.size();
     mean.dispatch += p.dispatch / phases.size(), mean.experts += p.experts / phases.size();
     mean.combine += p.combine / phases.size();
   }
-  std::printf("%s T=%lld threads=%d %s isa=%s: median %.3f ms (min %.3f) = %.1f GFLOP/s, %.1f GB/s of %d experts\n",
-              shape.c_str(), (long long)tokens, threads, mode.c_str(), moe::isa_name(moe::active_isa()), median,
-              sorted.front(), flops / median * 1e-6, active_bytes / median * 1e-6, active);
+  std::printf("%s %s T=%lld threads=%d %s isa=%s: median %.3f ms (min %.3f) = %.1f GFLOP/s, %.1f GB/s of %d experts\n",
+              shape.c_str(), dtype.c_str(), (long long)tokens, threads, mode.c_str(), moe::isa_name(moe::active_isa()),
+              median, sorted.front(), flops / median * 1e-6, active_bytes / median * 1e-6, active);
   std::printf("  phases (mean ms): router %.3f routing %.3f dispatch %.3f experts %.3f combine %.3f\n", mean.router,
               mean.routing, mean.dispatch, mean.experts, mean.combine);
   if (std::getenv("MOE_BENCH_ALL")) {  // every forward's time, in order

@@ -1,5 +1,7 @@
 #include "experts.h"
 
+#include <atomic>
+
 #include <algorithm>
 #include <cstring>
 
@@ -26,8 +28,12 @@ struct GemmGroup {
 // Work items are (group, row tile, panel tile). Panel tiles shrink until every thread has a few items, so a
 // single token (decode) still spreads the weight stream over all cores. Each item writes its own outputs and
 // never splits a reduction, so results are bitwise identical for any thread count.
-void run_groups(const std::vector<GemmGroup>& groups, const PackedMatrix& matrix, AlignedBuffer<float>& packed_a) {
+void run_groups(std::vector<GemmGroup>& groups, const PackedMatrix& matrix, AlignedBuffer<float>& packed_a) {
   if (groups.empty()) return;  // no expert received a token
+  // A new version of the packed A for this call's items (see GemmProblem::a_version).
+  static std::atomic<uint64_t> versions{0};
+  const uint64_t version = ++versions;
+  for (GemmGroup& g : groups) g.problem.a_version = version;
   const int64_t panel_count = matrix.panel_count(), out_cols = matrix.out_cols();
   const auto& k = kernels();
   const int64_t depth = groups.front().problem.k;

@@ -30,21 +30,50 @@ struct DotKernels {
     return depth - k >= W ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (depth - k)) - 1);
   }
 
+  // The next sub-panel of weights is prefetched while this one is in use, a slice per row block, as
+  // KernelImpl::gemm_tile does (there spread over the k steps): weights stream from memory at prefill, and the first
+  // row block of a sub-panel would otherwise wait on them. [next, next + bytes) is clipped to the item's panels.
+  static void prefetch_slice(const char* stream, int64_t stream_bytes, int64_t next, int64_t bytes, int64_t blocks,
+                             int64_t block) {
+    if (blocks <= 0) return;
+    const int64_t slice = (bytes / 64 + blocks - 1) / blocks * 64;
+    const int64_t from = next + block * slice, to = std::min({next + bytes, from + slice, stream_bytes});
+    for (int64_t at = from; at < to; at += 64) __builtin_prefetch(stream + at, 0, 3);
+  }
+
+  // Which chunk of packed A a thread's converted copy holds: the items of one GemmProblem::a_version that share a
+  // row chunk (a group's panel tiles) convert it once per thread instead of once per item.
+  struct Converted {
+    uint64_t version = 0;
+    const float* a = nullptr;
+    int64_t rows = 0;
+    bool holds(const moe::cpu::GemmProblem& p, const float* chunk, int64_t chunk_rows) const {
+      return p.a_version != 0 && version == p.a_version && a == chunk && rows == chunk_rows;
+    }
+    void set(const moe::cpu::GemmProblem& p, const float* chunk, int64_t chunk_rows) {
+      version = p.a_version, a = chunk, rows = chunk_rows;
+    }
+  };
+
   // ---- bfloat16 -------------------------------------------------------------------------------------
   // A, converted: per block of MR rows (fewer in the last), chunks of 16 k pairs, each the block's rows of 16
   // words (a word: the bfloat16 of an even k in its low half, the next k in its high half), as pack_a's floats.
   static void convert_bf16(const float* ac, int64_t rows, int64_t k, uint32_t* out) {
-    const int64_t depthp = K::packed_depth(k), pchunks = (k + 31) / 32;
+    const int64_t depthp = K::packed_depth(k), pchunks = (k + 31) / 32, full = k / 32;
     for (int64_t i = 0; i < rows; ++i) {
       const int64_t blk = i / MR, m = i % MR, mc = K::block_rows(rows - blk * MR);
+      const float* src = ac + blk * MR * depthp + m * W;  // float chunk c of the row at src + c * W * mc
       uint32_t* dst = out + blk * MR * pchunks * 16 + m * 16;
-      for (int64_t pc = 0; pc < pchunks; ++pc) {
-        const int64_t k0 = 32 * pc, k1 = k0 + 16;
-        const __m512 lo = _mm512_maskz_loadu_ps(valid(k0, k), a_chunk(ac, rows, depthp, i, k0));
-        const __m512 hi =
-            k1 < k ? _mm512_maskz_loadu_ps(valid(k1, k), a_chunk(ac, rows, depthp, i, k1)) : _mm512_setzero_ps();
-        // Sixteen bfloat16 from lo then sixteen from hi: in memory, the pairs (2u, 2u + 1) as words u.
+      for (int64_t pc = 0; pc < full; ++pc) {  // sixteen bfloat16 from lo then sixteen from hi: the pairs as words
+        const __m512 lo = _mm512_loadu_ps(src + 2 * pc * W * mc), hi = _mm512_loadu_ps(src + (2 * pc + 1) * W * mc);
         _mm512_storeu_si512(dst + pc * mc * 16, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+      }
+      if (full < pchunks) {  // the tail: lanes past k are zeros (packed A leaves them unwritten)
+        const int64_t k0 = 32 * full, k1 = k0 + 16;
+        const __m512 lo = _mm512_maskz_loadu_ps(valid(k0, k), src + 2 * full * W * mc);
+        const __m512 hi =
+            k1 < k ? _mm512_maskz_loadu_ps(valid(k1, k), src + (2 * full + 1) * W * mc) : _mm512_setzero_ps();
+        _mm512_storeu_si512(dst + full * mc * 16, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
       }
     }
   }
@@ -59,19 +88,22 @@ struct DotKernels {
       for (int v = 0; v < NV; ++v)
         for (int u = 0; u < C; ++u)
           c[m][v][u] = first || C > 1 ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + m * NR + v * W);
-    const auto step = [&](int64_t p, int u) {
+    // ak: the block's 16-word chunk of pair p, at p's word; bk: the panel's pair row p.
+    const auto step = [&](const uint32_t* ak, const uint32_t* bk, int u) {
       __m512i bv[NV];
-      for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(b + p * NR + v * W);
+      for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(bk + v * W);
       for (int m = 0; m < M; ++m) {
-        const __m512i av = _mm512_set1_epi32(static_cast<int>(a[(p / 16 * M + m) * 16 + p % 16]));
+        const __m512i av = _mm512_set1_epi32(static_cast<int>(ak[m * 16]));
         for (int v = 0; v < NV; ++v) c[m][v][u] = _mm512_dpbf16_ps(c[m][v][u], (__m512bh)av, (__m512bh)bv[v]);
       }
     };
+    // p0 starts a chunk of 16 pairs (kPairBlock is a multiple of 16): whole chunks, then the tail.
     int64_t p = p0;
-    if constexpr (C > 1)
-      for (; p + C <= p1; p += C)
-        for (int u = 0; u < C; ++u) step(p + u, u);
-    for (; p < p1; ++p) step(p, 0);
+    for (; p + 16 <= p1; p += 16) {
+      const uint32_t* ac = a + p / 16 * M * 16;
+      for (int u = 0; u < 16; ++u) step(ac + u, b + (p + u) * NR, u % C);
+    }
+    for (int u = 0; p + u < p1; ++u) step(a + p / 16 * M * 16 + u, b + (p + u) * NR, u % C);
     for (int m = 0; m < M; ++m)
       for (int v = 0; v < NV; ++v) {
         __m512 sum = c[m][v][0];
@@ -96,11 +128,13 @@ struct DotKernels {
                         int64_t panel_begin, int64_t panel_end) {
     const int64_t depthp = K::packed_depth(p.k), pairs = (p.k + 1) / 2, pchunks = (p.k + 31) / 32;
     thread_local std::vector<uint32_t> converted;
+    thread_local Converted held;
     if (converted.size() < static_cast<size_t>(kChunk * pchunks * 16)) converted.resize(kChunk * pchunks * 16);
     alignas(64) float acc[kChunk * NR];
     for (int64_t c0 = row_begin; c0 < row_end; c0 += kChunk) {
       const int64_t rows = std::min(kChunk, row_end - c0);
-      convert_bf16(a + (c0 - row_begin) * depthp, rows, p.k, converted.data());
+      const float* chunk = a + (c0 - row_begin) * depthp;
+      if (!held.holds(p, chunk, rows)) convert_bf16(chunk, rows, p.k, converted.data()), held.set(p, chunk, rows);
       for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
         const uint32_t* b =
             reinterpret_cast<const uint32_t*>(static_cast<const char*>(p.panels) + panel * p.panel_bytes);
@@ -250,6 +284,7 @@ struct DotKernels {
     const int64_t group_block = std::max<int64_t>(1, kGroupBlockBytes / gbytes);
     const int offset = Bits == 8 ? 128 : 8;
     thread_local QuantA qa;
+    thread_local Converted held;
     if (qa.codes.size() < static_cast<size_t>(kChunk * groups * quads)) qa.codes.resize(kChunk * groups * quads);
     if (qa.scales.size() < static_cast<size_t>(kChunk * groups)) {
       qa.scales.resize(kChunk * groups);
@@ -258,16 +293,20 @@ struct DotKernels {
     alignas(64) float acc[kChunk * NR];
     for (int64_t c0 = row_begin; c0 < row_end; c0 += kChunk) {
       const int64_t rows = std::min(kChunk, row_end - c0);
-      quantize_a(a + (c0 - row_begin) * K::packed_depth(p.k), rows, p.k, g, offset, qa);
+      const float* chunk = a + (c0 - row_begin) * K::packed_depth(p.k);
+      if (!held.holds(p, chunk, rows)) quantize_a(chunk, rows, p.k, g, offset, qa), held.set(p, chunk, rows);
       for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
         const uint8_t* b = static_cast<const uint8_t*>(p.panels) + panel * p.panel_bytes;
         for (int64_t g0 = 0; g0 < groups; g0 += group_block) {
-          const int64_t g1 = std::min(groups, g0 + group_block);
-          for (int64_t r = 0; r < rows; r += kQuantRows)
+          const int64_t g1 = std::min(groups, g0 + group_block), next = panel * p.panel_bytes + g1 * gbytes;
+          for (int64_t r = 0; r < rows; r += kQuantRows) {
+            prefetch_slice(static_cast<const char*>(p.panels), panel_end * p.panel_bytes, next, group_block * gbytes,
+                           rows / kQuantRows, r / kQuantRows);
             micro_q_upto<kQuantRows, Bits>(static_cast<int>(std::min<int64_t>(kQuantRows, rows - r)),
                                            qa.codes.data() + r * groups * quads, qa.scales.data() + r * groups,
                                            qa.corrections.data() + r * groups, b, gbytes, quads, g0, g1, acc + r * NR,
                                            g0 == 0);
+          }
         }
         K::store_rows(p, acc, c0, rows, panel);
       }

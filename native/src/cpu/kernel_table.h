@@ -49,6 +49,9 @@ struct GemmProblem {
   // rows (see PanelGeometry::packed_a_floats).
   float* c_packed = nullptr;
   int64_t c_rows = 0;
+  // Changes whenever the packed A's contents may change (0: unknown). A kernel that derives data from A (the
+  // dot-product kernels convert it to bfloat16 or int8) may reuse that data across the items of one version.
+  uint64_t a_version = 0;
 };
 
 // The stored types of the 16-bit weight dtypes: distinct, so that the GEMM template picks each one's load.
