@@ -9,10 +9,19 @@ import * as path from 'path';
 import { BenchResult, writeCharts } from './charts';
 
 /** The headline implementations: ours, and the peers a user would compare it with. */
-const HEADLINE = ['moe-kernels', 'onnxruntime', 'pytorch (HF loop)', 'moe-kernels bf16'] as const;
-// Columns are only ever appended (older lines leave the new ones empty).
+const HEADLINE = [
+  'moe-kernels',
+  'onnxruntime',
+  'pytorch (HF loop)',
+  'moe-kernels bf16',
+  'moe-kernels int8',
+  'moe-kernels int4',
+  'pytorch bf16 (HF loop)',
+] as const;
+// Columns are only ever appended (older lines leave the new ones empty; saveResult rewrites the header line).
 export const HISTORY_HEADER =
-  'date,machine,shape,threads,tokens,moe_kernels_ms,onnxruntime_ms,pytorch_ms,vs_onnxruntime,moe_kernels_bf16_ms';
+  'date,machine,shape,threads,tokens,moe_kernels_ms,onnxruntime_ms,pytorch_ms,vs_onnxruntime,moe_kernels_bf16_ms,' +
+  'moe_kernels_int8_ms,moe_kernels_int4_ms,pytorch_bf16_ms';
 
 /** A name for the kind of machine a run measured: OS, CPU architecture, the active ISA and the CPUs it saw. */
 export function machineKind(isa: string, cpus = os.cpus().length): string {
@@ -32,7 +41,7 @@ export function historyLines(result: BenchResult, machine: string): string[] {
     );
     const ratio = ms[0] !== undefined && ms[1] !== undefined ? (ms[1] / ms[0]).toFixed(2) : '';
     const cell = (v: number | undefined) => (v === undefined ? '' : v.toPrecision(4));
-    return [result.date, machine, shape, threads, tokens, ...ms.slice(0, 3).map(cell), ratio, cell(ms[3])].join(',');
+    return [result.date, machine, shape, threads, tokens, ...ms.slice(0, 3).map(cell), ratio, ...ms.slice(3).map(cell)].join(',');
   });
 }
 
@@ -44,6 +53,8 @@ export function saveResult(result: BenchResult, outDir: string, machine: string)
   writeCharts(result, folder);
   const history = path.join(outDir, 'history.csv');
   if (!fs.existsSync(history)) fs.writeFileSync(history, HISTORY_HEADER + '\n');
+  const lines = fs.readFileSync(history, 'utf8').split('\n');
+  if (lines[0] !== HISTORY_HEADER) fs.writeFileSync(history, [HISTORY_HEADER, ...lines.slice(1)].join('\n'));
   fs.appendFileSync(
     history,
     historyLines(result, machine)

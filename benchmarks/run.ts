@@ -12,7 +12,19 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { MoELayer, MoEWeights, ReadProbe, Tensor, activeWeightBytes, backendInfo, layerFlops, measureFmaPeak, setThreads } from '../lib';
+import {
+  GroupSize,
+  MoELayer,
+  MoEWeights,
+  ReadProbe,
+  WeightDtype,
+  Tensor,
+  activeWeightBytes,
+  backendInfo,
+  layerFlops,
+  measureFmaPeak,
+  setThreads,
+} from '../lib';
 import { Random } from '../lib/random';
 import { FlagSpec, median, parseFlags, usage } from '../tools/flags';
 import { BenchResult, Row } from './charts';
@@ -41,7 +53,7 @@ const FLAGS: FlagSpec[] = [
 type Impl = {
   name: string;
   run: (first: number, calls: number) => Promise<number>;
-  /** Bytes it stores per weight against float32's four (bfloat16: 0.5), for its bandwidth share. */
+  /** Bytes it stores against the float32 layer's (packedBytes; bfloat16: 0.5), for its bandwidth share. */
   weightScale?: number;
 };
 
@@ -110,6 +122,14 @@ function decodeInputs(layer: MoELayer, tokens: number, dModel: number, count: nu
   return { xs, hits: sets.map((e) => e.size) };
 }
 
+/** The low-precision rows: the same weights stored another way (see MoEConfig.weightDtype). */
+const DTYPE_ROWS: { name: string; weightDtype: WeightDtype; groupSize?: GroupSize }[] = [
+  { name: 'moe-kernels bf16', weightDtype: 'bfloat16' },
+  { name: 'moe-kernels int8', weightDtype: 'int8' },
+  { name: 'moe-kernels int8 (row scales)', weightDtype: 'int8', groupSize: 'row' },
+  { name: 'moe-kernels int4', weightDtype: 'int4' },
+];
+
 const timed = async (fn: () => unknown): Promise<number> => {
   const t0 = performance.now();
   await fn();
@@ -170,9 +190,10 @@ async function main(): Promise<void> {
 
   for (const shape of shapes) {
     const bytes = weightBytes(shape);
-    // float32 weights in JS and packed (2x), a bfloat16 layer (0.5x), activations and slack.
-    const needed = bytes * 2.8 + (torchReason ? 0 : bytes * 1.1);
-    if (os.freemem() < bytes * 2.8) {
+    // float32 weights in JS and packed (2x), the bfloat16, int8 (twice) and int4 layers (1.1x), activations and
+    // slack; PyTorch's float32 and bfloat16 copies (1.6x).
+    const needed = bytes * 3.4 + (torchReason ? 0 : bytes * 1.6);
+    if (os.freemem() < bytes * 3.4) {
       notes.push(
         `${shape.name}: skipped, needs about ${(needed / 2 ** 30).toFixed(1)} GiB and ${(os.freemem() / 2 ** 30).toFixed(1)} GiB is free`,
       );
@@ -186,9 +207,13 @@ async function main(): Promise<void> {
     const rssBefore = process.memoryUsage().rss;
     const layer = new MoELayer(config, weights);
     layer.forwardSync(Tensor.randn([Math.max(...shape.tokens), shape.dModel], { seed: 3 })); // workspace at its largest
-    // The weight-dtype axis: the same weights stored as bfloat16 (half the bytes to stream at decode).
-    const bf16 = new MoELayer({ ...config, weightDtype: 'bfloat16' }, weights);
-    bf16.forwardSync(Tensor.randn([Math.max(...shape.tokens), shape.dModel], { seed: 3 }));
+    // The weight-dtype axis: the same weights stored as bfloat16 (half the bytes to stream at decode), int8 and
+    // int4 in groups of 32 (GGUF's Q8_0 / Q4_0 blocks), and int8 with one scale per row (vLLM's ExpertsInt8).
+    const dtypeLayers = DTYPE_ROWS.map((d) => {
+      const l = new MoELayer({ ...config, weightDtype: d.weightDtype, ...(d.groupSize ? { groupSize: d.groupSize } : {}) }, weights);
+      l.forwardSync(Tensor.randn([Math.max(...shape.tokens), shape.dModel], { seed: 3 }));
+      return l;
+    });
     extras[`rss ${shape.name}`] = {
       growthMiB: (process.memoryUsage().rss - rssBefore) / 2 ** 20,
       packedWeightsMiB: layer.packedBytes / 2 ** 20,
@@ -207,6 +232,7 @@ async function main(): Promise<void> {
       const ort = ortPossible ? await createOrtMoE(config, weights, threads, false, external) : undefined;
       if (typeof ort === 'string') notes.push(`onnxruntime skipped: ${ort}`);
       const torch = useTorch ? await startTorch(config, weights, threads, folder) : undefined;
+      const torchBf16 = useTorch ? await startTorch(config, weights, threads, folder, 'bfloat16') : undefined;
       for (const tokens of shape.tokens) {
         progress.step(`${shape.name} T=${tokens} threads=${threads}`);
         const decode = tokens < 128;
@@ -228,7 +254,11 @@ async function main(): Promise<void> {
           { name: 'moe-kernels', run: loop((xj) => layer.forwardSync(xj)) },
           { name: 'moe-kernels async', run: loop((xj) => layer.forward(xj)) },
           { name: 'moe-kernels (out)', run: loop((xj) => layer.forwardSync(xj, { out })) },
-          { name: 'moe-kernels bf16', run: loop((xj) => bf16.forwardSync(xj, { out })), weightScale: 0.5 },
+          ...DTYPE_ROWS.map((d, i) => ({
+            name: d.name,
+            run: loop((xj) => dtypeLayers[i].forwardSync(xj, { out })),
+            weightScale: dtypeLayers[i].packedBytes / layer.packedBytes,
+          })),
         ];
         // Same weights, same input: the answers must agree before the times mean anything.
         if (ort && typeof ort !== 'string') {
@@ -248,6 +278,26 @@ async function main(): Promise<void> {
           impls.push({
             name: 'pytorch (HF loop)',
             run: async (start, calls) => (await torch.run(start, calls)).reduce((a, b) => a + b, 0),
+          });
+        }
+        if (torchBf16) {
+          // bf16 weights and activations (oneDNN's AVX512-BF16 matmuls where the CPU has them), every intermediate
+          // rounded to bf16, the router too: it agrees with the float32 result to a bf16 model's precision only, and
+          // a token whose top-k is a near tie may pick another expert, so the difference is reported, not asserted.
+          const outFile = path.join(folder, 'out-bf16.f32');
+          await torchBf16.load(
+            xs.map((t) => t.data),
+            tokens,
+          );
+          await torchBf16.run(0, 1, outFile);
+          extras[`pytorchBf16Difference ${shape.name} T=${tokens} threads=${threads}`] = relDiff(
+            new Float32Array(fs.readFileSync(outFile).buffer.slice(0)),
+            first.output.data,
+          );
+          impls.push({
+            name: 'pytorch bf16 (HF loop)',
+            run: async (start, calls) => (await torchBf16.run(start, calls)).reduce((a, b) => a + b, 0),
+            weightScale: 0.5,
           });
         }
         const naiveSeconds = layerFlops(config, tokens) / 0.7e9;
@@ -318,9 +368,10 @@ async function main(): Promise<void> {
         });
       }
       torch?.close();
+      torchBf16?.close();
     }
     layer.dispose();
-    bf16.dispose();
+    for (const l of dtypeLayers) l.dispose();
     fs.rmSync(folder, { recursive: true, force: true });
   }
   progress.end();

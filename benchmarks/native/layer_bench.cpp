@@ -1,5 +1,6 @@
 // C++ timing driver over moe::Layer, no Node: for kernel work between full `npm run bench` runs.
-//   build/moe_layer_bench [small|fine-grained] [tokens] [threads] [repetitions] [warm|cold|idle|spin|rotate] [dtype]
+//   build/moe_layer_bench [small|fine-grained|mixtral] [tokens] [threads] [repetitions] [warm|cold|idle|spin|rotate]
+//   [dtype]
 // dtype: float32 (default), bfloat16, float16, int8, int4 (groups of 32); GB/s counts the bytes stored.
 // Before each forward, "cold" reads a 256 MB buffer (as the other implementations of the harness do between ours),
 // "idle" sleeps 10 ms (the pool's workers fall asleep, the caches keep the weights), "spin" busy-waits 10 ms on
@@ -41,7 +42,9 @@ int main(int argc, char** argv) {
   const std::string mode = argc > 5 ? argv[5] : "warm";
   const bool cold = mode == "cold", idle = mode == "idle";
   const moe_test::Case c = shape == "small" ? moe_test::Case{tokens, 1024, 2816, 8, 2, moe::Activation::swiglu, false}
-                                            : moe_test::Case{tokens, 2048, 1408, 64, 6, moe::Activation::swiglu, false};
+                           : shape == "mixtral"
+                               ? moe_test::Case{tokens, 4096, 14336, 8, 2, moe::Activation::swiglu, false}
+                               : moe_test::Case{tokens, 2048, 1408, 64, 6, moe::Activation::swiglu, false};
   moe::set_thread_count(threads);
   moe_test::CaseData data = moe_test::make_case(c, 7);
   const std::string dtype = argc > 6 ? argv[6] : "float32";

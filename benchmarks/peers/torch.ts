@@ -32,13 +32,14 @@ export async function startTorch(
   w: MoEWeights,
   threads: number,
   folder: string,
+  dtype: 'float32' | 'bfloat16' = 'float32',
 ): Promise<TorchMoE> {
   for (const [name, t] of Object.entries({ router: w.router, w1: w.w1, w3: w.w3!, w2: w.w2 })) {
     const file = path.join(folder, `${name}.f32`);
     if (!fs.existsSync(file)) fs.writeFileSync(file, Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength));
   }
   const script = path.join(__dirname, '..', '..', '..', 'benchmarks', 'peers', 'torch_moe.py');
-  const args = [script, folder, config.dModel, config.dHidden, config.numExperts, config.topK, threads].map(String);
+  const args = [script, folder, config.dModel, config.dHidden, config.numExperts, config.topK, threads, dtype].map(String);
   const child: ChildProcessWithoutNullStreams = spawn(PYTHON, args, {
     // Passive OpenMP and OpenBLAS waiting: spinning idle threads would steal the cores from the next implementation.
     env: {
@@ -63,7 +64,7 @@ export async function startTorch(
     return JSON.parse(r.value);
   };
   const hello = await next();
-  const xFile = path.join(folder, 'x.f32');
+  const xFile = path.join(folder, `x-${dtype}.f32`);
   return {
     version: String(hello.torch),
     async load(inputs, tokens) {

@@ -219,9 +219,12 @@ struct DotKernels {
       const uint8_t* base = panel + grp * gbytes;
       const uint8_t* codes = base + 2 * NR;
       const uint32_t* a = ac + grp * quads * M;
-      __m512i ia[M][NV];
+      // int4 with few rows (decode): the high nibbles' products go to a second sum, halving the chain of dependent
+      // vpdpbusd a group makes (where registers allow: M * NV more of them).
+      constexpr bool kSplit = Bits == 4 && M <= 3;
+      __m512i ia[M][NV], ib[M][NV];
       for (int m = 0; m < M; ++m)
-        for (int v = 0; v < NV; ++v) ia[m][v] = _mm512_setzero_si512();
+        for (int v = 0; v < NV; ++v) ia[m][v] = ib[m][v] = _mm512_setzero_si512();
       if constexpr (Bits == 8) {
         for (int64_t qd = 0; qd < quads; ++qd) {
           __m512i bv[NV];
@@ -242,10 +245,18 @@ struct DotKernels {
           for (int m = 0; m < M; ++m) {
             const __m512i a0 = _mm512_set1_epi32(static_cast<int>(a[2 * od * M + m]));
             const __m512i a1 = _mm512_set1_epi32(static_cast<int>(a[(2 * od + 1) * M + m]));
-            for (int v = 0; v < NV; ++v)
-              ia[m][v] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(ia[m][v], lo[v], a0), hi[v], a1);
+            for (int v = 0; v < NV; ++v) {
+              ia[m][v] = _mm512_dpbusd_epi32(ia[m][v], lo[v], a0);
+              if constexpr (kSplit)
+                ib[m][v] = _mm512_dpbusd_epi32(ib[m][v], hi[v], a1);
+              else
+                ia[m][v] = _mm512_dpbusd_epi32(ia[m][v], hi[v], a1);
+            }
           }
         }
+        if constexpr (kSplit)
+          for (int m = 0; m < M; ++m)
+            for (int v = 0; v < NV; ++v) ia[m][v] = _mm512_add_epi32(ia[m][v], ib[m][v]);
       }
       __m512 sw[NV];
       for (int v = 0; v < NV; ++v)
