@@ -61,7 +61,10 @@ type Impl = {
 // the mean per forward: a single 1-token forward (~1-2 ms) right after another implementation measured mostly
 // how long this VM takes to wake idle cores (0.2-0.7 ms after a pause, NOTES.md row 22), not the implementation.
 const BLOCK_MS = 20;
-const MAX_BLOCK_CALLS = 16;
+// Up to 64 forwards: after another implementation touched other memory, the first forward over each input's experts
+// runs up to 2x slower in this VM (the host's translations of our weights are gone, NOTES.md rows 50 and 63), and a
+// block of 16 sub-millisecond forwards (int4 decode) was a quarter of such forwards.
+const MAX_BLOCK_CALLS = 64;
 // Decode blocks cycle through this many inputs, picked so that consecutive ones route to different experts
 // where the shape allows: the weights of each forward then come from memory, as in a model whose other layers
 // run in between, not from the cache the previous forward filled.

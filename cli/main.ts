@@ -2,7 +2,7 @@
  * `npm start`: the main job. Builds a Mixtral-shaped MoE layer with seeded random weights, runs a batch of
  * tokens through it a few times, and prints speed, the backend used and how the router spread the tokens.
  */
-import { ACTIVATIONS, Activation, MoELayer, Tensor, backendInfo, layerFlops, setThreads } from '../lib';
+import { ACTIVATIONS, Activation, MoELayer, Tensor, WEIGHT_DTYPES, WeightDtype, backendInfo, layerFlops, setThreads } from '../lib';
 import { FlagSpec, median, parseFlags, usage } from '../tools/flags';
 
 const FLAGS: FlagSpec[] = [
@@ -12,6 +12,7 @@ const FLAGS: FlagSpec[] = [
   { name: 'experts', help: 'number of experts', default: 8 },
   { name: 'top-k', help: 'experts per token', default: 2 },
   { name: 'activation', help: ACTIVATIONS.join(' | '), default: 'swiglu' },
+  { name: 'dtype', help: `how the expert weights are stored: ${WEIGHT_DTYPES.join(' | ')}`, default: 'float32' },
   { name: 'threads', help: 'threads (0 = all cores)', default: 0 },
   { name: 'repeat', help: 'timed runs after one warm-up', default: 5 },
   { name: 'seed', help: 'seed of the weights and inputs', default: 1 },
@@ -37,6 +38,7 @@ async function main(): Promise<void> {
     numExperts: Number(f.experts),
     topK: Number(f['top-k']),
     activation: String(f.activation) as Activation,
+    weightDtype: String(f.dtype) as WeightDtype,
   };
   const tokens = Number(f.tokens);
   const info = backendInfo();
@@ -46,7 +48,7 @@ async function main(): Promise<void> {
   const buildMs = performance.now() - t0;
   console.log(
     `layer: dModel ${config.dModel}, dHidden ${config.dHidden}, ${config.numExperts} experts, top-${config.topK}, ` +
-      `${config.activation} (${(layer.packedBytes / 2 ** 20).toFixed(1)} MiB packed, built in ${(buildMs / 1000).toFixed(2)} s)`,
+      `${config.activation}, ${config.weightDtype} weights (${(layer.packedBytes / 2 ** 20).toFixed(1)} MiB packed, built in ${(buildMs / 1000).toFixed(2)} s)`,
   );
   const x = Tensor.randn([tokens, config.dModel], { seed: Number(f.seed) + 1 });
   const run = () => (f.async ? layer.forward(x) : Promise.resolve(layer.forwardSync(x)));

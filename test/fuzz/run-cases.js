@@ -8,7 +8,7 @@
 'use strict';
 const path = require('path');
 const moe = require(path.resolve(__dirname, '..', '..'));
-const { MoELayer, Tensor, kernels, gating, losses, ReadProbe } = moe;
+const { MoELayer, Tensor, kernels, gating, losses, quant, ReadProbe } = moe;
 
 const FORMAT = /^moe-kernels: expected [\s\S]+ but got [\s\S]*$/;
 class UserError extends Error {} // what the fuzzer's own getters and proxies throw: the caller's error, passed through
@@ -190,8 +190,17 @@ function entryPoints(r) {
       ? {
           weightDtype: arg(
             r,
-            () => r.pick(['float32', 'bfloat16', 'float16']),
+            () => r.pick(['float32', 'bfloat16', 'float16', 'int8', 'int4']),
             () => 'int3',
+          ),
+        }
+      : {}),
+    ...(r.chance(0.1)
+      ? {
+          groupSize: arg(
+            r,
+            () => r.pick([8, 32, 'row']),
+            () => r.pick([12, 0, -8, 'col', 1.5]),
           ),
         }
       : {}),
@@ -249,6 +258,22 @@ function entryPoints(r) {
         })),
       ],
       (a) => new MoELayer(...a).dispose(),
+    ],
+    [
+      'quant.quantize',
+      () => [
+        arg(
+          r,
+          () => Tensor.randn([T, D], { seed: 5 }),
+          () => ({ dtype: 'float32', shape: [T, D], data: adversarialArray(r, T * D) }),
+        ),
+        arg(
+          r,
+          () => ({ dtype: r.pick(['int8', 'int4']), groupSize: r.pick([8, 'row', undefined]) }),
+          () => r.pick([{ dtype: 'int2' }, { dtype: 'int8', groupSize: 3 }, null, 'int8']),
+        ),
+      ],
+      (a) => quant.dequantize(quant.quantize(...a)),
     ],
     [
       'MoELayer.random',

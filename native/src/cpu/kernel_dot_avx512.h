@@ -108,7 +108,9 @@ struct DotKernels {
       for (int v = 0; v < NV; ++v) {
         __m512 sum = c[m][v][0];
         if constexpr (C > 1) {
-          sum = _mm512_add_ps(_mm512_add_ps(c[m][v][0], c[m][v][1]), _mm512_add_ps(c[m][v][2], c[m][v][3]));
+          for (int width = C / 2; width > 0; width /= 2)  // pairwise: a fixed order
+            for (int u = 0; u < width; ++u) c[m][v][u] = _mm512_add_ps(c[m][v][u], c[m][v][u + width]);
+          sum = c[m][v][0];
           if (!first) sum = _mm512_add_ps(_mm512_loadu_ps(acc + m * NR + v * W), sum);
         }
         _mm512_storeu_ps(acc + m * NR + v * W, sum);

@@ -156,6 +156,47 @@ void test_case(const Case& c, uint32_t seed) {
       gpu.last_device_ms());
 }
 
+// int8 / int4 weights handed over as codes and scales: dequantized on the host and uploaded as bf16, so the output
+// is the bf16 reference's on the dequantized weights.
+void test_quantized_upload(moe::WeightDtype dtype, uint32_t seed) {
+  const Case c{37, 64, 96, 8, 2, moe::Activation::swiglu, true};
+  CaseData data = make_case(c, seed);
+  const int64_t g = 32;
+  struct Quantized {
+    std::vector<uint8_t> codes;
+    std::vector<uint16_t> scales;
+  };
+  // Quantizes rows x k in place of the float weights (which become the dequantized values) and returns the codes.
+  const auto quantize = [&](std::vector<float>& w, int64_t rows, int64_t k) {
+    const int64_t code_bytes = dtype == moe::WeightDtype::int4 ? k / 2 : k;
+    Quantized q{std::vector<uint8_t>(rows * code_bytes), std::vector<uint16_t>(rows * (k / g))};
+    for (int64_t r = 0; r < rows; ++r) {
+      moe::quantize_row(dtype, w.data() + r * k, k, g, q.codes.data() + r * code_bytes, q.scales.data() + r * (k / g));
+      moe::dequantize_row(dtype, q.codes.data() + r * code_bytes, q.scales.data() + r * (k / g), k, g,
+                          w.data() + r * k);
+    }
+    return q;
+  };
+  const Quantized q1 = quantize(data.w1, c.e * c.h, c.d), q3 = quantize(data.w3, c.e * c.h, c.d),
+                  q2 = quantize(data.w2, c.e * c.d, c.h);
+  moe::LayerConfig config = data.config;
+  config.experts.weight_dtype = dtype;
+  config.experts.group_size = g;
+  moe::ExpertWeights w = data.weights;
+  w.w1 = w.w3 = w.w2 = nullptr;
+  w.q1 = {q1.codes.data(), q1.scales.data()};
+  w.q3 = {q3.codes.data(), q3.scales.data()};
+  w.q2 = {q2.codes.data(), q2.scales.data()};
+  moe::cuda::CudaLayer gpu(config, {}, data.router.data(), w);
+  std::vector<float> out(c.tokens * c.d), logits(c.tokens * c.e), weights(c.tokens * c.k);
+  std::vector<int32_t> experts(c.tokens * c.k), counts(c.e);
+  gpu.forward(data.x.data(), c.tokens, {out.data(), logits.data(), experts.data(), weights.data(), counts.data()});
+  const double err = rel_err(out, bf16_reference(c, data, experts, weights));
+  CHECK(err < 2e-3, "%s weights on the GPU: relative error %.3g against the bf16 reference on dequantized weights",
+        moe::weight_dtype_name(dtype), err);
+  std::printf("  %s weights (groups of 32, dequantized on upload): rel err %.2e\n", moe::weight_dtype_name(dtype), err);
+}
+
 // DeepSeek-V3 routing on the GPU against a plain C++ version of the rule.
 void test_sigmoid_bias(uint32_t seed) {
   const int64_t T = 37, d = 64, h = 96, E = 16;
@@ -267,6 +308,8 @@ int main() {
   try {
     test_refusals_and_empty(98);
     test_sigmoid_bias(99);
+    test_quantized_upload(moe::WeightDtype::int8, 100);
+    test_quantized_upload(moe::WeightDtype::int4, 101);
   } catch (const std::exception& e) {
     ++failures;
     std::printf("FAIL: %s\n", e.what());
