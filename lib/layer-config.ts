@@ -53,7 +53,7 @@ export interface MoEConfig {
 export type ResolvedConfig = Required<Omit<MoEConfig, 'router' | 'backend'>> & { router: Readonly<RouterConfig>; backend: 'cpu' | 'cuda' };
 
 /** The weight dtype and group size of a config, checked against the dimensions that the groups divide. */
-function resolveWeightFormat(config: MoEConfig, dModel: number, hidden: number[]): { weightDtype: WeightDtype; groupSize: GroupSize } {
+function resolveWeightFormat(config: MoEConfig, dims: [string, number][]): { weightDtype: WeightDtype; groupSize: GroupSize } {
   const weightDtype = expectOneOf(config.weightDtype ?? 'float32', 'config.weightDtype', WEIGHT_DTYPES);
   if (weightDtype !== 'int8' && weightDtype !== 'int4') {
     if (config.groupSize !== undefined)
@@ -61,8 +61,7 @@ function resolveWeightFormat(config: MoEConfig, dModel: number, hidden: number[]
     return { weightDtype, groupSize: 32 };
   }
   const groupSize = config.groupSize ?? 32;
-  for (const [what, k] of [['dModel', dModel], ...hidden.map((h) => ['dHidden', h] as const)] as const)
-    checkGroup(weightDtype, groupSize, k as number, `config.groupSize (${what} = ${k})`);
+  for (const [what, k] of dims) checkGroup(weightDtype, groupSize, k, `config.groupSize (${what} = ${k})`);
   return { weightDtype, groupSize };
 }
 
@@ -119,7 +118,11 @@ export function resolveConfig(config: MoEConfig): ResolvedConfig {
     numExperts,
     topK,
     activation: expectOneOf(config.activation ?? 'swiglu', 'config.activation', ACTIVATIONS),
-    ...resolveWeightFormat(config, dModel, sharedExperts > 0 ? [dHidden, sharedHidden] : [dHidden]),
+    ...resolveWeightFormat(config, [
+      ['dModel', dModel],
+      ['dHidden', dHidden],
+      ...(sharedExperts > 0 ? [['sharedHidden', sharedHidden] as [string, number]] : []),
+    ]),
     normalizeTopK: kind === 'topK' ? ((resolvedRouter as { normalize?: boolean }).normalize ?? true) : normalizeTopK,
     threads: config.threads === undefined ? 0 : expectInteger(config.threads, 'config.threads', 0, 256),
     router: resolvedRouter,

@@ -28,11 +28,9 @@ export class MoELayer implements Disposable {
 
   /** weights: Tensors, or (weightDtype 'int8' / 'int4') QuantizedTensors for w1, w3, w2, which imply the dtype. */
   constructor(config: MoEConfig, weights: MoEWeights<Tensor | QuantizedTensor>) {
-    const implied = impliedQuantization(
-      weights,
-      (config as MoEConfig | undefined)?.weightDtype,
-      (config as MoEConfig | undefined)?.groupSize,
-    );
+    // (only for a plain object: anything else is resolveConfig's TypeError)
+    const plain = typeof config === 'object' && config !== null && !Array.isArray(config);
+    const implied = plain ? impliedQuantization(weights, config.weightDtype, config.groupSize) : undefined;
     this.config = resolveConfig(implied ? { ...config, ...implied } : config);
     const c = this.config;
     this.router = new LayerRouter(c);

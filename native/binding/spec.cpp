@@ -1,7 +1,6 @@
 #include "spec.h"
 
 #include <cmath>
-#include <cstdio>
 #include <utility>
 
 #include "args.h"
@@ -38,14 +37,9 @@ void Fields::matrix(const char* name, int64_t rows, int64_t cols, moe::WeightDty
   quantized->scales = uint16_value(env_, q.object_.Get("scales"), q.path("scales"), rows * groups);
   for (int64_t i = 0; i < rows * groups; ++i)
     if ((quantized->scales[i] & 0x7c00u) == 0x7c00u)
-      throw_range_error(
-          env_, "expected " + q.path("scales") + " to hold finite float16 values but got bits 0x" +
-                    [](unsigned bits) {
-                      char hex[8];
-                      std::snprintf(hex, sizeof hex, "%04x", bits);
-                      return std::string(hex);
-                    }(quantized->scales[i]) +
-                    " at [" + std::to_string(i) + "]");
+      throw_range_error(env_, "expected " + q.path("scales") +
+                                  " to hold finite float16 values but got an infinity or NaN (bits " +
+                                  std::to_string(quantized->scales[i]) + ") at [" + std::to_string(i) + "]");
 }
 
 Fields Fields::object(const char* name) const { return Fields(env_, object_.Get(name), path(name)); }

@@ -1,8 +1,7 @@
 #include "experts.h"
 
-#include <atomic>
-
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include "isa.h"

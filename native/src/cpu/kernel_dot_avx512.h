@@ -30,9 +30,10 @@ struct DotKernels {
     return depth - k >= W ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (depth - k)) - 1);
   }
 
-  // The next sub-panel of weights is prefetched while this one is in use, a slice per row block, as
-  // KernelImpl::gemm_tile does (there spread over the k steps): weights stream from memory at prefill, and the first
-  // row block of a sub-panel would otherwise wait on them. [next, next + bytes) is clipped to the item's panels.
+  // The int8 / int4 GEMM prefetches the next sub-panel of weights while this one is in use, a slice per row block,
+  // as KernelImpl::gemm_tile does (there, and in the bf16 kernel, spread over the k steps): weights stream from
+  // memory at prefill, and the first row block of a sub-panel would otherwise wait on them. [next, next + bytes) is
+  // clipped to the item's panels.
   static void prefetch_slice(const char* stream, int64_t stream_bytes, int64_t next, int64_t bytes, int64_t blocks,
                              int64_t block) {
     if (blocks <= 0) return;
@@ -81,7 +82,8 @@ struct DotKernels {
   // acc[M][NR] (+)= pairs p0 .. p1 of A's block a (M rows) times the panel's pair rows b. One row (decode) uses
   // four chains per vector, as KernelImpl::micro_row does, so that the instruction's latency does not set the pace.
   template <int M>
-  static void micro_bf16(const uint32_t* a, const uint32_t* b, int64_t p0, int64_t p1, float* acc, bool first) {
+  static void micro_bf16(const uint32_t* a, const uint32_t* b, int64_t p0, int64_t p1, float* acc, bool first,
+                         const char* pf = nullptr, const char* pf_end = nullptr) {
     constexpr int C = M == 1 ? 4 : 1;  // chains per accumulator
     __m512 c[M][NV][C];
     for (int m = 0; m < M; ++m)
@@ -90,6 +92,8 @@ struct DotKernels {
           c[m][v][u] = first || C > 1 ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + m * NR + v * W);
     // ak: the block's 16-word chunk of pair p, at p's word; bk: the panel's pair row p.
     const auto step = [&](const uint32_t* ak, const uint32_t* bk, int u) {
+      // a pair row's worth of the next sub-panel per step (two lines): the whole of it within one call
+      for (int i = 0; i < 2 && pf < pf_end; ++i) __builtin_prefetch(pf, 0, 3), pf += 64;
       __m512i bv[NV];
       for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(bk + v * W);
       for (int m = 0; m < M; ++m) {
@@ -133,18 +137,29 @@ struct DotKernels {
     thread_local Converted held;
     if (converted.size() < static_cast<size_t>(kChunk * pchunks * 16)) converted.resize(kChunk * pchunks * 16);
     alignas(64) float acc[kChunk * NR];
+    const char* stream = static_cast<const char*>(p.panels);
+    const int64_t stream_bytes = panel_end * p.panel_bytes;
     for (int64_t c0 = row_begin; c0 < row_end; c0 += kChunk) {
       const int64_t rows = std::min(kChunk, row_end - c0);
       const float* chunk = a + (c0 - row_begin) * depthp;
       if (!held.holds(p, chunk, rows)) convert_bf16(chunk, rows, p.k, converted.data()), held.set(p, chunk, rows);
       for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
-        const uint32_t* b =
-            reinterpret_cast<const uint32_t*>(static_cast<const char*>(p.panels) + panel * p.panel_bytes);
+        const uint32_t* b = reinterpret_cast<const uint32_t*>(stream + panel * p.panel_bytes);
         for (int64_t p0 = 0; p0 < pairs; p0 += kPairBlock) {
           const int64_t p1 = std::min(pairs, p0 + kPairBlock);
-          for (int64_t r = 0; r < rows; r += MR)
-            micro_bf16_upto<MR>(static_cast<int>(std::min<int64_t>(MR, rows - r)), converted.data() + r * pchunks * 16,
-                                b, p0, p1, acc + r * NR, p0 == 0);
+          // The next sub-panel (in this panel or the next one), a slice per full block of rows, as gemm_tile does.
+          const int64_t next = panel * p.panel_bytes + p1 * NR * 4;
+          const int64_t next_bytes = std::max<int64_t>(0, std::min(kPairBlock * NR * 4, stream_bytes - next));
+          const int64_t blocks = rows / MR, slice = blocks > 0 ? (next_bytes / 64 + blocks - 1) / blocks * 64 : 0;
+          for (int64_t r = 0; r < rows; r += MR) {
+            const uint32_t* ab = converted.data() + r * pchunks * 16;
+            if (r + MR <= rows) {
+              const int64_t from = std::min(next_bytes, r / MR * slice), to = std::min(next_bytes, from + slice);
+              micro_bf16<MR>(ab, b, p0, p1, acc + r * NR, p0 == 0, stream + next + from, stream + next + to);
+            } else {
+              micro_bf16_upto<MR>(static_cast<int>(rows - r), ab, b, p0, p1, acc + r * NR, p0 == 0);
+            }
+          }
         }
         K::store_rows(p, acc, c0, rows, panel);
       }

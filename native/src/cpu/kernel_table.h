@@ -54,10 +54,7 @@ struct GemmProblem {
   uint64_t a_version = 0;
 };
 
-// The stored types of the 16-bit weight dtypes: distinct, so that the GEMM template picks each one's load.
-struct Bf16 {
-  uint16_t bits;
-};
+// The stored type of float16 weights (its own type, so that the GEMM's plain-row reader picks its load).
 struct F16 {
   uint16_t bits;
 };
