@@ -236,20 +236,25 @@ struct DotKernels {
       const uint8_t* base = panel + grp * gbytes;
       const uint8_t* codes = base + 2 * NR;
       const uint32_t* a = ac + grp * quads * M;
-      // int4 with few rows (decode): the high nibbles' products go to a second sum, halving the chain of dependent
-      // vpdpbusd a group makes (where registers allow: M * NV more of them).
-      constexpr bool kSplit = Bits == 4 && M <= 3;
+      // Few rows (decode): every other quad's products (int4: the high nibbles') go to a second sum, halving the
+      // chain of dependent vpdpbusd a group makes (where registers allow: M * NV more of them). Integer sums: the
+      // result is the same either way.
+      constexpr bool kSplit = M <= 3;
       __m512i ia[M][NV], ib[M][NV];
       for (int m = 0; m < M; ++m)
         for (int v = 0; v < NV; ++v) ia[m][v] = ib[m][v] = _mm512_setzero_si512();
       if constexpr (Bits == 8) {
-        for (int64_t qd = 0; qd < quads; ++qd) {
+        const auto quad = [&](int64_t qd, __m512i(&sum)[M][NV]) {
           __m512i bv[NV];
           for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(codes + (qd * NR + v * W) * 4);
           for (int m = 0; m < M; ++m) {
             const __m512i av = _mm512_set1_epi32(static_cast<int>(a[qd * M + m]));
-            for (int v = 0; v < NV; ++v) ia[m][v] = _mm512_dpbusd_epi32(ia[m][v], bv[v], av);
+            for (int v = 0; v < NV; ++v) sum[m][v] = _mm512_dpbusd_epi32(sum[m][v], bv[v], av);
           }
+        };
+        for (int64_t qd = 0; qd < quads; qd += kSplit ? 2 : 1) {  // quads is even (groups are whole octets)
+          quad(qd, ia);
+          if constexpr (kSplit) quad(qd + 1, ib);
         }
       } else {  // an octet's word: low nibbles are its first quad, high nibbles its second
         for (int64_t od = 0; od < quads / 2; ++od) {
@@ -271,10 +276,10 @@ struct DotKernels {
             }
           }
         }
-        if constexpr (kSplit)
-          for (int m = 0; m < M; ++m)
-            for (int v = 0; v < NV; ++v) ia[m][v] = _mm512_add_epi32(ia[m][v], ib[m][v]);
       }
+      if constexpr (kSplit)
+        for (int m = 0; m < M; ++m)
+          for (int v = 0; v < NV; ++v) ia[m][v] = _mm512_add_epi32(ia[m][v], ib[m][v]);
       __m512 sw[NV];
       for (int v = 0; v < NV; ++v)
         sw[v] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + 2 * v * W)));
