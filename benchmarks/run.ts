@@ -31,7 +31,7 @@ import { BenchResult, Row } from './charts';
 import { machineKind, saveResult } from './history';
 import { createOrtMoE } from './peers/onnxruntime';
 import { naiveMoE } from './peers/naive';
-import { startTorch, tempFolder, torchUnavailable } from './peers/torch';
+import { TorchMoE, startTorch, tempFolder, torchUnavailable } from './peers/torch';
 import { Progress } from './progress';
 import { QUICK, SHAPES, Shape, weightBytes } from './shapes';
 
@@ -269,39 +269,30 @@ async function main(): Promise<void> {
           if (diff > 1e-4) throw new Error(`onnxruntime disagrees at T=${tokens}: ${diff}`);
           impls.push({ name: 'onnxruntime', run: loop((xj) => ort.run(xj.data, tokens)) });
         }
-        if (torch) {
-          const outFile = path.join(folder, 'out.f32');
-          await torch.load(
+        // A PyTorch process as a row: loads the inputs, runs the first once and returns how far its output is from ours.
+        const torchRow = async (peer: TorchMoE, name: string, weightScale?: number) => {
+          const outFile = path.join(folder, `out-${peer.dtype}.f32`);
+          await peer.load(
             xs.map((t) => t.data),
             tokens,
           );
-          await torch.run(0, 1, outFile);
-          const diff = relDiff(new Float32Array(fs.readFileSync(outFile).buffer.slice(0)), first.output.data);
+          await peer.run(0, 1, outFile);
+          impls.push({ name, run: async (start, calls) => (await peer.run(start, calls)).reduce((a, b) => a + b, 0), weightScale });
+          return relDiff(new Float32Array(fs.readFileSync(outFile).buffer.slice(0)), first.output.data);
+        };
+        if (torch) {
+          const diff = await torchRow(torch, 'pytorch (HF loop)');
           if (diff > 1e-4) throw new Error(`PyTorch disagrees at T=${tokens}: ${diff}`);
-          impls.push({
-            name: 'pytorch (HF loop)',
-            run: async (start, calls) => (await torch.run(start, calls)).reduce((a, b) => a + b, 0),
-          });
         }
         if (torchBf16) {
           // bf16 weights and activations (oneDNN's AVX512-BF16 matmuls where the CPU has them), every intermediate
           // rounded to bf16, the router too: it agrees with the float32 result to a bf16 model's precision only, and
           // a token whose top-k is a near tie may pick another expert, so the difference is reported, not asserted.
-          const outFile = path.join(folder, 'out-bf16.f32');
-          await torchBf16.load(
-            xs.map((t) => t.data),
-            tokens,
+          extras[`pytorchBf16Difference ${shape.name} T=${tokens} threads=${threads}`] = await torchRow(
+            torchBf16,
+            'pytorch bf16 (HF loop)',
+            0.5,
           );
-          await torchBf16.run(0, 1, outFile);
-          extras[`pytorchBf16Difference ${shape.name} T=${tokens} threads=${threads}`] = relDiff(
-            new Float32Array(fs.readFileSync(outFile).buffer.slice(0)),
-            first.output.data,
-          );
-          impls.push({
-            name: 'pytorch bf16 (HF loop)',
-            run: async (start, calls) => (await torchBf16.run(start, calls)).reduce((a, b) => a + b, 0),
-            weightScale: 0.5,
-          });
         }
         const naiveSeconds = layerFlops(config, tokens) / 0.7e9;
         if (threads === threadCounts[0] && naiveSeconds < 1.5) {

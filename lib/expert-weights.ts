@@ -3,7 +3,7 @@ import { describe, rangeError, typeError } from './errors';
 import type { NativeExpertSpec, NativeWeight } from './native';
 import { GroupSize, QuantizedTensor, checkGroup, isQuantized } from './quant';
 import { Tensor } from './tensor';
-import { expectTensor, float32Data } from './validate';
+import { expectOneOf, expectTensor, float32Data } from './validate';
 
 /**
  * Expert weights in the nn.Linear / Hugging Face layout [out, in]. float32, or float16 / bfloat16 converted
@@ -46,8 +46,7 @@ const FLOATS = ['float32', 'float16', 'bfloat16'] as const;
 
 /**
  * Checks every expert weight against the shape and returns the spec the binding packs (float32 data, or the codes
- * and scales of QuantizedTensors). groupSize: for 'int8' / 'int4', inputs per scale (checked against dModel and
- * dHidden) or 'row'.
+ * and scales of QuantizedTensors). weightDtype and groupSize come checked by resolveWeightFormat.
  */
 export function expertSpec(
   weights: unknown,
@@ -61,10 +60,6 @@ export function expertSpec(
   const { numExperts: e, dModel: d, dHidden: h, activation } = shape;
   const gated = isGated(activation);
   const quantized = weightDtype === 'int8' || weightDtype === 'int4';
-  if (quantized) {
-    checkGroup(weightDtype, groupSize, d, `groupSize (dModel = ${d})`);
-    checkGroup(weightDtype, groupSize, h, `groupSize (dHidden = ${h})`);
-  }
   const big = (key: 'w1' | 'w3' | 'w2', dims: number[], names: string[]): NativeWeight => {
     const value = w[key];
     if (!isQuantized(value)) return float32Data(expectTensor(value, `${name}.${key}`, FLOATS, dims, names));
@@ -102,6 +97,26 @@ export function expertSpec(
     b3: gated ? bias('b3', [e, h], ['numExperts', 'dHidden']) : null,
     b2: bias('b2', [e, d], ['numExperts', 'dModel']),
   };
+}
+
+/**
+ * A weight dtype and group size as given (`where`: 'config' or 'options'), with defaults, checked: a known dtype, no
+ * groupSize unless int8 / int4, and groups that divide each of `dims` ([name, size]).
+ */
+export function resolveWeightFormat(
+  weightDtype: unknown,
+  groupSize: unknown,
+  where: string,
+  dims: [string, number][],
+): { weightDtype: WeightDtype; groupSize: GroupSize } {
+  const dtype = expectOneOf(weightDtype ?? 'float32', `${where}.weightDtype`, WEIGHT_DTYPES);
+  if (dtype !== 'int8' && dtype !== 'int4') {
+    if (groupSize !== undefined) throw rangeError(`no ${where}.groupSize (weightDtype '${dtype}' is not quantized)`, describe(groupSize));
+    return { weightDtype: dtype, groupSize: 32 };
+  }
+  const g = (groupSize ?? 32) as GroupSize;
+  for (const [what, k] of dims) checkGroup(dtype, g, k, `${where}.groupSize (${what} = ${k})`);
+  return { weightDtype: dtype, groupSize: g };
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 import { ACTIVATIONS, Activation } from './activation';
 import { describe, rangeError, typeError } from './errors';
-import { AnyExpertWeights, ExpertShape, WEIGHT_DTYPES, WeightDtype, expertSpec, impliedQuantization } from './expert-weights';
+import { AnyExpertWeights, ExpertShape, WeightDtype, expertSpec, impliedQuantization, resolveWeightFormat } from './expert-weights';
 import { GroupSize, isQuantized } from './quant';
 import { NativeExperts, native } from './native';
 import { Tensor } from './tensor';
@@ -88,15 +88,20 @@ export class PackedExperts implements Disposable {
     options = expectOptions(options, 'options');
     const activation = expectOneOf(options.activation ?? 'swiglu', 'options.activation', ACTIVATIONS);
     const implied = impliedQuantization(weights, options.weightDtype, options.groupSize) ?? {};
-    const weightDtype = expectOneOf(implied.weightDtype ?? options.weightDtype ?? 'float32', 'options.weightDtype', WEIGHT_DTYPES);
-    const groupSize = implied.groupSize ?? options.groupSize ?? 32;
-    if (options.groupSize !== undefined && weightDtype !== 'int8' && weightDtype !== 'int4')
-      throw rangeError(`no options.groupSize (weightDtype '${weightDtype}' is not quantized)`, describe(options.groupSize));
     const w1Value = (weights as AnyExpertWeights | undefined)?.w1;
     const [numExperts, dHidden, dModel] = isQuantized(w1Value)
       ? shape3(w1Value.shape)
       : expectTensor(w1Value, 'weights.w1', ['float32', 'float16', 'bfloat16'], [null, null, null], ['numExperts', 'dHidden', 'dModel'])
           .shape;
+    const { weightDtype, groupSize } = resolveWeightFormat(
+      implied.weightDtype ?? options.weightDtype,
+      implied.groupSize ?? options.groupSize,
+      'options',
+      [
+        ['dModel', dModel],
+        ['dHidden', dHidden],
+      ],
+    );
     const shape: ExpertShape = { numExperts, dModel, dHidden, activation };
     const spec = expertSpec(weights, shape, 'weights', weightDtype, groupSize);
     this.numExperts = numExperts;

@@ -1,9 +1,9 @@
 /** An MoELayer's config: its fields, and their resolution (defaults, implied topK, backend) and checks. */
 import { ACTIVATIONS, Activation } from './activation';
-import { WEIGHT_DTYPES, WeightDtype } from './expert-weights';
+import { WeightDtype, resolveWeightFormat } from './expert-weights';
 import { describe, rangeError, typeError } from './errors';
 import { native } from './native';
-import { GroupSize, checkGroup } from './quant';
+import { GroupSize } from './quant';
 import { ROUTER_KINDS, RouterConfig, checkRouterConfig, impliedTopK } from './router-config';
 import { MAX_ELEMENTS } from './tensor';
 import { MAX_DIM, MAX_EXPERTS, expectBoolean, expectInteger, expectOneOf } from './validate';
@@ -51,19 +51,6 @@ export interface MoEConfig {
 
 /** A config with every default filled in and every field checked; `backend` is the one the layer runs on. */
 export type ResolvedConfig = Required<Omit<MoEConfig, 'router' | 'backend'>> & { router: Readonly<RouterConfig>; backend: 'cpu' | 'cuda' };
-
-/** The weight dtype and group size of a config, checked against the dimensions that the groups divide. */
-function resolveWeightFormat(config: MoEConfig, dims: [string, number][]): { weightDtype: WeightDtype; groupSize: GroupSize } {
-  const weightDtype = expectOneOf(config.weightDtype ?? 'float32', 'config.weightDtype', WEIGHT_DTYPES);
-  if (weightDtype !== 'int8' && weightDtype !== 'int4') {
-    if (config.groupSize !== undefined)
-      throw rangeError(`no config.groupSize (weightDtype '${weightDtype}' is not quantized)`, describe(config.groupSize));
-    return { weightDtype, groupSize: 32 };
-  }
-  const groupSize = config.groupSize ?? 32;
-  for (const [what, k] of dims) checkGroup(weightDtype, groupSize, k, `config.groupSize (${what} = ${k})`);
-  return { weightDtype, groupSize };
-}
 
 /** Checks a config and fills in its defaults. */
 export function resolveConfig(config: MoEConfig): ResolvedConfig {
@@ -118,7 +105,7 @@ export function resolveConfig(config: MoEConfig): ResolvedConfig {
     numExperts,
     topK,
     activation: expectOneOf(config.activation ?? 'swiglu', 'config.activation', ACTIVATIONS),
-    ...resolveWeightFormat(config, [
+    ...resolveWeightFormat(config.weightDtype, config.groupSize, 'config', [
       ['dModel', dModel],
       ['dHidden', dHidden],
       ...(sharedExperts > 0 ? [['sharedHidden', sharedHidden] as [string, number]] : []),

@@ -16,6 +16,8 @@ export interface TorchMoE {
   run(first: number, reps: number, outputFile?: string): Promise<number[]>;
   close(): void;
   version: string;
+  /** The dtype of its weights and inputs. */
+  dtype: 'float32' | 'bfloat16';
 }
 
 const PYTHON = '/usr/bin/python3';
@@ -67,6 +69,7 @@ export async function startTorch(
   const xFile = path.join(folder, `x-${dtype}.f32`);
   return {
     version: String(hello.torch),
+    dtype,
     async load(inputs, tokens) {
       fs.writeFileSync(xFile, Buffer.concat(inputs.map((x) => Buffer.from(x.buffer, x.byteOffset, x.byteLength))));
       child.stdin.write(JSON.stringify({ cmd: 'load', x: xFile, tokens, inputs: inputs.length }) + '\n');

@@ -177,42 +177,41 @@ Napi::Value Combine(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// The dtype and group of a quantize / dequantize call (arguments 3 and 4): int8 or int4, groups of a multiple of 8
-// that divides k, or 0 for one per row (int4: k even). Returns the group size in inputs.
-int64_t quant_group(const Napi::CallbackInfo& info, int64_t k, moe::WeightDtype* dtype) {
+// The shape, dtype and group of a quantize / dequantize call (arguments 1 to 4): rows of k inputs, int8 or int4,
+// groups of a multiple of 8 that divides k, or 0 for one per row (check_group_size).
+struct QuantCall {
+  int64_t rows, k, g, code_bytes;  // g in inputs (k for one per row); code_bytes per row
+  moe::WeightDtype dtype;
+};
+
+QuantCall quant_call(const Napi::CallbackInfo& info) {
+  QuantCall c;
+  c.rows = int_arg(info, 1, "rows", 1, kMaxElements);
+  c.k = int_arg(info, 2, "k", 1, kMaxDim);
   const std::string name = string_value(info.Env(), info[3], "dtype");
-  if (!moe::parse_weight_dtype(name, dtype) || !moe::is_quantized(*dtype))
+  if (!moe::parse_weight_dtype(name, &c.dtype) || !moe::is_quantized(c.dtype))
     throw_range_error(info.Env(), "expected dtype to be 'int8' or 'int4' but got '" + name + "'");
   const int64_t g = int_arg(info, 4, "groupSize", 0, kMaxDim);
-  if (g > 0 && (g % 8 != 0 || k % g != 0))
-    throw_range_error(info.Env(), "expected groupSize to be a multiple of 8 that divides " + std::to_string(k) +
-                                      " but got " + std::to_string(g));
-  if (g == 0 && *dtype == moe::WeightDtype::int4 && k % 2 != 0)
-    throw_range_error(info.Env(),
-                      "expected an even row length for int4 with one scale per row but got " + std::to_string(k));
-  return g > 0 ? g : k;
+  check_group_size(info.Env(), c.dtype, g, c.k, "the row length (" + std::to_string(c.k) + ")");
+  c.g = g > 0 ? g : c.k;
+  c.code_bytes = moe::code_bytes(c.dtype, c.k);
+  return c;
 }
 
 // (values Float32Array [rows * k], rows, k, dtype, groupSize) -> { codes: Uint8Array, scales: Uint16Array }
 Napi::Value Quantize(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
-  const int64_t rows = int_arg(info, 1, "rows", 1, kMaxElements);
-  const int64_t k = int_arg(info, 2, "k", 1, kMaxDim);
-  moe::WeightDtype dtype;
-  const int64_t g = quant_group(info, k, &dtype);
-  const Held<float> values = held_float32(info, 0, "tensor", elements(env, "tensor", {rows, k}), false);
-  check_finite(env, "tensor", values.data, rows, k);
-  const float limit = moe::max_quantizable(dtype);
-  for (int64_t i = 0; i < rows * k; ++i)
-    if (std::abs(values.data[i]) > limit)
-      throw_range_error(env, "expected tensor within |w| <= " + std::to_string(static_cast<int64_t>(limit)) +
-                                 " (a float16 scale's range) but got " + std::to_string(values.data[i]) +
-                                 " at tensor[" + std::to_string(i) + "]");
-  const int64_t code_bytes = dtype == moe::WeightDtype::int4 ? k / 2 : k;
-  auto codes = Napi::Uint8Array::New(env, static_cast<size_t>(rows * code_bytes));
-  auto scales = Napi::Uint16Array::New(env, static_cast<size_t>(rows * (k / g)));
-  for (int64_t r = 0; r < rows; ++r)
-    moe::quantize_row(dtype, values.data + r * k, k, g, codes.Data() + r * code_bytes, scales.Data() + r * (k / g));
+  const QuantCall c = quant_call(info);
+  const Held<float> values = held_float32(info, 0, "tensor", elements(env, "tensor", {c.rows, c.k}), false);
+  check_finite(env, "tensor", values.data, c.rows, c.k);
+  const float limit = moe::max_quantizable(c.dtype);
+  check_within(env, "tensor", values.data, c.rows * c.k, limit,
+               "|w| <= " + std::to_string(static_cast<int64_t>(limit)) + " (a float16 scale's range)");
+  auto codes = Napi::Uint8Array::New(env, static_cast<size_t>(c.rows * c.code_bytes));
+  auto scales = Napi::Uint16Array::New(env, static_cast<size_t>(c.rows * (c.k / c.g)));
+  for (int64_t r = 0; r < c.rows; ++r)
+    moe::quantize_row(c.dtype, values.data + r * c.k, c.k, c.g, codes.Data() + r * c.code_bytes,
+                      scales.Data() + r * (c.k / c.g));
   auto out = Napi::Object::New(env);
   out.Set("codes", codes);
   out.Set("scales", scales);
@@ -222,17 +221,15 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
 // (codes Uint8Array | Int8Array, scales Uint16Array, rows, k, dtype, groupSize) -> Float32Array [rows * k]
 Napi::Value Dequantize(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
-  const int64_t rows = int_arg(info, 1, "rows", 1, kMaxElements);
-  const int64_t k = int_arg(info, 2, "k", 1, kMaxDim);
-  moe::WeightDtype dtype;
-  const int64_t g = quant_group(info, k, &dtype);
-  const int64_t code_bytes = dtype == moe::WeightDtype::int4 ? k / 2 : k;
+  const QuantCall c = quant_call(info);
   const Fields q(env, info[0], "q");
-  const uint8_t* codes = bytes_value(env, q.value("codes"), "q.codes", elements(env, "q.codes", {rows, code_bytes}));
-  const uint16_t* scales = uint16_value(env, q.value("scales"), "q.scales", elements(env, "q.scales", {rows, k / g}));
-  auto out = new_float32_array(env, static_cast<size_t>(rows * k));
-  for (int64_t r = 0; r < rows; ++r)
-    moe::dequantize_row(dtype, codes + r * code_bytes, scales + r * (k / g), k, g, out.Data() + r * k);
+  const uint8_t* codes =
+      bytes_value(env, q.value("codes"), "q.codes", elements(env, "q.codes", {c.rows, c.code_bytes}));
+  const uint16_t* scales =
+      uint16_value(env, q.value("scales"), "q.scales", elements(env, "q.scales", {c.rows, c.k / c.g}));
+  auto out = new_float32_array(env, static_cast<size_t>(c.rows * c.k));
+  for (int64_t r = 0; r < c.rows; ++r)
+    moe::dequantize_row(c.dtype, codes + r * c.code_bytes, scales + r * (c.k / c.g), c.k, c.g, out.Data() + r * c.k);
   return out;
 }
 

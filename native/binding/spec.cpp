@@ -32,8 +32,7 @@ void Fields::matrix(const char* name, int64_t rows, int64_t cols, moe::WeightDty
   }
   const Fields q(env_, v, path(name));
   const int64_t groups = cols / (g > 0 ? g : cols);
-  quantized->codes = bytes_value(env_, q.object_.Get("codes"), q.path("codes"),
-                                 dtype == moe::WeightDtype::int4 ? rows * cols / 2 : rows * cols);
+  quantized->codes = bytes_value(env_, q.object_.Get("codes"), q.path("codes"), rows * moe::code_bytes(dtype, cols));
   quantized->scales = uint16_value(env_, q.object_.Get("scales"), q.path("scales"), rows * groups);
   for (int64_t i = 0; i < rows * groups; ++i)
     if ((quantized->scales[i] & 0x7c00u) == 0x7c00u)
@@ -55,6 +54,23 @@ const float* Fields::float32(const char* name, int64_t rows, int64_t cols, bool 
   return data;
 }
 
+void check_group_size(Napi::Env env, moe::WeightDtype dtype, int64_t g, int64_t k, const std::string& what) {
+  if (g > 0 && (g % 8 != 0 || k % g != 0))
+    throw_range_error(
+        env, "expected groupSize to be a multiple of 8 that divides " + what + " but got " + std::to_string(g));
+  if (g == 0 && dtype == moe::WeightDtype::int4 && k % 2 != 0)
+    throw_range_error(env,
+                      "expected an even " + what + " for int4 with one scale per row but got " + std::to_string(k));
+}
+
+void check_within(Napi::Env env, const std::string& name, const float* data, int64_t count, float limit,
+                  const std::string& range) {
+  for (int64_t i = 0; data && i < count; ++i)
+    if (std::abs(data[i]) > limit)
+      throw_range_error(env, "expected " + name + " within " + range + " but got " + std::to_string(data[i]) + " at " +
+                                 name + "[" + std::to_string(i) + "]");
+}
+
 ExpertSpec read_experts(const Fields& f) {
   ExpertSpec spec;
   moe::ExpertShape& s = spec.shape;
@@ -71,15 +87,8 @@ ExpertSpec read_experts(const Fields& f) {
     // Groups of 8k inputs (the packed octets) that divide both input dimensions, or one scale per row (0), which
     // int4 (two codes a byte) can give only to even rows.
     s.group_size = f.integer("groupSize", 0, kMaxDim);
-    for (const auto& [what, k] : {std::pair{"dModel", s.d_model}, std::pair{"dHidden", s.d_hidden}}) {
-      if (s.group_size > 0 && (s.group_size % 8 != 0 || k % s.group_size != 0))
-        throw_range_error(f.env(), "expected groupSize to be a multiple of 8 that divides " + std::string(what) + " (" +
-                                       std::to_string(k) + ") for weightDtype '" + dtype + "' but got " +
-                                       std::to_string(s.group_size));
-      if (s.group_size == 0 && s.weight_dtype == moe::WeightDtype::int4 && k % 2 != 0)
-        throw_range_error(f.env(), "expected an even " + std::string(what) +
-                                       " for weightDtype 'int4' with one scale per row but got " + std::to_string(k));
-    }
+    check_group_size(f.env(), s.weight_dtype, s.group_size, s.d_model, "dModel (" + std::to_string(s.d_model) + ")");
+    check_group_size(f.env(), s.weight_dtype, s.group_size, s.d_hidden, "dHidden (" + std::to_string(s.d_hidden) + ")");
   }
   // Checked products first: three dimensions of up to 2^31 each could wrap int64 and match a short array.
   elements(f.env(), "w1", {s.num_experts, s.d_hidden, s.d_model});
@@ -93,16 +102,13 @@ ExpertSpec read_experts(const Fields& f) {
   if (s.weight_dtype == moe::WeightDtype::float16 || moe::is_quantized(s.weight_dtype)) {
     const float limit =
         s.weight_dtype == moe::WeightDtype::float16 ? moe::kFloat16Max : moe::max_quantizable(s.weight_dtype);
-    const std::pair<const char*, const float*> big[] = {{"w1", w.w1}, {"w3", w.w3}, {"w2", w.w2}};
+    const std::string range = dtype + "'s range (|w| <= " + std::to_string(static_cast<int64_t>(limit)) +
+                              (s.weight_dtype == moe::WeightDtype::float16 ? "" : ", a float16 scale's") +
+                              ") for weightDtype '" + dtype + "'";
     const int64_t count = s.num_experts * s.d_hidden * s.d_model;
-    for (const auto& [name, data] : big)
-      for (int64_t i = 0; data && i < count; ++i)
-        if (std::abs(data[i]) > limit)
-          throw_range_error(f.env(), std::string("expected ") + name + " within " + dtype +
-                                         "'s range (|w| <= " + std::to_string(static_cast<int64_t>(limit)) +
-                                         (s.weight_dtype == moe::WeightDtype::float16 ? "" : ", a float16 scale's") +
-                                         ") for weightDtype '" + dtype + "' but got " + std::to_string(data[i]) +
-                                         " at " + name + "[" + std::to_string(i) + "]");
+    check_within(f.env(), "w1", w.w1, count, limit, range);
+    check_within(f.env(), "w3", w.w3, count, limit, range);
+    check_within(f.env(), "w2", w.w2, count, limit, range);
   }
   w.b1 = f.float32("b1", s.num_experts, s.d_hidden, true);
   w.b3 = f.float32("b3", s.num_experts, s.d_hidden, true);

@@ -37,6 +37,13 @@ class Fields {
   std::string path_;
 };
 
+// int8 / int4 groups of g inputs along rows of k: a multiple of 8 dividing k, or 0 for one per row (int4: an even
+// k, two codes a byte). `what` names k in the message ("dModel (64)").
+void check_group_size(Napi::Env env, moe::WeightDtype dtype, int64_t g, int64_t k, const std::string& what);
+// RangeError "expected <name> within <range> but got <value> at <name>[i]" for the first |data[i]| > limit.
+void check_within(Napi::Env env, const std::string& name, const float* data, int64_t count, float limit,
+                  const std::string& range);
+
 // NativeExpertSpec: { numExperts, dModel, dHidden, activation, weightDtype, groupSize, w1, w3, w2, b1, b3, b2 }. The
 // arrays are the caller's memory, read while the constructor packs them.
 struct ExpertSpec {

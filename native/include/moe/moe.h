@@ -36,6 +36,8 @@ inline bool is_quantized(WeightDtype dtype) { return dtype == WeightDtype::int8 
 // The largest magnitude a float16 weight (or scale) can hold (larger ones are refused, not turned into infinities).
 constexpr float kFloat16Max = 65504.0f;
 const char* weight_dtype_name(WeightDtype dtype);
+// Bytes of codes in a row of k int8 (k) or int4 (k / 2) weights.
+inline int64_t code_bytes(WeightDtype dtype, int64_t k) { return dtype == WeightDtype::int4 ? k / 2 : k; }
 // Block quantization of one row of k weights in groups of g, with the formulas above (llama.cpp's Q8_0 and Q4_0).
 // codes: k bytes (int8) or k / 2 (int4, nibbles as QuantizedSource lays them out); scales: k / g float16 bits. A
 // group whose scale rounds to zero gets zero codes (int4: 8). Callers refuse weights past max_quantizable first,

@@ -24,7 +24,7 @@ PackedMatrix::PackedMatrix(const cpu::PanelGeometry& geometry, int64_t count, in
   unsigned char* dst = data_.reserve(static_cast<size_t>(count_) * per_matrix);
   float* bdst = bias_.reserve(static_cast<size_t>(count_ * panels_ * nr_));
   const int parts = gated_ ? 2 : 1;
-  const int64_t code_bytes = dtype == WeightDtype::int4 ? k_ / 2 : k_, groups = group_ ? k_ / group_ : 0;
+  const int64_t row_bytes = code_bytes(dtype, k_), groups = group_ ? k_ / group_ : 0;
   // Panels are independent: pack them on the pool (a Mixtral-sized layer is hundreds of MB).
   ThreadPool::instance().run(count_ * panels_, [&](int64_t item) {
     const int64_t e = item / panels_, p = item % panels_;
@@ -37,7 +37,7 @@ PackedMatrix::PackedMatrix(const cpu::PanelGeometry& geometry, int64_t count, in
         ColumnSource column;
         if (col < n_) {
           if (src.quantized.codes) {
-            column.codes = src.quantized.codes + row * code_bytes;
+            column.codes = src.quantized.codes + row * row_bytes;
             column.scales = src.quantized.scales + row * groups;
           } else {
             column.values = src.values + row * k_;

@@ -61,7 +61,7 @@ void quant_pack_column(const ColumnSource& src, int64_t k, int64_t g, int nr, in
   std::vector<uint8_t> quantized_codes;
   std::vector<uint16_t> quantized_scales;
   if (!codes && src.values) {  // float32 weights: quantized here, with the same formulas as quant.quantize
-    quantized_codes.resize(static_cast<size_t>(D == WeightDtype::int8 ? k : k / 2));
+    quantized_codes.resize(static_cast<size_t>(code_bytes(D, k)));
     quantized_scales.resize(static_cast<size_t>(groups));
     quantize_row(D, src.values, k, g, quantized_codes.data(), quantized_scales.data());
     codes = quantized_codes.data();

@@ -62,13 +62,13 @@ void upload_weights(const float* values, const QuantizedSource& q, int64_t rows,
                     __nv_bfloat16* device, DeviceBuffer<float>& staging, cudaStream_t stream) {
   if (!q.codes) return upload_bf16(values, device, rows * k, staging, stream);
   const int64_t g = s.group_size > 0 ? s.group_size : k;
-  const int64_t code_bytes = s.weight_dtype == WeightDtype::int4 ? k / 2 : k;
+  const int64_t row_bytes = code_bytes(s.weight_dtype, k);
   const int64_t chunk_rows = std::max<int64_t>(1, (int64_t{4} << 20) / k);
   std::vector<float> host(static_cast<size_t>(std::min(rows, chunk_rows) * k));
   for (int64_t r0 = 0; r0 < rows; r0 += chunk_rows) {
     const int64_t n = std::min(chunk_rows, rows - r0);
     for (int64_t r = 0; r < n; ++r)
-      dequantize_row(s.weight_dtype, q.codes + (r0 + r) * code_bytes, q.scales + (r0 + r) * (k / g), k, g,
+      dequantize_row(s.weight_dtype, q.codes + (r0 + r) * row_bytes, q.scales + (r0 + r) * (k / g), k, g,
                      host.data() + r * k);
     upload_bf16(host.data(), device + r0 * k, n * k, staging, stream);
   }

@@ -168,7 +168,7 @@ void test_quantized_upload(moe::WeightDtype dtype, uint32_t seed) {
   };
   // Quantizes rows x k in place of the float weights (which become the dequantized values) and returns the codes.
   const auto quantize = [&](std::vector<float>& w, int64_t rows, int64_t k) {
-    const int64_t code_bytes = dtype == moe::WeightDtype::int4 ? k / 2 : k;
+    const int64_t code_bytes = moe::code_bytes(dtype, k);
     Quantized q{std::vector<uint8_t>(rows * code_bytes), std::vector<uint16_t>(rows * (k / g))};
     for (int64_t r = 0; r < rows; ++r) {
       moe::quantize_row(dtype, w.data() + r * k, k, g, q.codes.data() + r * code_bytes, q.scales.data() + r * (k / g));
