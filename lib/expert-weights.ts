@@ -1,4 +1,4 @@
-import { Activation, isGated } from './activation';
+import { Activation, SWIGLU_CLAMPED_DEFAULTS, isGated } from './activation';
 import { describe, rangeError, typeError } from './errors';
 import type { NativeExpertSpec, NativeWeight } from './native';
 import { GroupSize, QuantizedTensor, checkGroup, isQuantized } from './quant';
@@ -40,6 +40,9 @@ export interface ExpertShape {
   dModel: number;
   dHidden: number;
   activation: Activation;
+  /** 'swiglu-clamped' only (default SWIGLU_CLAMPED_DEFAULTS). */
+  swigluAlpha?: number;
+  swigluLimit?: number;
 }
 
 const FLOATS = ['float32', 'float16', 'bfloat16'] as const;
@@ -62,7 +65,12 @@ export function expertSpec(
   const quantized = weightDtype === 'int8' || weightDtype === 'int4';
   const big = (key: 'w1' | 'w3' | 'w2', dims: number[], names: string[]): NativeWeight => {
     const value = w[key];
-    if (!isQuantized(value)) return float32Data(expectTensor(value, `${name}.${key}`, FLOATS, dims, names));
+    if (!isQuantized(value)) {
+      const t = expectTensor(value, `${name}.${key}`, FLOATS, dims, names);
+      // 16-bit weights go over as they are and are widened row by row while packing: no float32 copy of them all.
+      if (t.dtype === 'float16' || t.dtype === 'bfloat16') return { bits: t.data as Uint16Array, format: t.dtype };
+      return float32Data(t);
+    }
     const where = `${name}.${key}`;
     if (!quantized)
       throw typeError(
@@ -86,8 +94,13 @@ export function expertSpec(
     throw rangeError(`no ${name}.b3 (activation '${activation}' is not gated)`, describe(w.b3));
   if (gated && (w.w3 === undefined || w.w3 === null))
     throw typeError(`${name}.w3 to be a Tensor [${e}, ${h}, ${d}] (required by the gated activation '${activation}')`, describe(w.w3));
+  const clamped =
+    activation === 'swiglu-clamped'
+      ? { swigluAlpha: shape.swigluAlpha ?? SWIGLU_CLAMPED_DEFAULTS.alpha, swigluLimit: shape.swigluLimit ?? SWIGLU_CLAMPED_DEFAULTS.limit }
+      : {};
   return {
     ...shape,
+    ...clamped,
     weightDtype,
     groupSize: quantized && groupSize !== 'row' ? groupSize : 0,
     w1: big('w1', [e, h, d], ['numExperts', 'dHidden', 'dModel']),

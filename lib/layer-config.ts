@@ -1,5 +1,5 @@
 /** An MoELayer's config: its fields, and their resolution (defaults, implied topK, backend) and checks. */
-import { ACTIVATIONS, Activation } from './activation';
+import { ACTIVATIONS, Activation, SWIGLU_CLAMPED_DEFAULTS } from './activation';
 import { WeightDtype, resolveWeightFormat } from './expert-weights';
 import { describe, rangeError, typeError } from './errors';
 import { native } from './native';
@@ -17,8 +17,13 @@ export interface MoEConfig {
    * routers; implied by 'soft' (numExperts), 'switch' (1) and 'gshardTop2' (2); unused by 'expertChoice'.
    */
   topK?: number;
-  /** Expert activation; 'swiglu' (the default) is silu(x W1^T) * (x W3^T), as in Mixtral. */
+  /**
+   * Expert activation; 'swiglu' (the default) is silu(x W1^T) * (x W3^T), as in Mixtral; 'swiglu-clamped' is
+   * gpt-oss's (lib/activation.ts), with swigluAlpha (default 1.702) and swigluLimit (default 7).
+   */
   activation?: Activation;
+  swigluAlpha?: number;
+  swigluLimit?: number;
   /** For the default router: renormalise the top-k softmax weights to sum to 1 (Mixtral / HF, the default). */
   normalizeTopK?: boolean;
   /** Use at most this many threads of the shared pool for this layer; 0 (the default) = all, see setThreads. */
@@ -84,6 +89,15 @@ export function resolveConfig(config: MoEConfig): ResolvedConfig {
   if (backend === 'cuda' && sharedExperts > 0)
     throw rangeError("config.sharedExperts = 0 with backend 'cuda' (not supported on the GPU yet)", `${sharedExperts}`);
   const dModel = expectInteger(config.dModel, 'config.dModel', 1, MAX_DIM);
+  const activation = expectOneOf(config.activation ?? 'swiglu', 'config.activation', ACTIVATIONS);
+  const clamped = activation === 'swiglu-clamped';
+  for (const key of ['swigluAlpha', 'swigluLimit'] as const) {
+    const v = config[key];
+    if (v === undefined) continue;
+    if (!clamped) throw rangeError(`no config.${key} (activation '${activation}'; it belongs to 'swiglu-clamped')`, describe(v));
+    if (typeof v !== 'number' || !Number.isFinite(v) || (key === 'swigluLimit' && v <= 0))
+      throw rangeError(`config.${key} to be a finite number${key === 'swigluLimit' ? ' > 0' : ''}`, describe(v));
+  }
   const sharedHidden = config.sharedHidden === undefined ? dHidden : expectInteger(config.sharedHidden, 'config.sharedHidden', 1, MAX_DIM);
   // Each weight tensor must be able to exist (V8's typed arrays end at 2^32 elements): refuse a config whose
   // experts could not be allocated before trying, instead of V8's raw "Invalid typed array length" or minutes
@@ -104,7 +118,9 @@ export function resolveConfig(config: MoEConfig): ResolvedConfig {
     dHidden,
     numExperts,
     topK,
-    activation: expectOneOf(config.activation ?? 'swiglu', 'config.activation', ACTIVATIONS),
+    activation,
+    swigluAlpha: config.swigluAlpha ?? SWIGLU_CLAMPED_DEFAULTS.alpha,
+    swigluLimit: config.swigluLimit ?? SWIGLU_CLAMPED_DEFAULTS.limit,
     ...resolveWeightFormat(config.weightDtype, config.groupSize, 'config', [
       ['dModel', dModel],
       ['dHidden', dHidden],

@@ -19,9 +19,13 @@ export class LayerRouter {
   private readonly random: Random;
   private bias: Float64Array | undefined; // sigmoidBias: the selection bias, updatable (DeepSeek-V3 eq. 16)
 
-  constructor(private readonly config: Readonly<ResolvedConfig>) {
+  /** routerBias: [numExperts] added to the router logits (gpt-oss); the core's own routing has no bias, so then none. */
+  constructor(
+    private readonly config: Readonly<ResolvedConfig>,
+    private readonly routerBias?: Float32Array,
+  ) {
     this.rule = routingRuleOf(config.router.kind);
-    this.builtIn = this.rule.builtIn?.(config.router, config.backend);
+    this.builtIn = routerBias ? undefined : this.rule.builtIn?.(config.router, config.backend);
     this.random = new Random(config.router.seed ?? 0);
     const r = config.router;
     if (r.kind === 'sigmoidBias' && r.bias) this.bias = Float64Array.from(r.bias);
@@ -47,6 +51,8 @@ export class LayerRouter {
     const seed = () => this.random.nextUint32();
     const routerInput = training && (r.jitter ?? 0) > 0 ? gating.multiplicativeJitter(x, r.jitter!, seed()) : x;
     const logits = handle.routerLogits(routerInput, tokens);
+    const b = this.routerBias;
+    if (b) for (let i = 0; i < logits.length; i++) logits[i] += b[i % b.length];
     const shape = [tokens, c.numExperts];
     const explored = training && (r.explorationNoise ?? 0) > 0;
     const l = {

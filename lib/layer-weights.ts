@@ -16,8 +16,22 @@ export interface MoEWeights<W extends Tensor | QuantizedTensor = Tensor> extends
   router: Tensor;
   /** [numExperts, dModel]: W_noise of noisy top-k gating. */
   noiseRouter?: Tensor;
+  /** [numExperts]: added to the router logits (gpt-oss's router has a bias). Routing then runs in TypeScript. */
+  routerBias?: Tensor;
   /** The shared experts: w1/w3 [sharedExperts, sharedHidden, dModel], w2 [sharedExperts, dModel, sharedHidden]. */
   shared?: ExpertWeights<W>;
+  /**
+   * [sharedExperts, dModel]: shared expert s is scaled per token by sigmoid(x . sharedGate[s]) instead of 1
+   * (Qwen2-MoE's shared_expert_gate). CPU backend.
+   */
+  sharedGate?: Tensor;
+}
+
+/** weights.routerBias checked against the config, as float32, or undefined. */
+export function routerBiasOf(c: ResolvedConfig, weights: unknown): Float32Array | undefined {
+  const b = (weights as { routerBias?: unknown } | null)?.routerBias;
+  if (b === undefined || b === null) return undefined;
+  return float32Data(expectTensor(b, 'weights.routerBias', ['float32', 'float16', 'bfloat16'], [c.numExperts], ['numExperts']));
 }
 
 /** The spec's routing of a layer whose rule the core does not run: its forward always comes back routed. */
@@ -47,7 +61,7 @@ export function layerSpec(
   }
   const experts = expertSpec(
     weights,
-    { numExperts: c.numExperts, dModel: c.dModel, dHidden: c.dHidden, activation: c.activation },
+    { numExperts: c.numExperts, dModel: c.dModel, dHidden: c.dHidden, activation: c.activation, swigluAlpha: c.swigluAlpha, swigluLimit: c.swigluLimit },
     'weights',
     c.weightDtype,
     c.groupSize,
@@ -58,7 +72,14 @@ export function layerSpec(
       throw typeError(`weights.shared to be expert weights for ${c.sharedExperts} shared experts`, describe(weights.shared));
     shared = expertSpec(
       weights.shared,
-      { numExperts: c.sharedExperts, dModel: c.dModel, dHidden: c.sharedHidden, activation: c.activation },
+      {
+        numExperts: c.sharedExperts,
+        dModel: c.dModel,
+        dHidden: c.sharedHidden,
+        activation: c.activation,
+        swigluAlpha: c.swigluAlpha,
+        swigluLimit: c.swigluLimit,
+      },
       'weights.shared',
       c.weightDtype,
       c.groupSize,
@@ -66,9 +87,16 @@ export function layerSpec(
   } else if (weights.shared !== undefined) {
     throw rangeError('no weights.shared (config.sharedExperts is 0)', describe(weights.shared));
   }
+  let sharedGate: Float32Array | null = null;
+  if (weights.sharedGate !== undefined && weights.sharedGate !== null) {
+    if (c.sharedExperts === 0) throw rangeError('no weights.sharedGate (config.sharedExperts is 0)', describe(weights.sharedGate));
+    if (c.backend === 'cuda') throw rangeError("no weights.sharedGate with backend 'cuda' (CPU only)", 'a sharedGate');
+    sharedGate = float32Data(expectTensor(weights.sharedGate, 'weights.sharedGate', floats, [c.sharedExperts, c.dModel], ['sharedExperts', 'dModel']));
+  }
   return {
     experts,
     shared,
+    sharedGate,
     router,
     noiseRouter,
     topK: c.topK,

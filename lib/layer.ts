@@ -5,7 +5,7 @@ import { MoEConfig, ResolvedConfig, resolveConfig } from './layer-config';
 import { ForwardOptions, MoEOutput, RoutedForward, Routing, assembleOutput } from './layer-output';
 import { LayerRouter } from './layer-router';
 import type { QuantizedTensor } from './quant';
-import { MoEWeights, RandomWeightsOptions, layerSpec, randomWeights } from './layer-weights';
+import { MoEWeights, RandomWeightsOptions, layerSpec, randomWeights, routerBiasOf } from './layer-weights';
 import { LayerTimings, NativeForwardResult, NativeLayer, NativeRoutedResult, native } from './native';
 import { Tensor } from './tensor';
 import { expectBoolean, expectInteger, expectTensor } from './validate';
@@ -33,7 +33,7 @@ export class MoELayer implements Disposable {
     const implied = plain ? impliedQuantization(weights, config.weightDtype, config.groupSize) : undefined;
     this.config = resolveConfig(implied ? { ...config, ...implied } : config);
     const c = this.config;
-    this.router = new LayerRouter(c);
+    this.router = new LayerRouter(c, routerBiasOf(c, weights));
     this.handle = new (native().NativeLayer)(layerSpec(c, weights, this.router.builtIn));
   }
 

@@ -94,6 +94,9 @@ export interface NativeExpertSpec {
   dModel: number;
   dHidden: number;
   activation: string;
+  /** 'swiglu-clamped' only: its alpha and limit. */
+  swigluAlpha?: number;
+  swigluLimit?: number;
   /** How the packed weights are stored (an entry of the core's weight-dtype table). */
   weightDtype: WeightDtype;
   /** int8 / int4: inputs per scale, or 0 for one scale per row. */
@@ -106,14 +109,22 @@ export interface NativeExpertSpec {
   b2: F32;
 }
 
-/** A weight matrix: float32 values, or quantized codes and float16 scales (lib/quant.ts has the layout). */
-export type NativeWeight = Float32Array | { codes: Int8Array | Uint8Array; scales: Uint16Array };
+/**
+ * A weight matrix: float32 values, quantized codes and float16 scales (lib/quant.ts has the layout), or 16-bit
+ * floats widened row by row as they are packed (a bf16 checkpoint never exists in float32 as a whole).
+ */
+export type NativeWeight =
+  | Float32Array
+  | { codes: Int8Array | Uint8Array; scales: Uint16Array }
+  | { bits: Uint16Array; format: 'bfloat16' | 'float16' };
 
 /** Everything a native layer is built from, read by name and checked once in native/binding/spec.cpp. */
 export interface NativeLayerSpec {
   experts: NativeExpertSpec;
   /** Always-on shared experts (same dModel and activation), or null. */
   shared: NativeExpertSpec | null;
+  /** [sharedExperts, dModel]: each shared expert scaled by sigmoid(x . gate) (Qwen2-MoE), or null (weight 1). */
+  sharedGate: F32;
   /** [numExperts, dModel] W_g. */
   router: Float32Array;
   /** [numExperts, dModel] W_noise of noisy top-k (packed once), or null. */

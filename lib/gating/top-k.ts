@@ -1,4 +1,4 @@
-import { rangeError } from '../errors';
+import { describe, rangeError } from '../errors';
 import { expectBoolean, expectInteger, expectOneOf, expectOptions } from '../validate';
 import { DropPolicy, applyCapacity, checkCapacityFactor, expertCapacity } from './capacity';
 import {
@@ -32,13 +32,35 @@ export interface TopKOptions {
   /** Drop slots beyond expertCapacity(T, E, k, capacityFactor); omit for dropless routing. */
   capacityFactor?: number;
   dropPolicy?: DropPolicy;
+  /**
+   * DeepSeek-V2's group-limited greedy routing (topk_method 'group_limited_greedy'): experts split into numGroups
+   * equal groups, each scored by its largest probability; only the topKGroups best groups are eligible (default
+   * 1 and 1: no restriction).
+   */
+  numGroups?: number;
+  topKGroups?: number;
+  /** Multiplies the final weights (DeepSeek-V2's routed_scaling_factor; default 1). */
+  routeScale?: number;
+}
+
+/** The group and scale options checked against numExperts and k. */
+export function checkTopKGroups(options: { numGroups?: number; topKGroups?: number; routeScale?: number }, n: number, k: number) {
+  const numGroups = expectInteger(options.numGroups ?? 1, 'numGroups', 1, n);
+  if (n % numGroups !== 0) throw rangeError(`numGroups to divide numExperts = ${n}`, `${numGroups}`);
+  const topKGroups = expectInteger(options.topKGroups ?? numGroups, `topKGroups (numGroups = ${numGroups})`, 1, numGroups);
+  const eligible = topKGroups * (n / numGroups);
+  if (k > eligible) throw rangeError(`k at most topKGroups x experts per group = ${eligible}`, `${k}`);
+  const routeScale = options.routeScale ?? 1;
+  if (typeof routeScale !== 'number' || !Number.isFinite(routeScale) || routeScale <= 0)
+    throw rangeError('routeScale to be a finite number > 0', describe(routeScale));
+  return { numGroups, topKGroups, routeScale };
 }
 
 export interface TopKGate extends GateResult {
   /** [T, E] softmax over all experts. */
   probs: Float64Array;
   /** @internal for the backward pass: the experts before dropping and the weights over them. */
-  saved: { selected: Int32Array; selectedWeights: Float64Array; normalized: boolean };
+  saved: { selected: Int32Array; selectedWeights: Float64Array; normalized: boolean; routeScale: number };
 }
 
 export const TIE_BREAKS = ['lower', 'higher'] as const;
@@ -56,6 +78,9 @@ export function topK(logits: Matrix, options: TopKOptions): TopKGate {
   const tieBreak = expectOneOf(options.tieBreak ?? 'lower', 'tieBreak', TIE_BREAKS);
   const dropPolicy = expectOneOf(options.dropPolicy ?? 'position', 'dropPolicy', DROP_POLICIES);
   if (options.capacityFactor !== undefined) checkCapacityFactor(options.capacityFactor);
+  const { numGroups, topKGroups, routeScale } = checkTopKGroups(options, numExperts, k);
+  const groupSize = numExperts / numGroups;
+  const groupScore = new Float64Array(numGroups);
 
   const probs = new Float64Array(tokens * numExperts);
   const experts = new Int32Array(tokens * k);
@@ -63,14 +88,21 @@ export function topK(logits: Matrix, options: TopKOptions): TopKGate {
   const selectedWeights = new Float64Array(tokens * k);
   for (let t = 0; t < tokens; t++) {
     const p = softmaxRow(data, t, numExperts, probs.subarray(t * numExperts, (t + 1) * numExperts));
-    const picked = rankTop(data, t * numExperts, numExperts, k, tieBreak);
+    let allowed: ((e: number) => boolean) | undefined;
+    if (numGroups > 1) {
+      // A group's score is its best expert's probability (the largest logit: softmax is monotone).
+      for (let g = 0; g < numGroups; g++) groupScore[g] = Math.max(...p.subarray(g * groupSize, (g + 1) * groupSize));
+      const keep = new Set(rankTop(groupScore, 0, numGroups, topKGroups, 'lower'));
+      allowed = (e) => keep.has(Math.floor(e / groupSize));
+    }
+    const picked = rankTop(data, t * numExperts, numExperts, k, tieBreak, allowed);
     // Over the kept logits: exp(l_i - max) / sum over kept, which is p_i / sum of kept p.
     let kept = 0;
     for (const e of picked) kept += p[e];
     picked.forEach((e, j) => {
       experts[t * k + j] = e;
       selectedWeights[t * k + j] = p[e] / kept;
-      weights[t * k + j] = normalized ? p[e] / kept : p[e];
+      weights[t * k + j] = (normalized ? p[e] / kept : p[e]) * routeScale;
     });
   }
   const selected = Int32Array.from(experts);
@@ -97,14 +129,16 @@ export function topK(logits: Matrix, options: TopKOptions): TopKGate {
     tokens,
     numExperts,
     probs,
-    saved: { selected, selectedWeights, normalized },
+    saved: { selected, selectedWeights, normalized, routeScale },
   });
 }
 
 /** dL/dlogits [T, E] from dL/dweights [T * k] (dropped slots contribute nothing). */
 export function topKBackward(gate: TopKGate, gradWeights: ArrayLike<number>): Float64Array {
   checkGate(gate, 'topK', 'topK');
-  const grad = checkGrad(gradWeights, gate);
+  let grad = checkGrad(gradWeights, gate);
+  const scale = gate.saved.routeScale ?? 1;
+  if (scale !== 1) grad = Float64Array.from(grad, (g) => g * scale);
   if (gate.saved.normalized) return selectedSoftmaxBackward(gate, gate.saved.selected, gate.saved.selectedWeights, grad);
   return fullSoftmaxBackward(gate, gate.probs, grad);
 }
@@ -117,6 +151,10 @@ export interface TopKRouterConfig {
   tieBreak?: TieBreak;
   capacityFactor?: number;
   dropPolicy?: DropPolicy;
+  /** DeepSeek-V2: group-limited selection and the routed scaling factor (see TopKOptions). */
+  numGroups?: number;
+  topKGroups?: number;
+  routeScale?: number;
 }
 
 /** Mixtral's softmax top-k as the native core runs it by itself (every backend). */
@@ -124,15 +162,20 @@ export const BUILT_IN_SOFTMAX: BuiltInRouting = { rule: 'softmax', numGroups: 1,
 
 export const topKRule = routingRule<TopKRouterConfig>({
   kind: 'topK',
-  checkConfig: (r) => {
+  checkConfig: (r, numExperts, topK) => {
     if (r.order === 'topk-softmax' && r.normalize === false)
       throw rangeError("config.router.normalize: false only with order 'softmax-topk'", "order 'topk-softmax'");
+    checkTopKGroups(r, numExperts, topK);
   },
   route: (c) => topK(c.logits, { ...c.router, k: c.topK }),
   backward: (gate, grad) => ({ gradLogits: topKBackward(gate as TopKGate, grad) }),
   // The core's rule: softmax then top-k, ties to the lower index, no capacity.
   builtIn: (r) =>
-    (r.order ?? 'softmax-topk') === 'softmax-topk' && (r.tieBreak ?? 'lower') === 'lower' && r.capacityFactor === undefined
+    (r.order ?? 'softmax-topk') === 'softmax-topk' &&
+    (r.tieBreak ?? 'lower') === 'lower' &&
+    r.capacityFactor === undefined &&
+    (r.numGroups ?? 1) === 1 &&
+    (r.routeScale ?? 1) === 1
       ? BUILT_IN_SOFTMAX
       : undefined,
 });

@@ -16,6 +16,7 @@ export const relu = (x: number): number => (x > 0 ? x : 0);
 export function activationFunction(activation: Activation): (x: number) => number {
   switch (activation) {
     case 'swiglu':
+    case 'swiglu-clamped':
     case 'silu':
       return silu;
     case 'geglu':
@@ -28,4 +29,19 @@ export function activationFunction(activation: Activation): (x: number) => numbe
     case 'identity':
       return (x) => x;
   }
+}
+
+/**
+ * The gated unit from the gate and up pre-activations: act(g) * u, or for 'swiglu-clamped' gpt-oss's
+ * min(g, limit) sigmoid(alpha min(g, limit)) (clamp(u, -limit, limit) + 1).
+ */
+export function gatedUnit(activation: Activation, alpha = 1.702, limit = 7): (g: number, u: number) => number {
+  if (activation !== 'swiglu-clamped') {
+    const act = activationFunction(activation);
+    return (g, u) => act(g) * u;
+  }
+  return (g, u) => {
+    const gc = Math.min(g, limit);
+    return gc * sigmoid(alpha * gc) * (Math.max(Math.min(u, limit), -limit) + 1);
+  };
 }

@@ -3,7 +3,7 @@
  * the plain baseline in benchmarks. Written for clarity, not speed.
  */
 import { Activation, isGated } from '../activation';
-import { activationFunction } from './activation';
+import { activationFunction, gatedUnit } from './activation';
 
 export interface ReferenceWeights {
   router: ArrayLike<number>; // [E, d]
@@ -22,6 +22,9 @@ export interface ReferenceConfig {
   topK: number;
   activation: Activation;
   normalizeTopK: boolean;
+  /** 'swiglu-clamped' only (defaults 1.702 and 7, gpt-oss's). */
+  swigluAlpha?: number;
+  swigluLimit?: number;
 }
 
 /** logits[t, e] = sum_i x[t, i] router[e, i]. */
@@ -75,6 +78,7 @@ export function referenceExpert(
   const { dModel: d, dHidden: h } = c;
   const act = activationFunction(c.activation);
   const gated = isGated(c.activation);
+  const unit = gatedUnit(c.activation, c.swigluAlpha, c.swigluLimit);
   const hidden = new Float64Array(h);
   for (let j = 0; j < h; j++) {
     let g = w.b1 ? w.b1[expert * h + j] : 0;
@@ -84,7 +88,7 @@ export function referenceExpert(
       g += w.w1[base + i] * x[xOffset + i];
       if (gated) u += w.w3![base + i] * x[xOffset + i];
     }
-    hidden[j] = gated ? act(g) * u : act(g);
+    hidden[j] = gated ? unit(g, u) : act(g);
   }
   const out = new Float64Array(d);
   for (let i = 0; i < d; i++) {
@@ -98,7 +102,8 @@ export function referenceExpert(
 
 /**
  * The expert part for any routing: y[t] = sum over slots j of weights[t*k+j] * E_{experts[t*k+j]}(x[t])
- * (slots with expert -1 skipped), plus every shared expert with weight 1 (DeepSeekMoE).
+ * (slots with expert -1 skipped), plus every shared expert with weight 1 (DeepSeekMoE), or with weight
+ * sigmoid(x . gate[s]) when the shared experts have a gate [count, dModel] (Qwen2-MoE's shared_expert_gate).
  */
 export function referenceExperts(
   x: ArrayLike<number>,
@@ -108,7 +113,7 @@ export function referenceExperts(
   k: number,
   experts: ArrayLike<number>,
   weights: ArrayLike<number>,
-  shared?: { weights: ReferenceWeights; count: number; dHidden: number },
+  shared?: { weights: ReferenceWeights; count: number; dHidden: number; gate?: ArrayLike<number> | null },
 ): Float64Array {
   const output = new Float64Array(tokens * c.dModel);
   for (let t = 0; t < tokens; t++) {
@@ -120,7 +125,13 @@ export function referenceExperts(
     }
     for (let s = 0; s < (shared?.count ?? 0); s++) {
       const y = referenceExpert(x, t * c.dModel, s, shared!.weights, { ...c, dHidden: shared!.dHidden });
-      for (let i = 0; i < c.dModel; i++) output[t * c.dModel + i] += y[i];
+      let g = 1;
+      if (shared!.gate) {
+        let z = 0;
+        for (let i = 0; i < c.dModel; i++) z += x[t * c.dModel + i] * shared!.gate[s * c.dModel + i];
+        g = 1 / (1 + Math.exp(-z));
+      }
+      for (let i = 0; i < c.dModel; i++) output[t * c.dModel + i] += g * y[i];
     }
   }
   return output;

@@ -205,7 +205,7 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
   const Held<float> values = held_float32(info, 0, "tensor", elements(env, "tensor", {c.rows, c.k}), false);
   check_finite(env, "tensor", values.data, c.rows, c.k);
   const float limit = moe::max_quantizable(c.dtype);
-  check_within(env, "tensor", values.data, c.rows * c.k, limit,
+  check_within(env, "tensor", values.data, {}, c.rows * c.k, limit,
                "|w| <= " + std::to_string(static_cast<int64_t>(limit)) + " (a float16 scale's range)");
   auto codes = Napi::Uint8Array::New(env, static_cast<size_t>(c.rows * c.code_bytes));
   auto scales = Napi::Uint16Array::New(env, static_cast<size_t>(c.rows * (c.k / c.g)));

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <utility>
 
+#include "../src/cpu/half.h"
 #include "args.h"
 
 namespace moe_binding {
@@ -22,10 +23,27 @@ bool Fields::boolean(const char* name) const { return bool_value(env_, object_.G
 std::string Fields::string(const char* name) const { return string_value(env_, object_.Get(name), path(name)); }
 double Fields::number(const char* name) const { return number_value(env_, object_.Get(name), path(name)); }
 void Fields::matrix(const char* name, int64_t rows, int64_t cols, moe::WeightDtype dtype, int64_t g, bool optional,
-                    const float** values, moe::QuantizedSource* quantized) const {
+                    const float** values, moe::QuantizedSource* quantized, moe::HalfSource* half) const {
   *values = nullptr;
   *quantized = {};
+  *half = {};
   const Napi::Value v = object_.Get(name);
+  if (v.IsObject() && !v.IsTypedArray() && v.As<Napi::Object>().Has("bits")) {
+    const Fields h(env_, v, path(name));
+    const std::string format = h.string("format");
+    if (format != "bfloat16" && format != "float16")
+      throw_range_error(env_, "expected " + h.path("format") + " to be 'bfloat16' or 'float16' but got '" + format + "'");
+    half->bfloat16 = format == "bfloat16";
+    half->bits = uint16_value(env_, h.object_.Get("bits"), h.path("bits"), rows * cols);
+    // An all-ones exponent is an infinity or a NaN in both formats.
+    const uint16_t exponent = half->bfloat16 ? 0x7f80u : 0x7c00u;
+    for (int64_t i = 0; i < rows * cols; ++i)
+      if ((half->bits[i] & exponent) == exponent)
+        throw_range_error(env_, "expected " + h.path("bits") + " to hold finite " + format +
+                                    " values but got an infinity or NaN (bits " + std::to_string(half->bits[i]) +
+                                    ") at [" + std::to_string(i / cols) + ", " + std::to_string(i % cols) + "]");
+    return;
+  }
   if (v.IsTypedArray() || !v.IsObject() || !moe::is_quantized(dtype)) {
     *values = float32(name, rows, cols, optional);
     return;
@@ -63,12 +81,16 @@ void check_group_size(Napi::Env env, moe::WeightDtype dtype, int64_t g, int64_t 
                       "expected an even " + what + " for int4 with one scale per row but got " + std::to_string(k));
 }
 
-void check_within(Napi::Env env, const std::string& name, const float* data, int64_t count, float limit,
-                  const std::string& range) {
-  for (int64_t i = 0; data && i < count; ++i)
-    if (std::abs(data[i]) > limit)
-      throw_range_error(env, "expected " + name + " within " + range + " but got " + std::to_string(data[i]) + " at " +
-                                 name + "[" + std::to_string(i) + "]");
+void check_within(Napi::Env env, const std::string& name, const float* data, const moe::HalfSource& half,
+                  int64_t count, float limit, const std::string& range) {
+  for (int64_t i = 0; (data || half.bits) && i < count; ++i) {
+    const float w = data              ? data[i]
+                    : half.bfloat16 ? moe::cpu::bfloat16_to_float(half.bits[i])
+                                    : moe::cpu::half_to_float(half.bits[i]);
+    if (std::abs(w) > limit)
+      throw_range_error(env, "expected " + name + " within " + range + " but got " + std::to_string(w) + " at " + name +
+                                 "[" + std::to_string(i) + "]");
+  }
 }
 
 ExpertSpec read_experts(const Fields& f) {
@@ -80,6 +102,11 @@ ExpertSpec read_experts(const Fields& f) {
   const std::string act = f.string("activation");
   if (!moe::parse_activation(act, &s.activation))
     throw_range_error(f.env(), "expected activation to be a known activation but got '" + act + "'");
+  if (s.activation == moe::Activation::swiglu_clamped) {
+    s.alpha = static_cast<float>(f.number("swigluAlpha"));
+    s.limit = static_cast<float>(f.number("swigluLimit"));
+    if (!(s.limit > 0)) throw_range_error(f.env(), "expected swigluLimit > 0 but got " + std::to_string(s.limit));
+  }
   const std::string dtype = f.string("weightDtype");
   if (!moe::parse_weight_dtype(dtype, &s.weight_dtype))
     throw_range_error(f.env(), "expected weightDtype to be a known weight dtype but got '" + dtype + "'");
@@ -94,9 +121,9 @@ ExpertSpec read_experts(const Fields& f) {
   elements(f.env(), "w1", {s.num_experts, s.d_hidden, s.d_model});
   const bool gated = moe::is_gated(s.activation);
   moe::ExpertWeights& w = spec.weights;
-  f.matrix("w1", s.num_experts * s.d_hidden, s.d_model, s.weight_dtype, s.group_size, false, &w.w1, &w.q1);
-  f.matrix("w3", s.num_experts * s.d_hidden, s.d_model, s.weight_dtype, s.group_size, !gated, &w.w3, &w.q3);
-  f.matrix("w2", s.num_experts * s.d_model, s.d_hidden, s.weight_dtype, s.group_size, false, &w.w2, &w.q2);
+  f.matrix("w1", s.num_experts * s.d_hidden, s.d_model, s.weight_dtype, s.group_size, false, &w.w1, &w.q1, &w.h1);
+  f.matrix("w3", s.num_experts * s.d_hidden, s.d_model, s.weight_dtype, s.group_size, !gated, &w.w3, &w.q3, &w.h3);
+  f.matrix("w2", s.num_experts * s.d_model, s.d_hidden, s.weight_dtype, s.group_size, false, &w.w2, &w.q2, &w.h2);
   // float16 holds magnitudes up to 65504, and a quantized group's scale too: a weight that would need more (an
   // infinity once stored) is refused here.
   if (s.weight_dtype == moe::WeightDtype::float16 || moe::is_quantized(s.weight_dtype)) {
@@ -106,9 +133,9 @@ ExpertSpec read_experts(const Fields& f) {
                               (s.weight_dtype == moe::WeightDtype::float16 ? "" : ", a float16 scale's") +
                               ") for weightDtype '" + dtype + "'";
     const int64_t count = s.num_experts * s.d_hidden * s.d_model;
-    check_within(f.env(), "w1", w.w1, count, limit, range);
-    check_within(f.env(), "w3", w.w3, count, limit, range);
-    check_within(f.env(), "w2", w.w2, count, limit, range);
+    check_within(f.env(), "w1", w.w1, w.h1, count, limit, range);
+    check_within(f.env(), "w3", w.w3, w.h3, count, limit, range);
+    check_within(f.env(), "w2", w.w2, w.h2, count, limit, range);
   }
   w.b1 = f.float32("b1", s.num_experts, s.d_hidden, true);
   w.b3 = f.float32("b3", s.num_experts, s.d_hidden, true);
@@ -132,15 +159,21 @@ moe::LayerSpec read_layer(const Fields& f) {
   c.shared.num_experts = 0;
   if (f.present("shared")) {
     const ExpertSpec shared = read_experts(f.object("shared"));
-    if (shared.shape.d_model != c.experts.d_model || shared.shape.activation != c.experts.activation)
+    if (shared.shape.d_model != c.experts.d_model || shared.shape.activation != c.experts.activation ||
+        shared.shape.alpha != c.experts.alpha || shared.shape.limit != c.experts.limit)
       throw_range_error(f.env(), "expected spec.shared to have the routed experts' dModel and activation");
     c.shared = shared.shape;
     spec.shared = shared.weights;
+    spec.shared_gate = f.float32("sharedGate", c.shared.num_experts, c.experts.d_model, true);
+  } else if (f.present("sharedGate")) {
+    throw_range_error(f.env(), "expected no spec.sharedGate without shared experts but got one");
   }
   const std::string backend = f.string("backend");
   if (backend != "cpu" && backend != "cuda")
     throw_range_error(f.env(), "expected spec.backend to be 'cpu' or 'cuda' but got '" + backend + "'");
   spec.backend = backend == "cuda" ? moe::Backend::cuda : moe::Backend::cpu;
+  if (spec.backend == moe::Backend::cuda && spec.shared_gate)
+    throw_range_error(f.env(), "expected no spec.sharedGate with backend 'cuda' (CPU only) but got one");
   const Fields r = f.object("routing");
   const std::string rule = r.string("rule");
   if (rule != "softmax" && rule != "sigmoidBias" && rule != "none")

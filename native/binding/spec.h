@@ -22,9 +22,10 @@ class Fields {
   // A Float32Array of exactly `length` elements, each finite; null/undefined allowed when `optional` (nullptr).
   const float* float32(const char* name, int64_t rows, int64_t cols, bool optional = false) const;
   // A weight matrix of rows x cols: a Float32Array as float32() reads it, or, for int8 / int4 weights in groups
-  // of g (0: one per row), { codes, scales } as moe::QuantizedSource lays them out (scales finite float16 bits).
+  // of g (0: one per row), { codes, scales } as moe::QuantizedSource lays them out (scales finite float16 bits), or,
+  // for any dtype, { bits, format } with a Uint16Array of finite 'bfloat16' or 'float16' values (moe::HalfSource).
   void matrix(const char* name, int64_t rows, int64_t cols, moe::WeightDtype dtype, int64_t g, bool optional,
-              const float** values, moe::QuantizedSource* quantized) const;
+              const float** values, moe::QuantizedSource* quantized, moe::HalfSource* half) const;
   Fields object(const char* name) const;
   bool present(const char* name) const;
   Napi::Value value(const char* name) const { return object_.Get(name); }  // neither missing, undefined nor null
@@ -40,9 +41,10 @@ class Fields {
 // int8 / int4 groups of g inputs along rows of k: a multiple of 8 dividing k, or 0 for one per row (int4: an even
 // k, two codes a byte). `what` names k in the message ("dModel (64)").
 void check_group_size(Napi::Env env, moe::WeightDtype dtype, int64_t g, int64_t k, const std::string& what);
-// RangeError "expected <name> within <range> but got <value> at <name>[i]" for the first |data[i]| > limit.
-void check_within(Napi::Env env, const std::string& name, const float* data, int64_t count, float limit,
-                  const std::string& range);
+// RangeError "expected <name> within <range> but got <value> at <name>[i]" for the first |w[i]| > limit, w being
+// data or, where data is null, half's values (neither: nothing to check).
+void check_within(Napi::Env env, const std::string& name, const float* data, const moe::HalfSource& half,
+                  int64_t count, float limit, const std::string& range);
 
 // NativeExpertSpec: { numExperts, dModel, dHidden, activation, weightDtype, groupSize, w1, w3, w2, b1, b3, b2 }. The
 // arrays are the caller's memory, read while the constructor packs them.

@@ -34,6 +34,7 @@ using moe_test::randn;
 double act_ref(moe::Activation a, double x) {
   switch (a) {
     case moe::Activation::swiglu:
+    case moe::Activation::swiglu_clamped:
     case moe::Activation::silu: return x / (1 + std::exp(-x));
     case moe::Activation::geglu:
     case moe::Activation::gelu: return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
@@ -42,6 +43,16 @@ double act_ref(moe::Activation a, double x) {
     case moe::Activation::identity: break;
   }
   return x;
+}
+
+// A gated unit from its gate and up pre-activations; swiglu_clamped with ExpertShape's default alpha and limit.
+double gated_ref(moe::Activation a, double g, double u) {
+  if (a != moe::Activation::swiglu_clamped) return act_ref(a, g) * u;
+  const moe::ExpertShape shape;
+  const double limit = shape.limit, alpha = shape.alpha;
+  g = std::min(g, limit);
+  u = std::max(std::min(u, limit), -limit);
+  return g / (1 + std::exp(-alpha * g)) * (u + 1);
 }
 
 void test_layer(const Case& c, uint32_t seed) {
@@ -91,7 +102,7 @@ void test_layer(const Case& c, uint32_t seed) {
           a += double(w1[(e * c.h + n) * c.d + i]) * x[t * c.d + i];
           if (gated) u += double(w3[(e * c.h + n) * c.d + i]) * x[t * c.d + i];
         }
-        hid[n] = gated ? act_ref(c.act, a) * u : act_ref(c.act, a);
+        hid[n] = gated ? gated_ref(c.act, a, u) : act_ref(c.act, a);
       }
       for (int64_t i = 0; i < c.d; ++i) {
         double s = c.bias ? b2[e * c.d + i] : 0;
@@ -415,6 +426,7 @@ int main(int argc, char** argv) {
       {37, 33, 100, 4, 2, moe::Activation::gelu_tanh, true},
       {37, 20, 30, 4, 3, moe::Activation::relu, false},
       {37, 20, 30, 4, 1, moe::Activation::silu, true},
+      {37, 20, 30, 4, 2, moe::Activation::swiglu_clamped, true},
       {5, 20, 30, 64, 1, moe::Activation::identity, true},
       {700, 300, 40, 2, 2, moe::Activation::swiglu, true},  // 700 rows per expert: several row chunks, 2 k-blocks
       // A group's A over 4 MiB goes chunk by chunk (run_groups): the first GEMM's A holds 4.4 MB in the first case,

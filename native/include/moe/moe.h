@@ -15,9 +15,13 @@ namespace moe {
 enum class Isa { scalar, avx2, avx512, neon, avx512_bf16 };
 const char* isa_name(Isa isa);
 
-// Activation of the expert FFN. Gated ones compute act(x W1^T + b1) * (x W3^T + b3) (Shazeer 2020, GLU variants).
-enum class Activation { swiglu, geglu, gelu, gelu_tanh, relu, silu, identity };
-inline bool is_gated(Activation act) { return act == Activation::swiglu || act == Activation::geglu; }
+// Activation of the expert FFN. Gated ones compute act(x W1^T + b1) * (x W3^T + b3) (Shazeer 2020, GLU variants);
+// swiglu_clamped is gpt-oss's variant: g = min(g, limit), u = clamp(u, -limit, limit), g sigmoid(alpha g) (u + 1)
+// (transformers GptOssExperts; alpha and limit in ExpertShape).
+enum class Activation { swiglu, geglu, gelu, gelu_tanh, relu, silu, identity, swiglu_clamped };
+inline bool is_gated(Activation act) {
+  return act == Activation::swiglu || act == Activation::geglu || act == Activation::swiglu_clamped;
+}
 // Parses the public name ('swiglu', 'gelu-tanh', ...); returns false when unknown.
 bool parse_activation(const std::string& name, Activation* out);
 
@@ -88,6 +92,7 @@ void dispatch(const int32_t* experts, int64_t slots, int64_t num_experts, int32_
 struct ExpertShape {
   int64_t num_experts = 0, d_model = 0, d_hidden = 0;
   Activation activation = Activation::swiglu;
+  float alpha = 1.702f, limit = 7.0f;  // swiglu_clamped's (gpt-oss's values by default)
   WeightDtype weight_dtype = WeightDtype::float32;  // how the packed weights are stored (inputs are float32)
   // int8 / int4: input weights per scale, a multiple of 8 dividing d_model and d_hidden; 0: one scale per row.
   int64_t group_size = 32;
@@ -101,6 +106,13 @@ struct QuantizedSource {
   const uint16_t* scales = nullptr;
 };
 
+// Weights in 16-bit floats (float16 or bfloat16 bits), handed over as a checkpoint stores them: each row is widened
+// to float32 (exactly) just before it is packed, so a bf16 checkpoint never exists in float32 as a whole.
+struct HalfSource {
+  const uint16_t* bits = nullptr;
+  bool bfloat16 = true;  // false: IEEE float16
+};
+
 struct ExpertWeights {        // host pointers, read once by pack_experts; biases may be null
   const float* w1 = nullptr;  // [E, dHidden, dModel] gate (or the only up-projection)
   const float* w3 = nullptr;  // [E, dHidden, dModel] up; required iff the activation is gated
@@ -111,6 +123,8 @@ struct ExpertWeights {        // host pointers, read once by pack_experts; biase
   // Quantized alternatives of w1, w3, w2 (int8 / int4 only): used where codes are set, the float pointer is then
   // null.
   QuantizedSource q1, q3, q2;
+  // 16-bit float alternatives of w1, w3, w2 (any weight dtype): used where bits are set.
+  HalfSource h1, h3, h2;
 };
 
 class PackedExperts;  // weights in the active ISA's panel layout, immutable once built
@@ -172,6 +186,9 @@ struct LayerSpec {
   const float* noise_router = nullptr;  // [E, dModel] W_noise of noisy top-k, or null
   ExpertWeights experts;
   ExpertWeights shared;  // when config.shared.num_experts > 0
+  // [shared experts, dModel] or null: shared expert s is scaled by sigmoid(x . shared_gate[s]) per token instead of
+  // 1 (Qwen2-MoE's shared_expert_gate). CPU only.
+  const float* shared_gate = nullptr;
 };
 
 // A call a backend does not offer (slot outputs on CUDA, say): a caller's mistake, reported as a RangeError.
@@ -216,7 +233,7 @@ class CpuLayer final : public Layer {
  public:
   CpuLayer(const LayerConfig& config, const float* router, const ExpertWeights& weights,
            const ExpertWeights& shared = ExpertWeights{}, const BuiltInRouting& routing = BuiltInRouting{},
-           const float* noise_router = nullptr);
+           const float* noise_router = nullptr, const float* shared_gate = nullptr);
   ~CpuLayer() override;
   void forward(const float* x, int64_t tokens, const LayerOutputs& out) override;
   void router_logits(const float* x, int64_t tokens, float* logits) override;

@@ -11,7 +11,7 @@ bool parse_activation(const std::string& name, Activation* out) {
   } table[] = {
       {"swiglu", Activation::swiglu},       {"geglu", Activation::geglu}, {"gelu", Activation::gelu},
       {"gelu-tanh", Activation::gelu_tanh}, {"relu", Activation::relu},   {"silu", Activation::silu},
-      {"identity", Activation::identity},
+      {"identity", Activation::identity},   {"swiglu-clamped", Activation::swiglu_clamped},
   };
   for (const auto& entry : table)
     if (name == entry.name) {

@@ -127,9 +127,10 @@ void run_groups(std::vector<GemmGroup>& groups, const PackedMatrix& matrix, Alig
 
 PackedExperts::PackedExperts(const ExpertShape& s, const ExpertWeights& w)
     : shape(s),
-      up(kernels().geometry, s.num_experts, s.d_hidden, s.d_model, s.weight_dtype, s.group_size, {w.w1, w.q1, w.b1},
-         is_gated(s.activation) ? MatrixSource{w.w3, w.q3, w.b3} : MatrixSource{}),
-      down(kernels().geometry, s.num_experts, s.d_model, s.d_hidden, s.weight_dtype, s.group_size, {w.w2, w.q2, w.b2}) {
+      up(kernels().geometry, s.num_experts, s.d_hidden, s.d_model, s.weight_dtype, s.group_size, {w.w1, w.q1, w.b1, w.h1},
+         is_gated(s.activation) ? MatrixSource{w.w3, w.q3, w.b3, w.h3} : MatrixSource{}),
+      down(kernels().geometry, s.num_experts, s.d_model, s.d_hidden, s.weight_dtype, s.group_size,
+           {w.w2, w.q2, w.b2, w.h2}) {
 }
 
 std::shared_ptr<const PackedExperts> pack_experts(const ExpertShape& shape, const ExpertWeights& weights) {
@@ -158,6 +159,8 @@ void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int
     const int64_t n = offsets[e + 1] - offsets[e];
     if (n == 0) continue;  // an expert without tokens costs nothing
     GemmGroup g{packed.up.problem(e, s.activation), n};
+    g.problem.alpha = s.alpha;
+    g.problem.limit = s.limit;
     g.problem.a = {x, s.d_model, order + offsets[e], k};
     g.problem.c_packed = hidden + hidden_at[e];
     g.problem.c_rows = n;

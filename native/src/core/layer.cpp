@@ -1,6 +1,7 @@
 // The CPU layer: router -> top-k -> dispatch -> grouped expert FFN -> combine, over a reusable workspace.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <mutex>
 
 #include "experts.h"
@@ -12,7 +13,7 @@ namespace moe {
 
 struct CpuLayer::State {
   State(const LayerConfig& c, const float* router_weights, const ExpertWeights& w, const ExpertWeights& sw,
-        const BuiltInRouting& r, const float* noise_router_weights)
+        const BuiltInRouting& r, const float* noise_router_weights, const float* shared_gate_weights)
       : config(c),
         rule(r.rule),
         router(kernels().geometry, 1, c.experts.num_experts, c.experts.d_model, WeightDtype::float32, 0,
@@ -23,16 +24,20 @@ struct CpuLayer::State {
     if (noise_router_weights)
       noise_router = std::make_unique<PackedMatrix>(kernels().geometry, 1, c.experts.num_experts, c.experts.d_model,
                                                     WeightDtype::float32, 0, MatrixSource{noise_router_weights});
+    if (shared_gate_weights && c.shared.num_experts > 0)
+      shared_gate = std::make_unique<PackedMatrix>(kernels().geometry, 1, c.shared.num_experts, c.experts.d_model,
+                                                   WeightDtype::float32, 0, MatrixSource{shared_gate_weights});
   }
   LayerConfig config;
   BuiltInRouting::Rule rule;
   PackedMatrix router;
   std::unique_ptr<PackedMatrix> noise_router;
+  std::unique_ptr<PackedMatrix> shared_gate;  // Qwen2-MoE's shared_expert_gate, or none (weight 1)
   PackedExperts packed_experts;
   std::unique_ptr<PackedExperts> shared;
   std::mutex mutex;  // one forward at a time on this layer's workspace
   FfnWorkspace ffn;
-  AlignedBuffer<float> slot_out, slot_weights;
+  AlignedBuffer<float> slot_out, slot_weights, shared_gates;
   AlignedBuffer<int32_t> slot_experts, counts, offsets, order;
   LayerTimings timings;  // of the last forward (guarded by mutex)
 
@@ -47,11 +52,18 @@ struct CpuLayer::State {
     const int64_t slots = tokens * slots_per_token, all = routed + num_shared;
     int32_t* ids = slot_experts.reserve(static_cast<size_t>(slots));
     float* w = slot_weights.reserve(static_cast<size_t>(slots));
+    // Gated shared experts (Qwen2-MoE): weight sigmoid(x . g_s) instead of 1.
+    float* gate = nullptr;
+    if (shared_gate) {
+      gate = shared_gates.reserve(static_cast<size_t>(std::max<int64_t>(tokens * num_shared, 1)));
+      packed_router_logits(*shared_gate, x, tokens, shape.d_model, gate, ffn);
+      for (int64_t i = 0; i < tokens * num_shared; ++i) gate[i] = 1.0f / (1.0f + std::exp(-gate[i]));
+    }
     for (int64_t t = 0; t < tokens; ++t)
       for (int j = 0; j < slots_per_token; ++j) {
         const bool is_routed = j < k;
         ids[t * slots_per_token + j] = is_routed ? experts[t * k + j] : static_cast<int32_t>(routed + j - k);
-        w[t * slots_per_token + j] = is_routed ? weights[t * k + j] : 1.0f;
+        w[t * slots_per_token + j] = is_routed ? weights[t * k + j] : gate ? gate[t * num_shared + (j - k)] : 1.0f;
       }
     int32_t* count = counts.reserve(static_cast<size_t>(all));
     int32_t* offset = offsets.reserve(static_cast<size_t>(all + 1));
@@ -84,8 +96,9 @@ struct CpuLayer::State {
 };
 
 CpuLayer::CpuLayer(const LayerConfig& config, const float* router, const ExpertWeights& weights,
-                   const ExpertWeights& shared, const BuiltInRouting& routing, const float* noise_router)
-    : state_(std::make_unique<State>(config, router, weights, shared, routing, noise_router)) {}
+                   const ExpertWeights& shared, const BuiltInRouting& routing, const float* noise_router,
+                   const float* shared_gate)
+    : state_(std::make_unique<State>(config, router, weights, shared, routing, noise_router, shared_gate)) {}
 CpuLayer::~CpuLayer() = default;
 
 bool CpuLayer::runs_inline(int64_t slots) const {
@@ -96,7 +109,8 @@ bool CpuLayer::runs_inline(int64_t slots) const {
 const LayerConfig& CpuLayer::config() const { return state_->config; }
 size_t CpuLayer::packed_bytes() const {
   const State& s = *state_;
-  return s.router.bytes() + moe::packed_bytes(s.packed_experts) + (s.shared ? moe::packed_bytes(*s.shared) : 0);
+  return s.router.bytes() + moe::packed_bytes(s.packed_experts) + (s.shared ? moe::packed_bytes(*s.shared) : 0) +
+         (s.shared_gate ? s.shared_gate->bytes() : 0);
 }
 
 void CpuLayer::forward(const float* x, int64_t tokens, const LayerOutputs& out) {

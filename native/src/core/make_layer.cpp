@@ -12,7 +12,7 @@ std::shared_ptr<Layer> make_layer(const LayerSpec& spec) {
     case Backend::cpu: break;
   }
   return std::make_shared<CpuLayer>(spec.config, spec.router, spec.experts, spec.shared, spec.routing,
-                                    spec.noise_router);
+                                    spec.noise_router, spec.shared_gate);
 }
 
 }  // namespace moe

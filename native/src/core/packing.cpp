@@ -1,7 +1,9 @@
 #include "packing.h"
 
 #include <algorithm>
+#include <vector>
 
+#include "../cpu/half.h"
 #include "thread_pool.h"
 #include "weight_formats.h"
 
@@ -14,7 +16,7 @@ PackedMatrix::PackedMatrix(const cpu::PanelGeometry& geometry, int64_t count, in
       k_(k),
       group_(is_quantized(dtype) ? (group_size > 0 ? group_size : k) : 0),
       nr_(geometry.nr()),
-      gated_(up.values || up.quantized.codes),
+      gated_(up.values || up.quantized.codes || up.half.bits),
       dtype_(dtype) {
   const WeightFormat& format = weight_format(dtype);
   out_cols_ = gated_ ? nr_ / 2 : nr_;
@@ -27,6 +29,7 @@ PackedMatrix::PackedMatrix(const cpu::PanelGeometry& geometry, int64_t count, in
   const int64_t row_bytes = code_bytes(dtype, k_), groups = group_ ? k_ / group_ : 0;
   // Panels are independent: pack them on the pool (a Mixtral-sized layer is hundreds of MB).
   ThreadPool::instance().run(count_ * panels_, [&](int64_t item) {
+    thread_local std::vector<float> widened;  // one row of a HalfSource as float32
     const int64_t e = item / panels_, p = item % panels_;
     void* panel = dst + e * per_matrix + p * panel_bytes_;
     float* pbias = bdst + (e * panels_ + p) * nr_;
@@ -39,6 +42,12 @@ PackedMatrix::PackedMatrix(const cpu::PanelGeometry& geometry, int64_t count, in
           if (src.quantized.codes) {
             column.codes = src.quantized.codes + row * row_bytes;
             column.scales = src.quantized.scales + row * groups;
+          } else if (src.half.bits) {
+            widened.resize(static_cast<size_t>(k_));
+            const uint16_t* bits = src.half.bits + row * k_;
+            for (int64_t i = 0; i < k_; ++i)
+              widened[i] = src.half.bfloat16 ? cpu::bfloat16_to_float(bits[i]) : cpu::half_to_float(bits[i]);
+            column.values = widened.data();
           } else {
             column.values = src.values + row * k_;
           }

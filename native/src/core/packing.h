@@ -16,6 +16,7 @@ struct MatrixSource {
   const float* values = nullptr;
   QuantizedSource quantized;
   const float* bias = nullptr;
+  HalfSource half;  // instead of values: 16-bit floats, widened row by row while packing
 };
 
 class PackedMatrix {

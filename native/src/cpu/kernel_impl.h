@@ -178,6 +178,7 @@ struct KernelImpl {
   static reg activate(moe::Activation act, reg x) {
     switch (act) {
       case moe::Activation::swiglu:
+      case moe::Activation::swiglu_clamped:  // (its clamps and alpha are in epilogue)
       case moe::Activation::silu: return V::mul(x, sigmoid(x));
       case moe::Activation::geglu:
       case moe::Activation::gelu: return gelu_erf(x);
@@ -193,7 +194,16 @@ struct KernelImpl {
   static void epilogue(const moe::cpu::GemmProblem& p, const float* acc, const float* bias, float* out, int64_t valid,
                        int64_t chunk_stride) {
     alignas(64) float row[NR];
-    if (p.gated) {
+    if (p.activation == moe::Activation::swiglu_clamped) {
+      // gpt-oss: g = min(g, limit); u = clamp(u, -limit, limit); out = g sigmoid(alpha g) (u + 1)
+      constexpr int half = NV / 2;
+      const reg limit = V::set1(p.limit), low = V::set1(-p.limit), alpha = V::set1(p.alpha), one = V::set1(1.0f);
+      for (int v = 0; v < half; ++v) {
+        const reg g = V::min(V::add(V::load(acc + v * W), V::load(bias + v * W)), limit);
+        const reg u = V::max(V::min(V::add(V::load(acc + (half + v) * W), V::load(bias + (half + v) * W)), limit), low);
+        V::store(row + v * W, V::mul(V::mul(g, sigmoid(V::mul(alpha, g))), V::add(u, one)));
+      }
+    } else if (p.gated) {
       constexpr int half = NV / 2;
       for (int v = 0; v < half; ++v) {
         const reg g = V::add(V::load(acc + v * W), V::load(bias + v * W));

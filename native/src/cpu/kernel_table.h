@@ -42,6 +42,7 @@ struct GemmProblem {
   int64_t k = 0;                // reduction length
   int64_t n = 0;                // valid output columns
   Activation activation = Activation::identity;
+  float alpha = 1.0f, limit = 0.0f;  // swiglu_clamped's parameters
   bool gated = false;
   RowMap<const float> a;  // input rows
   RowMap<float> c;        // output rows (written, never read)

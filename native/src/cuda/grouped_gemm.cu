@@ -17,6 +17,7 @@ constexpr int BM = 64, BN = 64, BK = 32, LDS = BK + 8, LDC = BN + 4, kThreads = 
 __device__ float activate(Activation a, float x) {
   switch (a) {
     case Activation::swiglu:
+    case Activation::swiglu_clamped:  // (its clamps and alpha: the epilogue)
     case Activation::silu: return x / (1.f + __expf(-x));
     case Activation::geglu:
     case Activation::gelu: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
@@ -106,8 +107,15 @@ __global__ void __launch_bounds__(kThreads) grouped_gemm_kernel(GemmArgs a) {
     const int64_t pos = int64_t(tile.offset) + tile.row0 + r;
     float v = Cs[r * LDC + c] + (bias ? bias[col] : 0.f);
     if (kUp) {
-      v = activate(a.activation, v);
-      if (kGated) v *= Cu[r * LDC + c] + (bias_up ? bias_up[col] : 0.f);
+      const float u = kGated ? Cu[r * LDC + c] + (bias_up ? bias_up[col] : 0.f) : 0.f;
+      if (kGated && a.activation == Activation::swiglu_clamped) {
+        // gpt-oss: g = min(g, limit); u = clamp(u, -limit, limit); g sigmoid(alpha g) (u + 1)
+        const float g = fminf(v, a.limit);
+        v = g / (1.f + __expf(-a.alpha * g)) * (fmaxf(fminf(u, a.limit), -a.limit) + 1.f);
+      } else {
+        v = activate(a.activation, v);
+        if (kGated) v *= u;
+      }
       a.hidden_out[pos * a.n + col] = __float2bfloat16(v);
     } else {
       a.slot_out[int64_t(a.order[pos]) * a.n + col] = v;  // scattered to its slot

@@ -47,6 +47,7 @@ struct GemmArgs {
   const float* bias_up;
   int64_t n;  // output columns
   Activation activation;
+  float alpha, limit;  // swiglu_clamped's
   // outputs: hidden (bf16, by segment position) for the first GEMM, slot rows (fp32, scattered) for the second
   __nv_bfloat16* hidden_out;
   float* slot_out;

@@ -37,6 +37,7 @@ double activate(moe::Activation a, double v) {
   const double silu = v / (1 + std::exp(-v)), gelu = 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
   switch (a) {
     case moe::Activation::swiglu:
+    case moe::Activation::swiglu_clamped:  // (clamps and alpha: gated_unit)
     case moe::Activation::silu: return silu;
     case moe::Activation::geglu:
     case moe::Activation::gelu: return gelu;
@@ -45,6 +46,15 @@ double activate(moe::Activation a, double v) {
     case moe::Activation::identity: return v;
   }
   return v;
+}
+
+// act(g) * u, or gpt-oss's clamped SwiGLU with ExpertShape's default alpha and limit.
+double gated_unit(moe::Activation a, double g, double u) {
+  if (a != moe::Activation::swiglu_clamped) return activate(a, g) * u;
+  const moe::ExpertShape shape;
+  g = std::min(g, double(shape.limit));
+  u = std::max(std::min(u, double(shape.limit)), -double(shape.limit));
+  return g / (1 + std::exp(-double(shape.alpha) * g)) * (u + 1);
 }
 
 // The layer's output for a routing, rounded where the GPU rounds: bf16 x and weights into each GEMM, bf16 hidden
@@ -67,7 +77,7 @@ std::vector<float> bf16_reference(const Case& c, const CaseData& d, const std::v
         }
         if (c.bias) a += d.b1[e * c.h + i];
         if (c.bias && gated) b += d.b3[e * c.h + i];
-        const double v = activate(c.act, a) * (gated ? b : 1.0);
+        const double v = gated ? gated_unit(c.act, a, b) : activate(c.act, a);
         hidden[i] = bf16(static_cast<float>(v));
       }
       for (int64_t q = 0; q < c.d; ++q) {

@@ -1,0 +1,112 @@
+/**
+ * A checkpoint's tensors across its files: one `model.safetensors`, or shards listed by
+ * `model.safetensors.index.json` ({ "weight_map": { tensor name: shard file } }, as transformers writes them). Shards
+ * are opened when a tensor in them is first asked for, so a layer's load touches only its own shards.
+ */
+import { promises as fs } from 'fs';
+import * as path from 'path';
+import { rangeError, typeError } from '../errors';
+import { Tensor } from '../tensor';
+import { SafetensorsFile, ReadOptions } from './file';
+import { TensorInfo } from './format';
+
+export const INDEX_FILE = 'model.safetensors.index.json';
+export const SINGLE_FILE = 'model.safetensors';
+
+export class Checkpoint {
+  private readonly files = new Map<string, Promise<SafetensorsFile>>();
+
+  private constructor(
+    /** The directory (or file) it was opened with. */
+    readonly location: string,
+    /** Tensor name -> the file that holds it (absolute paths). */
+    private readonly weightMap: Map<string, string>,
+    /** Files opened already (a single file is opened at once). */
+    opened: SafetensorsFile[],
+  ) {
+    for (const f of opened) this.files.set(f.path, Promise.resolve(f));
+  }
+
+  /**
+   * Opens a directory with `model.safetensors.index.json` (sharded) or `model.safetensors`, or a .safetensors file.
+   * The index is checked here (shard names that stay in the directory); each shard's header when first used.
+   */
+  static async open(location: string): Promise<Checkpoint> {
+    if (typeof location !== 'string') throw typeError('a checkpoint path to be a string', typeof location);
+    const stat = await fs.stat(location).catch(() => undefined);
+    if (!stat) throw rangeError(`a checkpoint directory or .safetensors file at ${location}`, 'nothing there');
+    if (stat.isFile()) return Checkpoint.single(location, location);
+    const index = path.join(location, INDEX_FILE);
+    const text = await fs.readFile(index, 'utf8').catch(() => undefined);
+    if (text === undefined) {
+      const single = path.join(location, SINGLE_FILE);
+      if (!(await fs.stat(single).catch(() => undefined)))
+        throw rangeError(`${location} to hold ${INDEX_FILE} or ${SINGLE_FILE}`, 'neither');
+      return Checkpoint.single(location, single);
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (err) {
+      throw rangeError(`${index} to be JSON`, `a parse error (${(err as Error).message})`);
+    }
+    const map = (parsed as { weight_map?: unknown })?.weight_map;
+    if (typeof map !== 'object' || map === null || Array.isArray(map))
+      throw rangeError(`${index} to have a "weight_map" object`, JSON.stringify(map) ?? 'none');
+    const weightMap = new Map<string, string>();
+    for (const [name, file] of Object.entries(map)) {
+      // A shard is a file name in the checkpoint's own directory: no path may lead out of it.
+      if (typeof file !== 'string' || file === '' || file !== path.basename(file) || file === '..' || file === '.')
+        throw rangeError(`${index}: weight_map['${name}'] to be a file name in the checkpoint directory`, JSON.stringify(file));
+      weightMap.set(name, path.join(location, file));
+    }
+    return new Checkpoint(location, weightMap, []);
+  }
+
+  private static async single(location: string, file: string): Promise<Checkpoint> {
+    const f = await SafetensorsFile.open(file);
+    return new Checkpoint(location, new Map(f.names().map((n) => [n, file])), [f]);
+  }
+
+  /** Every tensor name of the checkpoint (from the index, or the single file's header). */
+  names(): string[] {
+    return [...this.weightMap.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.weightMap.has(name);
+  }
+
+  /** The file that holds `name`, opened (its header checked); errors name the shard and the tensor. */
+  async file(name: string): Promise<SafetensorsFile> {
+    const file = this.weightMap.get(name);
+    if (file === undefined) throw rangeError(`${this.location} to hold a tensor '${name}'`, 'no such tensor');
+    let opened = this.files.get(file);
+    if (!opened) {
+      opened = SafetensorsFile.open(file).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT')
+          throw rangeError(`the shard ${file} (listed for tensor '${name}' in ${INDEX_FILE}) to exist`, 'no such file');
+        throw err;
+      });
+      this.files.set(file, opened);
+    }
+    const f = await opened;
+    if (!f.has(name)) throw rangeError(`${file} to hold tensor '${name}' (as ${INDEX_FILE} says)`, 'no such tensor in that shard');
+    return f;
+  }
+
+  async info(name: string): Promise<TensorInfo> {
+    return (await this.file(name)).info(name);
+  }
+
+  async tensor(name: string, options?: ReadOptions): Promise<Tensor> {
+    return (await this.file(name)).tensor(name, options);
+  }
+
+  /** Closes every file opened so far. */
+  async close(): Promise<void> {
+    const opened = [...this.files.values()];
+    this.files.clear();
+    await Promise.all(opened.map((p) => p.then((f) => f.close()).catch(() => undefined)));
+  }
+}

@@ -1,0 +1,145 @@
+/**
+ * A safetensors file opened for reading: the header is parsed and checked at open, and each tensor is read on
+ * request with positional reads of its own bytes only, so a checkpoint of many GB costs what is asked of it.
+ * The bytes land in an ArrayBuffer of their own (outside the JS heap), never in a copy of the file.
+ */
+import { promises as fs } from 'fs';
+import { rangeError, typeError } from '../errors';
+import { DType, DataOf, Tensor } from '../tensor';
+import { Header, SAFETENSORS_DTYPES, SafetensorsDtype, TensorInfo, headerLength, parseHeader } from './format';
+
+/** Bytes per read call: below the 2 GiB a single read may move, and a point to check the abort signal. */
+const READ_CHUNK = 64 << 20;
+
+export interface ReadOptions {
+  /** Aborts a long read between chunks with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+export class SafetensorsFile {
+  private handle: fs.FileHandle | undefined;
+
+  private constructor(
+    /** The path it was opened with. */
+    readonly path: string,
+    private readonly header: Header,
+    handle: fs.FileHandle,
+    /** The file's size in bytes. */
+    readonly size: number,
+  ) {
+    this.handle = handle;
+  }
+
+  /** Opens `path` and checks its header (a RangeError naming the file for anything malformed). */
+  static async open(path: string): Promise<SafetensorsFile> {
+    if (typeof path !== 'string') throw typeError('path to be a string', typeof path);
+    const handle = await fs.open(path, 'r');
+    try {
+      const { size } = await handle.stat();
+      const prefix = new Uint8Array(8);
+      await readFully(handle, prefix, 0);
+      const n = headerLength(prefix, size, path);
+      const json = new Uint8Array(n);
+      await readFully(handle, json, 8);
+      return new SafetensorsFile(path, parseHeader(json, size - 8 - n, path), handle, size);
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+  }
+
+  /** The "__metadata__" strings. */
+  get metadata(): Readonly<Record<string, string>> {
+    return this.header.metadata;
+  }
+
+  /** The tensor names, in the header's order. */
+  names(): string[] {
+    return [...this.header.tensors.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.header.tensors.has(name);
+  }
+
+  /** A tensor's dtype, shape and byte range, or a RangeError naming the file when it has none of that name. */
+  info(name: string): TensorInfo {
+    const info = this.header.tensors.get(name);
+    if (!info) throw rangeError(`${this.path} to hold a tensor '${name}'`, 'no such tensor');
+    return info;
+  }
+
+  /**
+   * Reads one tensor: F32, F16, BF16, I32, I8 and U8 as Tensors of that type ('float32', 'float16', 'bfloat16', ...),
+   * BOOL and the FP8 formats as their raw bytes ('uint8'; safetensors.fp8ToFloat32 decodes FP8).
+   */
+  async tensor(name: string, options: ReadOptions = {}): Promise<Tensor> {
+    const info = this.info(name);
+    const dtype: DType | undefined = SAFETENSORS_DTYPES[info.dtype].tensor;
+    if (!dtype)
+      throw rangeError(
+        `${this.path}: tensor '${name}' to have a dtype moe-kernels reads (F32, F16, BF16, I32, I8, U8, BOOL, F8_E4M3, F8_E5M2)`,
+        `'${info.dtype}'`,
+      );
+    const bytes = await this.bytes(name, options);
+    const data = viewAs(dtype, bytes);
+    return Tensor.from(data as DataOf<typeof dtype>, info.shape, dtype);
+  }
+
+  /** A tensor's raw little-endian bytes, in a buffer of their own. */
+  async bytes(name: string, options: ReadOptions = {}): Promise<Uint8Array> {
+    const info = this.info(name);
+    const handle = this.open_();
+    const out = new Uint8Array(new ArrayBuffer(info.byteLength));
+    for (let at = 0; at < info.byteLength; at += READ_CHUNK) {
+      options.signal?.throwIfAborted();
+      await readFully(handle, out.subarray(at, Math.min(info.byteLength, at + READ_CHUNK)), info.offset + at, this.path);
+    }
+    return out;
+  }
+
+  /** Whether close() was called. */
+  get closed(): boolean {
+    return this.handle === undefined;
+  }
+
+  async close(): Promise<void> {
+    const h = this.handle;
+    this.handle = undefined;
+    await h?.close();
+  }
+
+  private open_(): fs.FileHandle {
+    if (!this.handle) throw typeError(`an open file (${this.path})`, 'a closed SafetensorsFile');
+    return this.handle;
+  }
+}
+
+/** Fills `into` from `position`; a file that ends first (changed since it was opened) is a RangeError. */
+async function readFully(handle: fs.FileHandle, into: Uint8Array, position: number, file = 'the file'): Promise<void> {
+  let done = 0;
+  while (done < into.length) {
+    const { bytesRead } = await handle.read(into, done, into.length - done, position + done);
+    if (bytesRead === 0) throw rangeError(`${file} to hold ${into.length} bytes at offset ${position}`, 'its end (truncated since it was opened?)');
+    done += bytesRead;
+  }
+}
+
+function viewAs(dtype: DType, bytes: Uint8Array): DataOf<DType> {
+  const b = bytes.buffer;
+  switch (dtype) {
+    case 'float32':
+      return new Float32Array(b);
+    case 'float16':
+    case 'bfloat16':
+      return new Uint16Array(b);
+    case 'int32':
+      return new Int32Array(b);
+    case 'int8':
+      return new Int8Array(b);
+    case 'uint8':
+      return bytes;
+  }
+}
+
+export type { SafetensorsDtype, TensorInfo };
