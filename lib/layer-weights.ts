@@ -61,7 +61,14 @@ export function layerSpec(
   }
   const experts = expertSpec(
     weights,
-    { numExperts: c.numExperts, dModel: c.dModel, dHidden: c.dHidden, activation: c.activation, swigluAlpha: c.swigluAlpha, swigluLimit: c.swigluLimit },
+    {
+      numExperts: c.numExperts,
+      dModel: c.dModel,
+      dHidden: c.dHidden,
+      activation: c.activation,
+      swigluAlpha: c.swigluAlpha,
+      swigluLimit: c.swigluLimit,
+    },
     'weights',
     c.weightDtype,
     c.groupSize,
@@ -91,7 +98,9 @@ export function layerSpec(
   if (weights.sharedGate !== undefined && weights.sharedGate !== null) {
     if (c.sharedExperts === 0) throw rangeError('no weights.sharedGate (config.sharedExperts is 0)', describe(weights.sharedGate));
     if (c.backend === 'cuda') throw rangeError("no weights.sharedGate with backend 'cuda' (CPU only)", 'a sharedGate');
-    sharedGate = float32Data(expectTensor(weights.sharedGate, 'weights.sharedGate', floats, [c.sharedExperts, c.dModel], ['sharedExperts', 'dModel']));
+    sharedGate = float32Data(
+      expectTensor(weights.sharedGate, 'weights.sharedGate', floats, [c.sharedExperts, c.dModel], ['sharedExperts', 'dModel']),
+    );
   }
   return {
     experts,

@@ -7,6 +7,7 @@ import { LayerRouter } from './layer-router';
 import type { QuantizedTensor } from './quant';
 import { MoEWeights, RandomWeightsOptions, layerSpec, randomWeights, routerBiasOf } from './layer-weights';
 import { LayerTimings, NativeForwardResult, NativeLayer, NativeRoutedResult, native } from './native';
+import { FromPretrainedOptions, loadPretrained } from './pretrained/load';
 import { Tensor } from './tensor';
 import { expectBoolean, expectInteger, expectTensor } from './validate';
 
@@ -57,6 +58,21 @@ export class MoELayer implements Disposable {
    */
   static random(config: MoEConfig, options: RandomWeightsOptions = {}): MoELayer {
     return new MoELayer(config, randomWeights(resolveConfig(config), options));
+  }
+
+  /**
+   * One MoE layer of a Hugging Face checkpoint directory (config.json and model.safetensors or its sharded index):
+   * Mixtral, Qwen2-MoE, Qwen3-MoE, DeepSeek-V2 / V3 (FP8 included), OLMoE and gpt-oss (MXFP4 included); see
+   * lib/pretrained/families. Reads only that layer's tensors, expert by expert, off the event loop; reports
+   * progress; an AbortSignal stops it between reads. The layer's weights stay in the checkpoint's precision
+   * (bfloat16 by default) or are quantized as they are read (weightDtype 'int8' / 'int4').
+   */
+  static async fromPretrained(dir: string, options: FromPretrainedOptions = {}): Promise<MoELayer> {
+    const loaded = await loadPretrained(dir, options);
+    options?.signal?.throwIfAborted();
+    const layer = new MoELayer(loaded.config, loaded.weights);
+    options?.onProgress?.({ phase: 'done', bytesRead: loaded.bytesRead, totalBytes: loaded.bytesRead });
+    return layer;
   }
 
   get disposed(): boolean {

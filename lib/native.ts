@@ -114,9 +114,7 @@ export interface NativeExpertSpec {
  * floats widened row by row as they are packed (a bf16 checkpoint never exists in float32 as a whole).
  */
 export type NativeWeight =
-  | Float32Array
-  | { codes: Int8Array | Uint8Array; scales: Uint16Array }
-  | { bits: Uint16Array; format: 'bfloat16' | 'float16' };
+  Float32Array | { codes: Int8Array | Uint8Array; scales: Uint16Array } | { bits: Uint16Array; format: 'bfloat16' | 'float16' };
 
 /** Everything a native layer is built from, read by name and checked once in native/binding/spec.cpp. */
 export interface NativeLayerSpec {

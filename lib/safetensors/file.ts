@@ -88,12 +88,19 @@ export class SafetensorsFile {
 
   /** A tensor's raw little-endian bytes, in a buffer of their own. */
   async bytes(name: string, options: ReadOptions = {}): Promise<Uint8Array> {
+    return this.range(name, 0, this.info(name).byteLength, options);
+  }
+
+  /** Bytes [begin, begin + length) of a tensor's data (one expert's rows of a stacked tensor, say). */
+  async range(name: string, begin: number, length: number, options: ReadOptions = {}): Promise<Uint8Array> {
     const info = this.info(name);
+    if (!Number.isSafeInteger(begin) || !Number.isSafeInteger(length) || begin < 0 || length < 0 || begin + length > info.byteLength)
+      throw rangeError(`a byte range within tensor '${name}' (${info.byteLength} bytes) of ${this.path}`, `[${begin}, ${begin + length})`);
     const handle = this.open_();
-    const out = new Uint8Array(new ArrayBuffer(info.byteLength));
-    for (let at = 0; at < info.byteLength; at += READ_CHUNK) {
+    const out = new Uint8Array(new ArrayBuffer(length));
+    for (let at = 0; at < length; at += READ_CHUNK) {
       options.signal?.throwIfAborted();
-      await readFully(handle, out.subarray(at, Math.min(info.byteLength, at + READ_CHUNK)), info.offset + at, this.path);
+      await readFully(handle, out.subarray(at, Math.min(length, at + READ_CHUNK)), info.offset + begin + at, this.path);
     }
     return out;
   }
@@ -120,7 +127,8 @@ async function readFully(handle: fs.FileHandle, into: Uint8Array, position: numb
   let done = 0;
   while (done < into.length) {
     const { bytesRead } = await handle.read(into, done, into.length - done, position + done);
-    if (bytesRead === 0) throw rangeError(`${file} to hold ${into.length} bytes at offset ${position}`, 'its end (truncated since it was opened?)');
+    if (bytesRead === 0)
+      throw rangeError(`${file} to hold ${into.length} bytes at offset ${position}`, 'its end (truncated since it was opened?)');
     done += bytesRead;
   }
 }

@@ -57,7 +57,10 @@ export function headerLength(prefix: Uint8Array, fileSize: number, file: string)
   const n = Number(view.getBigUint64(0, true));
   if (n > MAX_HEADER_BYTES) throw rangeError(`${file}'s header length to be at most ${MAX_HEADER_BYTES} bytes`, `${n}`);
   if (8 + n > fileSize)
-    throw rangeError(`${file}'s header (${n} bytes) to lie within the file (${fileSize} bytes)`, 'a header length past the end (a truncated file?)');
+    throw rangeError(
+      `${file}'s header (${n} bytes) to lie within the file (${fileSize} bytes)`,
+      'a header length past the end (a truncated file?)',
+    );
   if (n < 2) throw rangeError(`${file}'s header to be a JSON object`, `a header of ${n} bytes`);
   return n;
 }
@@ -135,7 +138,13 @@ function tensorEntry(name: string, entry: unknown, file: string, dataStart: numb
       `${where} to span ${elements * bytes} bytes (${dtype} x [${(shape as number[]).join(', ')}])`,
       `data_offsets [${offsets[0]}, ${offsets[1]}] (${byteLength} bytes)`,
     );
-  return { name, dtype: dtype as SafetensorsDtype, shape: Object.freeze((shape as number[]).slice()), offset: dataStart + offsets[0], byteLength };
+  return {
+    name,
+    dtype: dtype as SafetensorsDtype,
+    shape: Object.freeze((shape as number[]).slice()),
+    offset: dataStart + offsets[0],
+    byteLength,
+  };
 }
 
 function describeJson(value: unknown): string {

@@ -42,7 +42,10 @@ export async function save(
       throw typeError(`tensors['${name}'] to be a Tensor or { dtype, shape, data }`, describe(t));
     const dtype = (isTensor(t) ? BY_TENSOR_DTYPE[t.dtype] : t.dtype) as SafetensorsDtype;
     if (!Object.prototype.hasOwnProperty.call(SAFETENSORS_DTYPES, dtype))
-      throw rangeError(`tensors['${name}'].dtype to be a safetensors dtype (${Object.keys(SAFETENSORS_DTYPES).join(', ')})`, describe(t.dtype));
+      throw rangeError(
+        `tensors['${name}'].dtype to be a safetensors dtype (${Object.keys(SAFETENSORS_DTYPES).join(', ')})`,
+        describe(t.dtype),
+      );
     const elements = t.shape.reduce((a, b) => a * b, 1);
     const byteLength = elements * SAFETENSORS_DTYPES[dtype].bytes;
     if (t.data.byteLength !== byteLength)
@@ -56,7 +59,7 @@ export async function save(
     await handle.write(header, 0, header.length, 0);
     let at = header.length;
     for (const e of entries) {
-      for (let done = 0; done < e.byteLength; ) {
+      for (let done = 0; done < e.byteLength;) {
         const { bytesWritten } = await handle.write(e.data, done, Math.min(e.byteLength - done, 1 << 30), at + done);
         done += bytesWritten;
       }

@@ -32,7 +32,8 @@ void Fields::matrix(const char* name, int64_t rows, int64_t cols, moe::WeightDty
     const Fields h(env_, v, path(name));
     const std::string format = h.string("format");
     if (format != "bfloat16" && format != "float16")
-      throw_range_error(env_, "expected " + h.path("format") + " to be 'bfloat16' or 'float16' but got '" + format + "'");
+      throw_range_error(env_,
+                        "expected " + h.path("format") + " to be 'bfloat16' or 'float16' but got '" + format + "'");
     half->bfloat16 = format == "bfloat16";
     half->bits = uint16_value(env_, h.object_.Get("bits"), h.path("bits"), rows * cols);
     // An all-ones exponent is an infinity or a NaN in both formats.
@@ -81,10 +82,10 @@ void check_group_size(Napi::Env env, moe::WeightDtype dtype, int64_t g, int64_t 
                       "expected an even " + what + " for int4 with one scale per row but got " + std::to_string(k));
 }
 
-void check_within(Napi::Env env, const std::string& name, const float* data, const moe::HalfSource& half,
-                  int64_t count, float limit, const std::string& range) {
+void check_within(Napi::Env env, const std::string& name, const float* data, const moe::HalfSource& half, int64_t count,
+                  float limit, const std::string& range) {
   for (int64_t i = 0; (data || half.bits) && i < count; ++i) {
-    const float w = data              ? data[i]
+    const float w = data            ? data[i]
                     : half.bfloat16 ? moe::cpu::bfloat16_to_float(half.bits[i])
                                     : moe::cpu::half_to_float(half.bits[i]);
     if (std::abs(w) > limit)

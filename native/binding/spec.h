@@ -43,8 +43,8 @@ class Fields {
 void check_group_size(Napi::Env env, moe::WeightDtype dtype, int64_t g, int64_t k, const std::string& what);
 // RangeError "expected <name> within <range> but got <value> at <name>[i]" for the first |w[i]| > limit, w being
 // data or, where data is null, half's values (neither: nothing to check).
-void check_within(Napi::Env env, const std::string& name, const float* data, const moe::HalfSource& half,
-                  int64_t count, float limit, const std::string& range);
+void check_within(Napi::Env env, const std::string& name, const float* data, const moe::HalfSource& half, int64_t count,
+                  float limit, const std::string& range);
 
 // NativeExpertSpec: { numExperts, dModel, dHidden, activation, weightDtype, groupSize, w1, w3, w2, b1, b3, b2 }. The
 // arrays are the caller's memory, read while the constructor packs them.

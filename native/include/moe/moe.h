@@ -92,7 +92,7 @@ void dispatch(const int32_t* experts, int64_t slots, int64_t num_experts, int32_
 struct ExpertShape {
   int64_t num_experts = 0, d_model = 0, d_hidden = 0;
   Activation activation = Activation::swiglu;
-  float alpha = 1.702f, limit = 7.0f;  // swiglu_clamped's (gpt-oss's values by default)
+  float alpha = 1.702f, limit = 7.0f;               // swiglu_clamped's (gpt-oss's values by default)
   WeightDtype weight_dtype = WeightDtype::float32;  // how the packed weights are stored (inputs are float32)
   // int8 / int4: input weights per scale, a multiple of 8 dividing d_model and d_hidden; 0: one scale per row.
   int64_t group_size = 32;

@@ -9,9 +9,10 @@ bool parse_activation(const std::string& name, Activation* out) {
     const char* name;
     Activation act;
   } table[] = {
-      {"swiglu", Activation::swiglu},       {"geglu", Activation::geglu}, {"gelu", Activation::gelu},
-      {"gelu-tanh", Activation::gelu_tanh}, {"relu", Activation::relu},   {"silu", Activation::silu},
-      {"identity", Activation::identity},   {"swiglu-clamped", Activation::swiglu_clamped},
+      {"swiglu", Activation::swiglu},     {"geglu", Activation::geglu},
+      {"gelu", Activation::gelu},         {"gelu-tanh", Activation::gelu_tanh},
+      {"relu", Activation::relu},         {"silu", Activation::silu},
+      {"identity", Activation::identity}, {"swiglu-clamped", Activation::swiglu_clamped},
   };
   for (const auto& entry : table)
     if (name == entry.name) {

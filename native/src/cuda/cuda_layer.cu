@@ -73,7 +73,8 @@ void upload_weights(const float* values, const QuantizedSource& q, const HalfSou
       float* row = host.data() + r * k;
       if (h.bits) {
         const uint16_t* bits = h.bits + (r0 + r) * k;
-        for (int64_t i = 0; i < k; ++i) row[i] = h.bfloat16 ? moe::cpu::bfloat16_to_float(bits[i]) : moe::cpu::half_to_float(bits[i]);
+        for (int64_t i = 0; i < k; ++i)
+          row[i] = h.bfloat16 ? moe::cpu::bfloat16_to_float(bits[i]) : moe::cpu::half_to_float(bits[i]);
       } else {
         dequantize_row(s.weight_dtype, q.codes + (r0 + r) * row_bytes, q.scales + (r0 + r) * (k / g), k, g, row);
       }

@@ -1,0 +1,210 @@
+/**
+ * MoELayer.fromPretrained: one MoE layer of a Hugging Face checkpoint (config.json + safetensors), read tensor by
+ * tensor (only that layer's bytes), assembled expert by expert in the layer's weight dtype, then packed.
+ */
+import { promises as fs } from 'fs';
+import * as path from 'path';
+import { describe, rangeError, typeError } from '../errors';
+import { WeightDtype } from '../expert-weights';
+import { MoEConfig } from '../layer-config';
+import type { MoEWeights } from '../layer-weights';
+import { GroupSize, QuantizedTensor } from '../quant';
+import { Checkpoint } from '../safetensors/checkpoint';
+import { Tensor } from '../tensor';
+import { expectInteger, expectOptions } from '../validate';
+import { Projection } from './assemble';
+import { ExpertSources, Family, HfConfig, LayerPlan } from './family';
+import { familyOf } from './registry';
+import { Reader } from './sources';
+
+export interface LoadProgress {
+  /** 'read': tensors being read; 'pack': weights handed to the kernels; 'done'. */
+  phase: 'read' | 'pack' | 'done';
+  /** Bytes of the checkpoint read so far, of totalBytes this layer needs. */
+  bytesRead: number;
+  totalBytes: number;
+  /** The tensor (or expert) being read. */
+  what?: string;
+}
+
+export interface FromPretrainedOptions {
+  /** The decoder layer (model.layers.N); default: the first MoE layer. */
+  layer?: number;
+  /** How the experts are stored once loaded; default: 'bfloat16' (or the checkpoint's F32 / F16). */
+  weightDtype?: WeightDtype;
+  groupSize?: GroupSize;
+  backend?: MoEConfig['backend'];
+  threads?: number;
+  onProgress?: (progress: LoadProgress) => void;
+  signal?: AbortSignal;
+}
+
+/** What a checkpoint directory holds, from its config.json: family, layers, MoE layers. */
+export interface PretrainedInfo {
+  family: string;
+  modelType: string;
+  numLayers: number;
+  moeLayers: number[];
+}
+
+async function readConfig(location: string): Promise<HfConfig> {
+  const stat = await fs.stat(location).catch(() => undefined);
+  if (!stat) throw rangeError(`a checkpoint directory at ${location}`, 'nothing there');
+  const dir = stat.isFile() ? path.dirname(location) : location;
+  const file = path.join(dir, 'config.json');
+  const text = await fs.readFile(file, 'utf8').catch(() => {
+    throw rangeError(`${file} (the model's config)`, 'no such file');
+  });
+  let config: unknown;
+  try {
+    config = JSON.parse(text);
+  } catch (err) {
+    throw rangeError(`${file} to be JSON`, `a parse error (${(err as Error).message})`);
+  }
+  if (typeof config !== 'object' || config === null || Array.isArray(config))
+    throw rangeError(`${file} to hold a JSON object`, describe(config));
+  return config as HfConfig;
+}
+
+/** The family and MoE layers of the checkpoint at `location`, from its config.json (reads no tensor). */
+export async function inspectPretrained(location: string): Promise<PretrainedInfo> {
+  const config = await readConfig(location);
+  const family = familyOf(config);
+  return {
+    family: family.name,
+    modelType: config.model_type as string,
+    numLayers: config.num_hidden_layers as number,
+    moeLayers: family.moeLayers(config),
+  };
+}
+
+/** A layer's config and weights as read from a checkpoint, before packing (`new MoELayer(config, weights)`). */
+export interface LoadedLayer {
+  config: MoEConfig;
+  weights: MoEWeights<Tensor | QuantizedTensor>;
+  family: Family;
+  layer: number;
+  bytesRead: number;
+}
+
+/** Reads the weights and config of one MoE layer (MoELayer.fromPretrained builds the layer from them). */
+export async function loadPretrained(location: string, options: FromPretrainedOptions = {}): Promise<LoadedLayer> {
+  if (typeof location !== 'string') throw typeError('a checkpoint directory (string)', describe(location));
+  const o = expectOptions(options) as FromPretrainedOptions;
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function')
+    throw typeError('options.onProgress to be a function', describe(o.onProgress));
+  const signal = o.signal;
+  if (signal !== undefined && (typeof signal !== 'object' || signal === null || typeof signal.throwIfAborted !== 'function'))
+    throw typeError('options.signal to be an AbortSignal', describe(signal));
+  signal?.throwIfAborted();
+  const config = await readConfig(location);
+  const family = familyOf(config);
+  const moe = family.moeLayers(config);
+  if (moe.length === 0) throw rangeError(`a checkpoint with MoE layers (${family.name})`, 'none by its config.json');
+  const layer = o.layer === undefined ? moe[0] : expectInteger(o.layer, 'options.layer', 0);
+  if (!moe.includes(layer))
+    throw rangeError(
+      `options.layer to be an MoE layer of this ${family.name} model (${summarize(moe)})`,
+      `${layer}${layer < (config.num_hidden_layers as number) ? ' (a dense layer)' : ''}`,
+    );
+  const checkpoint = await Checkpoint.open(location);
+  try {
+    const plan = family.plan(config, layer, (name) => checkpoint.has(name));
+    let bytesRead = 0;
+    let totalBytes = 0;
+    let what: string | undefined;
+    const report = (phase: LoadProgress['phase']) => o.onProgress?.({ phase, bytesRead, totalBytes, what });
+    const reader = new Reader(checkpoint, signal, (bytes) => {
+      bytesRead += bytes;
+      report('read');
+    });
+    // Every tensor checked (present, shaped, typed) before anything large is read.
+    const checks: Promise<number>[] = [plan.router.check(reader)];
+    for (const extra of [plan.routerBias, plan.selectionBias, plan.sharedGate]) if (extra) checks.push(extra.check(reader));
+    for (const set of [plan.experts, plan.shared]) if (set) checks.push(...checkExperts(set, reader));
+    totalBytes = (await Promise.all(checks)).reduce((a, b) => a + b, 0);
+    const first = await reader.info(firstTensorName(plan));
+    const weightDtype: WeightDtype = o.weightDtype ?? (first.dtype === 'F32' ? 'float32' : first.dtype === 'F16' ? 'float16' : 'bfloat16');
+    const groupSize = o.groupSize;
+    const weights: MoEWeights<Tensor | QuantizedTensor> = {
+      router: Tensor.from(await plan.router.read(reader), [plan.config.numExperts, plan.config.dModel]),
+      ...(await readExperts(plan.experts, plan.config.dModel, weightDtype, groupSize ?? 32, reader, (w) => (what = w))),
+    };
+    if (plan.routerBias) weights.routerBias = Tensor.from(await plan.routerBias.read(reader), [plan.config.numExperts]);
+    if (plan.shared)
+      weights.shared = await readExperts(
+        plan.shared,
+        plan.config.dModel,
+        weightDtype,
+        groupSize ?? 32,
+        reader,
+        (w) => (what = `shared ${w}`),
+      );
+    if (plan.sharedGate) weights.sharedGate = Tensor.from(await plan.sharedGate.read(reader), [1, plan.config.dModel]);
+    let router = plan.config.router!;
+    if (plan.selectionBias) router = { ...router, bias: await plan.selectionBias.read(reader) } as typeof router;
+    what = undefined;
+    report('pack');
+    const layerConfig: MoEConfig = {
+      ...plan.config,
+      router,
+      weightDtype,
+      ...(groupSize !== undefined ? { groupSize } : {}),
+      ...(o.backend !== undefined ? { backend: o.backend } : {}),
+      ...(o.threads !== undefined ? { threads: o.threads } : {}),
+    };
+    return { config: layerConfig, weights, family, layer, bytesRead };
+  } finally {
+    await checkpoint.close();
+  }
+}
+
+function checkExperts(set: ExpertSources, reader: Reader): Promise<number>[] {
+  const out: Promise<number>[] = [];
+  for (let e = 0; e < set.count; e++) {
+    out.push(set.w1(e).check(reader), set.w2(e).check(reader));
+    if (set.w3) out.push(set.w3(e).check(reader));
+  }
+  for (const b of [set.b1, set.b3, set.b2]) if (b) out.push(b.check(reader));
+  return out;
+}
+
+function firstTensorName(plan: LayerPlan): string {
+  return plan.router.name;
+}
+
+async function readExperts(
+  set: ExpertSources,
+  dModel: number,
+  dtype: WeightDtype,
+  groupSize: GroupSize,
+  reader: Reader,
+  now: (what: string) => void,
+) {
+  const h = set.dHidden;
+  const w1 = new Projection(set.count, h, dModel, dtype, groupSize);
+  const w3 = set.w3 ? new Projection(set.count, h, dModel, dtype, groupSize) : undefined;
+  const w2 = new Projection(set.count, dModel, h, dtype, groupSize);
+  for (let e = 0; e < set.count; e++) {
+    now(`expert ${e}`);
+    w1.put(e, await set.w1(e).read(reader));
+    if (w3 && set.w3) w3.put(e, await set.w3(e).read(reader));
+    w2.put(e, await set.w2(e).read(reader));
+  }
+  const bias = async (b: ExpertSources['b1'], n: number) => (b ? Tensor.from(await b.read(reader), [set.count, n]) : undefined);
+  return {
+    w1: w1.result(),
+    ...(w3 ? { w3: w3.result() } : {}),
+    w2: w2.result(),
+    ...(set.b1 ? { b1: await bias(set.b1, h) } : {}),
+    ...(set.b3 ? { b3: await bias(set.b3, h) } : {}),
+    ...(set.b2 ? { b2: await bias(set.b2, dModel) } : {}),
+  };
+}
+
+/** "0-31" or "1, 3, 5, ..." */
+function summarize(layers: number[]): string {
+  const contiguous = layers.every((l, i) => i === 0 || l === layers[i - 1] + 1);
+  if (contiguous && layers.length > 2) return `layers ${layers[0]}-${layers[layers.length - 1]}`;
+  return `layers ${layers.slice(0, 8).join(', ')}${layers.length > 8 ? ', ...' : ''}`;
+}
