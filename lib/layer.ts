@@ -29,13 +29,10 @@ export class MoELayer implements Disposable {
 
   /** weights: Tensors, or (weightDtype 'int8' / 'int4') QuantizedTensors for w1, w3, w2, which imply the dtype. */
   constructor(config: MoEConfig, weights: MoEWeights<Tensor | QuantizedTensor>) {
-    // (only for a plain object: anything else is resolveConfig's TypeError)
-    const plain = typeof config === 'object' && config !== null && !Array.isArray(config);
-    const implied = plain ? impliedQuantization(weights, config.weightDtype, config.groupSize) : undefined;
-    this.config = resolveConfig(implied ? { ...config, ...implied } : config);
-    const c = this.config;
-    this.router = new LayerRouter(c, routerBiasOf(c, weights));
-    this.handle = new (native().NativeLayer)(layerSpec(c, weights, this.router.builtIn));
+    const p = adopting?.prepared ?? prepare(config, weights);
+    this.config = p.config;
+    this.router = p.router;
+    this.handle = adopting?.handle ?? new (native().NativeLayer)(p.spec);
   }
 
   /**
@@ -70,7 +67,20 @@ export class MoELayer implements Disposable {
   static async fromPretrained(dir: string, options: FromPretrainedOptions = {}): Promise<MoELayer> {
     const loaded = await loadPretrained(dir, options);
     options?.signal?.throwIfAborted();
-    const layer = new MoELayer(loaded.config, loaded.weights);
+    // Packing a large layer takes seconds: it runs on the job thread, with arrays only this call holds.
+    const prepared = prepare(loaded.config, loaded.weights);
+    const handle = await native().NativeLayer.build(prepared.spec);
+    let layer: MoELayer;
+    adopting = { prepared, handle };
+    try {
+      layer = new MoELayer(loaded.config, loaded.weights);
+    } finally {
+      adopting = undefined;
+    }
+    if (options?.signal?.aborted) {
+      layer.dispose();
+      options.signal.throwIfAborted();
+    }
     options?.onProgress?.({ phase: 'done', bytesRead: loaded.bytesRead, totalBytes: loaded.bytesRead });
     return layer;
   }
@@ -181,6 +191,19 @@ export class MoELayer implements Disposable {
     return assembleOutput(output, p.tokens, this.config, r, p.options, p.out, nativeGate, ranked);
   }
 }
+
+/** A layer's resolved config, router and native spec, from what the constructor was given. */
+function prepare(config: MoEConfig, weights: MoEWeights<Tensor | QuantizedTensor>) {
+  // (only for a plain object: anything else is resolveConfig's TypeError)
+  const plain = typeof config === 'object' && config !== null && !Array.isArray(config);
+  const implied = plain ? impliedQuantization(weights, config.weightDtype, config.groupSize) : undefined;
+  const c = resolveConfig(implied ? { ...config, ...implied } : config);
+  const router = new LayerRouter(c, routerBiasOf(c, weights));
+  return { config: c, router, spec: layerSpec(c, weights, router.builtIn) };
+}
+
+/** Set only while fromPretrained constructs a layer it packed off the event loop (the constructor adopts it). */
+let adopting: { prepared: ReturnType<typeof prepare>; handle: NativeLayer } | undefined;
 
 /** A forward's checked arguments (MoELayer.prepare). */
 type Prepared = ReturnType<MoELayer['prepare']>;

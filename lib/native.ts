@@ -167,8 +167,14 @@ export interface NativeBinding {
     order: Int32Array,
   ): Promise<Float32Array>;
   combine(slotOutputs: Float32Array, weights: Float32Array, tokens: number, k: number, dModel: number): Float32Array;
+  /** An ArrayBuffer of addon memory (huge pages), NOT initialised: for callers that write every byte first. */
+  largeBuffer(bytes: number): ArrayBuffer;
   NativeExperts: new (spec: NativeExpertSpec) => NativeExperts;
-  NativeLayer: new (spec: NativeLayerSpec) => NativeLayer;
+  NativeLayer: {
+    new (spec: NativeLayerSpec): NativeLayer;
+    /** Packs off the event loop; the spec's arrays must stay unchanged until it settles. */
+    build(spec: NativeLayerSpec): Promise<NativeLayer>;
+  };
   NativeReadProbe: new (bytes: number) => NativeReadProbe;
 }
 

@@ -12,6 +12,27 @@ import { GroupSize, QuantizedTensor } from '../quant';
 import { Tensor, halfToFloat } from '../tensor';
 import { MatrixData } from './sources';
 
+/**
+ * An array of addon memory in huge pages, not initialised: every element of a projection is written (by put, for
+ * each expert) before the layer reads it, and first-touching a V8 buffer cost 3.6 s per GiB here (4 KiB pages).
+ */
+function large<T extends Int8Array | Uint8Array | Uint16Array | Float32Array>(
+  kind: { new (buffer: ArrayBuffer, offset: number, length: number): T; BYTES_PER_ELEMENT: number },
+  n: number,
+): T {
+  return new kind(native().largeBuffer(Math.max(1, n * kind.BYTES_PER_ELEMENT)), 0, n);
+}
+
+/** Elements per slice of put (a few MB): each slice is well under a millisecond... to a few ms of work. */
+const SLICE_ELEMENTS = 1 << 21;
+
+/** Elements [begin, end) of a matrix's data. */
+function sliceRows(m: MatrixData, begin: number, end: number): MatrixData {
+  return m.kind === 'float32'
+    ? { kind: 'float32', data: m.data.subarray(begin, end) }
+    : { kind: 'half', format: m.format, bits: m.bits.subarray(begin, end) };
+}
+
 export class Projection {
   private bits: Uint16Array | undefined;
   private format: 'bfloat16' | 'float16' | undefined;
@@ -30,21 +51,40 @@ export class Projection {
     this.group = groupSize === 'row' ? cols : groupSize;
   }
 
-  put(expert: number, m: MatrixData): void {
-    const n = this.rows * this.cols;
-    const at = expert * n;
+  /**
+   * Adds expert `expert`'s matrix. Works through it a slice of rows at a time and yields to the event loop between
+   * slices: converting, quantizing or merely first-touching a Mixtral expert's 117 MB takes long enough to stall a
+   * server (measured: up to 2 s per expert for int4 before slicing).
+   */
+  async put(expert: number, m: MatrixData): Promise<void> {
+    const { rows, cols } = this;
+    const step = Math.max(1, Math.floor(SLICE_ELEMENTS / cols));
+    for (let r0 = 0; r0 < rows; r0 += step) {
+      const r1 = Math.min(rows, r0 + step);
+      this.putRows(expert, r0, r1, sliceRows(m, r0 * cols, r1 * cols));
+      if (r1 < rows) await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /** Rows [r0, r1) of an expert's matrix. */
+  private putRows(expert: number, r0: number, r1: number, m: MatrixData): void {
+    const n = (r1 - r0) * this.cols;
+    const total = this.rows * this.cols;
+    const at = expert * total + r0 * this.cols;
     if (this.dtype === 'int8' || this.dtype === 'int4') {
-      const q = native().quantize(asFloat32(m), this.rows, this.cols, this.dtype, this.group === this.cols ? 0 : this.group);
-      const codeCount = this.dtype === 'int8' ? n : n / 2;
-      const scaleCount = (this.rows * this.cols) / this.group;
-      this.codes ??= this.dtype === 'int8' ? new Int8Array(this.count * codeCount) : new Uint8Array(this.count * codeCount);
-      this.scales ??= new Uint16Array(this.count * scaleCount);
-      this.codes.set(q.codes as Uint8Array & Int8Array, expert * codeCount);
-      this.scales.set(q.scales, expert * scaleCount);
+      // Rows are quantized independently: a slice of rows gives the same codes as the whole matrix.
+      const q = native().quantize(asFloat32(m), r1 - r0, this.cols, this.dtype, this.group === this.cols ? 0 : this.group);
+      const perRow = this.dtype === 'int8' ? this.cols : this.cols / 2;
+      const scalesPerRow = this.cols / this.group;
+      this.codes ??=
+        this.dtype === 'int8' ? large(Int8Array, this.count * this.rows * perRow) : large(Uint8Array, this.count * this.rows * perRow);
+      this.scales ??= large(Uint16Array, this.count * this.rows * scalesPerRow);
+      this.codes.set(q.codes as Uint8Array & Int8Array, (expert * this.rows + r0) * perRow);
+      this.scales.set(q.scales, (expert * this.rows + r0) * scalesPerRow);
       return;
     }
     if (this.dtype === 'bfloat16') {
-      this.bits ??= new Uint16Array(this.count * n);
+      this.bits ??= large(Uint16Array, this.count * total);
       this.format = 'bfloat16';
       if (m.kind === 'half' && m.format === 'bfloat16') this.bits.set(m.bits, at);
       else {
@@ -55,14 +95,14 @@ export class Projection {
     }
     // float32 / float16: keep 16-bit bits while every expert comes in the same 16-bit format.
     if (m.kind === 'half' && !this.values && (this.format === undefined || this.format === m.format)) {
-      this.bits ??= new Uint16Array(this.count * n);
+      this.bits ??= large(Uint16Array, this.count * total);
       this.format = m.format;
       this.bits.set(m.bits, at);
       return;
     }
     if (!this.values) {
-      this.values = new Float32Array(this.count * n);
-      if (this.bits) this.values.set(asFloat32({ kind: 'half', format: this.format!, bits: this.bits }));
+      this.values = large(Float32Array, this.count * total);
+      if (this.bits) this.values.set(asFloat32({ kind: 'half', format: this.format!, bits: this.bits }, false));
       this.bits = undefined;
     }
     this.values.set(asFloat32(m), at);
@@ -84,13 +124,16 @@ export class Projection {
   }
 }
 
-/** float32 values of a matrix (16-bit formats widened exactly). */
-export function asFloat32(m: MatrixData): Float32Array {
+let widened = new Float32Array(0); // grow-only: see Reader's scratch buffer
+
+/** float32 values of a matrix (16-bit formats widened exactly); `reuse`: into a scratch array valid until the next call. */
+export function asFloat32(m: MatrixData, reuse = true): Float32Array {
   if (m.kind === 'float32') return m.data;
-  const out = new Float32Array(m.bits.length);
+  if (reuse && widened.length < m.bits.length) widened = new Float32Array(m.bits.length);
+  const out = reuse ? widened.subarray(0, m.bits.length) : new Float32Array(m.bits.length);
   if (m.format === 'float16') for (let i = 0; i < out.length; i++) out[i] = halfToFloat(m.bits[i]);
   else {
-    const u = new Uint32Array(out.buffer);
+    const u = new Uint32Array(out.buffer, out.byteOffset, out.length);
     for (let i = 0; i < out.length; i++) u[i] = m.bits[i] << 16;
   }
   return out;

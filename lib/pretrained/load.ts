@@ -187,9 +187,9 @@ async function readExperts(
   const w2 = new Projection(set.count, dModel, h, dtype, groupSize);
   for (let e = 0; e < set.count; e++) {
     now(`expert ${e}`);
-    w1.put(e, await set.w1(e).read(reader));
-    if (w3 && set.w3) w3.put(e, await set.w3(e).read(reader));
-    w2.put(e, await set.w2(e).read(reader));
+    await w1.put(e, await set.w1(e).read(reader));
+    if (w3 && set.w3) await w3.put(e, await set.w3(e).read(reader));
+    await w2.put(e, await set.w2(e).read(reader));
   }
   const bias = async (b: ExpertSources['b1'], n: number) => (b ? Tensor.from(await b.read(reader), [set.count, n]) : undefined);
   return {

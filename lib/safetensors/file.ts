@@ -16,6 +16,11 @@ export interface ReadOptions {
   signal?: AbortSignal;
 }
 
+export interface RangeOptions extends ReadOptions {
+  /** Read into this array (at least `length` bytes; the first `length` are returned) instead of a new buffer. */
+  into?: Uint8Array;
+}
+
 export class SafetensorsFile {
   private handle: fs.FileHandle | undefined;
 
@@ -92,12 +97,13 @@ export class SafetensorsFile {
   }
 
   /** Bytes [begin, begin + length) of a tensor's data (one expert's rows of a stacked tensor, say). */
-  async range(name: string, begin: number, length: number, options: ReadOptions = {}): Promise<Uint8Array> {
+  async range(name: string, begin: number, length: number, options: RangeOptions = {}): Promise<Uint8Array> {
     const info = this.info(name);
     if (!Number.isSafeInteger(begin) || !Number.isSafeInteger(length) || begin < 0 || length < 0 || begin + length > info.byteLength)
       throw rangeError(`a byte range within tensor '${name}' (${info.byteLength} bytes) of ${this.path}`, `[${begin}, ${begin + length})`);
     const handle = this.open_();
-    const out = new Uint8Array(new ArrayBuffer(length));
+    if (options.into && options.into.length < length) throw rangeError(`options.into to hold ${length} bytes`, `${options.into.length}`);
+    const out = options.into ? options.into.subarray(0, length) : new Uint8Array(new ArrayBuffer(length));
     for (let at = 0; at < length; at += READ_CHUNK) {
       options.signal?.throwIfAborted();
       await readFully(handle, out.subarray(at, Math.min(length, at + READ_CHUNK)), info.offset + begin + at, this.path);

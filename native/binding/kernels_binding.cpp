@@ -205,8 +205,10 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
   const Held<float> values = held_float32(info, 0, "tensor", elements(env, "tensor", {c.rows, c.k}), false);
   check_finite(env, "tensor", values.data, c.rows, c.k);
   const float limit = moe::max_quantizable(c.dtype);
-  check_within(env, "tensor", values.data, {}, c.rows * c.k, limit,
-               "|w| <= " + std::to_string(static_cast<int64_t>(limit)) + " (a float16 scale's range)");
+  const std::string outside =
+      values_within("tensor", values.data, {}, c.rows * c.k, limit,
+                    "|w| <= " + std::to_string(static_cast<int64_t>(limit)) + " (a float16 scale's range)");
+  if (!outside.empty()) throw_range_error(env, outside);
   auto codes = Napi::Uint8Array::New(env, static_cast<size_t>(c.rows * c.code_bytes));
   auto scales = Napi::Uint16Array::New(env, static_cast<size_t>(c.rows * (c.k / c.g)));
   for (int64_t r = 0; r < c.rows; ++r)
@@ -244,6 +246,7 @@ void init_kernels(Napi::Env env, Napi::Object exports) {
   exports.Set("expertFFNAsync", Napi::Function::New(env, ExpertFFNAsync));
   exports.Set("combine", Napi::Function::New(env, Combine));
   exports.Set("quantize", Napi::Function::New(env, Quantize));
+  exports.Set("largeBuffer", Napi::Function::New(env, LargeBuffer));
   exports.Set("dequantize", Napi::Function::New(env, Dequantize));
   exports.Set("NativeExperts", NativeExperts::Define(env));
 }

@@ -54,13 +54,20 @@ void deliver(Napi::Env env, const Staged& staged, const Napi::Value& out) {
               static_cast<size_t>(staged.length) * sizeof(float));
 }
 
+// A layer packed off the event loop by NativeLayer.build, handed to the constructor as an External (which no
+// JavaScript code can make).
+struct BuiltLayer {
+  std::shared_ptr<moe::Layer> layer;
+  moe::LayerConfig config;
+};
+
 class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(
         env, "NativeLayer",
-        {InstanceMethod("forwardSync", &NativeLayer::ForwardSync), InstanceMethod("forward", &NativeLayer::Forward),
-         InstanceMethod("routerLogits", &NativeLayer::RouterLogits),
+        {StaticMethod("build", &NativeLayer::Build), InstanceMethod("forwardSync", &NativeLayer::ForwardSync),
+         InstanceMethod("forward", &NativeLayer::Forward), InstanceMethod("routerLogits", &NativeLayer::RouterLogits),
          InstanceMethod("noiseLogits", &NativeLayer::NoiseLogits),
          InstanceMethod("routingWeightGradients", &NativeLayer::RoutingWeightGradients),
          InstanceMethod("forwardRouted", &NativeLayer::ForwardRouted),
@@ -73,6 +80,13 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   // (spec: NativeLayerSpec, read by name in spec.cpp)
   explicit NativeLayer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeLayer>(info) {
     tag_object(info.Env(), info.This().As<Napi::Object>(), kLayerTag);
+    if (info[0].IsExternal()) {  // from Build, packed already
+      const BuiltLayer* built = info[0].As<Napi::External<BuiltLayer>>().Data();
+      layer_ = built->layer;
+      config_ = built->config;
+      memory_.report(info.Env(), static_cast<int64_t>(layer_->host_bytes()));
+      return;
+    }
     const moe::LayerSpec spec = read_layer(Fields(info.Env(), info[0], "spec"));
     run_guarded(info.Env(), [&] { layer_ = moe::make_layer(spec); });
     config_ = spec.config;
@@ -133,6 +147,27 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     call.buffers = {call.staged.data ? call.staged.data.get() : call.output.Data(), call.logits.Data(),
                     call.experts.Data(), call.weights.Data(), call.counts.Data()};
     return call;
+  }
+
+  // NativeLayer.build(spec) -> Promise<NativeLayer>: the spec is checked here, and the weights packed on the job
+  // thread (seconds for a Mixtral-sized layer). The spec's arrays are read until the Promise settles: the caller
+  // must leave them alone until then (MoELayer.fromPretrained passes arrays of its own).
+  static Napi::Value Build(const Napi::CallbackInfo& info) {
+    const Napi::Env env = info.Env();
+    auto scans = std::make_shared<DeferredScans>();
+    auto spec = std::make_shared<moe::LayerSpec>(read_layer(Fields(env, info[0], "spec", scans.get())));
+    auto built = std::make_shared<BuiltLayer>();
+    built->config = spec->config;
+    return run_async(
+        env, moe::JobQueue::cpu, {info[0], info.This()},
+        [spec, built, scans] {
+          for (const auto& scan : *scans) scan();
+          built->layer = moe::make_layer(*spec);
+        },
+        [built](Napi::Env env, const std::vector<Napi::Value>& kept) -> Napi::Value {
+          // The External lives only for the constructor call; the layer itself is shared.
+          return kept[1].As<Napi::Function>().New({Napi::External<BuiltLayer>::New(env, built.get())});
+        });
   }
 
   Napi::Value ForwardSync(const Napi::CallbackInfo& info) {

@@ -95,4 +95,31 @@ Napi::Int32Array new_int32_array(Napi::Env env, size_t count) {
   return Napi::Int32Array::New(env, count, checked_buffer(env, count, sizeof(int32_t)), 0);
 }
 
+Napi::Value LargeBuffer(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  const int64_t bytes = int_arg(info, 0, "bytes", 1, int64_t{1} << 40);
+  void* data = nullptr;
+  try {
+    data = moe::allocate_large(static_cast<size_t>(bytes));
+  } catch (const std::bad_alloc&) {
+    throw_range_error(env, "expected a buffer this machine can allocate but got " + std::to_string(bytes) + " bytes");
+  }
+  napi_value value;
+  const napi_status status = napi_create_external_arraybuffer(
+      env, data, static_cast<size_t>(bytes),
+      [](napi_env e, void* p, void* hint) {
+        int64_t ignored;
+        napi_adjust_external_memory(e, -static_cast<int64_t>(reinterpret_cast<uintptr_t>(hint)), &ignored);
+        std::free(p);
+      },
+      reinterpret_cast<void*>(static_cast<uintptr_t>(bytes)), &value);
+  if (status != napi_ok) {  // a V8 sandbox build: V8's own (zeroed, 4 KiB-paged) memory
+    std::free(data);
+    return Napi::ArrayBuffer::New(env, static_cast<size_t>(bytes));
+  }
+  int64_t ignored;
+  napi_adjust_external_memory(env, bytes, &ignored);
+  return Napi::ArrayBuffer(env, value);
+}
+
 }  // namespace moe_binding

@@ -1,6 +1,7 @@
 #include "spec.h"
 
 #include <cmath>
+#include <stdexcept>
 #include <utility>
 
 #include "../src/cpu/half.h"
@@ -10,7 +11,8 @@ namespace moe_binding {
 
 namespace {}
 
-Fields::Fields(Napi::Env env, const Napi::Value& value, std::string path) : env_(env), path_(std::move(path)) {
+Fields::Fields(Napi::Env env, const Napi::Value& value, std::string path, DeferredScans* deferred)
+    : env_(env), path_(std::move(path)), deferred_(deferred) {
   if (!value.IsObject() || value.IsTypedArray() || value.IsArray())
     throw_type_error(env, "expected " + path_ + " to be an object");
   object_ = value.As<Napi::Object>();
@@ -36,13 +38,16 @@ void Fields::matrix(const char* name, int64_t rows, int64_t cols, moe::WeightDty
                         "expected " + h.path("format") + " to be 'bfloat16' or 'float16' but got '" + format + "'");
     half->bfloat16 = format == "bfloat16";
     half->bits = uint16_value(env_, h.object_.Get("bits"), h.path("bits"), rows * cols);
-    // An all-ones exponent is an infinity or a NaN in both formats.
-    const uint16_t exponent = half->bfloat16 ? 0x7f80u : 0x7c00u;
-    for (int64_t i = 0; i < rows * cols; ++i)
-      if ((half->bits[i] & exponent) == exponent)
-        throw_range_error(env_, "expected " + h.path("bits") + " to hold finite " + format +
-                                    " values but got an infinity or NaN (bits " + std::to_string(half->bits[i]) +
-                                    ") at [" + std::to_string(i / cols) + ", " + std::to_string(i % cols) + "]");
+    const uint16_t* bits = half->bits;
+    scan([bits, rows, cols, format, where = h.path("bits")]() -> std::string {
+      // An all-ones exponent is an infinity or a NaN in both formats.
+      const uint16_t exponent = format == "bfloat16" ? 0x7f80u : 0x7c00u;
+      for (int64_t i = 0; i < rows * cols; ++i)
+        if ((bits[i] & exponent) == exponent)
+          return "expected " + where + " to hold finite " + format + " values but got an infinity or NaN (bits " +
+                 std::to_string(bits[i]) + ") at [" + std::to_string(i / cols) + ", " + std::to_string(i % cols) + "]";
+      return "";
+    });
     return;
   }
   if (v.IsTypedArray() || !v.IsObject() || !moe::is_quantized(dtype)) {
@@ -60,7 +65,19 @@ void Fields::matrix(const char* name, int64_t rows, int64_t cols, moe::WeightDty
                                   std::to_string(quantized->scales[i]) + ") at [" + std::to_string(i) + "]");
 }
 
-Fields Fields::object(const char* name) const { return Fields(env_, object_.Get(name), path(name)); }
+Fields Fields::object(const char* name) const { return Fields(env_, object_.Get(name), path(name), deferred_); }
+
+void Fields::scan(std::function<std::string()> scan) const {
+  if (deferred_) {
+    deferred_->push_back([scan] {
+      const std::string failed = scan();
+      if (!failed.empty()) throw std::invalid_argument("moe-kernels: " + failed);
+    });
+    return;
+  }
+  const std::string failed = scan();
+  if (!failed.empty()) throw_range_error(env_, failed);
+}
 bool Fields::present(const char* name) const {
   const Napi::Value v = object_.Get(name);
   return !v.IsUndefined() && !v.IsNull();
@@ -69,7 +86,17 @@ bool Fields::present(const char* name) const {
 const float* Fields::float32(const char* name, int64_t rows, int64_t cols, bool optional) const {
   const std::string where = path(name);
   const float* data = float32_value(env_, object_.Get(name), where, rows * cols, optional);
-  if (data) check_finite(env_, where.c_str(), data, rows, cols);
+  if (data)
+    scan([data, rows, cols, where]() -> std::string {
+      const int64_t bad = moe::find_non_finite(data, rows * cols);
+      if (bad < 0) return "";
+      const float v = data[bad];
+      return "expected " + where + " to contain only finite values but got " +
+             (std::isnan(v) ? "NaN"
+              : v > 0       ? "Infinity"
+                            : "-Infinity") +
+             " at " + where + "[" + std::to_string(bad / cols) + ", " + std::to_string(bad % cols) + "]";
+    });
   return data;
 }
 
@@ -82,16 +109,17 @@ void check_group_size(Napi::Env env, moe::WeightDtype dtype, int64_t g, int64_t 
                       "expected an even " + what + " for int4 with one scale per row but got " + std::to_string(k));
 }
 
-void check_within(Napi::Env env, const std::string& name, const float* data, const moe::HalfSource& half, int64_t count,
-                  float limit, const std::string& range) {
+std::string values_within(const std::string& name, const float* data, const moe::HalfSource& half, int64_t count,
+                          float limit, const std::string& range) {
   for (int64_t i = 0; (data || half.bits) && i < count; ++i) {
     const float w = data            ? data[i]
                     : half.bfloat16 ? moe::cpu::bfloat16_to_float(half.bits[i])
                                     : moe::cpu::half_to_float(half.bits[i]);
     if (std::abs(w) > limit)
-      throw_range_error(env, "expected " + name + " within " + range + " but got " + std::to_string(w) + " at " + name +
-                                 "[" + std::to_string(i) + "]");
+      return "expected " + name + " within " + range + " but got " + std::to_string(w) + " at " + name + "[" +
+             std::to_string(i) + "]";
   }
+  return "";
 }
 
 ExpertSpec read_experts(const Fields& f) {
@@ -134,9 +162,12 @@ ExpertSpec read_experts(const Fields& f) {
                               (s.weight_dtype == moe::WeightDtype::float16 ? "" : ", a float16 scale's") +
                               ") for weightDtype '" + dtype + "'";
     const int64_t count = s.num_experts * s.d_hidden * s.d_model;
-    check_within(f.env(), "w1", w.w1, w.h1, count, limit, range);
-    check_within(f.env(), "w3", w.w3, w.h3, count, limit, range);
-    check_within(f.env(), "w2", w.w2, w.h2, count, limit, range);
+    f.scan([w, count, limit, range] {
+      std::string failed = values_within("w1", w.w1, w.h1, count, limit, range);
+      if (failed.empty()) failed = values_within("w3", w.w3, w.h3, count, limit, range);
+      if (failed.empty()) failed = values_within("w2", w.w2, w.h2, count, limit, range);
+      return failed;
+    });
   }
   w.b1 = f.float32("b1", s.num_experts, s.d_hidden, true);
   w.b3 = f.float32("b3", s.num_experts, s.d_hidden, true);

@@ -5,16 +5,24 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "moe/moe.h"
 
 namespace moe_binding {
 
+// Scans of the weights' values (finite, within a dtype's range) kept for later: NativeLayer.build runs them on the
+// job thread with the packing, so that a multi-GB layer is not scanned on the event loop. Each throws a RangeError
+// (std::invalid_argument) in the one format.
+using DeferredScans = std::vector<std::function<void()>>;
+
 // The fields of one JS object, read by name.
 class Fields {
  public:
-  Fields(Napi::Env env, const Napi::Value& value, std::string path);  // TypeError unless an object
+  // TypeError unless an object. With `deferred`, the value scans of weights are added to it instead of run now.
+  Fields(Napi::Env env, const Napi::Value& value, std::string path, DeferredScans* deferred = nullptr);
   int64_t integer(const char* name, int64_t min, int64_t max) const;
   bool boolean(const char* name) const;
   std::string string(const char* name) const;
@@ -30,21 +38,24 @@ class Fields {
   bool present(const char* name) const;
   Napi::Value value(const char* name) const { return object_.Get(name); }  // neither missing, undefined nor null
   Napi::Env env() const { return env_; }
+  // Runs `scan` (a message when it fails, "" when not) now, or adds it to the deferred scans.
+  void scan(std::function<std::string()> scan) const;
 
  private:
   std::string path(const char* name) const { return path_ + "." + name; }
   Napi::Env env_;
   Napi::Object object_;
   std::string path_;
+  DeferredScans* deferred_;
 };
 
 // int8 / int4 groups of g inputs along rows of k: a multiple of 8 dividing k, or 0 for one per row (int4: an even
 // k, two codes a byte). `what` names k in the message ("dModel (64)").
 void check_group_size(Napi::Env env, moe::WeightDtype dtype, int64_t g, int64_t k, const std::string& what);
-// RangeError "expected <name> within <range> but got <value> at <name>[i]" for the first |w[i]| > limit, w being
-// data or, where data is null, half's values (neither: nothing to check).
-void check_within(Napi::Env env, const std::string& name, const float* data, const moe::HalfSource& half, int64_t count,
-                  float limit, const std::string& range);
+// "expected <name> within <range> but got <value> at <name>[i]" for the first |w[i]| > limit, w being data or,
+// where data is null, half's values (neither: nothing to check); "" when every value is within.
+std::string values_within(const std::string& name, const float* data, const moe::HalfSource& half, int64_t count,
+                          float limit, const std::string& range);
 
 // NativeExpertSpec: { numExperts, dModel, dHidden, activation, weightDtype, groupSize, w1, w3, w2, b1, b3, b2 }. The
 // arrays are the caller's memory, read while the constructor packs them.
