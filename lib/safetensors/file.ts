@@ -41,7 +41,7 @@ export class SafetensorsFile {
     const handle = await fs.open(path, 'r');
     try {
       const { size } = await handle.stat();
-      const prefix = new Uint8Array(8);
+      const prefix = new Uint8Array(Math.min(8, size));
       await readFully(handle, prefix, 0);
       const n = headerLength(prefix, size, path);
       const json = new Uint8Array(n);
