@@ -12,6 +12,9 @@ export interface Case {
   activation: Activation;
   bias: boolean;
   normalizeTopK?: boolean;
+  /** 'swiglu-clamped' only. */
+  swigluAlpha?: number;
+  swigluLimit?: number;
 }
 
 export function randomWeights(c: Case, seed: number): MoEWeights {

@@ -43,6 +43,24 @@ describe(`MoELayer against the float64 reference (isa ${backendInfo().isa})`, ()
       it(`activation ${activation}, bias=${bias}`, () =>
         check({ tokens: 37, dModel: 33, dHidden: 100, numExperts: 4, topK: 2, activation, bias }, seed++));
 
+  it('swiglu-clamped with alpha and a limit that the pre-activations pass (the clamps of gpt-oss)', () => {
+    for (const tokens of [1, 37])
+      check(
+        {
+          tokens,
+          dModel: 33,
+          dHidden: 100,
+          numExperts: 4,
+          topK: 2,
+          activation: 'swiglu-clamped',
+          swigluAlpha: 1.3,
+          swigluLimit: 0.3,
+          bias: true,
+        },
+        seed++,
+      );
+  });
+
   it('every k from 1 to E', () => {
     for (let k = 1; k <= 8; k++)
       check({ tokens: 9, dModel: 20, dHidden: 30, numExperts: 8, topK: k, activation: 'swiglu', bias: true }, seed++);

@@ -104,7 +104,11 @@ describe('what fromPretrained refuses, naming the field, file or tensor', () => 
   });
   test('a dense layer, or one past the end', async () => {
     const dir = made.get('deepseek-v3')!.dir;
-    await rejects(MoELayer.fromPretrained(dir, { layer: 0 }), 'RangeError', /options\.layer to be an MoE layer of this deepseek-v3 model \(layers 2\) but got 0 \(a dense layer\)/);
+    await rejects(
+      MoELayer.fromPretrained(dir, { layer: 0 }),
+      'RangeError',
+      /options\.layer to be an MoE layer of this deepseek-v3 model \(layers 2\) but got 0 \(a dense layer\)/,
+    );
     await rejects(MoELayer.fromPretrained(dir, { layer: 7 }), 'RangeError', /but got 7$/);
   });
   test('hyper-parameters the layer cannot represent', async () => {
@@ -123,14 +127,25 @@ describe('what fromPretrained refuses, naming the field, file or tensor', () => 
       'RangeError',
       /"topk_method" to be 'greedy' or 'group_limited_greedy'/,
     );
-    await rejects(MoELayer.fromPretrained(await variant('mixtral', 'k', (c) => (c.num_experts_per_tok = 2.5))), 'RangeError', /"num_experts_per_tok" to be an integer/);
-    await rejects(MoELayer.fromPretrained(await variant('olmoe', 'noe', (c) => delete c.num_experts)), 'RangeError', /"num_experts" to be an integer >= 1 but got none/);
+    await rejects(
+      MoELayer.fromPretrained(await variant('mixtral', 'k', (c) => (c.num_experts_per_tok = 2.5))),
+      'RangeError',
+      /"num_experts_per_tok" to be an integer/,
+    );
+    await rejects(
+      MoELayer.fromPretrained(await variant('olmoe', 'noe', (c) => delete c.num_experts)),
+      'RangeError',
+      /"num_experts" to be an integer >= 1 but got none/,
+    );
   });
   test('a missing expert tensor or shard, before anything large is read', async () => {
     const dir = await variant('mixtral', 'shard', () => undefined);
     const indexFile = path.join(dir, 'model.safetensors.index.json');
     const index = JSON.parse(await fs.readFile(indexFile, 'utf8'));
-    await fs.writeFile(indexFile, JSON.stringify({ ...index, weight_map: { ...index.weight_map, 'model.layers.1.block_sparse_moe.experts.5.w3.weight': undefined } }));
+    await fs.writeFile(
+      indexFile,
+      JSON.stringify({ ...index, weight_map: { ...index.weight_map, 'model.layers.1.block_sparse_moe.experts.5.w3.weight': undefined } }),
+    );
     const phases: string[] = [];
     await rejects(
       MoELayer.fromPretrained(dir, { layer: 1, onProgress: (p) => phases.push(p.phase) }),
@@ -140,7 +155,11 @@ describe('what fromPretrained refuses, naming the field, file or tensor', () => 
     expect(phases).toEqual([]); // refused while planning: nothing read
     await fs.writeFile(indexFile, JSON.stringify(index));
     await fs.rm(path.join(dir, 'model-00002-of-00002.safetensors'));
-    await rejects(MoELayer.fromPretrained(dir, { layer: 1 }), 'RangeError', /the shard .*model-00002-of-00002\.safetensors \(listed for tensor 'model\.layers\.1\./);
+    await rejects(
+      MoELayer.fromPretrained(dir, { layer: 1 }),
+      'RangeError',
+      /the shard .*model-00002-of-00002\.safetensors \(listed for tensor 'model\.layers\.1\./,
+    );
   });
   test('a tensor of the wrong shape or dtype', async () => {
     const dir = path.join(root, 'olmoe-shape');
@@ -152,10 +171,24 @@ describe('what fromPretrained refuses, naming the field, file or tensor', () => 
     for (const n of r.names()) tensors[n] = await r.tensor(n);
     await r.close();
     const { safetensors } = await import('../lib');
-    await safetensors.save(path.join(dir, 'model.safetensors'), { ...tensors, 'model.layers.0.mlp.experts.3.up_proj.weight': Tensor.zeros([D, D]) });
-    await rejects(MoELayer.fromPretrained(dir), 'RangeError', /tensor 'model\.layers\.0\.mlp\.experts\.3\.up_proj\.weight' \(expert 3 up_proj\) to have shape \[96, 64\] but got \[64, 64\]/);
-    await safetensors.save(path.join(dir, 'model.safetensors'), { ...tensors, 'model.layers.0.mlp.gate.weight': Tensor.zeros([8, D], 'int32') });
-    await rejects(MoELayer.fromPretrained(dir), 'RangeError', /tensor 'model\.layers\.0\.mlp\.gate\.weight' \(router\) to be F32 or F16 or BF16 but got I32/);
+    await safetensors.save(path.join(dir, 'model.safetensors'), {
+      ...tensors,
+      'model.layers.0.mlp.experts.3.up_proj.weight': Tensor.zeros([D, D]),
+    });
+    await rejects(
+      MoELayer.fromPretrained(dir),
+      'RangeError',
+      /tensor 'model\.layers\.0\.mlp\.experts\.3\.up_proj\.weight' \(expert 3 up_proj\) to have shape \[96, 64\] but got \[64, 64\]/,
+    );
+    await safetensors.save(path.join(dir, 'model.safetensors'), {
+      ...tensors,
+      'model.layers.0.mlp.gate.weight': Tensor.zeros([8, D], 'int32'),
+    });
+    await rejects(
+      MoELayer.fromPretrained(dir),
+      'RangeError',
+      /tensor 'model\.layers\.0\.mlp\.gate\.weight' \(router\) to be F32 or F16 or BF16 but got I32/,
+    );
   });
   test('bad options', async () => {
     const dir = made.get('olmoe')!.dir;
@@ -163,7 +196,11 @@ describe('what fromPretrained refuses, naming the field, file or tensor', () => 
     await rejects(MoELayer.fromPretrained(dir, { onProgress: 3 as never }), 'TypeError', /options\.onProgress to be a function/);
     await rejects(MoELayer.fromPretrained(dir, { signal: {} as never }), 'TypeError', /options\.signal to be an AbortSignal/);
     await rejects(MoELayer.fromPretrained(dir, { weightDtype: 'int3' as never }), 'RangeError', /weightDtype/);
-    await rejects(MoELayer.fromPretrained(path.join(root, 'absent')), 'RangeError', /a checkpoint directory at .*absent but got nothing there/);
+    await rejects(
+      MoELayer.fromPretrained(path.join(root, 'absent')),
+      'RangeError',
+      /a checkpoint directory at .*absent but got nothing there/,
+    );
   });
 });
 
@@ -201,13 +238,22 @@ test('an AbortSignal stops the load between reads, with its reason, and leaves n
 test('memory: one layer of a 300 MB checkpoint reads that layer only and holds about twice its size', async () => {
   const { writeSyntheticCheckpoint } = await import('../tools/synthetic-checkpoint');
   const dir = path.join(root, 'synthetic');
-  const layerBytes = await writeSyntheticCheckpoint(dir, { dModel: 512, dHidden: 1024, experts: 8, topK: 2, layers: 12, shardBytes: 64 << 20 });
+  const layerBytes = await writeSyntheticCheckpoint(dir, {
+    dModel: 512,
+    dHidden: 1024,
+    experts: 8,
+    topK: 2,
+    layers: 12,
+    shardBytes: 64 << 20,
+  });
   const files = await fs.readdir(dir);
   let onDisk = 0;
   for (const f of files) onDisk += (await fs.stat(path.join(dir, f))).size;
   expect(onDisk).toBeGreaterThan(12 * layerBytes);
   const { execFileSync } = await import('child_process');
-  const out = execFileSync(process.execPath, [path.join(__dirname, 'pretrained', 'rss-child.js'), dir, '7', 'bfloat16'], { encoding: 'utf8' });
+  const out = execFileSync(process.execPath, [path.join(__dirname, 'pretrained', 'rss-child.js'), dir, '7', 'bfloat16'], {
+    encoding: 'utf8',
+  });
   const r = JSON.parse(out.trim().split('\n').pop()!);
   expect(r.bytesRead).toBe(layerBytes);
   expect(r.totalBytes).toBe(layerBytes);

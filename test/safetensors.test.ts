@@ -78,7 +78,10 @@ test('round trip of every dtype, metadata and the reference layout (8-byte align
 });
 
 test('FP8 E4M3 and E5M2: every code against an independent decode', () => {
-  const codes = Tensor.from(Uint8Array.from({ length: 256 }, (_, i) => i), [256]);
+  const codes = Tensor.from(
+    Uint8Array.from({ length: 256 }, (_, i) => i),
+    [256],
+  );
   const e4m3 = safetensors.fp8ToFloat32(codes).data;
   for (let b = 0; b < 256; b++) {
     if ((b & 0x7f) === 0x7f) expect(Number.isNaN(e4m3[b])).toBe(true);
@@ -100,7 +103,10 @@ test('block-scaled FP8 and MXFP4 dequantization', () => {
   expect(Array.from(w.subarray(10, 15))).toEqual([4, 4, 5, 5, 6]);
   expect(() => safetensors.dequantizeBlockFp8(codes, Tensor.zeros([1, 3]), 2)).toThrow(/scale_inv to have shape \[2, 3\]/);
   // one MXFP4 block: nibbles 0..15 twice, scale 2^1
-  const blocks = Tensor.from(Uint8Array.from({ length: 16 }, (_, j) => ((2 * j + 1) % 16 << 4) | (2 * j) % 16), [1, 1, 16]);
+  const blocks = Tensor.from(
+    Uint8Array.from({ length: 16 }, (_, j) => (((2 * j + 1) % 16) << 4) | ((2 * j) % 16)),
+    [1, 1, 16],
+  );
   const m = safetensors.dequantizeMxfp4(blocks, Tensor.from(Uint8Array.from([128]), [1, 1])).data;
   const fp4 = [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0, -0.5, -1, -1.5, -2, -3, -4, -6];
   expect(Array.from(m)).toEqual(Array.from({ length: 32 }, (_, i) => 2 * fp4[i % 16]));
@@ -109,21 +115,53 @@ test('block-scaled FP8 and MXFP4 dequantization', () => {
 describe('malformed files are refused with the file named, never read past their end', () => {
   const entry = (dtype: string, shape: number[], b: number, e: number) => ({ dtype, shape, data_offsets: [b, e] });
   const cases: [string, () => Promise<string>, RegExp][] = [
-    ['shorter than 8 bytes', async () => (await fs.writeFile(path.join(dir, 'tiny'), Buffer.from([1, 2])), path.join(dir, 'tiny')), /8-byte header length/],
+    [
+      'shorter than 8 bytes',
+      async () => (await fs.writeFile(path.join(dir, 'tiny'), Buffer.from([1, 2])), path.join(dir, 'tiny')),
+      /8-byte header length/,
+    ],
     ['a header length past the end', () => rawFile('past.st', { a: entry('F32', [1], 0, 4) }, new Uint8Array(4), 1000n), /within the file/],
     ['a header over 100 MB', () => rawFile('huge.st', {}, new Uint8Array(0), 200_000_000n), /at most 100000000/],
     ['a header that is not JSON', () => rawFile('json.st', '{"a": ', new Uint8Array(0)), /UTF-8 JSON/],
     ['a header that is an array', () => rawFile('array.st', '[1, 2]', new Uint8Array(0)), /a JSON object/],
-    ['a truncated data section', () => rawFile('trunc.st', { a: entry('F32', [4], 0, 16) }, new Uint8Array(10)), /cover its 10 bytes|within the file/],
-    ['offsets past the data', () => rawFile('range.st', { a: entry('F32', [2], 0, 8), b: entry('F32', [2], 8, 16) }, new Uint8Array(12)), /cover its 12 bytes/],
-    ['overlapping tensors', () => rawFile('overlap.st', { a: entry('F32', [2], 0, 8), b: entry('F32', [2], 4, 12) }, new Uint8Array(12)), /tensor 'b' to start at data offset 8/],
-    ['a gap between tensors', () => rawFile('gap.st', { a: entry('F32', [1], 0, 4), b: entry('F32', [1], 8, 12) }, new Uint8Array(12)), /start at data offset 4/],
-    ['a dtype / shape mismatch', () => rawFile('size.st', { a: entry('F32', [3], 0, 8) }, new Uint8Array(8)), /tensor 'a' to span 12 bytes/],
+    [
+      'a truncated data section',
+      () => rawFile('trunc.st', { a: entry('F32', [4], 0, 16) }, new Uint8Array(10)),
+      /cover its 10 bytes|within the file/,
+    ],
+    [
+      'offsets past the data',
+      () => rawFile('range.st', { a: entry('F32', [2], 0, 8), b: entry('F32', [2], 8, 16) }, new Uint8Array(12)),
+      /cover its 12 bytes/,
+    ],
+    [
+      'overlapping tensors',
+      () => rawFile('overlap.st', { a: entry('F32', [2], 0, 8), b: entry('F32', [2], 4, 12) }, new Uint8Array(12)),
+      /tensor 'b' to start at data offset 8/,
+    ],
+    [
+      'a gap between tensors',
+      () => rawFile('gap.st', { a: entry('F32', [1], 0, 4), b: entry('F32', [1], 8, 12) }, new Uint8Array(12)),
+      /start at data offset 4/,
+    ],
+    [
+      'a dtype / shape mismatch',
+      () => rawFile('size.st', { a: entry('F32', [3], 0, 8) }, new Uint8Array(8)),
+      /tensor 'a' to span 12 bytes/,
+    ],
     ['an unknown dtype', () => rawFile('dtype.st', { a: entry('F128', [1], 0, 16) }, new Uint8Array(16)), /dtype to be one of F64/],
     ['a negative dimension', () => rawFile('shape.st', { a: entry('F32', [-1], 0, 0) }, new Uint8Array(0)), /non-negative integers/],
     ['offsets the wrong way round', () => rawFile('order.st', { a: entry('U8', [0], 4, 0) }, new Uint8Array(4)), /begin <= end/],
-    ['an extra field', () => rawFile('extra.st', { a: { ...entry('U8', [1], 0, 1), x: 1 } }, new Uint8Array(1)), /only dtype, shape and data_offsets/],
-    ['metadata that is not strings', () => rawFile('meta.st', { __metadata__: { a: 1 } }, new Uint8Array(0)), /__metadata__\.a to be a string/],
+    [
+      'an extra field',
+      () => rawFile('extra.st', { a: { ...entry('U8', [1], 0, 1), x: 1 } }, new Uint8Array(1)),
+      /only dtype, shape and data_offsets/,
+    ],
+    [
+      'metadata that is not strings',
+      () => rawFile('meta.st', { __metadata__: { a: 1 } }, new Uint8Array(0)),
+      /__metadata__\.a to be a string/,
+    ],
   ];
   test.each(cases)('%s', async (_, make, re) => {
     const file = await make();
@@ -147,7 +185,8 @@ describe('sharded checkpoints', () => {
     await fs.mkdir(ck);
     await safetensors.save(path.join(ck, 'a.safetensors'), { x: Tensor.from([1, 2], [2]) });
     await safetensors.save(path.join(ck, 'b.safetensors'), { y: Tensor.from([3], [1]) });
-    const index = (map: Record<string, string>) => fs.writeFile(path.join(ck, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: map }));
+    const index = (map: Record<string, string>) =>
+      fs.writeFile(path.join(ck, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: map }));
     await index({ x: 'a.safetensors', y: 'b.safetensors', z: 'c.safetensors', w: 'a.safetensors' });
     const c = await safetensors.Checkpoint.open(ck);
     try {
