@@ -1,8 +1,21 @@
 /**
- * `npm start`: the main job. Builds a Mixtral-shaped MoE layer with seeded random weights, runs a batch of
- * tokens through it a few times, and prints speed, the backend used and how the router spread the tokens.
+ * `npm start`: the main job. Builds a Mixtral-shaped MoE layer with seeded random weights (or, with --checkpoint,
+ * loads one MoE layer of a Hugging Face checkpoint), runs a batch of tokens through it a few times, and prints
+ * speed, the backend used and how the router spread the tokens.
  */
-import { ACTIVATIONS, Activation, MoELayer, Tensor, WEIGHT_DTYPES, WeightDtype, backendInfo, layerFlops, setThreads } from '../lib';
+import {
+  ACTIVATIONS,
+  Activation,
+  MoEConfig,
+  MoELayer,
+  Tensor,
+  WEIGHT_DTYPES,
+  WeightDtype,
+  backendInfo,
+  layerFlops,
+  pretrained,
+  setThreads,
+} from '../lib';
 import { FlagSpec, median, parseFlags, usage } from '../tools/flags';
 
 const FLAGS: FlagSpec[] = [
@@ -12,13 +25,69 @@ const FLAGS: FlagSpec[] = [
   { name: 'experts', help: 'number of experts', default: 8 },
   { name: 'top-k', help: 'experts per token', default: 2 },
   { name: 'activation', help: ACTIVATIONS.join(' | '), default: 'swiglu' },
-  { name: 'dtype', help: `how the expert weights are stored: ${WEIGHT_DTYPES.join(' | ')}`, default: 'float32' },
+  { name: 'dtype', help: `how the expert weights are stored: ${WEIGHT_DTYPES.join(' | ')} (checkpoint: its own, bf16)`, default: '' },
+  { name: 'checkpoint', help: 'a Hugging Face checkpoint directory (config.json + safetensors) to load a layer of', default: '' },
+  { name: 'layer', help: 'with --checkpoint: the decoder layer (default: its first MoE layer)', default: -1 },
   { name: 'threads', help: 'threads (0 = all cores)', default: 0 },
   { name: 'repeat', help: 'timed runs after one warm-up', default: 5 },
   { name: 'seed', help: 'seed of the weights and inputs', default: 1 },
   { name: 'async', help: 'use forward() (off the event loop) instead of forwardSync()', default: false },
   { name: 'help', help: 'show this help', default: false },
 ];
+
+function randomLayer(f: Record<string, string | number | boolean>): MoELayer {
+  const config: MoEConfig = {
+    dModel: Number(f['d-model']),
+    dHidden: Number(f['d-hidden']),
+    numExperts: Number(f.experts),
+    topK: Number(f['top-k']),
+    activation: String(f.activation) as Activation,
+    weightDtype: (String(f.dtype) || 'float32') as WeightDtype,
+  };
+  return MoELayer.random(config, { seed: Number(f.seed) });
+}
+
+/** One MoE layer of a checkpoint, with a progress line while it reads. */
+async function loadLayer(dir: string, layer: number, dtype: string): Promise<MoELayer> {
+  const about = await pretrained.inspect(dir);
+  const which = layer >= 0 ? layer : about.moeLayers[0];
+  console.log(
+    `checkpoint: ${dir} · ${about.family} (model_type ${about.modelType}) · ${about.numLayers} layers, MoE: ${summarize(about.moeLayers)} · loading layer ${which}`,
+  );
+  const tty = process.stdout.isTTY;
+  let shown = -1;
+  const result = await MoELayer.fromPretrained(dir, {
+    layer: which,
+    ...(dtype ? { weightDtype: dtype as WeightDtype } : {}),
+    onProgress: (p) => {
+      const pct = p.totalBytes ? Math.floor((100 * p.bytesRead) / p.totalBytes) : 0;
+      if (p.phase === 'read' && pct !== shown && (tty || pct % 25 === 0)) {
+        shown = pct;
+        const line = `  reading ${pct}% of ${(p.totalBytes / 2 ** 20).toFixed(0)} MiB${p.what ? ` (${p.what})` : ''}`;
+        if (tty) process.stdout.write(`\r${line.padEnd(60)}`);
+        else console.log(line);
+      }
+      if (p.phase === 'pack') {
+        if (tty) process.stdout.write('\n');
+        console.log('  packing the weights for the kernels');
+      }
+    },
+  });
+  return result;
+}
+
+function describeRouter(c: MoELayer['config']): string {
+  const r = c.router as Record<string, unknown>;
+  const extras = Object.entries(r)
+    .filter(([k, v]) => k !== 'kind' && v !== undefined && !(typeof v === 'object'))
+    .map(([k, v]) => `${k} ${v}`);
+  return `${r.kind}${extras.length ? ` (${extras.join(', ')})` : ''}`;
+}
+
+function summarize(layers: number[]): string {
+  if (layers.length > 2 && layers.every((l, i) => i === 0 || l === layers[i - 1] + 1)) return `${layers[0]}-${layers[layers.length - 1]}`;
+  return layers.length > 10 ? `${layers.slice(0, 10).join(', ')}, ...` : layers.join(', ');
+}
 
 function bar(value: number, max: number, width: number): string {
   const n = max === 0 ? 0 : Math.round((value / max) * width);
@@ -32,23 +101,20 @@ async function main(): Promise<void> {
     return;
   }
   if (Number(f.threads) > 0) setThreads(Number(f.threads));
-  const config = {
-    dModel: Number(f['d-model']),
-    dHidden: Number(f['d-hidden']),
-    numExperts: Number(f.experts),
-    topK: Number(f['top-k']),
-    activation: String(f.activation) as Activation,
-    weightDtype: String(f.dtype) as WeightDtype,
-  };
   const tokens = Number(f.tokens);
   const info = backendInfo();
   console.log(`moe-kernels · isa ${info.isa} · ${info.threads} thread${info.threads === 1 ? '' : 's'} · ${info.binary.origin} binary`);
   let t0 = performance.now();
-  const layer = MoELayer.random(config, { seed: Number(f.seed) });
+  const layer = f.checkpoint ? await loadLayer(String(f.checkpoint), Number(f.layer), String(f.dtype)) : randomLayer(f);
   const buildMs = performance.now() - t0;
+  const config = layer.config;
   console.log(
     `layer: dModel ${config.dModel}, dHidden ${config.dHidden}, ${config.numExperts} experts, top-${config.topK}, ` +
-      `${config.activation}, ${config.weightDtype} weights (${(layer.packedBytes / 2 ** 20).toFixed(1)} MiB packed, built in ${(buildMs / 1000).toFixed(2)} s)`,
+      `${config.activation}, router ${describeRouter(config)}` +
+      (config.sharedExperts > 0
+        ? `, ${config.sharedExperts} shared expert${config.sharedExperts > 1 ? 's' : ''} of ${config.sharedHidden}`
+        : '') +
+      `, ${config.weightDtype} weights (${(layer.packedBytes / 2 ** 20).toFixed(1)} MiB packed, ${f.checkpoint ? 'loaded' : 'built'} in ${(buildMs / 1000).toFixed(2)} s)`,
   );
   const x = Tensor.randn([tokens, config.dModel], { seed: Number(f.seed) + 1 });
   const run = () => (f.async ? layer.forward(x) : Promise.resolve(layer.forwardSync(x)));
@@ -60,7 +126,11 @@ async function main(): Promise<void> {
     times.push(performance.now() - t0);
   }
   const ms = median(times);
-  const flops = layerFlops(config, tokens);
+  const flops =
+    layerFlops(config, tokens) +
+    (config.sharedExperts > 0
+      ? layerFlops({ ...config, numExperts: config.sharedExperts, topK: config.sharedExperts, dHidden: config.sharedHidden }, tokens)
+      : 0);
   console.log(`batch: ${tokens} token${tokens === 1 ? '' : 's'}, ${f.async ? 'forward (async)' : 'forwardSync'}, ${times.length} runs`);
   console.log(
     `median ${ms.toFixed(2)} ms (min ${Math.min(...times).toFixed(2)}, max ${Math.max(...times).toFixed(2)}) · ` +
