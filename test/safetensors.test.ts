@@ -214,3 +214,50 @@ test('the writer refuses what it cannot write', async () => {
   await rejects(safetensors.save(file, { a: [1, 2] as never }), 'TypeError', /a Tensor or/);
   await expect(fs.stat(file)).rejects.toThrow();
 });
+
+test('mutated files (bytes flipped in the prefix and header, truncated, extended): a clean refusal or valid tensors, never a crash', async () => {
+  const good = path.join(dir, 'good.safetensors');
+  await safetensors.save(
+    good,
+    { a: Tensor.randn([4, 3], { seed: 1 }), b: Tensor.from(Int8Array.from([1, -2]), [2]), c: Tensor.zeros([2], 'bfloat16') },
+    { k: 'v' },
+  );
+  const bytes = await fs.readFile(good);
+  const headerEnd = 8 + Number(bytes.readBigUInt64LE(0));
+  let state = 12345;
+  const rand = (n: number) => {
+    state = (Math.imul(state, 1103515245) + 12345) >>> 0;
+    return state % n;
+  };
+  const file = path.join(dir, 'mutant.safetensors');
+  let refused = 0;
+  for (let i = 0; i < 300; i++) {
+    let m = Buffer.from(bytes);
+    const kind = rand(4);
+    if (kind === 0) m[rand(8)] = rand(256);
+    else if (kind === 1) for (let j = 0; j < 1 + rand(3); j++) m[8 + rand(headerEnd - 8)] = rand(128);
+    else if (kind === 2) m = m.subarray(0, rand(m.length));
+    else m = Buffer.concat([m, Buffer.alloc(1 + rand(16))]);
+    await fs.writeFile(file, m);
+    try {
+      const r = await safetensors.open(file);
+      try {
+        for (const n of r.names()) {
+          const info = r.info(n);
+          if (['F32', 'F16', 'BF16', 'I32', 'I8', 'U8', 'BOOL', 'F8_E4M3', 'F8_E5M2'].includes(info.dtype)) {
+            const t = await r.tensor(n);
+            expect(t.shape).toEqual(info.shape);
+          }
+        }
+      } finally {
+        await r.close();
+      }
+    } catch (e) {
+      const err = e as Error;
+      expect(['RangeError', 'TypeError']).toContain(err.name);
+      expect(err.message).toMatch(/^moe-kernels: expected [\s\S]+ but got [\s\S]*$/);
+      refused++;
+    }
+  }
+  expect(refused).toBeGreaterThan(100);
+});
