@@ -74,13 +74,29 @@ console.log(JSON.stringify({ shape: output.shape, relErr: Number((diff / scale).
 layer.dispose();
 EOF
   cat >"$dir/check.mjs" <<'EOF'
-import { MoELayer, Tensor, backendInfo } from 'moe-kernels';
+import { MoELayer, Tensor, backendInfo, safetensors } from 'moe-kernels';
 import moe from 'moe-kernels';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 const layer = MoELayer.random({ dModel: 8, dHidden: 12, numExperts: 4, topK: 4 }, { seed: 1 });
 const { output } = await layer.forward(Tensor.randn([1, 8], { seed: 2 }));
 if (moe.MoELayer !== MoELayer) throw new Error('default export differs');
+// A tiny OLMoE checkpoint written with the package's writer and loaded back with fromPretrained.
+const ck = mkdtempSync(join(tmpdir(), 'moe-ck-'));
+const t = { 'model.layers.0.mlp.gate.weight': Tensor.randn([4, 8], { seed: 3 }) };
+for (let e = 0; e < 4; e++)
+  for (const [name, shape] of [['gate_proj', [12, 8]], ['up_proj', [12, 8]], ['down_proj', [8, 12]]])
+    t[`model.layers.0.mlp.experts.${e}.${name}.weight`] = Tensor.randn(shape, { seed: 10 + e, std: 0.3 });
+await safetensors.save(join(ck, 'model.safetensors'), t);
+writeFileSync(join(ck, 'config.json'), JSON.stringify({ model_type: 'olmoe', hidden_size: 8, intermediate_size: 12, num_experts: 4, num_experts_per_tok: 2, num_hidden_layers: 1 }));
+const loaded = await MoELayer.fromPretrained(ck);
+const y = loaded.forwardSync(Tensor.randn([3, 8], { seed: 4 })).output;
+if (loaded.config.numExperts !== 4 || !y.data.every(Number.isFinite)) throw new Error('fromPretrained');
+rmSync(ck, { recursive: true });
 console.log(JSON.stringify({ shape: output.shape, origin: backendInfo().binary.origin }));
 layer.dispose();
+loaded.dispose();
 EOF
   cat >"$dir/consumer.ts" <<'EOF'
 import { MoELayer, Tensor, backendInfo, kernels } from 'moe-kernels';
