@@ -1,5 +1,7 @@
 export { erf, gelu, geluTanh, relu, sigmoid, silu, activationFunction } from './activation';
 export { referenceExpert, referenceExperts, referenceMoE, referenceRouterLogits, referenceTopK } from './moe';
+export { activationDerivative, gatedUnitDerivative, referenceExpertsBackward } from './backward';
+export type { ExpertGradients, ReferenceBackward } from './backward';
 export {
   argsortDescending,
   referenceCapacity,
