@@ -22,7 +22,7 @@ export class LayerRouter {
   /** routerBias: [numExperts] added to the router logits (gpt-oss); the core's own routing has no bias, so then none. */
   constructor(
     private readonly config: Readonly<ResolvedConfig>,
-    private readonly routerBias?: Float32Array,
+    /** @internal */ readonly routerBias?: Float32Array,
   ) {
     this.rule = routingRuleOf(config.router.kind);
     this.builtIn = routerBias ? undefined : this.rule.builtIn?.(config.router, config.backend);

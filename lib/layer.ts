@@ -1,6 +1,6 @@
 import { describe, rangeError, typeError } from './errors';
 import { GateGradients, gateGradients } from './gate-gradients';
-import { impliedQuantization } from './expert-weights';
+import { ExpertWeights, impliedQuantization } from './expert-weights';
 import { MoEConfig, ResolvedConfig, resolveConfig } from './layer-config';
 import { ForwardOptions, MoEOutput, RoutedForward, Routing, assembleOutput } from './layer-output';
 import { LayerRouter } from './layer-router';
@@ -136,6 +136,33 @@ export class MoELayer implements Disposable {
       return handle.routingWeightGradients(data, tokens, routing.topK, routing.experts, grad);
     };
     return gateGradients(this.config, x, result, gradOutput, weightGradients, (routing) => this.router.nativeGate(routing));
+  }
+
+  /**
+   * The layer's weights read back from their packed form, as float32 Tensors in the nn.Linear layout [out, in]
+   * (the MoEWeights the constructor takes): the values the kernels compute with (bfloat16 / float16 widened,
+   * int8 / int4 as codes times scales). `new MoELayer(layer.config, layer.exportWeights())` with weightDtype
+   * 'float32' computes what this layer does; safetensors.save writes them. CPU backend.
+   */
+  exportWeights(): MoEWeights<Tensor<'float32'>> {
+    const w = this.native().exportWeights();
+    const c = this.config;
+    const t = (a: Float32Array | null, shape: number[]) => (a ? Tensor.from(a, shape) : undefined);
+    const experts = (x: NonNullable<typeof w.shared>, e: number, h: number) => {
+      const out: ExpertWeights<Tensor<'float32'>> = { w1: Tensor.from(x.w1, [e, h, c.dModel]), w2: Tensor.from(x.w2, [e, c.dModel, h]) };
+      const parts = { w3: t(x.w3, [e, h, c.dModel]), b1: t(x.b1, [e, h]), b3: t(x.b3, [e, h]), b2: t(x.b2, [e, c.dModel]) };
+      for (const [k, v] of Object.entries(parts)) if (v) out[k as 'w3' | 'b1' | 'b3' | 'b2'] = v;
+      return out;
+    };
+    const result: MoEWeights<Tensor<'float32'>> = {
+      router: Tensor.from(w.router, [c.numExperts, c.dModel]),
+      ...experts(w.experts, c.numExperts, c.dHidden),
+    };
+    if (w.noiseRouter) result.noiseRouter = Tensor.from(w.noiseRouter, [c.numExperts, c.dModel]);
+    if (this.router.routerBias) result.routerBias = Tensor.from(Float32Array.from(this.router.routerBias), [c.numExperts]);
+    if (w.shared) result.shared = experts(w.shared, c.sharedExperts, c.sharedHidden);
+    if (w.sharedGate) result.sharedGate = Tensor.from(w.sharedGate, [c.sharedExperts, c.dModel]);
+    return result;
   }
 
   /** Where the time of the last forward went (ms): router, routing, dispatch, experts, combine, total. */

@@ -48,7 +48,25 @@ export interface NativeExperts {
   packedBytes(): number;
 }
 
+/** Experts' weights read back from their packed form (null where the layer has none). */
+export interface NativeExportedExperts {
+  w1: Float32Array;
+  w3: F32;
+  w2: Float32Array;
+  b1: F32;
+  b3: F32;
+  b2: F32;
+}
+
 export interface NativeLayer {
+  /** The weights as the kernels compute with them, in the [out, in] layout. CPU layers. */
+  exportWeights(): {
+    router: Float32Array;
+    noiseRouter: F32;
+    sharedGate: F32;
+    experts: NativeExportedExperts;
+    shared: NativeExportedExperts | null;
+  };
   forwardSync(x: Float32Array, tokens: number, out?: Float32Array): NativeForwardResult;
   forward(x: Float32Array, tokens: number, out?: Float32Array): Promise<NativeForwardResult>;
   routerLogits(x: Float32Array, tokens: number): Float32Array;

@@ -74,6 +74,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
          InstanceMethod("forwardRoutedSync", &NativeLayer::ForwardRoutedSync),
          InstanceMethod("slotOutputs", &NativeLayer::SlotOutputs),
          InstanceMethod("lastTimings", &NativeLayer::LastTimings), InstanceMethod("dispose", &NativeLayer::Dispose),
+         InstanceMethod("exportWeights", &NativeLayer::ExportWeights),
          InstanceMethod("packedBytes", &NativeLayer::PackedBytes)});
   }
 
@@ -168,6 +169,47 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
           // The External lives only for the constructor call; the layer itself is shared.
           return kept[1].As<Napi::Function>().New({Napi::External<BuiltLayer>::New(env, built.get())});
         });
+  }
+
+  // () -> { router, noiseRouter, sharedGate, experts: { w1, w3, w2, b1, b3, b2 }, shared } of Float32Arrays (null
+  // where the layer has none), read back from the packed weights.
+  Napi::Value ExportWeights(const Napi::CallbackInfo& info) {
+    const Napi::Env env = info.Env();
+    auto layer = get(env);
+    const moe::LayerConfig& c = config_;
+    const moe::LayerWeightsPresent has = layer->weights_present();
+    const int64_t d = c.experts.d_model;
+    auto array = [&](bool present, int64_t n) -> Napi::Value {
+      return present ? Napi::Value(new_float32_array(env, static_cast<size_t>(n))) : env.Null();
+    };
+    auto data = [](const Napi::Value& v) { return v.IsNull() ? nullptr : v.As<Napi::Float32Array>().Data(); };
+    auto experts = [&](const moe::ExpertShape& s, bool b1, bool b3, bool b2, moe::ExpertWeightsOut* out) {
+      const bool gated = moe::is_gated(s.activation);
+      auto o = Napi::Object::New(env);
+      o.Set("w1", array(true, s.num_experts * s.d_hidden * d));
+      o.Set("w3", array(gated, s.num_experts * s.d_hidden * d));
+      o.Set("w2", array(true, s.num_experts * d * s.d_hidden));
+      o.Set("b1", array(b1, s.num_experts * s.d_hidden));
+      o.Set("b3", array(b3 && gated, s.num_experts * s.d_hidden));
+      o.Set("b2", array(b2, s.num_experts * d));
+      *out = {data(o.Get("w1")), data(o.Get("w3")), data(o.Get("w2")),
+              data(o.Get("b1")), data(o.Get("b3")), data(o.Get("b2"))};
+      return o;
+    };
+    moe::LayerWeightsOut out;
+    auto result = Napi::Object::New(env);
+    result.Set("router", array(true, c.experts.num_experts * d));
+    result.Set("noiseRouter", array(has.noise_router, c.experts.num_experts * d));
+    result.Set("sharedGate", array(has.shared_gate, c.shared.num_experts * d));
+    result.Set("experts", experts(c.experts, has.b1, has.b3, has.b2, &out.experts));
+    result.Set("shared", c.shared.num_experts > 0
+                             ? Napi::Value(experts(c.shared, has.shared_b1, has.shared_b3, has.shared_b2, &out.shared))
+                             : env.Null());
+    out.router = data(result.Get("router"));
+    out.noise_router = data(result.Get("noiseRouter"));
+    out.shared_gate = data(result.Get("sharedGate"));
+    run_guarded(env, [&] { layer->export_weights(out); });
+    return result;
   }
 
   Napi::Value ForwardSync(const Napi::CallbackInfo& info) {

@@ -35,6 +35,8 @@ class CudaLayer final : public Layer {
   // Not offered on the GPU yet: both throw Unsupported.
   void slot_outputs(const float* x, int64_t tokens, int k, const int32_t* experts, float* slot_out) override;
   LayerTimings last_timings() const override;
+  void export_weights(const LayerWeightsOut& out) const override;  // Unsupported for now
+  LayerWeightsPresent weights_present() const override;
   const LayerConfig& config() const override;
   size_t packed_bytes() const override { return device_bytes(); }
   size_t host_bytes() const override;

@@ -131,6 +131,11 @@ class PackedExperts;  // weights in the active ISA's panel layout, immutable onc
 std::shared_ptr<const PackedExperts> pack_experts(const ExpertShape& shape, const ExpertWeights& weights);
 const ExpertShape& packed_shape(const PackedExperts& packed);
 size_t packed_bytes(const PackedExperts& packed);
+// The packed experts read back (see ExpertWeightsOut, below); null destinations are skipped.
+struct ExpertWeightsOut;
+void unpack_experts(const PackedExperts& packed, const ExpertWeightsOut& out);
+// Which biases the packed experts were given: b1, b3, b2.
+void packed_biases(const PackedExperts& packed, bool* b1, bool* b3, bool* b2);
 
 // Grouped expert FFN over a dispatch plan: for every slot s = t * k + j routed to expert e,
 // slot_out[s] = E_e(x[t]); rows gathered from x while loading, results scattered by slot while storing.
@@ -158,6 +163,30 @@ struct LayerOutputs {                    // caller-owned buffers
   int32_t* experts = nullptr;            // [T * k]
   float* weights = nullptr;              // [T * k]
   int32_t* tokens_per_expert = nullptr;  // [E]
+};
+
+// Where a layer's weights are read back to (Layer::export_weights): caller-owned float32 arrays in the [out, in]
+// layout, each null to skip it. The values are those the kernels compute with: 16-bit weights widened, quantized
+// ones as codes times scales.
+struct ExpertWeightsOut {
+  float* w1 = nullptr;  // [E, dHidden, dModel]
+  float* w3 = nullptr;  // [E, dHidden, dModel] (gated)
+  float* w2 = nullptr;  // [E, dModel, dHidden]
+  float* b1 = nullptr;  // [E, dHidden]
+  float* b3 = nullptr;  // [E, dHidden]
+  float* b2 = nullptr;  // [E, dModel]
+};
+struct LayerWeightsOut {
+  float* router = nullptr;        // [E, dModel]
+  float* noise_router = nullptr;  // [E, dModel]
+  float* shared_gate = nullptr;   // [shared, dModel]
+  ExpertWeightsOut experts, shared;
+};
+// Which of a layer's optional weights it was built with.
+struct LayerWeightsPresent {
+  bool noise_router = false, shared_gate = false;
+  bool b1 = false, b3 = false, b2 = false;                       // routed experts
+  bool shared_b1 = false, shared_b3 = false, shared_b2 = false;  // shared experts
 };
 
 // Where the time of the last forward on a layer went, in milliseconds.
@@ -214,6 +243,9 @@ class Layer {
   // dL/d(routing weights) needs, dL/dw_s = <dL/dy_t, slot_out[s]>.
   virtual void slot_outputs(const float* x, int64_t tokens, int k, const int32_t* experts, float* slot_out) = 0;
   virtual LayerTimings last_timings() const = 0;
+  // The weights read back from their packed form (for saving, inspecting, or a later optimizer step's base).
+  virtual void export_weights(const LayerWeightsOut& out) const = 0;
+  virtual LayerWeightsPresent weights_present() const = 0;
   virtual const LayerConfig& config() const = 0;
   // Bytes of weights the layer holds where it computes (host or device), and of host memory it holds.
   virtual size_t packed_bytes() const = 0;
@@ -242,6 +274,8 @@ class CpuLayer final : public Layer {
                       float* output, int32_t* tokens_per_expert) override;
   void slot_outputs(const float* x, int64_t tokens, int k, const int32_t* experts, float* slot_out) override;
   LayerTimings last_timings() const override;
+  void export_weights(const LayerWeightsOut& out) const override;
+  LayerWeightsPresent weights_present() const override;
   const LayerConfig& config() const override;
   size_t packed_bytes() const override;  // router and experts (the noise router is not counted)
   size_t host_bytes() const override;

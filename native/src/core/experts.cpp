@@ -138,6 +138,22 @@ std::shared_ptr<const PackedExperts> pack_experts(const ExpertShape& shape, cons
 const ExpertShape& packed_shape(const PackedExperts& packed) { return packed.shape; }
 size_t packed_bytes(const PackedExperts& packed) { return packed.up.bytes() + packed.down.bytes(); }
 
+void unpack_experts(const PackedExperts& packed, const ExpertWeightsOut& out) {
+  const ExpertShape& s = packed.shape;
+  const int64_t h = s.d_hidden, d = s.d_model;
+  ThreadPool::instance().run(s.num_experts, [&](int64_t e) {
+    if (out.w1) packed.up.unpack(e, 0, out.w1 + e * h * d, out.b1 ? out.b1 + e * h : nullptr);
+    if (out.w3 && is_gated(s.activation)) packed.up.unpack(e, 1, out.w3 + e * h * d, out.b3 ? out.b3 + e * h : nullptr);
+    if (out.w2) packed.down.unpack(e, 0, out.w2 + e * d * h, out.b2 ? out.b2 + e * d : nullptr);
+  });
+}
+
+void packed_biases(const PackedExperts& packed, bool* b1, bool* b3, bool* b2) {
+  *b1 = packed.up.has_bias(0);
+  *b3 = packed.up.has_bias(1);
+  *b2 = packed.down.has_bias(0);
+}
+
 void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int k, const int32_t* offsets,
                 const int32_t* order, float* slot_out, FfnWorkspace& ws) {
   const ExpertShape& s = packed.shape;

@@ -131,6 +131,26 @@ void CpuLayer::forward(const float* x, int64_t tokens, const LayerOutputs& out) 
   s.run_experts(x, tokens, s.config.top_k, out.experts, out.weights, out.output, out.tokens_per_expert);
 }
 
+void CpuLayer::export_weights(const LayerWeightsOut& out) const {
+  State& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  if (out.router) s.router.unpack(0, 0, out.router, nullptr);
+  if (out.noise_router && s.noise_router) s.noise_router->unpack(0, 0, out.noise_router, nullptr);
+  if (out.shared_gate && s.shared_gate) s.shared_gate->unpack(0, 0, out.shared_gate, nullptr);
+  unpack_experts(s.packed_experts, out.experts);
+  if (s.shared) unpack_experts(*s.shared, out.shared);
+}
+
+LayerWeightsPresent CpuLayer::weights_present() const {
+  const State& s = *state_;
+  LayerWeightsPresent p;
+  p.noise_router = s.noise_router != nullptr;
+  p.shared_gate = s.shared_gate != nullptr;
+  packed_biases(s.packed_experts, &p.b1, &p.b3, &p.b2);
+  if (s.shared) packed_biases(*s.shared, &p.shared_b1, &p.shared_b3, &p.shared_b2);
+  return p;
+}
+
 void CpuLayer::slot_outputs(const float* x, int64_t tokens, int k, const int32_t* experts, float* slot_out) {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);

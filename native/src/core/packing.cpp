@@ -19,6 +19,8 @@ PackedMatrix::PackedMatrix(const cpu::PanelGeometry& geometry, int64_t count, in
       gated_(up.values || up.quantized.codes || up.half.bits),
       dtype_(dtype) {
   const WeightFormat& format = weight_format(dtype);
+  has_bias_[0] = w.bias != nullptr;
+  has_bias_[1] = up.bias != nullptr;
   out_cols_ = gated_ ? nr_ / 2 : nr_;
   panels_ = (n + out_cols_ - 1) / out_cols_;
   panel_bytes_ = format.panel_bytes(k_, group_, static_cast<int>(nr_));
@@ -57,6 +59,20 @@ PackedMatrix::PackedMatrix(const cpu::PanelGeometry& geometry, int64_t count, in
       }
     }
   });
+}
+
+void PackedMatrix::unpack(int64_t index, int part, float* out, float* bias) const {
+  const WeightFormat& format = weight_format(dtype_);
+  const size_t per_matrix = static_cast<size_t>(panels_) * panel_bytes_;
+  const unsigned char* matrix = data_.data() + static_cast<size_t>(index) * per_matrix;
+  for (int64_t p = 0; p < panels_; ++p)
+    for (int64_t c = 0; c < out_cols_; ++c) {
+      const int64_t col = p * out_cols_ + c;
+      if (col >= n_) break;
+      const int slot = static_cast<int>(part * out_cols_ + c);
+      format.unpack_column(matrix + p * panel_bytes_, k_, group_, static_cast<int>(nr_), slot, out + col * k_);
+      if (bias) bias[col] = bias_.data()[(index * panels_ + p) * nr_ + slot];
+    }
 }
 
 cpu::GemmProblem PackedMatrix::problem(int64_t index, Activation activation) const {

@@ -32,11 +32,17 @@ class PackedMatrix {
   int64_t out_cols() const { return out_cols_; }  // output columns per panel
   WeightDtype dtype() const { return dtype_; }
   size_t bytes() const { return data_.capacity() + bias_.capacity() * sizeof(float); }
+  // Matrix `index` of part 0 (W, or a gated pair's W1) or 1 (W3) read back: out [n, k] as the kernels compute with
+  // it (panel layout undone, 16-bit widened, codes times scales); bias [n] (zeros where none was given), or null.
+  void unpack(int64_t index, int part, float* out, float* bias) const;
+  // Whether a bias was given for part 0 / 1.
+  bool has_bias(int part) const { return has_bias_[part]; }
 
  private:
   int64_t count_, n_, k_, group_, nr_, out_cols_, panels_;
   size_t panel_bytes_ = 0;
   bool gated_;
+  bool has_bias_[2] = {false, false};
   WeightDtype dtype_;
   AlignedBuffer<unsigned char> data_;
   AlignedBuffer<float> bias_;

@@ -18,11 +18,21 @@ void f32_pack_column(const ColumnSource& src, int64_t k, int64_t, int nr, int sl
   for (int64_t kk = 0; kk < k; ++kk) p[kk * nr + slot] = src.values ? src.values[kk] : 0.0f;
 }
 
+void f32_unpack_column(const void* panel, int64_t k, int64_t, int nr, int slot, float* out) {
+  const float* p = static_cast<const float*>(panel);
+  for (int64_t kk = 0; kk < k; ++kk) out[kk] = p[kk * nr + slot];
+}
+
 size_t f16_panel_bytes(int64_t k, int64_t, int nr) { return static_cast<size_t>(k) * nr * sizeof(uint16_t); }
 
 void f16_pack_column(const ColumnSource& src, int64_t k, int64_t, int nr, int slot, void* panel) {
   uint16_t* p = static_cast<uint16_t*>(panel);
   for (int64_t kk = 0; kk < k; ++kk) p[kk * nr + slot] = src.values ? cpu::float_to_half(src.values[kk]) : 0;
+}
+
+void f16_unpack_column(const void* panel, int64_t k, int64_t, int nr, int slot, float* out) {
+  const uint16_t* p = static_cast<const uint16_t*>(panel);
+  for (int64_t kk = 0; kk < k; ++kk) out[kk] = cpu::half_to_float(p[kk * nr + slot]);
 }
 
 // bfloat16 in k pairs (vdpbf16ps's operand): element (kk, slot) at pair kk / 2, word slot, half kk % 2.
@@ -32,6 +42,11 @@ void bf16_pack_column(const ColumnSource& src, int64_t k, int64_t, int nr, int s
   uint16_t* p = static_cast<uint16_t*>(panel);
   for (int64_t kk = 0; kk < (k + 1) / 2 * 2; ++kk)
     p[(kk / 2 * nr + slot) * 2 + kk % 2] = src.values && kk < k ? cpu::float_to_bfloat16(src.values[kk]) : 0;
+}
+
+void bf16_unpack_column(const void* panel, int64_t k, int64_t, int nr, int slot, float* out) {
+  const uint16_t* p = static_cast<const uint16_t*>(panel);
+  for (int64_t kk = 0; kk < k; ++kk) out[kk] = cpu::bfloat16_to_float(p[(kk / 2 * nr + slot) * 2 + kk % 2]);
 }
 
 int code_bits(WeightDtype dtype) { return dtype == WeightDtype::int8 ? 8 : 4; }
@@ -85,13 +100,35 @@ void quant_pack_column(const ColumnSource& src, int64_t k, int64_t g, int nr, in
   }
 }
 
+template <WeightDtype D>
+void quant_unpack_column(const void* panel, int64_t k, int64_t g, int nr, int slot, float* out) {
+  const int64_t gbytes = group_bytes(D, g, nr);
+  for (int64_t grp = 0; grp < k / g; ++grp) {
+    const uint8_t* base = static_cast<const uint8_t*>(panel) + grp * gbytes;
+    const float d = cpu::half_to_float(reinterpret_cast<const uint16_t*>(base)[slot]);
+    const uint8_t* words = base + 2 * nr;
+    for (int64_t j = 0; j < g; ++j) {
+      int q;
+      if (D == WeightDtype::int8) {
+        q = static_cast<int>(words[(j / 4 * nr + slot) * 4 + j % 4]) - 128;
+      } else {
+        const uint8_t byte = words[(j / 8 * nr + slot) * 4 + j % 4];
+        q = (j % 8 < 4 ? byte & 0xf : byte >> 4) - 8;
+      }
+      out[grp * g + j] = static_cast<float>(q) * d;
+    }
+  }
+}
+
 // In WeightDtype order.
 const WeightFormat kFormats[kWeightDtypes] = {
-    {WeightDtype::float32, "float32", &f32_panel_bytes, &f32_pack_column},
-    {WeightDtype::bfloat16, "bfloat16", &bf16_panel_bytes, &bf16_pack_column},
-    {WeightDtype::float16, "float16", &f16_panel_bytes, &f16_pack_column},
-    {WeightDtype::int8, "int8", &quant_panel_bytes<WeightDtype::int8>, &quant_pack_column<WeightDtype::int8>},
-    {WeightDtype::int4, "int4", &quant_panel_bytes<WeightDtype::int4>, &quant_pack_column<WeightDtype::int4>},
+    {WeightDtype::float32, "float32", &f32_panel_bytes, &f32_pack_column, &f32_unpack_column},
+    {WeightDtype::bfloat16, "bfloat16", &bf16_panel_bytes, &bf16_pack_column, &bf16_unpack_column},
+    {WeightDtype::float16, "float16", &f16_panel_bytes, &f16_pack_column, &f16_unpack_column},
+    {WeightDtype::int8, "int8", &quant_panel_bytes<WeightDtype::int8>, &quant_pack_column<WeightDtype::int8>,
+     &quant_unpack_column<WeightDtype::int8>},
+    {WeightDtype::int4, "int4", &quant_panel_bytes<WeightDtype::int4>, &quant_pack_column<WeightDtype::int4>,
+     &quant_unpack_column<WeightDtype::int4>},
 };
 
 }  // namespace

@@ -32,6 +32,9 @@ struct WeightFormat {
   size_t (*panel_bytes)(int64_t k, int64_t g, int nr);
   // Writes column `slot` of a panel.
   void (*pack_column)(const ColumnSource& src, int64_t k, int64_t g, int nr, int slot, void* panel);
+  // Reads column `slot` of a panel back as the k float32 weights the kernels compute with (16-bit values widened,
+  // codes times their scale): pack_column's inverse on what it stored.
+  void (*unpack_column)(const void* panel, int64_t k, int64_t g, int nr, int slot, float* out);
 };
 
 const WeightFormat& weight_format(WeightDtype dtype);

@@ -250,6 +250,12 @@ void CudaLayer::slot_outputs(const float*, int64_t, int, const int32_t*, float*)
   throw Unsupported("moe-kernels: expected a CPU layer for this call (slot outputs, timings) but got a CUDA layer");
 }
 
+void CudaLayer::export_weights(const LayerWeightsOut&) const {
+  throw Unsupported(
+      "moe-kernels: expected a CPU layer for exportWeights (the GPU keeps bf16 copies only) but got a CUDA layer");
+}
+LayerWeightsPresent CudaLayer::weights_present() const { return {}; }
+
 LayerTimings CudaLayer::last_timings() const {
   throw Unsupported("moe-kernels: expected a CPU layer for this call (slot outputs, timings) but got a CUDA layer");
 }

@@ -28,6 +28,8 @@ void CudaLayer::router_logits(const float*, int64_t, float*) {}
 void CudaLayer::noise_logits(const float*, int64_t, float*) {}
 void CudaLayer::slot_outputs(const float*, int64_t, int, const int32_t*, float*) {}
 LayerTimings CudaLayer::last_timings() const { return {}; }
+void CudaLayer::export_weights(const LayerWeightsOut&) const {}
+LayerWeightsPresent CudaLayer::weights_present() const { return {}; }
 double CudaLayer::last_device_ms() const { return 0; }
 
 }  // namespace moe::cuda
