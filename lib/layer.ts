@@ -1,6 +1,7 @@
 import { describe, rangeError, typeError } from './errors';
 import { GateGradients, gateGradients } from './gate-gradients';
-import { ExpertWeights, impliedQuantization } from './expert-weights';
+import { impliedQuantization } from './expert-weights';
+import { LayerGradients, experts as expertTensors, layerBackward } from './layer-backward';
 import { MoEConfig, ResolvedConfig, resolveConfig } from './layer-config';
 import { ForwardOptions, MoEOutput, RoutedForward, Routing, assembleOutput } from './layer-output';
 import { LayerRouter } from './layer-router';
@@ -15,6 +16,7 @@ export type { MoEConfig } from './layer-config';
 export type { MoEWeights } from './layer-weights';
 export type { ForwardOptions, MoEOutput, Routing } from './layer-output';
 export type { GateGradients } from './gate-gradients';
+export type { LayerGradients } from './layer-backward';
 
 /**
  * A Mixture-of-Experts layer (Shazeer et al. 2017 eq. 1: y = sum_i G(x)_i E_i(x)). Weights are packed once
@@ -147,22 +149,62 @@ export class MoELayer implements Disposable {
   exportWeights(): MoEWeights<Tensor<'float32'>> {
     const w = this.native().exportWeights();
     const c = this.config;
-    const t = (a: Float32Array | null, shape: number[]) => (a ? Tensor.from(a, shape) : undefined);
-    const experts = (x: NonNullable<typeof w.shared>, e: number, h: number) => {
-      const out: ExpertWeights<Tensor<'float32'>> = { w1: Tensor.from(x.w1, [e, h, c.dModel]), w2: Tensor.from(x.w2, [e, c.dModel, h]) };
-      const parts = { w3: t(x.w3, [e, h, c.dModel]), b1: t(x.b1, [e, h]), b3: t(x.b3, [e, h]), b2: t(x.b2, [e, c.dModel]) };
-      for (const [k, v] of Object.entries(parts)) if (v) out[k as 'w3' | 'b1' | 'b3' | 'b2'] = v;
-      return out;
-    };
     const result: MoEWeights<Tensor<'float32'>> = {
       router: Tensor.from(w.router, [c.numExperts, c.dModel]),
-      ...experts(w.experts, c.numExperts, c.dHidden),
+      ...expertTensors(w.experts, c.numExperts, c.dHidden, c.dModel),
     };
     if (w.noiseRouter) result.noiseRouter = Tensor.from(w.noiseRouter, [c.numExperts, c.dModel]);
     if (this.router.routerBias) result.routerBias = Tensor.from(Float32Array.from(this.router.routerBias), [c.numExperts]);
-    if (w.shared) result.shared = experts(w.shared, c.sharedExperts, c.sharedHidden);
+    if (w.shared) result.shared = expertTensors(w.shared, c.sharedExperts, c.sharedHidden, c.dModel);
     if (w.sharedGate) result.sharedGate = Tensor.from(w.sharedGate, [c.sharedExperts, c.dModel]);
     return result;
+  }
+
+  /**
+   * The gradients of a forward's output (result, of x) for dL/d(output) = gradOutput [tokens, dModel]: of the input
+   * (through the experts and the router), of every weight (the experts', shared experts' and gate's, biases, the
+   * router's through the routing weights, plus every aux loss the forward computed). The routing, dropping and
+   * sampled noise of that forward are held fixed; a forward with jitter is refused for now. Bitwise the same for
+   * any thread count. CPU backend; first version: the experts' part is plain loops (benchmarks/NOTES.md).
+   */
+  backward(x: Tensor, result: MoEOutput, gradOutput: Tensor): LayerGradients {
+    const handle = this.native();
+    const c = this.config;
+    return layerBackward(
+      {
+        config: c,
+        routerWeights: this.routerWeights(),
+        noiseRouterWeights: this.noiseRouterWeights(),
+        hasRouterBias: this.router.routerBias !== undefined,
+        experts: (xd, tokens, k, experts, weights, grad) => handle.backwardSync(xd, tokens, k, experts, weights, grad),
+        gateGradients: (xt, r, g, slotGradients) =>
+          gateGradients(
+            c,
+            xt,
+            r,
+            g,
+            () => slotGradients,
+            (routing) => this.router.nativeGate(routing),
+          ),
+      },
+      x,
+      result,
+      gradOutput,
+    );
+  }
+
+  private routerCache: { router: Float32Array; noise?: Float32Array } | undefined;
+  /** The router's (and noise router's) float32 weights, read back once (they never change in a layer). */
+  private routerWeights(): Float32Array {
+    if (!this.routerCache) {
+      const w = this.native().exportWeights(true);
+      this.routerCache = { router: w.router, noise: w.noiseRouter ?? undefined };
+    }
+    return this.routerCache.router;
+  }
+  private noiseRouterWeights(): Float32Array | undefined {
+    this.routerWeights();
+    return this.routerCache!.noise;
   }
 
   /** Where the time of the last forward went (ms): router, routing, dispatch, experts, combine, total. */

@@ -59,6 +59,15 @@ export interface NativeExportedExperts {
 }
 
 export interface NativeLayer {
+  /** The experts' backward for a routing (core/backward.cpp). CPU layers. */
+  backwardSync(
+    x: Float32Array,
+    tokens: number,
+    k: number,
+    experts: Int32Array,
+    weights: Float32Array,
+    gradOutput: Float32Array,
+  ): { dx: Float32Array; dWeights: Float32Array; experts: NativeExportedExperts; shared: NativeExportedExperts | null; sharedGate: F32 };
   /** The weights as the kernels compute with them, in the [out, in] layout. CPU layers. */
   exportWeights(): {
     router: Float32Array;
@@ -67,6 +76,8 @@ export interface NativeLayer {
     experts: NativeExportedExperts;
     shared: NativeExportedExperts | null;
   };
+  /** Only the router, noise router and shared gate (no expert arrays). */
+  exportWeights(routerOnly: true): { router: Float32Array; noiseRouter: F32; sharedGate: F32 };
   forwardSync(x: Float32Array, tokens: number, out?: Float32Array): NativeForwardResult;
   forward(x: Float32Array, tokens: number, out?: Float32Array): Promise<NativeForwardResult>;
   routerLogits(x: Float32Array, tokens: number): Float32Array;

@@ -54,6 +54,30 @@ void deliver(Napi::Env env, const Staged& staged, const Napi::Value& out) {
               static_cast<size_t>(staged.length) * sizeof(float));
 }
 
+// A Float32Array of n elements (every one written by the call that fills it), or null when absent.
+Napi::Value optional_array(Napi::Env env, bool present, int64_t n) {
+  return present ? Napi::Value(new_float32_array(env, static_cast<size_t>(n))) : env.Null();
+}
+float* data_of(const Napi::Value& v) { return v.IsNull() ? nullptr : v.As<Napi::Float32Array>().Data(); }
+
+// { w1, w3, w2, b1, b3, b2 } for one set of experts in moe::ExpertWeightsOut's layout (weights read back, or their
+// gradients): w1 and w2 always, w3 when gated, each bias when present (null otherwise); `out` points at them.
+Napi::Object expert_arrays(Napi::Env env, const moe::ExpertShape& s, bool b1, bool b3, bool b2,
+                           moe::ExpertWeightsOut* out) {
+  const bool gated = moe::is_gated(s.activation);
+  const int64_t e = s.num_experts, h = s.d_hidden, d = s.d_model;
+  auto o = Napi::Object::New(env);
+  o.Set("w1", optional_array(env, true, e * h * d));
+  o.Set("w3", optional_array(env, gated, e * h * d));
+  o.Set("w2", optional_array(env, true, e * d * h));
+  o.Set("b1", optional_array(env, b1, e * h));
+  o.Set("b3", optional_array(env, b3 && gated, e * h));
+  o.Set("b2", optional_array(env, b2, e * d));
+  *out = {data_of(o.Get("w1")), data_of(o.Get("w3")), data_of(o.Get("w2")),
+          data_of(o.Get("b1")), data_of(o.Get("b3")), data_of(o.Get("b2"))};
+  return o;
+}
+
 // A layer packed off the event loop by NativeLayer.build, handed to the constructor as an External (which no
 // JavaScript code can make).
 struct BuiltLayer {
@@ -75,6 +99,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
          InstanceMethod("slotOutputs", &NativeLayer::SlotOutputs),
          InstanceMethod("lastTimings", &NativeLayer::LastTimings), InstanceMethod("dispose", &NativeLayer::Dispose),
          InstanceMethod("exportWeights", &NativeLayer::ExportWeights),
+         InstanceMethod("backwardSync", &NativeLayer::BackwardSync),
          InstanceMethod("packedBytes", &NativeLayer::PackedBytes)});
   }
 
@@ -171,43 +196,34 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
         });
   }
 
-  // () -> { router, noiseRouter, sharedGate, experts: { w1, w3, w2, b1, b3, b2 }, shared } of Float32Arrays (null
-  // where the layer has none), read back from the packed weights.
+  // (routerOnly?) -> { router, noiseRouter, sharedGate, experts: { w1, w3, w2, b1, b3, b2 }, shared } of
+  // Float32Arrays (null where the layer has none, and every expert array with routerOnly), read back from the
+  // packed weights.
   Napi::Value ExportWeights(const Napi::CallbackInfo& info) {
     const Napi::Env env = info.Env();
     auto layer = get(env);
+    const bool router_only = info.Length() > 0 && info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value();
     const moe::LayerConfig& c = config_;
     const moe::LayerWeightsPresent has = layer->weights_present();
     const int64_t d = c.experts.d_model;
-    auto array = [&](bool present, int64_t n) -> Napi::Value {
-      return present ? Napi::Value(new_float32_array(env, static_cast<size_t>(n))) : env.Null();
-    };
-    auto data = [](const Napi::Value& v) { return v.IsNull() ? nullptr : v.As<Napi::Float32Array>().Data(); };
+    auto array = [&](bool present, int64_t n) { return optional_array(env, present, n); };
     auto experts = [&](const moe::ExpertShape& s, bool b1, bool b3, bool b2, moe::ExpertWeightsOut* out) {
-      const bool gated = moe::is_gated(s.activation);
-      auto o = Napi::Object::New(env);
-      o.Set("w1", array(true, s.num_experts * s.d_hidden * d));
-      o.Set("w3", array(gated, s.num_experts * s.d_hidden * d));
-      o.Set("w2", array(true, s.num_experts * d * s.d_hidden));
-      o.Set("b1", array(b1, s.num_experts * s.d_hidden));
-      o.Set("b3", array(b3 && gated, s.num_experts * s.d_hidden));
-      o.Set("b2", array(b2, s.num_experts * d));
-      *out = {data(o.Get("w1")), data(o.Get("w3")), data(o.Get("w2")),
-              data(o.Get("b1")), data(o.Get("b3")), data(o.Get("b2"))};
-      return o;
+      return expert_arrays(env, s, b1, b3, b2, out);
     };
     moe::LayerWeightsOut out;
     auto result = Napi::Object::New(env);
     result.Set("router", array(true, c.experts.num_experts * d));
     result.Set("noiseRouter", array(has.noise_router, c.experts.num_experts * d));
     result.Set("sharedGate", array(has.shared_gate, c.shared.num_experts * d));
-    result.Set("experts", experts(c.experts, has.b1, has.b3, has.b2, &out.experts));
-    result.Set("shared", c.shared.num_experts > 0
-                             ? Napi::Value(experts(c.shared, has.shared_b1, has.shared_b3, has.shared_b2, &out.shared))
-                             : env.Null());
-    out.router = data(result.Get("router"));
-    out.noise_router = data(result.Get("noiseRouter"));
-    out.shared_gate = data(result.Get("sharedGate"));
+    if (!router_only) {
+      result.Set("experts", experts(c.experts, has.b1, has.b3, has.b2, &out.experts));
+      result.Set("shared", c.shared.num_experts > 0 ? Napi::Value(experts(c.shared, has.shared_b1, has.shared_b3,
+                                                                          has.shared_b2, &out.shared))
+                                                    : env.Null());
+    }
+    out.router = data_of(result.Get("router"));
+    out.noise_router = data_of(result.Get("noiseRouter"));
+    out.shared_gate = data_of(result.Get("sharedGate"));
     run_guarded(env, [&] { layer->export_weights(out); });
     return result;
   }
@@ -259,6 +275,48 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
 
   // (x, tokens, k, experts Int32Array [T*k], gradOutput Float32Array [T*dModel]) -> Float64Array [T*k]:
   // dL/d(routing weight) per slot, <dL/dy_t, E_s(x_t)>.
+  // (x, tokens, k, experts Int32Array [T*k], weights Float32Array [T*k], gradOutput [T, dModel]) ->
+  // { dx, dWeights, experts: { w1, w3, w2, b1, b3, b2 }, shared, sharedGate } (moe::LayerGradients; null where the
+  // layer has no such weight), on the calling thread.
+  Napi::Value BackwardSync(const Napi::CallbackInfo& info) {
+    const Napi::Env env = info.Env();
+    auto layer = get(env);
+    const moe::LayerConfig& c = config_;
+    const int64_t d = c.experts.d_model, e = c.experts.num_experts;
+    const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
+    const int64_t k = int_arg(info, 2, "k", 1, e);
+    slot_count(env, tokens, k + c.shared.num_experts);
+    elements(env, "the slot gradients", {tokens, k + c.shared.num_experts, d});
+    const Held<float> x = held_float32(info, 0, "x", tokens * d, false);
+    const Held<int32_t> experts = held_int32(info, 3, "experts", tokens * k, false);
+    const Held<float> weights = held_float32(info, 4, "weights", tokens * k, false);
+    const Held<float> grad = held_float32(info, 5, "gradOutput", tokens * d, false);
+    check_finite(env, "x", x.data, tokens, d);
+    check_experts(env, experts.data, tokens * k, e);
+    check_finite(env, "weights", weights.data, tokens, k);
+    check_finite(env, "gradOutput", grad.data, tokens, d);
+    const moe::LayerWeightsPresent has = layer->weights_present();
+    auto array = [&](bool present, int64_t n) { return optional_array(env, present, n); };
+    auto experts_out = [&](const moe::ExpertShape& s, bool b1, bool b3, bool b2, moe::ExpertWeightsOut* out) {
+      return expert_arrays(env, s, b1, b3, b2, out);
+    };
+    moe::LayerGradients g;
+    auto result = Napi::Object::New(env);
+    result.Set("dx", array(true, tokens * d));
+    result.Set("dWeights", array(true, tokens * k));
+    result.Set("experts", experts_out(c.experts, has.b1, has.b3, has.b2, &g.experts));
+    result.Set("shared", c.shared.num_experts > 0 ? Napi::Value(experts_out(c.shared, has.shared_b1, has.shared_b3,
+                                                                            has.shared_b2, &g.shared))
+                                                  : env.Null());
+    result.Set("sharedGate", array(has.shared_gate, c.shared.num_experts * d));
+    g.dx = data_of(result.Get("dx"));
+    g.d_weights = data_of(result.Get("dWeights"));
+    g.d_shared_gate = data_of(result.Get("sharedGate"));
+    run_guarded(
+        env, [&] { layer->backward(x.data, tokens, static_cast<int>(k), experts.data, weights.data, grad.data, g); });
+    return result;
+  }
+
   Napi::Value RoutingWeightGradients(const Napi::CallbackInfo& info) {
     const Napi::Env env = info.Env();
     auto layer = get(env);

@@ -182,6 +182,18 @@ struct LayerWeightsOut {
   float* shared_gate = nullptr;   // [shared, dModel]
   ExpertWeightsOut experts, shared;
 };
+// Where a backward writes (Layer::backward): caller-owned float32 arrays. dx [T, dModel], d_weights [T * k] (dL/d
+// each routed slot's weight; 0 for dropped slots), the experts' weight gradients in the layout of ExpertWeightsOut
+// (w1 and w2 required; biases and w3 where the layer has them), the shared experts' likewise (when it has some) and
+// d_shared_gate [shared, dModel] (when its shared experts are gated). The router's gradient is not here: it follows
+// from d_weights through the routing rule's backward (TypeScript).
+struct LayerGradients {
+  float* dx = nullptr;
+  float* d_weights = nullptr;
+  ExpertWeightsOut experts, shared;
+  float* d_shared_gate = nullptr;
+};
+
 // Which of a layer's optional weights it was built with.
 struct LayerWeightsPresent {
   bool noise_router = false, shared_gate = false;
@@ -245,6 +257,10 @@ class Layer {
   virtual LayerTimings last_timings() const = 0;
   // The weights read back from their packed form (for saving, inspecting, or a later optimizer step's base).
   virtual void export_weights(const LayerWeightsOut& out) const = 0;
+  // The backward of forward_routed with the same routing, for dL/d(output) d_out [T, dModel]: see LayerGradients.
+  // Bitwise the same for any thread count.
+  virtual void backward(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
+                        const float* d_out, const LayerGradients& grads) = 0;
   virtual LayerWeightsPresent weights_present() const = 0;
   virtual const LayerConfig& config() const = 0;
   // Bytes of weights the layer holds where it computes (host or device), and of host memory it holds.
@@ -276,6 +292,8 @@ class CpuLayer final : public Layer {
   LayerTimings last_timings() const override;
   void export_weights(const LayerWeightsOut& out) const override;
   LayerWeightsPresent weights_present() const override;
+  void backward(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights, const float* d_out,
+                const LayerGradients& grads) override;
   const LayerConfig& config() const override;
   size_t packed_bytes() const override;  // router and experts (the noise router is not counted)
   size_t host_bytes() const override;

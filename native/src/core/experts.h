@@ -30,6 +30,14 @@ void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int
 void zero_unrouted_slots(const int32_t* order, int64_t routed, int64_t slots, int64_t d_model, float* slot_out,
                          FfnWorkspace& workspace);
 
+// The backward of expert_ffn over the same plan (core/backward.cpp): for each slot in the plan, d_slot_weights[slot]
+// = <d_out[token], y_slot> and dx_slots[slot] (rows [slots, dModel], added to: start from zeros) the input's
+// gradient through that slot; the weights' gradients of every expert into g (each expert's written whole, zeros
+// for one without rows; null pointers skipped). slot_weights: the weight each slot's output was combined with.
+void experts_backward(const PackedExperts& packed, const float* x, int slots_per_token, const int32_t* offsets,
+                      const int32_t* order, const float* slot_weights, const float* d_out, float* d_slot_weights,
+                      float* dx_slots, const ExpertWeightsOut& g);
+
 // x[T, dModel] times a packed [1, n, dModel] matrix, identity epilogue: the router logits.
 void packed_router_logits(const PackedMatrix& router, const float* x, int64_t tokens, int64_t d_model, float* logits,
                           FfnWorkspace& workspace);

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <mutex>
+#include <vector>
 
 #include "experts.h"
 #include "isa.h"
@@ -139,6 +140,65 @@ void CpuLayer::export_weights(const LayerWeightsOut& out) const {
   if (out.shared_gate && s.shared_gate) s.shared_gate->unpack(0, 0, out.shared_gate, nullptr);
   unpack_experts(s.packed_experts, out.experts);
   if (s.shared) unpack_experts(*s.shared, out.shared);
+}
+
+void CpuLayer::backward(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
+                        const float* d_out, const LayerGradients& g) {
+  State& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  const ThreadLimit limit(s.config.threads);
+  const ExpertShape& shape = s.config.experts;
+  const int64_t d = shape.d_model, routed = shape.num_experts, num_shared = s.config.shared.num_experts;
+  const int spt = k + static_cast<int>(num_shared);
+  const int64_t slots = tokens * spt, all = routed + num_shared;
+  // The slots as the forward ran them: routed, then shared ones with weight 1 or their gate's sigmoid.
+  std::vector<int32_t> ids(static_cast<size_t>(slots));
+  std::vector<float> w(static_cast<size_t>(slots)), gate;
+  if (s.shared_gate) {
+    gate.resize(static_cast<size_t>(std::max<int64_t>(tokens * num_shared, 1)));
+    packed_router_logits(*s.shared_gate, x, tokens, d, gate.data(), s.ffn);
+    for (float& v : gate) v = 1.0f / (1.0f + std::exp(-v));
+  }
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int j = 0; j < spt; ++j) {
+      const bool is_routed = j < k;
+      ids[t * spt + j] = is_routed ? experts[t * k + j] : static_cast<int32_t>(routed + j - k);
+      w[t * spt + j] = is_routed ? weights[t * k + j] : s.shared_gate ? gate[t * num_shared + (j - k)] : 1.0f;
+    }
+  std::vector<int32_t> count(static_cast<size_t>(all)), offset(static_cast<size_t>(all + 1)),
+      order(static_cast<size_t>(slots));
+  dispatch(ids.data(), slots, all, count.data(), offset.data(), order.data());
+  std::vector<float> dx_slots(static_cast<size_t>(slots * d), 0.0f), d_slot(static_cast<size_t>(slots), 0.0f);
+  experts_backward(s.packed_experts, x, spt, offset.data(), order.data(), w.data(), d_out, d_slot.data(),
+                   dx_slots.data(), g.experts);
+  if (s.shared)
+    experts_backward(*s.shared, x, spt, offset.data() + routed, order.data(), w.data(), d_out, d_slot.data(),
+                     dx_slots.data(), g.shared);
+  // dx per token, its slots in order; a gated shared expert also passes through its gate: out += sigmoid(z) y,
+  // z = x . gate_s, so dL/dz = sigmoid'(z) <dL/dout, y>.
+  std::vector<float> gate_w;
+  if (s.shared_gate) {
+    gate_w.resize(static_cast<size_t>(num_shared * d));
+    s.shared_gate->unpack(0, 0, gate_w.data(), nullptr);
+    if (g.d_shared_gate) std::fill(g.d_shared_gate, g.d_shared_gate + num_shared * d, 0.0f);
+  }
+  for (int64_t t = 0; t < tokens; ++t) {
+    float* dx = g.dx + t * d;
+    std::fill(dx, dx + d, 0.0f);
+    for (int j = 0; j < spt; ++j)
+      for (int64_t i = 0; i < d; ++i) dx[i] += dx_slots[(t * spt + j) * d + i];
+    if (s.shared_gate)
+      for (int64_t sh = 0; sh < num_shared; ++sh) {
+        const float gv = gate[t * num_shared + sh];
+        const float dz = gv * (1.0f - gv) * d_slot[t * spt + k + sh];
+        for (int64_t i = 0; i < d; ++i) {
+          if (g.d_shared_gate) g.d_shared_gate[sh * d + i] += dz * x[t * d + i];
+          dx[i] += dz * gate_w[sh * d + i];
+        }
+      }
+    if (g.d_weights)
+      for (int j = 0; j < k; ++j) g.d_weights[t * k + j] = d_slot[t * spt + j];
+  }
 }
 
 LayerWeightsPresent CpuLayer::weights_present() const {

@@ -255,6 +255,10 @@ void CudaLayer::export_weights(const LayerWeightsOut&) const {
       "moe-kernels: expected a CPU layer for exportWeights (the GPU keeps bf16 copies only) but got a CUDA layer");
 }
 LayerWeightsPresent CudaLayer::weights_present() const { return {}; }
+void CudaLayer::backward(const float*, int64_t, int, const int32_t*, const float*, const float*,
+                         const LayerGradients&) {
+  throw Unsupported("moe-kernels: expected a CPU layer for backward but got a CUDA layer");
+}
 
 LayerTimings CudaLayer::last_timings() const {
   throw Unsupported("moe-kernels: expected a CPU layer for this call (slot outputs, timings) but got a CUDA layer");

@@ -30,6 +30,8 @@ void CudaLayer::slot_outputs(const float*, int64_t, int, const int32_t*, float*)
 LayerTimings CudaLayer::last_timings() const { return {}; }
 void CudaLayer::export_weights(const LayerWeightsOut&) const {}
 LayerWeightsPresent CudaLayer::weights_present() const { return {}; }
+void CudaLayer::backward(const float*, int64_t, int, const int32_t*, const float*, const float*,
+                         const LayerGradients&) {}
 double CudaLayer::last_device_ms() const { return 0; }
 
 }  // namespace moe::cuda

@@ -1,0 +1,110 @@
+/**
+ * MoELayer.backward: the gradients of a forward's output with respect to the layer's input and every weight. The
+ * experts' part (their weights, the input through them, dL/d each routing weight) runs in the core
+ * (core/backward.cpp); the router's part follows from the routing weights' gradients through the rule's backward
+ * plus every aux loss of the forward (gate-gradients.ts), and reaches the input through the router's weights.
+ */
+import { describe, rangeError, typeError } from './errors';
+import { ExpertWeights } from './expert-weights';
+import { GateGradients } from './gate-gradients';
+import { ResolvedConfig } from './layer-config';
+import { MoEOutput } from './layer-output';
+import { NativeExportedExperts } from './native';
+import { Tensor } from './tensor';
+import { expectTensor } from './validate';
+
+/** Every gradient of a backward: float32 Tensors shaped like the weights (MoEWeights), and the input's. */
+export interface LayerGradients extends ExpertWeights<Tensor<'float32'>> {
+  /** dL/dx [tokens, dModel]: through the experts and through the router. */
+  dx: Tensor<'float32'>;
+  /** dL/dW_g [numExperts, dModel]: the routing weights' path and every aux loss of the forward. */
+  router: Tensor<'float32'>;
+  noiseRouter?: Tensor<'float32'>;
+  /** [numExperts], when the layer has a router bias. */
+  routerBias?: Tensor<'float32'>;
+  shared?: ExpertWeights<Tensor<'float32'>>;
+  sharedGate?: Tensor<'float32'>;
+  /** dL/d(routing weight) of each slot [tokens * topK] (0 for dropped slots), and the router's logits' gradient. */
+  gate: GateGradients;
+}
+
+/** What the backward needs of the layer. */
+export interface BackwardContext {
+  config: Readonly<ResolvedConfig>;
+  routerWeights: Float32Array;
+  noiseRouterWeights?: Float32Array;
+  hasRouterBias: boolean;
+  experts: (x: Float32Array, tokens: number, k: number, experts: Int32Array, weights: Float32Array, grad: Float32Array) => NativeBackward;
+  gateGradients: (x: Tensor, result: MoEOutput, gradOutput: Tensor, slotGradients: Float64Array) => GateGradients;
+}
+
+export interface NativeBackward {
+  dx: Float32Array;
+  dWeights: Float32Array;
+  experts: NativeExportedExperts;
+  shared: NativeExportedExperts | null;
+  sharedGate: Float32Array | null;
+}
+
+export function layerBackward(ctx: BackwardContext, x: Tensor, result: MoEOutput, gradOutput: Tensor): LayerGradients {
+  const c = ctx.config;
+  const xs = expectTensor(x, 'x', ['float32'], [null, c.dModel], ['tokens', 'dModel']);
+  const tokens = xs.shape[0];
+  const g = expectTensor(gradOutput, 'gradOutput', ['float32'], [tokens, c.dModel], ['tokens', 'dModel']);
+  if (typeof result !== 'object' || result === null || typeof result.routing !== 'object' || result.routing === null)
+    throw typeError("result to be the result of this layer's forward", describe(result));
+  const { routing } = result;
+  expectTensor(routing.logits, 'result.routing.logits', ['float32'], [tokens, c.numExperts], ['tokens', 'numExperts']);
+  const input = routing.routerInput;
+  for (let i = 0; i < (input?.length ?? 0); i++)
+    if (input[i] !== xs.data[i])
+      throw rangeError('a forward of this x without jitter (backward holds no jitter factors yet)', 'a router input that differs from x');
+  const native = ctx.experts(xs.data, tokens, routing.topK, routing.experts, routing.weights, g.data);
+  const gate = ctx.gateGradients(xs, result, g, Float64Array.from(native.dWeights));
+  // dL/dx through the router: dL/dlogits W_g (and the noise router's).
+  const dx = native.dx;
+  const through = (gradLogits: Float64Array, w: Float32Array) => {
+    const d = c.dModel;
+    const e = c.numExperts;
+    const row = new Float64Array(d);
+    for (let t = 0; t < tokens; t++) {
+      row.fill(0);
+      for (let j = 0; j < e; j++) {
+        const gl = gradLogits[t * e + j];
+        if (gl !== 0) for (let i = 0; i < d; i++) row[i] += gl * w[j * d + i];
+      }
+      for (let i = 0; i < d; i++) dx[t * d + i] += row[i];
+    }
+  };
+  through(gate.gradLogits, ctx.routerWeights);
+  if (gate.gradNoiseLogits && ctx.noiseRouterWeights) through(gate.gradNoiseLogits, ctx.noiseRouterWeights);
+  const out: LayerGradients = {
+    dx: Tensor.from(dx, [tokens, c.dModel]),
+    router: Tensor.from(Float32Array.from(gate.gradRouter), [c.numExperts, c.dModel]),
+    ...experts(native.experts, c.numExperts, c.dHidden, c.dModel),
+    gate,
+  };
+  if (gate.gradNoiseRouter) out.noiseRouter = Tensor.from(Float32Array.from(gate.gradNoiseRouter), [c.numExperts, c.dModel]);
+  if (ctx.hasRouterBias) {
+    const b = new Float32Array(c.numExperts);
+    for (let j = 0; j < c.numExperts; j++) {
+      let s = 0;
+      for (let t = 0; t < tokens; t++) s += gate.gradLogits[t * c.numExperts + j];
+      b[j] = s;
+    }
+    out.routerBias = Tensor.from(b, [c.numExperts]);
+  }
+  if (native.shared) out.shared = experts(native.shared, c.sharedExperts, c.sharedHidden, c.dModel);
+  if (native.sharedGate) out.sharedGate = Tensor.from(native.sharedGate, [c.sharedExperts, c.dModel]);
+  return out;
+}
+
+/** Native expert arrays as Tensors shaped like ExpertWeights (absent where null). */
+export function experts(x: NativeExportedExperts, e: number, h: number, d: number): ExpertWeights<Tensor<'float32'>> {
+  const out: ExpertWeights<Tensor<'float32'>> = { w1: Tensor.from(x.w1, [e, h, d]), w2: Tensor.from(x.w2, [e, d, h]) };
+  if (x.w3) out.w3 = Tensor.from(x.w3, [e, h, d]);
+  if (x.b1) out.b1 = Tensor.from(x.b1, [e, h]);
+  if (x.b3) out.b3 = Tensor.from(x.b3, [e, h]);
+  if (x.b2) out.b2 = Tensor.from(x.b2, [e, d]);
+  return out;
+}

@@ -1,0 +1,155 @@
+/**
+ * layer.backward against the float64 reference: the experts' gradients against referenceExpertsBackward, and the
+ * whole layer's (input and router included) against central finite differences of the float64 reference forward;
+ * awkward shapes, every activation, shared experts with their gate, a router bias, dropped slots; bitwise the same
+ * for any thread count.
+ */
+import { ACTIVATIONS, Activation, MoELayer, Tensor, backendInfo, isGated, reference } from '../lib';
+import { Case, expectError, randomWeights, relativeError } from './helpers';
+
+const f64 = (t: Tensor | undefined) => (t ? Float64Array.from(t.data as Float32Array) : null);
+function refWeights(w: ReturnType<typeof randomWeights>) {
+  return { router: f64(w.router)!, w1: f64(w.w1)!, w3: f64(w.w3), w2: f64(w.w2)!, b1: f64(w.b1), b3: f64(w.b3), b2: f64(w.b2) };
+}
+
+/** The experts' gradients and dL/d(routing weights) against the float64 reference on the same routing. */
+function checkExperts(c: Case, seed: number, extra: { capacityFactor?: number } = {}) {
+  const w = randomWeights(c, seed);
+  const router = extra.capacityFactor ? { kind: 'topK' as const, capacityFactor: extra.capacityFactor } : undefined;
+  const layer = new MoELayer({ ...c, ...(router ? { router } : {}) }, w);
+  const x = Tensor.randn([c.tokens, c.dModel], { seed: seed + 1 });
+  const g = Tensor.randn([c.tokens, c.dModel], { seed: seed + 2 });
+  const result = layer.forwardSync(x);
+  const lb = layer.backward(x, result, g);
+  const { experts, weights } = result.routing;
+  const ref = reference.referenceExpertsBackward(
+    x.data as Float32Array,
+    c.tokens,
+    refWeights(w),
+    { ...c, normalizeTopK: true },
+    c.topK,
+    experts,
+    weights,
+    g.data as Float32Array,
+  );
+  for (const [name, got, want] of [
+    ['w1', lb.w1, ref.dw1],
+    ['w3', lb.w3, ref.dw3],
+    ['w2', lb.w2, ref.dw2],
+    ['b1', lb.b1, c.bias ? ref.db1 : null],
+    ['b3', lb.b3, c.bias ? ref.db3 : null],
+    ['b2', lb.b2, c.bias ? ref.db2 : null],
+  ] as const) {
+    if (want === null) {
+      expect([name, got]).toEqual([name, undefined]);
+      continue;
+    }
+    expect([name, relativeError(got!.data, want) < 1e-5]).toEqual([name, true]);
+  }
+  expect(relativeError(lb.gate.gradWeights!, ref.dWeights)).toBeLessThan(1e-5);
+  // bitwise the same with one thread
+  const one = new MoELayer({ ...c, threads: 1, ...(router ? { router } : {}) }, w);
+  const lb1 = one.backward(x, one.forwardSync(x), g);
+  for (const key of ['dx', 'w1', 'w2', 'router'] as const)
+    expect(Buffer.from(lb1[key]!.data.buffer).equals(Buffer.from(lb[key]!.data.buffer))).toBe(true);
+  layer.dispose();
+  one.dispose();
+  return result;
+}
+
+describe(`layer.backward, the experts' part (isa ${backendInfo().isa})`, () => {
+  let seed = 300;
+  for (const activation of ACTIVATIONS)
+    it(`${activation}, biases`, () =>
+      void checkExperts({ tokens: 13, dModel: 17, dHidden: 24, numExperts: 4, topK: 2, activation, bias: true }, seed++));
+  it('1 token, k = E, no biases', () =>
+    void checkExperts({ tokens: 1, dModel: 9, dHidden: 12, numExperts: 3, topK: 3, activation: 'swiglu', bias: false }, seed++));
+  it('experts with no token (E = 16, 3 tokens, k = 1)', () =>
+    void checkExperts({ tokens: 3, dModel: 8, dHidden: 8, numExperts: 16, topK: 1, activation: 'gelu', bias: true }, seed++));
+  it('dropped slots (capacity factor 0.5)', () => {
+    const r = checkExperts({ tokens: 24, dModel: 8, dHidden: 8, numExperts: 4, topK: 2, activation: 'swiglu', bias: true }, seed++, {
+      capacityFactor: 0.5,
+    });
+    expect(r.routing.dropped).toBeGreaterThan(0);
+  });
+  it('more rows than a block, several threads', () =>
+    void checkExperts({ tokens: 70, dModel: 33, dHidden: 20, numExperts: 3, topK: 2, activation: 'swiglu', bias: true }, seed++));
+});
+
+/** L = <g, output>: its gradient by central differences of the float64 reference layer (routing recomputed). */
+function fdCheck(activation: Activation, opts: { shared?: boolean; routerBias?: boolean }, seed: number) {
+  const c: Case = { tokens: 4, dModel: 6, dHidden: 5, numExperts: 4, topK: 2, activation, bias: true };
+  const w = randomWeights(c, seed);
+  const shared = opts.shared ? randomWeights({ ...c, numExperts: 1, dHidden: 3 }, seed + 1) : undefined;
+  const sharedGate = opts.shared ? Tensor.randn([1, c.dModel], { seed: seed + 2, std: 0.5 }) : undefined;
+  const routerBias = opts.routerBias ? Tensor.randn([c.numExperts], { seed: seed + 3, std: 0.5 }) : undefined;
+  const config = { ...c, ...(opts.shared ? { sharedExperts: 1, sharedHidden: 3 } : {}) };
+  const layer = new MoELayer(config, { ...w, ...(shared ? { shared, sharedGate } : {}), ...(routerBias ? { routerBias } : {}) });
+  const x = Tensor.randn([c.tokens, c.dModel], { seed: seed + 4 });
+  const g = Tensor.randn([c.tokens, c.dModel], { seed: seed + 5 });
+  const lb = layer.backward(x, layer.forwardSync(x), g);
+  layer.dispose();
+  const params: Record<string, Float64Array> = {
+    x: f64(x)!,
+    router: f64(w.router)!,
+    w1: f64(w.w1)!,
+    w2: f64(w.w2)!,
+    ...(isGated(activation) ? { w3: f64(w.w3)! } : {}),
+    b2: f64(w.b2)!,
+    ...(routerBias ? { routerBias: f64(routerBias)! } : {}),
+    ...(shared ? { sw1: f64(shared.w1)!, sharedGate: f64(sharedGate)! } : {}),
+  };
+  const loss = (p: Record<string, Float64Array>) => {
+    const logits = reference.referenceRouterLogits(p.x, c.tokens, c.dModel, p.router, c.numExperts);
+    if (p.routerBias) for (let i = 0; i < logits.length; i++) logits[i] += p.routerBias[i % c.numExperts];
+    const { experts, weights } = reference.referenceTopK(logits, c.tokens, c.numExperts, c.topK, true);
+    const rw = { ...refWeights(w), router: p.router, w1: p.w1, w2: p.w2, w3: p.w3 ?? null, b2: p.b2 };
+    const sh = shared ? { weights: { ...refWeights(shared), w1: p.sw1 }, count: 1, dHidden: 3, gate: p.sharedGate } : undefined;
+    const out = reference.referenceExperts(p.x, c.tokens, rw, { ...c, normalizeTopK: true }, c.topK, experts, weights, sh);
+    return out.reduce((s, v, i) => s + v * (g.data[i] as number), 0);
+  };
+  const analytic: Record<string, ArrayLike<number>> = {
+    x: lb.dx.data,
+    router: lb.router.data,
+    w1: lb.w1.data,
+    w2: lb.w2.data,
+    ...(lb.w3 ? { w3: lb.w3.data } : {}),
+    b2: lb.b2!.data,
+    ...(lb.routerBias ? { routerBias: lb.routerBias.data } : {}),
+    ...(lb.shared ? { sw1: lb.shared.w1.data, sharedGate: lb.sharedGate!.data } : {}),
+  };
+  const eps = 1e-6;
+  for (const [name, v] of Object.entries(params)) {
+    const numeric = new Float64Array(v.length);
+    for (let i = 0; i < v.length; i++) {
+      const keep = v[i];
+      v[i] = keep + eps;
+      const up = loss(params);
+      v[i] = keep - eps;
+      const down = loss(params);
+      v[i] = keep;
+      numeric[i] = (up - down) / (2 * eps);
+    }
+    expect([name, relativeError(analytic[name], numeric) < 2e-4]).toEqual([name, true]);
+  }
+}
+
+describe('layer.backward, the whole layer by finite differences of the float64 reference', () => {
+  for (const activation of ['swiglu', 'gelu', 'swiglu-clamped'] as const)
+    it(`${activation}: input, router, experts`, () => fdCheck(activation, {}, 500));
+  it('shared expert with its gate, and a router bias', () => fdCheck('swiglu', { shared: true, routerBias: true }, 510));
+});
+
+test('refusals', () => {
+  const c: Case = { tokens: 3, dModel: 8, dHidden: 8, numExperts: 4, topK: 2, activation: 'swiglu', bias: false };
+  const layer = new MoELayer({ ...c, router: { kind: 'topK', jitter: 0.1 } }, randomWeights(c, 1));
+  const x = Tensor.randn([3, 8], { seed: 2 });
+  const r = layer.forwardSync(x, { training: true });
+  expectError(() => layer.backward(x, r, Tensor.zeros([3, 7])), 'RangeError', /gradOutput\.shape\[1\] = 8 \(dModel\)/);
+  expectError(() => layer.backward(x, r, Tensor.zeros([3, 8])), 'RangeError', /without jitter/);
+  const plain = layer.forwardSync(x);
+  expect(layer.backward(x, plain, Tensor.zeros([3, 8])).dx.shape).toEqual([3, 8]);
+  expectError(() => layer.backward(x, null as never, Tensor.zeros([3, 8])), 'TypeError', /result to be the result/);
+  layer.dispose();
+  expectError(() => layer.backward(x, plain, Tensor.zeros([3, 8])), 'TypeError', /not disposed/);
+});
