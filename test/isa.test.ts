@@ -35,10 +35,11 @@ describe('ISA paths', () => {
 
   for (const isa of isas) {
     if (isa === backendInfo().isa) continue; // the main run covers the active one
-    it(`the ${isa} path passes the layer and weight-dtype suites`, () => {
+    it(`the ${isa} path passes the layer, weight-dtype, export and backward suites`, () => {
       const jest = require.resolve('jest/bin/jest');
       // --verbose: with two files Jest names only the files, and the describe titles carry the ISA they ran on.
-      const r = run([jest, '--ci', '--runInBand', '--verbose', 'test/layer.test.ts', 'test/weight-dtypes.test.ts'], isa);
+      const suites = ['test/layer.test.ts', 'test/weight-dtypes.test.ts', 'test/export-weights.test.ts', 'test/layer-backward.test.ts'];
+      const r = run([jest, '--ci', '--runInBand', '--verbose', ...suites], isa);
       const summary = (r.stderr.match(/Tests:.*/) ?? ['(no summary)'])[0];
       if (r.status !== 0) throw new Error(`isa ${isa}: ${summary}\n${r.stderr.slice(-4000)}`);
       expect(r.stderr).toContain(`isa ${isa}`);
