@@ -9,8 +9,8 @@
  */
 import { Activation, isGated } from '../activation';
 import { erf } from '../math';
-import { activationFunction as activationFunctionOf, gatedUnit } from './activation';
-import { ReferenceConfig, ReferenceWeights } from './moe';
+import { activationFunction as activationFunctionOf } from './activation';
+import { ReferenceConfig, ReferenceWeights, referenceExpertPass } from './moe';
 
 const sigmoid = (z: number) => 1 / (1 + Math.exp(-z));
 
@@ -105,31 +105,9 @@ function expertBackward(
 ): Float64Array {
   const { dModel: d, dHidden: h } = c;
   const gated = isGated(c.activation);
-  const act = activationFunctionOf(c.activation);
-  const unit = gatedUnit(c.activation, c.swigluAlpha, c.swigluLimit);
   const dUnit = gatedUnitDerivative(c.activation, c.swigluAlpha, c.swigluLimit);
   const dAct = activationDerivative(c.activation);
-  const h1 = new Float64Array(h);
-  const h3 = new Float64Array(h);
-  const a = new Float64Array(h);
-  for (let j = 0; j < h; j++) {
-    let s1 = w.b1 ? w.b1[e * h + j] : 0;
-    let s3 = gated && w.b3 ? w.b3[e * h + j] : 0;
-    const base = (e * h + j) * d;
-    for (let i = 0; i < d; i++) {
-      s1 += w.w1[base + i] * x[xOffset + i];
-      if (gated) s3 += w.w3![base + i] * x[xOffset + i];
-    }
-    h1[j] = s1;
-    h3[j] = s3;
-    a[j] = gated ? unit(s1, s3) : act(s1);
-  }
-  const y = new Float64Array(d);
-  for (let i = 0; i < d; i++) {
-    let s = w.b2 ? w.b2[e * d + i] : 0;
-    for (let j = 0; j < h; j++) s += w.w2[(e * d + i) * h + j] * a[j];
-    y[i] = s;
-  }
+  const { g: h1, u: h3, a, y } = referenceExpertPass(x, xOffset, e, w, c);
   // dy = weight * dOut_t; dW2 += dy a^T; db2 += dy; da = W2^T dy
   const da = new Float64Array(h);
   for (let i = 0; i < d; i++) {

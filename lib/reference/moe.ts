@@ -67,6 +67,40 @@ export function referenceTopK(logits: ArrayLike<number>, tokens: number, numExpe
   return { experts, weights };
 }
 
+/**
+ * One expert on one token, every intermediate: the pre-activations g = W1 x + b1 and u = W3 x + b3 (gated only),
+ * the hidden units a = act(g) [* u], and the output y = W2 a + b2.
+ */
+export function referenceExpertPass(x: ArrayLike<number>, xOffset: number, expert: number, w: ReferenceWeights, c: ReferenceConfig) {
+  const { dModel: d, dHidden: h } = c;
+  const act = activationFunction(c.activation);
+  const gated = isGated(c.activation);
+  const unit = gatedUnit(c.activation, c.swigluAlpha, c.swigluLimit);
+  const g = new Float64Array(h);
+  const u = new Float64Array(h);
+  const a = new Float64Array(h);
+  for (let j = 0; j < h; j++) {
+    let sg = w.b1 ? w.b1[expert * h + j] : 0;
+    let su = gated && w.b3 ? w.b3[expert * h + j] : 0;
+    const base = (expert * h + j) * d;
+    for (let i = 0; i < d; i++) {
+      sg += w.w1[base + i] * x[xOffset + i];
+      if (gated) su += w.w3![base + i] * x[xOffset + i];
+    }
+    g[j] = sg;
+    u[j] = su;
+    a[j] = gated ? unit(sg, su) : act(sg);
+  }
+  const y = new Float64Array(d);
+  for (let i = 0; i < d; i++) {
+    let s = w.b2 ? w.b2[expert * d + i] : 0;
+    const base = (expert * d + i) * h;
+    for (let j = 0; j < h; j++) s += w.w2[base + j] * a[j];
+    y[i] = s;
+  }
+  return { g, u, a, y };
+}
+
 /** One expert on one token: W2 (act(W1 x + b1) [* (W3 x + b3)]) + b2. */
 export function referenceExpert(
   x: ArrayLike<number>,
@@ -75,29 +109,7 @@ export function referenceExpert(
   w: ReferenceWeights,
   c: ReferenceConfig,
 ): Float64Array {
-  const { dModel: d, dHidden: h } = c;
-  const act = activationFunction(c.activation);
-  const gated = isGated(c.activation);
-  const unit = gatedUnit(c.activation, c.swigluAlpha, c.swigluLimit);
-  const hidden = new Float64Array(h);
-  for (let j = 0; j < h; j++) {
-    let g = w.b1 ? w.b1[expert * h + j] : 0;
-    let u = gated && w.b3 ? w.b3[expert * h + j] : 0;
-    const base = (expert * h + j) * d;
-    for (let i = 0; i < d; i++) {
-      g += w.w1[base + i] * x[xOffset + i];
-      if (gated) u += w.w3![base + i] * x[xOffset + i];
-    }
-    hidden[j] = gated ? unit(g, u) : act(g);
-  }
-  const out = new Float64Array(d);
-  for (let i = 0; i < d; i++) {
-    let s = w.b2 ? w.b2[expert * d + i] : 0;
-    const base = (expert * d + i) * h;
-    for (let j = 0; j < h; j++) s += w.w2[base + j] * hidden[j];
-    out[i] = s;
-  }
-  return out;
+  return referenceExpertPass(x, xOffset, expert, w, c).y;
 }
 
 /**
