@@ -2,6 +2,7 @@ import { describe, rangeError, typeError } from './errors';
 import { GateGradients, gateGradients } from './gate-gradients';
 import { impliedQuantization } from './expert-weights';
 import { LayerGradients, experts as expertTensors, layerBackward } from './layer-backward';
+import { OptimizerConfig, resolveOptimizer, stepInPlace } from './optimizer';
 import { MoEConfig, ResolvedConfig, resolveConfig } from './layer-config';
 import { ForwardOptions, MoEOutput, RoutedForward, Routing, assembleOutput } from './layer-output';
 import { LayerRouter } from './layer-router';
@@ -193,6 +194,62 @@ export class MoELayer implements Disposable {
     );
   }
 
+  /**
+   * One optimizer step with the gradients of a backward (`optimizer`: SGD with momentum or AdamW, PyTorch's
+   * formulas): the packed weights are updated in place, without repacking, and the optimizer's state is kept in
+   * the core beside them (the first step fixes the kind; steps are counted per layer for AdamW's bias correction).
+   * weightDtype 'float32' and the CPU backend. Clip first with clipGradNorm if wanted.
+   */
+  step(grads: LayerGradients, optimizer: OptimizerConfig): void {
+    const handle = this.native();
+    const o = resolveOptimizer(optimizer);
+    if (typeof grads !== 'object' || grads === null || !grads.router)
+      throw typeError('grads to be the result of layer.backward', describe(grads));
+    if (this.optimizerKind !== undefined && this.optimizerKind !== o.kind)
+      throw rangeError(
+        `optimizer.kind '${this.optimizerKind}' (the kind of this layer's earlier steps, whose state it keeps)`,
+        `'${o.kind}'`,
+      );
+    const c = this.config;
+    const arr = (t: Tensor | undefined, dims: number[], name: string) =>
+      t === undefined ? null : (expectTensor(t, `grads.${name}`, ['float32'], dims) as Tensor<'float32'>).data;
+    const experts = (x: ExpertWeightsLike | undefined, e: number, h: number, prefix: string) =>
+      x === undefined
+        ? null
+        : {
+            w1: arr(x.w1, [e, h, c.dModel], `${prefix}w1`),
+            w3: arr(x.w3, [e, h, c.dModel], `${prefix}w3`),
+            w2: arr(x.w2, [e, c.dModel, h], `${prefix}w2`),
+            b1: arr(x.b1, [e, h], `${prefix}b1`),
+            b3: arr(x.b3, [e, h], `${prefix}b3`),
+            b2: arr(x.b2, [e, c.dModel], `${prefix}b2`),
+          };
+    const routerBiasGrad = arr(grads.routerBias, [c.numExperts], 'routerBias');
+    const step = (this.optimizerSteps ?? 0) + 1;
+    handle.applyGradients(
+      {
+        router: arr(grads.router, [c.numExperts, c.dModel], 'router'),
+        noiseRouter: arr(grads.noiseRouter, [c.numExperts, c.dModel], 'noiseRouter'),
+        sharedGate: arr(grads.sharedGate, [c.sharedExperts, c.dModel], 'sharedGate'),
+        experts: experts(grads, c.numExperts, c.dHidden, '')!,
+        shared: c.sharedExperts > 0 ? experts(grads.shared, c.sharedExperts, c.sharedHidden, 'shared.') : null,
+      },
+      { ...o, step },
+    );
+    const bias = this.router.routerBias;
+    if (bias && routerBiasGrad) {
+      this.biasState ??= [new Float32Array(bias.length), new Float32Array(bias.length)];
+      stepInPlace(bias, routerBiasGrad, this.biasState[0], this.biasState[1], o, step);
+    }
+    this.optimizerKind = o.kind;
+    this.optimizerSteps = step;
+    this.routerCache = undefined; // the router changed
+  }
+
+  private optimizerKind: 'sgd' | 'adamw' | undefined;
+  private optimizerSteps: number | undefined;
+  private biasState: [Float32Array, Float32Array] | undefined;
+
   private routerCache: { router: Float32Array; noise?: Float32Array } | undefined;
   /** The router's (and noise router's) float32 weights, read back once (they never change in a layer). */
   private routerWeights(): Float32Array {
@@ -260,6 +317,9 @@ export class MoELayer implements Disposable {
     return assembleOutput(output, p.tokens, this.config, r, p.options, p.out, nativeGate, ranked);
   }
 }
+
+/** The expert fields of a LayerGradients (or its shared part). */
+type ExpertWeightsLike = Partial<Record<'w1' | 'w3' | 'w2' | 'b1' | 'b3' | 'b2', Tensor>>;
 
 /** A layer's resolved config, router and native spec, from what the constructor was given. */
 function prepare(config: MoEConfig, weights: MoEWeights<Tensor | QuantizedTensor>) {

@@ -68,6 +68,26 @@ export interface NativeLayer {
     weights: Float32Array,
     gradOutput: Float32Array,
   ): { dx: Float32Array; dWeights: Float32Array; experts: NativeExportedExperts; shared: NativeExportedExperts | null; sharedGate: F32 };
+  /** One optimizer step on the packed float32 weights, in place (state kept in the core). */
+  applyGradients(
+    grads: {
+      router: F32;
+      noiseRouter: F32;
+      sharedGate: F32;
+      experts: Partial<Record<'w1' | 'w3' | 'w2' | 'b1' | 'b3' | 'b2', F32>>;
+      shared: Partial<Record<'w1' | 'w3' | 'w2' | 'b1' | 'b3' | 'b2', F32>> | null;
+    },
+    step: {
+      kind: 'sgd' | 'adamw';
+      lr: number;
+      momentum: number;
+      weightDecay: number;
+      beta1: number;
+      beta2: number;
+      eps: number;
+      step: number;
+    },
+  ): void;
   /** The weights as the kernels compute with them, in the [out, in] layout. CPU layers. */
   exportWeights(): {
     router: Float32Array;

@@ -2,6 +2,7 @@
 // arrays out, async calls posted to the layer's job queue; forwardSync / forward (Promise) / dispose.
 #include "layer_binding.h"
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -100,6 +101,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
          InstanceMethod("lastTimings", &NativeLayer::LastTimings), InstanceMethod("dispose", &NativeLayer::Dispose),
          InstanceMethod("exportWeights", &NativeLayer::ExportWeights),
          InstanceMethod("backwardSync", &NativeLayer::BackwardSync),
+         InstanceMethod("applyGradients", &NativeLayer::ApplyGradients),
          InstanceMethod("packedBytes", &NativeLayer::PackedBytes)});
   }
 
@@ -315,6 +317,49 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     run_guarded(
         env, [&] { layer->backward(x.data, tokens, static_cast<int>(k), experts.data, weights.data, grad.data, g); });
     return result;
+  }
+
+  // (grads: { router, noiseRouter, sharedGate, experts: { w1, w3, w2, b1, b3, b2 }, shared }, step: { kind, lr,
+  // momentum, weightDecay, beta1, beta2, eps, step }): one optimizer step on the packed weights, in place. Every
+  // array optional (null: that parameter stays), finite, of its parameter's size.
+  Napi::Value ApplyGradients(const Napi::CallbackInfo& info) {
+    const Napi::Env env = info.Env();
+    auto layer = get(env);
+    const moe::LayerConfig& c = config_;
+    const int64_t d = c.experts.d_model;
+    const Fields f(env, info[0], "grads");
+    moe::ParameterGradients g;
+    g.router = f.float32("router", c.experts.num_experts, d, true);
+    g.noise_router = f.float32("noiseRouter", c.experts.num_experts, d, true);
+    g.shared_gate = f.float32("sharedGate", std::max<int64_t>(c.shared.num_experts, 1), d, true);
+    auto experts = [&](const char* name, const moe::ExpertShape& s, moe::ExpertGradientsIn* in) {
+      if (!f.present(name)) return;
+      const Fields x = f.object(name);
+      const int64_t e = s.num_experts, h = s.d_hidden;
+      in->w1 = x.float32("w1", e * h, d, true);
+      in->w3 = x.float32("w3", e * h, d, true);
+      in->w2 = x.float32("w2", e * d, h, true);
+      in->b1 = x.float32("b1", e, h, true);
+      in->b3 = x.float32("b3", e, h, true);
+      in->b2 = x.float32("b2", e, d, true);
+    };
+    experts("experts", c.experts, &g.experts);
+    if (c.shared.num_experts > 0) experts("shared", c.shared, &g.shared);
+    const Fields o(env, info[1], "step");
+    moe::OptimizerStep step;
+    const std::string kind = o.string("kind");
+    if (kind != "sgd" && kind != "adamw")
+      throw_range_error(env, "expected step.kind to be 'sgd' or 'adamw' but got '" + kind + "'");
+    step.kind = kind == "sgd" ? moe::OptimizerStep::Kind::sgd : moe::OptimizerStep::Kind::adamw;
+    step.lr = static_cast<float>(o.number("lr"));
+    step.momentum = static_cast<float>(o.number("momentum"));
+    step.weight_decay = static_cast<float>(o.number("weightDecay"));
+    step.beta1 = static_cast<float>(o.number("beta1"));
+    step.beta2 = static_cast<float>(o.number("beta2"));
+    step.eps = static_cast<float>(o.number("eps"));
+    step.step = o.integer("step", 1, int64_t{1} << 53);
+    run_guarded(env, [&] { layer->apply_gradients(g, step); });
+    return env.Undefined();
   }
 
   Napi::Value RoutingWeightGradients(const Napi::CallbackInfo& info) {

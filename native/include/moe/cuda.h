@@ -38,7 +38,8 @@ class CudaLayer final : public Layer {
   void export_weights(const LayerWeightsOut& out) const override;  // Unsupported for now
   LayerWeightsPresent weights_present() const override;
   void backward(const float*, int64_t, int, const int32_t*, const float*, const float*,
-                const LayerGradients&) override;  // Unsupported for now
+                const LayerGradients&) override;                                   // Unsupported for now
+  void apply_gradients(const ParameterGradients&, const OptimizerStep&) override;  // Unsupported for now
   const LayerConfig& config() const override;
   size_t packed_bytes() const override { return device_bytes(); }
   size_t host_bytes() const override;

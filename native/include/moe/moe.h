@@ -194,6 +194,29 @@ struct LayerGradients {
   float* d_shared_gate = nullptr;
 };
 
+// Gradients of a layer's parameters to apply (Layer::apply_gradients), in the layouts of LayerWeightsOut; null
+// entries leave that parameter as it is.
+struct ExpertGradientsIn {
+  const float *w1 = nullptr, *w3 = nullptr, *w2 = nullptr, *b1 = nullptr, *b3 = nullptr, *b2 = nullptr;
+};
+struct ParameterGradients {
+  const float* router = nullptr;
+  const float* noise_router = nullptr;
+  const float* shared_gate = nullptr;
+  ExpertGradientsIn experts, shared;
+};
+
+// One optimizer step, PyTorch's formulas (torch.optim.SGD and AdamW), elementwise on the packed float32 weights
+// with its state (momentum; first and second moments) kept beside them in the core:
+//   sgd:   g += weight_decay w; buf = momentum buf + g; w -= lr buf (buf starts at zero)
+//   adamw: w -= lr weight_decay w; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+//          w -= (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps), t = step (from 1)
+struct OptimizerStep {
+  enum class Kind { sgd, adamw } kind = Kind::sgd;
+  float lr = 0.0f, momentum = 0.0f, weight_decay = 0.0f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  int64_t step = 1;
+};
+
 // Which of a layer's optional weights it was built with.
 struct LayerWeightsPresent {
   bool noise_router = false, shared_gate = false;
@@ -261,6 +284,8 @@ class Layer {
   // Bitwise the same for any thread count.
   virtual void backward(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
                         const float* d_out, const LayerGradients& grads) = 0;
+  // Updates the packed weights in place by one optimizer step (weightDtype float32 only: Unsupported otherwise).
+  virtual void apply_gradients(const ParameterGradients& grads, const OptimizerStep& step) = 0;
   virtual LayerWeightsPresent weights_present() const = 0;
   virtual const LayerConfig& config() const = 0;
   // Bytes of weights the layer holds where it computes (host or device), and of host memory it holds.
@@ -294,6 +319,7 @@ class CpuLayer final : public Layer {
   LayerWeightsPresent weights_present() const override;
   void backward(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights, const float* d_out,
                 const LayerGradients& grads) override;
+  void apply_gradients(const ParameterGradients& grads, const OptimizerStep& step) override;
   const LayerConfig& config() const override;
   size_t packed_bytes() const override;  // router and experts (the noise router is not counted)
   size_t host_bytes() const override;

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "experts.h"
@@ -199,6 +200,31 @@ void CpuLayer::backward(const float* x, int64_t tokens, int k, const int32_t* ex
     if (g.d_weights)
       for (int j = 0; j < k; ++j) g.d_weights[t * k + j] = d_slot[t * spt + j];
   }
+}
+
+void CpuLayer::apply_gradients(const ParameterGradients& g, const OptimizerStep& step) {
+  State& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  const ThreadLimit limit(s.config.threads);
+  if (s.config.experts.weight_dtype != WeightDtype::float32)
+    throw Unsupported(std::string("moe-kernels: expected weightDtype 'float32' for an optimizer step but got '") +
+                      weight_dtype_name(s.config.experts.weight_dtype) + "'");
+  if (g.router) s.router.update(0, 0, g.router, nullptr, step);
+  if (g.noise_router && s.noise_router) s.noise_router->update(0, 0, g.noise_router, nullptr, step);
+  if (g.shared_gate && s.shared_gate) s.shared_gate->update(0, 0, g.shared_gate, nullptr, step);
+  auto experts = [&](PackedExperts& p, const ExpertGradientsIn& in) {
+    const ExpertShape& sh = p.shape;
+    const int64_t h = sh.d_hidden, d = sh.d_model;
+    const bool gated = is_gated(sh.activation);
+    for (int64_t e = 0; e < sh.num_experts; ++e) {
+      if (in.w1) p.up.update(e, 0, in.w1 + e * h * d, p.up.has_bias(0) && in.b1 ? in.b1 + e * h : nullptr, step);
+      if (gated && in.w3)
+        p.up.update(e, 1, in.w3 + e * h * d, p.up.has_bias(1) && in.b3 ? in.b3 + e * h : nullptr, step);
+      if (in.w2) p.down.update(e, 0, in.w2 + e * d * h, p.down.has_bias(0) && in.b2 ? in.b2 + e * d : nullptr, step);
+    }
+  };
+  experts(s.packed_experts, g.experts);
+  if (s.shared) experts(*s.shared, g.shared);
 }
 
 LayerWeightsPresent CpuLayer::weights_present() const {

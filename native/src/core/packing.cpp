@@ -1,6 +1,8 @@
 #include "packing.h"
 
 #include <algorithm>
+#include <cmath>
+#include <string>
 #include <vector>
 
 #include "../cpu/half.h"
@@ -73,6 +75,67 @@ void PackedMatrix::unpack(int64_t index, int part, float* out, float* bias) cons
       format.unpack_column(matrix + p * panel_bytes_, k_, group_, static_cast<int>(nr_), slot, out + col * k_);
       if (bias) bias[col] = bias_.data()[(index * panels_ + p) * nr_ + slot];
     }
+}
+
+namespace {
+
+// One parameter's step (OptimizerStep's formulas); s1, s2 its state.
+inline void optimizer_update(float& w, float g, float& s1, float& s2, const OptimizerStep& o, float c1, float c2) {
+  if (o.kind == OptimizerStep::Kind::sgd) {
+    g += o.weight_decay * w;
+    s1 = o.momentum * s1 + g;
+    w -= o.lr * s1;
+    return;
+  }
+  w *= 1.0f - o.lr * o.weight_decay;
+  s1 = o.beta1 * s1 + (1.0f - o.beta1) * g;
+  s2 = o.beta2 * s2 + (1.0f - o.beta2) * g * g;
+  w -= (o.lr / c1) * s1 / (std::sqrt(s2) / std::sqrt(c2) + o.eps);
+}
+
+}  // namespace
+
+void PackedMatrix::update(int64_t index, int part, const float* grad, const float* bias_grad,
+                          const OptimizerStep& step) {
+  if (dtype_ != WeightDtype::float32)
+    throw Unsupported(std::string("moe-kernels: expected weightDtype 'float32' for an optimizer step but got '") +
+                      weight_dtype_name(dtype_) + "'");
+  const size_t floats = data_.capacity() / sizeof(float), bias_floats = static_cast<size_t>(count_ * panels_ * nr_);
+  auto ready = [](AlignedBuffer<float>& b, size_t n) {  // zeros at the first step (capacity counts elements)
+    if (b.capacity() < n) {
+      float* q = b.reserve(n);
+      std::fill(q, q + n, 0.0f);
+    }
+    return b.data();
+  };
+  float* s1 = ready(state1_, floats);
+  float* s2 = step.kind == OptimizerStep::Kind::adamw ? ready(state2_, floats) : nullptr;
+  float* bs1 = ready(bias_state1_, bias_floats);
+  float* bs2 = step.kind == OptimizerStep::Kind::adamw ? ready(bias_state2_, bias_floats) : nullptr;
+  const float c1 = 1.0f - std::pow(step.beta1, static_cast<float>(step.step));
+  const float c2 = 1.0f - std::pow(step.beta2, static_cast<float>(step.step));
+  float* weights = reinterpret_cast<float*>(data_.data());
+  const int64_t panel_floats = static_cast<int64_t>(panel_bytes_ / sizeof(float));
+  ThreadPool::instance().run(panels_, [&](int64_t p) {
+    float* panel = weights + (index * panels_ + p) * panel_floats;
+    float* p1 = s1 + (index * panels_ + p) * panel_floats;
+    float* p2 = s2 ? s2 + (index * panels_ + p) * panel_floats : nullptr;
+    for (int64_t c = 0; c < out_cols_; ++c) {
+      const int64_t col = p * out_cols_ + c;
+      if (col >= n_) break;
+      const int64_t slot = part * out_cols_ + c;
+      for (int64_t kk = 0; kk < k_; ++kk) {
+        const int64_t at = kk * nr_ + slot;
+        float unused = 0.0f;
+        optimizer_update(panel[at], grad[col * k_ + kk], p1[at], p2 ? p2[at] : unused, step, c1, c2);
+      }
+      if (bias_grad) {
+        const int64_t at = (index * panels_ + p) * nr_ + slot;
+        float unused = 0.0f;
+        optimizer_update(bias_.data()[at], bias_grad[col], bs1[at], bs2 ? bs2[at] : unused, step, c1, c2);
+      }
+    }
+  });
 }
 
 cpu::GemmProblem PackedMatrix::problem(int64_t index, Activation activation) const {

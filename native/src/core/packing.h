@@ -37,6 +37,10 @@ class PackedMatrix {
   void unpack(int64_t index, int part, float* out, float* bias) const;
   // Whether a bias was given for part 0 / 1.
   bool has_bias(int part) const { return has_bias_[part]; }
+  // One optimizer step on matrix `index`, part 0 / 1, in place (float32 only): grad [n, k] and bias_grad [n] (or
+  // null: the bias stays) in the [out, in] layout. The optimizer's state lives here, laid out like the weights. The
+  // caller serialises this against forwards (the layer's lock).
+  void update(int64_t index, int part, const float* grad, const float* bias_grad, const OptimizerStep& step);
 
  private:
   int64_t count_, n_, k_, group_, nr_, out_cols_, panels_;
@@ -46,6 +50,9 @@ class PackedMatrix {
   WeightDtype dtype_;
   AlignedBuffer<unsigned char> data_;
   AlignedBuffer<float> bias_;
+  // Optimizer state, laid out like data_ (as floats) and bias_: momentum or first moment, second moment; empty
+  // until a first step.
+  AlignedBuffer<float> state1_, state2_, bias_state1_, bias_state2_;
 };
 
 }  // namespace moe

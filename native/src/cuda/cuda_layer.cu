@@ -259,6 +259,9 @@ void CudaLayer::backward(const float*, int64_t, int, const int32_t*, const float
                          const LayerGradients&) {
   throw Unsupported("moe-kernels: expected a CPU layer for backward but got a CUDA layer");
 }
+void CudaLayer::apply_gradients(const ParameterGradients&, const OptimizerStep&) {
+  throw Unsupported("moe-kernels: expected a CPU layer for an optimizer step but got a CUDA layer");
+}
 
 LayerTimings CudaLayer::last_timings() const {
   throw Unsupported("moe-kernels: expected a CPU layer for this call (slot outputs, timings) but got a CUDA layer");

@@ -32,6 +32,7 @@ void CudaLayer::export_weights(const LayerWeightsOut&) const {}
 LayerWeightsPresent CudaLayer::weights_present() const { return {}; }
 void CudaLayer::backward(const float*, int64_t, int, const int32_t*, const float*, const float*,
                          const LayerGradients&) {}
+void CudaLayer::apply_gradients(const ParameterGradients&, const OptimizerStep&) {}
 double CudaLayer::last_device_ms() const { return 0; }
 
 }  // namespace moe::cuda

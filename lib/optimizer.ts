@@ -1,0 +1,103 @@
+/**
+ * Optimizers for MoELayer.step, with PyTorch's formulas (torch.optim.SGD and torch.optim.AdamW); the state lives
+ * in the core beside the packed weights (core/packing.cpp, PackedMatrix::update). And clipGradNorm, as
+ * torch.nn.utils.clip_grad_norm_.
+ */
+import { describe, rangeError, typeError } from './errors';
+import type { LayerGradients } from './layer-backward';
+import { Tensor } from './tensor';
+import { expectOneOf, expectOptions } from './validate';
+
+export type OptimizerConfig =
+  | { kind: 'sgd'; lr: number; momentum?: number; weightDecay?: number }
+  | { kind: 'adamw'; lr: number; beta1?: number; beta2?: number; eps?: number; weightDecay?: number };
+
+/** Every field of a step, defaults filled in (SGD: momentum 0, no decay; AdamW: 0.9, 0.999, 1e-8, decay 0.01). */
+export interface ResolvedOptimizer {
+  kind: 'sgd' | 'adamw';
+  lr: number;
+  momentum: number;
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+}
+
+export function resolveOptimizer(optimizer: OptimizerConfig): ResolvedOptimizer {
+  const o = expectOptions(optimizer, 'optimizer') as Partial<Record<string, unknown>>;
+  const kind = expectOneOf(o.kind, 'optimizer.kind', ['sgd', 'adamw'] as const);
+  const num = (key: string, fallback: number | undefined, ok: (v: number) => boolean, range: string) => {
+    const v = o[key] ?? fallback;
+    if (typeof v !== 'number') throw typeError(`optimizer.${key} to be a number`, describe(v));
+    if (!Number.isFinite(v) || !ok(v)) throw rangeError(`optimizer.${key} ${range}`, describe(v));
+    return v;
+  };
+  const lr = num('lr', undefined, (v) => v >= 0, '>= 0');
+  const weightDecay = num('weightDecay', kind === 'adamw' ? 0.01 : 0, (v) => v >= 0, '>= 0');
+  if (kind === 'sgd') {
+    for (const key of ['beta1', 'beta2', 'eps'])
+      if (o[key] !== undefined) throw rangeError(`no optimizer.${key} with 'sgd'`, describe(o[key]));
+    return { kind, lr, weightDecay, momentum: num('momentum', 0, (v) => v >= 0 && v < 1, 'in [0, 1)'), beta1: 0, beta2: 0, eps: 0 };
+  }
+  if (o.momentum !== undefined) throw rangeError("no optimizer.momentum with 'adamw' (beta1)", describe(o.momentum));
+  return {
+    kind,
+    lr,
+    weightDecay,
+    momentum: 0,
+    beta1: num('beta1', 0.9, (v) => v >= 0 && v < 1, 'in [0, 1)'),
+    beta2: num('beta2', 0.999, (v) => v >= 0 && v < 1, 'in [0, 1)'),
+    eps: num('eps', 1e-8, (v) => v > 0, '> 0'),
+  };
+}
+
+/** The parameter gradients of a backward (not dx, not the gate's): what an optimizer step and clipping see. */
+export function parameterTensors(g: LayerGradients): Tensor<'float32'>[] {
+  const all: (Tensor | undefined)[] = [g.router, g.noiseRouter, g.routerBias, g.w1, g.w3, g.w2, g.b1, g.b3, g.b2, g.sharedGate];
+  if (g.shared) all.push(g.shared.w1, g.shared.w3, g.shared.w2, g.shared.b1, g.shared.b3, g.shared.b2);
+  return all.filter((t): t is Tensor<'float32'> => t !== undefined);
+}
+
+/**
+ * Scales every parameter gradient of `grads` in place so that their global L2 norm is at most maxNorm
+ * (torch.nn.utils.clip_grad_norm_: factor maxNorm / (norm + 1e-6) when above); returns the norm before clipping.
+ */
+export function clipGradNorm(grads: LayerGradients, maxNorm: number): number {
+  if (typeof grads !== 'object' || grads === null || !grads.router)
+    throw typeError('grads to be the result of layer.backward', describe(grads));
+  if (typeof maxNorm !== 'number' || !(maxNorm > 0) || !Number.isFinite(maxNorm))
+    throw rangeError('maxNorm to be a finite number > 0', describe(maxNorm));
+  let sum = 0;
+  const tensors = parameterTensors(grads);
+  for (const t of tensors) for (const v of t.data) sum += v * v;
+  const norm = Math.sqrt(sum);
+  const factor = maxNorm / (norm + 1e-6);
+  if (factor < 1) for (const t of tensors) for (let i = 0; i < t.data.length; i++) t.data[i] *= factor;
+  return norm;
+}
+
+/** One step of a float32 parameter kept in TypeScript (the router bias), with the core's formula. */
+export function stepInPlace(
+  w: Float32Array,
+  g: ArrayLike<number>,
+  s1: Float32Array,
+  s2: Float32Array,
+  o: ResolvedOptimizer,
+  step: number,
+): void {
+  const f = Math.fround;
+  const c1 = f(1 - f(o.beta1 ** step));
+  const c2 = f(1 - f(o.beta2 ** step));
+  for (let i = 0; i < w.length; i++) {
+    if (o.kind === 'sgd') {
+      const gi = f(g[i] + f(o.weightDecay * w[i]));
+      s1[i] = f(f(o.momentum * s1[i]) + gi);
+      w[i] = f(w[i] - f(o.lr * s1[i]));
+    } else {
+      w[i] = f(w[i] * f(1 - f(o.lr * o.weightDecay)));
+      s1[i] = f(f(o.beta1 * s1[i]) + f(f(1 - o.beta1) * g[i]));
+      s2[i] = f(f(o.beta2 * s2[i]) + f(f(f(1 - o.beta2) * g[i]) * g[i]));
+      w[i] = f(w[i] - f(f(f(o.lr / c1) * s1[i]) / f(f(Math.sqrt(s2[i]) / Math.sqrt(c2)) + o.eps)));
+    }
+  }
+}
