@@ -2,7 +2,7 @@ import { describe, rangeError, typeError } from './errors';
 import { GateGradients, gateGradients } from './gate-gradients';
 import { impliedQuantization } from './expert-weights';
 import { LayerGradients, experts as expertTensors, layerBackward } from './layer-backward';
-import { OptimizerConfig, resolveOptimizer, stepInPlace } from './optimizer';
+import { OptimizerConfig, nativeParameterGradients, resolveOptimizer, stepInPlace } from './optimizer';
 import { MoEConfig, ResolvedConfig, resolveConfig } from './layer-config';
 import { ForwardOptions, MoEOutput, RoutedForward, Routing, assembleOutput } from './layer-output';
 import { LayerRouter } from './layer-router';
@@ -203,39 +203,14 @@ export class MoELayer implements Disposable {
   step(grads: LayerGradients, optimizer: OptimizerConfig): void {
     const handle = this.native();
     const o = resolveOptimizer(optimizer);
-    if (typeof grads !== 'object' || grads === null || !grads.router)
-      throw typeError('grads to be the result of layer.backward', describe(grads));
     if (this.optimizerKind !== undefined && this.optimizerKind !== o.kind)
       throw rangeError(
         `optimizer.kind '${this.optimizerKind}' (the kind of this layer's earlier steps, whose state it keeps)`,
         `'${o.kind}'`,
       );
-    const c = this.config;
-    const arr = (t: Tensor | undefined, dims: number[], name: string) =>
-      t === undefined ? null : (expectTensor(t, `grads.${name}`, ['float32'], dims) as Tensor<'float32'>).data;
-    const experts = (x: ExpertWeightsLike | undefined, e: number, h: number, prefix: string) =>
-      x === undefined
-        ? null
-        : {
-            w1: arr(x.w1, [e, h, c.dModel], `${prefix}w1`),
-            w3: arr(x.w3, [e, h, c.dModel], `${prefix}w3`),
-            w2: arr(x.w2, [e, c.dModel, h], `${prefix}w2`),
-            b1: arr(x.b1, [e, h], `${prefix}b1`),
-            b3: arr(x.b3, [e, h], `${prefix}b3`),
-            b2: arr(x.b2, [e, c.dModel], `${prefix}b2`),
-          };
-    const routerBiasGrad = arr(grads.routerBias, [c.numExperts], 'routerBias');
+    const { native: g, routerBias: routerBiasGrad } = nativeParameterGradients(this.config, grads);
     const step = (this.optimizerSteps ?? 0) + 1;
-    handle.applyGradients(
-      {
-        router: arr(grads.router, [c.numExperts, c.dModel], 'router'),
-        noiseRouter: arr(grads.noiseRouter, [c.numExperts, c.dModel], 'noiseRouter'),
-        sharedGate: arr(grads.sharedGate, [c.sharedExperts, c.dModel], 'sharedGate'),
-        experts: experts(grads, c.numExperts, c.dHidden, '')!,
-        shared: c.sharedExperts > 0 ? experts(grads.shared, c.sharedExperts, c.sharedHidden, 'shared.') : null,
-      },
-      { ...o, step },
-    );
+    handle.applyGradients(g, { ...o, step });
     const bias = this.router.routerBias;
     if (bias && routerBiasGrad) {
       this.biasState ??= [new Float32Array(bias.length), new Float32Array(bias.length)];
@@ -317,9 +292,6 @@ export class MoELayer implements Disposable {
     return assembleOutput(output, p.tokens, this.config, r, p.options, p.out, nativeGate, ranked);
   }
 }
-
-/** The expert fields of a LayerGradients (or its shared part). */
-type ExpertWeightsLike = Partial<Record<'w1' | 'w3' | 'w2' | 'b1' | 'b3' | 'b2', Tensor>>;
 
 /** A layer's resolved config, router and native spec, from what the constructor was given. */
 function prepare(config: MoEConfig, weights: MoEWeights<Tensor | QuantizedTensor>) {

@@ -6,7 +6,8 @@
 import { describe, rangeError, typeError } from './errors';
 import type { LayerGradients } from './layer-backward';
 import { Tensor } from './tensor';
-import { expectOneOf, expectOptions } from './validate';
+import type { ResolvedConfig } from './layer-config';
+import { expectOneOf, expectOptions, expectTensor } from './validate';
 
 export type OptimizerConfig =
   | { kind: 'sgd'; lr: number; momentum?: number; weightDecay?: number }
@@ -74,6 +75,40 @@ export function clipGradNorm(grads: LayerGradients, maxNorm: number): number {
   const factor = maxNorm / (norm + 1e-6);
   if (factor < 1) for (const t of tensors) for (let i = 0; i < t.data.length; i++) t.data[i] *= factor;
   return norm;
+}
+
+type ExpertFields = Partial<Record<'w1' | 'w3' | 'w2' | 'b1' | 'b3' | 'b2', Tensor>>;
+
+/**
+ * A backward's parameter gradients checked against the layer's shapes, as the arrays the core's step reads, and the
+ * router bias's (which TypeScript keeps).
+ */
+export function nativeParameterGradients(c: ResolvedConfig, grads: LayerGradients) {
+  if (typeof grads !== 'object' || grads === null || !grads.router)
+    throw typeError('grads to be the result of layer.backward', describe(grads));
+  const arr = (t: Tensor | undefined, dims: number[], name: string) =>
+    t === undefined ? null : (expectTensor(t, `grads.${name}`, ['float32'], dims) as Tensor<'float32'>).data;
+  const experts = (x: ExpertFields | undefined, e: number, h: number, prefix: string) =>
+    x === undefined
+      ? null
+      : {
+          w1: arr(x.w1, [e, h, c.dModel], `${prefix}w1`),
+          w3: arr(x.w3, [e, h, c.dModel], `${prefix}w3`),
+          w2: arr(x.w2, [e, c.dModel, h], `${prefix}w2`),
+          b1: arr(x.b1, [e, h], `${prefix}b1`),
+          b3: arr(x.b3, [e, h], `${prefix}b3`),
+          b2: arr(x.b2, [e, c.dModel], `${prefix}b2`),
+        };
+  return {
+    native: {
+      router: arr(grads.router, [c.numExperts, c.dModel], 'router'),
+      noiseRouter: arr(grads.noiseRouter, [c.numExperts, c.dModel], 'noiseRouter'),
+      sharedGate: arr(grads.sharedGate, [c.sharedExperts, c.dModel], 'sharedGate'),
+      experts: experts(grads, c.numExperts, c.dHidden, '')!,
+      shared: c.sharedExperts > 0 ? experts(grads.shared, c.sharedExperts, c.sharedHidden, 'shared.') : null,
+    },
+    routerBias: arr(grads.routerBias, [c.numExperts], 'routerBias'),
+  };
 }
 
 /** One step of a float32 parameter kept in TypeScript (the router bias), with the core's formula. */
