@@ -6,6 +6,8 @@
 // Included inside an anonymous namespace of each cpu_<isa>.cpp, after the standard headers it uses.
 #pragma once
 
+#include "backward_kernel.h"
+
 template <class V>
 struct KernelImpl {
   using reg = typename V::reg;
@@ -385,7 +387,8 @@ struct KernelImpl {
                                          &weighted_sum,
                                          &find_non_finite,
                                          &fma_loop,
-                                         &read_sum};
+                                         &read_sum,
+                                         &BackwardKernel::block};
     return &t;
   }
 };
