@@ -6,8 +6,6 @@
 // Included inside an anonymous namespace of each cpu_<isa>.cpp, after the standard headers it uses.
 #pragma once
 
-#include "backward_kernel.h"
-
 template <class V>
 struct KernelImpl {
   using reg = typename V::reg;
@@ -387,8 +385,7 @@ struct KernelImpl {
                                          &weighted_sum,
                                          &find_non_finite,
                                          &fma_loop,
-                                         &read_sum,
-                                         &BackwardKernel::block};
+                                         &read_sum};
     return &t;
   }
 };

@@ -70,24 +70,6 @@ struct WeightKernels {
                     int64_t panel_begin, int64_t panel_end);
 };
 
-// One block of an expert's rows in the backward (core/backward.cpp): the expert's weights unpacked to float32
-// [out, in] (biases zeros where none), the rows' inputs, output gradients and routing weights; it writes each row's
-// dL/d(routing weight), adds its input gradient to dx, and accumulates the weights' gradients (null: not wanted).
-struct BackwardBlock {
-  int64_t rows = 0, d = 0, h = 0;
-  bool gated = false;
-  Activation activation = Activation::identity;
-  float alpha = 1.0f, limit = 0.0f;  // swiglu_clamped's
-  const float *w1 = nullptr, *w3 = nullptr, *w2 = nullptr, *b1 = nullptr, *b3 = nullptr, *b2 = nullptr;
-  const float* const* x = nullptr;      // [rows] -> d floats
-  const float* const* d_out = nullptr;  // [rows] -> d floats
-  const float* slot_weight = nullptr;   // [rows]
-  float* d_slot_weight = nullptr;       // [rows], written
-  float* const* dx = nullptr;           // [rows] -> d floats, added to
-  float *dw1 = nullptr, *dw3 = nullptr, *dw2 = nullptr, *db1 = nullptr, *db3 = nullptr, *db2 = nullptr;
-  float* scratch = nullptr;  // rows * (6 h + 2 d) floats
-};
-
 struct KernelTable {
   Isa isa;
   PanelGeometry geometry;
@@ -104,8 +86,6 @@ struct KernelTable {
   // value so the work is kept), and a streaming read of `count` floats.
   float (*fma_loop)(int64_t iterations);
   float (*read_sum)(const float* data, int64_t count);
-  // The backward's arithmetic on one block of an expert's rows (backward_kernel.h).
-  void (*backward_block)(const BackwardBlock& block);
 };
 
 constexpr int kFmaChains = 12;  // independent accumulators: enough to cover FMA latency x throughput
