@@ -8,7 +8,7 @@ export type { ExpertWeights, WeightDtype } from './expert-weights';
 export { MoELayer } from './layer';
 export { clipGradNorm } from './optimizer';
 export type { OptimizerConfig } from './optimizer';
-export type { LayerGradients } from './layer-backward';
+export type { BackwardOptions, LayerGradients } from './layer-backward';
 export type { MoEConfig, MoEWeights, MoEOutput, Routing, ForwardOptions, GateGradients } from './layer';
 export type { AuxLoss, AuxLossKind, AuxLossSpec } from './aux-losses';
 export type { RouterConfig, RouterKind } from './router-config';

@@ -9,7 +9,7 @@ import { ExpertWeights } from './expert-weights';
 import { GateGradients } from './gate-gradients';
 import { ResolvedConfig } from './layer-config';
 import { MoEOutput } from './layer-output';
-import { NativeExportedExperts } from './native';
+import { NativeExportedExperts, NativeGradientDestinations } from './native';
 import { Tensor } from './tensor';
 import { expectTensor } from './validate';
 
@@ -28,13 +28,31 @@ export interface LayerGradients extends ExpertWeights<Tensor<'float32'>> {
   gate: GateGradients;
 }
 
+/** Options of MoELayer.backward. */
+export interface BackwardOptions {
+  /**
+   * The gradients of an earlier backward of this layer, whose arrays this one overwrites instead of allocating new
+   * ones (the returned gradients share them). A training loop that passes its previous gradients touches no fresh
+   * memory: for a large layer, first touches of new memory cost more than the backward itself.
+   */
+  into?: LayerGradients;
+}
+
 /** What the backward needs of the layer. */
 export interface BackwardContext {
   config: Readonly<ResolvedConfig>;
   routerWeights: Float32Array;
   noiseRouterWeights?: Float32Array;
   hasRouterBias: boolean;
-  experts: (x: Float32Array, tokens: number, k: number, experts: Int32Array, weights: Float32Array, grad: Float32Array) => NativeBackward;
+  experts: (
+    x: Float32Array,
+    tokens: number,
+    k: number,
+    experts: Int32Array,
+    weights: Float32Array,
+    grad: Float32Array,
+    into: NativeGradientDestinations | undefined,
+  ) => NativeBackward;
   gateGradients: (x: Tensor, result: MoEOutput, gradOutput: Tensor, slotGradients: Float64Array) => GateGradients;
 }
 
@@ -46,7 +64,13 @@ export interface NativeBackward {
   sharedGate: Float32Array | null;
 }
 
-export function layerBackward(ctx: BackwardContext, x: Tensor, result: MoEOutput, gradOutput: Tensor): LayerGradients {
+export function layerBackward(
+  ctx: BackwardContext,
+  x: Tensor,
+  result: MoEOutput,
+  gradOutput: Tensor,
+  options: BackwardOptions = {},
+): LayerGradients {
   const c = ctx.config;
   const xs = expectTensor(x, 'x', ['float32'], [null, c.dModel], ['tokens', 'dModel']);
   const tokens = xs.shape[0];
@@ -59,7 +83,9 @@ export function layerBackward(ctx: BackwardContext, x: Tensor, result: MoEOutput
   for (let i = 0; i < (input?.length ?? 0); i++)
     if (input[i] !== xs.data[i])
       throw rangeError('a forward of this x without jitter (backward holds no jitter factors yet)', 'a router input that differs from x');
-  const native = ctx.experts(xs.data, tokens, routing.topK, routing.experts, routing.weights, g.data);
+  if (typeof options !== 'object' || options === null) throw typeError('options to be an object', describe(options));
+  const into = options.into === undefined ? undefined : destinations(options.into, c, tokens);
+  const native = ctx.experts(xs.data, tokens, routing.topK, routing.experts, routing.weights, g.data, into);
   const gate = ctx.gateGradients(xs, result, g, Float64Array.from(native.dWeights));
   // dL/dx through the router: dL/dlogits W_g (and the noise router's).
   const dx = native.dx;
@@ -97,6 +123,32 @@ export function layerBackward(ctx: BackwardContext, x: Tensor, result: MoEOutput
   if (native.shared) out.shared = experts(native.shared, c.sharedExperts, c.sharedHidden, c.dModel);
   if (native.sharedGate) out.sharedGate = Tensor.from(native.sharedGate, [c.sharedExperts, c.dModel]);
   return out;
+}
+
+/** The arrays of `into` (LayerGradients of this layer's shapes) where a backward of `tokens` tokens writes. */
+function destinations(into: LayerGradients, c: Readonly<ResolvedConfig>, tokens: number): NativeGradientDestinations {
+  if (typeof into !== 'object' || into === null) throw typeError('options.into to be the gradients of a backward', describe(into));
+  const take = (value: unknown, name: string, dims: number[], names: string[]) =>
+    value === undefined ? undefined : expectTensor(value, name, ['float32'], dims, names).data;
+  const expertSet = (v: ExpertWeights<Tensor<'float32'>> | undefined, name: string, e: number, h: number) => {
+    if (v === undefined) return undefined;
+    if (typeof v !== 'object' || v === null) throw typeError(`${name} to be an object`, describe(v));
+    const d = c.dModel;
+    return {
+      w1: take(v.w1, `${name}.w1`, [e, h, d], ['numExperts', 'dHidden', 'dModel']),
+      w3: take(v.w3, `${name}.w3`, [e, h, d], ['numExperts', 'dHidden', 'dModel']),
+      w2: take(v.w2, `${name}.w2`, [e, d, h], ['numExperts', 'dModel', 'dHidden']),
+      b1: take(v.b1, `${name}.b1`, [e, h], ['numExperts', 'dHidden']),
+      b3: take(v.b3, `${name}.b3`, [e, h], ['numExperts', 'dHidden']),
+      b2: take(v.b2, `${name}.b2`, [e, d], ['numExperts', 'dModel']),
+    };
+  };
+  return {
+    dx: take(into.dx, 'options.into.dx', [tokens, c.dModel], ['tokens', 'dModel']),
+    experts: expertSet(into, 'options.into', c.numExperts, c.dHidden),
+    shared: c.sharedExperts > 0 ? expertSet(into.shared, 'options.into.shared', c.sharedExperts, c.sharedHidden) : undefined,
+    sharedGate: take(into.sharedGate, 'options.into.sharedGate', [c.sharedExperts, c.dModel], ['sharedExperts', 'dModel']),
+  };
 }
 
 /** Native expert arrays as Tensors shaped like ExpertWeights (absent where null). */

@@ -1,7 +1,7 @@
 import { describe, rangeError, typeError } from './errors';
 import { GateGradients, gateGradients } from './gate-gradients';
 import { impliedQuantization } from './expert-weights';
-import { LayerGradients, experts as expertTensors, layerBackward } from './layer-backward';
+import { BackwardOptions, LayerGradients, experts as expertTensors, layerBackward } from './layer-backward';
 import { OptimizerConfig, nativeParameterGradients, resolveOptimizer, stepInPlace } from './optimizer';
 import { MoEConfig, ResolvedConfig, resolveConfig } from './layer-config';
 import { ForwardOptions, MoEOutput, RoutedForward, Routing, assembleOutput } from './layer-output';
@@ -17,7 +17,7 @@ export type { MoEConfig } from './layer-config';
 export type { MoEWeights } from './layer-weights';
 export type { ForwardOptions, MoEOutput, Routing } from './layer-output';
 export type { GateGradients } from './gate-gradients';
-export type { LayerGradients } from './layer-backward';
+export type { BackwardOptions, LayerGradients } from './layer-backward';
 
 /**
  * A Mixture-of-Experts layer (Shazeer et al. 2017 eq. 1: y = sum_i G(x)_i E_i(x)). Weights are packed once
@@ -168,7 +168,7 @@ export class MoELayer implements Disposable {
    * sampled noise of that forward are held fixed; a forward with jitter is refused for now. Bitwise the same for
    * any thread count. CPU backend; first version: the experts' part is plain loops (benchmarks/NOTES.md).
    */
-  backward(x: Tensor, result: MoEOutput, gradOutput: Tensor): LayerGradients {
+  backward(x: Tensor, result: MoEOutput, gradOutput: Tensor, options?: BackwardOptions): LayerGradients {
     const handle = this.native();
     const c = this.config;
     return layerBackward(
@@ -177,7 +177,7 @@ export class MoELayer implements Disposable {
         routerWeights: this.routerWeights(),
         noiseRouterWeights: this.noiseRouterWeights(),
         hasRouterBias: this.router.routerBias !== undefined,
-        experts: (xd, tokens, k, experts, weights, grad) => handle.backwardSync(xd, tokens, k, experts, weights, grad),
+        experts: (xd, tokens, k, experts, weights, grad, into) => handle.backwardSync(xd, tokens, k, experts, weights, grad, into),
         gateGradients: (xt, r, g, slotGradients) =>
           gateGradients(
             c,
@@ -191,6 +191,7 @@ export class MoELayer implements Disposable {
       x,
       result,
       gradOutput,
+      options,
     );
   }
 

@@ -58,6 +58,14 @@ export interface NativeExportedExperts {
   b2: F32;
 }
 
+/** Arrays a backward overwrites instead of allocating (absent ones are allocated). */
+export interface NativeGradientDestinations {
+  dx?: Float32Array;
+  experts?: Partial<Record<'w1' | 'w3' | 'w2' | 'b1' | 'b3' | 'b2', Float32Array>>;
+  shared?: Partial<Record<'w1' | 'w3' | 'w2' | 'b1' | 'b3' | 'b2', Float32Array>>;
+  sharedGate?: Float32Array;
+}
+
 export interface NativeLayer {
   /** The experts' backward for a routing (core/backward.cpp). CPU layers. */
   backwardSync(
@@ -67,6 +75,7 @@ export interface NativeLayer {
     experts: Int32Array,
     weights: Float32Array,
     gradOutput: Float32Array,
+    into?: NativeGradientDestinations,
   ): { dx: Float32Array; dWeights: Float32Array; experts: NativeExportedExperts; shared: NativeExportedExperts | null; sharedGate: F32 };
   /** One optimizer step on the packed float32 weights, in place (state kept in the core). */
   applyGradients(

@@ -74,6 +74,66 @@ describe(`layer.backward, the experts' part (isa ${backendInfo().isa})`, () => {
   });
   it('more rows than a block, several threads', () =>
     void checkExperts({ tokens: 70, dModel: 33, dHidden: 20, numExperts: 3, topK: 2, activation: 'swiglu', bias: true }, seed++));
+  // Several panels in every dimension and more rows per expert than a GEMM chunk (192): the transposed panels,
+  // the chunked weight-gradient GEMMs and the unit kernel's vector loop and tail.
+  for (const activation of ['swiglu', 'gelu-tanh', 'swiglu-clamped', 'relu'] as const)
+    it(`several panels and chunks (${activation})`, () =>
+      void checkExperts({ tokens: 301, dModel: 70, dHidden: 101, numExperts: 3, topK: 2, activation, bias: true }, seed++));
+});
+
+test('a bfloat16 layer differentiates the weights it computes with', () => {
+  const c: Case = { tokens: 40, dModel: 48, dHidden: 40, numExperts: 4, topK: 2, activation: 'swiglu', bias: true };
+  const bf16 = new MoELayer({ ...c, weightDtype: 'bfloat16' }, randomWeights(c, 41));
+  const w = bf16.exportWeights();
+  const f32 = new MoELayer(c, { router: w.router, w1: w.w1, w3: w.w3, w2: w.w2, b1: w.b1, b3: w.b3, b2: w.b2 });
+  const x = Tensor.randn([c.tokens, c.dModel], { seed: 42 });
+  const g = Tensor.randn([c.tokens, c.dModel], { seed: 43 });
+  const a = bf16.backward(x, bf16.forwardSync(x), g);
+  const b = f32.backward(x, f32.forwardSync(x), g);
+  for (const key of ['w1', 'w3', 'w2', 'b1', 'dx'] as const)
+    expect([key, Buffer.from(a[key]!.data.buffer).equals(Buffer.from(b[key]!.data.buffer))]).toEqual([key, true]);
+  bf16.dispose();
+  f32.dispose();
+});
+
+describe('backward into the arrays of earlier gradients', () => {
+  const c: Case = { tokens: 20, dModel: 24, dHidden: 16, numExperts: 4, topK: 2, activation: 'swiglu', bias: true };
+  const layer = new MoELayer(
+    { ...c, sharedExperts: 1, sharedHidden: 16 },
+    { ...randomWeights(c, 51), shared: randomWeights({ ...c, numExperts: 1 }, 52) },
+  );
+  const x = Tensor.randn([c.tokens, c.dModel], { seed: 53 });
+  const g = Tensor.randn([c.tokens, c.dModel], { seed: 54 });
+  afterAll(() => layer.dispose());
+
+  it('writes them and returns them, with the same values as fresh arrays', () => {
+    const r = layer.forwardSync(x);
+    const first = layer.backward(x, r, Tensor.randn([c.tokens, c.dModel], { seed: 55 }));
+    const fresh = layer.backward(x, r, g);
+    const reused = layer.backward(x, r, g, { into: first });
+    for (const key of ['dx', 'w1', 'w3', 'w2', 'b1', 'b3', 'b2'] as const) {
+      expect(reused[key]!.data).toBe(first[key]!.data);
+      expect([key, Buffer.from(reused[key]!.data.buffer).equals(Buffer.from(fresh[key]!.data.buffer))]).toEqual([key, true]);
+    }
+    expect(reused.shared!.w1.data).toBe(first.shared!.w1.data);
+    expect(Buffer.from(reused.shared!.w2.data.buffer).equals(Buffer.from(fresh.shared!.w2.data.buffer))).toBe(true);
+  });
+
+  it('refuses arrays of other shapes, and arrays that share memory', () => {
+    const r = layer.forwardSync(x);
+    const grads = layer.backward(x, r, g);
+    expectError(
+      () => layer.backward(x, r, g, { into: { ...grads, w1: Tensor.zeros([4, 16, 23]) } }),
+      'RangeError',
+      /options\.into\.w1\.shape/,
+    );
+    expectError(() => layer.backward(x, r, g, { into: { ...grads, w3: grads.w1 } }), 'RangeError', /share no memory/);
+    expectError(() => layer.backward(x, r, g, { into: { ...grads, dx: x as Tensor<'float32'> } }), 'RangeError', /share no memory/);
+    expectError(() => layer.backward(x, r, g, { into: 3 as never }), 'TypeError', /options\.into to be the gradients/);
+    // nothing was written into the refused arrays' partners: the gradients are still those of g
+    const again = layer.backward(x, r, g);
+    expect(Buffer.from(again.w2.data.buffer).equals(Buffer.from(grads.w2.data.buffer))).toBe(true);
+  });
 });
 
 /** L = <g, output>: its gradient by central differences of the float64 reference layer (routing recomputed). */

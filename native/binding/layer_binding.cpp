@@ -61,19 +61,62 @@ Napi::Value optional_array(Napi::Env env, bool present, int64_t n) {
 }
 float* data_of(const Napi::Value& v) { return v.IsNull() ? nullptr : v.As<Napi::Float32Array>().Data(); }
 
+// The arrays one call writes: new ones, or, where `into` has one of the name, that array overwritten. A training
+// loop that hands each backward its previous gradients touches no fresh memory, whose first touch costs more than
+// the backward itself in this VM (benchmarks/NOTES.md row 77). A reused array must be a Float32Array of its size
+// that shares no memory with another array of the call (its inputs included: add them first with `input`).
+class Destinations {
+ public:
+  Destinations(Napi::Env env, Napi::Value into, std::string path) : env_(env), into_(into), path_(std::move(path)) {}
+  void input(const void* data, int64_t bytes) { used_.push_back({static_cast<const char*>(data), bytes}); }
+  // Napi null when not present.
+  Napi::Value array(const char* name, bool present, int64_t n, const Napi::Value& into) {
+    if (!present) return env_.Null();
+    if (into.IsObject()) {
+      const Napi::Value v = into.As<Napi::Object>().Get(name);
+      if (!v.IsUndefined() && !v.IsNull()) {
+        const std::string where = path_ + "." + name;
+        const char* data = reinterpret_cast<const char*>(float32_value(env_, v, where, n, false));
+        const int64_t bytes = n * int64_t{sizeof(float)};
+        for (const auto& [p, b] : used_)
+          if (data < p + b && p < data + bytes)
+            throw_range_error(env_, "expected " + where + " to share no memory with another array of the call but " +
+                                        "got an overlapping one");
+        used_.push_back({data, bytes});
+        return v;
+      }
+    }
+    return new_float32_array(env_, static_cast<size_t>(n));
+  }
+  Napi::Value array(const char* name, bool present, int64_t n) { return array(name, present, n, into_); }
+  Napi::Value sub(const char* name) const {
+    return into_.IsObject() ? into_.As<Napi::Object>().Get(name) : Napi::Value(env_.Undefined());
+  }
+
+ private:
+  Napi::Env env_;
+  Napi::Value into_;
+  std::string path_;
+  std::vector<std::pair<const char*, int64_t>> used_;
+};
+
 // { w1, w3, w2, b1, b3, b2 } for one set of experts in moe::ExpertWeightsOut's layout (weights read back, or their
-// gradients): w1 and w2 always, w3 when gated, each bias when present (null otherwise); `out` points at them.
+// gradients): w1 and w2 always, w3 when gated, each bias when present (null otherwise); `out` points at them. The
+// arrays are new, or those of `into` (see Destinations).
 Napi::Object expert_arrays(Napi::Env env, const moe::ExpertShape& s, bool b1, bool b3, bool b2,
-                           moe::ExpertWeightsOut* out) {
+                           moe::ExpertWeightsOut* out, Destinations* dest = nullptr, Napi::Value into = {}) {
   const bool gated = moe::is_gated(s.activation);
   const int64_t e = s.num_experts, h = s.d_hidden, d = s.d_model;
+  auto array = [&](const char* name, bool present, int64_t n) {
+    return dest ? dest->array(name, present, n, into) : optional_array(env, present, n);
+  };
   auto o = Napi::Object::New(env);
-  o.Set("w1", optional_array(env, true, e * h * d));
-  o.Set("w3", optional_array(env, gated, e * h * d));
-  o.Set("w2", optional_array(env, true, e * d * h));
-  o.Set("b1", optional_array(env, b1, e * h));
-  o.Set("b3", optional_array(env, b3 && gated, e * h));
-  o.Set("b2", optional_array(env, b2, e * d));
+  o.Set("w1", array("w1", true, e * h * d));
+  o.Set("w3", array("w3", gated, e * h * d));
+  o.Set("w2", array("w2", true, e * d * h));
+  o.Set("b1", array("b1", b1, e * h));
+  o.Set("b3", array("b3", b3 && gated, e * h));
+  o.Set("b2", array("b2", b2, e * d));
   *out = {data_of(o.Get("w1")), data_of(o.Get("w3")), data_of(o.Get("w2")),
           data_of(o.Get("b1")), data_of(o.Get("b3")), data_of(o.Get("b2"))};
   return o;
@@ -279,7 +322,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   // dL/d(routing weight) per slot, <dL/dy_t, E_s(x_t)>.
   // (x, tokens, k, experts Int32Array [T*k], weights Float32Array [T*k], gradOutput [T, dModel]) ->
   // { dx, dWeights, experts: { w1, w3, w2, b1, b3, b2 }, shared, sharedGate } (moe::LayerGradients; null where the
-  // layer has no such weight), on the calling thread.
+  // layer has no such weight), on the calling thread. An optional 7th argument of the same shape names arrays to
+  // overwrite instead of allocating (Destinations).
   Napi::Value BackwardSync(const Napi::CallbackInfo& info) {
     const Napi::Env env = info.Env();
     auto layer = get(env);
@@ -298,19 +342,23 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     check_finite(env, "weights", weights.data, tokens, k);
     check_finite(env, "gradOutput", grad.data, tokens, d);
     const moe::LayerWeightsPresent has = layer->weights_present();
-    auto array = [&](bool present, int64_t n) { return optional_array(env, present, n); };
-    auto experts_out = [&](const moe::ExpertShape& s, bool b1, bool b3, bool b2, moe::ExpertWeightsOut* out) {
-      return expert_arrays(env, s, b1, b3, b2, out);
-    };
+    Destinations dest(env, info[6], "into");
+    for (const auto& [p, bytes] : {std::pair<const void*, int64_t>{x.data, tokens * d * 4},
+                                   {experts.data, tokens * k * 4},
+                                   {weights.data, tokens * k * 4},
+                                   {grad.data, tokens * d * 4}})
+      dest.input(p, bytes);
     moe::LayerGradients g;
     auto result = Napi::Object::New(env);
-    result.Set("dx", array(true, tokens * d));
-    result.Set("dWeights", array(true, tokens * k));
-    result.Set("experts", experts_out(c.experts, has.b1, has.b3, has.b2, &g.experts));
-    result.Set("shared", c.shared.num_experts > 0 ? Napi::Value(experts_out(c.shared, has.shared_b1, has.shared_b3,
-                                                                            has.shared_b2, &g.shared))
-                                                  : env.Null());
-    result.Set("sharedGate", array(has.shared_gate, c.shared.num_experts * d));
+    result.Set("dx", dest.array("dx", true, tokens * d));
+    result.Set("dWeights", dest.array("dWeights", true, tokens * k));
+    result.Set("experts",
+               expert_arrays(env, c.experts, has.b1, has.b3, has.b2, &g.experts, &dest, dest.sub("experts")));
+    result.Set("shared", c.shared.num_experts > 0
+                             ? Napi::Value(expert_arrays(env, c.shared, has.shared_b1, has.shared_b3, has.shared_b2,
+                                                         &g.shared, &dest, dest.sub("shared")))
+                             : env.Null());
+    result.Set("sharedGate", dest.array("sharedGate", has.shared_gate, c.shared.num_experts * d));
     g.dx = data_of(result.Get("dx"));
     g.d_weights = data_of(result.Get("dWeights"));
     g.d_shared_gate = data_of(result.Get("sharedGate"));

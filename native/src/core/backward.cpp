@@ -1,75 +1,53 @@
-// The backward of the expert part (issue 19, first version): for every routed and shared slot, the gradients of
-// the experts' weights and biases, of the slot's routing weight and of the token's input, from dL/d(output). The
-// forward's hidden activations are recomputed (nothing is kept between forward and backward). Each expert's
-// gradients are computed by one thread, over its rows in plan order, and the input's gradient is summed per token
-// in slot order: the result is bitwise the same for any thread count. The arithmetic is plain loops over rows in
-// blocks (weights reused across a block), compiled for the baseline ISA: the correctness reference of the SIMD
-// kernels that will replace it (lib/reference/backward.ts is its float64 oracle).
+// The backward of the expert part (issue 19): for every routed and shared slot, the gradients of the experts'
+// weights and biases, of the slot's routing weight and of the token's input, from dL/d(output). Per expert, with
+// its n rows in plan order, g / u the pre-activations, a the hidden units, go the output gradients (unweighted),
+// w the slots' routing weights and dy = w go:
+//   q    = go W2                  (so dL/da = w q, and dL/dw = <go, y> = <q, a> + <go, b2>: y is never rebuilt)
+//   dpre = (w q) * a'(g, u)       (the fused activation's derivative, per unit: the ISA's unit_backward)
+//   dx   = dpre [W1; W3]          dW2 = dy^T a     dW1 = dpre_g^T x     dW3 = dpre_u^T x
+// All five products run through the forward's GEMM (run_gemm_groups: the same panel kernels, SIMD and threads).
+// q and dx multiply by the weights transposed: their packed panels are turned block by block (nr x nr) into the
+// panels of the transpose (pack_transposed), a copy as fast as the memory, after which both GEMMs stream weights as
+// the forward does. The weight gradients' GEMMs reduce over the expert's rows (k = n), with the row data as B.
+// Every reduction runs in a fixed order inside one work item, so gradients are bitwise the same for any thread
+// count. The pre-activations are recomputed by the up GEMM without its activation, unless the forward kept them.
+// lib/reference/backward.ts is the float64 oracle.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <memory>
 #include <vector>
 
 #include "experts.h"
+#include "isa.h"
 #include "thread_pool.h"
 
 namespace moe {
 
 namespace {
 
-float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
-
-float activate(Activation a, float x) {
-  switch (a) {
-    case Activation::swiglu:
-    case Activation::swiglu_clamped:
-    case Activation::silu: return x * sigmoid(x);
-    case Activation::geglu:
-    case Activation::gelu: return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
-    case Activation::gelu_tanh: return 0.5f * x * (1.0f + std::tanh(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-    case Activation::relu: return x > 0 ? x : 0.0f;
-    case Activation::identity: break;
-  }
-  return x;
-}
-
-float derivative(Activation a, float x) {
-  switch (a) {
-    case Activation::swiglu:
-    case Activation::swiglu_clamped:
-    case Activation::silu: {
-      const float s = sigmoid(x);
-      return s * (1.0f + x * (1.0f - s));
+// dst[c, r] = scale[r] * src.row(r)[c] for r < rows, c < cols (scale null: 1; dst row c at dst + c * ld_dst), in
+// tiles of 16 x 16 through a local buffer, so that both sides move whole cache lines.
+void transpose(const cpu::RowMap<const float>& src, const float* scale, int64_t rows, int64_t cols, float* dst,
+               int64_t ld_dst) {
+  constexpr int64_t kTile = 16;
+  const int64_t col_tiles = (cols + kTile - 1) / kTile;
+  ThreadPool::instance().run(col_tiles, [&](int64_t ct) {
+    const int64_t c0 = ct * kTile, cn = std::min(kTile, cols - c0);
+    float tile[kTile][kTile];
+    for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
+      const int64_t rn = std::min(kTile, rows - r0);
+      for (int64_t r = 0; r < rn; ++r) {
+        const float* row = src.row(r0 + r) + c0;
+        const float w = scale ? scale[r0 + r] : 1.0f;
+        for (int64_t c = 0; c < cn; ++c) tile[c][r] = w * row[c];
+      }
+      for (int64_t c = 0; c < cn; ++c) std::copy(tile[c], tile[c] + rn, dst + (c0 + c) * ld_dst + r0);
     }
-    case Activation::geglu:
-    case Activation::gelu:
-      return 0.5f * (1.0f + std::erf(x * 0.70710678118654752f)) + x * std::exp(-0.5f * x * x) * 0.3989422804014327f;
-    case Activation::gelu_tanh: {
-      const float c = 0.7978845608028654f, t = std::tanh(c * (x + 0.044715f * x * x * x));
-      return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * c * (1.0f + 3.0f * 0.044715f * x * x);
-    }
-    case Activation::relu: return x > 0 ? 1.0f : 0.0f;
-    case Activation::identity: break;
-  }
-  return 1.0f;
+  });
 }
 
-// The hidden unit and its partial derivatives from the pre-activations g (and u when gated).
-struct Unit {
-  float a, dg, du;
-};
-Unit unit(const ExpertShape& s, bool gated, float g, float u) {
-  if (s.activation == Activation::swiglu_clamped) {  // gpt-oss; the clamps pass gradient inside their range
-    const float gc = std::min(g, s.limit), uc = std::max(std::min(u, s.limit), -s.limit);
-    const float sg = sigmoid(s.alpha * gc);
-    return {gc * sg * (uc + 1.0f), g <= s.limit ? (sg + s.alpha * gc * sg * (1.0f - sg)) * (uc + 1.0f) : 0.0f,
-            u >= -s.limit && u <= s.limit ? gc * sg : 0.0f};
-  }
-  if (!gated) return {activate(s.activation, g), derivative(s.activation, g), 0.0f};
-  return {activate(s.activation, g) * u, derivative(s.activation, g) * u, activate(s.activation, g)};
-}
-
-// Eight partial sums in a fixed order: the compiler vectorises it without reassociating (no -ffast-math), and
-// the result does not depend on the thread that computes it.
+// Eight partial sums in a fixed order: vectorised without reassociation, the same on every thread.
 float dot(const float* a, const float* b, int64_t n) {
   float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
   int64_t i = 0;
@@ -79,103 +57,220 @@ float dot(const float* a, const float* b, int64_t n) {
   for (; i < n; ++i) t += a[i] * b[i];
   return t;
 }
-void axpy(float alpha, const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+
+// The panels of a float32 packed matrix's transpose: the source has `panels` panels of k rows (its inputs) by nr
+// columns (its outputs, zero-padded); the result has ceil(k / nr) panels of panels * nr rows (the source's padded
+// outputs, now inputs) by nr columns (the source's inputs, zeros past k). Block (p, q) of nr x nr moves from rows
+// q * nr .. of source panel p to rows p * nr .. of result panel q, turned; both blocks are contiguous.
+void pack_transposed(const float* panels, int64_t k, int64_t panel_count, int64_t nr, float* out) {
+  const int64_t out_panels = (k + nr - 1) / nr, depth = panel_count * nr;
+  ThreadPool::instance().run(out_panels * panel_count, [&](int64_t item) {
+    const int64_t q = item / panel_count, p = item % panel_count, rows = std::min(nr, k - q * nr);
+    const float* src = panels + p * k * nr + q * nr * nr;
+    float* dst = out + q * depth * nr + p * nr * nr;
+    for (int64_t c = 0; c < nr; ++c) {
+      float* row = dst + c * nr;
+      for (int64_t r = 0; r < rows; ++r) row[r] = src[r * nr + c];
+      std::fill(row + rows, row + nr, 0.0f);
+    }
+  });
 }
 
-constexpr int64_t kBlock = 16;  // rows per block: each weight row is read once per block
+// B [k, n] with row kk at src.row(kk), into float32 panels of nr columns (panel p, row kk: columns p * nr .. p * nr
+// + nr - 1 of row kk, zeros past n), for a GEMM whose B is data rather than weights.
+void pack_b_rows(int64_t k, int64_t n, int64_t nr, const cpu::RowMap<const float>& src, float* out) {
+  const int64_t panels = (n + nr - 1) / nr, chunks = (k + 63) / 64;
+  ThreadPool::instance().run(panels * chunks, [&](int64_t item) {
+    const int64_t p = item / chunks, k0 = item % chunks * 64, k1 = std::min(k, k0 + 64);
+    const int64_t valid = std::min(nr, n - p * nr);
+    for (int64_t kk = k0; kk < k1; ++kk) {
+      float* dst = out + (p * k + kk) * nr;
+      const float* row = src.row(kk) + p * nr;
+      std::copy(row, row + valid, dst);
+      std::fill(dst + valid, dst + nr, 0.0f);
+    }
+  });
+}
+
+// The GEMM problem of a float32 B in panels of k rows (panel_k allocated), n columns, no bias, no activation.
+cpu::GemmProblem data_problem(const float* panels, int64_t k, int64_t n, int64_t nr, const float* zero_bias,
+                              int64_t panel_k = 0) {
+  cpu::GemmProblem p;
+  p.panels = panels;
+  p.weight_dtype = WeightDtype::float32;
+  p.panel_bytes = std::max(k, panel_k) * nr * int64_t{sizeof(float)};
+  p.bias = zero_bias;
+  p.k = k;
+  p.n = n;
+  return p;
+}
+
+// A float32 copy of packed experts in another dtype: what they compute with, so the backward differentiates the
+// layer as it runs. Slow (a repack per backward) and meant for checking; training steps need float32 anyway.
+std::unique_ptr<PackedExperts> widened(const PackedExperts& packed) {
+  const ExpertShape& s = packed.shape;
+  const int64_t e = s.num_experts, h = s.d_hidden, d = s.d_model;
+  const bool gated = is_gated(s.activation);
+  bool has_b1, has_b3, has_b2;
+  packed_biases(packed, &has_b1, &has_b3, &has_b2);
+  std::vector<float> w1(e * h * d), w3(gated ? e * h * d : 0), w2(e * d * h), b1(e * h), b3(e * h), b2(e * d);
+  unpack_experts(packed, {w1.data(), gated ? w3.data() : nullptr, w2.data(), b1.data(), b3.data(), b2.data()});
+  ExpertShape f = s;
+  f.weight_dtype = WeightDtype::float32;
+  ExpertWeights w;
+  w.w1 = w1.data(), w.w3 = gated ? w3.data() : nullptr, w.w2 = w2.data();
+  w.b1 = has_b1 ? b1.data() : nullptr, w.b3 = has_b3 ? b3.data() : nullptr, w.b2 = has_b2 ? b2.data() : nullptr;
+  return std::make_unique<PackedExperts>(f, w);
+}
 
 }  // namespace
 
-void experts_backward(const PackedExperts& packed, const float* x, int slots_per_token, const int32_t* offsets,
+void experts_backward(const PackedExperts& packed_in, const float* x, int slots_per_token, const int32_t* offsets,
                       const int32_t* order, const float* slot_weights, const float* d_out, float* d_slot_weights,
-                      float* dx_slots, const ExpertWeightsOut& g) {
+                      float* dx_slots, const ExpertWeightsOut& g, BackwardWorkspace& ws, const float* kept_pre) {
+  std::unique_ptr<PackedExperts> wide;
+  if (packed_in.shape.weight_dtype != WeightDtype::float32) wide = widened(packed_in);
+  const PackedExperts& packed = wide ? *wide : packed_in;
   const ExpertShape& s = packed.shape;
-  const int64_t d = s.d_model, h = s.d_hidden;
+  const cpu::PanelGeometry& geo = kernels().geometry;
+  const int64_t d = s.d_model, h = s.d_hidden, nr = geo.nr();
   const bool gated = is_gated(s.activation);
-  ThreadPool::instance().run(s.num_experts, [&](int64_t e) {
+  // Pre-activation columns as the up GEMM lays them out: per panel, nr gate units or nr / 2 gate then nr / 2 up.
+  const int64_t up_panels = packed.up.panel_count(), width = up_panels * nr, down_panels = packed.down.panel_count();
+  const int64_t per_panel = packed.up.out_cols(), up_at = gated ? nr / 2 : 0;
+  auto unit_col = [&](int64_t j) { return j / per_panel * nr + j % per_panel; };
+  int32_t* col_g = ws.columns.reserve(static_cast<size_t>(2 * h));
+  int32_t* col_u = col_g + h;
+  for (int64_t j = 0; j < h; ++j) col_g[j] = static_cast<int32_t>(unit_col(j)), col_u[j] = col_g[j] + up_at;
+  const int64_t widest = std::max({width, down_panels * nr, (std::max(h, d) + nr - 1) / nr * nr});
+  const float* zero_bias = ws.zero_bias.reserve(static_cast<size_t>(widest));
+  std::fill(ws.zero_bias.data(), ws.zero_bias.data() + widest, 0.0f);
+  std::vector<GemmGroup> groups;
+  // The weight gradients' GEMMs go chunk by chunk: their B (a few rows' data) is far smaller than their A.
+  const auto run = [&](std::vector<GemmGroup>& list, bool chunk_major) {
+    for (GemmGroup& g : list) g.chunk_major = chunk_major;
+    run_gemm_groups(list, nr, WeightDtype::float32, ws.packed_a);
+  };
+  const int64_t h_panels = (h + nr - 1) / nr, d_panels = (d + nr - 1) / nr;
+  const cpu::KernelTable& kt = kernels();
+  cpu::GemmProblem unit_problem;
+  unit_problem.activation = s.activation;
+  unit_problem.gated = gated;
+  unit_problem.alpha = s.alpha;
+  unit_problem.limit = s.limit;
+
+  for (int64_t e = 0; e < s.num_experts; ++e) {
     const int64_t n = offsets[e + 1] - offsets[e];
-    float* dw1 = g.w1 + e * h * d;
+    float* dw1 = g.w1 ? g.w1 + e * h * d : nullptr;
     float* dw3 = gated && g.w3 ? g.w3 + e * h * d : nullptr;
-    float* dw2 = g.w2 + e * d * h;
+    float* dw2 = g.w2 ? g.w2 + e * d * h : nullptr;
     float* db1 = g.b1 ? g.b1 + e * h : nullptr;
     float* db3 = gated && g.b3 ? g.b3 + e * h : nullptr;
     float* db2 = g.b2 ? g.b2 + e * d : nullptr;
-    std::fill(dw1, dw1 + h * d, 0.0f);
-    if (dw3) std::fill(dw3, dw3 + h * d, 0.0f);
-    std::fill(dw2, dw2 + d * h, 0.0f);
-    if (db1) std::fill(db1, db1 + h, 0.0f);
-    if (db3) std::fill(db3, db3 + h, 0.0f);
-    if (db2) std::fill(db2, db2 + d, 0.0f);
-    if (n == 0) return;
-    thread_local std::vector<float> w1, w3, w2, b1, b3, b2, pre_g, pre_u, a, dpre_g, dpre_u, y, dy, da;
-    w1.resize(h * d), w2.resize(d * h), b1.resize(h), b2.resize(d);
-    if (gated) w3.resize(h * d), b3.resize(h);
-    packed.up.unpack(e, 0, w1.data(), b1.data());
-    if (gated) packed.up.unpack(e, 1, w3.data(), b3.data());
-    packed.down.unpack(e, 0, w2.data(), b2.data());
-    for (auto* v : {&pre_g, &pre_u, &a, &dpre_g, &dpre_u, &da}) v->resize(kBlock * h);
-    for (auto* v : {&y, &dy}) v->resize(kBlock * d);
-    for (int64_t r0 = 0; r0 < n; r0 += kBlock) {
-      const int64_t rows = std::min(kBlock, n - r0);
-      const int32_t* slots = order + offsets[e] + r0;
-      auto xr = [&](int64_t r) { return x + (slots[r] / slots_per_token) * d; };
-      // forward again: pre-activations, hidden units, output rows
-      for (int64_t j = 0; j < h; ++j)
-        for (int64_t r = 0; r < rows; ++r) {
-          pre_g[r * h + j] = dot(&w1[j * d], xr(r), d) + b1[j];
-          if (gated) pre_u[r * h + j] = dot(&w3[j * d], xr(r), d) + b3[j];
-        }
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t j = 0; j < h; ++j) {
-          const Unit u = unit(s, gated, pre_g[r * h + j], gated ? pre_u[r * h + j] : 0.0f);
-          a[r * h + j] = u.a;
-          dpre_g[r * h + j] = u.dg;
-          dpre_u[r * h + j] = u.du;
-        }
-      for (int64_t i = 0; i < d; ++i)
-        for (int64_t r = 0; r < rows; ++r) y[r * d + i] = dot(&w2[i * h], &a[r * h], h) + b2[i];
-      // dL/dy of each row, the slot weight's gradient, and the down projection's gradients
-      for (int64_t r = 0; r < rows; ++r) {
-        const float* go = d_out + (slots[r] / slots_per_token) * d;
-        const float w = slot_weights[slots[r]];
-        d_slot_weights[slots[r]] = dot(go, &y[r * d], d);
-        for (int64_t i = 0; i < d; ++i) dy[r * d + i] = w * go[i];
-      }
-      std::fill(da.begin(), da.begin() + rows * h, 0.0f);
-      for (int64_t i = 0; i < d; ++i)
-        for (int64_t r = 0; r < rows; ++r) {
-          const float v = dy[r * d + i];
-          axpy(v, &a[r * h], &dw2[i * h], h);
-          axpy(v, &w2[i * h], &da[r * h], h);
-          if (db2) db2[i] += v;
-        }
-      // through the hidden unit to the up projections' gradients and the input's
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t j = 0; j < h; ++j) {
-          dpre_g[r * h + j] *= da[r * h + j];
-          dpre_u[r * h + j] *= da[r * h + j];
-        }
-      for (int64_t j = 0; j < h; ++j)
-        for (int64_t r = 0; r < rows; ++r) {
-          const float vg = dpre_g[r * h + j];
-          axpy(vg, xr(r), &dw1[j * d], d);
-          if (db1) db1[j] += vg;
-          if (gated) {
-            const float vu = dpre_u[r * h + j];
-            if (dw3) axpy(vu, xr(r), &dw3[j * d], d);
-            if (db3) db3[j] += vu;
-          }
-        }
-      for (int64_t r = 0; r < rows; ++r) {
-        float* dx = dx_slots + static_cast<int64_t>(slots[r]) * d;
-        for (int64_t j = 0; j < h; ++j) {
-          axpy(dpre_g[r * h + j], &w1[j * d], dx, d);
-          if (gated) axpy(dpre_u[r * h + j], &w3[j * d], dx, d);
-        }
-      }
+    if (n == 0) {  // an expert without rows: zero gradients
+      const std::pair<float*, int64_t> parts[] = {{dw1, h * d}, {dw3, h * d}, {dw2, d * h},
+                                                  {db1, h},     {db3, h},     {db2, d}};
+      for (const auto& [p, count] : parts)
+        if (p) std::fill(p, p + count, 0.0f);
+      continue;
     }
-  });
+    const int32_t* slots = order + offsets[e];
+    const cpu::RowMap<const float> xs{x, d, slots, slots_per_token}, gos{d_out, d, slots, slots_per_token};
+
+    // The pre-activations [n, width]: kept by the forward, or the up GEMM again without its epilogue.
+    const float* pre = kept_pre ? kept_pre + static_cast<int64_t>(offsets[e] - offsets[0]) * width : nullptr;
+    if (!pre) {
+      float* out = ws.pre.reserve(static_cast<size_t>(n * width));
+      groups.assign(1, GemmGroup{packed.up.problem(e, Activation::identity), n, nullptr, up_panels});
+      groups[0].problem.gated = false;
+      groups[0].problem.n = width;
+      groups[0].problem.a = xs;
+      groups[0].problem.c = {out, width, nullptr, 1};
+      run(groups, false);
+      pre = out;
+    }
+
+    // q [n, h] = go W2: W2 as [dModel, h] panels (W2^T of the down matrix's).
+    const cpu::GemmProblem down = packed.down.problem(e, Activation::identity);
+    float* wt = ws.wt.reserve(static_cast<size_t>(std::max(h_panels * down_panels, d_panels * up_panels) * nr * nr));
+    pack_transposed(static_cast<const float*>(down.panels), h, down_panels, nr, wt);
+    float* q = ws.q.reserve(static_cast<size_t>(n * h));
+    groups.assign(1, GemmGroup{data_problem(wt, d, h, nr, zero_bias, down_panels * nr), n, nullptr, h_panels});
+    groups[0].problem.a = gos;
+    groups[0].problem.c = {q, h, nullptr, 1};
+    run(groups, false);
+
+    // Per row: the hidden units (act [n, h]), dL/dw, and dL/d(pre-activations) (dpre [n, width], zeros in padding
+    // columns), by the ISA's unit_backward.
+    float* act = ws.act.reserve(static_cast<size_t>(n * h));
+    float* dpre_rows = ws.dpre_rows.reserve(static_cast<size_t>(n * width));
+    ThreadPool::instance().run(n, [&](int64_t r) {
+      const float* go = gos.row(r);
+      const float wr = slot_weights[slots[r]];
+      const float* pre_r = pre + r * width;
+      float* dpre_r = dpre_rows + r * width;
+      std::fill(dpre_r, dpre_r + width, 0.0f);
+      alignas(64) float da[256];
+      for (int64_t p = 0; p * per_panel < h; ++p) {
+        const int64_t j0 = p * per_panel, count = std::min(per_panel, h - j0);
+        for (int64_t c = 0; c < count; ++c) da[c] = wr * q[r * h + j0 + c];
+        kt.unit_backward(unit_problem, pre_r + p * nr, pre_r + p * nr + up_at, da, act + r * h + j0, dpre_r + p * nr,
+                         dpre_r + p * nr + up_at, count);
+      }
+      d_slot_weights[slots[r]] = dot(q + r * h, act + r * h, h) + dot(go, down.bias, d);
+    });
+
+    // dx [n, dModel] = dpre [W1; W3], into the rows' slots: [W1; W3] as [width, dModel] panels.
+    pack_transposed(static_cast<const float*>(packed.up.problem(e, Activation::identity).panels), d, up_panels, nr, wt);
+    groups.assign(1, GemmGroup{data_problem(wt, width, d, nr, zero_bias), n, nullptr, d_panels});
+    groups[0].problem.a = {dpre_rows, width, nullptr, 1};
+    groups[0].problem.c = {dx_slots, d, slots, 1};
+    run(groups, false);
+
+    // The weight gradients reduce over the rows: dpre^T [width, n] and dy^T [dModel, n] as their A.
+    float* dpre = ws.dpre.reserve(static_cast<size_t>(width * n));
+    transpose({dpre_rows, width, nullptr, 1}, nullptr, n, width, dpre, n);
+    float* dyt = ws.dyt.reserve(static_cast<size_t>(d * n));
+    float* wrow = ws.row_weights.reserve(static_cast<size_t>(n));
+    for (int64_t r = 0; r < n; ++r) wrow[r] = slot_weights[slots[r]];
+    transpose(gos, wrow, n, d, dyt, n);
+    // Bias gradients: sums over the rows, in row order.
+    ThreadPool::instance().run((std::max(h, d) + 255) / 256, [&](int64_t blk) {
+      const auto sum = [n](const float* v) {
+        float t = 0.0f;
+        for (int64_t r = 0; r < n; ++r) t += v[r];
+        return t;
+      };
+      for (int64_t j = blk * 256; j < std::min(h, blk * 256 + 256); ++j) {
+        if (db1) db1[j] = sum(dpre + col_g[j] * n);
+        if (db3) db3[j] = sum(dpre + col_u[j] * n);
+      }
+      if (db2)
+        for (int64_t i = blk * 256; i < std::min(d, blk * 256 + 256); ++i) db2[i] = sum(dyt + i * n);
+    });
+
+    // dW2 [dModel, h] = dy^T a; dW1, dW3 [h, dModel] = dpre_g^T x, dpre_u^T x: B is the rows' data (k = n).
+    float* b = ws.b.reserve(static_cast<size_t>(std::max(h_panels, d_panels) * nr * n));
+    if (dw2) {
+      pack_b_rows(n, h, nr, {act, h, nullptr, 1}, b);
+      groups.assign(1, GemmGroup{data_problem(b, n, h, nr, zero_bias), d, nullptr, h_panels});
+      groups[0].problem.a = {dyt, n, nullptr, 1};
+      groups[0].problem.c = {dw2, h, nullptr, 1};
+      run(groups, true);
+    }
+    if (dw1 || dw3) {
+      pack_b_rows(n, d, nr, xs, b);
+      groups.clear();
+      const std::pair<float*, const int32_t*> parts[] = {{dw1, col_g}, {dw3, col_u}};
+      for (const auto& [dw_part, cols] : parts) {
+        if (!dw_part) continue;
+        groups.push_back(GemmGroup{data_problem(b, n, d, nr, zero_bias), h, nullptr, d_panels});
+        groups.back().problem.a = {dpre, n, cols, 1};
+        groups.back().problem.c = {dw_part, d, nullptr, 1};
+      }
+      run(groups, true);
+    }
+  }
 }
 
 }  // namespace moe

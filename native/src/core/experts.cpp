@@ -17,25 +17,19 @@ namespace {
 // (the experiment is row 54 of benchmarks/NOTES.md).
 constexpr int64_t kChunkMajorBytes = int64_t{4} << 20;
 
-// One group of rows multiplied by one packed matrix: an expert's segment, or all tokens for the router.
-struct GemmGroup {
-  cpu::GemmProblem problem;
-  int64_t rows;
-  const float* packed_a = nullptr;  // A already in pack_a's layout (written so by the previous GEMM), or null
-};
-
 // Work items are (group, row tile, panel tile). Panel tiles shrink until every thread has a few items, so a
 // single token (decode) still spreads the weight stream over all cores. Each item writes its own outputs and
 // never splits a reduction, so results are bitwise identical for any thread count.
-void run_groups(std::vector<GemmGroup>& groups, const PackedMatrix& matrix, AlignedBuffer<float>& packed_a) {
+}  // namespace
+
+void run_gemm_groups(std::vector<GemmGroup>& groups, int64_t out_cols, WeightDtype dtype,
+                     AlignedBuffer<float>& packed_a) {
   if (groups.empty()) return;  // no expert received a token
   // A new version of the packed A for this call's items (see GemmProblem::a_version).
   static std::atomic<uint64_t> versions{0};
   const uint64_t version = ++versions;
   for (GemmGroup& g : groups) g.problem.a_version = version;
-  const int64_t panel_count = matrix.panel_count(), out_cols = matrix.out_cols();
   const auto& k = kernels();
-  const int64_t depth = groups.front().problem.k;
   const int64_t threads = ThreadPool::instance().size();
 
   // Row tiles, each with its rows of A gathered and packed once, before the GEMMs, for all its panel tiles
@@ -48,22 +42,25 @@ void run_groups(std::vector<GemmGroup>& groups, const PackedMatrix& matrix, Alig
   thread_local std::vector<Tile> tile_scratch;  // grow-only: no allocation once warm
   std::vector<Tile>& tiles = tile_scratch;      // the caller's list, named so the workers see it
   tiles.clear();
-  int64_t floats = 0, rows_total = 0;
+  int64_t floats = 0, panel_count = 1;
+  double flops = 0.0;
   for (const auto& g : groups) {
-    rows_total += g.rows;
+    flops += 2.0 * g.rows * g.panels * k.geometry.nr() * g.problem.k;
+    panel_count = std::max(panel_count, g.panels);
     for (int64_t r = 0; r < g.rows; r += cpu::kTileRows) {
       const int64_t r1 = std::min(g.rows, r + cpu::kTileRows);
       tiles.push_back({&g, r, r1, floats});
-      if (!g.packed_a) floats += k.geometry.packed_a_floats(r1 - r, depth);
+      if (!g.packed_a) floats += k.geometry.packed_a_floats(r1 - r, g.problem.k);
     }
   }
   float* a = packed_a.reserve(static_cast<size_t>(floats));
   // A tile's packed rows: its micro blocks lie back to back, whole but for the group's last one.
   const auto tile_a = [&](const Tile& t) {
-    return t.group->packed_a ? t.group->packed_a + t.row0 * k.geometry.packed_depth(depth) : a + t.a_offset;
+    return t.group->packed_a ? t.group->packed_a + t.row0 * k.geometry.packed_depth(t.group->problem.k)
+                             : a + t.a_offset;
   };
   // Below kPoolMinFlops (tens of microseconds) the hand-off to other threads costs more than it saves.
-  const bool tiny = 2.0 * rows_total * panel_count * k.geometry.nr() * depth < kPoolMinFlops;
+  const bool tiny = flops < kPoolMinFlops;
   if (floats > 0) {
     const ThreadLimit limit(tiny || floats < (int64_t{1} << 16) ? 1 : ThreadLimit::current());
     ThreadPool::instance().run(static_cast<int64_t>(tiles.size()), [&](int64_t i) {
@@ -86,7 +83,7 @@ void run_groups(std::vector<GemmGroup>& groups, const PackedMatrix& matrix, Alig
   // came from memory again for every panel tile; chunk by chunk, the threads share each chunk through the
   // last-level cache, and the weights they re-read per chunk come from there too (this took the small shape at
   // 8192 tokens from 4-11% below its 512-token throughput to level with it; benchmarks/NOTES.md row 54).
-  const int64_t panel_tiles = (panel_count + tile_panels - 1) / tile_panels;
+  const int64_t panel_tiles = (panel_count + tile_panels - 1) / tile_panels;  // of the widest group
   const int64_t chunk = static_cast<int64_t>(groups.size()) * panel_tiles >= 4 * threads
                             ? row_tiles
                             : std::max<int64_t>(1, row_tiles * panel_tiles / (4 * threads));
@@ -99,28 +96,38 @@ void run_groups(std::vector<GemmGroup>& groups, const PackedMatrix& matrix, Alig
   for (int64_t first = 0; first < row_tiles;) {
     int64_t last = first;
     while (last < row_tiles && tiles[last].group == tiles[first].group) ++last;
-    const int64_t a_bytes = (tiles[last - 1].row1 - tiles[first].row0) * depth * int64_t{sizeof(float)};
-    if (a_bytes > kChunkMajorBytes) {
+    const int64_t panels = tiles[first].group->panels;
+    const int64_t a_bytes =
+        (tiles[last - 1].row1 - tiles[first].row0) * tiles[first].group->problem.k * int64_t{sizeof(float)};
+    if (a_bytes > kChunkMajorBytes || tiles[first].group->chunk_major) {
       static_assert(cpu::kChunkRows % cpu::kTileRows == 0, "a chunk is whole row tiles");
       constexpr int64_t tiles_per_chunk = cpu::kChunkRows / cpu::kTileRows;
       for (int64_t t = first; t < last; t += tiles_per_chunk)
-        for (int64_t p = 0; p < panel_count; p += tile_panels)
-          items.push_back({t, std::min(last, t + tiles_per_chunk), p, std::min(panel_count, p + tile_panels)});
+        for (int64_t p = 0; p < panels; p += tile_panels)
+          items.push_back({t, std::min(last, t + tiles_per_chunk), p, std::min(panels, p + tile_panels)});
     } else {
-      for (int64_t p = 0; p < panel_count; p += tile_panels)
+      for (int64_t p = 0; p < panels; p += tile_panels)
         for (int64_t t = first; t < last; t += chunk)
-          items.push_back({t, std::min(last, t + chunk), p, std::min(panel_count, p + tile_panels)});
+          items.push_back({t, std::min(last, t + chunk), p, std::min(panels, p + tile_panels)});
     }
     first = last;
   }
   const ThreadLimit limit(tiny ? 1 : ThreadLimit::current());
-  const cpu::WeightKernels& weights = k.weight_kernels(matrix.dtype());
+  const cpu::WeightKernels& weights = k.weight_kernels(dtype);
   ThreadPool::instance().run(static_cast<int64_t>(items.size()), [&](int64_t i) {
     // Consecutive row tiles of a group lie back to back in the packed buffer, in whole micro blocks.
     const Item& it = items[i];
     const Tile& first = tiles[it.tile0];
     weights.gemm_tile(first.group->problem, tile_a(first), first.row0, tiles[it.tile1 - 1].row1, it.panel0, it.panel1);
   });
+}
+
+namespace {
+
+// Groups that all multiply by matrices of one PackedMatrix.
+void run_groups(std::vector<GemmGroup>& groups, const PackedMatrix& matrix, AlignedBuffer<float>& packed_a) {
+  for (GemmGroup& g : groups) g.panels = matrix.panel_count();
+  run_gemm_groups(groups, matrix.out_cols(), matrix.dtype(), packed_a);
 }
 
 }  // namespace

@@ -22,6 +22,24 @@ struct FfnWorkspace {
   std::vector<char> routed;       // per slot, for zeroing dropped ones
 };
 
+// One group of rows multiplied by one packed matrix: an expert's segment, all tokens for the router, or one of the
+// backward's GEMMs (core/backward.cpp).
+struct GemmGroup {
+  cpu::GemmProblem problem;
+  int64_t rows;
+  const float* packed_a = nullptr;  // A already in pack_a's layout (written so by the previous GEMM), or null
+  int64_t panels = 0;               // panels of B (problem.panels)
+  // Every panel tile of a chunk of rows before the next chunk, whatever A's size: for a B much smaller than A (the
+  // backward's GEMMs, whose A is a weight matrix or thousands of rows and whose B is a few tokens' data).
+  bool chunk_major = false;
+};
+
+// Runs the groups' GEMMs over the thread pool: work items are (group, row tile, panel tile), each writing its own
+// outputs with the reduction in a fixed order, so results are bitwise the same for any thread count. out_cols:
+// output columns per panel (the kernels' nr, or nr / 2 for a gated epilogue).
+void run_gemm_groups(std::vector<GemmGroup>& groups, int64_t out_cols, WeightDtype dtype,
+                     AlignedBuffer<float>& packed_a);
+
 // Leaves the rows of slots outside the plan untouched (see zero_unrouted_slots).
 void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int k, const int32_t* expert_offsets,
                 const int32_t* order, float* slot_out, FfnWorkspace& workspace);
@@ -30,13 +48,22 @@ void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int
 void zero_unrouted_slots(const int32_t* order, int64_t routed, int64_t slots, int64_t d_model, float* slot_out,
                          FfnWorkspace& workspace);
 
+// Scratch of experts_backward, reused across calls (grow-only).
+struct BackwardWorkspace {
+  AlignedBuffer<float> pre, wt, b, q, act, dpre_rows, dpre, dyt, row_weights, zero_bias, packed_a;
+  AlignedBuffer<int32_t> columns;
+};
+
 // The backward of expert_ffn over the same plan (core/backward.cpp): for each slot in the plan, d_slot_weights[slot]
-// = <d_out[token], y_slot> and dx_slots[slot] (rows [slots, dModel], added to: start from zeros) the input's
-// gradient through that slot; the weights' gradients of every expert into g (each expert's written whole, zeros
-// for one without rows; null pointers skipped). slot_weights: the weight each slot's output was combined with.
+// = <d_out[token], y_slot> and dx_slots[slot] (rows [slots, dModel]; rows of slots outside the plan untouched) the
+// input's gradient through that slot; the weights' gradients of every expert into g (each expert's written whole,
+// zeros for one without rows; null pointers skipped). slot_weights: the weight each slot's output was combined
+// with. kept_pre: the pre-activations the forward kept for these rows ([rows in plan order, up columns], see
+// Layer training), or null to recompute them.
 void experts_backward(const PackedExperts& packed, const float* x, int slots_per_token, const int32_t* offsets,
                       const int32_t* order, const float* slot_weights, const float* d_out, float* d_slot_weights,
-                      float* dx_slots, const ExpertWeightsOut& g);
+                      float* dx_slots, const ExpertWeightsOut& g, BackwardWorkspace& workspace,
+                      const float* kept_pre = nullptr);
 
 // x[T, dModel] times a packed [1, n, dModel] matrix, identity epilogue: the router logits.
 void packed_router_logits(const PackedMatrix& router, const float* x, int64_t tokens, int64_t d_model, float* logits,

@@ -39,6 +39,7 @@ struct CpuLayer::State {
   std::unique_ptr<PackedExperts> shared;
   std::mutex mutex;  // one forward at a time on this layer's workspace
   FfnWorkspace ffn;
+  BackwardWorkspace backward;
   AlignedBuffer<float> slot_out, slot_weights, shared_gates;
   AlignedBuffer<int32_t> slot_experts, counts, offsets, order;
   LayerTimings timings;  // of the last forward (guarded by mutex)
@@ -171,10 +172,10 @@ void CpuLayer::backward(const float* x, int64_t tokens, int k, const int32_t* ex
   dispatch(ids.data(), slots, all, count.data(), offset.data(), order.data());
   std::vector<float> dx_slots(static_cast<size_t>(slots * d), 0.0f), d_slot(static_cast<size_t>(slots), 0.0f);
   experts_backward(s.packed_experts, x, spt, offset.data(), order.data(), w.data(), d_out, d_slot.data(),
-                   dx_slots.data(), g.experts);
+                   dx_slots.data(), g.experts, s.backward);
   if (s.shared)
     experts_backward(*s.shared, x, spt, offset.data() + routed, order.data(), w.data(), d_out, d_slot.data(),
-                     dx_slots.data(), g.shared);
+                     dx_slots.data(), g.shared, s.backward);
   // dx per token, its slots in order; a gated shared expert also passes through its gate: out += sigmoid(z) y,
   // z = x . gate_s, so dL/dz = sigmoid'(z) <dL/dout, y>.
   std::vector<float> gate_w;

@@ -148,7 +148,7 @@ struct KernelImpl {
 
   // gelu(x) = x * Phi(x) = 0.5 x erfc(-x / sqrt 2), erfc by the Chebyshev fit of Numerical Recipes
   // (erfcc, fractional error < 1.2e-7), applied to |x| / sqrt 2 and reflected: erfc(-z) = 2 - erfc(z).
-  static reg gelu_erf(reg x) {
+  static reg normal_cdf(reg x) {
     const reg one = V::set1(1.0f);
     const reg z = V::mul(V::max(x, V::sub(V::zero(), x)), V::set1(0.70710678118654752f));
     const reg t = V::div(one, V::fma(V::set1(0.5f), z, one));
@@ -164,9 +164,9 @@ struct KernelImpl {
     p = V::fma(p, t, V::set1(-1.26551223f));
     const reg e = V::mul(t, V::exp(V::sub(p, V::mul(z, z))));  // erfc(z)
     // Phi(x) = 0.5 * (1 + sign(x) * (1 - erfc(|x| / sqrt 2)))
-    const reg phi = V::mul(V::set1(0.5f), V::add(one, V::copysign(V::sub(one, e), x)));
-    return V::mul(x, phi);
+    return V::mul(V::set1(0.5f), V::add(one, V::copysign(V::sub(one, e), x)));
   }
+  static reg gelu_erf(reg x) { return V::mul(x, normal_cdf(x)); }
 
   // gelu with the tanh approximation: 0.5 x (1 + tanh(u)) = x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3)
   static reg gelu_tanh(reg x) {
@@ -217,6 +217,85 @@ struct KernelImpl {
     int64_t j = 0;
     for (; j + W <= valid; j += W) V::store(out + j / W * chunk_stride, V::load(row + j));
     if (j < valid) std::memcpy(out + j / W * chunk_stride, row + j, sizeof(float) * (valid - j));
+  }
+
+  // The hidden unit's backward over `count` units (core/backward.cpp): from the pre-activations g (and u when
+  // gated) and dL/da, the unit a as the forward's epilogue computes it, dg = dL/da da/dg and du = dL/da da/du.
+  // Derivatives: silu' = s (1 + x (1 - s)); gelu' = Phi(x) + x phi(x); tanh-gelu, a = x sigmoid(2v) with
+  // v = c (x + 0.044715 x^3): a' = sigmoid + 2 x sigmoid (1 - sigmoid) c (1 + 3 * 0.044715 x^2). relu, identity and
+  // gpt-oss's clamped SwiGLU (whose clamps need comparisons) run as scalar loops.
+  static void unit_backward(const moe::cpu::GemmProblem& p, const float* g, const float* u, const float* da, float* a,
+                            float* dg, float* du, int64_t count) {
+    const moe::Activation act = p.activation;
+    if (act == moe::Activation::relu || act == moe::Activation::identity || act == moe::Activation::swiglu_clamped)
+      return unit_backward_scalar(p, g, u, da, a, dg, du, count);
+    const reg one = V::set1(1.0f);
+    const auto step = [&](reg x, reg gv_u, reg d, float* ao, float* dgo, float* duo) {
+      reg f, fd;  // act(x), act'(x)
+      if (act == moe::Activation::gelu || act == moe::Activation::geglu) {
+        const reg cdf = normal_cdf(x);
+        const reg pdf = V::mul(V::set1(0.3989422804014327f), V::exp(V::mul(V::set1(-0.5f), V::mul(x, x))));
+        f = V::mul(x, cdf);
+        fd = V::fma(x, pdf, cdf);
+      } else if (act == moe::Activation::gelu_tanh) {
+        const reg x2 = V::mul(x, x);
+        const reg sg = sigmoid(V::mul(V::set1(1.5957691216057308f), V::fma(V::set1(0.044715f), V::mul(x2, x), x)));
+        f = V::mul(x, sg);
+        const reg c = V::mul(V::set1(2.0f * 0.7978845608028654f), V::fma(V::set1(3.0f * 0.044715f), x2, one));
+        fd = V::fma(V::mul(V::mul(x, sg), V::sub(one, sg)), c, sg);
+      } else {  // silu, swiglu
+        const reg sg = sigmoid(x);
+        f = V::mul(x, sg);
+        fd = V::mul(sg, V::fma(x, V::sub(one, sg), one));
+      }
+      if (p.gated) {
+        V::store(ao, V::mul(f, gv_u));
+        V::store(dgo, V::mul(d, V::mul(fd, gv_u)));
+        V::store(duo, V::mul(d, f));
+      } else {
+        V::store(ao, f);
+        V::store(dgo, V::mul(d, fd));
+      }
+    };
+    int64_t i = 0;
+    for (; i + W <= count; i += W)
+      step(V::load(g + i), p.gated ? V::load(u + i) : one, V::load(da + i), a + i, dg + i, p.gated ? du + i : nullptr);
+    if (i < count) {  // the tail through padded copies
+      alignas(64) float tg[W] = {}, tu[W] = {}, td[W] = {}, ta[W], tdg[W], tdu[W];
+      const int64_t rest = count - i;
+      std::memcpy(tg, g + i, sizeof(float) * rest);
+      if (p.gated) std::memcpy(tu, u + i, sizeof(float) * rest);
+      std::memcpy(td, da + i, sizeof(float) * rest);
+      step(V::load(tg), p.gated ? V::load(tu) : one, V::load(td), ta, tdg, tdu);
+      std::memcpy(a + i, ta, sizeof(float) * rest);
+      std::memcpy(dg + i, tdg, sizeof(float) * rest);
+      if (p.gated) std::memcpy(du + i, tdu, sizeof(float) * rest);
+    }
+  }
+  static void unit_backward_scalar(const moe::cpu::GemmProblem& p, const float* g, const float* u, const float* da,
+                                   float* a, float* dg, float* du, int64_t count) {
+    const auto sig = [](float z) { return 1.0f / (1.0f + std::exp(-z)); };
+    for (int64_t i = 0; i < count; ++i) {
+      const float x = g[i], d = da[i];
+      if (p.activation == moe::Activation::swiglu_clamped) {  // the clamps pass gradient inside their range
+        const float gc = std::min(x, p.limit), uc = std::max(std::min(u[i], p.limit), -p.limit);
+        const float sg = sig(p.alpha * gc);
+        a[i] = gc * sg * (uc + 1.0f);
+        dg[i] = x <= p.limit ? d * (sg + p.alpha * gc * sg * (1.0f - sg)) * (uc + 1.0f) : 0.0f;
+        du[i] = u[i] >= -p.limit && u[i] <= p.limit ? d * gc * sg : 0.0f;
+        continue;
+      }
+      const float f = p.activation == moe::Activation::relu ? (x > 0 ? x : 0.0f) : x;
+      const float fd = p.activation == moe::Activation::relu ? (x > 0 ? 1.0f : 0.0f) : 1.0f;
+      if (p.gated) {
+        a[i] = f * u[i];
+        dg[i] = d * (fd * u[i]);
+        du[i] = d * f;
+      } else {
+        a[i] = f;
+        dg[i] = d * fd;
+      }
+    }
   }
 
   // A tile's rows of A, gathered (by token) and packed per block of MR rows: k in chunks of W, each chunk the
@@ -383,6 +462,7 @@ struct KernelImpl {
                                           {&gemm_tile<QuantPanel<8>>},
                                           {&gemm_tile<QuantPanel<4>>}},
                                          &weighted_sum,
+                                         &unit_backward,
                                          &find_non_finite,
                                          &fma_loop,
                                          &read_sum};

@@ -81,6 +81,10 @@ struct KernelTable {
   const WeightKernels& weight_kernels(WeightDtype dtype) const { return weights[static_cast<int>(dtype)]; }
   // out[0..n) = sum over j < count of weights[j] * rows[j * stride + 0..n), in order j = 0, 1, ...
   void (*weighted_sum)(const float* rows, int64_t stride, const float* weights, int count, int64_t n, float* out);
+  // The hidden unit's backward over `count` contiguous units (activation, gating, alpha and limit from p): the
+  // unit a as the forward computes it, dg = da * d(a)/dg, du = da * d(a)/du (du unused unless gated).
+  void (*unit_backward)(const GemmProblem& p, const float* g, const float* u, const float* da, float* a, float* dg,
+                        float* du, int64_t count);
   int64_t (*find_non_finite)(const float* data, int64_t count);
   // Machine ceilings for the benchmarks: `iterations` rounds of kFmaChains independent vector FMAs (returns a
   // value so the work is kept), and a streaming read of `count` floats.
