@@ -1,9 +1,11 @@
 /**
  * A training step's parts side by side (issue 19): forward, backward and an AdamW step of one layer, medians of
  * interleaved repetitions in one process.
- *   node dist/benchmarks/train-step.js [--shape small|fine-grained] [--tokens 512] [--repeat 5]
+ * A training loop's calls: forward with training (keeping the pre-activations unless --recompute), backward into the
+ * previous step's gradients, AdamW.
+ *   node dist/benchmarks/train-step.js [--shape small|fine-grained] [--tokens 512] [--repeat 5] [--recompute]
  */
-import { MoELayer, Tensor } from '../lib';
+import { LayerGradients, MoELayer, Tensor } from '../lib';
 import { FlagSpec, median, parseFlags, usage } from '../tools/flags';
 import { SHAPES } from './shapes';
 
@@ -11,6 +13,7 @@ const FLAGS: FlagSpec[] = [
   { name: 'shape', help: SHAPES.map((s) => s.name).join(' | '), default: 'small' },
   { name: 'tokens', help: 'tokens per step', default: 512 },
   { name: 'repeat', help: 'timed repetitions', default: 5 },
+  { name: 'recompute', help: 'the backward recomputes the pre-activations (the forward keeps nothing)', default: false },
   { name: 'help', help: 'show this help', default: false },
 ];
 
@@ -26,11 +29,12 @@ if (f.help) {
   const x = Tensor.randn([tokens, shape.dModel], { seed: 2 });
   const g = Tensor.randn([tokens, shape.dModel], { seed: 3, std: 1e-3 });
   const times = { forward: [] as number[], backward: [] as number[], step: [] as number[] };
+  let grads: LayerGradients | undefined;
   for (let i = 0; i <= Number(f.repeat); i++) {
     const t0 = performance.now();
-    const r = layer.forwardSync(x);
+    const r = layer.forwardSync(x, { training: true, recompute: Boolean(f.recompute) });
     const t1 = performance.now();
-    const grads = layer.backward(x, r, g);
+    grads = layer.backward(x, r, g, grads ? { into: grads } : {});
     const t2 = performance.now();
     layer.step(grads, { kind: 'adamw', lr: 1e-4 });
     const t3 = performance.now();

@@ -31,8 +31,17 @@ export interface MoEOutput {
 }
 
 export interface ForwardOptions {
-  /** Training mode: noisy top-k noise, exploration noise, jitter and GShard random routing apply. */
+  /**
+   * Training mode: noisy top-k noise, exploration noise, jitter and GShard random routing apply, and the forward
+   * keeps what `layer.backward` of this input needs (the experts' pre-activations, tokens x topK x 2 x dHidden
+   * floats, kept by the layer until its next training forward or optimizer step).
+   */
   training?: boolean;
+  /**
+   * With `training`: keep nothing, and let the backward recompute the pre-activations (about two thirds of a
+   * forward's time, for that memory).
+   */
+  recompute?: boolean;
   /** Balance losses to compute with the output, e.g. ['switch', 'zLoss'] or [{ kind: 'load', coefficient: 1e-2 }]. */
   auxLosses?: readonly AuxLossSpec[];
   /**

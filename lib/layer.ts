@@ -101,20 +101,20 @@ export class MoELayer implements Disposable {
   async forward(x: Tensor, options: ForwardOptions = {}): Promise<MoEOutput> {
     const p = this.prepare(x, options);
     const { handle, data, tokens } = p;
-    if (this.router.isNative(p.training)) return this.nativeOutput(p, await handle.forward(data, tokens, p.out?.data));
+    if (this.router.isNative(p.training)) return this.nativeOutput(p, await handle.forward(data, tokens, p.out?.data, p.keep));
     const routed = this.router.route(handle, data, tokens, p.training);
     const { topK, experts } = routed.gate;
-    return this.routedOutput(p, routed, await handle.forwardRouted(data, tokens, topK, experts, routed.weights, p.out?.data));
+    return this.routedOutput(p, routed, await handle.forwardRouted(data, tokens, topK, experts, routed.weights, p.out?.data, p.keep));
   }
 
   /** The same as forward, on the calling thread. */
   forwardSync(x: Tensor, options: ForwardOptions = {}): MoEOutput {
     const p = this.prepare(x, options);
     const { handle, data, tokens } = p;
-    if (this.router.isNative(p.training)) return this.nativeOutput(p, handle.forwardSync(data, tokens, p.out?.data));
+    if (this.router.isNative(p.training)) return this.nativeOutput(p, handle.forwardSync(data, tokens, p.out?.data, p.keep));
     const routed = this.router.route(handle, data, tokens, p.training);
     const { topK, experts } = routed.gate;
-    return this.routedOutput(p, routed, handle.forwardRoutedSync(data, tokens, topK, experts, routed.weights, p.out?.data));
+    return this.routedOutput(p, routed, handle.forwardRoutedSync(data, tokens, topK, experts, routed.weights, p.out?.data, p.keep));
   }
 
   /**
@@ -268,12 +268,13 @@ export class MoELayer implements Disposable {
     expectInteger(tokens, 'x.shape[0] (tokens)');
     if (typeof options !== 'object' || options === null) throw typeError('options to be an object', describe(options));
     const training = expectBoolean(options.training ?? false, 'options.training');
+    const keep = training && !expectBoolean(options.recompute ?? false, 'options.recompute');
     const out =
       options.out === undefined
         ? undefined
         : expectTensor(options.out, 'options.out', ['float32'], [tokens, this.config.dModel], ['tokens', 'dModel']);
     if (out && sharesMemory(out.data, xs.data)) throw rangeError('options.out to share no memory with x', 'overlapping arrays');
-    return { handle, data: xs.data, tokens, training, out, options };
+    return { handle, data: xs.data, tokens, training, keep, out, options };
   }
 
   /** The result of a forward the core routed by itself (its routing comes back with the output). */

@@ -107,8 +107,9 @@ export interface NativeLayer {
   };
   /** Only the router, noise router and shared gate (no expert arrays). */
   exportWeights(routerOnly: true): { router: Float32Array; noiseRouter: F32; sharedGate: F32 };
-  forwardSync(x: Float32Array, tokens: number, out?: Float32Array): NativeForwardResult;
-  forward(x: Float32Array, tokens: number, out?: Float32Array): Promise<NativeForwardResult>;
+  /** keep: a training forward, keeping what the backward of this input needs (moe::LayerOutputs). */
+  forwardSync(x: Float32Array, tokens: number, out?: Float32Array, keep?: boolean): NativeForwardResult;
+  forward(x: Float32Array, tokens: number, out?: Float32Array, keep?: boolean): Promise<NativeForwardResult>;
   routerLogits(x: Float32Array, tokens: number): Float32Array;
   /** x W_noise^T [tokens * E] with the noise router packed at construction (noisy top-k). */
   noiseLogits(x: Float32Array, tokens: number): Float32Array;
@@ -123,6 +124,7 @@ export interface NativeLayer {
     experts: Int32Array,
     weights: Float32Array,
     out?: Float32Array,
+    keep?: boolean,
   ): NativeRoutedResult;
   forwardRouted(
     x: Float32Array,
@@ -131,6 +133,7 @@ export interface NativeLayer {
     experts: Int32Array,
     weights: Float32Array,
     out?: Float32Array,
+    keep?: boolean,
   ): Promise<NativeRoutedResult>;
   dispose(): void;
   packedBytes(): number;

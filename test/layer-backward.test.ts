@@ -213,3 +213,41 @@ test('refusals', () => {
   layer.dispose();
   expectError(() => layer.backward(x, plain, Tensor.zeros([3, 8])), 'TypeError', /not disposed/);
 });
+
+describe('a training forward keeps the pre-activations for its backward', () => {
+  const c: Case = { tokens: 37, dModel: 40, dHidden: 72, numExperts: 4, topK: 2, activation: 'swiglu', bias: true };
+  const x = Tensor.randn([c.tokens, c.dModel], { seed: 61 });
+  const g = Tensor.randn([c.tokens, c.dModel], { seed: 62 });
+  const same = (a: Tensor, b: Tensor) => Buffer.from(a.data.buffer).equals(Buffer.from(b.data.buffer));
+
+  it('with the same gradients, bitwise, as recomputing them (native and TypeScript routing)', () => {
+    for (const tsRouted of [false, true]) {
+      // a router bias routes in TypeScript (forwardRouted)
+      const routerBias = tsRouted ? { routerBias: Tensor.randn([c.numExperts], { seed: 66 }) } : {};
+      const layer = new MoELayer(c, { ...randomWeights(c, 63), ...routerBias });
+      const other = new MoELayer(c, { ...randomWeights(c, 63), ...routerBias }); // has kept nothing
+      const a = layer.backward(x, layer.forwardSync(x, { training: true }), g);
+      const b = other.backward(x, other.forwardSync(x, { training: true, recompute: true }), g);
+      for (const key of ['dx', 'w1', 'w3', 'w2', 'b1', 'router'] as const) expect([key, same(a[key]!, b[key]!)]).toEqual([key, true]);
+      layer.dispose();
+      other.dispose();
+    }
+  });
+
+  it('not for another input, nor after an optimizer step', () => {
+    const w = randomWeights(c, 64);
+    const layer = new MoELayer(c, w);
+    const r = layer.forwardSync(x, { training: true });
+    const x2 = Tensor.randn([c.tokens, c.dModel], { seed: 65 });
+    const r2 = layer.forwardSync(x2); // not a training forward: what was kept is x's
+    const grads = layer.backward(x, r, g);
+    const fresh = new MoELayer(c, w);
+    expect(same(layer.backward(x2, r2, g).w1, fresh.backward(x2, fresh.forwardSync(x2), g).w1)).toBe(true);
+    layer.step(grads, { kind: 'sgd', lr: 0.1 });
+    fresh.step(grads, { kind: 'sgd', lr: 0.1 });
+    // r's routing with the new weights: the kept pre-activations were of the old ones
+    expect(same(layer.backward(x, r, g).w2, fresh.backward(x, r, g).w2)).toBe(true);
+    layer.dispose();
+    fresh.dispose();
+  });
+});

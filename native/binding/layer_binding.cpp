@@ -215,8 +215,12 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     call.weights = new_float32_array(env, static_cast<size_t>(call.tokens * k));
     call.counts = new_int32_array(env, static_cast<size_t>(e));
     call.staged = stage_output(info, 2, call.tokens * d, async);
-    call.buffers = {call.staged.data ? call.staged.data.get() : call.output.Data(), call.logits.Data(),
-                    call.experts.Data(), call.weights.Data(), call.counts.Data()};
+    call.buffers = {call.staged.data ? call.staged.data.get() : call.output.Data(),
+                    call.logits.Data(),
+                    call.experts.Data(),
+                    call.weights.Data(),
+                    call.counts.Data(),
+                    info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value()};
     return call;
   }
 
@@ -458,8 +462,9 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     const Staged staged = stage_output(info, 5, tokens * d, async);
     float* out = staged.data ? staged.data.get() : output.Data();
     int32_t* cnt = counts.Data();
-    const auto run = [layer, x, tokens, k, experts, weights, out, cnt, d] {
-      layer->forward_routed(x.data, tokens, static_cast<int>(k), experts.data, weights.data, out, cnt);
+    const bool keep = info[6].IsBoolean() && info[6].As<Napi::Boolean>().Value();
+    const auto run = [layer, x, tokens, k, experts, weights, out, cnt, d, keep] {
+      layer->forward_routed(x.data, tokens, static_cast<int>(k), experts.data, weights.data, out, cnt, keep);
       check_output_finite(out, tokens * d);
     };
     const auto result = [](Napi::Env env, const std::vector<Napi::Value>& a) {

@@ -30,8 +30,9 @@ class CudaLayer final : public Layer {
   void forward(const float* x, int64_t tokens, const LayerOutputs& out) override;
   void router_logits(const float* x, int64_t tokens, float* logits) override;
   void noise_logits(const float* x, int64_t tokens, float* logits) override;
+  // keep_for_backward is ignored: the GPU has no backward yet.
   void forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
-                      float* output, int32_t* tokens_per_expert) override;
+                      float* output, int32_t* tokens_per_expert, bool keep_for_backward = false) override;
   // Not offered on the GPU yet: both throw Unsupported.
   void slot_outputs(const float* x, int64_t tokens, int k, const int32_t* experts, float* slot_out) override;
   LayerTimings last_timings() const override;

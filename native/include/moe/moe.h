@@ -163,6 +163,9 @@ struct LayerOutputs {                    // caller-owned buffers
   int32_t* experts = nullptr;            // [T * k]
   float* weights = nullptr;              // [T * k]
   int32_t* tokens_per_expert = nullptr;  // [E]
+  // A training forward: keep what the backward of this input and routing needs (the pre-activations), so that it
+  // need not recompute them. Kept until the next keeping forward or optimizer step; CPU layers.
+  bool keep_for_backward = false;
 };
 
 // Where a layer's weights are read back to (Layer::export_weights): caller-owned float32 arrays in the [out, in]
@@ -271,9 +274,10 @@ class Layer {
   virtual void router_logits(const float* x, int64_t tokens, float* logits) = 0;
   virtual void noise_logits(const float* x, int64_t tokens, float* logits) = 0;
   // The expert part with routing decided by the caller: experts / weights [T * k] token-major, -1 = dropped
-  // (k may differ from config.top_k). Writes output [T, dModel] and tokens_per_expert [E].
+  // (k may differ from config.top_k). Writes output [T, dModel] and tokens_per_expert [E]. keep_for_backward: see
+  // LayerOutputs.
   virtual void forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
-                              float* output, int32_t* tokens_per_expert) = 0;
+                              float* output, int32_t* tokens_per_expert, bool keep_for_backward = false) = 0;
   // Each routed slot's unweighted expert output, slot_out [T * k, dModel] (zero rows for dropped slots): what
   // dL/d(routing weights) needs, dL/dw_s = <dL/dy_t, slot_out[s]>.
   virtual void slot_outputs(const float* x, int64_t tokens, int k, const int32_t* experts, float* slot_out) = 0;
@@ -312,7 +316,7 @@ class CpuLayer final : public Layer {
   void router_logits(const float* x, int64_t tokens, float* logits) override;
   void noise_logits(const float* x, int64_t tokens, float* logits) override;
   void forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
-                      float* output, int32_t* tokens_per_expert) override;
+                      float* output, int32_t* tokens_per_expert, bool keep_for_backward = false) override;
   void slot_outputs(const float* x, int64_t tokens, int k, const int32_t* experts, float* slot_out) override;
   LayerTimings last_timings() const override;
   void export_weights(const LayerWeightsOut& out) const override;

@@ -162,7 +162,7 @@ void packed_biases(const PackedExperts& packed, bool* b1, bool* b3, bool* b2) {
 }
 
 void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int k, const int32_t* offsets,
-                const int32_t* order, float* slot_out, FfnWorkspace& ws) {
+                const int32_t* order, float* slot_out, FfnWorkspace& ws, float* pre_out) {
   const ExpertShape& s = packed.shape;
   (void)tokens;
   // The hidden activations go straight into the second GEMM's packed layout (its A), one region per expert of
@@ -185,6 +185,8 @@ void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int
     g.problem.limit = s.limit;
     g.problem.a = {x, s.d_model, order + offsets[e], k};
     g.problem.c_packed = hidden + hidden_at[e];
+    const int64_t width = packed.up.panel_count() * geometry.nr();
+    if (pre_out) g.problem.pre = {pre_out + offsets[e] * width, width, nullptr, 1};
     g.problem.c_rows = n;
     groups.push_back(g);
   }

@@ -41,8 +41,9 @@ void run_gemm_groups(std::vector<GemmGroup>& groups, int64_t out_cols, WeightDty
                      AlignedBuffer<float>& packed_a);
 
 // Leaves the rows of slots outside the plan untouched (see zero_unrouted_slots).
+// pre_out: where to keep the up GEMM's pre-activations (rows in plan order, up.panel_count() * nr columns), or null.
 void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int k, const int32_t* expert_offsets,
-                const int32_t* order, float* slot_out, FfnWorkspace& workspace);
+                const int32_t* order, float* slot_out, FfnWorkspace& workspace, float* pre_out = nullptr);
 
 // Zeroes the rows of the slots that are not among the first `routed` entries of `order` (dropped slots).
 void zero_unrouted_slots(const int32_t* order, int64_t routed, int64_t slots, int64_t d_model, float* slot_out,

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -40,6 +41,21 @@ struct CpuLayer::State {
   std::mutex mutex;  // one forward at a time on this layer's workspace
   FfnWorkspace ffn;
   BackwardWorkspace backward;
+  // What the last training forward kept for its backward (LayerOutputs::keep_for_backward): its input and slots'
+  // experts, to recognise it, and the routed rows' pre-activations in plan order. Forgotten at an optimizer step.
+  AlignedBuffer<float> kept_pre;
+  std::vector<float> kept_x;
+  std::vector<int32_t> kept_experts;
+  int64_t kept_tokens = -1;
+  int kept_k = 0;
+  // The kept pre-activations if (x, experts) are what the last training forward kept them for, else null.
+  const float* kept_for(const float* x, int64_t tokens, int k, const int32_t* experts) const {
+    const int64_t d = config.experts.d_model;
+    if (kept_tokens != tokens || kept_k != k) return nullptr;
+    if (std::memcmp(kept_x.data(), x, sizeof(float) * tokens * d) != 0) return nullptr;
+    if (std::memcmp(kept_experts.data(), experts, sizeof(int32_t) * tokens * k) != 0) return nullptr;
+    return kept_pre.data();
+  }
   AlignedBuffer<float> slot_out, slot_weights, shared_gates;
   AlignedBuffer<int32_t> slot_experts, counts, offsets, order;
   LayerTimings timings;  // of the last forward (guarded by mutex)
@@ -48,7 +64,7 @@ struct CpuLayer::State {
   // routed and shared experts go through one dispatch and one combine: y = sum_j w_j E_j(x) + sum_s S_s(x)
   // (DeepSeekMoE eq. for h_t, DeepSeek-V3 eq. 12).
   void run_experts(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights, float* output,
-                   int32_t* tokens_per_expert) {
+                   int32_t* tokens_per_expert, bool keep) {
     const ExpertShape& shape = config.experts;
     const int64_t num_shared = config.shared.num_experts, routed = shape.num_experts;
     const int slots_per_token = k + static_cast<int>(num_shared);
@@ -75,7 +91,16 @@ struct CpuLayer::State {
     std::copy(count, count + routed, tokens_per_expert);
     timings.dispatch = lap();
     float* out = slot_out.reserve(static_cast<size_t>(slots * shape.d_model));
-    expert_ffn(packed_experts, x, tokens, slots_per_token, offset, slot_order, out, ffn);
+    float* pre = nullptr;
+    if (keep) {  // forgotten first: if keeping fails half-way, no later backward takes it for this input's
+      kept_tokens = -1;
+      pre = kept_pre.reserve(static_cast<size_t>(
+          std::max<int64_t>(1, offset[routed] * packed_experts.up.panel_count() * kernels().geometry.nr())));
+      kept_x.assign(x, x + tokens * shape.d_model);
+      kept_experts.assign(experts, experts + tokens * k);
+    }
+    expert_ffn(packed_experts, x, tokens, slots_per_token, offset, slot_order, out, ffn, pre);
+    if (keep) kept_tokens = tokens, kept_k = k;
     if (shared) expert_ffn(*shared, x, tokens, slots_per_token, offset + routed, slot_order, out, ffn);
     zero_unrouted_slots(slot_order, offset[all], slots, shape.d_model, out, ffn);
     timings.experts = lap();
@@ -131,7 +156,8 @@ void CpuLayer::forward(const float* x, int64_t tokens, const LayerOutputs& out) 
   top_k_softmax(out.logits, tokens, shape.num_experts, s.config.top_k, s.config.normalize_top_k, out.experts,
                 out.weights);
   s.timings.routing = s.lap();
-  s.run_experts(x, tokens, s.config.top_k, out.experts, out.weights, out.output, out.tokens_per_expert);
+  s.run_experts(x, tokens, s.config.top_k, out.experts, out.weights, out.output, out.tokens_per_expert,
+                out.keep_for_backward);
 }
 
 void CpuLayer::export_weights(const LayerWeightsOut& out) const {
@@ -172,7 +198,7 @@ void CpuLayer::backward(const float* x, int64_t tokens, int k, const int32_t* ex
   dispatch(ids.data(), slots, all, count.data(), offset.data(), order.data());
   std::vector<float> dx_slots(static_cast<size_t>(slots * d), 0.0f), d_slot(static_cast<size_t>(slots), 0.0f);
   experts_backward(s.packed_experts, x, spt, offset.data(), order.data(), w.data(), d_out, d_slot.data(),
-                   dx_slots.data(), g.experts, s.backward);
+                   dx_slots.data(), g.experts, s.backward, s.kept_for(x, tokens, k, experts));
   if (s.shared)
     experts_backward(*s.shared, x, spt, offset.data() + routed, order.data(), w.data(), d_out, d_slot.data(),
                      dx_slots.data(), g.shared, s.backward);
@@ -210,6 +236,7 @@ void CpuLayer::apply_gradients(const ParameterGradients& g, const OptimizerStep&
   if (s.config.experts.weight_dtype != WeightDtype::float32)
     throw Unsupported(std::string("moe-kernels: expected weightDtype 'float32' for an optimizer step but got '") +
                       weight_dtype_name(s.config.experts.weight_dtype) + "'");
+  s.kept_tokens = -1;  // kept pre-activations are of the old weights
   if (g.router) s.router.update(0, 0, g.router, nullptr, step);
   if (g.noise_router && s.noise_router) s.noise_router->update(0, 0, g.noise_router, nullptr, step);
   if (g.shared_gate && s.shared_gate) s.shared_gate->update(0, 0, g.shared_gate, nullptr, step);
@@ -273,12 +300,12 @@ size_t CpuLayer::host_bytes() const {
 }
 
 void CpuLayer::forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
-                              float* output, int32_t* tokens_per_expert) {
+                              float* output, int32_t* tokens_per_expert, bool keep_for_backward) {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
   const ThreadLimit limit(s.config.threads);
   s.start_timing();
-  s.run_experts(x, tokens, k, experts, weights, output, tokens_per_expert);
+  s.run_experts(x, tokens, k, experts, weights, output, tokens_per_expert, keep_for_backward);
 }
 
 LayerTimings CpuLayer::last_timings() const {

@@ -378,6 +378,11 @@ struct KernelImpl {
     const int64_t valid = std::min<int64_t>(out_cols, p.n - col0);
     for (int64_t i = 0; i < rows; ++i) {
       const int64_t row = c0 + i;
+      if (p.pre.base) {
+        float* pre = p.pre.row(row) + panel * NR;
+        for (int v = 0; v < NV; ++v)
+          V::store(pre + v * W, V::add(V::load(acc + i * NR + v * W), V::load(p.bias + panel * NR + v * W)));
+      }
       if (p.c_packed) {  // the row's chunks of the next GEMM's packed A (col0 starts a chunk)
         const int64_t blk = row / MR, block = block_rows(p.c_rows - blk * MR);
         float* out = p.c_packed + blk * MR * packed_depth(p.n) + col0 * block + (row - blk * MR) * W;

@@ -46,6 +46,9 @@ struct GemmProblem {
   bool gated = false;
   RowMap<const float> a;  // input rows
   RowMap<float> c;        // output rows (written, never read)
+  // When set, also the raw outputs (bias added, before the activation) of every panel column, nr per panel: the
+  // pre-activations a training forward keeps for the backward (core/backward.cpp).
+  RowMap<float> pre;
   // When set, the output is written in pack_a's layout instead, as the A of a next GEMM with k = n, for c_rows
   // rows (see PanelGeometry::packed_a_floats).
   float* c_packed = nullptr;

@@ -311,7 +311,7 @@ void CudaLayer::forward(const float* x, int64_t tokens, const LayerOutputs& out)
 }
 
 void CudaLayer::forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
-                               float* output, int32_t* tokens_per_expert) {
+                               float* output, int32_t* tokens_per_expert, bool) {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
   const ExpertShape& shape = s.config.experts;

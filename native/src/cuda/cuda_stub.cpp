@@ -20,7 +20,7 @@ CudaLayer::CudaLayer(const LayerConfig&, const GpuRouting&, const float*, const 
 }
 CudaLayer::~CudaLayer() = default;
 void CudaLayer::forward(const float*, int64_t, const LayerOutputs&) {}
-void CudaLayer::forward_routed(const float*, int64_t, int, const int32_t*, const float*, float*, int32_t*) {}
+void CudaLayer::forward_routed(const float*, int64_t, int, const int32_t*, const float*, float*, int32_t*, bool) {}
 const LayerConfig& CudaLayer::config() const { throw std::runtime_error(device_info().reason); }
 size_t CudaLayer::device_bytes() const { return 0; }
 size_t CudaLayer::host_bytes() const { return 0; }
