@@ -17,6 +17,9 @@
 #include <cstring>
 #include <memory>
 #include <vector>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "experts.h"
 #include "isa.h"
@@ -68,9 +71,23 @@ void pack_transposed(const float* panels, int64_t k, int64_t panel_count, int64_
     const int64_t q = item / panel_count, p = item % panel_count, rows = std::min(nr, k - q * nr);
     const float* src = panels + p * k * nr + q * nr * nr;
     float* dst = out + q * depth * nr + p * nr * nr;
+    int64_t r0 = 0;
+#if defined(__SSE2__)
+    if (nr % 4 == 0)  // 4 x 4 tiles in registers (the baseline ISA has SSE2): 4x fewer loads and stores
+      for (; r0 + 4 <= rows; r0 += 4)
+        for (int64_t c = 0; c < nr; c += 4) {
+          __m128 a = _mm_loadu_ps(src + r0 * nr + c), b = _mm_loadu_ps(src + (r0 + 1) * nr + c);
+          __m128 e = _mm_loadu_ps(src + (r0 + 2) * nr + c), f = _mm_loadu_ps(src + (r0 + 3) * nr + c);
+          _MM_TRANSPOSE4_PS(a, b, e, f);
+          _mm_storeu_ps(dst + c * nr + r0, a);
+          _mm_storeu_ps(dst + (c + 1) * nr + r0, b);
+          _mm_storeu_ps(dst + (c + 2) * nr + r0, e);
+          _mm_storeu_ps(dst + (c + 3) * nr + r0, f);
+        }
+#endif
     for (int64_t c = 0; c < nr; ++c) {
       float* row = dst + c * nr;
-      for (int64_t r = 0; r < rows; ++r) row[r] = src[r * nr + c];
+      for (int64_t r = r0; r < rows; ++r) row[r] = src[r * nr + c];
       std::fill(row + rows, row + nr, 0.0f);
     }
   });

@@ -196,12 +196,16 @@ void CpuLayer::backward(const float* x, int64_t tokens, int k, const int32_t* ex
   std::vector<int32_t> count(static_cast<size_t>(all)), offset(static_cast<size_t>(all + 1)),
       order(static_cast<size_t>(slots));
   dispatch(ids.data(), slots, all, count.data(), offset.data(), order.data());
-  std::vector<float> dx_slots(static_cast<size_t>(slots * d), 0.0f), d_slot(static_cast<size_t>(slots), 0.0f);
-  experts_backward(s.packed_experts, x, spt, offset.data(), order.data(), w.data(), d_out, d_slot.data(),
-                   dx_slots.data(), g.experts, s.backward, s.kept_for(x, tokens, k, experts));
+  // Reused, not a fresh vector: a fresh block of this size comes from mmap, and its first touch costs more than
+  // the sums that fill it.
+  float* dx_slots = s.backward.dx_slots.reserve(static_cast<size_t>(slots * d));
+  std::fill(dx_slots, dx_slots + slots * d, 0.0f);
+  std::vector<float> d_slot(static_cast<size_t>(slots), 0.0f);
+  experts_backward(s.packed_experts, x, spt, offset.data(), order.data(), w.data(), d_out, d_slot.data(), dx_slots,
+                   g.experts, s.backward, s.kept_for(x, tokens, k, experts));
   if (s.shared)
-    experts_backward(*s.shared, x, spt, offset.data() + routed, order.data(), w.data(), d_out, d_slot.data(),
-                     dx_slots.data(), g.shared, s.backward);
+    experts_backward(*s.shared, x, spt, offset.data() + routed, order.data(), w.data(), d_out, d_slot.data(), dx_slots,
+                     g.shared, s.backward);
   // dx per token, its slots in order; a gated shared expert also passes through its gate: out += sigmoid(z) y,
   // z = x . gate_s, so dL/dz = sigmoid'(z) <dL/dout, y>.
   std::vector<float> gate_w;
