@@ -4,7 +4,7 @@
  * PyTorch autograd on the same layer, weights and inputs (benchmarks/peers/torch_train_step.py: the Hugging Face-style
  * loop, float32, torch.optim.AdamW), whose first step's gradients are checked against ours.
  *   node dist/benchmarks/train-step.js [--shape small|fine-grained] [--tokens 512] [--repeat 5] [--recompute] [--no-peer]
- * Writes benchmarks/results/train-step-<time>.json.
+ * Writes benchmarks/results/<machine kind>/train-step.json.
  */
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -12,6 +12,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { LayerGradients, MoELayer, Tensor, backendInfo } from '../lib';
 import { FlagSpec, median, parseFlags, usage } from '../tools/flags';
+import { machineKind } from './history';
 import { torchUnavailable } from './peers/torch';
 import { SHAPES } from './shapes';
 
@@ -134,12 +135,26 @@ if (f.help) {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }
-  const results = path.join(__dirname, '..', '..', 'benchmarks', 'results');
+  const results = path.join(__dirname, '..', '..', 'benchmarks', 'results', machineKind(backendInfo().isa));
   fs.mkdirSync(results, { recursive: true });
-  const file = path.join(results, `train-step-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  const file = path.join(results, 'train-step.json');
   fs.writeFileSync(
     file,
-    JSON.stringify({ shape, tokens, threads, reps, recompute: Boolean(f.recompute), isa: backendInfo().isa, ours, torch }, null, 2) + '\n',
+    JSON.stringify(
+      {
+        date: new Date().toISOString(),
+        shape,
+        tokens,
+        threads,
+        reps,
+        recompute: Boolean(f.recompute),
+        isa: backendInfo().isa,
+        ours,
+        torch,
+      },
+      null,
+      2,
+    ) + '\n',
   );
   console.log(`results: ${path.relative(process.cwd(), file)}`);
 }
