@@ -9,7 +9,7 @@ import { ExpertWeights } from './expert-weights';
 import { GateGradients } from './gate-gradients';
 import { ResolvedConfig } from './layer-config';
 import { MoEOutput } from './layer-output';
-import { NativeExportedExperts, NativeGradientDestinations } from './native';
+import { NativeBackwardResult as NativeBackward, NativeExportedExperts, NativeGradientDestinations } from './native';
 import { Tensor } from './tensor';
 import { expectTensor } from './validate';
 
@@ -53,28 +53,39 @@ export interface BackwardContext {
     grad: Float32Array,
     into: NativeGradientDestinations | undefined,
   ) => NativeBackward;
+  expertsAsync: (
+    x: Float32Array,
+    tokens: number,
+    k: number,
+    experts: Int32Array,
+    weights: Float32Array,
+    grad: Float32Array,
+    into: NativeGradientDestinations | undefined,
+  ) => Promise<NativeBackward>;
   gateGradients: (x: Tensor, result: MoEOutput, gradOutput: Tensor, slotGradients: Float64Array) => GateGradients;
 }
 
-export interface NativeBackward {
-  dx: Float32Array;
-  dWeights: Float32Array;
-  experts: NativeExportedExperts;
-  shared: NativeExportedExperts | null;
-  sharedGate: Float32Array | null;
+/** The checked arguments of a backward (x and gradOutput copied for an async one: it reads them after returning). */
+interface PreparedBackward {
+  xs: Tensor<'float32'>;
+  g: Tensor<'float32'>;
+  tokens: number;
+  result: MoEOutput;
+  into: NativeGradientDestinations | undefined;
 }
 
-export function layerBackward(
+function prepareBackward(
   ctx: BackwardContext,
   x: Tensor,
   result: MoEOutput,
   gradOutput: Tensor,
-  options: BackwardOptions = {},
-): LayerGradients {
+  options: BackwardOptions,
+  copy: boolean,
+): PreparedBackward {
   const c = ctx.config;
-  const xs = expectTensor(x, 'x', ['float32'], [null, c.dModel], ['tokens', 'dModel']);
+  let xs = expectTensor(x, 'x', ['float32'], [null, c.dModel], ['tokens', 'dModel']);
   const tokens = xs.shape[0];
-  const g = expectTensor(gradOutput, 'gradOutput', ['float32'], [tokens, c.dModel], ['tokens', 'dModel']);
+  let g = expectTensor(gradOutput, 'gradOutput', ['float32'], [tokens, c.dModel], ['tokens', 'dModel']);
   if (typeof result !== 'object' || result === null || typeof result.routing !== 'object' || result.routing === null)
     throw typeError("result to be the result of this layer's forward", describe(result));
   const { routing } = result;
@@ -85,7 +96,42 @@ export function layerBackward(
       throw rangeError('a forward of this x without jitter (backward holds no jitter factors yet)', 'a router input that differs from x');
   if (typeof options !== 'object' || options === null) throw typeError('options to be an object', describe(options));
   const into = options.into === undefined ? undefined : destinations(options.into, c, tokens);
-  const native = ctx.experts(xs.data, tokens, routing.topK, routing.experts, routing.weights, g.data, into);
+  if (copy) {
+    xs = Tensor.from(Float32Array.from(xs.data), xs.shape);
+    g = Tensor.from(Float32Array.from(g.data), g.shape);
+  }
+  return { xs, g, tokens, result, into };
+}
+
+export function layerBackward(
+  ctx: BackwardContext,
+  x: Tensor,
+  result: MoEOutput,
+  gradOutput: Tensor,
+  options: BackwardOptions = {},
+): LayerGradients {
+  const p = prepareBackward(ctx, x, result, gradOutput, options, false);
+  const { routing } = p.result;
+  return finishBackward(ctx, p, ctx.experts(p.xs.data, p.tokens, routing.topK, routing.experts, routing.weights, p.g.data, p.into));
+}
+
+/** layerBackward with the experts' part on the job thread (the router's part runs when it settles). */
+export async function layerBackwardAsync(
+  ctx: BackwardContext,
+  x: Tensor,
+  result: MoEOutput,
+  gradOutput: Tensor,
+  options: BackwardOptions = {},
+): Promise<LayerGradients> {
+  const p = prepareBackward(ctx, x, result, gradOutput, options, true);
+  const { routing } = p.result;
+  const native = await ctx.expertsAsync(p.xs.data, p.tokens, routing.topK, routing.experts, routing.weights, p.g.data, p.into);
+  return finishBackward(ctx, p, native);
+}
+
+function finishBackward(ctx: BackwardContext, p: PreparedBackward, native: NativeBackward): LayerGradients {
+  const c = ctx.config;
+  const { xs, g, tokens, result } = p;
   const gate = ctx.gateGradients(xs, result, g, Float64Array.from(native.dWeights));
   // dL/dx through the router: dL/dlogits W_g (and the noise router's).
   const dx = native.dx;

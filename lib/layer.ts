@@ -1,7 +1,14 @@
 import { describe, rangeError, typeError } from './errors';
 import { GateGradients, gateGradients } from './gate-gradients';
 import { impliedQuantization } from './expert-weights';
-import { BackwardOptions, LayerGradients, experts as expertTensors, layerBackward } from './layer-backward';
+import {
+  BackwardContext,
+  BackwardOptions,
+  LayerGradients,
+  experts as expertTensors,
+  layerBackward,
+  layerBackwardAsync,
+} from './layer-backward';
 import { OptimizerConfig, nativeParameterGradients, resolveOptimizer, stepInPlace } from './optimizer';
 import { MoEConfig, ResolvedConfig, resolveConfig } from './layer-config';
 import { ForwardOptions, MoEOutput, RoutedForward, Routing, assembleOutput } from './layer-output';
@@ -166,33 +173,43 @@ export class MoELayer implements Disposable {
    * (through the experts and the router), of every weight (the experts', shared experts' and gate's, biases, the
    * router's through the routing weights, plus every aux loss the forward computed). The routing, dropping and
    * sampled noise of that forward are held fixed; a forward with jitter is refused for now. Bitwise the same for
-   * any thread count. CPU backend; first version: the experts' part is plain loops (benchmarks/NOTES.md).
+   * any thread count. CPU backend. The experts' part runs through the forward's GEMMs (core/backward.cpp), with the
+   * pre-activations a training forward kept (`forward(x, { training: true })`) or recomputed.
    */
   backward(x: Tensor, result: MoEOutput, gradOutput: Tensor, options?: BackwardOptions): LayerGradients {
+    return layerBackward(this.backwardContext(), x, result, gradOutput, options);
+  }
+
+  /**
+   * backward with the experts' part off the event loop, on the layer's job thread (the router's part, milliseconds,
+   * runs when it settles). x and gradOutput are copied; leave `result` as the forward returned it until the Promise
+   * settles. `into` receives a copy of the gradients as it settles (its arrays are never written while JavaScript
+   * can reach them).
+   */
+  backwardAsync(x: Tensor, result: MoEOutput, gradOutput: Tensor, options?: BackwardOptions): Promise<LayerGradients> {
+    return layerBackwardAsync(this.backwardContext(), x, result, gradOutput, options);
+  }
+
+  private backwardContext(): BackwardContext {
     const handle = this.native();
     const c = this.config;
-    return layerBackward(
-      {
-        config: c,
-        routerWeights: this.routerWeights(),
-        noiseRouterWeights: this.noiseRouterWeights(),
-        hasRouterBias: this.router.routerBias !== undefined,
-        experts: (xd, tokens, k, experts, weights, grad, into) => handle.backwardSync(xd, tokens, k, experts, weights, grad, into),
-        gateGradients: (xt, r, g, slotGradients) =>
-          gateGradients(
-            c,
-            xt,
-            r,
-            g,
-            () => slotGradients,
-            (routing) => this.router.nativeGate(routing),
-          ),
-      },
-      x,
-      result,
-      gradOutput,
-      options,
-    );
+    return {
+      config: c,
+      routerWeights: this.routerWeights(),
+      noiseRouterWeights: this.noiseRouterWeights(),
+      hasRouterBias: this.router.routerBias !== undefined,
+      experts: (xd, tokens, k, experts, weights, grad, into) => handle.backwardSync(xd, tokens, k, experts, weights, grad, into),
+      expertsAsync: (xd, tokens, k, experts, weights, grad, into) => handle.backward(xd, tokens, k, experts, weights, grad, into),
+      gateGradients: (xt, r, g, slotGradients) =>
+        gateGradients(
+          c,
+          xt,
+          r,
+          g,
+          () => slotGradients,
+          (routing) => this.router.nativeGate(routing),
+        ),
+    };
   }
 
   /**

@@ -8,6 +8,7 @@ import { loadNativeBinding } from './native-loader';
 import type { LoadedBinary } from './native-loader';
 import type { BuiltInRouting } from './gating/rule';
 import type { WeightDtype } from './expert-weights';
+import type { ResolvedOptimizer } from './optimizer';
 
 export interface NativeRoutingResult {
   experts: Int32Array;
@@ -58,6 +59,15 @@ export interface NativeExportedExperts {
   b2: F32;
 }
 
+/** The experts' part of a backward (null where the layer has no such weight). */
+export interface NativeBackwardResult {
+  dx: Float32Array;
+  dWeights: Float32Array;
+  experts: NativeExportedExperts;
+  shared: NativeExportedExperts | null;
+  sharedGate: F32;
+}
+
 /** Arrays a backward overwrites instead of allocating (absent ones are allocated). */
 export interface NativeGradientDestinations {
   dx?: Float32Array;
@@ -76,7 +86,17 @@ export interface NativeLayer {
     weights: Float32Array,
     gradOutput: Float32Array,
     into?: NativeGradientDestinations,
-  ): { dx: Float32Array; dWeights: Float32Array; experts: NativeExportedExperts; shared: NativeExportedExperts | null; sharedGate: F32 };
+  ): NativeBackwardResult;
+  /** The same on the job thread: `into` receives a copy when it settles. */
+  backward(
+    x: Float32Array,
+    tokens: number,
+    k: number,
+    experts: Int32Array,
+    weights: Float32Array,
+    gradOutput: Float32Array,
+    into?: NativeGradientDestinations,
+  ): Promise<NativeBackwardResult>;
   /** One optimizer step on the packed float32 weights, in place (state kept in the core). */
   applyGradients(
     grads: {
@@ -86,16 +106,7 @@ export interface NativeLayer {
       experts: Partial<Record<'w1' | 'w3' | 'w2' | 'b1' | 'b3' | 'b2', F32>>;
       shared: Partial<Record<'w1' | 'w3' | 'w2' | 'b1' | 'b3' | 'b2', F32>> | null;
     },
-    step: {
-      kind: 'sgd' | 'adamw';
-      lr: number;
-      momentum: number;
-      weightDecay: number;
-      beta1: number;
-      beta2: number;
-      eps: number;
-      step: number;
-    },
+    step: ResolvedOptimizer & { step: number },
   ): void;
   /** The weights as the kernels compute with them, in the [out, in] layout. CPU layers. */
   exportWeights(): {

@@ -81,6 +81,21 @@ export function expectError(fn: () => unknown, kind: 'TypeError' | 'RangeError',
   expect(err.message).toMatch(re);
 }
 
+/** The async form of expectError: `p` rejects with `kind` and a message in the one format matching `re`. */
+export async function expectRejection(p: Promise<unknown>, kind: 'TypeError' | 'RangeError', re: RegExp): Promise<void> {
+  let caught: unknown;
+  try {
+    await p;
+  } catch (e) {
+    caught = e;
+  }
+  expect(caught).toBeDefined();
+  const err = caught as Error;
+  expect(err.name).toBe(kind);
+  expect(err.message).toMatch(/^moe-kernels: expected .+ but got .+/s);
+  expect(err.message).toMatch(re);
+}
+
 /**
  * max |numeric - analytic| / max |analytic| over every coordinate of x, numeric by central differences of f;
  * absolute when the gradient is (near) zero, e.g. a constant loss.

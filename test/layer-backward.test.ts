@@ -251,3 +251,50 @@ describe('a training forward keeps the pre-activations for its backward', () => 
     fresh.dispose();
   });
 });
+
+describe('backwardAsync', () => {
+  const c: Case = { tokens: 30, dModel: 24, dHidden: 40, numExperts: 4, topK: 2, activation: 'swiglu', bias: true };
+  const x = Tensor.randn([c.tokens, c.dModel], { seed: 71 });
+  const g = Tensor.randn([c.tokens, c.dModel], { seed: 72 });
+  const same = (a: Tensor, b: Tensor) =>
+    Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength).equals(
+      Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength),
+    );
+
+  it('gives the gradients of backward, bitwise, with its inputs copied', async () => {
+    const layer = new MoELayer(
+      { ...c, sharedExperts: 1, sharedHidden: 8 },
+      { ...randomWeights(c, 73), shared: randomWeights({ ...c, numExperts: 1, dHidden: 8 }, 74) },
+    );
+    const r = layer.forwardSync(x, { training: true });
+    const want = layer.backward(x, r, g);
+    const xc = Tensor.from(Float32Array.from(x.data as Float32Array), x.shape);
+    const gc = Tensor.from(Float32Array.from(g.data as Float32Array), g.shape);
+    const pending = layer.backwardAsync(xc, r, gc);
+    (xc.data as Float32Array).fill(9); // after the call: the backward works on its copies
+    (gc.data as Float32Array).fill(9);
+    const got = await pending;
+    for (const key of ['dx', 'w1', 'w3', 'w2', 'b1', 'b2', 'router'] as const)
+      expect([key, same(got[key]!, want[key]!)]).toEqual([key, true]);
+    expect(same(got.shared!.w1, want.shared!.w1)).toBe(true);
+    layer.dispose();
+  });
+
+  it('copies into `into` when it settles, and refuses an `into` detached meanwhile', async () => {
+    const layer = new MoELayer(c, randomWeights(c, 75));
+    const r = layer.forwardSync(x);
+    const want = layer.backward(x, r, g);
+    const into = layer.backward(x, r, Tensor.randn([c.tokens, c.dModel], { seed: 76 }));
+    const got = await layer.backwardAsync(x, r, g, { into });
+    expect(got.w1.data).toBe(into.w1.data);
+    for (const key of ['dx', 'w1', 'w3', 'w2', 'b3'] as const) expect([key, same(got[key]!, want[key]!)]).toEqual([key, true]);
+    const victim = layer.backward(x, r, g);
+    const pending = layer.backwardAsync(x, r, g, { into: victim });
+    structuredClone(victim.w2.data.buffer, { transfer: [victim.w2.data.buffer] }); // detaches it
+    await expect(pending).rejects.toThrow(/keep its .* elements while the backward ran/);
+    await expect(layer.backwardAsync(x, r, g, { into: { ...victim, w1: Tensor.zeros([4, 40, 23]) } })).rejects.toThrow(
+      /options\.into\.w1\.shape/,
+    );
+    layer.dispose();
+  });
+});

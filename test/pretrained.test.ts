@@ -8,7 +8,7 @@ import * as path from 'path';
 import { MoELayer, Tensor, pretrained } from '../lib';
 import { FIXTURES, Fixture, D } from './pretrained/fixtures';
 import { referenceBlock } from './pretrained/hf-reference';
-import { relativeError } from './helpers';
+import { expectRejection, relativeError } from './helpers';
 
 let root: string;
 const made = new Map<string, Fixture>();
@@ -85,54 +85,42 @@ async function variant(name: string, tag: string, edit: (config: Record<string, 
   return dst;
 }
 
-async function rejects(p: Promise<unknown>, kind: string, re: RegExp) {
-  let caught: Error | undefined;
-  try {
-    await p;
-  } catch (e) {
-    caught = e as Error;
-  }
-  expect(caught).toBeDefined();
-  expect(caught!.name).toBe(kind);
-  expect(caught!.message).toMatch(re);
-}
-
 describe('what fromPretrained refuses, naming the field, file or tensor', () => {
   test('an unknown family', async () => {
     const dir = await variant('olmoe', 'llama', (c) => (c.model_type = 'llama'));
-    await rejects(MoELayer.fromPretrained(dir), 'RangeError', /config\.json "model_type" to be one of mixtral, .* but got "llama"/);
+    await expectRejection(MoELayer.fromPretrained(dir), 'RangeError', /config\.json "model_type" to be one of mixtral, .* but got "llama"/);
   });
   test('a dense layer, or one past the end', async () => {
     const dir = made.get('deepseek-v3')!.dir;
-    await rejects(
+    await expectRejection(
       MoELayer.fromPretrained(dir, { layer: 0 }),
       'RangeError',
       /options\.layer to be an MoE layer of this deepseek-v3 model \(layers 2\) but got 0 \(a dense layer\)/,
     );
-    await rejects(MoELayer.fromPretrained(dir, { layer: 7 }), 'RangeError', /but got 7$/);
+    await expectRejection(MoELayer.fromPretrained(dir, { layer: 7 }), 'RangeError', /but got 7$/);
   });
   test('hyper-parameters the layer cannot represent', async () => {
-    await rejects(
+    await expectRejection(
       MoELayer.fromPretrained(await variant('qwen3-moe', 'act', (c) => (c.hidden_act = 'relu2'))),
       'RangeError',
       /config\.json "hidden_act" to be 'silu' or 'gelu'.* but got 'relu2'/,
     );
-    await rejects(
+    await expectRejection(
       MoELayer.fromPretrained(await variant('deepseek-v3', 'softmax', (c) => (c.scoring_func = 'softmax'))),
       'RangeError',
       /"scoring_func" to be 'sigmoid' for DeepSeek-V3/,
     );
-    await rejects(
+    await expectRejection(
       MoELayer.fromPretrained(await variant('deepseek-v2', 'method', (c) => (c.topk_method = 'noaux_tc'))),
       'RangeError',
       /"topk_method" to be 'greedy' or 'group_limited_greedy'/,
     );
-    await rejects(
+    await expectRejection(
       MoELayer.fromPretrained(await variant('mixtral', 'k', (c) => (c.num_experts_per_tok = 2.5))),
       'RangeError',
       /"num_experts_per_tok" to be an integer/,
     );
-    await rejects(
+    await expectRejection(
       MoELayer.fromPretrained(await variant('olmoe', 'noe', (c) => delete c.num_experts)),
       'RangeError',
       /"num_experts" to be an integer >= 1 but got none/,
@@ -147,7 +135,7 @@ describe('what fromPretrained refuses, naming the field, file or tensor', () => 
       JSON.stringify({ ...index, weight_map: { ...index.weight_map, 'model.layers.1.block_sparse_moe.experts.5.w3.weight': undefined } }),
     );
     const phases: string[] = [];
-    await rejects(
+    await expectRejection(
       MoELayer.fromPretrained(dir, { layer: 1, onProgress: (p) => phases.push(p.phase) }),
       'RangeError',
       /to hold a tensor 'model\.layers\.1\.block_sparse_moe\.experts\.5\.w3\.weight'/,
@@ -155,7 +143,7 @@ describe('what fromPretrained refuses, naming the field, file or tensor', () => 
     expect(phases).toEqual([]); // refused while planning: nothing read
     await fs.writeFile(indexFile, JSON.stringify(index));
     await fs.rm(path.join(dir, 'model-00002-of-00002.safetensors'));
-    await rejects(
+    await expectRejection(
       MoELayer.fromPretrained(dir, { layer: 1 }),
       'RangeError',
       /the shard .*model-00002-of-00002\.safetensors \(listed for tensor 'model\.layers\.1\./,
@@ -175,7 +163,7 @@ describe('what fromPretrained refuses, naming the field, file or tensor', () => 
       ...tensors,
       'model.layers.0.mlp.experts.3.up_proj.weight': Tensor.zeros([D, D]),
     });
-    await rejects(
+    await expectRejection(
       MoELayer.fromPretrained(dir),
       'RangeError',
       /tensor 'model\.layers\.0\.mlp\.experts\.3\.up_proj\.weight' \(expert 3 up_proj\) to have shape \[96, 64\] but got \[64, 64\]/,
@@ -184,7 +172,7 @@ describe('what fromPretrained refuses, naming the field, file or tensor', () => 
       ...tensors,
       'model.layers.0.mlp.gate.weight': Tensor.zeros([8, D], 'int32'),
     });
-    await rejects(
+    await expectRejection(
       MoELayer.fromPretrained(dir),
       'RangeError',
       /tensor 'model\.layers\.0\.mlp\.gate\.weight' \(router\) to be F32 or F16 or BF16 but got I32/,
@@ -192,11 +180,11 @@ describe('what fromPretrained refuses, naming the field, file or tensor', () => 
   });
   test('bad options', async () => {
     const dir = made.get('olmoe')!.dir;
-    await rejects(MoELayer.fromPretrained(dir, { layer: -1 }), 'RangeError', /options\.layer/);
-    await rejects(MoELayer.fromPretrained(dir, { onProgress: 3 as never }), 'TypeError', /options\.onProgress to be a function/);
-    await rejects(MoELayer.fromPretrained(dir, { signal: {} as never }), 'TypeError', /options\.signal to be an AbortSignal/);
-    await rejects(MoELayer.fromPretrained(dir, { weightDtype: 'int3' as never }), 'RangeError', /weightDtype/);
-    await rejects(
+    await expectRejection(MoELayer.fromPretrained(dir, { layer: -1 }), 'RangeError', /options\.layer/);
+    await expectRejection(MoELayer.fromPretrained(dir, { onProgress: 3 as never }), 'TypeError', /options\.onProgress to be a function/);
+    await expectRejection(MoELayer.fromPretrained(dir, { signal: {} as never }), 'TypeError', /options\.signal to be an AbortSignal/);
+    await expectRejection(MoELayer.fromPretrained(dir, { weightDtype: 'int3' as never }), 'RangeError', /weightDtype/);
+    await expectRejection(
       MoELayer.fromPretrained(path.join(root, 'absent')),
       'RangeError',
       /a checkpoint directory at .*absent but got nothing there/,

@@ -122,6 +122,30 @@ Napi::Object expert_arrays(Napi::Env env, const moe::ExpertShape& s, bool b1, bo
   return o;
 }
 
+// On the JS thread, as an async backward settles: copies each gradient into the same-named array of `into` (checked
+// again: still a Float32Array of that length), and puts that array in the result instead.
+void deliver_gradients(Napi::Env env, Napi::Object result, Napi::Object into) {
+  const auto copy = [env](Napi::Object from, Napi::Object to, const char* name, const std::string& path) {
+    const Napi::Value src = from.Get(name), dst = to.Get(name);
+    if (src.IsNull() || src.IsUndefined() || dst.IsNull() || dst.IsUndefined()) return;
+    const Napi::Float32Array s = src.As<Napi::Float32Array>();
+    const bool intact = dst.IsTypedArray() && dst.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array &&
+                        dst.As<Napi::Float32Array>().ElementLength() == s.ElementLength();
+    if (!intact)
+      throw_range_error(env, "expected " + path + "." + name + " to keep its " + std::to_string(s.ElementLength()) +
+                                 " elements while the backward ran but got a detached or resized array");
+    std::memcpy(dst.As<Napi::Float32Array>().Data(), s.Data(), s.ElementLength() * sizeof(float));
+    from.Set(name, dst);
+  };
+  for (const char* name : {"dx", "dWeights", "sharedGate"}) copy(result, into, name, "into");
+  for (const char* set : {"experts", "shared"}) {
+    const Napi::Value r = result.Get(set), i = into.Get(set);
+    if (!r.IsObject() || !i.IsObject()) continue;
+    for (const char* name : {"w1", "w3", "w2", "b1", "b3", "b2"})
+      copy(r.As<Napi::Object>(), i.As<Napi::Object>(), name, std::string("into.") + set);
+  }
+}
+
 // A layer packed off the event loop by NativeLayer.build, handed to the constructor as an External (which no
 // JavaScript code can make).
 struct BuiltLayer {
@@ -143,7 +167,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
          InstanceMethod("slotOutputs", &NativeLayer::SlotOutputs),
          InstanceMethod("lastTimings", &NativeLayer::LastTimings), InstanceMethod("dispose", &NativeLayer::Dispose),
          InstanceMethod("exportWeights", &NativeLayer::ExportWeights),
-         InstanceMethod("backwardSync", &NativeLayer::BackwardSync),
+         InstanceMethod("backwardSync", &NativeLayer::BackwardSync), InstanceMethod("backward", &NativeLayer::Backward),
          InstanceMethod("applyGradients", &NativeLayer::ApplyGradients),
          InstanceMethod("packedBytes", &NativeLayer::PackedBytes)});
   }
@@ -328,7 +352,13 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   // { dx, dWeights, experts: { w1, w3, w2, b1, b3, b2 }, shared, sharedGate } (moe::LayerGradients; null where the
   // layer has no such weight), on the calling thread. An optional 7th argument of the same shape names arrays to
   // overwrite instead of allocating (Destinations).
-  Napi::Value BackwardSync(const Napi::CallbackInfo& info) {
+  Napi::Value BackwardSync(const Napi::CallbackInfo& info) { return backward(info, false); }
+  // The same, as a Promise: run on the job thread, its inputs copied, its gradients written into new arrays; those
+  // named by the 7th argument (`into`) receive a copy when the Promise settles (checked then to be intact), as an
+  // async forward's `out` does: a caller's array is never written while JavaScript can reach it.
+  Napi::Value Backward(const Napi::CallbackInfo& info) { return backward(info, true); }
+
+  Napi::Value backward(const Napi::CallbackInfo& info, bool promise) {
     const Napi::Env env = info.Env();
     auto layer = get(env);
     const moe::LayerConfig& c = config_;
@@ -337,38 +367,63 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     const int64_t k = int_arg(info, 2, "k", 1, e);
     slot_count(env, tokens, k + c.shared.num_experts);
     elements(env, "the slot gradients", {tokens, k + c.shared.num_experts, d});
-    const Held<float> x = held_float32(info, 0, "x", tokens * d, false);
-    const Held<int32_t> experts = held_int32(info, 3, "experts", tokens * k, false);
-    const Held<float> weights = held_float32(info, 4, "weights", tokens * k, false);
-    const Held<float> grad = held_float32(info, 5, "gradOutput", tokens * d, false);
+    const Held<float> x = held_float32(info, 0, "x", tokens * d, promise);
+    const Held<int32_t> experts = held_int32(info, 3, "experts", tokens * k, promise);
+    const Held<float> weights = held_float32(info, 4, "weights", tokens * k, promise);
+    const Held<float> grad = held_float32(info, 5, "gradOutput", tokens * d, promise);
     check_finite(env, "x", x.data, tokens, d);
     check_experts(env, experts.data, tokens * k, e);
     check_finite(env, "weights", weights.data, tokens, k);
     check_finite(env, "gradOutput", grad.data, tokens, d);
     const moe::LayerWeightsPresent has = layer->weights_present();
-    Destinations dest(env, info[6], "into");
-    for (const auto& [p, bytes] : {std::pair<const void*, int64_t>{x.data, tokens * d * 4},
-                                   {experts.data, tokens * k * 4},
-                                   {weights.data, tokens * k * 4},
-                                   {grad.data, tokens * d * 4}})
-      dest.input(p, bytes);
-    moe::LayerGradients g;
+    // An async call writes arrays of its own; `into` is checked now and delivered to when it settles.
+    Destinations dest(env, promise ? env.Undefined() : info[6], "into");
+    Destinations checked(env, info[6], "into");
+    for (Destinations* dd : {&dest, &checked})
+      for (const auto& [p, bytes] : {std::pair<const void*, int64_t>{x.data, tokens * d * 4},
+                                     {experts.data, tokens * k * 4},
+                                     {weights.data, tokens * k * 4},
+                                     {grad.data, tokens * d * 4}})
+        dd->input(p, bytes);
+    auto g = std::make_shared<moe::LayerGradients>();
     auto result = Napi::Object::New(env);
     result.Set("dx", dest.array("dx", true, tokens * d));
     result.Set("dWeights", dest.array("dWeights", true, tokens * k));
     result.Set("experts",
-               expert_arrays(env, c.experts, has.b1, has.b3, has.b2, &g.experts, &dest, dest.sub("experts")));
+               expert_arrays(env, c.experts, has.b1, has.b3, has.b2, &g->experts, &dest, dest.sub("experts")));
     result.Set("shared", c.shared.num_experts > 0
                              ? Napi::Value(expert_arrays(env, c.shared, has.shared_b1, has.shared_b3, has.shared_b2,
-                                                         &g.shared, &dest, dest.sub("shared")))
+                                                         &g->shared, &dest, dest.sub("shared")))
                              : env.Null());
     result.Set("sharedGate", dest.array("sharedGate", has.shared_gate, c.shared.num_experts * d));
-    g.dx = data_of(result.Get("dx"));
-    g.d_weights = data_of(result.Get("dWeights"));
-    g.d_shared_gate = data_of(result.Get("sharedGate"));
-    run_guarded(
-        env, [&] { layer->backward(x.data, tokens, static_cast<int>(k), experts.data, weights.data, grad.data, g); });
-    return result;
+    g->dx = data_of(result.Get("dx"));
+    g->d_weights = data_of(result.Get("dWeights"));
+    g->d_shared_gate = data_of(result.Get("sharedGate"));
+    const auto run = [layer, x, tokens, k, experts, weights, grad, g] {
+      layer->backward(x.data, tokens, static_cast<int>(k), experts.data, weights.data, grad.data, *g);
+    };
+    if (!promise) {
+      run_guarded(env, run);
+      return result;
+    }
+    if (info[6].IsObject()) {  // the destinations' sizes and overlaps, checked before the work starts
+      (void)checked.array("dx", true, tokens * d);
+      (void)checked.array("dWeights", true, tokens * k);
+      moe::ExpertWeightsOut unused;
+      expert_arrays(env, c.experts, has.b1, has.b3, has.b2, &unused, &checked, checked.sub("experts"));
+      if (c.shared.num_experts > 0)
+        expert_arrays(env, c.shared, has.shared_b1, has.shared_b3, has.shared_b2, &unused, &checked,
+                      checked.sub("shared"));
+      (void)checked.array("sharedGate", has.shared_gate, c.shared.num_experts * d);
+    }
+    std::vector<Napi::Value> keep{result};
+    if (info[6].IsObject()) keep.push_back(info[6]);
+    return run_async(env, layer->queue(), keep, run,
+                     [](Napi::Env env, const std::vector<Napi::Value>& kept) -> Napi::Value {
+                       Napi::Object r = kept[0].As<Napi::Object>();
+                       if (kept.size() > 1) deliver_gradients(env, r, kept[1].As<Napi::Object>());
+                       return r;
+                     });
   }
 
   // (grads: { router, noiseRouter, sharedGate, experts: { w1, w3, w2, b1, b3, b2 }, shared }, step: { kind, lr,
