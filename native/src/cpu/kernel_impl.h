@@ -298,6 +298,26 @@ struct KernelImpl {
     }
   }
 
+  // transpose_block with V's transpose_tile, where V has one (W x W tiles; a partial block goes element by element).
+  template <class T, class = void>
+  struct HasTransposeTile : std::false_type {};
+  template <class T>
+  struct HasTransposeTile<T, std::void_t<decltype(&T::transpose_tile)>> : std::true_type {};
+  static void transpose_block(const float* src, float* dst, int64_t rows) {
+    if constexpr (HasTransposeTile<V>::value) {
+      if (rows == NR) {
+        for (int r0 = 0; r0 < NR; r0 += W)
+          for (int c0 = 0; c0 < NR; c0 += W) V::transpose_tile(src + r0 * NR + c0, NR, dst + c0 * NR + r0, NR);
+        return;
+      }
+    }
+    for (int64_t c = 0; c < NR; ++c) {
+      for (int64_t r = 0; r < rows; ++r) dst[c * NR + r] = src[r * NR + c];
+      std::fill(dst + c * NR + rows, dst + c * NR + NR, 0.0f);
+    }
+  }
+  static constexpr auto transpose_block_entry() { return HasTransposeTile<V>::value ? &transpose_block : nullptr; }
+
   // A tile's rows of A, gathered (by token) and packed per block of MR rows: k in chunks of W, each chunk the
   // block's rows of W floats one after another. The microkernel's broadcasts of one k step then read one float
   // per row from MR lines that stay in L1 for W steps, and rows move as whole vectors: packing is a copy, and
@@ -468,6 +488,7 @@ struct KernelImpl {
                                           {&gemm_tile<QuantPanel<4>>}},
                                          &weighted_sum,
                                          &unit_backward,
+                                         transpose_block_entry(),
                                          &find_non_finite,
                                          &fma_loop,
                                          &read_sum};

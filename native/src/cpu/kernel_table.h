@@ -88,6 +88,9 @@ struct KernelTable {
   // unit a as the forward computes it, dg = da * d(a)/dg, du = da * d(a)/du (du unused unless gated).
   void (*unit_backward)(const GemmProblem& p, const float* g, const float* u, const float* da, float* a, float* dg,
                         float* du, int64_t count);
+  // Optional (null: core/backward.cpp's portable loop): one nr x nr block of a packed panel turned, dst row c = src
+  // column c (rows nr floats apart), src rows past `rows` read as zeros.
+  void (*transpose_block)(const float* src, float* dst, int64_t rows);
   int64_t (*find_non_finite)(const float* data, int64_t count);
   // Machine ceilings for the benchmarks: `iterations` rounds of kFmaChains independent vector FMAs (returns a
   // value so the work is kept), and a streaming read of `count` floats.
