@@ -11,6 +11,7 @@ import { ResolvedConfig } from './layer-config';
 import { MoEOutput } from './layer-output';
 import { NativeBackwardResult as NativeBackward, NativeExportedExperts, NativeGradientDestinations } from './native';
 import { Tensor } from './tensor';
+import { typedArrayTag } from './typed-arrays';
 import { expectTensor } from './validate';
 
 /** Every gradient of a backward: float32 Tensors shaped like the weights (MoEWeights), and the input's. */
@@ -91,9 +92,9 @@ function prepareBackward(
   const { routing } = result;
   expectTensor(routing.logits, 'result.routing.logits', ['float32'], [tokens, c.numExperts], ['tokens', 'numExperts']);
   const input = routing.routerInput;
-  for (let i = 0; i < (input?.length ?? 0); i++)
-    if (input[i] !== xs.data[i])
-      throw rangeError('a forward of this x without jitter (backward holds no jitter factors yet)', 'a router input that differs from x');
+  const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+  if (input && typedArrayTag(input) === 'Float32Array' && !bytes(input).equals(bytes(xs.data)))
+    throw rangeError('a forward of this x without jitter (backward holds no jitter factors yet)', 'a router input that differs from x');
   if (typeof options !== 'object' || options === null) throw typeError('options to be an object', describe(options));
   const into = options.into === undefined ? undefined : destinations(options.into, c, tokens);
   if (copy) {

@@ -217,7 +217,13 @@ export interface NativeBinding {
   setThreads(threads: number): void;
   measureFmaPeak(threads: number, seconds: number): number;
   routerLogits(x: Float32Array, tokens: number, dModel: number, router: Float32Array, numExperts: number): Float32Array;
-  routerWeightGradient(gradLogits: Float64Array, x: Float64Array, tokens: number, numExperts: number, dModel: number): Float64Array;
+  routerWeightGradient(
+    gradLogits: Float64Array,
+    x: Float64Array | Float32Array,
+    tokens: number,
+    numExperts: number,
+    dModel: number,
+  ): Float64Array;
   topK(logits: Float32Array, tokens: number, numExperts: number, k: number, normalize: boolean): NativeRoutingResult;
   dispatch(experts: Int32Array, numExperts: number): NativeDispatchPlan;
   /** groupSize 0: one scale per row. */

@@ -39,9 +39,17 @@ Napi::Value RouterWeightGradient(const Napi::CallbackInfo& info) {
   const int64_t experts = int_arg(info, 3, "numExperts", 1, kMaxElements);
   const int64_t d_model = int_arg(info, 4, "dModel", 1, kMaxDim);
   const double* grad = finite_float64_arg(info, 0, "gradLogits", elements(env, "gradLogits", {tokens, experts}));
-  const double* x = finite_float64_arg(info, 1, "x", elements(env, "x", {tokens, d_model}));
+  const int64_t x_count = elements(env, "x", {tokens, d_model});
   auto out = Napi::Float64Array::New(env, static_cast<size_t>(elements(env, "the gradient", {experts, d_model})));
-  run_guarded(env, [&] { moe::router_weight_gradient(grad, x, tokens, experts, d_model, out.Data()); });
+  // x as float64, or the layer's float32 input as it is (widened exactly while read: no float64 copy of it).
+  if (info[1].IsTypedArray() && info[1].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array) {
+    const Held<float> x = held_float32(info, 1, "x", x_count, false);
+    check_finite(env, "x", x.data, tokens, d_model);
+    run_guarded(env, [&] { moe::router_weight_gradient(grad, x.data, tokens, experts, d_model, out.Data()); });
+  } else {
+    const double* x = finite_float64_arg(info, 1, "x", x_count);
+    run_guarded(env, [&] { moe::router_weight_gradient(grad, x, tokens, experts, d_model, out.Data()); });
+  }
   return out;
 }
 

@@ -340,6 +340,9 @@ class CpuLayer final : public Layer {
 // Each element sums over tokens in token order (bitwise the same for any thread count).
 void router_weight_gradient(const double* grad_logits, const double* x, int64_t tokens, int64_t num_experts,
                             int64_t d_model, double* grad_router);
+// The same with a float32 x (each element widened exactly): the same result as its float64 copy.
+void router_weight_gradient(const double* grad_logits, const float* x, int64_t tokens, int64_t num_experts,
+                            int64_t d_model, double* grad_router);
 // dL/d(routing weight of slot s = t * k + j) = <dL/dy_t, slot_out[s]>, the float32 rows summed in float64 in order.
 void slot_weight_gradients(const float* grad_output, const float* slot_out, int64_t tokens, int k, int64_t d_model,
                            double* grad_weights);

@@ -11,8 +11,12 @@
 
 namespace moe {
 
-void router_weight_gradient(const double* grad_logits, const double* x, int64_t tokens, int64_t num_experts,
-                            int64_t d_model, double* grad_router) {
+namespace {
+
+// x float64, or float32 widened exactly as it is read (the layer's input needs no float64 copy).
+template <class X>
+void router_weight_gradient_of(const double* grad_logits, const X* x, int64_t tokens, int64_t num_experts,
+                               int64_t d_model, double* grad_router) {
   std::fill(grad_router, grad_router + num_experts * d_model, 0.0);
   const bool small = 2.0 * tokens * num_experts * d_model < kPoolMinFlops;
   const ThreadLimit limit(small ? 1 : ThreadLimit::current());
@@ -24,15 +28,26 @@ void router_weight_gradient(const double* grad_logits, const double* x, int64_t 
     const int64_t e0 = item / blocks * kExperts, e1 = std::min(num_experts, e0 + kExperts);
     const int64_t i0 = item % blocks * kColumns, i1 = std::min(d_model, i0 + kColumns);
     for (int64_t t = 0; t < tokens; ++t) {
-      const double* row = x + t * d_model;
+      const X* row = x + t * d_model;
       for (int64_t e = e0; e < e1; ++e) {
         const double g = grad_logits[t * num_experts + e];
         if (g == 0) continue;  // a token this expert's logit had no gradient from (most, for top-k rules)
         double* out = grad_router + e * d_model;
-        for (int64_t i = i0; i < i1; ++i) out[i] += g * row[i];
+        for (int64_t i = i0; i < i1; ++i) out[i] += g * static_cast<double>(row[i]);
       }
     }
   });
+}
+
+}  // namespace
+
+void router_weight_gradient(const double* grad_logits, const double* x, int64_t tokens, int64_t num_experts,
+                            int64_t d_model, double* grad_router) {
+  router_weight_gradient_of(grad_logits, x, tokens, num_experts, d_model, grad_router);
+}
+void router_weight_gradient(const double* grad_logits, const float* x, int64_t tokens, int64_t num_experts,
+                            int64_t d_model, double* grad_router) {
+  router_weight_gradient_of(grad_logits, x, tokens, num_experts, d_model, grad_router);
 }
 
 void slot_weight_gradients(const float* grad_output, const float* slot_out, int64_t tokens, int k, int64_t d_model,
