@@ -6,10 +6,10 @@
 //   dpre = (w q) * a'(g, u)       (the fused activation's derivative, per unit: the ISA's unit_backward)
 //   dx   = dpre [W1; W3]          dW2 = dy^T a     dW1 = dpre_g^T x     dW3 = dpre_u^T x
 // All five products run through the forward's GEMM (run_gemm_groups: the same panel kernels, SIMD and threads).
-// q and dx multiply by the weights transposed: their packed panels are turned block by block (nr x nr) into the
-// panels of the transpose (pack_transposed), a copy as fast as the memory, after which both GEMMs stream weights as
-// the forward does. The weight gradients' GEMMs reduce over the expert's rows (k = n), with the row data as B.
-// Every reduction runs in a fixed order inside one work item, so gradients are bitwise the same for any thread
+// q and dx multiply by the weights transposed: PackedMatrix::transposed, the panels of the transposes, built at the
+// first backward and refreshed by the optimizer step from the panels it has just updated, so both GEMMs stream
+// weights as the forward does. The weight gradients' GEMMs reduce over the expert's rows (k = n), with the row data as
+// B. Every reduction runs in a fixed order inside one work item, so gradients are bitwise the same for any thread
 // count. The pre-activations are recomputed by the up GEMM without its activation, unless the forward kept them.
 // lib/reference/backward.ts is the float64 oracle.
 #include <algorithm>
@@ -17,9 +17,6 @@
 #include <cstring>
 #include <memory>
 #include <vector>
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 #include "experts.h"
 #include "isa.h"
@@ -59,40 +56,6 @@ float dot(const float* a, const float* b, int64_t n) {
   float t = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
   for (; i < n; ++i) t += a[i] * b[i];
   return t;
-}
-
-// The panels of a float32 packed matrix's transpose: the source has `panels` panels of k rows (its inputs) by nr
-// columns (its outputs, zero-padded); the result has ceil(k / nr) panels of panels * nr rows (the source's padded
-// outputs, now inputs) by nr columns (the source's inputs, zeros past k). Block (p, q) of nr x nr moves from rows
-// q * nr .. of source panel p to rows p * nr .. of result panel q, turned; both blocks are contiguous.
-void pack_transposed(const float* panels, int64_t k, int64_t panel_count, int64_t nr, float* out) {
-  const int64_t out_panels = (k + nr - 1) / nr, depth = panel_count * nr;
-  const auto block = kernels().transpose_block;  // the ISA's tiles where it has them (AVX-512: 1.7x faster)
-  ThreadPool::instance().run(out_panels * panel_count, [&](int64_t item) {
-    const int64_t q = item / panel_count, p = item % panel_count, rows = std::min(nr, k - q * nr);
-    const float* src = panels + p * k * nr + q * nr * nr;
-    float* dst = out + q * depth * nr + p * nr * nr;
-    if (block) return block(src, dst, rows);
-    int64_t r0 = 0;
-#if defined(__SSE2__)
-    if (nr % 4 == 0)  // 4 x 4 tiles in registers (the baseline ISA has SSE2): 4x fewer loads and stores
-      for (; r0 + 4 <= rows; r0 += 4)
-        for (int64_t c = 0; c < nr; c += 4) {
-          __m128 a = _mm_loadu_ps(src + r0 * nr + c), b = _mm_loadu_ps(src + (r0 + 1) * nr + c);
-          __m128 e = _mm_loadu_ps(src + (r0 + 2) * nr + c), f = _mm_loadu_ps(src + (r0 + 3) * nr + c);
-          _MM_TRANSPOSE4_PS(a, b, e, f);
-          _mm_storeu_ps(dst + c * nr + r0, a);
-          _mm_storeu_ps(dst + (c + 1) * nr + r0, b);
-          _mm_storeu_ps(dst + (c + 2) * nr + r0, e);
-          _mm_storeu_ps(dst + (c + 3) * nr + r0, f);
-        }
-#endif
-    for (int64_t c = 0; c < nr; ++c) {
-      float* row = dst + c * nr;
-      for (int64_t r = r0; r < rows; ++r) row[r] = src[r * nr + c];
-      std::fill(row + rows, row + nr, 0.0f);
-    }
-  });
 }
 
 // B [k, n] with row kk at src.row(kk), into float32 panels of nr columns (panel p, row kk: columns p * nr .. p * nr
@@ -209,12 +172,11 @@ void experts_backward(const PackedExperts& packed_in, const float* x, int slots_
       pre = out;
     }
 
-    // q [n, h] = go W2: W2 as [dModel, h] panels (W2^T of the down matrix's).
+    // q [n, h] = go W2: W2 as [dModel, h] panels (the down matrix's transposed panels).
     const cpu::GemmProblem down = packed.down.problem(e, Activation::identity);
-    float* wt = ws.wt.reserve(static_cast<size_t>(std::max(h_panels * down_panels, d_panels * up_panels) * nr * nr));
-    pack_transposed(static_cast<const float*>(down.panels), h, down_panels, nr, wt);
     float* q = ws.q.reserve(static_cast<size_t>(n * h));
-    groups.assign(1, GemmGroup{data_problem(wt, d, h, nr, zero_bias, down_panels * nr), n, nullptr, h_panels});
+    groups.assign(1, GemmGroup{data_problem(packed.down.transposed(e), d, h, nr, zero_bias, down_panels * nr), n,
+                               nullptr, h_panels});
     groups[0].problem.a = gos;
     groups[0].problem.c = {q, h, nullptr, 1};
     run(groups, false);
@@ -239,9 +201,9 @@ void experts_backward(const PackedExperts& packed_in, const float* x, int slots_
       d_slot_weights[slots[r]] = dot(q + r * h, act + r * h, h) + dot(go, down.bias, d);
     });
 
-    // dx [n, dModel] = dpre [W1; W3], into the rows' slots: [W1; W3] as [width, dModel] panels.
-    pack_transposed(static_cast<const float*>(packed.up.problem(e, Activation::identity).panels), d, up_panels, nr, wt);
-    groups.assign(1, GemmGroup{data_problem(wt, width, d, nr, zero_bias), n, nullptr, d_panels});
+    // dx [n, dModel] = dpre [W1; W3], into the rows' slots: [W1; W3] as [width, dModel] panels (the up matrix's
+    // transposed panels).
+    groups.assign(1, GemmGroup{data_problem(packed.up.transposed(e), width, d, nr, zero_bias), n, nullptr, d_panels});
     groups[0].problem.a = {dpre_rows, width, nullptr, 1};
     groups[0].problem.c = {dx_slots, d, slots, 1};
     run(groups, false);

@@ -5,11 +5,52 @@
 #include <string>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "../cpu/half.h"
+#include "isa.h"
 #include "thread_pool.h"
 #include "weight_formats.h"
 
 namespace moe {
+
+namespace {
+
+// One nr x nr block turned: dst row c = src column c (rows nr floats apart), src rows past `rows` as zeros. The ISA's
+// tiles where it has them (AVX-512: 16 x 16), else 4 x 4 SSE tiles (the x86-64 baseline), else element by element.
+void transpose_block(const float* src, float* dst, int64_t nr, int64_t rows) {
+  if (const auto block = kernels().transpose_block) return block(src, dst, rows);
+  int64_t r0 = 0;
+#if defined(__SSE2__)
+  if (nr % 4 == 0)
+    for (; r0 + 4 <= rows; r0 += 4)
+      for (int64_t c = 0; c < nr; c += 4) {
+        __m128 a = _mm_loadu_ps(src + r0 * nr + c), b = _mm_loadu_ps(src + (r0 + 1) * nr + c);
+        __m128 e = _mm_loadu_ps(src + (r0 + 2) * nr + c), f = _mm_loadu_ps(src + (r0 + 3) * nr + c);
+        _MM_TRANSPOSE4_PS(a, b, e, f);
+        _mm_storeu_ps(dst + c * nr + r0, a);
+        _mm_storeu_ps(dst + (c + 1) * nr + r0, b);
+        _mm_storeu_ps(dst + (c + 2) * nr + r0, e);
+        _mm_storeu_ps(dst + (c + 3) * nr + r0, f);
+      }
+#endif
+  for (int64_t c = 0; c < nr; ++c) {
+    float* row = dst + c * nr;
+    for (int64_t r = r0; r < rows; ++r) row[r] = src[r * nr + c];
+    std::fill(row + rows, row + nr, 0.0f);
+  }
+}
+
+// Source panel p's blocks into the transposed panels (see PackedMatrix::transposed): block (p, q) of nr x nr moves
+// from rows q * nr .. of source panel p to rows p * nr .. of result panel q, turned; both blocks are contiguous.
+void transpose_panel(const float* panel, int64_t p, int64_t k, int64_t panel_count, int64_t nr, float* out) {
+  for (int64_t q = 0; q * nr < k; ++q)
+    transpose_block(panel + q * nr * nr, out + (q * panel_count + p) * nr * nr, nr, std::min(nr, k - q * nr));
+}
+
+}  // namespace
 
 PackedMatrix::PackedMatrix(const cpu::PanelGeometry& geometry, int64_t count, int64_t n, int64_t k, WeightDtype dtype,
                            int64_t group_size, const MatrixSource& w, const MatrixSource& up)
@@ -139,6 +180,17 @@ void PackedMatrix::update(int64_t index, int part, const float* grad, const floa
   const float c2 = 1.0f - std::pow(step.beta2, static_cast<float>(step.step));
   float* weights = reinterpret_cast<float*>(data_.data());
   const int64_t panel_floats = static_cast<int64_t>(panel_bytes_ / sizeof(float));
+  // The transposed panels, where a backward made them, follow the weights: a gated matrix's are turned once both
+  // of its parts are updated (part 0 then part 1, as the layer's step calls it), from the panels still in cache;
+  // any other order leaves them stale, rebuilt at the next transposed().
+  bool refresh = false;
+  if (!transposed_fresh_.empty()) {
+    const bool last_part = part == (gated_ ? 1 : 0);
+    refresh = last_part && (gated_ ? refresh_due_[index] != 0 : transposed_fresh_[index] != 0);
+    refresh_due_[index] = gated_ && part == 0 && transposed_fresh_[index];
+    transposed_fresh_[index] = 0;
+  }
+  float* transposed = refresh ? transposed_.data() + index * transposed_floats() : nullptr;
   ThreadPool::instance().run(panels_, [&](int64_t p) {
     const int64_t at0 = (index * panels_ + p) * panel_floats, slot0 = part * out_cols_;
     const int64_t col0 = p * out_cols_, valid = std::min(out_cols_, n_ - col0);
@@ -165,7 +217,29 @@ void PackedMatrix::update(int64_t index, int part, const float* grad, const floa
         float unused = 0.0f;
         optimizer_update(bias_.data()[at], bias_grad[col0 + c], bs1[at], bs2 ? bs2[at] : unused, step, c1, c2);
       }
+    if (transposed) transpose_panel(weights + at0, p, k_, panels_, nr_, transposed);
   });
+  if (refresh) transposed_fresh_[index] = 1;
+}
+
+const float* PackedMatrix::transposed(int64_t index) const {
+  if (dtype_ != WeightDtype::float32)
+    throw Unsupported("moe-kernels: expected a float32 matrix for its transposed panels");
+  const int64_t per_matrix = transposed_floats();
+  if (transposed_fresh_.empty()) {
+    transposed_.reserve(static_cast<size_t>(count_ * per_matrix));
+    transposed_fresh_.assign(static_cast<size_t>(count_), 0);
+    refresh_due_.assign(static_cast<size_t>(count_), 0);
+  }
+  float* t = transposed_.data() + index * per_matrix;
+  if (!transposed_fresh_[index]) {
+    const float* w = reinterpret_cast<const float*>(data_.data()) + index * panels_ * (panel_bytes_ / sizeof(float));
+    const int64_t panel_floats = static_cast<int64_t>(panel_bytes_ / sizeof(float));
+    ThreadPool::instance().run(panels_,
+                               [&](int64_t p) { transpose_panel(w + p * panel_floats, p, k_, panels_, nr_, t); });
+    transposed_fresh_[index] = 1;
+  }
+  return t;
 }
 
 cpu::GemmProblem PackedMatrix::problem(int64_t index, Activation activation) const {

@@ -4,6 +4,7 @@
 // halves of act(gate) * up.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "../cpu/kernel_table.h"
 #include "aligned_buffer.h"
@@ -37,6 +38,12 @@ class PackedMatrix {
   void unpack(int64_t index, int part, float* out, float* bias) const;
   // Whether a bias was given for part 0 / 1.
   bool has_bias(int part) const { return has_bias_[part]; }
+  // Matrix `index` transposed, in float32 panels (float32 matrices only; Unsupported otherwise): ceil(k / nr) panels
+  // of panel_count() * nr rows (this matrix's columns, padding included) by nr columns (its inputs, zeros past k), the
+  // B of a GEMM by W^T (core/backward.cpp). Built at the first call, then refreshed by update() from the panels it
+  // has just written (a training loop's backward does not turn the weights again); 1x the weights in memory. The
+  // caller serialises this against update() (the layer's lock).
+  const float* transposed(int64_t index) const;
   // One optimizer step on matrix `index`, part 0 / 1, in place (float32 only): grad [n, k] and bias_grad [n] (or
   // null: the bias stays) in the [out, in] layout. The optimizer's state lives here, laid out like the weights. The
   // caller serialises this against forwards (the layer's lock).
@@ -53,6 +60,11 @@ class PackedMatrix {
   // Optimizer state, laid out like data_ (as floats) and bias_: momentum or first moment, second moment; empty
   // until a first step.
   AlignedBuffer<float> state1_, state2_, bias_state1_, bias_state2_;
+  // transposed(): one matrix's floats; the buffer; per matrix, whether it matches the weights, and (gated) whether
+  // part 0 was updated on fresh ones, so that part 1's update may refresh them.
+  int64_t transposed_floats() const { return (k_ + nr_ - 1) / nr_ * panels_ * nr_ * nr_; }
+  mutable AlignedBuffer<float> transposed_;
+  mutable std::vector<char> transposed_fresh_, refresh_due_;
 };
 
 }  // namespace moe
