@@ -290,10 +290,12 @@ describe('backwardAsync', () => {
     const got = await layer.backwardAsync(x, r, g, { into });
     expect(got.w1.data).toBe(into.w1.data);
     for (const key of ['dx', 'w1', 'w3', 'w2', 'b3'] as const) expect([key, same(got[key]!, want[key]!)]).toEqual([key, true]);
-    const victim = layer.backward(x, r, g);
+    const victim = layer.backward(x, r, Tensor.randn([c.tokens, c.dModel], { seed: 77 }));
+    const before = Float32Array.from(victim.dx.data as Float32Array);
     const pending = layer.backwardAsync(x, r, g, { into: victim });
     structuredClone(victim.w2.data.buffer, { transfer: [victim.w2.data.buffer] }); // detaches it
     await expect(pending).rejects.toThrow(/keep its .* elements while the backward ran/);
+    expect(Buffer.from((victim.dx.data as Float32Array).buffer).equals(Buffer.from(before.buffer))).toBe(true); // nothing written
     await expect(layer.backwardAsync(x, r, g, { into: { ...victim, w1: Tensor.zeros([4, 40, 23]) } })).rejects.toThrow(
       /options\.into\.w1\.shape/,
     );

@@ -122,10 +122,17 @@ Napi::Object expert_arrays(Napi::Env env, const moe::ExpertShape& s, bool b1, bo
   return o;
 }
 
-// On the JS thread, as an async backward settles: copies each gradient into the same-named array of `into` (checked
-// again: still a Float32Array of that length), and puts that array in the result instead.
+// On the JS thread, as an async backward settles: copies each gradient into the same-named array of `into` and puts
+// that array in the result instead; every one is checked first (still a Float32Array of that length), so that a
+// detached or resized one rejects the call with nothing written.
 void deliver_gradients(Napi::Env env, Napi::Object result, Napi::Object into) {
-  const auto copy = [env](Napi::Object from, Napi::Object to, const char* name, const std::string& path) {
+  struct Pair {
+    Napi::Object from;
+    const char* name;
+    Napi::Float32Array src, dst;
+  };
+  std::vector<Pair> pairs;
+  const auto add = [&](Napi::Object from, Napi::Object to, const char* name, const std::string& path) {
     const Napi::Value src = from.Get(name), dst = to.Get(name);
     if (src.IsNull() || src.IsUndefined() || dst.IsNull() || dst.IsUndefined()) return;
     const Napi::Float32Array s = src.As<Napi::Float32Array>();
@@ -134,15 +141,18 @@ void deliver_gradients(Napi::Env env, Napi::Object result, Napi::Object into) {
     if (!intact)
       throw_range_error(env, "expected " + path + "." + name + " to keep its " + std::to_string(s.ElementLength()) +
                                  " elements while the backward ran but got a detached or resized array");
-    std::memcpy(dst.As<Napi::Float32Array>().Data(), s.Data(), s.ElementLength() * sizeof(float));
-    from.Set(name, dst);
+    pairs.push_back({from, name, s, dst.As<Napi::Float32Array>()});
   };
-  for (const char* name : {"dx", "dWeights", "sharedGate"}) copy(result, into, name, "into");
+  for (const char* name : {"dx", "dWeights", "sharedGate"}) add(result, into, name, "into");
   for (const char* set : {"experts", "shared"}) {
     const Napi::Value r = result.Get(set), i = into.Get(set);
     if (!r.IsObject() || !i.IsObject()) continue;
     for (const char* name : {"w1", "w3", "w2", "b1", "b3", "b2"})
-      copy(r.As<Napi::Object>(), i.As<Napi::Object>(), name, std::string("into.") + set);
+      add(r.As<Napi::Object>(), i.As<Napi::Object>(), name, std::string("into.") + set);
+  }
+  for (Pair& p : pairs) {
+    std::memcpy(p.dst.Data(), p.src.Data(), p.src.ElementLength() * sizeof(float));
+    p.from.Set(p.name, p.dst);
   }
 }
 
