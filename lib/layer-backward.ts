@@ -9,7 +9,7 @@ import { ExpertWeights } from './expert-weights';
 import { GateGradients } from './gate-gradients';
 import { ResolvedConfig } from './layer-config';
 import { MoEOutput } from './layer-output';
-import { NativeBackwardResult as NativeBackward, NativeExportedExperts, NativeGradientDestinations } from './native';
+import { NativeBackwardResult as NativeBackward, NativeExportedExperts, NativeGradientDestinations, NativeLayer } from './native';
 import { Tensor } from './tensor';
 import { typedArrayTag } from './typed-arrays';
 import { expectTensor } from './validate';
@@ -45,24 +45,9 @@ export interface BackwardContext {
   routerWeights: Float32Array;
   noiseRouterWeights?: Float32Array;
   hasRouterBias: boolean;
-  experts: (
-    x: Float32Array,
-    tokens: number,
-    k: number,
-    experts: Int32Array,
-    weights: Float32Array,
-    grad: Float32Array,
-    into: NativeGradientDestinations | undefined,
-  ) => NativeBackward;
-  expertsAsync: (
-    x: Float32Array,
-    tokens: number,
-    k: number,
-    experts: Int32Array,
-    weights: Float32Array,
-    grad: Float32Array,
-    into: NativeGradientDestinations | undefined,
-  ) => Promise<NativeBackward>;
+  /** The binding's backwardSync and backward (lib/native.ts), bound to the layer. */
+  experts: NativeLayer['backwardSync'];
+  expertsAsync: NativeLayer['backward'];
   gateGradients: (x: Tensor, result: MoEOutput, gradOutput: Tensor, slotGradients: Float64Array) => GateGradients;
 }
 

@@ -74,11 +74,7 @@ export function expectError(fn: () => unknown, kind: 'TypeError' | 'RangeError',
   } catch (e) {
     caught = e;
   }
-  expect(caught).toBeDefined();
-  const err = caught as Error;
-  expect(err.name).toBe(kind);
-  expect(err.message).toMatch(/^moe-kernels: expected .+ but got .+/s);
-  expect(err.message).toMatch(re);
+  checkError(caught, kind, re);
 }
 
 /** The async form of expectError: `p` rejects with `kind` and a message in the one format matching `re`. */
@@ -89,6 +85,10 @@ export async function expectRejection(p: Promise<unknown>, kind: 'TypeError' | '
   } catch (e) {
     caught = e;
   }
+  checkError(caught, kind, re);
+}
+
+function checkError(caught: unknown, kind: 'TypeError' | 'RangeError', re: RegExp): void {
   expect(caught).toBeDefined();
   const err = caught as Error;
   expect(err.name).toBe(kind);
