@@ -293,7 +293,8 @@ describe('backwardAsync', () => {
     const victim = layer.backward(x, r, Tensor.randn([c.tokens, c.dModel], { seed: 77 }));
     const before = Float32Array.from(victim.dx.data as Float32Array);
     const pending = layer.backwardAsync(x, r, g, { into: victim });
-    structuredClone(victim.w2.data.buffer, { transfer: [victim.w2.data.buffer] }); // detaches it
+    const buffer = victim.w2.data.buffer as ArrayBuffer;
+    structuredClone(buffer, { transfer: [buffer] }); // detaches it
     await expect(pending).rejects.toThrow(/keep its .* elements while the backward ran/);
     expect(Buffer.from((victim.dx.data as Float32Array).buffer).equals(Buffer.from(before.buffer))).toBe(true); // nothing written
     await expect(layer.backwardAsync(x, r, g, { into: { ...victim, w1: Tensor.zeros([4, 40, 23]) } })).rejects.toThrow(
