@@ -396,6 +396,16 @@ struct KernelImpl {
     const int64_t out_cols = p.gated ? NR / 2 : NR;
     const int64_t col0 = panel * out_cols;
     const int64_t valid = std::min<int64_t>(out_cols, p.n - col0);
+    if (!p.bias) {  // a plain product (no bias, identity, row output): the accumulators as they are
+      for (int64_t i = 0; i < rows; ++i) {
+        float* out = p.c.row(c0 + i) + col0;
+        if (valid == NR)
+          for (int v = 0; v < NV; ++v) V::store(out + v * W, V::load(acc + i * NR + v * W));
+        else
+          std::memcpy(out, acc + i * NR, sizeof(float) * valid);
+      }
+      return;
+    }
     for (int64_t i = 0; i < rows; ++i) {
       const int64_t row = c0 + i;
       if (p.pre.base) {

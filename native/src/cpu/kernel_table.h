@@ -36,11 +36,13 @@ struct RowMap {
 struct GemmProblem {
   const void* panels = nullptr;  // packed B for one expert, panel_count panels of k x nr weights in weight_dtype
   WeightDtype weight_dtype = WeightDtype::float32;
-  int64_t panel_bytes = 0;      // bytes per panel (core/weight_formats.h has each dtype's layout)
-  int64_t group = 0;            // int8 / int4: inputs per scale (divides k)
-  const float* bias = nullptr;  // packed bias: panel_count * nr floats (zeros where absent)
-  int64_t k = 0;                // reduction length
-  int64_t n = 0;                // valid output columns
+  int64_t panel_bytes = 0;  // bytes per panel (core/weight_formats.h has each dtype's layout)
+  int64_t group = 0;        // int8 / int4: inputs per scale (divides k)
+  // Packed bias: panel_count * nr floats (zeros where absent). Null: a plain product (identity activation, not
+  // gated, no pre, row output), whose accumulators are stored as they are (the backward's GEMMs of data).
+  const float* bias = nullptr;
+  int64_t k = 0;  // reduction length
+  int64_t n = 0;  // valid output columns
   Activation activation = Activation::identity;
   float alpha = 1.0f, limit = 0.0f;  // swiglu_clamped's parameters
   bool gated = false;
