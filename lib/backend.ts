@@ -1,6 +1,6 @@
 import { loadedBinary, native } from './native';
 import type { LoadedBinary } from './native-loader';
-import type { NativeReadProbe } from './native';
+import type { MpiInfo, NativeReadProbe } from './native';
 import { typeError } from './errors';
 import { expectInteger } from './validate';
 
@@ -12,6 +12,11 @@ export interface BackendInfo {
   /** Every ISA this CPU and build can run, best first. */
   supportedIsas: string[];
   cuda: { compiled: boolean; devices: number; reason?: string };
+  /**
+   * MPI for expert-parallel layers (a build with `npm run build:mpi`): started by the first such layer, in a
+   * process that mpirun started (or alone, as a job of one).
+   */
+  mpi: MpiInfo;
   /** The addon file in use: the prebuilt one shipped for this platform, the package's own source build, or pinned. */
   binary: LoadedBinary;
 }

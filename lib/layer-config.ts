@@ -52,10 +52,22 @@ export interface MoEConfig {
    * Q8_0 / Q4_0 block), or 'row' for one scale per output row (vLLM's ExpertsInt8).
    */
   groupSize?: GroupSize;
+  /**
+   * Expert parallelism over the ranks of an MPI job (a build with `npm run build:mpi`, processes started by mpirun):
+   * true splits the routed experts into contiguous slices as even as possible, or give the experts per rank
+   * ([count per rank], zeros allowed). Every rank builds the layer with the same config and holds its slice's experts
+   * only; forward is collective (README, "Scaling out"). CPU only.
+   */
+  expertParallel?: boolean | number[];
 }
 
 /** A config with every default filled in and every field checked; `backend` is the one the layer runs on. */
-export type ResolvedConfig = Required<Omit<MoEConfig, 'router' | 'backend'>> & { router: Readonly<RouterConfig>; backend: 'cpu' | 'cuda' };
+export type ResolvedConfig = Required<Omit<MoEConfig, 'router' | 'backend' | 'expertParallel'>> & {
+  router: Readonly<RouterConfig>;
+  backend: 'cpu' | 'cuda';
+  /** false, true, or the routed experts per rank. */
+  expertParallel: boolean | readonly number[];
+};
 
 /** Checks a config and fills in its defaults. */
 export function resolveConfig(config: MoEConfig): ResolvedConfig {
@@ -88,6 +100,9 @@ export function resolveConfig(config: MoEConfig): ResolvedConfig {
   const backend = resolveBackend(config.backend);
   if (backend === 'cuda' && sharedExperts > 0)
     throw rangeError("config.sharedExperts = 0 with backend 'cuda' (not supported on the GPU yet)", `${sharedExperts}`);
+  const expertParallel = resolveExpertParallel(config.expertParallel, numExperts);
+  if (backend === 'cuda' && expertParallel !== false)
+    throw rangeError("no config.expertParallel with backend 'cuda' (CPU only)", describe(config.expertParallel));
   const dModel = expectInteger(config.dModel, 'config.dModel', 1, MAX_DIM);
   const activation = expectOneOf(config.activation ?? 'swiglu', 'config.activation', ACTIVATIONS);
   const clamped = activation === 'swiglu-clamped';
@@ -131,7 +146,19 @@ export function resolveConfig(config: MoEConfig): ResolvedConfig {
     router: resolvedRouter,
     sharedExperts,
     sharedHidden,
+    expertParallel,
   };
+}
+
+/** false, true, or a list of expert counts per rank adding up to numExperts (the core checks it has one per rank). */
+function resolveExpertParallel(value: unknown, numExperts: number): boolean | readonly number[] {
+  if (value === undefined || typeof value === 'boolean') return value ?? false;
+  if (!Array.isArray(value))
+    throw typeError('config.expertParallel to be a boolean or an array of expert counts per rank', describe(value));
+  const counts = value.map((c, i) => expectInteger(c, `config.expertParallel[${i}]`, 0, numExperts));
+  const sum = counts.reduce((a, b) => a + b, 0);
+  if (sum !== numExperts) throw rangeError(`config.expertParallel's counts to add up to numExperts (${numExperts})`, `${sum}`);
+  return Object.freeze(counts);
 }
 
 /** 'auto' picks CUDA when compiled and a device exists; 'cuda' must have both, with a message saying which is missing. */

@@ -112,6 +112,7 @@ export function layerSpec(
     normalizeTopK: c.normalizeTopK,
     threads: c.threads,
     backend: c.backend,
+    ...(c.expertParallel === false ? {} : { expertParallel: c.expertParallel === true ? true : [...c.expertParallel] }),
     routing: builtIn ?? NOT_BUILT_IN,
   };
 }

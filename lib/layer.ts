@@ -106,22 +106,39 @@ export class MoELayer implements Disposable {
 
   /** Runs the layer off the event loop. x: float32 [tokens, dModel]; it is read, never modified. */
   async forward(x: Tensor, options: ForwardOptions = {}): Promise<MoEOutput> {
-    const p = this.prepare(x, options);
+    const { p, routed } = this.collectiveChecks(() => this.prepareRouted(x, options));
     const { handle, data, tokens } = p;
-    if (this.router.isNative(p.training)) return this.nativeOutput(p, await handle.forward(data, tokens, p.out?.data, p.keep));
-    const routed = this.router.route(handle, data, tokens, p.training);
+    if (!routed) return this.nativeOutput(p, await handle.forward(data, tokens, p.out?.data, p.keep));
     const { topK, experts } = routed.gate;
     return this.routedOutput(p, routed, await handle.forwardRouted(data, tokens, topK, experts, routed.weights, p.out?.data, p.keep));
   }
 
   /** The same as forward, on the calling thread. */
   forwardSync(x: Tensor, options: ForwardOptions = {}): MoEOutput {
-    const p = this.prepare(x, options);
+    const { p, routed } = this.collectiveChecks(() => this.prepareRouted(x, options));
     const { handle, data, tokens } = p;
-    if (this.router.isNative(p.training)) return this.nativeOutput(p, handle.forwardSync(data, tokens, p.out?.data, p.keep));
-    const routed = this.router.route(handle, data, tokens, p.training);
+    if (!routed) return this.nativeOutput(p, handle.forwardSync(data, tokens, p.out?.data, p.keep));
     const { topK, experts } = routed.gate;
     return this.routedOutput(p, routed, handle.forwardRoutedSync(data, tokens, topK, experts, routed.weights, p.out?.data, p.keep));
+  }
+
+  /** A forward's checks and, unless the core routes by itself, its routing. */
+  private prepareRouted(x: Tensor, options: ForwardOptions) {
+    const p = this.prepare(x, options);
+    return { p, routed: this.router.isNative(p.training) ? undefined : this.router.route(p.handle, p.data, p.tokens, p.training) };
+  }
+
+  /**
+   * An expert-parallel layer's forward is collective: when this rank fails before it reaches the core, the other
+   * ranks are told (they throw a RangeError saying another rank failed) instead of waiting for it.
+   */
+  private collectiveChecks<T>(checks: () => T): T {
+    try {
+      return checks();
+    } catch (e) {
+      if (this.config.expertParallel !== false && this.handle) this.handle.collectiveFailed();
+      throw e;
+    }
   }
 
   /**

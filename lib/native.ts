@@ -148,6 +148,8 @@ export interface NativeLayer {
   ): Promise<NativeRoutedResult>;
   dispose(): void;
   packedBytes(): number;
+  /** An expert-parallel layer: this rank's call failed its checks before it reached the core; the others fail too. */
+  collectiveFailed(): void;
 }
 
 export interface NativeReadProbe {
@@ -203,8 +205,20 @@ export interface NativeLayerSpec {
   normalizeTopK: boolean;
   threads: number;
   backend: 'cpu' | 'cuda';
+  /** Expert parallelism over an MPI job: true (even slices) or the routed experts per rank. */
+  expertParallel?: boolean | number[];
   /** The rule the layer's own forward routes by: softmax top-k, (CUDA) DeepSeek-V3's sigmoid + bias, or none. */
   routing: BuiltInRouting;
+}
+
+/** MPI as this process sees it (backendInfo().mpi): compiled into this build, started, this rank in how many. */
+export interface MpiInfo {
+  compiled: boolean;
+  initialized: boolean;
+  rank: number;
+  size: number;
+  /** Why MPI is not available or not started yet; empty when it runs. */
+  reason: string;
 }
 
 export interface NativeBinding {
@@ -213,6 +227,7 @@ export interface NativeBinding {
     threads: number;
     supportedIsas: string[];
     cuda: { compiled: boolean; devices: number; reason?: string };
+    mpi: MpiInfo;
   };
   setThreads(threads: number): void;
   measureFmaPeak(threads: number, seconds: number): number;

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // The package's install script. It compiles nothing when the prebuilt binary for this platform loads here
 // (prebuilds/, made by scripts/prebuild.js); otherwise it says why and builds from source with cmake-js.
-// It builds from source, whatever is prebuilt, when asked to (MOE_CUDA=1 for the CUDA backend,
-// MOE_KERNELS_BUILD_FROM_SOURCE=1, or npm's --build-from-source) and in a clone of the repository, where the
+// It builds from source, whatever is prebuilt, when asked to (MOE_CUDA=1 for the CUDA backend, MOE_MPI=1 for the
+// MPI transport of expert-parallel layers, MOE_KERNELS_BUILD_FROM_SOURCE=1, or npm's --build-from-source) and in a clone of the repository, where the
 // C++ tests are built beside the addon. An install with --ignore-scripts (or npm 11's default of not running
 // a dependency's install script) skips all of this and uses the prebuilt binary.
 'use strict';
@@ -40,9 +40,10 @@ function prebuilt() {
 
 function main() {
   const cuda = truthy(process.env.MOE_CUDA);
+  const mpi = truthy(process.env.MOE_MPI);
   const clone = fs.existsSync(path.join(root, 'native', 'tests', 'core_tests.cpp'));
   const asked = truthy(process.env.MOE_KERNELS_BUILD_FROM_SOURCE) || truthy(process.env.npm_config_build_from_source);
-  if (!cuda && !clone && !asked) {
+  if (!cuda && !mpi && !clone && !asked) {
     const { entry, problem } = prebuilt();
     if (entry) {
       console.log(`moe-kernels: using the prebuilt binary for ${key} (glibc >= ${entry.glibc}); nothing to compile`);
@@ -50,10 +51,16 @@ function main() {
     }
     console.log(`moe-kernels: ${problem}; building from source instead`);
   } else {
-    const why = cuda ? 'MOE_CUDA is set' : clone ? 'this is a clone of the repository' : 'a build from source was asked for';
+    const why = cuda
+      ? 'MOE_CUDA is set'
+      : mpi
+        ? 'MOE_MPI is set'
+        : clone
+          ? 'this is a clone of the repository'
+          : 'a build from source was asked for';
     console.log(`moe-kernels: ${why}: building from source`);
   }
-  return buildFromSource({ cuda });
+  return buildFromSource({ cuda, mpi });
 }
 
 process.exit(main() ? 0 : 1);

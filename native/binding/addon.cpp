@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "../src/core/expert_exchange.h"
 #include "args.h"
 #include "kernels_binding.h"
 #include "layer_binding.h"
@@ -29,6 +30,14 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   cuda.Set("devices", device.devices);
   cuda.Set("reason", device.reason);
   out.Set("cuda", cuda);
+  const moe::MpiStatus mpi = moe::mpi_status();
+  auto m = Napi::Object::New(env);
+  m.Set("compiled", mpi.compiled);
+  m.Set("initialized", mpi.initialized);
+  m.Set("rank", mpi.rank);
+  m.Set("size", mpi.size);
+  m.Set("reason", mpi.reason);
+  out.Set("mpi", m);
   return out;
 }
 

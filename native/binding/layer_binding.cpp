@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -163,6 +164,21 @@ struct BuiltLayer {
   moe::LayerConfig config;
 };
 
+// The checks of a collective call (an expert-parallel layer's forward): when they throw, the other ranks are told
+// (Layer::collective_failed) before the error reaches the caller, so that none of them waits for this rank.
+struct CollectiveChecks {
+  moe::Layer* layer;
+  bool passed = false;
+  const int exceptions = std::uncaught_exceptions();
+  ~CollectiveChecks() {
+    if (passed || !layer || !layer->collective() || std::uncaught_exceptions() <= exceptions) return;
+    try {
+      layer->collective_failed();
+    } catch (...) {  // (the caller's error is the one to report)
+    }
+  }
+};
+
 class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -179,7 +195,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
          InstanceMethod("exportWeights", &NativeLayer::ExportWeights),
          InstanceMethod("backwardSync", &NativeLayer::BackwardSync), InstanceMethod("backward", &NativeLayer::Backward),
          InstanceMethod("applyGradients", &NativeLayer::ApplyGradients),
-         InstanceMethod("packedBytes", &NativeLayer::PackedBytes)});
+         InstanceMethod("packedBytes", &NativeLayer::PackedBytes),
+         InstanceMethod("collectiveFailed", &NativeLayer::CollectiveFailed)});
   }
 
   // (spec: NativeLayerSpec, read by name in spec.cpp)
@@ -311,15 +328,26 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return result;
   }
 
+  // Exposed to TypeScript, for checks it makes before it calls in.
+  Napi::Value CollectiveFailed(const Napi::CallbackInfo& info) {
+    auto layer = get(info.Env());
+    if (layer->collective()) run_guarded(info.Env(), [&] { layer->collective_failed(); });
+    return info.Env().Undefined();
+  }
+
   Napi::Value ForwardSync(const Napi::CallbackInfo& info) {
+    CollectiveChecks checks{layer_.get()};
     const Call call = prepare(info, false);
+    checks.passed = true;
     run_guarded(info.Env(), [&] { call.run(); });
     return Call::result(info.Env(), call.arrays());
   }
 
   Napi::Value Forward(const Napi::CallbackInfo& info) {
+    CollectiveChecks checks{layer_.get()};
     const bool small = get(info.Env())->runs_inline(int_arg(info, 1, "tokens", 1, kMaxDim) * config_.top_k);
     const Call call = prepare(info, !small);
+    checks.passed = true;
     if (small)
       return resolved(info.Env(), [&] {
         run_guarded(info.Env(), [&] { call.run(); });
@@ -509,6 +537,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   Napi::Value forward_routed(const Napi::CallbackInfo& info, bool promise) {
     const Napi::Env env = info.Env();
     auto layer = get(env);
+    CollectiveChecks checks{layer.get()};
     const moe::LayerConfig& c = config_;
     const int64_t d = c.experts.d_model, e = c.experts.num_experts;
     const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
@@ -528,6 +557,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     float* out = staged.data ? staged.data.get() : output.Data();
     int32_t* cnt = counts.Data();
     const bool keep = info[6].IsBoolean() && info[6].As<Napi::Boolean>().Value();
+    checks.passed = true;
     const auto run = [layer, x, tokens, k, experts, weights, out, cnt, d, keep] {
       layer->forward_routed(x.data, tokens, static_cast<int>(k), experts.data, weights.data, out, cnt, keep);
       check_output_finite(out, tokens * d);

@@ -200,10 +200,31 @@ moe::LayerSpec read_layer(const Fields& f) {
   } else if (f.present("sharedGate")) {
     throw_range_error(f.env(), "expected no spec.sharedGate without shared experts but got one");
   }
+  // expertParallel: true (slices as even as possible) or the routed experts per rank, [count, ...].
+  if (f.present("expertParallel")) {
+    const Napi::Value ep = f.value("expertParallel");
+    c.expert_parallel = ep.IsArray() || (ep.IsBoolean() && ep.As<Napi::Boolean>().Value());
+    if (!ep.IsArray() && !ep.IsBoolean())
+      throw_type_error(f.env(), "expected spec.expertParallel to be a boolean or an array of expert counts per rank");
+    if (ep.IsArray()) {
+      const Napi::Array a = ep.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); ++i) {
+        const Napi::Value v = a.Get(i);
+        const double count = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1.0;
+        if (!(count >= 0 && count <= static_cast<double>(n) &&
+              count == static_cast<double>(static_cast<int64_t>(count))))
+          throw_range_error(f.env(), "expected spec.expertParallel[" + std::to_string(i) +
+                                         "] to be an integer count of experts in 0.." + std::to_string(n));
+        c.expert_slices.push_back(static_cast<int32_t>(count));
+      }
+    }
+  }
   const std::string backend = f.string("backend");
   if (backend != "cpu" && backend != "cuda")
     throw_range_error(f.env(), "expected spec.backend to be 'cpu' or 'cuda' but got '" + backend + "'");
   spec.backend = backend == "cuda" ? moe::Backend::cuda : moe::Backend::cpu;
+  if (spec.backend == moe::Backend::cuda && c.expert_parallel)
+    throw_range_error(f.env(), "expected spec.backend 'cpu' for an expert-parallel layer but got 'cuda'");
   if (spec.backend == moe::Backend::cuda && spec.shared_gate)
     throw_range_error(f.env(), "expected no spec.sharedGate with backend 'cuda' (CPU only) but got one");
   const Fields r = f.object("routing");

@@ -155,6 +155,10 @@ struct LayerConfig {
   bool normalize_top_k = true;
   int threads = 0;     // at most this many pool threads per forward; 0 = all
   ExpertShape shared;  // always-on shared experts (DeepSeekMoE); shared.num_experts = 0 for none
+  // Expert parallelism over the ranks of an MPI job (issue 20; a build with MOE_MPI): every rank holds the routed
+  // experts of its slice only, and forward / forward_routed are collective. CPU only.
+  bool expert_parallel = false;
+  std::vector<int32_t> expert_slices;  // routed experts per rank; empty: as even as possible
 };
 
 struct LayerOutputs {                    // caller-owned buffers
@@ -300,6 +304,10 @@ class Layer {
   virtual bool runs_inline(int64_t slots) const = 0;
   // The job queue the layer's async calls go to (post_job).
   virtual JobQueue queue() const = 0;
+  // An expert-parallel layer's forwards are collective (every rank calls them); a rank whose call fails its checks
+  // before it reaches the layer calls collective_failed() instead, so that the other ranks fail too.
+  virtual bool collective() const { return false; }
+  virtual void collective_failed() {}
 };
 
 // A layer on spec.backend; throws std::runtime_error where that backend is not compiled or has no device.
@@ -329,6 +337,8 @@ class CpuLayer final : public Layer {
   size_t host_bytes() const override;
   bool runs_inline(int64_t slots) const override;
   JobQueue queue() const override { return JobQueue::cpu; }
+  bool collective() const override;
+  void collective_failed() override;
 
  private:
   struct State;

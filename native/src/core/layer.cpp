@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "expert_parallel.h"
 #include "experts.h"
 #include "isa.h"
 #include "thread_pool.h"
@@ -19,9 +20,12 @@ struct CpuLayer::State {
         const BuiltInRouting& r, const float* noise_router_weights, const float* shared_gate_weights)
       : config(c),
         rule(r.rule),
+        exchange(c.expert_parallel ? expert_exchange() : nullptr),
+        bounds(exchange ? expert_bounds(c.experts.num_experts, exchange->size(), c.expert_slices)
+                        : std::vector<int64_t>{0, c.experts.num_experts}),
         router(kernels().geometry, 1, c.experts.num_experts, c.experts.d_model, WeightDtype::float32, 0,
                {router_weights}),
-        packed_experts(c.experts, w) {
+        packed_experts(local_shape(), slice_weights(c.experts, w, bounds[rank()])) {
     if (c.shared.num_experts > 0) shared = std::make_unique<PackedExperts>(c.shared, sw);
     // Packed once, like the router (it was packed again on every forward of a noisy top-k layer).
     if (noise_router_weights)
@@ -33,6 +37,36 @@ struct CpuLayer::State {
   }
   LayerConfig config;
   BuiltInRouting::Rule rule;
+  // Expert parallel: the job's ranks, and the first routed expert of each (bounds[r] .. bounds[r + 1] are rank
+  // r's, the ones packed_experts holds here). Otherwise null, and the one slice of all experts.
+  std::shared_ptr<ExpertExchange> exchange;
+  std::vector<int64_t> bounds;
+  ExchangeWorkspace exchange_ws;
+  int rank() const { return exchange ? exchange->rank() : 0; }
+  ExpertShape local_shape() const {
+    ExpertShape s = config.experts;
+    s.num_experts = bounds[rank() + 1] - bounds[rank()];
+    return s;
+  }
+  // An expert-parallel call's first step: every rank's checks passed (see Layer::collective_failed).
+  void begin_collective(bool keep) {
+    if (!exchange) return;
+    const bool all = exchange->all_ok(!keep);
+    if (keep)
+      throw Unsupported(
+          "moe-kernels: expected a forward without training on an expert-parallel layer (its backward is not there "
+          "yet) but got training: true");
+    if (!all)
+      throw std::invalid_argument(
+          "moe-kernels: expected every rank of the expert-parallel forward to pass its checks but another rank's "
+          "call failed (its own error says why); no rank ran this forward");
+  }
+  // Calls an expert-parallel layer does not offer yet.
+  void not_expert_parallel(const char* what) const {
+    if (exchange)
+      throw Unsupported(std::string("moe-kernels: expected a layer that is not expert-parallel for ") + what +
+                        " but got an expert-parallel one");
+  }
   PackedMatrix router;
   std::unique_ptr<PackedMatrix> noise_router;
   std::unique_ptr<PackedMatrix> shared_gate;  // Qwen2-MoE's shared_expert_gate, or none (weight 1)
@@ -99,7 +133,11 @@ struct CpuLayer::State {
       kept_x.assign(x, x + tokens * shape.d_model);
       kept_experts.assign(experts, experts + tokens * k);
     }
-    expert_ffn(packed_experts, x, tokens, slots_per_token, offset, slot_order, out, ffn, pre);
+    if (exchange)
+      exchange_routed(*exchange, bounds, packed_experts, x, shape.d_model, slots_per_token, offset, slot_order, out,
+                      exchange_ws, ffn);
+    else
+      expert_ffn(packed_experts, x, tokens, slots_per_token, offset, slot_order, out, ffn, pre);
     if (keep) kept_tokens = tokens, kept_k = k;
     if (shared) expert_ffn(*shared, x, tokens, slots_per_token, offset + routed, slot_order, out, ffn);
     zero_unrouted_slots(slot_order, offset[all], slots, shape.d_model, out, ffn);
@@ -148,6 +186,7 @@ void CpuLayer::forward(const float* x, int64_t tokens, const LayerOutputs& out) 
         "moe-kernels: expected a layer whose own routing the CPU runs (softmax top-k) but got one "
         "routed by its caller (forward_routed)");
   std::lock_guard<std::mutex> lock(s.mutex);
+  s.begin_collective(out.keep_for_backward);
   const ThreadLimit limit(s.config.threads);
   const ExpertShape& shape = s.config.experts;
   s.start_timing();
@@ -162,6 +201,7 @@ void CpuLayer::forward(const float* x, int64_t tokens, const LayerOutputs& out) 
 
 void CpuLayer::export_weights(const LayerWeightsOut& out) const {
   State& s = *state_;
+  s.not_expert_parallel("exportWeights");
   std::lock_guard<std::mutex> lock(s.mutex);
   if (out.router) s.router.unpack(0, 0, out.router, nullptr);
   if (out.noise_router && s.noise_router) s.noise_router->unpack(0, 0, out.noise_router, nullptr);
@@ -173,6 +213,7 @@ void CpuLayer::export_weights(const LayerWeightsOut& out) const {
 void CpuLayer::backward(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
                         const float* d_out, const LayerGradients& g) {
   State& s = *state_;
+  s.not_expert_parallel("backward");
   std::lock_guard<std::mutex> lock(s.mutex);
   const ThreadLimit limit(s.config.threads);
   const ExpertShape& shape = s.config.experts;
@@ -235,6 +276,7 @@ void CpuLayer::backward(const float* x, int64_t tokens, int k, const int32_t* ex
 
 void CpuLayer::apply_gradients(const ParameterGradients& g, const OptimizerStep& step) {
   State& s = *state_;
+  s.not_expert_parallel("an optimizer step");
   std::lock_guard<std::mutex> lock(s.mutex);
   const ThreadLimit limit(s.config.threads);
   if (s.config.experts.weight_dtype != WeightDtype::float32)
@@ -271,6 +313,7 @@ LayerWeightsPresent CpuLayer::weights_present() const {
 
 void CpuLayer::slot_outputs(const float* x, int64_t tokens, int k, const int32_t* experts, float* slot_out) {
   State& s = *state_;
+  s.not_expert_parallel("slot outputs");
   std::lock_guard<std::mutex> lock(s.mutex);
   const ThreadLimit limit(s.config.threads);
   const ExpertShape& shape = s.config.experts;
@@ -307,9 +350,17 @@ void CpuLayer::forward_routed(const float* x, int64_t tokens, int k, const int32
                               float* output, int32_t* tokens_per_expert, bool keep_for_backward) {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
+  s.begin_collective(keep_for_backward);
   const ThreadLimit limit(s.config.threads);
   s.start_timing();
   s.run_experts(x, tokens, k, experts, weights, output, tokens_per_expert, keep_for_backward);
+}
+
+bool CpuLayer::collective() const { return state_->exchange != nullptr; }
+void CpuLayer::collective_failed() {
+  State& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  if (s.exchange) s.exchange->all_ok(false);
 }
 
 LayerTimings CpuLayer::last_timings() const {

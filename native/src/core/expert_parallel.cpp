@@ -1,0 +1,118 @@
+// Expert parallelism: the two all-to-all exchanges of a forward around the owner's grouped FFN (see
+// expert_parallel.h).
+#include "expert_parallel.h"
+
+#include <numeric>
+#include <stdexcept>
+#include <string>
+
+#include "thread_pool.h"
+#include "weight_formats.h"
+
+namespace moe {
+
+std::vector<int64_t> expert_bounds(int64_t num_experts, int ranks, const std::vector<int32_t>& slices) {
+  std::vector<int64_t> bounds(static_cast<size_t>(ranks) + 1, 0);
+  if (slices.empty()) {
+    for (int r = 0; r < ranks; ++r) bounds[r + 1] = bounds[r] + num_experts / ranks + (r < num_experts % ranks ? 1 : 0);
+    return bounds;
+  }
+  if (static_cast<int64_t>(slices.size()) != ranks)
+    throw std::invalid_argument("moe-kernels: expected expertParallel.slices to have one count per rank (" +
+                                std::to_string(ranks) + ") but got " + std::to_string(slices.size()));
+  for (int r = 0; r < ranks; ++r) {
+    if (slices[r] < 0)
+      throw std::invalid_argument("moe-kernels: expected expertParallel.slices to be counts >= 0 but got " +
+                                  std::to_string(slices[r]) + " for rank " + std::to_string(r));
+    bounds[r + 1] = bounds[r] + slices[r];
+  }
+  if (bounds[ranks] != num_experts)
+    throw std::invalid_argument("moe-kernels: expected expertParallel.slices to add up to numExperts (" +
+                                std::to_string(num_experts) + ") but they add up to " + std::to_string(bounds[ranks]));
+  return bounds;
+}
+
+ExpertWeights slice_weights(const ExpertShape& s, const ExpertWeights& w, int64_t first) {
+  const int64_t h = s.d_hidden, d = s.d_model;
+  ExpertWeights out = w;
+  // A matrix of `rows` rows of `cols` inputs per expert, in whichever of its three forms it came.
+  const auto move = [&](const float*& f, QuantizedSource& q, HalfSource& half, int64_t rows, int64_t cols) {
+    if (f) f += first * rows * cols;
+    if (half.bits) half.bits += first * rows * cols;
+    if (q.codes) {
+      const int64_t groups = cols / (s.group_size > 0 ? s.group_size : cols);
+      q.codes += first * rows * code_bytes(s.weight_dtype, cols);
+      q.scales += first * rows * groups;
+    }
+  };
+  move(out.w1, out.q1, out.h1, h, d);
+  move(out.w3, out.q3, out.h3, h, d);
+  move(out.w2, out.q2, out.h2, d, h);
+  if (out.b1) out.b1 += first * h;
+  if (out.b3) out.b3 += first * h;
+  if (out.b2) out.b2 += first * d;
+  return out;
+}
+
+void exchange_routed(ExpertExchange& ex, const std::vector<int64_t>& bounds, const PackedExperts& local, const float* x,
+                     int64_t d, int spt, const int32_t* offsets, const int32_t* order, float* slot_out,
+                     ExchangeWorkspace& ws, FfnWorkspace& ffn) {
+  const int ranks = ex.size(), me = ex.rank();
+  const int64_t mine = bounds[me + 1] - bounds[me], routed_experts = bounds[ranks];
+  const size_t R = static_cast<size_t>(ranks);
+  ws.sc.assign(R, 0), ws.so.assign(R, 0), ws.rc.assign(R, 0), ws.ro.assign(R, 0);
+
+  // 1. Rows per expert: to rank q the counts of its experts; from every rank, the counts of mine.
+  ws.counts_out.resize(static_cast<size_t>(routed_experts));
+  for (int64_t e = 0; e < routed_experts; ++e) ws.counts_out[e] = offsets[e + 1] - offsets[e];
+  ws.counts_in.assign(R * static_cast<size_t>(mine), 0);
+  for (int q = 0; q < ranks; ++q) {
+    ws.sc[q] = bounds[q + 1] - bounds[q], ws.so[q] = bounds[q];
+    ws.rc[q] = mine, ws.ro[q] = q * mine;
+  }
+  ex.all_to_all(ws.counts_out.data(), ws.sc.data(), ws.so.data(), ws.counts_in.data(), ws.rc.data(), ws.ro.data());
+
+  // 2. The token rows in plan order (the experts of rank q are contiguous in it).
+  const int64_t out_rows = offsets[routed_experts] - offsets[0];
+  float* send = ws.send_rows.reserve(static_cast<size_t>(std::max<int64_t>(1, out_rows * d)));
+  ThreadPool::instance().run((out_rows + 63) / 64, [&](int64_t blk) {
+    for (int64_t p = blk * 64; p < std::min(out_rows, blk * 64 + 64); ++p) {
+      const float* row = x + static_cast<int64_t>(order[offsets[0] + p] / spt) * d;
+      std::copy(row, row + d, send + p * d);
+    }
+  });
+  int64_t in_rows = 0;
+  std::vector<int64_t> source_rows(R, 0);
+  for (int q = 0; q < ranks; ++q) {
+    ws.sc[q] = (offsets[bounds[q + 1]] - offsets[bounds[q]]) * d;
+    ws.so[q] = (offsets[bounds[q]] - offsets[0]) * d;
+    for (int64_t e = 0; e < mine; ++e) source_rows[q] += ws.counts_in[q * mine + e];
+    ws.rc[q] = source_rows[q] * d, ws.ro[q] = in_rows * d;
+    in_rows += source_rows[q];
+  }
+  float* recv = ws.recv_rows.reserve(static_cast<size_t>(std::max<int64_t>(1, in_rows * d)));
+  ex.all_to_all(send, ws.sc.data(), ws.so.data(), recv, ws.rc.data(), ws.ro.data());
+
+  // 3. My slice's FFN, each source's rows as their own groups (the row blocks a single process would form).
+  float* results = ws.results.reserve(static_cast<size_t>(std::max<int64_t>(1, in_rows * d)));
+  ws.identity.resize(static_cast<size_t>(std::max<int64_t>(1, in_rows)));
+  std::iota(ws.identity.begin(), ws.identity.end(), 0);
+  ws.local_offsets.resize(static_cast<size_t>(mine) + 1);
+  for (int q = 0; q < ranks; ++q) {
+    if (source_rows[q] == 0) continue;
+    ws.local_offsets[0] = 0;
+    for (int64_t e = 0; e < mine; ++e) ws.local_offsets[e + 1] = ws.local_offsets[e] + ws.counts_in[q * mine + e];
+    expert_ffn(local, recv + ws.ro[q], source_rows[q], 1, ws.local_offsets.data(), ws.identity.data(),
+               results + ws.ro[q], ffn);
+  }
+
+  // 4. The outputs back to their sources (the exchange of step 2 reversed), then into their slots.
+  float* back = ws.returned.reserve(static_cast<size_t>(std::max<int64_t>(1, out_rows * d)));
+  ex.all_to_all(results, ws.rc.data(), ws.ro.data(), back, ws.sc.data(), ws.so.data());
+  ThreadPool::instance().run((out_rows + 63) / 64, [&](int64_t blk) {
+    for (int64_t p = blk * 64; p < std::min(out_rows, blk * 64 + 64); ++p)
+      std::copy(back + p * d, back + p * d + d, slot_out + static_cast<int64_t>(order[offsets[0] + p]) * d);
+  });
+}
+
+}  // namespace moe
