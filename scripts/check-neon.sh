@@ -12,7 +12,7 @@ if ! command -v qemu-aarch64 >/dev/null; then
 fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-sources=(native/src/cpu/cpu_neon.cpp native/src/cpu/cpu_scalar.cpp native/src/core/*.cpp native/src/cuda/cuda_stub.cpp native/tests/*.cpp)
+sources=(native/src/cpu/cpu_neon.cpp native/src/cpu/cpu_scalar.cpp native/src/core/*.cpp native/src/cuda/cuda_stub.cpp native/src/mpi/mpi_stub.cpp native/tests/*.cpp)
 flags=(-std=c++17 -O2 -Wno-psabi -Inative/include -DMOE_HAVE_NEON -static)
 if command -v aarch64-linux-gnu-g++ >/dev/null; then
   aarch64-linux-gnu-g++ "${flags[@]}" "${sources[@]}" -o "$out/core_tests" -lpthread
