@@ -108,6 +108,8 @@ export class MoELayer implements Disposable {
   async forward(x: Tensor, options: ForwardOptions = {}): Promise<MoEOutput> {
     const { p, routed } = this.collectiveChecks(() => this.prepareRouted(x, options));
     const { handle, data, tokens } = p;
+    if (tokens === 0)
+      return this.emptyOutput(p, await handle.forwardRouted(data, 0, this.config.topK, NO_EXPERTS, NO_WEIGHTS, p.out?.data, p.keep));
     if (!routed) return this.nativeOutput(p, await handle.forward(data, tokens, p.out?.data, p.keep));
     const { topK, experts } = routed.gate;
     return this.routedOutput(p, routed, await handle.forwardRouted(data, tokens, topK, experts, routed.weights, p.out?.data, p.keep));
@@ -117,15 +119,24 @@ export class MoELayer implements Disposable {
   forwardSync(x: Tensor, options: ForwardOptions = {}): MoEOutput {
     const { p, routed } = this.collectiveChecks(() => this.prepareRouted(x, options));
     const { handle, data, tokens } = p;
+    if (tokens === 0)
+      return this.emptyOutput(p, handle.forwardRoutedSync(data, 0, this.config.topK, NO_EXPERTS, NO_WEIGHTS, p.out?.data, p.keep));
     if (!routed) return this.nativeOutput(p, handle.forwardSync(data, tokens, p.out?.data, p.keep));
     const { topK, experts } = routed.gate;
     return this.routedOutput(p, routed, handle.forwardRoutedSync(data, tokens, topK, experts, routed.weights, p.out?.data, p.keep));
   }
 
-  /** A forward's checks and, unless the core routes by itself, its routing. */
+  /** A forward's checks and, unless the core routes by itself (or there are no tokens), its routing. */
   private prepareRouted(x: Tensor, options: ForwardOptions) {
     const p = this.prepare(x, options);
-    return { p, routed: this.router.isNative(p.training) ? undefined : this.router.route(p.handle, p.data, p.tokens, p.training) };
+    const here = p.tokens > 0 && !this.router.isNative(p.training);
+    return { p, routed: here ? this.router.route(p.handle, p.data, p.tokens, p.training) : undefined };
+  }
+
+  /** The result of an expert-parallel rank's forward without tokens (it served its experts to the others). */
+  private emptyOutput(p: Prepared, r: NativeRoutedResult): MoEOutput {
+    const routed = { topK: this.config.topK, experts: NO_EXPERTS, weights: NO_WEIGHTS, logits: NO_WEIGHTS, dropped: 0 };
+    return this.assemble(p, r.output, { ...routed, tokensPerExpert: r.tokensPerExpert, routerInput: p.data });
   }
 
   /**
@@ -299,7 +310,8 @@ export class MoELayer implements Disposable {
     const handle = this.native();
     const xs = expectTensor(x, 'x', ['float32'], [null, this.config.dModel], ['tokens', 'dModel']);
     const tokens = xs.shape[0];
-    expectInteger(tokens, 'x.shape[0] (tokens)');
+    // An expert-parallel rank may have no tokens of its own: it still serves its experts in the exchange.
+    expectInteger(tokens, 'x.shape[0] (tokens)', this.config.expertParallel === false ? 1 : 0);
     if (typeof options !== 'object' || options === null) throw typeError('options to be an object', describe(options));
     const training = expectBoolean(options.training ?? false, 'options.training');
     const keep = training && !expectBoolean(options.recompute ?? false, 'options.recompute');
@@ -341,6 +353,9 @@ function prepare(config: MoEConfig, weights: MoEWeights<Tensor | QuantizedTensor
 
 /** Set only while fromPretrained constructs a layer it packed off the event loop (the constructor adopts it). */
 let adopting: { prepared: ReturnType<typeof prepare>; handle: NativeLayer } | undefined;
+
+const NO_EXPERTS = new Int32Array(0);
+const NO_WEIGHTS = new Float32Array(0);
 
 /** A forward's checked arguments (MoELayer.prepare). */
 type Prepared = ReturnType<MoELayer['prepare']>;

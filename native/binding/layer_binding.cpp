@@ -255,7 +255,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     Call call{get(env), {}, 0, {}, {}, {}, {}, {}, {}, {}, config_.experts.d_model};
     const moe::LayerConfig& c = config_;
     const int64_t d = c.experts.d_model, e = c.experts.num_experts, k = c.top_k;
-    call.tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
+    call.tokens = int_arg(info, 1, "tokens", call.layer->collective() ? 0 : 1, kMaxDim);
     slot_count(env, call.tokens, k);
     const float* caller_x = float32_arg(info, 0, "x", call.tokens * d);
     call.output = output_arg(info, 2, caller_x, call.tokens * d);
@@ -345,7 +345,9 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
 
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     CollectiveChecks checks{layer_.get()};
-    const bool small = get(info.Env())->runs_inline(int_arg(info, 1, "tokens", 1, kMaxDim) * config_.top_k);
+    const auto layer = get(info.Env());
+    const bool small =
+        layer->runs_inline(int_arg(info, 1, "tokens", layer->collective() ? 0 : 1, kMaxDim) * config_.top_k);
     const Call call = prepare(info, !small);
     checks.passed = true;
     if (small)
@@ -540,7 +542,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     CollectiveChecks checks{layer.get()};
     const moe::LayerConfig& c = config_;
     const int64_t d = c.experts.d_model, e = c.experts.num_experts;
-    const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
+    const int64_t tokens = int_arg(info, 1, "tokens", layer->collective() ? 0 : 1, kMaxDim);
     const int64_t k = int_arg(info, 2, "k", 1, e);
     slot_count(env, tokens, k);
     const bool async = promise && !layer->runs_inline(tokens * k);

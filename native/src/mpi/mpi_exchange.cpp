@@ -4,6 +4,8 @@
 // symbols through the global namespace. Node opens an addon with RTLD_LOCAL, so libmpi, loaded as the addon's
 // dependency, is not in that namespace and the plugins fail to load ("undefined symbol: ompi_..."); mpi4py meets the
 // same problem in Python and opens libmpi again with RTLD_GLOBAL before MPI_Init, which is what promote_libmpi() does.
+// Debian's OpenMPI 4.1 links its components to libmpi themselves and runs either way (tools/mpi's check passes with
+// the promotion taken out); builds whose components rely on the global namespace need it.
 #include <dlfcn.h>
 // The C API only: mpi.h would otherwise pull in the removed C++ bindings, which need a library the addon does not link.
 #define OMPI_SKIP_MPICXX 1
