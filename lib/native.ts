@@ -42,6 +42,11 @@ export interface LayerTimings {
   experts: number;
   combine: number;
   total: number;
+  /** Expert parallel: of `experts`, the time inside the all-to-all exchanges (waits for other ranks included). */
+  exchange: number;
+  /** Expert parallel: bytes this rank sent to and received from the others in those exchanges. */
+  exchangeBytesSent: number;
+  exchangeBytesReceived: number;
 }
 
 export interface NativeExperts {

@@ -614,6 +614,9 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     o.Set("experts", t.experts);
     o.Set("combine", t.combine);
     o.Set("total", t.total);
+    o.Set("exchange", t.exchange);
+    o.Set("exchangeBytesSent", t.exchange_bytes_sent);
+    o.Set("exchangeBytesReceived", t.exchange_bytes_received);
     return o;
   }
 

@@ -234,6 +234,10 @@ struct LayerWeightsPresent {
 // Where the time of the last forward on a layer went, in milliseconds.
 struct LayerTimings {
   double router = 0, routing = 0, dispatch = 0, experts = 0, combine = 0, total = 0;
+  // Expert parallel: of `experts`, the milliseconds inside the all-to-all exchanges (waiting for the other ranks
+  // included), and the bytes this rank sent and received in them (token rows out, outputs back, counts).
+  double exchange = 0;
+  double exchange_bytes_sent = 0, exchange_bytes_received = 0;
 };
 
 // The routing rule a layer's own forward applies: Mixtral's softmax top-k (every backend), DeepSeek-V3's

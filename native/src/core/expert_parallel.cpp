@@ -2,6 +2,7 @@
 // expert_parallel.h).
 #include "expert_parallel.h"
 
+#include <chrono>
 #include <numeric>
 #include <stdexcept>
 #include <string>
@@ -56,11 +57,23 @@ ExpertWeights slice_weights(const ExpertShape& s, const ExpertWeights& w, int64_
 
 void exchange_routed(ExpertExchange& ex, const std::vector<int64_t>& bounds, const PackedExperts& local, const float* x,
                      int64_t d, int spt, const int32_t* offsets, const int32_t* order, float* slot_out,
-                     ExchangeWorkspace& ws, FfnWorkspace& ffn) {
+                     ExchangeWorkspace& ws, FfnWorkspace& ffn, ExchangeStats& stats) {
   const int ranks = ex.size(), me = ex.rank();
   const int64_t mine = bounds[me + 1] - bounds[me], routed_experts = bounds[ranks];
   const size_t R = static_cast<size_t>(ranks);
   ws.sc.assign(R, 0), ws.so.assign(R, 0), ws.rc.assign(R, 0), ws.ro.assign(R, 0);
+  stats = ExchangeStats{};
+  // An all-to-all, timed, with its bytes to and from the other ranks (what stays on this rank is not counted).
+  const auto exchange = [&](const auto* send, const int64_t* sc, const int64_t* so, auto* recv, const int64_t* rc,
+                            const int64_t* ro) {
+    const auto t0 = std::chrono::steady_clock::now();
+    ex.all_to_all(send, sc, so, recv, rc, ro);
+    stats.ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    for (int q = 0; q < ranks; ++q)
+      if (q != me)
+        stats.bytes_sent += static_cast<double>(sc[q] * sizeof(*send)),
+            stats.bytes_received += static_cast<double>(rc[q] * sizeof(*recv));
+  };
 
   // 1. Rows per expert: to rank q the counts of its experts; from every rank, the counts of mine.
   ws.counts_out.resize(static_cast<size_t>(routed_experts));
@@ -70,7 +83,7 @@ void exchange_routed(ExpertExchange& ex, const std::vector<int64_t>& bounds, con
     ws.sc[q] = bounds[q + 1] - bounds[q], ws.so[q] = bounds[q];
     ws.rc[q] = mine, ws.ro[q] = q * mine;
   }
-  ex.all_to_all(ws.counts_out.data(), ws.sc.data(), ws.so.data(), ws.counts_in.data(), ws.rc.data(), ws.ro.data());
+  exchange(ws.counts_out.data(), ws.sc.data(), ws.so.data(), ws.counts_in.data(), ws.rc.data(), ws.ro.data());
 
   // 2. The token rows in plan order (the experts of rank q are contiguous in it).
   const int64_t out_rows = offsets[routed_experts] - offsets[0];
@@ -91,7 +104,7 @@ void exchange_routed(ExpertExchange& ex, const std::vector<int64_t>& bounds, con
     in_rows += source_rows[q];
   }
   float* recv = ws.recv_rows.reserve(static_cast<size_t>(std::max<int64_t>(1, in_rows * d)));
-  ex.all_to_all(send, ws.sc.data(), ws.so.data(), recv, ws.rc.data(), ws.ro.data());
+  exchange(static_cast<const float*>(send), ws.sc.data(), ws.so.data(), recv, ws.rc.data(), ws.ro.data());
 
   // 3. My slice's FFN, each source's rows as their own groups (the row blocks a single process would form).
   float* results = ws.results.reserve(static_cast<size_t>(std::max<int64_t>(1, in_rows * d)));
@@ -108,7 +121,7 @@ void exchange_routed(ExpertExchange& ex, const std::vector<int64_t>& bounds, con
 
   // 4. The outputs back to their sources (the exchange of step 2 reversed), then into their slots.
   float* back = ws.returned.reserve(static_cast<size_t>(std::max<int64_t>(1, out_rows * d)));
-  ex.all_to_all(results, ws.rc.data(), ws.ro.data(), back, ws.sc.data(), ws.so.data());
+  exchange(static_cast<const float*>(results), ws.rc.data(), ws.ro.data(), back, ws.sc.data(), ws.so.data());
   ThreadPool::instance().run((out_rows + 63) / 64, [&](int64_t blk) {
     for (int64_t p = blk * 64; p < std::min(out_rows, blk * 64 + 64); ++p)
       std::copy(back + p * d, back + p * d + d, slot_out + static_cast<int64_t>(order[offsets[0] + p]) * d);

@@ -19,6 +19,11 @@ std::vector<int64_t> expert_bounds(int64_t num_experts, int ranks, const std::ve
 // The weights of experts first .. first + count - 1 of a [E, ...] set: every pointer moved to expert `first`.
 ExpertWeights slice_weights(const ExpertShape& shape, const ExpertWeights& w, int64_t first);
 
+// What one forward's exchanges cost this rank (LayerTimings::exchange and its bytes).
+struct ExchangeStats {
+  double ms = 0, bytes_sent = 0, bytes_received = 0;
+};
+
 struct ExchangeWorkspace {
   AlignedBuffer<float> send_rows, recv_rows, results, returned;
   std::vector<int32_t> counts_out, counts_in, local_offsets, identity;
@@ -31,6 +36,6 @@ struct ExchangeWorkspace {
 // that rank's tokens. Collective: every rank calls it once per forward.
 void exchange_routed(ExpertExchange& exchange, const std::vector<int64_t>& bounds, const PackedExperts& local,
                      const float* x, int64_t d_model, int slots_per_token, const int32_t* offsets, const int32_t* order,
-                     float* slot_out, ExchangeWorkspace& ws, FfnWorkspace& ffn);
+                     float* slot_out, ExchangeWorkspace& ws, FfnWorkspace& ffn, ExchangeStats& stats);
 
 }  // namespace moe

@@ -133,11 +133,15 @@ struct CpuLayer::State {
       kept_x.assign(x, x + tokens * shape.d_model);
       kept_experts.assign(experts, experts + tokens * k);
     }
-    if (exchange)
+    if (exchange) {
+      ExchangeStats stats;
       exchange_routed(*exchange, bounds, packed_experts, x, shape.d_model, slots_per_token, offset, slot_order, out,
-                      exchange_ws, ffn);
-    else
+                      exchange_ws, ffn, stats);
+      timings.exchange = stats.ms;
+      timings.exchange_bytes_sent = stats.bytes_sent, timings.exchange_bytes_received = stats.bytes_received;
+    } else {
       expert_ffn(packed_experts, x, tokens, slots_per_token, offset, slot_order, out, ffn, pre);
+    }
     if (keep) kept_tokens = tokens, kept_k = k;
     if (shared) expert_ffn(*shared, x, tokens, slots_per_token, offset + routed, slot_order, out, ffn);
     zero_unrouted_slots(slot_order, offset[all], slots, shape.d_model, out, ffn);
