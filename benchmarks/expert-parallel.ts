@@ -6,7 +6,7 @@
  * grouped FFN), the bytes sent and received, for a decode step and a prefill with the same tokens on every rank; and,
  * in the same run, the single-process layer on one rank's tokens. Each rank writes its medians to <out>/rank<r>.json;
  * after one more collective forward (every rank has written by then) rank 0 prints the table, writes
- * benchmarks/results/<machine>/expert-parallel-<ranks>.json, and applies a network model to the measured compute
+ * benchmarks/results/<machine>/expert-parallel-<shape>-<ranks>.json, and applies a network model to the measured compute
  * (README, "Scaling out").
  */
 import * as fs from 'fs';
@@ -194,7 +194,7 @@ async function main(): Promise<void> {
   lines.forEach((l) => console.log(l));
   const dir = path.join(__dirname, '..', '..', 'benchmarks', 'results', machineKind(backendInfo().isa));
   fs.mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `expert-parallel-${size}.json`);
+  const file = path.join(dir, `expert-parallel-${shape.name}-${size}.json`);
   fs.writeFileSync(
     file,
     JSON.stringify({ title, date: new Date().toISOString(), shape, ranks: size, threads, ...summary }, null, 2) + '\n',
