@@ -49,6 +49,8 @@ export interface BackwardContext {
   experts: NativeLayer['backwardSync'];
   expertsAsync: NativeLayer['backward'];
   gateGradients: (x: Tensor, result: MoEOutput, gradOutput: Tensor, slotGradients: Float64Array) => GateGradients;
+  /** Runs a collective call's checks (an expert-parallel layer: a failure tells the other ranks). */
+  collectiveChecks: <T>(checks: () => T) => T;
 }
 
 /** The checked arguments of a backward (x and gradOutput copied for an async one: it reads them after returning). */
@@ -96,7 +98,7 @@ export function layerBackward(
   gradOutput: Tensor,
   options: BackwardOptions = {},
 ): LayerGradients {
-  const p = prepareBackward(ctx, x, result, gradOutput, options, false);
+  const p = ctx.collectiveChecks(() => prepareBackward(ctx, x, result, gradOutput, options, false));
   const { routing } = p.result;
   return finishBackward(ctx, p, ctx.experts(p.xs.data, p.tokens, routing.topK, routing.experts, routing.weights, p.g.data, p.into));
 }
@@ -109,7 +111,7 @@ export async function layerBackwardAsync(
   gradOutput: Tensor,
   options: BackwardOptions = {},
 ): Promise<LayerGradients> {
-  const p = prepareBackward(ctx, x, result, gradOutput, options, true);
+  const p = ctx.collectiveChecks(() => prepareBackward(ctx, x, result, gradOutput, options, true));
   const { routing } = p.result;
   const native = await ctx.expertsAsync(p.xs.data, p.tokens, routing.topK, routing.experts, routing.weights, p.g.data, p.into);
   return finishBackward(ctx, p, native);

@@ -228,6 +228,7 @@ export class MoELayer implements Disposable {
       hasRouterBias: this.router.routerBias !== undefined,
       experts: (xd, tokens, k, experts, weights, grad, into) => handle.backwardSync(xd, tokens, k, experts, weights, grad, into),
       expertsAsync: (xd, tokens, k, experts, weights, grad, into) => handle.backward(xd, tokens, k, experts, weights, grad, into),
+      collectiveChecks: (checks) => this.collectiveChecks(checks),
       gateGradients: (xt, r, g, slotGradients) =>
         gateGradients(
           c,
@@ -248,13 +249,16 @@ export class MoELayer implements Disposable {
    */
   step(grads: LayerGradients, optimizer: OptimizerConfig): void {
     const handle = this.native();
-    const o = resolveOptimizer(optimizer);
-    if (this.optimizerKind !== undefined && this.optimizerKind !== o.kind)
-      throw rangeError(
-        `optimizer.kind '${this.optimizerKind}' (the kind of this layer's earlier steps, whose state it keeps)`,
-        `'${o.kind}'`,
-      );
-    const { native: g, routerBias: routerBiasGrad } = nativeParameterGradients(this.config, grads);
+    const { o, g, routerBiasGrad } = this.collectiveChecks(() => {
+      const o = resolveOptimizer(optimizer);
+      if (this.optimizerKind !== undefined && this.optimizerKind !== o.kind)
+        throw rangeError(
+          `optimizer.kind '${this.optimizerKind}' (the kind of this layer's earlier steps, whose state it keeps)`,
+          `'${o.kind}'`,
+        );
+      const { native: g, routerBias: routerBiasGrad } = nativeParameterGradients(this.config, grads);
+      return { o, g, routerBiasGrad };
+    });
     const step = (this.optimizerSteps ?? 0) + 1;
     handle.applyGradients(g, { ...o, step });
     const bias = this.router.routerBias;

@@ -401,6 +401,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   Napi::Value backward(const Napi::CallbackInfo& info, bool promise) {
     const Napi::Env env = info.Env();
     auto layer = get(env);
+    CollectiveChecks checks{layer.get()};
     const moe::LayerConfig& c = config_;
     const int64_t d = c.experts.d_model, e = c.experts.num_experts;
     const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
@@ -439,6 +440,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     g->dx = data_of(result.Get("dx"));
     g->d_weights = data_of(result.Get("dWeights"));
     g->d_shared_gate = data_of(result.Get("sharedGate"));
+    checks.passed = true;
     const auto run = [layer, x, tokens, k, experts, weights, grad, g] {
       layer->backward(x.data, tokens, static_cast<int>(k), experts.data, weights.data, grad.data, *g);
     };
@@ -472,6 +474,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   Napi::Value ApplyGradients(const Napi::CallbackInfo& info) {
     const Napi::Env env = info.Env();
     auto layer = get(env);
+    CollectiveChecks checks{layer.get()};
     const moe::LayerConfig& c = config_;
     const int64_t d = c.experts.d_model;
     const Fields f(env, info[0], "grads");
@@ -505,6 +508,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     step.beta2 = static_cast<float>(o.number("beta2"));
     step.eps = static_cast<float>(o.number("eps"));
     step.step = o.integer("step", 1, int64_t{1} << 53);
+    checks.passed = true;
     run_guarded(env, [&] { layer->apply_gradients(g, step); });
     return env.Undefined();
   }

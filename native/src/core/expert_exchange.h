@@ -22,6 +22,8 @@ class ExpertExchange {
                           const int64_t* recv_counts, const int64_t* recv_offsets) = 0;
   virtual void all_to_all(const float* send, const int64_t* send_counts, const int64_t* send_offsets, float* recv,
                           const int64_t* recv_counts, const int64_t* recv_offsets) = 0;
+  // MPI_Allgather of float32: `count` from every rank into recv [ranks, count], in rank order.
+  virtual void all_gather(const float* send, int64_t count, float* recv) = 0;
   // Ends every rank of the job with the message on stderr (MPI_Abort): for a failure part-way through an exchange,
   // after which the ranks can no longer agree on anything.
   [[noreturn]] virtual void abort(const std::string& why) = 0;

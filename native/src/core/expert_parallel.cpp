@@ -128,4 +128,104 @@ void exchange_routed(ExpertExchange& ex, const std::vector<int64_t>& bounds, con
   });
 }
 
+void exchange_backward(ExpertExchange& ex, const std::vector<int64_t>& bounds, const PackedExperts& local,
+                       const float* x, const float* d_out, int64_t d, int spt, const int32_t* offsets,
+                       const int32_t* order, const float* slot_weights, float* d_slot, float* dx_slots,
+                       const ExpertWeightsOut& g_local, BackwardWorkspace& bws, ExchangeWorkspace& ws) {
+  const int ranks = ex.size(), me = ex.rank();
+  const int64_t mine = bounds[me + 1] - bounds[me], routed_experts = bounds[ranks];
+  const size_t R = static_cast<size_t>(ranks);
+  ws.sc.assign(R, 0), ws.so.assign(R, 0), ws.rc.assign(R, 0), ws.ro.assign(R, 0);
+
+  // 1. Rows per expert, as the forward's exchange.
+  ws.counts_out.resize(static_cast<size_t>(routed_experts));
+  for (int64_t e = 0; e < routed_experts; ++e) ws.counts_out[e] = offsets[e + 1] - offsets[e];
+  ws.counts_in.assign(R * static_cast<size_t>(mine), 0);
+  for (int q = 0; q < ranks; ++q) {
+    ws.sc[q] = bounds[q + 1] - bounds[q], ws.so[q] = bounds[q];
+    ws.rc[q] = mine, ws.ro[q] = q * mine;
+  }
+  ex.all_to_all(ws.counts_out.data(), ws.sc.data(), ws.so.data(), ws.counts_in.data(), ws.rc.data(), ws.ro.data());
+
+  // 2. Per slot in plan order, one row [x | dL/dy | w] of 2d + 1 floats.
+  const int64_t wide = 2 * d + 1, out_rows = offsets[routed_experts] - offsets[0];
+  float* send = ws.send_rows.reserve(static_cast<size_t>(std::max<int64_t>(1, out_rows * wide)));
+  ThreadPool::instance().run((out_rows + 63) / 64, [&](int64_t blk) {
+    for (int64_t p = blk * 64; p < std::min(out_rows, blk * 64 + 64); ++p) {
+      const int32_t slot = order[offsets[0] + p];
+      const int64_t token = slot / spt;
+      float* row = send + p * wide;
+      std::copy(x + token * d, x + token * d + d, row);
+      std::copy(d_out + token * d, d_out + token * d + d, row + d);
+      row[2 * d] = slot_weights[slot];
+    }
+  });
+  std::vector<int64_t> source_rows(R, 0), source_at(R + 1, 0);
+  for (int q = 0; q < ranks; ++q) {
+    ws.sc[q] = (offsets[bounds[q + 1]] - offsets[bounds[q]]) * wide;
+    ws.so[q] = (offsets[bounds[q]] - offsets[0]) * wide;
+    for (int64_t e = 0; e < mine; ++e) source_rows[q] += ws.counts_in[q * mine + e];
+    source_at[q + 1] = source_at[q] + source_rows[q];
+    ws.rc[q] = source_rows[q] * wide, ws.ro[q] = source_at[q] * wide;
+  }
+  const int64_t in_rows = source_at[R];
+  float* recv = ws.recv_rows.reserve(static_cast<size_t>(std::max<int64_t>(1, in_rows * wide)));
+  ex.all_to_all(static_cast<const float*>(send), ws.sc.data(), ws.so.data(), recv, ws.rc.data(), ws.ro.data());
+
+  // 3. The rows expert-major (each expert's rows from rank 0, then rank 1, ...), and the backward of my slice.
+  ws.source_of.resize(static_cast<size_t>(std::max<int64_t>(1, in_rows)));
+  ws.local_offsets.assign(static_cast<size_t>(mine) + 1, 0);
+  {
+    int64_t at = 0;
+    for (int64_t e = 0; e < mine; ++e) {
+      for (int q = 0; q < ranks; ++q) {
+        int64_t from = source_at[q];
+        for (int64_t f = 0; f < e; ++f) from += ws.counts_in[q * mine + f];
+        for (int64_t r = 0; r < ws.counts_in[q * mine + e]; ++r) ws.source_of[at++] = from + r;
+      }
+      ws.local_offsets[e + 1] = static_cast<int32_t>(at);
+    }
+  }
+  float* xs = ws.rows_x.reserve(static_cast<size_t>(std::max<int64_t>(1, in_rows * d)));
+  float* gos = ws.rows_go.reserve(static_cast<size_t>(std::max<int64_t>(1, in_rows * d)));
+  float* ws_w = ws.rows_w.reserve(static_cast<size_t>(std::max<int64_t>(1, in_rows)));
+  ThreadPool::instance().run((in_rows + 63) / 64, [&](int64_t blk) {
+    for (int64_t r = blk * 64; r < std::min(in_rows, blk * 64 + 64); ++r) {
+      const float* row = recv + ws.source_of[r] * wide;
+      std::copy(row, row + d, xs + r * d);
+      std::copy(row + d, row + 2 * d, gos + r * d);
+      ws_w[r] = row[2 * d];
+    }
+  });
+  ws.identity.resize(static_cast<size_t>(std::max<int64_t>(1, in_rows)));
+  std::iota(ws.identity.begin(), ws.identity.end(), 0);
+  float* dxs = ws.rows_dx.reserve(static_cast<size_t>(std::max<int64_t>(1, in_rows * d)));
+  float* dws = ws.rows_dw.reserve(static_cast<size_t>(std::max<int64_t>(1, in_rows)));
+  experts_backward(local, xs, 1, ws.local_offsets.data(), ws.identity.data(), ws_w, gos, dws, dxs, g_local, bws);
+
+  // 4. Per row [dL/dx | dL/dw] back to its source, in the order it came, then into the slots.
+  const int64_t narrow = d + 1;
+  float* results = ws.results.reserve(static_cast<size_t>(std::max<int64_t>(1, in_rows * narrow)));
+  ThreadPool::instance().run((in_rows + 63) / 64, [&](int64_t blk) {
+    for (int64_t r = blk * 64; r < std::min(in_rows, blk * 64 + 64); ++r) {
+      float* row = results + ws.source_of[r] * narrow;
+      std::copy(dxs + r * d, dxs + r * d + d, row);
+      row[d] = dws[r];
+    }
+  });
+  for (int q = 0; q < ranks; ++q) {
+    ws.sc[q] = ws.sc[q] / wide * narrow, ws.so[q] = ws.so[q] / wide * narrow;
+    ws.rc[q] = source_rows[q] * narrow, ws.ro[q] = source_at[q] * narrow;
+  }
+  float* back = ws.returned.reserve(static_cast<size_t>(std::max<int64_t>(1, out_rows * narrow)));
+  ex.all_to_all(static_cast<const float*>(results), ws.rc.data(), ws.ro.data(), back, ws.sc.data(), ws.so.data());
+  ThreadPool::instance().run((out_rows + 63) / 64, [&](int64_t blk) {
+    for (int64_t p = blk * 64; p < std::min(out_rows, blk * 64 + 64); ++p) {
+      const int32_t slot = order[offsets[0] + p];
+      std::copy(back + p * narrow, back + p * narrow + d, dx_slots + static_cast<int64_t>(slot) * d);
+      d_slot[slot] = back[p * narrow + d];
+    }
+  });
+}
+
 }  // namespace moe

@@ -26,6 +26,8 @@ struct ExchangeStats {
 
 struct ExchangeWorkspace {
   AlignedBuffer<float> send_rows, recv_rows, results, returned;
+  AlignedBuffer<float> rows_x, rows_go, rows_w, rows_dx, rows_dw;  // the backward's rows, expert-major
+  std::vector<int64_t> source_of;                                  // expert-major row -> source-major row
   std::vector<int32_t> counts_out, counts_in, local_offsets, identity;
   std::vector<int64_t> sc, so, rc, ro;
 };
@@ -37,5 +39,15 @@ struct ExchangeWorkspace {
 void exchange_routed(ExpertExchange& exchange, const std::vector<int64_t>& bounds, const PackedExperts& local,
                      const float* x, int64_t d_model, int slots_per_token, const int32_t* offsets, const int32_t* order,
                      float* slot_out, ExchangeWorkspace& ws, FfnWorkspace& ffn, ExchangeStats& stats);
+
+// The backward of exchange_routed's slots (see experts_backward): each routed slot's token row, output gradient and
+// weight go to its expert's owner, which runs the backward of its slice over the rows of every source rank together,
+// expert by expert in rank order (the rows a single process given every rank's tokens in rank order would have), and
+// sends each row's dL/dx and dL/d(weight) back into dx_slots and d_slot_weights. The weight gradients stay here, in
+// g_local (this rank's experts). Collective.
+void exchange_backward(ExpertExchange& exchange, const std::vector<int64_t>& bounds, const PackedExperts& local,
+                       const float* x, const float* d_out, int64_t d_model, int slots_per_token, const int32_t* offsets,
+                       const int32_t* order, const float* slot_weights, float* d_slot_weights, float* dx_slots,
+                       const ExpertWeightsOut& g_local, BackwardWorkspace& backward, ExchangeWorkspace& ws);
 
 }  // namespace moe

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <list>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -49,17 +50,25 @@ struct CpuLayer::State {
     return s;
   }
   // An expert-parallel call's first step: every rank's checks passed (see Layer::collective_failed).
-  void begin_collective(bool keep) {
-    if (!exchange) return;
-    const bool all = exchange->all_ok(!keep);
-    if (keep)
-      throw Unsupported(
-          "moe-kernels: expected a forward without training on an expert-parallel layer (its backward is not there "
-          "yet) but got training: true");
-    if (!all)
-      throw std::invalid_argument(
-          "moe-kernels: expected every rank of the expert-parallel forward to pass its checks but another rank's "
-          "call failed (its own error says why); no rank ran this forward");
+  void begin_collective(const char* call) {
+    if (exchange && !exchange->all_ok(true))
+      throw std::invalid_argument(std::string("moe-kernels: expected every rank of the expert-parallel ") + call +
+                                  " to pass its checks but another rank's call failed (its own error says why); no "
+                                  "rank ran this " +
+                                  call);
+  }
+  // The gradients (or exported weights) of this rank's experts within arrays of all E: pointers moved to its first
+  // expert; the other ranks' experts are zeros here (their owners hold them).
+  ExpertWeightsOut local_part(const ExpertWeightsOut& all) const {
+    const ExpertShape& s = config.experts;
+    const int64_t h = s.d_hidden, d = s.d_model, e = s.num_experts, first = bounds[rank()];
+    const std::pair<float*, int64_t> parts[] = {{all.w1, h * d}, {all.w3, h * d}, {all.w2, d * h},
+                                                {all.b1, h},     {all.b3, h},     {all.b2, d}};
+    if (exchange)
+      for (const auto& [p, per] : parts)
+        if (p) std::fill(p, p + e * per, 0.0f);
+    const auto at = [&](float* p, int64_t per) { return p ? p + first * per : nullptr; };
+    return {at(all.w1, h * d), at(all.w3, h * d), at(all.w2, d * h), at(all.b1, h), at(all.b3, h), at(all.b2, d)};
   }
   // Calls an expert-parallel layer does not offer yet.
   void not_expert_parallel(const char* what) const {
@@ -126,6 +135,7 @@ struct CpuLayer::State {
     timings.dispatch = lap();
     float* out = slot_out.reserve(static_cast<size_t>(slots * shape.d_model));
     float* pre = nullptr;
+    keep = keep && !exchange;  // (an expert-parallel backward recomputes the pre-activations on the owners)
     if (keep) {  // forgotten first: if keeping fails half-way, no later backward takes it for this input's
       kept_tokens = -1;
       pre = kept_pre.reserve(static_cast<size_t>(
@@ -190,7 +200,7 @@ void CpuLayer::forward(const float* x, int64_t tokens, const LayerOutputs& out) 
         "moe-kernels: expected a layer whose own routing the CPU runs (softmax top-k) but got one "
         "routed by its caller (forward_routed)");
   std::lock_guard<std::mutex> lock(s.mutex);
-  s.begin_collective(out.keep_for_backward);
+  s.begin_collective("forward");
   const ThreadLimit limit(s.config.threads);
   const ExpertShape& shape = s.config.experts;
   s.start_timing();
@@ -205,20 +215,19 @@ void CpuLayer::forward(const float* x, int64_t tokens, const LayerOutputs& out) 
 
 void CpuLayer::export_weights(const LayerWeightsOut& out) const {
   State& s = *state_;
-  s.not_expert_parallel("exportWeights");
   std::lock_guard<std::mutex> lock(s.mutex);
   if (out.router) s.router.unpack(0, 0, out.router, nullptr);
   if (out.noise_router && s.noise_router) s.noise_router->unpack(0, 0, out.noise_router, nullptr);
   if (out.shared_gate && s.shared_gate) s.shared_gate->unpack(0, 0, out.shared_gate, nullptr);
-  unpack_experts(s.packed_experts, out.experts);
+  unpack_experts(s.packed_experts, s.local_part(out.experts));
   if (s.shared) unpack_experts(*s.shared, out.shared);
 }
 
 void CpuLayer::backward(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
                         const float* d_out, const LayerGradients& g) {
   State& s = *state_;
-  s.not_expert_parallel("backward");
   std::lock_guard<std::mutex> lock(s.mutex);
+  s.begin_collective("backward");
   const ThreadLimit limit(s.config.threads);
   const ExpertShape& shape = s.config.experts;
   const int64_t d = shape.d_model, routed = shape.num_experts, num_shared = s.config.shared.num_experts;
@@ -246,8 +255,12 @@ void CpuLayer::backward(const float* x, int64_t tokens, int k, const int32_t* ex
   float* dx_slots = s.backward.dx_slots.reserve(static_cast<size_t>(slots * d));
   std::fill(dx_slots, dx_slots + slots * d, 0.0f);
   std::vector<float> d_slot(static_cast<size_t>(slots), 0.0f);
-  experts_backward(s.packed_experts, x, spt, offset.data(), order.data(), w.data(), d_out, d_slot.data(), dx_slots,
-                   g.experts, s.backward, s.kept_for(x, tokens, k, experts));
+  if (s.exchange)
+    exchange_backward(*s.exchange, s.bounds, s.packed_experts, x, d_out, d, spt, offset.data(), order.data(), w.data(),
+                      d_slot.data(), dx_slots, s.local_part(g.experts), s.backward, s.exchange_ws);
+  else
+    experts_backward(s.packed_experts, x, spt, offset.data(), order.data(), w.data(), d_out, d_slot.data(), dx_slots,
+                     g.experts, s.backward, s.kept_for(x, tokens, k, experts));
   if (s.shared)
     experts_backward(*s.shared, x, spt, offset.data() + routed, order.data(), w.data(), d_out, d_slot.data(), dx_slots,
                      g.shared, s.backward);
@@ -280,16 +293,33 @@ void CpuLayer::backward(const float* x, int64_t tokens, int k, const int32_t* ex
 
 void CpuLayer::apply_gradients(const ParameterGradients& g, const OptimizerStep& step) {
   State& s = *state_;
-  s.not_expert_parallel("an optimizer step");
   std::lock_guard<std::mutex> lock(s.mutex);
   const ThreadLimit limit(s.config.threads);
   if (s.config.experts.weight_dtype != WeightDtype::float32)
     throw Unsupported(std::string("moe-kernels: expected weightDtype 'float32' for an optimizer step but got '") +
                       weight_dtype_name(s.config.experts.weight_dtype) + "'");
+  s.begin_collective("optimizer step");
   s.kept_tokens = -1;  // kept pre-activations are of the old weights
-  if (g.router) s.router.update(0, 0, g.router, nullptr, step);
-  if (g.noise_router && s.noise_router) s.noise_router->update(0, 0, g.noise_router, nullptr, step);
-  if (g.shared_gate && s.shared_gate) s.shared_gate->update(0, 0, g.shared_gate, nullptr, step);
+  // Expert parallel: what every rank holds (router, noise router, shared gate, shared experts) steps by the sum of
+  // every rank's gradient, added in rank order on each rank (an all-gather, not an all-reduce whose order MPI leaves
+  // open), so that the copies stay bitwise the same; each routed expert steps on its owner by its own gradient.
+  std::list<std::vector<float>> sums;  // (a list: the sums stay where they are while more are added)
+  const auto summed = [&](const float* part, int64_t n) -> const float* {
+    if (!s.exchange || !part) return part;
+    const int ranks = s.exchange->size();
+    std::vector<float> all(static_cast<size_t>(n * ranks));
+    s.exchange->all_gather(part, n, all.data());
+    std::vector<float>& sum = sums.emplace_back(static_cast<size_t>(n), 0.0f);
+    for (int r = 0; r < ranks; ++r)
+      for (int64_t i = 0; i < n; ++i) sum[i] += all[r * n + i];
+    return sum.data();
+  };
+  const int64_t d_model = s.config.experts.d_model, routed = s.config.experts.num_experts;
+  if (g.router) s.router.update(0, 0, summed(g.router, routed * d_model), nullptr, step);
+  if (g.noise_router && s.noise_router)
+    s.noise_router->update(0, 0, summed(g.noise_router, routed * d_model), nullptr, step);
+  if (g.shared_gate && s.shared_gate)
+    s.shared_gate->update(0, 0, summed(g.shared_gate, s.config.shared.num_experts * d_model), nullptr, step);
   auto experts = [&](PackedExperts& p, const ExpertGradientsIn& in) {
     const ExpertShape& sh = p.shape;
     const int64_t h = sh.d_hidden, d = sh.d_model;
@@ -301,8 +331,20 @@ void CpuLayer::apply_gradients(const ParameterGradients& g, const OptimizerStep&
       if (in.w2) p.down.update(e, 0, in.w2 + e * d * h, p.down.has_bias(0) && in.b2 ? in.b2 + e * d : nullptr, step);
     }
   };
-  experts(s.packed_experts, g.experts);
-  if (s.shared) experts(*s.shared, g.shared);
+  // This rank's routed experts: the gradients of its slice within those of all E.
+  const ExpertShape& r = s.config.experts;
+  const int64_t first = s.bounds[s.rank()], rh = r.d_hidden, rd = r.d_model;
+  const auto from = [first](const float* p, int64_t per) { return p ? p + first * per : nullptr; };
+  const ExpertGradientsIn& a = g.experts;
+  experts(s.packed_experts, {from(a.w1, rh * rd), from(a.w3, rh * rd), from(a.w2, rd * rh), from(a.b1, rh),
+                             from(a.b3, rh), from(a.b2, rd)});
+  if (s.shared) {
+    const ExpertShape& sh = s.config.shared;
+    const int64_t n = sh.num_experts, h = sh.d_hidden, d = sh.d_model;
+    const ExpertGradientsIn& b = g.shared;
+    experts(*s.shared, {summed(b.w1, n * h * d), is_gated(sh.activation) ? summed(b.w3, n * h * d) : b.w3,
+                        summed(b.w2, n * d * h), summed(b.b1, n * h), summed(b.b3, n * h), summed(b.b2, n * d)});
+  }
 }
 
 LayerWeightsPresent CpuLayer::weights_present() const {
@@ -354,7 +396,7 @@ void CpuLayer::forward_routed(const float* x, int64_t tokens, int k, const int32
                               float* output, int32_t* tokens_per_expert, bool keep_for_backward) {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
-  s.begin_collective(keep_for_backward);
+  s.begin_collective("forward");
   const ThreadLimit limit(s.config.threads);
   s.start_timing();
   s.run_experts(x, tokens, k, experts, weights, output, tokens_per_expert, keep_for_backward);

@@ -72,6 +72,11 @@ class MpiExchange final : public ExpertExchange {
                   const int64_t* ro) override {
     exchange(send, sc, so, recv, rc, ro, MPI_FLOAT);
   }
+  void all_gather(const float* send, int64_t count, float* recv) override {
+    const int n = as_ints(&count, 1, "count")[0];
+    if (MPI_Allgather(send, n, MPI_FLOAT, recv, n, MPI_FLOAT, MPI_COMM_WORLD) != MPI_SUCCESS)
+      abort("MPI_Allgather failed");
+  }
   [[noreturn]] void abort(const std::string& why) override {
     std::fprintf(stderr, "moe-kernels: rank %d of %d aborts the MPI job: %s\n", rank_, size_, why.c_str());
     std::fflush(stderr);
