@@ -57,10 +57,16 @@ export function expertSpec(
   name = 'weights',
   weightDtype: WeightDtype = 'float32',
   groupSize: GroupSize = 32,
+  slice?: { first: number; count: number },
 ): NativeExpertSpec {
   if (typeof weights !== 'object' || weights === null) throw typeError(`${name} to be an object of Tensors`, describe(weights));
   const w = weights as Partial<Record<keyof ExpertWeights, unknown>>;
-  const { numExperts: e, dModel: d, dHidden: h, activation } = shape;
+  const { dModel: d, dHidden: h, activation } = shape;
+  // Expert parallel: the weights of all experts, or of this rank's slice only (told apart by w1's first dimension).
+  const rows = (w.w1 as { shape?: unknown } | undefined)?.shape;
+  const sliced = slice !== undefined && slice.count !== shape.numExperts && Array.isArray(rows) && rows[0] === slice.count;
+  const e = sliced ? slice.count : shape.numExperts;
+  const experts = sliced ? `experts ${slice.first}-${slice.first + slice.count - 1} of this rank` : 'numExperts';
   const gated = isGated(activation);
   const quantized = weightDtype === 'int8' || weightDtype === 'int4';
   const big = (key: 'w1' | 'w3' | 'w2', dims: number[], names: string[]): NativeWeight => {
@@ -103,12 +109,13 @@ export function expertSpec(
     ...clamped,
     weightDtype,
     groupSize: quantized && groupSize !== 'row' ? groupSize : 0,
-    w1: big('w1', [e, h, d], ['numExperts', 'dHidden', 'dModel']),
-    w3: gated ? big('w3', [e, h, d], ['numExperts', 'dHidden', 'dModel']) : null,
-    w2: big('w2', [e, d, h], ['numExperts', 'dModel', 'dHidden']),
-    b1: bias('b1', [e, h], ['numExperts', 'dHidden']),
-    b3: gated ? bias('b3', [e, h], ['numExperts', 'dHidden']) : null,
-    b2: bias('b2', [e, d], ['numExperts', 'dModel']),
+    w1: big('w1', [e, h, d], [experts, 'dHidden', 'dModel']),
+    w3: gated ? big('w3', [e, h, d], [experts, 'dHidden', 'dModel']) : null,
+    w2: big('w2', [e, d, h], [experts, 'dModel', 'dHidden']),
+    b1: bias('b1', [e, h], [experts, 'dHidden']),
+    b3: gated ? bias('b3', [e, h], [experts, 'dHidden']) : null,
+    b2: bias('b2', [e, d], [experts, 'dModel']),
+    ...(sliced ? { given: slice.count } : {}),
   };
 }
 

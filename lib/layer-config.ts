@@ -2,7 +2,7 @@
 import { ACTIVATIONS, Activation, SWIGLU_CLAMPED_DEFAULTS } from './activation';
 import { WeightDtype, resolveWeightFormat } from './expert-weights';
 import { describe, rangeError, typeError } from './errors';
-import { native } from './native';
+import { ExpertSlice, native } from './native';
 import { GroupSize } from './quant';
 import { ROUTER_KINDS, RouterConfig, checkRouterConfig, impliedTopK } from './router-config';
 import { MAX_ELEMENTS } from './tensor';
@@ -67,6 +67,8 @@ export type ResolvedConfig = Required<Omit<MoEConfig, 'router' | 'backend' | 'ex
   backend: 'cpu' | 'cuda';
   /** false, true, or the routed experts per rank. */
   expertParallel: boolean | readonly number[];
+  /** Expert parallel: this rank's routed experts (MPI is started to know them). */
+  expertSlice?: ExpertSlice;
 };
 
 /** Checks a config and fills in its defaults. */
@@ -147,11 +149,17 @@ export function resolveConfig(config: MoEConfig): ResolvedConfig {
     sharedExperts,
     sharedHidden,
     expertParallel,
+    ...(expertParallel === false ? {} : { expertSlice: expertSliceOf(numExperts, expertParallel) }),
   };
 }
 
+/** This rank's routed experts in an expert-parallel layer (starts MPI; a RangeError in a build without it). */
+export function expertSliceOf(numExperts: number, expertParallel: true | readonly number[]): ExpertSlice {
+  return native().startMpi(numExperts, expertParallel === true ? undefined : expertParallel);
+}
+
 /** false, true, or a list of expert counts per rank adding up to numExperts (the core checks it has one per rank). */
-function resolveExpertParallel(value: unknown, numExperts: number): boolean | readonly number[] {
+export function resolveExpertParallel(value: unknown, numExperts: number): boolean | readonly number[] {
   if (value === undefined || typeof value === 'boolean') return value ?? false;
   if (!Array.isArray(value))
     throw typeError('config.expertParallel to be a boolean or an array of expert counts per rank', describe(value));

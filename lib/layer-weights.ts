@@ -72,6 +72,7 @@ export function layerSpec(
     'weights',
     c.weightDtype,
     c.groupSize,
+    c.expertSlice,
   );
   let shared: NativeExpertSpec | null = null;
   if (c.sharedExperts > 0) {

@@ -62,6 +62,8 @@ export interface NativeExportedExperts {
   b1: F32;
   b3: F32;
   b2: F32;
+  /** The experts in the weight arrays when not all numExperts: an expert-parallel rank's slice. */
+  given?: number;
 }
 
 /** The experts' part of a backward (null where the layer has no such weight). */
@@ -226,6 +228,14 @@ export interface MpiInfo {
   reason: string;
 }
 
+/** The routed experts an expert-parallel rank owns: `count` experts from `first`, of `size` ranks. */
+export interface ExpertSlice {
+  rank: number;
+  size: number;
+  first: number;
+  count: number;
+}
+
 export interface NativeBinding {
   backendInfo(): {
     isa: 'avx512_bf16' | 'avx512' | 'avx2' | 'neon' | 'scalar';
@@ -235,6 +245,8 @@ export interface NativeBinding {
     mpi: MpiInfo;
   };
   setThreads(threads: number): void;
+  /** Starts MPI; which routed experts of numExperts this rank owns in an expert-parallel layer. */
+  startMpi(numExperts: number, slices?: readonly number[]): ExpertSlice;
   measureFmaPeak(threads: number, seconds: number): number;
   routerLogits(x: Float32Array, tokens: number, dModel: number, router: Float32Array, numExperts: number): Float32Array;
   routerWeightGradient(

@@ -6,7 +6,7 @@ import { promises as fs } from 'fs';
 import * as path from 'path';
 import { describe, rangeError, typeError } from '../errors';
 import { WeightDtype } from '../expert-weights';
-import { MoEConfig } from '../layer-config';
+import { MoEConfig, expertSliceOf, resolveExpertParallel } from '../layer-config';
 import type { MoEWeights } from '../layer-weights';
 import { GroupSize, QuantizedTensor } from '../quant';
 import { Checkpoint } from '../safetensors/checkpoint';
@@ -37,6 +37,11 @@ export interface FromPretrainedOptions {
   threads?: number;
   onProgress?: (progress: LoadProgress) => void;
   signal?: AbortSignal;
+  /**
+   * Expert parallelism (config.expertParallel: true or experts per rank; a build with MPI, processes started by
+   * mpirun): this rank reads only its slice of the routed experts from the checkpoint.
+   */
+  expertParallel?: boolean | number[];
 }
 
 /** What a checkpoint directory holds, from its config.json: family, layers, MoE layers. */
@@ -110,6 +115,11 @@ export async function loadPretrained(location: string, options: FromPretrainedOp
   const checkpoint = await Checkpoint.open(location);
   try {
     const plan = family.plan(config, layer, (name) => checkpoint.has(name));
+    const parallel = resolveExpertParallel(o.expertParallel, plan.config.numExperts);
+    // Expert parallel: this rank's routed experts, the only ones it reads (every rank reads the router and the
+    // shared experts).
+    const slice = parallel === false ? undefined : expertSliceOf(plan.config.numExperts, parallel);
+    const range = slice ? { first: slice.first, count: slice.count } : { first: 0, count: plan.experts.count };
     let bytesRead = 0;
     let totalBytes = 0;
     let what: string | undefined;
@@ -121,14 +131,15 @@ export async function loadPretrained(location: string, options: FromPretrainedOp
     // Every tensor checked (present, shaped, typed) before anything large is read.
     const checks: Promise<number>[] = [plan.router.check(reader)];
     for (const extra of [plan.routerBias, plan.selectionBias, plan.sharedGate]) if (extra) checks.push(extra.check(reader));
-    for (const set of [plan.experts, plan.shared]) if (set) checks.push(...checkExperts(set, reader));
+    checks.push(...checkExperts(plan.experts, reader, range));
+    if (plan.shared) checks.push(...checkExperts(plan.shared, reader));
     totalBytes = (await Promise.all(checks)).reduce((a, b) => a + b, 0);
     const first = await reader.info(firstTensorName(plan));
     const weightDtype: WeightDtype = o.weightDtype ?? (first.dtype === 'F32' ? 'float32' : first.dtype === 'F16' ? 'float16' : 'bfloat16');
     const groupSize = o.groupSize;
     const weights: MoEWeights<Tensor | QuantizedTensor> = {
       router: Tensor.from(await plan.router.read(reader), [plan.config.numExperts, plan.config.dModel]),
-      ...(await readExperts(plan.experts, plan.config.dModel, weightDtype, groupSize ?? 32, reader, (w) => (what = w))),
+      ...(await readExperts(plan.experts, plan.config.dModel, weightDtype, groupSize ?? 32, reader, (w) => (what = w), range)),
     };
     if (plan.routerBias) weights.routerBias = Tensor.from(await plan.routerBias.read(reader), [plan.config.numExperts]);
     if (plan.shared)
@@ -152,6 +163,7 @@ export async function loadPretrained(location: string, options: FromPretrainedOp
       ...(groupSize !== undefined ? { groupSize } : {}),
       ...(o.backend !== undefined ? { backend: o.backend } : {}),
       ...(o.threads !== undefined ? { threads: o.threads } : {}),
+      ...(parallel !== false ? { expertParallel: parallel === true ? true : [...parallel] } : {}),
     };
     return { config: layerConfig, weights, family, layer, bytesRead };
   } finally {
@@ -159,9 +171,15 @@ export async function loadPretrained(location: string, options: FromPretrainedOp
   }
 }
 
-function checkExperts(set: ExpertSources, reader: Reader): Promise<number>[] {
+/** Experts first .. first + count - 1 of a set (all by default). */
+interface ExpertRange {
+  first: number;
+  count: number;
+}
+
+function checkExperts(set: ExpertSources, reader: Reader, range: ExpertRange = { first: 0, count: set.count }): Promise<number>[] {
   const out: Promise<number>[] = [];
-  for (let e = 0; e < set.count; e++) {
+  for (let e = range.first; e < range.first + range.count; e++) {
     out.push(set.w1(e).check(reader), set.w2(e).check(reader));
     if (set.w3) out.push(set.w3(e).check(reader));
   }
@@ -180,18 +198,22 @@ async function readExperts(
   groupSize: GroupSize,
   reader: Reader,
   now: (what: string) => void,
+  range: ExpertRange = { first: 0, count: set.count },
 ) {
   const h = set.dHidden;
-  const w1 = new Projection(set.count, h, dModel, dtype, groupSize);
-  const w3 = set.w3 ? new Projection(set.count, h, dModel, dtype, groupSize) : undefined;
-  const w2 = new Projection(set.count, dModel, h, dtype, groupSize);
-  for (let e = 0; e < set.count; e++) {
+  const { first, count } = range;
+  const w1 = new Projection(count, h, dModel, dtype, groupSize);
+  const w3 = set.w3 ? new Projection(count, h, dModel, dtype, groupSize) : undefined;
+  const w2 = new Projection(count, dModel, h, dtype, groupSize);
+  for (let e = first; e < first + count; e++) {
     now(`expert ${e}`);
-    await w1.put(e, await set.w1(e).read(reader));
-    if (w3 && set.w3) await w3.put(e, await set.w3(e).read(reader));
-    await w2.put(e, await set.w2(e).read(reader));
+    await w1.put(e - first, await set.w1(e).read(reader));
+    if (w3 && set.w3) await w3.put(e - first, await set.w3(e).read(reader));
+    await w2.put(e - first, await set.w2(e).read(reader));
   }
-  const bias = async (b: ExpertSources['b1'], n: number) => (b ? Tensor.from(await b.read(reader), [set.count, n]) : undefined);
+  // (the biases of all experts are one tensor: read whole, the range's rows kept)
+  const bias = async (b: ExpertSources['b1'], n: number) =>
+    b ? Tensor.from((await b.read(reader)).slice(first * n, (first + count) * n), [count, n]) : undefined;
   return {
     w1: w1.result(),
     ...(w3 ? { w3: w3.result() } : {}),

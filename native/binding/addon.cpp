@@ -4,8 +4,9 @@
 
 #include <algorithm>
 
-#include "../src/core/expert_exchange.h"
+#include "../src/core/expert_parallel.h"
 #include "args.h"
+#include "async_job.h"
 #include "kernels_binding.h"
 #include "layer_binding.h"
 #include "moe/cuda.h"
@@ -41,6 +42,30 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// (numExperts, slices?: number[]) -> { rank, size, first, count }: starts MPI (RangeError where this build has none)
+// and says which routed experts this rank owns in an expert-parallel layer of numExperts (MoELayer and fromPretrained
+// read only that slice's weights).
+Napi::Value StartMpi(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  const int64_t experts = int_arg(info, 0, "numExperts", 1, int64_t{1} << 31);
+  std::vector<int32_t> slices;
+  if (info[1].IsArray()) {
+    const Napi::Array a = info[1].As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); ++i) slices.push_back(a.Get(i).As<Napi::Number>().Int32Value());
+  }
+  auto out = Napi::Object::New(env);
+  run_guarded(env, [&] {
+    const std::shared_ptr<moe::ExpertExchange> exchange = moe::expert_exchange();
+    const std::vector<int64_t> bounds = moe::expert_bounds(experts, exchange->size(), slices);
+    const int rank = exchange->rank();
+    out.Set("rank", rank);
+    out.Set("size", exchange->size());
+    out.Set("first", static_cast<double>(bounds[rank]));
+    out.Set("count", static_cast<double>(bounds[rank + 1] - bounds[rank]));
+  });
+  return out;
+}
+
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   moe::set_thread_count(static_cast<int>(int_arg(info, 0, "threads", 1, 256)));
   return info.Env().Undefined();
@@ -60,6 +85,7 @@ Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("backendInfo", Napi::Function::New(env, moe_binding::BackendInfo));
   exports.Set("setThreads", Napi::Function::New(env, moe_binding::SetThreads));
+  exports.Set("startMpi", Napi::Function::New(env, moe_binding::StartMpi));
   exports.Set("measureFmaPeak", Napi::Function::New(env, moe_binding::MeasureFmaPeak));
   moe_binding::init_kernels(env, exports);
   moe_binding::init_layer(env, exports);

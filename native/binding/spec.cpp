@@ -126,6 +126,9 @@ ExpertSpec read_experts(const Fields& f) {
   ExpertSpec spec;
   moe::ExpertShape& s = spec.shape;
   s.num_experts = f.integer("numExperts", 1, kMaxExperts);
+  // Experts in the weight arrays: all, or (given) an expert-parallel rank's slice of them.
+  const int64_t given = f.present("given") ? f.integer("given", 0, s.num_experts) : s.num_experts;
+  spec.given = f.present("given") ? given : -1;
   s.d_model = f.integer("dModel", 1, kMaxDim);
   s.d_hidden = f.integer("dHidden", 1, kMaxDim);
   const std::string act = f.string("activation");
@@ -147,12 +150,12 @@ ExpertSpec read_experts(const Fields& f) {
     check_group_size(f.env(), s.weight_dtype, s.group_size, s.d_hidden, "dHidden (" + std::to_string(s.d_hidden) + ")");
   }
   // Checked products first: three dimensions of up to 2^31 each could wrap int64 and match a short array.
-  elements(f.env(), "w1", {s.num_experts, s.d_hidden, s.d_model});
+  elements(f.env(), "w1", {std::max<int64_t>(given, 1), s.d_hidden, s.d_model});
   const bool gated = moe::is_gated(s.activation);
   moe::ExpertWeights& w = spec.weights;
-  f.matrix("w1", s.num_experts * s.d_hidden, s.d_model, s.weight_dtype, s.group_size, false, &w.w1, &w.q1, &w.h1);
-  f.matrix("w3", s.num_experts * s.d_hidden, s.d_model, s.weight_dtype, s.group_size, !gated, &w.w3, &w.q3, &w.h3);
-  f.matrix("w2", s.num_experts * s.d_model, s.d_hidden, s.weight_dtype, s.group_size, false, &w.w2, &w.q2, &w.h2);
+  f.matrix("w1", given * s.d_hidden, s.d_model, s.weight_dtype, s.group_size, false, &w.w1, &w.q1, &w.h1);
+  f.matrix("w3", given * s.d_hidden, s.d_model, s.weight_dtype, s.group_size, !gated, &w.w3, &w.q3, &w.h3);
+  f.matrix("w2", given * s.d_model, s.d_hidden, s.weight_dtype, s.group_size, false, &w.w2, &w.q2, &w.h2);
   // float16 holds magnitudes up to 65504, and a quantized group's scale too: a weight that would need more (an
   // infinity once stored) is refused here.
   if (s.weight_dtype == moe::WeightDtype::float16 || moe::is_quantized(s.weight_dtype)) {
@@ -161,7 +164,7 @@ ExpertSpec read_experts(const Fields& f) {
     const std::string range = dtype + "'s range (|w| <= " + std::to_string(static_cast<int64_t>(limit)) +
                               (s.weight_dtype == moe::WeightDtype::float16 ? "" : ", a float16 scale's") +
                               ") for weightDtype '" + dtype + "'";
-    const int64_t count = s.num_experts * s.d_hidden * s.d_model;
+    const int64_t count = given * s.d_hidden * s.d_model;
     f.scan([w, count, limit, range] {
       std::string failed = values_within("w1", w.w1, w.h1, count, limit, range);
       if (failed.empty()) failed = values_within("w3", w.w3, w.h3, count, limit, range);
@@ -169,9 +172,9 @@ ExpertSpec read_experts(const Fields& f) {
       return failed;
     });
   }
-  w.b1 = f.float32("b1", s.num_experts, s.d_hidden, true);
-  w.b3 = f.float32("b3", s.num_experts, s.d_hidden, true);
-  w.b2 = f.float32("b2", s.num_experts, s.d_model, true);
+  w.b1 = f.float32("b1", given, s.d_hidden, true);
+  w.b3 = f.float32("b3", given, s.d_hidden, true);
+  w.b2 = f.float32("b2", given, s.d_model, true);
   return spec;
 }
 
@@ -181,6 +184,7 @@ moe::LayerSpec read_layer(const Fields& f) {
   const ExpertSpec experts = read_experts(f.object("experts"));
   c.experts = experts.shape;
   spec.experts = experts.weights;
+  c.sliced_experts = experts.given;
   const int64_t n = c.experts.num_experts;
   c.top_k = static_cast<int>(f.integer("topK", 1, n));
   c.normalize_top_k = f.boolean("normalizeTopK");

@@ -62,6 +62,7 @@ std::string values_within(const std::string& name, const float* data, const moe:
 struct ExpertSpec {
   moe::ExpertShape shape;
   moe::ExpertWeights weights;
+  int64_t given = -1;  // spec.given: the experts in the weight arrays when not all (an expert-parallel rank's slice)
 };
 ExpertSpec read_experts(const Fields& spec);
 

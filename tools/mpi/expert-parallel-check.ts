@@ -6,7 +6,11 @@
  * bitwise equal. Then one rank passes a bad input: it must get its own error, every other rank a RangeError saying
  * another rank failed, and the next forward must work everywhere. Exits 1 on any difference.
  */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
 import { MoEConfig, MoELayer, Tensor, backendInfo } from '../../lib';
+import { writeSyntheticCheckpoint } from '../synthetic-checkpoint';
 
 interface Case {
   name: string;
@@ -162,6 +166,31 @@ async function main(): Promise<number> {
     );
     ep.dispose();
     whole.dispose();
+  }
+
+  // fromPretrained: each rank reads only its slice of a (synthetic, Mixtral-layout) checkpoint, and computes as the
+  // layer loaded whole does.
+  {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `moe-ep-ckpt-${rank}-`));
+    try {
+      await writeSyntheticCheckpoint(dir, { dModel: 64, dHidden: 48, experts: 8, topK: 2, layers: 1, seed: 7 });
+      let partBytes = 0;
+      let wholeBytes = 0;
+      const part = await MoELayer.fromPretrained(dir, { expertParallel: true, onProgress: (p) => (partBytes = p.bytesRead) });
+      const whole = await MoELayer.fromPretrained(dir, { onProgress: (p) => (wholeBytes = p.bytesRead) });
+      const x = Tensor.randn([TOKENS[(rank + 1) % TOKENS.length] || 3, 64], { seed: 70 + rank });
+      const equal = same(part.forwardSync(x).output.data, whole.forwardSync(x).output.data);
+      const slice = backendInfo().mpi.size > 1 ? partBytes < wholeBytes : partBytes === wholeBytes;
+      if (!equal || !slice) failures++;
+      log(
+        `${equal && slice ? 'ok  ' : 'FAIL'} fromPretrained with expertParallel: read ${partBytes} of the layer's ${wholeBytes} bytes, ` +
+          `${equal ? 'bitwise equal' : 'outputs differ'}`,
+      );
+      part.dispose();
+      whole.dispose();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   }
 
   // A bad input on the last rank: its own error there, "another rank" everywhere else, then a good forward works.

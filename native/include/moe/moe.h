@@ -159,6 +159,9 @@ struct LayerConfig {
   // experts of its slice only, and forward / forward_routed are collective. CPU only.
   bool expert_parallel = false;
   std::vector<int32_t> expert_slices;  // routed experts per rank; empty: as even as possible
+  // Expert parallel: the routed experts' weights given are this rank's slice only, of this many experts (-1: all
+  // E are given, and the rank packs its slice of them).
+  int64_t sliced_experts = -1;
 };
 
 struct LayerOutputs {                    // caller-owned buffers

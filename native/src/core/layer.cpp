@@ -26,7 +26,7 @@ struct CpuLayer::State {
                         : std::vector<int64_t>{0, c.experts.num_experts}),
         router(kernels().geometry, 1, c.experts.num_experts, c.experts.d_model, WeightDtype::float32, 0,
                {router_weights}),
-        packed_experts(local_shape(), slice_weights(c.experts, w, bounds[rank()])) {
+        packed_experts(local_shape(), slice_weights(c.experts, w, c.sliced_experts >= 0 ? 0 : bounds[rank()])) {
     if (c.shared.num_experts > 0) shared = std::make_unique<PackedExperts>(c.shared, sw);
     // Packed once, like the router (it was packed again on every forward of a noisy top-k layer).
     if (noise_router_weights)
@@ -47,6 +47,11 @@ struct CpuLayer::State {
   ExpertShape local_shape() const {
     ExpertShape s = config.experts;
     s.num_experts = bounds[rank() + 1] - bounds[rank()];
+    if (config.sliced_experts >= 0 && config.sliced_experts != s.num_experts)
+      throw std::invalid_argument("moe-kernels: expected the weights of rank " + std::to_string(rank()) + "'s " +
+                                  std::to_string(s.num_experts) + " experts (" + std::to_string(bounds[rank()]) +
+                                  " on) or of all " + std::to_string(config.experts.num_experts) + " but got " +
+                                  std::to_string(config.sliced_experts));
     return s;
   }
   // An expert-parallel call's first step: every rank's checks passed (see Layer::collective_failed).
