@@ -120,7 +120,19 @@ export async function layerBackwardAsync(
 function finishBackward(ctx: BackwardContext, p: PreparedBackward, native: NativeBackward): LayerGradients {
   const c = ctx.config;
   const { xs, g, tokens, result } = p;
-  const gate = ctx.gateGradients(xs, result, g, Float64Array.from(native.dWeights));
+  // (an expert-parallel rank without tokens of its own served its experts in the exchange; its router has nothing
+  // to learn from this step)
+  const gate: GateGradients =
+    tokens === 0
+      ? {
+          gradWeights: new Float64Array(0),
+          gradLogits: new Float64Array(0),
+          gradRouter: new Float64Array(c.numExperts * c.dModel),
+          ...(ctx.noiseRouterWeights
+            ? { gradNoiseLogits: new Float64Array(0), gradNoiseRouter: new Float64Array(c.numExperts * c.dModel) }
+            : {}),
+        }
+      : ctx.gateGradients(xs, result, g, Float64Array.from(native.dWeights));
   // dL/dx through the router: dL/dlogits W_g (and the noise router's).
   const dx = native.dx;
   const through = (gradLogits: Float64Array, w: Float32Array) => {

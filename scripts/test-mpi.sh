@@ -21,4 +21,21 @@ if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_RO
 # A hang fails the run instead of blocking it (timeout), as does any rank's non-zero exit (mpirun's own status).
 timeout 300 mpirun -np 2 node dist/tools/mpi/expert-parallel-check.js
 timeout 300 mpirun -np 4 --oversubscribe node dist/tools/mpi/expert-parallel-check.js
+# A rank that fails part-way through a collective forward (MOE_TEST_FAIL_RANK: as if out of memory there) must end
+# the job with a message, not leave the other rank waiting: mpirun exits non-zero, well within the timeout.
+set +e
+abort_log=$(MOE_TEST_FAIL_RANK=1 timeout 120 mpirun -x MOE_TEST_FAIL_RANK -np 2 node -e "
+  const { MoELayer, Tensor } = require('./dist/lib');
+  const layer = MoELayer.random({ dModel: 16, dHidden: 8, numExperts: 4, topK: 2, expertParallel: true }, { seed: 1 });
+  layer.forwardSync(Tensor.randn([3, 16], { seed: 2 }));
+  console.log('test-mpi: a forward returned that should have aborted');
+" 2>&1)
+status=$?
+set -e
+if [ "$status" = 0 ] || [ "$status" = 124 ] || ! grep -q "rank 1 of 2 aborts the MPI job" <<<"$abort_log"; then
+  echo "$abort_log"
+  echo "test-mpi: FAILED: a rank failing inside a collective forward did not end the job cleanly (status $status)"
+  exit 1
+fi
+echo "test-mpi: a rank failing inside a collective ended the job (status $status): $(grep -o 'rank 1 of 2 aborts.*' <<<"$abort_log" | head -1)"
 echo "test-mpi: expert parallelism at 2 and 4 ranks: passed"

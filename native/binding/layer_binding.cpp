@@ -404,7 +404,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     CollectiveChecks checks{layer.get()};
     const moe::LayerConfig& c = config_;
     const int64_t d = c.experts.d_model, e = c.experts.num_experts;
-    const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
+    const int64_t tokens = int_arg(info, 1, "tokens", layer->collective() ? 0 : 1, kMaxDim);
     const int64_t k = int_arg(info, 2, "k", 1, e);
     slot_count(env, tokens, k + c.shared.num_experts);
     elements(env, "the slot gradients", {tokens, k + c.shared.num_experts, d});

@@ -114,6 +114,7 @@ async function main(): Promise<number> {
       config: { dModel: 24, dHidden: 16, numExperts: 6, topK: 2 },
       slices: (n, e) => [e, ...new Array<number>(n - 1).fill(0)],
     },
+    { name: 'backward, rank 0 without tokens', config: { dModel: 24, dHidden: 16, numExperts: 4, topK: 2 } },
   ];
   for (const [i, c] of BACKWARD.entries()) {
     const slices = c.slices ? c.slices(size, c.config.numExperts) : true;
@@ -121,7 +122,9 @@ async function main(): Promise<number> {
     const whole = MoELayer.random(c.config, { seed: 50 + i, bias: c.bias });
     // (No rank with a single token, nor 12n + 1 in all: a GEMM block of one row sums in another order, so a token
     // alone differs in its last bits from the same token among others, in any single process too.)
-    const counts = Array.from({ length: size }, (_, q) => [2, 29, 6, 64][(q + i) % 4]);
+    const counts = Array.from({ length: size }, (_, q) =>
+      c.name.includes('without tokens') ? (q === 0 ? 0 : [5, 29, 6][(q - 1) % 3]) : [2, 29, 6, 64][(q + i) % 4],
+    );
     const xs = counts.map((t, q) => Tensor.randn([t, c.config.dModel], { seed: 1000 + 10 * q + i }));
     const gs = counts.map((t, q) => Tensor.randn([t, c.config.dModel], { seed: 2000 + 10 * q + i }));
     const epOut = ep.forwardSync(xs[rank]);

@@ -2,9 +2,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <list>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -61,6 +63,27 @@ struct CpuLayer::State {
                                   " to pass its checks but another rank's call failed (its own error says why); no "
                                   "rank ran this " +
                                   call);
+  }
+  // Runs an expert-parallel call's body past its agreement: a failure there (out of memory, say) would leave the
+  // other ranks waiting in an exchange forever, so it ends the whole job instead (ExpertExchange::abort, with the
+  // reason on stderr). Without expert parallelism the body just runs.
+  template <class F>
+  void collective(const char* call, F&& body) {
+    if (!exchange) return body();
+    try {
+      fail_for_tests(call);
+      body();
+    } catch (const std::exception& e) {
+      exchange->abort(std::string("its ") + call + " failed part-way, after every rank had agreed to run it (" +
+                      e.what() + "); the other ranks would otherwise wait for it forever");
+    }
+  }
+  // A test hook (scripts/test-mpi.sh): MOE_TEST_FAIL_RANK=r makes rank r's expert-parallel calls fail after their
+  // agreement, as running out of memory there would.
+  void fail_for_tests(const char* call) const {
+    const char* r = std::getenv("MOE_TEST_FAIL_RANK");
+    if (r && *r && std::atoi(r) == rank())
+      throw std::runtime_error(std::string("MOE_TEST_FAIL_RANK=") + r + " failed this " + call);
   }
   // The gradients (or exported weights) of this rank's experts within arrays of all E: pointers moved to its first
   // expert; the other ranks' experts are zeros here (their owners hold them).
@@ -206,16 +229,18 @@ void CpuLayer::forward(const float* x, int64_t tokens, const LayerOutputs& out) 
         "routed by its caller (forward_routed)");
   std::lock_guard<std::mutex> lock(s.mutex);
   s.begin_collective("forward");
-  const ThreadLimit limit(s.config.threads);
-  const ExpertShape& shape = s.config.experts;
-  s.start_timing();
-  packed_router_logits(s.router, x, tokens, shape.d_model, out.logits, s.ffn);
-  s.timings.router = s.lap();
-  top_k_softmax(out.logits, tokens, shape.num_experts, s.config.top_k, s.config.normalize_top_k, out.experts,
-                out.weights);
-  s.timings.routing = s.lap();
-  s.run_experts(x, tokens, s.config.top_k, out.experts, out.weights, out.output, out.tokens_per_expert,
-                out.keep_for_backward);
+  s.collective("forward", [&] {
+    const ThreadLimit limit(s.config.threads);
+    const ExpertShape& shape = s.config.experts;
+    s.start_timing();
+    packed_router_logits(s.router, x, tokens, shape.d_model, out.logits, s.ffn);
+    s.timings.router = s.lap();
+    top_k_softmax(out.logits, tokens, shape.num_experts, s.config.top_k, s.config.normalize_top_k, out.experts,
+                  out.weights);
+    s.timings.routing = s.lap();
+    s.run_experts(x, tokens, s.config.top_k, out.experts, out.weights, out.output, out.tokens_per_expert,
+                  out.keep_for_backward);
+  });
 }
 
 void CpuLayer::export_weights(const LayerWeightsOut& out) const {
@@ -233,67 +258,69 @@ void CpuLayer::backward(const float* x, int64_t tokens, int k, const int32_t* ex
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
   s.begin_collective("backward");
-  const ThreadLimit limit(s.config.threads);
-  const ExpertShape& shape = s.config.experts;
-  const int64_t d = shape.d_model, routed = shape.num_experts, num_shared = s.config.shared.num_experts;
-  const int spt = k + static_cast<int>(num_shared);
-  const int64_t slots = tokens * spt, all = routed + num_shared;
-  // The slots as the forward ran them: routed, then shared ones with weight 1 or their gate's sigmoid.
-  std::vector<int32_t> ids(static_cast<size_t>(slots));
-  std::vector<float> w(static_cast<size_t>(slots)), gate;
-  if (s.shared_gate) {
-    gate.resize(static_cast<size_t>(std::max<int64_t>(tokens * num_shared, 1)));
-    packed_router_logits(*s.shared_gate, x, tokens, d, gate.data(), s.ffn);
-    for (float& v : gate) v = 1.0f / (1.0f + std::exp(-v));
-  }
-  for (int64_t t = 0; t < tokens; ++t)
-    for (int j = 0; j < spt; ++j) {
-      const bool is_routed = j < k;
-      ids[t * spt + j] = is_routed ? experts[t * k + j] : static_cast<int32_t>(routed + j - k);
-      w[t * spt + j] = is_routed ? weights[t * k + j] : s.shared_gate ? gate[t * num_shared + (j - k)] : 1.0f;
+  s.collective("backward", [&] {
+    const ThreadLimit limit(s.config.threads);
+    const ExpertShape& shape = s.config.experts;
+    const int64_t d = shape.d_model, routed = shape.num_experts, num_shared = s.config.shared.num_experts;
+    const int spt = k + static_cast<int>(num_shared);
+    const int64_t slots = tokens * spt, all = routed + num_shared;
+    // The slots as the forward ran them: routed, then shared ones with weight 1 or their gate's sigmoid.
+    std::vector<int32_t> ids(static_cast<size_t>(slots));
+    std::vector<float> w(static_cast<size_t>(slots)), gate;
+    if (s.shared_gate) {
+      gate.resize(static_cast<size_t>(std::max<int64_t>(tokens * num_shared, 1)));
+      packed_router_logits(*s.shared_gate, x, tokens, d, gate.data(), s.ffn);
+      for (float& v : gate) v = 1.0f / (1.0f + std::exp(-v));
     }
-  std::vector<int32_t> count(static_cast<size_t>(all)), offset(static_cast<size_t>(all + 1)),
-      order(static_cast<size_t>(slots));
-  dispatch(ids.data(), slots, all, count.data(), offset.data(), order.data());
-  // Reused, not a fresh vector: a fresh block of this size comes from mmap, and its first touch costs more than
-  // the sums that fill it.
-  float* dx_slots = s.backward.dx_slots.reserve(static_cast<size_t>(slots * d));
-  std::fill(dx_slots, dx_slots + slots * d, 0.0f);
-  std::vector<float> d_slot(static_cast<size_t>(slots), 0.0f);
-  if (s.exchange)
-    exchange_backward(*s.exchange, s.bounds, s.packed_experts, x, d_out, d, spt, offset.data(), order.data(), w.data(),
-                      d_slot.data(), dx_slots, s.local_part(g.experts), s.backward, s.exchange_ws);
-  else
-    experts_backward(s.packed_experts, x, spt, offset.data(), order.data(), w.data(), d_out, d_slot.data(), dx_slots,
-                     g.experts, s.backward, s.kept_for(x, tokens, k, experts));
-  if (s.shared)
-    experts_backward(*s.shared, x, spt, offset.data() + routed, order.data(), w.data(), d_out, d_slot.data(), dx_slots,
-                     g.shared, s.backward);
-  // dx per token, its slots in order; a gated shared expert also passes through its gate: out += sigmoid(z) y,
-  // z = x . gate_s, so dL/dz = sigmoid'(z) <dL/dout, y>.
-  std::vector<float> gate_w;
-  if (s.shared_gate) {
-    gate_w.resize(static_cast<size_t>(num_shared * d));
-    s.shared_gate->unpack(0, 0, gate_w.data(), nullptr);
-    if (g.d_shared_gate) std::fill(g.d_shared_gate, g.d_shared_gate + num_shared * d, 0.0f);
-  }
-  for (int64_t t = 0; t < tokens; ++t) {
-    float* dx = g.dx + t * d;
-    std::fill(dx, dx + d, 0.0f);
-    for (int j = 0; j < spt; ++j)
-      for (int64_t i = 0; i < d; ++i) dx[i] += dx_slots[(t * spt + j) * d + i];
-    if (s.shared_gate)
-      for (int64_t sh = 0; sh < num_shared; ++sh) {
-        const float gv = gate[t * num_shared + sh];
-        const float dz = gv * (1.0f - gv) * d_slot[t * spt + k + sh];
-        for (int64_t i = 0; i < d; ++i) {
-          if (g.d_shared_gate) g.d_shared_gate[sh * d + i] += dz * x[t * d + i];
-          dx[i] += dz * gate_w[sh * d + i];
-        }
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int j = 0; j < spt; ++j) {
+        const bool is_routed = j < k;
+        ids[t * spt + j] = is_routed ? experts[t * k + j] : static_cast<int32_t>(routed + j - k);
+        w[t * spt + j] = is_routed ? weights[t * k + j] : s.shared_gate ? gate[t * num_shared + (j - k)] : 1.0f;
       }
-    if (g.d_weights)
-      for (int j = 0; j < k; ++j) g.d_weights[t * k + j] = d_slot[t * spt + j];
-  }
+    std::vector<int32_t> count(static_cast<size_t>(all)), offset(static_cast<size_t>(all + 1)),
+        order(static_cast<size_t>(slots));
+    dispatch(ids.data(), slots, all, count.data(), offset.data(), order.data());
+    // Reused, not a fresh vector: a fresh block of this size comes from mmap, and its first touch costs more than
+    // the sums that fill it.
+    float* dx_slots = s.backward.dx_slots.reserve(static_cast<size_t>(slots * d));
+    std::fill(dx_slots, dx_slots + slots * d, 0.0f);
+    std::vector<float> d_slot(static_cast<size_t>(slots), 0.0f);
+    if (s.exchange)
+      exchange_backward(*s.exchange, s.bounds, s.packed_experts, x, d_out, d, spt, offset.data(), order.data(),
+                        w.data(), d_slot.data(), dx_slots, s.local_part(g.experts), s.backward, s.exchange_ws);
+    else
+      experts_backward(s.packed_experts, x, spt, offset.data(), order.data(), w.data(), d_out, d_slot.data(), dx_slots,
+                       g.experts, s.backward, s.kept_for(x, tokens, k, experts));
+    if (s.shared)
+      experts_backward(*s.shared, x, spt, offset.data() + routed, order.data(), w.data(), d_out, d_slot.data(),
+                       dx_slots, g.shared, s.backward);
+    // dx per token, its slots in order; a gated shared expert also passes through its gate: out += sigmoid(z) y,
+    // z = x . gate_s, so dL/dz = sigmoid'(z) <dL/dout, y>.
+    std::vector<float> gate_w;
+    if (s.shared_gate) {
+      gate_w.resize(static_cast<size_t>(num_shared * d));
+      s.shared_gate->unpack(0, 0, gate_w.data(), nullptr);
+      if (g.d_shared_gate) std::fill(g.d_shared_gate, g.d_shared_gate + num_shared * d, 0.0f);
+    }
+    for (int64_t t = 0; t < tokens; ++t) {
+      float* dx = g.dx + t * d;
+      std::fill(dx, dx + d, 0.0f);
+      for (int j = 0; j < spt; ++j)
+        for (int64_t i = 0; i < d; ++i) dx[i] += dx_slots[(t * spt + j) * d + i];
+      if (s.shared_gate)
+        for (int64_t sh = 0; sh < num_shared; ++sh) {
+          const float gv = gate[t * num_shared + sh];
+          const float dz = gv * (1.0f - gv) * d_slot[t * spt + k + sh];
+          for (int64_t i = 0; i < d; ++i) {
+            if (g.d_shared_gate) g.d_shared_gate[sh * d + i] += dz * x[t * d + i];
+            dx[i] += dz * gate_w[sh * d + i];
+          }
+        }
+      if (g.d_weights)
+        for (int j = 0; j < k; ++j) g.d_weights[t * k + j] = d_slot[t * spt + j];
+    }
+  });
 }
 
 void CpuLayer::apply_gradients(const ParameterGradients& g, const OptimizerStep& step) {
@@ -304,52 +331,54 @@ void CpuLayer::apply_gradients(const ParameterGradients& g, const OptimizerStep&
     throw Unsupported(std::string("moe-kernels: expected weightDtype 'float32' for an optimizer step but got '") +
                       weight_dtype_name(s.config.experts.weight_dtype) + "'");
   s.begin_collective("optimizer step");
-  s.kept_tokens = -1;  // kept pre-activations are of the old weights
-  // Expert parallel: what every rank holds (router, noise router, shared gate, shared experts) steps by the sum of
-  // every rank's gradient, added in rank order on each rank (an all-gather, not an all-reduce whose order MPI leaves
-  // open), so that the copies stay bitwise the same; each routed expert steps on its owner by its own gradient.
-  std::list<std::vector<float>> sums;  // (a list: the sums stay where they are while more are added)
-  const auto summed = [&](const float* part, int64_t n) -> const float* {
-    if (!s.exchange || !part) return part;
-    const int ranks = s.exchange->size();
-    std::vector<float> all(static_cast<size_t>(n * ranks));
-    s.exchange->all_gather(part, n, all.data());
-    std::vector<float>& sum = sums.emplace_back(static_cast<size_t>(n), 0.0f);
-    for (int r = 0; r < ranks; ++r)
-      for (int64_t i = 0; i < n; ++i) sum[i] += all[r * n + i];
-    return sum.data();
-  };
-  const int64_t d_model = s.config.experts.d_model, routed = s.config.experts.num_experts;
-  if (g.router) s.router.update(0, 0, summed(g.router, routed * d_model), nullptr, step);
-  if (g.noise_router && s.noise_router)
-    s.noise_router->update(0, 0, summed(g.noise_router, routed * d_model), nullptr, step);
-  if (g.shared_gate && s.shared_gate)
-    s.shared_gate->update(0, 0, summed(g.shared_gate, s.config.shared.num_experts * d_model), nullptr, step);
-  auto experts = [&](PackedExperts& p, const ExpertGradientsIn& in) {
-    const ExpertShape& sh = p.shape;
-    const int64_t h = sh.d_hidden, d = sh.d_model;
-    const bool gated = is_gated(sh.activation);
-    for (int64_t e = 0; e < sh.num_experts; ++e) {
-      if (in.w1) p.up.update(e, 0, in.w1 + e * h * d, p.up.has_bias(0) && in.b1 ? in.b1 + e * h : nullptr, step);
-      if (gated && in.w3)
-        p.up.update(e, 1, in.w3 + e * h * d, p.up.has_bias(1) && in.b3 ? in.b3 + e * h : nullptr, step);
-      if (in.w2) p.down.update(e, 0, in.w2 + e * d * h, p.down.has_bias(0) && in.b2 ? in.b2 + e * d : nullptr, step);
+  s.collective("optimizer step", [&] {
+    s.kept_tokens = -1;  // kept pre-activations are of the old weights
+    // Expert parallel: what every rank holds (router, noise router, shared gate, shared experts) steps by the sum of
+    // every rank's gradient, added in rank order on each rank (an all-gather, not an all-reduce whose order MPI leaves
+    // open), so that the copies stay bitwise the same; each routed expert steps on its owner by its own gradient.
+    std::list<std::vector<float>> sums;  // (a list: the sums stay where they are while more are added)
+    const auto summed = [&](const float* part, int64_t n) -> const float* {
+      if (!s.exchange || !part) return part;
+      const int ranks = s.exchange->size();
+      std::vector<float> all(static_cast<size_t>(n * ranks));
+      s.exchange->all_gather(part, n, all.data());
+      std::vector<float>& sum = sums.emplace_back(static_cast<size_t>(n), 0.0f);
+      for (int r = 0; r < ranks; ++r)
+        for (int64_t i = 0; i < n; ++i) sum[i] += all[r * n + i];
+      return sum.data();
+    };
+    const int64_t d_model = s.config.experts.d_model, routed = s.config.experts.num_experts;
+    if (g.router) s.router.update(0, 0, summed(g.router, routed * d_model), nullptr, step);
+    if (g.noise_router && s.noise_router)
+      s.noise_router->update(0, 0, summed(g.noise_router, routed * d_model), nullptr, step);
+    if (g.shared_gate && s.shared_gate)
+      s.shared_gate->update(0, 0, summed(g.shared_gate, s.config.shared.num_experts * d_model), nullptr, step);
+    auto experts = [&](PackedExperts& p, const ExpertGradientsIn& in) {
+      const ExpertShape& sh = p.shape;
+      const int64_t h = sh.d_hidden, d = sh.d_model;
+      const bool gated = is_gated(sh.activation);
+      for (int64_t e = 0; e < sh.num_experts; ++e) {
+        if (in.w1) p.up.update(e, 0, in.w1 + e * h * d, p.up.has_bias(0) && in.b1 ? in.b1 + e * h : nullptr, step);
+        if (gated && in.w3)
+          p.up.update(e, 1, in.w3 + e * h * d, p.up.has_bias(1) && in.b3 ? in.b3 + e * h : nullptr, step);
+        if (in.w2) p.down.update(e, 0, in.w2 + e * d * h, p.down.has_bias(0) && in.b2 ? in.b2 + e * d : nullptr, step);
+      }
+    };
+    // This rank's routed experts: the gradients of its slice within those of all E.
+    const ExpertShape& r = s.config.experts;
+    const int64_t first = s.bounds[s.rank()], rh = r.d_hidden, rd = r.d_model;
+    const auto from = [first](const float* p, int64_t per) { return p ? p + first * per : nullptr; };
+    const ExpertGradientsIn& a = g.experts;
+    experts(s.packed_experts, {from(a.w1, rh * rd), from(a.w3, rh * rd), from(a.w2, rd * rh), from(a.b1, rh),
+                               from(a.b3, rh), from(a.b2, rd)});
+    if (s.shared) {
+      const ExpertShape& sh = s.config.shared;
+      const int64_t n = sh.num_experts, h = sh.d_hidden, d = sh.d_model;
+      const ExpertGradientsIn& b = g.shared;
+      experts(*s.shared, {summed(b.w1, n * h * d), is_gated(sh.activation) ? summed(b.w3, n * h * d) : b.w3,
+                          summed(b.w2, n * d * h), summed(b.b1, n * h), summed(b.b3, n * h), summed(b.b2, n * d)});
     }
-  };
-  // This rank's routed experts: the gradients of its slice within those of all E.
-  const ExpertShape& r = s.config.experts;
-  const int64_t first = s.bounds[s.rank()], rh = r.d_hidden, rd = r.d_model;
-  const auto from = [first](const float* p, int64_t per) { return p ? p + first * per : nullptr; };
-  const ExpertGradientsIn& a = g.experts;
-  experts(s.packed_experts, {from(a.w1, rh * rd), from(a.w3, rh * rd), from(a.w2, rd * rh), from(a.b1, rh),
-                             from(a.b3, rh), from(a.b2, rd)});
-  if (s.shared) {
-    const ExpertShape& sh = s.config.shared;
-    const int64_t n = sh.num_experts, h = sh.d_hidden, d = sh.d_model;
-    const ExpertGradientsIn& b = g.shared;
-    experts(*s.shared, {summed(b.w1, n * h * d), is_gated(sh.activation) ? summed(b.w3, n * h * d) : b.w3,
-                        summed(b.w2, n * d * h), summed(b.b1, n * h), summed(b.b3, n * h), summed(b.b2, n * d)});
-  }
+  });
 }
 
 LayerWeightsPresent CpuLayer::weights_present() const {
@@ -402,9 +431,11 @@ void CpuLayer::forward_routed(const float* x, int64_t tokens, int k, const int32
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
   s.begin_collective("forward");
-  const ThreadLimit limit(s.config.threads);
-  s.start_timing();
-  s.run_experts(x, tokens, k, experts, weights, output, tokens_per_expert, keep_for_backward);
+  s.collective("forward", [&] {
+    const ThreadLimit limit(s.config.threads);
+    s.start_timing();
+    s.run_experts(x, tokens, k, experts, weights, output, tokens_per_expert, keep_for_backward);
+  });
 }
 
 bool CpuLayer::collective() const { return state_->exchange != nullptr; }
