@@ -6,6 +6,7 @@
 #   C. MOE_KERNELS_BUILD_FROM_SOURCE=1 npm install: the tarball's own sources compile (the addon alone);
 #   D. a copy whose manifest lacks this platform, as on one with no prebuilt binary: the install script compiles;
 #   E. pnpm 10 (npx pnpm@10), which skips dependency build scripts by default: the prebuilt binary;
+#   F. MOE_MPI=1 npm install (where MPI is installed): compiled with MPI, an expert-parallel forward under mpirun;
 # and in each: require() from CommonJS, import from ESM, a TypeScript consumer type-checked with --strict and
 # moduleResolution nodenext (with `using`), run, and a forward checked against the float64 reference.
 # Where the prebuild's Debian 11 build root exists, project B also runs there: glibc 2.31, as on Ubuntu 20.04;
@@ -215,6 +216,32 @@ else
   cat "$work/d.log"; fail "pnpm add"
 fi
 cd "$repo"
+
+if command -v mpicc >/dev/null && command -v mpirun >/dev/null; then
+  say "F: MOE_MPI=1 npm install: the tarball's sources compile with MPI, and an expert-parallel layer runs under mpirun"
+  mkdir -p "$work/f" && cd "$work/f" && npm init -y >/dev/null
+  t0=$(seconds)
+  MOE_MPI=1 npm install --no-audit --no-fund --foreground-scripts "$tarball" >"$work/f.log" 2>&1 || { tail -40 "$work/f.log"; fail "MOE_MPI=1 npm install (F)"; }
+  echo "installed and compiled in $(elapsed "$t0") s"
+  grep 'moe-kernels:' "$work/f.log" || true
+  cat >ep.cjs <<'JS'
+const { MoELayer, Tensor, backendInfo } = require('moe-kernels');
+const config = { dModel: 32, dHidden: 16, numExperts: 6, topK: 2 };
+const ep = MoELayer.random({ ...config, expertParallel: true }, { seed: 1 });
+const whole = MoELayer.random(config, { seed: 1 });
+const { rank, size, compiled } = backendInfo().mpi;
+const x = Tensor.randn([5 + 7 * rank, 32], { seed: rank });
+const [a, b] = [ep.forwardSync(x).output.data, whole.forwardSync(x).output.data];
+const equal = a.every((v, i) => Object.is(v, b[i]));
+console.log(`rank ${rank}/${size}: mpi compiled ${compiled}, expert-parallel forward ${equal ? 'bitwise equal' : 'DIFFERS'}`);
+process.exitCode = compiled && size === 2 && equal ? 0 : 1;
+JS
+  if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+  env -u MOE_KERNELS_BINARY timeout 120 mpirun -np 2 node ep.cjs || fail "the expert-parallel layer of the MOE_MPI=1 install (F)"
+  cd "$repo"
+else
+  echo "test-package: F (MOE_MPI=1 npm install) skipped: no mpicc / mpirun"
+fi
 
 build_root="${MOE_BUILD_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/moe-kernels/build-root-bullseye}"
 if [ -f "$build_root/.moe-kernels-build-root" ] && [ "$(id -u)" = 0 ]; then

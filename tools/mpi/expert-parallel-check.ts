@@ -50,6 +50,13 @@ const CASES: Case[] = [
     name: 'DeepSeek-V3 sigmoid + bias, shared experts',
     config: { dModel: 32, dHidden: 16, numExperts: 8, topK: 2, router: { kind: 'sigmoidBias' }, sharedExperts: 1 },
   },
+  { name: 'soft routing (every expert, k = E)', config: { dModel: 24, dHidden: 16, numExperts: 4, router: { kind: 'soft' } } },
+  { name: 'noisy top-k (inference: no noise)', config: { dModel: 24, dHidden: 16, numExperts: 8, topK: 2, router: { kind: 'noisyTopK' } } },
+  {
+    name: 'GShard top-2 with capacity',
+    config: { dModel: 24, dHidden: 16, numExperts: 8, router: { kind: 'gshardTop2', capacityFactor: 1 } },
+  },
+  { name: 'expert choice', config: { dModel: 24, dHidden: 16, numExperts: 8, router: { kind: 'expertChoice', capacityFactor: 2 } } },
   { name: 'gpt-oss clamped SwiGLU', config: { dModel: 32, dHidden: 32, numExperts: 4, topK: 2, activation: 'swiglu-clamped' }, bias: true },
 ];
 
