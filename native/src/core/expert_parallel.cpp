@@ -55,27 +55,33 @@ ExpertWeights slice_weights(const ExpertShape& s, const ExpertWeights& w, int64_
   return out;
 }
 
-void exchange_routed(ExpertExchange& ex, const std::vector<int64_t>& bounds, const PackedExperts& local, const float* x,
-                     int64_t d, int spt, const int32_t* offsets, const int32_t* order, float* slot_out,
-                     ExchangeWorkspace& ws, FfnWorkspace& ffn, ExchangeStats& stats) {
-  const int ranks = ex.size(), me = ex.rank();
-  const int64_t mine = bounds[me + 1] - bounds[me], routed_experts = bounds[ranks];
-  const size_t R = static_cast<size_t>(ranks);
-  ws.sc.assign(R, 0), ws.so.assign(R, 0), ws.rc.assign(R, 0), ws.ro.assign(R, 0);
-  stats = ExchangeStats{};
-  // An all-to-all, timed, with its bytes to and from the other ranks (what stays on this rank is not counted).
-  const auto exchange = [&](const auto* send, const int64_t* sc, const int64_t* so, auto* recv, const int64_t* rc,
-                            const int64_t* ro) {
+namespace {
+
+// The all-to-alls of one call, timed, with their bytes to and from the other ranks (what stays here is not counted).
+struct TimedExchange {
+  ExpertExchange& ex;
+  ExchangeStats& stats;
+  template <class T>
+  void operator()(const T* send, const int64_t* sc, const int64_t* so, T* recv, const int64_t* rc, const int64_t* ro) {
     const auto t0 = std::chrono::steady_clock::now();
     ex.all_to_all(send, sc, so, recv, rc, ro);
     stats.ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    for (int q = 0; q < ranks; ++q)
-      if (q != me)
-        stats.bytes_sent += static_cast<double>(sc[q] * sizeof(*send)),
-            stats.bytes_received += static_cast<double>(rc[q] * sizeof(*recv));
-  };
+    for (int q = 0; q < ex.size(); ++q)
+      if (q != ex.rank())
+        stats.bytes_sent += static_cast<double>(sc[q] * sizeof(T)),
+            stats.bytes_received += static_cast<double>(rc[q] * sizeof(T));
+  }
+};
 
-  // 1. Rows per expert: to rank q the counts of its experts; from every rank, the counts of mine.
+// Both exchanges' first step: to rank q the row counts of its experts, from every rank those of mine
+// (ws.counts_in[q * mine + e]). Returns where each source rank's rows start among the rows received here
+// ([ranks + 1], in rank order).
+std::vector<int64_t> exchange_counts(TimedExchange& exchange, const std::vector<int64_t>& bounds,
+                                     const int32_t* offsets, ExchangeWorkspace& ws) {
+  const int ranks = exchange.ex.size(), me = exchange.ex.rank();
+  const int64_t mine = bounds[me + 1] - bounds[me], routed_experts = bounds[ranks];
+  const size_t R = static_cast<size_t>(ranks);
+  ws.sc.assign(R, 0), ws.so.assign(R, 0), ws.rc.assign(R, 0), ws.ro.assign(R, 0);
   ws.counts_out.resize(static_cast<size_t>(routed_experts));
   for (int64_t e = 0; e < routed_experts; ++e) ws.counts_out[e] = offsets[e + 1] - offsets[e];
   ws.counts_in.assign(R * static_cast<size_t>(mine), 0);
@@ -84,6 +90,38 @@ void exchange_routed(ExpertExchange& ex, const std::vector<int64_t>& bounds, con
     ws.rc[q] = mine, ws.ro[q] = q * mine;
   }
   exchange(ws.counts_out.data(), ws.sc.data(), ws.so.data(), ws.counts_in.data(), ws.rc.data(), ws.ro.data());
+  std::vector<int64_t> source_at(R + 1, 0);
+  for (int q = 0; q < ranks; ++q) {
+    source_at[q + 1] = source_at[q];
+    for (int64_t e = 0; e < mine; ++e) source_at[q + 1] += ws.counts_in[q * mine + e];
+  }
+  return source_at;
+}
+
+// The counts and offsets (in floats) of an exchange of rows of `width` floats: to rank q the rows of its experts in
+// plan order, from rank q its rows for mine (at source_at[q]).
+void row_counts(const std::vector<int64_t>& bounds, const int32_t* offsets, const std::vector<int64_t>& source_at,
+                int64_t width, ExchangeWorkspace& ws) {
+  for (size_t q = 0; q + 1 < bounds.size(); ++q) {
+    ws.sc[q] = (offsets[bounds[q + 1]] - offsets[bounds[q]]) * width;
+    ws.so[q] = (offsets[bounds[q]] - offsets[0]) * width;
+    ws.rc[q] = (source_at[q + 1] - source_at[q]) * width, ws.ro[q] = source_at[q] * width;
+  }
+}
+
+}  // namespace
+
+void exchange_routed(ExpertExchange& ex, const std::vector<int64_t>& bounds, const PackedExperts& local, const float* x,
+                     int64_t d, int spt, const int32_t* offsets, const int32_t* order, float* slot_out,
+                     ExchangeWorkspace& ws, FfnWorkspace& ffn, ExchangeStats& stats) {
+  const int ranks = ex.size(), me = ex.rank();
+  const int64_t mine = bounds[me + 1] - bounds[me], routed_experts = bounds[ranks];
+  stats = ExchangeStats{};
+  TimedExchange exchange{ex, stats};
+
+  // 1. Rows per expert: to rank q the counts of its experts; from every rank, the counts of mine.
+  const std::vector<int64_t> source_at = exchange_counts(exchange, bounds, offsets, ws);
+  const int64_t in_rows = source_at[ranks];
 
   // 2. The token rows in plan order (the experts of rank q are contiguous in it).
   const int64_t out_rows = offsets[routed_experts] - offsets[0];
@@ -94,15 +132,7 @@ void exchange_routed(ExpertExchange& ex, const std::vector<int64_t>& bounds, con
       std::copy(row, row + d, send + p * d);
     }
   });
-  int64_t in_rows = 0;
-  std::vector<int64_t> source_rows(R, 0);
-  for (int q = 0; q < ranks; ++q) {
-    ws.sc[q] = (offsets[bounds[q + 1]] - offsets[bounds[q]]) * d;
-    ws.so[q] = (offsets[bounds[q]] - offsets[0]) * d;
-    for (int64_t e = 0; e < mine; ++e) source_rows[q] += ws.counts_in[q * mine + e];
-    ws.rc[q] = source_rows[q] * d, ws.ro[q] = in_rows * d;
-    in_rows += source_rows[q];
-  }
+  row_counts(bounds, offsets, source_at, d, ws);
   float* recv = ws.recv_rows.reserve(static_cast<size_t>(std::max<int64_t>(1, in_rows * d)));
   exchange(static_cast<const float*>(send), ws.sc.data(), ws.so.data(), recv, ws.rc.data(), ws.ro.data());
 
@@ -112,10 +142,10 @@ void exchange_routed(ExpertExchange& ex, const std::vector<int64_t>& bounds, con
   std::iota(ws.identity.begin(), ws.identity.end(), 0);
   ws.local_offsets.resize(static_cast<size_t>(mine) + 1);
   for (int q = 0; q < ranks; ++q) {
-    if (source_rows[q] == 0) continue;
+    if (source_at[q + 1] == source_at[q]) continue;
     ws.local_offsets[0] = 0;
     for (int64_t e = 0; e < mine; ++e) ws.local_offsets[e + 1] = ws.local_offsets[e] + ws.counts_in[q * mine + e];
-    expert_ffn(local, recv + ws.ro[q], source_rows[q], 1, ws.local_offsets.data(), ws.identity.data(),
+    expert_ffn(local, recv + ws.ro[q], source_at[q + 1] - source_at[q], 1, ws.local_offsets.data(), ws.identity.data(),
                results + ws.ro[q], ffn);
   }
 
@@ -134,18 +164,12 @@ void exchange_backward(ExpertExchange& ex, const std::vector<int64_t>& bounds, c
                        const ExpertWeightsOut& g_local, BackwardWorkspace& bws, ExchangeWorkspace& ws) {
   const int ranks = ex.size(), me = ex.rank();
   const int64_t mine = bounds[me + 1] - bounds[me], routed_experts = bounds[ranks];
-  const size_t R = static_cast<size_t>(ranks);
-  ws.sc.assign(R, 0), ws.so.assign(R, 0), ws.rc.assign(R, 0), ws.ro.assign(R, 0);
+  ExchangeStats stats;  // (not reported for the backward)
+  TimedExchange exchange{ex, stats};
 
   // 1. Rows per expert, as the forward's exchange.
-  ws.counts_out.resize(static_cast<size_t>(routed_experts));
-  for (int64_t e = 0; e < routed_experts; ++e) ws.counts_out[e] = offsets[e + 1] - offsets[e];
-  ws.counts_in.assign(R * static_cast<size_t>(mine), 0);
-  for (int q = 0; q < ranks; ++q) {
-    ws.sc[q] = bounds[q + 1] - bounds[q], ws.so[q] = bounds[q];
-    ws.rc[q] = mine, ws.ro[q] = q * mine;
-  }
-  ex.all_to_all(ws.counts_out.data(), ws.sc.data(), ws.so.data(), ws.counts_in.data(), ws.rc.data(), ws.ro.data());
+  const std::vector<int64_t> source_at = exchange_counts(exchange, bounds, offsets, ws);
+  const int64_t in_rows = source_at[ranks];
 
   // 2. Per slot in plan order, one row [x | dL/dy | w] of 2d + 1 floats.
   const int64_t wide = 2 * d + 1, out_rows = offsets[routed_experts] - offsets[0];
@@ -160,17 +184,9 @@ void exchange_backward(ExpertExchange& ex, const std::vector<int64_t>& bounds, c
       row[2 * d] = slot_weights[slot];
     }
   });
-  std::vector<int64_t> source_rows(R, 0), source_at(R + 1, 0);
-  for (int q = 0; q < ranks; ++q) {
-    ws.sc[q] = (offsets[bounds[q + 1]] - offsets[bounds[q]]) * wide;
-    ws.so[q] = (offsets[bounds[q]] - offsets[0]) * wide;
-    for (int64_t e = 0; e < mine; ++e) source_rows[q] += ws.counts_in[q * mine + e];
-    source_at[q + 1] = source_at[q] + source_rows[q];
-    ws.rc[q] = source_rows[q] * wide, ws.ro[q] = source_at[q] * wide;
-  }
-  const int64_t in_rows = source_at[R];
+  row_counts(bounds, offsets, source_at, wide, ws);
   float* recv = ws.recv_rows.reserve(static_cast<size_t>(std::max<int64_t>(1, in_rows * wide)));
-  ex.all_to_all(static_cast<const float*>(send), ws.sc.data(), ws.so.data(), recv, ws.rc.data(), ws.ro.data());
+  exchange(static_cast<const float*>(send), ws.sc.data(), ws.so.data(), recv, ws.rc.data(), ws.ro.data());
 
   // 3. The rows expert-major (each expert's rows from rank 0, then rank 1, ...), and the backward of my slice.
   ws.source_of.resize(static_cast<size_t>(std::max<int64_t>(1, in_rows)));
@@ -213,12 +229,9 @@ void exchange_backward(ExpertExchange& ex, const std::vector<int64_t>& bounds, c
       row[d] = dws[r];
     }
   });
-  for (int q = 0; q < ranks; ++q) {
-    ws.sc[q] = ws.sc[q] / wide * narrow, ws.so[q] = ws.so[q] / wide * narrow;
-    ws.rc[q] = source_rows[q] * narrow, ws.ro[q] = source_at[q] * narrow;
-  }
+  row_counts(bounds, offsets, source_at, narrow, ws);
   float* back = ws.returned.reserve(static_cast<size_t>(std::max<int64_t>(1, out_rows * narrow)));
-  ex.all_to_all(static_cast<const float*>(results), ws.rc.data(), ws.ro.data(), back, ws.sc.data(), ws.so.data());
+  exchange(static_cast<const float*>(results), ws.rc.data(), ws.ro.data(), back, ws.sc.data(), ws.so.data());
   ThreadPool::instance().run((out_rows + 63) / 64, [&](int64_t blk) {
     for (int64_t p = blk * 64; p < std::min(out_rows, blk * 64 + 64); ++p) {
       const int32_t slot = order[offsets[0] + p];
