@@ -119,7 +119,7 @@ export async function loadPretrained(location: string, options: FromPretrainedOp
     // Expert parallel: this rank's routed experts, the only ones it reads (every rank reads the router and the
     // shared experts).
     const slice = parallel === false ? undefined : expertSliceOf(plan.config.numExperts, parallel);
-    const range = slice ? { first: slice.first, count: slice.count } : { first: 0, count: plan.experts.count };
+    const range = slice ?? { first: 0, count: plan.experts.count };
     let bytesRead = 0;
     let totalBytes = 0;
     let what: string | undefined;

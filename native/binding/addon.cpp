@@ -12,6 +12,7 @@
 #include "moe/cuda.h"
 #include "moe/moe.h"
 #include "read_probe_binding.h"
+#include "spec.h"
 
 namespace moe_binding {
 namespace {
@@ -48,11 +49,8 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
 Napi::Value StartMpi(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
   const int64_t experts = int_arg(info, 0, "numExperts", 1, int64_t{1} << 31);
-  std::vector<int32_t> slices;
-  if (info[1].IsArray()) {
-    const Napi::Array a = info[1].As<Napi::Array>();
-    for (uint32_t i = 0; i < a.Length(); ++i) slices.push_back(a.Get(i).As<Napi::Number>().Int32Value());
-  }
+  const std::vector<int32_t> slices =
+      info[1].IsUndefined() ? std::vector<int32_t>{} : expert_slices(env, info[1], experts, "slices");
   auto out = Napi::Object::New(env);
   run_guarded(env, [&] {
     const std::shared_ptr<moe::ExpertExchange> exchange = moe::expert_exchange();

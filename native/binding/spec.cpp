@@ -178,6 +178,23 @@ ExpertSpec read_experts(const Fields& f) {
   return spec;
 }
 
+std::vector<int32_t> expert_slices(Napi::Env env, const Napi::Value& value, int64_t num_experts,
+                                   const std::string& name) {
+  std::vector<int32_t> counts;
+  if (!value.IsArray()) throw_type_error(env, "expected " + name + " to be an array of expert counts per rank");
+  const Napi::Array a = value.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    const Napi::Value v = a.Get(i);
+    const double count = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1.0;
+    if (!(count >= 0 && count <= static_cast<double>(num_experts) &&
+          count == static_cast<double>(static_cast<int64_t>(count))))
+      throw_range_error(env, "expected " + name + "[" + std::to_string(i) +
+                                 "] to be an integer count of experts in 0.." + std::to_string(num_experts));
+    counts.push_back(static_cast<int32_t>(count));
+  }
+  return counts;
+}
+
 moe::LayerSpec read_layer(const Fields& f) {
   moe::LayerSpec spec;
   moe::LayerConfig& c = spec.config;
@@ -207,21 +224,10 @@ moe::LayerSpec read_layer(const Fields& f) {
   // expertParallel: true (slices as even as possible) or the routed experts per rank, [count, ...].
   if (f.present("expertParallel")) {
     const Napi::Value ep = f.value("expertParallel");
-    c.expert_parallel = ep.IsArray() || (ep.IsBoolean() && ep.As<Napi::Boolean>().Value());
     if (!ep.IsArray() && !ep.IsBoolean())
       throw_type_error(f.env(), "expected spec.expertParallel to be a boolean or an array of expert counts per rank");
-    if (ep.IsArray()) {
-      const Napi::Array a = ep.As<Napi::Array>();
-      for (uint32_t i = 0; i < a.Length(); ++i) {
-        const Napi::Value v = a.Get(i);
-        const double count = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1.0;
-        if (!(count >= 0 && count <= static_cast<double>(n) &&
-              count == static_cast<double>(static_cast<int64_t>(count))))
-          throw_range_error(f.env(), "expected spec.expertParallel[" + std::to_string(i) +
-                                         "] to be an integer count of experts in 0.." + std::to_string(n));
-        c.expert_slices.push_back(static_cast<int32_t>(count));
-      }
-    }
+    c.expert_parallel = ep.IsArray() || ep.As<Napi::Boolean>().Value();
+    if (ep.IsArray()) c.expert_slices = expert_slices(f.env(), ep, n, "spec.expertParallel");
   }
   const std::string backend = f.string("backend");
   if (backend != "cpu" && backend != "cuda")

@@ -65,6 +65,10 @@ struct ExpertSpec {
   int64_t given = -1;  // spec.given: the experts in the weight arrays when not all (an expert-parallel rank's slice)
 };
 ExpertSpec read_experts(const Fields& spec);
+// An array of routed-expert counts per rank (config.expertParallel), each an integer in 0..num_experts; `name` for
+// the messages. (expert_bounds checks that there is one per rank and that they add up.)
+std::vector<int32_t> expert_slices(Napi::Env env, const Napi::Value& value, int64_t num_experts,
+                                   const std::string& name);
 
 // NativeLayerSpec: { experts, shared, router, noiseRouter, topK, normalizeTopK, threads, backend, routing }, as the
 // core's LayerSpec (whose arrays are the caller's memory, read while the layer is built).

@@ -10,6 +10,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { MoEConfig, MoELayer, Tensor, backendInfo } from '../../lib';
+import { native } from '../../lib/native';
 import { writeSyntheticCheckpoint } from '../synthetic-checkpoint';
 
 interface Case {
@@ -60,18 +61,6 @@ const CASES: Case[] = [
   { name: 'gpt-oss clamped SwiGLU', config: { dModel: 32, dHidden: 32, numExperts: 4, topK: 2, activation: 'swiglu-clamped' }, bias: true },
 ];
 
-/** Rank r's first expert, as the core splits E experts over N ranks when asked for even slices. */
-function evenBounds(e: number, n: number): number[] {
-  const out = [0];
-  for (let r = 0; r < n; r++) out.push(out[r] + Math.floor(e / n) + (r < e % n ? 1 : 0));
-  return out;
-}
-function prefix(counts: number[]): number[] {
-  const out = [0];
-  for (const c of counts) out.push(out[out.length - 1] + c);
-  return out;
-}
-
 const TOKENS = [1, 37, 0, 128, 3, 64, 0, 19]; // zeros: a rank without tokens still serves its experts
 
 function same(a: ArrayBufferView, b: ArrayBufferView): boolean {
@@ -109,19 +98,10 @@ async function main(): Promise<number> {
   // The backward: every rank can make every rank's inputs (seeded), so each compares its part with one process's
   // backward of all ranks' tokens in rank order: dx of its tokens, and the weight gradients of its experts (the other
   // experts' are zeros here: they stay on their owners).
-  const BACKWARD: Case[] = [
-    { name: 'backward, swiglu, top-2 of 8', config: { dModel: 40, dHidden: 24, numExperts: 8, topK: 2 } },
-    {
-      name: 'backward, relu with biases, k = E = 5',
-      config: { dModel: 33, dHidden: 17, numExperts: 5, topK: 5, activation: 'relu' },
-      bias: true,
-    },
-    {
-      name: 'backward, every expert on rank 0',
-      config: { dModel: 24, dHidden: 16, numExperts: 6, topK: 2 },
-      slices: (n, e) => [e, ...new Array<number>(n - 1).fill(0)],
-    },
-    { name: 'backward, rank 0 without tokens', config: { dModel: 24, dHidden: 16, numExperts: 4, topK: 2 } },
+  // (the first three forward cases, and one where rank 0 has no tokens of its own)
+  const BACKWARD: (Case & { idleRank0?: boolean })[] = [
+    ...CASES.slice(0, 3),
+    { name: 'rank 0 without tokens', config: { dModel: 24, dHidden: 16, numExperts: 4, topK: 2 }, idleRank0: true },
   ];
   for (const [i, c] of BACKWARD.entries()) {
     const slices = c.slices ? c.slices(size, c.config.numExperts) : true;
@@ -130,7 +110,7 @@ async function main(): Promise<number> {
     // (No rank with a single token, nor 12n + 1 in all: a GEMM block of one row sums in another order, so a token
     // alone differs in its last bits from the same token among others, in any single process too.)
     const counts = Array.from({ length: size }, (_, q) =>
-      c.name.includes('without tokens') ? (q === 0 ? 0 : [5, 29, 6][(q - 1) % 3]) : [2, 29, 6, 64][(q + i) % 4],
+      c.idleRank0 ? (q === 0 ? 0 : [5, 29, 6][(q - 1) % 3]) : [2, 29, 6, 64][(q + i) % 4],
     );
     const xs = counts.map((t, q) => Tensor.randn([t, c.config.dModel], { seed: 1000 + 10 * q + i }));
     const gs = counts.map((t, q) => Tensor.randn([t, c.config.dModel], { seed: 2000 + 10 * q + i }));
@@ -148,13 +128,13 @@ async function main(): Promise<number> {
     const problems: string[] = [];
     if (!same(mine.dx.data, (ref.dx.data as Float32Array).subarray(before * d, (before + counts[rank]) * d))) problems.push('dx');
     const e = c.config.numExperts;
-    const bounds = slices === true ? evenBounds(e, size) : prefix(slices);
+    const { first, count } = native().startMpi(e, slices === true ? undefined : slices); // this rank's experts
     for (const key of ['w1', 'w3', 'w2', 'b1', 'b3', 'b2'] as const) {
       const got = mine[key]?.data as Float32Array | undefined;
       const want = ref[key]?.data as Float32Array | undefined;
       if (!got || !want) continue;
       const per = want.length / e;
-      const [lo, hi] = [bounds[rank] * per, bounds[rank + 1] * per];
+      const [lo, hi] = [first * per, (first + count) * per];
       if (!same(got.subarray(lo, hi), want.subarray(lo, hi))) problems.push(key);
       if (got.subarray(0, lo).some((v) => v !== 0) || got.subarray(hi).some((v) => v !== 0)) problems.push(`${key} (others' experts)`);
     }
@@ -164,14 +144,14 @@ async function main(): Promise<number> {
     whole.step(ref, { kind: 'adamw', lr: 1e-3 });
     const [a, b] = [ep.exportWeights(), whole.exportWeights()];
     const per = (b.w1.data as Float32Array).length / e;
-    const w1 = (w: typeof a) => (w.w1.data as Float32Array).subarray(bounds[rank] * per, bounds[rank + 1] * per);
+    const w1 = (w: typeof a) => (w.w1.data as Float32Array).subarray(first * per, (first + count) * per);
     if (!same(w1(a), w1(b))) problems.push('w1 after a step');
     const [ra, rb] = [a.router.data as Float32Array, b.router.data as Float32Array];
     const gap = Math.max(...ra.map((v, j) => Math.abs(v - rb[j])));
     if (!(gap < 1e-6)) problems.push(`the router after a step (off by ${gap})`);
     if (problems.length > 0) failures++;
     log(
-      `${problems.length === 0 ? 'ok  ' : 'FAIL'} ${c.name} (${i % 2 === 1 ? 'async' : 'sync'}) and an AdamW step: ${counts[rank]} of ` +
+      `${problems.length === 0 ? 'ok  ' : 'FAIL'} backward, ${c.name} (${i % 2 === 1 ? 'async' : 'sync'}) and an AdamW step: ${counts[rank]} of ` +
         `${counts.join('+')} tokens, ${problems.length === 0 ? `bitwise equal (router within ${gap.toExponential(1)})` : `differ: ${problems.join(', ')}`}`,
     );
     ep.dispose();

@@ -57,6 +57,14 @@ ExpertWeights slice_weights(const ExpertShape& s, const ExpertWeights& w, int64_
 
 namespace {
 
+// fn(i) for i < n over the pool, 64 rows an item: the gathers and scatters of rows around the exchanges.
+template <class F>
+void for_rows(int64_t n, F&& fn) {
+  ThreadPool::instance().run((n + 63) / 64, [&](int64_t blk) {
+    for (int64_t i = blk * 64; i < std::min(n, blk * 64 + 64); ++i) fn(i);
+  });
+}
+
 // The all-to-alls of one call, timed, with their bytes to and from the other ranks (what stays here is not counted).
 struct TimedExchange {
   ExpertExchange& ex;
@@ -126,11 +134,9 @@ void exchange_routed(ExpertExchange& ex, const std::vector<int64_t>& bounds, con
   // 2. The token rows in plan order (the experts of rank q are contiguous in it).
   const int64_t out_rows = offsets[routed_experts] - offsets[0];
   float* send = ws.send_rows.reserve(static_cast<size_t>(std::max<int64_t>(1, out_rows * d)));
-  ThreadPool::instance().run((out_rows + 63) / 64, [&](int64_t blk) {
-    for (int64_t p = blk * 64; p < std::min(out_rows, blk * 64 + 64); ++p) {
-      const float* row = x + static_cast<int64_t>(order[offsets[0] + p] / spt) * d;
-      std::copy(row, row + d, send + p * d);
-    }
+  for_rows(out_rows, [&](int64_t p) {
+    const float* row = x + static_cast<int64_t>(order[offsets[0] + p] / spt) * d;
+    std::copy(row, row + d, send + p * d);
   });
   row_counts(bounds, offsets, source_at, d, ws);
   float* recv = ws.recv_rows.reserve(static_cast<size_t>(std::max<int64_t>(1, in_rows * d)));
@@ -152,9 +158,8 @@ void exchange_routed(ExpertExchange& ex, const std::vector<int64_t>& bounds, con
   // 4. The outputs back to their sources (the exchange of step 2 reversed), then into their slots.
   float* back = ws.returned.reserve(static_cast<size_t>(std::max<int64_t>(1, out_rows * d)));
   exchange(static_cast<const float*>(results), ws.rc.data(), ws.ro.data(), back, ws.sc.data(), ws.so.data());
-  ThreadPool::instance().run((out_rows + 63) / 64, [&](int64_t blk) {
-    for (int64_t p = blk * 64; p < std::min(out_rows, blk * 64 + 64); ++p)
-      std::copy(back + p * d, back + p * d + d, slot_out + static_cast<int64_t>(order[offsets[0] + p]) * d);
+  for_rows(out_rows, [&](int64_t p) {
+    std::copy(back + p * d, back + p * d + d, slot_out + static_cast<int64_t>(order[offsets[0] + p]) * d);
   });
 }
 
@@ -174,15 +179,13 @@ void exchange_backward(ExpertExchange& ex, const std::vector<int64_t>& bounds, c
   // 2. Per slot in plan order, one row [x | dL/dy | w] of 2d + 1 floats.
   const int64_t wide = 2 * d + 1, out_rows = offsets[routed_experts] - offsets[0];
   float* send = ws.send_rows.reserve(static_cast<size_t>(std::max<int64_t>(1, out_rows * wide)));
-  ThreadPool::instance().run((out_rows + 63) / 64, [&](int64_t blk) {
-    for (int64_t p = blk * 64; p < std::min(out_rows, blk * 64 + 64); ++p) {
-      const int32_t slot = order[offsets[0] + p];
-      const int64_t token = slot / spt;
-      float* row = send + p * wide;
-      std::copy(x + token * d, x + token * d + d, row);
-      std::copy(d_out + token * d, d_out + token * d + d, row + d);
-      row[2 * d] = slot_weights[slot];
-    }
+  for_rows(out_rows, [&](int64_t p) {
+    const int32_t slot = order[offsets[0] + p];
+    const int64_t token = slot / spt;
+    float* row = send + p * wide;
+    std::copy(x + token * d, x + token * d + d, row);
+    std::copy(d_out + token * d, d_out + token * d + d, row + d);
+    row[2 * d] = slot_weights[slot];
   });
   row_counts(bounds, offsets, source_at, wide, ws);
   float* recv = ws.recv_rows.reserve(static_cast<size_t>(std::max<int64_t>(1, in_rows * wide)));
@@ -192,26 +195,23 @@ void exchange_backward(ExpertExchange& ex, const std::vector<int64_t>& bounds, c
   ws.source_of.resize(static_cast<size_t>(std::max<int64_t>(1, in_rows)));
   ws.local_offsets.assign(static_cast<size_t>(mine) + 1, 0);
   {
+    // Rank q's rows came expert by expert: a cursor per source walks them.
+    std::vector<int64_t> next(source_at.begin(), source_at.end() - 1);
     int64_t at = 0;
     for (int64_t e = 0; e < mine; ++e) {
-      for (int q = 0; q < ranks; ++q) {
-        int64_t from = source_at[q];
-        for (int64_t f = 0; f < e; ++f) from += ws.counts_in[q * mine + f];
-        for (int64_t r = 0; r < ws.counts_in[q * mine + e]; ++r) ws.source_of[at++] = from + r;
-      }
+      for (int q = 0; q < ranks; ++q)
+        for (int64_t r = 0; r < ws.counts_in[q * mine + e]; ++r) ws.source_of[at++] = next[q]++;
       ws.local_offsets[e + 1] = static_cast<int32_t>(at);
     }
   }
   float* xs = ws.rows_x.reserve(static_cast<size_t>(std::max<int64_t>(1, in_rows * d)));
   float* gos = ws.rows_go.reserve(static_cast<size_t>(std::max<int64_t>(1, in_rows * d)));
   float* ws_w = ws.rows_w.reserve(static_cast<size_t>(std::max<int64_t>(1, in_rows)));
-  ThreadPool::instance().run((in_rows + 63) / 64, [&](int64_t blk) {
-    for (int64_t r = blk * 64; r < std::min(in_rows, blk * 64 + 64); ++r) {
-      const float* row = recv + ws.source_of[r] * wide;
-      std::copy(row, row + d, xs + r * d);
-      std::copy(row + d, row + 2 * d, gos + r * d);
-      ws_w[r] = row[2 * d];
-    }
+  for_rows(in_rows, [&](int64_t r) {
+    const float* row = recv + ws.source_of[r] * wide;
+    std::copy(row, row + d, xs + r * d);
+    std::copy(row + d, row + 2 * d, gos + r * d);
+    ws_w[r] = row[2 * d];
   });
   ws.identity.resize(static_cast<size_t>(std::max<int64_t>(1, in_rows)));
   std::iota(ws.identity.begin(), ws.identity.end(), 0);
@@ -222,22 +222,18 @@ void exchange_backward(ExpertExchange& ex, const std::vector<int64_t>& bounds, c
   // 4. Per row [dL/dx | dL/dw] back to its source, in the order it came, then into the slots.
   const int64_t narrow = d + 1;
   float* results = ws.results.reserve(static_cast<size_t>(std::max<int64_t>(1, in_rows * narrow)));
-  ThreadPool::instance().run((in_rows + 63) / 64, [&](int64_t blk) {
-    for (int64_t r = blk * 64; r < std::min(in_rows, blk * 64 + 64); ++r) {
-      float* row = results + ws.source_of[r] * narrow;
-      std::copy(dxs + r * d, dxs + r * d + d, row);
-      row[d] = dws[r];
-    }
+  for_rows(in_rows, [&](int64_t r) {
+    float* row = results + ws.source_of[r] * narrow;
+    std::copy(dxs + r * d, dxs + r * d + d, row);
+    row[d] = dws[r];
   });
   row_counts(bounds, offsets, source_at, narrow, ws);
   float* back = ws.returned.reserve(static_cast<size_t>(std::max<int64_t>(1, out_rows * narrow)));
   exchange(static_cast<const float*>(results), ws.rc.data(), ws.ro.data(), back, ws.sc.data(), ws.so.data());
-  ThreadPool::instance().run((out_rows + 63) / 64, [&](int64_t blk) {
-    for (int64_t p = blk * 64; p < std::min(out_rows, blk * 64 + 64); ++p) {
-      const int32_t slot = order[offsets[0] + p];
-      std::copy(back + p * narrow, back + p * narrow + d, dx_slots + static_cast<int64_t>(slot) * d);
-      d_slot[slot] = back[p * narrow + d];
-    }
+  for_rows(out_rows, [&](int64_t p) {
+    const int32_t slot = order[offsets[0] + p];
+    std::copy(back + p * narrow, back + p * narrow + d, dx_slots + static_cast<int64_t>(slot) * d);
+    d_slot[slot] = back[p * narrow + d];
   });
 }
 

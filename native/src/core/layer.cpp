@@ -89,12 +89,12 @@ struct CpuLayer::State {
   // expert; the other ranks' experts are zeros here (their owners hold them).
   ExpertWeightsOut local_part(const ExpertWeightsOut& all) const {
     const ExpertShape& s = config.experts;
-    const int64_t h = s.d_hidden, d = s.d_model, e = s.num_experts, first = bounds[rank()];
+    const int64_t h = s.d_hidden, d = s.d_model, e = s.num_experts, first = bounds[rank()], end = bounds[rank() + 1];
     const std::pair<float*, int64_t> parts[] = {{all.w1, h * d}, {all.w3, h * d}, {all.w2, d * h},
                                                 {all.b1, h},     {all.b3, h},     {all.b2, d}};
-    if (exchange)
+    if (exchange)  // (this rank's own part is written by the caller)
       for (const auto& [p, per] : parts)
-        if (p) std::fill(p, p + e * per, 0.0f);
+        if (p) std::fill(p, p + first * per, 0.0f), std::fill(p + end * per, p + e * per, 0.0f);
     const auto at = [&](float* p, int64_t per) { return p ? p + first * per : nullptr; };
     return {at(all.w1, h * d), at(all.w3, h * d), at(all.w2, d * h), at(all.b1, h), at(all.b3, h), at(all.b2, d)};
   }

@@ -127,6 +127,7 @@ std::shared_ptr<ExpertExchange> expert_exchange() {
 }
 
 MpiStatus mpi_status() {
+  std::lock_guard<std::mutex> lock(start_mutex);  // (start_failure is written by expert_exchange)
   MpiStatus s;
   s.compiled = true;
   int initialized = 0, finalized = 0;
