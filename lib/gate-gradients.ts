@@ -35,6 +35,8 @@ export function gateGradients(
   gradOutput: Tensor | undefined,
   weightGradients: (x: Tensor, routing: Routing, gradOutput: Float32Array) => Float64Array,
   defaultGate: (routing: Routing) => gating.GateResult,
+  /** gradOutput's values were checked finite already (the layer's backward: its binding checks them first). */
+  gradOutputChecked = false,
 ): GateGradients {
   if (typeof result !== 'object' || result === null || typeof result.routing !== 'object' || result.routing === null)
     throw typeError("result to be the result of this layer's forward", describe(result));
@@ -56,9 +58,13 @@ export function gateGradients(
   let gradWeights: Float64Array | undefined;
   if (gradOutput !== undefined) {
     const g = expectTensor(gradOutput, 'gradOutput', ['float32'], [tokens, c.dModel], ['tokens', 'dModel']).data;
-    for (let i = 0; i < g.length; i++)
-      if (!Number.isFinite(g[i]))
-        throw rangeError('gradOutput to contain only finite values', `${g[i]} at gradOutput[${Math.floor(i / c.dModel)}, ${i % c.dModel}]`);
+    if (!gradOutputChecked)
+      for (let i = 0; i < g.length; i++)
+        if (!Number.isFinite(g[i]))
+          throw rangeError(
+            'gradOutput to contain only finite values',
+            `${g[i]} at gradOutput[${Math.floor(i / c.dModel)}, ${i % c.dModel}]`,
+          );
     gradWeights = weightGradients(x, routing, g);
     const b = gating.backward(gate, gradWeights);
     add(gradLogits, b.gradLogits);

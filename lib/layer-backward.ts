@@ -9,7 +9,13 @@ import { ExpertWeights } from './expert-weights';
 import { GateGradients } from './gate-gradients';
 import { ResolvedConfig } from './layer-config';
 import { MoEOutput } from './layer-output';
-import { NativeBackwardResult as NativeBackward, NativeExportedExperts, NativeGradientDestinations, NativeLayer } from './native';
+import {
+  NativeBackwardResult as NativeBackward,
+  NativeExportedExperts,
+  NativeGradientDestinations,
+  NativeLayer,
+  native as nativeBinding,
+} from './native';
 import { Tensor } from './tensor';
 import { typedArrayTag } from './typed-arrays';
 import { expectTensor } from './validate';
@@ -133,20 +139,10 @@ function finishBackward(ctx: BackwardContext, p: PreparedBackward, native: Nativ
             : {}),
         }
       : ctx.gateGradients(xs, result, g, Float64Array.from(native.dWeights));
-  // dL/dx through the router: dL/dlogits W_g (and the noise router's).
+  // dL/dx through the router: dL/dlogits W_g (and the noise router's), in the core.
   const dx = native.dx;
   const through = (gradLogits: Float64Array, w: Float32Array) => {
-    const d = c.dModel;
-    const e = c.numExperts;
-    const row = new Float64Array(d);
-    for (let t = 0; t < tokens; t++) {
-      row.fill(0);
-      for (let j = 0; j < e; j++) {
-        const gl = gradLogits[t * e + j];
-        if (gl !== 0) for (let i = 0; i < d; i++) row[i] += gl * w[j * d + i];
-      }
-      for (let i = 0; i < d; i++) dx[t * d + i] += row[i];
-    }
+    if (tokens > 0) nativeBinding().routerInputGradient(gradLogits, w, tokens, c.numExperts, c.dModel, dx);
   };
   through(gate.gradLogits, ctx.routerWeights);
   if (gate.gradNoiseLogits && ctx.noiseRouterWeights) through(gate.gradNoiseLogits, ctx.noiseRouterWeights);

@@ -237,6 +237,7 @@ export class MoELayer implements Disposable {
           g,
           () => slotGradients,
           (routing) => this.router.nativeGate(routing),
+          true, // (the binding's backward checked gradOutput before it ran)
         ),
     };
   }

@@ -256,6 +256,15 @@ export interface NativeBinding {
     numExperts: number,
     dModel: number,
   ): Float64Array;
+  /** dx += gradLogits router, in place (float64 rows per token, added once). */
+  routerInputGradient(
+    gradLogits: Float64Array,
+    router: Float32Array,
+    tokens: number,
+    numExperts: number,
+    dModel: number,
+    dx: Float32Array,
+  ): void;
   topK(logits: Float32Array, tokens: number, numExperts: number, k: number, normalize: boolean): NativeRoutingResult;
   dispatch(experts: Int32Array, numExperts: number): NativeDispatchPlan;
   /** groupSize 0: one scale per row. */

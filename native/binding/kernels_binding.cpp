@@ -53,6 +53,21 @@ Napi::Value RouterWeightGradient(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// (gradLogits Float64Array [T*E], router Float32Array [E*dModel], tokens, numExperts, dModel, dx Float32Array
+// [T*dModel]) -> undefined: dx += gradLogits router, in place.
+Napi::Value RouterInputGradient(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  const int64_t tokens = int_arg(info, 2, "tokens", 1, kMaxDim);
+  const int64_t experts = int_arg(info, 3, "numExperts", 1, kMaxElements);
+  const int64_t d_model = int_arg(info, 4, "dModel", 1, kMaxDim);
+  const double* grad = finite_float64_arg(info, 0, "gradLogits", elements(env, "gradLogits", {tokens, experts}));
+  const float* router = float32_arg(info, 1, "router", elements(env, "router", {experts, d_model}));
+  // dx is written in place: the caller's own array (lib/layer-backward.ts passes the backward's new dx).
+  float* dx = const_cast<float*>(float32_arg(info, 5, "dx", elements(env, "dx", {tokens, d_model})));
+  run_guarded(env, [&] { moe::router_input_gradient(grad, router, tokens, experts, d_model, dx); });
+  return env.Undefined();
+}
+
 Napi::Value TopK(const Napi::CallbackInfo& info) {
   const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
   const int64_t experts = int_arg(info, 2, "numExperts", 1, kMaxExperts);
@@ -249,6 +264,7 @@ void init_kernels(Napi::Env env, Napi::Object exports) {
   exports.Set("routerLogits", Napi::Function::New(env, RouterLogits));
   exports.Set("topK", Napi::Function::New(env, TopK));
   exports.Set("routerWeightGradient", Napi::Function::New(env, RouterWeightGradient));
+  exports.Set("routerInputGradient", Napi::Function::New(env, RouterInputGradient));
   exports.Set("dispatch", Napi::Function::New(env, Dispatch));
   exports.Set("expertFFN", Napi::Function::New(env, ExpertFFNSync));
   exports.Set("expertFFNAsync", Napi::Function::New(env, ExpertFFNAsync));

@@ -360,6 +360,10 @@ void router_weight_gradient(const double* grad_logits, const double* x, int64_t 
 // The same with a float32 x (each element widened exactly): the same result as its float64 copy.
 void router_weight_gradient(const double* grad_logits, const float* x, int64_t tokens, int64_t num_experts,
                             int64_t d_model, double* grad_router);
+// dx [T, dModel] += dL/dlogits [T, E] W [E, dModel]: the input's gradient through the router, each token's row
+// summed in float64 over experts in order, then added to dx (bitwise the same for any thread count).
+void router_input_gradient(const double* grad_logits, const float* router, int64_t tokens, int64_t num_experts,
+                           int64_t d_model, float* dx);
 // dL/d(routing weight of slot s = t * k + j) = <dL/dy_t, slot_out[s]>, the float32 rows summed in float64 in order.
 void slot_weight_gradients(const float* grad_output, const float* slot_out, int64_t tokens, int k, int64_t d_model,
                            double* grad_weights);

@@ -26,24 +26,28 @@ namespace moe {
 
 namespace {
 
-// dst[c, r] = scale[r] * src.row(r)[c] for r < rows, c < cols (scale null: 1; dst row c at dst + c * ld_dst), in
-// tiles of 16 x 16 through a local buffer, so that both sides move whole cache lines.
-void transpose(const cpu::RowMap<const float>& src, const float* scale, int64_t rows, int64_t cols, float* dst,
-               int64_t ld_dst) {
-  constexpr int64_t kTile = 16;
-  const int64_t col_tiles = (cols + kTile - 1) / kTile;
-  ThreadPool::instance().run(col_tiles, [&](int64_t ct) {
-    const int64_t c0 = ct * kTile, cn = std::min(kTile, cols - c0);
-    float tile[kTile][kTile];
-    for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
-      const int64_t rn = std::min(kTile, rows - r0);
-      for (int64_t r = 0; r < rn; ++r) {
-        const float* row = src.row(r0 + r) + c0;
-        const float w = scale ? scale[r0 + r] : 1.0f;
-        for (int64_t c = 0; c < cn; ++c) tile[c][r] = w * row[c];
-      }
-      for (int64_t c = 0; c < cn; ++c) std::copy(tile[c], tile[c] + rn, dst + (c0 + c) * ld_dst + r0);
-    }
+// The A of a weight-gradient GEMM, A[m][r] = rows[r * ld + cols[m]] for m < m_total, r < n (cols null: m): the row
+// data turned straight into pack_a's layout (KernelTable::pack_a_transposed), 64 rows of A per item.
+float* pack_transposed(const float* rows, int64_t ld, int64_t n, const int32_t* cols, int64_t m_total,
+                       AlignedBuffer<float>& buffer) {
+  constexpr int64_t kItem = 64;
+  const cpu::KernelTable& kt = kernels();
+  float* out = buffer.reserve(static_cast<size_t>(kt.geometry.packed_a_floats(m_total, n)));
+  ThreadPool::instance().run((m_total + kItem - 1) / kItem, [&](int64_t item) {
+    const int64_t m0 = item * kItem;
+    kt.pack_a_transposed(rows, ld, n, cols, m0, std::min(m_total, m0 + kItem), m_total, out);
+  });
+  return out;
+}
+
+// out[c] = the sum over r < n of rows[r * ld + c], in row order, for c < cols: the bias gradients.
+void column_sums(const float* rows, int64_t ld, int64_t n, int64_t cols, float* out) {
+  constexpr int64_t kBlock = 256;
+  ThreadPool::instance().run((cols + kBlock - 1) / kBlock, [&](int64_t blk) {
+    const int64_t c0 = blk * kBlock, c1 = std::min(cols, c0 + kBlock);
+    std::fill(out + c0, out + c1, 0.0f);
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t c = c0; c < c1; ++c) out[c] += rows[r * ld + c];
   });
 }
 
@@ -182,9 +186,11 @@ void experts_backward(const PackedExperts& packed_in, const float* x, int slots_
     // columns), by the ISA's unit_backward.
     float* act = ws.act.reserve(static_cast<size_t>(n * h));
     float* dpre_rows = ws.dpre_rows.reserve(static_cast<size_t>(n * width));
+    float* dy_rows = ws.dy_rows.reserve(static_cast<size_t>(n * d));
     ThreadPool::instance().run(n, [&](int64_t r) {
       const float* go = gos.row(r);
       const float wr = slot_weights[slots[r]];
+      for (int64_t i = 0; i < d; ++i) dy_rows[r * d + i] = wr * go[i];
       const float* pre_r = pre + r * width;
       float* dpre_r = dpre_rows + r * width;
       std::fill(dpre_r, dpre_r + width, 0.0f);
@@ -205,34 +211,27 @@ void experts_backward(const PackedExperts& packed_in, const float* x, int slots_
     groups[0].problem.c = {dx_slots, d, slots, 1};
     run(groups, false);
 
-    // The weight gradients reduce over the rows: dpre^T [width, n] and dy^T [dModel, n] as their A.
-    float* dpre = ws.dpre.reserve(static_cast<size_t>(width * n));
-    transpose({dpre_rows, width, nullptr, 1}, nullptr, n, width, dpre, n);
-    float* dyt = ws.dyt.reserve(static_cast<size_t>(d * n));
-    float* wrow = ws.row_weights.reserve(static_cast<size_t>(n));
-    for (int64_t r = 0; r < n; ++r) wrow[r] = slot_weights[slots[r]];
-    transpose(gos, wrow, n, d, dyt, n);
     // Bias gradients: sums over the rows, in row order.
-    ThreadPool::instance().run((std::max(h, d) + 255) / 256, [&](int64_t blk) {
-      const auto sum = [n](const float* v) {
-        float t = 0.0f;
-        for (int64_t r = 0; r < n; ++r) t += v[r];
-        return t;
-      };
-      for (int64_t j = blk * 256; j < std::min(h, blk * 256 + 256); ++j) {
-        if (db1) db1[j] = sum(dpre + col_g[j] * n);
-        if (db3) db3[j] = sum(dpre + col_u[j] * n);
+    if (db1 || db3 || db2) {
+      float* sums = ws.column_sums.reserve(static_cast<size_t>(std::max(width, d)));
+      if (db1 || db3) {
+        column_sums(dpre_rows, width, n, width, sums);
+        for (int64_t j = 0; j < h; ++j) {
+          if (db1) db1[j] = sums[col_g[j]];
+          if (db3) db3[j] = sums[col_u[j]];
+        }
       }
-      if (db2)
-        for (int64_t i = blk * 256; i < std::min(d, blk * 256 + 256); ++i) db2[i] = sum(dyt + i * n);
-    });
+      if (db2) column_sums(dy_rows, d, n, d, db2);
+    }
 
     // dW2 [dModel, h] = dy^T a; dW1, dW3 [h, dModel] = dpre_g^T x, dpre_u^T x: B is the rows' data (k = n).
     float* b = ws.b.reserve(static_cast<size_t>(std::max(h_panels, d_panels) * nr * n));
+    // The weight gradients reduce over the rows: their A is dy^T [dModel, n] or dpre^T [width, n] (its gate or up
+    // columns), packed straight from the rows.
     if (dw2) {
       pack_b_rows(n, h, nr, {act, h, nullptr, 1}, b);
-      groups.assign(1, GemmGroup{data_problem(b, n, h, nr), d, nullptr, h_panels});
-      groups[0].problem.a = {dyt, n, nullptr, 1};
+      const float* a = pack_transposed(dy_rows, d, n, nullptr, d, ws.packed_t);
+      groups.assign(1, GemmGroup{data_problem(b, n, h, nr), d, a, h_panels});
       groups[0].problem.c = {dw2, h, nullptr, 1};
       run(groups, true);
     }
@@ -240,10 +239,12 @@ void experts_backward(const PackedExperts& packed_in, const float* x, int slots_
       pack_b_rows(n, d, nr, xs, b);
       groups.clear();
       const std::pair<float*, const int32_t*> parts[] = {{dw1, col_g}, {dw3, col_u}};
-      for (const auto& [dw_part, cols] : parts) {
+      AlignedBuffer<float>* packed[] = {&ws.packed_t, &ws.packed_t2};
+      for (int part = 0; part < 2; ++part) {
+        const auto& [dw_part, cols] = parts[part];
         if (!dw_part) continue;
-        groups.push_back(GemmGroup{data_problem(b, n, d, nr), h, nullptr, d_panels});
-        groups.back().problem.a = {dpre, n, cols, 1};
+        const float* a = pack_transposed(dpre_rows, width, n, cols, h, *packed[part]);
+        groups.push_back(GemmGroup{data_problem(b, n, d, nr), h, a, d_panels});
         groups.back().problem.c = {dw_part, d, nullptr, 1};
       }
       run(groups, true);

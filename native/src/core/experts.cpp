@@ -16,6 +16,8 @@ namespace {
 // last-level cache of one core's share. Thresholds of 1 and 4 MiB measured alike on the small shape at 8192 tokens
 // (the experiment is row 54 of benchmarks/NOTES.md).
 constexpr int64_t kChunkMajorBytes = int64_t{4} << 20;
+// Bytes of B per work item of a GEMM whose B is data (GemmGroup::chunk_major): half of a core's L2.
+constexpr int64_t kDataPanelBytes = int64_t{512} << 10;
 
 // Work items are (group, row tile, panel tile). Panel tiles shrink until every thread has a few items, so a
 // single token (decode) still spreads the weight stream over all cores. Each item writes its own outputs and
@@ -102,9 +104,16 @@ void run_gemm_groups(std::vector<GemmGroup>& groups, int64_t out_cols, WeightDty
     if (a_bytes > kChunkMajorBytes || tiles[first].group->chunk_major) {
       static_assert(cpu::kChunkRows % cpu::kTileRows == 0, "a chunk is whole row tiles");
       constexpr int64_t tiles_per_chunk = cpu::kChunkRows / cpu::kTileRows;
+      // The backward's weight gradients (chunk_major: B is a few rows' data) take as many panels per item as half
+      // of L2 holds, for them all: each output row is then written whole by one thread, instead of in slices by
+      // items far apart (dW1/dW3 43-49 -> 40-44 ms at 512 tokens; benchmarks/NOTES.md row 86).
+      const GemmGroup& g = *tiles[first].group;
+      const int64_t tp =
+          g.chunk_major ? std::clamp<int64_t>(kDataPanelBytes / std::max<int64_t>(1, g.problem.panel_bytes), 1, panels)
+                        : tile_panels;
       for (int64_t t = first; t < last; t += tiles_per_chunk)
-        for (int64_t p = 0; p < panels; p += tile_panels)
-          items.push_back({t, std::min(last, t + tiles_per_chunk), p, std::min(panels, p + tile_panels)});
+        for (int64_t p = 0; p < panels; p += tp)
+          items.push_back({t, std::min(last, t + tiles_per_chunk), p, std::min(panels, p + tp)});
     } else {
       for (int64_t p = 0; p < panels; p += tile_panels)
         for (int64_t t = first; t < last; t += chunk)

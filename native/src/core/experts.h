@@ -51,7 +51,7 @@ void zero_unrouted_slots(const int32_t* order, int64_t routed, int64_t slots, in
 
 // Scratch of experts_backward, reused across calls (grow-only).
 struct BackwardWorkspace {
-  AlignedBuffer<float> pre, b, q, act, dpre_rows, dpre, dyt, row_weights, packed_a, dx_slots;
+  AlignedBuffer<float> pre, b, q, act, dpre_rows, dy_rows, column_sums, packed_t, packed_t2, packed_a, dx_slots;
   AlignedBuffer<int32_t> columns;
 };
 

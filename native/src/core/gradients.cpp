@@ -50,6 +50,26 @@ void router_weight_gradient(const double* grad_logits, const float* x, int64_t t
   router_weight_gradient_of(grad_logits, x, tokens, num_experts, d_model, grad_router);
 }
 
+void router_input_gradient(const double* grad_logits, const float* router, int64_t tokens, int64_t num_experts,
+                           int64_t d_model, float* dx) {
+  const bool small = 2.0 * tokens * num_experts * d_model < kPoolMinFlops;
+  const ThreadLimit limit(small ? 1 : ThreadLimit::current());
+  ThreadPool::instance().run(tokens, [&](int64_t t) {
+    // The token's row in float64, experts in order, then added to dx once (as the TypeScript loop it replaced did).
+    thread_local AlignedBuffer<double> row_buffer;
+    double* row = row_buffer.reserve(static_cast<size_t>(d_model));
+    std::fill(row, row + d_model, 0.0);
+    for (int64_t e = 0; e < num_experts; ++e) {
+      const double g = grad_logits[t * num_experts + e];
+      if (g == 0) continue;
+      const float* w = router + e * d_model;
+      for (int64_t i = 0; i < d_model; ++i) row[i] += g * static_cast<double>(w[i]);
+    }
+    float* out = dx + t * d_model;
+    for (int64_t i = 0; i < d_model; ++i) out[i] = static_cast<float>(static_cast<double>(out[i]) + row[i]);
+  });
+}
+
 void slot_weight_gradients(const float* grad_output, const float* slot_out, int64_t tokens, int k, int64_t d_model,
                            double* grad_weights) {
   const int64_t slots = tokens * k;

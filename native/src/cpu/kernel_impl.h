@@ -318,6 +318,35 @@ struct KernelImpl {
   }
   static constexpr auto transpose_block_entry() { return HasTransposeTile<V>::value ? &transpose_block : nullptr; }
 
+  // KernelTable::pack_a_transposed: A[m][kk] = src[kk * ld_src + cols[m]] written in pack_a's layout, W x W tiles
+  // turned in registers where V has them (W rows of A whose columns are consecutive), the rest element by element.
+  static void pack_a_transposed(const float* src, int64_t ld_src, int64_t k, const int32_t* cols, int64_t m_begin,
+                                int64_t m_end, int64_t m_total, float* out) {
+    const int64_t depth = packed_depth(k);
+    // Where A[m][kk] goes: its block of MR rows, the chunk of W k, the row within the block's chunk.
+    const auto at = [&](int64_t m, int64_t kk) {
+      const int64_t blk = m / MR;
+      return out + blk * MR * depth + kk / W * W * block_rows(m_total - blk * MR) + m % MR * W + kk % W;
+    };
+    const auto col = [&](int64_t m) { return cols ? int64_t{cols[m]} : m; };
+    for (int64_t m0 = m_begin; m0 < m_end; m0 += W) {
+      const int64_t mn = std::min<int64_t>(W, m_end - m0);
+      int64_t full_k = 0;
+      if constexpr (HasTransposeTile<V>::value) {
+        if (mn == W && col(m0 + W - 1) - col(m0) == W - 1) {
+          full_k = k / W * W;
+          alignas(64) float tile[W * W];
+          for (int64_t k0 = 0; k0 < full_k; k0 += W) {
+            V::transpose_tile(src + k0 * ld_src + col(m0), ld_src, tile, W);
+            for (int i = 0; i < W; ++i) V::store(at(m0 + i, k0), V::load(tile + i * W));
+          }
+        }
+      }
+      for (int64_t m = m0; m < m0 + mn; ++m)
+        for (int64_t kk = full_k; kk < k; ++kk) *at(m, kk) = src[kk * ld_src + col(m)];
+    }
+  }
+
   // A tile's rows of A, gathered (by token) and packed per block of MR rows: k in chunks of W, each chunk the
   // block's rows of W floats one after another. The microkernel's broadcasts of one k step then read one float
   // per row from MR lines that stay in L1 for W steps, and rows move as whole vectors: packing is a copy, and
@@ -499,6 +528,7 @@ struct KernelImpl {
                                          &weighted_sum,
                                          &unit_backward,
                                          transpose_block_entry(),
+                                         &pack_a_transposed,
                                          &find_non_finite,
                                          &fma_loop,
                                          &read_sum};

@@ -93,6 +93,10 @@ struct KernelTable {
   // Optional (null: core/backward.cpp's portable loop): one nr x nr block of a packed panel turned, dst row c = src
   // column c (rows nr floats apart), src rows past `rows` read as zeros.
   void (*transpose_block)(const float* src, float* dst, int64_t rows);
+  // Rows [m_begin, m_end) of A [m_total, k] into pack_a's layout at out (the whole matrix's packed_a_floats), where
+  // A[m][kk] = src[kk * ld_src + cols[m]] (cols null: m): a GEMM whose A is the transpose of row data.
+  void (*pack_a_transposed)(const float* src, int64_t ld_src, int64_t k, const int32_t* cols, int64_t m_begin,
+                            int64_t m_end, int64_t m_total, float* out);
   int64_t (*find_non_finite)(const float* data, int64_t count);
   // Machine ceilings for the benchmarks: `iterations` rounds of kFmaChains independent vector FMAs (returns a
   // value so the work is kept), and a streaming read of `count` floats.
