@@ -58,7 +58,12 @@ export function checkGate(gate: unknown, kind: GateKind, router: string): void {
   if (!madeGates.has(gate)) throw typeError(`gate to be a result of gating.${router} as it returned it`, 'a copy or a hand-made object');
 }
 
-export function checkMatrix(m: unknown, name: string): { data: ArrayLike<number>; tokens: number; numExperts: number } {
+export function checkMatrix(
+  m: unknown,
+  name: string,
+  /** Whether to check every value finite here (false: the caller's native call checks them). */
+  checkValues = true,
+): { data: ArrayLike<number>; tokens: number; numExperts: number } {
   if (typeof m !== 'object' || m === null) throw typeError(`${name} to be a Tensor or { data, shape } [tokens, numExperts]`, describe(m));
   const { data, shape } = m as Matrix;
   if (typedArrayTag(data) === undefined && !Array.isArray(data)) throw typeError(`${name}.data to be a typed array`, describe(data));
@@ -67,9 +72,13 @@ export function checkMatrix(m: unknown, name: string): { data: ArrayLike<number>
   const [tokens, numExperts] = shape;
   if (!(tokens >= 1) || !(numExperts >= 1)) throw rangeError(`${name} to be at least [1, 1]`, `[${shape.join(', ')}]`);
   if (data.length !== tokens * numExperts) throw rangeError(`${name}.data to have ${tokens * numExperts} elements`, `${data.length}`);
-  for (let i = 0; i < data.length; i++)
-    if (!Number.isFinite(data[i]))
-      throw rangeError(`${name} to contain only finite values`, `${data[i]} at ${name}[${Math.floor(i / numExperts)}, ${i % numExperts}]`);
+  if (checkValues)
+    for (let i = 0; i < data.length; i++)
+      if (!Number.isFinite(data[i]))
+        throw rangeError(
+          `${name} to contain only finite values`,
+          `${data[i]} at ${name}[${Math.floor(i / numExperts)}, ${i % numExperts}]`,
+        );
   return { data, tokens, numExperts };
 }
 

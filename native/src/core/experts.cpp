@@ -127,7 +127,11 @@ void run_gemm_groups(std::vector<GemmGroup>& groups, int64_t out_cols, WeightDty
     // Consecutive row tiles of a group lie back to back in the packed buffer, in whole micro blocks.
     const Item& it = items[i];
     const Tile& first = tiles[it.tile0];
-    weights.gemm_tile(first.group->problem, tile_a(first), first.row0, tiles[it.tile1 - 1].row1, it.panel0, it.panel1);
+    const cpu::GemmProblem& p = first.group->problem;
+    // A float32 plain product of one k-block (the backward's weight gradients) by the kernel written for it.
+    const bool short_product = dtype == WeightDtype::float32 && !p.bias && p.k <= cpu::kBlockDepth;
+    (short_product ? k.gemm_short : weights.gemm_tile)(p, tile_a(first), first.row0, tiles[it.tile1 - 1].row1,
+                                                       it.panel0, it.panel1);
   });
 }
 

@@ -97,6 +97,11 @@ struct KernelTable {
   // A[m][kk] = src[kk * ld_src + cols[m]] (cols null: m): a GEMM whose A is the transpose of row data.
   void (*pack_a_transposed)(const float* src, int64_t ld_src, int64_t k, const int32_t* cols, int64_t m_begin,
                             int64_t m_end, int64_t m_total, float* out);
+  // The float32 GEMM of a plain product (problem.bias null) with k <= kBlockDepth, as WeightKernels::gemm_tile
+  // computes it but micro block by micro block, each block's output rows written whole (the backward's weight
+  // gradients). Its own entry rather than a branch in gemm_tile: the branch there cost the forward's GEMMs ~10%.
+  void (*gemm_short)(const GemmProblem& problem, const float* packed_a, int64_t row_begin, int64_t row_end,
+                     int64_t panel_begin, int64_t panel_end);
   int64_t (*find_non_finite)(const float* data, int64_t count);
   // Machine ceilings for the benchmarks: `iterations` rounds of kFmaChains independent vector FMAs (returns a
   // value so the work is kept), and a streaming read of `count` floats.
