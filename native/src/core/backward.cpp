@@ -193,13 +193,17 @@ void experts_backward(const PackedExperts& packed_in, const float* x, int slots_
       for (int64_t i = 0; i < d; ++i) dy_rows[r * d + i] = wr * go[i];
       const float* pre_r = pre + r * width;
       float* dpre_r = dpre_rows + r * width;
-      std::fill(dpre_r, dpre_r + width, 0.0f);
       alignas(64) float da[256];
       for (int64_t p = 0; p * per_panel < h; ++p) {
         const int64_t j0 = p * per_panel, count = std::min(per_panel, h - j0);
         for (int64_t c = 0; c < count; ++c) da[c] = wr * q[r * h + j0 + c];
-        kt.unit_backward(unit_problem, pre_r + p * nr, pre_r + p * nr + up_at, da, act + r * h + j0, dpre_r + p * nr,
-                         dpre_r + p * nr + up_at, count);
+        float* dg = dpre_r + p * nr;
+        kt.unit_backward(unit_problem, pre_r + p * nr, pre_r + p * nr + up_at, da, act + r * h + j0, dg, dg + up_at,
+                         count);
+        if (count < per_panel) {  // the last panel's padding columns
+          std::fill(dg + count, dg + per_panel, 0.0f);
+          if (gated) std::fill(dg + up_at + count, dg + nr, 0.0f);
+        }
       }
       d_slot_weights[slots[r]] = dot(q + r * h, act + r * h, h) + dot(go, down.bias, d);
     });
