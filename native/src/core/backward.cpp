@@ -9,9 +9,11 @@
 // q and dx multiply by the weights transposed: PackedMatrix::transposed, the panels of the transposes, built at the
 // first backward and refreshed by the optimizer step from the panels it has just updated, so both GEMMs stream
 // weights as the forward does. The weight gradients' GEMMs reduce over the expert's rows (k = n), with the row data as
-// B. Every reduction runs in a fixed order inside one work item, so gradients are bitwise the same for any thread
-// count. The pre-activations are recomputed by the up GEMM without its activation, unless the forward kept them.
-// lib/reference/backward.ts is the float64 oracle.
+// B and the transposed rows, packed straight from them, as A; up to 256 rows they run by the kernel written for such
+// short products (KernelTable::gemm_short, which writes each block of output rows whole). Every reduction runs in a
+// fixed order inside one work item, so gradients are bitwise the same for any thread count. The pre-activations are
+// recomputed by the up GEMM without its activation, unless the forward kept them. lib/reference/backward.ts is the
+// float64 oracle.
 #include <algorithm>
 #include <cmath>
 #include <cstring>

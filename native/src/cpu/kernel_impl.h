@@ -423,7 +423,7 @@ struct KernelImpl {
   // experts, top-2): micro block by micro block, every panel of the block before the next, so that the block's output
   // rows are written whole, one after another. In gemm_tile's order a panel's 192-row chunk of outputs went to rows a
   // power of two apart (dModel floats), all into the same few L1 sets: dW1 / dW3 43.9-45.6 -> 38.5-39.8 ms at 512
-  // tokens (benchmarks/NOTES.md row 86). The B panels (a few rows' data, half of L2 per item) come from L2. Past one
+  // tokens (benchmarks/NOTES.md row 87). The B panels (a few rows' data, half of L2 per item) come from L2. Past one
   // k-block (n > 256 rows) the two orders measured alike.
   static void short_product(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
                             int64_t panel_begin, int64_t panel_end) {
