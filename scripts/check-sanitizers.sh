@@ -24,9 +24,14 @@ cmake --build build-tsan --target moe_core_tests
 MOE_THREADS=4 ./build-tsan/moe_core_tests   # more threads than cores: more interleavings
 
 echo "--- the Jest suite and the fuzz corpus through an ASan + UBSan addon"
-npx cmake-js configure --out build-asan-addon --CDMOE_BUILD_TESTS=OFF --CDMOE_CUDA=OFF \
-  "--CDCMAKE_CXX_FLAGS=-DBUILDING_NODE_EXTENSION $san_flags" "--CDCMAKE_SHARED_LINKER_FLAGS=-fsanitize=address,undefined" >/dev/null
+# (Through MOE_EXTRA_FLAGS: cmake-js passes its own CMAKE_CXX_FLAGS after ours, and an addon configured with the
+# sanitizer flags there was built uninstrumented, until 2026-12-01. The check below makes sure it is not again.)
+npx cmake-js configure --out build-asan-addon --CDMOE_BUILD_TESTS=OFF --CDMOE_CUDA=OFF "--CDMOE_EXTRA_FLAGS=-g $san_flags" >/dev/null
 npx cmake-js build --out build-asan-addon >/dev/null
+if ! nm -D build-asan-addon/Release/moe_kernels.node | grep -q __asan_report; then
+  echo "check-sanitizers: build-asan-addon/Release/moe_kernels.node is not instrumented by ASan" >&2
+  exit 1
+fi
 preload="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libubsan.so)"
 LD_PRELOAD="$preload" MOE_SANITIZER=address MOE_KERNELS_BINARY="$PWD/build-asan-addon/Release/moe_kernels.node" \
   node node_modules/jest/bin/jest.js --ci
