@@ -32,13 +32,26 @@ Napi::Value RouterLogits(const Napi::CallbackInfo& info) {
   return logits;
 }
 
+// What both router-gradient bindings open with: (gradLogits Float64Array [T*E], _, tokens, numExperts, dModel).
+struct RouterGradientArgs {
+  int64_t tokens, experts, d_model;
+  const double* grad;
+};
+RouterGradientArgs router_gradient_args(const Napi::CallbackInfo& info) {
+  RouterGradientArgs a;
+  a.tokens = int_arg(info, 2, "tokens", 1, kMaxDim);
+  a.experts = int_arg(info, 3, "numExperts", 1, kMaxElements);
+  a.d_model = int_arg(info, 4, "dModel", 1, kMaxDim);
+  a.grad = finite_float64_arg(info, 0, "gradLogits", elements(info.Env(), "gradLogits", {a.tokens, a.experts}));
+  return a;
+}
+
 // (gradLogits Float64Array [T*E], x Float64Array [T*dModel], tokens, numExperts, dModel) -> Float64Array [E*dModel]
 Napi::Value RouterWeightGradient(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
-  const int64_t tokens = int_arg(info, 2, "tokens", 1, kMaxDim);
-  const int64_t experts = int_arg(info, 3, "numExperts", 1, kMaxElements);
-  const int64_t d_model = int_arg(info, 4, "dModel", 1, kMaxDim);
-  const double* grad = finite_float64_arg(info, 0, "gradLogits", elements(env, "gradLogits", {tokens, experts}));
+  const RouterGradientArgs a = router_gradient_args(info);
+  const int64_t tokens = a.tokens, experts = a.experts, d_model = a.d_model;
+  const double* grad = a.grad;
   const int64_t x_count = elements(env, "x", {tokens, d_model});
   auto out = Napi::Float64Array::New(env, static_cast<size_t>(elements(env, "the gradient", {experts, d_model})));
   // x as float64, or the layer's float32 input as it is (widened exactly while read: no float64 copy of it).
@@ -57,10 +70,9 @@ Napi::Value RouterWeightGradient(const Napi::CallbackInfo& info) {
 // [T*dModel]) -> undefined: dx += gradLogits router, in place.
 Napi::Value RouterInputGradient(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
-  const int64_t tokens = int_arg(info, 2, "tokens", 1, kMaxDim);
-  const int64_t experts = int_arg(info, 3, "numExperts", 1, kMaxElements);
-  const int64_t d_model = int_arg(info, 4, "dModel", 1, kMaxDim);
-  const double* grad = finite_float64_arg(info, 0, "gradLogits", elements(env, "gradLogits", {tokens, experts}));
+  const RouterGradientArgs a = router_gradient_args(info);
+  const int64_t tokens = a.tokens, experts = a.experts, d_model = a.d_model;
+  const double* grad = a.grad;
   const float* router = float32_arg(info, 1, "router", elements(env, "router", {experts, d_model}));
   // dx is written in place: the caller's own array (lib/layer-backward.ts passes the backward's new dx).
   float* dx = const_cast<float*>(float32_arg(info, 5, "dx", elements(env, "dx", {tokens, d_model})));
