@@ -28,7 +28,8 @@ echo "--- the Jest suite and the fuzz corpus through an ASan + UBSan addon"
 # sanitizer flags there was built uninstrumented, until 2026-12-01. The check below makes sure it is not again.)
 npx cmake-js configure --out build-asan-addon --CDMOE_BUILD_TESTS=OFF --CDMOE_CUDA=OFF "--CDMOE_EXTRA_FLAGS=-g $san_flags" >/dev/null
 npx cmake-js build --out build-asan-addon >/dev/null
-if ! nm -D build-asan-addon/Release/moe_kernels.node | grep -q __asan_report; then
+# (grep reads all of nm's output: with -q it exits at the first match, and under pipefail nm's SIGPIPE failed this.)
+if ! nm -D build-asan-addon/Release/moe_kernels.node | grep __asan_report >/dev/null; then
   echo "check-sanitizers: build-asan-addon/Release/moe_kernels.node is not instrumented by ASan" >&2
   exit 1
 fi
