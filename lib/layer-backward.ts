@@ -17,6 +17,7 @@ import {
   native as nativeBinding,
 } from './native';
 import { Tensor } from './tensor';
+import { ForwardRecord, sameBytes } from './forward-record';
 import { typedArrayTag } from './typed-arrays';
 import { expectTensor } from './validate';
 
@@ -57,6 +58,10 @@ export interface BackwardContext {
   gateGradients: (x: Tensor, result: MoEOutput, gradOutput: Tensor, slotGradients: Float64Array) => GateGradients;
   /** Runs a collective call's checks (an expert-parallel layer: a failure tells the other ranks). */
   collectiveChecks: <T>(checks: () => T) => T;
+  /** What this layer's forward remembers of `result`, or undefined when no forward of this layer returned it. */
+  forwardRecord: (result: object) => ForwardRecord | undefined;
+  /** Whether `grads` was returned by a backward of this layer (what options.into may be). */
+  isOwnGradients: (grads: object) => boolean;
 }
 
 /** The checked arguments of a backward (x and gradOutput copied for an async one: it reads them after returning). */
@@ -84,17 +89,37 @@ function prepareBackward(
     throw typeError("result to be the result of this layer's forward", describe(result));
   const { routing } = result;
   expectTensor(routing.logits, 'result.routing.logits', ['float32'], [tokens, c.numExperts], ['tokens', 'numExperts']);
+  checkAgainstForward(ctx.forwardRecord(result), xs, routing);
   const input = routing.routerInput;
-  const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
-  if (input && typedArrayTag(input) === 'Float32Array' && !bytes(input).equals(bytes(xs.data)))
+  if (input && typedArrayTag(input) === 'Float32Array' && !sameBytes(input, xs.data))
     throw rangeError('a forward of this x without jitter (backward holds no jitter factors yet)', 'a router input that differs from x');
   if (typeof options !== 'object' || options === null) throw typeError('options to be an object', describe(options));
+  if (options.into !== undefined && (typeof options.into !== 'object' || options.into === null || !ctx.isOwnGradients(options.into)))
+    throw typeError('options.into to be the gradients of an earlier backward of this layer (or a copy of them)', describe(options.into));
   const into = options.into === undefined ? undefined : destinations(options.into, c, tokens);
   if (copy) {
     xs = Tensor.from(Float32Array.from(xs.data), xs.shape);
     g = Tensor.from(Float32Array.from(g.data), g.shape);
   }
   return { xs, g, tokens, result, into };
+}
+
+/**
+ * A backward differentiates the forward that made `result`: refused unless this layer's forward returned it, x holds
+ * the values that forward read (a buffer refilled since gives gradients of neither batch), and its routing is as
+ * returned (reordered slots would pair gradients with the wrong experts).
+ */
+function checkAgainstForward(record: ForwardRecord | undefined, xs: Tensor<'float32'>, routing: MoEOutput['routing']): void {
+  if (!record) throw rangeError("result to be the result of this layer's forward", 'a result no forward of this layer returned');
+  if (!sameBytes(record.x, xs.data))
+    throw rangeError('x to hold the values its forward read', 'an x whose values changed since that forward (a refilled buffer?)');
+  const same = (a: unknown, b: Int32Array | Float32Array, tag: string) => typedArrayTag(a) === tag && sameBytes(a as ArrayBufferView, b);
+  if (
+    routing.topK !== record.topK ||
+    !same(routing.experts, record.experts, 'Int32Array') ||
+    !same(routing.weights, record.weights, 'Float32Array')
+  )
+    throw rangeError('result.routing as its forward returned it', 'a routing whose topK, experts or weights were changed');
 }
 
 export function layerBackward(

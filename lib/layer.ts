@@ -19,6 +19,8 @@ import { LayerTimings, NativeForwardResult, NativeLayer, NativeRoutedResult, nat
 import { FromPretrainedOptions, loadPretrained } from './pretrained/load';
 import { Tensor } from './tensor';
 import { expectBoolean, expectInteger, expectTensor } from './validate';
+import { forwardRecordOf, gradientsLayerOf, rememberForward, rememberGradients } from './forward-record';
+import { typedArrayTag } from './typed-arrays';
 
 export type { MoEConfig } from './layer-config';
 export type { MoEWeights } from './layer-weights';
@@ -108,12 +110,25 @@ export class MoELayer implements Disposable {
   async forward(x: Tensor, options: ForwardOptions = {}): Promise<MoEOutput> {
     const { p, routed } = this.collectiveChecks(() => this.prepareRouted(x, options));
     const { handle, data, tokens } = p;
-    if (tokens === 0)
-      return this.emptyOutput(p, await handle.forwardRouted(data, 0, this.config.topK, NO_EXPERTS, NO_WEIGHTS, p.out?.data, p.keep));
-    if (!routed) return this.nativeOutput(p, await handle.forward(data, tokens, p.out?.data, p.keep));
-    const { topK, experts } = routed.gate;
-    return this.routedOutput(p, routed, await handle.forwardRouted(data, tokens, topK, experts, routed.weights, p.out?.data, p.keep));
+    return this.inFlight(async () => {
+      if (tokens === 0)
+        return this.emptyOutput(p, await handle.forwardRouted(data, 0, this.config.topK, NO_EXPERTS, NO_WEIGHTS, p.out?.data, p.keep));
+      if (!routed) return this.nativeOutput(p, await handle.forward(data, tokens, p.out?.data, p.keep));
+      const { topK, experts } = routed.gate;
+      return this.routedOutput(p, routed, await handle.forwardRouted(data, tokens, topK, experts, routed.weights, p.out?.data, p.keep));
+    });
   }
+
+  /** Counts an async call of this layer while it is in flight (step refuses to run beside one). */
+  private async inFlight<T>(call: () => Promise<T>): Promise<T> {
+    this.callsInFlight++;
+    try {
+      return await call();
+    } finally {
+      this.callsInFlight--;
+    }
+  }
+  private callsInFlight = 0;
 
   /** The same as forward, on the calling thread. */
   forwardSync(x: Tensor, options: ForwardOptions = {}): MoEOutput {
@@ -129,14 +144,16 @@ export class MoELayer implements Disposable {
   /** A forward's checks and, unless the core routes by itself (or there are no tokens), its routing. */
   private prepareRouted(x: Tensor, options: ForwardOptions) {
     const p = this.prepare(x, options);
+    // x as it is now, for the result's routerInput and for a backward to check that its x is this one
+    const snapshot = new Float32Array(p.data);
     const here = p.tokens > 0 && !this.router.isNative(p.training);
-    return { p, routed: here ? this.router.route(p.handle, p.data, p.tokens, p.training) : undefined };
+    return { p: { ...p, snapshot }, routed: here ? this.router.route(p.handle, p.data, p.tokens, p.training) : undefined };
   }
 
   /** The result of an expert-parallel rank's forward without tokens (it served its experts to the others). */
-  private emptyOutput(p: Prepared, r: NativeRoutedResult): MoEOutput {
+  private emptyOutput(p: PreparedForward, r: NativeRoutedResult): MoEOutput {
     const routed = { topK: this.config.topK, experts: NO_EXPERTS, weights: NO_WEIGHTS, logits: NO_WEIGHTS, dropped: 0 };
-    return this.assemble(p, r.output, { ...routed, tokensPerExpert: r.tokensPerExpert, routerInput: p.data });
+    return this.assemble(p, r.output, { ...routed, tokensPerExpert: r.tokensPerExpert, routerInput: p.snapshot });
   }
 
   /**
@@ -205,7 +222,9 @@ export class MoELayer implements Disposable {
    * pre-activations a training forward kept (`forward(x, { training: true })`) or recomputed.
    */
   backward(x: Tensor, result: MoEOutput, gradOutput: Tensor, options?: BackwardOptions): LayerGradients {
-    return layerBackward(this.backwardContext(), x, result, gradOutput, options);
+    const grads = layerBackward(this.backwardContext(), x, result, gradOutput, options);
+    rememberGradients(grads.gate, this);
+    return grads;
   }
 
   /**
@@ -215,7 +234,12 @@ export class MoELayer implements Disposable {
    * can reach them).
    */
   backwardAsync(x: Tensor, result: MoEOutput, gradOutput: Tensor, options?: BackwardOptions): Promise<LayerGradients> {
-    return layerBackwardAsync(this.backwardContext(), x, result, gradOutput, options);
+    const ctx = this.backwardContext();
+    return this.inFlight(async () => {
+      const grads = await layerBackwardAsync(ctx, x, result, gradOutput, options);
+      rememberGradients(grads.gate, this);
+      return grads;
+    });
   }
 
   private backwardContext(): BackwardContext {
@@ -229,6 +253,11 @@ export class MoELayer implements Disposable {
       experts: (xd, tokens, k, experts, weights, grad, into) => handle.backwardSync(xd, tokens, k, experts, weights, grad, into),
       expertsAsync: (xd, tokens, k, experts, weights, grad, into) => handle.backward(xd, tokens, k, experts, weights, grad, into),
       collectiveChecks: (checks) => this.collectiveChecks(checks),
+      forwardRecord: (result) => {
+        const record = forwardRecordOf(result);
+        return record?.layer === this ? record : undefined;
+      },
+      isOwnGradients: (grads) => gradientsLayerOf((grads as { gate?: object }).gate ?? {}) === this,
       gateGradients: (xt, r, g, slotGradients) =>
         gateGradients(
           c,
@@ -251,6 +280,13 @@ export class MoELayer implements Disposable {
   step(grads: LayerGradients, optimizer: OptimizerConfig): void {
     const handle = this.native();
     const { o, g, routerBiasGrad } = this.collectiveChecks(() => {
+      // A forward or backward in flight reads the weights on the job thread: stepping under it would hand it the
+      // old weights or the new ones by chance (issue 34: 6-10 of 20 runs).
+      if (this.callsInFlight > 0)
+        throw rangeError(
+          'no forward or backwardAsync of this layer in flight during step (await them first)',
+          `${this.callsInFlight} in flight`,
+        );
       const o = resolveOptimizer(optimizer);
       if (this.optimizerKind !== undefined && this.optimizerKind !== o.kind)
         throw rangeError(
@@ -324,25 +360,40 @@ export class MoELayer implements Disposable {
       options.out === undefined
         ? undefined
         : expectTensor(options.out, 'options.out', ['float32'], [tokens, this.config.dModel], ['tokens', 'dModel']);
+    // (a plain { data } object is wrapped without a copy only when data is a Float32Array: a number[] would be copied,
+    // and the output written into the copy, not into the caller's array)
+    const outData = (options.out as { data?: unknown } | undefined)?.data;
+    if (out && out.data !== outData)
+      throw typeError('options.out.data to be a Float32Array (the output is written into it)', describe(outData));
     if (out && sharesMemory(out.data, xs.data)) throw rangeError('options.out to share no memory with x', 'overlapping arrays');
     return { handle, data: xs.data, tokens, training, keep, out, options };
   }
 
   /** The result of a forward the core routed by itself (its routing comes back with the output). */
-  private nativeOutput(p: Prepared, r: NativeForwardResult): MoEOutput {
-    const routed = { ...r, topK: this.config.topK, dropped: 0, routerInput: p.data };
+  private nativeOutput(p: PreparedForward, r: NativeForwardResult): MoEOutput {
+    const routed = { ...r, topK: this.config.topK, dropped: 0, routerInput: p.snapshot };
     return this.assemble(p, r.output, routed);
   }
 
   /** The result of a forward routed here by the rule, then run through the core with that routing. */
-  private routedOutput(p: Prepared, routed: ReturnType<LayerRouter['route']>, r: NativeRoutedResult): MoEOutput {
+  private routedOutput(p: PreparedForward, routed: ReturnType<LayerRouter['route']>, r: NativeRoutedResult): MoEOutput {
     const { gate, logits, weights, routerInput, ranked } = routed;
     return this.assemble(p, r.output, { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate, routerInput }, ranked);
   }
 
-  private assemble(p: Prepared, output: Float32Array, r: RoutedForward, ranked?: ArrayLike<number>): MoEOutput {
+  private assemble(p: PreparedForward, output: Float32Array, r: RoutedForward, ranked?: ArrayLike<number>): MoEOutput {
     const nativeGate = (routing: Routing) => this.router.nativeGate(routing);
-    return assembleOutput(output, p.tokens, this.config, r, p.options, p.out, nativeGate, ranked);
+    // (what the router read is x itself unless jitter made another array: then the copy taken at the call)
+    const routed = r.routerInput === p.data ? { ...r, routerInput: p.snapshot } : r;
+    const result = assembleOutput(output, p.tokens, this.config, routed, p.options, p.out, nativeGate, ranked);
+    rememberForward(result, {
+      layer: this,
+      x: p.snapshot,
+      topK: r.topK,
+      experts: Int32Array.from(r.experts),
+      weights: Float32Array.from(r.weights),
+    });
+    return result;
   }
 }
 
@@ -362,8 +413,8 @@ let adopting: { prepared: ReturnType<typeof prepare>; handle: NativeLayer } | un
 const NO_EXPERTS = new Int32Array(0);
 const NO_WEIGHTS = new Float32Array(0);
 
-/** A forward's checked arguments (MoELayer.prepare). */
-type Prepared = ReturnType<MoELayer['prepare']>;
+/** A forward's checked arguments (MoELayer.prepareRouted), with its copy of x. */
+type PreparedForward = ReturnType<MoELayer['prepare']> & { snapshot: Float32Array };
 
 /** Whether two typed arrays overlap in memory (views of one buffer). */
 function sharesMemory(a: Float32Array, b: Float32Array): boolean {

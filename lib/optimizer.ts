@@ -7,7 +7,7 @@ import { describe, rangeError, typeError } from './errors';
 import type { LayerGradients } from './layer-backward';
 import { Tensor } from './tensor';
 import type { ResolvedConfig } from './layer-config';
-import { expectOneOf, expectOptions, expectTensor } from './validate';
+import { asTensor, expectOneOf, expectOptions, expectTensor } from './validate';
 
 export type OptimizerConfig =
   | { kind: 'sgd'; lr: number; momentum?: number; weightDecay?: number }
@@ -52,11 +52,21 @@ export function resolveOptimizer(optimizer: OptimizerConfig): ResolvedOptimizer 
   };
 }
 
-/** The parameter gradients of a backward (not dx, not the gate's): what an optimizer step and clipping see. */
-export function parameterTensors(g: LayerGradients): Tensor<'float32'>[] {
-  const all: (Tensor | undefined)[] = [g.router, g.noiseRouter, g.routerBias, g.w1, g.w3, g.w2, g.b1, g.b3, g.b2, g.sharedGate];
-  if (g.shared) all.push(g.shared.w1, g.shared.w3, g.shared.w2, g.shared.b1, g.shared.b3, g.shared.b2);
-  return all.filter((t): t is Tensor<'float32'> => t !== undefined);
+/** The parameter gradients of a backward (not dx, not the gate's), checked as float32 Tensors: what clipping sees. */
+export function parameterTensors(g: LayerGradients): { name: string; tensor: Tensor<'float32'> }[] {
+  const fields = ['router', 'noiseRouter', 'routerBias', 'w1', 'w3', 'w2', 'b1', 'b3', 'b2', 'sharedGate'] as const;
+  const all: { name: string; value: unknown }[] = fields.map((name) => ({ name, value: g[name] }));
+  if (g.shared !== undefined) {
+    if (typeof g.shared !== 'object' || g.shared === null) throw typeError('grads.shared to be an object', describe(g.shared));
+    for (const name of ['w1', 'w3', 'w2', 'b1', 'b3', 'b2'] as const) all.push({ name: `shared.${name}`, value: g.shared[name] });
+  }
+  return all
+    .filter(({ value }) => value !== undefined)
+    .map(({ name, value }) => ({ name, tensor: asTensor(value, `grads.${name}`) as Tensor<'float32'> }))
+    .map(({ name, tensor }) => {
+      if (tensor.dtype !== 'float32') throw typeError(`grads.${name}.dtype to be 'float32'`, `'${tensor.dtype}'`);
+      return { name, tensor };
+    });
 }
 
 /**
@@ -68,12 +78,19 @@ export function clipGradNorm(grads: LayerGradients, maxNorm: number): number {
     throw typeError('grads to be the result of layer.backward', describe(grads));
   if (typeof maxNorm !== 'number' || !(maxNorm > 0) || !Number.isFinite(maxNorm))
     throw rangeError('maxNorm to be a finite number > 0', describe(maxNorm));
-  let sum = 0;
   const tensors = parameterTensors(grads);
-  for (const t of tensors) for (const v of t.data) sum += v * v;
+  let sum = 0;
+  for (const { name, tensor } of tensors)
+    for (let i = 0; i < tensor.data.length; i++) {
+      const v = tensor.data[i];
+      // A NaN made the norm NaN and left everything unclipped; an infinity made the factor 0 and zeroed every
+      // gradient. Neither is a norm to clip by (torch's error_if_nonfinite): refused, the gradients untouched.
+      if (!Number.isFinite(v)) throw rangeError(`finite gradients to clip (grads.${name}[${i}])`, `${v}`);
+      sum += v * v;
+    }
   const norm = Math.sqrt(sum);
   const factor = maxNorm / (norm + 1e-6);
-  if (factor < 1) for (const t of tensors) for (let i = 0; i < t.data.length; i++) t.data[i] *= factor;
+  if (factor < 1) for (const { tensor } of tensors) for (let i = 0; i < tensor.data.length; i++) tensor.data[i] *= factor;
   return norm;
 }
 

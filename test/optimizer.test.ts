@@ -40,11 +40,11 @@ test.each([
 test('clipGradNorm scales every parameter gradient to the norm asked for and returns the norm before', () => {
   const layer = new MoELayer(c, randomWeights(c, 3));
   const grads = gradsOf(layer, 4);
-  const norm = Math.sqrt(parameterTensors(grads).reduce((s, t) => s + t.data.reduce((a, v) => a + v * v, 0), 0));
+  const norm = Math.sqrt(parameterTensors(grads).reduce((s, { tensor: t }) => s + t.data.reduce((a, v) => a + v * v, 0), 0));
   const dx = Float32Array.from(grads.dx.data);
   expect(clipGradNorm(grads, norm * 10)).toBeCloseTo(norm, 3); // above: unchanged
   expect(clipGradNorm(grads, norm / 4)).toBeCloseTo(norm, 3);
-  const after = Math.sqrt(parameterTensors(grads).reduce((s, t) => s + t.data.reduce((a, v) => a + v * v, 0), 0));
+  const after = Math.sqrt(parameterTensors(grads).reduce((s, { tensor: t }) => s + t.data.reduce((a, v) => a + v * v, 0), 0));
   expect(after).toBeCloseTo(norm / 4, 3);
   expect(grads.dx.data).toEqual(dx); // the input's gradient is not a parameter's
   expectError(() => clipGradNorm(grads, 0), 'RangeError', /maxNorm/);

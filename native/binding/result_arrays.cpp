@@ -56,6 +56,22 @@ BlockPool& pool() {
   return *p;
 }
 
+// Whether napi_create_external_arraybuffer's failure left the memory with the caller. Node hands it to the
+// finalizer whenever it got as far as making a Buffer (past its length limit it calls the finalizer at once, or
+// schedules it), so freeing it here as well freed it twice (issue 34: SIGSEGV on any result over 4 GiB). Only a V8
+// sandbox build refuses before taking it.
+bool still_ours(napi_status status) { return status == napi_no_external_buffers_allowed; }
+
+// Drops the JavaScript exception a failed napi call left pending (Node throws ERR_BUFFER_TOO_LARGE), so that the
+// fallback below or the caller's RangeError is what JavaScript sees.
+void clear_pending(Napi::Env env) {
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+    napi_value ignored;
+    napi_get_and_clear_last_exception(env, &ignored);
+  }
+}
+
 // An ArrayBuffer of `bytes` bytes. Every byte is written by the kernels before JS sees it, so a recycled block
 // needs no clearing. Falls back to V8's memory where external buffers are not allowed (V8 sandbox builds).
 Napi::ArrayBuffer new_buffer(Napi::Env env, size_t bytes) {
@@ -66,17 +82,20 @@ Napi::ArrayBuffer new_buffer(Napi::Env env, size_t bytes) {
       env, data, bytes, [](napi_env, void* p, void* hint) { pool().give(p, reinterpret_cast<uintptr_t>(hint)); },
       reinterpret_cast<void*>(static_cast<uintptr_t>(bytes)), &value);
   if (status != napi_ok) {
-    pool().give(data, bytes);
+    if (still_ours(status)) pool().give(data, bytes);
+    clear_pending(env);
     return Napi::ArrayBuffer::New(env, bytes);
   }
   return Napi::ArrayBuffer(env, value);
 }
 
-// A result's memory, or a RangeError naming its size: past V8's limit or past what the machine can allocate.
+// A result's memory, or a RangeError naming its size: past kMaxResultBytes or past what the machine can allocate.
+// Every result is made before its computation starts, so an impossible one costs nothing.
 Napi::ArrayBuffer checked_buffer(Napi::Env env, size_t count, size_t element) {
-  if (count > static_cast<size_t>(kMaxElements))
-    throw_range_error(env, "expected a result of at most " + std::to_string(kMaxElements) + " elements but got " +
-                               std::to_string(count));
+  if (count > kMaxResultBytes / element)
+    throw_range_error(env, "expected a result of at most " + std::to_string(kMaxResultBytes) +
+                               " bytes (4 GiB) but got " + std::to_string(count) + " elements of " +
+                               std::to_string(element) + " bytes");
   try {
     return new_buffer(env, count * element);
   } catch (const std::bad_alloc&) {
@@ -97,7 +116,7 @@ Napi::Int32Array new_int32_array(Napi::Env env, size_t count) {
 
 Napi::Value LargeBuffer(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
-  const int64_t bytes = int_arg(info, 0, "bytes", 1, int64_t{1} << 40);
+  const int64_t bytes = int_arg(info, 0, "bytes", 1, static_cast<int64_t>(kMaxResultBytes));
   void* data = nullptr;
   try {
     data = moe::allocate_large(static_cast<size_t>(bytes));
@@ -114,7 +133,8 @@ Napi::Value LargeBuffer(const Napi::CallbackInfo& info) {
       },
       reinterpret_cast<void*>(static_cast<uintptr_t>(bytes)), &value);
   if (status != napi_ok) {  // a V8 sandbox build: V8's own (zeroed, 4 KiB-paged) memory
-    std::free(data);
+    if (still_ours(status)) std::free(data);
+    clear_pending(env);
     return Napi::ArrayBuffer::New(env, static_cast<size_t>(bytes));
   }
   int64_t ignored;

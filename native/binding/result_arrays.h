@@ -8,6 +8,10 @@
 
 namespace moe_binding {
 
+// The largest result (and largeBuffer) in bytes: 4 GiB, the most Node 20 lets external memory back (its
+// buffer.constants.MAX_LENGTH), kept on every Node version so that what a call accepts does not depend on it.
+constexpr size_t kMaxResultBytes = size_t{1} << 32;
+
 Napi::Float32Array new_float32_array(Napi::Env env, size_t count);
 Napi::Int32Array new_int32_array(Napi::Env env, size_t count);
 
