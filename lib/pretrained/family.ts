@@ -61,10 +61,10 @@ export function field(config: HfConfig, key: string) {
   const value = config[key];
   const where = `config.json "${key}"`;
   return {
-    integer(fallback?: number, min = 0): number {
+    integer(fallback?: number, min = 0, max = MAX_CONFIG_INTEGER): number {
       const v = value === undefined || value === null ? fallback : value;
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < min)
-        throw rangeError(`${where} to be an integer >= ${min}`, v === undefined ? 'none' : JSON.stringify(v));
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+        throw rangeError(`${where} to be an integer in [${min}, ${max}]`, v === undefined ? 'none' : JSON.stringify(v));
       return v;
     },
     number(fallback?: number): number {
@@ -100,9 +100,22 @@ export function gatedActivation(config: HfConfig): Activation {
   throw rangeError(`config.json "hidden_act" to be 'silu' or 'gelu' (the gated activations moe-kernels has)`, `'${act}'`);
 }
 
+/**
+ * The largest count or size a config.json field may give: the library's own limits (2^24 experts, dimensions of
+ * 2^31 - 1) are checked against the tensors when a layer is planned; this bound keeps a number like 1e300 from
+ * reaching arithmetic or a loop before that (issue 34).
+ */
+export const MAX_CONFIG_INTEGER = 2 ** 31 - 1;
+/**
+ * The most decoder layers a config.json may declare: far past any published model (DeepSeek-V3 has 61, the largest
+ * dense ones about 130), and small enough to list every layer's number without a thought. `pretrained.inspect`
+ * reads no tensor, so no tensor can bound it; 1e9 once made it run V8 out of memory.
+ */
+export const MAX_LAYERS = 65_536;
+
 /** The number of decoder layers, checked. */
 export function numLayers(config: HfConfig): number {
-  return field(config, 'num_hidden_layers').integer(undefined, 1);
+  return field(config, 'num_hidden_layers').integer(undefined, 1, MAX_LAYERS);
 }
 
 /**

@@ -6,10 +6,12 @@ import { promises as fs } from 'fs';
 import * as path from 'path';
 import { describe, rangeError, typeError } from '../errors';
 import { WeightDtype } from '../expert-weights';
-import { MoEConfig, expertSliceOf, resolveExpertParallel } from '../layer-config';
+import { MoEConfig, expertSliceOf, resolveConfig, resolveExpertParallel } from '../layer-config';
 import type { MoEWeights } from '../layer-weights';
 import { GroupSize, QuantizedTensor } from '../quant';
-import { Checkpoint } from '../safetensors/checkpoint';
+import { expectPath, readSmallTextFile } from '../file-errors';
+import { Checkpoint, insideCheckpoint } from '../safetensors/checkpoint';
+import { checkJsonStructure } from '../safetensors/json-structure';
 import { Tensor } from '../tensor';
 import { expectInteger, expectOptions } from '../validate';
 import { Projection } from './assemble';
@@ -53,17 +55,19 @@ export interface PretrainedInfo {
 }
 
 async function readConfig(location: string): Promise<HfConfig> {
+  expectPath(location, 'a checkpoint directory');
   const stat = await fs.stat(location).catch(() => undefined);
   if (!stat) throw rangeError(`a checkpoint directory at ${location}`, 'nothing there');
-  const dir = stat.isFile() ? path.dirname(location) : location;
+  const dir = stat.isDirectory() ? location : path.dirname(location);
   const file = path.join(dir, 'config.json');
-  const text = await fs.readFile(file, 'utf8').catch(() => {
-    throw rangeError(`${file} (the model's config)`, 'no such file');
-  });
+  if (!(await fs.lstat(file).catch(() => undefined))) throw rangeError(`${file} (the model's config)`, 'no such file');
+  const text = await readSmallTextFile(await insideCheckpoint(dir, file, "the model's config"), "the model's config (config.json)");
   let config: unknown;
   try {
+    checkJsonStructure(text, file, { duplicates: false });
     config = JSON.parse(text);
   } catch (err) {
+    if ((err as Error).message.startsWith('moe-kernels:')) throw err;
     throw rangeError(`${file} to be JSON`, `a parse error (${(err as Error).message})`);
   }
   if (typeof config !== 'object' || config === null || Array.isArray(config))
@@ -115,6 +119,9 @@ export async function loadPretrained(location: string, options: FromPretrainedOp
   const checkpoint = await Checkpoint.open(location);
   try {
     const plan = family.plan(config, layer, (name) => checkpoint.has(name));
+    // The layer's config checked before any tensor is: the counts and sizes config.json gives (experts, top-k,
+    // widths) within the library's limits, and top-k within the experts (once found only after the whole read).
+    resolveConfig({ ...plan.config, backend: 'cpu' });
     const parallel = resolveExpertParallel(o.expertParallel, plan.config.numExperts);
     // Expert parallel: this rank's routed experts, the only ones it reads (every rank reads the router and the
     // shared experts).
@@ -128,7 +135,11 @@ export async function loadPretrained(location: string, options: FromPretrainedOp
       bytesRead += bytes;
       report('read');
     });
-    // Every tensor checked (present, shaped, typed) before anything large is read.
+    // Every tensor checked (present, shaped, typed) before anything large is read. The router ([numExperts, dModel])
+    // and the last expert first: a config.json that claims more experts or other widths than the tensors have is
+    // refused by them before a check per claimed expert is made (1e9 experts once ran for minutes).
+    await plan.router.check(reader);
+    if (range.count > 0) await Promise.all(checkExperts(plan.experts, reader, { first: range.first + range.count - 1, count: 1 }));
     const checks: Promise<number>[] = [plan.router.check(reader)];
     for (const extra of [plan.routerBias, plan.selectionBias, plan.sharedGate]) if (extra) checks.push(extra.check(reader));
     checks.push(...checkExperts(plan.experts, reader, range));

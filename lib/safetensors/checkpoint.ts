@@ -5,13 +5,32 @@
  */
 import { promises as fs } from 'fs';
 import * as path from 'path';
-import { rangeError, typeError } from '../errors';
+import { rangeError } from '../errors';
+import { expectPath, fileError, readSmallTextFile } from '../file-errors';
+import { checkJsonStructure } from './json-structure';
 import { Tensor } from '../tensor';
 import { SafetensorsFile, ReadOptions } from './file';
 import { TensorInfo } from './format';
 
 export const INDEX_FILE = 'model.safetensors.index.json';
 export const SINGLE_FILE = 'model.safetensors';
+
+/**
+ * The real path of `file`, a file of the checkpoint directory `dir`, refused when a symbolic link leads it out of the
+ * directory (a checkpoint from elsewhere could otherwise make the loader read any file the process can). One way
+ * out is allowed: the Hugging Face hub cache, whose snapshots/<revision>/ files link to ../../blobs/ of the same
+ * model's cache folder.
+ */
+export async function insideCheckpoint(dir: string, file: string, what: string): Promise<string> {
+  const [realDir, real] = await Promise.all([fs.realpath(dir), fs.realpath(file)]).catch((err) => {
+    throw fileError(err, file, `a readable file (${what})`);
+  });
+  const allowed = path.basename(path.dirname(realDir)) === 'snapshots' ? path.dirname(path.dirname(realDir)) : realDir;
+  const relative = path.relative(allowed, real);
+  if (relative === '' || relative === '..' || relative.startsWith(`..${path.sep}`) || path.isAbsolute(relative))
+    throw rangeError(`${file} (${what}) to be a file inside ${dir}`, `a link to ${real}`);
+  return real;
+}
 
 export class Checkpoint {
   private readonly files = new Map<string, Promise<SafetensorsFile>>();
@@ -32,22 +51,24 @@ export class Checkpoint {
    * The index is checked here (shard names that stay in the directory); each shard's header when first used.
    */
   static async open(location: string): Promise<Checkpoint> {
-    if (typeof location !== 'string') throw typeError('a checkpoint path to be a string', typeof location);
+    expectPath(location, 'a checkpoint path');
     const stat = await fs.stat(location).catch(() => undefined);
     if (!stat) throw rangeError(`a checkpoint directory or .safetensors file at ${location}`, 'nothing there');
-    if (stat.isFile()) return Checkpoint.single(location, location);
+    if (!stat.isDirectory()) return Checkpoint.single(location, location);
     const index = path.join(location, INDEX_FILE);
-    const text = await fs.readFile(index, 'utf8').catch(() => undefined);
-    if (text === undefined) {
+    if (!(await fs.lstat(index).catch(() => undefined))) {
       const single = path.join(location, SINGLE_FILE);
-      if (!(await fs.stat(single).catch(() => undefined)))
+      if (!(await fs.lstat(single).catch(() => undefined)))
         throw rangeError(`${location} to hold ${INDEX_FILE} or ${SINGLE_FILE}`, 'neither');
-      return Checkpoint.single(location, single);
+      return Checkpoint.single(location, await insideCheckpoint(location, single, SINGLE_FILE));
     }
+    const text = await readSmallTextFile(await insideCheckpoint(location, index, INDEX_FILE), INDEX_FILE);
     let parsed: unknown;
     try {
+      checkJsonStructure(text, index, { duplicates: false });
       parsed = JSON.parse(text);
     } catch (err) {
+      if ((err as Error).message.startsWith('moe-kernels:')) throw err;
       throw rangeError(`${index} to be JSON`, `a parse error (${(err as Error).message})`);
     }
     const map = (parsed as { weight_map?: unknown })?.weight_map;
@@ -83,11 +104,12 @@ export class Checkpoint {
     if (file === undefined) throw rangeError(`${this.location} to hold a tensor '${name}'`, 'no such tensor');
     let opened = this.files.get(file);
     if (!opened) {
-      opened = SafetensorsFile.open(file).catch((err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT')
-          throw rangeError(`the shard ${file} (listed for tensor '${name}' in ${INDEX_FILE}) to exist`, 'no such file');
-        throw err;
-      });
+      const exists = await fs.lstat(file).catch(() => undefined);
+      opened = exists
+        ? insideCheckpoint(this.location, file, `the shard listed for tensor '${name}' in ${INDEX_FILE}`).then((real) =>
+            SafetensorsFile.open(real),
+          )
+        : Promise.reject(rangeError(`the shard ${file} (listed for tensor '${name}' in ${INDEX_FILE}) to exist`, 'no such file'));
       this.files.set(file, opened);
     }
     const f = await opened;

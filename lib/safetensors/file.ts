@@ -5,6 +5,7 @@
  */
 import { promises as fs } from 'fs';
 import { rangeError, typeError } from '../errors';
+import { expectPath, fileError, openRegularFile } from '../file-errors';
 import { DType, DataOf, Tensor } from '../tensor';
 import { Header, SAFETENSORS_DTYPES, SafetensorsDtype, TensorInfo, headerLength, parseHeader } from './format';
 
@@ -37,19 +38,19 @@ export class SafetensorsFile {
 
   /** Opens `path` and checks its header (a RangeError naming the file for anything malformed). */
   static async open(path: string): Promise<SafetensorsFile> {
-    if (typeof path !== 'string') throw typeError('path to be a string', typeof path);
-    const handle = await fs.open(path, 'r');
+    expectPath(path, 'path');
+    const handle = await openRegularFile(path, 'a safetensors file');
     try {
       const { size } = await handle.stat();
       const prefix = new Uint8Array(Math.min(8, size));
-      await readFully(handle, prefix, 0);
+      await readFully(handle, prefix, 0, path);
       const n = headerLength(prefix, size, path);
       const json = new Uint8Array(n);
-      await readFully(handle, json, 8);
+      await readFully(handle, json, 8, path);
       return new SafetensorsFile(path, parseHeader(json, size - 8 - n, path), handle, size);
     } catch (err) {
       await handle.close();
-      throw err;
+      throw fileError(err, path, 'a readable safetensors file');
     }
   }
 
@@ -103,10 +104,17 @@ export class SafetensorsFile {
       throw rangeError(`a byte range within tensor '${name}' (${info.byteLength} bytes) of ${this.path}`, `[${begin}, ${begin + length})`);
     const handle = this.open_();
     if (options.into && options.into.length < length) throw rangeError(`options.into to hold ${length} bytes`, `${options.into.length}`);
-    const out = options.into ? options.into.subarray(0, length) : new Uint8Array(new ArrayBuffer(length));
+    const out = options.into ? options.into.subarray(0, length) : newBytes(length, `tensor '${name}' of ${this.path}`);
     for (let at = 0; at < length; at += READ_CHUNK) {
       options.signal?.throwIfAborted();
-      await readFully(handle, out.subarray(at, Math.min(length, at + READ_CHUNK)), info.offset + begin + at, this.path);
+      try {
+        if (this.handle !== handle) throw new Error('closed');
+        await readFully(handle, out.subarray(at, Math.min(length, at + READ_CHUNK)), info.offset + begin + at, this.path);
+      } catch (err) {
+        // close() while a read was under way: the read ends with that, not with Node's EBADF
+        if (this.handle !== handle) throw typeError(`${this.path} to stay open while tensor '${name}' was read`, 'close() during the read');
+        throw fileError(err, this.path, 'a readable safetensors file');
+      }
     }
     return out;
   }
@@ -136,6 +144,18 @@ async function readFully(handle: fs.FileHandle, into: Uint8Array, position: numb
     if (bytesRead === 0)
       throw rangeError(`${file} to hold ${into.length} bytes at offset ${position}`, 'its end (truncated since it was opened?)');
     done += bytesRead;
+  }
+}
+
+/** A fresh buffer of `length` bytes, or a RangeError saying why there cannot be one (V8's raw errors say "undefined"). */
+function newBytes(length: number, what: string): Uint8Array {
+  try {
+    return new Uint8Array(new ArrayBuffer(length));
+  } catch (err) {
+    throw rangeError(
+      `${what} (${length} bytes) to fit in memory this process can allocate`,
+      `an allocation failure (${(err as Error).message})`,
+    );
   }
 }
 

@@ -7,6 +7,7 @@
  */
 import { DType } from '../tensor';
 import { rangeError } from '../errors';
+import { checkJsonStructure } from './json-structure';
 
 /** The safetensors dtype names, with their size and the Tensor dtype that holds them (undefined: not readable). */
 export const SAFETENSORS_DTYPES = {
@@ -68,15 +69,19 @@ export function headerLength(prefix: Uint8Array, fileSize: number, file: string)
 /** Parses and checks the JSON header; `dataBytes` is what follows it in the file. */
 export function parseHeader(json: Uint8Array, dataBytes: number, file: string): Header {
   let parsed: unknown;
-  const text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
+  const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
   try {
-    parsed = JSON.parse(text.decode(json));
+    const text = decoder.decode(json);
+    checkJsonStructure(text, `${file}'s header`, { duplicates: true });
+    parsed = JSON.parse(text);
   } catch (err) {
+    if ((err as Error).name === 'RangeError' && (err as Error).message.startsWith('moe-kernels:')) throw err;
     throw rangeError(`${file}'s header to be UTF-8 JSON`, `a parse error (${(err as Error).message})`);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
     throw rangeError(`${file}'s header to be a JSON object`, Array.isArray(parsed) ? 'an array' : typeof parsed);
-  const metadata: Record<string, string> = {};
+  // (no prototype: a key '__proto__' is a key like any other)
+  const metadata: Record<string, string> = Object.create(null) as Record<string, string>;
   const tensors = new Map<string, TensorInfo>();
   const dataStart = 8 + json.length;
   for (const [name, entry] of Object.entries(parsed as Record<string, unknown>)) {
@@ -157,7 +162,8 @@ export function encodeHeader(
   entries: readonly { name: string; dtype: SafetensorsDtype; shape: readonly number[]; byteLength: number }[],
   metadata?: Record<string, string>,
 ): Uint8Array {
-  const header: Record<string, unknown> = {};
+  // (no prototype: a tensor named '__proto__' is written as one, not taken as the object's prototype)
+  const header: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
   if (metadata && Object.keys(metadata).length > 0) header.__metadata__ = metadata;
   let at = 0;
   for (const e of entries) {

@@ -1,6 +1,8 @@
 /** Writing safetensors files: for fixtures, and for saving a layer's weights. */
+import { randomBytes } from 'crypto';
 import { promises as fs } from 'fs';
 import { describe, rangeError, typeError } from '../errors';
+import { expectPath, fileError } from '../file-errors';
 import { DType, isTensor } from '../tensor';
 import { typedArrayTag } from '../typed-arrays';
 import { SAFETENSORS_DTYPES, SafetensorsDtype, encodeHeader } from './format';
@@ -23,14 +25,16 @@ export interface RawTensor {
 
 /**
  * Writes `tensors` (name -> Tensor, or RawTensor for a dtype Tensor has no type for) to `file`, in the given order,
- * with optional string metadata. Written to a temporary name and renamed, so a reader never sees half a file.
+ * with optional string metadata. Written to a temporary name of its own and renamed over `file` (atomic on one file
+ * system), so a reader never sees half a file, and of two saves to one file at once, the file ends as one of them
+ * whole (issue 34: both once wrote `file.<pid>.tmp`, and the file was left unparseable).
  */
 export async function save(
   file: string,
   tensors: Record<string, { dtype: string; shape: readonly number[]; data: ArrayBufferView }>,
   metadata?: Record<string, string>,
 ): Promise<void> {
-  if (typeof file !== 'string') throw typeError('file to be a string', describe(file));
+  expectPath(file, 'file');
   if (typeof tensors !== 'object' || tensors === null) throw typeError('tensors to be an object of Tensors', describe(tensors));
   if (metadata !== undefined) {
     if (typeof metadata !== 'object' || metadata === null) throw typeError('metadata to be an object of strings', describe(metadata));
@@ -46,6 +50,8 @@ export async function save(
         `tensors['${name}'].dtype to be a safetensors dtype (${Object.keys(SAFETENSORS_DTYPES).join(', ')})`,
         describe(t.dtype),
       );
+    if (!Array.isArray(t.shape) || t.shape.some((d) => typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0))
+      throw rangeError(`tensors['${name}'].shape to be an array of non-negative integers`, describe(t.shape));
     const elements = t.shape.reduce((a, b) => a * b, 1);
     const byteLength = elements * SAFETENSORS_DTYPES[dtype].bytes;
     if (t.data.byteLength !== byteLength)
@@ -53,8 +59,10 @@ export async function save(
     return { name, dtype, shape: t.shape, byteLength, data: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) };
   });
   const header = encodeHeader(entries, metadata);
-  const temporary = `${file}.${process.pid}.tmp`;
-  const handle = await fs.open(temporary, 'w');
+  const temporary = `${file}.${process.pid}.${randomBytes(8).toString('hex')}.tmp`;
+  const handle = await fs.open(temporary, 'wx').catch((err) => {
+    throw fileError(err, file, 'a path whose directory exists and can be written');
+  });
   try {
     await handle.write(header, 0, header.length, 0);
     let at = header.length;
@@ -69,7 +77,10 @@ export async function save(
   } catch (err) {
     await handle.close().catch(() => undefined);
     await fs.rm(temporary, { force: true });
-    throw err;
+    throw fileError(err, file, 'a file that can be written');
   }
-  await fs.rename(temporary, file);
+  await fs.rename(temporary, file).catch(async (err) => {
+    await fs.rm(temporary, { force: true });
+    throw fileError(err, file, 'a path a file can be renamed to');
+  });
 }

@@ -1,0 +1,308 @@
+/**
+ * The second hostile probe (issue 34): each finding as a test. What crashed or hung the process runs in a child
+ * process of its own (the built package, dist/), so that a regression fails this test instead of killing Jest.
+ */
+import { spawnSync } from 'child_process';
+import { promises as fs } from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { MoELayer, Tensor, clipGradNorm, pretrained, safetensors } from '../lib';
+import { FIXTURES } from './pretrained/fixtures';
+import { expectError, expectRejection } from './helpers';
+
+const root = path.resolve(__dirname, '..');
+
+/** Runs `script` (CommonJS, `moe` bound to the package) in a child process; its stdout's last line as JSON. */
+function inChild(script: string, timeoutMs = 60_000): { status: number | null; signal: string | null; out: unknown; stderr: string } {
+  const r = spawnSync(
+    process.execPath,
+    [
+      '-e',
+      `const moe = require(${JSON.stringify(root)});\n(async () => {\n${script}\n})().then(() => process.exit(0), (e) => { console.error(e); process.exit(3); });`,
+    ],
+    {
+      encoding: 'utf8',
+      timeout: timeoutMs,
+    },
+  );
+  const lines = (r.stdout || '').trim().split('\n');
+  let out: unknown;
+  try {
+    out = JSON.parse(lines[lines.length - 1]);
+  } catch {
+    out = undefined;
+  }
+  return { status: r.status, signal: r.signal, out, stderr: (r.stderr || '').slice(-2000) };
+}
+
+/** A child's report of one call: { name, message } of what it threw, or { ok: true }. */
+const REPORT = `const report = async (f) => { try { await f(); return { ok: true }; } catch (e) { return { name: e.name, message: e.message }; } };`;
+
+describe('crash: results over 4 GiB (SIGSEGV in the result pool once)', () => {
+  it('routerLogits of 65536 x 32768 and a forward with 2^22 experts: RangeErrors before computing, in a child', () => {
+    const r = inChild(`${REPORT}
+      const { kernels, Tensor, MoELayer } = moe;
+      const a = await report(() => kernels.routerLogits(Tensor.randn([65536, 1]), Tensor.randn([32768, 1])));
+      const layer = MoELayer.random({ dModel: 1, dHidden: 1, numExperts: 2 ** 22, topK: 1, activation: 'relu' });
+      const t = Date.now();
+      const b = await report(() => layer.forwardSync(Tensor.randn([257, 1])));
+      const c = await report(() => layer.forward(Tensor.randn([257, 1])));
+      console.log(JSON.stringify({ a, b, c, ms: Date.now() - t }));`);
+    expect(r.signal).toBeNull();
+    expect(r.status).toBe(0);
+    const out = r.out as Record<string, { name: string; message: string }> & { ms: number };
+    for (const key of ['a', 'b', 'c']) {
+      expect(out[key].name).toBe('RangeError');
+      expect(out[key].message).toMatch(/^moe-kernels: expected a result of at most 4294967296 bytes \(4 GiB\) but got \d+ elements/);
+    }
+    expect(out.ms).toBeLessThan(2000); // refused before the work, not after it
+  });
+});
+
+describe('silent wrong results', () => {
+  const config = { dModel: 12, dHidden: 20, numExperts: 5, topK: 2 };
+  const x0 = () => Tensor.randn([9, 12], { seed: 3 });
+  const g = Tensor.randn([9, 12], { seed: 4 });
+  const same = (a: Tensor, b: Tensor) =>
+    Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength).equals(
+      Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength),
+    );
+
+  it('backwardAsync: writing to x before it settles changes nothing (the router gradient once differed)', async () => {
+    for (const router of [undefined, { kind: 'noisyTopK' as const }]) {
+      const layer = MoELayer.random({ ...config, ...(router ? { router } : {}) }, { seed: 1 });
+      const x = x0();
+      const r = layer.forwardSync(x);
+      const want = layer.backward(x, r, g);
+      const pending = layer.backwardAsync(x, r, g);
+      (x.data as Float32Array).fill(7);
+      const got = await pending;
+      for (const key of ['dx', 'router', 'w1', 'w2'] as const) expect([key, same(got[key]!, want[key]!)]).toEqual([key, true]);
+      layer.dispose();
+    }
+  });
+
+  it('a refilled x buffer between forward and backward is refused (once gradients of neither batch)', () => {
+    const layer = MoELayer.random(config, { seed: 1 });
+    const x = x0();
+    const r = layer.forwardSync(x);
+    (x.data as Float32Array).set(Tensor.randn([9, 12], { seed: 99 }).data as Float32Array);
+    expectError(() => layer.backward(x, r, g), 'RangeError', /x to hold the values its forward read but got an x whose values changed/);
+    expect(r.routing.routerInput).not.toBe(x.data); // what the router read, kept
+    layer.dispose();
+  });
+
+  it('step while a backwardAsync (or forward) is in flight is refused; after it settles, it runs', async () => {
+    const layer = MoELayer.random(config, { seed: 1 });
+    const x = x0();
+    const r = layer.forwardSync(x);
+    const grads = layer.backward(x, r, g);
+    const pending = layer.backwardAsync(x, r, g);
+    expectError(
+      () => layer.step(grads, { kind: 'sgd', lr: 0.1 }),
+      'RangeError',
+      /no forward or backwardAsync of this layer in flight during step.* but got 1 in flight/,
+    );
+    const forward = layer.forward(x);
+    expectError(() => layer.step(grads, { kind: 'sgd', lr: 0.1 }), 'RangeError', /but got 2 in flight/);
+    const got = await pending;
+    await forward;
+    expect(same(got.dx, grads.dx)).toBe(true); // the pre-step weights, every time
+    layer.step(grads, { kind: 'sgd', lr: 0.1 });
+    layer.dispose();
+  });
+
+  it("backward refuses another layer's result, a reordered routing, and into: {}", () => {
+    const a = MoELayer.random(config, { seed: 1 });
+    const b = MoELayer.random(config, { seed: 1 });
+    const x = x0();
+    const ra = a.forwardSync(x);
+    expectError(() => b.backward(x, ra, g), 'RangeError', /result to be the result of this layer's forward/);
+    expectError(() => a.backward(x, { ...ra }, g), 'RangeError', /result to be the result of this layer's forward/);
+    const experts = ra.routing.experts;
+    const saved = Int32Array.from(experts);
+    [experts[0], experts[1]] = [experts[1], experts[0]];
+    expectError(() => a.backward(x, ra, g), 'RangeError', /result.routing as its forward returned it/);
+    experts.set(saved);
+    const grads = a.backward(x, ra, g);
+    expectError(
+      () => a.backward(x, ra, g, { into: {} as never }),
+      'TypeError',
+      /options.into to be the gradients of an earlier backward of this layer/,
+    );
+    expectError(() => b.backward(x, b.forwardSync(x), g, { into: grads }), 'TypeError', /options.into to be the gradients/);
+    expect(a.backward(x, ra, g, { into: { ...grads } }).w1.data).toBe(grads.w1.data); // a copy of them is them
+    a.dispose();
+    b.dispose();
+  });
+
+  it('clipGradNorm refuses NaN and Infinity (once NaN returned / every gradient zeroed), leaving the gradients as they were', () => {
+    const layer = MoELayer.random(config, { seed: 1 });
+    const x = x0();
+    const grads = layer.backward(x, layer.forwardSync(x), g);
+    for (const bad of [NaN, Infinity]) {
+      (grads.w2.data as Float32Array)[3] = bad;
+      const before = Float32Array.from(grads.w1.data as Float32Array);
+      expectError(
+        () => clipGradNorm(grads, 1e-3),
+        'RangeError',
+        new RegExp(`finite gradients to clip \\(grads.w2\\[3\\]\\) but got ${bad}`),
+      );
+      expect(Buffer.from((grads.w1.data as Float32Array).buffer).equals(Buffer.from(before.buffer))).toBe(true);
+    }
+    expectError(() => clipGradNorm({ router: 5 } as never, 1), 'TypeError', /grads.router to be a Tensor/);
+    layer.dispose();
+  });
+
+  it('forward with out: { data: number[] } is refused (it once succeeded without writing out)', () => {
+    const layer = MoELayer.random(config, { seed: 1 });
+    const out = { dtype: 'float32', shape: [9, 12], data: new Array(108).fill(0) };
+    expectError(() => layer.forwardSync(x0(), { out: out as never }), 'TypeError', /options.out.data to be a Float32Array/);
+    const typed = { dtype: 'float32', shape: [9, 12], data: new Float32Array(108) };
+    expect(layer.forwardSync(x0(), { out: typed as never }).output.data).toBe(typed.data);
+    layer.dispose();
+  });
+});
+
+describe('lost data: safetensors files', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'moe-probe-'));
+  });
+  afterAll(async () => {
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it('two concurrent saves to one file: both resolve and the file is one of them, whole (20 of 20 once unparseable)', async () => {
+    const f = path.join(dir, 'race.safetensors');
+    const A = { a: Tensor.randn([64, 64], { seed: 1 }) };
+    const B = { b: Tensor.randn([32, 8], { seed: 2 }) };
+    for (let i = 0; i < 10; i++) {
+      await Promise.all([safetensors.save(f, A), safetensors.save(f, B)]);
+      const file = await safetensors.open(f);
+      expect([['a'], ['b']]).toContainEqual(file.names());
+      await file.tensor(file.names()[0]);
+      await file.close();
+    }
+    expect((await fs.readdir(dir)).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+  });
+
+  it('a tensor named __proto__ is saved and read back; duplicate names and a duplicate __metadata__ are refused', async () => {
+    const f = path.join(dir, 'proto.safetensors');
+    const t = Tensor.randn([2, 3], { seed: 1 });
+    await safetensors.save(f, { ['__proto__']: t, x: t }, { ['__proto__']: 'm' });
+    const file = await safetensors.open(f);
+    expect(file.names().sort()).toEqual(['__proto__', 'x']);
+    expect(Array.from((await file.tensor('__proto__')).data)).toEqual(Array.from(t.data));
+    expect(file.metadata['__proto__']).toBe('m');
+    await file.close();
+    const write = async (name: string, header: string, data: number) => {
+      const json = Buffer.from(header);
+      const len = Buffer.alloc(8);
+      len.writeBigUInt64LE(BigInt(json.length));
+      await fs.writeFile(path.join(dir, name), Buffer.concat([len, json, Buffer.alloc(data)]));
+      return path.join(dir, name);
+    };
+    const dup = await write(
+      'dup.safetensors',
+      '{"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"t":{"dtype":"I32","shape":[1],"data_offsets":[0,4]}}',
+      4,
+    );
+    await expectRejection(safetensors.open(dup), 'RangeError', /header to name each key of an object once but got 't' twice/);
+    const meta = await write('meta.safetensors', '{"__metadata__":{},"__metadata__":{"a":"b"}}', 0);
+    await expectRejection(safetensors.open(meta), 'RangeError', /'__metadata__' twice/);
+    const deep = await write('deep.safetensors', '{"t":' + '['.repeat(100_000) + ']'.repeat(100_000) + '}', 0);
+    await expectRejection(safetensors.open(deep), 'RangeError', /header to nest objects and arrays at most 128 deep/);
+  });
+});
+
+describe('a checkpoint that can take the process down', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'moe-probe-ckpt-'));
+  });
+  afterAll(async () => {
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+  const mixtral = async (name: string, edit: (config: Record<string, unknown>) => void) => {
+    const target = path.join(dir, name);
+    await FIXTURES.mixtral.make(target, 5);
+    const file = path.join(target, 'config.json');
+    const config = JSON.parse(await fs.readFile(file, 'utf8'));
+    edit(config);
+    await fs.writeFile(file, JSON.stringify(config));
+    return target;
+  };
+
+  it('num_hidden_layers 1e9 (once V8 out of memory) and num_local_experts 1e9 / 2^53 / 1e300 (once 40 s at 4 GB): refused at once', async () => {
+    const layers = await mixtral('layers', (c) => (c.num_hidden_layers = 1e9));
+    let t = Date.now();
+    await expectRejection(
+      pretrained.inspect(layers),
+      'RangeError',
+      /"num_hidden_layers" to be an integer in \[1, 65536\] but got 1000000000/,
+    );
+    await expectRejection(MoELayer.fromPretrained(layers), 'RangeError', /"num_hidden_layers"/);
+    expect(Date.now() - t).toBeLessThan(2000);
+    for (const experts of [1e9, 2 ** 53, 1e300, 9]) {
+      const d = await mixtral(`experts-${experts}`, (c) => (c.num_local_experts = experts));
+      t = Date.now();
+      await expectRejection(MoELayer.fromPretrained(d), 'RangeError', /num_local_experts|numExperts|router|experts\.8/);
+      expect(Date.now() - t).toBeLessThan(2000);
+    }
+  });
+
+  it('num_experts_per_tok past the experts is refused before any tensor is read', async () => {
+    const d = await mixtral('topk', (c) => (c.num_experts_per_tok = 9));
+    let progress = 0;
+    await expectRejection(
+      MoELayer.fromPretrained(d, { onProgress: () => progress++ }),
+      'RangeError',
+      /config.topK \(numExperts = 8\) to be an integer in \[1, 8\] but got 9/,
+    );
+    expect(progress).toBe(0);
+  });
+
+  it('a model.safetensors or a config.json that links out of the directory is refused', async () => {
+    const d = await mixtral('link', () => undefined);
+    const shard = path.join(d, 'model-00002-of-00002.safetensors');
+    const outside = path.join(dir, 'outside.safetensors');
+    await fs.rename(shard, outside);
+    await fs.symlink(outside, shard);
+    await expectRejection(
+      MoELayer.fromPretrained(d, { layer: 1 }),
+      'RangeError',
+      /model-00002-of-00002.safetensors .* to be a file inside .* but got a link to/,
+    );
+    await fs.rm(shard);
+    await fs.rename(outside, path.join(d, 'weights.bin'));
+    await fs.symlink('weights.bin', shard); // a link inside it is fine
+    (await MoELayer.fromPretrained(d, { layer: 1, weightDtype: 'float32' })).dispose();
+    const config = path.join(d, 'config.json');
+    await fs.rename(config, path.join(dir, 'config.json'));
+    await fs.symlink(path.join(dir, 'config.json'), config);
+    await expectRejection(pretrained.inspect(d), 'RangeError', /config.json .* to be a file inside .* but got a link to/);
+  });
+
+  it('a FIFO as safetensors file or shard is refused at once (once it never settled and held the process), in a child', async () => {
+    const fifo = path.join(dir, 'pipe.safetensors');
+    expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+    const d = await mixtral('fifo', () => undefined);
+    await fs.rm(path.join(d, 'model-00002-of-00002.safetensors'));
+    expect(spawnSync('mkfifo', [path.join(d, 'model-00002-of-00002.safetensors')]).status).toBe(0);
+    const r = inChild(
+      `${REPORT}
+      const a = await report(() => moe.safetensors.open(${JSON.stringify(fifo)}));
+      const b = await report(() => moe.MoELayer.fromPretrained(${JSON.stringify(d)}, { layer: 1, signal: AbortSignal.timeout(5000) }));
+      console.log(JSON.stringify({ a, b }));`,
+      20_000,
+    );
+    expect(r.signal).toBeNull();
+    expect(r.status).toBe(0);
+    const out = r.out as Record<string, { name: string; message: string }>;
+    for (const key of ['a', 'b']) {
+      expect(out[key].name).toBe('RangeError');
+      expect(out[key].message).toMatch(/to be a regular file .* but got a FIFO \(named pipe\)/);
+    }
+  });
+});
