@@ -20,7 +20,6 @@ import { FromPretrainedOptions, loadPretrained } from './pretrained/load';
 import { Tensor } from './tensor';
 import { expectBoolean, expectInteger, expectTensor } from './validate';
 import { forwardRecordOf, gradientsLayerOf, rememberForward, rememberGradients } from './forward-record';
-import { typedArrayTag } from './typed-arrays';
 
 export type { MoEConfig } from './layer-config';
 export type { MoEWeights } from './layer-weights';
