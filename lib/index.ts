@@ -18,6 +18,7 @@ export type { BackendInfo } from './backend';
 export type { LoadedBinary } from './native-loader';
 export { ERROR_PREFIX } from './errors';
 export { layerFlops, activeWeightBytes } from './flops';
+export { memoryLimit, setMemoryLimit } from './memory-limit';
 import * as kernels from './kernels';
 import * as reference from './reference';
 import * as gating from './gating';

@@ -19,6 +19,7 @@ import { LayerTimings, NativeForwardResult, NativeLayer, NativeRoutedResult, nat
 import { FromPretrainedOptions, loadPretrained } from './pretrained/load';
 import { Tensor } from './tensor';
 import { expectBoolean, expectInteger, expectTensor } from './validate';
+import { checkMemory, layerElements, packedBytes } from './memory-limit';
 import { forwardRecordOf, gradientsLayerOf, rememberForward, rememberGradients } from './forward-record';
 
 export type { MoEConfig } from './layer-config';
@@ -65,7 +66,10 @@ export class MoELayer implements Disposable {
    * gives the same layer everywhere.
    */
   static random(config: MoEConfig, options: RandomWeightsOptions = {}): MoELayer {
-    return new MoELayer(config, randomWeights(resolveConfig(config), options));
+    const c = resolveConfig(config);
+    const elements = layerElements(c);
+    checkMemory(elements * 4 + packedBytes(elements, c.weightDtype), "MoELayer.random's float32 weights and their packed copy");
+    return new MoELayer(config, randomWeights(c, options));
   }
 
   /**
@@ -103,6 +107,14 @@ export class MoELayer implements Disposable {
   /** Bytes of packed weights the layer holds (router and experts). */
   get packedBytes(): number {
     return this.native().packedBytes();
+  }
+
+  /**
+   * Bytes of host memory the layer holds: its packed weights, and once it trains, the optimizer's state, the backward's
+   * workspace and what a training forward kept. V8 is told of it (so that undisposed layers are collected in time).
+   */
+  get memoryBytes(): number {
+    return this.native().memoryBytes().bytes;
   }
 
   /** Runs the layer off the event loop. x: float32 [tokens, dModel]; it is read, never modified. */
@@ -402,6 +414,7 @@ function prepare(config: MoEConfig, weights: MoEWeights<Tensor | QuantizedTensor
   const plain = typeof config === 'object' && config !== null && !Array.isArray(config);
   const implied = plain ? impliedQuantization(weights, config.weightDtype, config.groupSize) : undefined;
   const c = resolveConfig(implied ? { ...config, ...implied } : config);
+  checkMemory(packedBytes(layerElements(c), c.weightDtype), "the layer's packed weights");
   const router = new LayerRouter(c, routerBiasOf(c, weights));
   return { config: c, router, spec: layerSpec(c, weights, router.builtIn) };
 }

@@ -155,6 +155,8 @@ export interface NativeLayer {
   ): Promise<NativeRoutedResult>;
   dispose(): void;
   packedBytes(): number;
+  /** The host memory the layer holds now (weights, and training's state) and what V8 was last told of it. */
+  memoryBytes(): { bytes: number; reported: number };
   /** An expert-parallel layer: this rank's call failed its checks before it reached the core; the others fail too. */
   collectiveFailed(): void;
 }

@@ -1,4 +1,5 @@
 import { describe, rangeError, typeError } from './errors';
+import { checkMemory } from './memory-limit';
 import { Random } from './random';
 import { typedArrayTag } from './typed-arrays';
 
@@ -117,6 +118,7 @@ export class Tensor<D extends DType = DType> {
     const dims = checkShape(shape, 'shape');
     const kind = (dtype ?? 'float32') as D;
     if (!isDType(kind)) throw rangeError(`dtype to be one of ${Object.keys(DTYPES).join(', ')}`, describe(dtype));
+    checkMemory(elementCount(dims) * DTYPES[kind].create(0).BYTES_PER_ELEMENT, `a tensor of shape [${dims.join(', ')}]`);
     return new Tensor(DTYPES[kind].create(elementCount(dims)) as DataOf<D>, dims, kind);
   }
 

@@ -6,7 +6,8 @@ import { spawnSync } from 'child_process';
 import { promises as fs } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { MoELayer, Tensor, clipGradNorm, pretrained, safetensors } from '../lib';
+import { MoELayer, Tensor, clipGradNorm, memoryLimit, pretrained, safetensors, setMemoryLimit } from '../lib';
+import { rankTop } from '../lib/gating/common';
 import { FIXTURES } from './pretrained/fixtures';
 import { expectError, expectRejection } from './helpers';
 
@@ -303,6 +304,87 @@ describe('a checkpoint that can take the process down', () => {
     for (const key of ['a', 'b']) {
       expect(out[key].name).toBe('RangeError');
       expect(out[key].message).toMatch(/to be a regular file .* but got a FIFO \(named pipe\)/);
+    }
+  });
+});
+
+describe('resources', () => {
+  it("a backward's and an AdamW step's memory is told to V8 (once 3.4x unreported)", async () => {
+    const config = { dModel: 256, dHidden: 512, numExperts: 8, topK: 2 };
+    const weightBytes = 3 * 8 * 512 * 256 * 4;
+    const layer = MoELayer.random(config, { seed: 1 });
+    const handle = (layer as unknown as { handle: { memoryBytes(): { bytes: number; reported: number } } }).handle;
+    const told = () => handle.memoryBytes();
+    expect(told().reported).toBe(told().bytes);
+    const packed = layer.memoryBytes;
+    const x = Tensor.randn([64, 256], { seed: 2 });
+    const grads = layer.backward(x, layer.forwardSync(x), Tensor.randn([64, 256], { seed: 3 }));
+    expect(told().reported).toBe(told().bytes);
+    expect(told().bytes - packed).toBeGreaterThan(weightBytes); // the transposed panels and the workspace
+    const afterBackward = layer.memoryBytes;
+    layer.step(grads, { kind: 'adamw', lr: 1e-3 });
+    expect(told().reported).toBe(told().bytes);
+    expect(layer.memoryBytes - afterBackward).toBeGreaterThanOrEqual(2 * weightBytes); // the two moments
+    await layer.backwardAsync(x, layer.forwardSync(x), Tensor.randn([64, 256], { seed: 4 }));
+    expect(told().reported).toBe(told().bytes);
+    layer.dispose();
+  });
+});
+
+describe('requests inside the shape limits that would take the machine (once 12-48 GiB, or minutes)', () => {
+  const quickly = (fn: () => unknown, re: RegExp) => {
+    const t = Date.now();
+    expectError(fn, 'RangeError', re);
+    expect(Date.now() - t).toBeLessThan(1000);
+  };
+  afterEach(() => setMemoryLimit(undefined));
+
+  it('layers and tensors past the memory limit are refused at once; the limit can be lowered and raised', () => {
+    const limited =
+      /to need at most .* \(the memory limit: half of this machine's .*; raise it with setMemoryLimit\(bytes\) or MOE_KERNELS_MEMORY_LIMIT\) but got an estimate of/;
+    if (os.totalmem() < 2 ** 37) {
+      quickly(() => MoELayer.random({ dModel: 32768, dHidden: 65536, numExperts: 2, topK: 1 }), limited);
+      quickly(() => MoELayer.random({ dModel: 8, dHidden: 8, numExperts: 2 ** 24, topK: 1 }), limited);
+      quickly(() => Tensor.randn([2 ** 30, 4]), limited);
+    }
+    setMemoryLimit(2 ** 20);
+    expect(memoryLimit()).toBe(2 ** 20);
+    quickly(() => Tensor.zeros([1024, 1024]), /a tensor of shape \[1024, 1024\] to need at most 1.0 MiB \(the memory limit: as set/);
+    quickly(() => MoELayer.random({ dModel: 64, dHidden: 256, numExperts: 8, topK: 2 }), /MoELayer.random's float32 weights/);
+    setMemoryLimit(Infinity);
+    expect(Tensor.zeros([1024, 1024]).data.length).toBe(2 ** 20);
+    expectError(() => setMemoryLimit(-1), 'RangeError', /bytes to be > 0/);
+  });
+
+  it('soft routing over 65,536 experts: a forward in well under a second (once 15 s a token: top-k by k scans)', () => {
+    const layer = MoELayer.random({ dModel: 4, dHidden: 4, numExperts: 65536, router: { kind: 'soft' } }, { seed: 1 });
+    const t = Date.now();
+    const r = layer.forwardSync(Tensor.randn([2, 4], { seed: 2 }));
+    expect(Date.now() - t).toBeLessThan(5000);
+    expect(r.routing.tokensPerExpert.every((n) => n === 2)).toBe(true);
+    layer.dispose();
+  });
+
+  it('rankTop by sorting picks what the scans pick: ties, tie-break, masks, strides', () => {
+    let seed = 1;
+    const next = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
+    for (let trial = 0; trial < 200; trial++) {
+      const count = 65 + Math.floor(next() * 200);
+      const stride = 1 + Math.floor(next() * 3);
+      const values = Float64Array.from({ length: count * stride + 3 }, () => Math.floor(next() * 6) - 3);
+      const k = 9 + Math.floor(next() * count);
+      const tie = next() < 0.5 ? 'lower' : 'higher';
+      const mask = next() < 0.5 ? undefined : (i: number) => i % 3 !== 1;
+      const scans = rankTop(values, 3, count, 1, tie, mask, stride); // k <= 8: the scans
+      const picked: number[] = [];
+      // the scans' answer for k, built pick by pick with the picked masked out
+      for (let j = 0; j < Math.min(k, count); j++) {
+        const next1 = rankTop(values, 3, count, 1, tie, (i) => (!mask || mask(i)) && !picked.includes(i), stride);
+        if (next1.length === 0) break;
+        picked.push(next1[0]);
+      }
+      expect(scans[0]).toBe(picked[0]);
+      expect(rankTop(values, 3, count, k, tie, mask, stride)).toEqual(picked);
     }
   });
 });

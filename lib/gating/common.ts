@@ -117,6 +117,36 @@ export function rankTop(
   allowed?: (i: number) => boolean,
   stride = 1,
 ): number[] {
+  // k scans of `count` values cost k x count: with k = E = 65,536 (soft routing) minutes a token. Past a few picks,
+  // one sort of the candidates gives the same order (value descending, ties by index as tieBreak says); NaN, which
+  // no comparison orders, keeps the scans' own answer.
+  if (k > 8 && count > 64) {
+    const candidates: number[] = [];
+    for (let i = 0; i < count; i++) {
+      if (allowed && !allowed(i)) continue;
+      if (Number.isNaN(values[offset + i * stride])) return rankTopByScans(values, offset, count, k, tieBreak, allowed, stride);
+      candidates.push(i);
+    }
+    const lowerFirst = tieBreak !== 'higher';
+    candidates.sort((a, b) => {
+      const va = values[offset + a * stride];
+      const vb = values[offset + b * stride];
+      return va !== vb ? (va > vb ? -1 : 1) : lowerFirst ? a - b : b - a;
+    });
+    return candidates.slice(0, k);
+  }
+  return rankTopByScans(values, offset, count, k, tieBreak, allowed, stride);
+}
+
+function rankTopByScans(
+  values: ArrayLike<number>,
+  offset: number,
+  count: number,
+  k: number,
+  tieBreak: TieBreak,
+  allowed: ((i: number) => boolean) | undefined,
+  stride: number,
+): number[] {
   const picked: number[] = [];
   const taken = new Uint8Array(count);
   for (let j = 0; j < k; j++) {

@@ -10,6 +10,7 @@ import { MoEConfig, expertSliceOf, resolveConfig, resolveExpertParallel } from '
 import type { MoEWeights } from '../layer-weights';
 import { GroupSize, QuantizedTensor } from '../quant';
 import { expectPath, readSmallTextFile } from '../file-errors';
+import { checkMemory, layerElements, packedBytes } from '../memory-limit';
 import { Checkpoint, insideCheckpoint } from '../safetensors/checkpoint';
 import { checkJsonStructure } from '../safetensors/json-structure';
 import { Tensor } from '../tensor';
@@ -121,7 +122,7 @@ export async function loadPretrained(location: string, options: FromPretrainedOp
     const plan = family.plan(config, layer, (name) => checkpoint.has(name));
     // The layer's config checked before any tensor is: the counts and sizes config.json gives (experts, top-k,
     // widths) within the library's limits, and top-k within the experts (once found only after the whole read).
-    resolveConfig({ ...plan.config, backend: 'cpu' });
+    const resolved = resolveConfig({ ...plan.config, backend: 'cpu' });
     const parallel = resolveExpertParallel(o.expertParallel, plan.config.numExperts);
     // Expert parallel: this rank's routed experts, the only ones it reads (every rank reads the router and the
     // shared experts).
@@ -148,6 +149,9 @@ export async function loadPretrained(location: string, options: FromPretrainedOp
     const first = await reader.info(firstTensorName(plan));
     const weightDtype: WeightDtype = o.weightDtype ?? (first.dtype === 'F32' ? 'float32' : first.dtype === 'F16' ? 'float16' : 'bfloat16');
     const groupSize = o.groupSize;
+    // What the load holds at its peak: the layer assembled in its dtype, then its packed copy.
+    const elements = layerElements({ ...resolved, numExperts: range.count });
+    checkMemory(2 * packedBytes(elements, weightDtype), `layer ${layer} of ${location}, assembled and packed`);
     const weights: MoEWeights<Tensor | QuantizedTensor> = {
       router: Tensor.from(await plan.router.read(reader), [plan.config.numExperts, plan.config.dModel]),
       ...(await readExperts(plan.experts, plan.config.dModel, weightDtype, groupSize ?? 32, reader, (w) => (what = w), range)),

@@ -196,6 +196,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
          InstanceMethod("backwardSync", &NativeLayer::BackwardSync), InstanceMethod("backward", &NativeLayer::Backward),
          InstanceMethod("applyGradients", &NativeLayer::ApplyGradients),
          InstanceMethod("packedBytes", &NativeLayer::PackedBytes),
+         InstanceMethod("memoryBytes", &NativeLayer::MemoryBytes),
          InstanceMethod("collectiveFailed", &NativeLayer::CollectiveFailed)});
   }
 
@@ -446,6 +447,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     };
     if (!promise) {
       run_guarded(env, run);
+      report_memory(env);
       return result;
     }
     if (info[6].IsObject()) {  // the destinations' sizes and overlaps, checked before the work starts
@@ -458,12 +460,13 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
                       checked.sub("shared"));
       (void)checked.array("sharedGate", has.shared_gate, c.shared.num_experts * d);
     }
-    std::vector<Napi::Value> keep{result};
+    std::vector<Napi::Value> keep{result, info.This()};
     if (info[6].IsObject()) keep.push_back(info[6]);
     return run_async(env, layer->queue(), keep, run,
                      [](Napi::Env env, const std::vector<Napi::Value>& kept) -> Napi::Value {
                        Napi::Object r = kept[0].As<Napi::Object>();
-                       if (kept.size() > 1) deliver_gradients(env, r, kept[1].As<Napi::Object>());
+                       if (kept.size() > 2) deliver_gradients(env, r, kept[2].As<Napi::Object>());
+                       NativeLayer::Unwrap(kept[1].As<Napi::Object>())->report_memory(env);
                        return r;
                      });
   }
@@ -510,7 +513,13 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     step.step = o.integer("step", 1, int64_t{1} << 53);
     checks.passed = true;
     run_guarded(env, [&] { layer->apply_gradients(g, step); });
+    report_memory(env);
     return env.Undefined();
+  }
+
+  // What the layer holds now, told to V8 (a backward and an optimizer step add their state beside the weights).
+  void report_memory(Napi::Env env) {
+    if (layer_) memory_.report(env, static_cast<int64_t>(layer_->host_bytes()));
   }
 
   Napi::Value RoutingWeightGradients(const Napi::CallbackInfo& info) {
@@ -635,6 +644,15 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     layer_.reset();  // a forward in flight holds its own reference; the memory goes when it settles
     memory_.release();
     return info.Env().Undefined();
+  }
+
+  // (bytes: what the layer holds now; reported: what V8 was last told it holds)
+  Napi::Value MemoryBytes(const Napi::CallbackInfo& info) {
+    const auto layer = get(info.Env());
+    Napi::Object r = Napi::Object::New(info.Env());
+    r.Set("bytes", Napi::Number::New(info.Env(), static_cast<double>(layer->host_bytes())));
+    r.Set("reported", Napi::Number::New(info.Env(), static_cast<double>(memory_.bytes())));
+    return r;
   }
 
   Napi::Value PackedBytes(const Napi::CallbackInfo& info) {

@@ -24,6 +24,7 @@ class ReportedMemory {
       bytes_ = bytes;
     }
   }
+  int64_t bytes() const { return bytes_; }
   void release() {
     int64_t total = 0;
     if (bytes_ > 0) napi_adjust_external_memory(env_, -bytes_, &total);

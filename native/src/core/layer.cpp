@@ -423,7 +423,24 @@ void CpuLayer::noise_logits(const float* x, int64_t tokens, float* logits) {
 }
 
 size_t CpuLayer::host_bytes() const {
-  return packed_bytes() + (state_->noise_router ? state_->noise_router->bytes() : 0);
+  State& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mutex);  // (a backward or step on the job thread grows these buffers)
+  size_t bytes = packed_bytes() + (s.noise_router ? s.noise_router->bytes() : 0);
+  // Training's memory too (issue 34: after a backward and an AdamW step an undisposed layer held 3.4x what V8 was
+  // told, so the garbage collector saw no reason to collect layers left to it): the optimizer's state and
+  // transposed panels of every matrix, the backward's workspace, and what a training forward kept.
+  for (const PackedMatrix* m : std::initializer_list<const PackedMatrix*>{
+           &s.router, s.noise_router.get(), s.shared_gate.get(), &s.packed_experts.up, &s.packed_experts.down,
+           s.shared ? &s.shared->up : nullptr, s.shared ? &s.shared->down : nullptr})
+    if (m) bytes += m->training_bytes();
+  const BackwardWorkspace& b = s.backward;
+  for (const AlignedBuffer<float>* f : std::initializer_list<const AlignedBuffer<float>*>{
+           &b.pre, &b.b, &b.q, &b.act, &b.dpre_rows, &b.dy_rows, &b.column_sums, &b.packed_t, &b.packed_t2, &b.packed_a,
+           &b.dx_slots, &s.kept_pre})
+    bytes += f->capacity() * sizeof(float);
+  bytes += b.columns.capacity() * sizeof(int32_t) + s.kept_x.capacity() * sizeof(float) +
+           s.kept_experts.capacity() * sizeof(int32_t);
+  return bytes;
 }
 
 void CpuLayer::forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,

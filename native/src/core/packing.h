@@ -33,6 +33,12 @@ class PackedMatrix {
   int64_t out_cols() const { return out_cols_; }  // output columns per panel
   WeightDtype dtype() const { return dtype_; }
   size_t bytes() const { return data_.capacity() + bias_.capacity() * sizeof(float); }
+  // What training added beside the weights: the optimizer's state and the transposed panels of the backward.
+  size_t training_bytes() const {
+    return (state1_.capacity() + state2_.capacity() + bias_state1_.capacity() + bias_state2_.capacity() +
+            transposed_.capacity()) *
+           sizeof(float);
+  }
   // Matrix `index` of part 0 (W, or a gated pair's W1) or 1 (W3) read back: out [n, k] as the kernels compute with
   // it (panel layout undone, 16-bit widened, codes times scales); bias [n] (zeros where none was given), or null.
   void unpack(int64_t index, int part, float* out, float* bias) const;
