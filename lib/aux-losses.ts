@@ -46,7 +46,8 @@ export function computeAuxLosses(
     const spec = (typeof raw === 'string' ? { kind: raw } : raw) as { kind: AuxLossKind } & Record<string, unknown>;
     const kind = expectOneOf(spec?.kind, 'auxLosses[].kind', AUX_LOSS_KINDS);
     const c = (spec.coefficient as number | undefined) ?? 1;
-    if (typeof c !== 'number' || !Number.isFinite(c)) throw rangeError(`auxLosses ${kind} coefficient to be a finite number`, describe(c));
+    if (typeof c !== 'number' || !Number.isFinite(c) || c < 0)
+      throw rangeError(`auxLosses ${kind} coefficient to be a finite number >= 0`, describe(c));
     const scaled = (g: Float64Array) => g.map((v) => v * c);
     switch (kind) {
       case 'importance': {

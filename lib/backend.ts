@@ -1,7 +1,7 @@
 import { loadedBinary, native } from './native';
 import type { LoadedBinary } from './native-loader';
 import type { MpiInfo, NativeReadProbe } from './native';
-import { typeError } from './errors';
+import { describe, rangeError, typeError } from './errors';
 import { expectInteger } from './validate';
 
 export interface BackendInfo {
@@ -32,7 +32,11 @@ export function setThreads(threads: number): void {
 
 /** fp32 FMA throughput of the active ISA with `threads` threads busy at once, in GFLOP/s (a benchmark ceiling). */
 export function measureFmaPeak(threads: number, seconds = 0.3): number {
-  return native().measureFmaPeak(expectInteger(threads, 'threads', 1, 256), seconds);
+  expectInteger(threads, 'threads', 1, 256);
+  if (typeof seconds !== 'number') throw typeError('seconds to be a number', describe(seconds));
+  // (NaN was measured for the shortest time, Infinity silently for 10 s: both are refused)
+  if (!(seconds >= 0.01 && seconds <= 10)) throw rangeError('seconds to be in [0.01, 10]', `${seconds}`);
+  return native().measureFmaPeak(threads, seconds);
 }
 
 /** Streaming read bandwidth with `threads` threads over a new buffer of `bytes` (default 256 MiB), in GB/s, best of `passes`. */

@@ -50,7 +50,7 @@ export async function openRegularFile(file: string, what: string): Promise<fs.Fi
   expectPath(file, what);
   const flags = constants.O_RDONLY | (constants.O_NONBLOCK ?? 0);
   const handle = await fs.open(file, flags).catch((err) => {
-    throw fileError(err, file, `a readable ${what}`);
+    throw fileError(err, file, `a readable file (${what})`);
   });
   try {
     const stat = await handle.stat();
@@ -70,7 +70,7 @@ export async function readSmallTextFile(file: string, what: string, limit = 100_
     if (size > limit) throw rangeError(`${file} (${what}) to be at most ${limit} bytes`, `${size} bytes`);
     return (await handle.readFile()).toString('utf8');
   } catch (err) {
-    throw isLibraryError(err) ? err : fileError(err, file, `a readable ${what}`);
+    throw isLibraryError(err) ? err : fileError(err, file, `a readable file (${what})`);
   } finally {
     await handle.close().catch(() => undefined);
   }

@@ -185,6 +185,8 @@ export class MoELayer implements Disposable {
    * routing of a forward of x: what dL/d(routing weights) is made of.
    */
   slotOutputs(x: Tensor, routing: Routing): Tensor<'float32'> {
+    if (typeof routing !== 'object' || routing === null)
+      throw typeError("routing to be a forward's routing (result.routing)", describe(routing));
     const { handle, data, tokens } = this.prepare(x, {});
     const out = handle.slotOutputs(data, tokens, routing.topK, routing.experts);
     return Tensor.from(out, [tokens * routing.topK, this.config.dModel]);

@@ -22,6 +22,13 @@ export function expectFinite(value: unknown, name: string): number {
   return value;
 }
 
+/** A finite number >= 0 (a loss coefficient: a negative one would reward imbalance). */
+export function expectNonNegative(value: unknown, name: string): number {
+  const v = expectFinite(value, name);
+  if (v < 0) throw rangeError(`${name} to be a finite number >= 0`, `${v}`);
+  return v;
+}
+
 export function expectBoolean(value: unknown, name: string): boolean {
   if (typeof value !== 'boolean') throw typeError(`${name} to be a boolean`, describe(value));
   return value;

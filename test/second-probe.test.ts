@@ -6,7 +6,19 @@ import { spawnSync } from 'child_process';
 import { promises as fs } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { MoELayer, Tensor, clipGradNorm, memoryLimit, pretrained, safetensors, setMemoryLimit } from '../lib';
+import {
+  MoELayer,
+  Tensor,
+  activeWeightBytes,
+  clipGradNorm,
+  layerFlops,
+  losses,
+  measureFmaPeak,
+  memoryLimit,
+  pretrained,
+  safetensors,
+  setMemoryLimit,
+} from '../lib';
 import { rankTop } from '../lib/gating/common';
 import { FIXTURES } from './pretrained/fixtures';
 import { expectError, expectRejection } from './helpers';
@@ -386,5 +398,78 @@ describe('requests inside the shape limits that would take the machine (once 12-
       expect(scans[0]).toBe(picked[0]);
       expect(rankTop(values, 3, count, k, tie, mask, stride)).toEqual(picked);
     }
+  });
+});
+
+describe('unclear errors, now in the format', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'moe-probe-errors-'));
+  });
+  afterAll(async () => {
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it('paths: a directory, nothing there, a NUL byte (safetensors.open, save, fromPretrained, inspect)', async () => {
+    const t = { a: Tensor.zeros([2]) };
+    await expectRejection(safetensors.open(dir), 'RangeError', /to be a regular file \(a safetensors file\) but got a directory/);
+    await expectRejection(
+      safetensors.open(path.join(dir, 'none')),
+      'RangeError',
+      /to be a readable file \(a safetensors file\) but got no such file or directory \(ENOENT\)/,
+    );
+    await expectRejection(safetensors.open('a\0b'), 'RangeError', /path to be a path without NUL bytes/);
+    await expectRejection(safetensors.save(dir, t), 'RangeError', /to be a path a file can be renamed to but got a directory \(EISDIR\)/);
+    await expectRejection(safetensors.save(path.join(dir, 'no', 'such', 'f'), t), 'RangeError', /no such file or directory \(ENOENT\)/);
+    await expectRejection(safetensors.save('x\0y', t), 'RangeError', /file to be a path without NUL bytes/);
+    await expectRejection(MoELayer.fromPretrained('m\0'), 'RangeError', /a checkpoint directory to be a path without NUL bytes/);
+    await expectRejection(pretrained.inspect(dir), 'RangeError', /config.json \(the model's config\) but got no such file/);
+    expect((await fs.readdir(dir)).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+  });
+
+  it('a tensor over 4 GiB (once "Invalid typed array length: undefined"), and close() during a read', async () => {
+    const f = path.join(dir, 'big.safetensors');
+    const n = 2 ** 30 + 16;
+    const header = Buffer.from(JSON.stringify({ t: { dtype: 'F32', shape: [n], data_offsets: [0, n * 4] } }));
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(header.length));
+    await fs.writeFile(f, Buffer.concat([len, header]));
+    await fs.truncate(f, 8 + header.length + n * 4); // sparse: no disk used
+    const file = await safetensors.open(f);
+    await expectRejection(
+      file.tensor('t'),
+      'RangeError',
+      /to be at most 4294967296 bytes to read as one array \(read it in parts with range/,
+    );
+    expect((await file.range('t', 0, 64)).length).toBe(64);
+    const reading = file.range('t', 0, 256 * 2 ** 20); // four chunks
+    await file.close();
+    await expectRejection(reading, 'TypeError', /to stay open while tensor 't' was read but got close\(\) during the read/);
+    await fs.rm(f);
+  });
+
+  it('decoders given plain { dtype, shape, data } objects, slotOutputs without a routing, flops of bad shapes, loss alpha -1, measureFmaPeak NaN', () => {
+    const codes = { dtype: 'uint8', shape: [2, 2], data: new Uint8Array([0x38, 0x40, 0, 0xb8]) };
+    expect(Array.from(safetensors.fp8ToFloat32(codes as never).data)).toEqual([1, 2, 0, -1]);
+    const scale = { dtype: 'float32', shape: [1, 1], data: new Float32Array([2]) };
+    expect(Array.from(safetensors.dequantizeBlockFp8(codes as never, scale as never).data)).toEqual([2, 4, 0, -2]);
+    expectError(() => safetensors.dequantizeBlockFp8(codes as never, { shape: [1, 1] } as never), 'TypeError', /scaleInv to be a Tensor/);
+    const layer = MoELayer.random({ dModel: 4, dHidden: 4, numExperts: 2, topK: 1 });
+    expectError(() => layer.slotOutputs(Tensor.zeros([1, 4]), undefined as never), 'TypeError', /routing to be a forward's routing/);
+    layer.dispose();
+    expectError(() => layerFlops(null as never, 1), 'TypeError', /config to be an object but got null/);
+    for (const bad of [-1, NaN, Infinity]) {
+      expectError(() => layerFlops({ dModel: bad, dHidden: 4, numExperts: 2, topK: 1 }, 1), 'RangeError', /config.dModel to be an integer/);
+      expectError(() => activeWeightBytes({ dModel: 4, dHidden: bad }, 1), 'RangeError', /config.dHidden to be an integer/);
+      expectError(() => activeWeightBytes({ dModel: 4, dHidden: 4 }, bad), 'RangeError', /activeExperts to be a finite number/);
+    }
+    const probs = { data: new Float64Array([0.5, 0.5]), shape: [1, 2] };
+    expectError(
+      () => losses.switchLoss(probs, new Int32Array([0]), { alpha: -1 }),
+      'RangeError',
+      /options.alpha to be a finite number >= 0 but got -1/,
+    );
+    expectError(() => measureFmaPeak(1, NaN), 'RangeError', /seconds to be in \[0.01, 10\] but got NaN/);
+    expectError(() => measureFmaPeak(1, Infinity), 'RangeError', /seconds to be in \[0.01, 10\] but got Infinity/);
   });
 });

@@ -1,6 +1,6 @@
 import { describe, typeError } from '../errors';
 import { GateResult, Matrix, checkMatrix, isMadeGate } from '../gating/common';
-import { expectFinite, expectOptions } from '../validate';
+import { expectNonNegative, expectOptions } from '../validate';
 import { Variance, cvSquared } from './cv-squared';
 
 function isGate(g: unknown): g is GateResult {
@@ -14,7 +14,7 @@ function isGate(g: unknown): g is GateResult {
  */
 export function importanceLoss(gates: GateResult | Matrix, options: { variance?: Variance; coefficient?: number } = {}) {
   options = expectOptions(options, 'options') as { variance?: Variance; coefficient?: number };
-  const coefficient = expectFinite(options.coefficient ?? 1, 'options.coefficient');
+  const coefficient = expectNonNegative(options.coefficient ?? 1, 'options.coefficient');
   if (isGate(gates)) {
     if (!isMadeGate(gates))
       throw typeError(

@@ -2,7 +2,7 @@ import { rangeError } from '../errors';
 import { checkGate } from '../gating/common';
 import { NoisyTopKGate } from '../gating/noisy-top-k';
 import { normalCdf, normalPdf } from '../math';
-import { expectFinite, expectOptions } from '../validate';
+import { expectNonNegative, expectOptions } from '../validate';
 import { Variance, cvSquared } from './cv-squared';
 
 /**
@@ -16,7 +16,7 @@ import { Variance, cvSquared } from './cv-squared';
 export function loadLoss(gate: NoisyTopKGate, options: { variance?: Variance; coefficient?: number } = {}) {
   options = expectOptions(options, 'options') as { variance?: Variance; coefficient?: number };
   checkGate(gate, 'noisyTopK', 'noisyTopK');
-  const coefficient = expectFinite(options.coefficient ?? 1, 'options.coefficient');
+  const coefficient = expectNonNegative(options.coefficient ?? 1, 'options.coefficient');
   const { tokens, numExperts: n, topK: k } = gate;
   if (k >= n) throw rangeError(`k < numExperts = ${n} for the smooth load estimator (tensor2tensor counts gates instead)`, `k = ${k}`);
   if (!gate.training) throw rangeError('a noisyTopK result computed with training: true (the estimator needs noise)', 'training: false');

@@ -1,7 +1,7 @@
 import { rangeError, describe, typeError } from '../errors';
 import { Matrix, checkMatrix } from '../gating/common';
 import { isInt32Array } from '../typed-arrays';
-import { expectFinite, expectOptions } from '../validate';
+import { expectNonNegative, expectOptions } from '../validate';
 
 export function expertFractions(experts: Int32Array, tokens: number, numExperts: number, name = 'experts'): Float64Array {
   if (!isInt32Array(experts)) throw typeError(`${name} to be an Int32Array [tokens]`, describe(experts));
@@ -29,7 +29,7 @@ export function meanProbs(data: ArrayLike<number>, tokens: number, n: number): F
 export function switchLoss(probs: Matrix, experts: Int32Array, options: { alpha?: number } = {}) {
   options = expectOptions(options, 'options') as { alpha?: number };
   const { data, tokens, numExperts: n } = checkMatrix(probs, 'probs');
-  const alpha = expectFinite(options.alpha ?? 1e-2, 'options.alpha');
+  const alpha = expectNonNegative(options.alpha ?? 1e-2, 'options.alpha');
   const f = expertFractions(experts, tokens, n);
   const p = meanProbs(data, tokens, n);
   let value = 0;

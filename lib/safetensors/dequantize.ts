@@ -9,6 +9,7 @@
  */
 import { rangeError } from '../errors';
 import { Tensor } from '../tensor';
+import { asTensor, expectInteger } from '../validate';
 
 function e4m3(bits: number): number {
   const sign = bits & 0x80 ? -1 : 1;
@@ -33,8 +34,9 @@ const TABLES = {
 
 /** FP8 codes (a 'uint8' Tensor as the reader returns them) as float32 values of the same shape. */
 export function fp8ToFloat32(codes: Tensor, format: 'F8_E4M3' | 'F8_E5M2' = 'F8_E4M3'): Tensor<'float32'> {
+  codes = asTensor(codes, 'codes'); // (a plain { dtype, shape, data } too)
   if (codes.dtype !== 'uint8') throw rangeError("FP8 codes as a 'uint8' Tensor", `'${codes.dtype}'`);
-  const table = TABLES[format];
+  const table = Object.prototype.hasOwnProperty.call(TABLES, format) ? TABLES[format] : undefined;
   if (!table) throw rangeError("format 'F8_E4M3' or 'F8_E5M2'", String(format));
   const src = codes.data as Uint8Array;
   const out = new Float32Array(src.length);
@@ -47,6 +49,9 @@ export function fp8ToFloat32(codes: Tensor, format: 'F8_E4M3' | 'F8_E5M2' = 'F8_
  * weight_scale_inv, block 128) as float32. `where` names the tensor in errors.
  */
 export function dequantizeBlockFp8(codes: Tensor, scaleInv: Tensor, block = 128, where = 'weight'): Tensor<'float32'> {
+  codes = asTensor(codes, 'codes');
+  scaleInv = asTensor(scaleInv, 'scaleInv');
+  expectInteger(block, 'block', 1, 2 ** 20);
   if (codes.shape.length !== 2) throw rangeError(`${where} to be a matrix [rows, cols]`, `shape [${codes.shape.join(', ')}]`);
   const [rows, cols] = codes.shape;
   const sr = Math.ceil(rows / block);
@@ -73,6 +78,8 @@ const FP4 = Float32Array.from([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0, -0.5, -1, -1.5, -
  * result is in the [out, in] layout of nn.Linear.)
  */
 export function dequantizeMxfp4(blocks: Tensor, scales: Tensor, where = 'weight'): Tensor<'float32'> {
+  blocks = asTensor(blocks, 'blocks');
+  scales = asTensor(scales, 'scales');
   const b = blocks.shape;
   const s = scales.shape;
   if (blocks.dtype !== 'uint8' || scales.dtype !== 'uint8')

@@ -6,6 +6,7 @@
 import { promises as fs } from 'fs';
 import { rangeError, typeError } from '../errors';
 import { expectPath, fileError, openRegularFile } from '../file-errors';
+import { checkMemory } from '../memory-limit';
 import { DType, DataOf, Tensor } from '../tensor';
 import { Header, SAFETENSORS_DTYPES, SafetensorsDtype, TensorInfo, headerLength, parseHeader } from './format';
 
@@ -147,8 +148,17 @@ async function readFully(handle: fs.FileHandle, into: Uint8Array, position: numb
   }
 }
 
+/** The most bytes one read returns: a Uint8Array's length limit on Node 20 (2^32). */
+const MAX_READ_BYTES = 2 ** 32;
+
 /** A fresh buffer of `length` bytes, or a RangeError saying why there cannot be one (V8's raw errors say "undefined"). */
 function newBytes(length: number, what: string): Uint8Array {
+  if (length > MAX_READ_BYTES)
+    throw rangeError(
+      `${what} to be at most ${MAX_READ_BYTES} bytes to read as one array (read it in parts with range(name, begin, length))`,
+      `${length} bytes`,
+    );
+  checkMemory(length, what);
   try {
     return new Uint8Array(new ArrayBuffer(length));
   } catch (err) {

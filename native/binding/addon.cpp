@@ -73,7 +73,9 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {
   const int threads = static_cast<int>(int_arg(info, 0, "threads", 1, 256));
   if (!info[1].IsNumber()) throw_type_error(info.Env(), "expected seconds to be a number");
-  const double seconds = std::min(10.0, std::max(0.01, info[1].As<Napi::Number>().DoubleValue()));
+  const double seconds = info[1].As<Napi::Number>().DoubleValue();
+  if (!(seconds >= 0.01 && seconds <= 10))
+    throw_range_error(info.Env(), "expected seconds to be in [0.01, 10] but got " + std::to_string(seconds));
   return Napi::Number::New(info.Env(), moe::measure_fma_peak(threads, seconds));
 }
 

@@ -149,6 +149,81 @@ function finiteResult(value, depth = 0) {
 }
 
 // --- the entry points --------------------------------------------------------------------------------------------
+// --- files: crafted safetensors headers, checkpoints and paths (issue 34's generators) ----------------------------
+const fs = require('fs');
+const os = require('os');
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-fuzz-'));
+process.on('exit', () => fs.rmSync(scratch, { recursive: true, force: true }));
+let fileCounter = 0;
+const scratchFile = (name) => path.join(scratch, `${fileCounter++}-${name}`);
+
+/** A safetensors file's bytes with `header` (text) and `dataBytes` zero bytes after it. */
+function safetensorsBytes(header, dataBytes) {
+  const json = Buffer.from(header);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  return Buffer.concat([len, json, Buffer.alloc(dataBytes)]);
+}
+
+/** A path to a crafted safetensors file, or a path that is not one (a directory, nothing, a NUL byte, a FIFO). */
+function craftedSafetensors(r) {
+  const kind = r.int(12);
+  const entry = (dtype, shape, begin, end) => `{"dtype":"${dtype}","shape":${JSON.stringify(shape)},"data_offsets":[${begin},${end}]}`;
+  const write = (header, data) => {
+    const f = scratchFile('crafted.safetensors');
+    fs.writeFileSync(f, safetensorsBytes(header, data));
+    return f;
+  };
+  switch (kind) {
+    case 0:
+      return write(`{"t":${entry('F32', [2, 2], 0, 16)}}`, 16); // valid
+    case 1:
+      return write(`{"t":${entry('F32', [1], 0, 4)},"t":${entry('I32', [1], 0, 4)}}`, 4); // a name twice
+    case 2:
+      return write(`{"__metadata__":{},"__metadata__":{"a":"b"}}`, 0);
+    case 3:
+      return write(`{"t":${'['.repeat(r.pick([200, 5000, 100000]))}}`, 0); // deep (and unclosed)
+    case 4:
+      return write(`{"__proto__":${entry('F32', [1], 0, 4)}}`, 4);
+    case 5:
+      return write(`{"t":${entry('F32', [r.pick([2 ** 40, 2 ** 53, 1e300, -1, 1.5]), 4], 0, 16)}}`, 16);
+    case 6:
+      return write(`{"t":${entry('F32', [4], 0, 16)}}`, r.pick([0, 8, 15])); // data shorter than the offsets
+    case 7:
+      return write(r.pick(['not json', '[]', '"s"', '{"t":5}', '{"t":{"dtype":"F32"}}']), 0);
+    case 8:
+      return scratch; // a directory
+    case 9:
+      return path.join(scratch, 'missing', 'nothing.safetensors');
+    case 10:
+      return 'a\0b.safetensors';
+    default: {
+      const f = scratchFile('fifo.safetensors');
+      return require('child_process').spawnSync('mkfifo', [f]).status === 0 ? f : scratch;
+    }
+  }
+}
+
+/** A tiny Mixtral checkpoint directory (weights written by the call) whose config.json numbers come from the generator. */
+function craftedCheckpoint(r) {
+  const dir = scratchFile('ckpt');
+  fs.mkdirSync(dir);
+  const odd = () => r.pick([0, -1, 1.5, 1e9, 2 ** 53, 1e300, NaN, null, '4', 9, 3]);
+  const config = {
+    model_type: 'mixtral',
+    hidden_size: 8,
+    intermediate_size: 8,
+    num_local_experts: 4,
+    num_experts_per_tok: 2,
+    num_hidden_layers: 1,
+    hidden_act: 'silu',
+  };
+  for (const key of Object.keys(config)) if (key !== 'model_type' && r.chance(0.2)) config[key] = odd();
+  const text = r.chance(0.1) ? '{"a":' + '['.repeat(100000) : JSON.stringify(config);
+  fs.writeFileSync(path.join(dir, 'config.json'), text);
+  return dir;
+}
+
 function entryPoints(r) {
   const T = r.pick([1, 2, 3, 7, 33]);
   const D = r.pick([1, 3, 8, 17]);
@@ -630,7 +705,202 @@ function entryPoints(r) {
       ],
       (a) => new ReadProbe(...a).dispose(),
     ],
+    [
+      'safetensors.open',
+      () => [craftedSafetensors(r)],
+      async ([f]) => {
+        const file = await moe.safetensors.open(f);
+        try {
+          for (const name of file.names()) await file.tensor(name);
+          return file.names().length;
+        } finally {
+          await file.close();
+        }
+      },
+    ],
+    [
+      'safetensors.save',
+      () => [
+        r.pick([scratchFile('saved.safetensors'), scratch, 'x\0y', path.join(scratch, 'missing', 'f')]),
+        {
+          [r.pick(['t', '__proto__', 'constructor', '__metadata__', 'x'.repeat(300)])]: arg(
+            r,
+            () => Tensor.randn([T, D], { seed: 3 }),
+            () => ({
+              dtype: r.pick(['F32', 'float32', 'Q4']),
+              shape: r.pick([[T, D], [T], 'x', [-1, D]]),
+              data: new Float32Array(T * D),
+            }),
+          ),
+        },
+        r.chance(0.7)
+          ? undefined
+          : arg(
+              r,
+              () => ({ ['__proto__']: 'm', a: 'b' }),
+              () => ({ a: 5 }),
+            ),
+      ],
+      async ([f, tensors, metadata]) => {
+        await moe.safetensors.save(f, tensors, metadata);
+        const file = await moe.safetensors.open(f);
+        try {
+          return file.names().length;
+        } finally {
+          await file.close();
+        }
+      },
+    ],
+    [
+      'pretrained.fromPretrained',
+      () => [craftedCheckpoint(r), r.chance(0.7) ? { weightDtype: r.pick(['float32', 'int8', 'bfloat16']) } : { layer: oddScalar(r) }],
+      async ([dir, options]) => {
+        const { tensors } = craftedCheckpointTensors();
+        await moe.safetensors.save(path.join(dir, 'model.safetensors'), tensors);
+        await moe.pretrained.inspect(dir);
+        const layer = await MoELayer.fromPretrained(dir, options);
+        try {
+          return layer.forwardSync(Tensor.randn([2, 8], { seed: 1 })).output;
+        } finally {
+          layer.dispose();
+        }
+      },
+    ],
+    [
+      'backward',
+      () => {
+        const l = layer();
+        const other = layer();
+        const xs = x();
+        let result;
+        try {
+          result = l.forwardSync(xs);
+        } catch {
+          result = { routing: {} };
+        }
+        const results = [() => result, () => other.forwardSync(Tensor.randn([T, D], { seed: 9 })), () => ({ ...result }), () => undefined];
+        return [
+          l,
+          xs,
+          arg(
+            r,
+            () => result,
+            () => r.pick(results)(),
+          ),
+          arg(
+            r,
+            () => Tensor.randn([T, D], { seed: 4 }),
+            () => tensorLike(r, [T, D], adversarialArray(r, T * D)),
+          ),
+          r.chance(0.6)
+            ? undefined
+            : arg(
+                r,
+                () => ({ into: l.backward(xs, result, Tensor.randn([T, D])) }),
+                () => ({ into: r.pick([{}, [], 5]) }),
+              ),
+          other,
+        ];
+      },
+      async ([l, ...a]) => {
+        const other = a.pop();
+        try {
+          const sync = l.backward(...a);
+          const async_ = await l.backwardAsync(...a);
+          return [sync.dx, async_.dx];
+        } finally {
+          l.dispose();
+          other.dispose();
+        }
+      },
+      { mutates: [4] }, // into is written
+    ],
+    [
+      'step',
+      () => {
+        const l = layer();
+        const xs = Tensor.randn([T, D], { seed: 5 });
+        const grads = l.backward(xs, l.forwardSync(xs), Tensor.randn([T, D], { seed: 6 }));
+        if (r.chance(0.2)) grads.w1.data[0] = r.pick([NaN, Infinity]);
+        return [
+          l,
+          arg(
+            r,
+            () => grads,
+            () => r.pick([{}, { router: 5 }, { ...grads, w2: Tensor.zeros([1]) }]),
+          ),
+          arg(
+            r,
+            () =>
+              r.pick([
+                { kind: 'sgd', lr: 0.1 },
+                { kind: 'adamw', lr: 1e-3 },
+              ]),
+            () =>
+              r.pick([
+                { kind: 'sgd', lr: NaN },
+                { kind: 'adam', lr: 1 },
+                { kind: 'adamw', lr: 1, momentum: 0.9 },
+              ]),
+          ),
+        ];
+      },
+      ([l, g, o]) => {
+        try {
+          const pending = l.forward(Tensor.randn([T, D], { seed: 7 })); // a step beside it is refused
+          try {
+            l.step(g, o);
+          } catch (e) {
+            if (!/in flight/.test(e.message)) throw e;
+          }
+          return pending.then(() => l.step(g, o));
+        } finally {
+          setTimeout(() => l.dispose(), 0);
+        }
+      },
+      { mutates: [0] },
+    ],
+    [
+      'clipGradNorm',
+      () => {
+        const l = layer();
+        const xs = Tensor.randn([T, D], { seed: 5 });
+        const grads = l.backward(xs, l.forwardSync(xs), Tensor.randn([T, D], { seed: 6 }));
+        l.dispose();
+        if (r.chance(0.3)) grads.w2.data[0] = r.pick([NaN, Infinity, -Infinity]);
+        return [
+          arg(
+            r,
+            () => grads,
+            () => r.pick([{ router: 5 }, { router: Tensor.zeros([2], 'int32') }, null]),
+          ),
+          arg(
+            r,
+            () => r.pick([1e-3, 1, 1e9]),
+            () => r.pick([0, -1, NaN]),
+          ),
+        ];
+      },
+      (a) => moe.clipGradNorm(...a),
+      { mutates: [0] }, // clipping scales the gradients in place
+    ],
   ];
+}
+
+/** The tensors of craftedCheckpoint's checkpoint (written by the call, so that a refused config never leaves them). */
+function craftedCheckpointTensors() {
+  const D = 8,
+    H = 8,
+    E = 4;
+  const tensors = { 'model.layers.0.block_sparse_moe.gate.weight': Tensor.randn([E, D], { seed: 1 }) };
+  for (let e = 0; e < E; e++)
+    for (const [w, shape] of [
+      ['w1', [H, D]],
+      ['w3', [H, D]],
+      ['w2', [D, H]],
+    ])
+      tensors[`model.layers.0.block_sparse_moe.experts.${e}.${w}.weight`] = Tensor.randn(shape, { seed: 2 + e });
+  return { tensors };
 }
 
 async function runCase(seed, index) {
