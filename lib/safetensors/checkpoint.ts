@@ -104,12 +104,15 @@ export class Checkpoint {
     if (file === undefined) throw rangeError(`${this.location} to hold a tensor '${name}'`, 'no such tensor');
     let opened = this.files.get(file);
     if (!opened) {
-      const exists = await fs.lstat(file).catch(() => undefined);
-      opened = exists
-        ? insideCheckpoint(this.location, file, `the shard listed for tensor '${name}' in ${INDEX_FILE}`).then((real) =>
+      // (set before any await: the layer's checks ask for many tensors of one shard at once, and each must find
+      // this one open, not open the shard again and leak a handle)
+      opened = fs.lstat(file).then(
+        () =>
+          insideCheckpoint(this.location, file, `the shard listed for tensor '${name}' in ${INDEX_FILE}`).then((real) =>
             SafetensorsFile.open(real),
-          )
-        : Promise.reject(rangeError(`the shard ${file} (listed for tensor '${name}' in ${INDEX_FILE}) to exist`, 'no such file'));
+          ),
+        () => Promise.reject(rangeError(`the shard ${file} (listed for tensor '${name}' in ${INDEX_FILE}) to exist`, 'no such file')),
+      );
       this.files.set(file, opened);
     }
     const f = await opened;
