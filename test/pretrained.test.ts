@@ -243,7 +243,6 @@ test('memory: one layer of a 300 MB checkpoint reads that layer only and holds a
     encoding: 'utf8',
   });
   const r = JSON.parse(out.trim().split('\n').pop()!);
-  if (process.env.MOE_DEBUG_RSS) console.log(out);
   expect(r.bytesRead).toBe(layerBytes);
   expect(r.totalBytes).toBe(layerBytes);
   // The assembled bf16 weights plus the packed ones, plus a reused read buffer of one tensor: ~2.1x the layer.
