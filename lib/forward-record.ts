@@ -9,6 +9,8 @@ import type { MoEOutput } from './layer-output';
 export interface ForwardRecord {
   /** The layer whose forward made the result. */
   layer: object;
+  /** The layer's optimizer steps before that forward: its weights then (PyTorch's version counter, in effect). */
+  steps: number;
   /** x as it was when forward was called (a copy: the caller may refill its buffer). */
   x: Float32Array;
   topK: number;

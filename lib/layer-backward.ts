@@ -60,6 +60,8 @@ export interface BackwardContext {
   collectiveChecks: <T>(checks: () => T) => T;
   /** What this layer's forward remembers of `result`, or undefined when no forward of this layer returned it. */
   forwardRecord: (result: object) => ForwardRecord | undefined;
+  /** The layer's optimizer steps so far (a result of a forward before the last one is refused). */
+  steps: number;
   /** Whether `grads` was returned by a backward of this layer (what options.into may be). */
   isOwnGradients: (grads: object) => boolean;
 }
@@ -89,7 +91,7 @@ function prepareBackward(
     throw typeError("result to be the result of this layer's forward", describe(result));
   const { routing } = result;
   expectTensor(routing.logits, 'result.routing.logits', ['float32'], [tokens, c.numExperts], ['tokens', 'numExperts']);
-  checkAgainstForward(ctx.forwardRecord(result), xs, routing);
+  checkAgainstForward(ctx.forwardRecord(result), xs, routing, ctx.steps);
   const input = routing.routerInput;
   if (input && typedArrayTag(input) === 'Float32Array' && !sameBytes(input, xs.data))
     throw rangeError('a forward of this x without jitter (backward holds no jitter factors yet)', 'a router input that differs from x');
@@ -105,12 +107,19 @@ function prepareBackward(
 }
 
 /**
- * A backward differentiates the forward that made `result`: refused unless this layer's forward returned it, x holds
- * the values that forward read (a buffer refilled since gives gradients of neither batch), and its routing is as
- * returned (reordered slots would pair gradients with the wrong experts).
+ * A backward differentiates the forward that made `result`: refused unless this layer's forward returned it with the
+ * weights it has now (no step since), x holds the values that forward read (a buffer refilled since gives gradients
+ * of neither batch), and its routing is as returned (reordered slots would pair gradients with the wrong experts).
  */
-function checkAgainstForward(record: ForwardRecord | undefined, xs: Tensor<'float32'>, routing: MoEOutput['routing']): void {
+function checkAgainstForward(record: ForwardRecord | undefined, xs: Tensor<'float32'>, routing: MoEOutput['routing'], steps: number): void {
   if (!record) throw rangeError("result to be the result of this layer's forward", 'a result no forward of this layer returned');
+  // (the gradient of that forward's output needs the weights it ran with; as PyTorch refuses a backward through a
+  // tensor modified in place since, a step in between is refused rather than mixing old routing and new weights)
+  if (record.steps !== steps)
+    throw rangeError(
+      `a result of a forward since the layer's last step (step ${steps})`,
+      `a result of a forward before step ${record.steps + 1} (its weights have changed since)`,
+    );
   if (!sameBytes(record.x, xs.data))
     throw rangeError('x to hold the values its forward read', 'an x whose values changed since that forward (a refilled buffer?)');
   const same = (a: unknown, b: Int32Array | Float32Array, tag: string) => typedArrayTag(a) === tag && sameBytes(a as ArrayBufferView, b);

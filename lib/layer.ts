@@ -270,6 +270,7 @@ export class MoELayer implements Disposable {
         const record = forwardRecordOf(result);
         return record?.layer === this ? record : undefined;
       },
+      steps: this.optimizerSteps ?? 0,
       isOwnGradients: (grads) => gradientsLayerOf((grads as { gate?: object }).gate ?? {}) === this,
       gateGradients: (xt, r, g, slotGradients) =>
         gateGradients(
@@ -401,6 +402,7 @@ export class MoELayer implements Disposable {
     const result = assembleOutput(output, p.tokens, this.config, routed, p.options, p.out, nativeGate, ranked);
     rememberForward(result, {
       layer: this,
+      steps: this.optimizerSteps ?? 0,
       x: p.snapshot,
       topK: r.topK,
       experts: Int32Array.from(r.experts),

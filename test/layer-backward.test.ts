@@ -243,12 +243,17 @@ describe('a training forward keeps the pre-activations for its backward', () => 
     const grads = layer.backward(x, r, g);
     const fresh = new MoELayer(c, w);
     expect(same(layer.backward(x2, r2, g).w1, fresh.backward(x2, fresh.forwardSync(x2), g).w1)).toBe(true);
-    const freshR = fresh.forwardSync(x); // r's routing (same weights), nothing kept
     layer.step(grads, { kind: 'sgd', lr: 0.1 });
     fresh.step(grads, { kind: 'sgd', lr: 0.1 });
-    // r's routing with the new weights: the kept pre-activations were of the old ones
-    const after = layer.backward(x, r, g);
-    const want = fresh.backward(x, freshR, g);
+    // r is of the old weights: refused (PyTorch refuses a backward through weights changed in place since)
+    expectError(
+      () => layer.backward(x, r, g),
+      'RangeError',
+      /a result of a forward since the layer's last step \(step 1\) but got a result of a forward before step 1/,
+    );
+    // a training forward after the step keeps the new pre-activations: the same as recomputing them
+    const after = layer.backward(x, layer.forwardSync(x, { training: true }), g);
+    const want = fresh.backward(x, fresh.forwardSync(x), g);
     for (const key of ['dx', 'w1', 'w3', 'w2'] as const) expect([key, same(after[key]!, want[key]!)]).toEqual([key, true]);
     layer.dispose();
     fresh.dispose();
