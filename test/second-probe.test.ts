@@ -48,6 +48,27 @@ function inChild(script: string, timeoutMs = 60_000): { status: number | null; s
   return { status: r.status, signal: r.signal, out, stderr: (r.stderr || '').slice(-2000) };
 }
 
+/** A temporary directory for the tests of one describe block, removed after them. */
+function scratchDir(prefix: string): () => string {
+  let dir = '';
+  beforeAll(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
+  });
+  afterAll(async () => {
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+  return () => dir;
+}
+
+/** Writes a safetensors file: the 8-byte length of `header`, the header, then `dataBytes` zero bytes. */
+async function writeSafetensors(file: string, header: string, dataBytes: number): Promise<string> {
+  const json = Buffer.from(header);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  await fs.writeFile(file, Buffer.concat([len, json, Buffer.alloc(dataBytes)]));
+  return file;
+}
+
 /** A child's report of one call: { name, message } of what it threw, or { ok: true }. */
 const REPORT = `const report = async (f) => { try { await f(); return { ok: true }; } catch (e) { return { name: e.name, message: e.message }; } };`;
 
@@ -178,16 +199,10 @@ describe('silent wrong results', () => {
 });
 
 describe('lost data: safetensors files', () => {
-  let dir: string;
-  beforeAll(async () => {
-    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'moe-probe-'));
-  });
-  afterAll(async () => {
-    await fs.rm(dir, { recursive: true, force: true });
-  });
+  const scratch = scratchDir('moe-probe-');
 
   it('two concurrent saves to one file: both resolve and the file is one of them, whole (20 of 20 once unparseable)', async () => {
-    const f = path.join(dir, 'race.safetensors');
+    const f = path.join(scratch(), 'race.safetensors');
     const A = { a: Tensor.randn([64, 64], { seed: 1 }) };
     const B = { b: Tensor.randn([32, 8], { seed: 2 }) };
     for (let i = 0; i < 10; i++) {
@@ -197,11 +212,11 @@ describe('lost data: safetensors files', () => {
       await file.tensor(file.names()[0]);
       await file.close();
     }
-    expect((await fs.readdir(dir)).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+    expect((await fs.readdir(scratch())).filter((n) => n.endsWith('.tmp'))).toEqual([]);
   });
 
   it('a tensor named __proto__ is saved and read back; duplicate names and a duplicate __metadata__ are refused', async () => {
-    const f = path.join(dir, 'proto.safetensors');
+    const f = path.join(scratch(), 'proto.safetensors');
     const t = Tensor.randn([2, 3], { seed: 1 });
     await safetensors.save(f, { ['__proto__']: t, x: t }, { ['__proto__']: 'm' });
     const file = await safetensors.open(f);
@@ -209,13 +224,7 @@ describe('lost data: safetensors files', () => {
     expect(Array.from((await file.tensor('__proto__')).data)).toEqual(Array.from(t.data));
     expect(file.metadata['__proto__']).toBe('m');
     await file.close();
-    const write = async (name: string, header: string, data: number) => {
-      const json = Buffer.from(header);
-      const len = Buffer.alloc(8);
-      len.writeBigUInt64LE(BigInt(json.length));
-      await fs.writeFile(path.join(dir, name), Buffer.concat([len, json, Buffer.alloc(data)]));
-      return path.join(dir, name);
-    };
+    const write = (name: string, header: string, data: number) => writeSafetensors(path.join(scratch(), name), header, data);
     const dup = await write(
       'dup.safetensors',
       '{"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"t":{"dtype":"I32","shape":[1],"data_offsets":[0,4]}}',
@@ -230,15 +239,9 @@ describe('lost data: safetensors files', () => {
 });
 
 describe('a checkpoint that can take the process down', () => {
-  let dir: string;
-  beforeAll(async () => {
-    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'moe-probe-ckpt-'));
-  });
-  afterAll(async () => {
-    await fs.rm(dir, { recursive: true, force: true });
-  });
+  const scratch = scratchDir('moe-probe-ckpt-');
   const mixtral = async (name: string, edit: (config: Record<string, unknown>) => void) => {
-    const target = path.join(dir, name);
+    const target = path.join(scratch(), name);
     await FIXTURES.mixtral.make(target, 5);
     const file = path.join(target, 'config.json');
     const config = JSON.parse(await fs.readFile(file, 'utf8'));
@@ -279,7 +282,7 @@ describe('a checkpoint that can take the process down', () => {
   it('a model.safetensors or a config.json that links out of the directory is refused', async () => {
     const d = await mixtral('link', () => undefined);
     const shard = path.join(d, 'model-00002-of-00002.safetensors');
-    const outside = path.join(dir, 'outside.safetensors');
+    const outside = path.join(scratch(), 'outside.safetensors');
     await fs.rename(shard, outside);
     await fs.symlink(outside, shard);
     await expectRejection(
@@ -292,13 +295,13 @@ describe('a checkpoint that can take the process down', () => {
     await fs.symlink('weights.bin', shard); // a link inside it is fine
     (await MoELayer.fromPretrained(d, { layer: 1, weightDtype: 'float32' })).dispose();
     const config = path.join(d, 'config.json');
-    await fs.rename(config, path.join(dir, 'config.json'));
-    await fs.symlink(path.join(dir, 'config.json'), config);
+    await fs.rename(config, path.join(scratch(), 'config.json'));
+    await fs.symlink(path.join(scratch(), 'config.json'), config);
     await expectRejection(pretrained.inspect(d), 'RangeError', /config.json .* to be a file inside .* but got a link to/);
   });
 
   it('a FIFO as safetensors file or shard is refused at once (once it never settled and held the process), in a child', async () => {
-    const fifo = path.join(dir, 'pipe.safetensors');
+    const fifo = path.join(scratch(), 'pipe.safetensors');
     expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
     const d = await mixtral('fifo', () => undefined);
     await fs.rm(path.join(d, 'model-00002-of-00002.safetensors'));
@@ -402,39 +405,39 @@ describe('requests inside the shape limits that would take the machine (once 12-
 });
 
 describe('unclear errors, now in the format', () => {
-  let dir: string;
-  beforeAll(async () => {
-    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'moe-probe-errors-'));
-  });
-  afterAll(async () => {
-    await fs.rm(dir, { recursive: true, force: true });
-  });
+  const scratch = scratchDir('moe-probe-errors-');
 
   it('paths: a directory, nothing there, a NUL byte (safetensors.open, save, fromPretrained, inspect)', async () => {
     const t = { a: Tensor.zeros([2]) };
-    await expectRejection(safetensors.open(dir), 'RangeError', /to be a regular file \(a safetensors file\) but got a directory/);
+    await expectRejection(safetensors.open(scratch()), 'RangeError', /to be a regular file \(a safetensors file\) but got a directory/);
     await expectRejection(
-      safetensors.open(path.join(dir, 'none')),
+      safetensors.open(path.join(scratch(), 'none')),
       'RangeError',
       /to be a readable file \(a safetensors file\) but got no such file or directory \(ENOENT\)/,
     );
     await expectRejection(safetensors.open('a\0b'), 'RangeError', /path to be a path without NUL bytes/);
-    await expectRejection(safetensors.save(dir, t), 'RangeError', /to be a path a file can be renamed to but got a directory \(EISDIR\)/);
-    await expectRejection(safetensors.save(path.join(dir, 'no', 'such', 'f'), t), 'RangeError', /no such file or directory \(ENOENT\)/);
+    await expectRejection(
+      safetensors.save(scratch(), t),
+      'RangeError',
+      /to be a path a file can be renamed to but got a directory \(EISDIR\)/,
+    );
+    await expectRejection(
+      safetensors.save(path.join(scratch(), 'no', 'such', 'f'), t),
+      'RangeError',
+      /no such file or directory \(ENOENT\)/,
+    );
     await expectRejection(safetensors.save('x\0y', t), 'RangeError', /file to be a path without NUL bytes/);
     await expectRejection(MoELayer.fromPretrained('m\0'), 'RangeError', /a checkpoint directory to be a path without NUL bytes/);
-    await expectRejection(pretrained.inspect(dir), 'RangeError', /config.json \(the model's config\) but got no such file/);
-    expect((await fs.readdir(dir)).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+    await expectRejection(pretrained.inspect(scratch()), 'RangeError', /config.json \(the model's config\) but got no such file/);
+    expect((await fs.readdir(scratch())).filter((n) => n.endsWith('.tmp'))).toEqual([]);
   });
 
   it('a tensor over 4 GiB (once "Invalid typed array length: undefined"), and close() during a read', async () => {
-    const f = path.join(dir, 'big.safetensors');
+    const f = path.join(scratch(), 'big.safetensors');
     const n = 2 ** 30 + 16;
-    const header = Buffer.from(JSON.stringify({ t: { dtype: 'F32', shape: [n], data_offsets: [0, n * 4] } }));
-    const len = Buffer.alloc(8);
-    len.writeBigUInt64LE(BigInt(header.length));
-    await fs.writeFile(f, Buffer.concat([len, header]));
-    await fs.truncate(f, 8 + header.length + n * 4); // sparse: no disk used
+    const header = JSON.stringify({ t: { dtype: 'F32', shape: [n], data_offsets: [0, n * 4] } });
+    await writeSafetensors(f, header, 0);
+    await fs.truncate(f, 8 + Buffer.byteLength(header) + n * 4); // sparse: no disk used
     const file = await safetensors.open(f);
     await expectRejection(
       file.tensor('t'),

@@ -9,7 +9,7 @@ import { WeightDtype } from '../expert-weights';
 import { MoEConfig, expertSliceOf, resolveConfig, resolveExpertParallel } from '../layer-config';
 import type { MoEWeights } from '../layer-weights';
 import { GroupSize, QuantizedTensor } from '../quant';
-import { expectPath, readSmallTextFile } from '../file-errors';
+import { expectPath, isLibraryError, readSmallTextFile } from '../file-errors';
 import { checkMemory, layerElements, packedBytes } from '../memory-limit';
 import { Checkpoint, insideCheckpoint } from '../safetensors/checkpoint';
 import { checkJsonStructure } from '../safetensors/json-structure';
@@ -68,7 +68,7 @@ async function readConfig(location: string): Promise<HfConfig> {
     checkJsonStructure(text, file, { duplicates: false });
     config = JSON.parse(text);
   } catch (err) {
-    if ((err as Error).message.startsWith('moe-kernels:')) throw err;
+    if (isLibraryError(err)) throw err;
     throw rangeError(`${file} to be JSON`, `a parse error (${(err as Error).message})`);
   }
   if (typeof config !== 'object' || config === null || Array.isArray(config))
@@ -139,9 +139,9 @@ export async function loadPretrained(location: string, options: FromPretrainedOp
     // Every tensor checked (present, shaped, typed) before anything large is read. The router ([numExperts, dModel])
     // and the last expert first: a config.json that claims more experts or other widths than the tensors have is
     // refused by them before a check per claimed expert is made (1e9 experts once ran for minutes).
-    await plan.router.check(reader);
+    const routerBytes = await plan.router.check(reader);
     if (range.count > 0) await Promise.all(checkExperts(plan.experts, reader, { first: range.first + range.count - 1, count: 1 }));
-    const checks: Promise<number>[] = [plan.router.check(reader)];
+    const checks: Promise<number>[] = [Promise.resolve(routerBytes)];
     for (const extra of [plan.routerBias, plan.selectionBias, plan.sharedGate]) if (extra) checks.push(extra.check(reader));
     checks.push(...checkExperts(plan.experts, reader, range));
     if (plan.shared) checks.push(...checkExperts(plan.shared, reader));

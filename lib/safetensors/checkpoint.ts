@@ -6,7 +6,7 @@
 import { promises as fs } from 'fs';
 import * as path from 'path';
 import { rangeError } from '../errors';
-import { expectPath, fileError, readSmallTextFile } from '../file-errors';
+import { expectPath, fileError, isLibraryError, readSmallTextFile } from '../file-errors';
 import { checkJsonStructure } from './json-structure';
 import { Tensor } from '../tensor';
 import { SafetensorsFile, ReadOptions } from './file';
@@ -68,7 +68,7 @@ export class Checkpoint {
       checkJsonStructure(text, index, { duplicates: false });
       parsed = JSON.parse(text);
     } catch (err) {
-      if ((err as Error).message.startsWith('moe-kernels:')) throw err;
+      if (isLibraryError(err)) throw err;
       throw rangeError(`${index} to be JSON`, `a parse error (${(err as Error).message})`);
     }
     const map = (parsed as { weight_map?: unknown })?.weight_map;

@@ -7,6 +7,7 @@
  */
 import { DType } from '../tensor';
 import { rangeError } from '../errors';
+import { isLibraryError } from '../file-errors';
 import { checkJsonStructure } from './json-structure';
 
 /** The safetensors dtype names, with their size and the Tensor dtype that holds them (undefined: not readable). */
@@ -75,7 +76,7 @@ export function parseHeader(json: Uint8Array, dataBytes: number, file: string): 
     checkJsonStructure(text, `${file}'s header`, { duplicates: true });
     parsed = JSON.parse(text);
   } catch (err) {
-    if ((err as Error).name === 'RangeError' && (err as Error).message.startsWith('moe-kernels:')) throw err;
+    if (isLibraryError(err)) throw err;
     throw rangeError(`${file}'s header to be UTF-8 JSON`, `a parse error (${(err as Error).message})`);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
