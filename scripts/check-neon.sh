@@ -13,20 +13,36 @@ fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 sources=(native/src/cpu/cpu_neon.cpp native/src/cpu/cpu_scalar.cpp native/src/core/*.cpp native/src/cuda/cuda_stub.cpp native/src/mpi/mpi_stub.cpp native/tests/*.cpp)
-flags=(-std=c++17 -O2 -Wno-psabi -Inative/include -DMOE_HAVE_NEON -static)
+flags=(-std=c++17 -O2 -Wall -Wextra -Werror -Wno-psabi -Inative/include -DMOE_HAVE_NEON)
+jobs=$(nproc)
+# One object per source, $jobs at a time (one g++ for all of them used one core for a minute), then one link.
+compile_and_link() {  # compile_and_link CXX OUT LINK_FLAGS: run in the sources' directory
+  printf '%s\n' "${sources[@]}" | xargs -P "$jobs" -I{} sh -c "$1 ${flags[*]} -c {} -o $2/\$(echo {} | tr / _).o" || return 1
+  $1 -static "$2"/*.o -o "$2/core_tests" $3
+}
 if command -v aarch64-linux-gnu-g++ >/dev/null; then
-  aarch64-linux-gnu-g++ "${flags[@]}" "${sources[@]}" -o "$out/core_tests" -lpthread
+  compile_and_link aarch64-linux-gnu-g++ "$out" "-lpthread"
 elif [ -f "$build_root/.moe-kernels-build-root" ] && [ "$(id -u)" = 0 ]; then
   echo "check-neon: compiling with the build root's $(chroot "$build_root" aarch64-linux-gnu-g++ --version | head -1)"
   src="$build_root/src/neon-check"
-  rm -rf "$src" && mkdir -p "$src" && cp -r native "$src/"
+  rm -rf "$src" && mkdir -p "$src/objects" && cp -r native "$src/"
+  # glibc < 2.34: std::thread in a static binary needs all of libpthread.
   chroot "$build_root" /usr/bin/env -i PATH=/usr/bin:/bin /bin/bash -c \
-    "cd /src/neon-check && aarch64-linux-gnu-g++ ${flags[*]} ${sources[*]} -o core_tests \
-     -Wl,--whole-archive -lpthread -Wl,--no-whole-archive"  # glibc < 2.34: std::thread in a static binary needs all of libpthread
-  mv "$src/core_tests" "$out/core_tests" && rm -rf "$src"
+    "cd /src/neon-check && $(declare -p sources flags jobs); $(declare -f compile_and_link); \
+     compile_and_link aarch64-linux-gnu-g++ objects '-Wl,--whole-archive -lpthread -Wl,--no-whole-archive'"
+  mv "$src/objects/core_tests" "$out/core_tests" && rm -rf "$src"
 else
   echo "check-neon: skipped (no aarch64 cross compiler: apt-get install g++-aarch64-linux-gnu, or run scripts/make-build-root.sh)"
   exit 0
 fi
-qemu-aarch64 "$out/core_tests" --isa neon
-qemu-aarch64 "$out/core_tests" --isa scalar
+# The two ISAs side by side (most of each run is one emulated thread), each one's output kept apart.
+qemu-aarch64 "$out/core_tests" --isa neon >"$out/neon.log" 2>&1 &
+neon=$!
+qemu-aarch64 "$out/core_tests" --isa scalar >"$out/scalar.log" 2>&1 &
+scalar=$!
+status=0
+wait "$neon" || status=$?
+echo "--- NEON (status $status)" && cat "$out/neon.log"
+wait "$scalar" || status=$?
+echo "--- scalar" && cat "$out/scalar.log"
+exit "$status"

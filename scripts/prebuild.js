@@ -108,6 +108,7 @@ function buildInRoot(buildRoot, arch) {
     '-DMOE_PORTABLE=ON',
     '-DMOE_BUILD_TESTS=OFF',
     '-DMOE_CUDA=OFF',
+    '-DMOE_WERROR=ON', // the binaries users receive: warnings of the build root's older compiler are errors too
     ...cross,
   ];
   const chroot = (args) => run('chroot', [buildRoot, '/usr/bin/env', '-i', 'PATH=/usr/bin:/bin', 'HOME=/root', 'LANG=C', ...args]);
@@ -126,7 +127,7 @@ function buildInRoot(buildRoot, arch) {
 function buildOnHost() {
   const build = path.join(root, 'build-prebuild');
   const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
-  const flags = ['--out', build, '--CDMOE_PORTABLE=ON', '--CDMOE_BUILD_TESTS=OFF', '--CDMOE_CUDA=OFF'];
+  const flags = ['--out', build, '--CDMOE_PORTABLE=ON', '--CDMOE_BUILD_TESTS=OFF', '--CDMOE_CUDA=OFF', '--CDMOE_WERROR=ON'];
   run(process.execPath, [cmakeJs, 'configure', ...flags], { stdio: 'inherit' });
   run(process.execPath, [cmakeJs, 'build', ...flags], { stdio: 'inherit' });
   const version = run('c++', ['--version']).split('\n')[0];

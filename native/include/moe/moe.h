@@ -122,9 +122,9 @@ struct ExpertWeights {        // host pointers, read once by pack_experts; biase
   const float* b2 = nullptr;  // [E, dModel]
   // Quantized alternatives of w1, w3, w2 (int8 / int4 only): used where codes are set, the float pointer is then
   // null.
-  QuantizedSource q1, q3, q2;
+  QuantizedSource q1{}, q3{}, q2{};
   // 16-bit float alternatives of w1, w3, w2 (any weight dtype): used where bits are set.
-  HalfSource h1, h3, h2;
+  HalfSource h1{}, h3{}, h2{};
 };
 
 class PackedExperts;  // weights in the active ISA's panel layout, immutable once built
@@ -158,7 +158,7 @@ struct LayerConfig {
   // Expert parallelism over the ranks of an MPI job (issue 20; a build with MOE_MPI): every rank holds the routed
   // experts of its slice only, and forward / forward_routed are collective. CPU only.
   bool expert_parallel = false;
-  std::vector<int32_t> expert_slices;  // routed experts per rank; empty: as even as possible
+  std::vector<int32_t> expert_slices{};  // routed experts per rank; empty: as even as possible
   // Expert parallel: the routed experts' weights given are this rank's slice only, of this many experts (-1: all
   // E are given, and the rank packs its slice of them).
   int64_t sliced_experts = -1;

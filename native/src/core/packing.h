@@ -15,9 +15,9 @@ namespace moe {
 // [count, n] bias or null. Biases stay float32.
 struct MatrixSource {
   const float* values = nullptr;
-  QuantizedSource quantized;
+  QuantizedSource quantized{};
   const float* bias = nullptr;
-  HalfSource half;  // instead of values: 16-bit floats, widened row by row while packing
+  HalfSource half{};  // instead of values: 16-bit floats, widened row by row while packing
 };
 
 class PackedMatrix {
