@@ -1,7 +1,8 @@
 /**
  * Where benchmark results go: the latest run's JSON and charts per machine kind
  * (benchmarks/results/<kind>/latest.json, chart-*.svg), and one line per headline number of every run in
- * benchmarks/results/history.csv, so that the history stays a small table instead of a folder of JSON files.
+ * benchmarks/results/history.csv, so that the history stays a small table instead of a folder of JSON files (a local
+ * log: git ignores it, as generated results).
  */
 import * as fs from 'fs';
 import * as os from 'os';
