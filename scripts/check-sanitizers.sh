@@ -40,7 +40,7 @@ echo "--- the Jest suites that cross into the addon, and the fuzz corpus, throug
 # Left out: the suites of pure TypeScript (the float64 gating, losses and reference code, Tensor), which load no
 # instrumented code, and isa.test, which reruns four of the suites below once per ISA: the ISA changes only the
 # kernel table, whose kernels the C++ tests above run under ASan on every ISA. `npm test` runs them all.
-pure_typescript='test/(gating/(routers|gradients)|losses/losses|reference-backward|tensor|isa)\.test\.ts$'
+left_out='test/(gating/(routers|gradients)|losses/losses|reference-backward|tensor|isa)\.test\.ts$'
 preload="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libubsan.so)"
 LD_PRELOAD="$preload" MOE_SANITIZER=address MOE_KERNELS_BINARY="$PWD/build-asan/Release/moe_kernels.node" \
-  node node_modules/jest/bin/jest.js --ci --testPathIgnorePatterns "$pure_typescript"
+  node node_modules/jest/bin/jest.js --ci --testPathIgnorePatterns "$left_out"
