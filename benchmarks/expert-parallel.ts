@@ -7,7 +7,7 @@
  * in the same run, the single-process layer on one rank's tokens. Each rank writes its medians to <out>/rank<r>.json;
  * after one more collective forward (every rank has written by then) rank 0 prints the table, writes
  * benchmarks/results/<machine>/expert-parallel-<shape>-<ranks>.json, and applies a network model to the measured compute
- * (README, "Scaling out").
+ * (docs/expert-parallel.md).
  */
 import * as fs from 'fs';
 import * as os from 'os';

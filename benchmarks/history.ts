@@ -1,8 +1,8 @@
 /**
- * Where benchmark results go: the latest run's JSON and charts per machine kind
- * (benchmarks/results/<kind>/latest.json, chart-*.svg), and one line per headline number of every run in
- * benchmarks/results/history.csv, so that the history stays a small table instead of a folder of JSON files (a local
- * log: git ignores it, as generated results).
+ * Where benchmark results go, per machine kind: the latest run's JSON and charts (benchmarks/results/<kind>/latest.json,
+ * chart-*.svg) and its headline numbers as a small table (summary.csv), and one line per headline number of every run
+ * in benchmarks/results/history.csv. Only summary.csv is committed, one per machine kind: the rest is generated and
+ * large, a local record that git ignores (the README's and docs/speed.md's numbers cite the run they come from).
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -46,11 +46,19 @@ export function historyLines(result: BenchResult, machine: string): string[] {
   });
 }
 
-/** Writes <out>/<machine>/latest.json and its charts, and appends the headline lines to <out>/history.csv. */
+/** The run's headline numbers as a CSV file of their own: the one committed summary per machine kind. */
+export function summaryCsv(result: BenchResult, machine: string): string {
+  return [`# ${result.command} (${result.node}, ${result.isa})`, HISTORY_HEADER, ...historyLines(result, machine)].join('\n') + '\n';
+}
+
+/**
+ * Writes <out>/<machine>/latest.json, its charts and summary.csv, and appends the headline lines to <out>/history.csv.
+ */
 export function saveResult(result: BenchResult, outDir: string, machine: string): string {
   const folder = path.join(outDir, machine);
   fs.mkdirSync(folder, { recursive: true });
   fs.writeFileSync(path.join(folder, 'latest.json'), JSON.stringify(result, null, 1) + '\n');
+  fs.writeFileSync(path.join(folder, 'summary.csv'), summaryCsv(result, machine));
   writeCharts(result, folder);
   const history = path.join(outDir, 'history.csv');
   if (!fs.existsSync(history)) fs.writeFileSync(history, HISTORY_HEADER + '\n');

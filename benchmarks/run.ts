@@ -250,7 +250,7 @@ async function main(): Promise<void> {
           for (let c = 0; c < calls; c++) ms += await timed(() => forward(xs[(start + c) % xs.length]));
           return ms;
         };
-        // `out`: the output written into one tensor allocated here, as a serving loop would (README): every plain
+        // `out`: the output written into one tensor allocated here, as a serving loop would (docs/api.md, `forward`): every plain
         // call returns a new output, fresh memory until the garbage collector hands earlier ones back.
         const out = Tensor.zeros([tokens, shape.dModel]);
         const impls: Impl[] = [
@@ -459,7 +459,7 @@ async function main(): Promise<void> {
   };
   const folder = saveResult(result, outDir, machineKind(info.isa));
   log(
-    `\nwrote ${path.relative(process.cwd(), folder)}/latest.json and chart-*.svg; appended ${path.relative(process.cwd(), outDir)}/history.csv`,
+    `\nwrote ${path.relative(process.cwd(), folder)}/summary.csv (committed), latest.json and chart-*.svg; appended ${path.relative(process.cwd(), outDir)}/history.csv`,
   );
 }
 

@@ -56,7 +56,7 @@ export interface MoEConfig {
    * Expert parallelism over the ranks of an MPI job (a build with `npm run build:mpi`, processes started by mpirun):
    * true splits the routed experts into contiguous slices as even as possible, or give the experts per rank
    * ([count per rank], zeros allowed). Every rank builds the layer with the same config and holds its slice's experts
-   * only; forward is collective (README, "Scaling out"). CPU only.
+   * only; forward is collective (docs/expert-parallel.md). CPU only.
    */
   expertParallel?: boolean | number[];
 }

@@ -37,7 +37,7 @@ tarball="$(ls "$work"/moe-kernels-*.tgz)"
 
 say "what the tarball holds"
 tar tzf "$tarball" | sed 's#^package/##' | sort >"$work/files.txt"
-for want in package.json README.md CMakeLists.txt dist/lib/index.js dist/lib/index.d.ts dist/index.mjs dist/index.d.mts \
+for want in package.json README.md docs/api.md CMakeLists.txt dist/lib/index.js dist/lib/index.d.ts dist/index.mjs dist/index.d.mts \
   scripts/install.js scripts/build-native.js native/include/moe/moe.h native/binding/addon.cpp native/src/core/layer.cpp \
   prebuilds/manifest.json prebuilds/linux-x64/moe_kernels.node; do
   grep -qx "$want" "$work/files.txt" || fail "the tarball lacks $want"

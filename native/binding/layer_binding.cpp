@@ -250,7 +250,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   };
 
   // An async call copies x before it returns, and writes into memory of its own: the caller's `out` gets the
-  // result when the Promise settles, after checking that it is still attached and as long (README, Guarantees).
+  // result when the Promise settles, after checking that it is still attached and as long (docs/guarantees.md).
   Call prepare(const Napi::CallbackInfo& info, bool async) const {
     const Napi::Env env = info.Env();
     Call call{get(env), {}, 0, {}, {}, {}, {}, {}, {}, {}, config_.experts.d_model};
