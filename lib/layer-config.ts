@@ -67,12 +67,32 @@ export type ResolvedConfig = Required<Omit<MoEConfig, 'router' | 'backend' | 'ex
   backend: 'cpu' | 'cuda';
   /** false, true, or the routed experts per rank. */
   expertParallel: boolean | readonly number[];
-  /** Expert parallel: this rank's routed experts (MPI is started to know them). */
+  /** Expert parallel: this rank's routed experts, set by the layer once MPI is started (placeLayer), never by resolveConfig. */
   expertSlice?: ExpertSlice;
 };
 
-/** Checks a config and fills in its defaults. */
-export function resolveConfig(config: MoEConfig): ResolvedConfig {
+/** What resolving a config needs to know of this process: whether CUDA can run here (backendInfo().cuda). */
+export interface HostFacts {
+  cuda: { compiled: boolean; devices: number; reason?: string };
+}
+
+/** Facts for a config that asks for no GPU (nothing to probe). */
+export const NO_CUDA: HostFacts = Object.freeze({ cuda: Object.freeze({ compiled: false, devices: 0 }) });
+
+/**
+ * This process's facts for resolving `config`: the addon is asked about CUDA only when the config asks for a GPU
+ * ('cuda' or 'auto'), since the first question starts the CUDA runtime in a CUDA build.
+ */
+export function hostFacts(config: MoEConfig): HostFacts {
+  const b = typeof config === 'object' && config !== null ? config.backend : undefined;
+  return b === 'cuda' || b === 'auto' ? { cuda: native().backendInfo().cuda } : NO_CUDA;
+}
+
+/**
+ * Checks a config and fills in its defaults. Pure: the result depends on the config and the host facts alone, and
+ * nothing is started (MPI is started by placeLayer, when a layer is built).
+ */
+export function resolveConfig(config: MoEConfig, host: HostFacts): ResolvedConfig {
   if (typeof config !== 'object' || config === null) throw typeError('config to be an object', describe(config));
   const numExperts = expectInteger(config.numExperts, 'config.numExperts', 1, MAX_EXPERTS);
   const dHidden = expectInteger(config.dHidden, 'config.dHidden', 1, MAX_DIM);
@@ -99,7 +119,7 @@ export function resolveConfig(config: MoEConfig): ResolvedConfig {
     numExperts,
     topK,
   );
-  const backend = resolveBackend(config.backend);
+  const backend = resolveBackend(config.backend, host);
   if (backend === 'cuda' && sharedExperts > 0)
     throw rangeError("config.sharedExperts = 0 with backend 'cuda' (not supported on the GPU yet)", `${sharedExperts}`);
   const expertParallel = resolveExpertParallel(config.expertParallel, numExperts);
@@ -149,8 +169,12 @@ export function resolveConfig(config: MoEConfig): ResolvedConfig {
     sharedExperts,
     sharedHidden,
     expertParallel,
-    ...(expertParallel === false ? {} : { expertSlice: expertSliceOf(numExperts, expertParallel) }),
   };
+}
+
+/** The config a layer is built with: an expert-parallel one learns its rank's experts here (this starts MPI). */
+export function placeLayer(c: ResolvedConfig): ResolvedConfig {
+  return c.expertParallel === false ? c : { ...c, expertSlice: expertSliceOf(c.numExperts, c.expertParallel) };
 }
 
 /** This rank's routed experts in an expert-parallel layer (starts MPI; a RangeError in a build without it). */
@@ -170,10 +194,9 @@ export function resolveExpertParallel(value: unknown, numExperts: number): boole
 }
 
 /** 'auto' picks CUDA when compiled and a device exists; 'cuda' must have both, with a message saying which is missing. */
-function resolveBackend(backend: unknown): 'cpu' | 'cuda' {
+function resolveBackend(backend: unknown, { cuda }: HostFacts): 'cpu' | 'cuda' {
   const b = expectOneOf(backend ?? 'cpu', 'config.backend', ['cpu', 'cuda', 'auto'] as const);
   if (b === 'cpu') return 'cpu';
-  const { cuda } = native().backendInfo();
   if (cuda.compiled && cuda.devices > 0) return 'cuda';
   if (b === 'auto') return 'cpu';
   throw rangeError(

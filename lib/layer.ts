@@ -10,7 +10,7 @@ import {
   layerBackwardAsync,
 } from './layer-backward';
 import { OptimizerConfig, nativeParameterGradients, resolveOptimizer, stepInPlace } from './optimizer';
-import { MoEConfig, ResolvedConfig, resolveConfig } from './layer-config';
+import { MoEConfig, ResolvedConfig, hostFacts, placeLayer, resolveConfig } from './layer-config';
 import { ForwardOptions, MoEOutput, RoutedForward, Routing, assembleOutput } from './layer-output';
 import { LayerRouter } from './layer-router';
 import type { QuantizedTensor } from './quant';
@@ -40,11 +40,15 @@ export class MoELayer implements Disposable {
   private readonly router: LayerRouter;
 
   /** weights: Tensors, or (weightDtype 'int8' / 'int4') QuantizedTensors for w1, w3, w2, which imply the dtype. */
-  constructor(config: MoEConfig, weights: MoEWeights<Tensor | QuantizedTensor>) {
-    const p = adopting?.prepared ?? prepare(config, weights);
+  constructor(config: MoEConfig, weights: MoEWeights<Tensor | QuantizedTensor>);
+  // The third argument, hidden from the declaration, is how fromPretrained hands over a layer it packed off the event
+  // loop: only this module can make a Prebuilt, so anything else passed there is ignored as extra arguments are.
+  constructor(config: MoEConfig, weights: MoEWeights<Tensor | QuantizedTensor>, prebuilt?: unknown) {
+    const built = prebuilt instanceof Prebuilt ? prebuilt : undefined;
+    const p = built?.prepared ?? prepare(config, weights);
     this.config = p.config;
     this.router = p.router;
-    this.handle = adopting?.handle ?? new (native().NativeLayer)(p.spec);
+    this.handle = built?.handle ?? new (native().NativeLayer)(p.spec);
   }
 
   /**
@@ -66,7 +70,7 @@ export class MoELayer implements Disposable {
    * gives the same layer everywhere.
    */
   static random(config: MoEConfig, options: RandomWeightsOptions = {}): MoELayer {
-    const c = resolveConfig(config);
+    const c = resolveConfig(config, hostFacts(config));
     const elements = layerElements(c);
     checkMemory(elements * 4 + packedBytes(elements, c.weightDtype), "MoELayer.random's float32 weights and their packed copy");
     return new MoELayer(config, randomWeights(c, options));
@@ -85,13 +89,7 @@ export class MoELayer implements Disposable {
     // Packing a large layer takes seconds: it runs on the job thread, with arrays only this call holds.
     const prepared = prepare(loaded.config, loaded.weights);
     const handle = await native().NativeLayer.build(prepared.spec);
-    let layer: MoELayer;
-    adopting = { prepared, handle };
-    try {
-      layer = new MoELayer(loaded.config, loaded.weights);
-    } finally {
-      adopting = undefined;
-    }
+    const layer = new (MoELayer as AdoptingConstructor)(loaded.config, loaded.weights, new Prebuilt(prepared, handle));
     if (options?.signal?.aborted) {
       layer.dispose();
       options.signal.throwIfAborted();
@@ -417,14 +415,22 @@ function prepare(config: MoEConfig, weights: MoEWeights<Tensor | QuantizedTensor
   // (only for a plain object: anything else is resolveConfig's TypeError)
   const plain = typeof config === 'object' && config !== null && !Array.isArray(config);
   const implied = plain ? impliedQuantization(weights, config.weightDtype, config.groupSize) : undefined;
-  const c = resolveConfig(implied ? { ...config, ...implied } : config);
+  const c = placeLayer(resolveConfig(implied ? { ...config, ...implied } : config, hostFacts(config)));
   checkMemory(packedBytes(layerElements(c), c.weightDtype), "the layer's packed weights");
   const router = new LayerRouter(c, routerBiasOf(c, weights));
   return { config: c, router, spec: layerSpec(c, weights, router.builtIn) };
 }
 
-/** Set only while fromPretrained constructs a layer it packed off the event loop (the constructor adopts it). */
-let adopting: { prepared: ReturnType<typeof prepare>; handle: NativeLayer } | undefined;
+/** A layer's preparation and native handle, built before the constructor runs (fromPretrained packs on the job thread). */
+class Prebuilt {
+  constructor(
+    readonly prepared: ReturnType<typeof prepare>,
+    readonly handle: NativeLayer,
+  ) {}
+}
+
+/** The constructor's hidden third argument, typed for fromPretrained's one call. */
+type AdoptingConstructor = new (config: MoEConfig, weights: MoEWeights<Tensor | QuantizedTensor>, prebuilt: Prebuilt) => MoELayer;
 
 const NO_EXPERTS = new Int32Array(0);
 const NO_WEIGHTS = new Float32Array(0);
