@@ -1,3 +1,4 @@
+import type { BackendCapabilities, BackendName, Feature } from './capabilities';
 import { loadedBinary, native } from './native';
 import type { LoadedBinary } from './native-loader';
 import type { MpiInfo, NativeReadProbe } from './native';
@@ -17,6 +18,14 @@ export interface BackendInfo {
    * process that mpirun started (or alone, as a job of one).
    */
   mpi: MpiInfo;
+  /**
+   * What each backend offers, whether or not it is built here (the core's tables: native/include/moe/capabilities.h),
+   * and how it holds the weight dtypes; a config or call asking a backend for a feature it lacks is refused with
+   * one message naming the feature and what the backend offers.
+   */
+  backends: Record<BackendName, BackendCapabilities>;
+  /** Each feature's description, as the refusals word it. */
+  features: Record<Feature, string>;
   /** The addon file in use: the prebuilt one shipped for this platform, the package's own source build, or pinned. */
   binary: LoadedBinary;
 }

@@ -15,6 +15,7 @@ export type { RouterConfig, RouterKind } from './router-config';
 export { backendInfo, setThreads, measureFmaPeak, measureReadBandwidth, ReadProbe } from './backend';
 export type { LayerTimings } from './native';
 export type { BackendInfo } from './backend';
+export type { BackendCapabilities, BackendName, Feature } from './capabilities';
 export type { LoadedBinary } from './native-loader';
 export { ERROR_PREFIX } from './errors';
 export { layerFlops, activeWeightBytes } from './flops';

@@ -1,6 +1,7 @@
 /** An MoELayer's config: its fields, and their resolution (defaults, implied topK, backend) and checks. */
 import { ACTIVATIONS, Activation, SWIGLU_CLAMPED_DEFAULTS } from './activation';
 import { WeightDtype, resolveWeightFormat } from './expert-weights';
+import { Capabilities, capabilities, requireFeature } from './capabilities';
 import { describe, rangeError, typeError } from './errors';
 import { ExpertSlice, native } from './native';
 import { GroupSize } from './quant';
@@ -71,21 +72,23 @@ export type ResolvedConfig = Required<Omit<MoEConfig, 'router' | 'backend' | 'ex
   expertSlice?: ExpertSlice;
 };
 
-/** What resolving a config needs to know of this process: whether CUDA can run here (backendInfo().cuda). */
+/**
+ * What resolving a config needs to know of this process: whether CUDA can run here (backendInfo().cuda), and what
+ * each backend offers (the core's tables).
+ */
 export interface HostFacts {
   cuda: { compiled: boolean; devices: number; reason?: string };
+  capabilities: Capabilities;
 }
 
-/** Facts for a config that asks for no GPU (nothing to probe). */
-export const NO_CUDA: HostFacts = Object.freeze({ cuda: Object.freeze({ compiled: false, devices: 0 }) });
-
 /**
- * This process's facts for resolving `config`: the addon is asked about CUDA only when the config asks for a GPU
+ * This process's facts for resolving `config`: the addon is asked about devices only when the config asks for a GPU
  * ('cuda' or 'auto'), since the first question starts the CUDA runtime in a CUDA build.
  */
 export function hostFacts(config: MoEConfig): HostFacts {
   const b = typeof config === 'object' && config !== null ? config.backend : undefined;
-  return b === 'cuda' || b === 'auto' ? { cuda: native().backendInfo().cuda } : NO_CUDA;
+  const cuda = b === 'cuda' || b === 'auto' ? native().backendInfo().cuda : { compiled: false, devices: 0 };
+  return { cuda, capabilities: capabilities() };
 }
 
 /**
@@ -120,11 +123,9 @@ export function resolveConfig(config: MoEConfig, host: HostFacts): ResolvedConfi
     topK,
   );
   const backend = resolveBackend(config.backend, host);
-  if (backend === 'cuda' && sharedExperts > 0)
-    throw rangeError("config.sharedExperts = 0 with backend 'cuda' (not supported on the GPU yet)", `${sharedExperts}`);
+  if (sharedExperts > 0) requireFeature(host.capabilities, backend, 'sharedExperts');
   const expertParallel = resolveExpertParallel(config.expertParallel, numExperts);
-  if (backend === 'cuda' && expertParallel !== false)
-    throw rangeError("no config.expertParallel with backend 'cuda' (CPU only)", describe(config.expertParallel));
+  if (expertParallel !== false) requireFeature(host.capabilities, backend, 'expertParallel');
   const dModel = expectInteger(config.dModel, 'config.dModel', 1, MAX_DIM);
   const activation = expectOneOf(config.activation ?? 'swiglu', 'config.activation', ACTIVATIONS);
   const clamped = activation === 'swiglu-clamped';

@@ -3,6 +3,7 @@
  * DeepSeek-V3's sigmoid + bias on CUDA), else by the rule's descriptor (gating/registry.ts) on the native router
  * logits, with the training randomness (jitter, exploration, noise, random routing) drawn in a fixed order.
  */
+import { capabilities } from './capabilities';
 import * as gating from './gating';
 import { routingRuleOf } from './gating/registry';
 import type { BuiltInRouting, RoutingRule } from './gating/rule';
@@ -25,7 +26,7 @@ export class LayerRouter {
     /** @internal */ readonly routerBias?: Float32Array,
   ) {
     this.rule = routingRuleOf(config.router.kind);
-    this.builtIn = routerBias ? undefined : this.rule.builtIn?.(config.router, config.backend);
+    this.builtIn = routerBias ? undefined : this.rule.builtIn?.(config.router, capabilities().backends[config.backend].offers);
     this.random = new Random(config.router.seed ?? 0);
     const r = config.router;
     if (r.kind === 'sigmoidBias' && r.bias) this.bias = Float64Array.from(r.bias);

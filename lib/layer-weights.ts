@@ -1,4 +1,5 @@
 /** An MoELayer's weights: their checks against the config, the spec the native layer packs, and random init. */
+import { capabilities, requireFeature } from './capabilities';
 import { isGated } from './activation';
 import { describe, rangeError, typeError } from './errors';
 import { ExpertWeights, expertSpec } from './expert-weights';
@@ -98,7 +99,7 @@ export function layerSpec(
   let sharedGate: Float32Array | null = null;
   if (weights.sharedGate !== undefined && weights.sharedGate !== null) {
     if (c.sharedExperts === 0) throw rangeError('no weights.sharedGate (config.sharedExperts is 0)', describe(weights.sharedGate));
-    if (c.backend === 'cuda') throw rangeError("no weights.sharedGate with backend 'cuda' (CPU only)", 'a sharedGate');
+    requireFeature(capabilities(), c.backend, 'sharedGate');
     sharedGate = float32Data(
       expectTensor(weights.sharedGate, 'weights.sharedGate', floats, [c.sharedExperts, c.dModel], ['sharedExperts', 'dModel']),
     );

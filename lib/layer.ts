@@ -1,3 +1,4 @@
+import { capabilities, requireFeature } from './capabilities';
 import { describe, rangeError, typeError } from './errors';
 import { GateGradients, gateGradients } from './gate-gradients';
 import { impliedQuantization } from './expert-weights';
@@ -59,8 +60,7 @@ export class MoELayer implements Disposable {
     this.native();
     if (this.config.router.kind !== 'sigmoidBias')
       throw rangeError("a 'sigmoidBias' router for setRouterBias", `router '${this.config.router.kind}'`);
-    if (this.config.backend === 'cuda')
-      throw rangeError("backend 'cpu' for setRouterBias (the GPU keeps the bias it was built with)", "backend 'cuda'");
+    requireFeature(capabilities(), this.config.backend, 'routerBiasUpdate'); // (the GPU keeps the bias it was built with)
     this.router.setBias(bias);
   }
 

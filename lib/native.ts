@@ -2,6 +2,7 @@
  * The one typed seam around the compiled binding. It is loaded on first use (native-loader.ts); when it cannot
  * be, the error lists every place tried, why each failed, and what to run.
  */
+import type { Feature } from './capabilities';
 import * as fs from 'fs';
 import * as path from 'path';
 import { loadNativeBinding } from './native-loader';
@@ -245,6 +246,9 @@ export interface NativeBinding {
     supportedIsas: string[];
     cuda: { compiled: boolean; devices: number; reason?: string };
     mpi: MpiInfo;
+    /** Each backend's table of what it offers (moe/capabilities.h), and each feature's description. */
+    backends: Record<'cpu' | 'cuda', { offers: Feature[]; weights: string }>;
+    features: Record<Feature, string>;
   };
   setThreads(threads: number): void;
   /** Starts MPI; which routed experts of numExperts this rank owns in an expert-parallel layer. */

@@ -3,6 +3,7 @@
  * forward and backward, and collected in one table (registry.ts). Adding a rule is one new file (the rule, its
  * backward, its descriptor) plus its line in the table and its tests.
  */
+import type { Feature } from '../capabilities';
 import type { GateResult, Matrix } from './common';
 
 /** What a layer hands a rule on each forward. */
@@ -50,10 +51,11 @@ export interface RoutingRule<C extends { kind: string } = { kind: string }> {
   /** dL/dlogits [T, E] (and dL/d(noise logits)) from dL/dweights [T * topK], for a gate this rule made. */
   backward(gate: GateResult, gradWeights: ArrayLike<number>): { gradLogits: Float64Array; gradNoiseLogits?: Float64Array };
   /**
-   * When the native core can route this config by itself on `backend` (no TypeScript round trip), what it runs;
-   * undefined otherwise. Consulted only outside training noise.
+   * When the native core can route this config by itself on a backend that offers `offers` (its table in the core:
+   * lib/capabilities.ts), what it runs; undefined otherwise (no TypeScript round trip). Consulted only outside
+   * training noise.
    */
-  builtIn?: (router: Readonly<C>, backend: 'cpu' | 'cuda') => BuiltInRouting | undefined;
+  builtIn?: (router: Readonly<C>, offers: readonly Feature[]) => BuiltInRouting | undefined;
 }
 
 /** A descriptor, typed by its config (the table's entries keep their own config type). */

@@ -137,9 +137,9 @@ export const sigmoidBiasRule = routingRule<SigmoidBiasRouterConfig>({
   },
   route: (c) => sigmoidBias(c.logits, { ...c.router, k: c.topK, bias: c.bias }),
   backward: (gate, grad) => ({ gradLogits: sigmoidBiasBackward(gate as SigmoidBiasGate, grad) }),
-  // The GPU routes it by itself (normalised, ties to the lower index); the CPU routes it here.
-  builtIn: (r, backend) => {
-    if (backend !== 'cuda' || !(r.normalize ?? true) || (r.tieBreak ?? 'lower') !== 'lower') return undefined;
+  // A backend whose core routes it (the GPU) does so normalised, ties to the lower index; elsewhere it routes here.
+  builtIn: (r, offers) => {
+    if (!offers.includes('routeSigmoidBias') || !(r.normalize ?? true) || (r.tieBreak ?? 'lower') !== 'lower') return undefined;
     const numGroups = r.numGroups ?? 1;
     return {
       rule: 'sigmoidBias',

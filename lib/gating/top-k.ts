@@ -170,7 +170,8 @@ export const topKRule = routingRule<TopKRouterConfig>({
   route: (c) => topK(c.logits, { ...c.router, k: c.topK }),
   backward: (gate, grad) => ({ gradLogits: topKBackward(gate as TopKGate, grad) }),
   // The core's rule: softmax then top-k, ties to the lower index, no capacity.
-  builtIn: (r) =>
+  builtIn: (r, offers) =>
+    offers.includes('routeSoftmaxTopK') &&
     (r.order ?? 'softmax-topk') === 'softmax-topk' &&
     (r.tieBreak ?? 'lower') === 'lower' &&
     r.capacityFactor === undefined &&

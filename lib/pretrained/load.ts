@@ -6,7 +6,7 @@ import { promises as fs } from 'fs';
 import * as path from 'path';
 import { describe, rangeError, typeError } from '../errors';
 import { WeightDtype } from '../expert-weights';
-import { MoEConfig, NO_CUDA, expertSliceOf, resolveConfig, resolveExpertParallel } from '../layer-config';
+import { MoEConfig, expertSliceOf, hostFacts, resolveConfig, resolveExpertParallel } from '../layer-config';
 import type { MoEWeights } from '../layer-weights';
 import { GroupSize, QuantizedTensor } from '../quant';
 import { expectPath, isLibraryError, readSmallTextFile } from '../file-errors';
@@ -122,7 +122,8 @@ export async function loadPretrained(location: string, options: FromPretrainedOp
     const plan = family.plan(config, layer, (name) => checkpoint.has(name));
     // The layer's config checked before any tensor is: the counts and sizes config.json gives (experts, top-k,
     // widths) within the library's limits, and top-k within the experts (once found only after the whole read).
-    const resolved = resolveConfig({ ...plan.config, backend: 'cpu' }, NO_CUDA); // (the backend is chosen when it is built)
+    const cpu: MoEConfig = { ...plan.config, backend: 'cpu' }; // (the backend is chosen when the layer is built)
+    const resolved = resolveConfig(cpu, hostFacts(cpu));
     const parallel = resolveExpertParallel(o.expertParallel, plan.config.numExperts);
     // Expert parallel: this rank's routed experts, the only ones it reads (every rank reads the router and the
     // shared experts).

@@ -9,6 +9,7 @@
 #include "async_job.h"
 #include "kernels_binding.h"
 #include "layer_binding.h"
+#include "moe/capabilities.h"
 #include "moe/cuda.h"
 #include "moe/moe.h"
 #include "read_probe_binding.h"
@@ -40,6 +41,26 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   m.Set("size", mpi.size);
   m.Set("reason", mpi.reason);
   out.Set("mpi", m);
+  // What each backend offers (moe/capabilities.h), and every feature's description, for TypeScript's checks.
+  auto backends = Napi::Object::New(env);
+  for (moe::Backend backend : {moe::Backend::cpu, moe::Backend::cuda}) {
+    const moe::Capabilities& c = moe::capabilities(backend);
+    auto offers = Napi::Array::New(env);
+    uint32_t n = 0;
+    for (int f = 0; f < moe::kFeatureCount; ++f)
+      if (c.offers[f]) offers.Set(n++, moe::feature_info(static_cast<moe::Feature>(f)).name);
+    auto entry = Napi::Object::New(env);
+    entry.Set("offers", offers);
+    entry.Set("weights", c.weights);
+    backends.Set(c.name, entry);
+  }
+  out.Set("backends", backends);
+  auto features = Napi::Object::New(env);
+  for (int f = 0; f < moe::kFeatureCount; ++f) {
+    const moe::FeatureInfo& info = moe::feature_info(static_cast<moe::Feature>(f));
+    features.Set(info.name, info.description);
+  }
+  out.Set("features", features);
   return out;
 }
 

@@ -233,10 +233,7 @@ moe::LayerSpec read_layer(const Fields& f) {
   if (backend != "cpu" && backend != "cuda")
     throw_range_error(f.env(), "expected spec.backend to be 'cpu' or 'cuda' but got '" + backend + "'");
   spec.backend = backend == "cuda" ? moe::Backend::cuda : moe::Backend::cpu;
-  if (spec.backend == moe::Backend::cuda && c.expert_parallel)
-    throw_range_error(f.env(), "expected spec.backend 'cpu' for an expert-parallel layer but got 'cuda'");
-  if (spec.backend == moe::Backend::cuda && spec.shared_gate)
-    throw_range_error(f.env(), "expected no spec.sharedGate with backend 'cuda' (CPU only) but got one");
+  // (what the backend offers, shared experts and gates, expert parallelism, its own routing: make_layer checks)
   const Fields r = f.object("routing");
   const std::string rule = r.string("rule");
   if (rule != "softmax" && rule != "sigmoidBias" && rule != "none")

@@ -16,6 +16,7 @@
 #include "../src/core/isa.h"
 #include "../src/core/packing.h"
 #include "../src/cpu/half.h"
+#include "moe/capabilities.h"
 #include "moe/moe.h"
 #include "test_support.h"
 
@@ -167,6 +168,35 @@ void test_all_dropped() {
   layer.forward_routed(data.x.data(), c.tokens, c.k, experts.data(), weights.data(), out.data(), counts.data());
   CHECK(std::all_of(out.begin(), out.end(), [](float v) { return v == 0.0f; }), "all dropped: output not zero");
   CHECK(std::all_of(counts.begin(), counts.end(), [](int32_t n) { return n == 0; }), "all dropped: counts not zero");
+}
+
+// Each backend's table decides what make_layer refuses, with the one message.
+void test_capabilities() {
+  const moe::Capabilities& cpu = moe::capabilities(moe::Backend::cpu);
+  const moe::Capabilities& cuda = moe::capabilities(moe::Backend::cuda);
+  CHECK(cpu.has(moe::Feature::backward) && !cpu.has(moe::Feature::route_sigmoid_bias), "cpu table");
+  CHECK(cuda.has(moe::Feature::route_sigmoid_bias) && !cuda.has(moe::Feature::backward), "cuda table");
+  const std::string message = moe::refusal(cuda, moe::Feature::backward);
+  CHECK(message ==
+            "moe-kernels: expected a backend that offers backward but got backend 'cuda' (it offers: routeSoftmaxTopK, "
+            "routeSigmoidBias)",
+        "refusal: %s", message.c_str());
+  const Case c{3, 24, 40, 4, 2, moe::Activation::swiglu, true};
+  const CaseData data = make_case(c, 31);
+  moe::LayerSpec spec;
+  spec.config = data.config;
+  spec.router = data.router.data();
+  spec.experts = data.weights;
+  spec.routing.rule = moe::BuiltInRouting::Rule::sigmoid_bias;  // not among the CPU's own rules
+  std::string got;
+  try {
+    moe::make_layer(spec);
+  } catch (const moe::Unsupported& e) {
+    got = e.what();
+  }
+  CHECK(got == moe::refusal(cpu, moe::Feature::route_sigmoid_bias), "make_layer's refusal: '%s'", got.c_str());
+  spec.routing.rule = moe::BuiltInRouting::Rule::softmax_top_k;
+  CHECK(moe::make_layer(spec) != nullptr, "make_layer with the CPU's own rule");
 }
 
 void test_dispatch() {
@@ -408,6 +438,7 @@ int main(int argc, char** argv) {
     setenv("MOE_FORCE_ISA", argv[2], 1);  // read once, at the first kernel call, which comes after this
   }
   std::printf("isa %s, %d threads\n", moe::isa_name(moe::active_isa()), moe::thread_count());
+  test_capabilities();
   test_dispatch();
   test_all_dropped();
   test_top_k();

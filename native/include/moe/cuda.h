@@ -33,14 +33,13 @@ class CudaLayer final : public Layer {
   // keep_for_backward is ignored: the GPU has no backward yet.
   void forward_routed(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
                       float* output, int32_t* tokens_per_expert, bool keep_for_backward = false) override;
-  // Not offered on the GPU yet: both throw Unsupported.
+  // Not offered on the GPU yet (its table, native/src/cuda/cuda_capabilities.cpp): these refuse with its message.
   void slot_outputs(const float* x, int64_t tokens, int k, const int32_t* experts, float* slot_out) override;
   LayerTimings last_timings() const override;
-  void export_weights(const LayerWeightsOut& out) const override;  // Unsupported for now
+  void export_weights(const LayerWeightsOut& out) const override;
   LayerWeightsPresent weights_present() const override;
-  void backward(const float*, int64_t, int, const int32_t*, const float*, const float*,
-                const LayerGradients&) override;                                   // Unsupported for now
-  void apply_gradients(const ParameterGradients&, const OptimizerStep&) override;  // Unsupported for now
+  void backward(const float*, int64_t, int, const int32_t*, const float*, const float*, const LayerGradients&) override;
+  void apply_gradients(const ParameterGradients&, const OptimizerStep&) override;
   const LayerConfig& config() const override;
   size_t packed_bytes() const override { return device_bytes(); }
   size_t host_bytes() const override;

@@ -11,6 +11,7 @@
 #include "cuda_check.cuh"
 #include "dispatch_scratch.cuh"
 #include "kernels.cuh"
+#include "moe/capabilities.h"
 #include "moe/cuda.h"
 
 namespace moe::cuda {
@@ -247,25 +248,22 @@ void CudaLayer::router_logits(const float* x, int64_t tokens, float* logits) {
 }
 
 void CudaLayer::slot_outputs(const float*, int64_t, int, const int32_t*, float*) {
-  throw Unsupported("moe-kernels: expected a CPU layer for this call (slot outputs, timings) but got a CUDA layer");
+  refuse(capabilities(Backend::cuda), Feature::slot_outputs);
 }
 
 void CudaLayer::export_weights(const LayerWeightsOut&) const {
-  throw Unsupported(
-      "moe-kernels: expected a CPU layer for exportWeights (the GPU keeps bf16 copies only) but got a CUDA layer");
+  refuse(capabilities(Backend::cuda), Feature::export_weights);  // (the GPU keeps bf16 copies only)
 }
 LayerWeightsPresent CudaLayer::weights_present() const { return {}; }
 void CudaLayer::backward(const float*, int64_t, int, const int32_t*, const float*, const float*,
                          const LayerGradients&) {
-  throw Unsupported("moe-kernels: expected a CPU layer for backward but got a CUDA layer");
+  refuse(capabilities(Backend::cuda), Feature::backward);
 }
 void CudaLayer::apply_gradients(const ParameterGradients&, const OptimizerStep&) {
-  throw Unsupported("moe-kernels: expected a CPU layer for an optimizer step but got a CUDA layer");
+  refuse(capabilities(Backend::cuda), Feature::optimizer_step);
 }
 
-LayerTimings CudaLayer::last_timings() const {
-  throw Unsupported("moe-kernels: expected a CPU layer for this call (slot outputs, timings) but got a CUDA layer");
-}
+LayerTimings CudaLayer::last_timings() const { refuse(capabilities(Backend::cuda), Feature::timings); }
 
 const LayerConfig& CudaLayer::config() const { return state_->config; }
 
