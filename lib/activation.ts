@@ -1,6 +1,22 @@
-/** The expert activations. Gated ones use both w1 and w3: act(x W1^T) * (x W3^T) (Shazeer 2020, "GLU Variants"). */
-export const ACTIVATIONS = ['swiglu', 'geglu', 'gelu', 'gelu-tanh', 'relu', 'silu', 'identity', 'swiglu-clamped'] as const;
-export type Activation = (typeof ACTIVATIONS)[number];
+/**
+ * The expert activations, one entry each: whether it is gated (uses both w1 and w3: act(x W1^T) * (x W3^T), Shazeer
+ * 2020, "GLU Variants"). The core's table (kActivationTable in native/include/moe/moe.h) has one entry per name here;
+ * test/core-tables.test.ts compares them. Each one's math: the kernels' epilogue and unit_backward, and
+ * lib/reference's float64 twin.
+ */
+export const ACTIVATION_TABLE = {
+  swiglu: { gated: true },
+  geglu: { gated: true },
+  gelu: { gated: false },
+  'gelu-tanh': { gated: false },
+  relu: { gated: false },
+  silu: { gated: false },
+  identity: { gated: false },
+  'swiglu-clamped': { gated: true },
+} as const;
+
+export type Activation = keyof typeof ACTIVATION_TABLE;
+export const ACTIVATIONS = Object.freeze(Object.keys(ACTIVATION_TABLE)) as readonly Activation[];
 
 /**
  * 'swiglu-clamped' is gpt-oss's gated unit (transformers GptOssExperts): with g = x W1^T + b1 and u = x W3^T + b3,
@@ -9,6 +25,7 @@ export type Activation = (typeof ACTIVATIONS)[number];
  */
 export const SWIGLU_CLAMPED_DEFAULTS = { alpha: 1.702, limit: 7 } as const;
 
+/** Whether `activation` is gated (false for a name that is not an activation). */
 export function isGated(activation: Activation): boolean {
-  return activation === 'swiglu' || activation === 'geglu' || activation === 'swiglu-clamped';
+  return Object.prototype.hasOwnProperty.call(ACTIVATION_TABLE, activation) && ACTIVATION_TABLE[activation].gated;
 }

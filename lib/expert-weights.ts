@@ -1,5 +1,6 @@
 import { Activation, SWIGLU_CLAMPED_DEFAULTS, isGated } from './activation';
 import { describe, rangeError, typeError } from './errors';
+import { WEIGHT_DTYPES, WeightDtype, isQuantDtype } from './weight-dtypes';
 import type { NativeExpertSpec, NativeWeight } from './native';
 import { GroupSize, QuantizedTensor, checkGroup, isQuantized } from './quant';
 import { Tensor } from './tensor';
@@ -22,15 +23,8 @@ export interface ExpertWeights<W extends Tensor | QuantizedTensor = Tensor> {
   b2?: Tensor; // [numExperts, dModel]
 }
 
-/**
- * How packed expert weights are stored: 'float32' (the default); 'bfloat16' or 'float16' (rounded to nearest even
- * when packed, half the bytes; float16 refuses weights past 65504); 'int8' or 'int4' (block-quantized in groups
- * of groupSize inputs with a float16 scale each, lib/quant.ts). docs/precision.md says which activations each
- * path rounds. The router stays float32. The core's weight-dtype table (native/src/core/weight_formats.cpp) has
- * one entry per name here.
- */
-export const WEIGHT_DTYPES = ['float32', 'bfloat16', 'float16', 'int8', 'int4'] as const;
-export type WeightDtype = (typeof WEIGHT_DTYPES)[number];
+export { WEIGHT_DTYPES } from './weight-dtypes';
+export type { WeightDtype } from './weight-dtypes';
 
 /** The expert weights a layer or PackedExperts accepts: Tensors, or QuantizedTensors for int8 / int4. */
 export type AnyExpertWeights = ExpertWeights<Tensor | QuantizedTensor>;
@@ -68,7 +62,7 @@ export function expertSpec(
   const e = sliced ? slice.count : shape.numExperts;
   const experts = sliced ? `experts ${slice.first}-${slice.first + slice.count - 1} of this rank` : 'numExperts';
   const gated = isGated(activation);
-  const quantized = weightDtype === 'int8' || weightDtype === 'int4';
+  const quantized = isQuantDtype(weightDtype);
   const big = (key: 'w1' | 'w3' | 'w2', dims: number[], names: string[]): NativeWeight => {
     const value = w[key];
     if (!isQuantized(value)) {
@@ -130,7 +124,7 @@ export function resolveWeightFormat(
   dims: [string, number][],
 ): { weightDtype: WeightDtype; groupSize: GroupSize } {
   const dtype = expectOneOf(weightDtype ?? 'float32', `${where}.weightDtype`, WEIGHT_DTYPES);
-  if (dtype !== 'int8' && dtype !== 'int4') {
+  if (!isQuantDtype(dtype)) {
     if (groupSize !== undefined) throw rangeError(`no ${where}.groupSize (weightDtype '${dtype}' is not quantized)`, describe(groupSize));
     return { weightDtype: dtype, groupSize: 32 };
   }

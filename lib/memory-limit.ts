@@ -6,7 +6,7 @@
  */
 import * as os from 'os';
 import { describe, rangeError, typeError } from './errors';
-import type { WeightDtype } from './expert-weights';
+import { WeightDtype, packedBytesPerWeight } from './weight-dtypes';
 import { isGated, type Activation } from './activation';
 
 let chosen: number | undefined;
@@ -49,9 +49,6 @@ function gib(bytes: number): string {
   return bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(1)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }
 
-/** Bytes per weight once packed, by dtype (int8 / int4 with their scales, at the smallest group size). */
-const PACKED_BYTES: Record<WeightDtype, number> = { float32: 4, bfloat16: 2, float16: 2, int8: 1.125, int4: 0.625 };
-
 /** The elements of a layer's weights: router and routed experts, shared experts (with their gate). */
 export function layerElements(c: {
   dModel: number;
@@ -67,5 +64,5 @@ export function layerElements(c: {
 
 /** The bytes of a layer's packed weights in `dtype`. */
 export function packedBytes(elements: number, dtype: WeightDtype): number {
-  return elements * (PACKED_BYTES[dtype] ?? 4);
+  return elements * packedBytesPerWeight(dtype);
 }

@@ -250,6 +250,11 @@ export interface NativeBinding {
     backends: Record<'cpu' | 'cuda', { offers: Feature[]; weights: string }>;
     features: Record<Feature, string>;
   };
+  /** The core's tables of activations and weight dtypes (lib/activation.ts and lib/weight-dtypes.ts mirror them). */
+  coreTables(): {
+    activations: Record<string, { gated: boolean }>;
+    weightDtypes: Record<string, { bits: number; quantized: boolean }>;
+  };
   setThreads(threads: number): void;
   /** Starts MPI; which routed experts of numExperts this rank owns in an expert-parallel layer. */
   startMpi(numExperts: number, slices?: readonly number[]): ExpertSlice;

@@ -19,10 +19,11 @@ import { describe, rangeError, typeError } from './errors';
 import { native } from './native';
 import { Tensor } from './tensor';
 import { typedArrayTag } from './typed-arrays';
+import { QUANT_DTYPES, QuantDtype, quantFacts } from './weight-dtypes';
 import { MAX_DIM, asTensor, expectInteger, expectOneOf, expectOptions, float32Data } from './validate';
 
-export const QUANT_DTYPES = ['int8', 'int4'] as const;
-export type QuantDtype = (typeof QUANT_DTYPES)[number];
+export { QUANT_DTYPES } from './weight-dtypes';
+export type { QuantDtype } from './weight-dtypes';
 
 /** Inputs per scale: a multiple of 8 that divides the last dimension, or 'row' (one scale per row). */
 export type GroupSize = number | 'row';
@@ -59,10 +60,10 @@ export class QuantizedTensor {
     const rows = shape.slice(0, -1).reduce((a, b) => a * b, 1);
     const g = expectInteger(o.groupSize, 'init.groupSize', 1, k);
     checkGroup(dtype, g === k ? 'row' : g, k, 'init.groupSize');
-    const codeTag = dtype === 'int8' ? 'Int8Array' : 'Uint8Array';
+    const { codes: codeTag, codesPerByte } = quantFacts(dtype);
     if (typedArrayTag(o.codes) !== codeTag) throw typeError(`init.codes to be a ${codeTag} (${dtype})`, describe(o.codes));
     const codes = o.codes as Int8Array | Uint8Array;
-    const codeCount = dtype === 'int8' ? rows * k : (rows * k) / 2;
+    const codeCount = (rows * k) / codesPerByte;
     if (codes.length !== codeCount) throw rangeError(`init.codes to have ${codeCount} elements`, `${codes.length}`);
     if (typedArrayTag(o.scales) !== 'Uint16Array') throw typeError('init.scales to be a Uint16Array (float16 bits)', describe(o.scales));
     const scales = o.scales as Uint16Array;
@@ -92,7 +93,9 @@ export function isQuantized(value: unknown): value is QuantizedTensor {
 /** Checks a group size for rows of k inputs; returns it in inputs. */
 export function checkGroup(dtype: QuantDtype, groupSize: GroupSize, k: number, name: string): number {
   if (groupSize === 'row') {
-    if (dtype === 'int4' && k % 2 !== 0) throw rangeError(`an even row length for ${name} 'row' with int4 (two codes a byte)`, `${k}`);
+    const perByte = quantFacts(dtype).codesPerByte;
+    if (k % perByte !== 0)
+      throw rangeError(`a row length divisible by ${perByte} for ${name} 'row' with ${dtype} (${perByte} codes a byte)`, `${k}`);
     return k;
   }
   if (typeof groupSize !== 'number') throw typeError(`${name} to be a number or 'row'`, describe(groupSize));
@@ -120,7 +123,7 @@ export function quantize(tensor: Tensor, options: QuantizeOptions): QuantizedTen
   if (k < 1 || rows < 1) throw rangeError('tensor to have no empty dimension', `[${t.shape.join(', ')}]`);
   const g = checkGroup(dtype, o.groupSize ?? 32, k, 'options.groupSize');
   const r = native().quantize(float32Data(t), rows, k, dtype, g === k ? 0 : g);
-  const codes = dtype === 'int8' ? new Int8Array(r.codes.buffer, r.codes.byteOffset, r.codes.length) : r.codes;
+  const codes = quantFacts(dtype).codes === 'Int8Array' ? new Int8Array(r.codes.buffer, r.codes.byteOffset, r.codes.length) : r.codes;
   return new QuantizedTensor({ dtype, shape: t.shape, groupSize: g, codes, scales: r.scales });
 }
 

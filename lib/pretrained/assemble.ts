@@ -6,7 +6,7 @@
  * - float16 / float32: the checkpoint's 16-bit bits when every expert has the same format (widened exactly when
  *   packed), else float32.
  */
-import { WeightDtype } from '../expert-weights';
+import { QuantDtype, WeightDtype, isQuantDtype, quantFacts } from '../weight-dtypes';
 import { native } from '../native';
 import { GroupSize, QuantizedTensor } from '../quant';
 import { Tensor, halfToFloat } from '../tensor';
@@ -71,13 +71,14 @@ export class Projection {
     const n = (r1 - r0) * this.cols;
     const total = this.rows * this.cols;
     const at = expert * total + r0 * this.cols;
-    if (this.dtype === 'int8' || this.dtype === 'int4') {
+    if (isQuantDtype(this.dtype)) {
       // Rows are quantized independently: a slice of rows gives the same codes as the whole matrix.
       const q = native().quantize(asFloat32(m), r1 - r0, this.cols, this.dtype, this.group === this.cols ? 0 : this.group);
-      const perRow = this.dtype === 'int8' ? this.cols : this.cols / 2;
+      const facts = quantFacts(this.dtype);
+      const perRow = this.cols / facts.codesPerByte;
       const scalesPerRow = this.cols / this.group;
-      this.codes ??=
-        this.dtype === 'int8' ? large(Int8Array, this.count * this.rows * perRow) : large(Uint8Array, this.count * this.rows * perRow);
+      const codeCount = this.count * this.rows * perRow;
+      this.codes ??= facts.codes === 'Int8Array' ? large(Int8Array, codeCount) : large(Uint8Array, codeCount);
       this.scales ??= large(Uint16Array, this.count * this.rows * scalesPerRow);
       this.codes.set(q.codes as Uint8Array & Int8Array, (expert * this.rows + r0) * perRow);
       this.scales.set(q.scales, (expert * this.rows + r0) * scalesPerRow);
@@ -113,7 +114,7 @@ export class Projection {
     const shape = [this.count, this.rows, this.cols];
     if (this.codes && this.scales)
       return new QuantizedTensor({
-        dtype: this.dtype as 'int8' | 'int4',
+        dtype: this.dtype as QuantDtype,
         shape,
         groupSize: this.group,
         codes: this.codes,

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "../src/core/expert_parallel.h"
+#include "../src/core/weight_formats.h"
 #include "args.h"
 #include "async_job.h"
 #include "kernels_binding.h"
@@ -64,6 +65,30 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// () -> { activations: { name: { gated } }, weightDtypes: { name: { bits, quantized } } }: the core's tables, which
+// lib/activation.ts and lib/weight-dtypes.ts mirror (test/core-tables.test.ts compares them).
+Napi::Value CoreTables(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  auto activations = Napi::Object::New(env);
+  for (const moe::ActivationInfo& a : moe::kActivationTable) {
+    auto entry = Napi::Object::New(env);
+    entry.Set("gated", a.gated);
+    activations.Set(a.name, entry);
+  }
+  auto dtypes = Napi::Object::New(env);
+  for (int d = 0; d < moe::kWeightDtypes; ++d) {
+    const moe::WeightFormat& f = moe::weight_format(static_cast<moe::WeightDtype>(d));
+    auto entry = Napi::Object::New(env);
+    entry.Set("bits", f.bits);
+    entry.Set("quantized", moe::is_quantized(f.key));
+    dtypes.Set(f.name, entry);
+  }
+  auto out = Napi::Object::New(env);
+  out.Set("activations", activations);
+  out.Set("weightDtypes", dtypes);
+  return out;
+}
+
 // (numExperts, slices?: number[]) -> { rank, size, first, count }: starts MPI (RangeError where this build has none)
 // and says which routed experts this rank owns in an expert-parallel layer of numExperts (MoELayer and fromPretrained
 // read only that slice's weights).
@@ -105,6 +130,7 @@ Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("backendInfo", Napi::Function::New(env, moe_binding::BackendInfo));
+  exports.Set("coreTables", Napi::Function::New(env, moe_binding::CoreTables));
   exports.Set("setThreads", Napi::Function::New(env, moe_binding::SetThreads));
   exports.Set("startMpi", Napi::Function::New(env, moe_binding::StartMpi));
   exports.Set("measureFmaPeak", Napi::Function::New(env, moe_binding::MeasureFmaPeak));

@@ -1,12 +1,15 @@
 // moe-kernels core C++ API: plain pointers and small shape structs, no Node types.
 // Every array is row-major float32 unless named otherwise. Weight layouts follow nn.Linear: [out, in].
 #pragma once
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "moe/keyed_table.h"
 
 namespace moe {
 
@@ -19,9 +22,27 @@ const char* isa_name(Isa isa);
 // swiglu_clamped is gpt-oss's variant: g = min(g, limit), u = clamp(u, -limit, limit), g sigmoid(alpha g) (u + 1)
 // (transformers GptOssExperts; alpha and limit in ExpertShape).
 enum class Activation { swiglu, geglu, gelu, gelu_tanh, relu, silu, identity, swiglu_clamped };
-inline bool is_gated(Activation act) {
-  return act == Activation::swiglu || act == Activation::geglu || act == Activation::swiglu_clamped;
-}
+constexpr int kActivations = static_cast<int>(Activation::swiglu_clamped) + 1;  // (the last one + 1)
+
+// One entry per activation: its public name (lib/activation.ts has the same table; a test compares them) and
+// whether it is gated (uses w3). Its math is the kernels' epilogue (cpu/kernel_impl.h, cuda/grouped_gemm.cu), its
+// derivative unit_backward, its float64 twin lib/reference.
+struct ActivationInfo {
+  Activation key;
+  const char* name;
+  bool gated;
+};
+inline constexpr std::array<ActivationInfo, kActivations> kActivationTable = keyed_table<ActivationInfo>({
+    {Activation::swiglu, "swiglu", true},
+    {Activation::geglu, "geglu", true},
+    {Activation::gelu, "gelu", false},
+    {Activation::gelu_tanh, "gelu-tanh", false},
+    {Activation::relu, "relu", false},
+    {Activation::silu, "silu", false},
+    {Activation::identity, "identity", false},
+    {Activation::swiglu_clamped, "swiglu-clamped", true},
+});
+constexpr bool is_gated(Activation act) { return kActivationTable[static_cast<int>(act)].gated; }
 // Parses the public name ('swiglu', 'gelu-tanh', ...); returns false when unknown.
 bool parse_activation(const std::string& name, Activation* out);
 
@@ -34,8 +55,10 @@ bool parse_activation(const std::string& name, Activation* out);
 //   int4: w = (u - 8) * d, u in [0, 15] (quantizing: d = m / -8 where m is the w of largest magnitude,
 //                                        u = min(15, floor(w / d + 8.5)))
 // The router stays float32.
+// One entry per dtype in core/weight_formats.cpp (name, bits, packing; lib/weight-dtypes.ts has the same names and
+// facts, a test compares them) and, per ISA, a GEMM in the kernel table (keyed by dtype: cpu/kernel_table.h).
 enum class WeightDtype { float32, bfloat16, float16, int8, int4 };
-constexpr int kWeightDtypes = 5;
+constexpr int kWeightDtypes = static_cast<int>(WeightDtype::int4) + 1;  // (the last one + 1)
 inline bool is_quantized(WeightDtype dtype) { return dtype == WeightDtype::int8 || dtype == WeightDtype::int4; }
 // The largest magnitude a float16 weight (or scale) can hold (larger ones are refused, not turned into infinities).
 constexpr float kFloat16Max = 65504.0f;

@@ -120,16 +120,16 @@ void quant_unpack_column(const void* panel, int64_t k, int64_t g, int nr, int sl
   }
 }
 
-// In WeightDtype order.
-const WeightFormat kFormats[kWeightDtypes] = {
-    {WeightDtype::float32, "float32", &f32_panel_bytes, &f32_pack_column, &f32_unpack_column},
-    {WeightDtype::bfloat16, "bfloat16", &bf16_panel_bytes, &bf16_pack_column, &bf16_unpack_column},
-    {WeightDtype::float16, "float16", &f16_panel_bytes, &f16_pack_column, &f16_unpack_column},
-    {WeightDtype::int8, "int8", &quant_panel_bytes<WeightDtype::int8>, &quant_pack_column<WeightDtype::int8>,
+// One entry per WeightDtype, keyed (keyed_table refuses a dtype left out or given twice, at compile time).
+constexpr std::array<WeightFormat, kWeightDtypes> kFormats = keyed_table<WeightFormat>({
+    {WeightDtype::float32, "float32", 32, &f32_panel_bytes, &f32_pack_column, &f32_unpack_column},
+    {WeightDtype::bfloat16, "bfloat16", 16, &bf16_panel_bytes, &bf16_pack_column, &bf16_unpack_column},
+    {WeightDtype::float16, "float16", 16, &f16_panel_bytes, &f16_pack_column, &f16_unpack_column},
+    {WeightDtype::int8, "int8", 8, &quant_panel_bytes<WeightDtype::int8>, &quant_pack_column<WeightDtype::int8>,
      &quant_unpack_column<WeightDtype::int8>},
-    {WeightDtype::int4, "int4", &quant_panel_bytes<WeightDtype::int4>, &quant_pack_column<WeightDtype::int4>,
+    {WeightDtype::int4, "int4", 4, &quant_panel_bytes<WeightDtype::int4>, &quant_pack_column<WeightDtype::int4>,
      &quant_unpack_column<WeightDtype::int4>},
-};
+});
 
 }  // namespace
 
@@ -140,7 +140,7 @@ const char* weight_dtype_name(WeightDtype dtype) { return weight_format(dtype).n
 bool parse_weight_dtype(const std::string& name, WeightDtype* out) {
   for (const WeightFormat& f : kFormats)
     if (name == f.name) {
-      *out = f.dtype;
+      *out = f.key;
       return true;
     }
   return false;

@@ -26,8 +26,9 @@ struct ColumnSource {
 };
 
 struct WeightFormat {
-  WeightDtype dtype;
+  WeightDtype key;
   const char* name;
+  int bits;  // per stored weight, scales aside
   // Bytes of one panel of k rows of nr weights, in groups of g (quantized dtypes; g divides k).
   size_t (*panel_bytes)(int64_t k, int64_t g, int nr);
   // Writes column `slot` of a panel.

@@ -349,9 +349,9 @@ struct DotKernels {
   static const moe::cpu::KernelTable* table() {
     static const moe::cpu::KernelTable t = [] {
       moe::cpu::KernelTable x = *K::table(moe::Isa::avx512_bf16);
-      x.weights[static_cast<int>(moe::WeightDtype::bfloat16)] = {&gemm_bf16};
-      x.weights[static_cast<int>(moe::WeightDtype::int8)] = {&gemm_q<8>};
-      x.weights[static_cast<int>(moe::WeightDtype::int4)] = {&gemm_q<4>};
+      x.replace({moe::WeightDtype::bfloat16, &gemm_bf16});
+      x.replace({moe::WeightDtype::int8, &gemm_q<8>});
+      x.replace({moe::WeightDtype::int4, &gemm_q<4>});
       return x;
     }();
     return &t;

@@ -537,15 +537,20 @@ struct KernelImpl {
   }
 
   static const moe::cpu::KernelTable* table(moe::Isa isa) {
-    // weights: one entry per WeightDtype, in its order.
+    using moe::WeightDtype;
+    // weights: one GEMM per WeightDtype, each through its panel reader.
+    static constexpr std::array<moe::cpu::WeightKernels, moe::kWeightDtypes> weights =
+        moe::keyed_table<moe::cpu::WeightKernels>({
+            {WeightDtype::float32, &gemm_tile<PlainPanel<float>>},
+            {WeightDtype::bfloat16, &gemm_tile<Bf16Panel>},
+            {WeightDtype::float16, &gemm_tile<PlainPanel<moe::cpu::F16>>},
+            {WeightDtype::int8, &gemm_tile<QuantPanel<8>>},
+            {WeightDtype::int4, &gemm_tile<QuantPanel<4>>},
+        });
     static const moe::cpu::KernelTable t{isa,
                                          {W, NV, MR},
                                          &pack_a,
-                                         {{&gemm_tile<PlainPanel<float>>},
-                                          {&gemm_tile<Bf16Panel>},
-                                          {&gemm_tile<PlainPanel<moe::cpu::F16>>},
-                                          {&gemm_tile<QuantPanel<8>>},
-                                          {&gemm_tile<QuantPanel<4>>}},
+                                         weights,
                                          &weighted_sum,
                                          &unit_backward,
                                          transpose_block_entry(),

@@ -68,6 +68,7 @@ struct F16 {
 // The kernels of one weight dtype on one ISA (ggml's per-type traits are the model): a new dtype is one more
 // entry of KernelTable::weights per ISA, plus its packing in core/weight_formats.cpp.
 struct WeightKernels {
+  WeightDtype key;
   // Computes output rows [row_begin, row_end) for panels [panel_begin, panel_end) from those rows packed by
   // pack_a (any number of rows: pack_a's tiles of kTileRows, back to back), epilogue (bias, activation,
   // gating) included. The reduction order is fixed, independent of the split.
@@ -81,9 +82,11 @@ struct KernelTable {
   // Gathers rows [row_begin, row_begin + rows) of the problem's A (at most kTileRows) into the microkernel's
   // layout: packed_a_floats(rows, k) floats at out.
   void (*pack_a)(const GemmProblem& problem, int64_t row_begin, int64_t rows, float* out);
-  // Per weight dtype, in WeightDtype order.
-  WeightKernels weights[kWeightDtypes];
+  // Per weight dtype, keyed (keyed_table: every dtype once).
+  std::array<WeightKernels, kWeightDtypes> weights;
   const WeightKernels& weight_kernels(WeightDtype dtype) const { return weights[static_cast<int>(dtype)]; }
+  // An ISA's own GEMM for one dtype in place of the generic one (kernel_dot_avx512.h).
+  void replace(const WeightKernels& kernels) { weights[static_cast<int>(kernels.key)] = kernels; }
   // out[0..n) = sum over j < count of weights[j] * rows[j * stride + 0..n), in order j = 0, 1, ...
   void (*weighted_sum)(const float* rows, int64_t stride, const float* weights, int count, int64_t n, float* out);
   // The hidden unit's backward over `count` contiguous units (activation, gating, alpha and limit from p): the

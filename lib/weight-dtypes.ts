@@ -1,0 +1,44 @@
+/**
+ * The weight dtypes, one entry each: what the TypeScript side knows of a dtype (its bits per stored weight, and for
+ * the block-quantized ones the typed array of their codes, codes per byte and the largest code magnitude, which
+ * bounds a weight by its float16 scale). The core's table (native/src/core/weight_formats.cpp) has one entry per
+ * name here with the same bits; test/core-tables.test.ts compares them. docs/precision.md says what each rounds.
+ */
+export const WEIGHT_DTYPE_TABLE = {
+  float32: { bits: 32 },
+  bfloat16: { bits: 16 },
+  float16: { bits: 16 },
+  int8: { bits: 8, quant: { codes: 'Int8Array', codesPerByte: 1, maxCode: 127 } },
+  int4: { bits: 4, quant: { codes: 'Uint8Array', codesPerByte: 2, maxCode: 8 } },
+} as const;
+
+/**
+ * How packed expert weights are stored: 'float32' (the default); 'bfloat16' or 'float16' (rounded to nearest even
+ * when packed, half the bytes; float16 refuses weights past 65504); 'int8' or 'int4' (block-quantized in groups
+ * of groupSize inputs with a float16 scale each, lib/quant.ts). The router stays float32.
+ */
+export type WeightDtype = keyof typeof WEIGHT_DTYPE_TABLE;
+export const WEIGHT_DTYPES = Object.freeze(Object.keys(WEIGHT_DTYPE_TABLE)) as readonly WeightDtype[];
+
+/** The block-quantized dtypes (codes plus a float16 scale per group). */
+export type QuantDtype = { [D in WeightDtype]: (typeof WEIGHT_DTYPE_TABLE)[D] extends { quant: object } ? D : never }[WeightDtype];
+export const QUANT_DTYPES = Object.freeze(WEIGHT_DTYPES.filter((d) => 'quant' in WEIGHT_DTYPE_TABLE[d])) as readonly QuantDtype[];
+
+/** Whether `dtype` is block-quantized (false for a name that is not a dtype: callers check names elsewhere). */
+export function isQuantDtype(dtype: WeightDtype): dtype is QuantDtype {
+  return Object.prototype.hasOwnProperty.call(WEIGHT_DTYPE_TABLE, dtype) && 'quant' in WEIGHT_DTYPE_TABLE[dtype];
+}
+
+/** A quantized dtype's code facts. */
+export function quantFacts(dtype: QuantDtype): (typeof WEIGHT_DTYPE_TABLE)[QuantDtype]['quant'] {
+  return WEIGHT_DTYPE_TABLE[dtype].quant;
+}
+
+/**
+ * Bytes per weight once packed, for the memory limit's estimates: the codes, and for quantized dtypes a float16
+ * scale per 16 weights (the size at groups of 16; groups of 8 hold a little more, groups of 32 less).
+ */
+export function packedBytesPerWeight(dtype: WeightDtype): number {
+  if (!Object.prototype.hasOwnProperty.call(WEIGHT_DTYPE_TABLE, dtype)) return 4; // (a bad name: refused elsewhere)
+  return WEIGHT_DTYPE_TABLE[dtype].bits / 8 + (isQuantDtype(dtype) ? 2 / 16 : 0);
+}
