@@ -36,7 +36,7 @@ export function backendInfo(): BackendInfo {
 
 /** Sets the size of the shared thread pool (1..256); the default is the number of CPUs, or MOE_THREADS. */
 export function setThreads(threads: number): void {
-  native().setThreads(expectInteger(threads, 'threads', 1, 256));
+  native().setThreads({ threads: expectInteger(threads, 'threads', 1, 256) });
 }
 
 /** fp32 FMA throughput of the active ISA with `threads` threads busy at once, in GFLOP/s (a benchmark ceiling). */
@@ -45,7 +45,7 @@ export function measureFmaPeak(threads: number, seconds = 0.3): number {
   if (typeof seconds !== 'number') throw typeError('seconds to be a number', describe(seconds));
   // (NaN was measured for the shortest time, Infinity silently for 10 s: both are refused)
   if (!(seconds >= 0.01 && seconds <= 10)) throw rangeError('seconds to be in [0.01, 10]', `${seconds}`);
-  return native().measureFmaPeak(threads, seconds);
+  return native().measureFmaPeak({ threads, seconds });
 }
 
 /** Streaming read bandwidth with `threads` threads over a new buffer of `bytes` (default 256 MiB), in GB/s, best of `passes`. */
@@ -68,13 +68,13 @@ export class ReadProbe implements Disposable {
   private handle: NativeReadProbe | null;
 
   constructor(bytes = 256 * 2 ** 20) {
-    this.handle = new (native().NativeReadProbe)(expectInteger(bytes, 'bytes', 2 ** 20, 2 ** 34));
+    this.handle = new (native().NativeReadProbe)({ bytes: expectInteger(bytes, 'bytes', 2 ** 20, 2 ** 34) });
   }
 
   /** GB/s with `threads` threads, each reading its own part, best of `passes`. */
   measure(threads: number, passes = 1): number {
     if (!this.handle) throw typeError('a read probe that is not disposed', 'a disposed ReadProbe');
-    return this.handle.measure(expectInteger(threads, 'threads', 1, 256), expectInteger(passes, 'passes', 1, 100));
+    return this.handle.measure({ threads: expectInteger(threads, 'threads', 1, 256), passes: expectInteger(passes, 'passes', 1, 100) });
   }
 
   /** Frees the buffer; measure() throws afterwards. */

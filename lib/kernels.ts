@@ -37,7 +37,7 @@ export function routerLogits(x: Tensor, router: Tensor): Tensor<'float32'> {
   const experts = r.shape[0];
   if (tokens < 1) throw rangeError('x.shape[0] >= 1 (tokens)', `${tokens}`);
   if (experts < 1) throw rangeError('router.shape[0] >= 1 (numExperts)', `${experts}`);
-  const logits = native().routerLogits(xs.data, tokens, dModel, float32Data(r), experts);
+  const logits = native().routerLogits({ x: xs.data, tokens, dModel, router: float32Data(r), numExperts: experts });
   return Tensor.from(logits, [tokens, experts]);
 }
 
@@ -54,7 +54,7 @@ export function topK(logits: Tensor, k: number, options: { normalize?: boolean }
   if (numExperts < 1) throw rangeError('logits.shape[1] >= 1 (numExperts)', `${numExperts}`);
   expectInteger(k, 'k', 1, numExperts);
   const normalize = expectBoolean(options.normalize ?? true, 'options.normalize');
-  const r = native().topK(l.data, tokens, numExperts, k, normalize);
+  const r = native().topK({ logits: l.data, tokens, numExperts, k, normalize });
   return { topK: k, experts: r.experts, weights: r.weights };
 }
 
@@ -65,7 +65,7 @@ export function topK(logits: Tensor, k: number, options: { normalize?: boolean }
 export function dispatch(experts: Int32Array, numExperts: number): DispatchPlan {
   if (!isInt32Array(experts)) throw typeError('experts to be an Int32Array', describe(experts));
   expectInteger(numExperts, 'numExperts', 1, MAX_EXPERTS);
-  return native().dispatch(experts, numExperts);
+  return native().dispatch({ experts, numExperts });
 }
 
 /** Expert weights packed once into the kernels' panel layout; free them with dispose(). */
@@ -164,14 +164,21 @@ function ffnArguments(x: Tensor, experts: PackedExperts, plan: DispatchPlan, k: 
  */
 export function expertFFN(x: Tensor, experts: PackedExperts, plan: DispatchPlan, topK: number): Tensor<'float32'> {
   const { handle, xs, tokens } = ffnArguments(x, experts, plan, topK);
-  const out = native().expertFFN(handle, xs.data, tokens, topK, plan.expertOffsets, plan.order);
+  const out = native().expertFFN({ experts: handle, x: xs.data, tokens, k: topK, expertOffsets: plan.expertOffsets, order: plan.order });
   return Tensor.from(out, [tokens * topK, experts.dModel]);
 }
 
 /** expertFFN off the event loop. */
 export async function expertFFNAsync(x: Tensor, experts: PackedExperts, plan: DispatchPlan, topK: number): Promise<Tensor<'float32'>> {
   const { handle, xs, tokens } = ffnArguments(x, experts, plan, topK);
-  const out = await native().expertFFNAsync(handle, xs.data, tokens, topK, plan.expertOffsets, plan.order);
+  const out = await native().expertFFNAsync({
+    experts: handle,
+    x: xs.data,
+    tokens,
+    k: topK,
+    expertOffsets: plan.expertOffsets,
+    order: plan.order,
+  });
   return Tensor.from(out, [tokens * topK, experts.dModel]);
 }
 
@@ -186,6 +193,6 @@ export function combine(slotOutputs: Tensor, weights: Float32Array, topK: number
   if (slots < topK || slots % topK !== 0) throw rangeError(`slotOutputs.shape[0] to be a positive multiple of topK = ${topK}`, `${slots}`);
   if (!isFloat32Array(weights)) throw typeError('weights to be a Float32Array', describe(weights));
   if (weights.length !== slots) throw rangeError(`weights.length = ${slots} (slots)`, `${weights.length}`);
-  const out = native().combine(s.data, weights, slots / topK, topK, dModel);
+  const out = native().combine({ slotOutputs: s.data, weights, tokens: slots / topK, k: topK, dModel });
   return Tensor.from(out, [slots / topK, dModel]);
 }

@@ -15,6 +15,7 @@ import {
   NativeGradientDestinations,
   NativeLayer,
   native as nativeBinding,
+  NativeBackwardCall,
 } from './native';
 import { Tensor } from './tensor';
 import { ForwardRecord, sameBytes } from './forward-record';
@@ -139,8 +140,7 @@ export function layerBackward(
   options: BackwardOptions = {},
 ): LayerGradients {
   const p = ctx.collectiveChecks(() => prepareBackward(ctx, x, result, gradOutput, options, false));
-  const { routing } = p.result;
-  return finishBackward(ctx, p, ctx.experts(p.xs.data, p.tokens, routing.topK, routing.experts, routing.weights, p.g.data, p.into));
+  return finishBackward(ctx, p, ctx.experts(backwardCall(p)));
 }
 
 /** layerBackward with the experts' part on the job thread (the router's part runs when it settles). */
@@ -152,9 +152,15 @@ export async function layerBackwardAsync(
   options: BackwardOptions = {},
 ): Promise<LayerGradients> {
   const p = ctx.collectiveChecks(() => prepareBackward(ctx, x, result, gradOutput, options, true));
-  const { routing } = p.result;
-  const native = await ctx.expertsAsync(p.xs.data, p.tokens, routing.topK, routing.experts, routing.weights, p.g.data, p.into);
+  const native = await ctx.expertsAsync(backwardCall(p));
   return finishBackward(ctx, p, native);
+}
+
+/** The experts' backward call of a prepared backward: its forward's routing held fixed. */
+function backwardCall(p: PreparedBackward): NativeBackwardCall {
+  const { routing } = p.result;
+  const { topK: k, experts, weights } = routing;
+  return { x: p.xs.data, tokens: p.tokens, k, experts, weights, gradOutput: p.g.data, into: p.into };
 }
 
 function finishBackward(ctx: BackwardContext, p: PreparedBackward, native: NativeBackward): LayerGradients {
@@ -176,7 +182,7 @@ function finishBackward(ctx: BackwardContext, p: PreparedBackward, native: Nativ
   // dL/dx through the router: dL/dlogits W_g (and the noise router's), in the core.
   const dx = native.dx;
   const through = (gradLogits: Float64Array, w: Float32Array) => {
-    if (tokens > 0) nativeBinding().routerInputGradient(gradLogits, w, tokens, c.numExperts, c.dModel, dx);
+    if (tokens > 0) nativeBinding().routerInputGradient({ gradLogits, router: w, tokens, numExperts: c.numExperts, dModel: c.dModel, dx });
   };
   through(gate.gradLogits, ctx.routerWeights);
   if (gate.gradNoiseLogits && ctx.noiseRouterWeights) through(gate.gradNoiseLogits, ctx.noiseRouterWeights);

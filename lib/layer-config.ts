@@ -180,7 +180,7 @@ export function placeLayer(c: ResolvedConfig): ResolvedConfig {
 
 /** This rank's routed experts in an expert-parallel layer (starts MPI; a RangeError in a build without it). */
 export function expertSliceOf(numExperts: number, expertParallel: true | readonly number[]): ExpertSlice {
-  return native().startMpi(numExperts, expertParallel === true ? undefined : expertParallel);
+  return native().startMpi({ numExperts, slices: expertParallel === true ? undefined : expertParallel });
 }
 
 /** false, true, or a list of expert counts per rank adding up to numExperts (the core checks it has one per rank). */

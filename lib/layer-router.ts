@@ -51,7 +51,7 @@ export class LayerRouter {
     const r = c.router;
     const seed = () => this.random.nextUint32();
     const routerInput = training && (r.jitter ?? 0) > 0 ? gating.multiplicativeJitter(x, r.jitter!, seed()) : x;
-    const logits = handle.routerLogits(routerInput, tokens);
+    const logits = handle.routerLogits({ x: routerInput, tokens });
     const b = this.routerBias;
     if (b) for (let i = 0; i < logits.length; i++) logits[i] += b[i % b.length];
     const shape = [tokens, c.numExperts];
@@ -67,7 +67,7 @@ export class LayerRouter {
       training,
       seed,
       bias: this.bias,
-      noiseLogits: () => ({ data: handle.noiseLogits(routerInput, tokens), shape }),
+      noiseLogits: () => ({ data: handle.noiseLogits({ x: routerInput, tokens }), shape }),
     });
     return { gate, logits, ranked: l.data, weights: Float32Array.from(gate.weights), routerInput };
   }

@@ -16,7 +16,15 @@ import { ForwardOptions, MoEOutput, RoutedForward, Routing, assembleOutput } fro
 import { LayerRouter } from './layer-router';
 import type { QuantizedTensor } from './quant';
 import { MoEWeights, RandomWeightsOptions, layerSpec, randomWeights, routerBiasOf } from './layer-weights';
-import { LayerTimings, NativeForwardResult, NativeLayer, NativeRoutedResult, native } from './native';
+import {
+  LayerTimings,
+  NativeForwardCall,
+  NativeForwardResult,
+  NativeForwardRoutedCall,
+  NativeLayer,
+  NativeRoutedResult,
+  native,
+} from './native';
 import { FromPretrainedOptions, loadPretrained } from './pretrained/load';
 import { Tensor } from './tensor';
 import { expectBoolean, expectInteger, expectTensor } from './validate';
@@ -118,13 +126,15 @@ export class MoELayer implements Disposable {
   /** Runs the layer off the event loop. x: float32 [tokens, dModel]; it is read, never modified. */
   async forward(x: Tensor, options: ForwardOptions = {}): Promise<MoEOutput> {
     const { p, routed } = this.collectiveChecks(() => this.prepareRouted(x, options));
-    const { handle, data, tokens } = p;
+    const { handle, tokens } = p;
     return this.inFlight(async () => {
       if (tokens === 0)
-        return this.emptyOutput(p, await handle.forwardRouted(data, 0, this.config.topK, NO_EXPERTS, NO_WEIGHTS, p.out?.data, p.keep));
-      if (!routed) return this.nativeOutput(p, await handle.forward(data, tokens, p.out?.data, p.keep));
-      const { topK, experts } = routed.gate;
-      return this.routedOutput(p, routed, await handle.forwardRouted(data, tokens, topK, experts, routed.weights, p.out?.data, p.keep));
+        return this.emptyOutput(
+          p,
+          await handle.forwardRouted({ ...forwardCall(p), k: this.config.topK, experts: NO_EXPERTS, weights: NO_WEIGHTS }),
+        );
+      if (!routed) return this.nativeOutput(p, await handle.forward(forwardCall(p)));
+      return this.routedOutput(p, routed, await handle.forwardRouted(routedCall(p, routed)));
     });
   }
 
@@ -142,12 +152,14 @@ export class MoELayer implements Disposable {
   /** The same as forward, on the calling thread. */
   forwardSync(x: Tensor, options: ForwardOptions = {}): MoEOutput {
     const { p, routed } = this.collectiveChecks(() => this.prepareRouted(x, options));
-    const { handle, data, tokens } = p;
+    const { handle, tokens } = p;
     if (tokens === 0)
-      return this.emptyOutput(p, handle.forwardRoutedSync(data, 0, this.config.topK, NO_EXPERTS, NO_WEIGHTS, p.out?.data, p.keep));
-    if (!routed) return this.nativeOutput(p, handle.forwardSync(data, tokens, p.out?.data, p.keep));
-    const { topK, experts } = routed.gate;
-    return this.routedOutput(p, routed, handle.forwardRoutedSync(data, tokens, topK, experts, routed.weights, p.out?.data, p.keep));
+      return this.emptyOutput(
+        p,
+        handle.forwardRoutedSync({ ...forwardCall(p), k: this.config.topK, experts: NO_EXPERTS, weights: NO_WEIGHTS }),
+      );
+    if (!routed) return this.nativeOutput(p, handle.forwardSync(forwardCall(p)));
+    return this.routedOutput(p, routed, handle.forwardRoutedSync(routedCall(p, routed)));
   }
 
   /** A forward's checks and, unless the core routes by itself (or there are no tokens), its routing. */
@@ -186,7 +198,7 @@ export class MoELayer implements Disposable {
     if (typeof routing !== 'object' || routing === null)
       throw typeError("routing to be a forward's routing (result.routing)", describe(routing));
     const { handle, data, tokens } = this.prepare(x, {});
-    const out = handle.slotOutputs(data, tokens, routing.topK, routing.experts);
+    const out = handle.slotOutputs({ x: data, tokens, k: routing.topK, experts: routing.experts });
     return Tensor.from(out, [tokens * routing.topK, this.config.dModel]);
   }
 
@@ -199,7 +211,7 @@ export class MoELayer implements Disposable {
   gateGradients(x: Tensor, result: MoEOutput, gradOutput?: Tensor): GateGradients {
     const weightGradients = (input: Tensor, routing: Routing, grad: Float32Array) => {
       const { handle, data, tokens } = this.prepare(input, {});
-      return handle.routingWeightGradients(data, tokens, routing.topK, routing.experts, grad);
+      return handle.routingWeightGradients({ x: data, tokens, k: routing.topK, experts: routing.experts, gradOutput: grad });
     };
     return gateGradients(this.config, x, result, gradOutput, weightGradients, (routing) => this.router.nativeGate(routing));
   }
@@ -211,7 +223,7 @@ export class MoELayer implements Disposable {
    * 'float32' computes what this layer does; safetensors.save writes them. CPU backend.
    */
   exportWeights(): MoEWeights<Tensor<'float32'>> {
-    const w = this.native().exportWeights();
+    const w = this.native().exportWeights({});
     const c = this.config;
     const result: MoEWeights<Tensor<'float32'>> = {
       router: Tensor.from(w.router, [c.numExperts, c.dModel]),
@@ -261,8 +273,8 @@ export class MoELayer implements Disposable {
       routerWeights: this.routerWeights(),
       noiseRouterWeights: this.noiseRouterWeights(),
       hasRouterBias: this.router.routerBias !== undefined,
-      experts: (xd, tokens, k, experts, weights, grad, into) => handle.backwardSync(xd, tokens, k, experts, weights, grad, into),
-      expertsAsync: (xd, tokens, k, experts, weights, grad, into) => handle.backward(xd, tokens, k, experts, weights, grad, into),
+      experts: (call) => handle.backwardSync(call),
+      expertsAsync: (call) => handle.backward(call),
       collectiveChecks: (checks) => this.collectiveChecks(checks),
       forwardRecord: (result) => {
         const record = forwardRecordOf(result);
@@ -309,7 +321,7 @@ export class MoELayer implements Disposable {
       return { o, g, routerBiasGrad };
     });
     const step = (this.optimizerSteps ?? 0) + 1;
-    handle.applyGradients(g, { ...o, step });
+    handle.applyGradients({ grads: g, step: { ...o, step } });
     const bias = this.router.routerBias;
     if (bias && routerBiasGrad) {
       this.biasState ??= [new Float32Array(bias.length), new Float32Array(bias.length)];
@@ -328,7 +340,7 @@ export class MoELayer implements Disposable {
   /** The router's (and noise router's) float32 weights, read back once (they never change in a layer). */
   private routerWeights(): Float32Array {
     if (!this.routerCache) {
-      const w = this.native().exportWeights(true);
+      const w = this.native().exportWeights({ routerOnly: true });
       this.routerCache = { router: w.router, noise: w.noiseRouter ?? undefined };
     }
     return this.routerCache.router;
@@ -437,6 +449,17 @@ const NO_WEIGHTS = new Float32Array(0);
 
 /** A forward's checked arguments (MoELayer.prepareRouted), with its copy of x. */
 type PreparedForward = ReturnType<MoELayer['prepare']> & { snapshot: Float32Array };
+
+/** A forward's call of the core: x, its tokens, where the output goes, and whether a training forward keeps state. */
+function forwardCall(p: PreparedForward): NativeForwardCall {
+  return { x: p.data, tokens: p.tokens, out: p.out?.data, keep: p.keep };
+}
+
+/** The same with the routing decided here (the rule's gate: its experts per slot, and their weights). */
+function routedCall(p: PreparedForward, routed: ReturnType<LayerRouter['route']> & object): NativeForwardRoutedCall {
+  const { topK: k, experts } = routed.gate;
+  return { ...forwardCall(p), k, experts, weights: routed.weights };
+}
 
 /** Whether two typed arrays overlap in memory (views of one buffer). */
 function sharesMemory(a: Float32Array, b: Float32Array): boolean {

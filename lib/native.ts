@@ -86,38 +86,22 @@ export interface NativeGradientDestinations {
 
 export interface NativeLayer {
   /** The experts' backward for a routing (core/backward.cpp). CPU layers. */
-  backwardSync(
-    x: Float32Array,
-    tokens: number,
-    k: number,
-    experts: Int32Array,
-    weights: Float32Array,
-    gradOutput: Float32Array,
-    into?: NativeGradientDestinations,
-  ): NativeBackwardResult;
+  backwardSync(call: NativeBackwardCall): NativeBackwardResult;
   /** The same on the job thread: `into` receives a copy when it settles. */
-  backward(
-    x: Float32Array,
-    tokens: number,
-    k: number,
-    experts: Int32Array,
-    weights: Float32Array,
-    gradOutput: Float32Array,
-    into?: NativeGradientDestinations,
-  ): Promise<NativeBackwardResult>;
+  backward(call: NativeBackwardCall): Promise<NativeBackwardResult>;
   /** One optimizer step on the packed float32 weights, in place (state kept in the core). */
-  applyGradients(
+  applyGradients(call: {
     grads: {
       router: F32;
       noiseRouter: F32;
       sharedGate: F32;
       experts: Partial<Record<'w1' | 'w3' | 'w2' | 'b1' | 'b3' | 'b2', F32>>;
       shared: Partial<Record<'w1' | 'w3' | 'w2' | 'b1' | 'b3' | 'b2', F32>> | null;
-    },
-    step: ResolvedOptimizer & { step: number },
-  ): void;
+    };
+    step: ResolvedOptimizer & { step: number };
+  }): void;
   /** The weights as the kernels compute with them, in the [out, in] layout. CPU layers. */
-  exportWeights(): {
+  exportWeights(call: { routerOnly?: false }): {
     router: Float32Array;
     noiseRouter: F32;
     sharedGate: F32;
@@ -125,35 +109,19 @@ export interface NativeLayer {
     shared: NativeExportedExperts | null;
   };
   /** Only the router, noise router and shared gate (no expert arrays). */
-  exportWeights(routerOnly: true): { router: Float32Array; noiseRouter: F32; sharedGate: F32 };
+  exportWeights(call: { routerOnly: true }): { router: Float32Array; noiseRouter: F32; sharedGate: F32 };
   /** keep: a training forward, keeping what the backward of this input needs (moe::LayerOutputs). */
-  forwardSync(x: Float32Array, tokens: number, out?: Float32Array, keep?: boolean): NativeForwardResult;
-  forward(x: Float32Array, tokens: number, out?: Float32Array, keep?: boolean): Promise<NativeForwardResult>;
-  routerLogits(x: Float32Array, tokens: number): Float32Array;
+  forwardSync(call: NativeForwardCall): NativeForwardResult;
+  forward(call: NativeForwardCall): Promise<NativeForwardResult>;
+  routerLogits(call: { x: Float32Array; tokens: number }): Float32Array;
   /** x W_noise^T [tokens * E] with the noise router packed at construction (noisy top-k). */
-  noiseLogits(x: Float32Array, tokens: number): Float32Array;
+  noiseLogits(call: { x: Float32Array; tokens: number }): Float32Array;
   /** dL/d(routing weight) per slot [tokens * k], float64: <gradOutput[t], slot output s>. */
-  routingWeightGradients(x: Float32Array, tokens: number, k: number, experts: Int32Array, gradOutput: Float32Array): Float64Array;
-  slotOutputs(x: Float32Array, tokens: number, k: number, experts: Int32Array): Float32Array;
+  routingWeightGradients(call: { x: Float32Array; tokens: number; k: number; experts: Int32Array; gradOutput: Float32Array }): Float64Array;
+  slotOutputs(call: { x: Float32Array; tokens: number; k: number; experts: Int32Array }): Float32Array;
   lastTimings(): LayerTimings;
-  forwardRoutedSync(
-    x: Float32Array,
-    tokens: number,
-    k: number,
-    experts: Int32Array,
-    weights: Float32Array,
-    out?: Float32Array,
-    keep?: boolean,
-  ): NativeRoutedResult;
-  forwardRouted(
-    x: Float32Array,
-    tokens: number,
-    k: number,
-    experts: Int32Array,
-    weights: Float32Array,
-    out?: Float32Array,
-    keep?: boolean,
-  ): Promise<NativeRoutedResult>;
+  forwardRoutedSync(call: NativeForwardRoutedCall): NativeRoutedResult;
+  forwardRouted(call: NativeForwardRoutedCall): Promise<NativeRoutedResult>;
   dispose(): void;
   packedBytes(): number;
   /** The host memory the layer holds now (weights, and training's state) and what V8 was last told of it. */
@@ -163,7 +131,7 @@ export interface NativeLayer {
 }
 
 export interface NativeReadProbe {
-  measure(threads: number, passes: number): number;
+  measure(call: { threads: number; passes: number }): number;
   dispose(): void;
 }
 
@@ -255,57 +223,88 @@ export interface NativeBinding {
     activations: Record<string, { gated: boolean }>;
     weightDtypes: Record<string, { bits: number; quantized: boolean }>;
   };
-  setThreads(threads: number): void;
+  setThreads(call: { threads: number }): void;
   /** Starts MPI; which routed experts of numExperts this rank owns in an expert-parallel layer. */
-  startMpi(numExperts: number, slices?: readonly number[]): ExpertSlice;
-  measureFmaPeak(threads: number, seconds: number): number;
-  routerLogits(x: Float32Array, tokens: number, dModel: number, router: Float32Array, numExperts: number): Float32Array;
-  routerWeightGradient(
-    gradLogits: Float64Array,
-    x: Float64Array | Float32Array,
-    tokens: number,
-    numExperts: number,
-    dModel: number,
-  ): Float64Array;
+  startMpi(call: { numExperts: number; slices?: readonly number[] }): ExpertSlice;
+  measureFmaPeak(call: { threads: number; seconds: number }): number;
+  routerLogits(call: { x: Float32Array; tokens: number; dModel: number; router: Float32Array; numExperts: number }): Float32Array;
+  routerWeightGradient(call: {
+    gradLogits: Float64Array;
+    x: Float64Array | Float32Array;
+    tokens: number;
+    numExperts: number;
+    dModel: number;
+  }): Float64Array;
   /** dx += gradLogits router, in place (float64 rows per token, added once). */
-  routerInputGradient(
-    gradLogits: Float64Array,
-    router: Float32Array,
-    tokens: number,
-    numExperts: number,
-    dModel: number,
-    dx: Float32Array,
-  ): void;
-  topK(logits: Float32Array, tokens: number, numExperts: number, k: number, normalize: boolean): NativeRoutingResult;
-  dispatch(experts: Int32Array, numExperts: number): NativeDispatchPlan;
+  routerInputGradient(call: {
+    gradLogits: Float64Array;
+    router: Float32Array;
+    tokens: number;
+    numExperts: number;
+    dModel: number;
+    dx: Float32Array;
+  }): void;
+  topK(call: { logits: Float32Array; tokens: number; numExperts: number; k: number; normalize: boolean }): NativeRoutingResult;
+  dispatch(call: { experts: Int32Array; numExperts: number }): NativeDispatchPlan;
   /** groupSize 0: one scale per row. */
-  quantize(values: Float32Array, rows: number, k: number, dtype: string, groupSize: number): { codes: Uint8Array; scales: Uint16Array };
-  dequantize(
-    q: { codes: Int8Array | Uint8Array; scales: Uint16Array },
-    rows: number,
-    k: number,
-    dtype: string,
-    groupSize: number,
-  ): Float32Array;
-  expertFFN(experts: NativeExperts, x: Float32Array, tokens: number, k: number, expertOffsets: Int32Array, order: Int32Array): Float32Array;
-  expertFFNAsync(
-    experts: NativeExperts,
-    x: Float32Array,
-    tokens: number,
-    k: number,
-    expertOffsets: Int32Array,
-    order: Int32Array,
-  ): Promise<Float32Array>;
-  combine(slotOutputs: Float32Array, weights: Float32Array, tokens: number, k: number, dModel: number): Float32Array;
+  quantize(call: { tensor: Float32Array; rows: number; k: number; dtype: string; groupSize: number }): {
+    codes: Uint8Array;
+    scales: Uint16Array;
+  };
+  dequantize(call: {
+    q: { codes: Int8Array | Uint8Array; scales: Uint16Array };
+    rows: number;
+    k: number;
+    dtype: string;
+    groupSize: number;
+  }): Float32Array;
+  expertFFN(call: NativeExpertFFNCall): Float32Array;
+  expertFFNAsync(call: NativeExpertFFNCall): Promise<Float32Array>;
+  combine(call: { slotOutputs: Float32Array; weights: Float32Array; tokens: number; k: number; dModel: number }): Float32Array;
   /** An ArrayBuffer of addon memory (huge pages), NOT initialised: for callers that write every byte first. */
-  largeBuffer(bytes: number): ArrayBuffer;
+  largeBuffer(call: { bytes: number }): ArrayBuffer;
+  /** Every per-call options object the binding reads: its fields, by call (test/native-seam.test.ts). */
+  signatures(): Record<string, string[]>;
   NativeExperts: new (spec: NativeExpertSpec) => NativeExperts;
   NativeLayer: {
     new (spec: NativeLayerSpec): NativeLayer;
     /** Packs off the event loop; the spec's arrays must stay unchanged until it settles. */
     build(spec: NativeLayerSpec): Promise<NativeLayer>;
   };
-  NativeReadProbe: new (bytes: number) => NativeReadProbe;
+  NativeReadProbe: new (call: { bytes: number }) => NativeReadProbe;
+}
+
+/**
+ * The options objects of the calls (one per call, read by name and each field once in the binding: args.h). The
+ * names of their fields are the binding's; test/native-seam.test.ts checks them against its declare() lists.
+ */
+export interface NativeForwardCall {
+  x: Float32Array;
+  tokens: number;
+  out?: Float32Array;
+  keep?: boolean;
+}
+export interface NativeForwardRoutedCall extends NativeForwardCall {
+  k: number;
+  experts: Int32Array;
+  weights: Float32Array;
+}
+export interface NativeBackwardCall {
+  x: Float32Array;
+  tokens: number;
+  k: number;
+  experts: Int32Array;
+  weights: Float32Array;
+  gradOutput: Float32Array;
+  into?: NativeGradientDestinations;
+}
+export interface NativeExpertFFNCall {
+  experts: NativeExperts;
+  x: Float32Array;
+  tokens: number;
+  k: number;
+  expertOffsets: Int32Array;
+  order: Int32Array;
 }
 
 /** The package root: the nearest folder above this file with our package.json (works from lib/ and dist/lib/). */

@@ -122,7 +122,7 @@ export function quantize(tensor: Tensor, options: QuantizeOptions): QuantizedTen
   const rows = t.shape.slice(0, -1).reduce((a, b) => a * b, 1);
   if (k < 1 || rows < 1) throw rangeError('tensor to have no empty dimension', `[${t.shape.join(', ')}]`);
   const g = checkGroup(dtype, o.groupSize ?? 32, k, 'options.groupSize');
-  const r = native().quantize(float32Data(t), rows, k, dtype, g === k ? 0 : g);
+  const r = native().quantize({ tensor: float32Data(t), rows, k, dtype, groupSize: g === k ? 0 : g });
   const codes = quantFacts(dtype).codes === 'Int8Array' ? new Int8Array(r.codes.buffer, r.codes.byteOffset, r.codes.length) : r.codes;
   return new QuantizedTensor({ dtype, shape: t.shape, groupSize: g, codes, scales: r.scales });
 }
@@ -132,6 +132,12 @@ export function dequantize(q: QuantizedTensor): Tensor<'float32'> {
   if (!isQuantized(q)) throw typeError('q to be a QuantizedTensor', describe(q));
   const k = q.shape[q.shape.length - 1];
   const rows = q.shape.slice(0, -1).reduce((a, b) => a * b, 1);
-  const data = native().dequantize({ codes: q.codes, scales: q.scales }, rows, k, q.dtype, q.groupSize === k ? 0 : q.groupSize);
+  const data = native().dequantize({
+    q: { codes: q.codes, scales: q.scales },
+    rows,
+    k,
+    dtype: q.dtype,
+    groupSize: q.groupSize === k ? 0 : q.groupSize,
+  });
   return Tensor.from(data, q.shape);
 }

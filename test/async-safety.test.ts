@@ -150,7 +150,10 @@ describe('native handles are checked for their class', () => {
     const probe = new ReadProbe(2 ** 20);
     const layerHandle = (layer as unknown as { handle: { forwardSync: (...a: unknown[]) => unknown; dispose: () => void } }).handle;
     const probeHandle = (probe as unknown as { handle: object }).handle;
-    for (const call of [() => layerHandle.forwardSync.call(probeHandle, new Float32Array(64), 1), () => layerHandle.dispose.call({})]) {
+    for (const call of [
+      () => layerHandle.forwardSync.call(probeHandle, { x: new Float32Array(64), tokens: 1 }),
+      () => layerHandle.dispose.call({}),
+    ]) {
       let caught: Error | undefined;
       try {
         call();

@@ -31,5 +31,5 @@ export function routerWeightGradient(gradLogits: ArrayLike<number>, x: Matrix): 
   // A float32 x (the layer's input) goes as it is: the core widens it exactly as it reads it, where a float64 copy
   // of a 512 x 1024 x cost 9-13 ms of fresh memory.
   const xs = typedArrayTag(data) === 'Float32Array' ? (data as Float32Array) : float64(data);
-  return native().routerWeightGradient(float64(gradLogits), xs, tokens, n, dModel);
+  return native().routerWeightGradient({ gradLogits: float64(gradLogits), x: xs, tokens, numExperts: n, dModel });
 }

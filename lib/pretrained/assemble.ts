@@ -20,7 +20,7 @@ function large<T extends Int8Array | Uint8Array | Uint16Array | Float32Array>(
   kind: { new (buffer: ArrayBuffer, offset: number, length: number): T; BYTES_PER_ELEMENT: number },
   n: number,
 ): T {
-  return new kind(native().largeBuffer(Math.max(1, n * kind.BYTES_PER_ELEMENT)), 0, n);
+  return new kind(native().largeBuffer({ bytes: Math.max(1, n * kind.BYTES_PER_ELEMENT) }), 0, n);
 }
 
 /** Elements per slice of put (a few MB): each slice is well under a millisecond... to a few ms of work. */
@@ -73,7 +73,13 @@ export class Projection {
     const at = expert * total + r0 * this.cols;
     if (isQuantDtype(this.dtype)) {
       // Rows are quantized independently: a slice of rows gives the same codes as the whole matrix.
-      const q = native().quantize(asFloat32(m), r1 - r0, this.cols, this.dtype, this.group === this.cols ? 0 : this.group);
+      const q = native().quantize({
+        tensor: asFloat32(m),
+        rows: r1 - r0,
+        k: this.cols,
+        dtype: this.dtype,
+        groupSize: this.group === this.cols ? 0 : this.group,
+      });
       const facts = quantFacts(this.dtype);
       const perRow = this.cols / facts.codesPerByte;
       const scalesPerRow = this.cols / this.group;

@@ -89,14 +89,30 @@ Napi::Value CoreTables(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// (numExperts, slices?: number[]) -> { rank, size, first, count }: starts MPI (RangeError where this build has none)
-// and says which routed experts this rank owns in an expert-parallel layer of numExperts (MoELayer and fromPretrained
-// read only that slice's weights).
+// () -> { call: [field, ...] }: every per-call options object the binding reads, by call (args.h's declare()), for
+// test/native-seam.test.ts to compare with lib/native.ts.
+Napi::Value Signatures(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  auto out = Napi::Object::New(env);
+  for (const Signature* s : signatures()) {
+    auto fields = Napi::Array::New(env);
+    uint32_t i = 0;
+    for (const std::string& f : s->fields) fields.Set(i++, f);
+    out.Set(s->call, fields);
+  }
+  return out;
+}
+
+// { numExperts, slices?: number[] } -> { rank, size, first, count }: starts MPI (RangeError where this build has
+// none) and says which routed experts this rank owns in an expert-parallel layer of numExperts (MoELayer and
+// fromPretrained read only that slice's weights).
+const Signature& kStartMpi = declare("startMpi", {"numExperts", "slices"});
 Napi::Value StartMpi(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
-  const int64_t experts = int_arg(info, 0, "numExperts", 1, int64_t{1} << 31);
+  const Args a(info, kStartMpi);
+  const int64_t experts = int_arg(a, "numExperts", 1, int64_t{1} << 31);
   const std::vector<int32_t> slices =
-      info[1].IsUndefined() ? std::vector<int32_t>{} : expert_slices(env, info[1], experts, "slices");
+      a["slices"].IsUndefined() ? std::vector<int32_t>{} : expert_slices(env, a["slices"], experts, "slices");
   auto out = Napi::Object::New(env);
   run_guarded(env, [&] {
     const std::shared_ptr<moe::ExpertExchange> exchange = moe::expert_exchange();
@@ -110,16 +126,19 @@ Napi::Value StartMpi(const Napi::CallbackInfo& info) {
   return out;
 }
 
+const Signature& kSetThreads = declare("setThreads", {"threads"});
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
-  moe::set_thread_count(static_cast<int>(int_arg(info, 0, "threads", 1, 256)));
+  moe::set_thread_count(static_cast<int>(int_arg(Args(info, kSetThreads), "threads", 1, 256)));
   return info.Env().Undefined();
 }
 
-// (threads, seconds) -> GFLOP/s of fp32 FMA with the active ISA
+// { threads, seconds } -> GFLOP/s of fp32 FMA with the active ISA
+const Signature& kMeasureFmaPeak = declare("measureFmaPeak", {"threads", "seconds"});
 Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {
-  const int threads = static_cast<int>(int_arg(info, 0, "threads", 1, 256));
-  if (!info[1].IsNumber()) throw_type_error(info.Env(), "expected seconds to be a number");
-  const double seconds = info[1].As<Napi::Number>().DoubleValue();
+  const Args a(info, kMeasureFmaPeak);
+  const int threads = static_cast<int>(int_arg(a, "threads", 1, 256));
+  if (!a["seconds"].IsNumber()) throw_type_error(info.Env(), "expected seconds to be a number");
+  const double seconds = a["seconds"].As<Napi::Number>().DoubleValue();
   if (!(seconds >= 0.01 && seconds <= 10))
     throw_range_error(info.Env(), "expected seconds to be in [0.01, 10] but got " + std::to_string(seconds));
   return Napi::Number::New(info.Env(), moe::measure_fma_peak(threads, seconds));
@@ -131,6 +150,7 @@ Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("backendInfo", Napi::Function::New(env, moe_binding::BackendInfo));
   exports.Set("coreTables", Napi::Function::New(env, moe_binding::CoreTables));
+  exports.Set("signatures", Napi::Function::New(env, moe_binding::Signatures));
   exports.Set("setThreads", Napi::Function::New(env, moe_binding::SetThreads));
   exports.Set("startMpi", Napi::Function::New(env, moe_binding::StartMpi));
   exports.Set("measureFmaPeak", Napi::Function::New(env, moe_binding::MeasureFmaPeak));

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <new>
+#include <stdexcept>
 
 #include "moe/moe.h"
 #include "result_arrays.h"
@@ -43,16 +44,44 @@ T* typed_value(Napi::Env env, const Napi::Value& v, const std::string& name, con
 }
 
 template <class T, napi_typedarray_type kType>
-T* typed_arg(const Napi::CallbackInfo& info, size_t index, const char* name, const char* type_name, int64_t length,
-             bool optional) {
-  return typed_value<T, kType>(info.Env(), info[index], name, type_name, length, optional);
+T* typed_arg(const Args& args, const char* name, const char* type_name, int64_t length, bool optional) {
+  return typed_value<T, kType>(args.Env(), args[name], name, type_name, length, optional);
 }
 
 }  // namespace
 
-const float* float32_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length,
-                         bool optional) {
-  return typed_arg<float, napi_float32_array>(info, index, name, "Float32Array", length, optional);
+const Signature& declare(const char* call, std::initializer_list<const char*> fields) {
+  auto* s = new Signature{call, {}};  // (lives as long as the addon: signatures() lists it)
+  for (const char* f : fields) s->fields.emplace_back(f);
+  const_cast<std::vector<const Signature*>&>(signatures()).push_back(s);
+  return *s;
+}
+const std::vector<const Signature*>& signatures() {
+  static std::vector<const Signature*> all;
+  return all;
+}
+
+Args::Args(const Napi::CallbackInfo& info, const Signature& signature) : env_(info.Env()), signature_(signature) {
+  if (info.Length() < 1 || !info[0].IsObject() || info[0].IsArray() || info[0].IsTypedArray())
+    throw_type_error(env_, "expected the options of " + signature.call + " to be an object but got " +
+                               (info.Length() < 1 ? std::string("nothing") : std::string(kind_of(info[0]))));
+  object_ = info[0].As<Napi::Object>();
+}
+
+Napi::Value Args::operator[](const char* name) const {
+  for (const auto& [field, value] : read_)
+    if (field == name) return value;
+  bool declared = false;
+  for (const std::string& f : signature_.fields) declared |= f == name;
+  if (!declared)  // the binding's own bug, as a JS error rather than a crash
+    throw Napi::Error::New(env_, std::string("moe-kernels: ") + signature_.call + " reads an undeclared field " + name);
+  const Napi::Value value = object_.Get(name);
+  read_.emplace_back(name, value);
+  return value;
+}
+
+const float* float32_arg(const Args& args, const char* name, int64_t length, bool optional) {
+  return typed_arg<float, napi_float32_array>(args, name, "Float32Array", length, optional);
 }
 const float* float32_value(Napi::Env env, const Napi::Value& value, const std::string& name, int64_t length,
                            bool optional) {
@@ -68,24 +97,24 @@ const uint8_t* bytes_value(Napi::Env env, const Napi::Value& value, const std::s
 const uint16_t* uint16_value(Napi::Env env, const Napi::Value& value, const std::string& name, int64_t length) {
   return typed_value<uint16_t, napi_uint16_array>(env, value, name, "Uint16Array", length, false);
 }
-const int32_t* int32_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length) {
-  return typed_arg<int32_t, napi_int32_array>(info, index, name, "Int32Array", length, false);
+const int32_t* int32_arg(const Args& args, const char* name, int64_t length) {
+  return typed_arg<int32_t, napi_int32_array>(args, name, "Int32Array", length, false);
 }
-const double* finite_float64_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length) {
-  const double* data = typed_arg<double, napi_float64_array>(info, index, name, "Float64Array", length, false);
+const double* finite_float64_arg(const Args& args, const char* name, int64_t length) {
+  const double* data = typed_arg<double, napi_float64_array>(args, name, "Float64Array", length, false);
   for (int64_t i = 0; i < length; ++i)
     if (!std::isfinite(data[i]))
-      throw_range_error(info.Env(), std::string("expected ") + name + " to contain only finite values but got " +
+      throw_range_error(args.Env(), std::string("expected ") + name + " to contain only finite values but got " +
                                         std::to_string(data[i]) + " at " + name + "[" + std::to_string(i) + "]");
   return data;
 }
 
-Napi::Float32Array output_arg(const Napi::CallbackInfo& info, size_t index, const float* x, int64_t length) {
-  const float* out = typed_arg<float, napi_float32_array>(info, index, "out", "Float32Array", length, true);
-  if (!out) return new_float32_array(info.Env(), static_cast<size_t>(length));
+Napi::Float32Array output_arg(const Args& args, const float* x, int64_t length) {
+  const float* out = typed_arg<float, napi_float32_array>(args, "out", "Float32Array", length, true);
+  if (!out) return new_float32_array(args.Env(), static_cast<size_t>(length));
   if (out < x + length && x < out + length)
-    throw_range_error(info.Env(), "expected out to share no memory with x but got overlapping arrays");
-  return info[index].As<Napi::Float32Array>();
+    throw_range_error(args.Env(), "expected out to share no memory with x but got overlapping arrays");
+  return args["out"].As<Napi::Float32Array>();
 }
 
 int64_t elements(Napi::Env env, const char* what, std::initializer_list<int64_t> dims) {
@@ -127,11 +156,11 @@ template std::shared_ptr<int32_t[]> allocate_array<int32_t>(Napi::Env, int64_t, 
 namespace {
 
 template <class T>
-Held<T> hold(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length, bool copy, const T* data) {
+Held<T> hold(const Args& args, const char* name, int64_t length, bool copy, const T* data) {
   Held<T> held;
   held.data = data;
-  if (data == nullptr || !(copy || is_shared(info.Env(), info[index]))) return held;
-  held.owned = allocate_array<T>(info.Env(), length, name);
+  if (data == nullptr || !(copy || is_shared(args.Env(), args[name]))) return held;
+  held.owned = allocate_array<T>(args.Env(), length, name);
   std::memcpy(held.owned.get(), data, static_cast<size_t>(length) * sizeof(T));
   held.data = held.owned.get();
   return held;
@@ -139,12 +168,11 @@ Held<T> hold(const Napi::CallbackInfo& info, size_t index, const char* name, int
 
 }  // namespace
 
-Held<float> held_float32(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length, bool copy,
-                         bool optional) {
-  return hold(info, index, name, length, copy, float32_arg(info, index, name, length, optional));
+Held<float> held_float32(const Args& args, const char* name, int64_t length, bool copy, bool optional) {
+  return hold(args, name, length, copy, float32_arg(args, name, length, optional));
 }
-Held<int32_t> held_int32(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length, bool copy) {
-  return hold(info, index, name, length, copy, int32_arg(info, index, name, length));
+Held<int32_t> held_int32(const Args& args, const char* name, int64_t length, bool copy) {
+  return hold(args, name, length, copy, int32_arg(args, name, length));
 }
 
 int64_t int_value(Napi::Env env, const Napi::Value& v, const std::string& name, int64_t min, int64_t max) {
@@ -171,12 +199,10 @@ double number_value(Napi::Env env, const Napi::Value& v, const std::string& name
   return d;
 }
 
-int64_t int_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t min, int64_t max) {
-  return int_value(info.Env(), info[index], name, min, max);
+int64_t int_arg(const Args& args, const char* name, int64_t min, int64_t max) {
+  return int_value(args.Env(), args[name], name, min, max);
 }
-bool bool_arg(const Napi::CallbackInfo& info, size_t index, const char* name) {
-  return bool_value(info.Env(), info[index], name);
-}
+bool bool_arg(const Args& args, const char* name) { return bool_value(args.Env(), args[name], name); }
 
 void check_finite(Napi::Env env, const char* name, const float* data, int64_t rows, int64_t cols) {
   const int64_t bad = moe::find_non_finite(data, rows * cols);

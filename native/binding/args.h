@@ -7,6 +7,8 @@
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "moe/moe.h"
 
@@ -15,15 +17,41 @@ namespace moe_binding {
 [[noreturn]] void throw_type_error(Napi::Env env, const std::string& what);  // "moe-kernels: " + what
 [[noreturn]] void throw_range_error(Napi::Env env, const std::string& what);
 
-// A Float32Array argument of exactly `length` elements; null/undefined allowed when `optional` (returns null).
-const float* float32_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length,
-                         bool optional = false);
-const int32_t* int32_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length);
-// A Float64Array argument of exactly `length` elements, each finite (router training's float64 inputs).
-const double* finite_float64_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length);
-// The output array of a forward: the caller's optional `out` argument (a Float32Array as long as x, sharing no
+// A call's declared fields: its name as JavaScript calls it ("NativeLayer.forward") and the fields of its one
+// options object. Declared once per call (declare()); binding.signatures() lists them all, and
+// test/native-seam.test.ts compares them with lib/native.ts's declarations.
+struct Signature {
+  std::string call;
+  std::vector<std::string> fields;
+};
+const Signature& declare(const char* call, std::initializer_list<const char*> fields);
+const std::vector<const Signature*>& signatures();
+
+// A call's arguments: its options object (the first argument), read by name, each field at most once (a getter runs
+// once, so what is checked is what is used). A TypeError unless an object; reading a field the signature does not
+// declare is the binding's own bug (std::logic_error).
+class Args {
+ public:
+  Args(const Napi::CallbackInfo& info, const Signature& signature);
+  Napi::Env Env() const { return env_; }
+  Napi::Value operator[](const char* name) const;
+  bool absent(const char* name) const { return (*this)[name].IsNull() || (*this)[name].IsUndefined(); }
+
+ private:
+  Napi::Env env_;
+  Napi::Object object_;
+  const Signature& signature_;
+  mutable std::vector<std::pair<std::string, Napi::Value>> read_;
+};
+
+// A Float32Array field of exactly `length` elements; null/undefined allowed when `optional` (returns null).
+const float* float32_arg(const Args& args, const char* name, int64_t length, bool optional = false);
+const int32_t* int32_arg(const Args& args, const char* name, int64_t length);
+// A Float64Array field of exactly `length` elements, each finite (router training's float64 inputs).
+const double* finite_float64_arg(const Args& args, const char* name, int64_t length);
+// The output array of a forward: the caller's optional `out` field (a Float32Array as long as x, sharing no
 // memory with it: the layer reads x while it writes out), or a new result array when it is null or undefined.
-Napi::Float32Array output_arg(const Napi::CallbackInfo& info, size_t index, const float* x, int64_t length);
+Napi::Float32Array output_arg(const Args& args, const float* x, int64_t length);
 // True when a typed array's memory is a SharedArrayBuffer's, which another thread can write at any time.
 bool is_shared(Napi::Env env, Napi::Value typed_array);
 
@@ -36,9 +64,8 @@ struct Held {
   std::shared_ptr<T[]> owned;  // the copy, when there is one
   const T* data = nullptr;
 };
-Held<float> held_float32(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length, bool copy,
-                         bool optional = false);
-Held<int32_t> held_int32(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t length, bool copy);
+Held<float> held_float32(const Args& args, const char* name, int64_t length, bool copy, bool optional = false);
+Held<int32_t> held_int32(const Args& args, const char* name, int64_t length, bool copy);
 // n uninitialised elements, or a RangeError naming `what` and its size when the allocation fails.
 template <class T>
 std::shared_ptr<T[]> allocate_array(Napi::Env env, int64_t n, const char* what);
@@ -59,9 +86,9 @@ constexpr int64_t kMaxExperts = int64_t{1} << 24;
 // The largest dimension (dModel, dHidden, tokens) a call takes.
 constexpr int64_t kMaxDim = int64_t{1} << 31;
 
-// An integer in [min, max].
-int64_t int_arg(const Napi::CallbackInfo& info, size_t index, const char* name, int64_t min, int64_t max);
-bool bool_arg(const Napi::CallbackInfo& info, size_t index, const char* name);
+// An integer field in [min, max]; a boolean field.
+int64_t int_arg(const Args& args, const char* name, int64_t min, int64_t max);
+bool bool_arg(const Args& args, const char* name);
 
 // The same checks on any value (a field of a spec object, see spec.h); `name` is its path in messages.
 int64_t int_value(Napi::Env env, const Napi::Value& value, const std::string& name, int64_t min, int64_t max);

@@ -19,12 +19,14 @@ namespace moe_binding {
 
 namespace {
 
+const Signature& kRouterLogits = declare("routerLogits", {"x", "tokens", "dModel", "router", "numExperts"});
 Napi::Value RouterLogits(const Napi::CallbackInfo& info) {
-  const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
-  const int64_t d_model = int_arg(info, 2, "dModel", 1, kMaxDim);
-  const int64_t experts = int_arg(info, 4, "numExperts", 1, kMaxExperts);
-  const Held<float> x = held_float32(info, 0, "x", tokens * d_model, false);
-  const Held<float> router = held_float32(info, 3, "router", experts * d_model, false);
+  const Args a(info, kRouterLogits);
+  const int64_t tokens = int_arg(a, "tokens", 1, kMaxDim);
+  const int64_t d_model = int_arg(a, "dModel", 1, kMaxDim);
+  const int64_t experts = int_arg(a, "numExperts", 1, kMaxExperts);
+  const Held<float> x = held_float32(a, "x", tokens * d_model, false);
+  const Held<float> router = held_float32(a, "router", experts * d_model, false);
   check_finite(info.Env(), "x", x.data, tokens, d_model);
   check_finite(info.Env(), "router", router.data, experts, d_model);
   auto logits = new_float32_array(info.Env(), static_cast<size_t>(tokens * experts));
@@ -32,60 +34,68 @@ Napi::Value RouterLogits(const Napi::CallbackInfo& info) {
   return logits;
 }
 
-// What both router-gradient bindings open with: (gradLogits Float64Array [T*E], _, tokens, numExperts, dModel).
+// What both router-gradient bindings open with: { gradLogits: Float64Array [T*E], tokens, numExperts, dModel }.
 struct RouterGradientArgs {
   int64_t tokens, experts, d_model;
   const double* grad;
 };
-RouterGradientArgs router_gradient_args(const Napi::CallbackInfo& info) {
+RouterGradientArgs router_gradient_args(const Args& args) {
   RouterGradientArgs a;
-  a.tokens = int_arg(info, 2, "tokens", 1, kMaxDim);
-  a.experts = int_arg(info, 3, "numExperts", 1, kMaxElements);
-  a.d_model = int_arg(info, 4, "dModel", 1, kMaxDim);
-  a.grad = finite_float64_arg(info, 0, "gradLogits", elements(info.Env(), "gradLogits", {a.tokens, a.experts}));
+  a.tokens = int_arg(args, "tokens", 1, kMaxDim);
+  a.experts = int_arg(args, "numExperts", 1, kMaxElements);
+  a.d_model = int_arg(args, "dModel", 1, kMaxDim);
+  a.grad = finite_float64_arg(args, "gradLogits", elements(args.Env(), "gradLogits", {a.tokens, a.experts}));
   return a;
 }
 
-// (gradLogits Float64Array [T*E], x Float64Array [T*dModel], tokens, numExperts, dModel) -> Float64Array [E*dModel]
+// { gradLogits, x: Float64Array or Float32Array [T*dModel], tokens, numExperts, dModel } -> Float64Array [E*dModel]
+const Signature& kRouterWeightGradient =
+    declare("routerWeightGradient", {"gradLogits", "x", "tokens", "numExperts", "dModel"});
 Napi::Value RouterWeightGradient(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
-  const RouterGradientArgs a = router_gradient_args(info);
+  const Args args(info, kRouterWeightGradient);
+  const RouterGradientArgs a = router_gradient_args(args);
   const int64_t tokens = a.tokens, experts = a.experts, d_model = a.d_model;
   const double* grad = a.grad;
   const int64_t x_count = elements(env, "x", {tokens, d_model});
   auto out = Napi::Float64Array::New(env, static_cast<size_t>(elements(env, "the gradient", {experts, d_model})));
   // x as float64, or the layer's float32 input as it is (widened exactly while read: no float64 copy of it).
-  if (info[1].IsTypedArray() && info[1].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array) {
-    const Held<float> x = held_float32(info, 1, "x", x_count, false);
+  if (args["x"].IsTypedArray() && args["x"].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array) {
+    const Held<float> x = held_float32(args, "x", x_count, false);
     check_finite(env, "x", x.data, tokens, d_model);
     run_guarded(env, [&] { moe::router_weight_gradient(grad, x.data, tokens, experts, d_model, out.Data()); });
   } else {
-    const double* x = finite_float64_arg(info, 1, "x", x_count);
+    const double* x = finite_float64_arg(args, "x", x_count);
     run_guarded(env, [&] { moe::router_weight_gradient(grad, x, tokens, experts, d_model, out.Data()); });
   }
   return out;
 }
 
-// (gradLogits Float64Array [T*E], router Float32Array [E*dModel], tokens, numExperts, dModel, dx Float32Array
-// [T*dModel]) -> undefined: dx += gradLogits router, in place.
+// { gradLogits, router: Float32Array [E*dModel], tokens, numExperts, dModel, dx: Float32Array [T*dModel] } ->
+// undefined: dx += gradLogits router, in place.
+const Signature& kRouterInputGradient =
+    declare("routerInputGradient", {"gradLogits", "router", "tokens", "numExperts", "dModel", "dx"});
 Napi::Value RouterInputGradient(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
-  const RouterGradientArgs a = router_gradient_args(info);
+  const Args args(info, kRouterInputGradient);
+  const RouterGradientArgs a = router_gradient_args(args);
   const int64_t tokens = a.tokens, experts = a.experts, d_model = a.d_model;
   const double* grad = a.grad;
-  const float* router = float32_arg(info, 1, "router", elements(env, "router", {experts, d_model}));
+  const float* router = float32_arg(args, "router", elements(env, "router", {experts, d_model}));
   // dx is written in place: the caller's own array (lib/layer-backward.ts passes the backward's new dx).
-  float* dx = const_cast<float*>(float32_arg(info, 5, "dx", elements(env, "dx", {tokens, d_model})));
+  float* dx = const_cast<float*>(float32_arg(args, "dx", elements(env, "dx", {tokens, d_model})));
   run_guarded(env, [&] { moe::router_input_gradient(grad, router, tokens, experts, d_model, dx); });
   return env.Undefined();
 }
 
+const Signature& kTopK = declare("topK", {"logits", "tokens", "numExperts", "k", "normalize"});
 Napi::Value TopK(const Napi::CallbackInfo& info) {
-  const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
-  const int64_t experts = int_arg(info, 2, "numExperts", 1, kMaxExperts);
-  const int64_t k = int_arg(info, 3, "k", 1, experts);
-  const bool normalize = bool_arg(info, 4, "normalize");
-  const Held<float> logits = held_float32(info, 0, "logits", tokens * experts, false);
+  const Args a(info, kTopK);
+  const int64_t tokens = int_arg(a, "tokens", 1, kMaxDim);
+  const int64_t experts = int_arg(a, "numExperts", 1, kMaxExperts);
+  const int64_t k = int_arg(a, "k", 1, experts);
+  const bool normalize = bool_arg(a, "normalize");
+  const Held<float> logits = held_float32(a, "logits", tokens * experts, false);
   check_finite(info.Env(), "logits", logits.data, tokens, experts);
   auto chosen = new_int32_array(info.Env(), static_cast<size_t>(tokens * k));
   auto weights = new_float32_array(info.Env(), static_cast<size_t>(tokens * k));
@@ -96,12 +106,14 @@ Napi::Value TopK(const Napi::CallbackInfo& info) {
   return out;
 }
 
+const Signature& kDispatch = declare("dispatch", {"experts", "numExperts"});
 Napi::Value Dispatch(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
-  if (!info[0].IsTypedArray()) throw_type_error(env, "expected experts to be an Int32Array");
-  const int64_t slots = slot_count(env, static_cast<int64_t>(info[0].As<Napi::TypedArray>().ElementLength()), 1);
-  const int64_t experts = int_arg(info, 1, "numExperts", 1, kMaxExperts);
-  const int32_t* chosen = int32_arg(info, 0, "experts", slots);
+  const Args a(info, kDispatch);
+  if (!a["experts"].IsTypedArray()) throw_type_error(env, "expected experts to be an Int32Array");
+  const int64_t slots = slot_count(env, static_cast<int64_t>(a["experts"].As<Napi::TypedArray>().ElementLength()), 1);
+  const int64_t experts = int_arg(a, "numExperts", 1, kMaxExperts);
+  const int32_t* chosen = int32_arg(a, "experts", slots);
   check_experts(env, chosen, slots, experts);
   auto counts = new_int32_array(env, static_cast<size_t>(experts));
   auto offsets = new_int32_array(env, static_cast<size_t>(experts + 1));
@@ -147,19 +159,23 @@ class NativeExperts : public Napi::ObjectWrap<NativeExperts> {
   ReportedMemory memory_;
 };
 
-// (experts, x, tokens, k, expertOffsets, order) -> Float32Array [tokens * k * dModel], or a Promise of it when
+// { experts, x, tokens, k, expertOffsets, order } -> Float32Array [tokens * k * dModel], or a Promise of it when
 // `async` (expertFFNAsync).
+const Signature& kExpertFFN = declare("expertFFN", {"experts", "x", "tokens", "k", "expertOffsets", "order"});
+const Signature& kExpertFFNAsync = declare("expertFFNAsync", {"experts", "x", "tokens", "k", "expertOffsets", "order"});
 Napi::Value expert_ffn(const Napi::CallbackInfo& info, bool async) {
   const Napi::Env env = info.Env();
-  auto packed = unwrap_tagged<NativeExperts>(env, info[0], kExpertsTag, "packed experts")->get(env);
+  const Args a(info, async ? kExpertFFNAsync : kExpertFFN);
+  const Napi::Value handle = a["experts"];
+  auto packed = unwrap_tagged<NativeExperts>(env, handle, kExpertsTag, "packed experts")->get(env);
   const moe::ExpertShape& s = moe::packed_shape(*packed);
-  const int64_t tokens = int_arg(info, 2, "tokens", 1, kMaxDim);
-  const int64_t k = int_arg(info, 3, "k", 1, s.num_experts);
+  const int64_t tokens = int_arg(a, "tokens", 1, kMaxDim);
+  const int64_t k = int_arg(a, "k", 1, s.num_experts);
   const int64_t slots = slot_count(env, tokens, k);
   // The plan is always copied (it is small) and x when the job runs later: what is checked is what is read.
-  const Held<float> x = held_float32(info, 1, "x", tokens * s.d_model, async);
-  const Held<int32_t> offsets = held_int32(info, 4, "expertOffsets", s.num_experts + 1, true);
-  const Held<int32_t> order = held_int32(info, 5, "order", slots, true);
+  const Held<float> x = held_float32(a, "x", tokens * s.d_model, async);
+  const Held<int32_t> offsets = held_int32(a, "expertOffsets", s.num_experts + 1, true);
+  const Held<int32_t> order = held_int32(a, "order", slots, true);
   check_finite(env, "x", x.data, tokens, s.d_model);
   // The plan must address rows inside the buffers (monotone offsets within [0, slots], slots in range) and list
   // each slot at most once: a repeated slot would leave another unwritten and race on its own row.
@@ -189,22 +205,24 @@ Napi::Value expert_ffn(const Napi::CallbackInfo& info, bool async) {
     run_guarded(env, work);
     return out;
   }
-  return run_async(env, moe::JobQueue::cpu, {out, info[0]}, work,
+  return run_async(env, moe::JobQueue::cpu, {out, handle}, work,
                    [](Napi::Env, const std::vector<Napi::Value>& kept) { return kept[0]; });
 }
 
 Napi::Value ExpertFFNSync(const Napi::CallbackInfo& info) { return expert_ffn(info, false); }
 Napi::Value ExpertFFNAsync(const Napi::CallbackInfo& info) { return expert_ffn(info, true); }
 
-// (slotOutputs, weights, tokens, k, dModel) -> Float32Array [tokens * dModel]
+// { slotOutputs, weights, tokens, k, dModel } -> Float32Array [tokens * dModel]
+const Signature& kCombine = declare("combine", {"slotOutputs", "weights", "tokens", "k", "dModel"});
 Napi::Value Combine(const Napi::CallbackInfo& info) {
-  const int64_t tokens = int_arg(info, 2, "tokens", 1, kMaxDim);
-  const int64_t k = int_arg(info, 3, "k", 1, kMaxExperts);
-  const int64_t d_model = int_arg(info, 4, "dModel", 1, kMaxDim);
+  const Args a(info, kCombine);
+  const int64_t tokens = int_arg(a, "tokens", 1, kMaxDim);
+  const int64_t k = int_arg(a, "k", 1, kMaxExperts);
+  const int64_t d_model = int_arg(a, "dModel", 1, kMaxDim);
   const int64_t slots = slot_count(info.Env(), tokens, k);
   const Held<float> slot_out =
-      held_float32(info, 0, "slotOutputs", elements(info.Env(), "slotOutputs", {slots, d_model}), false);
-  const Held<float> weights = held_float32(info, 1, "weights", slots, false);
+      held_float32(a, "slotOutputs", elements(info.Env(), "slotOutputs", {slots, d_model}), false);
+  const Held<float> weights = held_float32(a, "weights", slots, false);
   check_finite(info.Env(), "slotOutputs", slot_out.data, slots, d_model);
   check_finite(info.Env(), "weights", weights.data, tokens, k);
   auto out = new_float32_array(info.Env(), static_cast<size_t>(tokens * d_model));
@@ -212,32 +230,34 @@ Napi::Value Combine(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// The shape, dtype and group of a quantize / dequantize call (arguments 1 to 4): rows of k inputs, int8 or int4,
-// groups of a multiple of 8 that divides k, or 0 for one per row (check_group_size).
+// The shape, dtype and group of a quantize / dequantize call (its rows, k, dtype, groupSize): rows of k inputs, int8
+// or int4, groups of a multiple of 8 that divides k, or 0 for one per row (check_group_size).
 struct QuantCall {
   int64_t rows, k, g, code_bytes;  // g in inputs (k for one per row); code_bytes per row
   moe::WeightDtype dtype;
 };
 
-QuantCall quant_call(const Napi::CallbackInfo& info) {
+QuantCall quant_call(const Args& a) {
   QuantCall c;
-  c.rows = int_arg(info, 1, "rows", 1, kMaxElements);
-  c.k = int_arg(info, 2, "k", 1, kMaxDim);
-  const std::string name = string_value(info.Env(), info[3], "dtype");
+  c.rows = int_arg(a, "rows", 1, kMaxElements);
+  c.k = int_arg(a, "k", 1, kMaxDim);
+  const std::string name = string_value(a.Env(), a["dtype"], "dtype");
   if (!moe::parse_weight_dtype(name, &c.dtype) || !moe::is_quantized(c.dtype))
-    throw_range_error(info.Env(), "expected dtype to be 'int8' or 'int4' but got '" + name + "'");
-  const int64_t g = int_arg(info, 4, "groupSize", 0, kMaxDim);
-  check_group_size(info.Env(), c.dtype, g, c.k, "the row length (" + std::to_string(c.k) + ")");
+    throw_range_error(a.Env(), "expected dtype to be 'int8' or 'int4' but got '" + name + "'");
+  const int64_t g = int_arg(a, "groupSize", 0, kMaxDim);
+  check_group_size(a.Env(), c.dtype, g, c.k, "the row length (" + std::to_string(c.k) + ")");
   c.g = g > 0 ? g : c.k;
   c.code_bytes = moe::code_bytes(c.dtype, c.k);
   return c;
 }
 
-// (values Float32Array [rows * k], rows, k, dtype, groupSize) -> { codes: Uint8Array, scales: Uint16Array }
+// { tensor: Float32Array [rows * k], rows, k, dtype, groupSize } -> { codes: Uint8Array, scales: Uint16Array }
+const Signature& kQuantize = declare("quantize", {"tensor", "rows", "k", "dtype", "groupSize"});
 Napi::Value Quantize(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
-  const QuantCall c = quant_call(info);
-  const Held<float> values = held_float32(info, 0, "tensor", elements(env, "tensor", {c.rows, c.k}), false);
+  const Args a(info, kQuantize);
+  const QuantCall c = quant_call(a);
+  const Held<float> values = held_float32(a, "tensor", elements(env, "tensor", {c.rows, c.k}), false);
   check_finite(env, "tensor", values.data, c.rows, c.k);
   const float limit = moe::max_quantizable(c.dtype);
   const std::string outside =
@@ -255,11 +275,13 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// (codes Uint8Array | Int8Array, scales Uint16Array, rows, k, dtype, groupSize) -> Float32Array [rows * k]
+// { q: { codes: Uint8Array | Int8Array, scales: Uint16Array }, rows, k, dtype, groupSize } -> Float32Array [rows * k]
+const Signature& kDequantize = declare("dequantize", {"q", "rows", "k", "dtype", "groupSize"});
 Napi::Value Dequantize(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
-  const QuantCall c = quant_call(info);
-  const Fields q(env, info[0], "q");
+  const Args a(info, kDequantize);
+  const QuantCall c = quant_call(a);
+  const Fields q(env, a["q"], "q");
   const uint8_t* codes =
       bytes_value(env, q.value("codes"), "q.codes", elements(env, "q.codes", {c.rows, c.code_bytes}));
   const uint16_t* scales =

@@ -39,10 +39,29 @@ struct Staged {
   int64_t length = 0;
 };
 
-Staged stage_output(const Napi::CallbackInfo& info, size_t index, int64_t length, bool async) {
-  if (!async || info[index].IsNull() || info[index].IsUndefined()) return {};
-  return {allocate_array<float>(info.Env(), length, "the output"), length};
+Staged stage_output(const Args& args, int64_t length, bool async) {
+  if (!async || args.absent("out")) return {};
+  return {allocate_array<float>(args.Env(), length, "the output"), length};
 }
+
+// Every call's options object, by name (args.h); lib/native.ts declares the same fields.
+const Signature& kForward = declare("NativeLayer.forward", {"x", "tokens", "out", "keep"});
+const Signature& kForwardSync = declare("NativeLayer.forwardSync", {"x", "tokens", "out", "keep"});
+const Signature& kForwardRouted =
+    declare("NativeLayer.forwardRouted", {"x", "tokens", "k", "experts", "weights", "out", "keep"});
+const Signature& kForwardRoutedSync =
+    declare("NativeLayer.forwardRoutedSync", {"x", "tokens", "k", "experts", "weights", "out", "keep"});
+const Signature& kBackward =
+    declare("NativeLayer.backward", {"x", "tokens", "k", "experts", "weights", "gradOutput", "into"});
+const Signature& kBackwardSync =
+    declare("NativeLayer.backwardSync", {"x", "tokens", "k", "experts", "weights", "gradOutput", "into"});
+const Signature& kRouterLogits = declare("NativeLayer.routerLogits", {"x", "tokens"});
+const Signature& kNoiseLogits = declare("NativeLayer.noiseLogits", {"x", "tokens"});
+const Signature& kRoutingWeightGradients =
+    declare("NativeLayer.routingWeightGradients", {"x", "tokens", "k", "experts", "gradOutput"});
+const Signature& kSlotOutputs = declare("NativeLayer.slotOutputs", {"x", "tokens", "k", "experts"});
+const Signature& kApplyGradients = declare("NativeLayer.applyGradients", {"grads", "step"});
+const Signature& kExportWeights = declare("NativeLayer.exportWeights", {"routerOnly"});
 
 // On the JS thread, as the Promise settles: copies a staged output into `out`, checked again.
 void deliver(Napi::Env env, const Staged& staged, const Napi::Value& out) {
@@ -222,7 +241,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return layer_;
   }
 
-  // (x, tokens, out?): checks x, allocates the outputs (the output only when no `out` array is given), and
+  // { x, tokens, out?, keep? }: checks x, allocates the outputs (the output only when no `out` array is given), and
   // returns the work that fills them.
   struct Call {
     std::shared_ptr<moe::Layer> layer;
@@ -251,28 +270,28 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
 
   // An async call copies x before it returns, and writes into memory of its own: the caller's `out` gets the
   // result when the Promise settles, after checking that it is still attached and as long (docs/guarantees.md).
-  Call prepare(const Napi::CallbackInfo& info, bool async) const {
-    const Napi::Env env = info.Env();
+  Call prepare(const Args& args, bool async) const {
+    const Napi::Env env = args.Env();
     Call call{get(env), {}, 0, {}, {}, {}, {}, {}, {}, {}, config_.experts.d_model};
     const moe::LayerConfig& c = config_;
     const int64_t d = c.experts.d_model, e = c.experts.num_experts, k = c.top_k;
-    call.tokens = int_arg(info, 1, "tokens", call.layer->collective() ? 0 : 1, kMaxDim);
+    call.tokens = int_arg(args, "tokens", call.layer->collective() ? 0 : 1, kMaxDim);
     slot_count(env, call.tokens, k);
-    const float* caller_x = float32_arg(info, 0, "x", call.tokens * d);
-    call.output = output_arg(info, 2, caller_x, call.tokens * d);
-    call.x = held_float32(info, 0, "x", call.tokens * d, async);
+    const float* caller_x = float32_arg(args, "x", call.tokens * d);
+    call.output = output_arg(args, caller_x, call.tokens * d);
+    call.x = held_float32(args, "x", call.tokens * d, async);
     check_finite(env, "x", call.x.data, call.tokens, d);
     call.logits = new_float32_array(env, static_cast<size_t>(call.tokens * e));
     call.experts = new_int32_array(env, static_cast<size_t>(call.tokens * k));
     call.weights = new_float32_array(env, static_cast<size_t>(call.tokens * k));
     call.counts = new_int32_array(env, static_cast<size_t>(e));
-    call.staged = stage_output(info, 2, call.tokens * d, async);
+    call.staged = stage_output(args, call.tokens * d, async);
     call.buffers = {call.staged.data ? call.staged.data.get() : call.output.Data(),
                     call.logits.Data(),
                     call.experts.Data(),
                     call.weights.Data(),
                     call.counts.Data(),
-                    info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value()};
+                    args["keep"].IsBoolean() && args["keep"].As<Napi::Boolean>().Value()};
     return call;
   }
 
@@ -297,13 +316,14 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
         });
   }
 
-  // (routerOnly?) -> { router, noiseRouter, sharedGate, experts: { w1, w3, w2, b1, b3, b2 }, shared } of
+  // { routerOnly? } -> { router, noiseRouter, sharedGate, experts: { w1, w3, w2, b1, b3, b2 }, shared } of
   // Float32Arrays (null where the layer has none, and every expert array with routerOnly), read back from the
   // packed weights.
   Napi::Value ExportWeights(const Napi::CallbackInfo& info) {
     const Napi::Env env = info.Env();
     auto layer = get(env);
-    const bool router_only = info.Length() > 0 && info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value();
+    const Args a(info, kExportWeights);
+    const bool router_only = a["routerOnly"].IsBoolean() && a["routerOnly"].As<Napi::Boolean>().Value();
     const moe::LayerConfig& c = config_;
     const moe::LayerWeightsPresent has = layer->weights_present();
     const int64_t d = c.experts.d_model;
@@ -338,7 +358,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
 
   Napi::Value ForwardSync(const Napi::CallbackInfo& info) {
     CollectiveChecks checks{layer_.get()};
-    const Call call = prepare(info, false);
+    const Call call = prepare(Args(info, kForwardSync), false);
     checks.passed = true;
     run_guarded(info.Env(), [&] { call.run(); });
     return Call::result(info.Env(), call.arrays());
@@ -347,9 +367,10 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     CollectiveChecks checks{layer_.get()};
     const auto layer = get(info.Env());
+    const Args args(info, kForward);
     const bool small =
-        layer->runs_inline(int_arg(info, 1, "tokens", layer->collective() ? 0 : 1, kMaxDim) * config_.top_k);
-    const Call call = prepare(info, !small);
+        layer->runs_inline(int_arg(args, "tokens", layer->collective() ? 0 : 1, kMaxDim) * config_.top_k);
+    const Call call = prepare(args, !small);
     checks.passed = true;
     if (small)
       return resolved(info.Env(), [&] {
@@ -366,7 +387,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
         });
   }
 
-  // (x, tokens) -> Float32Array [tokens * E], of the router or (noisy top-k) the noise router
+  // { x, tokens } -> Float32Array [tokens * E], of the router or (noisy top-k) the noise router
   Napi::Value RouterLogits(const Napi::CallbackInfo& info) { return logits(info, false); }
   Napi::Value NoiseLogits(const Napi::CallbackInfo& info) { return logits(info, true); }
 
@@ -374,8 +395,9 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     const Napi::Env env = info.Env();
     auto layer = get(env);
     const moe::LayerConfig& c = config_;
-    const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
-    const Held<float> x = held_float32(info, 0, "x", tokens * c.experts.d_model, false);
+    const Args args(info, noise ? kNoiseLogits : kRouterLogits);
+    const int64_t tokens = int_arg(args, "tokens", 1, kMaxDim);
+    const Held<float> x = held_float32(args, "x", tokens * c.experts.d_model, false);
     check_finite(env, "x", x.data, tokens, c.experts.d_model);
     auto logits = new_float32_array(env, static_cast<size_t>(tokens * c.experts.num_experts));
     run_guarded(env, [&] {
@@ -387,15 +409,13 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return logits;
   }
 
-  // (x, tokens, k, experts Int32Array [T*k], gradOutput Float32Array [T*dModel]) -> Float64Array [T*k]:
-  // dL/d(routing weight) per slot, <dL/dy_t, E_s(x_t)>.
-  // (x, tokens, k, experts Int32Array [T*k], weights Float32Array [T*k], gradOutput [T, dModel]) ->
+  // { x, tokens, k, experts: Int32Array [T*k], weights: Float32Array [T*k], gradOutput: [T, dModel], into? } ->
   // { dx, dWeights, experts: { w1, w3, w2, b1, b3, b2 }, shared, sharedGate } (moe::LayerGradients; null where the
-  // layer has no such weight), on the calling thread. An optional 7th argument of the same shape names arrays to
-  // overwrite instead of allocating (Destinations).
+  // layer has no such weight), on the calling thread. `into`, of the result's shape, names arrays to overwrite
+  // instead of allocating (Destinations).
   Napi::Value BackwardSync(const Napi::CallbackInfo& info) { return backward(info, false); }
   // The same, as a Promise: run on the job thread, its inputs copied, its gradients written into new arrays; those
-  // named by the 7th argument (`into`) receive a copy when the Promise settles (checked then to be intact), as an
+  // named by `into` receive a copy when the Promise settles (checked then to be intact), as an
   // async forward's `out` does: a caller's array is never written while JavaScript can reach it.
   Napi::Value Backward(const Napi::CallbackInfo& info) { return backward(info, true); }
 
@@ -403,24 +423,26 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     const Napi::Env env = info.Env();
     auto layer = get(env);
     CollectiveChecks checks{layer.get()};
+    const Args args(info, promise ? kBackward : kBackwardSync);
     const moe::LayerConfig& c = config_;
     const int64_t d = c.experts.d_model, e = c.experts.num_experts;
-    const int64_t tokens = int_arg(info, 1, "tokens", layer->collective() ? 0 : 1, kMaxDim);
-    const int64_t k = int_arg(info, 2, "k", 1, e);
+    const int64_t tokens = int_arg(args, "tokens", layer->collective() ? 0 : 1, kMaxDim);
+    const int64_t k = int_arg(args, "k", 1, e);
     slot_count(env, tokens, k + c.shared.num_experts);
     elements(env, "the slot gradients", {tokens, k + c.shared.num_experts, d});
-    const Held<float> x = held_float32(info, 0, "x", tokens * d, promise);
-    const Held<int32_t> experts = held_int32(info, 3, "experts", tokens * k, promise);
-    const Held<float> weights = held_float32(info, 4, "weights", tokens * k, promise);
-    const Held<float> grad = held_float32(info, 5, "gradOutput", tokens * d, promise);
+    const Held<float> x = held_float32(args, "x", tokens * d, promise);
+    const Held<int32_t> experts = held_int32(args, "experts", tokens * k, promise);
+    const Held<float> weights = held_float32(args, "weights", tokens * k, promise);
+    const Held<float> grad = held_float32(args, "gradOutput", tokens * d, promise);
+    const Napi::Value into = args["into"];
     check_finite(env, "x", x.data, tokens, d);
     check_experts(env, experts.data, tokens * k, e);
     check_finite(env, "weights", weights.data, tokens, k);
     check_finite(env, "gradOutput", grad.data, tokens, d);
     const moe::LayerWeightsPresent has = layer->weights_present();
     // An async call writes arrays of its own; `into` is checked now and delivered to when it settles.
-    Destinations dest(env, promise ? env.Undefined() : info[6], "into");
-    Destinations checked(env, info[6], "into");
+    Destinations dest(env, promise ? env.Undefined() : into, "into");
+    Destinations checked(env, into, "into");
     for (Destinations* dd : {&dest, &checked})
       for (const auto& [p, bytes] : {std::pair<const void*, int64_t>{x.data, tokens * d * 4},
                                      {experts.data, tokens * k * 4},
@@ -450,7 +472,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       report_memory(env);
       return result;
     }
-    if (info[6].IsObject()) {  // the destinations' sizes and overlaps, checked before the work starts
+    if (into.IsObject()) {  // the destinations' sizes and overlaps, checked before the work starts
       (void)checked.array("dx", true, tokens * d);
       (void)checked.array("dWeights", true, tokens * k);
       moe::ExpertWeightsOut unused;
@@ -461,7 +483,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       (void)checked.array("sharedGate", has.shared_gate, c.shared.num_experts * d);
     }
     std::vector<Napi::Value> keep{result, info.This()};
-    if (info[6].IsObject()) keep.push_back(info[6]);
+    if (into.IsObject()) keep.push_back(into);
     return run_async(env, layer->queue(), keep, run,
                      [](Napi::Env env, const std::vector<Napi::Value>& kept) -> Napi::Value {
                        Napi::Object r = kept[0].As<Napi::Object>();
@@ -471,8 +493,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
                      });
   }
 
-  // (grads: { router, noiseRouter, sharedGate, experts: { w1, w3, w2, b1, b3, b2 }, shared }, step: { kind, lr,
-  // momentum, weightDecay, beta1, beta2, eps, step }): one optimizer step on the packed weights, in place. Every
+  // { grads: { router, noiseRouter, sharedGate, experts: { w1, w3, w2, b1, b3, b2 }, shared }, step: { kind, lr,
+  // momentum, weightDecay, beta1, beta2, eps, step } }: one optimizer step on the packed weights, in place. Every
   // array optional (null: that parameter stays), finite, of its parameter's size.
   Napi::Value ApplyGradients(const Napi::CallbackInfo& info) {
     const Napi::Env env = info.Env();
@@ -480,7 +502,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     CollectiveChecks checks{layer.get()};
     const moe::LayerConfig& c = config_;
     const int64_t d = c.experts.d_model;
-    const Fields f(env, info[0], "grads");
+    const Args args(info, kApplyGradients);
+    const Fields f(env, args["grads"], "grads");
     moe::ParameterGradients g;
     g.router = f.float32("router", c.experts.num_experts, d, true);
     g.noise_router = f.float32("noiseRouter", c.experts.num_experts, d, true);
@@ -498,7 +521,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     };
     experts("experts", c.experts, &g.experts);
     if (c.shared.num_experts > 0) experts("shared", c.shared, &g.shared);
-    const Fields o(env, info[1], "step");
+    const Fields o(env, args["step"], "step");
     moe::OptimizerStep step;
     const std::string kind = o.string("kind");
     if (kind != "sgd" && kind != "adamw")
@@ -525,14 +548,15 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   Napi::Value RoutingWeightGradients(const Napi::CallbackInfo& info) {
     const Napi::Env env = info.Env();
     auto layer = get(env);
+    const Args args(info, kRoutingWeightGradients);
     const int64_t d = config_.experts.d_model, e = config_.experts.num_experts;
-    const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
-    const int64_t k = int_arg(info, 2, "k", 1, e);
+    const int64_t tokens = int_arg(args, "tokens", 1, kMaxDim);
+    const int64_t k = int_arg(args, "k", 1, e);
     slot_count(env, tokens, k);
     elements(env, "the slot outputs", {tokens, k, d});
-    const Held<float> x = held_float32(info, 0, "x", tokens * d, false);
-    const Held<int32_t> experts = held_int32(info, 3, "experts", tokens * k, false);
-    const Held<float> grad = held_float32(info, 4, "gradOutput", tokens * d, false);
+    const Held<float> x = held_float32(args, "x", tokens * d, false);
+    const Held<int32_t> experts = held_int32(args, "experts", tokens * k, false);
+    const Held<float> grad = held_float32(args, "gradOutput", tokens * d, false);
     check_finite(env, "x", x.data, tokens, d);
     check_experts(env, experts.data, tokens * k, e);
     check_finite(env, "gradOutput", grad.data, tokens, d);
@@ -543,8 +567,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return out;
   }
 
-  // (x, tokens, k, experts Int32Array [T*k], weights Float32Array [T*k], out?) -> { output, tokensPerExpert },
-  // on the calling thread.
+  // { x, tokens, k, experts: Int32Array [T*k], weights: Float32Array [T*k], out?, keep? } -> { output, tokensPerExpert
+  // }, on the calling thread.
   Napi::Value ForwardRoutedSync(const Napi::CallbackInfo& info) { return forward_routed(info, false); }
   // The same, as a Promise (run off the event loop unless the work is tiny).
   Napi::Value ForwardRouted(const Napi::CallbackInfo& info) { return forward_routed(info, true); }
@@ -553,25 +577,26 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     const Napi::Env env = info.Env();
     auto layer = get(env);
     CollectiveChecks checks{layer.get()};
+    const Args args(info, promise ? kForwardRouted : kForwardRoutedSync);
     const moe::LayerConfig& c = config_;
     const int64_t d = c.experts.d_model, e = c.experts.num_experts;
-    const int64_t tokens = int_arg(info, 1, "tokens", layer->collective() ? 0 : 1, kMaxDim);
-    const int64_t k = int_arg(info, 2, "k", 1, e);
+    const int64_t tokens = int_arg(args, "tokens", layer->collective() ? 0 : 1, kMaxDim);
+    const int64_t k = int_arg(args, "k", 1, e);
     slot_count(env, tokens, k);
     const bool async = promise && !layer->runs_inline(tokens * k);
-    auto output = output_arg(info, 5, float32_arg(info, 0, "x", tokens * d), tokens * d);
+    auto output = output_arg(args, float32_arg(args, "x", tokens * d), tokens * d);
     // Copied for an async call (the routing always: it is small), then checked: what is checked is what is read.
-    const Held<float> x = held_float32(info, 0, "x", tokens * d, async);
-    const Held<int32_t> experts = held_int32(info, 3, "experts", tokens * k, true);
-    const Held<float> weights = held_float32(info, 4, "weights", tokens * k, true);
+    const Held<float> x = held_float32(args, "x", tokens * d, async);
+    const Held<int32_t> experts = held_int32(args, "experts", tokens * k, true);
+    const Held<float> weights = held_float32(args, "weights", tokens * k, true);
     check_finite(env, "x", x.data, tokens, d);
     check_finite(env, "weights", weights.data, tokens, k);
     check_experts(env, experts.data, tokens * k, e);
     auto counts = new_int32_array(env, static_cast<size_t>(e));
-    const Staged staged = stage_output(info, 5, tokens * d, async);
+    const Staged staged = stage_output(args, tokens * d, async);
     float* out = staged.data ? staged.data.get() : output.Data();
     int32_t* cnt = counts.Data();
-    const bool keep = info[6].IsBoolean() && info[6].As<Napi::Boolean>().Value();
+    const bool keep = args["keep"].IsBoolean() && args["keep"].As<Napi::Boolean>().Value();
     checks.passed = true;
     const auto run = [layer, x, tokens, k, experts, weights, out, cnt, d, keep] {
       layer->forward_routed(x.data, tokens, static_cast<int>(k), experts.data, weights.data, out, cnt, keep);
@@ -599,17 +624,18 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
                      });
   }
 
-  // (x, tokens, k, experts Int32Array [T*k]) -> Float32Array [T * k * dModel]
+  // { x, tokens, k, experts: Int32Array [T*k] } -> Float32Array [T * k * dModel]
   Napi::Value SlotOutputs(const Napi::CallbackInfo& info) {
     const Napi::Env env = info.Env();
     auto layer = get(env);
+    const Args args(info, kSlotOutputs);
     const moe::LayerConfig& c = layer->config();
     const int64_t d = c.experts.d_model, e = c.experts.num_experts;
-    const int64_t tokens = int_arg(info, 1, "tokens", 1, kMaxDim);
-    const int64_t k = int_arg(info, 2, "k", 1, e);
+    const int64_t tokens = int_arg(args, "tokens", 1, kMaxDim);
+    const int64_t k = int_arg(args, "k", 1, e);
     slot_count(env, tokens, k);
-    const Held<float> x = held_float32(info, 0, "x", tokens * d, false);
-    const Held<int32_t> experts = held_int32(info, 3, "experts", tokens * k, false);
+    const Held<float> x = held_float32(args, "x", tokens * d, false);
+    const Held<int32_t> experts = held_int32(args, "experts", tokens * k, false);
     check_finite(env, "x", x.data, tokens, d);
     check_experts(env, experts.data, tokens * k, e);
     auto out = new_float32_array(env, static_cast<size_t>(elements(env, "the slot outputs", {tokens, k, d})));

@@ -14,6 +14,9 @@
 namespace moe_binding {
 namespace {
 
+const Signature& kConstruct = declare("new NativeReadProbe", {"bytes"});
+const Signature& kMeasure = declare("NativeReadProbe.measure", {"threads", "passes"});
+
 class NativeReadProbe : public Napi::ObjectWrap<NativeReadProbe> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -22,10 +25,10 @@ class NativeReadProbe : public Napi::ObjectWrap<NativeReadProbe> {
         {InstanceMethod("measure", &NativeReadProbe::Measure), InstanceMethod("dispose", &NativeReadProbe::Dispose)});
   }
 
-  // (bytes)
+  // { bytes }
   explicit NativeReadProbe(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeReadProbe>(info) {
     tag_object(info.Env(), info.This().As<Napi::Object>(), kReadProbeTag);
-    const int64_t bytes = int_arg(info, 0, "bytes", 1 << 20, int64_t{1} << 34);
+    const int64_t bytes = int_arg(Args(info, kConstruct), "bytes", 1 << 20, int64_t{1} << 34);
     try {
       probe_ = std::make_unique<moe::ReadProbe>(static_cast<size_t>(bytes));
       memory_.report(info.Env(), bytes);
@@ -35,12 +38,13 @@ class NativeReadProbe : public Napi::ObjectWrap<NativeReadProbe> {
   }
 
  private:
-  // (threads, passes) -> GB/s
+  // { threads, passes } -> GB/s
   Napi::Value Measure(const Napi::CallbackInfo& info) {
     if (!probe_)
       throw_type_error(info.Env(), "expected a read probe that is not disposed but got a disposed ReadProbe");
-    const int threads = static_cast<int>(int_arg(info, 0, "threads", 1, 256));
-    const int passes = static_cast<int>(int_arg(info, 1, "passes", 1, 100));
+    const Args a(info, kMeasure);
+    const int threads = static_cast<int>(int_arg(a, "threads", 1, 256));
+    const int passes = static_cast<int>(int_arg(a, "passes", 1, 100));
     return Napi::Number::New(info.Env(), probe_->measure(threads, passes));
   }
 

@@ -114,9 +114,10 @@ Napi::Int32Array new_int32_array(Napi::Env env, size_t count) {
   return Napi::Int32Array::New(env, count, checked_buffer(env, count, sizeof(int32_t)), 0);
 }
 
+const Signature& kLargeBuffer = declare("largeBuffer", {"bytes"});
 Napi::Value LargeBuffer(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
-  const int64_t bytes = int_arg(info, 0, "bytes", 1, static_cast<int64_t>(kMaxResultBytes));
+  const int64_t bytes = int_arg(Args(info, kLargeBuffer), "bytes", 1, static_cast<int64_t>(kMaxResultBytes));
   void* data = nullptr;
   try {
     data = moe::allocate_large(static_cast<size_t>(bytes));

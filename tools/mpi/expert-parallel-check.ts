@@ -128,7 +128,7 @@ async function main(): Promise<number> {
     const problems: string[] = [];
     if (!same(mine.dx.data, (ref.dx.data as Float32Array).subarray(before * d, (before + counts[rank]) * d))) problems.push('dx');
     const e = c.config.numExperts;
-    const { first, count } = native().startMpi(e, slices === true ? undefined : slices); // this rank's experts
+    const { first, count } = native().startMpi({ numExperts: e, slices: slices === true ? undefined : slices }); // this rank's experts
     for (const key of ['w1', 'w3', 'w2', 'b1', 'b3', 'b2'] as const) {
       const got = mine[key]?.data as Float32Array | undefined;
       const want = ref[key]?.data as Float32Array | undefined;
