@@ -458,7 +458,8 @@ function forwardCall(p: PreparedForward): NativeForwardCall {
 /** The same with the routing decided here (the rule's gate: its experts per slot, and their weights). */
 function routedCall(p: PreparedForward, routed: ReturnType<LayerRouter['route']> & object): NativeForwardRoutedCall {
   const { topK: k, experts } = routed.gate;
-  return { ...forwardCall(p), k, experts, weights: routed.weights };
+  // (a literal, not a spread of forwardCall's: spreading costs ~2 us a call, a tenth of a tiny routed forward)
+  return { x: p.data, tokens: p.tokens, out: p.out?.data, keep: p.keep, k, experts, weights: routed.weights };
 }
 
 /** Whether two typed arrays overlap in memory (views of one buffer). */
