@@ -135,6 +135,14 @@ describe('the loaded binary', () => {
     expect(fs.existsSync(binary.path)).toBe(true);
   });
 
+  // A clone tests its own build: a source build that fails to load (a symbol missing from the binding, say) must fail
+  // the suite, not hand it to a prebuilt binary left over from an earlier `npm pack`.
+  it('is the source build wherever there is one (unless MOE_KERNELS_BINARY names another)', () => {
+    const own = path.join(__dirname, '..', 'build', 'Release', 'moe_kernels.node');
+    if (!fs.existsSync(own) || process.env.MOE_KERNELS_BINARY) return;
+    expect(backendInfo().binary).toEqual({ path: own, origin: 'source build' });
+  });
+
   it("reads this system's glibc version where it has one", () => {
     if (process.platform === 'linux') expect(runtimeGlibcVersion()).toMatch(/^2\.\d+$/);
   });
