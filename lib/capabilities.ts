@@ -36,10 +36,10 @@ export interface Capabilities {
 
 let tables: Capabilities | undefined;
 
-/** The core's tables (they are constant: read once). */
+/** The core's tables (constant: read once, from coreTables(), which asks no device anything). */
 export function capabilities(): Capabilities {
   if (!tables) {
-    const { backends, features } = native().backendInfo();
+    const { backends, features } = native().coreTables();
     tables = Object.freeze({ backends, features });
   }
   return tables;

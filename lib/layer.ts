@@ -128,13 +128,9 @@ export class MoELayer implements Disposable {
     const { p, routed } = this.collectiveChecks(() => this.prepareRouted(x, options));
     const { handle, tokens } = p;
     return this.inFlight(async () => {
-      if (tokens === 0)
-        return this.emptyOutput(
-          p,
-          await handle.forwardRouted({ ...forwardCall(p), k: this.config.topK, experts: NO_EXPERTS, weights: NO_WEIGHTS }),
-        );
+      if (tokens === 0) return this.emptyOutput(p, await handle.forwardRouted(routedCall(p, this.config.topK, NO_EXPERTS, NO_WEIGHTS)));
       if (!routed) return this.nativeOutput(p, await handle.forward(forwardCall(p)));
-      return this.routedOutput(p, routed, await handle.forwardRouted(routedCall(p, routed)));
+      return this.routedOutput(p, routed, await handle.forwardRouted(routedCall(p, routed.gate.topK, routed.gate.experts, routed.weights)));
     });
   }
 
@@ -153,13 +149,9 @@ export class MoELayer implements Disposable {
   forwardSync(x: Tensor, options: ForwardOptions = {}): MoEOutput {
     const { p, routed } = this.collectiveChecks(() => this.prepareRouted(x, options));
     const { handle, tokens } = p;
-    if (tokens === 0)
-      return this.emptyOutput(
-        p,
-        handle.forwardRoutedSync({ ...forwardCall(p), k: this.config.topK, experts: NO_EXPERTS, weights: NO_WEIGHTS }),
-      );
+    if (tokens === 0) return this.emptyOutput(p, handle.forwardRoutedSync(routedCall(p, this.config.topK, NO_EXPERTS, NO_WEIGHTS)));
     if (!routed) return this.nativeOutput(p, handle.forwardSync(forwardCall(p)));
-    return this.routedOutput(p, routed, handle.forwardRoutedSync(routedCall(p, routed)));
+    return this.routedOutput(p, routed, handle.forwardRoutedSync(routedCall(p, routed.gate.topK, routed.gate.experts, routed.weights)));
   }
 
   /** A forward's checks and, unless the core routes by itself (or there are no tokens), its routing. */
@@ -455,11 +447,10 @@ function forwardCall(p: PreparedForward): NativeForwardCall {
   return { x: p.data, tokens: p.tokens, out: p.out?.data, keep: p.keep };
 }
 
-/** The same with the routing decided here (the rule's gate: its experts per slot, and their weights). */
-function routedCall(p: PreparedForward, routed: ReturnType<LayerRouter['route']> & object): NativeForwardRoutedCall {
-  const { topK: k, experts } = routed.gate;
+/** The same with the routing decided here: k slots a token, each one's expert (-1: dropped) and weight. */
+function routedCall(p: PreparedForward, k: number, experts: Int32Array, weights: Float32Array): NativeForwardRoutedCall {
   // (a literal, not a spread of forwardCall's: spreading costs ~2 us a call, a tenth of a tiny routed forward)
-  return { x: p.data, tokens: p.tokens, out: p.out?.data, keep: p.keep, k, experts, weights: routed.weights };
+  return { x: p.data, tokens: p.tokens, out: p.out?.data, keep: p.keep, k, experts, weights };
 }
 
 /** Whether two typed arrays overlap in memory (views of one buffer). */

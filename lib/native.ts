@@ -218,10 +218,15 @@ export interface NativeBinding {
     backends: Record<'cpu' | 'cuda', { offers: Feature[]; weights: string }>;
     features: Record<Feature, string>;
   };
-  /** The core's tables of activations and weight dtypes (lib/activation.ts and lib/weight-dtypes.ts mirror them). */
+  /**
+   * The core's constant tables: activations and weight dtypes (lib/activation.ts and lib/weight-dtypes.ts mirror
+   * them), and what each backend offers (as backendInfo() has them, without asking any device).
+   */
   coreTables(): {
     activations: Record<string, { gated: boolean }>;
     weightDtypes: Record<string, { bits: number; quantized: boolean }>;
+    backends: Record<'cpu' | 'cuda', { offers: Feature[]; weights: string }>;
+    features: Record<Feature, string>;
   };
   setThreads(call: { threads: number }): void;
   /** Starts MPI; which routed experts of numExperts this rank owns in an expert-parallel layer. */

@@ -1,15 +1,14 @@
 /**
  * The weight dtypes, one entry each: what the TypeScript side knows of a dtype (its bits per stored weight, and for
- * the block-quantized ones the typed array of their codes, codes per byte and the largest code magnitude, which
- * bounds a weight by its float16 scale). The core's table (native/src/core/weight_formats.cpp) has one entry per
+ * the block-quantized ones the typed array of their codes and codes per byte). The core's table (native/src/core/weight_formats.cpp) has one entry per
  * name here with the same bits; test/core-tables.test.ts compares them. docs/precision.md says what each rounds.
  */
 export const WEIGHT_DTYPE_TABLE = {
   float32: { bits: 32 },
   bfloat16: { bits: 16 },
   float16: { bits: 16 },
-  int8: { bits: 8, quant: { codes: 'Int8Array', codesPerByte: 1, maxCode: 127 } },
-  int4: { bits: 4, quant: { codes: 'Uint8Array', codesPerByte: 2, maxCode: 8 } },
+  int8: { bits: 8, quant: { codes: 'Int8Array', codesPerByte: 1 } },
+  int4: { bits: 4, quant: { codes: 'Uint8Array', codesPerByte: 2 } },
 } as const;
 
 /**
@@ -24,9 +23,14 @@ export const WEIGHT_DTYPES = Object.freeze(Object.keys(WEIGHT_DTYPE_TABLE)) as r
 export type QuantDtype = { [D in WeightDtype]: (typeof WEIGHT_DTYPE_TABLE)[D] extends { quant: object } ? D : never }[WeightDtype];
 export const QUANT_DTYPES = Object.freeze(WEIGHT_DTYPES.filter((d) => 'quant' in WEIGHT_DTYPE_TABLE[d])) as readonly QuantDtype[];
 
+/** Whether `name` is an entry of the table (not a name of Object.prototype's). */
+function known(name: string): name is WeightDtype {
+  return Object.prototype.hasOwnProperty.call(WEIGHT_DTYPE_TABLE, name);
+}
+
 /** Whether `dtype` is block-quantized (false for a name that is not a dtype: callers check names elsewhere). */
 export function isQuantDtype(dtype: WeightDtype): dtype is QuantDtype {
-  return Object.prototype.hasOwnProperty.call(WEIGHT_DTYPE_TABLE, dtype) && 'quant' in WEIGHT_DTYPE_TABLE[dtype];
+  return known(dtype) && 'quant' in WEIGHT_DTYPE_TABLE[dtype];
 }
 
 /** A quantized dtype's code facts. */
@@ -39,6 +43,6 @@ export function quantFacts(dtype: QuantDtype): (typeof WEIGHT_DTYPE_TABLE)[Quant
  * scale per 16 weights (the size at groups of 16; groups of 8 hold a little more, groups of 32 less).
  */
 export function packedBytesPerWeight(dtype: WeightDtype): number {
-  if (!Object.prototype.hasOwnProperty.call(WEIGHT_DTYPE_TABLE, dtype)) return 4; // (a bad name: refused elsewhere)
+  if (!known(dtype)) return 4; // (a bad name: refused elsewhere)
   return WEIGHT_DTYPE_TABLE[dtype].bits / 8 + (isQuantDtype(dtype) ? 2 / 16 : 0);
 }

@@ -19,6 +19,30 @@
 namespace moe_binding {
 namespace {
 
+// out.backends: what each backend offers (moe/capabilities.h) and how it holds the weights; out.features: each
+// feature's description. Constant tables: no device is asked anything.
+void set_capabilities(Napi::Env env, Napi::Object out) {
+  auto backends = Napi::Object::New(env);
+  for (moe::Backend backend : {moe::Backend::cpu, moe::Backend::cuda}) {
+    const moe::Capabilities& c = moe::capabilities(backend);
+    auto offers = Napi::Array::New(env);
+    uint32_t n = 0;
+    for (int f = 0; f < moe::kFeatureCount; ++f)
+      if (c.offers[f]) offers.Set(n++, moe::feature_info(static_cast<moe::Feature>(f)).name);
+    auto entry = Napi::Object::New(env);
+    entry.Set("offers", offers);
+    entry.Set("weights", c.weights);
+    backends.Set(c.name, entry);
+  }
+  out.Set("backends", backends);
+  auto features = Napi::Object::New(env);
+  for (int f = 0; f < moe::kFeatureCount; ++f) {
+    const moe::FeatureInfo& info = moe::feature_info(static_cast<moe::Feature>(f));
+    features.Set(info.name, info.description);
+  }
+  out.Set("features", features);
+}
+
 Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
   auto out = Napi::Object::New(env);
@@ -42,31 +66,13 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   m.Set("size", mpi.size);
   m.Set("reason", mpi.reason);
   out.Set("mpi", m);
-  // What each backend offers (moe/capabilities.h), and every feature's description, for TypeScript's checks.
-  auto backends = Napi::Object::New(env);
-  for (moe::Backend backend : {moe::Backend::cpu, moe::Backend::cuda}) {
-    const moe::Capabilities& c = moe::capabilities(backend);
-    auto offers = Napi::Array::New(env);
-    uint32_t n = 0;
-    for (int f = 0; f < moe::kFeatureCount; ++f)
-      if (c.offers[f]) offers.Set(n++, moe::feature_info(static_cast<moe::Feature>(f)).name);
-    auto entry = Napi::Object::New(env);
-    entry.Set("offers", offers);
-    entry.Set("weights", c.weights);
-    backends.Set(c.name, entry);
-  }
-  out.Set("backends", backends);
-  auto features = Napi::Object::New(env);
-  for (int f = 0; f < moe::kFeatureCount; ++f) {
-    const moe::FeatureInfo& info = moe::feature_info(static_cast<moe::Feature>(f));
-    features.Set(info.name, info.description);
-  }
-  out.Set("features", features);
+  set_capabilities(env, out);
   return out;
 }
 
-// () -> { activations: { name: { gated } }, weightDtypes: { name: { bits, quantized } } }: the core's tables, which
-// lib/activation.ts and lib/weight-dtypes.ts mirror (test/core-tables.test.ts compares them).
+// () -> { activations: { name: { gated } }, weightDtypes: { name: { bits, quantized } }, backends, features }: the
+// core's tables, which lib/activation.ts and lib/weight-dtypes.ts mirror (test/core-tables.test.ts compares them) and
+// lib/capabilities.ts reads. Unlike backendInfo(), it asks no device anything (which starts the CUDA runtime).
 Napi::Value CoreTables(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
   auto activations = Napi::Object::New(env);
@@ -86,6 +92,7 @@ Napi::Value CoreTables(const Napi::CallbackInfo& info) {
   auto out = Napi::Object::New(env);
   out.Set("activations", activations);
   out.Set("weightDtypes", dtypes);
+  set_capabilities(env, out);
   return out;
 }
 

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstring>
 #include <new>
-#include <stdexcept>
 
 #include "moe/moe.h"
 #include "result_arrays.h"
@@ -50,16 +49,21 @@ T* typed_arg(const Args& args, const char* name, const char* type_name, int64_t 
 
 }  // namespace
 
-const Signature& declare(const char* call, std::initializer_list<const char*> fields) {
-  auto* s = new Signature{call, {}};  // (lives as long as the addon: signatures() lists it)
-  for (const char* f : fields) s->fields.emplace_back(f);
-  const_cast<std::vector<const Signature*>&>(signatures()).push_back(s);
-  return *s;
-}
-const std::vector<const Signature*>& signatures() {
+namespace {
+// Every declared call (function-local: declare() runs during static initialisation, in any file's order).
+std::vector<const Signature*>& registry() {
   static std::vector<const Signature*> all;
   return all;
 }
+}  // namespace
+
+const Signature& declare(const char* call, std::initializer_list<const char*> fields) {
+  auto* s = new Signature{call, {}};  // (lives as long as the addon: signatures() lists it)
+  for (const char* f : fields) s->fields.emplace_back(f);
+  registry().push_back(s);
+  return *s;
+}
+const std::vector<const Signature*>& signatures() { return registry(); }
 
 Args::Args(const Napi::CallbackInfo& info, const Signature& signature) : env_(info.Env()), signature_(signature) {
   if (info.Length() < 1 || !info[0].IsObject() || info[0].IsArray() || info[0].IsTypedArray())

@@ -29,7 +29,7 @@ const std::vector<const Signature*>& signatures();
 
 // A call's arguments: its options object (the first argument), read by name, each field at most once (a getter runs
 // once, so what is checked is what is used). A TypeError unless an object; reading a field the signature does not
-// declare is the binding's own bug (std::logic_error).
+// declare is the binding's own bug (a plain JS Error naming the call and the field).
 class Args {
  public:
   Args(const Napi::CallbackInfo& info, const Signature& signature);
