@@ -1,6 +1,7 @@
 /**
- * What a call costs beyond its work: forwards of a tiny layer (dModel 16, 4 experts), with the core's own routing
- * (sync and async) and with a rule routed in TypeScript (two calls into the core), in microseconds per call.
+ * What a call costs beyond its work: forwards of a tiny layer (dModel 16, 4 experts), with the backend's fused
+ * routing (sync and async) and with a rule the core routes in float64 ('switch'; before issue 29 it routed in
+ * TypeScript, two calls into the core), in microseconds per call.
  *   node dist/benchmarks/call-overhead.js [--calls 100000]
  * To compare two versions, build each checkout and run this in both, alternating (benchmarks/NOTES.md row 91).
  */
@@ -31,9 +32,10 @@ async function main(): Promise<void> {
   using routed = MoELayer.random({ ...shape, router: { kind: 'switch' } }, { seed: 1 });
   const x = Tensor.randn([1, 16], { seed: 2 });
   const rows = {
-    'forwardSync, the core routing': perCall(() => own.forwardSync(x)),
-    'forward (async), the core routing': await perCallAsync(() => own.forward(x)),
-    "forwardSync, 'switch' routed in TypeScript": perCall(() => routed.forwardSync(x)),
+    'forwardSync, fused routing': perCall(() => own.forwardSync(x)),
+    'forward (async), fused routing': await perCallAsync(() => own.forward(x)),
+    "forwardSync, 'switch' by the core's rule": perCall(() => routed.forwardSync(x)),
+    "forward (async), 'switch' by the core's rule": await perCallAsync(() => routed.forward(x)),
   };
   for (const [what, us] of Object.entries(rows)) console.log(`${us.toFixed(2).padStart(7)} us  ${what}`);
 }

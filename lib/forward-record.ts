@@ -5,6 +5,7 @@
  * gradients of neither). Kept in a WeakMap keyed by the result: it lives exactly as long as the result does.
  */
 import type { MoEOutput } from './layer-output';
+import type { NativeDraws } from './native';
 
 export interface ForwardRecord {
   /** The layer whose forward made the result. */
@@ -17,6 +18,13 @@ export interface ForwardRecord {
   /** The routing the forward returned, copied. */
   experts: Int32Array;
   weights: Float32Array;
+  /**
+   * The router's logits as that forward returned them, its draws (seeds) and the selection bias it ran with: with
+   * them the core routes that forward again, the same choices, drops and noise, for its backward.
+   */
+  logits: Float32Array;
+  draws: NativeDraws;
+  selectionBias: Float64Array | undefined;
 }
 
 const records = new WeakMap<object, ForwardRecord>();

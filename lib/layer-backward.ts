@@ -1,8 +1,8 @@
 /**
- * MoELayer.backward: the gradients of a forward's output with respect to the layer's input and every weight. The
- * experts' part (their weights, the input through them, dL/d each routing weight) runs in the core
- * (core/backward.cpp); the router's part follows from the routing weights' gradients through the rule's backward
- * plus every aux loss of the forward (gate-gradients.ts), and reaches the input through the router's weights.
+ * MoELayer.backward: the gradients of a forward's output with respect to the layer's input and every weight, in one
+ * call of the core: the experts' part (their weights, the input through them, dL/d each routing weight;
+ * core/backward.cpp), then the router's (core/layer_router.cpp): the routing weights' gradients through the rule's
+ * backward plus every aux loss of the forward, to the router's weights and through them to the input.
  */
 import { describe, rangeError, typeError } from './errors';
 import { ExpertWeights } from './expert-weights';
@@ -14,7 +14,6 @@ import {
   NativeExportedExperts,
   NativeGradientDestinations,
   NativeLayer,
-  native as nativeBinding,
   NativeBackwardCall,
 } from './native';
 import { Tensor } from './tensor';
@@ -50,13 +49,9 @@ export interface BackwardOptions {
 /** What the backward needs of the layer. */
 export interface BackwardContext {
   config: Readonly<ResolvedConfig>;
-  routerWeights: Float32Array;
-  noiseRouterWeights?: Float32Array;
-  hasRouterBias: boolean;
   /** The binding's backwardSync and backward (lib/native.ts), bound to the layer. */
   experts: NativeLayer['backwardSync'];
   expertsAsync: NativeLayer['backward'];
-  gateGradients: (x: Tensor, result: MoEOutput, gradOutput: Tensor, slotGradients: Float64Array) => GateGradients;
   /** Runs a collective call's checks (an expert-parallel layer: a failure tells the other ranks). */
   collectiveChecks: <T>(checks: () => T) => T;
   /** What this layer's forward remembers of `result`, or undefined when no forward of this layer returned it. */
@@ -73,6 +68,7 @@ interface PreparedBackward {
   g: Tensor<'float32'>;
   tokens: number;
   result: MoEOutput;
+  record: ForwardRecord;
   into: NativeGradientDestinations | undefined;
 }
 
@@ -92,7 +88,8 @@ function prepareBackward(
     throw typeError("result to be the result of this layer's forward", describe(result));
   const { routing } = result;
   expectTensor(routing.logits, 'result.routing.logits', ['float32'], [tokens, c.numExperts], ['tokens', 'numExperts']);
-  checkAgainstForward(ctx.forwardRecord(result), xs, routing, ctx.steps);
+  const record = ctx.forwardRecord(result);
+  checkAgainstForward(record, xs, routing, ctx.steps);
   const input = routing.routerInput;
   if (input && typedArrayTag(input) === 'Float32Array' && !sameBytes(input, xs.data))
     throw rangeError('a forward of this x without jitter (backward holds no jitter factors yet)', 'a router input that differs from x');
@@ -104,7 +101,7 @@ function prepareBackward(
     xs = Tensor.from(Float32Array.from(xs.data), xs.shape);
     g = Tensor.from(Float32Array.from(g.data), g.shape);
   }
-  return { xs, g, tokens, result, into };
+  return { xs, g, tokens, result, record: record!, into };
 }
 
 /**
@@ -112,7 +109,12 @@ function prepareBackward(
  * weights it has now (no step since), x holds the values that forward read (a buffer refilled since gives gradients
  * of neither batch), and its routing is as returned (reordered slots would pair gradients with the wrong experts).
  */
-function checkAgainstForward(record: ForwardRecord | undefined, xs: Tensor<'float32'>, routing: MoEOutput['routing'], steps: number): void {
+function checkAgainstForward(
+  record: ForwardRecord | undefined,
+  xs: Tensor<'float32'>,
+  routing: MoEOutput['routing'],
+  steps: number,
+): asserts record is ForwardRecord {
   if (!record) throw rangeError("result to be the result of this layer's forward", 'a result no forward of this layer returned');
   // (the gradient of that forward's output needs the weights it ran with; as PyTorch refuses a backward through a
   // tensor modified in place since, a step in between is refused rather than mixing old routing and new weights)
@@ -156,52 +158,58 @@ export async function layerBackwardAsync(
   return finishBackward(ctx, p, native);
 }
 
-/** The experts' backward call of a prepared backward: its forward's routing held fixed. */
+/**
+ * The backward call of a prepared backward: its forward's routing held fixed (the core routes it again from its
+ * logits and draws: the same choices, drops and noise), and each aux loss's gradient, in the order the forward made
+ * them.
+ */
 function backwardCall(p: PreparedBackward): NativeBackwardCall {
   const { routing } = p.result;
   const { topK: k, experts, weights } = routing;
-  return { x: p.xs.data, tokens: p.tokens, k, experts, weights, gradOutput: p.g.data, into: p.into };
+  const aux = Object.values(p.result.auxLosses ?? {}).map((a) => {
+    const entry: { gradLogits: Float64Array; gradNoiseLogits?: Float64Array } = { gradLogits: float64(a.gradLogits) };
+    if (a.gradNoiseLogits) entry.gradNoiseLogits = float64(a.gradNoiseLogits);
+    return entry;
+  });
+  const { logits, draws, selectionBias } = p.record;
+  const call: NativeBackwardCall = {
+    x: p.xs.data,
+    tokens: p.tokens,
+    k,
+    experts,
+    weights,
+    gradOutput: p.g.data,
+    into: p.into,
+    aux,
+    logits,
+    draws,
+  };
+  if (selectionBias) call.selectionBias = selectionBias;
+  return call;
+}
+
+function float64(v: ArrayLike<number>): Float64Array {
+  return typedArrayTag(v) === 'Float64Array' ? (v as Float64Array) : Float64Array.from(v);
 }
 
 function finishBackward(ctx: BackwardContext, p: PreparedBackward, native: NativeBackward): LayerGradients {
   const c = ctx.config;
-  const { xs, g, tokens, result } = p;
-  // (an expert-parallel rank without tokens of its own served its experts in the exchange; its router has nothing
-  // to learn from this step)
-  const gate: GateGradients =
-    tokens === 0
-      ? {
-          gradWeights: new Float64Array(0),
-          gradLogits: new Float64Array(0),
-          gradRouter: new Float64Array(c.numExperts * c.dModel),
-          ...(ctx.noiseRouterWeights
-            ? { gradNoiseLogits: new Float64Array(0), gradNoiseRouter: new Float64Array(c.numExperts * c.dModel) }
-            : {}),
-        }
-      : ctx.gateGradients(xs, result, g, Float64Array.from(native.dWeights));
-  // dL/dx through the router: dL/dlogits W_g (and the noise router's), in the core.
-  const dx = native.dx;
-  const through = (gradLogits: Float64Array, w: Float32Array) => {
-    if (tokens > 0) nativeBinding().routerInputGradient({ gradLogits, router: w, tokens, numExperts: c.numExperts, dModel: c.dModel, dx });
-  };
-  through(gate.gradLogits, ctx.routerWeights);
-  if (gate.gradNoiseLogits && ctx.noiseRouterWeights) through(gate.gradNoiseLogits, ctx.noiseRouterWeights);
+  const { tokens } = p;
+  const r = native.router;
+  // (dx holds both paths already: through the experts and, in the core, dL/dlogits W_g and W_noise)
+  const gate: GateGradients = { gradWeights: r.gradWeights, gradLogits: r.gradLogits, gradRouter: r.gradRouter };
+  if (r.gradNoiseLogits && r.gradNoiseRouter) {
+    gate.gradNoiseLogits = r.gradNoiseLogits;
+    gate.gradNoiseRouter = r.gradNoiseRouter;
+  }
   const out: LayerGradients = {
-    dx: Tensor.from(dx, [tokens, c.dModel]),
+    dx: Tensor.from(native.dx, [tokens, c.dModel]),
     router: Tensor.from(Float32Array.from(gate.gradRouter), [c.numExperts, c.dModel]),
     ...experts(native.experts, c.numExperts, c.dHidden, c.dModel),
     gate,
   };
   if (gate.gradNoiseRouter) out.noiseRouter = Tensor.from(Float32Array.from(gate.gradNoiseRouter), [c.numExperts, c.dModel]);
-  if (ctx.hasRouterBias) {
-    const b = new Float32Array(c.numExperts);
-    for (let j = 0; j < c.numExperts; j++) {
-      let s = 0;
-      for (let t = 0; t < tokens; t++) s += gate.gradLogits[t * c.numExperts + j];
-      b[j] = s;
-    }
-    out.routerBias = Tensor.from(b, [c.numExperts]);
-  }
+  if (r.gradRouterBias) out.routerBias = Tensor.from(r.gradRouterBias, [c.numExperts]);
   if (native.shared) out.shared = experts(native.shared, c.sharedExperts, c.sharedHidden, c.dModel);
   if (native.sharedGate) out.sharedGate = Tensor.from(native.sharedGate, [c.sharedExperts, c.dModel]);
   return out;

@@ -1,5 +1,6 @@
 /** What a forward returns: the output, the routing it used, and the balance losses asked for. */
 import { AuxLoss, AuxLossKind, AuxLossSpec, computeAuxLosses } from './aux-losses';
+import { rangeError } from './errors';
 import * as gating from './gating';
 import { Tensor } from './tensor';
 
@@ -16,7 +17,10 @@ export interface Routing {
   logits: Tensor<'float32'>;
   /** Slots dropped by capacity (and GShard's random routing). */
   dropped: number;
-  /** The router's full result (float64), for its backward pass in gating/; absent on the built-in fast path. */
+  /**
+   * The router's full result (float64, as the rule's function in gating/ returns it), for its backward pass there;
+   * absent on the backend's fused path unless the forward asked for balance losses.
+   */
   gate?: gating.GateResult;
   /** What the router read: x, or x with Switch jitter applied while training. */
   routerInput: Float32Array;
@@ -61,13 +65,55 @@ export interface RoutedForward {
   logits: Float32Array;
   dropped: number;
   gate?: gating.GateResult;
+  /** Makes the gate on first read of routing.gate instead (routed again in the core; the same gate). */
+  lazyGate?: () => gating.GateResult;
   routerInput: Float32Array;
 }
 
 /**
+ * A routing whose gate is made on first read (a getter of the class: an accessor defined on each object, or in an
+ * object literal, cost 4-7 us a forward, a quarter of a tiny layer's). Like every class getter it is not an own
+ * property: a spread copy of the routing has no gate.
+ */
+class LazyGateRouting implements Routing {
+  topK: number;
+  experts: Int32Array;
+  weights: Float32Array;
+  tokensPerExpert: Int32Array;
+  logits: Tensor<'float32'>;
+  dropped: number;
+  routerInput: Float32Array;
+  #gate: gating.GateResult | undefined;
+  #make: (() => gating.GateResult) | undefined;
+
+  constructor(r: RoutedForward, logits: Tensor<'float32'>, make: () => gating.GateResult) {
+    this.topK = r.topK;
+    this.experts = r.experts;
+    this.weights = r.weights;
+    this.tokensPerExpert = r.tokensPerExpert;
+    this.logits = logits;
+    this.dropped = r.dropped;
+    this.routerInput = r.routerInput;
+    this.#make = make;
+  }
+
+  get gate(): gating.GateResult | undefined {
+    if (this.#make) {
+      this.#gate = this.#make();
+      this.#make = undefined;
+    }
+    return this.#gate;
+  }
+
+  set gate(value: gating.GateResult | undefined) {
+    this.#gate = value;
+    this.#make = undefined;
+  }
+}
+
+/**
  * Assembles a forward's result. `out` is options.out as the layer checked it, returned as the output (the native
- * side wrote into it); `defaultGate` recomputes the float64 gate of native routing for the aux losses; `ranked` is
- * what the rule ranked (the logits with exploration noise).
+ * side wrote into it); `ranked` is what the rule ranked (the logits with exploration noise).
  */
 export function assembleOutput(
   output: Float32Array,
@@ -76,20 +122,26 @@ export function assembleOutput(
   r: RoutedForward,
   options: ForwardOptions,
   out: Tensor<'float32'> | undefined,
-  defaultGate: (routing: Routing) => gating.GateResult,
-  ranked: ArrayLike<number> = r.logits,
+  ranked: ArrayLike<number>,
 ): MoEOutput {
-  const routing: Routing = {
-    topK: r.topK,
-    experts: r.experts,
-    weights: r.weights,
-    tokensPerExpert: r.tokensPerExpert,
-    logits: Tensor.trusted(r.logits, [tokens, dims.numExperts], 'float32'),
-    dropped: r.dropped,
-    routerInput: r.routerInput,
-  };
+  const logits = Tensor.trusted(r.logits, [tokens, dims.numExperts], 'float32');
+  const routing: Routing = r.lazyGate
+    ? new LazyGateRouting(r, logits, r.lazyGate)
+    : {
+        topK: r.topK,
+        experts: r.experts,
+        weights: r.weights,
+        tokensPerExpert: r.tokensPerExpert,
+        logits,
+        dropped: r.dropped,
+        routerInput: r.routerInput,
+      };
   if (r.gate) routing.gate = r.gate;
   const result: MoEOutput = { output: out ?? Tensor.trusted(output, [tokens, dims.dModel], 'float32'), routing };
-  if (options.auxLosses !== undefined) result.auxLosses = computeAuxLosses(options.auxLosses, r.gate ?? defaultGate(routing), ranked);
+  if (options.auxLosses !== undefined) {
+    // (the core makes the gate whenever balance losses are asked for; a rank without tokens has none to balance)
+    if (!r.gate) throw rangeError('at least 1 token for options.auxLosses', `${tokens} tokens`);
+    result.auxLosses = computeAuxLosses(options.auxLosses, r.gate, ranked);
+  }
   return result;
 }

@@ -1,84 +1,89 @@
 /**
- * How an MoELayer routes each forward: by the native core itself where its rule allows (Mixtral's softmax top-k;
- * DeepSeek-V3's sigmoid + bias on CUDA), else by the rule's descriptor (gating/registry.ts) on the native router
- * logits, with the training randomness (jitter, exploration, noise, random routing) drawn in a fixed order.
+ * What an MoELayer knows of its routing rule. The routing itself runs in the core, for every rule
+ * (native/src/core/rules/, moe/layer_router.h: router logits, bias, jitter, exploration noise, the rule, its
+ * training randomness from the layer's seed, and the rule's backward): this says which rule with which options,
+ * what the backend may run fused (its built-in rule), and wraps the core's result as the rule's public gate.
  */
 import { capabilities } from './capabilities';
 import * as gating from './gating';
 import { routingRuleOf } from './gating/registry';
-import type { BuiltInRouting, RoutingRule } from './gating/rule';
+import type { BuiltInRouting } from './gating/rule';
 import { checkSigmoidBiasOptions } from './gating/sigmoid-bias';
 import { ResolvedConfig } from './layer-config';
-import { Routing } from './layer-output';
-import { NativeLayer } from './native';
-import { Random } from './random';
+import type { NativeDraws, NativeGate, NativeLayer, NativeRouterSpec } from './native';
 
 export class LayerRouter {
-  private readonly rule: RoutingRule;
-  /** What the native core runs by itself for this config and backend (the spec's routing), or undefined: decided once. */
+  /** What the backend runs fused in its own forward for this config, or undefined: decided once. */
   readonly builtIn: BuiltInRouting | undefined;
-  private readonly random: Random;
-  private bias: Float64Array | undefined; // sigmoidBias: the selection bias, updatable (DeepSeek-V3 eq. 16)
-
-  /** routerBias: [numExperts] added to the router logits (gpt-oss); the core's own routing has no bias, so then none. */
+  /** sigmoidBias's selection bias as the core has it now (replaced, never changed in place: records keep old ones). */
+  selectionBias: Float64Array | undefined;
+  /** routerBias: [numExperts] added to the router logits (gpt-oss); the fused routing has no bias, so then none. */
   constructor(
     private readonly config: Readonly<ResolvedConfig>,
-    /** @internal */ readonly routerBias?: Float32Array,
+    /** @internal (updated in place by an optimizer step, then handed to the core with pushRouterBias) */
+    readonly routerBias?: Float32Array,
   ) {
-    this.rule = routingRuleOf(config.router.kind);
-    this.builtIn = routerBias ? undefined : this.rule.builtIn?.(config.router, capabilities().backends[config.backend].offers);
-    this.random = new Random(config.router.seed ?? 0);
-    const r = config.router;
-    if (r.kind === 'sigmoidBias' && r.bias) this.bias = Float64Array.from(r.bias);
+    const rule = routingRuleOf(config.router.kind);
+    this.builtIn = routerBias ? undefined : rule.builtIn?.(config.router, capabilities().backends[config.backend].offers);
+    const bias = config.router.kind === 'sigmoidBias' ? config.router.bias : undefined;
+    this.selectionBias = bias ? Float64Array.from(bias) : undefined;
   }
 
-  /** Replaces the sigmoidBias selection bias (checked against the rule's options first). */
-  setBias(bias: ArrayLike<number>): void {
+  /** The rule as the core reads it (NativeRouterSpec): the options config.router has, with their defaults. */
+  nativeSpec(): NativeRouterSpec {
+    const r = this.config.router as Readonly<Record<string, unknown>> & { kind: string };
+    const grouped = r.kind === 'topK' || r.kind === 'sigmoidBias'; // (the only rules with groups and a scale)
+    const numGroups = grouped ? ((r.numGroups as number | undefined) ?? 1) : 1;
+    return {
+      kind: r.kind,
+      normalize: (r.normalize as boolean | undefined) ?? true,
+      tiesHigher: r.tieBreak === 'higher',
+      capacityFactor: (r.capacityFactor as number | undefined) ?? 0,
+      dropByScore: r.dropPolicy === 'score',
+      numGroups,
+      topKGroups: grouped ? ((r.topKGroups as number | undefined) ?? numGroups) : 1,
+      routeScale: grouped ? ((r.routeScale as number | undefined) ?? 1) : 1,
+      noiseEpsilon: (r.noiseEpsilon as number | undefined) ?? 1e-2,
+      groupSize: (r.groupSize as number | undefined) ?? 0,
+      randomRouting: (r.randomRouting as boolean | undefined) ?? true,
+      explorationNoise: (r.explorationNoise as number | undefined) ?? 0,
+      jitter: (r.jitter as number | undefined) ?? 0,
+      seed: (r.seed as number | undefined) ?? 0,
+      routerBias: this.routerBias ? Float32Array.from(this.routerBias) : null,
+      selectionBias: this.selectionBias ?? null,
+    };
+  }
+
+  /** Replaces the sigmoidBias selection bias in the core (checked against the rule's options first). */
+  setBias(handle: NativeLayer, bias: ArrayLike<number>): void {
     checkSigmoidBiasOptions({ ...this.config.router, k: this.config.topK, bias }, this.config.numExperts);
-    this.bias = Float64Array.from(bias);
+    const selectionBias = Float64Array.from(bias);
+    handle.setBiases({ selectionBias });
+    this.selectionBias = selectionBias;
   }
 
-  /** Whether the native core routes this forward by itself: never while training noise (exploration, jitter) applies. */
-  isNative(training: boolean): boolean {
-    const r = this.config.router;
-    const noisy = training && ((r.explorationNoise ?? 0) > 0 || (r.jitter ?? 0) > 0);
-    return !noisy && this.builtIn !== undefined;
+  /** Hands the router bias, as an optimizer step left it, to the core. */
+  pushRouterBias(handle: NativeLayer): void {
+    if (this.routerBias) handle.setBiases({ routerBias: this.routerBias });
   }
 
-  /** Routes x [tokens, dModel] by the rule, on the layer's router logits. */
-  route(handle: NativeLayer, x: Float32Array, tokens: number, training: boolean) {
-    const c = this.config;
-    const r = c.router;
-    const seed = () => this.random.nextUint32();
-    const routerInput = training && (r.jitter ?? 0) > 0 ? gating.multiplicativeJitter(x, r.jitter!, seed()) : x;
-    const logits = handle.routerLogits({ x: routerInput, tokens });
-    const b = this.routerBias;
-    if (b) for (let i = 0; i < logits.length; i++) logits[i] += b[i % b.length];
-    const shape = [tokens, c.numExperts];
-    const explored = training && (r.explorationNoise ?? 0) > 0;
-    const l = {
-      data: explored ? gating.explorationNoise({ data: logits, shape }, { scale: r.explorationNoise, seed: seed() }) : logits,
-      shape,
-    };
-    const gate = this.rule.route({
-      logits: l,
-      router: r,
-      topK: c.topK,
-      training,
-      seed,
-      bias: this.bias,
-      noiseLogits: () => ({ data: handle.noiseLogits({ x: routerInput, tokens }), shape }),
-    });
-    return { gate, logits, ranked: l.data, weights: Float32Array.from(gate.weights), routerInput };
+  /** The core's gate as the rule's public one (registered for gating.backward). */
+  gateFromCore(gate: NativeGate): gating.GateResult {
+    return routingRuleOf(this.config.router.kind).fromCore(gate);
   }
 
-  /** The float64 gate of a natively routed forward, recomputed from its logits by the rule (the same choices). */
-  nativeGate(routing: Routing): gating.GateResult {
-    const { numExperts, topK, router } = this.config;
-    const logits = { data: routing.logits.data, shape: [routing.logits.shape[0], numExperts] };
-    const noNoise = (): never => {
-      throw new Error('moe-kernels: internal: a built-in rule drew training randomness');
-    };
-    return this.rule.route({ logits, router, topK, training: false, seed: noNoise, noiseLogits: noNoise, bias: this.bias });
+  /**
+   * The gate of a forward of x that returned these logits and draws (with this selection bias), routed again by the
+   * rule in the core: the same choices, drops and noise.
+   */
+  gateOf(
+    handle: NativeLayer,
+    x: Float32Array,
+    logits: Float32Array,
+    draws: NativeDraws,
+    selectionBias: Float64Array | undefined,
+  ): gating.GateResult {
+    const tokens = logits.length / this.config.numExperts;
+    return this.gateFromCore(handle.gateOf({ x, logits, tokens, draws, selectionBias }));
   }
 }

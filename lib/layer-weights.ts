@@ -6,7 +6,7 @@ import { ExpertWeights, expertSpec } from './expert-weights';
 import { routingRuleOf } from './gating/registry';
 import type { BuiltInRouting } from './gating/rule';
 import { ResolvedConfig } from './layer-config';
-import { NativeExpertSpec, NativeLayerSpec } from './native';
+import { NativeExpertSpec, NativeLayerSpec, NativeRouterSpec } from './native';
 import type { QuantizedTensor } from './quant';
 import { Random } from './random';
 import { Tensor, expectSeed } from './tensor';
@@ -40,12 +40,14 @@ const NOT_BUILT_IN: BuiltInRouting = { rule: 'none', numGroups: 1, topKGroups: 1
 
 /**
  * Checks the weights against the config and returns the spec of the native layer, which packs them once.
- * `builtIn`: what the core routes by itself for this layer (LayerRouter decides it), or undefined.
+ * `builtIn`: what the backend runs fused for this layer (LayerRouter decides it), or undefined; `rule`: the layer's
+ * routing rule, which the core runs otherwise.
  */
 export function layerSpec(
   c: ResolvedConfig,
   weights: MoEWeights<Tensor | QuantizedTensor>,
   builtIn: BuiltInRouting | undefined,
+  ruleSpec: NativeRouterSpec,
 ): NativeLayerSpec {
   if (typeof weights !== 'object' || weights === null) throw typeError('weights to be an object of Tensors', describe(weights));
   const rule = routingRuleOf(c.router.kind);
@@ -116,6 +118,7 @@ export function layerSpec(
     backend: c.backend,
     ...(c.expertParallel === false ? {} : { expertParallel: c.expertParallel === true ? true : [...c.expertParallel] }),
     routing: builtIn ?? NOT_BUILT_IN,
+    rule: ruleSpec,
   };
 }
 

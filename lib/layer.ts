@@ -14,17 +14,10 @@ import { OptimizerConfig, nativeParameterGradients, resolveOptimizer, stepInPlac
 import { MoEConfig, ResolvedConfig, hostFacts, placeLayer, resolveConfig } from './layer-config';
 import { ForwardOptions, MoEOutput, RoutedForward, Routing, assembleOutput } from './layer-output';
 import { LayerRouter } from './layer-router';
+import type { GateResult } from './gating';
 import type { QuantizedTensor } from './quant';
 import { MoEWeights, RandomWeightsOptions, layerSpec, randomWeights, routerBiasOf } from './layer-weights';
-import {
-  LayerTimings,
-  NativeForwardCall,
-  NativeForwardResult,
-  NativeForwardRoutedCall,
-  NativeLayer,
-  NativeRoutedResult,
-  native,
-} from './native';
+import { LayerTimings, NativeDraws, NativeForwardCall, NativeForwardResult, NativeLayer, native } from './native';
 import { FromPretrainedOptions, loadPretrained } from './pretrained/load';
 import { Tensor } from './tensor';
 import { expectBoolean, expectInteger, expectTensor } from './validate';
@@ -39,9 +32,9 @@ export type { BackwardOptions, LayerGradients } from './layer-backward';
 
 /**
  * A Mixture-of-Experts layer (Shazeer et al. 2017 eq. 1: y = sum_i G(x)_i E_i(x)). Weights are packed once
- * here; forward runs the router, dispatch, grouped expert GEMMs (activation fused) and combine natively. The
- * default router (Mixtral's softmax top-k) runs entirely in the native core; the other rules route in
- * TypeScript (gating/) on the native router logits and hand the result to the same native kernels.
+ * here; a forward is one call of the core: the router, the routing rule (every rule of gating/, in float64 C++ with
+ * its training randomness), dispatch, grouped expert GEMMs (activation fused) and combine. A backward is one call
+ * too: the experts' gradients, then the rule's backward and the router's.
  */
 export class MoELayer implements Disposable {
   readonly config: Readonly<ResolvedConfig>;
@@ -69,7 +62,7 @@ export class MoELayer implements Disposable {
     if (this.config.router.kind !== 'sigmoidBias')
       throw rangeError("a 'sigmoidBias' router for setRouterBias", `router '${this.config.router.kind}'`);
     requireFeature(capabilities(), this.config.backend, 'routerBiasUpdate'); // (the GPU keeps the bias it was built with)
-    this.router.setBias(bias);
+    this.router.setBias(this.native(), bias);
   }
 
   /**
@@ -125,13 +118,8 @@ export class MoELayer implements Disposable {
 
   /** Runs the layer off the event loop. x: float32 [tokens, dModel]; it is read, never modified. */
   async forward(x: Tensor, options: ForwardOptions = {}): Promise<MoEOutput> {
-    const { p, routed } = this.collectiveChecks(() => this.prepareRouted(x, options));
-    const { handle, tokens } = p;
-    return this.inFlight(async () => {
-      if (tokens === 0) return this.emptyOutput(p, await handle.forwardRouted(routedCall(p, this.config.topK, NO_EXPERTS, NO_WEIGHTS)));
-      if (!routed) return this.nativeOutput(p, await handle.forward(forwardCall(p)));
-      return this.routedOutput(p, routed, await handle.forwardRouted(routedCall(p, routed.gate.topK, routed.gate.experts, routed.weights)));
-    });
+    const p = this.collectiveChecks(() => this.prepareForward(x, options));
+    return this.inFlight(async () => this.assemble(p, await p.handle.forward(forwardCall(p))));
   }
 
   /** Counts an async call of this layer while it is in flight (step refuses to run beside one). */
@@ -147,26 +135,14 @@ export class MoELayer implements Disposable {
 
   /** The same as forward, on the calling thread. */
   forwardSync(x: Tensor, options: ForwardOptions = {}): MoEOutput {
-    const { p, routed } = this.collectiveChecks(() => this.prepareRouted(x, options));
-    const { handle, tokens } = p;
-    if (tokens === 0) return this.emptyOutput(p, handle.forwardRoutedSync(routedCall(p, this.config.topK, NO_EXPERTS, NO_WEIGHTS)));
-    if (!routed) return this.nativeOutput(p, handle.forwardSync(forwardCall(p)));
-    return this.routedOutput(p, routed, handle.forwardRoutedSync(routedCall(p, routed.gate.topK, routed.gate.experts, routed.weights)));
+    const p = this.collectiveChecks(() => this.prepareForward(x, options));
+    return this.assemble(p, p.handle.forwardSync(forwardCall(p)));
   }
 
-  /** A forward's checks and, unless the core routes by itself (or there are no tokens), its routing. */
-  private prepareRouted(x: Tensor, options: ForwardOptions) {
+  /** A forward's checks, and a copy of x as it is now (the result's routerInput; a backward checks its x against it). */
+  private prepareForward(x: Tensor, options: ForwardOptions) {
     const p = this.prepare(x, options);
-    // x as it is now, for the result's routerInput and for a backward to check that its x is this one
-    const snapshot = new Float32Array(p.data);
-    const here = p.tokens > 0 && !this.router.isNative(p.training);
-    return { p: { ...p, snapshot }, routed: here ? this.router.route(p.handle, p.data, p.tokens, p.training) : undefined };
-  }
-
-  /** The result of an expert-parallel rank's forward without tokens (it served its experts to the others). */
-  private emptyOutput(p: PreparedForward, r: NativeRoutedResult): MoEOutput {
-    const routed = { topK: this.config.topK, experts: NO_EXPERTS, weights: NO_WEIGHTS, logits: NO_WEIGHTS, dropped: 0 };
-    return this.assemble(p, r.output, { ...routed, tokensPerExpert: r.tokensPerExpert, routerInput: p.snapshot });
+    return { ...p, snapshot: new Float32Array(p.data) };
   }
 
   /**
@@ -205,7 +181,21 @@ export class MoELayer implements Disposable {
       const { handle, data, tokens } = this.prepare(input, {});
       return handle.routingWeightGradients({ x: data, tokens, k: routing.topK, experts: routing.experts, gradOutput: grad });
     };
-    return gateGradients(this.config, x, result, gradOutput, weightGradients, (routing) => this.router.nativeGate(routing));
+    // (a result of this layer's forward: routed again with its draws; anything else as an evaluation forward of x)
+    const defaultGate = (routing: Routing) => {
+      const record = forwardRecordOf(result);
+      const mine = record?.layer === this;
+      const draws = mine ? record.draws : { training: false, jitter: 0, exploration: 0, rule: 0 };
+      const xs = expectTensor(x, 'x', ['float32'], [routing.logits.shape[0], this.config.dModel], ['tokens', 'dModel']);
+      return this.router.gateOf(
+        this.native(),
+        xs.data,
+        routing.logits.data,
+        draws,
+        mine ? record.selectionBias : this.router.selectionBias,
+      );
+    };
+    return gateGradients(this.config, x, result, gradOutput, weightGradients, defaultGate);
   }
 
   /**
@@ -262,9 +252,6 @@ export class MoELayer implements Disposable {
     const c = this.config;
     return {
       config: c,
-      routerWeights: this.routerWeights(),
-      noiseRouterWeights: this.noiseRouterWeights(),
-      hasRouterBias: this.router.routerBias !== undefined,
       experts: (call) => handle.backwardSync(call),
       expertsAsync: (call) => handle.backward(call),
       collectiveChecks: (checks) => this.collectiveChecks(checks),
@@ -274,16 +261,6 @@ export class MoELayer implements Disposable {
       },
       steps: this.optimizerSteps ?? 0,
       isOwnGradients: (grads) => gradientsLayerOf((grads as { gate?: object }).gate ?? {}) === this,
-      gateGradients: (xt, r, g, slotGradients) =>
-        gateGradients(
-          c,
-          xt,
-          r,
-          g,
-          () => slotGradients,
-          (routing) => this.router.nativeGate(routing),
-          true, // (the binding's backward checked gradOutput before it ran)
-        ),
     };
   }
 
@@ -318,29 +295,15 @@ export class MoELayer implements Disposable {
     if (bias && routerBiasGrad) {
       this.biasState ??= [new Float32Array(bias.length), new Float32Array(bias.length)];
       stepInPlace(bias, routerBiasGrad, this.biasState[0], this.biasState[1], o, step);
+      this.router.pushRouterBias(handle);
     }
     this.optimizerKind = o.kind;
     this.optimizerSteps = step;
-    this.routerCache = undefined; // the router changed
   }
 
   private optimizerKind: 'sgd' | 'adamw' | undefined;
   private optimizerSteps: number | undefined;
   private biasState: [Float32Array, Float32Array] | undefined;
-
-  private routerCache: { router: Float32Array; noise?: Float32Array } | undefined;
-  /** The router's (and noise router's) float32 weights, read back once (they never change in a layer). */
-  private routerWeights(): Float32Array {
-    if (!this.routerCache) {
-      const w = this.native().exportWeights({ routerOnly: true });
-      this.routerCache = { router: w.router, noise: w.noiseRouter ?? undefined };
-    }
-    return this.routerCache.router;
-  }
-  private noiseRouterWeights(): Float32Array | undefined {
-    this.routerWeights();
-    return this.routerCache!.noise;
-  }
 
   /** Where the time of the last forward went (ms): router, routing, dispatch, experts, combine, total. */
   lastTimings(): LayerTimings {
@@ -385,23 +348,28 @@ export class MoELayer implements Disposable {
     return { handle, data: xs.data, tokens, training, keep, out, options };
   }
 
-  /** The result of a forward the core routed by itself (its routing comes back with the output). */
-  private nativeOutput(p: PreparedForward, r: NativeForwardResult): MoEOutput {
-    const routed = { ...r, topK: this.config.topK, dropped: 0, routerInput: p.snapshot };
-    return this.assemble(p, r.output, routed);
-  }
-
-  /** The result of a forward routed here by the rule, then run through the core with that routing. */
-  private routedOutput(p: PreparedForward, routed: ReturnType<LayerRouter['route']>, r: NativeRoutedResult): MoEOutput {
-    const { gate, logits, weights, routerInput, ranked } = routed;
-    return this.assemble(p, r.output, { ...gate, logits, weights, tokensPerExpert: r.tokensPerExpert, gate, routerInput }, ranked);
-  }
-
-  private assemble(p: PreparedForward, output: Float32Array, r: RoutedForward, ranked?: ArrayLike<number>): MoEOutput {
-    const nativeGate = (routing: Routing) => this.router.nativeGate(routing);
-    // (what the router read is x itself unless jitter made another array: then the copy taken at the call)
-    const routed = r.routerInput === p.data ? { ...r, routerInput: p.snapshot } : r;
-    const result = assembleOutput(output, p.tokens, this.config, routed, p.options, p.out, nativeGate, ranked);
+  /**
+   * A forward's result from the core's: the output, the routing it used, the aux losses. The rule's gate comes with
+   * it when the aux losses need it; otherwise, for a forward the core routed by the rule, `routing.gate` is made on
+   * first read (routed again in the core from the forward's draws: the same gate), so that a forward that nobody
+   * asks it of pays nothing for it.
+   */
+  private assemble(p: PreparedForward, r: NativeForwardResult): MoEOutput {
+    const routed: RoutedForward = {
+      topK: r.topK,
+      experts: r.experts,
+      weights: r.weights,
+      tokensPerExpert: r.tokensPerExpert,
+      logits: r.logits,
+      dropped: r.dropped,
+      // (what the router read: x as the call found it, or x with jitter)
+      routerInput: r.routerInput ?? p.snapshot,
+    };
+    const selectionBias = this.router.selectionBias;
+    const logits = Float32Array.from(r.logits); // (the caller may change the result's arrays; these are what ran)
+    if (r.gate) routed.gate = this.router.gateFromCore(r.gate);
+    else if (!r.fused && p.tokens > 0) routed.lazyGate = gateMaker(this.router, p.handle, p.snapshot, logits, r.draws, selectionBias);
+    const result = assembleOutput(r.output, p.tokens, this.config, routed, p.options, p.out, r.ranked ?? r.logits);
     rememberForward(result, {
       layer: this,
       steps: this.optimizerSteps ?? 0,
@@ -409,6 +377,9 @@ export class MoELayer implements Disposable {
       topK: r.topK,
       experts: Int32Array.from(r.experts),
       weights: Float32Array.from(r.weights),
+      logits,
+      draws: r.draws,
+      selectionBias,
     });
     return result;
   }
@@ -422,7 +393,7 @@ function prepare(config: MoEConfig, weights: MoEWeights<Tensor | QuantizedTensor
   const c = placeLayer(resolveConfig(implied ? { ...config, ...implied } : config, hostFacts(config)));
   checkMemory(packedBytes(layerElements(c), c.weightDtype), "the layer's packed weights");
   const router = new LayerRouter(c, routerBiasOf(c, weights));
-  return { config: c, router, spec: layerSpec(c, weights, router.builtIn) };
+  return { config: c, router, spec: layerSpec(c, weights, router.builtIn, router.nativeSpec()) };
 }
 
 /** A layer's preparation and native handle, built before the constructor runs (fromPretrained packs on the job thread). */
@@ -436,21 +407,28 @@ class Prebuilt {
 /** The constructor's hidden third argument, typed for fromPretrained's one call. */
 type AdoptingConstructor = new (config: MoEConfig, weights: MoEWeights<Tensor | QuantizedTensor>, prebuilt: Prebuilt) => MoELayer;
 
-const NO_EXPERTS = new Int32Array(0);
-const NO_WEIGHTS = new Float32Array(0);
-
-/** A forward's checked arguments (MoELayer.prepareRouted), with its copy of x. */
-type PreparedForward = ReturnType<MoELayer['prepare']> & { snapshot: Float32Array };
-
-/** A forward's call of the core: x, its tokens, where the output goes, and whether a training forward keeps state. */
-function forwardCall(p: PreparedForward): NativeForwardCall {
-  return { x: p.data, tokens: p.tokens, out: p.out?.data, keep: p.keep };
+/** The gate of a forward, made when asked for (a closure over these alone: one over the forward's scope cost ~3 us). */
+function gateMaker(
+  router: LayerRouter,
+  handle: NativeLayer,
+  x: Float32Array,
+  logits: Float32Array,
+  draws: NativeDraws,
+  selectionBias: Float64Array | undefined,
+): () => GateResult {
+  return () => router.gateOf(handle, x, logits, draws, selectionBias);
 }
 
-/** The same with the routing decided here: k slots a token, each one's expert (-1: dropped) and weight. */
-function routedCall(p: PreparedForward, k: number, experts: Int32Array, weights: Float32Array): NativeForwardRoutedCall {
-  // (a literal, not a spread of forwardCall's: spreading costs ~2 us a call, a tenth of a tiny routed forward)
-  return { x: p.data, tokens: p.tokens, out: p.out?.data, keep: p.keep, k, experts, weights };
+/** A forward's checked arguments (MoELayer.prepareForward), with its copy of x. */
+type PreparedForward = ReturnType<MoELayer['prepare']> & { snapshot: Float32Array };
+
+/**
+ * A forward's call of the core: x, its tokens, where the output goes, whether it trains (and keeps state for the
+ * backward), and whether a built-in forward should make the rule's gate too (the aux losses read it).
+ */
+function forwardCall(p: PreparedForward): NativeForwardCall {
+  const gate = p.options.auxLosses !== undefined;
+  return { x: p.data, tokens: p.tokens, out: p.out?.data, keep: p.keep, training: p.training, gate };
 }
 
 /** Whether two typed arrays overlap in memory (views of one buffer). */

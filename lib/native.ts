@@ -22,17 +22,73 @@ export interface NativeDispatchPlan {
   order: Int32Array;
 }
 
+/** A forward of a layer, routed in the core by its rule (moe/layer_router.h). */
 export interface NativeForwardResult {
   output: Float32Array;
+  /** [tokens * E] the router's logits (router bias added, exploration noise not). */
   logits: Float32Array;
+  topK: number;
   experts: Int32Array;
   weights: Float32Array;
   tokensPerExpert: Int32Array;
+  dropped: number;
+  /** Whether the backend's fused routing ran (no rule in the core). */
+  fused: boolean;
+  /** x with jitter, as the router read it; null when it read x. */
+  routerInput: F32;
+  /** The logits with exploration noise as the rule ranked them; null without exploration noise. */
+  ranked: Float64Array | null;
+  /** Its seeds: the core routes this forward again with them (gateOf, backward). */
+  draws: NativeDraws;
+  /** The rule's result, when the call asked for it. */
+  gate: NativeGate | null;
 }
 
-export interface NativeRoutedResult {
-  output: Float32Array;
+/** A forward's training randomness: whether it trained, and the seed of each draw (jitter, exploration, the rule's). */
+export interface NativeDraws {
+  training: boolean;
+  jitter: number;
+  exploration: number;
+  rule: number;
+}
+
+/** A routing rule's result as the core made it (moe::rules::Gate): null where the rule keeps no such array. */
+export interface NativeGate {
+  kind: string;
+  topK: number;
+  tokens: number;
+  numExperts: number;
+  experts: Int32Array;
+  weights: Float64Array;
   tokensPerExpert: Int32Array;
+  dropped: number;
+  normalized: boolean;
+  routeScale: number;
+  capacity: number;
+  droppedTokens: number;
+  training: boolean;
+  probs: Float64Array | null;
+  selected: Int32Array | null;
+  selectedWeights: Float64Array | null;
+  clean: Float64Array | null;
+  noisy: Float64Array | null;
+  noiseStd: Float64Array | null;
+  noise: Float64Array | null;
+  noiseLogits: Float64Array | null;
+  kthNoisy: Float64Array | null;
+  kPlus1Noisy: Float64Array | null;
+  kthExpert: Int32Array | null;
+  kPlus1Expert: Int32Array | null;
+}
+
+/** The router's gradients of a backward, computed in the core (lib/gate-gradients.ts defines them). */
+export interface NativeRouterGradients {
+  gradWeights: Float64Array;
+  gradLogits: Float64Array;
+  gradRouter: Float64Array;
+  gradNoiseLogits: Float64Array | null;
+  gradNoiseRouter: Float64Array | null;
+  gradRouterBias: F32;
 }
 
 /** Milliseconds spent in each phase of the last forward of a layer. */
@@ -67,13 +123,14 @@ export interface NativeExportedExperts {
   given?: number;
 }
 
-/** The experts' part of a backward (null where the layer has no such weight). */
+/** A backward's gradients (null where the layer has no such weight): the experts' part and the router's. */
 export interface NativeBackwardResult {
   dx: Float32Array;
   dWeights: Float32Array;
   experts: NativeExportedExperts;
   shared: NativeExportedExperts | null;
   sharedGate: F32;
+  router: NativeRouterGradients;
 }
 
 /** Arrays a backward overwrites instead of allocating (absent ones are allocated). */
@@ -85,7 +142,7 @@ export interface NativeGradientDestinations {
 }
 
 export interface NativeLayer {
-  /** The experts' backward for a routing (core/backward.cpp). CPU layers. */
+  /** The backward of a forward: the experts' part (core/backward.cpp), then the router's (core/layer_router.cpp). CPU layers. */
   backwardSync(call: NativeBackwardCall): NativeBackwardResult;
   /** The same on the job thread: `into` receives a copy when it settles. */
   backward(call: NativeBackwardCall): Promise<NativeBackwardResult>;
@@ -110,18 +167,17 @@ export interface NativeLayer {
   };
   /** Only the router, noise router and shared gate (no expert arrays). */
   exportWeights(call: { routerOnly: true }): { router: Float32Array; noiseRouter: F32; sharedGate: F32 };
-  /** keep: a training forward, keeping what the backward of this input needs (moe::LayerOutputs). */
+  /** The whole layer, routed in the core by its rule; keep: a training forward keeps what its backward needs. */
   forwardSync(call: NativeForwardCall): NativeForwardResult;
   forward(call: NativeForwardCall): Promise<NativeForwardResult>;
-  routerLogits(call: { x: Float32Array; tokens: number }): Float32Array;
-  /** x W_noise^T [tokens * E] with the noise router packed at construction (noisy top-k). */
-  noiseLogits(call: { x: Float32Array; tokens: number }): Float32Array;
+  /** The rule's gate of a forward of x that returned these logits and draws, routed again in the core (the same choices). */
+  gateOf(call: { x: Float32Array; logits: Float32Array; tokens: number; draws: NativeDraws; selectionBias?: Float64Array }): NativeGate;
+  /** The router bias (a layer with one) and sigmoidBias's selection bias, for the forwards called from now on. */
+  setBiases(call: { routerBias?: Float32Array; selectionBias?: Float64Array }): void;
   /** dL/d(routing weight) per slot [tokens * k], float64: <gradOutput[t], slot output s>. */
   routingWeightGradients(call: { x: Float32Array; tokens: number; k: number; experts: Int32Array; gradOutput: Float32Array }): Float64Array;
   slotOutputs(call: { x: Float32Array; tokens: number; k: number; experts: Int32Array }): Float32Array;
   lastTimings(): LayerTimings;
-  forwardRoutedSync(call: NativeForwardRoutedCall): NativeRoutedResult;
-  forwardRouted(call: NativeForwardRoutedCall): Promise<NativeRoutedResult>;
   dispose(): void;
   packedBytes(): number;
   /** The host memory the layer holds now (weights, and training's state) and what V8 was last told of it. */
@@ -185,8 +241,36 @@ export interface NativeLayerSpec {
   backend: 'cpu' | 'cuda';
   /** Expert parallelism over an MPI job: true (even slices) or the routed experts per rank. */
   expertParallel?: boolean | number[];
-  /** The rule the layer's own forward routes by: softmax top-k, (CUDA) DeepSeek-V3's sigmoid + bias, or none. */
+  /** The rule the backend runs fused in its own forward: softmax top-k, (CUDA) DeepSeek-V3's sigmoid + bias, or none. */
   routing: BuiltInRouting;
+  /** The layer's routing rule, which the core runs wherever the fused one does not apply. */
+  rule: NativeRouterSpec;
+}
+
+/** config.router as the core's routing rules read it (moe::rules::Options; native/binding/gate_object.cpp). */
+export interface NativeRuleOptions {
+  kind: string;
+  normalize: boolean;
+  tiesHigher: boolean;
+  /** 0: no capacity (gshardTop2 then takes 1, expertChoice 2). */
+  capacityFactor: number;
+  dropByScore: boolean;
+  numGroups: number;
+  topKGroups: number;
+  routeScale: number;
+  noiseEpsilon: number;
+  /** gshardTop2's tokens per group; 0: the whole batch. */
+  groupSize: number;
+  randomRouting: boolean;
+  explorationNoise: number;
+  jitter: number;
+  seed: number;
+}
+
+/** The rule's options plus the layer's biases: [E] added to the logits (gpt-oss), and sigmoidBias's selection bias. */
+export interface NativeRouterSpec extends NativeRuleOptions {
+  routerBias: F32;
+  selectionBias: Float64Array | null;
 }
 
 /** MPI as this process sees it (backendInfo().mpi): compiled into this build, started, this rank in how many. */
@@ -288,12 +372,12 @@ export interface NativeForwardCall {
   tokens: number;
   out?: Float32Array;
   keep?: boolean;
+  /** Training: the rule's noise, jitter, exploration and random routing apply. */
+  training?: boolean;
+  /** Make the rule's gate on a built-in forward too (for the balance losses). */
+  gate?: boolean;
 }
-export interface NativeForwardRoutedCall extends NativeForwardCall {
-  k: number;
-  experts: Int32Array;
-  weights: Float32Array;
-}
+
 export interface NativeBackwardCall {
   x: Float32Array;
   tokens: number;
@@ -302,6 +386,12 @@ export interface NativeBackwardCall {
   weights: Float32Array;
   gradOutput: Float32Array;
   into?: NativeGradientDestinations;
+  /** The forward's logits, draws and selection bias: the core routes it again with them (the same choices). */
+  logits: Float32Array;
+  draws: NativeDraws;
+  selectionBias?: Float64Array;
+  /** Each balance loss's dL/dlogits [tokens * E] (and noisy top-k's dL/d(noise logits)), added in order. */
+  aux?: { gradLogits: Float64Array; gradNoiseLogits?: Float64Array }[];
 }
 export interface NativeExpertFFNCall {
   experts: NativeExperts;

@@ -4,6 +4,7 @@
  * differences.
  */
 import { describe, rangeError, typeError } from '../errors';
+import type { NativeGate } from '../native';
 import { typedArrayTag } from '../typed-arrays';
 import type { RouterKind } from './registry';
 
@@ -43,6 +44,26 @@ const madeGates = new WeakSet<object>();
 export function madeGate<G extends GateResult>(gate: G): G {
   madeGates.add(gate);
   return gate;
+}
+
+/** The fields every gate has, from the core's result (each rule's fromCore adds its own). */
+export function coreGateBase(g: NativeGate): GateResult {
+  return {
+    kind: g.kind as GateKind,
+    topK: g.topK,
+    experts: g.experts,
+    weights: g.weights,
+    tokensPerExpert: g.tokensPerExpert,
+    dropped: g.dropped,
+    tokens: g.tokens,
+    numExperts: g.numExperts,
+  };
+}
+
+/** An array the core's gate of this rule always has (a null would be the binding's bug). */
+export function kept<T>(value: T | null, name: string): T {
+  if (value === null) throw new Error(`moe-kernels: internal: the core's gate has no ${name}`);
+  return value;
 }
 
 /** Whether `gate` is a router's result as the router returned it. */

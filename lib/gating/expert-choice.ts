@@ -7,7 +7,9 @@ import {
   checkGate,
   checkGrad,
   checkMatrix,
+  coreGateBase,
   fullSoftmaxBackward,
+  kept,
   madeGate,
   rankTop,
   softmaxRows,
@@ -80,6 +82,13 @@ export function expertChoiceBackward(gate: ExpertChoiceGate, gradWeights: ArrayL
 export const expertChoiceRule = routingRule<{ kind: 'expertChoice'; capacityFactor?: number }>({
   kind: 'expertChoice',
   impliedTopK: () => 'experts choose',
-  route: (c) => expertChoice(c.logits, c.router),
+  fromCore: (g): ExpertChoiceGate =>
+    madeGate<ExpertChoiceGate>({
+      ...coreGateBase(g),
+      kind: 'expertChoice',
+      probs: kept(g.probs, 'probs'),
+      capacity: g.capacity,
+      droppedTokens: g.droppedTokens,
+    }),
   backward: (gate, grad) => ({ gradLogits: expertChoiceBackward(gate as ExpertChoiceGate, grad) }),
 });

@@ -10,7 +10,9 @@ import {
   checkGate,
   checkGrad,
   checkMatrix,
+  coreGateBase,
   countPerExpert,
+  kept,
   madeGate,
   rankTop,
   selectedSoftmaxBackward,
@@ -115,8 +117,13 @@ export function gshardTop2Backward(gate: GShardTop2Gate, gradWeights: ArrayLike<
 export const gshardTop2Rule = routingRule<{ kind: 'gshardTop2'; capacityFactor?: number; groupSize?: number; randomRouting?: boolean }>({
   kind: 'gshardTop2',
   impliedTopK: () => 2,
-  // Random routing (the second expert kept with probability 2 g2) applies while training only.
-  route: (c) =>
-    gshardTop2(c.logits, { ...c.router, randomRouting: c.training && (c.router.randomRouting ?? true), seed: c.training ? c.seed() : 0 }),
+  fromCore: (g): GShardTop2Gate =>
+    madeGate<GShardTop2Gate>({
+      ...coreGateBase(g),
+      kind: 'gshardTop2',
+      probs: kept(g.probs, 'probs'),
+      capacity: g.capacity,
+      saved: { selected: kept(g.selected, 'selected'), selectedWeights: kept(g.selectedWeights, 'selectedWeights') },
+    }),
   backward: (gate, grad) => ({ gradLogits: gshardTop2Backward(gate as GShardTop2Gate, grad) }),
 });

@@ -10,7 +10,9 @@ import {
   checkGate,
   checkGrad,
   checkMatrix,
+  coreGateBase,
   countPerExpert,
+  kept,
   madeGate,
   rankTop,
   selectedSoftmaxBackward,
@@ -163,7 +165,25 @@ export const noisyTopKRule = routingRule<{
 }>({
   kind: 'noisyTopK',
   usesNoiseRouter: true,
-  route: (c) => noisyTopK(c.logits, c.noiseLogits(), { ...c.router, k: c.topK, training: c.training, seed: c.training ? c.seed() : 0 }),
+  fromCore: (g): NoisyTopKGate =>
+    madeGate<NoisyTopKGate>({
+      ...coreGateBase(g),
+      kind: 'noisyTopK',
+      clean: kept(g.clean, 'clean'),
+      noisy: kept(g.noisy, 'noisy'),
+      noiseStd: kept(g.noiseStd, 'noiseStd'),
+      noise: kept(g.noise, 'noise'),
+      kthNoisy: kept(g.kthNoisy, 'kthNoisy'),
+      kPlus1Noisy: kept(g.kPlus1Noisy, 'kPlus1Noisy'),
+      kthExpert: kept(g.kthExpert, 'kthExpert'),
+      kPlus1Expert: kept(g.kPlus1Expert, 'kPlus1Expert'),
+      training: g.training,
+      saved: {
+        selected: kept(g.selected, 'selected'),
+        selectedWeights: kept(g.selectedWeights, 'selectedWeights'),
+        noiseLogits: kept(g.noiseLogits, 'noiseLogits'),
+      },
+    }),
   backward: (gate, grad) => {
     const g = noisyTopKBackward(gate as NoisyTopKGate, grad);
     return { gradLogits: g.gradCleanLogits, gradNoiseLogits: g.gradNoiseLogits };

@@ -1,27 +1,13 @@
 /**
  * What a routing rule is to an MoELayer: one descriptor per rule, exported by the rule's own file beside its
- * forward and backward, and collected in one table (registry.ts). Adding a rule is one new file (the rule, its
- * backward, its descriptor) plus its line in the table and its tests.
+ * forward and backward, and collected in one table (registry.ts). The layer routes in the core
+ * (native/src/core/rules/, the same rule in float64 C++); the descriptor checks the rule's options, wraps the
+ * core's result as this rule's public gate, and says what the backend may run fused. Adding a rule is its file here
+ * and its line in the table, its file and table entry in the core, and its tests.
  */
 import type { Feature } from '../capabilities';
-import type { GateResult, Matrix } from './common';
-
-/** What a layer hands a rule on each forward. */
-export interface RouteContext<C> {
-  /** [tokens, numExperts] router logits (exploration noise already added while training). */
-  logits: Matrix;
-  /** The layer's router config (config.router), checked by checkConfig. */
-  router: Readonly<C>;
-  /** Experts per token, as the layer resolved it. */
-  topK: number;
-  training: boolean;
-  /** The next seed of the layer's training randomness (one per draw, in a fixed order). */
-  seed(): number;
-  /** [tokens, numExperts] x W_noise^T: the noise router's logits, for rules with usesNoiseRouter. */
-  noiseLogits(): Matrix;
-  /** The current selection bias of rules that keep one (sigmoidBias; updatable with setRouterBias). */
-  bias: Float64Array | undefined;
-}
+import type { NativeGate } from '../native';
+import type { GateResult } from './common';
 
 /** The rule the native core runs by itself in a layer's own forward (moe::BuiltInRouting); 'none': never. */
 export interface BuiltInRouting {
@@ -46,8 +32,11 @@ export interface RoutingRule<C extends { kind: string } = { kind: string }> {
    * instead (with array options copied: a later change to the caller's array must not change later forwards).
    */
   checkConfig?: (router: Readonly<C>, numExperts: number, topK: number) => C | void;
-  /** Routes one forward's logits. */
-  route(context: RouteContext<C>): GateResult;
+  /**
+   * The core's result of this rule (moe::rules::Gate) as the gate this rule's function returns, registered for
+   * its backward: what a layer's forward hands back as routing.gate.
+   */
+  fromCore(gate: NativeGate): GateResult;
   /** dL/dlogits [T, E] (and dL/d(noise logits)) from dL/dweights [T * topK], for a gate this rule made. */
   backward(gate: GateResult, gradWeights: ArrayLike<number>): { gradLogits: Float64Array; gradNoiseLogits?: Float64Array };
   /**

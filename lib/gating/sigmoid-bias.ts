@@ -1,7 +1,19 @@
 import { describe, rangeError, typeError } from '../errors';
 import { typedArrayTag } from '../typed-arrays';
 import { expectBoolean, expectInteger, expectOneOf, expectOptions } from '../validate';
-import { GateResult, Matrix, TieBreak, checkGate, checkGrad, checkMatrix, countPerExpert, madeGate, rankTop } from './common';
+import {
+  GateResult,
+  Matrix,
+  TieBreak,
+  checkGate,
+  checkGrad,
+  checkMatrix,
+  coreGateBase,
+  countPerExpert,
+  kept,
+  madeGate,
+  rankTop,
+} from './common';
 import { TIE_BREAKS } from './top-k';
 import { routingRule } from './rule';
 
@@ -135,7 +147,14 @@ export const sigmoidBiasRule = routingRule<SigmoidBiasRouterConfig>({
     checkSigmoidBiasOptions({ ...r, k: topK }, numExperts);
     return r.bias === undefined ? r : { ...r, bias: Float64Array.from(r.bias) };
   },
-  route: (c) => sigmoidBias(c.logits, { ...c.router, k: c.topK, bias: c.bias }),
+  fromCore: (g): SigmoidBiasGate =>
+    madeGate<SigmoidBiasGate>({
+      ...coreGateBase(g),
+      kind: 'sigmoidBias',
+      scores: kept(g.probs, 'scores'),
+      routeScale: g.routeScale,
+      normalized: g.normalized,
+    }),
   backward: (gate, grad) => ({ gradLogits: sigmoidBiasBackward(gate as SigmoidBiasGate, grad) }),
   // A backend whose core routes it (the GPU) does so normalised, ties to the lower index; elsewhere it routes here.
   builtIn: (r, offers) => {

@@ -1,4 +1,16 @@
-import { GateResult, Matrix, checkGate, checkGrad, checkMatrix, fullSoftmaxBackward, madeGate, rankTop, softmaxRows } from './common';
+import {
+  GateResult,
+  Matrix,
+  checkGate,
+  checkGrad,
+  checkMatrix,
+  coreGateBase,
+  fullSoftmaxBackward,
+  kept,
+  madeGate,
+  rankTop,
+  softmaxRows,
+} from './common';
 import { routingRule } from './rule';
 
 export interface SoftGate extends GateResult {
@@ -41,6 +53,6 @@ export function softBackward(gate: SoftGate, gradWeights: ArrayLike<number>): Fl
 export const softRule = routingRule<{ kind: 'soft' }>({
   kind: 'soft',
   impliedTopK: (numExperts) => numExperts,
-  route: (c) => soft(c.logits),
+  fromCore: (g): SoftGate => madeGate<SoftGate>({ ...coreGateBase(g), kind: 'soft', probs: kept(g.probs, 'probs') }),
   backward: (gate, grad) => ({ gradLogits: softBackward(gate as SoftGate, grad) }),
 });

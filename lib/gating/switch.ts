@@ -6,7 +6,9 @@ import {
   checkGate,
   checkGrad,
   checkMatrix,
+  coreGateBase,
   countPerExpert,
+  kept,
   fullSoftmaxBackward,
   madeGate,
   rankTop,
@@ -68,6 +70,6 @@ export function switchTop1Backward(gate: SwitchGate, gradWeights: ArrayLike<numb
 export const switchRule = routingRule<{ kind: 'switch'; capacityFactor?: number; dropPolicy?: DropPolicy }>({
   kind: 'switch',
   impliedTopK: () => 1,
-  route: (c) => switchTop1(c.logits, c.router),
+  fromCore: (g): SwitchGate => madeGate<SwitchGate>({ ...coreGateBase(g), kind: 'switch', probs: kept(g.probs, 'probs') }),
   backward: (gate, grad) => ({ gradLogits: switchTop1Backward(gate as SwitchGate, grad) }),
 });

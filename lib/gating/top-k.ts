@@ -8,7 +8,9 @@ import {
   checkGate,
   checkGrad,
   checkMatrix,
+  coreGateBase,
   countPerExpert,
+  kept,
   fullSoftmaxBackward,
   madeGate,
   rankTop,
@@ -167,7 +169,18 @@ export const topKRule = routingRule<TopKRouterConfig>({
       throw rangeError("config.router.normalize: false only with order 'softmax-topk'", "order 'topk-softmax'");
     checkTopKGroups(r, numExperts, topK);
   },
-  route: (c) => topK(c.logits, { ...c.router, k: c.topK }),
+  fromCore: (g): TopKGate =>
+    madeGate<TopKGate>({
+      ...coreGateBase(g),
+      kind: 'topK',
+      probs: kept(g.probs, 'probs'),
+      saved: {
+        selected: kept(g.selected, 'selected'),
+        selectedWeights: kept(g.selectedWeights, 'selectedWeights'),
+        normalized: g.normalized,
+        routeScale: g.routeScale,
+      },
+    }),
   backward: (gate, grad) => ({ gradLogits: topKBackward(gate as TopKGate, grad) }),
   // The core's rule: softmax then top-k, ties to the lower index, no capacity.
   builtIn: (r, offers) =>

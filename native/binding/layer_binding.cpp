@@ -12,6 +12,7 @@
 
 #include "args.h"
 #include "async_job.h"
+#include "gate_object.h"
 #include "moe/moe.h"
 #include "reported_memory.h"
 #include "result_arrays.h"
@@ -45,18 +46,15 @@ Staged stage_output(const Args& args, int64_t length, bool async) {
 }
 
 // Every call's options object, by name (args.h); lib/native.ts declares the same fields.
-const Signature& kForward = declare("NativeLayer.forward", {"x", "tokens", "out", "keep"});
-const Signature& kForwardSync = declare("NativeLayer.forwardSync", {"x", "tokens", "out", "keep"});
-const Signature& kForwardRouted =
-    declare("NativeLayer.forwardRouted", {"x", "tokens", "k", "experts", "weights", "out", "keep"});
-const Signature& kForwardRoutedSync =
-    declare("NativeLayer.forwardRoutedSync", {"x", "tokens", "k", "experts", "weights", "out", "keep"});
-const Signature& kBackward =
-    declare("NativeLayer.backward", {"x", "tokens", "k", "experts", "weights", "gradOutput", "into"});
-const Signature& kBackwardSync =
-    declare("NativeLayer.backwardSync", {"x", "tokens", "k", "experts", "weights", "gradOutput", "into"});
-const Signature& kRouterLogits = declare("NativeLayer.routerLogits", {"x", "tokens"});
-const Signature& kNoiseLogits = declare("NativeLayer.noiseLogits", {"x", "tokens"});
+const Signature& kForward = declare("NativeLayer.forward", {"x", "tokens", "out", "keep", "training", "gate"});
+const Signature& kForwardSync = declare("NativeLayer.forwardSync", {"x", "tokens", "out", "keep", "training", "gate"});
+const Signature& kBackward = declare("NativeLayer.backward", {"x", "tokens", "k", "experts", "weights", "gradOutput",
+                                                              "into", "logits", "draws", "selectionBias", "aux"});
+const Signature& kBackwardSync = declare(
+    "NativeLayer.backwardSync",
+    {"x", "tokens", "k", "experts", "weights", "gradOutput", "into", "logits", "draws", "selectionBias", "aux"});
+const Signature& kGateOf = declare("NativeLayer.gateOf", {"x", "logits", "tokens", "draws", "selectionBias"});
+const Signature& kSetBiases = declare("NativeLayer.setBiases", {"routerBias", "selectionBias"});
 const Signature& kRoutingWeightGradients =
     declare("NativeLayer.routingWeightGradients", {"x", "tokens", "k", "experts", "gradOutput"});
 const Signature& kSlotOutputs = declare("NativeLayer.slotOutputs", {"x", "tokens", "k", "experts"});
@@ -180,6 +178,7 @@ void deliver_gradients(Napi::Env env, Napi::Object result, Napi::Object into) {
 // JavaScript code can make).
 struct BuiltLayer {
   std::shared_ptr<moe::Layer> layer;
+  std::shared_ptr<moe::LayerRouter> router;
   moe::LayerConfig config;
 };
 
@@ -204,11 +203,9 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return DefineClass(
         env, "NativeLayer",
         {StaticMethod("build", &NativeLayer::Build), InstanceMethod("forwardSync", &NativeLayer::ForwardSync),
-         InstanceMethod("forward", &NativeLayer::Forward), InstanceMethod("routerLogits", &NativeLayer::RouterLogits),
-         InstanceMethod("noiseLogits", &NativeLayer::NoiseLogits),
+         InstanceMethod("forward", &NativeLayer::Forward), InstanceMethod("gateOf", &NativeLayer::GateOf),
+         InstanceMethod("setBiases", &NativeLayer::SetBiases),
          InstanceMethod("routingWeightGradients", &NativeLayer::RoutingWeightGradients),
-         InstanceMethod("forwardRouted", &NativeLayer::ForwardRouted),
-         InstanceMethod("forwardRoutedSync", &NativeLayer::ForwardRoutedSync),
          InstanceMethod("slotOutputs", &NativeLayer::SlotOutputs),
          InstanceMethod("lastTimings", &NativeLayer::LastTimings), InstanceMethod("dispose", &NativeLayer::Dispose),
          InstanceMethod("exportWeights", &NativeLayer::ExportWeights),
@@ -225,12 +222,18 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     if (info[0].IsExternal()) {  // from Build, packed already
       const BuiltLayer* built = info[0].As<Napi::External<BuiltLayer>>().Data();
       layer_ = built->layer;
+      router_ = built->router;
       config_ = built->config;
       memory_.report(info.Env(), static_cast<int64_t>(layer_->host_bytes()));
       return;
     }
-    const moe::LayerSpec spec = read_layer(Fields(info.Env(), info[0], "spec"));
-    run_guarded(info.Env(), [&] { layer_ = moe::make_layer(spec); });
+    const Fields fields(info.Env(), info[0], "spec");
+    const moe::LayerSpec spec = read_layer(fields);
+    const moe::RouterSpec rule = read_router(fields.object("rule"), spec.config.experts.num_experts);
+    run_guarded(info.Env(), [&] {
+      layer_ = moe::make_layer(spec);
+      router_ = std::make_shared<moe::LayerRouter>(rule, spec.config, spec.routing.rule);
+    });
     config_ = spec.config;
     memory_.report(info.Env(), static_cast<int64_t>(layer_->host_bytes()));
   }
@@ -241,74 +244,23 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return layer_;
   }
 
-  // { x, tokens, out?, keep? }: checks x, allocates the outputs (the output only when no `out` array is given), and
-  // returns the work that fills them.
-  struct Call {
-    std::shared_ptr<moe::Layer> layer;
-    Held<float> x;
-    int64_t tokens;
-    Napi::Float32Array output, logits, weights;
-    Napi::Int32Array experts, counts;
-    Staged staged;              // an async call's output when it goes to the caller's `out`
-    moe::LayerOutputs buffers;  // where the kernels write: the arrays above (or the staged output)
-    int64_t d_model;
-    void run() const {
-      layer->forward(x.data, tokens, buffers);
-      check_output_finite(buffers.output, tokens * d_model);
-    }
-    std::vector<Napi::Value> arrays() const { return {output, logits, experts, weights, counts}; }
-    static Napi::Object result(Napi::Env env, const std::vector<Napi::Value>& a) {
-      auto o = Napi::Object::New(env);
-      o.Set("output", a[0]);
-      o.Set("logits", a[1]);
-      o.Set("experts", a[2]);
-      o.Set("weights", a[3]);
-      o.Set("tokensPerExpert", a[4]);
-      return o;
-    }
-  };
-
-  // An async call copies x before it returns, and writes into memory of its own: the caller's `out` gets the
-  // result when the Promise settles, after checking that it is still attached and as long (docs/guarantees.md).
-  Call prepare(const Args& args, bool async) const {
-    const Napi::Env env = args.Env();
-    Call call{get(env), {}, 0, {}, {}, {}, {}, {}, {}, {}, config_.experts.d_model};
-    const moe::LayerConfig& c = config_;
-    const int64_t d = c.experts.d_model, e = c.experts.num_experts, k = c.top_k;
-    call.tokens = int_arg(args, "tokens", call.layer->collective() ? 0 : 1, kMaxDim);
-    slot_count(env, call.tokens, k);
-    const float* caller_x = float32_arg(args, "x", call.tokens * d);
-    call.output = output_arg(args, caller_x, call.tokens * d);
-    call.x = held_float32(args, "x", call.tokens * d, async);
-    check_finite(env, "x", call.x.data, call.tokens, d);
-    call.logits = new_float32_array(env, static_cast<size_t>(call.tokens * e));
-    call.experts = new_int32_array(env, static_cast<size_t>(call.tokens * k));
-    call.weights = new_float32_array(env, static_cast<size_t>(call.tokens * k));
-    call.counts = new_int32_array(env, static_cast<size_t>(e));
-    call.staged = stage_output(args, call.tokens * d, async);
-    call.buffers = {call.staged.data ? call.staged.data.get() : call.output.Data(),
-                    call.logits.Data(),
-                    call.experts.Data(),
-                    call.weights.Data(),
-                    call.counts.Data(),
-                    args["keep"].IsBoolean() && args["keep"].As<Napi::Boolean>().Value()};
-    return call;
-  }
-
   // NativeLayer.build(spec) -> Promise<NativeLayer>: the spec is checked here, and the weights packed on the job
   // thread (seconds for a Mixtral-sized layer). The spec's arrays are read until the Promise settles: the caller
   // must leave them alone until then (MoELayer.fromPretrained passes arrays of its own).
   static Napi::Value Build(const Napi::CallbackInfo& info) {
     const Napi::Env env = info.Env();
     auto scans = std::make_shared<DeferredScans>();
-    auto spec = std::make_shared<moe::LayerSpec>(read_layer(Fields(env, info[0], "spec", scans.get())));
+    const Fields fields(env, info[0], "spec", scans.get());
+    auto spec = std::make_shared<moe::LayerSpec>(read_layer(fields));
+    auto rule = std::make_shared<moe::RouterSpec>(read_router(fields.object("rule"), spec->config.experts.num_experts));
     auto built = std::make_shared<BuiltLayer>();
     built->config = spec->config;
     return run_async(
         env, moe::JobQueue::cpu, {info[0], info.This()},
-        [spec, built, scans] {
+        [spec, rule, built, scans] {
           for (const auto& scan : *scans) scan();
           built->layer = moe::make_layer(*spec);
+          built->router = std::make_shared<moe::LayerRouter>(*rule, spec->config, spec->routing.rule);
         },
         [built](Napi::Env env, const std::vector<Napi::Value>& kept) -> Napi::Value {
           // The External lives only for the constructor call; the layer itself is shared.
@@ -356,57 +308,134 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return info.Env().Undefined();
   }
 
-  Napi::Value ForwardSync(const Napi::CallbackInfo& info) {
-    CollectiveChecks checks{layer_.get()};
-    const Call call = prepare(Args(info, kForwardSync), false);
-    checks.passed = true;
-    run_guarded(info.Env(), [&] { call.run(); });
-    return Call::result(info.Env(), call.arrays());
-  }
+  // { x, tokens, out?, keep?, training?, gate? } -> { output, logits, topK, experts, weights, tokensPerExpert,
+  // dropped, fused, routerInput, ranked, draws, gate }: the whole layer, routed in the core by its rule
+  // (LayerRouter), on the calling thread. fused: the backend's fused routing ran; routerInput: x with jitter as the
+  // router read it (null: x itself); ranked: the logits with exploration noise (null without); draws: its seeds
+  // (the backward routes it again with them); gate: the rule's result (NativeGate) when `gate` asks for it.
+  Napi::Value ForwardSync(const Napi::CallbackInfo& info) { return forward(info, false); }
+  // The same as a Promise: routed and run on the job thread (on the calling thread when the work is tiny). x is
+  // copied first; an `out` array receives the output when the Promise settles (checked then to be intact).
+  Napi::Value Forward(const Napi::CallbackInfo& info) { return forward(info, true); }
 
-  Napi::Value Forward(const Napi::CallbackInfo& info) {
-    CollectiveChecks checks{layer_.get()};
-    const auto layer = get(info.Env());
-    const Args args(info, kForward);
-    const bool small =
-        layer->runs_inline(int_arg(args, "tokens", layer->collective() ? 0 : 1, kMaxDim) * config_.top_k);
-    const Call call = prepare(args, !small);
-    checks.passed = true;
-    if (small)
-      return resolved(info.Env(), [&] {
-        run_guarded(info.Env(), [&] { call.run(); });
-        return Call::result(info.Env(), call.arrays());
-      });
-    // The job uses only the layer pointers and the raw buffers of the copy; its JS handles stay unused.
-    const Staged staged = call.staged;
-    return run_async(
-        info.Env(), call.layer->queue(), call.arrays(), [call] { call.run(); },
-        [staged](Napi::Env env, const std::vector<Napi::Value>& a) {
-          deliver(env, staged, a[0]);
-          return Call::result(env, a);
-        });
-  }
-
-  // { x, tokens } -> Float32Array [tokens * E], of the router or (noisy top-k) the noise router
-  Napi::Value RouterLogits(const Napi::CallbackInfo& info) { return logits(info, false); }
-  Napi::Value NoiseLogits(const Napi::CallbackInfo& info) { return logits(info, true); }
-
-  Napi::Value logits(const Napi::CallbackInfo& info, bool noise) {
+  Napi::Value forward(const Napi::CallbackInfo& info, bool promise) {
     const Napi::Env env = info.Env();
-    auto layer = get(env);
-    const moe::LayerConfig& c = config_;
-    const Args args(info, noise ? kNoiseLogits : kRouterLogits);
+    const auto layer = get(env);
+    CollectiveChecks checks{layer.get()};
+    const Args args(info, promise ? kForward : kForwardSync);
+    const int64_t d = config_.experts.d_model;
+    const int64_t tokens = int_arg(args, "tokens", layer->collective() ? 0 : 1, kMaxDim);
+    const int64_t k = router_->slots_per_token();
+    slot_count(env, tokens, k);
+    const bool async = promise && !layer->runs_inline(tokens * k);
+    Napi::Float32Array output = output_arg(args, float32_arg(args, "x", tokens * d), tokens * d);
+    const Held<float> x = held_float32(args, "x", tokens * d, async);
+    check_finite(env, "x", x.data, tokens, d);
+    const bool training = !args.absent("training") && bool_arg(args, "training");
+    const bool want_gate = !args.absent("gate") && bool_arg(args, "gate");
+    const bool keep = !args.absent("keep") && bool_arg(args, "keep");
+    // The results are made once the forward has run: their sizes are checked now, so that an impossible one costs
+    // nothing (the logits, and the rule's float64 [T, E] arrays where it runs in the core).
+    const size_t scores = static_cast<size_t>(tokens * config_.experts.num_experts);
+    check_result_size(env, scores, sizeof(float));
+    if (want_gate || !router_->built_in(training)) check_result_size(env, scores, sizeof(double));
+    const Staged staged = stage_output(args, tokens * d, async);
+    float* out = staged.data ? staged.data.get() : output.Data();
+    checks.passed = true;
+    // (drawn now, on this thread: the seeds follow the order of the calls, whichever thread runs them)
+    const moe::LayerRouter::Draws draws = router_->draw(training);
+    auto routed = std::make_shared<moe::RoutedForward>();
+    const auto run = [layer, router = router_, x, tokens, draws, want_gate, keep, out, routed, d] {
+      router->forward(*layer, x.data, tokens, draws, want_gate, keep, out, *routed);
+      check_output_finite(out, tokens * d);
+    };
+    const auto result = [routed, draws](Napi::Env env, const std::vector<Napi::Value>& a) -> Napi::Value {
+      Napi::Object o = forward_result(env, a[0], *routed);
+      o.Set("draws", draws_object(env, draws));
+      return o;
+    };
+    if (!promise) {
+      run_guarded(env, run);
+      return result(env, {output});
+    }
+    if (!async)
+      return resolved(env, [&] {
+        run_guarded(env, run);
+        return result(env, {output});
+      });
+    return run_async(env, layer->queue(), {output}, run,
+                     [staged, result](Napi::Env env, const std::vector<Napi::Value>& a) {
+                       deliver(env, staged, a[0]);
+                       return result(env, a);
+                     });
+  }
+
+  static Napi::Object forward_result(Napi::Env env, const Napi::Value& output, const moe::RoutedForward& r) {
+    const auto floats = [env](const std::vector<float>& v) {
+      auto a = new_float32_array(env, v.size());
+      std::copy(v.begin(), v.end(), a.Data());
+      return a;
+    };
+    const auto ints = [env](const std::vector<int32_t>& v) {
+      auto a = new_int32_array(env, v.size());
+      std::copy(v.begin(), v.end(), a.Data());
+      return a;
+    };
+    auto o = Napi::Object::New(env);
+    o.Set("output", output);
+    o.Set("logits", floats(r.logits));
+    o.Set("topK", r.top_k);
+    o.Set("experts", ints(r.experts));
+    o.Set("weights", floats(r.weights));
+    o.Set("tokensPerExpert", ints(r.tokens_per_expert));
+    o.Set("dropped", static_cast<double>(r.dropped));
+    o.Set("fused", r.fused);
+    o.Set("routerInput", r.router_input.empty() ? env.Null() : Napi::Value(floats(r.router_input)));
+    if (r.ranked.empty()) {
+      o.Set("ranked", env.Null());
+    } else {
+      auto ranked = Napi::Float64Array::New(env, r.ranked.size());
+      std::copy(r.ranked.begin(), r.ranked.end(), ranked.Data());
+      o.Set("ranked", ranked);
+    }
+    o.Set("gate", r.gate ? Napi::Value(gate_object(env, *r.gate)) : env.Null());
+    return o;
+  }
+
+  // { x, logits: Float32Array [T * E], tokens, draws, selectionBias? } -> NativeGate: the rule's gate of a forward of
+  // x that returned these logits and draws (routed again in the core: the same choices, drops and noise), on the
+  // calling thread.
+  Napi::Value GateOf(const Napi::CallbackInfo& info) {
+    const Napi::Env env = info.Env();
+    const auto layer = get(env);
+    const Args args(info, kGateOf);
     const int64_t tokens = int_arg(args, "tokens", 1, kMaxDim);
-    const Held<float> x = held_float32(args, "x", tokens * c.experts.d_model, false);
-    check_finite(env, "x", x.data, tokens, c.experts.d_model);
-    auto logits = new_float32_array(env, static_cast<size_t>(tokens * c.experts.num_experts));
+    const int64_t e = config_.experts.num_experts;
+    const Held<float> x = held_float32(args, "x", tokens * config_.experts.d_model, false);
+    const Held<float> logits = held_float32(args, "logits", tokens * e, false);
+    check_finite(env, "x", x.data, tokens, config_.experts.d_model);
+    check_finite(env, "logits", logits.data, tokens, e);
+    const moe::LayerRouter::Draws draws = read_draws(env, args["draws"], args["selectionBias"], e);
+    moe::rules::Gate gate;
+    run_guarded(env, [&] { gate = router_->gate_of(*layer, x.data, logits.data, tokens, draws); });
+    return gate_object(env, gate);
+  }
+
+  // { routerBias?: Float32Array [E], selectionBias?: Float64Array [E] }: the router bias (of a layer that has one)
+  // and sigmoidBias's selection bias for the forwards called from now on.
+  Napi::Value SetBiases(const Napi::CallbackInfo& info) {
+    const Napi::Env env = info.Env();
+    get(env);
+    const Args args(info, kSetBiases);
+    const int64_t n = config_.experts.num_experts;
+    const float* router_bias = float32_arg(args, "routerBias", n, true);
+    if (router_bias) check_finite(env, "routerBias", router_bias, 1, n);
+    const double* selection = args.absent("selectionBias") ? nullptr : finite_float64_arg(args, "selectionBias", n);
     run_guarded(env, [&] {
-      if (noise)
-        layer->noise_logits(x.data, tokens, logits.Data());
-      else
-        layer->router_logits(x.data, tokens, logits.Data());
+      if (router_bias) router_->set_router_bias(std::vector<float>(router_bias, router_bias + n));
+      if (selection) router_->set_selection_bias(std::vector<double>(selection, selection + n));
     });
-    return logits;
+    return env.Undefined();
   }
 
   // { x, tokens, k, experts: Int32Array [T*k], weights: Float32Array [T*k], gradOutput: [T, dModel], into? } ->
@@ -439,6 +468,32 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     check_experts(env, experts.data, tokens * k, e);
     check_finite(env, "weights", weights.data, tokens, k);
     check_finite(env, "gradOutput", grad.data, tokens, d);
+    // The router's part: the forward routed again from its logits and draws (the same choices, drops and noise),
+    // then each balance loss's dL/dlogits, added in order.
+    const Held<float> logits = held_float32(args, "logits", tokens * e, promise);
+    check_finite(env, "logits", logits.data, tokens, e);
+    const moe::LayerRouter::Draws draws = read_draws(env, args["draws"], args["selectionBias"], e);
+    auto aux = std::make_shared<std::vector<std::vector<double>>>();
+    auto aux_noise = std::make_shared<std::vector<std::vector<double>>>();
+    if (!args.absent("aux")) {
+      const Napi::Value list = args["aux"];
+      if (!list.IsArray()) throw_type_error(env, "expected aux to be an array of { gradLogits, gradNoiseLogits? }");
+      const Napi::Array a = list.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); ++i) {
+        const Fields f(env, a.Get(i), "aux[" + std::to_string(i) + "]");
+        const auto read = [&](const char* name) {
+          const Napi::Value v = f.value(name);
+          if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+              static_cast<int64_t>(v.As<Napi::Float64Array>().ElementLength()) != tokens * e)
+            throw_type_error(env, "expected aux[" + std::to_string(i) + "]." + name + " to be a Float64Array of " +
+                                      std::to_string(tokens * e) + " values (tokens x numExperts)");
+          const double* p = v.As<Napi::Float64Array>().Data();
+          return std::vector<double>(p, p + tokens * e);
+        };
+        aux->push_back(read("gradLogits"));
+        if (f.present("gradNoiseLogits")) aux_noise->push_back(read("gradNoiseLogits"));
+      }
+    }
     const moe::LayerWeightsPresent has = layer->weights_present();
     // An async call writes arrays of its own; `into` is checked now and delivered to when it settles.
     Destinations dest(env, promise ? env.Undefined() : into, "into");
@@ -464,11 +519,18 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     g->d_weights = data_of(result.Get("dWeights"));
     g->d_shared_gate = data_of(result.Get("sharedGate"));
     checks.passed = true;
-    const auto run = [layer, x, tokens, k, experts, weights, grad, g] {
-      layer->backward(x.data, tokens, static_cast<int>(k), experts.data, weights.data, grad.data, *g);
+    auto router_grads = std::make_shared<moe::RouterGradients>();
+    const auto run = [layer, router = router_, x, tokens, k, experts, weights, grad, g, draws, logits, aux, aux_noise,
+                      router_grads] {
+      std::vector<const double*> a, an;
+      for (const auto& v : *aux) a.push_back(v.data());
+      for (const auto& v : *aux_noise) an.push_back(v.data());
+      router->backward(*layer, x.data, tokens, logits.data, draws, static_cast<int>(k), experts.data, weights.data,
+                       grad.data, a, an, *g, *router_grads);
     };
     if (!promise) {
       run_guarded(env, run);
+      result.Set("router", router_result(env, *router_grads));
       report_memory(env);
       return result;
     }
@@ -485,12 +547,38 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     std::vector<Napi::Value> keep{result, info.This()};
     if (into.IsObject()) keep.push_back(into);
     return run_async(env, layer->queue(), keep, run,
-                     [](Napi::Env env, const std::vector<Napi::Value>& kept) -> Napi::Value {
+                     [router_grads](Napi::Env env, const std::vector<Napi::Value>& kept) -> Napi::Value {
                        Napi::Object r = kept[0].As<Napi::Object>();
+                       r.Set("router", router_result(env, *router_grads));
                        if (kept.size() > 2) deliver_gradients(env, r, kept[2].As<Napi::Object>());
                        NativeLayer::Unwrap(kept[1].As<Napi::Object>())->report_memory(env);
                        return r;
                      });
+  }
+
+  // The router's gradients of a backward: { gradWeights, gradLogits, gradRouter, gradNoiseLogits, gradNoiseRouter,
+  // gradRouterBias } (Float64Arrays, the bias's a Float32Array; null where the layer has no such part).
+  static Napi::Object router_result(Napi::Env env, const moe::RouterGradients& r) {
+    const auto doubles = [env](const std::vector<double>& v, bool present) -> Napi::Value {
+      if (!present) return env.Null();
+      auto a = Napi::Float64Array::New(env, v.size());
+      std::copy(v.begin(), v.end(), a.Data());
+      return a;
+    };
+    auto o = Napi::Object::New(env);
+    o.Set("gradWeights", doubles(r.grad_weights, true));
+    o.Set("gradLogits", doubles(r.grad_logits, true));
+    o.Set("gradRouter", doubles(r.grad_router, true));
+    o.Set("gradNoiseLogits", doubles(r.grad_noise_logits, !r.grad_noise_router.empty()));
+    o.Set("gradNoiseRouter", doubles(r.grad_noise_router, !r.grad_noise_router.empty()));
+    if (r.grad_router_bias.empty()) {
+      o.Set("gradRouterBias", env.Null());
+    } else {
+      auto b = new_float32_array(env, r.grad_router_bias.size());
+      std::copy(r.grad_router_bias.begin(), r.grad_router_bias.end(), b.Data());
+      o.Set("gradRouterBias", b);
+    }
+    return o;
   }
 
   // { grads: { router, noiseRouter, sharedGate, experts: { w1, w3, w2, b1, b3, b2 }, shared }, step: { kind, lr,
@@ -567,63 +655,6 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return out;
   }
 
-  // { x, tokens, k, experts: Int32Array [T*k], weights: Float32Array [T*k], out?, keep? } -> { output, tokensPerExpert
-  // }, on the calling thread.
-  Napi::Value ForwardRoutedSync(const Napi::CallbackInfo& info) { return forward_routed(info, false); }
-  // The same, as a Promise (run off the event loop unless the work is tiny).
-  Napi::Value ForwardRouted(const Napi::CallbackInfo& info) { return forward_routed(info, true); }
-
-  Napi::Value forward_routed(const Napi::CallbackInfo& info, bool promise) {
-    const Napi::Env env = info.Env();
-    auto layer = get(env);
-    CollectiveChecks checks{layer.get()};
-    const Args args(info, promise ? kForwardRouted : kForwardRoutedSync);
-    const moe::LayerConfig& c = config_;
-    const int64_t d = c.experts.d_model, e = c.experts.num_experts;
-    const int64_t tokens = int_arg(args, "tokens", layer->collective() ? 0 : 1, kMaxDim);
-    const int64_t k = int_arg(args, "k", 1, e);
-    slot_count(env, tokens, k);
-    const bool async = promise && !layer->runs_inline(tokens * k);
-    auto output = output_arg(args, float32_arg(args, "x", tokens * d), tokens * d);
-    // Copied for an async call (the routing always: it is small), then checked: what is checked is what is read.
-    const Held<float> x = held_float32(args, "x", tokens * d, async);
-    const Held<int32_t> experts = held_int32(args, "experts", tokens * k, true);
-    const Held<float> weights = held_float32(args, "weights", tokens * k, true);
-    check_finite(env, "x", x.data, tokens, d);
-    check_finite(env, "weights", weights.data, tokens, k);
-    check_experts(env, experts.data, tokens * k, e);
-    auto counts = new_int32_array(env, static_cast<size_t>(e));
-    const Staged staged = stage_output(args, tokens * d, async);
-    float* out = staged.data ? staged.data.get() : output.Data();
-    int32_t* cnt = counts.Data();
-    const bool keep = args["keep"].IsBoolean() && args["keep"].As<Napi::Boolean>().Value();
-    checks.passed = true;
-    const auto run = [layer, x, tokens, k, experts, weights, out, cnt, d, keep] {
-      layer->forward_routed(x.data, tokens, static_cast<int>(k), experts.data, weights.data, out, cnt, keep);
-      check_output_finite(out, tokens * d);
-    };
-    const auto result = [](Napi::Env env, const std::vector<Napi::Value>& a) {
-      auto o = Napi::Object::New(env);
-      o.Set("output", a[0]);
-      o.Set("tokensPerExpert", a[1]);
-      return o;
-    };
-    if (!promise) {
-      run_guarded(env, run);
-      return result(env, {output, counts});
-    }
-    if (!async)
-      return resolved(env, [&] {
-        run_guarded(env, run);
-        return result(env, {output, counts});
-      });
-    return run_async(env, layer->queue(), {output, counts}, run,
-                     [staged, result](Napi::Env env, const std::vector<Napi::Value>& a) {
-                       deliver(env, staged, a[0]);
-                       return result(env, a);
-                     });
-  }
-
   // { x, tokens, k, experts: Int32Array [T*k] } -> Float32Array [T * k * dModel]
   Napi::Value SlotOutputs(const Napi::CallbackInfo& info) {
     const Napi::Env env = info.Env();
@@ -686,6 +717,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   }
 
   std::shared_ptr<moe::Layer> layer_;
+  std::shared_ptr<moe::LayerRouter> router_;  // the layer's routing rule and training randomness (core)
   moe::LayerConfig config_;
   ReportedMemory memory_;  // the layer's host memory (packed weights on the CPU)
 };

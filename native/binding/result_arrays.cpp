@@ -92,10 +92,7 @@ Napi::ArrayBuffer new_buffer(Napi::Env env, size_t bytes) {
 // A result's memory, or a RangeError naming its size: past kMaxResultBytes or past what the machine can allocate.
 // Every result is made before its computation starts, so an impossible one costs nothing.
 Napi::ArrayBuffer checked_buffer(Napi::Env env, size_t count, size_t element) {
-  if (count > kMaxResultBytes / element)
-    throw_range_error(env, "expected a result of at most " + std::to_string(kMaxResultBytes) +
-                               " bytes (4 GiB) but got " + std::to_string(count) + " elements of " +
-                               std::to_string(element) + " bytes");
+  check_result_size(env, count, element);
   try {
     return new_buffer(env, count * element);
   } catch (const std::bad_alloc&) {
@@ -105,6 +102,13 @@ Napi::ArrayBuffer checked_buffer(Napi::Env env, size_t count, size_t element) {
 }
 
 }  // namespace
+
+void check_result_size(Napi::Env env, size_t count, size_t element) {
+  if (count > kMaxResultBytes / element)
+    throw_range_error(env, "expected a result of at most " + std::to_string(kMaxResultBytes) +
+                               " bytes (4 GiB) but got " + std::to_string(count) + " elements of " +
+                               std::to_string(element) + " bytes");
+}
 
 Napi::Float32Array new_float32_array(Napi::Env env, size_t count) {
   return Napi::Float32Array::New(env, count, checked_buffer(env, count, sizeof(float)), 0);

@@ -13,6 +13,9 @@ namespace moe_binding {
 constexpr size_t kMaxResultBytes = size_t{1} << 32;
 
 Napi::Float32Array new_float32_array(Napi::Env env, size_t count);
+// A RangeError unless a result of `count` elements of `element` bytes is within kMaxResultBytes: for results made
+// after their computation (whose size is known before it starts).
+void check_result_size(Napi::Env env, size_t count, size_t element);
 Napi::Int32Array new_int32_array(Napi::Env env, size_t count);
 
 // largeBuffer(bytes) -> ArrayBuffer of addon memory, huge pages where Linux allows, never pooled and NOT
