@@ -1,6 +1,5 @@
 /** What a forward returns: the output, the routing it used, and the balance losses asked for. */
-import { AuxLoss, AuxLossKind, AuxLossSpec, computeAuxLosses } from './aux-losses';
-import { rangeError } from './errors';
+import { AuxLoss, AuxLossKind, AuxLossSpec } from './aux-losses';
 import * as gating from './gating';
 import { Tensor } from './tensor';
 
@@ -18,8 +17,9 @@ export interface Routing {
   /** Slots dropped by capacity (and GShard's random routing). */
   dropped: number;
   /**
-   * The router's full result (float64, as the rule's function in gating/ returns it), for its backward pass there;
-   * absent on the backend's fused path unless the forward asked for balance losses.
+   * The router's full result (float64, as the rule's function in gating/ returns it), for its backward pass there.
+   * Made on first read, by the core, from the forward's logits and seeds (the same choices, drops and noise); a
+   * spread copy of the routing has none. Absent for a rank without tokens.
    */
   gate?: gating.GateResult;
   /** What the router read: x, or x with Switch jitter applied while training. */
@@ -113,16 +113,15 @@ class LazyGateRouting implements Routing {
 
 /**
  * Assembles a forward's result. `out` is options.out as the layer checked it, returned as the output (the native
- * side wrote into it); `ranked` is what the rule ranked (the logits with exploration noise).
+ * side wrote into it); `auxLosses` the balance losses the core computed with the forward.
  */
 export function assembleOutput(
   output: Float32Array,
   tokens: number,
   dims: { dModel: number; numExperts: number },
   r: RoutedForward,
-  options: ForwardOptions,
   out: Tensor<'float32'> | undefined,
-  ranked: ArrayLike<number>,
+  auxLosses: Partial<Record<AuxLossKind, AuxLoss>> | undefined,
 ): MoEOutput {
   const logits = Tensor.trusted(r.logits, [tokens, dims.numExperts], 'float32');
   const routing: Routing = r.lazyGate
@@ -138,10 +137,6 @@ export function assembleOutput(
       };
   if (r.gate) routing.gate = r.gate;
   const result: MoEOutput = { output: out ?? Tensor.trusted(output, [tokens, dims.dModel], 'float32'), routing };
-  if (options.auxLosses !== undefined) {
-    // (the core makes the gate whenever balance losses are asked for; a rank without tokens has none to balance)
-    if (!r.gate) throw rangeError('at least 1 token for options.auxLosses', `${tokens} tokens`);
-    result.auxLosses = computeAuxLosses(options.auxLosses, r.gate, ranked);
-  }
+  if (auxLosses) result.auxLosses = auxLosses;
   return result;
 }

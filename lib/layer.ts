@@ -14,6 +14,7 @@ import { OptimizerConfig, nativeParameterGradients, resolveOptimizer, stepInPlac
 import { MoEConfig, ResolvedConfig, hostFacts, placeLayer, resolveConfig } from './layer-config';
 import { ForwardOptions, MoEOutput, RoutedForward, Routing, assembleOutput } from './layer-output';
 import { LayerRouter } from './layer-router';
+import { auxLossesOf, resolveAuxLosses } from './aux-losses';
 import type { GateResult } from './gating';
 import type { QuantizedTensor } from './quant';
 import { MoEWeights, RandomWeightsOptions, layerSpec, randomWeights, routerBiasOf } from './layer-weights';
@@ -139,10 +140,25 @@ export class MoELayer implements Disposable {
     return this.assemble(p, p.handle.forwardSync(forwardCall(p)));
   }
 
-  /** A forward's checks, and a copy of x as it is now (the result's routerInput; a backward checks its x against it). */
+  /**
+   * A forward's checks (its balance losses' too: against the layer and the call, before anything runs), and a copy of
+   * x as it is now (the result's routerInput; a backward checks its x against it).
+   */
   private prepareForward(x: Tensor, options: ForwardOptions) {
     const p = this.prepare(x, options);
-    return { ...p, snapshot: new Float32Array(p.data) };
+    const c = this.config;
+    const auxLosses =
+      options.auxLosses === undefined
+        ? undefined
+        : resolveAuxLosses(options.auxLosses, {
+            router: c.router.kind,
+            training: p.training,
+            tokens: p.tokens,
+            numExperts: c.numExperts,
+            topK: c.topK,
+          });
+    if (auxLosses && p.tokens === 0) throw rangeError('at least 1 token for options.auxLosses', '0 tokens');
+    return { ...p, snapshot: new Float32Array(p.data), auxLosses };
   }
 
   /**
@@ -349,10 +365,10 @@ export class MoELayer implements Disposable {
   }
 
   /**
-   * A forward's result from the core's: the output, the routing it used, the aux losses. The rule's gate comes with
-   * it when the aux losses need it; otherwise, for a forward the core routed by the rule, `routing.gate` is made on
-   * first read (routed again in the core from the forward's draws: the same gate), so that a forward that nobody
-   * asks it of pays nothing for it.
+   * A forward's result from the core's: the output, the routing it used, the aux losses. `routing.gate` (the rule's
+   * float64 result) is made on first read, routed again in the core from the forward's logits and draws (the same
+   * gate; for a fused forward, the rule's own float64 result of its logits), so that a forward nobody asks it of
+   * pays nothing for it.
    */
   private assemble(p: PreparedForward, r: NativeForwardResult): MoEOutput {
     const routed: RoutedForward = {
@@ -367,9 +383,9 @@ export class MoELayer implements Disposable {
     };
     const selectionBias = this.router.selectionBias;
     const logits = Float32Array.from(r.logits); // (the caller may change the result's arrays; these are what ran)
-    if (r.gate) routed.gate = this.router.gateFromCore(r.gate);
-    else if (!r.fused && p.tokens > 0) routed.lazyGate = gateMaker(this.router, p.handle, p.snapshot, logits, r.draws, selectionBias);
-    const result = assembleOutput(r.output, p.tokens, this.config, routed, p.options, p.out, r.ranked ?? r.logits);
+    if (p.tokens > 0) routed.lazyGate = gateMaker(this.router, p.handle, p.snapshot, logits, r.draws, selectionBias);
+    const aux = p.auxLosses && r.auxLosses ? auxLossesOf(p.auxLosses, r.auxLosses) : undefined;
+    const result = assembleOutput(r.output, p.tokens, this.config, routed, p.out, aux);
     rememberForward(result, {
       layer: this,
       steps: this.optimizerSteps ?? 0,
@@ -420,15 +436,14 @@ function gateMaker(
 }
 
 /** A forward's checked arguments (MoELayer.prepareForward), with its copy of x. */
-type PreparedForward = ReturnType<MoELayer['prepare']> & { snapshot: Float32Array };
+type PreparedForward = ReturnType<MoELayer['prepareForward']>;
 
 /**
  * A forward's call of the core: x, its tokens, where the output goes, whether it trains (and keeps state for the
- * backward), and whether a built-in forward should make the rule's gate too (the aux losses read it).
+ * backward), and the balance losses to compute with it.
  */
 function forwardCall(p: PreparedForward): NativeForwardCall {
-  const gate = p.options.auxLosses !== undefined;
-  return { x: p.data, tokens: p.tokens, out: p.out?.data, keep: p.keep, training: p.training, gate };
+  return { x: p.data, tokens: p.tokens, out: p.out?.data, keep: p.keep, training: p.training, auxLosses: p.auxLosses };
 }
 
 /** Whether two typed arrays overlap in memory (views of one buffer). */

@@ -40,8 +40,26 @@ export interface NativeForwardResult {
   ranked: Float64Array | null;
   /** Its seeds: the core routes this forward again with them (gateOf, backward). */
   draws: NativeDraws;
-  /** The rule's result, when the call asked for it. */
-  gate: NativeGate | null;
+  /** The balance losses the call asked for, in its order; null when none. */
+  auxLosses: NativeAuxLoss[] | null;
+}
+
+/** A balance loss as the core computes it (moe::losses::Spec; lib/aux-losses.ts resolves the public spec to it). */
+export interface NativeAuxLossSpec {
+  kind: string;
+  coefficient: number;
+  sampleVariance: boolean;
+  alpha: number;
+  paperScale: boolean;
+  /** 'sequence': tokens per sequence; 0 for the others. */
+  sequenceLength: number;
+}
+
+/** A balance loss's value and gradients [tokens * E] (noise logits: the load loss only). */
+export interface NativeAuxLoss {
+  value: number;
+  gradLogits: Float64Array;
+  gradNoiseLogits: Float64Array | null;
 }
 
 /** A forward's training randomness: whether it trained, and the seed of each draw (jitter, exploration, the rule's). */
@@ -374,8 +392,8 @@ export interface NativeForwardCall {
   keep?: boolean;
   /** Training: the rule's noise, jitter, exploration and random routing apply. */
   training?: boolean;
-  /** Make the rule's gate on a built-in forward too (for the balance losses). */
-  gate?: boolean;
+  /** The balance losses to compute with the forward (checked by lib/aux-losses.ts). */
+  auxLosses?: NativeAuxLossSpec[];
 }
 
 export interface NativeBackwardCall {

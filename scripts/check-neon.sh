@@ -12,7 +12,7 @@ if ! command -v qemu-aarch64 >/dev/null; then
 fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-sources=(native/src/cpu/cpu_neon.cpp native/src/cpu/cpu_scalar.cpp native/src/core/*.cpp native/src/core/rules/*.cpp native/src/cuda/cuda_stub.cpp native/src/cuda/cuda_capabilities.cpp native/src/mpi/mpi_stub.cpp native/tests/*.cpp)
+sources=(native/src/cpu/cpu_neon.cpp native/src/cpu/cpu_scalar.cpp native/src/core/*.cpp native/src/core/rules/*.cpp native/src/core/losses/*.cpp native/src/cuda/cuda_stub.cpp native/src/cuda/cuda_capabilities.cpp native/src/mpi/mpi_stub.cpp native/tests/*.cpp)
 flags=(-std=c++17 -O2 -Wall -Wextra -Werror -Wno-psabi -Inative/include -DMOE_HAVE_NEON)
 jobs=$(nproc)
 # One object per source, $jobs at a time (one g++ for all of them used one core for a minute), then one link.

@@ -107,8 +107,7 @@ function check(router: RouterConfig, shape: Shape, seed: number, training: boole
   // Several forwards: the layer's generator advances by the same draws on both sides.
   for (let f = 0; f < forwards; f++) {
     const x = Tensor.randn([tokens, dModel], { seed: seed * 10 + f });
-    // (auxLosses, even none, ask a fused top-k forward for the rule's gate too)
-    const { routing } = layer.forwardSync(x, { training, auxLosses: [] });
+    const { routing } = layer.forwardSync(x, { training });
     const ts = typescriptGate(router, layer, x, routing.logits.data, training, seeds);
     expect(routing.gate).toBeDefined();
     compareGates(routing.gate!, ts.gate);

@@ -87,6 +87,42 @@ moe::LayerRouter::Draws read_draws(const Napi::Env env, const Napi::Value& draws
   return d;
 }
 
+std::vector<moe::losses::Spec> read_aux_losses(Napi::Env env, const Napi::Value& list) {
+  std::vector<moe::losses::Spec> out;
+  if (list.IsUndefined() || list.IsNull()) return out;
+  if (!list.IsArray()) throw_type_error(env, "expected auxLosses to be an array of loss specs");
+  const Napi::Array a = list.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    const Fields f(env, a.Get(i), "auxLosses[" + std::to_string(i) + "]");
+    moe::losses::Spec spec;
+    const std::string kind = f.string("kind");
+    if (!moe::losses::parse_kind(kind.c_str(), &spec.kind))
+      throw_range_error(env, "expected a known balance loss but got '" + kind + "'");
+    spec.coefficient = f.number("coefficient");
+    spec.sample_variance = f.boolean("sampleVariance");
+    spec.alpha = f.number("alpha");
+    spec.paper_scale = f.boolean("paperScale");
+    spec.sequence_length = f.integer("sequenceLength", 0, kMaxDim);
+    if (spec.coefficient < 0 || spec.alpha < 0)
+      throw_range_error(env, "expected auxLosses[" + std::to_string(i) + "]'s coefficient and alpha >= 0");
+    out.push_back(spec);
+  }
+  return out;
+}
+
+Napi::Array aux_losses_array(Napi::Env env, const std::vector<moe::losses::Result>& results) {
+  Napi::Array a = Napi::Array::New(env, results.size());
+  for (size_t i = 0; i < results.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("value", results[i].value);
+    o.Set("gradLogits", doubles(env, results[i].grad_logits));
+    o.Set("gradNoiseLogits",
+          results[i].grad_noise_logits.empty() ? env.Null() : doubles(env, results[i].grad_noise_logits));
+    a.Set(static_cast<uint32_t>(i), o);
+  }
+  return a;
+}
+
 moe::rules::Options read_rule_options(const Fields& f) {
   moe::rules::Options o;
   const std::string kind = f.string("kind");

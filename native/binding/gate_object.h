@@ -22,6 +22,11 @@ Napi::Object draws_object(Napi::Env env, const moe::LayerRouter::Draws& draws);
 moe::LayerRouter::Draws read_draws(const Napi::Env env, const Napi::Value& draws, const Napi::Value& selection_bias,
                                    int64_t num_experts);
 
+// A forward's balance losses (NativeAuxLossSpec[]; undefined or null: none), checked by lib/aux-losses.ts first.
+std::vector<moe::losses::Spec> read_aux_losses(Napi::Env env, const Napi::Value& list);
+// Their results, in order: [{ value, gradLogits, gradNoiseLogits }] (Float64Arrays; null where a loss has none).
+Napi::Array aux_losses_array(Napi::Env env, const std::vector<moe::losses::Result>& results);
+
 // NativeRouterSpec: the rule's options, the router bias (Float32Array [E] or null) and the selection bias
 // (Float64Array [E] or null).
 moe::RouterSpec read_router(const Fields& f, int64_t num_experts);

@@ -46,8 +46,9 @@ Staged stage_output(const Args& args, int64_t length, bool async) {
 }
 
 // Every call's options object, by name (args.h); lib/native.ts declares the same fields.
-const Signature& kForward = declare("NativeLayer.forward", {"x", "tokens", "out", "keep", "training", "gate"});
-const Signature& kForwardSync = declare("NativeLayer.forwardSync", {"x", "tokens", "out", "keep", "training", "gate"});
+const Signature& kForward = declare("NativeLayer.forward", {"x", "tokens", "out", "keep", "training", "auxLosses"});
+const Signature& kForwardSync =
+    declare("NativeLayer.forwardSync", {"x", "tokens", "out", "keep", "training", "auxLosses"});
 const Signature& kBackward = declare("NativeLayer.backward", {"x", "tokens", "k", "experts", "weights", "gradOutput",
                                                               "into", "logits", "draws", "selectionBias", "aux"});
 const Signature& kBackwardSync = declare(
@@ -308,11 +309,12 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return info.Env().Undefined();
   }
 
-  // { x, tokens, out?, keep?, training?, gate? } -> { output, logits, topK, experts, weights, tokensPerExpert,
-  // dropped, fused, routerInput, ranked, draws, gate }: the whole layer, routed in the core by its rule
+  // { x, tokens, out?, keep?, training?, auxLosses? } -> { output, logits, topK, experts, weights, tokensPerExpert,
+  // dropped, fused, routerInput, ranked, draws, auxLosses }: the whole layer, routed in the core by its rule
   // (LayerRouter), on the calling thread. fused: the backend's fused routing ran; routerInput: x with jitter as the
   // router read it (null: x itself); ranked: the logits with exploration noise (null without); draws: its seeds
-  // (the backward routes it again with them); gate: the rule's result (NativeGate) when `gate` asks for it.
+  // (the backward routes it again with them); auxLosses: the balance losses asked for (NativeAuxLossSpec), each
+  // { value, gradLogits, gradNoiseLogits }, in order (null when none).
   Napi::Value ForwardSync(const Napi::CallbackInfo& info) { return forward(info, false); }
   // The same as a Promise: routed and run on the job thread (on the calling thread when the work is tiny). x is
   // copied first; an `out` array receives the output when the Promise settles (checked then to be intact).
@@ -332,21 +334,21 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     const Held<float> x = held_float32(args, "x", tokens * d, async);
     check_finite(env, "x", x.data, tokens, d);
     const bool training = !args.absent("training") && bool_arg(args, "training");
-    const bool want_gate = !args.absent("gate") && bool_arg(args, "gate");
+    const std::vector<moe::losses::Spec> aux = read_aux_losses(env, args["auxLosses"]);
     const bool keep = !args.absent("keep") && bool_arg(args, "keep");
     // The results are made once the forward has run: their sizes are checked now, so that an impossible one costs
     // nothing (the logits, and the rule's float64 [T, E] arrays where it runs in the core).
     const size_t scores = static_cast<size_t>(tokens * config_.experts.num_experts);
     check_result_size(env, scores, sizeof(float));
-    if (want_gate || !router_->built_in(training)) check_result_size(env, scores, sizeof(double));
+    if (!aux.empty() || !router_->built_in(training)) check_result_size(env, scores, sizeof(double));
     const Staged staged = stage_output(args, tokens * d, async);
     float* out = staged.data ? staged.data.get() : output.Data();
     checks.passed = true;
     // (drawn now, on this thread: the seeds follow the order of the calls, whichever thread runs them)
     const moe::LayerRouter::Draws draws = router_->draw(training);
     auto routed = std::make_shared<moe::RoutedForward>();
-    const auto run = [layer, router = router_, x, tokens, draws, want_gate, keep, out, routed, d] {
-      router->forward(*layer, x.data, tokens, draws, want_gate, keep, out, *routed);
+    const auto run = [layer, router = router_, x, tokens, draws, aux, keep, out, routed, d] {
+      router->forward(*layer, x.data, tokens, draws, aux, keep, out, *routed);
       check_output_finite(out, tokens * d);
     };
     const auto result = [routed, draws](Napi::Env env, const std::vector<Napi::Value>& a) -> Napi::Value {
@@ -398,7 +400,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       std::copy(r.ranked.begin(), r.ranked.end(), ranked.Data());
       o.Set("ranked", ranked);
     }
-    o.Set("gate", r.gate ? Napi::Value(gate_object(env, *r.gate)) : env.Null());
+    o.Set("auxLosses", r.aux_losses.empty() ? env.Null() : Napi::Value(aux_losses_array(env, r.aux_losses)));
     return o;
   }
 

@@ -8,8 +8,10 @@
 
 #include "moe/moe.h"
 
-namespace moe_test {
+// The routing rules' tests (routing_rules_tests.cpp).
+void test_routing_rules();
 
+namespace moe_test {
 inline int failures = 0;
 
 inline std::vector<float> randn(size_t n, uint32_t seed, float std) {

@@ -3,7 +3,7 @@
  * checked by central finite differences of a float64 reference of the same computation (choices and noise fixed).
  */
 import { MoELayer, MoEWeights, RouterConfig, Tensor, gating } from '../../lib';
-import { computeAuxLosses } from '../../lib/aux-losses';
+import { AuxLossSpec, referenceAuxLosses, resolveAuxLosses } from '../../lib/aux-losses';
 import { referenceExperts } from '../../lib/reference';
 import { Case, randomWeights } from '../helpers';
 
@@ -19,7 +19,7 @@ function logitsOf(x: ArrayLike<number>, w: ArrayLike<number>): Float64Array {
 
 function run(
   router: RouterConfig,
-  auxLosses: Parameters<typeof computeAuxLosses>[0],
+  auxLosses: AuxLossSpec[],
   route: (l: Float64Array, noiseLogits: Float64Array, gate0?: gating.GateResult) => gating.GateResult,
 ) {
   const w: MoEWeights = randomWeights(c, 3);
@@ -39,7 +39,14 @@ function run(
     const y = referenceExperts(x.data, c.tokens, ref as never, { ...c, normalizeTopK: true }, gate.topK, gate.experts, gate.weights);
     let l = y.reduce((s, v, i) => s + v * gradOutput.data[i], 0);
     const ranked = gate.kind === 'noisyTopK' ? (gate as gating.NoisyTopKGate).clean : logitsOf(x.data, wg);
-    for (const a of Object.values(computeAuxLosses(auxLosses, gate, ranked))) l += a!.value;
+    const specs = resolveAuxLosses(auxLosses, {
+      router: router.kind,
+      training: true,
+      tokens: c.tokens,
+      numExperts: c.numExperts,
+      topK: gate.topK,
+    });
+    for (const a of Object.values(referenceAuxLosses(specs, gate, ranked))) l += a!.value;
     return l;
   };
   const wg = Float64Array.from(w.router.data);

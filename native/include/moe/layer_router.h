@@ -10,6 +10,7 @@
 #include <mutex>
 #include <vector>
 
+#include "moe/balance_losses.h"
 #include "moe/moe.h"
 #include "moe/routing_rules.h"
 
@@ -30,9 +31,9 @@ struct RoutedForward {
   std::vector<float> weights;
   std::vector<int32_t> tokens_per_expert;
   int64_t dropped = 0;
-  std::vector<float> router_input;          // x with jitter, as the router read it; empty when it read x
-  std::vector<double> ranked;               // the logits with exploration noise, as the rule ranked them; or empty
-  std::shared_ptr<const rules::Gate> gate;  // the rule's result, when the forward was asked for it
+  std::vector<float> router_input;         // x with jitter, as the router read it; empty when it read x
+  std::vector<double> ranked;              // the logits with exploration noise, as the rule ranked them; or empty
+  std::vector<losses::Result> aux_losses;  // the balance losses asked for, in order
 };
 
 // The router's gradients of a backward (the float64 ones as lib/gate-gradients.ts defines them).
@@ -69,9 +70,10 @@ class LayerRouter {
   bool built_in(bool training) const;
   int slots_per_token() const;
 
-  // output [T, dModel]; want_gate: keep the rule's gate in `out` (a fused forward routes again by the rule for it).
-  void forward(Layer& layer, const float* x, int64_t tokens, const Draws& draws, bool want_gate, bool keep,
-               float* output, RoutedForward& out) const;
+  // output [T, dModel]; aux: the balance losses to compute from the forward's gate (a fused forward routes again by
+  // the rule for them).
+  void forward(Layer& layer, const float* x, int64_t tokens, const Draws& draws, const std::vector<losses::Spec>& aux,
+               bool keep, float* output, RoutedForward& out) const;
 
   // The gate of a forward of x with these draws, whose logits [T, E] (router bias included) it returned: routed
   // again by the rule, the same choices, drops, noise and weights (a fused forward's are the rule's in float64).
@@ -93,6 +95,8 @@ class LayerRouter {
   // input and the ranked logits as the forward returns them.
   rules::Gate route(Layer& layer, const float* x, int64_t tokens, const Draws& d, const float* given_logits,
                     RoutedForward* out) const;
+  // The balance losses of a forward that routed by `gate` (its logits and ranked logits in `out`), into `out`.
+  void balance_losses(const rules::Gate& gate, const std::vector<losses::Spec>& aux, RoutedForward& out) const;
 
   RouterSpec spec_;
   int64_t num_experts_, d_model_;

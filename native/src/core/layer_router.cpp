@@ -3,6 +3,8 @@
 // computed then.
 #include "moe/layer_router.h"
 
+#include "rules/common.h"
+
 #include <algorithm>
 #include <stdexcept>
 #include <utility>
@@ -126,8 +128,8 @@ rules::Gate LayerRouter::gate_of(Layer& layer, const float* x, const float* logi
   return route(layer, x, tokens, d, logits, nullptr);
 }
 
-void LayerRouter::forward(Layer& layer, const float* x, int64_t tokens, const Draws& d, bool want_gate, bool keep,
-                          float* output, RoutedForward& out) const {
+void LayerRouter::forward(Layer& layer, const float* x, int64_t tokens, const Draws& d,
+                          const std::vector<losses::Spec>& aux, bool keep, float* output, RoutedForward& out) const {
   const int64_t e = num_experts_;
   out.tokens_per_expert.assign(static_cast<size_t>(e), 0);
   if (tokens == 0) {  // an expert-parallel rank without tokens: it serves its experts to the others
@@ -144,17 +146,27 @@ void LayerRouter::forward(Layer& layer, const float* x, int64_t tokens, const Dr
     layer.forward(
         x, tokens,
         {output, out.logits.data(), out.experts.data(), out.weights.data(), out.tokens_per_expert.data(), keep});
-    if (want_gate) out.gate = std::make_shared<const rules::Gate>(gate_of(layer, x, out.logits.data(), tokens, d));
+    if (!aux.empty()) balance_losses(gate_of(layer, x, out.logits.data(), tokens, d), aux, out);
     return;
   }
-  auto gate = std::make_shared<const rules::Gate>(route(layer, x, tokens, d, nullptr, &out));
-  out.top_k = gate->top_k;
-  out.experts = gate->experts;
-  out.weights.assign(gate->weights.begin(), gate->weights.end());
-  out.dropped = gate->dropped;
+  const rules::Gate gate = route(layer, x, tokens, d, nullptr, &out);
+  out.top_k = gate.top_k;
+  out.experts = gate.experts;
+  out.weights.assign(gate.weights.begin(), gate.weights.end());
+  out.dropped = gate.dropped;
   layer.forward_routed(x, tokens, out.top_k, out.experts.data(), out.weights.data(), output,
                        out.tokens_per_expert.data(), keep);
-  if (want_gate) out.gate = std::move(gate);
+  if (!aux.empty()) balance_losses(gate, aux, out);
+}
+
+void LayerRouter::balance_losses(const rules::Gate& gate, const std::vector<losses::Spec>& aux,
+                                 RoutedForward& out) const {
+  // (on the logits the rule ranked: with exploration noise where it applied)
+  const std::vector<double> ranked =
+      out.ranked.empty() ? std::vector<double>(out.logits.begin(), out.logits.end()) : out.ranked;
+  const std::vector<double> probs = rules::softmax_rows(ranked.data(), gate.tokens, gate.num_experts);
+  for (const losses::Spec& spec : aux)
+    out.aux_losses.push_back(losses::compute(spec, gate, ranked.data(), probs.data()));
 }
 
 void LayerRouter::backward(Layer& layer, const float* x, int64_t tokens, const float* logits, const Draws& draws, int k,
