@@ -64,18 +64,17 @@ export interface RoutedForward {
   tokensPerExpert: Int32Array;
   logits: Float32Array;
   dropped: number;
-  gate?: gating.GateResult;
-  /** Makes the gate on first read of routing.gate instead (routed again in the core; the same gate). */
-  lazyGate?: () => gating.GateResult;
+  /** Makes the gate on first read of routing.gate (routed again in the core; the same gate); none without tokens. */
+  lazyGate: (() => gating.GateResult) | undefined;
   routerInput: Float32Array;
 }
 
 /**
- * A routing whose gate is made on first read (a getter of the class: an accessor defined on each object, or in an
- * object literal, cost 4-7 us a forward, a quarter of a tiny layer's). Like every class getter it is not an own
- * property: a spread copy of the routing has no gate.
+ * A forward's routing, whose gate is made on first read (a getter of the class: an accessor defined on each object,
+ * or in an object literal, cost 4-7 us a forward, a quarter of a tiny layer's). Like every class getter it is not an
+ * own property: a spread copy of the routing has no gate.
  */
-class LazyGateRouting implements Routing {
+class LayerRouting implements Routing {
   topK: number;
   experts: Int32Array;
   weights: Float32Array;
@@ -86,7 +85,7 @@ class LazyGateRouting implements Routing {
   #gate: gating.GateResult | undefined;
   #make: (() => gating.GateResult) | undefined;
 
-  constructor(r: RoutedForward, logits: Tensor<'float32'>, make: () => gating.GateResult) {
+  constructor(r: RoutedForward, logits: Tensor<'float32'>, make: (() => gating.GateResult) | undefined) {
     this.topK = r.topK;
     this.experts = r.experts;
     this.weights = r.weights;
@@ -124,18 +123,7 @@ export function assembleOutput(
   auxLosses: Partial<Record<AuxLossKind, AuxLoss>> | undefined,
 ): MoEOutput {
   const logits = Tensor.trusted(r.logits, [tokens, dims.numExperts], 'float32');
-  const routing: Routing = r.lazyGate
-    ? new LazyGateRouting(r, logits, r.lazyGate)
-    : {
-        topK: r.topK,
-        experts: r.experts,
-        weights: r.weights,
-        tokensPerExpert: r.tokensPerExpert,
-        logits,
-        dropped: r.dropped,
-        routerInput: r.routerInput,
-      };
-  if (r.gate) routing.gate = r.gate;
+  const routing: Routing = new LayerRouting(r, logits, r.lazyGate);
   const result: MoEOutput = { output: out ?? Tensor.trusted(output, [tokens, dims.dModel], 'float32'), routing };
   if (auxLosses) result.auxLosses = auxLosses;
   return result;

@@ -201,7 +201,7 @@ export class MoELayer implements Disposable {
     const defaultGate = (routing: Routing) => {
       const record = forwardRecordOf(result);
       const mine = record?.layer === this;
-      const draws = mine ? record.draws : { training: false, jitter: 0, exploration: 0, rule: 0 };
+      const draws = mine ? record.draws : NO_DRAWS;
       const xs = expectTensor(x, 'x', ['float32'], [routing.logits.shape[0], this.config.dModel], ['tokens', 'dModel']);
       return this.router.gateOf(
         this.native(),
@@ -371,19 +371,20 @@ export class MoELayer implements Disposable {
    * pays nothing for it.
    */
   private assemble(p: PreparedForward, r: NativeForwardResult): MoEOutput {
+    const selectionBias = this.router.selectionBias;
+    const logits = Float32Array.from(r.logits); // (the caller may change the result's arrays; these are what ran)
+    const draws = r.draws ?? NO_DRAWS;
     const routed: RoutedForward = {
       topK: r.topK,
       experts: r.experts,
       weights: r.weights,
       tokensPerExpert: r.tokensPerExpert,
       logits: r.logits,
-      dropped: r.dropped,
+      dropped: r.dropped ?? 0,
       // (what the router read: x as the call found it, or x with jitter)
       routerInput: r.routerInput ?? p.snapshot,
+      lazyGate: p.tokens > 0 ? gateMaker(this.router, p.handle, p.snapshot, logits, draws, selectionBias) : undefined,
     };
-    const selectionBias = this.router.selectionBias;
-    const logits = Float32Array.from(r.logits); // (the caller may change the result's arrays; these are what ran)
-    if (p.tokens > 0) routed.lazyGate = gateMaker(this.router, p.handle, p.snapshot, logits, r.draws, selectionBias);
     const aux = p.auxLosses && r.auxLosses ? auxLossesOf(p.auxLosses, r.auxLosses) : undefined;
     const result = assembleOutput(r.output, p.tokens, this.config, routed, p.out, aux);
     rememberForward(result, {
@@ -394,7 +395,7 @@ export class MoELayer implements Disposable {
       experts: Int32Array.from(r.experts),
       weights: Float32Array.from(r.weights),
       logits,
-      draws: r.draws,
+      draws,
       selectionBias,
     });
     return result;
@@ -434,6 +435,9 @@ function gateMaker(
 ): () => GateResult {
   return () => router.gateOf(handle, x, logits, draws, selectionBias);
 }
+
+/** The draws of an evaluation forward: none. */
+const NO_DRAWS: NativeDraws = Object.freeze({ training: false, jitter: 0, exploration: 0, rule: 0 });
 
 /** A forward's checked arguments (MoELayer.prepareForward), with its copy of x. */
 type PreparedForward = ReturnType<MoELayer['prepareForward']>;

@@ -31,17 +31,16 @@ export interface NativeForwardResult {
   experts: Int32Array;
   weights: Float32Array;
   tokensPerExpert: Int32Array;
-  dropped: number;
-  /** Whether the backend's fused routing ran (no rule in the core). */
-  fused: boolean;
-  /** x with jitter, as the router read it; null when it read x. */
-  routerInput: F32;
-  /** The logits with exploration noise as the rule ranked them; null without exploration noise. */
-  ranked: Float64Array | null;
-  /** Its seeds: the core routes this forward again with them (gateOf, backward). */
-  draws: NativeDraws;
-  /** The balance losses the call asked for, in its order; null when none. */
-  auxLosses: NativeAuxLoss[] | null;
+  /** Absent where they are their default (a property costs a tiny forward ~0.1-0.2 us): slots dropped (0). */
+  dropped?: number;
+  /** x with jitter, as the router read it (absent: it read x). */
+  routerInput?: Float32Array;
+  /** The logits with exploration noise as the rule ranked them (absent without exploration noise). */
+  ranked?: Float64Array;
+  /** A training forward's seeds: the core routes it again with them (gateOf, backward); absent: none drawn. */
+  draws?: NativeDraws;
+  /** The balance losses the call asked for, in its order. */
+  auxLosses?: NativeAuxLoss[];
 }
 
 /** A balance loss as the core computes it (moe::losses::Spec; lib/aux-losses.ts resolves the public spec to it). */

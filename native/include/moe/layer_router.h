@@ -24,7 +24,6 @@ struct RouterSpec {
 
 // What a forward hands back beside its output.
 struct RoutedForward {
-  bool fused = false;  // the backend's fused routing ran (no rule in the core)
   int top_k = 0;
   std::vector<float> logits;  // [T, E] the router's (router bias added, exploration noise not)
   std::vector<int32_t> experts;

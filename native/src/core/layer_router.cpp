@@ -138,7 +138,6 @@ void LayerRouter::forward(Layer& layer, const float* x, int64_t tokens, const Dr
     return;
   }
   if (built_in(d.training)) {
-    out.fused = true;
     out.top_k = top_k_;
     out.logits.resize(static_cast<size_t>(tokens * e));
     out.experts.resize(static_cast<size_t>(tokens * top_k_));
