@@ -1,7 +1,8 @@
 /**
- * Router training: the gradient paths of the router (Shazeer et al.: the gate is trained by back-propagation with
- * the rest) from dL/d(output) through the routing weights and the rule's backward, plus every aux loss, to dL/dW_g
- * (and dL/dW_noise).
+ * Router training by hand (`layer.gateGradients`, for training loops of one's own): the gradient paths of the router
+ * (Shazeer et al.: the gate is trained by back-propagation with the rest) from dL/d(output) through the routing
+ * weights and the rule's TypeScript backward, plus every aux loss, to dL/dW_g (and dL/dW_noise). `layer.backward`
+ * computes the same in the core, in its one call.
  */
 import { describe, rangeError, typeError } from './errors';
 import * as gating from './gating';
@@ -35,8 +36,6 @@ export function gateGradients(
   gradOutput: Tensor | undefined,
   weightGradients: (x: Tensor, routing: Routing, gradOutput: Float32Array) => Float64Array,
   defaultGate: (routing: Routing) => gating.GateResult,
-  /** gradOutput's values were checked finite already (the layer's backward: its binding checks them first). */
-  gradOutputChecked = false,
 ): GateGradients {
   if (typeof result !== 'object' || result === null || typeof result.routing !== 'object' || result.routing === null)
     throw typeError("result to be the result of this layer's forward", describe(result));
@@ -58,13 +57,9 @@ export function gateGradients(
   let gradWeights: Float64Array | undefined;
   if (gradOutput !== undefined) {
     const g = expectTensor(gradOutput, 'gradOutput', ['float32'], [tokens, c.dModel], ['tokens', 'dModel']).data;
-    if (!gradOutputChecked)
-      for (let i = 0; i < g.length; i++)
-        if (!Number.isFinite(g[i]))
-          throw rangeError(
-            'gradOutput to contain only finite values',
-            `${g[i]} at gradOutput[${Math.floor(i / c.dModel)}, ${i % c.dModel}]`,
-          );
+    for (let i = 0; i < g.length; i++)
+      if (!Number.isFinite(g[i]))
+        throw rangeError('gradOutput to contain only finite values', `${g[i]} at gradOutput[${Math.floor(i / c.dModel)}, ${i % c.dModel}]`);
     gradWeights = weightGradients(x, routing, g);
     const b = gating.backward(gate, gradWeights);
     add(gradLogits, b.gradLogits);

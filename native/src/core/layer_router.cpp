@@ -40,7 +40,8 @@ LayerRouter::Draws LayerRouter::draw(bool training) {
   d.selection_bias = selection_bias_;
   d.router_bias = router_bias_;
   if (!training) return d;
-  // One seed per draw, in this order (lib/layer-router.ts drew them so): jitter, exploration, the rule's own.
+  // One seed per draw, in this order (as lib/layer-router.ts drew them before issue 29, so that a seed gives the
+  // training noise it gave then): jitter, exploration, the rule's own.
   const rules::Options& o = spec_.options;
   if (o.jitter > 0) d.jitter = random_.next_uint32();
   if (o.exploration > 0) d.exploration = random_.next_uint32();
