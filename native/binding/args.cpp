@@ -105,12 +105,20 @@ const int32_t* int32_arg(const Args& args, const char* name, int64_t length) {
   return typed_arg<int32_t, napi_int32_array>(args, name, "Int32Array", length, false);
 }
 const double* finite_float64_arg(const Args& args, const char* name, int64_t length) {
-  const double* data = typed_arg<double, napi_float64_array>(args, name, "Float64Array", length, false);
-  for (int64_t i = 0; i < length; ++i)
+  return finite_float64_value(args.Env(), args[name], name, length, false);
+}
+const double* finite_float64_value(Napi::Env env, const Napi::Value& value, const std::string& name, int64_t length,
+                                   bool optional) {
+  const double* data = float64_value(env, value, name, length, optional);
+  for (int64_t i = 0; data && i < length; ++i)
     if (!std::isfinite(data[i]))
-      throw_range_error(args.Env(), std::string("expected ") + name + " to contain only finite values but got " +
-                                        std::to_string(data[i]) + " at " + name + "[" + std::to_string(i) + "]");
+      throw_range_error(env, "expected " + name + " to contain only finite values but got " + std::to_string(data[i]) +
+                                 " at " + name + "[" + std::to_string(i) + "]");
   return data;
+}
+const double* float64_value(Napi::Env env, const Napi::Value& value, const std::string& name, int64_t length,
+                            bool optional) {
+  return typed_value<double, napi_float64_array>(env, value, name, "Float64Array", length, optional);
 }
 
 Napi::Float32Array output_arg(const Args& args, const float* x, int64_t length) {

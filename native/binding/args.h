@@ -49,6 +49,11 @@ const float* float32_arg(const Args& args, const char* name, int64_t length, boo
 const int32_t* int32_arg(const Args& args, const char* name, int64_t length);
 // A Float64Array field of exactly `length` elements, each finite (router training's float64 inputs).
 const double* finite_float64_arg(const Args& args, const char* name, int64_t length);
+// The same checks on any value (null/undefined allowed when `optional`: nullptr), finite or not.
+const double* finite_float64_value(Napi::Env env, const Napi::Value& value, const std::string& name, int64_t length,
+                                   bool optional = false);
+const double* float64_value(Napi::Env env, const Napi::Value& value, const std::string& name, int64_t length,
+                            bool optional = false);
 // The output array of a forward: the caller's optional `out` field (a Float32Array as long as x, sharing no
 // memory with it: the layer reads x while it writes out), or a new result array when it is null or undefined.
 Napi::Float32Array output_arg(const Args& args, const float* x, int64_t length);

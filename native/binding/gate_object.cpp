@@ -74,16 +74,8 @@ moe::LayerRouter::Draws read_draws(const Napi::Env env, const Napi::Value& draws
   d.jitter = static_cast<uint32_t>(f.integer("jitter", 0, 0xffffffffLL));
   d.exploration = static_cast<uint32_t>(f.integer("exploration", 0, 0xffffffffLL));
   d.rule = static_cast<uint32_t>(f.integer("rule", 0, 0xffffffffLL));
-  if (!selection_bias.IsUndefined() && !selection_bias.IsNull()) {
-    if (!selection_bias.IsTypedArray() ||
-        selection_bias.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
-        static_cast<int64_t>(selection_bias.As<Napi::Float64Array>().ElementLength()) != n)
-      throw_type_error(env, "expected selectionBias to be a Float64Array of " + std::to_string(n) + " values");
-    const double* b = selection_bias.As<Napi::Float64Array>().Data();
-    for (int64_t i = 0; i < n; ++i)
-      if (!std::isfinite(b[i])) throw_range_error(env, "expected selectionBias to contain only finite values");
+  if (const double* b = finite_float64_value(env, selection_bias, "selectionBias", n, true))
     d.selection_bias = std::make_shared<const std::vector<double>>(b, b + n);
-  }
   return d;
 }
 
@@ -148,18 +140,8 @@ moe::RouterSpec read_router(const Fields& f, int64_t n) {
   moe::RouterSpec spec;
   spec.options = read_rule_options(f);
   if (const float* b = f.float32("routerBias", 1, n, true)) spec.router_bias.assign(b, b + n);
-  if (f.present("selectionBias")) {
-    const Napi::Value v = f.value("selectionBias");
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
-        static_cast<int64_t>(v.As<Napi::Float64Array>().ElementLength()) != n)
-      throw_type_error(f.env(),
-                       "expected spec.rule.selectionBias to be a Float64Array of " + std::to_string(n) + " values");
-    const double* b = v.As<Napi::Float64Array>().Data();
-    for (int64_t i = 0; i < n; ++i)
-      if (!std::isfinite(b[i]))
-        throw_range_error(f.env(), "expected spec.rule.selectionBias to contain only finite values");
+  if (const double* b = finite_float64_value(f.env(), f.value("selectionBias"), "spec.rule.selectionBias", n, true))
     spec.selection_bias.assign(b, b + n);
-  }
   return spec;
 }
 

@@ -482,12 +482,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       for (uint32_t i = 0; i < a.Length(); ++i) {
         const Fields f(env, a.Get(i), "aux[" + std::to_string(i) + "]");
         const auto read = [&](const char* name) {
-          const Napi::Value v = f.value(name);
-          if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
-              static_cast<int64_t>(v.As<Napi::Float64Array>().ElementLength()) != tokens * e)
-            throw_type_error(env, "expected aux[" + std::to_string(i) + "]." + name + " to be a Float64Array of " +
-                                      std::to_string(tokens * e) + " values (tokens x numExperts)");
-          const double* p = v.As<Napi::Float64Array>().Data();
+          const double* p = float64_value(env, f.value(name), "aux[" + std::to_string(i) + "]." + name, tokens * e);
           return std::vector<double>(p, p + tokens * e);
         };
         aux->push_back(read("gradLogits"));

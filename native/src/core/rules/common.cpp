@@ -53,6 +53,14 @@ void rank_top(const double* values, int64_t offset, int64_t count, int64_t k, bo
   }
 }
 
+void allow_best_groups(const std::vector<double>& group_score, int top_k_groups, int64_t group_size,
+                       std::vector<char>& allowed) {
+  thread_local std::vector<int32_t> groups;
+  rank_top(group_score.data(), 0, static_cast<int64_t>(group_score.size()), top_k_groups, false, nullptr, 1, groups);
+  std::fill(allowed.begin(), allowed.end(), 0);
+  for (const int32_t g : groups) std::fill_n(allowed.begin() + g * group_size, group_size, 1);
+}
+
 int64_t expert_capacity(int64_t tokens, int64_t num_experts, int k, double capacity_factor) {
   // (the same expression as lib/gating/capacity.ts: the 1e-9 keeps an exact product from rounding up)
   const double c = std::ceil((static_cast<double>(k) * static_cast<double>(tokens) * capacity_factor) /

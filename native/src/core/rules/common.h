@@ -23,6 +23,11 @@ std::vector<double> softmax_rows(const double* data, int64_t tokens, int64_t n);
 void rank_top(const double* values, int64_t offset, int64_t count, int64_t k, bool higher, const char* allowed,
               int64_t stride, std::vector<int32_t>& out);
 
+// Group-limited choice (DeepSeek-V2 / V3): allowed[e] = 1 for the experts of the top_k_groups groups (of
+// num_groups equal groups of group_size) with the largest group_score, ties to the lower group; 0 for the others.
+void allow_best_groups(const std::vector<double>& group_score, int top_k_groups, int64_t group_size,
+                       std::vector<char>& allowed);
+
 // Slots one expert may take: max(1, ceil(k T capacity_factor / E)) (Switch eq. 3; GShard's 2S/E for top-2).
 int64_t expert_capacity(int64_t tokens, int64_t num_experts, int k, double capacity_factor);
 // Drops the slots over each expert's capacity (expert -1, weight 0); returns how many. By position: every token's

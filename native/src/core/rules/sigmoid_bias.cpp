@@ -32,9 +32,7 @@ void route_sigmoid_bias(const Options& o, const RouteInput& in, Gate& gate) {
       for (const int32_t i : top) sum += biased[g * group_size + i];
       group_score[g] = sum;
     }
-    rank_top(group_score.data(), 0, o.num_groups, o.top_k_groups, false, nullptr, 1, top);
-    std::fill(allowed.begin(), allowed.end(), 0);
-    for (const int32_t g : top) std::fill_n(allowed.begin() + g * group_size, group_size, 1);
+    allow_best_groups(group_score, o.top_k_groups, group_size, allowed);
     rank_top(biased.data(), 0, n, k, o.ties_higher, allowed.data(), 1, picked);
     double sum = 0;
     for (const int32_t e : picked) sum += s[e];

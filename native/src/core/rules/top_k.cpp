@@ -16,7 +16,7 @@ void route_top_k(const Options& o, const RouteInput& in, Gate& gate) {
   gate.selected_weights.assign(static_cast<size_t>(tokens * k), 0.0);
   std::vector<double> group_score(static_cast<size_t>(o.num_groups));
   std::vector<char> allowed(static_cast<size_t>(n), 1);
-  std::vector<int32_t> picked, groups;
+  std::vector<int32_t> picked;
   for (int64_t t = 0; t < tokens; ++t) {
     double* p = gate.probs.data() + t * n;
     softmax_row(in.logits + t * n, n, p);
@@ -24,9 +24,7 @@ void route_top_k(const Options& o, const RouteInput& in, Gate& gate) {
       // A group's score is its best expert's probability (softmax is monotone: its largest logit).
       for (int g = 0; g < o.num_groups; ++g)
         group_score[g] = *std::max_element(p + g * group_size, p + (g + 1) * group_size);
-      rank_top(group_score.data(), 0, o.num_groups, o.top_k_groups, false, nullptr, 1, groups);
-      std::fill(allowed.begin(), allowed.end(), 0);
-      for (const int32_t g : groups) std::fill_n(allowed.begin() + g * group_size, group_size, 1);
+      allow_best_groups(group_score, o.top_k_groups, group_size, allowed);
     }
     rank_top(in.logits, t * n, n, k, o.ties_higher, o.num_groups > 1 ? allowed.data() : nullptr, 1, picked);
     // Over the kept logits: exp(l_i - max) / sum over kept, which is p_i / sum of kept p.
