@@ -31,7 +31,9 @@ import { BenchResult, Row } from './charts';
 import { machineKind, saveResult } from './history';
 import { createOrtMoE } from './peers/onnxruntime';
 import { naiveMoE } from './peers/naive';
-import { TorchMoE, startTorch, tempFolder, torchUnavailable } from './peers/torch';
+import { GgmlType, ggmlUnavailable, startGgml } from './peers/ggml';
+import { PeerMoE } from './peers/line-peer';
+import { startTorch, tempFolder, torchUnavailable } from './peers/torch';
 import { Progress } from './progress';
 import { QUICK, SHAPES, Shape, weightBytes } from './shapes';
 
@@ -42,6 +44,7 @@ const FLAGS: FlagSpec[] = [
   { name: 'threads', help: 'comma-separated thread counts', default: '1,2' },
   { name: 'repeat', help: 'timed repetitions per implementation', default: 5 },
   { name: 'torch', help: 'include PyTorch (Debian python3-torch) when installed', default: true },
+  { name: 'ggml', help: 'include ggml when built (bash benchmarks/peers/ggml/build.sh)', default: true },
   { name: 'out', help: 'folder for the JSON and SVG results', default: 'benchmarks/results' },
   { name: 'help', help: 'show this help', default: false },
 ];
@@ -55,6 +58,12 @@ type Impl = {
   run: (first: number, calls: number) => Promise<number>;
   /** Bytes it stores against the float32 layer's (packedBytes; bfloat16: 0.5), for its bandwidth share. */
   weightScale?: number;
+  /**
+   * Milliseconds to wait after its block, untimed, before the next implementation runs: ggml's OpenMP threads keep
+   * spinning a few milliseconds after a graph (GOMP's default, which llama.cpp users get), on the cores the next
+   * implementation needs. Without the wait, our int4 decode measured 0.27 -> 0.57 ms with ggml in the run.
+   */
+  settleMs?: number;
 };
 
 // A timed repetition is a block of forwards lasting at least this long (at least one forward), and its time is
@@ -133,6 +142,25 @@ const DTYPE_ROWS: { name: string; weightDtype: WeightDtype; groupSize?: GroupSiz
   { name: 'moe-kernels int4', weightDtype: 'int4' },
 ];
 
+/** ggml's rows: its weight types, with their bytes against float32's (per 32 weights: Q8_0 34 bytes, Q4_0 18). */
+const GGML_ROWS: { type: GgmlType; weightScale: number }[] = [
+  { type: 'f32', weightScale: 1 },
+  { type: 'bf16', weightScale: 0.5 },
+  { type: 'q8_0', weightScale: 34 / 128 },
+  { type: 'q4_0', weightScale: 18 / 128 },
+];
+/** How long ggml's idle OpenMP threads may spin after a block (GOMP_SPINCOUNT's 300,000 rounds: a few ms here). */
+const GGML_SETTLE_MS = 30;
+/** Which ggml row stores the same bytes as each of our rows (the ratio column). */
+const SAME_DTYPE: Record<string, string> = {
+  'moe-kernels': 'ggml f32',
+  'moe-kernels async': 'ggml f32',
+  'moe-kernels (out)': 'ggml f32',
+  'moe-kernels bf16': 'ggml bf16',
+  'moe-kernels int8': 'ggml q8_0',
+  'moe-kernels int4': 'ggml q4_0',
+};
+
 const timed = async (fn: () => unknown): Promise<number> => {
   const t0 = performance.now();
   await fn();
@@ -160,6 +188,7 @@ async function main(): Promise<void> {
   const threadCounts = quick ? [2] : String(f.threads).split(',').map(Number);
   const repeat = quick ? 2 : Number(f.repeat);
   const torchReason = f.torch ? torchUnavailable() : 'disabled with --torch=false';
+  const ggmlReason = f.ggml ? ggmlUnavailable() : 'disabled with --ggml=false';
   const info = backendInfo();
   const log = (s: string) => console.log(s);
 
@@ -184,6 +213,7 @@ async function main(): Promise<void> {
     `moe-kernels: isa ${info.isa}, ${os.cpus()[0]?.model ?? 'cpu'}, ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`,
   );
   if (torchReason) log(`PyTorch skipped: ${torchReason}`);
+  if (ggmlReason) log(`ggml skipped: ${ggmlReason}`);
 
   const rows: Row[] = [];
   const notes: string[] = [];
@@ -195,7 +225,8 @@ async function main(): Promise<void> {
     const bytes = weightBytes(shape);
     // float32 weights in JS and packed (2x), the bfloat16, int8 (twice) and int4 layers (1.1x), activations and
     // slack; PyTorch's float32 and bfloat16 copies (1.6x).
-    const needed = bytes * 3.4 + (torchReason ? 0 : bytes * 1.6);
+    // ggml's f32, bf16, q8_0 and q4_0 processes: 1.9x.
+    const needed = bytes * 3.4 + (torchReason ? 0 : bytes * 1.6) + (ggmlReason ? 0 : bytes * 1.9);
     if (os.freemem() < bytes * 3.4) {
       notes.push(
         `${shape.name}: skipped, needs about ${(needed / 2 ** 30).toFixed(1)} GiB and ${(os.freemem() / 2 ** 30).toFixed(1)} GiB is free`,
@@ -203,8 +234,10 @@ async function main(): Promise<void> {
       for (let i = 0; i < shape.tokens.length * threadCounts.length; i++) progress.step(`${shape.name} skipped`);
       continue;
     }
-    const useTorch = !torchReason && os.freemem() > needed;
+    const useTorch = !torchReason && os.freemem() > needed - (ggmlReason ? 0 : bytes * 1.9);
     if (!torchReason && !useTorch) notes.push(`${shape.name}: PyTorch skipped for memory`);
+    const useGgml = !ggmlReason && os.freemem() > needed;
+    if (!ggmlReason && !useGgml) notes.push(`${shape.name}: ggml skipped for memory`);
     const config = { dModel: shape.dModel, dHidden: shape.dHidden, numExperts: shape.numExperts, topK: shape.topK };
     const weights = weightsFor(shape, 1);
     const rssBefore = process.memoryUsage().rss;
@@ -236,6 +269,7 @@ async function main(): Promise<void> {
       if (typeof ort === 'string') notes.push(`onnxruntime skipped: ${ort}`);
       const torch = useTorch ? await startTorch(config, weights, threads, folder) : undefined;
       const torchBf16 = useTorch ? await startTorch(config, weights, threads, folder, 'bfloat16') : undefined;
+      const ggmls = useGgml ? await Promise.all(GGML_ROWS.map((g) => startGgml(config, weights, threads, folder, g.type))) : [];
       for (const tokens of shape.tokens) {
         progress.step(`${shape.name} T=${tokens} threads=${threads}`);
         const decode = tokens < 128;
@@ -270,29 +304,44 @@ async function main(): Promise<void> {
           impls.push({ name: 'onnxruntime', run: loop((xj) => ort.run(xj.data, tokens)) });
         }
         // A PyTorch process as a row: loads the inputs, runs the first once and returns how far its output is from ours.
-        const torchRow = async (peer: TorchMoE, name: string, weightScale?: number) => {
-          const outFile = path.join(folder, `out-${peer.dtype}.f32`);
+        const peerRow = async (peer: PeerMoE, name: string, weightScale?: number, settleMs?: number) => {
+          const outFile = path.join(folder, `out-${name.replace(/[^a-z0-9]+/g, '-')}.f32`);
           await peer.load(
             xs.map((t) => t.data),
             tokens,
           );
           await peer.run(0, 1, outFile);
-          impls.push({ name, run: async (start, calls) => (await peer.run(start, calls)).reduce((a, b) => a + b, 0), weightScale });
+          impls.push({
+            name,
+            run: async (start, calls) => (await peer.run(start, calls)).reduce((a, b) => a + b, 0),
+            weightScale,
+            settleMs,
+          });
           return relDiff(new Float32Array(fs.readFileSync(outFile).buffer.slice(0)), first.output.data);
         };
         if (torch) {
-          const diff = await torchRow(torch, 'pytorch (HF loop)');
+          const diff = await peerRow(torch, 'pytorch (HF loop)');
           if (diff > 1e-4) throw new Error(`PyTorch disagrees at T=${tokens}: ${diff}`);
         }
         if (torchBf16) {
           // bf16 weights and activations (oneDNN's AVX512-BF16 matmuls where the CPU has them), every intermediate
           // rounded to bf16, the router too: it agrees with the float32 result to a bf16 model's precision only, and
           // a token whose top-k is a near tie may pick another expert, so the difference is reported, not asserted.
-          extras[`pytorchBf16Difference ${shape.name} T=${tokens} threads=${threads}`] = await torchRow(
+          extras[`pytorchBf16Difference ${shape.name} T=${tokens} threads=${threads}`] = await peerRow(
             torchBf16,
             'pytorch bf16 (HF loop)',
             0.5,
           );
+        }
+        // ggml in each weight type: float32 must agree with ours; the others quantize the weights (bf16 and the
+        // Q8_0 / Q4_0 blocks, as our rows do) and the activations (ggml's Q8_0 activations for Q8_0 / Q4_0 weights,
+        // bf16 for bf16), so their difference is reported, not asserted.
+        for (const [i, peer] of ggmls.entries()) {
+          const g = GGML_ROWS[i];
+          const name = `ggml ${g.type}${g.type === 'q4_0' && peer.hello.repacked ? ' (repacked)' : ''}`;
+          const diff = await peerRow(peer, name, g.weightScale, GGML_SETTLE_MS);
+          if (g.type === 'f32' && diff > 1e-4) throw new Error(`ggml disagrees at T=${tokens}: ${diff}`);
+          if (g.type !== 'f32') extras[`ggmlDifference ${g.type} ${shape.name} T=${tokens} threads=${threads}`] = diff;
         }
         const naiveSeconds = layerFlops(config, tokens) / 0.7e9;
         if (threads === threadCounts[0] && naiveSeconds < 1.5) {
@@ -329,6 +378,7 @@ async function main(): Promise<void> {
               continue;
             }
             times[i].push((await impls[i].run(next[i], calls[i])) / calls[i]);
+            if (impls[i].settleMs) await new Promise((resolve) => setTimeout(resolve, impls[i].settleMs));
             next[i] = (next[i] + calls[i]) % xs.length;
             const p = phases.find((q) => q.impl === i);
             if (p) {
@@ -363,6 +413,7 @@ async function main(): Promise<void> {
       }
       torch?.close();
       torchBf16?.close();
+      for (const g of ggmls) g.close();
     }
     layer.dispose();
     for (const l of dtypeLayers) l.dispose();
@@ -429,16 +480,26 @@ async function main(): Promise<void> {
   const base = (r: Row) =>
     rows.find((o) => o.shape === r.shape && o.threads === r.threads && o.tokens === r.tokens && o.implementation === 'onnxruntime');
   log(
-    '\n| shape | threads | tokens | implementation | median ms | min-max ms | GFLOP/s | GB/s active | ceiling | % of ceiling | vs onnxruntime |',
+    '\n| shape | threads | tokens | implementation | median ms | min-max ms | GFLOP/s | GB/s active | ceiling | % of ceiling | vs onnxruntime | vs ggml, same bytes |',
   );
-  log('|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|');
+  log('|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+  const sameBytes = (r: Row) =>
+    rows.find(
+      (o) =>
+        o.shape === r.shape &&
+        o.threads === r.threads &&
+        o.tokens === r.tokens &&
+        SAME_DTYPE[r.implementation] !== undefined &&
+        o.implementation.startsWith(SAME_DTYPE[r.implementation]),
+    );
   for (const r of rows) {
     const o = base(r);
+    const g = sameBytes(r);
     log(
       `| ${r.shape} | ${r.threads} | ${r.tokens} | ${r.implementation} | ${r.medianMs.toFixed(r.medianMs < 10 ? 3 : 1)} | ` +
         `${r.minMs.toFixed(2)}-${r.maxMs.toFixed(2)} | ${r.gflops.toFixed(1)} | ${r.activeGBps.toFixed(1)} | ` +
         `${r.ceiling.toFixed(0)} ${r.tokens < 128 ? 'GB/s' : 'GFLOP/s'} | ${(100 * r.roofline).toFixed(0)}% ${r.tokens < 128 ? 'BW' : 'FMA'} | ` +
-        `${o ? (o.medianMs / r.medianMs).toFixed(2) + 'x' : '-'} |`,
+        `${o ? (o.medianMs / r.medianMs).toFixed(2) + 'x' : '-'} | ${g ? (g.medianMs / r.medianMs).toFixed(2) + 'x' : '-'} |`,
     );
   }
   log('');

@@ -1,4 +1,4 @@
-/** The benchmark scenarios: three layer shapes and their token counts (issue: decode 1-16, prefill 128-8192). */
+/** The benchmark scenarios: four layer shapes and their token counts (issue: decode 1-16, prefill 128-8192). */
 export interface Shape {
   name: string;
   dModel: number;
@@ -27,6 +27,15 @@ export const SHAPES: Shape[] = [
     topK: 6,
     tokens: [1, 4, 16, 128, 512, 2048, 8192],
     note: 'DeepSeek-MoE / Qwen-MoE style',
+  },
+  {
+    name: 'qwen3-30b-a3b',
+    dModel: 2048,
+    dHidden: 768,
+    numExperts: 128,
+    topK: 8,
+    tokens: [1, 4, 16, 64, 512],
+    note: 'Qwen3-30B-A3B (fine-grained: 128 experts of 768, top-8)',
   },
   {
     name: 'mixtral-8x7b',

@@ -8,7 +8,7 @@ const path = require('path');
 const { spawnSync } = require('child_process');
 
 const root = path.resolve(__dirname, '..');
-const folders = ['native', 'benchmarks/native', 'benchmarks/cuda'];
+const folders = ['native', 'benchmarks/native', 'benchmarks/cuda', 'benchmarks/peers/ggml'];
 const extensions = new Set(['.cpp', '.h', '.cu', '.cuh']);
 
 function walk(dir, out) {

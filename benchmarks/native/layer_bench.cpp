@@ -1,12 +1,16 @@
 // C++ timing driver over moe::Layer, no Node: for kernel work between full `npm run bench` runs.
 //   build/moe_layer_bench [small|fine-grained|mixtral] [tokens] [threads] [repetitions] [warm|cold|idle|spin|rotate]
-//   [dtype]
+//   [dtype] [copies]
 // dtype: float32 (default), bfloat16, float16, int8, int4 (groups of 32); GB/s counts the bytes stored.
 // Before each forward, "cold" reads a 256 MB buffer (as the other implementations of the harness do between ours),
 // "idle" sleeps 10 ms (the pool's workers fall asleep, the caches keep the weights), "spin" busy-waits 10 ms on
 // the calling thread (the workers fall asleep, the calling thread's core stays busy); "warm" does nothing;
 // "rotate" routes every token of forward r to experts r*k .. r*k + k-1 (mod E), skipping the router, so back-to-back
-// forwards read other experts' weights, from memory (the harness's decode inputs do the same).
+// forwards read other experts' weights, from memory (the harness's decode inputs do the same). With copies > 1,
+// forward r runs copy r % copies on experts (r / copies) * k .. (as benchmarks/peers/ggml/ggml_moe.cpp's bench mode
+// does): a layer smaller than the last-level cache (int4 on the small shape) still streams from memory.
+// Shapes: small (1024/2816, 8 experts, top-2), fine-grained (2048/1408, 64, top-6), qwen3 (Qwen3-30B-A3B: 2048/768,
+// 128, top-8), mixtral (4096/14336, 8, top-2).
 // Prints the median and min of the forwards, as GFLOP/s and as GB/s of the active expert weights, and the phases.
 #include <algorithm>
 #include <chrono>
@@ -14,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -41,17 +46,21 @@ int main(int argc, char** argv) {
   const int reps = argc > 4 ? std::atoi(argv[4]) : 21;
   const std::string mode = argc > 5 ? argv[5] : "warm";
   const bool cold = mode == "cold", idle = mode == "idle";
-  const moe_test::Case c = shape == "small" ? moe_test::Case{tokens, 1024, 2816, 8, 2, moe::Activation::swiglu, false}
-                           : shape == "mixtral"
-                               ? moe_test::Case{tokens, 4096, 14336, 8, 2, moe::Activation::swiglu, false}
-                               : moe_test::Case{tokens, 2048, 1408, 64, 6, moe::Activation::swiglu, false};
+  const moe_test::Case c =
+      shape == "small"     ? moe_test::Case{tokens, 1024, 2816, 8, 2, moe::Activation::swiglu, false}
+      : shape == "mixtral" ? moe_test::Case{tokens, 4096, 14336, 8, 2, moe::Activation::swiglu, false}
+      : shape == "qwen3"   ? moe_test::Case{tokens, 2048, 768, 128, 8, moe::Activation::swiglu, false}
+                           : moe_test::Case{tokens, 2048, 1408, 64, 6, moe::Activation::swiglu, false};
   moe::set_thread_count(threads);
   moe_test::CaseData data = moe_test::make_case(c, 7);
   const std::string dtype = argc > 6 ? argv[6] : "float32";
   if (!moe::parse_weight_dtype(dtype, &data.config.experts.weight_dtype)) return std::fprintf(stderr, "bad dtype\n"), 2;
   // MOE_BENCH_GROUP: inputs per scale for int8 / int4 (default 32; 0: one per row).
   if (const char* g = std::getenv("MOE_BENCH_GROUP")) data.config.experts.group_size = std::atoll(g);
-  moe::CpuLayer layer(data.config, data.router.data(), data.weights);
+  const int copies = argc > 7 ? std::max(1, std::atoi(argv[7])) : 1;
+  std::vector<std::unique_ptr<moe::CpuLayer>> layers;
+  for (int i = 0; i < copies; ++i)
+    layers.push_back(std::make_unique<moe::CpuLayer>(data.config, data.router.data(), data.weights));
   std::vector<float> output(tokens * c.d), logits(tokens * c.e), weights(tokens * c.k);
   std::vector<int32_t> experts(tokens * c.k), counts(c.e);
   const moe::LayerOutputs out{output.data(), logits.data(), experts.data(), weights.data(), counts.data()};
@@ -65,11 +74,12 @@ int main(int argc, char** argv) {
     if (mode == "spin")
       for (const double t = now_ms(); now_ms() < t + 10;) {
       }
+    moe::CpuLayer& layer = *layers[r % copies];
     const double t0 = now_ms();
     if (mode == "rotate") {
       for (int64_t t = 0; t < tokens; ++t)
         for (int j = 0; j < c.k; ++j)
-          experts[t * c.k + j] = static_cast<int32_t>((r * c.k + j) % c.e), weights[t * c.k + j] = 1.0f / c.k;
+          experts[t * c.k + j] = static_cast<int32_t>((r / copies * c.k + j) % c.e), weights[t * c.k + j] = 1.0f / c.k;
       layer.forward_routed(data.x.data(), tokens, c.k, experts.data(), weights.data(), output.data(), counts.data());
     } else {
       layer.forward(data.x.data(), tokens, out);
@@ -77,6 +87,9 @@ int main(int argc, char** argv) {
     const double t1 = now_ms();
     if (r >= 2) times.push_back(t1 - t0), phases.push_back(layer.last_timings());
   }
+  // The read ceiling in the same minutes (this VM's moves 26-72 GB/s from one run to the next): taken after the
+  // forwards, so that the probe's pages do not change what the forwards found.
+  const double read_gbps = moe::ReadProbe(size_t{256} << 20).measure(threads, 3);
   std::vector<double> sorted = times;
   std::sort(sorted.begin(), sorted.end());
   const double median = sorted[sorted.size() / 2];
@@ -100,6 +113,16 @@ int main(int argc, char** argv) {
   std::printf("%s %s T=%lld threads=%d %s isa=%s: median %.3f ms (min %.3f) = %.1f GFLOP/s, %.1f GB/s of %d experts\n",
               shape.c_str(), dtype.c_str(), (long long)tokens, threads, mode.c_str(), moe::isa_name(moe::active_isa()),
               median, sorted.front(), flops / median * 1e-6, active_bytes / median * 1e-6, active);
+  std::printf("  read ceiling %.1f GB/s with %d threads: the experts' bytes at %.0f%% of it\n", read_gbps, threads,
+              100.0 * active_bytes / median * 1e-6 / read_gbps);
+  if (FILE* f = std::fopen("/proc/self/smaps_rollup", "r")) {  // how much of the process got huge pages (Linux)
+    char line[256];
+    long rss = 0, huge = 0;
+    while (std::fgets(line, sizeof line, f))
+      std::sscanf(line, "Rss: %ld", &rss), std::sscanf(line, "AnonHugePages: %ld", &huge);
+    std::fclose(f);
+    std::printf("  resident %.0f MiB, of it in transparent huge pages %.0f MiB\n", rss / 1024.0, huge / 1024.0);
+  }
   std::printf("  phases (mean ms): router %.3f routing %.3f dispatch %.3f experts %.3f combine %.3f\n", mean.router,
               mean.routing, mean.dispatch, mean.experts, mean.combine);
   if (std::getenv("MOE_BENCH_ALL")) {  // every forward's time, in order
