@@ -1,6 +1,8 @@
 /**
  * A training step of one layer (issue 19): forward with `training` (keeping the pre-activations unless
- * --recompute), backward into the previous step's gradients, AdamW; medians of repetitions. Then, in the same run,
+ * --recompute), backward as users write it (the plain call: into the layer's own gradients, those of the step
+ * before), AdamW; medians of repetitions. Each repetition also times a backward asked for fresh arrays
+ * (`{ fresh: true }`: what every plain backward cost before the layer kept its gradients). Then, in the same run,
  * PyTorch autograd on the same layer, weights and inputs (benchmarks/peers/torch_train_step.py: the Hugging Face-style
  * loop, float32, torch.optim.AdamW), whose first step's gradients are checked against ours.
  *   node dist/benchmarks/train-step.js [--shape small|fine-grained] [--tokens 512] [--repeat 5] [--recompute] [--no-peer]
@@ -49,14 +51,14 @@ if (f.help) {
   const g = Tensor.randn([tokens, dModel], { seed: 3, std: 1e-3 });
 
   // Ours: a training loop's calls.
-  const times = { forward: [] as number[], backward: [] as number[], step: [] as number[] };
+  const times = { forward: [] as number[], backward: [] as number[], step: [] as number[], fresh: [] as number[] };
   let grads: LayerGradients | undefined;
   let first: Record<string, Float32Array> | undefined;
   for (let i = 0; i <= reps; i++) {
     const t0 = performance.now();
     const r = layer.forwardSync(x, { training: true, recompute: Boolean(f.recompute) });
     const t1 = performance.now();
-    grads = layer.backward(x, r, g, grads ? { into: grads } : {});
+    grads = layer.backward(x, r, g);
     const t2 = performance.now();
     if (i === 0)
       first = Object.fromEntries(
@@ -64,7 +66,11 @@ if (f.help) {
       );
     layer.step(grads, { kind: 'adamw', lr: 1e-4 });
     const t3 = performance.now();
+    const t4 = performance.now();
+    layer.backward(x, layer.forwardSync(x, { training: true, recompute: Boolean(f.recompute) }), g, { fresh: true });
+    const t5 = performance.now();
     if (i === 0) continue; // warm-up
+    times.fresh.push(t5 - t4 - (t1 - t0)); // less a forward's time
     times.forward.push(t1 - t0);
     times.backward.push(t2 - t1);
     times.step.push(t3 - t2);
@@ -80,6 +86,10 @@ if (f.help) {
         `= ${Math.round((tokens / total(p)) * 1000)} tokens/s`,
     );
   row(`moe-kernels (${backendInfo().isa})`, ours);
+  const fresh = median(times.fresh);
+  console.log(
+    `${''.padEnd(22)} a backward with { fresh: true } (new gradient arrays): ${fresh.toFixed(1)} ms (${(fresh / ours.forward).toFixed(2)}x)`,
+  );
 
   // PyTorch autograd on the same layer.
   let torch: (Phases & { version: string; gradientError: Record<string, number> }) | undefined;
@@ -150,6 +160,7 @@ if (f.help) {
         recompute: Boolean(f.recompute),
         isa: backendInfo().isa,
         ours,
+        freshBackwardMs: fresh,
         torch,
       },
       null,

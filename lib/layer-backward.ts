@@ -36,14 +36,21 @@ export interface LayerGradients extends ExpertWeights<Tensor<'float32'>> {
   gate: GateGradients;
 }
 
-/** Options of MoELayer.backward. */
+/**
+ * Options of MoELayer.backward. By default a backward writes the layer's own gradients: the arrays of the layer's
+ * previous backward are overwritten (as PyTorch keeps one `.grad` per parameter), so a training loop touches no
+ * fresh memory after its first step (a fresh 277 MB of gradients per call made a backward of the small shape 7x its
+ * forward here, against 2.1x when reused: page faults in a VM). Gradients kept across backwards must be copied, or
+ * asked for with `fresh`.
+ */
 export interface BackwardOptions {
   /**
-   * The gradients of an earlier backward of this layer, whose arrays this one overwrites instead of allocating new
-   * ones (the returned gradients share them). A training loop that passes its previous gradients touches no fresh
-   * memory: for a large layer, first touches of new memory cost more than the backward itself.
+   * The gradients of an earlier backward of this layer (or a copy of them), whose arrays this one overwrites instead
+   * of the layer's own (the returned gradients share them).
    */
   into?: LayerGradients;
+  /** New arrays for this backward's gradients; the layer's own (those of its earlier backwards) are left as they are. */
+  fresh?: boolean;
 }
 
 /** What the backward needs of the layer. */
@@ -60,6 +67,10 @@ export interface BackwardContext {
   steps: number;
   /** Whether `grads` was returned by a backward of this layer (what options.into may be). */
   isOwnGradients: (grads: object) => boolean;
+  /** The layer's own gradients: those of its last backward that was not `fresh` (undefined before the first). */
+  ownGradients: () => LayerGradients | undefined;
+  /** Makes `grads` the layer's own. */
+  keepGradients: (grads: LayerGradients) => void;
 }
 
 /** The checked arguments of a backward (x and gradOutput copied for an async one: it reads them after returning). */
@@ -70,6 +81,8 @@ interface PreparedBackward {
   result: MoEOutput;
   record: ForwardRecord;
   into: NativeGradientDestinations | undefined;
+  /** Whether the gradients become the layer's own (no `into`, not `fresh`). */
+  own: boolean;
 }
 
 function prepareBackward(
@@ -96,12 +109,20 @@ function prepareBackward(
   if (typeof options !== 'object' || options === null) throw typeError('options to be an object', describe(options));
   if (options.into !== undefined && (typeof options.into !== 'object' || options.into === null || !ctx.isOwnGradients(options.into)))
     throw typeError('options.into to be the gradients of an earlier backward of this layer (or a copy of them)', describe(options.into));
-  const into = options.into === undefined ? undefined : destinations(options.into, c, tokens);
+  if (options.fresh !== undefined && typeof options.fresh !== 'boolean')
+    throw typeError('options.fresh to be a boolean', describe(options.fresh));
+  if (options.fresh && options.into !== undefined)
+    throw rangeError('options.into or options.fresh, not both', 'both (fresh arrays, or those of into?)');
+  const own = options.into === undefined && !options.fresh;
+  // The layer's own arrays, but for dx where this backward has another token count (it gets a new one).
+  const owned = own ? ctx.ownGradients() : undefined;
+  const target = options.into ?? (owned && owned.dx.shape[0] !== tokens ? { ...owned, dx: undefined } : owned);
+  const into = target === undefined ? undefined : destinations(target, c, tokens);
   if (copy) {
     xs = Tensor.from(Float32Array.from(xs.data), xs.shape);
     g = Tensor.from(Float32Array.from(g.data), g.shape);
   }
-  return { xs, g, tokens, result, record: record!, into };
+  return { xs, g, tokens, result, record: record!, into, own };
 }
 
 /**
@@ -142,7 +163,12 @@ export function layerBackward(
   options: BackwardOptions = {},
 ): LayerGradients {
   const p = ctx.collectiveChecks(() => prepareBackward(ctx, x, result, gradOutput, options, false));
-  return finishBackward(ctx, p, ctx.experts(backwardCall(p)));
+  return keep(ctx, p, finishBackward(ctx, p, ctx.experts(backwardCall(p))));
+}
+
+function keep(ctx: BackwardContext, p: PreparedBackward, grads: LayerGradients): LayerGradients {
+  if (p.own) ctx.keepGradients(grads);
+  return grads;
 }
 
 /** layerBackward with the experts' part on the job thread (the router's part runs when it settles). */
@@ -155,7 +181,7 @@ export async function layerBackwardAsync(
 ): Promise<LayerGradients> {
   const p = ctx.collectiveChecks(() => prepareBackward(ctx, x, result, gradOutput, options, true));
   const native = await ctx.expertsAsync(backwardCall(p));
-  return finishBackward(ctx, p, native);
+  return keep(ctx, p, finishBackward(ctx, p, native));
 }
 
 /**
@@ -215,8 +241,15 @@ function finishBackward(ctx: BackwardContext, p: PreparedBackward, native: Nativ
   return out;
 }
 
-/** The arrays of `into` (LayerGradients of this layer's shapes) where a backward of `tokens` tokens writes. */
-function destinations(into: LayerGradients, c: Readonly<ResolvedConfig>, tokens: number): NativeGradientDestinations {
+/**
+ * The arrays of `into` (LayerGradients of this layer's shapes) where a backward of `tokens` tokens writes; dx may be
+ * absent (the layer's own gradients of another token count: a new one).
+ */
+function destinations(
+  into: Omit<LayerGradients, 'dx'> & { dx?: Tensor<'float32'> },
+  c: Readonly<ResolvedConfig>,
+  tokens: number,
+): NativeGradientDestinations {
   if (typeof into !== 'object' || into === null) throw typeError('options.into to be the gradients of a backward', describe(into));
   const take = (value: unknown, name: string, dims: number[], names: string[]) =>
     value === undefined ? undefined : expectTensor(value, name, ['float32'], dims, names).data;

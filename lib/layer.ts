@@ -133,6 +133,8 @@ export class MoELayer implements Disposable {
     }
   }
   private callsInFlight = 0;
+  /** The layer's own gradients, which a backward overwrites by default (BackwardOptions). */
+  private gradients: LayerGradients | undefined;
 
   /** The same as forward, on the calling thread. */
   forwardSync(x: Tensor, options: ForwardOptions = {}): MoEOutput {
@@ -241,6 +243,8 @@ export class MoELayer implements Disposable {
    * sampled noise of that forward are held fixed; a forward with jitter is refused for now. Bitwise the same for
    * any thread count. CPU backend. The experts' part runs through the forward's GEMMs (core/backward.cpp), with the
    * pre-activations a training forward kept (`forward(x, { training: true })`) or recomputed.
+   * The gradients are the layer's own by default: the next backward overwrites their arrays (BackwardOptions:
+   * `fresh` for new ones, `into` for others).
    */
   backward(x: Tensor, result: MoEOutput, gradOutput: Tensor, options?: BackwardOptions): LayerGradients {
     const grads = layerBackward(this.backwardContext(), x, result, gradOutput, options);
@@ -251,8 +255,8 @@ export class MoELayer implements Disposable {
   /**
    * backward with the experts' part off the event loop, on the layer's job thread (the router's part, milliseconds,
    * runs when it settles). x and gradOutput are copied; leave `result` as the forward returned it until the Promise
-   * settles. `into` receives a copy of the gradients as it settles (its arrays are never written while JavaScript
-   * can reach them).
+   * settles. `into`, or the layer's own gradients by default, receives a copy of the gradients as it settles (its
+   * arrays are never written while JavaScript can reach them).
    */
   backwardAsync(x: Tensor, result: MoEOutput, gradOutput: Tensor, options?: BackwardOptions): Promise<LayerGradients> {
     const ctx = this.backwardContext();
@@ -277,6 +281,8 @@ export class MoELayer implements Disposable {
       },
       steps: this.optimizerSteps ?? 0,
       isOwnGradients: (grads) => gradientsLayerOf((grads as { gate?: object }).gate ?? {}) === this,
+      ownGradients: () => this.gradients,
+      keepGradients: (grads) => (this.gradients = grads),
     };
   }
 
@@ -330,6 +336,7 @@ export class MoELayer implements Disposable {
   dispose(): void {
     this.handle?.dispose();
     this.handle = undefined;
+    this.gradients = undefined;
   }
 
   /** `using x = ...` (TypeScript 5.2+, Node 20.4+ / 18.18+) disposes it at the end of the scope. */

@@ -109,7 +109,7 @@ describe('backward into the arrays of earlier gradients', () => {
   it('writes them and returns them, with the same values as fresh arrays', () => {
     const r = layer.forwardSync(x);
     const first = layer.backward(x, r, Tensor.randn([c.tokens, c.dModel], { seed: 55 }));
-    const fresh = layer.backward(x, r, g);
+    const fresh = layer.backward(x, r, g, { fresh: true });
     const reused = layer.backward(x, r, g, { into: first });
     for (const key of ['dx', 'w1', 'w3', 'w2', 'b1', 'b3', 'b2'] as const) {
       expect(reused[key]!.data).toBe(first[key]!.data);
@@ -131,8 +131,65 @@ describe('backward into the arrays of earlier gradients', () => {
     expectError(() => layer.backward(x, r, g, { into: { ...grads, dx: x as Tensor<'float32'> } }), 'RangeError', /share no memory/);
     expectError(() => layer.backward(x, r, g, { into: 3 as never }), 'TypeError', /options\.into to be the gradients/);
     // nothing was written into the refused arrays' partners: the gradients are still those of g
-    const again = layer.backward(x, r, g);
+    const again = layer.backward(x, r, g, { fresh: true });
     expect(Buffer.from(again.w2.data.buffer).equals(Buffer.from(grads.w2.data.buffer))).toBe(true);
+  });
+});
+
+describe("the layer's own gradients (a backward's default destination)", () => {
+  const c: Case = { tokens: 7, dModel: 24, dHidden: 16, numExperts: 4, topK: 2, activation: 'swiglu', bias: true };
+  const copy = (t: Tensor) => Float32Array.from(t.data as Float32Array);
+  const equal = (a: Float32Array, t: Tensor) => Buffer.from(a.buffer).equals(Buffer.from((t.data as Float32Array).buffer));
+
+  it('a plain backward overwrites the arrays of the one before, with the values of fresh arrays', () => {
+    const layer = new MoELayer(c, randomWeights(c, 61));
+    const x = Tensor.randn([c.tokens, c.dModel], { seed: 62 });
+    const r = layer.forwardSync(x);
+    const first = layer.backward(x, r, Tensor.randn([c.tokens, c.dModel], { seed: 63 }));
+    const firstW1 = copy(first.w1);
+    const g = Tensor.randn([c.tokens, c.dModel], { seed: 64 });
+    const second = layer.backward(x, r, g);
+    const want = layer.backward(x, r, g, { fresh: true });
+    for (const key of ['dx', 'w1', 'w3', 'w2', 'b1', 'b3', 'b2'] as const) {
+      expect([key, second[key]!.data === first[key]!.data]).toEqual([key, true]);
+      expect([key, want[key]!.data === first[key]!.data]).toEqual([key, false]);
+      expect([key, equal(copy(want[key]!), second[key]!)]).toEqual([key, true]);
+    }
+    expect(equal(firstW1, second.w1)).toBe(false); // overwritten: another gradOutput
+    // a fresh backward left the layer's own as they were; the next plain one writes them again
+    const third = layer.backward(x, r, Tensor.randn([c.tokens, c.dModel], { seed: 63 }));
+    expect(third.w2.data).toBe(first.w2.data);
+    expect(equal(firstW1, third.w1)).toBe(true);
+    layer.dispose();
+  });
+
+  it("another token count: a new dx, the weights' arrays kept; async settles into them", async () => {
+    const layer = new MoELayer(c, randomWeights(c, 65));
+    const x = Tensor.randn([c.tokens, c.dModel], { seed: 66 });
+    const first = layer.backward(x, layer.forwardSync(x), Tensor.randn([c.tokens, c.dModel], { seed: 67 }));
+    const x1 = Tensor.randn([1, c.dModel], { seed: 68 });
+    const g1 = Tensor.randn([1, c.dModel], { seed: 69 });
+    const r1 = layer.forwardSync(x1);
+    const one = layer.backward(x1, r1, g1);
+    expect(one.dx.shape).toEqual([1, c.dModel]);
+    expect(one.w1.data).toBe(first.w1.data);
+    const want = layer.backward(x1, r1, g1, { fresh: true });
+    const got = await layer.backwardAsync(x1, r1, g1);
+    expect(got.w2.data).toBe(first.w2.data);
+    expect(got.dx.data).toBe(one.dx.data);
+    for (const key of ['dx', 'w1', 'w3', 'w2', 'b2'] as const) expect([key, equal(copy(want[key]!), got[key]!)]).toEqual([key, true]);
+    layer.dispose();
+  });
+
+  it('refuses fresh with into, and a fresh that is not a boolean', () => {
+    const layer = new MoELayer(c, randomWeights(c, 70));
+    const x = Tensor.randn([c.tokens, c.dModel], { seed: 71 });
+    const r = layer.forwardSync(x);
+    const g = Tensor.randn([c.tokens, c.dModel], { seed: 72 });
+    const grads = layer.backward(x, r, g);
+    expectError(() => layer.backward(x, r, g, { into: grads, fresh: true }), 'RangeError', /options\.into or options\.fresh, not both/);
+    expectError(() => layer.backward(x, r, g, { fresh: 1 as never }), 'TypeError', /options\.fresh to be a boolean but got a number \(1\)/);
+    layer.dispose();
   });
 });
 
@@ -275,7 +332,7 @@ describe('backwardAsync', () => {
       { ...randomWeights(c, 73), shared: randomWeights({ ...c, numExperts: 1, dHidden: 8 }, 74) },
     );
     const r = layer.forwardSync(x, { training: true });
-    const want = layer.backward(x, r, g);
+    const want = layer.backward(x, r, g, { fresh: true });
     const xc = Tensor.from(Float32Array.from(x.data as Float32Array), x.shape);
     const gc = Tensor.from(Float32Array.from(g.data as Float32Array), g.shape);
     const pending = layer.backwardAsync(xc, r, gc);
@@ -291,8 +348,8 @@ describe('backwardAsync', () => {
   it('copies into `into` when it settles, and refuses an `into` detached meanwhile', async () => {
     const layer = new MoELayer(c, randomWeights(c, 75));
     const r = layer.forwardSync(x);
-    const want = layer.backward(x, r, g);
-    const into = layer.backward(x, r, Tensor.randn([c.tokens, c.dModel], { seed: 76 }));
+    const want = layer.backward(x, r, g, { fresh: true });
+    const into = layer.backward(x, r, Tensor.randn([c.tokens, c.dModel], { seed: 76 }), { fresh: true });
     const got = await layer.backwardAsync(x, r, g, { into });
     expect(got.w1.data).toBe(into.w1.data);
     for (const key of ['dx', 'w1', 'w3', 'w2', 'b3'] as const) expect([key, same(got[key]!, want[key]!)]).toEqual([key, true]);

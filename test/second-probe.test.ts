@@ -107,7 +107,7 @@ describe('silent wrong results', () => {
       const layer = MoELayer.random({ ...config, ...(router ? { router } : {}) }, { seed: 1 });
       const x = x0();
       const r = layer.forwardSync(x);
-      const want = layer.backward(x, r, g);
+      const want = layer.backward(x, r, g, { fresh: true });
       const pending = layer.backwardAsync(x, r, g);
       (x.data as Float32Array).fill(7);
       const got = await pending;
@@ -130,7 +130,7 @@ describe('silent wrong results', () => {
     const layer = MoELayer.random(config, { seed: 1 });
     const x = x0();
     const r = layer.forwardSync(x);
-    const grads = layer.backward(x, r, g);
+    const grads = layer.backward(x, r, g, { fresh: true }); // (the async one's default destination: the layer's own)
     const pending = layer.backwardAsync(x, r, g);
     expectError(
       () => layer.step(grads, { kind: 'sgd', lr: 0.1 }),

@@ -126,13 +126,12 @@ export function trainOne(config: TrainConfig, task: ClusterTask, evalSet: Batch,
     return table;
   };
   evaluate(0);
-  let grads;
   for (let step = 1; step <= o.steps; step++) {
     const b = task.batch(o.batch, o.seed * 1_000_003 + step);
     const x = Tensor.from(b.x, [o.batch, o.dModel]);
     const r = layer.forwardSync(x, { training: true, auxLosses: config.auxLosses });
     const { loss, grad } = mse(r.output.data as Float32Array, b.y);
-    grads = layer.backward(x, r, Tensor.from(grad, [o.batch, o.dModel]), grads ? { into: grads } : {});
+    const grads = layer.backward(x, r, Tensor.from(grad, [o.batch, o.dModel])); // the layer's own arrays, reused
     clipGradNorm(grads, 1.0);
     layer.step(grads, { kind: 'adamw', lr: o.lr, weightDecay: 0 });
     if (config.biasUpdate !== undefined) {
