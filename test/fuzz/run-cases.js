@@ -805,7 +805,8 @@ function entryPoints(r) {
       async ([l, ...a]) => {
         const other = a.pop();
         try {
-          const sync = l.backward(...a);
+          // (no options: the sync one asks for fresh arrays, or both would return the layer's own dx)
+          const sync = a[3] === undefined ? l.backward(a[0], a[1], a[2], { fresh: true }) : l.backward(...a);
           const async_ = await l.backwardAsync(...a);
           return [sync.dx, async_.dx];
         } finally {
