@@ -46,8 +46,15 @@ int main(int argc, char** argv) {
   const int reps = argc > 4 ? std::atoi(argv[4]) : 21;
   const std::string mode = argc > 5 ? argv[5] : "warm";
   const bool cold = mode == "cold", idle = mode == "idle";
+  // MOE_BENCH_SHAPE="dModel,dHidden,experts,topK" replaces the named shape (a layer that fits L2 measures the kernels'
+  // own speed, without the memory).
+  long sd = 0, sh = 0, se = 0, sk = 0;
+  const char* custom = std::getenv("MOE_BENCH_SHAPE");
+  if (custom && std::sscanf(custom, "%ld,%ld,%ld,%ld", &sd, &sh, &se, &sk) != 4)
+    return std::fprintf(stderr, "bad MOE_BENCH_SHAPE\n"), 2;
   const moe_test::Case c =
-      shape == "small"     ? moe_test::Case{tokens, 1024, 2816, 8, 2, moe::Activation::swiglu, false}
+      custom               ? moe_test::Case{tokens, sd, sh, se, static_cast<int>(sk), moe::Activation::swiglu, false}
+      : shape == "small"   ? moe_test::Case{tokens, 1024, 2816, 8, 2, moe::Activation::swiglu, false}
       : shape == "mixtral" ? moe_test::Case{tokens, 4096, 14336, 8, 2, moe::Activation::swiglu, false}
       : shape == "qwen3"   ? moe_test::Case{tokens, 2048, 768, 128, 8, moe::Activation::swiglu, false}
                            : moe_test::Case{tokens, 2048, 1408, 64, 6, moe::Activation::swiglu, false};

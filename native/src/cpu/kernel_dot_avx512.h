@@ -236,28 +236,34 @@ struct DotKernels {
       const uint8_t* base = panel + grp * gbytes;
       const uint8_t* codes = base + 2 * NR;
       const uint32_t* a = ac + grp * quads * M;
-      // Few rows (decode): every other quad's products (int4: the high nibbles') go to a second sum, halving the
-      // chain of dependent vpdpbusd a group makes (where registers allow: M * NV more of them). Integer sums: the
-      // result is the same either way.
-      constexpr bool kSplit = M <= 3;
-      __m512i ia[M][NV], ib[M][NV];
-      for (int m = 0; m < M; ++m)
-        for (int v = 0; v < NV; ++v) ia[m][v] = ib[m][v] = _mm512_setzero_si512();
+      // Few rows (decode): the quads' products go to S sums in turn (int4: an octet's low and high nibbles to two of
+      // them), cutting the chain of dependent vpdpbusd a group makes to quads / S (where registers allow: S * M * NV
+      // sums). One row needs four: with two, int4 decode ran at 40 GB/s per thread from L2, the chain's pace (one
+      // vpdpbusd per 4 cycles) rather than the instructions' (benchmarks/NOTES.md row 94). Integer sums: the result
+      // is the same for any S.
+      constexpr int S = M == 1 ? 4 : M <= 3 ? 2 : 1;
+      __m512i sum[S][M][NV];
+      for (int u = 0; u < S; ++u)
+        for (int m = 0; m < M; ++m)
+          for (int v = 0; v < NV; ++v) sum[u][m][v] = _mm512_setzero_si512();
       if constexpr (Bits == 8) {
-        const auto quad = [&](int64_t qd, __m512i(&sum)[M][NV]) {
+        const auto quad = [&](int64_t qd, __m512i(&to)[M][NV]) {
           __m512i bv[NV];
           for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(codes + (qd * NR + v * W) * 4);
           for (int m = 0; m < M; ++m) {
             const __m512i av = _mm512_set1_epi32(static_cast<int>(a[qd * M + m]));
-            for (int v = 0; v < NV; ++v) sum[m][v] = _mm512_dpbusd_epi32(sum[m][v], bv[v], av);
+            for (int v = 0; v < NV; ++v) to[m][v] = _mm512_dpbusd_epi32(to[m][v], bv[v], av);
           }
         };
-        for (int64_t qd = 0; qd < quads; qd += kSplit ? 2 : 1) {  // quads is even (groups are whole octets)
-          quad(qd, ia);
-          if constexpr (kSplit) quad(qd + 1, ib);
+        int64_t qd = 0;
+        for (; qd + S <= quads; qd += S) {
+          quad(qd, sum[0]);
+          if constexpr (S > 1) quad(qd + 1, sum[1]);
+          if constexpr (S > 2) quad(qd + 2, sum[2]), quad(qd + 3, sum[3]);
         }
+        for (; qd < quads; ++qd) quad(qd, sum[0]);  // (quads is even: S = 4 may leave two)
       } else {  // an octet's word: low nibbles are its first quad, high nibbles its second
-        for (int64_t od = 0; od < quads / 2; ++od) {
+        const auto octet = [&](int64_t od, __m512i(&low)[M][NV], __m512i(&high)[M][NV]) {
           __m512i lo[NV], hi[NV];
           for (int v = 0; v < NV; ++v) {
             const __m512i w = _mm512_loadu_si512(codes + (od * NR + v * W) * 4);
@@ -268,18 +274,24 @@ struct DotKernels {
             const __m512i a0 = _mm512_set1_epi32(static_cast<int>(a[2 * od * M + m]));
             const __m512i a1 = _mm512_set1_epi32(static_cast<int>(a[(2 * od + 1) * M + m]));
             for (int v = 0; v < NV; ++v) {
-              ia[m][v] = _mm512_dpbusd_epi32(ia[m][v], lo[v], a0);
-              if constexpr (kSplit)
-                ib[m][v] = _mm512_dpbusd_epi32(ib[m][v], hi[v], a1);
-              else
-                ia[m][v] = _mm512_dpbusd_epi32(ia[m][v], hi[v], a1);
+              low[m][v] = _mm512_dpbusd_epi32(low[m][v], lo[v], a0);
+              high[m][v] = _mm512_dpbusd_epi32(high[m][v], hi[v], a1);
             }
           }
-        }
+        };
+        const int64_t octets = quads / 2;
+        int64_t od = 0;
+        if constexpr (S == 4)
+          for (; od + 2 <= octets; od += 2) octet(od, sum[0], sum[1]), octet(od + 1, sum[2], sum[3]);
+        for (; od < octets; ++od) octet(od, sum[0], sum[S > 1 ? 1 : 0]);
       }
-      if constexpr (kSplit)
-        for (int m = 0; m < M; ++m)
-          for (int v = 0; v < NV; ++v) ia[m][v] = _mm512_add_epi32(ia[m][v], ib[m][v]);
+      __m512i ia[M][NV];
+      for (int m = 0; m < M; ++m)
+        for (int v = 0; v < NV; ++v) {
+          ia[m][v] = sum[0][m][v];
+          if constexpr (S > 1) ia[m][v] = _mm512_add_epi32(ia[m][v], sum[1][m][v]);
+          if constexpr (S > 2) ia[m][v] = _mm512_add_epi32(ia[m][v], _mm512_add_epi32(sum[2][m][v], sum[3][m][v]));
+        }
       __m512 sw[NV];
       for (int v = 0; v < NV; ++v)
         sw[v] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + 2 * v * W)));
