@@ -238,9 +238,8 @@ struct DotKernels {
       const uint32_t* a = ac + grp * quads * M;
       // Few rows (decode): the quads' products go to S sums in turn (int4: an octet's low and high nibbles to two of
       // them), cutting the chain of dependent vpdpbusd a group makes to quads / S (where registers allow: S * M * NV
-      // sums). One row needs four: with two, int4 decode ran at 40 GB/s per thread from L2, the chain's pace (one
-      // vpdpbusd per 4 cycles) rather than the instructions' (benchmarks/NOTES.md row 94). Integer sums: the result
-      // is the same for any S.
+      // sums). One row takes four (two measured within noise of four from L2, 55-59 GB/s per thread: the chain is
+      // not what holds decode back; benchmarks/NOTES.md row 95). Integer sums: the result is the same for any S.
       constexpr int S = M == 1 ? 4 : M <= 3 ? 2 : 1;
       __m512i sum[S][M][NV];
       for (int u = 0; u < S; ++u)
