@@ -114,8 +114,10 @@ function prepareBackward(
   if (options.fresh && options.into !== undefined)
     throw rangeError('options.into or options.fresh, not both', 'both (fresh arrays, or those of into?)');
   const own = options.into === undefined && !options.fresh;
-  // The layer's own arrays, but for dx where this backward has another token count (it gets a new one).
-  const owned = own ? ctx.ownGradients() : undefined;
+  // The layer's own arrays, but for dx where this backward has another token count (it gets a new one); new ones
+  // where the caller detached or shrank one of them (the layer's own are never a reason to refuse a backward).
+  const kept = own ? ctx.ownGradients() : undefined;
+  const owned = kept && intact(kept) ? kept : undefined;
   const target = options.into ?? (owned && owned.dx.shape[0] !== tokens ? { ...owned, dx: undefined } : owned);
   const into = target === undefined ? undefined : destinations(target, c, tokens);
   if (copy) {
@@ -239,6 +241,13 @@ function finishBackward(ctx: BackwardContext, p: PreparedBackward, native: Nativ
   if (native.shared) out.shared = experts(native.shared, c.sharedExperts, c.sharedHidden, c.dModel);
   if (native.sharedGate) out.sharedGate = Tensor.from(native.sharedGate, [c.sharedExperts, c.dModel]);
   return out;
+}
+
+/** Whether every array of gradients still holds its tensor's elements (none detached, none shrunk). */
+function intact(grads: LayerGradients): boolean {
+  const whole = (t: Tensor | undefined) => t === undefined || t.data.length === t.shape.reduce((a, b) => a * b, 1);
+  const set = (e: ExpertWeights<Tensor<'float32'>> | undefined) => e === undefined || [e.w1, e.w3, e.w2, e.b1, e.b3, e.b2].every(whole);
+  return whole(grads.dx) && set(grads) && set(grads.shared) && whole(grads.sharedGate);
 }
 
 /**

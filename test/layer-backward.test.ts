@@ -181,6 +181,21 @@ describe("the layer's own gradients (a backward's default destination)", () => {
     layer.dispose();
   });
 
+  it("new arrays where the caller detached one of the layer's own", () => {
+    const layer = new MoELayer(c, randomWeights(c, 73));
+    const x = Tensor.randn([c.tokens, c.dModel], { seed: 74 });
+    const r = layer.forwardSync(x);
+    const g = Tensor.randn([c.tokens, c.dModel], { seed: 75 });
+    const first = layer.backward(x, r, g);
+    const buffer = first.w2.data.buffer as ArrayBuffer;
+    structuredClone(buffer, { transfer: [buffer] }); // detaches it
+    const second = layer.backward(x, r, g);
+    expect(second.w1.data).not.toBe(first.w1.data);
+    expect(equal(copy(layer.backward(x, r, g, { fresh: true }).w2), second.w2)).toBe(true);
+    expect(layer.backward(x, r, g).w2.data).toBe(second.w2.data); // and those are the layer's own from then on
+    layer.dispose();
+  });
+
   it('refuses fresh with into, and a fresh that is not a boolean', () => {
     const layer = new MoELayer(c, randomWeights(c, 70));
     const x = Tensor.randn([c.tokens, c.dModel], { seed: 71 });
