@@ -145,6 +145,14 @@ struct DotKernels {
       if (!held.holds(p, chunk, rows)) convert_bf16(chunk, rows, p.k, converted.data()), held.set(p, chunk, rows);
       for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
         const uint32_t* b = reinterpret_cast<const uint32_t*>(stream + panel * p.panel_bytes);
+        if (rows == 1) {
+          // One row (decode) streams the panel in one call: nothing of it is reused, so sub-panels that stay in L1
+          // buy nothing, and a call per 128 pairs (reducing its four chains, reloading the sums) ran 15-18% slower
+          // on the Qwen3 shape (benchmarks/NOTES.md row 100).
+          micro_bf16<1>(converted.data(), b, 0, pairs, acc, true);
+          K::store_rows(p, acc, c0, rows, panel);
+          continue;
+        }
         for (int64_t p0 = 0; p0 < pairs; p0 += kPairBlock) {
           const int64_t p1 = std::min(pairs, p0 + kPairBlock);
           // The next sub-panel (in this panel or the next one), a slice per full block of rows, as gemm_tile does.
