@@ -45,6 +45,11 @@ const FLAGS: FlagSpec[] = [
   { name: 'repeat', help: 'timed repetitions per implementation', default: 5 },
   { name: 'torch', help: 'include PyTorch (Debian python3-torch) when installed', default: true },
   { name: 'ggml', help: 'include ggml when built (bash benchmarks/peers/ggml/build.sh)', default: true },
+  {
+    name: 'onnxruntime',
+    help: 'include onnxruntime-node (a large shape with every peer can leave this VM short of memory)',
+    default: true,
+  },
   { name: 'out', help: 'folder for the JSON and SVG results', default: 'benchmarks/results' },
   { name: 'help', help: 'show this help', default: false },
 ];
@@ -260,8 +265,9 @@ async function main(): Promise<void> {
     // Over 1.5 GB the ORT model keeps its weights in external data files (a protobuf holds at most 2 GB); it
     // needs an interleaved copy of fc1 and its own copy of every weight.
     const external = bytes > 1.5 * 2 ** 30 ? folder : undefined;
-    const ortPossible = os.freemem() > 2.6 * bytes;
-    if (!ortPossible) notes.push(`${shape.name}: onnxruntime skipped: needs about ${((2.6 * bytes) / 2 ** 30).toFixed(1)} GiB more memory`);
+    const ortPossible = Boolean(f.onnxruntime) && os.freemem() > 2.6 * bytes;
+    if (f.onnxruntime && !ortPossible)
+      notes.push(`${shape.name}: onnxruntime skipped: needs about ${((2.6 * bytes) / 2 ** 30).toFixed(1)} GiB more memory`);
 
     for (const threads of threadCounts) {
       setThreads(threads);
