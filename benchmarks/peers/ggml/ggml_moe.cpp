@@ -2,9 +2,10 @@
 // (src/llama-graph.cpp, build_moe_ffn): router logits, softmax, top-k, the chosen probabilities renormalised,
 // then ggml_mul_mat_id over the stacked experts for gate, up and down, SwiGLU, and the weighted sum of the k
 // slots. Weights are converted once from the float32 files into one ggml type; Q4_0 and Q8_0 go into the CPU
-// backend's repack buffer (the interleaved layouts llama.cpp uses on a CPU by default), f32 and bf16 as they are.
+// backend's repack buffer where it has an interleaved layout for this CPU (llama.cpp's default; on x86 in 2026-12:
+// Q4_0 only), f32 and bf16 as they are.
 //
-// Two modes:
+// Three modes:
 //   ggml_moe serve DIR dModel dHidden numExperts topK threads type
 //     The harness's peer (benchmarks/peers/ggml.ts), with torch_moe.py's protocol on stdin/stdout, one JSON
 //     object per line: {"cmd":"load","x":path,"tokens":T,"inputs":N} -> {"loaded":N};
@@ -15,6 +16,8 @@
 //     memory. Prints the median and the GB/s of the experts' bytes as ggml stores them.
 //   ggml_moe duel shape tokens threads reps dtype [copies]
 //     Built only beside a moe-kernels build (build/libmoe_core.a): both libraries in one process, alternating (duel()).
+//     Good for A/B of our own kernels; ggml measured 2-4x slower there than alone (its OpenMP threads beside our pool),
+//     so ratios against ggml come from separate processes (serve, bench).
 // type: f32, bf16, q8_0, q4_0; duel's dtype is the library's name (float32, bfloat16, int8, int4).
 #include <algorithm>
 #include <chrono>
