@@ -179,6 +179,41 @@ struct Graph {
   }
 };
 
+// The drivers' shapes, as build/moe_layer_bench names them.
+Shape named_shape(const std::string& name) {
+  return name == "small"     ? Shape{1024, 2816, 8, 2}
+         : name == "mixtral" ? Shape{4096, 14336, 8, 2}
+         : name == "qwen3"   ? Shape{2048, 768, 128, 8}
+                             : Shape{2048, 1408, 64, 6};
+}
+
+// Seeded normal floats for the drivers' random weights and inputs.
+struct Normal {
+  std::mt19937 rng{7};
+  std::normal_distribution<float> normal{0.0f, 1.0f};
+  std::vector<float> operator()(int64_t n, float std) {
+    std::vector<float> v(n);
+    for (float& f : v) f = normal(rng) * std;
+    return v;
+  }
+};
+
+// Forward r of a driver routed without the router: every token to experts (r / copies) * k .. + k - 1 (mod E), so
+// that forward r, on copy r % copies, reads other experts than the forwards before it.
+void rotate_ids(std::vector<int32_t>& ids, const Shape& s, int64_t tokens, int64_t r, int copies) {
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t j = 0; j < s.k; ++j) ids[t * s.k + j] = static_cast<int32_t>((r / copies * s.k + j) % s.e);
+}
+
+// One forward of a graph built with given routing.
+void run_routed(ggml_backend_t backend, const Graph& g, const std::vector<float>& x, const std::vector<int32_t>& ids,
+                const std::vector<float>& gate_weights) {
+  ggml_backend_tensor_set(g.x, x.data(), 0, x.size() * sizeof(float));
+  ggml_backend_tensor_set(g.ids, ids.data(), 0, ids.size() * sizeof(int32_t));
+  ggml_backend_tensor_set(g.gate_weights, gate_weights.data(), 0, gate_weights.size() * sizeof(float));
+  ggml_backend_graph_compute(backend, g.graph);
+}
+
 std::vector<float> read_floats(const std::string& file, size_t count) {
   std::vector<float> v(count);
   FILE* f = std::fopen(file.c_str(), "rb");
@@ -270,17 +305,8 @@ int bench(int argc, char** argv) {
   const std::string type_name = argc > 6 ? argv[6] : "f32";
   const int copies = argc > 7 ? std::atoi(argv[7]) : 1;
   const ggml_type type = parse_type(type_name);
-  const Shape s = shape == "small"     ? Shape{1024, 2816, 8, 2}
-                  : shape == "mixtral" ? Shape{4096, 14336, 8, 2}
-                  : shape == "qwen3"   ? Shape{2048, 768, 128, 8}
-                                       : Shape{2048, 1408, 64, 6};
-  std::mt19937 rng(7);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  auto randn = [&](int64_t n, float std) {
-    std::vector<float> v(n);
-    for (float& f : v) f = normal(rng) * std;
-    return v;
-  };
+  const Shape s = named_shape(shape);
+  Normal randn;
   std::vector<Weights*> layers;
   for (int c = 0; c < copies; ++c) {
     const float sd = 1.0f / std::sqrt(float(s.d)), sh = 1.0f / std::sqrt(float(s.h));
@@ -296,14 +322,9 @@ int bench(int argc, char** argv) {
   const std::vector<float> gate_weights(tokens * s.k, 1.0f / s.k);
   std::vector<double> times;
   for (int r = 0; r < reps + 2; ++r) {
-    Graph& g = *graphs[r % copies];
-    for (int64_t t = 0; t < tokens; ++t)
-      for (int64_t j = 0; j < s.k; ++j) ids[t * s.k + j] = static_cast<int32_t>((r / copies * s.k + j) % s.e);
+    rotate_ids(ids, s, tokens, r, copies);
     const double t0 = now_ms();
-    ggml_backend_tensor_set(g.x, x.data(), 0, x.size() * sizeof(float));
-    ggml_backend_tensor_set(g.ids, ids.data(), 0, ids.size() * sizeof(int32_t));
-    ggml_backend_tensor_set(g.gate_weights, gate_weights.data(), 0, gate_weights.size() * sizeof(float));
-    ggml_backend_graph_compute(backend, g.graph);
+    run_routed(backend, *graphs[r % copies], x, ids, gate_weights);
     if (r >= 2) times.push_back(now_ms() - t0);
   }
   std::sort(times.begin(), times.end());
@@ -333,18 +354,9 @@ int duel(int argc, char** argv) {
                          : dtype == "int8"     ? GGML_TYPE_Q8_0
                          : dtype == "int4"     ? GGML_TYPE_Q4_0
                                                : parse_type(dtype);
-  const Shape s = shape == "small"     ? Shape{1024, 2816, 8, 2}
-                  : shape == "mixtral" ? Shape{4096, 14336, 8, 2}
-                  : shape == "qwen3"   ? Shape{2048, 768, 128, 8}
-                                       : Shape{2048, 1408, 64, 6};
+  const Shape s = named_shape(shape);
   moe::set_thread_count(threads);
-  std::mt19937 rng(7);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  auto randn = [&](int64_t n, float std) {
-    std::vector<float> v(n);
-    for (float& f : v) f = normal(rng) * std;
-    return v;
-  };
+  Normal randn;
   std::vector<Weights*> ggml_layers;
   std::vector<std::unique_ptr<moe::CpuLayer>> layers;
   moe::LayerConfig config{{s.e, s.d, s.h, moe::Activation::swiglu}, static_cast<int>(s.k), true, 0, {}};
@@ -370,15 +382,10 @@ int duel(int argc, char** argv) {
   // One forward of implementation i on the next copy and the next experts.
   const auto forward = [&](int i) {
     const int64_t r = counter[i]++;
-    for (int64_t t = 0; t < tokens; ++t)
-      for (int64_t j = 0; j < s.k; ++j) ids[t * s.k + j] = static_cast<int32_t>((r / copies * s.k + j) % s.e);
+    rotate_ids(ids, s, tokens, r, copies);
     if (i == 0) {
-      Graph& g = *graphs[r % copies];
-      ggml_backend_tensor_set(g.x, x.data(), 0, x.size() * sizeof(float));
-      ggml_backend_tensor_set(g.ids, ids.data(), 0, ids.size() * sizeof(int32_t));
-      ggml_backend_tensor_set(g.gate_weights, gate_weights.data(), 0, gate_weights.size() * sizeof(float));
-      ggml_backend_graph_compute(backend, g.graph);
-      ggml_backend_tensor_get(g.out, out.data(), 0, out.size() * sizeof(float));
+      run_routed(backend, *graphs[r % copies], x, ids, gate_weights);
+      ggml_backend_tensor_get(graphs[r % copies]->out, out.data(), 0, out.size() * sizeof(float));
     } else {
       layers[r % copies]->forward_routed(x.data(), tokens, static_cast<int>(s.k), ids.data(), gate_weights.data(),
                                          out.data(), counts.data());
