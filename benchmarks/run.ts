@@ -231,7 +231,8 @@ async function main(): Promise<void> {
     // float32 weights in JS and packed (2x), the bfloat16, int8 (twice) and int4 layers (1.1x), activations and
     // slack; PyTorch's float32 and bfloat16 copies (1.6x).
     // ggml's f32, bf16, q8_0 and q4_0 processes: 1.9x.
-    const needed = bytes * 3.4 + (torchReason ? 0 : bytes * 1.6) + (ggmlReason ? 0 : bytes * 1.9);
+    const ggmlBytes = ggmlReason ? 0 : bytes * 1.9;
+    const needed = bytes * 3.4 + (torchReason ? 0 : bytes * 1.6) + ggmlBytes;
     if (os.freemem() < bytes * 3.4) {
       notes.push(
         `${shape.name}: skipped, needs about ${(needed / 2 ** 30).toFixed(1)} GiB and ${(os.freemem() / 2 ** 30).toFixed(1)} GiB is free`,
@@ -239,7 +240,7 @@ async function main(): Promise<void> {
       for (let i = 0; i < shape.tokens.length * threadCounts.length; i++) progress.step(`${shape.name} skipped`);
       continue;
     }
-    const useTorch = !torchReason && os.freemem() > needed - (ggmlReason ? 0 : bytes * 1.9);
+    const useTorch = !torchReason && os.freemem() > needed - ggmlBytes;
     if (!torchReason && !useTorch) notes.push(`${shape.name}: PyTorch skipped for memory`);
     const useGgml = !ggmlReason && os.freemem() > needed;
     if (!ggmlReason && !useGgml) notes.push(`${shape.name}: ggml skipped for memory`);

@@ -34,7 +34,7 @@ export async function startGgml(
   writeWeightFiles(folder, { router: w.router, w1: w.w1, w3: w.w3!, w2: w.w2 });
   const args = ['serve', folder, config.dModel, config.dHidden, config.numExperts, config.topK, threads, type].map(String);
   // GOMP's default waiting: its threads spin a while after a graph (which keeps the barriers between a graph's ops
-  // fast, as in llama.cpp), then sleep; the harness's blocks of 20 ms amortise a neighbour's tail of spinning.
+  // fast, as in llama.cpp), then sleep; the harness waits after each ggml block so that spin does not tax the next.
   const child = spawn(ggmlBinary(), args, { env: { ...process.env, OMP_NUM_THREADS: String(threads) } });
   const peer = await linePeer(child, `ggml_moe (${type})`, path.join(folder, `x-ggml-${type}.f32`));
   return { ...peer, type };
