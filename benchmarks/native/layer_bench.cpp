@@ -12,6 +12,8 @@
 // Shapes: small (1024/2816, 8 experts, top-2), fine-grained (2048/1408, 64, top-6), qwen3 (Qwen3-30B-A3B: 2048/768,
 // 128, top-8), mixtral (4096/14336, 8, top-2).
 // Prints the median and min of the forwards, as GFLOP/s and as GB/s of the active expert weights, and the phases.
+// MOE_BENCH_FIRST=1 also prints the two untimed first forwards with their phases (what a freshly built layer's first
+// calls add: benchmarks/NOTES.md row 105).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -93,6 +95,11 @@ int main(int argc, char** argv) {
     }
     const double t1 = now_ms();
     if (r >= 2) times.push_back(t1 - t0), phases.push_back(layer.last_timings());
+    else if (std::getenv("MOE_BENCH_FIRST")) {
+      const moe::LayerTimings p = layer.last_timings();
+      std::printf("forward %d: %.3f ms (router %.3f routing %.3f dispatch %.3f experts %.3f combine %.3f)\n", r, t1 - t0,
+                  p.router, p.routing, p.dispatch, p.experts, p.combine);
+    }
   }
   // The read ceiling in the same minutes (this VM's moves 26-72 GB/s from one run to the next): taken after the
   // forwards, so that the probe's pages do not change what the forwards found.
