@@ -138,7 +138,7 @@ export class SafetensorsFile {
 }
 
 /** Fills `into` from `position`; a file that ends first (changed since it was opened) is a RangeError. */
-async function readFully(handle: fs.FileHandle, into: Uint8Array, position: number, file = 'the file'): Promise<void> {
+export async function readFully(handle: fs.FileHandle, into: Uint8Array, position: number, file = 'the file'): Promise<void> {
   let done = 0;
   while (done < into.length) {
     const { bytesRead } = await handle.read(into, done, into.length - done, position + done);
@@ -152,7 +152,7 @@ async function readFully(handle: fs.FileHandle, into: Uint8Array, position: numb
 const MAX_READ_BYTES = 2 ** 32;
 
 /** A fresh buffer of `length` bytes, or a RangeError saying why there cannot be one (V8's raw errors say "undefined"). */
-function newBytes(length: number, what: string): Uint8Array {
+export function newBytes(length: number, what: string): Uint8Array {
   if (length > MAX_READ_BYTES)
     throw rangeError(
       `${what} to be at most ${MAX_READ_BYTES} bytes to read as one array (read it in parts with range(name, begin, length))`,
