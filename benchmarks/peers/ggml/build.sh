@@ -25,6 +25,11 @@ libs=$(find "$build/ggml" -name 'libggml*.a' | sort -r)  # libggml.a, libggml-cp
 c++ -O2 -std=c++17 -DGGML_COMMIT="\"$commit\"" -I"$src/include" "$here/ggml_moe.cpp" \
   -Wl,--start-group $libs -Wl,--end-group -fopenmp -lpthread -lm -o "$build/ggml_moe"
 echo "built $build/ggml_moe (ggml $commit)"
+# ggml's dequantization as a filter: the reference of the GGUF block types (test/gguf-dequantize.test.ts).
+# shellcheck disable=SC2086
+cc -O2 -I"$src/include" "$here/ggml_dequant.c" -Wl,--start-group $libs -Wl,--end-group -fopenmp -lpthread -lm -lstdc++ \
+  -o "$build/ggml_dequant"
+echo "built $build/ggml_dequant"
 # With a moe-kernels build beside it (npm run build:native, or the C++ tests' build), the same driver linked with the
 # library's core as well: `ggml_moe_duel duel ...` times both in one process, alternating.
 core="${MOE_CORE_LIB:-$root/build/libmoe_core.a}"
