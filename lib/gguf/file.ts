@@ -184,8 +184,12 @@ export class GgufFile {
       const kvCount = await c.u64('the key/value count');
       // A key/value takes at least 13 bytes (key length, type, one byte), a tensor info 24: counts the file
       // cannot hold are refused before anything is allocated for them.
-      if (kvCount * 13 + tensorCount * 24 > c.left)
-        throw rangeError(`${path}: ${kvCount} key/values and ${tensorCount} tensor infos to fit in its ${size} bytes`, 'a smaller file');
+      const least = kvCount * 13 + tensorCount * 24;
+      if (least > c.left)
+        throw rangeError(
+          `${path} to hold its ${kvCount} key/values and ${tensorCount} tensor infos (at least ${least} bytes)`,
+          `${c.left} bytes after the counts`,
+        );
       const metadata = new Map<string, GgufMetadataEntry>();
       for (let i = 0; i < kvCount; i++) {
         const key = await c.string(`key ${i}`, MAX_KEY_BYTES);
