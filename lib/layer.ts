@@ -96,7 +96,12 @@ export class MoELayer implements Disposable {
       layer.dispose();
       options.signal.throwIfAborted();
     }
-    options?.onProgress?.({ phase: 'done', bytesRead: loaded.bytesRead, totalBytes: loaded.bytesRead });
+    options?.onProgress?.({
+      phase: 'done',
+      bytesRead: loaded.bytesRead,
+      totalBytes: loaded.bytesRead,
+      ...(loaded.conversions ? { conversions: loaded.conversions } : {}),
+    });
     return layer;
   }
 

@@ -139,7 +139,7 @@ test('malformed files are RangeErrors naming the file (and the tensor), never a 
 test('gguf.save refuses what GGUF cannot hold, with the one error format', async () => {
   const file = path.join(dir, 'bad.gguf');
   await expectRejection(gguf.save(file, { tensors: { w: quant.quantize(Tensor.randn([2, 64]), { dtype: 'int8', groupSize: 64 }) } }), 'RangeError', /groups of 32/);
-  await expectRejection(gguf.save(file, { tensors: { w: { type: 'Q4_K', shape: [1, 256], data: new Uint8Array(10) } } }), 'RangeError', /Uint8Array of 144 bytes/);
+  await expectRejection(gguf.save(file, { tensors: { w: { type: 'Q4_K', shape: [1, 256], data: new Uint8Array(10) } } }), 'RangeError', /tensor 'w' data to be 144 bytes \(Q4_K \[1,256\]\) but got 10 bytes/);
   await expectRejection(gguf.save(file, { tensors: { w: { type: 'Q9', shape: [1], data: new Uint8Array(1) } } }), 'RangeError', /ggml type name/);
   await expectRejection(gguf.save(file, { tensors: { w: Tensor.from(new Int32Array(2), [2]) } }), 'TypeError', /float32, float16 or bfloat16/);
   await expectRejection(gguf.save(file, { metadata: { a: { type: 'u8', value: 300 } }, tensors: {} }), 'RangeError', /metadata 'a' to be an integer in \[0, 255\]/);

@@ -176,8 +176,10 @@ function encode(name: string, t: Tensor | QuantizedTensor | GgufBlocks): { type:
   const inner = b.shape[b.shape.length - 1];
   if (inner % type.blockSize !== 0) throw rangeError(`tensor '${name}' rows to be whole ${type.name} blocks of ${type.blockSize}`, `${inner}`);
   const bytes = (b.shape.reduce((a, c) => a * c, 1) / type.blockSize) * type.typeSize;
-  if (Object.prototype.toString.call(b.data) !== '[object Uint8Array]' || b.data.length !== bytes)
-    throw rangeError(`tensor '${name}' data to be a Uint8Array of ${bytes} bytes (${type.name} ${JSON.stringify(b.shape)})`, describe(b.data));
+  if (Object.prototype.toString.call(b.data) !== '[object Uint8Array]')
+    throw typeError(`tensor '${name}' data to be a Uint8Array`, describe(b.data));
+  if (b.data.length !== bytes)
+    throw rangeError(`tensor '${name}' data to be ${bytes} bytes (${type.name} ${JSON.stringify(b.shape)})`, `${b.data.length} bytes`);
   return { type: type.name, shape: b.shape, data: b.data };
 }
 

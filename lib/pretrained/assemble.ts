@@ -10,6 +10,8 @@ import { QuantDtype, WeightDtype, isQuantDtype, quantFacts } from '../weight-dty
 import { native } from '../native';
 import { GroupSize, QuantizedTensor } from '../quant';
 import { Tensor, halfToFloat } from '../tensor';
+import { dequantizeBlocks } from '../gguf/dequantize';
+import { ggmlType } from '../gguf/types';
 import { MatrixData } from './sources';
 
 /**
@@ -26,11 +28,15 @@ function large<T extends Int8Array | Uint8Array | Uint16Array | Float32Array>(
 /** Elements per slice of put (a few MB): each slice is well under a millisecond... to a few ms of work. */
 const SLICE_ELEMENTS = 1 << 21;
 
-/** Elements [begin, end) of a matrix's data. */
+/** Bytes of a GGUF Q8_0 / Q4_0 block of 32 values. */
+const BLOCK_BYTES = { Q8_0: 34, Q4_0: 18 } as const;
+
+/** Elements [begin, end) of a matrix's data (whole blocks for GGUF blocks: rows are whole blocks). */
 function sliceRows(m: MatrixData, begin: number, end: number): MatrixData {
-  return m.kind === 'float32'
-    ? { kind: 'float32', data: m.data.subarray(begin, end) }
-    : { kind: 'half', format: m.format, bits: m.bits.subarray(begin, end) };
+  if (m.kind === 'float32') return { kind: 'float32', data: m.data.subarray(begin, end) };
+  if (m.kind === 'half') return { kind: 'half', format: m.format, bits: m.bits.subarray(begin, end) };
+  const b = BLOCK_BYTES[m.type];
+  return { kind: 'blocks', type: m.type, data: m.data.subarray((begin / 32) * b, (end / 32) * b) };
 }
 
 export class Projection {
@@ -72,6 +78,24 @@ export class Projection {
     const total = this.rows * this.cols;
     const at = expert * total + r0 * this.cols;
     if (isQuantDtype(this.dtype)) {
+      const facts = quantFacts(this.dtype);
+      const perRow = this.cols / facts.codesPerByte;
+      const scalesPerRow = this.cols / this.group;
+      const codeCount = this.count * this.rows * perRow;
+      // GGUF Q8_0 / Q4_0 blocks onto int8 / int4 groups of 32: the same codes and scales, copied apart.
+      if (m.kind === 'blocks' && this.group === 32 && m.type === (this.dtype === 'int8' ? 'Q8_0' : 'Q4_0')) {
+        this.codes ??= facts.codes === 'Int8Array' ? large(Int8Array, codeCount) : large(Uint8Array, codeCount);
+        this.scales ??= large(Uint16Array, this.count * this.rows * scalesPerRow);
+        const codes = new Uint8Array(this.codes.buffer, this.codes.byteOffset, this.codes.byteLength);
+        const per = BLOCK_BYTES[m.type] - 2;
+        const first = (expert * this.rows + r0) * scalesPerRow;
+        for (let i = 0; i < n / 32; i++) {
+          const at = i * (per + 2);
+          this.scales[first + i] = m.data[at] | (m.data[at + 1] << 8);
+          codes.set(m.data.subarray(at + 2, at + 2 + per), (first + i) * per);
+        }
+        return;
+      }
       // Rows are quantized independently: a slice of rows gives the same codes as the whole matrix.
       const q = native().quantize({
         tensor: asFloat32(m),
@@ -80,10 +104,6 @@ export class Projection {
         dtype: this.dtype,
         groupSize: this.group === this.cols ? 0 : this.group,
       });
-      const facts = quantFacts(this.dtype);
-      const perRow = this.cols / facts.codesPerByte;
-      const scalesPerRow = this.cols / this.group;
-      const codeCount = this.count * this.rows * perRow;
       this.codes ??= facts.codes === 'Int8Array' ? large(Int8Array, codeCount) : large(Uint8Array, codeCount);
       this.scales ??= large(Uint16Array, this.count * this.rows * scalesPerRow);
       this.codes.set(q.codes as Uint8Array & Int8Array, (expert * this.rows + r0) * perRow);
@@ -133,11 +153,13 @@ export class Projection {
 
 let widened = new Float32Array(0); // grow-only: see Reader's scratch buffer
 
-/** float32 values of a matrix (16-bit formats widened exactly); `reuse`: into a scratch array valid until the next call. */
+/** float32 values of a matrix (16-bit formats and GGUF blocks widened exactly); `reuse`: into a scratch array valid until the next call. */
 export function asFloat32(m: MatrixData, reuse = true): Float32Array {
   if (m.kind === 'float32') return m.data;
-  if (reuse && widened.length < m.bits.length) widened = new Float32Array(m.bits.length);
-  const out = reuse ? widened.subarray(0, m.bits.length) : new Float32Array(m.bits.length);
+  const n = m.kind === 'half' ? m.bits.length : (m.data.length / BLOCK_BYTES[m.type]) * 32;
+  if (reuse && widened.length < n) widened = new Float32Array(n);
+  const out = reuse ? widened.subarray(0, n) : new Float32Array(n);
+  if (m.kind === 'blocks') return dequantizeBlocks(ggmlType(m.type)!, m.data, n, `${m.type} blocks`, out);
   if (m.format === 'float16') for (let i = 0; i < out.length; i++) out[i] = halfToFloat(m.bits[i]);
   else {
     const u = new Uint32Array(out.buffer, out.byteOffset, out.length);

@@ -19,6 +19,19 @@ import { Projection } from './assemble';
 import { ExpertSources, Family, HfConfig, LayerPlan } from './family';
 import { familyOf } from './registry';
 import { Reader } from './sources';
+import { GgufFile, isGgufFile } from '../gguf/file';
+import { expertTensorTypes, ggufPlan, hfConfigOf } from '../gguf/layer-plan';
+
+/**
+ * How a GGUF file's expert tensors were taken: kept as they are (`exact`: Q8_0 / Q4_0 blocks as int8 / int4 groups,
+ * F16 / BF16 / F32 as such, any type widened to float32) or converted with rounding (another dtype asked for).
+ */
+export interface GgufConversion {
+  tensor: string;
+  from: string;
+  to: WeightDtype;
+  exact: boolean;
+}
 
 export interface LoadProgress {
   /** 'read': tensors being read; 'pack': weights handed to the kernels; 'done'. */
@@ -28,6 +41,8 @@ export interface LoadProgress {
   totalBytes: number;
   /** The tensor (or expert) being read. */
   what?: string;
+  /** At 'done', for a GGUF file: how each expert tensor was taken. */
+  conversions?: GgufConversion[];
 }
 
 export interface FromPretrainedOptions {
@@ -76,15 +91,38 @@ async function readConfig(location: string): Promise<HfConfig> {
   return config as HfConfig;
 }
 
-/** The family and MoE layers of the checkpoint at `location`, from its config.json (reads no tensor). */
+/** The GGUF file at `location`, opened, or undefined when it is not one (a checkpoint directory, a config.json). */
+async function openGguf(location: string): Promise<GgufFile | undefined> {
+  expectPath(location, 'a checkpoint directory or GGUF file');
+  const stat = await fs.stat(location).catch(() => undefined);
+  if (!stat?.isFile() || !(await isGgufFile(location))) return undefined;
+  return GgufFile.open(location);
+}
+
+/**
+ * The MoE layers: the family's rule, and in a GGUF file only those with a router tensor (llama.cpp keeps no
+ * decoder_sparse_step or mlp_only_layers: Qwen-MoE files with dense layers say so only by their tensors).
+ */
+function moeLayersOf(family: Family, config: HfConfig, gguf: GgufFile | undefined): number[] {
+  const layers = family.moeLayers(config);
+  return gguf ? layers.filter((l) => gguf.has(`blk.${l}.ffn_gate_inp.weight`)) : layers;
+}
+
+/** The family and MoE layers of the checkpoint at `location`, from its config.json or GGUF metadata (reads no tensor). */
 export async function inspectPretrained(location: string): Promise<PretrainedInfo> {
-  const config = await readConfig(location);
+  const gguf = await openGguf(location);
+  let config: HfConfig;
+  try {
+    config = gguf ? hfConfigOf(gguf) : await readConfig(location);
+  } finally {
+    await gguf?.close();
+  }
   const family = familyOf(config);
   return {
     family: family.name,
     modelType: config.model_type as string,
     numLayers: config.num_hidden_layers as number,
-    moeLayers: family.moeLayers(config),
+    moeLayers: moeLayersOf(family, config, gguf),
   };
 }
 
@@ -95,6 +133,23 @@ export interface LoadedLayer {
   family: Family;
   layer: number;
   bytesRead: number;
+  /** For a GGUF file: how each expert tensor was taken. */
+  conversions?: GgufConversion[];
+}
+
+/** The dtype a GGUF file's experts keep by default: theirs where the library computes in it, else float32 (exact). */
+function ggufDefaultDtype(type: string): WeightDtype {
+  const kept: Record<string, WeightDtype> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16', Q8_0: 'int8', Q4_0: 'int4', MXFP4: 'bfloat16' };
+  return kept[type] ?? 'float32';
+}
+
+/** Whether taking a `from` tensor as `to` (groups of `group`) loses nothing. */
+function exactConversion(from: string, to: WeightDtype, group: GroupSize): boolean {
+  if (to === 'float32') return true;
+  if (to === 'float16') return from === 'F16';
+  // MXFP4 values (a 2-bit mantissa times a power of two) are bfloat16 values
+  if (to === 'bfloat16') return from === 'BF16' || from === 'MXFP4';
+  return group === 32 && ((to === 'int8' && from === 'Q8_0') || (to === 'int4' && from === 'Q4_0'));
 }
 
 /** Reads the weights and config of one MoE layer (MoELayer.fromPretrained builds the layer from them). */
@@ -107,19 +162,30 @@ export async function loadPretrained(location: string, options: FromPretrainedOp
   if (signal !== undefined && (typeof signal !== 'object' || signal === null || typeof signal.throwIfAborted !== 'function'))
     throw typeError('options.signal to be an AbortSignal', describe(signal));
   signal?.throwIfAborted();
-  const config = await readConfig(location);
+  const gguf = await openGguf(location);
+  try {
+    return await loadFrom(location, gguf, o);
+  } finally {
+    await gguf?.close();
+  }
+}
+
+/** loadPretrained from a checkpoint directory, or from an open GGUF file. */
+async function loadFrom(location: string, gguf: GgufFile | undefined, o: FromPretrainedOptions): Promise<LoadedLayer> {
+  const signal = o.signal;
+  const config = gguf ? hfConfigOf(gguf) : await readConfig(location);
   const family = familyOf(config);
-  const moe = family.moeLayers(config);
-  if (moe.length === 0) throw rangeError(`a checkpoint with MoE layers (${family.name})`, 'none by its config.json');
+  const moe = moeLayersOf(family, config, gguf);
+  if (moe.length === 0) throw rangeError(`a checkpoint with MoE layers (${family.name})`, `none by its ${gguf ? 'metadata' : 'config.json'}`);
   const layer = o.layer === undefined ? moe[0] : expectInteger(o.layer, 'options.layer', 0);
   if (!moe.includes(layer))
     throw rangeError(
       `options.layer to be an MoE layer of this ${family.name} model (${summarize(moe)})`,
       `${layer}${layer < (config.num_hidden_layers as number) ? ' (a dense layer)' : ''}`,
     );
-  const checkpoint = await Checkpoint.open(location);
+  const checkpoint = gguf ? undefined : await Checkpoint.open(location);
   try {
-    const plan = family.plan(config, layer, (name) => checkpoint.has(name));
+    const plan = gguf ? ggufPlan(gguf, family, config, layer) : family.plan(config, layer, (name) => checkpoint!.has(name));
     // The layer's config checked before any tensor is: the counts and sizes config.json gives (experts, top-k,
     // widths) within the library's limits, and top-k within the experts (once found only after the whole read).
     const cpu: MoEConfig = { ...plan.config, backend: 'cpu' }; // (the backend is chosen when the layer is built)
@@ -147,9 +213,22 @@ export async function loadPretrained(location: string, options: FromPretrainedOp
     checks.push(...checkExperts(plan.experts, reader, range));
     if (plan.shared) checks.push(...checkExperts(plan.shared, reader));
     totalBytes = (await Promise.all(checks)).reduce((a, b) => a + b, 0);
-    const first = await reader.info(firstTensorName(plan));
-    const weightDtype: WeightDtype = o.weightDtype ?? (first.dtype === 'F32' ? 'float32' : first.dtype === 'F16' ? 'float16' : 'bfloat16');
     const groupSize = o.groupSize;
+    let weightDtype: WeightDtype;
+    let conversions: GgufConversion[] | undefined;
+    if (gguf) {
+      const types = expertTensorTypes(gguf, layer);
+      weightDtype = o.weightDtype ?? ggufDefaultDtype(types[0]?.type ?? 'F32');
+      conversions = types.map(({ name, type }) => ({
+        tensor: name,
+        from: type,
+        to: weightDtype,
+        exact: exactConversion(type, weightDtype, groupSize ?? 32),
+      }));
+    } else {
+      const first = await reader.info(firstTensorName(plan));
+      weightDtype = o.weightDtype ?? (first.dtype === 'F32' ? 'float32' : first.dtype === 'F16' ? 'float16' : 'bfloat16');
+    }
     // What the load holds at its peak: the layer assembled in its dtype, then its packed copy.
     const elements = layerElements({ ...resolved, numExperts: range.count });
     checkMemory(2 * packedBytes(elements, weightDtype), `layer ${layer} of ${location}, assembled and packed`);
@@ -181,9 +260,9 @@ export async function loadPretrained(location: string, options: FromPretrainedOp
       ...(o.threads !== undefined ? { threads: o.threads } : {}),
       ...(parallel !== false ? { expertParallel: parallel === true ? true : [...parallel] } : {}),
     };
-    return { config: layerConfig, weights, family, layer, bytesRead };
+    return { config: layerConfig, weights, family, layer, bytesRead, ...(conversions ? { conversions } : {}) };
   } finally {
-    await checkpoint.close();
+    await checkpoint?.close();
   }
 }
 

@@ -13,7 +13,16 @@ import { Tensor } from '../tensor';
  * One matrix [rows, cols] in the nn.Linear layout [out, in]: float32 values, or 16-bit floats as stored. It may be
  * a view of the reader's scratch buffer, valid until the reader's next read: use it (Projection.put copies it) first.
  */
-export type MatrixData = { kind: 'float32'; data: Float32Array } | { kind: 'half'; format: 'bfloat16' | 'float16'; bits: Uint16Array };
+export type MatrixData =
+  | { kind: 'float32'; data: Float32Array }
+  | { kind: 'half'; format: 'bfloat16' | 'float16'; bits: Uint16Array }
+  /** GGUF Q8_0 / Q4_0 blocks as the file has them (scale, then 32 codes): they become int8 / int4 groups as they are. */
+  | { kind: 'blocks'; type: 'Q8_0' | 'Q4_0'; data: Uint8Array };
+
+/** Anything whose tensors are read by byte range: a safetensors file, a GGUF file. */
+export interface RangeReadable {
+  range(name: string, begin: number, length: number, options: { signal?: AbortSignal; into?: Uint8Array }): Promise<Uint8Array>;
+}
 
 /**
  * Reads from a checkpoint, counting the bytes (for progress) and honouring the abort signal. Slices land in one
@@ -24,10 +33,16 @@ export class Reader {
   bytesRead = 0;
   private scratch = new Uint8Array(0);
   constructor(
-    readonly checkpoint: Checkpoint,
+    /** The safetensors checkpoint (none for a GGUF file, whose sources read through `rangeOf`). */
+    private readonly source: Checkpoint | undefined,
     readonly signal: AbortSignal | undefined,
     private readonly onRead: (bytes: number) => void,
   ) {}
+
+  private get checkpoint(): Checkpoint {
+    if (!this.source) throw new Error('internal: a safetensors source read from a GGUF file');
+    return this.source;
+  }
 
   async info(name: string): Promise<TensorInfo> {
     return this.checkpoint.info(name);
@@ -43,8 +58,12 @@ export class Reader {
 
   /** Bytes [begin, begin + length) of a tensor's data (one expert's slab of a stacked tensor). */
   async slice(name: string, begin: number, length: number): Promise<Uint8Array> {
+    return this.rangeOf(await this.checkpoint.file(name), name, begin, length);
+  }
+
+  /** Bytes [begin, begin + length) of tensor `name` of `file`, into the scratch buffer (valid until the next read). */
+  async rangeOf(file: RangeReadable, name: string, begin: number, length: number): Promise<Uint8Array> {
     this.signal?.throwIfAborted();
-    const file = await this.checkpoint.file(name);
     if (this.scratch.length < length) this.scratch = new Uint8Array(length);
     const out = await file.range(name, begin, length, { signal: this.signal, into: this.scratch });
     this.count(length);
@@ -179,7 +198,7 @@ export function stackedTransposed(
       return c0 === 0 ? k * n * SAFETENSORS_DTYPES[info.dtype].bytes : 0; // the slab is read once for both halves
     },
     async read(reader) {
-      const src = await slab(reader);
+      const src = (await slab(reader)) as Exclude<MatrixData, { kind: 'blocks' }>; // (fromBytes': floats)
       const values = src.kind === 'float32' ? src.data : src.bits;
       const out = src.kind === 'float32' ? new Float32Array(rows * k) : new Uint16Array(rows * k);
       for (let j = 0; j < rows; j++) {
