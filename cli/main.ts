@@ -26,7 +26,7 @@ const FLAGS: FlagSpec[] = [
   { name: 'top-k', help: 'experts per token', default: 2 },
   { name: 'activation', help: ACTIVATIONS.join(' | '), default: 'swiglu' },
   { name: 'dtype', help: `how the expert weights are stored: ${WEIGHT_DTYPES.join(' | ')} (checkpoint: its own, bf16)`, default: '' },
-  { name: 'checkpoint', help: 'a Hugging Face checkpoint directory (config.json + safetensors) to load a layer of', default: '' },
+  { name: 'checkpoint', help: 'a Hugging Face checkpoint directory (config.json + safetensors) or a GGUF file to load a layer of', default: '' },
   { name: 'layer', help: 'with --checkpoint: the decoder layer (default: its first MoE layer)', default: -1 },
   { name: 'threads', help: 'threads (0 = all cores)', default: 0 },
   { name: 'repeat', help: 'timed runs after one warm-up', default: 5 },
@@ -70,6 +70,15 @@ async function loadLayer(dir: string, layer: number, dtype: string): Promise<MoE
       if (p.phase === 'pack') {
         if (tty) process.stdout.write('\n');
         console.log('  packing the weights for the kernels');
+      }
+      // A GGUF file: what each expert tensor's type became (grouped: one line per type and outcome).
+      if (p.phase === 'done' && p.conversions) {
+        const seen = new Map<string, number>();
+        for (const c of p.conversions) {
+          const key = `${c.from} -> ${c.to} (${c.exact ? 'exact' : 'rounded'})`;
+          seen.set(key, (seen.get(key) ?? 0) + 1);
+        }
+        for (const [key, n] of seen) console.log(`  GGUF experts: ${key}, ${n} tensor${n > 1 ? 's' : ''}`);
       }
     },
   });
