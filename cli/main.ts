@@ -26,7 +26,11 @@ const FLAGS: FlagSpec[] = [
   { name: 'top-k', help: 'experts per token', default: 2 },
   { name: 'activation', help: ACTIVATIONS.join(' | '), default: 'swiglu' },
   { name: 'dtype', help: `how the expert weights are stored: ${WEIGHT_DTYPES.join(' | ')} (checkpoint: its own, bf16)`, default: '' },
-  { name: 'checkpoint', help: 'a Hugging Face checkpoint directory (config.json + safetensors) or a GGUF file to load a layer of', default: '' },
+  {
+    name: 'checkpoint',
+    help: 'a Hugging Face checkpoint directory (config.json + safetensors) or a GGUF file to load a layer of',
+    default: '',
+  },
   { name: 'layer', help: 'with --checkpoint: the decoder layer (default: its first MoE layer)', default: -1 },
   { name: 'threads', help: 'threads (0 = all cores)', default: 0 },
   { name: 'repeat', help: 'timed runs after one warm-up', default: 5 },

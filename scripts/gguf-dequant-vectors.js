@@ -14,7 +14,19 @@ const bin = process.argv[2] || path.join(__dirname, '..', 'build-ggml', 'ggml_de
 let state = 12345;
 const rand = () => ((state = (Math.imul(state, 1103515245) + 12345) >>> 0) >>> 8) / (1 << 24);
 // Where each type keeps its float16 (or E8M0) scales: set to extremes in some blocks.
-const SCALES = { Q4_0: [0], Q4_1: [0, 2], Q5_0: [0], Q5_1: [0, 2], Q8_0: [0], Q2_K: [80, 82], Q3_K: [108], Q4_K: [0, 2], Q5_K: [0, 2], Q6_K: [208], MXFP4: [] };
+const SCALES = {
+  Q4_0: [0],
+  Q4_1: [0, 2],
+  Q5_0: [0],
+  Q5_1: [0, 2],
+  Q8_0: [0],
+  Q2_K: [80, 82],
+  Q3_K: [108],
+  Q4_K: [0, 2],
+  Q5_K: [0, 2],
+  Q6_K: [208],
+  MXFP4: [],
+};
 const EXTREMES = [0x7bff, 0xfbff, 0x0001, 0x8001, 0x0400, 0x0000];
 
 const out = { ggml: process.argv[3] || 'unknown', types: {} };
@@ -25,13 +37,17 @@ for (const name of gguf.DEQUANTIZABLE) {
   blocks.push(new Uint8Array(t.typeSize)); // all zero
   for (const bits of EXTREMES) {
     const b = Uint8Array.from({ length: t.typeSize }, () => (rand() * 256) | 0);
-    for (const at of SCALES[name]) (b[at] = bits & 0xff), (b[at + 1] = bits >> 8);
+    for (const at of SCALES[name]) {
+      b[at] = bits & 0xff;
+      b[at + 1] = bits >> 8;
+    }
     if (name === 'MXFP4') b[0] = [0, 1, 2, 127, 254, 255][EXTREMES.indexOf(bits)];
     blocks.push(b);
   }
   // Blocks as ggml quantizes real values (normal values of a few scales, one row with an outlier).
   const values = new Float32Array(4 * t.blockSize).map((_, i) => {
-    const u = Math.max(rand(), 1e-9), v = rand();
+    const u = Math.max(rand(), 1e-9),
+      v = rand();
     return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v) * 10 ** ((i / t.blockSize) | 0) * 1e-3;
   });
   values[3] = 40;

@@ -5,13 +5,17 @@
  */
 import { execFileSync } from 'child_process';
 import { createHash } from 'crypto';
-import { existsSync } from 'fs';
+import { existsSync, readFileSync } from 'fs';
 import * as path from 'path';
 import { gguf } from '../lib';
-import vectors from './gguf/dequant-vectors.json';
 
 // The float32 bits, every NaN as the one quiet NaN: a NaN scale (float16 exponent all ones) makes NaNs whose payload
 // bits JavaScript does not keep; that they are NaN is checked, their payloads are not.
+const vectors = JSON.parse(readFileSync(path.join(__dirname, 'gguf', 'dequant-vectors.json'), 'utf8')) as {
+  ggml: string;
+  types: Record<string, { blocks: string; sha256: string; first: (number | null)[] }>;
+};
+
 const bits = (f: Float32Array) => {
   const c = Float32Array.from(f, (v) => (Number.isNaN(v) ? NaN : v));
   new Uint32Array(c.buffer).forEach((u, i, a) => Number.isNaN(c[i]) && (a[i] = 0x7fc00000));
@@ -20,7 +24,7 @@ const bits = (f: Float32Array) => {
 
 describe('GGUF block types', () => {
   test.each(Object.keys(vectors.types))('%s equals the fixed vectors from ggml', (name) => {
-    const v = (vectors.types as Record<string, { blocks: string; sha256: string; first: number[] }>)[name];
+    const v = vectors.types[name];
     const t = gguf.ggmlType(name)!;
     const blocks = new Uint8Array(Buffer.from(v.blocks, 'hex'));
     const y = gguf.dequantizeBlocks(t, blocks, (blocks.length / t.typeSize) * t.blockSize, name);

@@ -20,7 +20,8 @@ afterAll(async () => {
   await fs.rm(dir, { recursive: true, force: true });
 });
 
-const same = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+const same = (a: Float32Array, b: Float32Array) =>
+  Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
 const FAMILIES = ['mixtral', 'mixtral-stacked', 'qwen2-moe', 'qwen3-moe', 'deepseek-v2', 'deepseek-v3', 'olmoe', 'gpt-oss'];
 
@@ -34,7 +35,11 @@ test.each(FAMILIES)('%s: the GGUF file gives the layer its safetensors checkpoin
   const info = await pretrained.inspect(file);
   expect(info.moeLayers).toContain(f.layer);
   let done: LoadProgress | undefined;
-  const fromGguf = await MoELayer.fromPretrained(file, { layer: f.layer, weightDtype: 'float32', onProgress: (p) => (p.phase === 'done' ? (done = p) : 0) });
+  const fromGguf = await MoELayer.fromPretrained(file, {
+    layer: f.layer,
+    weightDtype: 'float32',
+    onProgress: (p) => (p.phase === 'done' ? (done = p) : 0),
+  });
   expect(done?.conversions?.length).toBeGreaterThan(0);
   expect(done!.conversions!.every((c) => c.from === 'F32' && c.to === 'float32' && c.exact)).toBe(true);
   const loaded = await pretrained.load(st, { layer: f.layer, weightDtype: 'float32' });
@@ -56,7 +61,10 @@ test.each(FAMILIES)('%s: the GGUF file gives the layer its safetensors checkpoin
 
 /** A Qwen3-MoE-shaped GGUF layer whose experts are `make(projection)` tensors; 256-wide so K-quant blocks fit. */
 const K = { d: 256, h: 256, e: 4, k: 2 };
-async function qwenFile(name: string, experts: (proj: 'gate' | 'up' | 'down', rows: number, cols: number) => gguf.GgufBlocks | QuantizedTensor | Tensor) {
+async function qwenFile(
+  name: string,
+  experts: (proj: 'gate' | 'up' | 'down', rows: number, cols: number) => gguf.GgufBlocks | QuantizedTensor | Tensor,
+) {
   const file = path.join(dir, name);
   await gguf.save(file, {
     metadata: {
@@ -81,10 +89,15 @@ const config = { dModel: K.d, dHidden: K.h, numExperts: K.e, topK: K.k, router: 
 test('Q8_0 and Q4_0 experts become int8 / int4 groups as they are (no requantization), and compute as such', async () => {
   for (const dtype of ['int8', 'int4'] as const) {
     const q: Record<string, QuantizedTensor> = {};
-    const file = await qwenFile(`q-${dtype}.gguf`, (p, rows, cols) => (q[p] = quant.quantize(Tensor.randn([K.e, rows, cols], { seed: rows + p.length }), { dtype })));
+    const file = await qwenFile(
+      `q-${dtype}.gguf`,
+      (p, rows, cols) => (q[p] = quant.quantize(Tensor.randn([K.e, rows, cols], { seed: rows + p.length }), { dtype })),
+    );
     let done: LoadProgress | undefined;
     const layer = await MoELayer.fromPretrained(file, { onProgress: (p) => (p.phase === 'done' ? (done = p) : 0) });
-    expect(done!.conversions!.map((c) => [c.from, c.to, c.exact])).toEqual(Array(3).fill([dtype === 'int8' ? 'Q8_0' : 'Q4_0', dtype, true]));
+    expect(done!.conversions!.map((c) => [c.from, c.to, c.exact])).toEqual(
+      Array(3).fill([dtype === 'int8' ? 'Q8_0' : 'Q4_0', dtype, true]),
+    );
     const loaded = await pretrained.load(file);
     const w1 = loaded.weights.w1 as QuantizedTensor;
     expect(Buffer.from(w1.codes.buffer, w1.codes.byteOffset, w1.codes.byteLength).equals(Buffer.from(q.gate.codes.buffer))).toBe(true);
@@ -107,7 +120,10 @@ function kBlocks(type: 'Q4_K' | 'Q5_K' | 'Q6_K', rows: number, cols: number, see
   for (let b = 0; b < n; b++) {
     const at = b * t.typeSize;
     if (type === 'Q6_K') scale(at + 208);
-    else scale(at), scale(at + 2);
+    else {
+      scale(at);
+      scale(at + 2);
+    }
   }
   return { type, shape: [K.e, rows, cols], data };
 }
@@ -118,7 +134,16 @@ test.each(['Q4_K', 'Q5_K', 'Q6_K'] as const)('%s experts widen exactly to float3
   let done: LoadProgress | undefined;
   const layer = await MoELayer.fromPretrained(file, { onProgress: (p) => (p.phase === 'done' ? (done = p) : 0) });
   expect(done!.conversions!.every((c) => c.from === type && c.to === 'float32' && c.exact)).toBe(true);
-  const widen = (b: gguf.GgufBlocks) => Tensor.from(gguf.dequantizeBlocks(gguf.ggmlType(type)!, b.data, b.shape.reduce((a, c) => a * c, 1), type), b.shape);
+  const widen = (b: gguf.GgufBlocks) =>
+    Tensor.from(
+      gguf.dequantizeBlocks(
+        gguf.ggmlType(type)!,
+        b.data,
+        b.shape.reduce((a, c) => a * c, 1),
+        type,
+      ),
+      b.shape,
+    );
   const router = (await pretrained.load(file)).weights.router;
   const ref = new MoELayer(config, { router, w1: widen(blocks.gate), w3: widen(blocks.up), w2: widen(blocks.down) });
   const x = Tensor.randn([5, K.d], { seed: 11 });
@@ -149,16 +174,48 @@ test('malformed or unsupported GGUF layers are RangeErrors naming the file and t
   const router = Tensor.randn([2, 32], { seed: 1 });
   const w = (rows: number, cols: number) => Tensor.randn([2, rows, cols], { seed: rows });
   await base({}, { 'blk.0.ffn_gate_inp.weight': router, 'blk.0.ffn_gate_exps.weight': w(32, 32), 'blk.0.ffn_up_exps.weight': w(32, 32) });
-  await expectRejection(MoELayer.fromPretrained(bad), 'RangeError', /bad\.gguf to hold tensor 'blk\.0\.ffn_down_exps\.weight' \(expert down projections\)/);
-  await base({}, { 'blk.0.ffn_gate_inp.weight': router, 'blk.0.ffn_gate_exps.weight': w(32, 32), 'blk.0.ffn_up_exps.weight': w(32, 32), 'blk.0.ffn_down_exps.weight': w(16, 32) });
-  await expectRejection(MoELayer.fromPretrained(bad), 'RangeError', /tensor 'blk\.0\.ffn_down_exps\.weight' \(expert down projections\) of .*bad\.gguf to have shape \[2, 32, 32\] but got \[2, 16, 32\]/);
+  await expectRejection(
+    MoELayer.fromPretrained(bad),
+    'RangeError',
+    /bad\.gguf to hold tensor 'blk\.0\.ffn_down_exps\.weight' \(expert down projections\)/,
+  );
+  await base(
+    {},
+    {
+      'blk.0.ffn_gate_inp.weight': router,
+      'blk.0.ffn_gate_exps.weight': w(32, 32),
+      'blk.0.ffn_up_exps.weight': w(32, 32),
+      'blk.0.ffn_down_exps.weight': w(16, 32),
+    },
+  );
+  await expectRejection(
+    MoELayer.fromPretrained(bad),
+    'RangeError',
+    /tensor 'blk\.0\.ffn_down_exps\.weight' \(expert down projections\) of .*bad\.gguf to have shape \[2, 32, 32\] but got \[2, 16, 32\]/,
+  );
   await base({ 'general.architecture': 'llama4' }, {});
   await expectRejection(MoELayer.fromPretrained(bad), 'RangeError', /of an MoE architecture moe-kernels reads .* but got 'llama4'/);
   const iq = { type: 'IQ2_XXS', shape: [2, 32, 256], data: new Uint8Array(2 * 32 * 66) };
   await gguf.save(bad, {
-    metadata: { 'general.architecture': 'qwen3moe', 'qwen3moe.block_count': 1, 'qwen3moe.embedding_length': 256, 'qwen3moe.expert_feed_forward_length': 32, 'qwen3moe.expert_count': 2, 'qwen3moe.expert_used_count': 1 },
-    tensors: { 'blk.0.ffn_gate_inp.weight': Tensor.randn([2, 256]), 'blk.0.ffn_gate_exps.weight': iq, 'blk.0.ffn_up_exps.weight': iq, 'blk.0.ffn_down_exps.weight': { type: 'F32', shape: [2, 256, 32], data: new Uint8Array(2 * 256 * 32 * 4) } },
+    metadata: {
+      'general.architecture': 'qwen3moe',
+      'qwen3moe.block_count': 1,
+      'qwen3moe.embedding_length': 256,
+      'qwen3moe.expert_feed_forward_length': 32,
+      'qwen3moe.expert_count': 2,
+      'qwen3moe.expert_used_count': 1,
+    },
+    tensors: {
+      'blk.0.ffn_gate_inp.weight': Tensor.randn([2, 256]),
+      'blk.0.ffn_gate_exps.weight': iq,
+      'blk.0.ffn_up_exps.weight': iq,
+      'blk.0.ffn_down_exps.weight': { type: 'F32', shape: [2, 256, 32], data: new Uint8Array(2 * 256 * 32 * 4) },
+    },
   });
-  await expectRejection(MoELayer.fromPretrained(bad), 'RangeError', /tensor 'blk\.0\.ffn_gate_exps\.weight' of .*bad\.gguf to be of a type moe-kernels can widen .* but got IQ2_XXS/);
+  await expectRejection(
+    MoELayer.fromPretrained(bad),
+    'RangeError',
+    /tensor 'blk\.0\.ffn_gate_exps\.weight' of .*bad\.gguf to be of a type moe-kernels can widen .* but got IQ2_XXS/,
+  );
   await expectRejection(MoELayer.fromPretrained(bad, { layer: 1 }), 'RangeError', /options\.layer to be an MoE layer/);
 });

@@ -85,14 +85,18 @@ test('@huggingface/gguf reads what gguf.save writes (names, shapes, types, offse
   const file = path.join(dir, 'hf.gguf');
   await gguf.save(file, {
     metadata: { 'general.architecture': 'llama', 'llama.expert_count': 4, 'llama.rope.freq_base': { type: 'f32', value: 1e6 } },
-    tensors: { 'blk.0.ffn_gate_inp.weight': Tensor.randn([4, 32], { seed: 4 }), 'blk.0.x': quant.quantize(Tensor.randn([3, 64], { seed: 5 }), { dtype: 'int4' }) },
+    tensors: {
+      'blk.0.ffn_gate_inp.weight': Tensor.randn([4, 32], { seed: 4 }),
+      'blk.0.x': quant.quantize(Tensor.randn([3, 64], { seed: 5 }), { dtype: 'int4' }),
+    },
   });
   const { gguf: parse } = await import('@huggingface/gguf');
   const hf = await parse(file, { allowLocalFile: true });
   const ours = await gguf.open(file);
   try {
-    expect(hf.metadata['llama.expert_count']).toBe(4);
-    expect(hf.metadata['llama.rope.freq_base']).toBe(1e6);
+    const m = hf.metadata as Record<string, unknown>;
+    expect(m['llama.expert_count']).toBe(4);
+    expect(m['llama.rope.freq_base']).toBe(1e6);
     expect(Number(hf.tensorDataOffset)).toBe(ours.dataOffset);
     for (const t of hf.tensorInfos) {
       const o = ours.info(t.name);
@@ -112,7 +116,11 @@ test('malformed files are RangeErrors naming the file (and the tensor), never a 
     ['v1', [Buffer.from('GGUF'), u32(1), u64(0), u64(0)], /GGUF version 2 or 3 but got version 1/],
     ['bigendian', [Buffer.from('GGUF'), Buffer.from([0, 0, 0, 3]), u64(0), u64(0)], /little-endian GGUF file but got a big-endian one/],
     ['truncated', [Buffer.from('GGUF'), u32(3), u64(1)], /truncated\.gguf to hold the key\/value count at byte 16 .* its end at byte 16/],
-    ['counts', [header(2 ** 40, 0)], /to hold its 0 key\/values and 1099511627776 tensor infos \(at least 26388279066624 bytes\) but got 0 bytes/],
+    [
+      'counts',
+      [header(2 ** 40, 0)],
+      /to hold its 0 key\/values and 1099511627776 tensor infos \(at least 26388279066624 bytes\) but got 0 bytes/,
+    ],
     ['keylen', [header(0, 1), u64(2 ** 40), Buffer.alloc(16)], /key 0 to be at most 65535 bytes but got 1099511627776 bytes/],
     ['array', [header(0, 1), str('a'), u32(9), u32(4), u64(2 ** 40)], /metadata 'a' \(1099511627776 items\) to fit in the 0 bytes left/],
     ['valuetype', [header(0, 1), str('a'), u32(13), u32(0)], /metadata 'a' to have a GGUF value type \(0-12\) but got 13/],
@@ -123,9 +131,21 @@ test('malformed files are RangeErrors naming the file (and the tensor), never a 
     ['type', [header(1, 0), info('w', [4], 4, 0)], /tensor 'w' to have a ggml type but got type 4/],
     ['block', [header(1, 0), info('w', [100, 2], 12, 0)], /tensor 'w' rows \(ne\[0\]\) to be whole Q4_K blocks of 256 but got 100/],
     ['offset', [header(1, 0), info('w', [8], 0, 3)], /tensor 'w' offset to be a multiple of 32 but got 3/],
-    ['outside', [pad(Buffer.concat([header(1, 0), info('w', [256, 4], 12, 0)])), Buffer.alloc(100)], /tensor 'w' \(Q4_K \[4, 256\], 576 bytes at \d+\) to lie within the file/],
-    ['overlap', [pad(Buffer.concat([header(2, 0), info('a', [16], 0, 0), info('b', [16], 0, 32)])), Buffer.alloc(96)], /tensors 'a' and 'b' not to overlap/],
-    ['dupname', [pad(Buffer.concat([header(2, 0), info('a', [8], 0, 0), info('a', [8], 0, 32)])), Buffer.alloc(64)], /tensor 'a' to appear once/],
+    [
+      'outside',
+      [pad(Buffer.concat([header(1, 0), info('w', [256, 4], 12, 0)])), Buffer.alloc(100)],
+      /tensor 'w' \(Q4_K \[4, 256\], 576 bytes at \d+\) to lie within the file/,
+    ],
+    [
+      'overlap',
+      [pad(Buffer.concat([header(2, 0), info('a', [16], 0, 0), info('b', [16], 0, 32)])), Buffer.alloc(96)],
+      /tensors 'a' and 'b' not to overlap/,
+    ],
+    [
+      'dupname',
+      [pad(Buffer.concat([header(2, 0), info('a', [8], 0, 0), info('a', [8], 0, 32)])), Buffer.alloc(64)],
+      /tensor 'a' to appear once/,
+    ],
     ['longname', [header(1, 0), info('x'.repeat(64), [8], 0, 0)], /the name of tensor 0 to be at most 63 bytes/],
     ['huge', [header(1, 0), info('w', [2 ** 30, 2 ** 30, 2 ** 30], 0, 0)], /tensor 'w' to have at most 2\^53 values/],
   ];
@@ -138,11 +158,35 @@ test('malformed files are RangeErrors naming the file (and the tensor), never a 
 
 test('gguf.save refuses what GGUF cannot hold, with the one error format', async () => {
   const file = path.join(dir, 'bad.gguf');
-  await expectRejection(gguf.save(file, { tensors: { w: quant.quantize(Tensor.randn([2, 64]), { dtype: 'int8', groupSize: 64 }) } }), 'RangeError', /groups of 32/);
-  await expectRejection(gguf.save(file, { tensors: { w: { type: 'Q4_K', shape: [1, 256], data: new Uint8Array(10) } } }), 'RangeError', /tensor 'w' data to be 144 bytes \(Q4_K \[1,256\]\) but got 10 bytes/);
-  await expectRejection(gguf.save(file, { tensors: { w: { type: 'Q9', shape: [1], data: new Uint8Array(1) } } }), 'RangeError', /ggml type name/);
-  await expectRejection(gguf.save(file, { tensors: { w: Tensor.from(new Int32Array(2), [2]) } }), 'TypeError', /float32, float16 or bfloat16/);
-  await expectRejection(gguf.save(file, { metadata: { a: { type: 'u8', value: 300 } }, tensors: {} }), 'RangeError', /metadata 'a' to be an integer in \[0, 255\]/);
-  await expectRejection(gguf.save(file, { metadata: { a: NaN }, tensors: {} }), 'TypeError', /metadata 'a' to be a string, boolean, finite number/);
+  await expectRejection(
+    gguf.save(file, { tensors: { w: quant.quantize(Tensor.randn([2, 64]), { dtype: 'int8', groupSize: 64 }) } }),
+    'RangeError',
+    /groups of 32/,
+  );
+  await expectRejection(
+    gguf.save(file, { tensors: { w: { type: 'Q4_K', shape: [1, 256], data: new Uint8Array(10) } } }),
+    'RangeError',
+    /tensor 'w' data to be 144 bytes \(Q4_K \[1,256\]\) but got 10 bytes/,
+  );
+  await expectRejection(
+    gguf.save(file, { tensors: { w: { type: 'Q9', shape: [1], data: new Uint8Array(1) } } }),
+    'RangeError',
+    /ggml type name/,
+  );
+  await expectRejection(
+    gguf.save(file, { tensors: { w: Tensor.from(new Int32Array(2), [2]) } }),
+    'TypeError',
+    /float32, float16 or bfloat16/,
+  );
+  await expectRejection(
+    gguf.save(file, { metadata: { a: { type: 'u8', value: 300 } }, tensors: {} }),
+    'RangeError',
+    /metadata 'a' to be an integer in \[0, 255\]/,
+  );
+  await expectRejection(
+    gguf.save(file, { metadata: { a: NaN }, tensors: {} }),
+    'TypeError',
+    /metadata 'a' to be a string, boolean, finite number/,
+  );
   await expect(fs.stat(file)).rejects.toThrow();
 });

@@ -94,11 +94,12 @@ int main(int argc, char** argv) {
       layer.forward(data.x.data(), tokens, out);
     }
     const double t1 = now_ms();
-    if (r >= 2) times.push_back(t1 - t0), phases.push_back(layer.last_timings());
+    if (r >= 2)
+      times.push_back(t1 - t0), phases.push_back(layer.last_timings());
     else if (std::getenv("MOE_BENCH_FIRST")) {
       const moe::LayerTimings p = layer.last_timings();
-      std::printf("forward %d: %.3f ms (router %.3f routing %.3f dispatch %.3f experts %.3f combine %.3f)\n", r, t1 - t0,
-                  p.router, p.routing, p.dispatch, p.experts, p.combine);
+      std::printf("forward %d: %.3f ms (router %.3f routing %.3f dispatch %.3f experts %.3f combine %.3f)\n", r,
+                  t1 - t0, p.router, p.routing, p.dispatch, p.experts, p.combine);
     }
   }
   // The read ceiling in the same minutes (this VM's moves 26-72 GB/s from one run to the next): taken after the

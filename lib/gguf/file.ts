@@ -67,9 +67,15 @@ class Cursor {
 
   private async need(n: number, what: string): Promise<number> {
     if (this.pos + n > this.size)
-      throw rangeError(`${this.path} to hold ${what} at byte ${this.pos} (${n} bytes)`, `its end at byte ${this.size} (a truncated GGUF file?)`);
+      throw rangeError(
+        `${this.path} to hold ${what} at byte ${this.pos} (${n} bytes)`,
+        `its end at byte ${this.size} (a truncated GGUF file?)`,
+      );
     if (this.pos + n > this.end) {
-      if (n > this.buf.length) (this.buf = new Uint8Array(n + CHUNK)), (this.view = new DataView(this.buf.buffer));
+      if (n > this.buf.length) {
+        this.buf = new Uint8Array(n + CHUNK);
+        this.view = new DataView(this.buf.buffer);
+      }
       const len = Math.min(this.buf.length, this.size - this.pos);
       await readFully(this.handle, this.buf.subarray(0, len), this.pos, this.path);
       this.start = this.pos;
@@ -175,7 +181,11 @@ export class GgufFile {
       const c = new Cursor(handle, size, path);
       if (size < 4) throw rangeError(`${path} to be a GGUF file`, `${size} bytes`);
       const magic = await c.u32('the magic');
-      if (magic !== 0x46554747) throw rangeError(`${path} to begin with the GGUF magic ("GGUF")`, JSON.stringify(Buffer.from(new Uint32Array([magic]).buffer).toString('latin1')));
+      if (magic !== 0x46554747)
+        throw rangeError(
+          `${path} to begin with the GGUF magic ("GGUF")`,
+          JSON.stringify(Buffer.from(new Uint32Array([magic]).buffer).toString('latin1')),
+        );
       const version = await c.u32('the version');
       if (version === 0x02000000 || version === 0x03000000)
         throw rangeError(`${path} to be a little-endian GGUF file`, 'a big-endian one (moe-kernels reads little-endian)');

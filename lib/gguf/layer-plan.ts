@@ -53,11 +53,32 @@ export function hfConfigOf(file: GgufFile): HfConfig {
         norm_topk_prob: false,
       };
     case 'qwen3moe':
-      return { ...common, model_type: 'qwen3_moe', moe_intermediate_size: expertHidden, num_experts: experts, num_experts_per_tok: topK, norm_topk_prob: true };
+      return {
+        ...common,
+        model_type: 'qwen3_moe',
+        moe_intermediate_size: expertHidden,
+        num_experts: experts,
+        num_experts_per_tok: topK,
+        norm_topk_prob: true,
+      };
     case 'olmoe':
-      return { ...common, model_type: 'olmoe', intermediate_size: expertHidden, num_experts: experts, num_experts_per_tok: topK, norm_topk_prob: false };
+      return {
+        ...common,
+        model_type: 'olmoe',
+        intermediate_size: expertHidden,
+        num_experts: experts,
+        num_experts_per_tok: topK,
+        norm_topk_prob: false,
+      };
     case 'gpt-oss':
-      return { ...common, model_type: 'gpt_oss', intermediate_size: expertHidden, num_local_experts: experts, num_experts_per_tok: topK, swiglu_limit: 7 };
+      return {
+        ...common,
+        model_type: 'gpt_oss',
+        intermediate_size: expertHidden,
+        num_local_experts: experts,
+        num_experts_per_tok: topK,
+        swiglu_limit: 7,
+      };
     case 'deepseek2': {
       const sigmoid = num('expert_gating_func', 1) === 2;
       const groups = num('expert_group_count', 1)!;
@@ -144,7 +165,11 @@ function matrix(file: GgufFile, name: string, e: number, shape: readonly number[
       const t = info.type.name;
       if (t === 'F32') return { kind: 'float32', data: new Float32Array(data.buffer, data.byteOffset, rows * cols) };
       if (t === 'F16' || t === 'BF16')
-        return { kind: 'half', format: t === 'F16' ? 'float16' : 'bfloat16', bits: new Uint16Array(data.buffer, data.byteOffset, rows * cols) };
+        return {
+          kind: 'half',
+          format: t === 'F16' ? 'float16' : 'bfloat16',
+          bits: new Uint16Array(data.buffer, data.byteOffset, rows * cols),
+        };
       if (t === 'Q8_0' || t === 'Q4_0') return { kind: 'blocks', type: t, data };
       return { kind: 'float32', data: dequantizeBlocks(info.type, data, rows * cols, `tensor '${name}' of ${file.path}`) };
     },
@@ -181,7 +206,10 @@ function expertSources(file: GgufFile, layer: number, set: ExpertSources, suffix
 /** The GGUF types of a layer's expert weights, by tensor (for the load's default dtype and its conversions). */
 export function expertTensorTypes(file: GgufFile, layer: number): { name: string; type: string }[] {
   const re = new RegExp(`^blk\\.${layer}\\.ffn_(gate|up|down)(_exps|_shexp|\\.\\d+)\\.weight$`);
-  return file.names().filter((n) => re.test(n)).map((name) => ({ name, type: file.info(name).type.name }));
+  return file
+    .names()
+    .filter((n) => re.test(n))
+    .map((name) => ({ name, type: file.info(name).type.name }));
 }
 
 /** The family's plan of MoE layer `layer`, its tensors read from the GGUF file. */

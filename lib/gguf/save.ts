@@ -97,7 +97,8 @@ class Writer {
         return this.num(4, (d) => d.setInt32(0, int(-(2 ** 31), 2 ** 31 - 1), true));
       case 'u64':
       case 'i64': {
-        if (typeof v !== 'bigint' && (typeof v !== 'number' || !Number.isSafeInteger(v))) throw typeError(`${what} to be an integer or bigint (${type})`, describe(v));
+        if (typeof v !== 'bigint' && (typeof v !== 'number' || !Number.isSafeInteger(v)))
+          throw typeError(`${what} to be an integer or bigint (${type})`, describe(v));
         const big = BigInt(v);
         return this.num(8, (d) => (type === 'u64' ? d.setBigUint64(0, big, true) : d.setBigInt64(0, big, true)));
       }
@@ -118,7 +119,10 @@ class Writer {
     let type: string = typed ? typed.type : Array.isArray(input) ? 'array' : inferType(input, what);
     const value = typed ? typed.value : (input as GgufValue);
     let item: Exclude<GgufValueType, 'array'> | undefined;
-    if (type.startsWith('array:')) (item = type.slice(6) as typeof item), (type = 'array');
+    if (type.startsWith('array:')) {
+      item = type.slice(6) as typeof item;
+      type = 'array';
+    }
     if (!(GGUF_VALUE_TYPES as readonly string[]).includes(type) || (item && !(GGUF_VALUE_TYPES as readonly string[]).includes(item)))
       throw rangeError(`${what}'s type to be one of ${GGUF_VALUE_TYPES.join(', ')} (or array:<type>)`, `'${type}'`);
     this.u32(GGUF_VALUE_TYPES.indexOf(type as GgufValueType));
@@ -140,7 +144,8 @@ function widest(a: Exclude<GgufValueType, 'array'>, b: Exclude<GgufValueType, 'a
   if (a === b) return a;
   if (a === 'f32' || b === 'f32') return 'f32';
   const order = ['u32', 'i32', 'u64', 'i64'];
-  if (order.includes(a) && order.includes(b)) return (a === 'u32' && b === 'i32') || (a === 'i32' && b === 'u32') ? 'i64' : order.indexOf(a) > order.indexOf(b) ? a : b;
+  if (order.includes(a) && order.includes(b))
+    return (a === 'u32' && b === 'i32') || (a === 'i32' && b === 'u32') ? 'i64' : order.indexOf(a) > order.indexOf(b) ? a : b;
   throw typeError(`array items of one type`, `${a} and ${b}`);
 }
 
@@ -167,14 +172,16 @@ function encode(name: string, t: Tensor | QuantizedTensor | GgufBlocks): { type:
     }
     return { type: int8 ? 'Q8_0' : 'Q4_0', shape: t.shape, data: out };
   }
-  if (typeof t !== 'object' || t === null) throw typeError(`tensor '${name}' to be a Tensor, QuantizedTensor or { type, shape, data }`, describe(t));
+  if (typeof t !== 'object' || t === null)
+    throw typeError(`tensor '${name}' to be a Tensor, QuantizedTensor or { type, shape, data }`, describe(t));
   const b = t as GgufBlocks;
   const type = ggmlType(b.type);
   if (!type) throw rangeError(`tensor '${name}' type to be a ggml type name ('Q4_K', 'F16', ...)`, describe(b.type));
   if (!Array.isArray(b.shape) || b.shape.length < 1 || b.shape.length > 4 || b.shape.some((d) => !Number.isSafeInteger(d) || d < 0))
     throw rangeError(`tensor '${name}' shape to be 1 to 4 non-negative integers`, describe(b.shape));
   const inner = b.shape[b.shape.length - 1];
-  if (inner % type.blockSize !== 0) throw rangeError(`tensor '${name}' rows to be whole ${type.name} blocks of ${type.blockSize}`, `${inner}`);
+  if (inner % type.blockSize !== 0)
+    throw rangeError(`tensor '${name}' rows to be whole ${type.name} blocks of ${type.blockSize}`, `${inner}`);
   const bytes = (b.shape.reduce((a, c) => a * c, 1) / type.blockSize) * type.typeSize;
   if (Object.prototype.toString.call(b.data) !== '[object Uint8Array]')
     throw typeError(`tensor '${name}' data to be a Uint8Array`, describe(b.data));
@@ -188,7 +195,8 @@ export async function save(path: string, input: GgufSaveInput): Promise<void> {
   expectPath(path, 'path');
   if (typeof input !== 'object' || input === null) throw typeError('input to be { metadata?, tensors }', describe(input));
   const tensors = input.tensors;
-  if (typeof tensors !== 'object' || tensors === null) throw typeError('input.tensors to be an object of tensors by name', describe(tensors));
+  if (typeof tensors !== 'object' || tensors === null)
+    throw typeError('input.tensors to be an object of tensors by name', describe(tensors));
   const metadata = { ...(input.metadata ?? {}) };
   if ('general.alignment' in metadata) throw rangeError('input.metadata without general.alignment (gguf.save aligns to 32)', 'one');
   const encoded = Object.entries(tensors).map(([name, t]) => {

@@ -139,7 +139,14 @@ export interface LoadedLayer {
 
 /** The dtype a GGUF file's experts keep by default: theirs where the library computes in it, else float32 (exact). */
 function ggufDefaultDtype(type: string): WeightDtype {
-  const kept: Record<string, WeightDtype> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16', Q8_0: 'int8', Q4_0: 'int4', MXFP4: 'bfloat16' };
+  const kept: Record<string, WeightDtype> = {
+    F32: 'float32',
+    F16: 'float16',
+    BF16: 'bfloat16',
+    Q8_0: 'int8',
+    Q4_0: 'int4',
+    MXFP4: 'bfloat16',
+  };
   return kept[type] ?? 'float32';
 }
 
@@ -176,7 +183,8 @@ async function loadFrom(location: string, gguf: GgufFile | undefined, o: FromPre
   const config = gguf ? hfConfigOf(gguf) : await readConfig(location);
   const family = familyOf(config);
   const moe = moeLayersOf(family, config, gguf);
-  if (moe.length === 0) throw rangeError(`a checkpoint with MoE layers (${family.name})`, `none by its ${gguf ? 'metadata' : 'config.json'}`);
+  if (moe.length === 0)
+    throw rangeError(`a checkpoint with MoE layers (${family.name})`, `none by its ${gguf ? 'metadata' : 'config.json'}`);
   const layer = o.layer === undefined ? moe[0] : expectInteger(o.layer, 'options.layer', 0);
   if (!moe.includes(layer))
     throw rangeError(
