@@ -1,8 +1,8 @@
 import { Activation, SWIGLU_CLAMPED_DEFAULTS, isGated } from './activation';
 import { describe, rangeError, typeError } from './errors';
-import { WEIGHT_DTYPES, WeightDtype, isQuantDtype } from './weight-dtypes';
+import { WEIGHT_DTYPES, WeightDtype, isKQuant, isQuantDtype } from './weight-dtypes';
 import type { NativeExpertSpec, NativeWeight } from './native';
-import { GroupSize, QuantizedTensor, checkGroup, isQuantized } from './quant';
+import { GroupSize, QuantizedTensor, checkGroup, defaultGroup, isQuantized } from './quant';
 import { Tensor } from './tensor';
 import { expectOneOf, expectTensor, float32Data } from './validate';
 
@@ -74,7 +74,7 @@ export function expertSpec(
     const where = `${name}.${key}`;
     if (!quantized)
       throw typeError(
-        `${where} to be a Tensor (weightDtype '${weightDtype}'; QuantizedTensors need 'int8' or 'int4')`,
+        `${where} to be a Tensor (weightDtype '${weightDtype}'; QuantizedTensors need a quantized weightDtype: int8, int4, q4_k, q5_k, q6_k)`,
         'a QuantizedTensor',
       );
     if (value.dtype !== weightDtype) throw rangeError(`${where}.dtype = '${weightDtype}' (the weightDtype)`, `'${value.dtype}'`);
@@ -102,7 +102,7 @@ export function expertSpec(
     ...shape,
     ...clamped,
     weightDtype,
-    groupSize: quantized && groupSize !== 'row' ? groupSize : 0,
+    groupSize: quantized && groupSize !== 'row' && !isKQuant(weightDtype) ? groupSize : 0,
     w1: big('w1', [e, h, d], [experts, 'dHidden', 'dModel']),
     w3: gated ? big('w3', [e, h, d], [experts, 'dHidden', 'dModel']) : null,
     w2: big('w2', [e, d, h], [experts, 'dModel', 'dHidden']),
@@ -128,7 +128,7 @@ export function resolveWeightFormat(
     if (groupSize !== undefined) throw rangeError(`no ${where}.groupSize (weightDtype '${dtype}' is not quantized)`, describe(groupSize));
     return { weightDtype: dtype, groupSize: 32 };
   }
-  const g = (groupSize ?? 32) as GroupSize;
+  const g = (groupSize ?? defaultGroup(dtype)) as GroupSize;
   for (const [what, k] of dims) checkGroup(dtype, g, k, `${where}.groupSize (${what} = ${k})`);
   return { weightDtype: dtype, groupSize: g };
 }

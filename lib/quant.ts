@@ -14,12 +14,17 @@
  *          (GGUF's Q4_0 order).
  *   scales: a Uint16Array of rows * (k / g) float16 bit patterns, row-major.
  * `MoELayer` and `kernels.PackedExperts` take one wherever they take a float weight (w1, w3, w2), as it is.
+ *
+ * q4_k, q5_k, q6_k are llama.cpp's K-quants, stored as GGUF stores them: `codes` a Uint8Array of the rows' super-blocks
+ * (k / 256 per row, 144, 176 or 210 bytes each, ggml's layout), `scales` empty (the blocks hold their own), groupSize
+ * 256. quantize uses ggml's reference quantizers (quantize_row_q*_K_ref, the same blocks bit for bit) and dequantize
+ * its dequantization; docs/gguf.md has the formulas.
  */
 import { describe, rangeError, typeError } from './errors';
 import { native } from './native';
 import { Tensor } from './tensor';
 import { typedArrayTag } from './typed-arrays';
-import { QUANT_DTYPES, QuantDtype, quantFacts } from './weight-dtypes';
+import { K_QUANT_BLOCK, QUANT_DTYPES, QuantDtype, codeBytes, isKQuant, quantFacts, scalesPerRow } from './weight-dtypes';
 import { MAX_DIM, asTensor, expectInteger, expectOneOf, expectOptions, float32Data } from './validate';
 
 export { QUANT_DTYPES } from './weight-dtypes';
@@ -59,17 +64,20 @@ export class QuantizedTensor {
     const k = shape[shape.length - 1];
     const rows = shape.slice(0, -1).reduce((a, b) => a * b, 1);
     const g = expectInteger(o.groupSize, 'init.groupSize', 1, k);
-    checkGroup(dtype, g === k ? 'row' : g, k, 'init.groupSize');
-    const { codes: codeTag, codesPerByte } = quantFacts(dtype);
+    checkGroup(dtype, g === k && !isKQuant(dtype) ? 'row' : g, k, 'init.groupSize');
+    const { codes: codeTag } = quantFacts(dtype);
     if (typedArrayTag(o.codes) !== codeTag) throw typeError(`init.codes to be a ${codeTag} (${dtype})`, describe(o.codes));
     const codes = o.codes as Int8Array | Uint8Array;
-    const codeCount = (rows * k) / codesPerByte;
+    const codeCount = rows * codeBytes(dtype, k);
     if (codes.length !== codeCount) throw rangeError(`init.codes to have ${codeCount} elements`, `${codes.length}`);
     if (typedArrayTag(o.scales) !== 'Uint16Array') throw typeError('init.scales to be a Uint16Array (float16 bits)', describe(o.scales));
     const scales = o.scales as Uint16Array;
-    const scaleCount = rows * (k / g);
+    const scaleCount = rows * scalesPerRow(dtype, k, g);
     if (scales.length !== scaleCount)
-      throw rangeError(`init.scales to have ${scaleCount} elements ([rows, k / groupSize])`, `${scales.length}`);
+      throw rangeError(
+        `init.scales to have ${scaleCount} elements (${isKQuant(dtype) ? 'none: K-quant blocks hold their scales' : '[rows, k / groupSize]'})`,
+        `${scales.length}`,
+      );
     const bad = scales.findIndex((bits) => (bits & 0x7c00) === 0x7c00);
     if (bad >= 0) throw rangeError('init.scales to be finite float16 values', `bits 0x${scales[bad].toString(16)} at [${bad}]`);
     this.dtype = dtype;
@@ -90,8 +98,20 @@ export function isQuantized(value: unknown): value is QuantizedTensor {
   return typeof value === 'object' && value !== null && (value as { [BRAND]?: boolean })[BRAND] === true;
 }
 
+/** The group size a dtype takes when none is given: 32 (a GGUF Q8_0 / Q4_0 block), 256 for the K-quants. */
+export function defaultGroup(dtype: QuantDtype): number {
+  return isKQuant(dtype) ? K_QUANT_BLOCK : 32;
+}
+
 /** Checks a group size for rows of k inputs; returns it in inputs. */
 export function checkGroup(dtype: QuantDtype, groupSize: GroupSize, k: number, name: string): number {
+  if (isKQuant(dtype)) {
+    // super-blocks of 256: the group size is theirs (32 or 16 inputs per scale inside a block)
+    if (groupSize !== K_QUANT_BLOCK)
+      throw rangeError(`${name} to be ${K_QUANT_BLOCK} for ${dtype} (llama.cpp's super-blocks), or left out`, describe(groupSize));
+    if (k % K_QUANT_BLOCK !== 0) throw rangeError(`a row length that is a multiple of ${K_QUANT_BLOCK} for ${dtype} (${name})`, `${k}`);
+    return K_QUANT_BLOCK;
+  }
   if (groupSize === 'row') {
     const perByte = quantFacts(dtype).codesPerByte;
     if (k % perByte !== 0)
@@ -121,8 +141,8 @@ export function quantize(tensor: Tensor, options: QuantizeOptions): QuantizedTen
   const k = t.shape[t.shape.length - 1];
   const rows = t.shape.slice(0, -1).reduce((a, b) => a * b, 1);
   if (k < 1 || rows < 1) throw rangeError('tensor to have no empty dimension', `[${t.shape.join(', ')}]`);
-  const g = checkGroup(dtype, o.groupSize ?? 32, k, 'options.groupSize');
-  const r = native().quantize({ tensor: float32Data(t), rows, k, dtype, groupSize: g === k ? 0 : g });
+  const g = checkGroup(dtype, o.groupSize ?? defaultGroup(dtype), k, 'options.groupSize');
+  const r = native().quantize({ tensor: float32Data(t), rows, k, dtype, groupSize: g === k || isKQuant(dtype) ? 0 : g });
   const codes = quantFacts(dtype).codes === 'Int8Array' ? new Int8Array(r.codes.buffer, r.codes.byteOffset, r.codes.length) : r.codes;
   return new QuantizedTensor({ dtype, shape: t.shape, groupSize: g, codes, scales: r.scales });
 }
@@ -137,7 +157,7 @@ export function dequantize(q: QuantizedTensor): Tensor<'float32'> {
     rows,
     k,
     dtype: q.dtype,
-    groupSize: q.groupSize === k ? 0 : q.groupSize,
+    groupSize: q.groupSize === k || isKQuant(q.dtype) ? 0 : q.groupSize,
   });
   return Tensor.from(data, q.shape);
 }

@@ -233,7 +233,7 @@ Napi::Value Combine(const Napi::CallbackInfo& info) {
 // The shape, dtype and group of a quantize / dequantize call (its rows, k, dtype, groupSize): rows of k inputs, int8
 // or int4, groups of a multiple of 8 that divides k, or 0 for one per row (check_group_size).
 struct QuantCall {
-  int64_t rows, k, g, code_bytes;  // g in inputs (k for one per row); code_bytes per row
+  int64_t rows, k, g, code_bytes, scales;  // g in inputs (k for one per row); code_bytes and scales per row
   moe::WeightDtype dtype;
 };
 
@@ -243,11 +243,12 @@ QuantCall quant_call(const Args& a) {
   c.k = int_arg(a, "k", 1, kMaxDim);
   const std::string name = string_value(a.Env(), a["dtype"], "dtype");
   if (!moe::parse_weight_dtype(name, &c.dtype) || !moe::is_quantized(c.dtype))
-    throw_range_error(a.Env(), "expected dtype to be 'int8' or 'int4' but got '" + name + "'");
+    throw_range_error(a.Env(), "expected dtype to be 'int8', 'int4', 'q4_k', 'q5_k' or 'q6_k' but got '" + name + "'");
   const int64_t g = int_arg(a, "groupSize", 0, kMaxDim);
   check_group_size(a.Env(), c.dtype, g, c.k, "the row length (" + std::to_string(c.k) + ")");
   c.g = g > 0 ? g : c.k;
   c.code_bytes = moe::code_bytes(c.dtype, c.k);
+  c.scales = moe::scales_per_row(c.dtype, c.k, c.g);
   return c;
 }
 
@@ -265,10 +266,10 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
                     "|w| <= " + std::to_string(static_cast<int64_t>(limit)) + " (a float16 scale's range)");
   if (!outside.empty()) throw_range_error(env, outside);
   auto codes = Napi::Uint8Array::New(env, static_cast<size_t>(c.rows * c.code_bytes));
-  auto scales = Napi::Uint16Array::New(env, static_cast<size_t>(c.rows * (c.k / c.g)));
+  auto scales = Napi::Uint16Array::New(env, static_cast<size_t>(c.rows * c.scales));
   for (int64_t r = 0; r < c.rows; ++r)
     moe::quantize_row(c.dtype, values.data + r * c.k, c.k, c.g, codes.Data() + r * c.code_bytes,
-                      scales.Data() + r * (c.k / c.g));
+                      scales.Data() + r * c.scales);
   auto out = Napi::Object::New(env);
   out.Set("codes", codes);
   out.Set("scales", scales);
@@ -285,10 +286,10 @@ Napi::Value Dequantize(const Napi::CallbackInfo& info) {
   const uint8_t* codes =
       bytes_value(env, q.value("codes"), "q.codes", elements(env, "q.codes", {c.rows, c.code_bytes}));
   const uint16_t* scales =
-      uint16_value(env, q.value("scales"), "q.scales", elements(env, "q.scales", {c.rows, c.k / c.g}));
+      uint16_value(env, q.value("scales"), "q.scales", elements(env, "q.scales", {c.rows, c.scales}));
   auto out = new_float32_array(env, static_cast<size_t>(c.rows * c.k));
   for (int64_t r = 0; r < c.rows; ++r)
-    moe::dequantize_row(c.dtype, codes + r * c.code_bytes, scales + r * (c.k / c.g), c.k, c.g, out.Data() + r * c.k);
+    moe::dequantize_row(c.dtype, codes + r * c.code_bytes, scales + r * c.scales, c.k, c.g, out.Data() + r * c.k);
   return out;
 }
 

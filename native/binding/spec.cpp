@@ -55,7 +55,7 @@ void Fields::matrix(const char* name, int64_t rows, int64_t cols, moe::WeightDty
     return;
   }
   const Fields q(env_, v, path(name));
-  const int64_t groups = cols / (g > 0 ? g : cols);
+  const int64_t groups = moe::scales_per_row(dtype, cols, g);
   quantized->codes = bytes_value(env_, q.object_.Get("codes"), q.path("codes"), rows * moe::code_bytes(dtype, cols));
   quantized->scales = uint16_value(env_, q.object_.Get("scales"), q.path("scales"), rows * groups);
   for (int64_t i = 0; i < rows * groups; ++i)
@@ -101,6 +101,12 @@ const float* Fields::float32(const char* name, int64_t rows, int64_t cols, bool 
 }
 
 void check_group_size(Napi::Env env, moe::WeightDtype dtype, int64_t g, int64_t k, const std::string& what) {
+  if (moe::is_k_quant(dtype)) {  // super-blocks of 256 inputs; no group size of their own
+    if (k % 256 != 0)
+      throw_range_error(env, "expected " + what + " to be a multiple of 256 for " + moe::weight_dtype_name(dtype) +
+                                 " (super-blocks of 256) but got " + std::to_string(k));
+    return;
+  }
   if (g > 0 && (g % 8 != 0 || k % g != 0))
     throw_range_error(
         env, "expected groupSize to be a multiple of 8 that divides " + what + " but got " + std::to_string(g));

@@ -247,8 +247,8 @@ std::vector<float> stored_weights(moe::WeightDtype dtype, const std::vector<floa
                                   int64_t g) {
   std::vector<float> out(w.size());
   if (moe::is_quantized(dtype)) {
-    std::vector<uint8_t> codes(k);
-    std::vector<uint16_t> scales(k / g);
+    std::vector<uint8_t> codes(moe::code_bytes(dtype, k));
+    std::vector<uint16_t> scales(std::max<int64_t>(1, k / g));
     for (int64_t r = 0; r < n; ++r) {
       moe::quantize_row(dtype, w.data() + r * k, k, g, codes.data(), scales.data());
       moe::dequantize_row(dtype, codes.data(), scales.data(), k, g, out.data() + r * k);
@@ -280,17 +280,19 @@ std::vector<double> dot_activations(moe::WeightDtype dtype, const float* a, int6
 // 437 rows span several chunks of gemm_tile and end in a partial micro block; 1 to 13 rows give every size of
 // partial block (each packed at its own row stride) and one full block plus one row. Every weight dtype, with
 // k = 300 (a tail of 12 past the vectors; int8 / int4 with one scale per row of 300, padded to 304) and 264 in
-// groups of 8 or 32 where they divide it.
+// groups of 8 or 32 where they divide it; the K-quants with k = 512 (two super-blocks; they take no group size).
 void test_gemm_tiles() {
   const moe::cpu::KernelTable* tables[] = {moe::cpu::kernels_wide16_for_tests(), &moe::kernels()};
   const moe::WeightDtype dtypes[] = {moe::WeightDtype::float32, moe::WeightDtype::bfloat16, moe::WeightDtype::float16,
-                                     moe::WeightDtype::int8, moe::WeightDtype::int4};
+                                     moe::WeightDtype::int8, moe::WeightDtype::int4,   moe::WeightDtype::q4_k,
+                                     moe::WeightDtype::q5_k, moe::WeightDtype::q6_k};
   for (const moe::cpu::KernelTable* table : tables)
     for (int64_t rows : {437, 1, 2, 3, 5, 8, 11, 12, 13})
       for (bool gated : {false, true})
         for (moe::WeightDtype dtype : dtypes)
-          for (auto [k, g] : {std::pair<int64_t, int64_t>{300, 0}, {264, 8}, {288, 32}}) {
+          for (auto [k, g] : {std::pair<int64_t, int64_t>{300, 0}, {264, 8}, {288, 32}, {512, 0}}) {
             if (!moe::is_quantized(dtype) && g != 0) continue;
+            if (moe::is_k_quant(dtype) != (k == 512)) continue;
             const moe::cpu::KernelTable& t = *table;
             const char* where = table == tables[0] ? "wide template" : moe::isa_name(t.isa);
             const int64_t n = 45, group = g ? g : k;
@@ -314,8 +316,10 @@ void test_gemm_tiles() {
               t.weight_kernels(p.weight_dtype).gemm_tile(p, packed_a.data(), 0, rows, 0, matrix->panel_count());
             }
             const bool dot = t.isa == moe::Isa::avx512_bf16 && table != tables[0] &&
-                             (dtype == moe::WeightDtype::bfloat16 || moe::is_quantized(dtype));
-            if (!dot) {
+                             (dtype == moe::WeightDtype::bfloat16 || (moe::is_quantized(dtype) && !moe::is_k_quant(dtype)));
+            // (A K-quant's weight is scale * code - min: a compiler may fuse the two, one rounding instead of two,
+            // so its products are checked against float64 below, not bitwise.)
+            if (!dot && !moe::is_k_quant(dtype)) {
               // Widened (and dequantized) exactly in registers, the same float32 sums in the same order: the result
               // is bitwise the float32 GEMM's on the stored weights.
               CHECK(std::memcmp(want_bits.data(), out.data(), out.size() * sizeof(float)) == 0,

@@ -54,18 +54,38 @@ bool parse_activation(const std::string& name, Activation* out);
 //   int8: w = q * d, q in [-128, 127]   (quantizing: d = max|w| / 127, q = round(w / d))
 //   int4: w = (u - 8) * d, u in [0, 15] (quantizing: d = m / -8 where m is the w of largest magnitude,
 //                                        u = min(15, floor(w / d + 8.5)))
+// q4_k, q5_k, q6_k are llama.cpp's K-quants (GGUF's Q4_K, Q5_K, Q6_K), kept as their super-blocks of 256 weights
+// (core/kquants.h has the layouts and formulas): their codes are the blocks, they have no separate scales, and
+// group_size does not apply (each sub-block of 32, or 16 for q6_k, has its own factors).
 // The router stays float32.
 // One entry per dtype in core/weight_formats.cpp (name, bits, packing; lib/weight-dtypes.ts has the same names and
 // facts, a test compares them) and, per ISA, a GEMM in the kernel table (keyed by dtype: cpu/kernel_table.h).
-enum class WeightDtype { float32, bfloat16, float16, int8, int4 };
-constexpr int kWeightDtypes = static_cast<int>(WeightDtype::int4) + 1;  // (the last one + 1)
-inline bool is_quantized(WeightDtype dtype) { return dtype == WeightDtype::int8 || dtype == WeightDtype::int4; }
+enum class WeightDtype { float32, bfloat16, float16, int8, int4, q4_k, q5_k, q6_k };
+constexpr int kWeightDtypes = static_cast<int>(WeightDtype::q6_k) + 1;  // (the last one + 1)
+// Stored as codes (QuantizedSource) rather than floats: int8, int4 and the K-quants.
+inline bool is_quantized(WeightDtype dtype) { return dtype >= WeightDtype::int8; }
+// The K-quants: codes are GGUF super-blocks of 256 weights, with their factors inside.
+inline bool is_k_quant(WeightDtype dtype) { return dtype >= WeightDtype::q4_k; }
 // The largest magnitude a float16 weight (or scale) can hold (larger ones are refused, not turned into infinities).
 constexpr float kFloat16Max = 65504.0f;
 const char* weight_dtype_name(WeightDtype dtype);
-// Bytes of codes in a row of k int8 (k) or int4 (k / 2) weights.
-inline int64_t code_bytes(WeightDtype dtype, int64_t k) { return dtype == WeightDtype::int4 ? k / 2 : k; }
-// Block quantization of one row of k weights in groups of g, with the formulas above (llama.cpp's Q8_0 and Q4_0).
+// Bytes of codes in a row of k int8 (k) or int4 (k / 2) weights, or of k / 256 K-quant super-blocks (144, 176 or
+// 210 bytes each).
+inline int64_t code_bytes(WeightDtype dtype, int64_t k) {
+  switch (dtype) {
+    case WeightDtype::int4: return k / 2;
+    case WeightDtype::q4_k: return k / 256 * 144;
+    case WeightDtype::q5_k: return k / 256 * 176;
+    case WeightDtype::q6_k: return k / 256 * 210;
+    default: return k;
+  }
+}
+// float16 scales per row of k weights in groups of g: none for the K-quants (their factors are in the blocks).
+inline int64_t scales_per_row(WeightDtype dtype, int64_t k, int64_t g) {
+  return is_k_quant(dtype) ? 0 : k / (g > 0 ? g : k);
+}
+// Block quantization of one row of k weights in groups of g, with the formulas above (llama.cpp's Q8_0 and Q4_0;
+// the K-quants with llama.cpp's reference quantizers, g unused, scales untouched).
 // codes: k bytes (int8) or k / 2 (int4, nibbles as QuantizedSource lays them out); scales: k / g float16 bits. A
 // group whose scale rounds to zero gets zero codes (int4: 8). Callers refuse weights past max_quantizable first,
 // whose scale would overflow float16.

@@ -41,7 +41,7 @@ ExpertWeights slice_weights(const ExpertShape& s, const ExpertWeights& w, int64_
     if (f) f += first * rows * cols;
     if (half.bits) half.bits += first * rows * cols;
     if (q.codes) {
-      const int64_t groups = cols / (s.group_size > 0 ? s.group_size : cols);
+      const int64_t groups = scales_per_row(s.weight_dtype, cols, s.group_size);
       q.codes += first * rows * code_bytes(s.weight_dtype, cols);
       q.scales += first * rows * groups;
     }

@@ -57,7 +57,9 @@ PackedMatrix::PackedMatrix(const cpu::PanelGeometry& geometry, int64_t count, in
     : count_(count),
       n_(n),
       k_(k),
-      group_(is_quantized(dtype) ? (group_size > 0 ? group_size : k) : 0),
+      group_(is_k_quant(dtype) ? (dtype == WeightDtype::q6_k ? 16 : 32)
+             : is_quantized(dtype) ? (group_size > 0 ? group_size : k)
+                                   : 0),
       nr_(geometry.nr()),
       gated_(up.values || up.quantized.codes || up.half.bits),
       dtype_(dtype) {
@@ -71,7 +73,7 @@ PackedMatrix::PackedMatrix(const cpu::PanelGeometry& geometry, int64_t count, in
   unsigned char* dst = data_.reserve(static_cast<size_t>(count_) * per_matrix);
   float* bdst = bias_.reserve(static_cast<size_t>(count_ * panels_ * nr_));
   const int parts = gated_ ? 2 : 1;
-  const int64_t row_bytes = code_bytes(dtype, k_), groups = group_ ? k_ / group_ : 0;
+  const int64_t row_bytes = code_bytes(dtype, k_), groups = group_ ? scales_per_row(dtype, k_, group_) : 0;
   // Panels are independent: pack them on the pool (a Mixtral-sized layer is hundreds of MB).
   ThreadPool::instance().run(count_ * panels_, [&](int64_t item) {
     thread_local std::vector<float> widened;  // one row of a HalfSource as float32

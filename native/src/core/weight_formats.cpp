@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../cpu/half.h"
+#include "kquants.h"
 
 namespace moe {
 
@@ -120,6 +121,73 @@ void quant_unpack_column(const void* panel, int64_t k, int64_t g, int nr, int sl
   }
 }
 
+// The K-quants (core/kquants.h), per sub-block of g (32, or 16 for q6_k): nr float32 scales, nr float32 mins, then
+// the codes: q4_k in int4's octets (nibble u, w = scale u - min), q5_k and q6_k in int8's quads (a byte: u for
+// q5_k, q + 32 for q6_k, whose min is 0). The factors are ggml's, rounded to float32 once, so the weights a panel
+// stands for are the ones ggml's dequantization gives.
+constexpr int k_bits(WeightDtype dtype) { return dtype == WeightDtype::q4_k ? 4 : 8; }
+constexpr int k_offset(WeightDtype dtype) { return dtype == WeightDtype::q6_k ? 32 : 0; }
+
+int64_t k_group_bytes(WeightDtype dtype, int nr) { return 8 * nr + kquant::sub_block(dtype) * nr * k_bits(dtype) / 8; }
+
+template <WeightDtype D>
+size_t k_panel_bytes(int64_t k, int64_t, int nr) {
+  return static_cast<size_t>(k / kquant::sub_block(D) * k_group_bytes(D, nr));
+}
+
+// Where code j of a group sits in its panel's code words, and the bits it takes there.
+template <WeightDtype D>
+uint8_t* k_code_byte(uint8_t* words, int64_t j, int nr, int slot, int* shift) {
+  if (k_bits(D) == 8) return *shift = 0, words + (j / 4 * nr + slot) * 4 + j % 4;
+  *shift = j % 8 < 4 ? 0 : 4;
+  return words + (j / 8 * nr + slot) * 4 + j % 4;
+}
+
+template <WeightDtype D>
+void k_pack_column(const ColumnSource& src, int64_t k, int64_t, int nr, int slot, void* panel) {
+  const int64_t g = kquant::sub_block(D), per_block = kquant::kSuperBlock / g, gbytes = k_group_bytes(D, nr);
+  const uint8_t* blocks = src.codes;
+  std::vector<uint8_t> quantized;
+  if (!blocks && src.values) {  // float32 weights: quantized here, as quant.quantize does
+    quantized.resize(static_cast<size_t>(code_bytes(D, k)));
+    kquant::quantize_row(D, src.values, k, quantized.data());
+    blocks = quantized.data();
+  }
+  float scale[16] = {}, min[16] = {};
+  int code[kquant::kSuperBlock] = {};
+  for (int64_t b = 0; b < k / kquant::kSuperBlock; ++b) {
+    if (blocks) kquant::decode_block(D, blocks + b * kquant::block_bytes(D), scale, min, code);
+    for (int64_t s = 0; s < per_block; ++s) {
+      uint8_t* base = static_cast<uint8_t*>(panel) + (b * per_block + s) * gbytes;
+      reinterpret_cast<float*>(base)[slot] = scale[s];
+      reinterpret_cast<float*>(base)[nr + slot] = min[s];
+      for (int64_t j = 0; j < g; ++j) {
+        int shift;
+        uint8_t* byte = k_code_byte<D>(base + 8 * nr, j, nr, slot, &shift);
+        const int stored = blocks ? code[s * g + j] + k_offset(D) : k_offset(D);
+        const uint8_t mask = k_bits(D) == 8 ? 0xff : static_cast<uint8_t>(0xf << shift);
+        *byte = static_cast<uint8_t>((*byte & ~mask) | ((stored << shift) & mask));
+      }
+    }
+  }
+}
+
+template <WeightDtype D>
+void k_unpack_column(const void* panel, int64_t k, int64_t, int nr, int slot, float* out) {
+  const int64_t g = kquant::sub_block(D), gbytes = k_group_bytes(D, nr);
+  for (int64_t grp = 0; grp < k / g; ++grp) {
+    const uint8_t* base = static_cast<const uint8_t*>(panel) + grp * gbytes;
+    const float scale = reinterpret_cast<const float*>(base)[slot], min = reinterpret_cast<const float*>(base)[nr + slot];
+    for (int64_t j = 0; j < g; ++j) {
+      int shift;
+      const uint8_t* byte = k_code_byte<D>(const_cast<uint8_t*>(base) + 8 * nr, j, nr, slot, &shift);
+      const int code = ((*byte >> shift) & (k_bits(D) == 8 ? 0xff : 0xf)) - k_offset(D);
+      const float product = scale * static_cast<float>(code);
+      out[grp * g + j] = product - min;
+    }
+  }
+}
+
 // One entry per WeightDtype, keyed (keyed_table refuses a dtype left out or given twice, at compile time).
 constexpr std::array<WeightFormat, kWeightDtypes> kFormats = keyed_table<WeightFormat>({
     {WeightDtype::float32, "float32", 32, &f32_panel_bytes, &f32_pack_column, &f32_unpack_column},
@@ -129,6 +197,12 @@ constexpr std::array<WeightFormat, kWeightDtypes> kFormats = keyed_table<WeightF
      &quant_unpack_column<WeightDtype::int8>},
     {WeightDtype::int4, "int4", 4, &quant_panel_bytes<WeightDtype::int4>, &quant_pack_column<WeightDtype::int4>,
      &quant_unpack_column<WeightDtype::int4>},
+    {WeightDtype::q4_k, "q4_k", 4, &k_panel_bytes<WeightDtype::q4_k>, &k_pack_column<WeightDtype::q4_k>,
+     &k_unpack_column<WeightDtype::q4_k>},
+    {WeightDtype::q5_k, "q5_k", 5, &k_panel_bytes<WeightDtype::q5_k>, &k_pack_column<WeightDtype::q5_k>,
+     &k_unpack_column<WeightDtype::q5_k>},
+    {WeightDtype::q6_k, "q6_k", 6, &k_panel_bytes<WeightDtype::q6_k>, &k_pack_column<WeightDtype::q6_k>,
+     &k_unpack_column<WeightDtype::q6_k>},
 });
 
 }  // namespace
@@ -146,9 +220,14 @@ bool parse_weight_dtype(const std::string& name, WeightDtype* out) {
   return false;
 }
 
-float max_quantizable(WeightDtype dtype) { return kFloat16Max * (dtype == WeightDtype::int8 ? 127.0f : 8.0f); }
+// (The K-quants: a super-block's float16 d is at most its largest sub-block scale / 63, which itself is about
+// the sub-block's range / 15: weights up to 65504 keep every factor finite with a wide margin.)
+float max_quantizable(WeightDtype dtype) {
+  return kFloat16Max * (dtype == WeightDtype::int8 ? 127.0f : dtype == WeightDtype::int4 ? 8.0f : 1.0f);
+}
 
 void quantize_row(WeightDtype dtype, const float* w, int64_t k, int64_t g, uint8_t* codes, uint16_t* scales) {
+  if (is_k_quant(dtype)) return kquant::quantize_row(dtype, w, k, codes);
   for (int64_t grp = 0; grp < k / g; ++grp) {
     const float* x = w + grp * g;
     // Q8_0: d = max|w| / 127. Q4_0: d = m / -8, m the weight of largest magnitude (the first such), so that it
@@ -177,6 +256,7 @@ void quantize_row(WeightDtype dtype, const float* w, int64_t k, int64_t g, uint8
 }
 
 void dequantize_row(WeightDtype dtype, const uint8_t* codes, const uint16_t* scales, int64_t k, int64_t g, float* out) {
+  if (is_k_quant(dtype)) return kquant::dequantize_row(dtype, codes, k, out);
   for (int64_t i = 0; i < k; ++i) {
     const int q = row_code(dtype, codes, i, g);
     out[i] = static_cast<float>(dtype == WeightDtype::int8 ? q : q - 8) * cpu::half_to_float(scales[i / g]);

@@ -75,6 +75,43 @@ struct KernelImpl {
       return k / p.group * bytes_per_group(p.group) + k % p.group * NR * Bits / 8;
     }
   };
+  // The K-quants (q4_k: Bits 4, Offset 0; q5_k: 8, 0; q6_k: 8, 32): per sub-block of g, NR float32 scales, NR float32
+  // mins, then the codes as QuantPanel lays them out; w = scale * (code - Offset) - min, the product rounded before the
+  // difference as ggml's dequantization does (where the compiler does not fuse them: a last-bit difference at most).
+  template <int Bits, int Offset>
+  struct AffinePanel {
+    static constexpr int kPerWord = 32 / Bits;
+    const uint8_t* panel;
+    const uint8_t* codes = nullptr;
+    int64_t g, group_bytes, group_start = 0, next = 0;
+    reg scale[NV], min[NV];
+    AffinePanel(const moe::cpu::GemmProblem& p, const void* base, int64_t k0)
+        : panel(static_cast<const uint8_t*>(base)), g(p.group), group_bytes(bytes_per_group(p.group)) {
+      load(k0 / g);
+    }
+    static int64_t bytes_per_group(int64_t g) { return 8 * NR + g * NR * Bits / 8; }
+    void load(int64_t group) {
+      const uint8_t* base = panel + group * group_bytes;
+      const float* factors = reinterpret_cast<const float*>(base);
+      for (int v = 0; v < NV; ++v) scale[v] = V::load(factors + v * W), min[v] = V::load(factors + NR + v * W);
+      codes = base + 8 * NR;
+      group_start = group * g;
+      next = group_start + g;
+    }
+    void enter(int64_t kk) {
+      if (kk == next) load(kk / g);
+    }
+    reg row(int64_t kk, int v) const {
+      const int64_t j = kk - group_start, r = j % kPerWord;
+      const uint8_t* word = codes + (j / kPerWord * NR + v * W) * 4;
+      const reg q = Bits == 8 ? V::load_code(word, static_cast<int>(8 * r), 0xff, Offset)
+                              : V::load_code(word, static_cast<int>(8 * (r & 3) + 4 * (r >> 2)), 0xf, Offset);
+      return V::sub(V::mul(q, scale[v]), min[v]);
+    }
+    static int64_t offset(const moe::cpu::GemmProblem& p, int64_t k) {
+      return k / p.group * bytes_per_group(p.group) + k % p.group * NR * Bits / 8;
+    }
+  };
 
   // One row (decode): M * NV accumulators would make a chain of dependent FMAs, bounded by FMA latency rather
   // than by the weight stream; four interleaved partial sums per vector keep the loads flowing.
@@ -546,6 +583,9 @@ struct KernelImpl {
             {WeightDtype::float16, &gemm_tile<PlainPanel<moe::cpu::F16>>},
             {WeightDtype::int8, &gemm_tile<QuantPanel<8>>},
             {WeightDtype::int4, &gemm_tile<QuantPanel<4>>},
+            {WeightDtype::q4_k, &gemm_tile<AffinePanel<4, 0>>},
+            {WeightDtype::q5_k, &gemm_tile<AffinePanel<8, 0>>},
+            {WeightDtype::q6_k, &gemm_tile<AffinePanel<8, 32>>},
         });
     static const moe::cpu::KernelTable t{isa,
                                          {W, NV, MR},
