@@ -63,5 +63,20 @@ for (const name of gguf.DEQUANTIZABLE) {
     first: Array.from(floats.subarray(0, 8)),
   };
 }
+// ggml's reference quantizers on one input (4 rows of 512: normal values at four scales, an outlier, an all-zero
+// super-block and an all-positive one): the blocks' sha-256 per type, for the library's quant.quantize.
+const input = new Float32Array(4 * 512).map((_, i) => {
+  const u = Math.max(rand(), 1e-9),
+    v = rand();
+  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v) * 10 ** ((i / 512) | 0) * 1e-3;
+});
+input[7] = 25;
+input.fill(0, 512, 768);
+for (let i = 768; i < 1024; i++) input[i] = 1e-3 * (i % 7);
+out.quantize = { input: Buffer.from(input.buffer).toString('hex'), types: {} };
+for (const name of ['Q8_0', 'Q4_0', 'Q4_K', 'Q5_K', 'Q6_K']) {
+  const blocks = execFileSync(bin, ['quantize', String(gguf.ggmlType(name).id)], { input: Buffer.from(input.buffer) });
+  out.quantize.types[name] = crypto.createHash('sha256').update(blocks).digest('hex');
+}
 fs.writeFileSync(path.join(__dirname, '..', 'test', 'gguf', 'dequant-vectors.json'), JSON.stringify(out, null, 1) + '\n');
 console.log('wrote test/gguf/dequant-vectors.json:', Object.keys(out.types).join(', '));

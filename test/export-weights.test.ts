@@ -8,7 +8,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { Case, randomWeights } from './helpers';
 
-const c: Case = { tokens: 9, dModel: 40, dHidden: 24, numExperts: 5, topK: 2, activation: 'swiglu', bias: true };
+const small: Case = { tokens: 9, dModel: 40, dHidden: 24, numExperts: 5, topK: 2, activation: 'swiglu', bias: true };
+const c = small;
 const bits = (t: { data: ArrayBufferView }) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
 const bf16 = (t: Tensor) =>
   Tensor.from(
@@ -25,11 +26,15 @@ function bf16bits(v: number) {
 test.each(WEIGHT_DTYPES)(
   '%s: the weights as the kernels compute with them, and a float32 layer from them computes the same',
   (weightDtype) => {
+    // The K-quants' rows are super-blocks of 256.
+    const kQuant = weightDtype === 'q4_k' || weightDtype === 'q5_k' || weightDtype === 'q6_k';
+    const c = kQuant ? { ...small, dModel: 256, dHidden: 256 } : small;
+    const sharedHidden = kQuant ? 256 : 16;
     const w = randomWeights(c, 3);
-    const shared = randomWeights({ ...c, numExperts: 2, dHidden: 16 }, 4);
+    const shared = randomWeights({ ...c, numExperts: 2, dHidden: sharedHidden }, 4);
     const sharedGate = Tensor.randn([2, c.dModel], { seed: 5 });
     const quantized = weightDtype === 'int8' || weightDtype === 'int4';
-    const config = { ...c, weightDtype, sharedExperts: 2, sharedHidden: 16, ...(quantized ? { groupSize: 8 } : {}) };
+    const config = { ...c, weightDtype, sharedExperts: 2, sharedHidden, ...(quantized ? { groupSize: 8 } : {}) };
     const layer = new MoELayer(config, { ...w, shared, sharedGate });
     const out = layer.exportWeights();
     const expected = (t: Tensor) =>
@@ -39,7 +44,7 @@ test.each(WEIGHT_DTYPES)(
           : Tensor.from(t.data as Float32Array, t.shape) // float16: checked against the round trip below
         : weightDtype === 'bfloat16'
           ? bf16(t)
-          : quant.dequantize(quant.quantize(t, { dtype: weightDtype, groupSize: 8 }));
+          : quant.dequantize(quant.quantize(t, { dtype: weightDtype, ...(kQuant ? {} : { groupSize: 8 }) }));
     for (const key of ['w1', 'w3', 'w2'] as const) {
       expect(out[key]!.shape).toEqual(w[key]!.shape);
       if (weightDtype !== 'float16') expect(bits(out[key]!).equals(bits(expected(w[key]!)))).toBe(true);
@@ -48,7 +53,7 @@ test.each(WEIGHT_DTYPES)(
     }
     for (const key of ['b1', 'b3', 'b2', 'router'] as const) expect(bits(out[key]!).equals(bits(w[key]!))).toBe(true);
     expect(bits(out.sharedGate!).equals(bits(sharedGate))).toBe(true);
-    expect(out.shared!.w1.shape).toEqual([2, 16, c.dModel]);
+    expect(out.shared!.w1.shape).toEqual([2, sharedHidden, c.dModel]);
     // A float32 layer from the exported weights computes what the layer computes (the kernels' own arithmetic:
     // bitwise for float32, and for the others where the ISA widens the weights instead of rounding activations).
     const again = new MoELayer({ ...config, weightDtype: 'float32', groupSize: undefined }, out);

@@ -6,9 +6,9 @@
 import { promises as fs } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { MoELayer, QuantizedTensor, Tensor, gguf, pretrained, quant } from '../lib';
+import { MoELayer, QuantizedTensor, Tensor, backendInfo, gguf, pretrained, quant } from '../lib';
 import type { LoadProgress } from '../lib/pretrained/load';
-import { expectRejection } from './helpers';
+import { expectRejection, relativeError } from './helpers';
 import { writeGgufFixture } from './gguf/from-fixture';
 import { D, FIXTURES } from './pretrained/fixtures';
 
@@ -128,33 +128,51 @@ function kBlocks(type: 'Q4_K' | 'Q5_K' | 'Q6_K', rows: number, cols: number, see
   return { type, shape: [K.e, rows, cols], data };
 }
 
-test.each(['Q4_K', 'Q5_K', 'Q6_K'] as const)('%s experts widen exactly to float32 (reported), or convert as asked', async (type) => {
-  const blocks: Record<string, gguf.GgufBlocks> = {};
-  const file = await qwenFile(`${type}.gguf`, (p, rows, cols) => (blocks[p] = kBlocks(type, rows, cols, rows * 7 + p.length)));
-  let done: LoadProgress | undefined;
-  const layer = await MoELayer.fromPretrained(file, { onProgress: (p) => (p.phase === 'done' ? (done = p) : 0) });
-  expect(done!.conversions!.every((c) => c.from === type && c.to === 'float32' && c.exact)).toBe(true);
-  const widen = (b: gguf.GgufBlocks) =>
-    Tensor.from(
-      gguf.dequantizeBlocks(
-        gguf.ggmlType(type)!,
-        b.data,
-        b.shape.reduce((a, c) => a * c, 1),
-        type,
-      ),
-      b.shape,
-    );
-  const router = (await pretrained.load(file)).weights.router;
-  const ref = new MoELayer(config, { router, w1: widen(blocks.gate), w3: widen(blocks.up), w2: widen(blocks.down) });
-  const x = Tensor.randn([5, K.d], { seed: 11 });
-  const y = layer.forwardSync(x).output.data;
-  expect(y.every(Number.isFinite)).toBe(true);
-  expect(same(y, ref.forwardSync(x).output.data)).toBe(true);
-  layer.dispose();
-  ref.dispose();
-  const asBf16 = await pretrained.load(file, { weightDtype: 'bfloat16' });
-  expect(asBf16.conversions!.every((c) => c.to === 'bfloat16' && !c.exact)).toBe(true);
-});
+test.each(['Q4_K', 'Q5_K', 'Q6_K'] as const)(
+  '%s experts stay K-quant blocks, or widen exactly to float32, or convert as asked',
+  async (type) => {
+    const blocks: Record<string, gguf.GgufBlocks> = {};
+    const file = await qwenFile(`${type}.gguf`, (p, rows, cols) => (blocks[p] = kBlocks(type, rows, cols, rows * 7 + p.length)));
+    const dtype = type.toLowerCase() as 'q4_k' | 'q5_k' | 'q6_k';
+    // By default the blocks themselves: the layer's codes are the file's bytes.
+    let done: LoadProgress | undefined;
+    const kept = await MoELayer.fromPretrained(file, { onProgress: (p) => (p.phase === 'done' ? (done = p) : 0) });
+    expect(done!.conversions!.every((c) => c.from === type && c.to === dtype && c.exact)).toBe(true);
+    const loadedK = await pretrained.load(file);
+    const w1 = loadedK.weights.w1 as QuantizedTensor;
+    expect(w1.dtype).toBe(dtype);
+    expect(Buffer.from(w1.codes.buffer, w1.codes.byteOffset, w1.codes.byteLength).equals(Buffer.from(blocks.gate.data))).toBe(true);
+    // Widened to float32: exact, and the same layer as one built from ggml's dequantized weights.
+    const layer = await MoELayer.fromPretrained(file, { weightDtype: 'float32', onProgress: (p) => (p.phase === 'done' ? (done = p) : 0) });
+    expect(done!.conversions!.every((c) => c.from === type && c.to === 'float32' && c.exact)).toBe(true);
+    const widen = (b: gguf.GgufBlocks) =>
+      Tensor.from(
+        gguf.dequantizeBlocks(
+          gguf.ggmlType(type)!,
+          b.data,
+          b.shape.reduce((a, c) => a * c, 1),
+          type,
+        ),
+        b.shape,
+      );
+    const router = (await pretrained.load(file)).weights.router;
+    const ref = new MoELayer(config, { router, w1: widen(blocks.gate), w3: widen(blocks.up), w2: widen(blocks.down) });
+    const x = Tensor.randn([5, K.d], { seed: 11 });
+    const y = layer.forwardSync(x).output.data;
+    expect(y.every(Number.isFinite)).toBe(true);
+    const want = ref.forwardSync(x).output.data;
+    expect(same(y, want)).toBe(true);
+    // The K-quant layer computes with the same weights (each scale * code - min, rounded once or twice); on AVX-512
+    // VNNI with its activations quantized to int8 per sub-block (docs/precision.md's bound for that path)
+    const dot = backendInfo().isa === 'avx512_bf16';
+    expect(relativeError(kept.forwardSync(x).output.data, want)).toBeLessThan(dot ? 3e-2 : 1e-5);
+    layer.dispose();
+    ref.dispose();
+    kept.dispose();
+    const asBf16 = await pretrained.load(file, { weightDtype: 'bfloat16' });
+    expect(asBf16.conversions!.every((c) => c.to === 'bfloat16' && !c.exact)).toBe(true);
+  },
+);
 
 test('malformed or unsupported GGUF layers are RangeErrors naming the file and tensor', async () => {
   const base = (extra: Record<string, unknown>, tensors: Record<string, Tensor | gguf.GgufBlocks>) =>

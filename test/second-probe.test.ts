@@ -427,7 +427,11 @@ describe('unclear errors, now in the format', () => {
       /no such file or directory \(ENOENT\)/,
     );
     await expectRejection(safetensors.save('x\0y', t), 'RangeError', /file to be a path without NUL bytes/);
-    await expectRejection(MoELayer.fromPretrained('m\0'), 'RangeError', /a checkpoint directory or GGUF file to be a path without NUL bytes/);
+    await expectRejection(
+      MoELayer.fromPretrained('m\0'),
+      'RangeError',
+      /a checkpoint directory or GGUF file to be a path without NUL bytes/,
+    );
     await expectRejection(pretrained.inspect(scratch()), 'RangeError', /config.json \(the model's config\) but got no such file/);
     expect((await fs.readdir(scratch())).filter((n) => n.endsWith('.tmp'))).toEqual([]);
   });

@@ -215,3 +215,73 @@ for (const dtype of ['bfloat16', 'float16', 'int8', 'int4'] as const)
       }
     });
   });
+
+// llama.cpp's K-quants: rows of whole super-blocks (256), so their own shapes. The layer computes with the weights
+// quant.dequantize gives (ggml's), widened (1e-5: a weight may be one fused rounding instead of two, so not
+// bitwise) or, on avx512_bf16, with int8 activations per sub-block (the dot-product bound).
+for (const dtype of ['q4_k', 'q5_k', 'q6_k'] as const)
+  describe(`${dtype} expert weights (isa ${backendInfo().isa})`, () => {
+    const dot = backendInfo().isa === 'avx512_bf16';
+    const bytesPerWeight = { q4_k: 0.75, q5_k: 1.25, q6_k: 1.5 }[dtype];
+    let seed = 900;
+    const shapes: Array<[number, number, number, number, number]> = [
+      // (llama.cpp's reference quantizer searches each sub-block: about a million weights a second, so small layers)
+      [1, 256, 512, 4, 2],
+      [37, 512, 256, 3, 3],
+      [130, 256, 256, 4, 4],
+    ];
+    for (const [tokens, dModel, dHidden, numExperts, topK] of shapes)
+      it(`T=${tokens} d=${dModel} h=${dHidden} E=${numExperts} k=${topK}`, () => {
+        const c: Case = { tokens, dModel, dHidden, numExperts, topK, activation: 'swiglu', bias: true };
+        const w = randomWeights(c, seed++);
+        const x = Tensor.randn([tokens, dModel], { seed: seed++ });
+        const layer = new MoELayer({ ...c, weightDtype: dtype }, w);
+        const r = (t: Tensor | undefined) => (t ? quant.dequantize(quant.quantize(t, { dtype })) : undefined);
+        const sw: MoEWeights = { ...w, w1: r(w.w1)!, w3: r(w.w3), w2: r(w.w2)! };
+        const got = layer.forwardSync(x);
+        const ref = referenceFor(c, sw, x);
+        expect(Array.from(got.routing.experts)).toEqual(Array.from(ref.experts));
+        expect(relativeError(got.output.data, ref.output)).toBeLessThan(dot ? 3e-2 : TOLERANCE);
+        const f32 = new MoELayer(c, sw);
+        expectFewerBytes(layer.packedBytes, f32.packedBytes, w, (bytesPerWeight / 4) * 1.1);
+        layer.dispose();
+        f32.dispose();
+      });
+
+    it('QuantizedTensors of its blocks are taken as they are; bitwise identical for any thread count', async () => {
+      const c: Case = { tokens: 50, dModel: 256, dHidden: 256, numExperts: 4, topK: 2, activation: 'swiglu', bias: false };
+      const w = randomWeights(c, 31);
+      const q = (t: Tensor) => quant.quantize(t, { dtype });
+      const fromFloats = new MoELayer({ ...c, weightDtype: dtype }, w);
+      const fromBlocks = new MoELayer(c, { ...w, w1: q(w.w1), w3: q(w.w3!), w2: q(w.w2) });
+      expect(fromBlocks.config.weightDtype).toBe(dtype);
+      const x = Tensor.randn([c.tokens, c.dModel], { seed: 32 });
+      const threads = backendInfo().threads;
+      try {
+        setThreads(1);
+        const one = fromFloats.forwardSync(x).output.data;
+        expect(same(fromBlocks.forwardSync(x).output.data, one)).toBe(true);
+        setThreads(Math.max(2, threads));
+        expect(same(fromFloats.forwardSync(x).output.data, one)).toBe(true);
+        expect(same((await fromBlocks.forward(x)).output.data, one)).toBe(true);
+      } finally {
+        setThreads(threads);
+        fromFloats.dispose();
+        fromBlocks.dispose();
+      }
+    });
+
+    it('refuses rows that are not whole super-blocks, and a groupSize', () => {
+      const c = { dModel: 200, dHidden: 256, numExperts: 2, topK: 1 };
+      expectError(
+        () => MoELayer.random({ ...c, weightDtype: dtype }),
+        'RangeError',
+        /a row length that is a multiple of 256 for .* \(config\.groupSize \(dModel = 200\)\) but got 200/,
+      );
+      expectError(
+        () => MoELayer.random({ ...c, dModel: 256, weightDtype: dtype, groupSize: 32 }),
+        'RangeError',
+        /config\.groupSize .* to be 256 for /,
+      );
+    });
+  });

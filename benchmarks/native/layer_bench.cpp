@@ -1,7 +1,8 @@
 // C++ timing driver over moe::Layer, no Node: for kernel work between full `npm run bench` runs.
 //   build/moe_layer_bench [small|fine-grained|mixtral] [tokens] [threads] [repetitions] [warm|cold|idle|spin|rotate]
 //   [dtype] [copies]
-// dtype: float32 (default), bfloat16, float16, int8, int4 (groups of 32); GB/s counts the bytes stored.
+// dtype: float32 (default), bfloat16, float16, int8, int4 (groups of 32), q4_k, q5_k, q6_k; GB/s counts the bytes
+// stored (the K-quants: their GGUF bytes).
 // Before each forward, "cold" reads a 256 MB buffer (as the other implementations of the harness do between ours),
 // "idle" sleeps 10 ms (the pool's workers fall asleep, the caches keep the weights), "spin" busy-waits 10 ms on
 // the calling thread (the workers fall asleep, the calling thread's core stays busy); "warm" does nothing;
@@ -114,9 +115,11 @@ int main(int argc, char** argv) {
   // Bytes per weight as stored: codes plus a float16 scale per group for int8 / int4.
   const moe::WeightDtype wd = data.config.experts.weight_dtype;
   const double g = data.config.experts.group_size > 0 ? data.config.experts.group_size : c.d;
+  // (the K-quants: their GGUF bytes, 4.5 / 5.5 / 6.56 bits a weight; the panels hold float32 factors, more)
   const double per_weight = wd == moe::WeightDtype::float32 ? 4.0
                             : wd == moe::WeightDtype::int8  ? 1.0 + 2.0 / g
                             : wd == moe::WeightDtype::int4  ? 0.5 + 2.0 / g
+                            : moe::is_k_quant(wd)           ? moe::code_bytes(wd, 256) / 256.0
                                                             : 2.0;
   const double active_bytes = active * 3.0 * c.d * c.h * per_weight;
   moe::LayerTimings mean{};

@@ -170,7 +170,7 @@ function matrix(file: GgufFile, name: string, e: number, shape: readonly number[
           format: t === 'F16' ? 'float16' : 'bfloat16',
           bits: new Uint16Array(data.buffer, data.byteOffset, rows * cols),
         };
-      if (t === 'Q8_0' || t === 'Q4_0') return { kind: 'blocks', type: t, data };
+      if (t === 'Q8_0' || t === 'Q4_0' || t === 'Q4_K' || t === 'Q5_K' || t === 'Q6_K') return { kind: 'blocks', type: t, data };
       return { kind: 'float32', data: dequantizeBlocks(info.type, data, rows * cols, `tensor '${name}' of ${file.path}`) };
     },
   };

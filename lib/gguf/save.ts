@@ -3,7 +3,7 @@
  * (gguf.cpp): tensors in the given order, each at a multiple of `general.alignment` (32), padded with zeros. For
  * fixtures and tests, and so that a layer converted or trained here goes back to llama.cpp's tools.
  * Tensors: a float32 / float16 / bfloat16 Tensor (F32 / F16 / BF16), a QuantizedTensor with groups of 32 (int8 as
- * Q8_0, int4 as Q4_0: the same blocks, scale first), or raw blocks `{ type: 'Q4_K', shape, data }` of any ggml type.
+ * Q8_0, int4 as Q4_0: the same blocks, scale first) or of a K-quant (q4_k as Q4_K, ...: its blocks), or raw blocks `{ type: 'Q4_K', shape, data }` of any ggml type.
  * Shapes are row-major (outermost first), as everywhere in the library; the file stores ggml's reverse (ne).
  */
 import { promises as fs } from 'fs';
@@ -158,6 +158,9 @@ function encode(name: string, t: Tensor | QuantizedTensor | GgufBlocks): { type:
     return { type, shape: t.shape, data: new Uint8Array(d.buffer, d.byteOffset, d.byteLength) };
   }
   if (isQuantized(t)) {
+    // K-quants: the codes are the blocks
+    if (t.dtype === 'q4_k' || t.dtype === 'q5_k' || t.dtype === 'q6_k')
+      return { type: t.dtype.toUpperCase(), shape: t.shape, data: new Uint8Array(t.codes.buffer, t.codes.byteOffset, t.codes.byteLength) };
     if (t.groupSize !== 32) throw rangeError(`QuantizedTensor '${name}' to have groups of 32 (a GGUF Q8_0 / Q4_0 block)`, `${t.groupSize}`);
     const int8 = t.dtype === 'int8';
     const codeBytes = int8 ? 32 : 16;

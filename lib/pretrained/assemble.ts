@@ -6,7 +6,7 @@
  * - float16 / float32: the checkpoint's 16-bit bits when every expert has the same format (widened exactly when
  *   packed), else float32.
  */
-import { QuantDtype, WeightDtype, isQuantDtype, quantFacts } from '../weight-dtypes';
+import { QuantDtype, WeightDtype, codeBytes, isKQuant, isQuantDtype, quantFacts, scalesPerRow as scalesPerRowOf } from '../weight-dtypes';
 import { native } from '../native';
 import { GroupSize, QuantizedTensor } from '../quant';
 import { Tensor, halfToFloat } from '../tensor';
@@ -28,15 +28,21 @@ function large<T extends Int8Array | Uint8Array | Uint16Array | Float32Array>(
 /** Elements per slice of put (a few MB): each slice is well under a millisecond... to a few ms of work. */
 const SLICE_ELEMENTS = 1 << 21;
 
-/** Bytes of a GGUF Q8_0 / Q4_0 block of 32 values. */
-const BLOCK_BYTES = { Q8_0: 34, Q4_0: 18 } as const;
+/** GGUF blocks kept as they are: values and bytes per block, and the weight dtype that holds them unchanged. */
+const BLOCKS = {
+  Q8_0: { values: 32, bytes: 34, dtype: 'int8' },
+  Q4_0: { values: 32, bytes: 18, dtype: 'int4' },
+  Q4_K: { values: 256, bytes: 144, dtype: 'q4_k' },
+  Q5_K: { values: 256, bytes: 176, dtype: 'q5_k' },
+  Q6_K: { values: 256, bytes: 210, dtype: 'q6_k' },
+} as const;
 
 /** Elements [begin, end) of a matrix's data (whole blocks for GGUF blocks: rows are whole blocks). */
 function sliceRows(m: MatrixData, begin: number, end: number): MatrixData {
   if (m.kind === 'float32') return { kind: 'float32', data: m.data.subarray(begin, end) };
   if (m.kind === 'half') return { kind: 'half', format: m.format, bits: m.bits.subarray(begin, end) };
-  const b = BLOCK_BYTES[m.type];
-  return { kind: 'blocks', type: m.type, data: m.data.subarray((begin / 32) * b, (end / 32) * b) };
+  const b = BLOCKS[m.type];
+  return { kind: 'blocks', type: m.type, data: m.data.subarray((begin / b.values) * b.bytes, (end / b.values) * b.bytes) };
 }
 
 export class Projection {
@@ -79,15 +85,23 @@ export class Projection {
     const at = expert * total + r0 * this.cols;
     if (isQuantDtype(this.dtype)) {
       const facts = quantFacts(this.dtype);
-      const perRow = this.cols / facts.codesPerByte;
-      const scalesPerRow = this.cols / this.group;
+      const perRow = codeBytes(this.dtype, this.cols);
+      const scalesPerRow = scalesPerRowOf(this.dtype, this.cols, this.group);
       const codeCount = this.count * this.rows * perRow;
+      this.codes ??= facts.codes === 'Int8Array' ? large(Int8Array, codeCount) : large(Uint8Array, codeCount);
+      this.scales ??= large(Uint16Array, Math.max(1, this.count * this.rows * scalesPerRow)).subarray(
+        0,
+        this.count * this.rows * scalesPerRow,
+      );
+      const codes = new Uint8Array(this.codes.buffer, this.codes.byteOffset, this.codes.byteLength);
+      // GGUF K-quant blocks onto the K-quant dtype of their type: the blocks themselves.
+      if (m.kind === 'blocks' && isKQuant(this.dtype) && BLOCKS[m.type].dtype === this.dtype) {
+        codes.set(m.data, (expert * this.rows + r0) * perRow);
+        return;
+      }
       // GGUF Q8_0 / Q4_0 blocks onto int8 / int4 groups of 32: the same codes and scales, copied apart.
-      if (m.kind === 'blocks' && this.group === 32 && m.type === (this.dtype === 'int8' ? 'Q8_0' : 'Q4_0')) {
-        this.codes ??= facts.codes === 'Int8Array' ? large(Int8Array, codeCount) : large(Uint8Array, codeCount);
-        this.scales ??= large(Uint16Array, this.count * this.rows * scalesPerRow);
-        const codes = new Uint8Array(this.codes.buffer, this.codes.byteOffset, this.codes.byteLength);
-        const per = BLOCK_BYTES[m.type] - 2;
+      if (m.kind === 'blocks' && this.group === 32 && BLOCKS[m.type].dtype === this.dtype) {
+        const per = BLOCKS[m.type].bytes - 2;
         const first = (expert * this.rows + r0) * scalesPerRow;
         for (let i = 0; i < n / 32; i++) {
           const at = i * (per + 2);
@@ -102,10 +116,8 @@ export class Projection {
         rows: r1 - r0,
         k: this.cols,
         dtype: this.dtype,
-        groupSize: this.group === this.cols ? 0 : this.group,
+        groupSize: this.group === this.cols || isKQuant(this.dtype) ? 0 : this.group,
       });
-      this.codes ??= facts.codes === 'Int8Array' ? large(Int8Array, codeCount) : large(Uint8Array, codeCount);
-      this.scales ??= large(Uint16Array, this.count * this.rows * scalesPerRow);
       this.codes.set(q.codes as Uint8Array & Int8Array, (expert * this.rows + r0) * perRow);
       this.scales.set(q.scales, (expert * this.rows + r0) * scalesPerRow);
       return;
@@ -156,7 +168,7 @@ let widened = new Float32Array(0); // grow-only: see Reader's scratch buffer
 /** float32 values of a matrix (16-bit formats and GGUF blocks widened exactly); `reuse`: into a scratch array valid until the next call. */
 export function asFloat32(m: MatrixData, reuse = true): Float32Array {
   if (m.kind === 'float32') return m.data;
-  const n = m.kind === 'half' ? m.bits.length : (m.data.length / BLOCK_BYTES[m.type]) * 32;
+  const n = m.kind === 'half' ? m.bits.length : (m.data.length / BLOCKS[m.type].bytes) * BLOCKS[m.type].values;
   if (reuse && widened.length < n) widened = new Float32Array(n);
   const out = reuse ? widened.subarray(0, n) : new Float32Array(n);
   if (m.kind === 'blocks') return dequantizeBlocks(ggmlType(m.type)!, m.data, n, `${m.type} blocks`, out);

@@ -8,7 +8,8 @@ import { describe, rangeError, typeError } from '../errors';
 import { WeightDtype } from '../expert-weights';
 import { MoEConfig, expertSliceOf, hostFacts, resolveConfig, resolveExpertParallel } from '../layer-config';
 import type { MoEWeights } from '../layer-weights';
-import { GroupSize, QuantizedTensor } from '../quant';
+import { GroupSize, QuantizedTensor, defaultGroup } from '../quant';
+import { isQuantDtype } from '../weight-dtypes';
 import { expectPath, isLibraryError, readSmallTextFile } from '../file-errors';
 import { checkMemory, layerElements, packedBytes } from '../memory-limit';
 import { Checkpoint, insideCheckpoint } from '../safetensors/checkpoint';
@@ -145,9 +146,17 @@ function ggufDefaultDtype(type: string): WeightDtype {
     BF16: 'bfloat16',
     Q8_0: 'int8',
     Q4_0: 'int4',
+    Q4_K: 'q4_k',
+    Q5_K: 'q5_k',
+    Q6_K: 'q6_k',
     MXFP4: 'bfloat16',
   };
   return kept[type] ?? 'float32';
+}
+
+/** The group size a dtype gets when none is asked for. */
+function groupFor(dtype: WeightDtype): number {
+  return isQuantDtype(dtype) ? defaultGroup(dtype) : 32;
 }
 
 /** Whether taking a `from` tensor as `to` (groups of `group`) loses nothing. */
@@ -156,6 +165,7 @@ function exactConversion(from: string, to: WeightDtype, group: GroupSize): boole
   if (to === 'float16') return from === 'F16';
   // MXFP4 values (a 2-bit mantissa times a power of two) are bfloat16 values
   if (to === 'bfloat16') return from === 'BF16' || from === 'MXFP4';
+  if (to === 'q4_k' || to === 'q5_k' || to === 'q6_k') return from === to.toUpperCase(); // the blocks themselves
   return group === 32 && ((to === 'int8' && from === 'Q8_0') || (to === 'int4' && from === 'Q4_0'));
 }
 
@@ -231,7 +241,7 @@ async function loadFrom(location: string, gguf: GgufFile | undefined, o: FromPre
         tensor: name,
         from: type,
         to: weightDtype,
-        exact: exactConversion(type, weightDtype, groupSize ?? 32),
+        exact: exactConversion(type, weightDtype, groupSize ?? groupFor(weightDtype)),
       }));
     } else {
       const first = await reader.info(firstTensorName(plan));
@@ -242,7 +252,15 @@ async function loadFrom(location: string, gguf: GgufFile | undefined, o: FromPre
     checkMemory(2 * packedBytes(elements, weightDtype), `layer ${layer} of ${location}, assembled and packed`);
     const weights: MoEWeights<Tensor | QuantizedTensor> = {
       router: Tensor.from(await plan.router.read(reader), [plan.config.numExperts, plan.config.dModel]),
-      ...(await readExperts(plan.experts, plan.config.dModel, weightDtype, groupSize ?? 32, reader, (w) => (what = w), range)),
+      ...(await readExperts(
+        plan.experts,
+        plan.config.dModel,
+        weightDtype,
+        groupSize ?? groupFor(weightDtype),
+        reader,
+        (w) => (what = w),
+        range,
+      )),
     };
     if (plan.routerBias) weights.routerBias = Tensor.from(await plan.routerBias.read(reader), [plan.config.numExperts]);
     if (plan.shared)
@@ -250,7 +268,7 @@ async function loadFrom(location: string, gguf: GgufFile | undefined, o: FromPre
         plan.shared,
         plan.config.dModel,
         weightDtype,
-        groupSize ?? 32,
+        groupSize ?? groupFor(weightDtype),
         reader,
         (w) => (what = `shared ${w}`),
       );

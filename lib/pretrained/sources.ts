@@ -16,8 +16,8 @@ import { Tensor } from '../tensor';
 export type MatrixData =
   | { kind: 'float32'; data: Float32Array }
   | { kind: 'half'; format: 'bfloat16' | 'float16'; bits: Uint16Array }
-  /** GGUF Q8_0 / Q4_0 blocks as the file has them (scale, then 32 codes): they become int8 / int4 groups as they are. */
-  | { kind: 'blocks'; type: 'Q8_0' | 'Q4_0'; data: Uint8Array };
+  /** GGUF blocks as the file has them: Q8_0 / Q4_0 become int8 / int4 groups, Q4_K / Q5_K / Q6_K their K-quant dtype. */
+  | { kind: 'blocks'; type: 'Q8_0' | 'Q4_0' | 'Q4_K' | 'Q5_K' | 'Q6_K'; data: Uint8Array };
 
 /** Anything whose tensors are read by byte range: a safetensors file, a GGUF file. */
 export interface RangeReadable {

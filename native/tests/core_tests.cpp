@@ -284,8 +284,8 @@ std::vector<double> dot_activations(moe::WeightDtype dtype, const float* a, int6
 void test_gemm_tiles() {
   const moe::cpu::KernelTable* tables[] = {moe::cpu::kernels_wide16_for_tests(), &moe::kernels()};
   const moe::WeightDtype dtypes[] = {moe::WeightDtype::float32, moe::WeightDtype::bfloat16, moe::WeightDtype::float16,
-                                     moe::WeightDtype::int8, moe::WeightDtype::int4,   moe::WeightDtype::q4_k,
-                                     moe::WeightDtype::q5_k, moe::WeightDtype::q6_k};
+                                     moe::WeightDtype::int8,    moe::WeightDtype::int4,     moe::WeightDtype::q4_k,
+                                     moe::WeightDtype::q5_k,    moe::WeightDtype::q6_k};
   for (const moe::cpu::KernelTable* table : tables)
     for (int64_t rows : {437, 1, 2, 3, 5, 8, 11, 12, 13})
       for (bool gated : {false, true})
@@ -316,7 +316,7 @@ void test_gemm_tiles() {
               t.weight_kernels(p.weight_dtype).gemm_tile(p, packed_a.data(), 0, rows, 0, matrix->panel_count());
             }
             const bool dot = t.isa == moe::Isa::avx512_bf16 && table != tables[0] &&
-                             (dtype == moe::WeightDtype::bfloat16 || (moe::is_quantized(dtype) && !moe::is_k_quant(dtype)));
+                             (dtype == moe::WeightDtype::bfloat16 || moe::is_quantized(dtype));
             // (A K-quant's weight is scale * code - min: a compiler may fuse the two, one rounding instead of two,
             // so its products are checked against float64 below, not bitwise.)
             if (!dot && !moe::is_k_quant(dtype)) {
@@ -329,7 +329,9 @@ void test_gemm_tiles() {
             // Against float64 on the stored weights, and on the activations as a dot-product path rounds them.
             double max_err = 0;
             for (int64_t i = 0; i < rows; ++i) {
-              const auto ai = dot ? dot_activations(dtype, a.data() + i * k, k, group)
+              // (the dot-product path quantizes activations per group of weights: a K-quant's sub-block)
+              const int64_t agroup = moe::is_k_quant(dtype) ? (dtype == moe::WeightDtype::q6_k ? 16 : 32) : group;
+              const auto ai = dot ? dot_activations(dtype, a.data() + i * k, k, agroup)
                                   : std::vector<double>(a.begin() + i * k, a.begin() + (i + 1) * k);
               for (int64_t j = 0; j < n; ++j) {
                 double gs = b[j], us = b[j];

@@ -18,7 +18,8 @@
 //     Built only beside a moe-kernels build (build/libmoe_core.a): both libraries in one process, alternating (duel()).
 //     Good for A/B of our own kernels; ggml measured 2-4x slower there than alone (its OpenMP threads beside our pool),
 //     so ratios against ggml come from separate processes (serve, bench).
-// type: f32, bf16, q8_0, q4_0; duel's dtype is the library's name (float32, bfloat16, int8, int4).
+// type: f32, bf16, q8_0, q4_0, q4_k, q5_k, q6_k (K-quants quantized by ggml's reference quantizer, the library's);
+// duel's dtype is the library's name (float32, bfloat16, int8, int4, q4_k, q5_k, q6_k).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -56,7 +57,10 @@ ggml_type parse_type(const std::string& name) {
   if (name == "bf16") return GGML_TYPE_BF16;
   if (name == "q8_0") return GGML_TYPE_Q8_0;
   if (name == "q4_0") return GGML_TYPE_Q4_0;
-  std::fprintf(stderr, "unknown type '%s' (f32, bf16, q8_0, q4_0)\n", name.c_str());
+  if (name == "q4_k") return GGML_TYPE_Q4_K;
+  if (name == "q5_k") return GGML_TYPE_Q5_K;
+  if (name == "q6_k") return GGML_TYPE_Q6_K;
+  std::fprintf(stderr, "unknown type '%s' (f32, bf16, q8_0, q4_0, q4_k, q5_k, q6_k)\n", name.c_str());
   std::exit(2);
 }
 

@@ -13,8 +13,8 @@ namespace moe::kquant {
 
 namespace {
 
-constexpr int kSubBlocks4 = 8;   // Q4_K / Q5_K: 8 sub-blocks of 32
-constexpr int kSubBlocks6 = 16;  // Q6_K: 16 sub-blocks of 16
+constexpr int kSubBlocks4 = 8;      // Q4_K / Q5_K: 8 sub-blocks of 32
+constexpr int kSubBlocks6 = 16;     // Q6_K: 16 sub-blocks of 16
 constexpr float kAllZero = 1e-15f;  // ggml's GROUP_MAX_EPS: a sub-block this small quantizes to zeros
 
 float f16(const uint8_t* p) { return cpu::half_to_float(static_cast<uint16_t>(p[0] | (p[1] << 8))); }
@@ -153,7 +153,8 @@ void quantize_affine(int bits, const float* x, uint8_t* b) {
   }
   uint8_t* packed = b + 4;
   std::memset(packed, 0, 12);
-  const float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0.0f, inv_offset = max_offset > 0 ? 63.0f / max_offset : 0.0f;
+  const float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0.0f,
+              inv_offset = max_offset > 0 ? 63.0f / max_offset : 0.0f;
   for (int j = 0; j < kSubBlocks4; ++j) {
     const int ls = std::min(63, static_cast<int>(static_cast<uint8_t>(nearest(inv_scale * scales[j]))));
     const int lm = std::min(63, static_cast<int>(static_cast<uint8_t>(nearest(inv_offset * offsets[j]))));
@@ -173,7 +174,8 @@ void quantize_affine(int bits, const float* x, uint8_t* b) {
     const float d = f16(b) * sc;
     if (!d) continue;
     const float dm = f16(b + 2) * m;
-    for (int l = 0; l < 32; ++l) codes[32 * j + l] = static_cast<uint8_t>(std::clamp(nearest((x[32 * j + l] + dm) / d), 0, top));
+    for (int l = 0; l < 32; ++l)
+      codes[32 * j + l] = static_cast<uint8_t>(std::clamp(nearest((x[32 * j + l] + dm) / d), 0, top));
   }
   // Nibbles: byte l of each 32-byte run holds codes l (low) and l + 32 (high) of a 64-weight pair of sub-blocks;
   // Q5_K's fifth bits go to bit 2p (first sub-block of pair p) and 2p + 1 of byte l of qh.
@@ -207,7 +209,8 @@ void quantize_q6(const float* x, uint8_t* b) {
   for (int j = 0; j < kSubBlocks6; ++j) {
     const float d = f16(b + 208) * sc[j];
     if (!d) continue;
-    for (int l = 0; l < 16; ++l) codes[16 * j + l] = static_cast<int8_t>(std::clamp(nearest(x[16 * j + l] / d), -32, 31) + 32);
+    for (int l = 0; l < 16; ++l)
+      codes[16 * j + l] = static_cast<int8_t>(std::clamp(nearest(x[16 * j + l] / d), -32, 31) + 32);
   }
   // Per half of 128: ql byte l holds codes l (low) and l + 64 (high), byte l + 32 codes l + 32 and l + 96; qh byte
   // l their top two bits, at 0, 2, 4, 6.
@@ -218,7 +221,8 @@ void quantize_q6(const float* x, uint8_t* b) {
     for (int l = 0; l < 32; ++l) {
       ql[l] = static_cast<uint8_t>((c[l] & 0xf) | ((c[l + 64] & 0xf) << 4));
       ql[l + 32] = static_cast<uint8_t>((c[l + 32] & 0xf) | ((c[l + 96] & 0xf) << 4));
-      qh[l] = static_cast<uint8_t>((c[l] >> 4) | ((c[l + 32] >> 4) << 2) | ((c[l + 64] >> 4) << 4) | ((c[l + 96] >> 4) << 6));
+      qh[l] = static_cast<uint8_t>((c[l] >> 4) | ((c[l + 32] >> 4) << 2) | ((c[l + 64] >> 4) << 4) |
+                                   ((c[l + 96] >> 4) << 6));
     }
   }
 }

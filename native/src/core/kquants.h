@@ -3,7 +3,8 @@
 // super-block's float16 d (and dmin):
 //   Q4_K (144 bytes): d, dmin, 12 bytes of packed 6-bit scales and mins, 128 bytes of nibbles. w = d1 u - m1, u 0..15
 //   Q5_K (176 bytes): d, dmin, the same scales, 32 bytes of fifth bits, 128 of nibbles.         w = d1 u - m1, u 0..31
-//   Q6_K (210 bytes): 128 bytes of low nibbles, 64 of high bit pairs, 16 int8 scales, d.         w = (d sc) q, q -32..31
+//   Q6_K (210 bytes): 128 bytes of low nibbles, 64 of high bit pairs, 16 int8 scales, d.         w = (d sc) q, q
+//   -32..31
 // with d1 = d * sc and m1 = dmin * m rounded to float32 once, as ggml computes them: decode_block gives exactly
 // those factors and codes, so a layer computes with the weights ggml's dequantize_row_* gives.
 #pragma once

@@ -57,7 +57,7 @@ PackedMatrix::PackedMatrix(const cpu::PanelGeometry& geometry, int64_t count, in
     : count_(count),
       n_(n),
       k_(k),
-      group_(is_k_quant(dtype) ? (dtype == WeightDtype::q6_k ? 16 : 32)
+      group_(is_k_quant(dtype)     ? (dtype == WeightDtype::q6_k ? 16 : 32)
              : is_quantized(dtype) ? (group_size > 0 ? group_size : k)
                                    : 0),
       nr_(geometry.nr()),

@@ -177,7 +177,8 @@ void k_unpack_column(const void* panel, int64_t k, int64_t, int nr, int slot, fl
   const int64_t g = kquant::sub_block(D), gbytes = k_group_bytes(D, nr);
   for (int64_t grp = 0; grp < k / g; ++grp) {
     const uint8_t* base = static_cast<const uint8_t*>(panel) + grp * gbytes;
-    const float scale = reinterpret_cast<const float*>(base)[slot], min = reinterpret_cast<const float*>(base)[nr + slot];
+    const float scale = reinterpret_cast<const float*>(base)[slot],
+                min = reinterpret_cast<const float*>(base)[nr + slot];
     for (int64_t j = 0; j < g; ++j) {
       int shift;
       const uint8_t* byte = k_code_byte<D>(const_cast<uint8_t*>(base) + 8 * nr, j, nr, slot, &shift);

@@ -232,17 +232,21 @@ struct DotKernels {
   }
 
   // acc[M][NR] (+)= groups g0 .. g1 of the block's quantized rows times the panel's codes, one float32 scaling and
-  // addition per group.
-  template <int M, int Bits>
+  // addition per group. Off < 0: int8 / int4 (a float16 scale per group, codes stored with their offset, az the
+  // offset times the group's sum of activation codes). Off >= 0: a K-quant (core/weight_formats.cpp: a float32 scale
+  // and min per sub-block, codes c with w = scale (c - Off) - min; az the plain sum S of activation codes), whose
+  // group adds d_a (scale (sum c q_a - Off S) - min S).
+  template <int M, int Bits, int Off = -1>
   static void micro_q(const uint32_t* ac, const float* as, const int32_t* az, const uint8_t* panel, int64_t gbytes,
                       int64_t quads, int64_t g0, int64_t g1, float* acc, bool first) {
+    constexpr bool kAffine = Off >= 0;
     __m512 c[M][NV];
     for (int m = 0; m < M; ++m)
       for (int v = 0; v < NV; ++v) c[m][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + m * NR + v * W);
     const __m512i nibbles = _mm512_set1_epi32(0x0f0f0f0f);
     for (int64_t grp = g0; grp < g1; ++grp) {
       const uint8_t* base = panel + grp * gbytes;
-      const uint8_t* codes = base + 2 * NR;
+      const uint8_t* codes = base + (kAffine ? 8 * NR : 2 * NR);
       const uint32_t* a = ac + grp * quads * M;
       // Few rows (decode): the quads' products go to S sums in turn (int4: an octet's low and high nibbles to two of
       // them), cutting the chain of dependent vpdpbusd a group makes to quads / S (where registers allow: S * M * NV
@@ -299,6 +303,22 @@ struct DotKernels {
           if constexpr (S > 1) ia[m][v] = _mm512_add_epi32(ia[m][v], sum[1][m][v]);
           if constexpr (S > 2) ia[m][v] = _mm512_add_epi32(ia[m][v], _mm512_add_epi32(sum[2][m][v], sum[3][m][v]));
         }
+      if constexpr (kAffine) {
+        const float* factors = reinterpret_cast<const float*>(base);
+        for (int m = 0; m < M; ++m) {
+          const __m512 da = _mm512_set1_ps(as[grp * M + m]);
+          const __m512i z = _mm512_set1_epi32(az[grp * M + m]);
+          const __m512 zf = _mm512_cvtepi32_ps(z);
+          for (int v = 0; v < NV; ++v) {
+            const __m512i centred =
+                Off ? _mm512_sub_epi32(ia[m][v], _mm512_mullo_epi32(z, _mm512_set1_epi32(Off))) : ia[m][v];
+            c[m][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(centred), _mm512_mul_ps(_mm512_loadu_ps(factors + v * W), da),
+                                      c[m][v]);
+            c[m][v] = _mm512_fnmadd_ps(zf, _mm512_mul_ps(_mm512_loadu_ps(factors + NR + v * W), da), c[m][v]);
+          }
+        }
+        continue;
+      }
       __m512 sw[NV];
       for (int v = 0; v < NV; ++v)
         sw[v] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + 2 * v * W)));
@@ -314,27 +334,31 @@ struct DotKernels {
       for (int v = 0; v < NV; ++v) _mm512_storeu_ps(acc + m * NR + v * W, c[m][v]);
   }
 
-  template <int M, int Bits>
+  template <int M, int Bits, int Off>
   static void micro_q_upto(int rows, const uint32_t* ac, const float* as, const int32_t* az, const uint8_t* panel,
                            int64_t gbytes, int64_t quads, int64_t g0, int64_t g1, float* acc, bool first) {
     if constexpr (M > 1) {
-      if (rows < M) return micro_q_upto<M - 1, Bits>(rows, ac, as, az, panel, gbytes, quads, g0, g1, acc, first);
+      if (rows < M) return micro_q_upto<M - 1, Bits, Off>(rows, ac, as, az, panel, gbytes, quads, g0, g1, acc, first);
     }
-    micro_q<M, Bits>(ac, as, az, panel, gbytes, quads, g0, g1, acc, first);
+    micro_q<M, Bits, Off>(ac, as, az, panel, gbytes, quads, g0, g1, acc, first);
   }
 
-  template <int Bits>
+  // int8 / int4 (Off < 0) and the K-quants (Off >= 0: q4_k as 4 bits, 0; q5_k 8 bits, 0; q6_k 8 bits, 32).
+  template <int Bits, int Off = -1>
   static void gemm_q(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
                      int64_t panel_begin, int64_t panel_end) {
+    constexpr bool kAffine = Off >= 0;
     const int64_t g = p.group, quads = moe::padded_group(g) / 4, groups = p.k / g;
     // A group's int32 sum holds 4 * quads products of at most 255 * 128: past 65536 inputs it could overflow, and
     // such groups (one scale for a very long row) take the float32 path instead.
-    if (quads * 4 > 65536)
-      return K::template gemm_tile<typename K::template QuantPanel<Bits>>(p, a, row_begin, row_end, panel_begin,
-                                                                          panel_end);
-    const int64_t gbytes = 2 * NR + quads * 4 * NR * Bits / 8;
+    if constexpr (!kAffine)
+      if (quads * 4 > 65536)
+        return K::template gemm_tile<typename K::template QuantPanel<Bits>>(p, a, row_begin, row_end, panel_begin,
+                                                                            panel_end);
+    const int64_t gbytes = (kAffine ? 8 * NR : 2 * NR) + quads * 4 * NR * Bits / 8;
     const int64_t group_block = std::max<int64_t>(1, kGroupBlockBytes / gbytes);
-    const int offset = Bits == 8 ? 128 : 8;
+    // (the K-quants take the plain sum of each group's activation codes: offset 1)
+    const int offset = kAffine ? 1 : Bits == 8 ? 128 : 8;
     thread_local QuantA qa;
     thread_local Converted held;
     if (qa.codes.size() < static_cast<size_t>(kChunk * groups * quads)) qa.codes.resize(kChunk * groups * quads);
@@ -354,10 +378,10 @@ struct DotKernels {
           for (int64_t r = 0; r < rows; r += kQuantRows) {
             prefetch_slice(static_cast<const char*>(p.panels), panel_end * p.panel_bytes, next, group_block * gbytes,
                            rows / kQuantRows, r / kQuantRows);
-            micro_q_upto<kQuantRows, Bits>(static_cast<int>(std::min<int64_t>(kQuantRows, rows - r)),
-                                           qa.codes.data() + r * groups * quads, qa.scales.data() + r * groups,
-                                           qa.corrections.data() + r * groups, b, gbytes, quads, g0, g1, acc + r * NR,
-                                           g0 == 0);
+            micro_q_upto<kQuantRows, Bits, Off>(static_cast<int>(std::min<int64_t>(kQuantRows, rows - r)),
+                                                qa.codes.data() + r * groups * quads, qa.scales.data() + r * groups,
+                                                qa.corrections.data() + r * groups, b, gbytes, quads, g0, g1,
+                                                acc + r * NR, g0 == 0);
           }
         }
         K::store_rows(p, acc, c0, rows, panel);
@@ -371,6 +395,9 @@ struct DotKernels {
       x.replace({moe::WeightDtype::bfloat16, &gemm_bf16});
       x.replace({moe::WeightDtype::int8, &gemm_q<8>});
       x.replace({moe::WeightDtype::int4, &gemm_q<4>});
+      x.replace({moe::WeightDtype::q4_k, &gemm_q<4, 0>});
+      x.replace({moe::WeightDtype::q5_k, &gemm_q<8, 0>});
+      x.replace({moe::WeightDtype::q6_k, &gemm_q<8, 32>});
       return x;
     }();
     return &t;

@@ -77,8 +77,8 @@ void upload_weights(const float* values, const QuantizedSource& q, const HalfSou
         for (int64_t i = 0; i < k; ++i)
           row[i] = h.bfloat16 ? moe::cpu::bfloat16_to_float(bits[i]) : moe::cpu::half_to_float(bits[i]);
       } else {
-        dequantize_row(s.weight_dtype, q.codes + (r0 + r) * row_bytes, q.scales + (r0 + r) * scales_per_row(s.weight_dtype, k, g),
-                       k, g, row);
+        dequantize_row(s.weight_dtype, q.codes + (r0 + r) * row_bytes,
+                       q.scales + (r0 + r) * scales_per_row(s.weight_dtype, k, g), k, g, row);
       }
     }
     upload_bf16(host.data(), device + r0 * k, n * k, staging, stream);
