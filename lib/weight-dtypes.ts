@@ -70,7 +70,7 @@ export function quantFacts(dtype: QuantDtype): (typeof WEIGHT_DTYPE_TABLE)[Quant
  */
 export function packedBytesPerWeight(dtype: WeightDtype): number {
   if (!known(dtype)) return 4; // (a bad name: refused elsewhere)
-  // K-quant panels: codes as int4 nibbles (q4_k) or bytes, plus a float32 scale and min per sub-block of 32 (16)
-  if (isKQuant(dtype)) return { q4_k: 0.75, q5_k: 1.25, q6_k: 1.5 }[dtype as 'q4_k' | 'q5_k' | 'q6_k'];
+  // K-quant panels (core/weight_formats.h, KPanel): codes as int4 nibbles (q4_k) or bytes, the blocks' factors
+  if (isKQuant(dtype)) return { q4_k: 148 / 256, q5_k: 276 / 256, q6_k: 274 / 256 }[dtype as 'q4_k' | 'q5_k' | 'q6_k'];
   return WEIGHT_DTYPE_TABLE[dtype].bits / 8 + (isQuantDtype(dtype) ? 2 / 16 : 0);
 }

@@ -222,7 +222,7 @@ for (const dtype of ['bfloat16', 'float16', 'int8', 'int4'] as const)
 for (const dtype of ['q4_k', 'q5_k', 'q6_k'] as const)
   describe(`${dtype} expert weights (isa ${backendInfo().isa})`, () => {
     const dot = backendInfo().isa === 'avx512_bf16';
-    const bytesPerWeight = { q4_k: 0.75, q5_k: 1.25, q6_k: 1.5 }[dtype];
+    const bytesPerWeight = { q4_k: 148 / 256, q5_k: 276 / 256, q6_k: 274 / 256 }[dtype];
     let seed = 900;
     const shapes: Array<[number, number, number, number, number]> = [
       // (llama.cpp's reference quantizer searches each sub-block: about a million weights a second, so small layers)

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "../src/core/weight_formats.h"
 #include "../src/cpu/half.h"
 #include "../src/cpu/kernel_table.h"
 #include "../src/cpu/simd_exp.h"
@@ -32,6 +33,12 @@ struct SimdWide16 {
     reg r;
     for (int i = 0; i < kLanes; ++i)
       r[i] = moe::cpu::bfloat16_to_float(static_cast<uint16_t>(high ? p[i] >> 16 : p[i] & 0xffffu));
+    return r;
+  }
+  static reg load_bytes(const uint8_t* p, bool is_signed) {
+    reg r;
+    for (int i = 0; i < kLanes; ++i)
+      r[i] = is_signed ? static_cast<float>(static_cast<int8_t>(p[i])) : static_cast<float>(p[i]);
     return r;
   }
   static reg load_code(const uint8_t* p, int shift, int mask, int offset) {

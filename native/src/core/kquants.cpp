@@ -270,6 +270,24 @@ void decode_block(WeightDtype dtype, const uint8_t* b, float* scale, float* min,
     }
 }
 
+void block_factors(WeightDtype dtype, const uint8_t* b, uint16_t* d, uint16_t* dmin, uint8_t* scale, uint8_t* min,
+                   int* code) {
+  float unused_scale[kSubBlocks6], unused_min[kSubBlocks6];
+  decode_block(dtype, b, unused_scale, unused_min, code);
+  const auto bits = [](const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); };
+  if (dtype == WeightDtype::q6_k) {
+    *d = bits(b + 208), *dmin = 0;
+    for (int j = 0; j < kSubBlocks6; ++j) scale[j] = b[192 + j], min[j] = 0;
+    return;
+  }
+  *d = bits(b), *dmin = bits(b + 2);
+  for (int j = 0; j < kSubBlocks4; ++j) {
+    int sc, m;
+    scale_min(b + 4, j, &sc, &m);
+    scale[j] = static_cast<uint8_t>(sc), min[j] = static_cast<uint8_t>(m);
+  }
+}
+
 void quantize_row(WeightDtype dtype, const float* x, int64_t k, uint8_t* blocks) {
   for (int64_t i = 0; i < k / kSuperBlock; ++i) {
     uint8_t* b = blocks + i * block_bytes(dtype);

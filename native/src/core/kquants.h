@@ -28,6 +28,12 @@ int64_t sub_block(WeightDtype dtype);
 // rounded to float32 on its own (min is 0 for Q6_K, whose codes are signed).
 void decode_block(WeightDtype dtype, const uint8_t* block, float* scale, float* min, int* code);
 
+// One super-block's stored factors: d and dmin (float16 bits; dmin 0 for Q6_K), the sub-blocks' 6-bit scales and
+// mins (Q6_K: its int8 scales as bytes), and the codes as decode_block gives them. decode_block's factors are
+// d * scale and dmin * min of these.
+void block_factors(WeightDtype dtype, const uint8_t* block, uint16_t* d, uint16_t* dmin, uint8_t* scale, uint8_t* min,
+                   int* code);
+
 // ggml's reference quantizers (quantize_row_q{4,5,6}_K_ref): the same blocks, bit for bit, so a file written here
 // and one written by llama.cpp's tools are interchangeable. k is a multiple of 256.
 void quantize_row(WeightDtype dtype, const float* x, int64_t k, uint8_t* blocks);

@@ -121,31 +121,23 @@ void quant_unpack_column(const void* panel, int64_t k, int64_t g, int nr, int sl
   }
 }
 
-// The K-quants (core/kquants.h), per sub-block of g (32, or 16 for q6_k): nr float32 scales, nr float32 mins, then
-// the codes: q4_k in int4's octets (nibble u, w = scale u - min), q5_k and q6_k in int8's quads (a byte: u for
-// q5_k, q + 32 for q6_k, whose min is 0). The factors are ggml's, rounded to float32 once, so the weights a panel
-// stands for are the ones ggml's dequantization gives.
-constexpr int k_bits(WeightDtype dtype) { return dtype == WeightDtype::q4_k ? 4 : 8; }
-constexpr int k_offset(WeightDtype dtype) { return dtype == WeightDtype::q6_k ? 32 : 0; }
-
-int64_t k_group_bytes(WeightDtype dtype, int nr) { return 8 * nr + kquant::sub_block(dtype) * nr * k_bits(dtype) / 8; }
-
+// The K-quants (core/kquants.h) in KPanel's layout (weight_formats.h): the blocks' own d, dmin and 6- or 8-bit
+// factors, and the codes in int4's octets (q4_k) or int8's quads (q5_k, q6_k).
 template <WeightDtype D>
 size_t k_panel_bytes(int64_t k, int64_t, int nr) {
-  return static_cast<size_t>(k / kquant::sub_block(D) * k_group_bytes(D, nr));
+  return static_cast<size_t>(k / kquant::kSuperBlock * k_panel(D, nr).block());
 }
 
 // Where code j of a group sits in its panel's code words, and the bits it takes there.
-template <WeightDtype D>
-uint8_t* k_code_byte(uint8_t* words, int64_t j, int nr, int slot, int* shift) {
-  if (k_bits(D) == 8) return *shift = 0, words + (j / 4 * nr + slot) * 4 + j % 4;
+uint8_t* k_code_byte(const KPanel& kp, uint8_t* words, int64_t j, int slot, int* shift) {
+  if (kp.bits == 8) return *shift = 0, words + (j / 4 * kp.nr + slot) * 4 + j % 4;
   *shift = j % 8 < 4 ? 0 : 4;
-  return words + (j / 8 * nr + slot) * 4 + j % 4;
+  return words + (j / 8 * kp.nr + slot) * 4 + j % 4;
 }
 
 template <WeightDtype D>
 void k_pack_column(const ColumnSource& src, int64_t k, int64_t, int nr, int slot, void* panel) {
-  const int64_t g = kquant::sub_block(D), per_block = kquant::kSuperBlock / g, gbytes = k_group_bytes(D, nr);
+  const KPanel kp = k_panel(D, nr);
   const uint8_t* blocks = src.codes;
   std::vector<uint8_t> quantized;
   if (!blocks && src.values) {  // float32 weights: quantized here, as quant.quantize does
@@ -153,19 +145,22 @@ void k_pack_column(const ColumnSource& src, int64_t k, int64_t, int nr, int slot
     kquant::quantize_row(D, src.values, k, quantized.data());
     blocks = quantized.data();
   }
-  float scale[16] = {}, min[16] = {};
+  uint8_t raw[16] = {}, raw_min[16] = {};
+  uint16_t d = 0, dmin = 0;
   int code[kquant::kSuperBlock] = {};
   for (int64_t b = 0; b < k / kquant::kSuperBlock; ++b) {
-    if (blocks) kquant::decode_block(D, blocks + b * kquant::block_bytes(D), scale, min, code);
-    for (int64_t s = 0; s < per_block; ++s) {
-      uint8_t* base = static_cast<uint8_t*>(panel) + (b * per_block + s) * gbytes;
-      reinterpret_cast<float*>(base)[slot] = scale[s];
-      reinterpret_cast<float*>(base)[nr + slot] = min[s];
-      for (int64_t j = 0; j < g; ++j) {
+    if (blocks) kquant::block_factors(D, blocks + b * kquant::block_bytes(D), &d, &dmin, raw, raw_min, code);
+    uint8_t* h = static_cast<uint8_t*>(panel) + b * kp.block();
+    reinterpret_cast<uint16_t*>(h)[slot] = d;
+    if (kp.has_min) reinterpret_cast<uint16_t*>(h + kp.dmin_at())[slot] = dmin;
+    for (int64_t s = 0; s < kp.subs; ++s) {
+      h[kp.scale_at(s) + slot] = raw[s];
+      if (kp.has_min) h[kp.min_at(s) + slot] = raw_min[s];
+      for (int64_t j = 0; j < kp.g; ++j) {
         int shift;
-        uint8_t* byte = k_code_byte<D>(base + 8 * nr, j, nr, slot, &shift);
-        const int stored = blocks ? code[s * g + j] + k_offset(D) : k_offset(D);
-        const uint8_t mask = k_bits(D) == 8 ? 0xff : static_cast<uint8_t>(0xf << shift);
+        uint8_t* byte = k_code_byte(kp, h + kp.codes_at(s), j, slot, &shift);
+        const int stored = blocks ? code[s * kp.g + j] + static_cast<int>(kp.offset) : static_cast<int>(kp.offset);
+        const uint8_t mask = kp.bits == 8 ? 0xff : static_cast<uint8_t>(0xf << shift);
         *byte = static_cast<uint8_t>((*byte & ~mask) | ((stored << shift) & mask));
       }
     }
@@ -174,17 +169,23 @@ void k_pack_column(const ColumnSource& src, int64_t k, int64_t, int nr, int slot
 
 template <WeightDtype D>
 void k_unpack_column(const void* panel, int64_t k, int64_t, int nr, int slot, float* out) {
-  const int64_t g = kquant::sub_block(D), gbytes = k_group_bytes(D, nr);
-  for (int64_t grp = 0; grp < k / g; ++grp) {
-    const uint8_t* base = static_cast<const uint8_t*>(panel) + grp * gbytes;
-    const float scale = reinterpret_cast<const float*>(base)[slot],
-                min = reinterpret_cast<const float*>(base)[nr + slot];
-    for (int64_t j = 0; j < g; ++j) {
-      int shift;
-      const uint8_t* byte = k_code_byte<D>(const_cast<uint8_t*>(base) + 8 * nr, j, nr, slot, &shift);
-      const int code = ((*byte >> shift) & (k_bits(D) == 8 ? 0xff : 0xf)) - k_offset(D);
-      const float product = scale * static_cast<float>(code);
-      out[grp * g + j] = product - min;
+  const KPanel kp = k_panel(D, nr);
+  for (int64_t b = 0; b < k / kquant::kSuperBlock; ++b) {
+    uint8_t* h = const_cast<uint8_t*>(static_cast<const uint8_t*>(panel)) + b * kp.block();
+    const float d = cpu::half_to_float(reinterpret_cast<const uint16_t*>(h)[slot]);
+    const float dmin =
+        kp.has_min ? cpu::half_to_float(reinterpret_cast<const uint16_t*>(h + kp.dmin_at())[slot]) : 0.0f;
+    for (int64_t s = 0; s < kp.subs; ++s) {
+      const uint8_t sc = h[kp.scale_at(s) + slot];
+      const float scale = d * static_cast<float>(kp.has_min ? sc : static_cast<int8_t>(sc));
+      const float min = kp.has_min ? dmin * static_cast<float>(h[kp.min_at(s) + slot]) : 0.0f;
+      for (int64_t j = 0; j < kp.g; ++j) {
+        int shift;
+        const uint8_t* byte = k_code_byte(kp, h + kp.codes_at(s), j, slot, &shift);
+        const int code = ((*byte >> shift) & (kp.bits == 8 ? 0xff : 0xf)) - static_cast<int>(kp.offset);
+        const float product = scale * static_cast<float>(code);
+        out[(b * kp.subs + s) * kp.g + j] = product - min;
+      }
     }
   }
 }

@@ -43,4 +43,26 @@ const WeightFormat& weight_format(WeightDtype dtype);
 // Inputs per group stored in a quantized panel: g rounded up to a whole number of octets.
 inline int64_t padded_group(int64_t g) { return (g + 7) / 8 * 8; }
 
+// A K-quant panel (q4_k, q5_k, q6_k), super-block by super-block of 256 inputs, as compact as GGUF's own blocks:
+// a header of nr float16 d, nr float16 dmin (not q6_k), per sub-block a row of nr 8-bit scales (q6_k signed), per
+// sub-block a row of nr 8-bit mins (not q6_k), then each sub-block's codes (g inputs: q4_k as int4's octets of
+// nibbles u, q5_k and q6_k as int8's quads of bytes, u or q + 32). A weight is (d sc) (code - offset) - dmin m, the
+// two products rounded to float32 as ggml forms them.
+struct KPanel {
+  int64_t nr, g, subs, bits, offset;
+  bool has_min;
+  int64_t dmin_at() const { return 2 * nr; }
+  int64_t scale_at(int64_t j) const { return (has_min ? 4 : 2) * nr + j * nr; }
+  int64_t min_at(int64_t j) const { return 4 * nr + (subs + j) * nr; }
+  int64_t header() const { return nr * ((has_min ? 4 : 2) + subs * (has_min ? 2 : 1)); }
+  int64_t code_group() const { return g * nr * bits / 8; }
+  int64_t codes_at(int64_t j) const { return header() + j * code_group(); }
+  int64_t block() const { return header() + subs * code_group(); }
+};
+inline KPanel k_panel(WeightDtype dtype, int64_t nr) {
+  const bool q6 = dtype == WeightDtype::q6_k;
+  const int64_t g = q6 ? 16 : 32;
+  return {nr, g, 256 / g, dtype == WeightDtype::q4_k ? 4 : 8, q6 ? 32 : 0, !q6};
+}
+
 }  // namespace moe

@@ -6,6 +6,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../core/weight_formats.h"
 #include "kernel_table.h"
 #include "simd_avx512.h"
 

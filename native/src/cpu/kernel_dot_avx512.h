@@ -233,20 +233,20 @@ struct DotKernels {
 
   // acc[M][NR] (+)= groups g0 .. g1 of the block's quantized rows times the panel's codes, one float32 scaling and
   // addition per group. Off < 0: int8 / int4 (a float16 scale per group, codes stored with their offset, az the
-  // offset times the group's sum of activation codes). Off >= 0: a K-quant (core/weight_formats.cpp: a float32 scale
-  // and min per sub-block, codes c with w = scale (c - Off) - min; az the plain sum S of activation codes), whose
+  // offset times the group's sum of activation codes). Off >= 0: a K-quant (moe::KPanel's layout, `kp`: per sub-block
+  // scale d sc and min dmin m, codes c with w = scale (c - Off) - min; az the plain sum S of activation codes), whose
   // group adds d_a (scale (sum c q_a - Off S) - min S).
   template <int M, int Bits, int Off = -1>
   static void micro_q(const uint32_t* ac, const float* as, const int32_t* az, const uint8_t* panel, int64_t gbytes,
-                      int64_t quads, int64_t g0, int64_t g1, float* acc, bool first) {
+                      int64_t quads, int64_t g0, int64_t g1, float* acc, bool first, const moe::KPanel* kp = nullptr) {
     constexpr bool kAffine = Off >= 0;
     __m512 c[M][NV];
     for (int m = 0; m < M; ++m)
       for (int v = 0; v < NV; ++v) c[m][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + m * NR + v * W);
     const __m512i nibbles = _mm512_set1_epi32(0x0f0f0f0f);
     for (int64_t grp = g0; grp < g1; ++grp) {
-      const uint8_t* base = panel + grp * gbytes;
-      const uint8_t* codes = base + (kAffine ? 8 * NR : 2 * NR);
+      const uint8_t* base = kAffine ? panel + grp / kp->subs * kp->block() : panel + grp * gbytes;
+      const uint8_t* codes = kAffine ? base + kp->codes_at(grp % kp->subs) : base + 2 * NR;
       const uint32_t* a = ac + grp * quads * M;
       // Few rows (decode): the quads' products go to S sums in turn (int4: an octet's low and high nibbles to two of
       // them), cutting the chain of dependent vpdpbusd a group makes to quads / S (where registers allow: S * M * NV
@@ -304,17 +304,28 @@ struct DotKernels {
           if constexpr (S > 2) ia[m][v] = _mm512_add_epi32(ia[m][v], _mm512_add_epi32(sum[2][m][v], sum[3][m][v]));
         }
       if constexpr (kAffine) {
-        const float* factors = reinterpret_cast<const float*>(base);
+        const int64_t j = grp % kp->subs;
+        __m512 scale[NV], min[NV];
+        for (int v = 0; v < NV; ++v) {
+          const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + kp->scale_at(j) + v * W));
+          const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + 2 * v * W)));
+          scale[v] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(Off ? _mm512_cvtepi8_epi32(sc) : _mm512_cvtepu8_epi32(sc)));
+          if (!Off) {
+            const __m128i mn = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + kp->min_at(j) + v * W));
+            const __m512 dmin =
+                _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + kp->dmin_at() + 2 * v * W)));
+            min[v] = _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(mn)));
+          }
+        }
         for (int m = 0; m < M; ++m) {
           const __m512 da = _mm512_set1_ps(as[grp * M + m]);
           const __m512i z = _mm512_set1_epi32(az[grp * M + m]);
-          const __m512 zf = _mm512_cvtepi32_ps(z);
           for (int v = 0; v < NV; ++v) {
+            // (q6_k, Off 32: centred codes, no min; q4_k / q5_k, Off 0: a min, no centring)
             const __m512i centred =
                 Off ? _mm512_sub_epi32(ia[m][v], _mm512_mullo_epi32(z, _mm512_set1_epi32(Off))) : ia[m][v];
-            c[m][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(centred), _mm512_mul_ps(_mm512_loadu_ps(factors + v * W), da),
-                                      c[m][v]);
-            c[m][v] = _mm512_fnmadd_ps(zf, _mm512_mul_ps(_mm512_loadu_ps(factors + NR + v * W), da), c[m][v]);
+            c[m][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(centred), _mm512_mul_ps(scale[v], da), c[m][v]);
+            if (!Off) c[m][v] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(z), _mm512_mul_ps(min[v], da), c[m][v]);
           }
         }
         continue;
@@ -336,11 +347,13 @@ struct DotKernels {
 
   template <int M, int Bits, int Off>
   static void micro_q_upto(int rows, const uint32_t* ac, const float* as, const int32_t* az, const uint8_t* panel,
-                           int64_t gbytes, int64_t quads, int64_t g0, int64_t g1, float* acc, bool first) {
+                           int64_t gbytes, int64_t quads, int64_t g0, int64_t g1, float* acc, bool first,
+                           const moe::KPanel* kp) {
     if constexpr (M > 1) {
-      if (rows < M) return micro_q_upto<M - 1, Bits, Off>(rows, ac, as, az, panel, gbytes, quads, g0, g1, acc, first);
+      if (rows < M)
+        return micro_q_upto<M - 1, Bits, Off>(rows, ac, as, az, panel, gbytes, quads, g0, g1, acc, first, kp);
     }
-    micro_q<M, Bits, Off>(ac, as, az, panel, gbytes, quads, g0, g1, acc, first);
+    micro_q<M, Bits, Off>(ac, as, az, panel, gbytes, quads, g0, g1, acc, first, kp);
   }
 
   // int8 / int4 (Off < 0) and the K-quants (Off >= 0: q4_k as 4 bits, 0; q5_k 8 bits, 0; q6_k 8 bits, 32).
@@ -355,8 +368,12 @@ struct DotKernels {
       if (quads * 4 > 65536)
         return K::template gemm_tile<typename K::template QuantPanel<Bits>>(p, a, row_begin, row_end, panel_begin,
                                                                             panel_end);
-    const int64_t gbytes = (kAffine ? 8 * NR : 2 * NR) + quads * 4 * NR * Bits / 8;
-    const int64_t group_block = std::max<int64_t>(1, kGroupBlockBytes / gbytes);
+    // A K-quant's groups are its sub-blocks, blocked by whole super-blocks; gbytes is then a sub-block's average share
+    // of its super-block (for the prefetch of the next block of groups).
+    const moe::KPanel kp = moe::k_panel(kAffine ? p.weight_dtype : moe::WeightDtype::q4_k, NR);
+    const int64_t gbytes = kAffine ? kp.block() / kp.subs : 2 * NR + quads * 4 * NR * Bits / 8;
+    const int64_t group_block = kAffine ? std::max<int64_t>(1, kGroupBlockBytes / kp.block()) * kp.subs
+                                        : std::max<int64_t>(1, kGroupBlockBytes / gbytes);
     // (the K-quants take the plain sum of each group's activation codes: offset 1)
     const int offset = kAffine ? 1 : Bits == 8 ? 128 : 8;
     thread_local QuantA qa;
@@ -381,7 +398,7 @@ struct DotKernels {
             micro_q_upto<kQuantRows, Bits, Off>(static_cast<int>(std::min<int64_t>(kQuantRows, rows - r)),
                                                 qa.codes.data() + r * groups * quads, qa.scales.data() + r * groups,
                                                 qa.corrections.data() + r * groups, b, gbytes, quads, g0, g1,
-                                                acc + r * NR, g0 == 0);
+                                                acc + r * NR, g0 == 0, kAffine ? &kp : nullptr);
           }
         }
         K::store_rows(p, acc, c0, rows, panel);

@@ -75,31 +75,39 @@ struct KernelImpl {
       return k / p.group * bytes_per_group(p.group) + k % p.group * NR * Bits / 8;
     }
   };
-  // The K-quants (q4_k: Bits 4, Offset 0; q5_k: 8, 0; q6_k: 8, 32): per sub-block of g, NR float32 scales, NR float32
-  // mins, then the codes as QuantPanel lays them out; w = scale * (code - Offset) - min, the product rounded before the
-  // difference as ggml's dequantization does (where the compiler does not fuse them: a last-bit difference at most).
+  // The K-quants (q4_k: Bits 4, Offset 0; q5_k: 8, 0; q6_k: 8, 32), in moe::KPanel's layout: per super-block of
+  // 256, NR float16 d (and dmin), NR 8-bit scales (and mins) per sub-block of g, then the codes as QuantPanel lays
+  // them out. A sub-block's scale d * sc and min dmin * m are formed as ggml forms them; a weight is
+  // scale * (code - Offset) - min, the product rounded before the difference (where the compiler does not fuse them:
+  // a last-bit difference at most).
   template <int Bits, int Offset>
   struct AffinePanel {
     static constexpr int kPerWord = 32 / Bits;
     const uint8_t* panel;
     const uint8_t* codes = nullptr;
-    int64_t g, group_bytes, group_start = 0, next = 0;
+    moe::KPanel kp;
+    int64_t group_start = 0, next = 0;
     reg scale[NV], min[NV];
     AffinePanel(const moe::cpu::GemmProblem& p, const void* base, int64_t k0)
-        : panel(static_cast<const uint8_t*>(base)), g(p.group), group_bytes(bytes_per_group(p.group)) {
-      load(k0 / g);
+        : panel(static_cast<const uint8_t*>(base)), kp(moe::k_panel(p.weight_dtype, NR)) {
+      load(k0 / kp.g);
     }
-    static int64_t bytes_per_group(int64_t g) { return 8 * NR + g * NR * Bits / 8; }
     void load(int64_t group) {
-      const uint8_t* base = panel + group * group_bytes;
-      const float* factors = reinterpret_cast<const float*>(base);
-      for (int v = 0; v < NV; ++v) scale[v] = V::load(factors + v * W), min[v] = V::load(factors + NR + v * W);
-      codes = base + 8 * NR;
-      group_start = group * g;
-      next = group_start + g;
+      const int64_t j = group % kp.subs;
+      const uint8_t* h = panel + group / kp.subs * kp.block();
+      for (int v = 0; v < NV; ++v) {
+        scale[v] = V::mul(V::load_f16(reinterpret_cast<const uint16_t*>(h) + v * W),
+                          V::load_bytes(h + kp.scale_at(j) + v * W, !kp.has_min));
+        min[v] = kp.has_min ? V::mul(V::load_f16(reinterpret_cast<const uint16_t*>(h + kp.dmin_at()) + v * W),
+                                     V::load_bytes(h + kp.min_at(j) + v * W, false))
+                            : V::zero();
+      }
+      codes = h + kp.codes_at(j);
+      group_start = group * kp.g;
+      next = group_start + kp.g;
     }
     void enter(int64_t kk) {
-      if (kk == next) load(kk / g);
+      if (kk == next) load(kk / kp.g);
     }
     reg row(int64_t kk, int v) const {
       const int64_t j = kk - group_start, r = j % kPerWord;
@@ -108,8 +116,8 @@ struct KernelImpl {
                               : V::load_code(word, static_cast<int>(8 * (r & 3) + 4 * (r >> 2)), 0xf, Offset);
       return V::sub(V::mul(q, scale[v]), min[v]);
     }
-    static int64_t offset(const moe::cpu::GemmProblem& p, int64_t k) {
-      return k / p.group * bytes_per_group(p.group) + k % p.group * NR * Bits / 8;
+    static int64_t offset(const moe::cpu::GemmProblem& p, int64_t k) {  // (k a multiple of 256: whole super-blocks)
+      return k / 256 * moe::k_panel(p.weight_dtype, NR).block();
     }
   };
 

@@ -22,6 +22,11 @@ struct SimdAvx2 {
     return _mm256_castsi256_ps(high ? _mm256_and_si256(x, _mm256_set1_epi32(static_cast<int>(0xffff0000u)))
                                     : _mm256_slli_epi32(x, 16));
   }
+  // kLanes bytes widened to float32, unsigned or signed (a K-quant's 6- or 8-bit sub-block factors).
+  static reg load_bytes(const uint8_t* p, bool is_signed) {
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    return _mm256_cvtepi32_ps(is_signed ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b));
+  }
   static reg load_code(const uint8_t* p, int shift, int mask, int offset) {
     const __m256i x =
         _mm256_srl_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), _mm_cvtsi32_si128(shift));

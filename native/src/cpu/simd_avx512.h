@@ -22,6 +22,11 @@ struct SimdAvx512 {
     return _mm512_castsi512_ps(high ? _mm512_and_si512(x, _mm512_set1_epi32(static_cast<int>(0xffff0000u)))
                                     : _mm512_slli_epi32(x, 16));
   }
+  // kLanes bytes widened to float32, unsigned or signed (a K-quant's 6- or 8-bit sub-block factors).
+  static reg load_bytes(const uint8_t* p, bool is_signed) {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm512_cvtepi32_ps(is_signed ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b));
+  }
   static reg load_code(const uint8_t* p, int shift, int mask, int offset) {
     const __m512i x = _mm512_srl_epi32(_mm512_loadu_si512(p), _mm_cvtsi32_si128(shift));
     return _mm512_cvtepi32_ps(

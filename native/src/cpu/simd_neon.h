@@ -2,6 +2,8 @@
 #pragma once
 #include <arm_neon.h>
 
+#include <cstring>
+
 #include "simd_exp.h"
 
 struct SimdNeon {
@@ -18,6 +20,14 @@ struct SimdNeon {
   static reg load_bf16_pair(const uint32_t* p, int high) {
     const uint32x4_t x = vld1q_u32(p);
     return vreinterpretq_f32_u32(high ? vandq_u32(x, vdupq_n_u32(0xffff0000u)) : vshlq_n_u32(x, 16));
+  }
+  // kLanes bytes widened to float32, unsigned or signed (a K-quant's 6- or 8-bit sub-block factors).
+  static reg load_bytes(const uint8_t* p, bool is_signed) {
+    uint32_t word;
+    std::memcpy(&word, p, sizeof word);
+    const uint8x8_t b = vcreate_u8(word);
+    if (is_signed) return vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(vreinterpret_s8_u8(b)))));
+    return vcvtq_f32_u32(vmovl_u16(vget_low_u16(vmovl_u8(b))));
   }
   static reg load_code(const uint8_t* p, int shift, int mask, int offset) {
     const uint32x4_t x = vshlq_u32(vld1q_u32(reinterpret_cast<const uint32_t*>(p)), vdupq_n_s32(-shift));

@@ -21,6 +21,10 @@ struct SimdScalar {
   static reg load_bf16_pair(const uint32_t* p, int high) {
     return moe::cpu::bfloat16_to_float(static_cast<uint16_t>(high ? *p >> 16 : *p & 0xffffu));
   }
+  // kLanes bytes widened to float32, unsigned or signed (a K-quant's 6- or 8-bit sub-block factors).
+  static reg load_bytes(const uint8_t* p, bool is_signed) {
+    return is_signed ? static_cast<float>(static_cast<int8_t>(*p)) : static_cast<float>(*p);
+  }
   static reg load_code(const uint8_t* p, int shift, int mask, int offset) {
     uint32_t word;
     std::memcpy(&word, p, sizeof word);
