@@ -52,6 +52,8 @@ export function expertSpec(
   weightDtype: WeightDtype = 'float32',
   groupSize: GroupSize = 32,
   slice?: { first: number; count: number },
+  /** w2's dtype where it differs (config.downWeightDtype). */
+  downWeightDtype: WeightDtype = weightDtype,
 ): NativeExpertSpec {
   if (typeof weights !== 'object' || weights === null) throw typeError(`${name} to be an object of Tensors`, describe(weights));
   const w = weights as Partial<Record<keyof ExpertWeights, unknown>>;
@@ -65,6 +67,8 @@ export function expertSpec(
   const quantized = isQuantDtype(weightDtype);
   const big = (key: 'w1' | 'w3' | 'w2', dims: number[], names: string[]): NativeWeight => {
     const value = w[key];
+    const dtype = key === 'w2' ? downWeightDtype : weightDtype;
+    const option = key === 'w2' && downWeightDtype !== weightDtype ? 'downWeightDtype' : 'weightDtype';
     if (!isQuantized(value)) {
       const t = expectTensor(value, `${name}.${key}`, FLOATS, dims, names);
       // 16-bit weights go over as they are and are widened row by row while packing: no float32 copy of them all.
@@ -72,12 +76,12 @@ export function expertSpec(
       return float32Data(t);
     }
     const where = `${name}.${key}`;
-    if (!quantized)
+    if (!isQuantDtype(dtype))
       throw typeError(
-        `${where} to be a Tensor (weightDtype '${weightDtype}'; QuantizedTensors need a quantized weightDtype: int8, int4, q4_k, q5_k, q6_k)`,
+        `${where} to be a Tensor (${option} '${dtype}'; QuantizedTensors need a quantized weightDtype: int8, int4, q4_k, q5_k, q6_k)`,
         'a QuantizedTensor',
       );
-    if (value.dtype !== weightDtype) throw rangeError(`${where}.dtype = '${weightDtype}' (the weightDtype)`, `'${value.dtype}'`);
+    if (value.dtype !== dtype) throw rangeError(`${where}.dtype = '${dtype}' (the ${option})`, `'${value.dtype}'`);
     if (value.shape.length !== dims.length || value.shape.some((s, i) => s !== dims[i]))
       throw rangeError(`${where}.shape = [${dims.join(', ')}] ([${names.join(', ')}])`, `[${value.shape.join(', ')}]`);
     const k = dims[dims.length - 1];
@@ -102,6 +106,7 @@ export function expertSpec(
     ...shape,
     ...clamped,
     weightDtype,
+    ...(downWeightDtype !== weightDtype ? { downWeightDtype } : {}),
     groupSize: quantized && groupSize !== 'row' && !isKQuant(weightDtype) ? groupSize : 0,
     w1: big('w1', [e, h, d], [experts, 'dHidden', 'dModel']),
     w3: gated ? big('w3', [e, h, d], [experts, 'dHidden', 'dModel']) : null,
@@ -141,12 +146,14 @@ export function impliedQuantization(
   weights: unknown,
   weightDtype: unknown,
   groupSize: unknown,
-): { weightDtype?: WeightDtype; groupSize?: GroupSize } | undefined {
+): { weightDtype?: WeightDtype; downWeightDtype?: WeightDtype; groupSize?: GroupSize } | undefined {
   const w = typeof weights === 'object' && weights !== null ? (weights as Partial<Record<'w1' | 'w2', unknown>>) : {};
   if (weightDtype !== undefined || !isQuantized(w.w1)) return undefined;
   const w1 = w.w1;
-  if (groupSize !== undefined) return { weightDtype: w1.dtype };
   const w2 = isQuantized(w.w2) ? w.w2 : undefined;
+  // K-quant blocks of two types (a Q4_K_M layer: q4_k w1 / w3, q6_k w2) imply downWeightDtype too
+  if (isKQuant(w1.dtype) && w2 && isKQuant(w2.dtype) && w2.dtype !== w1.dtype) return { weightDtype: w1.dtype, downWeightDtype: w2.dtype };
+  if (groupSize !== undefined) return { weightDtype: w1.dtype };
   // One group size for both matrices; where w1's and w2's differ, each has one scale per row (or it is refused).
   const same = !w2 || w2.groupSize === w1.groupSize;
   return { weightDtype: w1.dtype, groupSize: same && w1.groupSize % 8 === 0 ? w1.groupSize : 'row' };

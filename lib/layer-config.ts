@@ -1,6 +1,7 @@
 /** An MoELayer's config: its fields, and their resolution (defaults, implied topK, backend) and checks. */
 import { ACTIVATIONS, Activation, SWIGLU_CLAMPED_DEFAULTS } from './activation';
 import { WeightDtype, resolveWeightFormat } from './expert-weights';
+import { WEIGHT_DTYPES, isKQuant } from './weight-dtypes';
 import { Capabilities, capabilities, requireFeature } from './capabilities';
 import { describe, rangeError, typeError } from './errors';
 import { ExpertSlice, native } from './native';
@@ -42,12 +43,18 @@ export interface MoEConfig {
   backend?: 'cpu' | 'cuda' | 'auto';
   /**
    * How the experts' weights (routed and shared) are stored: 'float32' (default), 'bfloat16' or 'float16' (half
-   * the bytes), 'int8' or 'int4' (block-quantized, about a quarter and an eighth; lib/quant.ts has the formulas).
+   * the bytes), 'int8' or 'int4' (block-quantized, about a quarter and an eighth; lib/quant.ts has the formulas),
+   * 'q4_k', 'q5_k' or 'q6_k' (llama.cpp's K-quants, GGUF's blocks; rows of whole super-blocks of 256).
    * Float weights are converted or quantized when the layer packs them; QuantizedTensors are taken as they are
    * (and, when this is not given, imply it). docs/precision.md says what each path rounds. The router stays
    * float32. The CUDA backend computes in bfloat16 whatever the dtype (int8 / int4 dequantized on upload).
    */
   weightDtype?: WeightDtype;
+  /**
+   * The down projection's (w2's) dtype where it differs from weightDtype's (w1, w3): GGUF's Q4_K_M and Q5_K_M files
+   * keep some down projections as Q6_K. Only among the K-quants ('q4_k', 'q5_k', 'q6_k'); default: weightDtype.
+   */
+  downWeightDtype?: WeightDtype;
   /**
    * 'int8' / 'int4': inputs per float16 scale, a multiple of 8 dividing dModel and dHidden (default 32, a GGUF
    * Q8_0 / Q4_0 block), or 'row' for one scale per output row (vLLM's ExpertsInt8).
@@ -63,7 +70,9 @@ export interface MoEConfig {
 }
 
 /** A config with every default filled in and every field checked; `backend` is the one the layer runs on. */
-export type ResolvedConfig = Required<Omit<MoEConfig, 'router' | 'backend' | 'expertParallel'>> & {
+export type ResolvedConfig = Required<Omit<MoEConfig, 'router' | 'backend' | 'expertParallel' | 'downWeightDtype'>> & {
+  /** Set only where it differs from weightDtype. */
+  downWeightDtype?: WeightDtype;
   router: Readonly<RouterConfig>;
   backend: 'cpu' | 'cuda';
   /** false, true, or the routed experts per rank. */
@@ -150,6 +159,11 @@ export function resolveConfig(config: MoEConfig, host: HostFacts): ResolvedConfi
         `${count * hidden * dModel}`,
       );
   }
+  const format = resolveWeightFormat(config.weightDtype, config.groupSize, 'config', [
+    ['dModel', dModel],
+    ['dHidden', dHidden],
+    ...(sharedExperts > 0 ? [['sharedHidden', sharedHidden] as [string, number]] : []),
+  ]);
   return {
     backend,
     dModel,
@@ -159,11 +173,8 @@ export function resolveConfig(config: MoEConfig, host: HostFacts): ResolvedConfi
     activation,
     swigluAlpha: config.swigluAlpha ?? SWIGLU_CLAMPED_DEFAULTS.alpha,
     swigluLimit: config.swigluLimit ?? SWIGLU_CLAMPED_DEFAULTS.limit,
-    ...resolveWeightFormat(config.weightDtype, config.groupSize, 'config', [
-      ['dModel', dModel],
-      ['dHidden', dHidden],
-      ...(sharedExperts > 0 ? [['sharedHidden', sharedHidden] as [string, number]] : []),
-    ]),
+    ...format,
+    ...resolveDownDtype(config.downWeightDtype, format.weightDtype),
     normalizeTopK: kind === 'topK' ? ((resolvedRouter as { normalize?: boolean }).normalize ?? true) : normalizeTopK,
     threads: config.threads === undefined ? 0 : expectInteger(config.threads, 'config.threads', 0, 256),
     router: resolvedRouter,
@@ -171,6 +182,21 @@ export function resolveConfig(config: MoEConfig, host: HostFacts): ResolvedConfi
     sharedHidden,
     expertParallel,
   };
+}
+
+/**
+ * config.downWeightDtype, checked: absent or equal to weightDtype (nothing to set), or another K-quant when weightDtype
+ * is one (their rows are the same whole super-blocks, so weightDtype's checks of dModel and dHidden hold for it).
+ */
+function resolveDownDtype(down: unknown, weightDtype: WeightDtype): { downWeightDtype?: WeightDtype } {
+  if (down === undefined || down === weightDtype) return {};
+  const d = expectOneOf(down, 'config.downWeightDtype', WEIGHT_DTYPES);
+  if (!isKQuant(weightDtype) || !isKQuant(d))
+    throw rangeError(
+      "config.downWeightDtype to differ from weightDtype only among the K-quants ('q4_k', 'q5_k', 'q6_k': GGUF's Q4_K_M / Q5_K_M mixes)",
+      `weightDtype '${weightDtype}' and downWeightDtype '${d}'`,
+    );
+  return { downWeightDtype: d };
 }
 
 /** The config a layer is built with: an expert-parallel one learns its rank's experts here (this starts MPI). */

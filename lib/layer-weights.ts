@@ -76,6 +76,7 @@ export function layerSpec(
     c.weightDtype,
     c.groupSize,
     c.expertSlice,
+    c.downWeightDtype,
   );
   let shared: NativeExpertSpec | null = null;
   if (c.sharedExperts > 0) {
@@ -94,6 +95,8 @@ export function layerSpec(
       'weights.shared',
       c.weightDtype,
       c.groupSize,
+      undefined,
+      c.downWeightDtype,
     );
   } else if (weights.shared !== undefined) {
     throw rangeError('no weights.shared (config.sharedExperts is 0)', describe(weights.shared));

@@ -224,6 +224,8 @@ export interface NativeExpertSpec {
   swigluLimit?: number;
   /** How the packed weights are stored (an entry of the core's weight-dtype table). */
   weightDtype: WeightDtype;
+  /** w2's, where it differs. */
+  downWeightDtype?: WeightDtype;
   /** int8 / int4: inputs per scale, or 0 for one scale per row. */
   groupSize: number;
   w1: NativeWeight;

@@ -237,3 +237,48 @@ test('malformed or unsupported GGUF layers are RangeErrors naming the file and t
   );
   await expectRejection(MoELayer.fromPretrained(bad, { layer: 1 }), 'RangeError', /options\.layer to be an MoE layer/);
 });
+
+test("a Q4_K_M layer (Q4_K gate / up, Q6_K down) keeps both types: downWeightDtype 'q6_k', nothing converted", async () => {
+  const blocks: Record<string, gguf.GgufBlocks> = {};
+  const file = await qwenFile(
+    'q4_k_m.gguf',
+    (p, rows, cols) => (blocks[p] = kBlocks(p === 'down' ? 'Q6_K' : 'Q4_K', rows, cols, rows * 3 + p.length)),
+  );
+  let done: LoadProgress | undefined;
+  const layer = await MoELayer.fromPretrained(file, { onProgress: (p) => (p.phase === 'done' ? (done = p) : 0) });
+  expect(done!.conversions!.map((c) => [c.tensor.split('.')[2], c.from, c.to, c.exact])).toEqual([
+    ['ffn_gate_exps', 'Q4_K', 'q4_k', true],
+    ['ffn_up_exps', 'Q4_K', 'q4_k', true],
+    ['ffn_down_exps', 'Q6_K', 'q6_k', true],
+  ]);
+  expect(layer.config.weightDtype).toBe('q4_k');
+  expect(layer.config.downWeightDtype).toBe('q6_k');
+  const loaded = await pretrained.load(file);
+  const w2 = loaded.weights.w2 as QuantizedTensor;
+  expect(w2.dtype).toBe('q6_k');
+  expect(Buffer.from(w2.codes.buffer, w2.codes.byteOffset, w2.codes.byteLength).equals(Buffer.from(blocks.down.data))).toBe(true);
+  const widen = (b: gguf.GgufBlocks) =>
+    Tensor.from(
+      gguf.dequantizeBlocks(
+        gguf.ggmlType(b.type)!,
+        b.data,
+        b.shape.reduce((a, c) => a * c, 1),
+        b.type,
+      ),
+      b.shape,
+    );
+  const ref = new MoELayer(config, { router: loaded.weights.router, w1: widen(blocks.gate), w3: widen(blocks.up), w2: widen(blocks.down) });
+  const x = Tensor.randn([9, K.d], { seed: 12 });
+  const dot = backendInfo().isa === 'avx512_bf16';
+  expect(relativeError(layer.forwardSync(x).output.data, ref.forwardSync(x).output.data)).toBeLessThan(dot ? 3e-2 : 1e-5);
+  // QuantizedTensors of the two types imply both dtypes; other mixes are refused by name
+  const again = new MoELayer(config, loaded.weights);
+  expect(again.config.downWeightDtype).toBe('q6_k');
+  expect(same(again.forwardSync(x).output.data, layer.forwardSync(x).output.data)).toBe(true);
+  expect(() => MoELayer.random({ ...config, weightDtype: 'int8', downWeightDtype: 'q6_k' })).toThrow(
+    /config\.downWeightDtype to differ from weightDtype only among the K-quants .* but got weightDtype 'int8' and downWeightDtype 'q6_k'/,
+  );
+  layer.dispose();
+  ref.dispose();
+  again.dispose();
+});

@@ -9,7 +9,7 @@ import { WeightDtype } from '../expert-weights';
 import { MoEConfig, expertSliceOf, hostFacts, resolveConfig, resolveExpertParallel } from '../layer-config';
 import type { MoEWeights } from '../layer-weights';
 import { GroupSize, QuantizedTensor, defaultGroup } from '../quant';
-import { isQuantDtype } from '../weight-dtypes';
+import { isKQuant, isQuantDtype } from '../weight-dtypes';
 import { expectPath, isLibraryError, readSmallTextFile } from '../file-errors';
 import { checkMemory, layerElements, packedBytes } from '../memory-limit';
 import { Checkpoint, insideCheckpoint } from '../safetensors/checkpoint';
@@ -233,16 +233,20 @@ async function loadFrom(location: string, gguf: GgufFile | undefined, o: FromPre
     totalBytes = (await Promise.all(checks)).reduce((a, b) => a + b, 0);
     const groupSize = o.groupSize;
     let weightDtype: WeightDtype;
+    let downDtype: WeightDtype | undefined; // w2's, where a GGUF file keeps it in another K-quant (Q4_K_M)
     let conversions: GgufConversion[] | undefined;
     if (gguf) {
       const types = expertTensorTypes(gguf, layer);
-      weightDtype = o.weightDtype ?? ggufDefaultDtype(types[0]?.type ?? 'F32');
-      conversions = types.map(({ name, type }) => ({
-        tensor: name,
-        from: type,
-        to: weightDtype,
-        exact: exactConversion(type, weightDtype, groupSize ?? groupFor(weightDtype)),
-      }));
+      const isDown = (name: string) => /\.ffn_down[._]/.test(name);
+      const up = types.find((t) => !isDown(t.name))?.type ?? 'F32';
+      const down = types.find((t) => isDown(t.name))?.type ?? up;
+      weightDtype = o.weightDtype ?? ggufDefaultDtype(up);
+      const keptDown = ggufDefaultDtype(down);
+      if (o.weightDtype === undefined && keptDown !== weightDtype && isKQuant(keptDown) && isKQuant(weightDtype)) downDtype = keptDown;
+      conversions = types.map(({ name, type }) => {
+        const to = isDown(name) ? (downDtype ?? weightDtype) : weightDtype;
+        return { tensor: name, from: type, to, exact: exactConversion(type, to, groupSize ?? groupFor(to)) };
+      });
     } else {
       const first = await reader.info(firstTensorName(plan));
       weightDtype = o.weightDtype ?? (first.dtype === 'F32' ? 'float32' : first.dtype === 'F16' ? 'float16' : 'bfloat16');
@@ -260,6 +264,7 @@ async function loadFrom(location: string, gguf: GgufFile | undefined, o: FromPre
         reader,
         (w) => (what = w),
         range,
+        downDtype,
       )),
     };
     if (plan.routerBias) weights.routerBias = Tensor.from(await plan.routerBias.read(reader), [plan.config.numExperts]);
@@ -271,6 +276,8 @@ async function loadFrom(location: string, gguf: GgufFile | undefined, o: FromPre
         groupSize ?? groupFor(weightDtype),
         reader,
         (w) => (what = `shared ${w}`),
+        undefined,
+        downDtype,
       );
     if (plan.sharedGate) weights.sharedGate = Tensor.from(await plan.sharedGate.read(reader), [1, plan.config.dModel]);
     let router = plan.config.router!;
@@ -281,6 +288,7 @@ async function loadFrom(location: string, gguf: GgufFile | undefined, o: FromPre
       ...plan.config,
       router,
       weightDtype,
+      ...(downDtype !== undefined ? { downWeightDtype: downDtype } : {}),
       ...(groupSize !== undefined ? { groupSize } : {}),
       ...(o.backend !== undefined ? { backend: o.backend } : {}),
       ...(o.threads !== undefined ? { threads: o.threads } : {}),
@@ -320,12 +328,13 @@ async function readExperts(
   reader: Reader,
   now: (what: string) => void,
   range: ExpertRange = { first: 0, count: set.count },
+  downDtype: WeightDtype = dtype,
 ) {
   const h = set.dHidden;
   const { first, count } = range;
   const w1 = new Projection(count, h, dModel, dtype, groupSize);
   const w3 = set.w3 ? new Projection(count, h, dModel, dtype, groupSize) : undefined;
-  const w2 = new Projection(count, dModel, h, dtype, groupSize);
+  const w2 = new Projection(count, dModel, h, downDtype, groupSize);
   for (let e = first; e < first + count; e++) {
     now(`expert ${e}`);
     await w1.put(e - first, await set.w1(e).read(reader));

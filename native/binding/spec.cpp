@@ -148,12 +148,20 @@ ExpertSpec read_experts(const Fields& f) {
   const std::string dtype = f.string("weightDtype");
   if (!moe::parse_weight_dtype(dtype, &s.weight_dtype))
     throw_range_error(f.env(), "expected weightDtype to be a known weight dtype but got '" + dtype + "'");
-  if (moe::is_quantized(s.weight_dtype)) {
-    // Groups of 8k inputs (the packed octets) that divide both input dimensions, or one scale per row (0), which
-    // int4 (two codes a byte) can give only to even rows.
+  // w2 in a dtype of its own (downWeightDtype), or the same.
+  const std::string down = f.present("downWeightDtype") ? f.string("downWeightDtype") : dtype;
+  if (!moe::parse_weight_dtype(down, &s.down_weight_dtype))
+    throw_range_error(f.env(), "expected downWeightDtype to be a known weight dtype but got '" + down + "'");
+  s.separate_down_dtype = s.down_weight_dtype != s.weight_dtype;
+  if (moe::is_quantized(s.weight_dtype) || moe::is_quantized(s.down_weight_dtype)) {
+    // Groups of 8k inputs (the packed octets) that divide the input dimension of each matrix, or one scale per row
+    // (0), which int4 (two codes a byte) can give only to even rows.
     s.group_size = f.integer("groupSize", 0, kMaxDim);
-    check_group_size(f.env(), s.weight_dtype, s.group_size, s.d_model, "dModel (" + std::to_string(s.d_model) + ")");
-    check_group_size(f.env(), s.weight_dtype, s.group_size, s.d_hidden, "dHidden (" + std::to_string(s.d_hidden) + ")");
+    if (moe::is_quantized(s.weight_dtype))
+      check_group_size(f.env(), s.weight_dtype, s.group_size, s.d_model, "dModel (" + std::to_string(s.d_model) + ")");
+    if (moe::is_quantized(s.down_weight_dtype))
+      check_group_size(f.env(), s.down_weight_dtype, s.group_size, s.d_hidden,
+                       "dHidden (" + std::to_string(s.d_hidden) + ")");
   }
   // Checked products first: three dimensions of up to 2^31 each could wrap int64 and match a short array.
   elements(f.env(), "w1", {std::max<int64_t>(given, 1), s.d_hidden, s.d_model});
@@ -161,22 +169,33 @@ ExpertSpec read_experts(const Fields& f) {
   moe::ExpertWeights& w = spec.weights;
   f.matrix("w1", given * s.d_hidden, s.d_model, s.weight_dtype, s.group_size, false, &w.w1, &w.q1, &w.h1);
   f.matrix("w3", given * s.d_hidden, s.d_model, s.weight_dtype, s.group_size, !gated, &w.w3, &w.q3, &w.h3);
-  f.matrix("w2", given * s.d_model, s.d_hidden, s.weight_dtype, s.group_size, false, &w.w2, &w.q2, &w.h2);
+  f.matrix("w2", given * s.d_model, s.d_hidden, moe::down_dtype(s), s.group_size, false, &w.w2, &w.q2, &w.h2);
   // float16 holds magnitudes up to 65504, and a quantized group's scale too: a weight that would need more (an
-  // infinity once stored) is refused here.
-  if (s.weight_dtype == moe::WeightDtype::float16 || moe::is_quantized(s.weight_dtype)) {
-    const float limit =
-        s.weight_dtype == moe::WeightDtype::float16 ? moe::kFloat16Max : moe::max_quantizable(s.weight_dtype);
-    const std::string range = dtype + "'s range (|w| <= " + std::to_string(static_cast<int64_t>(limit)) +
-                              (s.weight_dtype == moe::WeightDtype::float16 ? "" : ", a float16 scale's") +
-                              ") for weightDtype '" + dtype + "'";
-    const int64_t count = given * s.d_hidden * s.d_model;
+  // infinity once stored) is refused here (w1 / w3 by weightDtype's range, w2 by its own dtype's).
+  const auto limited = [](moe::WeightDtype d) { return d == moe::WeightDtype::float16 || moe::is_quantized(d); };
+  const auto limit_of = [](moe::WeightDtype d) {
+    return d == moe::WeightDtype::float16 ? moe::kFloat16Max : moe::max_quantizable(d);
+  };
+  const auto range_of = [&](moe::WeightDtype d, const char* option) {
+    const std::string name = moe::weight_dtype_name(d);
+    return name + "'s range (|w| <= " + std::to_string(static_cast<int64_t>(limit_of(d))) +
+           (d == moe::WeightDtype::float16 ? "" : ", a float16 scale's") + ") for " + option + " '" + name + "'";
+  };
+  const int64_t count = given * s.d_hidden * s.d_model;
+  if (limited(s.weight_dtype)) {
+    const float limit = limit_of(s.weight_dtype);
+    const std::string range = range_of(s.weight_dtype, "weightDtype");
     f.scan([w, count, limit, range] {
       std::string failed = values_within("w1", w.w1, w.h1, count, limit, range);
       if (failed.empty()) failed = values_within("w3", w.w3, w.h3, count, limit, range);
-      if (failed.empty()) failed = values_within("w2", w.w2, w.h2, count, limit, range);
       return failed;
     });
+  }
+  const moe::WeightDtype down_dtype = moe::down_dtype(s);
+  if (limited(down_dtype)) {
+    const float limit = limit_of(down_dtype);
+    const std::string range = range_of(down_dtype, s.separate_down_dtype ? "downWeightDtype" : "weightDtype");
+    f.scan([w, count, limit, range] { return values_within("w2", w.w2, w.h2, count, limit, range); });
   }
   w.b1 = f.float32("b1", given, s.d_hidden, true);
   w.b3 = f.float32("b3", given, s.d_hidden, true);

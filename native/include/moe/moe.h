@@ -137,9 +137,20 @@ struct ExpertShape {
   Activation activation = Activation::swiglu;
   float alpha = 1.702f, limit = 7.0f;               // swiglu_clamped's (gpt-oss's values by default)
   WeightDtype weight_dtype = WeightDtype::float32;  // how the packed weights are stored (inputs are float32)
+  // The down projection (w2) in another dtype than w1 / w3 (GGUF's Q4_K_M: Q4_K gate / up, Q6_K down); else the same.
+  bool separate_down_dtype = false;
+  WeightDtype down_weight_dtype = WeightDtype::float32;
   // int8 / int4: input weights per scale, a multiple of 8 dividing d_model and d_hidden; 0: one scale per row.
   int64_t group_size = 32;
 };
+// The dtype of w2 (down) and of w1 / w3.
+inline WeightDtype down_dtype(const ExpertShape& s) {
+  return s.separate_down_dtype ? s.down_weight_dtype : s.weight_dtype;
+}
+// Whether every matrix is float32 (what training and the backward's transposed panels need).
+inline bool all_float32(const ExpertShape& s) {
+  return s.weight_dtype == WeightDtype::float32 && down_dtype(s) == WeightDtype::float32;
+}
 
 // Weights already quantized (int8 / int4), handed over as they are instead of float32 values: codes row-major like
 // the float tensor (int8: one int8 per weight; int4: per group of g, byte j holds weight j in its low nibble and

@@ -105,6 +105,7 @@ std::unique_ptr<PackedExperts> widened(const PackedExperts& packed) {
   unpack_experts(packed, {w1.data(), gated ? w3.data() : nullptr, w2.data(), b1.data(), b3.data(), b2.data()});
   ExpertShape f = s;
   f.weight_dtype = WeightDtype::float32;
+  f.separate_down_dtype = false;
   ExpertWeights w;
   w.w1 = w1.data(), w.w3 = gated ? w3.data() : nullptr, w.w2 = w2.data();
   w.b1 = has_b1 ? b1.data() : nullptr, w.b3 = has_b3 ? b3.data() : nullptr, w.b2 = has_b2 ? b2.data() : nullptr;
@@ -117,7 +118,7 @@ void experts_backward(const PackedExperts& packed_in, const float* x, int slots_
                       const int32_t* order, const float* slot_weights, const float* d_out, float* d_slot_weights,
                       float* dx_slots, const ExpertWeightsOut& g, BackwardWorkspace& ws, const float* kept_pre) {
   std::unique_ptr<PackedExperts> wide;
-  if (packed_in.shape.weight_dtype != WeightDtype::float32) wide = widened(packed_in);
+  if (!all_float32(packed_in.shape)) wide = widened(packed_in);
   const PackedExperts& packed = wide ? *wide : packed_in;
   const ExpertShape& s = packed.shape;
   const cpu::PanelGeometry& geo = kernels().geometry;

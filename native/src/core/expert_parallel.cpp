@@ -37,18 +37,19 @@ ExpertWeights slice_weights(const ExpertShape& s, const ExpertWeights& w, int64_
   const int64_t h = s.d_hidden, d = s.d_model;
   ExpertWeights out = w;
   // A matrix of `rows` rows of `cols` inputs per expert, in whichever of its three forms it came.
-  const auto move = [&](const float*& f, QuantizedSource& q, HalfSource& half, int64_t rows, int64_t cols) {
+  const auto move = [&](const float*& f, QuantizedSource& q, HalfSource& half, int64_t rows, int64_t cols,
+                        WeightDtype dtype) {
     if (f) f += first * rows * cols;
     if (half.bits) half.bits += first * rows * cols;
     if (q.codes) {
-      const int64_t groups = scales_per_row(s.weight_dtype, cols, s.group_size);
-      q.codes += first * rows * code_bytes(s.weight_dtype, cols);
+      const int64_t groups = scales_per_row(dtype, cols, s.group_size);
+      q.codes += first * rows * code_bytes(dtype, cols);
       q.scales += first * rows * groups;
     }
   };
-  move(out.w1, out.q1, out.h1, h, d);
-  move(out.w3, out.q3, out.h3, h, d);
-  move(out.w2, out.q2, out.h2, d, h);
+  move(out.w1, out.q1, out.h1, h, d, s.weight_dtype);
+  move(out.w3, out.q3, out.h3, h, d, s.weight_dtype);
+  move(out.w2, out.q2, out.h2, d, h, down_dtype(s));
   if (out.b1) out.b1 += first * h;
   if (out.b3) out.b3 += first * h;
   if (out.b2) out.b2 += first * d;

@@ -149,7 +149,7 @@ PackedExperts::PackedExperts(const ExpertShape& s, const ExpertWeights& w)
     : shape(s),
       up(kernels().geometry, s.num_experts, s.d_hidden, s.d_model, s.weight_dtype, s.group_size,
          {w.w1, w.q1, w.b1, w.h1}, is_gated(s.activation) ? MatrixSource{w.w3, w.q3, w.b3, w.h3} : MatrixSource{}),
-      down(kernels().geometry, s.num_experts, s.d_model, s.d_hidden, s.weight_dtype, s.group_size,
+      down(kernels().geometry, s.num_experts, s.d_model, s.d_hidden, down_dtype(s), s.group_size,
            {w.w2, w.q2, w.b2, w.h2}) {}
 
 std::shared_ptr<const PackedExperts> pack_experts(const ExpertShape& shape, const ExpertWeights& weights) {

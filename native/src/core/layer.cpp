@@ -327,7 +327,7 @@ void CpuLayer::apply_gradients(const ParameterGradients& g, const OptimizerStep&
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
   const ThreadLimit limit(s.config.threads);
-  if (s.config.experts.weight_dtype != WeightDtype::float32)
+  if (!all_float32(s.config.experts))
     throw Unsupported(std::string("moe-kernels: expected weightDtype 'float32' for an optimizer step but got '") +
                       weight_dtype_name(s.config.experts.weight_dtype) + "'");
   s.begin_collective("optimizer step");

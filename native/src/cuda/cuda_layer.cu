@@ -62,10 +62,11 @@ void upload_bf16(const float* host, __nv_bfloat16* device, int64_t count, Device
 // (row by row, a few MiB at a time) and then converted: the GPU computes in bf16 whatever the weightDtype.
 // 16-bit float sources are widened on the host the same way.
 void upload_weights(const float* values, const QuantizedSource& q, const HalfSource& h, int64_t rows, int64_t k,
-                    const ExpertShape& s, __nv_bfloat16* device, DeviceBuffer<float>& staging, cudaStream_t stream) {
+                    const ExpertShape& s, WeightDtype dtype, __nv_bfloat16* device, DeviceBuffer<float>& staging,
+                    cudaStream_t stream) {
   if (!q.codes && !h.bits) return upload_bf16(values, device, rows * k, staging, stream);
   const int64_t g = s.group_size > 0 ? s.group_size : k;
-  const int64_t row_bytes = code_bytes(s.weight_dtype, k);
+  const int64_t row_bytes = code_bytes(dtype, k);
   const int64_t chunk_rows = std::max<int64_t>(1, (int64_t{4} << 20) / k);
   std::vector<float> host(static_cast<size_t>(std::min(rows, chunk_rows) * k));
   for (int64_t r0 = 0; r0 < rows; r0 += chunk_rows) {
@@ -77,8 +78,8 @@ void upload_weights(const float* values, const QuantizedSource& q, const HalfSou
         for (int64_t i = 0; i < k; ++i)
           row[i] = h.bfloat16 ? moe::cpu::bfloat16_to_float(bits[i]) : moe::cpu::half_to_float(bits[i]);
       } else {
-        dequantize_row(s.weight_dtype, q.codes + (r0 + r) * row_bytes,
-                       q.scales + (r0 + r) * scales_per_row(s.weight_dtype, k, g), k, g, row);
+        dequantize_row(dtype, q.codes + (r0 + r) * row_bytes, q.scales + (r0 + r) * scales_per_row(dtype, k, g), k, g,
+                       row);
       }
     }
     upload_bf16(host.data(), device + r0 * k, n * k, staging, stream);
@@ -218,10 +219,10 @@ CudaLayer::CudaLayer(const LayerConfig& config, const GpuRouting& routing, const
   upload(router, s.num_experts * s.d_model, st.router, st.stream);
   if (routing.bias) st.routing.bias = upload(routing.bias, s.num_experts, st.bias, st.stream);
   const int64_t up_rows = s.num_experts * s.d_hidden, down_rows = s.num_experts * s.d_model;
-  upload_weights(w.w1, w.q1, w.h1, up_rows, s.d_model, s, st.w1.reserve(big), st.staging, st.stream);
+  upload_weights(w.w1, w.q1, w.h1, up_rows, s.d_model, s, s.weight_dtype, st.w1.reserve(big), st.staging, st.stream);
   if (is_gated(s.activation))
-    upload_weights(w.w3, w.q3, w.h3, up_rows, s.d_model, s, st.w3.reserve(big), st.staging, st.stream);
-  upload_weights(w.w2, w.q2, w.h2, down_rows, s.d_hidden, s, st.w2.reserve(big), st.staging, st.stream);
+    upload_weights(w.w3, w.q3, w.h3, up_rows, s.d_model, s, s.weight_dtype, st.w3.reserve(big), st.staging, st.stream);
+  upload_weights(w.w2, w.q2, w.h2, down_rows, s.d_hidden, s, down_dtype(s), st.w2.reserve(big), st.staging, st.stream);
   if (w.b1) upload(w.b1, s.num_experts * s.d_hidden, st.b1, st.stream);
   if (w.b3) upload(w.b3, s.num_experts * s.d_hidden, st.b3, st.stream);
   if (w.b2) upload(w.b2, s.num_experts * s.d_model, st.b2, st.stream);
