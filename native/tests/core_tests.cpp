@@ -329,8 +329,8 @@ void test_gemm_tiles() {
             // Against float64 on the stored weights, and on the activations as a dot-product path rounds them.
             double max_err = 0;
             for (int64_t i = 0; i < rows; ++i) {
-              // (the dot-product path quantizes activations per group of weights: a K-quant's sub-block)
-              const int64_t agroup = moe::is_k_quant(dtype) ? (dtype == moe::WeightDtype::q6_k ? 16 : 32) : group;
+              // (the dot-product path quantizes activations per group of weights; a K-quant per super-block, as Q8_K)
+              const int64_t agroup = moe::is_k_quant(dtype) ? 256 : group;
               const auto ai = dot ? dot_activations(dtype, a.data() + i * k, k, agroup)
                                   : std::vector<double>(a.begin() + i * k, a.begin() + (i + 1) * k);
               for (int64_t j = 0; j < n; ++j) {

@@ -182,9 +182,11 @@ struct DotKernels {
     std::vector<uint32_t> codes;
     std::vector<float> scales;
     std::vector<int32_t> corrections;
+    std::vector<int32_t> subsums;  // with `sub`: per group and row, the codes' sum over each run of `sub` inputs
   };
 
-  static void quantize_a(const float* ac, int64_t rows, int64_t k, int64_t g, int offset, QuantA& out) {
+  static void quantize_a(const float* ac, int64_t rows, int64_t k, int64_t g, int offset, QuantA& out,
+                         int64_t sub = 0) {
     const int64_t depthp = K::packed_depth(k), groups = k / g, quads = moe::padded_group(g) / 4;
     thread_local std::vector<float> row;
     thread_local std::vector<int8_t> q;
@@ -227,26 +229,30 @@ struct DotKernels {
         for (int64_t qd = 0; qd < quads; ++qd) std::memcpy(codes + (grp * quads + qd) * mc + m, q.data() + 4 * qd, 4);
         scales[grp * mc + m] = d;
         corrections[grp * mc + m] = offset * sum;
+        if (sub > 0) {  // (Q8_K's bsums: one per sub-block of a K-quant's super-block)
+          int32_t* sums = out.subsums.data() + (blk * kQuantRows * groups + grp * mc + m) * (g / sub);
+          for (int64_t s0 = 0; s0 < g; s0 += sub) {
+            int32_t total = 0;
+            for (int64_t t = s0; t < s0 + sub; ++t) total += q[t];
+            sums[s0 / sub] = total;
+          }
+        }
       }
     }
   }
 
   // acc[M][NR] (+)= groups g0 .. g1 of the block's quantized rows times the panel's codes, one float32 scaling and
-  // addition per group. Off < 0: int8 / int4 (a float16 scale per group, codes stored with their offset, az the
-  // offset times the group's sum of activation codes). Off >= 0: a K-quant (moe::KPanel's layout, `kp`: per sub-block
-  // scale d sc and min dmin m, codes c with w = scale (c - Off) - min; az the plain sum S of activation codes), whose
-  // group adds d_a (scale (sum c q_a - Off S) - min S).
-  template <int M, int Bits, int Off = -1>
+  // addition per group.
+  template <int M, int Bits>
   static void micro_q(const uint32_t* ac, const float* as, const int32_t* az, const uint8_t* panel, int64_t gbytes,
-                      int64_t quads, int64_t g0, int64_t g1, float* acc, bool first, const moe::KPanel* kp = nullptr) {
-    constexpr bool kAffine = Off >= 0;
+                      int64_t quads, int64_t g0, int64_t g1, float* acc, bool first) {
     __m512 c[M][NV];
     for (int m = 0; m < M; ++m)
       for (int v = 0; v < NV; ++v) c[m][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + m * NR + v * W);
     const __m512i nibbles = _mm512_set1_epi32(0x0f0f0f0f);
     for (int64_t grp = g0; grp < g1; ++grp) {
-      const uint8_t* base = kAffine ? panel + grp / kp->subs * kp->block() : panel + grp * gbytes;
-      const uint8_t* codes = kAffine ? base + kp->codes_at(grp % kp->subs) : base + 2 * NR;
+      const uint8_t* base = panel + grp * gbytes;
+      const uint8_t* codes = base + 2 * NR;
       const uint32_t* a = ac + grp * quads * M;
       // Few rows (decode): the quads' products go to S sums in turn (int4: an octet's low and high nibbles to two of
       // them), cutting the chain of dependent vpdpbusd a group makes to quads / S (where registers allow: S * M * NV
@@ -303,33 +309,6 @@ struct DotKernels {
           if constexpr (S > 1) ia[m][v] = _mm512_add_epi32(ia[m][v], sum[1][m][v]);
           if constexpr (S > 2) ia[m][v] = _mm512_add_epi32(ia[m][v], _mm512_add_epi32(sum[2][m][v], sum[3][m][v]));
         }
-      if constexpr (kAffine) {
-        const int64_t j = grp % kp->subs;
-        __m512 scale[NV], min[NV];
-        for (int v = 0; v < NV; ++v) {
-          const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + kp->scale_at(j) + v * W));
-          const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + 2 * v * W)));
-          scale[v] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(Off ? _mm512_cvtepi8_epi32(sc) : _mm512_cvtepu8_epi32(sc)));
-          if (!Off) {
-            const __m128i mn = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + kp->min_at(j) + v * W));
-            const __m512 dmin =
-                _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + kp->dmin_at() + 2 * v * W)));
-            min[v] = _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(mn)));
-          }
-        }
-        for (int m = 0; m < M; ++m) {
-          const __m512 da = _mm512_set1_ps(as[grp * M + m]);
-          const __m512i z = _mm512_set1_epi32(az[grp * M + m]);
-          for (int v = 0; v < NV; ++v) {
-            // (q6_k, Off 32: centred codes, no min; q4_k / q5_k, Off 0: a min, no centring)
-            const __m512i centred =
-                Off ? _mm512_sub_epi32(ia[m][v], _mm512_mullo_epi32(z, _mm512_set1_epi32(Off))) : ia[m][v];
-            c[m][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(centred), _mm512_mul_ps(scale[v], da), c[m][v]);
-            if (!Off) c[m][v] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(z), _mm512_mul_ps(min[v], da), c[m][v]);
-          }
-        }
-        continue;
-      }
       __m512 sw[NV];
       for (int v = 0; v < NV; ++v)
         sw[v] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + 2 * v * W)));
@@ -345,37 +324,27 @@ struct DotKernels {
       for (int v = 0; v < NV; ++v) _mm512_storeu_ps(acc + m * NR + v * W, c[m][v]);
   }
 
-  template <int M, int Bits, int Off>
+  template <int M, int Bits>
   static void micro_q_upto(int rows, const uint32_t* ac, const float* as, const int32_t* az, const uint8_t* panel,
-                           int64_t gbytes, int64_t quads, int64_t g0, int64_t g1, float* acc, bool first,
-                           const moe::KPanel* kp) {
+                           int64_t gbytes, int64_t quads, int64_t g0, int64_t g1, float* acc, bool first) {
     if constexpr (M > 1) {
-      if (rows < M)
-        return micro_q_upto<M - 1, Bits, Off>(rows, ac, as, az, panel, gbytes, quads, g0, g1, acc, first, kp);
+      if (rows < M) return micro_q_upto<M - 1, Bits>(rows, ac, as, az, panel, gbytes, quads, g0, g1, acc, first);
     }
-    micro_q<M, Bits, Off>(ac, as, az, panel, gbytes, quads, g0, g1, acc, first, kp);
+    micro_q<M, Bits>(ac, as, az, panel, gbytes, quads, g0, g1, acc, first);
   }
 
-  // int8 / int4 (Off < 0) and the K-quants (Off >= 0: q4_k as 4 bits, 0; q5_k 8 bits, 0; q6_k 8 bits, 32).
-  template <int Bits, int Off = -1>
+  template <int Bits>
   static void gemm_q(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
                      int64_t panel_begin, int64_t panel_end) {
-    constexpr bool kAffine = Off >= 0;
     const int64_t g = p.group, quads = moe::padded_group(g) / 4, groups = p.k / g;
     // A group's int32 sum holds 4 * quads products of at most 255 * 128: past 65536 inputs it could overflow, and
     // such groups (one scale for a very long row) take the float32 path instead.
-    if constexpr (!kAffine)
-      if (quads * 4 > 65536)
-        return K::template gemm_tile<typename K::template QuantPanel<Bits>>(p, a, row_begin, row_end, panel_begin,
-                                                                            panel_end);
-    // A K-quant's groups are its sub-blocks, blocked by whole super-blocks; gbytes is then a sub-block's average share
-    // of its super-block (for the prefetch of the next block of groups).
-    const moe::KPanel kp = moe::k_panel(kAffine ? p.weight_dtype : moe::WeightDtype::q4_k, NR);
-    const int64_t gbytes = kAffine ? kp.block() / kp.subs : 2 * NR + quads * 4 * NR * Bits / 8;
-    const int64_t group_block = kAffine ? std::max<int64_t>(1, kGroupBlockBytes / kp.block()) * kp.subs
-                                        : std::max<int64_t>(1, kGroupBlockBytes / gbytes);
-    // (the K-quants take the plain sum of each group's activation codes: offset 1)
-    const int offset = kAffine ? 1 : Bits == 8 ? 128 : 8;
+    if (quads * 4 > 65536)
+      return K::template gemm_tile<typename K::template QuantPanel<Bits>>(p, a, row_begin, row_end, panel_begin,
+                                                                          panel_end);
+    const int64_t gbytes = 2 * NR + quads * 4 * NR * Bits / 8;
+    const int64_t group_block = std::max<int64_t>(1, kGroupBlockBytes / gbytes);
+    const int offset = Bits == 8 ? 128 : 8;
     thread_local QuantA qa;
     thread_local Converted held;
     if (qa.codes.size() < static_cast<size_t>(kChunk * groups * quads)) qa.codes.resize(kChunk * groups * quads);
@@ -395,10 +364,148 @@ struct DotKernels {
           for (int64_t r = 0; r < rows; r += kQuantRows) {
             prefetch_slice(static_cast<const char*>(p.panels), panel_end * p.panel_bytes, next, group_block * gbytes,
                            rows / kQuantRows, r / kQuantRows);
-            micro_q_upto<kQuantRows, Bits, Off>(static_cast<int>(std::min<int64_t>(kQuantRows, rows - r)),
-                                                qa.codes.data() + r * groups * quads, qa.scales.data() + r * groups,
-                                                qa.corrections.data() + r * groups, b, gbytes, quads, g0, g1,
-                                                acc + r * NR, g0 == 0, kAffine ? &kp : nullptr);
+            micro_q_upto<kQuantRows, Bits>(static_cast<int>(std::min<int64_t>(kQuantRows, rows - r)),
+                                           qa.codes.data() + r * groups * quads, qa.scales.data() + r * groups,
+                                           qa.corrections.data() + r * groups, b, gbytes, quads, g0, g1, acc + r * NR,
+                                           g0 == 0);
+          }
+        }
+        K::store_rows(p, acc, c0, rows, panel);
+      }
+    }
+  }
+
+  // ---- K-quants (q4_k, q5_k, q6_k) ----------------------------------------------------------------------
+  // llama.cpp's arrangement (its Q8_K activations): each row's activations quantized once per super-block of 256
+  // (d_a, codes q_a, and per sub-block the codes' sum S_j), so that a super-block's sub-blocks combine in int32 and
+  // the float work is once per 256 inputs: acc = sum_j sc_j (sum c q_a - Off S_j), mins = sum_j m_j S_j, then
+  // c += d_a (d acc - dmin mins). Exact in int32 (|sc (c - Off) q_a| <= 127 * 63 * 127 per input, 256 inputs).
+  // M rows at a time out of a quantized block of `stride` rows (the codes interleave a block's rows per quad).
+  template <int M, int Bits, int Off>
+  static void micro_k(const uint32_t* ac, int stride, const float* as, const int32_t* asum, const uint8_t* panel,
+                      const moe::KPanel& kp, int64_t sb0, int64_t sb1, float* acc, bool first) {
+    constexpr int64_t kQuads = 64;  // quads of a super-block's activations
+    const int64_t subs = kp.subs, sub_quads = kp.g / 4;
+    __m512 c[M][NV];
+    for (int m = 0; m < M; ++m)
+      for (int v = 0; v < NV; ++v) c[m][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + m * NR + v * W);
+    const __m512i nibbles = _mm512_set1_epi32(0x0f0f0f0f);
+    for (int64_t sb = sb0; sb < sb1; ++sb) {
+      const uint8_t* h = panel + sb * kp.block();
+      const uint32_t* a = ac + sb * kQuads * stride;
+      __m512i total[M][NV], mins[M][NV];
+      for (int m = 0; m < M; ++m)
+        for (int v = 0; v < NV; ++v) total[m][v] = _mm512_setzero_si512(), mins[m][v] = _mm512_setzero_si512();
+      for (int64_t j = 0; j < subs; ++j) {
+        const uint8_t* codes = h + kp.codes_at(j);
+        __m512i sum[M][NV];
+        for (int m = 0; m < M; ++m)
+          for (int v = 0; v < NV; ++v) sum[m][v] = _mm512_setzero_si512();
+        if constexpr (Bits == 8) {
+          for (int64_t qd = 0; qd < sub_quads; ++qd) {
+            __m512i bv[NV];
+            for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(codes + (qd * NR + v * W) * 4);
+            for (int m = 0; m < M; ++m) {
+              const __m512i av = _mm512_set1_epi32(static_cast<int>(a[(j * sub_quads + qd) * stride + m]));
+              for (int v = 0; v < NV; ++v) sum[m][v] = _mm512_dpbusd_epi32(sum[m][v], bv[v], av);
+            }
+          }
+        } else {  // an octet's word: low nibbles its first quad, high nibbles its second
+          for (int64_t od = 0; od < sub_quads / 2; ++od) {
+            __m512i lo[NV], hi[NV];
+            for (int v = 0; v < NV; ++v) {
+              const __m512i w = _mm512_loadu_si512(codes + (od * NR + v * W) * 4);
+              lo[v] = _mm512_and_si512(w, nibbles);
+              hi[v] = _mm512_and_si512(_mm512_srli_epi32(w, 4), nibbles);
+            }
+            for (int m = 0; m < M; ++m) {
+              const int64_t q0 = j * sub_quads + 2 * od;
+              const __m512i a0 = _mm512_set1_epi32(static_cast<int>(a[q0 * stride + m]));
+              const __m512i a1 = _mm512_set1_epi32(static_cast<int>(a[(q0 + 1) * stride + m]));
+              for (int v = 0; v < NV; ++v)
+                sum[m][v] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(sum[m][v], lo[v], a0), hi[v], a1);
+            }
+          }
+        }
+        for (int v = 0; v < NV; ++v) {
+          const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h + kp.scale_at(j) + v * W));
+          const __m512i sc = Off ? _mm512_cvtepi8_epi32(sc8) : _mm512_cvtepu8_epi32(sc8);
+          __m512i mn = _mm512_setzero_si512();
+          if (!Off)
+            mn = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + kp.min_at(j) + v * W)));
+          for (int m = 0; m < M; ++m) {
+            const __m512i s = _mm512_set1_epi32(asum[(sb * stride + m) * subs + j]);
+            const __m512i centred =
+                Off ? _mm512_sub_epi32(sum[m][v], _mm512_mullo_epi32(s, _mm512_set1_epi32(Off))) : sum[m][v];
+            total[m][v] = _mm512_add_epi32(total[m][v], _mm512_mullo_epi32(centred, sc));
+            if (!Off) mins[m][v] = _mm512_add_epi32(mins[m][v], _mm512_mullo_epi32(s, mn));
+          }
+        }
+      }
+      for (int v = 0; v < NV; ++v) {
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + 2 * v * W)));
+        __m512 dmin = _mm512_setzero_ps();
+        if (!Off)
+          dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + kp.dmin_at() + 2 * v * W)));
+        for (int m = 0; m < M; ++m) {
+          const __m512 da = _mm512_set1_ps(as[sb * stride + m]);
+          c[m][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total[m][v]), _mm512_mul_ps(d, da), c[m][v]);
+          if (!Off) c[m][v] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins[m][v]), _mm512_mul_ps(dmin, da), c[m][v]);
+        }
+      }
+    }
+    for (int m = 0; m < M; ++m)
+      for (int v = 0; v < NV; ++v) _mm512_storeu_ps(acc + m * NR + v * W, c[m][v]);
+  }
+
+  template <int M, int Bits, int Off>
+  static void micro_k_upto(int rows, const uint32_t* ac, int stride, const float* as, const int32_t* asum,
+                           const uint8_t* panel, const moe::KPanel& kp, int64_t sb0, int64_t sb1, float* acc,
+                           bool first) {
+    if constexpr (M > 1) {
+      if (rows < M) return micro_k_upto<M - 1, Bits, Off>(rows, ac, stride, as, asum, panel, kp, sb0, sb1, acc, first);
+    }
+    micro_k<M, Bits, Off>(ac, stride, as, asum, panel, kp, sb0, sb1, acc, first);
+  }
+
+  // (three rows at a time: total, mins and the sub-block sums are M x NV registers each)
+  static constexpr int kKRows = 3;
+  static_assert(kQuantRows % kKRows == 0, "K-quant micro rows split a quantized block");
+
+  template <int Bits, int Off>
+  static void gemm_k(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
+                     int64_t panel_begin, int64_t panel_end) {
+    const moe::KPanel kp = moe::k_panel(p.weight_dtype, NR);
+    constexpr int64_t kSuper = 256, kQuads = 64;
+    const int64_t blocks = p.k / kSuper, subs = kp.subs;
+    const int64_t block_group = std::max<int64_t>(1, kGroupBlockBytes / kp.block());  // super-blocks per call
+    thread_local QuantA qa;
+    thread_local Converted held;
+    if (qa.codes.size() < static_cast<size_t>(kChunk * blocks * kQuads)) qa.codes.resize(kChunk * blocks * kQuads);
+    if (qa.scales.size() < static_cast<size_t>(kChunk * blocks)) {
+      qa.scales.resize(kChunk * blocks);
+      qa.corrections.resize(kChunk * blocks);
+    }
+    if (qa.subsums.size() < static_cast<size_t>(kChunk * blocks * subs)) qa.subsums.resize(kChunk * blocks * subs);
+    alignas(64) float acc[kChunk * NR];
+    for (int64_t c0 = row_begin; c0 < row_end; c0 += kChunk) {
+      const int64_t rows = std::min(kChunk, row_end - c0);
+      const float* chunk = a + (c0 - row_begin) * K::packed_depth(p.k);
+      // (the codes' layout depends on the sub-block size through the sums: a q6_k chunk is not a q4_k one)
+      if (!held.holds(p, chunk, rows)) quantize_a(chunk, rows, p.k, kSuper, 0, qa, kp.g), held.set(p, chunk, rows);
+      for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
+        const uint8_t* b = static_cast<const uint8_t*>(p.panels) + panel * p.panel_bytes;
+        for (int64_t s0 = 0; s0 < blocks; s0 += block_group) {
+          const int64_t s1 = std::min(blocks, s0 + block_group), next = panel * p.panel_bytes + s1 * kp.block();
+          for (int64_t r = 0; r < rows; r += kQuantRows) {
+            prefetch_slice(static_cast<const char*>(p.panels), panel_end * p.panel_bytes, next,
+                           block_group * kp.block(), rows / kQuantRows, r / kQuantRows);
+            const int mc = static_cast<int>(std::min<int64_t>(kQuantRows, rows - r));
+            for (int r2 = 0; r2 < mc; r2 += kKRows)
+              micro_k_upto<kKRows, Bits, Off>(std::min(kKRows, mc - r2), qa.codes.data() + r * blocks * kQuads + r2, mc,
+                                              qa.scales.data() + r * blocks + r2,
+                                              qa.subsums.data() + (r * blocks + r2) * subs, b, kp, s0, s1,
+                                              acc + (r + r2) * NR, s0 == 0);
           }
         }
         K::store_rows(p, acc, c0, rows, panel);
@@ -412,9 +519,9 @@ struct DotKernels {
       x.replace({moe::WeightDtype::bfloat16, &gemm_bf16});
       x.replace({moe::WeightDtype::int8, &gemm_q<8>});
       x.replace({moe::WeightDtype::int4, &gemm_q<4>});
-      x.replace({moe::WeightDtype::q4_k, &gemm_q<4, 0>});
-      x.replace({moe::WeightDtype::q5_k, &gemm_q<8, 0>});
-      x.replace({moe::WeightDtype::q6_k, &gemm_q<8, 32>});
+      x.replace({moe::WeightDtype::q4_k, &gemm_k<4, 0>});
+      x.replace({moe::WeightDtype::q5_k, &gemm_k<8, 0>});
+      x.replace({moe::WeightDtype::q6_k, &gemm_k<8, 32>});
       return x;
     }();
     return &t;
