@@ -22,10 +22,18 @@ import { dequantizeBlocks } from './dequantize';
 import { GgufFile, GgufTensorInfo } from './file';
 import { halfToFloat } from '../tensor';
 
+/** The architectures (general.architecture) whose MoE layers the library reads. */
+const ARCHITECTURES = ['llama', 'mixtral', 'qwen2moe', 'qwen3moe', 'olmoe', 'gpt-oss', 'deepseek2'];
+
 /** The config.json a family would read, from a GGUF file's metadata. */
 export function hfConfigOf(file: GgufFile): HfConfig {
   const arch = file.get('general.architecture');
   if (typeof arch !== 'string') throw rangeError(`${file.path} to have a general.architecture string`, String(arch));
+  if (!ARCHITECTURES.includes(arch))
+    throw rangeError(
+      `${file.path} to be a GGUF file of an MoE architecture moe-kernels reads (llama / mixtral, qwen2moe, qwen3moe, deepseek2, olmoe, gpt-oss)`,
+      `'${arch}'`,
+    );
   const key = (k: string) => file.get(`${arch}.${k}`);
   const num = (k: string, fallback?: number): number | undefined => {
     const v = key(k);
@@ -33,10 +41,16 @@ export function hfConfigOf(file: GgufFile): HfConfig {
     if (typeof v !== 'number') throw rangeError(`${file.path}: metadata '${arch}.${k}' to be a number`, typeof v);
     return v;
   };
-  const common = { num_hidden_layers: num('block_count'), hidden_size: num('embedding_length'), hidden_act: 'silu' };
+  // (the keys every MoE layer needs, named as the file spells them when missing, not as config.json's)
+  const required = (k: string, value = num(k)): number => {
+    if (value === undefined) throw rangeError(`${file.path} to have metadata '${arch}.${k}'`, 'none');
+    return value;
+  };
+  const common = { num_hidden_layers: required('block_count'), hidden_size: required('embedding_length'), hidden_act: 'silu' };
   const experts = num('expert_count', 0)!;
-  const topK = num('expert_used_count');
-  const expertHidden = num('expert_feed_forward_length') ?? num('feed_forward_length');
+  const topK = experts > 0 ? required('expert_used_count') : undefined;
+  const expertHidden =
+    experts > 0 ? required('expert_feed_forward_length', num('expert_feed_forward_length') ?? num('feed_forward_length')) : undefined;
   switch (arch) {
     case 'llama':
     case 'mixtral':
