@@ -12,9 +12,9 @@
  * plain Errors without the file's name. It stays a dev dependency: the tests parse the files gguf.save writes with it.
  */
 import { promises as fs } from 'fs';
-import { rangeError, typeError } from '../errors';
+import { rangeError } from '../errors';
 import { expectPath, fileError, isLibraryError, openRegularFile } from '../file-errors';
-import { newBytes, readFully } from '../safetensors/file';
+import { readFully, readTensorRange } from '../safetensors/file';
 import { GGML_TYPES, GgmlType } from './types';
 
 /** GGUF's metadata value types, by their numbers. */
@@ -275,24 +275,12 @@ export class GgufFile {
   /** Bytes [begin, begin + length) of a tensor's data. */
   async range(name: string, begin: number, length: number, options: { signal?: AbortSignal; into?: Uint8Array } = {}): Promise<Uint8Array> {
     const info = this.info(name);
-    if (!Number.isSafeInteger(begin) || !Number.isSafeInteger(length) || begin < 0 || length < 0 || begin + length > info.byteLength)
-      throw rangeError(`a byte range within tensor '${name}' (${info.byteLength} bytes) of ${this.path}`, `[${begin}, ${begin + length})`);
-    if (!this.handle) throw typeError(`an open file (${this.path})`, 'a closed GgufFile');
-    if (options.into && options.into.length < length) throw rangeError(`options.into to hold ${length} bytes`, `${options.into.length}`);
-    const handle = this.handle;
-    const out = options.into ? options.into.subarray(0, length) : newBytes(length, `tensor '${name}' of ${this.path}`);
-    const step = 64 << 20;
-    for (let at = 0; at < length; at += step) {
-      options.signal?.throwIfAborted();
-      try {
-        if (this.handle !== handle) throw new Error('closed');
-        await readFully(handle, out.subarray(at, Math.min(length, at + step)), info.offset + begin + at, this.path);
-      } catch (err) {
-        if (this.handle !== handle) throw typeError(`${this.path} to stay open while tensor '${name}' was read`, 'close() during the read');
-        throw fileError(err, this.path, 'a readable GGUF file');
-      }
-    }
-    return out;
+    return readTensorRange(
+      { path: this.path, kind: 'GGUF', handle: () => this.handle, name, offset: info.offset, byteLength: info.byteLength },
+      begin,
+      length,
+      options,
+    );
   }
 
   get closed(): boolean {

@@ -101,23 +101,12 @@ export class SafetensorsFile {
   /** Bytes [begin, begin + length) of a tensor's data (one expert's rows of a stacked tensor, say). */
   async range(name: string, begin: number, length: number, options: RangeOptions = {}): Promise<Uint8Array> {
     const info = this.info(name);
-    if (!Number.isSafeInteger(begin) || !Number.isSafeInteger(length) || begin < 0 || length < 0 || begin + length > info.byteLength)
-      throw rangeError(`a byte range within tensor '${name}' (${info.byteLength} bytes) of ${this.path}`, `[${begin}, ${begin + length})`);
-    const handle = this.open_();
-    if (options.into && options.into.length < length) throw rangeError(`options.into to hold ${length} bytes`, `${options.into.length}`);
-    const out = options.into ? options.into.subarray(0, length) : newBytes(length, `tensor '${name}' of ${this.path}`);
-    for (let at = 0; at < length; at += READ_CHUNK) {
-      options.signal?.throwIfAborted();
-      try {
-        if (this.handle !== handle) throw new Error('closed');
-        await readFully(handle, out.subarray(at, Math.min(length, at + READ_CHUNK)), info.offset + begin + at, this.path);
-      } catch (err) {
-        // close() while a read was under way: the read ends with that, not with Node's EBADF
-        if (this.handle !== handle) throw typeError(`${this.path} to stay open while tensor '${name}' was read`, 'close() during the read');
-        throw fileError(err, this.path, 'a readable safetensors file');
-      }
-    }
-    return out;
+    return readTensorRange(
+      { path: this.path, kind: 'safetensors', handle: () => this.handle, name, offset: info.offset, byteLength: info.byteLength },
+      begin,
+      length,
+      options,
+    );
   }
 
   /** Whether close() was called. */
@@ -130,11 +119,44 @@ export class SafetensorsFile {
     this.handle = undefined;
     await h?.close();
   }
+}
 
-  private open_(): fs.FileHandle {
-    if (!this.handle) throw typeError(`an open file (${this.path})`, 'a closed SafetensorsFile');
-    return this.handle;
+/** Where a tensor's bytes lie in an open file (SafetensorsFile's, GgufFile's), for readTensorRange. */
+export interface TensorBytes {
+  path: string;
+  /** 'safetensors' or 'GGUF': the file kind in messages. */
+  kind: string;
+  /** The file's handle now (undefined once closed). */
+  handle: () => fs.FileHandle | undefined;
+  name: string;
+  offset: number;
+  byteLength: number;
+}
+
+/**
+ * Bytes [begin, begin + length) of a tensor, read by position in chunks, checking the abort signal between them,
+ * into `options.into` or a buffer of their own. A close() of the file while a read is under way ends it with that,
+ * not with Node's EBADF.
+ */
+export async function readTensorRange(t: TensorBytes, begin: number, length: number, options: RangeOptions = {}): Promise<Uint8Array> {
+  const { path, name } = t;
+  if (!Number.isSafeInteger(begin) || !Number.isSafeInteger(length) || begin < 0 || length < 0 || begin + length > t.byteLength)
+    throw rangeError(`a byte range within tensor '${name}' (${t.byteLength} bytes) of ${path}`, `[${begin}, ${begin + length})`);
+  const handle = t.handle();
+  if (!handle) throw typeError(`an open file (${path})`, `a closed ${t.kind === 'GGUF' ? 'GgufFile' : 'SafetensorsFile'}`);
+  if (options.into && options.into.length < length) throw rangeError(`options.into to hold ${length} bytes`, `${options.into.length}`);
+  const out = options.into ? options.into.subarray(0, length) : newBytes(length, `tensor '${name}' of ${path}`);
+  for (let at = 0; at < length; at += READ_CHUNK) {
+    options.signal?.throwIfAborted();
+    try {
+      if (t.handle() !== handle) throw new Error('closed');
+      await readFully(handle, out.subarray(at, Math.min(length, at + READ_CHUNK)), t.offset + begin + at, path);
+    } catch (err) {
+      if (t.handle() !== handle) throw typeError(`${path} to stay open while tensor '${name}' was read`, 'close() during the read');
+      throw fileError(err, path, `a readable ${t.kind} file`);
+    }
   }
+  return out;
 }
 
 /** Fills `into` from `position`; a file that ends first (changed since it was opened) is a RangeError. */
@@ -152,7 +174,7 @@ export async function readFully(handle: fs.FileHandle, into: Uint8Array, positio
 const MAX_READ_BYTES = 2 ** 32;
 
 /** A fresh buffer of `length` bytes, or a RangeError saying why there cannot be one (V8's raw errors say "undefined"). */
-export function newBytes(length: number, what: string): Uint8Array {
+function newBytes(length: number, what: string): Uint8Array {
   if (length > MAX_READ_BYTES)
     throw rangeError(
       `${what} to be at most ${MAX_READ_BYTES} bytes to read as one array (read it in parts with range(name, begin, length))`,
