@@ -33,6 +33,29 @@ function scaleMin(b: Uint8Array, s: number, j: number): [number, number] {
   return [(b[s + j + 4] & 0xf) | ((b[s + j - 4] >> 6) << 4), (b[s + j + 4] >> 4) | ((b[s + j] >> 6) << 4)];
 }
 
+/**
+ * Q4_K and Q5_K: four pairs of sub-blocks of 32, each pair's nibbles in one 32-byte run (low: the first sub-block,
+ * high: the second); Q5_K adds each value's fifth bit from qh (bit 2j for pair j's first sub-block, 2j + 1 its second).
+ */
+function affineK(b: Uint8Array, at: number, y: Float32Array, o: number, five: boolean): void {
+  const d = half(b, at),
+    min = half(b, at + 2);
+  const qh = at + 16;
+  for (let j = 0; j < 4; j++) {
+    const q = at + (five ? 48 : 16) + 32 * j;
+    const u1 = five ? 1 << (2 * j) : 0,
+      u2 = five ? 2 << (2 * j) : 0;
+    const [s1, m1] = scaleMin(b, at + 4, 2 * j),
+      [s2, m2] = scaleMin(b, at + 4, 2 * j + 1);
+    const d1 = f(d * s1),
+      n1 = f(min * m1),
+      d2 = f(d * s2),
+      n2 = f(min * m2);
+    for (let l = 0; l < 32; l++) y[o++] = f(f(d1 * ((b[q + l] & 0xf) + (b[qh + l] & u1 ? 16 : 0))) - n1);
+    for (let l = 0; l < 32; l++) y[o++] = f(f(d2 * ((b[q + l] >> 4) + (b[qh + l] & u2 ? 16 : 0))) - n2);
+  }
+}
+
 const DECODERS: Record<string, BlockDecoder> = {
   Q4_0(b, at, y, o) {
     const d = half(b, at);
@@ -112,39 +135,8 @@ const DECODERS: Record<string, BlockDecoder> = {
         }
     }
   },
-  Q4_K(b, at, y, o) {
-    const d = half(b, at),
-      min = half(b, at + 2);
-    for (let j = 0; j < 4; j++) {
-      const q = at + 16 + 32 * j;
-      const [s1, m1] = scaleMin(b, at + 4, 2 * j),
-        [s2, m2] = scaleMin(b, at + 4, 2 * j + 1);
-      const d1 = f(d * s1),
-        n1 = f(min * m1),
-        d2 = f(d * s2),
-        n2 = f(min * m2);
-      for (let l = 0; l < 32; l++) y[o++] = f(f(d1 * (b[q + l] & 0xf)) - n1);
-      for (let l = 0; l < 32; l++) y[o++] = f(f(d2 * (b[q + l] >> 4)) - n2);
-    }
-  },
-  Q5_K(b, at, y, o) {
-    const d = half(b, at),
-      min = half(b, at + 2);
-    const qh = at + 16;
-    for (let j = 0; j < 4; j++) {
-      const ql = at + 48 + 32 * j;
-      const u1 = 1 << (2 * j),
-        u2 = 2 << (2 * j);
-      const [s1, m1] = scaleMin(b, at + 4, 2 * j),
-        [s2, m2] = scaleMin(b, at + 4, 2 * j + 1);
-      const d1 = f(d * s1),
-        n1 = f(min * m1),
-        d2 = f(d * s2),
-        n2 = f(min * m2);
-      for (let l = 0; l < 32; l++) y[o++] = f(f(d1 * ((b[ql + l] & 0xf) + (b[qh + l] & u1 ? 16 : 0))) - n1);
-      for (let l = 0; l < 32; l++) y[o++] = f(f(d2 * ((b[ql + l] >> 4) + (b[qh + l] & u2 ? 16 : 0))) - n2);
-    }
-  },
+  Q4_K: (b, at, y, o) => affineK(b, at, y, o, false),
+  Q5_K: (b, at, y, o) => affineK(b, at, y, o, true),
   Q6_K(b, at, y, o) {
     const d = half(b, at + 208);
     for (let n = 0; n < 2; n++) {
@@ -194,4 +186,20 @@ export function dequantizeBlocks(type: GgmlType, bytes: Uint8Array, values: numb
   const y = into ?? new Float32Array(values);
   for (let i = 0; i < blocks; i++) decode(bytes, i * type.typeSize, y, i * type.blockSize);
   return y;
+}
+
+/**
+ * A tensor's first `values` values as a new float32 array: F32 copied, F16 / BF16 widened exactly, block types as
+ * ggml dequantizes them. `bytes` may be a view at any offset (the reader's reused scratch).
+ */
+export function toFloat32(type: GgmlType, bytes: Uint8Array, values: number, what: string): Float32Array {
+  if (type.name === 'F32') return new Float32Array(bytes.slice(0, values * 4).buffer);
+  if (type.name === 'F16' || type.name === 'BF16') {
+    const bits = new Uint16Array(bytes.slice(0, values * 2).buffer);
+    const out = new Float32Array(values);
+    if (type.name === 'F16') for (let i = 0; i < values; i++) out[i] = halfToFloat(bits[i]);
+    else new Uint32Array(out.buffer).forEach((_, i, u) => (u[i] = bits[i] << 16));
+    return out;
+  }
+  return dequantizeBlocks(type, bytes, values, what);
 }

@@ -5,11 +5,10 @@ export { save } from './save';
 export type { GgufBlocks, GgufMetadataInput, GgufSaveInput, GgufTyped } from './save';
 export { GGML_TYPES, ggmlType } from './types';
 export type { GgmlType } from './types';
-export { DEQUANTIZABLE, dequantizeBlocks } from './dequantize';
+export { DEQUANTIZABLE, dequantizeBlocks, toFloat32 } from './dequantize';
 
 import { Tensor } from '../tensor';
-import { halfToFloat } from '../tensor';
-import { dequantizeBlocks } from './dequantize';
+import { toFloat32 } from './dequantize';
 import { GgufFile } from './file';
 
 /** Opens a .gguf file (GgufFile.open). */
@@ -22,13 +21,5 @@ export async function readFloat32(file: GgufFile, name: string, options: { signa
   const info = file.info(name);
   const bytes = await file.range(name, 0, info.byteLength, options);
   const values = info.shape.reduce((a, b) => a * b, 1);
-  let data: Float32Array;
-  if (info.type.name === 'F32') data = new Float32Array(bytes.buffer, bytes.byteOffset, values);
-  else if (info.type.name === 'F16' || info.type.name === 'BF16') {
-    const bits = new Uint16Array(bytes.buffer, bytes.byteOffset, values);
-    data = new Float32Array(values);
-    if (info.type.name === 'F16') for (let i = 0; i < values; i++) data[i] = halfToFloat(bits[i]);
-    else new Uint32Array(data.buffer).forEach((_, i, u) => (u[i] = bits[i] << 16));
-  } else data = dequantizeBlocks(info.type, bytes, values, `tensor '${name}' of ${file.path}`);
-  return Tensor.from(data, info.shape);
+  return Tensor.from(toFloat32(info.type, bytes, values, `tensor '${name}' of ${file.path}`), info.shape);
 }

@@ -18,9 +18,8 @@
 import { rangeError } from '../errors';
 import { ExpertSources, Family, HfConfig, LayerPlan } from '../pretrained/family';
 import { MatrixData, MatrixSource, Reader, WholeSource } from '../pretrained/sources';
-import { dequantizeBlocks } from './dequantize';
+import { dequantizeBlocks, toFloat32 } from './dequantize';
 import { GgufFile, GgufTensorInfo } from './file';
-import { halfToFloat } from '../tensor';
 
 /** The architectures (general.architecture) whose MoE layers the library reads. */
 const ARCHITECTURES = ['llama', 'mixtral', 'qwen2moe', 'qwen3moe', 'olmoe', 'gpt-oss', 'deepseek2'];
@@ -122,20 +121,6 @@ export function hfConfigOf(file: GgufFile): HfConfig {
   }
 }
 
-/** Values of a tensor's bytes as float32 (a copy: the reader's scratch is reused by the next read). */
-function widen(info: GgufTensorInfo, bytes: Uint8Array, values: number, what: string): Float32Array {
-  const t = info.type.name;
-  if (t === 'F32') return new Float32Array(bytes.slice(0, values * 4).buffer);
-  if (t === 'F16' || t === 'BF16') {
-    const bits = new Uint16Array(bytes.slice(0, values * 2).buffer);
-    const out = new Float32Array(values);
-    if (t === 'F16') for (let i = 0; i < values; i++) out[i] = halfToFloat(bits[i]);
-    else new Uint32Array(out.buffer).forEach((_, i, u) => (u[i] = bits[i] << 16));
-    return out;
-  }
-  return dequantizeBlocks(info.type, bytes, values, what);
-}
-
 /** Checks that `name` exists with `shape` (row-major); returns its info. */
 function expect(file: GgufFile, name: string, shape: readonly number[], what: string): GgufTensorInfo {
   if (!file.has(name)) throw rangeError(`${file.path} to hold tensor '${name}' (${what})`, 'no such tensor');
@@ -157,7 +142,7 @@ function whole(file: GgufFile, name: string, shape: readonly number[], what: str
     async read(reader: Reader) {
       const info = file.info(name);
       const values = shape.reduce((a, b) => a * b, 1);
-      return widen(info, await reader.rangeOf(file, name, 0, info.byteLength), values, `tensor '${name}' of ${file.path}`);
+      return toFloat32(info.type, await reader.rangeOf(file, name, 0, info.byteLength), values, `tensor '${name}' of ${file.path}`);
     },
   };
 }
