@@ -235,11 +235,12 @@ int64_t block_bytes(WeightDtype dtype) {
 
 int64_t sub_block(WeightDtype dtype) { return dtype == WeightDtype::q6_k ? 16 : 32; }
 
-void decode_block(WeightDtype dtype, const uint8_t* b, float* scale, float* min, int* code) {
+void block_factors(WeightDtype dtype, const uint8_t* b, uint16_t* d, uint16_t* dmin, uint8_t* scale, uint8_t* min,
+                   int* code) {
+  const auto bits = [](const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); };
   if (dtype == WeightDtype::q6_k) {
-    const float d = f16(b + 208);
-    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
-    for (int j = 0; j < kSubBlocks6; ++j) scale[j] = d * sc[j], min[j] = 0.0f;
+    *d = bits(b + 208), *dmin = 0;
+    for (int j = 0; j < kSubBlocks6; ++j) scale[j] = b[192 + j], min[j] = 0;
     for (int h = 0; h < 2; ++h) {
       const uint8_t* ql = b + 64 * h;
       const uint8_t* qh = b + 128 + 32 * h;
@@ -254,14 +255,14 @@ void decode_block(WeightDtype dtype, const uint8_t* b, float* scale, float* min,
     return;
   }
   const bool five = dtype == WeightDtype::q5_k;
-  const float d = f16(b), dmin = f16(b + 2);
-  const uint8_t* qs = b + (five ? 48 : 16);
-  const uint8_t* qh = b + 16;
+  *d = bits(b), *dmin = bits(b + 2);
   for (int j = 0; j < kSubBlocks4; ++j) {
     int sc, m;
     scale_min(b + 4, j, &sc, &m);
-    scale[j] = d * sc, min[j] = dmin * m;
+    scale[j] = static_cast<uint8_t>(sc), min[j] = static_cast<uint8_t>(m);
   }
+  const uint8_t* qs = b + (five ? 48 : 16);
+  const uint8_t* qh = b + 16;
   for (int p = 0; p < 4; ++p)
     for (int l = 0; l < 32; ++l) {
       const uint8_t q = qs[32 * p + l];
@@ -270,21 +271,16 @@ void decode_block(WeightDtype dtype, const uint8_t* b, float* scale, float* min,
     }
 }
 
-void block_factors(WeightDtype dtype, const uint8_t* b, uint16_t* d, uint16_t* dmin, uint8_t* scale, uint8_t* min,
-                   int* code) {
-  float unused_scale[kSubBlocks6], unused_min[kSubBlocks6];
-  decode_block(dtype, b, unused_scale, unused_min, code);
-  const auto bits = [](const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); };
-  if (dtype == WeightDtype::q6_k) {
-    *d = bits(b + 208), *dmin = 0;
-    for (int j = 0; j < kSubBlocks6; ++j) scale[j] = b[192 + j], min[j] = 0;
-    return;
-  }
-  *d = bits(b), *dmin = bits(b + 2);
-  for (int j = 0; j < kSubBlocks4; ++j) {
-    int sc, m;
-    scale_min(b + 4, j, &sc, &m);
-    scale[j] = static_cast<uint8_t>(sc), min[j] = static_cast<uint8_t>(m);
+void decode_block(WeightDtype dtype, const uint8_t* b, float* scale, float* min, int* code) {
+  uint16_t d, dmin;
+  uint8_t sc[kSubBlocks6], m[kSubBlocks6];
+  block_factors(dtype, b, &d, &dmin, sc, m, code);
+  const bool q6 = dtype == WeightDtype::q6_k;
+  const float df = cpu::half_to_float(d), dminf = cpu::half_to_float(dmin);
+  for (int j = 0; j < (q6 ? kSubBlocks6 : kSubBlocks4); ++j) {
+    // Q6_K's scales are int8; the others' 6-bit factors unsigned
+    scale[j] = df * (q6 ? static_cast<float>(static_cast<int8_t>(sc[j])) : static_cast<float>(sc[j]));
+    min[j] = q6 ? 0.0f : dminf * static_cast<float>(m[j]);
   }
 }
 

@@ -241,6 +241,28 @@ struct DotKernels {
     }
   }
 
+  // The codes of quad qd of a panel group (int8, q5_k, q6_k: a byte per input) for the panel's NV column vectors.
+  static void load_quad(const uint8_t* codes, int64_t qd, __m512i (&b)[NV]) {
+    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_si512(codes + (qd * NR + v * W) * 4);
+  }
+  // Octet od's codes (int4, q4_k: nibbles): low nibbles are its first quad, high nibbles its second.
+  static void load_octet(const uint8_t* codes, int64_t od, __m512i (&lo)[NV], __m512i (&hi)[NV]) {
+    const __m512i nibbles = _mm512_set1_epi32(0x0f0f0f0f);
+    for (int v = 0; v < NV; ++v) {
+      const __m512i w = _mm512_loadu_si512(codes + (od * NR + v * W) * 4);
+      lo[v] = _mm512_and_si512(w, nibbles);
+      hi[v] = _mm512_and_si512(_mm512_srli_epi32(w, 4), nibbles);
+    }
+  }
+  // to[m] += one quad's codes b times row m's four activation codes (aq[m], the rows' words of that quad in turn).
+  template <int M>
+  static void dot_quad(__m512i (&to)[M][NV], const __m512i (&b)[NV], const uint32_t* aq) {
+    for (int m = 0; m < M; ++m) {
+      const __m512i av = _mm512_set1_epi32(static_cast<int>(aq[m]));
+      for (int v = 0; v < NV; ++v) to[m][v] = _mm512_dpbusd_epi32(to[m][v], b[v], av);
+    }
+  }
+
   // acc[M][NR] (+)= groups g0 .. g1 of the block's quantized rows times the panel's codes, one float32 scaling and
   // addition per group.
   template <int M, int Bits>
@@ -249,7 +271,6 @@ struct DotKernels {
     __m512 c[M][NV];
     for (int m = 0; m < M; ++m)
       for (int v = 0; v < NV; ++v) c[m][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + m * NR + v * W);
-    const __m512i nibbles = _mm512_set1_epi32(0x0f0f0f0f);
     for (int64_t grp = g0; grp < g1; ++grp) {
       const uint8_t* base = panel + grp * gbytes;
       const uint8_t* codes = base + 2 * NR;
@@ -265,12 +286,9 @@ struct DotKernels {
           for (int v = 0; v < NV; ++v) sum[u][m][v] = _mm512_setzero_si512();
       if constexpr (Bits == 8) {
         const auto quad = [&](int64_t qd, __m512i(&to)[M][NV]) {
-          __m512i bv[NV];
-          for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(codes + (qd * NR + v * W) * 4);
-          for (int m = 0; m < M; ++m) {
-            const __m512i av = _mm512_set1_epi32(static_cast<int>(a[qd * M + m]));
-            for (int v = 0; v < NV; ++v) to[m][v] = _mm512_dpbusd_epi32(to[m][v], bv[v], av);
-          }
+          __m512i b[NV];
+          load_quad(codes, qd, b);
+          dot_quad<M>(to, b, a + qd * M);
         };
         int64_t qd = 0;
         for (; qd + S <= quads; qd += S) {
@@ -279,22 +297,12 @@ struct DotKernels {
           if constexpr (S > 2) quad(qd + 2, sum[2]), quad(qd + 3, sum[3]);
         }
         for (; qd < quads; ++qd) quad(qd, sum[0]);  // (quads is even: S = 4 may leave two)
-      } else {  // an octet's word: low nibbles are its first quad, high nibbles its second
+      } else {
         const auto octet = [&](int64_t od, __m512i(&low)[M][NV], __m512i(&high)[M][NV]) {
           __m512i lo[NV], hi[NV];
-          for (int v = 0; v < NV; ++v) {
-            const __m512i w = _mm512_loadu_si512(codes + (od * NR + v * W) * 4);
-            lo[v] = _mm512_and_si512(w, nibbles);
-            hi[v] = _mm512_and_si512(_mm512_srli_epi32(w, 4), nibbles);
-          }
-          for (int m = 0; m < M; ++m) {
-            const __m512i a0 = _mm512_set1_epi32(static_cast<int>(a[2 * od * M + m]));
-            const __m512i a1 = _mm512_set1_epi32(static_cast<int>(a[(2 * od + 1) * M + m]));
-            for (int v = 0; v < NV; ++v) {
-              low[m][v] = _mm512_dpbusd_epi32(low[m][v], lo[v], a0);
-              high[m][v] = _mm512_dpbusd_epi32(high[m][v], hi[v], a1);
-            }
-          }
+          load_octet(codes, od, lo, hi);
+          dot_quad<M>(low, lo, a + 2 * od * M);
+          dot_quad<M>(high, hi, a + (2 * od + 1) * M);
         };
         const int64_t octets = quads / 2;
         int64_t od = 0;
@@ -389,7 +397,6 @@ struct DotKernels {
     __m512 c[M][NV];
     for (int m = 0; m < M; ++m)
       for (int v = 0; v < NV; ++v) c[m][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + m * NR + v * W);
-    const __m512i nibbles = _mm512_set1_epi32(0x0f0f0f0f);
     for (int64_t sb = sb0; sb < sb1; ++sb) {
       const uint8_t* h = panel + sb * kp.block();
       const uint32_t* a = ac + sb * kQuads * stride;
@@ -403,28 +410,16 @@ struct DotKernels {
           for (int v = 0; v < NV; ++v) sum[m][v] = _mm512_setzero_si512();
         if constexpr (Bits == 8) {
           for (int64_t qd = 0; qd < sub_quads; ++qd) {
-            __m512i bv[NV];
-            for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(codes + (qd * NR + v * W) * 4);
-            for (int m = 0; m < M; ++m) {
-              const __m512i av = _mm512_set1_epi32(static_cast<int>(a[(j * sub_quads + qd) * stride + m]));
-              for (int v = 0; v < NV; ++v) sum[m][v] = _mm512_dpbusd_epi32(sum[m][v], bv[v], av);
-            }
+            __m512i b[NV];
+            load_quad(codes, qd, b);
+            dot_quad<M>(sum, b, a + (j * sub_quads + qd) * stride);
           }
-        } else {  // an octet's word: low nibbles its first quad, high nibbles its second
+        } else {
           for (int64_t od = 0; od < sub_quads / 2; ++od) {
             __m512i lo[NV], hi[NV];
-            for (int v = 0; v < NV; ++v) {
-              const __m512i w = _mm512_loadu_si512(codes + (od * NR + v * W) * 4);
-              lo[v] = _mm512_and_si512(w, nibbles);
-              hi[v] = _mm512_and_si512(_mm512_srli_epi32(w, 4), nibbles);
-            }
-            for (int m = 0; m < M; ++m) {
-              const int64_t q0 = j * sub_quads + 2 * od;
-              const __m512i a0 = _mm512_set1_epi32(static_cast<int>(a[q0 * stride + m]));
-              const __m512i a1 = _mm512_set1_epi32(static_cast<int>(a[(q0 + 1) * stride + m]));
-              for (int v = 0; v < NV; ++v)
-                sum[m][v] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(sum[m][v], lo[v], a0), hi[v], a1);
-            }
+            load_octet(codes, od, lo, hi);
+            dot_quad<M>(sum, lo, a + (j * sub_quads + 2 * od) * stride);
+            dot_quad<M>(sum, hi, a + (j * sub_quads + 2 * od + 1) * stride);
           }
         }
         for (int v = 0; v < NV; ++v) {
