@@ -122,17 +122,24 @@ void quant_unpack_column(const void* panel, int64_t k, int64_t g, int nr, int sl
 }
 
 // The K-quants (core/kquants.h) in KPanel's layout (weight_formats.h): the blocks' own d, dmin and 6- or 8-bit
-// factors, and the codes in int4's octets (q4_k) or int8's quads (q5_k, q6_k).
+// factors, the codes' nibbles in int4's octets and (q5_k, q6_k) their high bits in a plane per sub-block.
 template <WeightDtype D>
 size_t k_panel_bytes(int64_t k, int64_t, int nr) {
   return static_cast<size_t>(k / kquant::kSuperBlock * k_panel(D, nr).block());
 }
 
-// Where code j of a group sits in its panel's code words, and the bits it takes there.
-uint8_t* k_code_byte(const KPanel& kp, uint8_t* words, int64_t j, int slot, int* shift) {
-  if (kp.bits == 8) return *shift = 0, words + (j / 4 * kp.nr + slot) * 4 + j % 4;
-  *shift = j % 8 < 4 ? 0 : 4;
-  return words + (j / 8 * kp.nr + slot) * 4 + j % 4;
+// Where input j of a sub-block keeps its code: the nibble (byte and shift in the octets' words) and the high bits
+// (byte and shift in the plane's word of column `slot`).
+struct KCodeAt {
+  uint8_t* nibble;
+  int nibble_shift;
+  uint8_t* high;
+  int high_shift;
+};
+KCodeAt k_code_at(const KPanel& kp, uint8_t* sub_block, int64_t j, int slot) {
+  const int64_t quad = j / 4, b = j % 4;
+  return {sub_block + (j / 8 * kp.nr + slot) * 4 + b, j % 8 < 4 ? 0 : 4,
+          sub_block + kp.nibbles() + slot * 4 + b, static_cast<int>(quad * kp.high)};
 }
 
 template <WeightDtype D>
@@ -148,6 +155,7 @@ void k_pack_column(const ColumnSource& src, int64_t k, int64_t, int nr, int slot
   uint8_t raw[16] = {}, raw_min[16] = {};
   uint16_t d = 0, dmin = 0;
   int code[kquant::kSuperBlock] = {};
+  const uint8_t high_mask = static_cast<uint8_t>((1 << kp.high) - 1);
   for (int64_t b = 0; b < k / kquant::kSuperBlock; ++b) {
     if (blocks) kquant::block_factors(D, blocks + b * kquant::block_bytes(D), &d, &dmin, raw, raw_min, code);
     uint8_t* h = static_cast<uint8_t*>(panel) + b * kp.block();
@@ -157,11 +165,14 @@ void k_pack_column(const ColumnSource& src, int64_t k, int64_t, int nr, int slot
       h[kp.scale_at(s) + slot] = raw[s];
       if (kp.has_min) h[kp.min_at(s) + slot] = raw_min[s];
       for (int64_t j = 0; j < kp.g; ++j) {
-        int shift;
-        uint8_t* byte = k_code_byte(kp, h + kp.codes_at(s), j, slot, &shift);
+        const KCodeAt at = k_code_at(kp, h + kp.codes_at(s), j, slot);
         const int stored = blocks ? code[s * kp.g + j] + static_cast<int>(kp.offset) : static_cast<int>(kp.offset);
-        const uint8_t mask = kp.bits == 8 ? 0xff : static_cast<uint8_t>(0xf << shift);
-        *byte = static_cast<uint8_t>((*byte & ~mask) | ((stored << shift) & mask));
+        const uint8_t nibble_mask = static_cast<uint8_t>(0xf << at.nibble_shift);
+        *at.nibble = static_cast<uint8_t>((*at.nibble & ~nibble_mask) | ((stored << at.nibble_shift) & nibble_mask));
+        if (kp.high) {
+          const uint8_t mask = static_cast<uint8_t>(high_mask << at.high_shift);
+          *at.high = static_cast<uint8_t>((*at.high & ~mask) | (((stored >> 4) << at.high_shift) & mask));
+        }
       }
     }
   }
@@ -170,6 +181,7 @@ void k_pack_column(const ColumnSource& src, int64_t k, int64_t, int nr, int slot
 template <WeightDtype D>
 void k_unpack_column(const void* panel, int64_t k, int64_t, int nr, int slot, float* out) {
   const KPanel kp = k_panel(D, nr);
+  const int high_mask = (1 << kp.high) - 1;
   for (int64_t b = 0; b < k / kquant::kSuperBlock; ++b) {
     uint8_t* h = const_cast<uint8_t*>(static_cast<const uint8_t*>(panel)) + b * kp.block();
     const float d = cpu::half_to_float(reinterpret_cast<const uint16_t*>(h)[slot]);
@@ -180,10 +192,10 @@ void k_unpack_column(const void* panel, int64_t k, int64_t, int nr, int slot, fl
       const float scale = d * static_cast<float>(kp.has_min ? sc : static_cast<int8_t>(sc));
       const float min = kp.has_min ? dmin * static_cast<float>(h[kp.min_at(s) + slot]) : 0.0f;
       for (int64_t j = 0; j < kp.g; ++j) {
-        int shift;
-        const uint8_t* byte = k_code_byte(kp, h + kp.codes_at(s), j, slot, &shift);
-        const int code = ((*byte >> shift) & (kp.bits == 8 ? 0xff : 0xf)) - static_cast<int>(kp.offset);
-        const float product = scale * static_cast<float>(code);
+        const KCodeAt at = k_code_at(kp, h + kp.codes_at(s), j, slot);
+        int stored = (*at.nibble >> at.nibble_shift) & 0xf;
+        if (kp.high) stored |= ((*at.high >> at.high_shift) & high_mask) << 4;
+        const float product = scale * static_cast<float>(stored - static_cast<int>(kp.offset));
         out[(b * kp.subs + s) * kp.g + j] = product - min;
       }
     }

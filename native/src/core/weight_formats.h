@@ -45,24 +45,31 @@ inline int64_t padded_group(int64_t g) { return (g + 7) / 8 * 8; }
 
 // A K-quant panel (q4_k, q5_k, q6_k), super-block by super-block of 256 inputs, as compact as GGUF's own blocks:
 // a header of nr float16 d, nr float16 dmin (not q6_k), per sub-block a row of nr 8-bit scales (q6_k signed), per
-// sub-block a row of nr 8-bit mins (not q6_k), then each sub-block's codes (g inputs: q4_k as int4's octets of
-// nibbles u, q5_k and q6_k as int8's quads of bytes, u or q + 32). A weight is (d sc) (code - offset) - dmin m, the
-// two products rounded to float32 as ggml forms them.
+// sub-block a row of nr 8-bit mins (not q6_k), then per sub-block (g inputs) its codes' low four bits as int4's
+// octets of nibbles and, for q5_k and q6_k, a plane of their high bits: nr 32-bit words, one per column, whose byte
+// b holds the high bit(s) of the sub-block's inputs 4 qd + b, quad qd's at bit qd (q5_k: 8 quads) or bits 2 qd and
+// 2 qd + 1 (q6_k: 4 quads). A code is u (q4_k, q5_k) or q + 32 (q6_k); a weight is (d sc) (code - offset) - dmin m,
+// the two products rounded to float32 as ggml forms them. The plane's bytes line up with a quad's code words (byte
+// 4 c + b: column c, input b), so a vector of them gives each quad's high bits as one byte mask (vptestmb) or, per
+// column, as a shifted word; the panel takes 0.578 / 0.703 / 0.820 bytes a weight, GGUF's own 0.5625 / 0.6875 /
+// 0.8203 plus the float16 d and dmin kept per column.
 struct KPanel {
-  int64_t nr, g, subs, bits, offset;
+  int64_t nr, g, subs, high, offset;  // high: bits of each code above its nibble
   bool has_min;
   int64_t dmin_at() const { return 2 * nr; }
   int64_t scale_at(int64_t j) const { return (has_min ? 4 : 2) * nr + j * nr; }
   int64_t min_at(int64_t j) const { return 4 * nr + (subs + j) * nr; }
   int64_t header() const { return nr * ((has_min ? 4 : 2) + subs * (has_min ? 2 : 1)); }
-  int64_t code_group() const { return g * nr * bits / 8; }
-  int64_t codes_at(int64_t j) const { return header() + j * code_group(); }
-  int64_t block() const { return header() + subs * code_group(); }
+  int64_t nibbles() const { return g * nr / 2; }
+  int64_t plane() const { return high ? 4 * nr : 0; }
+  int64_t codes_at(int64_t j) const { return header() + j * (nibbles() + plane()); }
+  int64_t plane_at(int64_t j) const { return codes_at(j) + nibbles(); }
+  int64_t block() const { return header() + subs * (nibbles() + plane()); }
 };
 inline KPanel k_panel(WeightDtype dtype, int64_t nr) {
   const bool q6 = dtype == WeightDtype::q6_k;
   const int64_t g = q6 ? 16 : 32;
-  return {nr, g, 256 / g, dtype == WeightDtype::q4_k ? 4 : 8, q6 ? 32 : 0, !q6};
+  return {nr, g, 256 / g, q6 ? 2 : dtype == WeightDtype::q5_k ? 1 : 0, q6 ? 32 : 0, !q6};
 }
 
 }  // namespace moe

@@ -241,11 +241,11 @@ struct DotKernels {
     }
   }
 
-  // The codes of quad qd of a panel group (int8, q5_k, q6_k: a byte per input) for the panel's NV column vectors.
+  // The codes of quad qd of a panel group (int8: a byte per input) for the panel's NV column vectors.
   static void load_quad(const uint8_t* codes, int64_t qd, __m512i (&b)[NV]) {
     for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_si512(codes + (qd * NR + v * W) * 4);
   }
-  // Octet od's codes (int4, q4_k: nibbles): low nibbles are its first quad, high nibbles its second.
+  // Octet od's codes (int4, K-quants: nibbles): low nibbles are its first quad, high nibbles its second.
   static void load_octet(const uint8_t* codes, int64_t od, __m512i (&lo)[NV], __m512i (&hi)[NV]) {
     const __m512i nibbles = _mm512_set1_epi32(0x0f0f0f0f);
     for (int v = 0; v < NV; ++v) {
@@ -389,11 +389,47 @@ struct DotKernels {
   // the float work is once per 256 inputs: acc = sum_j sc_j (sum c q_a - Off S_j), mins = sum_j m_j S_j, then
   // c += d_a (d acc - dmin mins). Exact in int32 (|sc (c - Off) q_a| <= 127 * 63 * 127 per input, 256 inputs).
   // M rows at a time out of a quantized block of `stride` rows (the codes interleave a block's rows per quad).
-  template <int M, int Bits, int Off>
+  // Quad Qd's high bits out of a sub-block's plane onto its nibbles (code = nibble | high << 4): one shift by a
+  // constant, then nibble | (shifted & bits) in one vpternlogd. The 16-bit shifts carry bits across a byte only
+  // into places the mask drops (a shift by at most 4 towards bit 4 or 5 from bits 0..7 of the same byte).
+  template <int High, int Qd>
+  static __m512i lifted(__m512i nibbles, __m512i plane) {
+    constexpr int s = 4 - High * Qd;
+    __m512i at = plane;
+    if constexpr (s > 0) at = _mm512_slli_epi16(plane, s);
+    if constexpr (s < 0) at = _mm512_srli_epi16(plane, -s);
+    return _mm512_ternarylogic_epi32(nibbles, at, _mm512_set1_epi8(High == 2 ? 0x30 : 0x10), 0xf8);  // a | (b & c)
+  }
+  // A K-quant sub-block's octets (each two quads of nibbles, lifted by the plane where High > 0) into sum; aq: the
+  // sub-block's first quad of activation words (`stride` rows a quad).
+  template <int M, int High, int... Od>
+  static void octets(__m512i (&sum)[M][NV], const uint8_t* codes, const __m512i (&plane)[NV], const uint32_t* aq,
+                     int stride, std::integer_sequence<int, Od...>) {
+    const auto octet = [&](auto od) {
+      constexpr int o = decltype(od)::value;
+      __m512i lo[NV], hi[NV];
+      load_octet(codes, o, lo, hi);
+      if constexpr (High > 0)
+        for (int v = 0; v < NV; ++v)
+          lo[v] = lifted<High, 2 * o>(lo[v], plane[v]), hi[v] = lifted<High, 2 * o + 1>(hi[v], plane[v]);
+      dot_quad<M>(sum, lo, aq + 2 * o * stride);
+      dot_quad<M>(sum, hi, aq + (2 * o + 1) * stride);
+    };
+    (octet(std::integral_constant<int, Od>()), ...);
+  }
+
+  // With `stream_end` (the end of the item's panels), each sub-block prefetches its share of the bytes kKAhead on:
+  // at decode (fewer rows than a quantized block) nothing else does, and one thread streamed q4_k at 12-17 GB/s
+  // without it, 28-30 with it (benchmarks/NOTES.md row 109): the hardware prefetchers alone leave the kernel's
+  // loads waiting on memory, with its work added to the stream's time instead of hidden under it.
+  static constexpr int64_t kKAhead = 6144;
+  template <int M, int High, int Off>
   static void micro_k(const uint32_t* ac, int stride, const float* as, const int32_t* asum, const uint8_t* panel,
-                      const moe::KPanel& kp, int64_t sb0, int64_t sb1, float* acc, bool first) {
+                      const moe::KPanel& kp, int64_t sb0, int64_t sb1, float* acc, bool first,
+                      const uint8_t* stream_end) {
     constexpr int64_t kQuads = 64;  // quads of a super-block's activations
-    const int64_t subs = kp.subs, sub_quads = kp.g / 4;
+    constexpr int64_t sub_quads = High == 2 ? 4 : 8;  // (q6_k's sub-blocks are 16 inputs, the others' 32)
+    const int64_t subs = kp.subs, slice = (kp.block() / subs + 63) / 64 * 64;
     __m512 c[M][NV];
     for (int m = 0; m < M; ++m)
       for (int v = 0; v < NV; ++v) c[m][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + m * NR + v * W);
@@ -404,24 +440,18 @@ struct DotKernels {
       for (int m = 0; m < M; ++m)
         for (int v = 0; v < NV; ++v) total[m][v] = _mm512_setzero_si512(), mins[m][v] = _mm512_setzero_si512();
       for (int64_t j = 0; j < subs; ++j) {
+        if (stream_end) {  // (decode: this sub-block's share of the stream kKAhead bytes on)
+          const uint8_t* from = h + kKAhead + j * slice;
+          for (const uint8_t* at = from; at < from + slice && at < stream_end; at += 64) __builtin_prefetch(at, 0, 3);
+        }
         const uint8_t* codes = h + kp.codes_at(j);
-        __m512i sum[M][NV];
+        __m512i sum[M][NV], plane[NV] = {};
         for (int m = 0; m < M; ++m)
           for (int v = 0; v < NV; ++v) sum[m][v] = _mm512_setzero_si512();
-        if constexpr (Bits == 8) {
-          for (int64_t qd = 0; qd < sub_quads; ++qd) {
-            __m512i b[NV];
-            load_quad(codes, qd, b);
-            dot_quad<M>(sum, b, a + (j * sub_quads + qd) * stride);
-          }
-        } else {
-          for (int64_t od = 0; od < sub_quads / 2; ++od) {
-            __m512i lo[NV], hi[NV];
-            load_octet(codes, od, lo, hi);
-            dot_quad<M>(sum, lo, a + (j * sub_quads + 2 * od) * stride);
-            dot_quad<M>(sum, hi, a + (j * sub_quads + 2 * od + 1) * stride);
-          }
-        }
+        if constexpr (High > 0)
+          for (int v = 0; v < NV; ++v) plane[v] = _mm512_loadu_si512(h + kp.plane_at(j) + v * W * 4);
+        octets<M, High>(sum, codes, plane, a + j * sub_quads * stride, stride,
+                        std::make_integer_sequence<int, sub_quads / 2>());
         for (int v = 0; v < NV; ++v) {
           const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h + kp.scale_at(j) + v * W));
           const __m512i sc = Off ? _mm512_cvtepi8_epi32(sc8) : _mm512_cvtepu8_epi32(sc8);
@@ -453,21 +483,22 @@ struct DotKernels {
       for (int v = 0; v < NV; ++v) _mm512_storeu_ps(acc + m * NR + v * W, c[m][v]);
   }
 
-  template <int M, int Bits, int Off>
+  template <int M, int High, int Off>
   static void micro_k_upto(int rows, const uint32_t* ac, int stride, const float* as, const int32_t* asum,
                            const uint8_t* panel, const moe::KPanel& kp, int64_t sb0, int64_t sb1, float* acc,
-                           bool first) {
+                           bool first, const uint8_t* stream_end) {
     if constexpr (M > 1) {
-      if (rows < M) return micro_k_upto<M - 1, Bits, Off>(rows, ac, stride, as, asum, panel, kp, sb0, sb1, acc, first);
+      if (rows < M)
+        return micro_k_upto<M - 1, High, Off>(rows, ac, stride, as, asum, panel, kp, sb0, sb1, acc, first, stream_end);
     }
-    micro_k<M, Bits, Off>(ac, stride, as, asum, panel, kp, sb0, sb1, acc, first);
+    micro_k<M, High, Off>(ac, stride, as, asum, panel, kp, sb0, sb1, acc, first, stream_end);
   }
 
   // (three rows at a time: total, mins and the sub-block sums are M x NV registers each)
   static constexpr int kKRows = 3;
   static_assert(kQuantRows % kKRows == 0, "K-quant micro rows split a quantized block");
 
-  template <int Bits, int Off>
+  template <int High, int Off>
   static void gemm_k(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
                      int64_t panel_begin, int64_t panel_end) {
     const moe::KPanel kp = moe::k_panel(p.weight_dtype, NR);
@@ -483,9 +514,11 @@ struct DotKernels {
     }
     if (qa.subsums.size() < static_cast<size_t>(kChunk * blocks * subs)) qa.subsums.resize(kChunk * blocks * subs);
     alignas(64) float acc[kChunk * NR];
+    const uint8_t* const stream_end = static_cast<const uint8_t*>(p.panels) + panel_end * p.panel_bytes;
     for (int64_t c0 = row_begin; c0 < row_end; c0 += kChunk) {
       const int64_t rows = std::min(kChunk, row_end - c0);
       const float* chunk = a + (c0 - row_begin) * K::packed_depth(p.k);
+      const uint8_t* decode_end = rows < kQuantRows ? stream_end : nullptr;  // (prefetch_slice's blocks are 0 then)
       // (the codes' layout depends on the sub-block size through the sums: a q6_k chunk is not a q4_k one)
       if (!held.holds(p, chunk, rows)) quantize_a(chunk, rows, p.k, kSuper, 0, qa, kp.g), held.set(p, chunk, rows);
       for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
@@ -497,10 +530,10 @@ struct DotKernels {
                            block_group * kp.block(), rows / kQuantRows, r / kQuantRows);
             const int mc = static_cast<int>(std::min<int64_t>(kQuantRows, rows - r));
             for (int r2 = 0; r2 < mc; r2 += kKRows)
-              micro_k_upto<kKRows, Bits, Off>(std::min(kKRows, mc - r2), qa.codes.data() + r * blocks * kQuads + r2, mc,
+              micro_k_upto<kKRows, High, Off>(std::min(kKRows, mc - r2), qa.codes.data() + r * blocks * kQuads + r2, mc,
                                               qa.scales.data() + r * blocks + r2,
                                               qa.subsums.data() + (r * blocks + r2) * subs, b, kp, s0, s1,
-                                              acc + (r + r2) * NR, s0 == 0);
+                                              acc + (r + r2) * NR, s0 == 0, decode_end);
           }
         }
         K::store_rows(p, acc, c0, rows, panel);
@@ -514,9 +547,9 @@ struct DotKernels {
       x.replace({moe::WeightDtype::bfloat16, &gemm_bf16});
       x.replace({moe::WeightDtype::int8, &gemm_q<8>});
       x.replace({moe::WeightDtype::int4, &gemm_q<4>});
-      x.replace({moe::WeightDtype::q4_k, &gemm_k<4, 0>});
-      x.replace({moe::WeightDtype::q5_k, &gemm_k<8, 0>});
-      x.replace({moe::WeightDtype::q6_k, &gemm_k<8, 32>});
+      x.replace({moe::WeightDtype::q4_k, &gemm_k<0, 0>});
+      x.replace({moe::WeightDtype::q5_k, &gemm_k<1, 0>});
+      x.replace({moe::WeightDtype::q6_k, &gemm_k<2, 32>});
       return x;
     }();
     return &t;

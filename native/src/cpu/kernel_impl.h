@@ -75,14 +75,14 @@ struct KernelImpl {
       return k / p.group * bytes_per_group(p.group) + k % p.group * NR * Bits / 8;
     }
   };
-  // The K-quants (q4_k: Bits 4, Offset 0; q5_k: 8, 0; q6_k: 8, 32), in moe::KPanel's layout: per super-block of
-  // 256, NR float16 d (and dmin), NR 8-bit scales (and mins) per sub-block of g, then the codes as QuantPanel lays
-  // them out. A sub-block's scale d * sc and min dmin * m are formed as ggml forms them; a weight is
-  // scale * (code - Offset) - min, the product rounded before the difference (where the compiler does not fuse them:
-  // a last-bit difference at most).
-  template <int Bits, int Offset>
+  // The K-quants (q4_k: High 0, Offset 0; q5_k: 1, 0; q6_k: 2, 32), in moe::KPanel's layout: per super-block of
+  // 256, NR float16 d (and dmin), NR 8-bit scales (and mins) per sub-block of g, then per sub-block the codes'
+  // nibbles as QuantPanel<4> lays them out and (High > 0) a plane of their high bits, a word per column. A
+  // sub-block's scale d * sc and min dmin * m are formed as ggml forms them; a weight is scale * (code - Offset) -
+  // min, the product rounded before the difference (where the compiler does not fuse them: a last-bit difference at
+  // most).
+  template <int High, int Offset>
   struct AffinePanel {
-    static constexpr int kPerWord = 32 / Bits;
     const uint8_t* panel;
     const uint8_t* codes = nullptr;
     moe::KPanel kp;
@@ -110,10 +110,14 @@ struct KernelImpl {
       if (kk == next) load(kk / kp.g);
     }
     reg row(int64_t kk, int v) const {
-      const int64_t j = kk - group_start, r = j % kPerWord;
-      const uint8_t* word = codes + (j / kPerWord * NR + v * W) * 4;
-      const reg q = Bits == 8 ? V::load_code(word, static_cast<int>(8 * r), 0xff, Offset)
-                              : V::load_code(word, static_cast<int>(8 * (r & 3) + 4 * (r >> 2)), 0xf, Offset);
+      const int64_t j = kk - group_start, r = j % 8;
+      reg q = V::load_code(codes + (j / 8 * NR + v * W) * 4, static_cast<int>(8 * (r & 3) + 4 * (r >> 2)), 0xf,
+                           Offset);
+      if constexpr (High > 0) {  // (integers: exact in float32)
+        const reg top = V::load_code(codes + kp.nibbles() + v * W * 4, static_cast<int>(8 * (j % 4) + High * (j / 4)),
+                                     (1 << High) - 1, 0);
+        q = V::fma(top, V::set1(16.0f), q);
+      }
       return V::sub(V::mul(q, scale[v]), min[v]);
     }
     static int64_t offset(const moe::cpu::GemmProblem& p, int64_t k) {  // (k a multiple of 256: whole super-blocks)
@@ -591,9 +595,9 @@ struct KernelImpl {
             {WeightDtype::float16, &gemm_tile<PlainPanel<moe::cpu::F16>>},
             {WeightDtype::int8, &gemm_tile<QuantPanel<8>>},
             {WeightDtype::int4, &gemm_tile<QuantPanel<4>>},
-            {WeightDtype::q4_k, &gemm_tile<AffinePanel<4, 0>>},
-            {WeightDtype::q5_k, &gemm_tile<AffinePanel<8, 0>>},
-            {WeightDtype::q6_k, &gemm_tile<AffinePanel<8, 32>>},
+            {WeightDtype::q4_k, &gemm_tile<AffinePanel<0, 0>>},
+            {WeightDtype::q5_k, &gemm_tile<AffinePanel<1, 0>>},
+            {WeightDtype::q6_k, &gemm_tile<AffinePanel<2, 32>>},
         });
     static const moe::cpu::KernelTable t{isa,
                                          {W, NV, MR},
