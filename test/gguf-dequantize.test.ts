@@ -8,6 +8,7 @@ import { createHash } from 'crypto';
 import { existsSync, readFileSync } from 'fs';
 import * as path from 'path';
 import { QuantizedTensor, Tensor, gguf, quant } from '../lib';
+import { q3kToQ6k, q50ToQ80 } from '../lib/gguf/transcode';
 
 // The float32 bits, every NaN as the one quiet NaN: a NaN scale (float16 exponent all ones) makes NaNs whose payload
 // bits JavaScript does not keep; that they are NaN is checked, their payloads are not.
@@ -83,6 +84,24 @@ describe('GGUF block types', () => {
       (x.data as Float32Array).forEach((v, i, a) => (a[i] = v * 10 ** ((i % 5) - 3)));
       const ref = execFileSync(bin, ['quantize', String(gguf.ggmlType(name)!.id)], { input: Buffer.from((x.data as Float32Array).buffer) });
       expect(asBlocks(quant.quantize(x, { dtype: DTYPE_OF[name] })).equals(ref)).toBe(true);
+    }
+  });
+
+  test.each([
+    ['Q3_K', 'Q6_K', q3kToQ6k],
+    ['Q5_0', 'Q8_0', q50ToQ80],
+  ] as const)('%s rewritten as %s stands for the same weights, bit for bit', (from, to, rewrite) => {
+    const a = gguf.ggmlType(from)!,
+      b = gguf.ggmlType(to)!;
+    // the fixed vectors' blocks (extreme and subnormal scales, all-zero blocks, NaN and infinite scales) and fresh
+    // random ones
+    let s = 7;
+    const fresh = new Uint8Array(64 * a.typeSize).map(() => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) >>> 24) & 0xff);
+    for (const blocks of [new Uint8Array(Buffer.from(vectors.types[from].blocks, 'hex')), fresh]) {
+      const n = (blocks.length / a.typeSize) * a.blockSize;
+      const rewritten = rewrite(blocks);
+      expect(rewritten.length).toBe((n / b.blockSize) * b.typeSize);
+      expect(bits(gguf.dequantizeBlocks(b, rewritten, n, to)).equals(bits(gguf.dequantizeBlocks(a, blocks, n, from)))).toBe(true);
     }
   });
 

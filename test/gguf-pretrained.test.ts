@@ -174,6 +174,49 @@ test.each(['Q4_K', 'Q5_K', 'Q6_K'] as const)(
   },
 );
 
+test.each([
+  ['Q3_K', 'q6_k', 108],
+  ['Q5_0', 'int8', 0],
+] as const)('%s experts are rewritten without loss as %s (the same weights in fewer bytes than float32)', async (type, dtype, dAt) => {
+  const t = gguf.ggmlType(type)!;
+  const blocks: Record<string, gguf.GgufBlocks> = {};
+  const file = await qwenFile(`${type}.gguf`, (p, rows, cols) => {
+    let s = rows * 5 + p.length;
+    const data = new Uint8Array(((K.e * rows * cols) / t.blockSize) * t.typeSize).map(
+      () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) >>> 24) & 0xff,
+    );
+    for (let at = dAt; at < data.length; at += t.typeSize) data[at + 1] = 0x18 | (data[at + 1] & 3); // d in [2^-9, 2^-7)
+    return (blocks[p] = { type, shape: [K.e, rows, cols], data });
+  });
+  let done: LoadProgress | undefined;
+  const layer = await MoELayer.fromPretrained(file, { onProgress: (p) => (p.phase === 'done' ? (done = p) : 0) });
+  expect(done!.conversions!.map((c) => [c.from, c.to, c.exact])).toEqual(Array(3).fill([type, dtype, true]));
+  expect(layer.config.weightDtype).toBe(dtype);
+  const loaded = await pretrained.load(file);
+  const widen = (b: gguf.GgufBlocks) =>
+    Tensor.from(
+      gguf.dequantizeBlocks(
+        t,
+        b.data,
+        b.shape.reduce((a, c) => a * c, 1),
+        type,
+      ),
+      b.shape,
+    );
+  // the layer's own weights, read back, are ggml's dequantized ones bit for bit
+  const w1 = loaded.weights.w1 as QuantizedTensor;
+  expect(w1.dtype).toBe(dtype);
+  expect(same(quant.dequantize(w1).data, widen(blocks.gate).data)).toBe(true);
+  const ref = new MoELayer(config, { router: loaded.weights.router, w1: widen(blocks.gate), w3: widen(blocks.up), w2: widen(blocks.down) });
+  const x = Tensor.randn([6, K.d], { seed: 13 });
+  const y = layer.forwardSync(x).output.data;
+  expect(y.every(Number.isFinite)).toBe(true);
+  const dot = backendInfo().isa === 'avx512_bf16'; // (activations quantized to int8: docs/precision.md's bound)
+  expect(relativeError(y, ref.forwardSync(x).output.data)).toBeLessThan(dot ? 3e-2 : 1e-5);
+  layer.dispose();
+  ref.dispose();
+});
+
 test('malformed or unsupported GGUF layers are RangeErrors naming the file and tensor', async () => {
   const base = (extra: Record<string, unknown>, tensors: Record<string, Tensor | gguf.GgufBlocks>) =>
     gguf.save(path.join(dir, 'bad.gguf'), {

@@ -18,6 +18,7 @@
 import { rangeError } from '../errors';
 import { ExpertSources, Family, HfConfig, LayerPlan } from '../pretrained/family';
 import { MatrixData, MatrixSource, Reader, WholeSource } from '../pretrained/sources';
+import { q3kToQ6k, q50ToQ80 } from './transcode';
 import { dequantizeBlocks, toFloat32 } from './dequantize';
 import { GgufFile, GgufTensorInfo } from './file';
 
@@ -170,6 +171,9 @@ function matrix(file: GgufFile, name: string, e: number, shape: readonly number[
           bits: new Uint16Array(data.buffer, data.byteOffset, rows * cols),
         };
       if (t === 'Q8_0' || t === 'Q4_0' || t === 'Q4_K' || t === 'Q5_K' || t === 'Q6_K') return { kind: 'blocks', type: t, data };
+      // (rewritten without loss as a type the kernels take: transcode.ts)
+      if (t === 'Q3_K') return { kind: 'blocks', type: 'Q6_K', data: q3kToQ6k(data) };
+      if (t === 'Q5_0') return { kind: 'blocks', type: 'Q8_0', data: q50ToQ80(data) };
       return { kind: 'float32', data: dequantizeBlocks(info.type, data, rows * cols, `tensor '${name}' of ${file.path}`) };
     },
   };

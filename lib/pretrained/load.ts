@@ -25,7 +25,8 @@ import { expertTensorTypes, ggufPlan, hfConfigOf } from '../gguf/layer-plan';
 
 /**
  * How a GGUF file's expert tensors were taken: kept as they are (`exact`: Q8_0 / Q4_0 blocks as int8 / int4 groups,
- * F16 / BF16 / F32 as such, any type widened to float32) or converted with rounding (another dtype asked for).
+ * K-quants as their dtype, F16 / BF16 / F32 as such, Q3_K / Q5_0 rewritten as q6_k / int8, any type widened to
+ * float32) or converted with rounding (another dtype asked for).
  */
 export interface GgufConversion {
   tensor: string;
@@ -138,7 +139,10 @@ export interface LoadedLayer {
   conversions?: GgufConversion[];
 }
 
-/** The dtype a GGUF file's experts keep by default: theirs where the library computes in it, else float32 (exact). */
+/**
+ * The dtype a GGUF file's experts keep by default: theirs where the library computes in it, a kept one that holds
+ * the same weights in fewer bytes (Q3_K as q6_k, Q5_0 as int8), else float32 (exact).
+ */
 function ggufDefaultDtype(type: string): WeightDtype {
   const kept: Record<string, WeightDtype> = {
     F32: 'float32',
@@ -150,6 +154,8 @@ function ggufDefaultDtype(type: string): WeightDtype {
     Q5_K: 'q5_k',
     Q6_K: 'q6_k',
     MXFP4: 'bfloat16',
+    Q3_K: 'q6_k', // (lossless rewrites: gguf/transcode.ts)
+    Q5_0: 'int8',
   };
   return kept[type] ?? 'float32';
 }
@@ -165,8 +171,9 @@ function exactConversion(from: string, to: WeightDtype, group: GroupSize): boole
   if (to === 'float16') return from === 'F16';
   // MXFP4 values (a 2-bit mantissa times a power of two) are bfloat16 values
   if (to === 'bfloat16') return from === 'BF16' || from === 'MXFP4';
-  if (to === 'q4_k' || to === 'q5_k' || to === 'q6_k') return from === to.toUpperCase(); // the blocks themselves
-  return group === 32 && ((to === 'int8' && from === 'Q8_0') || (to === 'int4' && from === 'Q4_0'));
+  // the blocks themselves, or Q3_K's rewritten as Q6_K
+  if (to === 'q4_k' || to === 'q5_k' || to === 'q6_k') return from === to.toUpperCase() || (to === 'q6_k' && from === 'Q3_K');
+  return group === 32 && ((to === 'int8' && (from === 'Q8_0' || from === 'Q5_0')) || (to === 'int4' && from === 'Q4_0'));
 }
 
 /** Reads the weights and config of one MoE layer (MoELayer.fromPretrained builds the layer from them). */

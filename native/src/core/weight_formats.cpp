@@ -138,8 +138,8 @@ struct KCodeAt {
 };
 KCodeAt k_code_at(const KPanel& kp, uint8_t* sub_block, int64_t j, int slot) {
   const int64_t quad = j / 4, b = j % 4;
-  return {sub_block + (j / 8 * kp.nr + slot) * 4 + b, j % 8 < 4 ? 0 : 4,
-          sub_block + kp.nibbles() + slot * 4 + b, static_cast<int>(quad * kp.high)};
+  return {sub_block + (j / 8 * kp.nr + slot) * 4 + b, j % 8 < 4 ? 0 : 4, sub_block + kp.nibbles() + slot * 4 + b,
+          static_cast<int>(quad * kp.high)};
 }
 
 template <WeightDtype D>

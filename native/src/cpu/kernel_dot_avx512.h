@@ -427,7 +427,7 @@ struct DotKernels {
   static void micro_k(const uint32_t* ac, int stride, const float* as, const int32_t* asum, const uint8_t* panel,
                       const moe::KPanel& kp, int64_t sb0, int64_t sb1, float* acc, bool first,
                       const uint8_t* stream_end) {
-    constexpr int64_t kQuads = 64;  // quads of a super-block's activations
+    constexpr int64_t kQuads = 64;                    // quads of a super-block's activations
     constexpr int64_t sub_quads = High == 2 ? 4 : 8;  // (q6_k's sub-blocks are 16 inputs, the others' 32)
     const int64_t subs = kp.subs, slice = (kp.block() / subs + 63) / 64 * 64;
     __m512 c[M][NV];

@@ -111,8 +111,7 @@ struct KernelImpl {
     }
     reg row(int64_t kk, int v) const {
       const int64_t j = kk - group_start, r = j % 8;
-      reg q = V::load_code(codes + (j / 8 * NR + v * W) * 4, static_cast<int>(8 * (r & 3) + 4 * (r >> 2)), 0xf,
-                           Offset);
+      reg q = V::load_code(codes + (j / 8 * NR + v * W) * 4, static_cast<int>(8 * (r & 3) + 4 * (r >> 2)), 0xf, Offset);
       if constexpr (High > 0) {  // (integers: exact in float32)
         const reg top = V::load_code(codes + kp.nibbles() + v * W * 4, static_cast<int>(8 * (j % 4) + High * (j / 4)),
                                      (1 << High) - 1, 0);
