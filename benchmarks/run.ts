@@ -46,6 +46,11 @@ const FLAGS: FlagSpec[] = [
   { name: 'torch', help: 'include PyTorch (Debian python3-torch) when installed', default: true },
   { name: 'ggml', help: 'include ggml when built (bash benchmarks/peers/ggml/build.sh)', default: true },
   {
+    name: 'kquants',
+    help: "add q4_k / q6_k rows, ours and ggml's (both quantize with ggml's reference quantizer: ~15 s per 70M weights each)",
+    default: false,
+  },
+  {
     name: 'onnxruntime',
     help: 'include onnxruntime-node (a large shape with every peer can leave this VM short of memory)',
     default: true,
@@ -146,6 +151,11 @@ const DTYPE_ROWS: { name: string; weightDtype: WeightDtype; groupSize?: GroupSiz
   { name: 'moe-kernels int8 (row scales)', weightDtype: 'int8', groupSize: 'row' },
   { name: 'moe-kernels int4', weightDtype: 'int4' },
 ];
+/** With --kquants: llama.cpp's K-quants (GGUF's Q4_K and Q6_K blocks, docs/gguf.md). */
+const K_ROWS: typeof DTYPE_ROWS = [
+  { name: 'moe-kernels q4_k', weightDtype: 'q4_k' },
+  { name: 'moe-kernels q6_k', weightDtype: 'q6_k' },
+];
 
 /** ggml's rows: its weight types, with their bytes against float32's (per 32 weights: Q8_0 34 bytes, Q4_0 18). */
 const GGML_ROWS: { type: GgmlType; weightScale: number }[] = [
@@ -153,6 +163,11 @@ const GGML_ROWS: { type: GgmlType; weightScale: number }[] = [
   { type: 'bf16', weightScale: 0.5 },
   { type: 'q8_0', weightScale: 34 / 128 },
   { type: 'q4_0', weightScale: 18 / 128 },
+];
+/** With --kquants (per 256 weights: Q4_K 144 bytes, Q6_K 210). */
+const GGML_K_ROWS: typeof GGML_ROWS = [
+  { type: 'q4_k', weightScale: 144 / 1024 },
+  { type: 'q6_k', weightScale: 210 / 1024 },
 ];
 /** How long ggml's idle OpenMP threads may spin after a block (GOMP_SPINCOUNT's 300,000 rounds: a few ms here). */
 const GGML_SETTLE_MS = 30;
@@ -164,6 +179,8 @@ const SAME_DTYPE: Record<string, string> = {
   'moe-kernels bf16': 'ggml bf16',
   'moe-kernels int8': 'ggml q8_0',
   'moe-kernels int4': 'ggml q4_0',
+  'moe-kernels q4_k': 'ggml q4_k',
+  'moe-kernels q6_k': 'ggml q6_k',
 };
 
 const timed = async (fn: () => unknown): Promise<number> => {
@@ -176,6 +193,8 @@ async function main(): Promise<void> {
   const f = parseFlags(process.argv.slice(2), FLAGS);
   if (f.help) return void process.stdout.write(usage('npm run bench -- [flags]', FLAGS));
   const quick = Boolean(f.quick);
+  const dtypeRows = f.kquants ? [...DTYPE_ROWS, ...K_ROWS] : DTYPE_ROWS;
+  const ggmlRows = f.kquants ? [...GGML_ROWS, ...GGML_K_ROWS] : GGML_ROWS;
   const keep = String(f.tokens) ? String(f.tokens).split(',').map(Number) : undefined;
   const shapes = (
     quick
@@ -230,10 +249,12 @@ async function main(): Promise<void> {
     const bytes = weightBytes(shape);
     // float32 weights in JS and packed (2x), the bfloat16, int8 (twice) and int4 layers (1.1x), activations and
     // slack; PyTorch's float32 and bfloat16 copies (1.6x).
-    // ggml's f32, bf16, q8_0 and q4_0 processes: 1.9x.
-    const ggmlBytes = ggmlReason ? 0 : bytes * 1.9;
-    const needed = bytes * 3.4 + (torchReason ? 0 : bytes * 1.6) + ggmlBytes;
-    if (os.freemem() < bytes * 3.4) {
+    // ggml's f32, bf16, q8_0 and q4_0 processes: 1.9x. With --kquants our q4_k / q6_k layers (0.35x) and ggml's
+    // two more processes (0.35x, and each its float32 input while it quantizes: 1x at most).
+    const ours = bytes * (f.kquants ? 3.75 : 3.4);
+    const ggmlBytes = ggmlReason ? 0 : bytes * (f.kquants ? 3.25 : 1.9);
+    const needed = ours + (torchReason ? 0 : bytes * 1.6) + ggmlBytes;
+    if (os.freemem() < ours) {
       notes.push(
         `${shape.name}: skipped, needs about ${(needed / 2 ** 30).toFixed(1)} GiB and ${(os.freemem() / 2 ** 30).toFixed(1)} GiB is free`,
       );
@@ -251,7 +272,7 @@ async function main(): Promise<void> {
     layer.forwardSync(Tensor.randn([Math.max(...shape.tokens), shape.dModel], { seed: 3 })); // workspace at its largest
     // The weight-dtype axis: the same weights stored as bfloat16 (half the bytes to stream at decode), int8 and
     // int4 in groups of 32 (GGUF's Q8_0 / Q4_0 blocks), and int8 with one scale per row (vLLM's ExpertsInt8).
-    const dtypeLayers = DTYPE_ROWS.map((d) => {
+    const dtypeLayers = dtypeRows.map((d) => {
       const l = new MoELayer({ ...config, weightDtype: d.weightDtype, ...(d.groupSize ? { groupSize: d.groupSize } : {}) }, weights);
       l.forwardSync(Tensor.randn([Math.max(...shape.tokens), shape.dModel], { seed: 3 }));
       return l;
@@ -276,7 +297,7 @@ async function main(): Promise<void> {
       if (typeof ort === 'string') notes.push(`onnxruntime skipped: ${ort}`);
       const torch = useTorch ? await startTorch(config, weights, threads, folder) : undefined;
       const torchBf16 = useTorch ? await startTorch(config, weights, threads, folder, 'bfloat16') : undefined;
-      const ggmls = useGgml ? await Promise.all(GGML_ROWS.map((g) => startGgml(config, weights, threads, folder, g.type))) : [];
+      const ggmls = useGgml ? await Promise.all(ggmlRows.map((g) => startGgml(config, weights, threads, folder, g.type))) : [];
       for (const tokens of shape.tokens) {
         progress.step(`${shape.name} T=${tokens} threads=${threads}`);
         const decode = tokens < 128;
@@ -298,7 +319,7 @@ async function main(): Promise<void> {
           { name: 'moe-kernels', run: loop((xj) => layer.forwardSync(xj)) },
           { name: 'moe-kernels async', run: loop((xj) => layer.forward(xj)) },
           { name: 'moe-kernels (out)', run: loop((xj) => layer.forwardSync(xj, { out })) },
-          ...DTYPE_ROWS.map((d, i) => ({
+          ...dtypeRows.map((d, i) => ({
             name: d.name,
             run: loop((xj) => dtypeLayers[i].forwardSync(xj, { out })),
             weightScale: dtypeLayers[i].packedBytes / layer.packedBytes,
@@ -344,8 +365,8 @@ async function main(): Promise<void> {
         // Q8_0 / Q4_0 blocks, as our rows do) and the activations (ggml's Q8_0 activations for Q8_0 / Q4_0 weights,
         // bf16 for bf16), so their difference is reported, not asserted.
         for (const [i, peer] of ggmls.entries()) {
-          const g = GGML_ROWS[i];
-          const name = `ggml ${g.type}${g.type === 'q4_0' && peer.hello.repacked ? ' (repacked)' : ''}`;
+          const g = ggmlRows[i];
+          const name = `ggml ${g.type}${(g.type === 'q4_0' || g.type === 'q4_k') && peer.hello.repacked ? ' (repacked)' : ''}`;
           const diff = await peerRow(peer, name, g.weightScale, GGML_SETTLE_MS);
           if (g.type === 'f32' && diff > 1e-4) throw new Error(`ggml disagrees at T=${tokens}: ${diff}`);
           if (g.type !== 'f32') extras[`ggmlDifference ${g.type} ${shape.name} T=${tokens} threads=${threads}`] = diff;

@@ -1,7 +1,8 @@
 /**
  * ggml (llama.cpp's tensor library) as a peer: benchmarks/peers/ggml/ggml_moe.cpp's serve mode, built from source by
  * `bash benchmarks/peers/ggml/build.sh` (optional; never a dependency). One process per weight type: f32, bf16,
- * q8_0 and q4_0 (the CPU backend's repacked layout where it has one), llama.cpp's MoE graph (mul_mat_id).
+ * q8_0 and q4_0, and with the harness's --kquants q4_k and q6_k (the CPU backend's repacked layout where it has one),
+ * llama.cpp's MoE graph (mul_mat_id).
  */
 import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -9,7 +10,7 @@ import * as path from 'path';
 import { MoEWeights } from '../../lib';
 import { PeerMoE, linePeer, writeWeightFiles } from './line-peer';
 
-export type GgmlType = 'f32' | 'bf16' | 'q8_0' | 'q4_0';
+export type GgmlType = 'f32' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_k' | 'q6_k';
 
 /** The driver: MOE_GGML_PEER, or where build.sh puts it. */
 export function ggmlBinary(): string {

@@ -267,9 +267,7 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
   if (!outside.empty()) throw_range_error(env, outside);
   auto codes = Napi::Uint8Array::New(env, static_cast<size_t>(c.rows * c.code_bytes));
   auto scales = Napi::Uint16Array::New(env, static_cast<size_t>(c.rows * c.scales));
-  for (int64_t r = 0; r < c.rows; ++r)
-    moe::quantize_row(c.dtype, values.data + r * c.k, c.k, c.g, codes.Data() + r * c.code_bytes,
-                      scales.Data() + r * c.scales);
+  moe::quantize_rows(c.dtype, values.data, c.rows, c.k, c.g, codes.Data(), scales.Data());
   auto out = Napi::Object::New(env);
   out.Set("codes", codes);
   out.Set("scales", scales);

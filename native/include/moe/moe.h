@@ -90,6 +90,9 @@ inline int64_t scales_per_row(WeightDtype dtype, int64_t k, int64_t g) {
 // group whose scale rounds to zero gets zero codes (int4: 8). Callers refuse weights past max_quantizable first,
 // whose scale would overflow float16.
 void quantize_row(WeightDtype dtype, const float* w, int64_t k, int64_t g, uint8_t* codes, uint16_t* scales);
+// quantize_row for `rows` rows of k, spread over the process's thread pool (the same codes on any thread count).
+void quantize_rows(WeightDtype dtype, const float* w, int64_t rows, int64_t k, int64_t g, uint8_t* codes,
+                   uint16_t* scales);
 // The weights the kernels compute with: out[i] = code * scale, exactly (an 8-bit code times an 11-bit scale fits
 // a float32's 24-bit significand).
 void dequantize_row(WeightDtype dtype, const uint8_t* codes, const uint16_t* scales, int64_t k, int64_t g, float* out);

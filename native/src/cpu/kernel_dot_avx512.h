@@ -389,35 +389,6 @@ struct DotKernels {
   // the float work is once per 256 inputs: acc = sum_j sc_j (sum c q_a - Off S_j), mins = sum_j m_j S_j, then
   // c += d_a (d acc - dmin mins). Exact in int32 (|sc (c - Off) q_a| <= 127 * 63 * 127 per input, 256 inputs).
   // M rows at a time out of a quantized block of `stride` rows (the codes interleave a block's rows per quad).
-  // Quad Qd's high bits out of a sub-block's plane onto its nibbles (code = nibble | high << 4): one shift by a
-  // constant, then nibble | (shifted & bits) in one vpternlogd. The 16-bit shifts carry bits across a byte only
-  // into places the mask drops (a shift by at most 4 towards bit 4 or 5 from bits 0..7 of the same byte).
-  template <int High, int Qd>
-  static __m512i lifted(__m512i nibbles, __m512i plane) {
-    constexpr int s = 4 - High * Qd;
-    __m512i at = plane;
-    if constexpr (s > 0) at = _mm512_slli_epi16(plane, s);
-    if constexpr (s < 0) at = _mm512_srli_epi16(plane, -s);
-    return _mm512_ternarylogic_epi32(nibbles, at, _mm512_set1_epi8(High == 2 ? 0x30 : 0x10), 0xf8);  // a | (b & c)
-  }
-  // A K-quant sub-block's octets (each two quads of nibbles, lifted by the plane where High > 0) into sum; aq: the
-  // sub-block's first quad of activation words (`stride` rows a quad).
-  template <int M, int High, int... Od>
-  static void octets(__m512i (&sum)[M][NV], const uint8_t* codes, const __m512i (&plane)[NV], const uint32_t* aq,
-                     int stride, std::integer_sequence<int, Od...>) {
-    const auto octet = [&](auto od) {
-      constexpr int o = decltype(od)::value;
-      __m512i lo[NV], hi[NV];
-      load_octet(codes, o, lo, hi);
-      if constexpr (High > 0)
-        for (int v = 0; v < NV; ++v)
-          lo[v] = lifted<High, 2 * o>(lo[v], plane[v]), hi[v] = lifted<High, 2 * o + 1>(hi[v], plane[v]);
-      dot_quad<M>(sum, lo, aq + 2 * o * stride);
-      dot_quad<M>(sum, hi, aq + (2 * o + 1) * stride);
-    };
-    (octet(std::integral_constant<int, Od>()), ...);
-  }
-
   // With `stream_end` (the end of the item's panels), each sub-block prefetches its share of the bytes kKAhead on:
   // at decode (fewer rows than a quantized block) nothing else does, and one thread streamed q4_k at 12-17 GB/s
   // without it, 28-30 with it (benchmarks/NOTES.md row 109): the hardware prefetchers alone leave the kernel's
@@ -492,6 +463,35 @@ struct DotKernels {
         return micro_k_upto<M - 1, High, Off>(rows, ac, stride, as, asum, panel, kp, sb0, sb1, acc, first, stream_end);
     }
     micro_k<M, High, Off>(ac, stride, as, asum, panel, kp, sb0, sb1, acc, first, stream_end);
+  }
+
+  // Quad Qd's high bits out of a sub-block's plane onto its nibbles (code = nibble | high << 4): one shift by a
+  // constant, then nibble | (shifted & bits) in one vpternlogd. The 16-bit shifts carry bits across a byte only
+  // into places the mask drops (a shift by at most 4 towards bit 4 or 5 from bits 0..7 of the same byte).
+  template <int High, int Qd>
+  static __m512i lifted(__m512i nibbles, __m512i plane) {
+    constexpr int s = 4 - High * Qd;
+    __m512i at = plane;
+    if constexpr (s > 0) at = _mm512_slli_epi16(plane, s);
+    if constexpr (s < 0) at = _mm512_srli_epi16(plane, -s);
+    return _mm512_ternarylogic_epi32(nibbles, at, _mm512_set1_epi8(High == 2 ? 0x30 : 0x10), 0xf8);  // a | (b & c)
+  }
+  // A K-quant sub-block's octets (each two quads of nibbles, lifted by the plane where High > 0) into sum; aq: the
+  // sub-block's first quad of activation words (`stride` rows a quad).
+  template <int M, int High, int... Od>
+  static void octets(__m512i (&sum)[M][NV], const uint8_t* codes, const __m512i (&plane)[NV], const uint32_t* aq,
+                     int stride, std::integer_sequence<int, Od...>) {
+    const auto octet = [&](auto od) {
+      constexpr int o = decltype(od)::value;
+      __m512i lo[NV], hi[NV];
+      load_octet(codes, o, lo, hi);
+      if constexpr (High > 0)
+        for (int v = 0; v < NV; ++v)
+          lo[v] = lifted<High, 2 * o>(lo[v], plane[v]), hi[v] = lifted<High, 2 * o + 1>(hi[v], plane[v]);
+      dot_quad<M>(sum, lo, aq + 2 * o * stride);
+      dot_quad<M>(sum, hi, aq + (2 * o + 1) * stride);
+    };
+    (octet(std::integral_constant<int, Od>()), ...);
   }
 
   // (three rows at a time: total, mins and the sub-block sums are M x NV registers each)
