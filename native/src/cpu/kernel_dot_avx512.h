@@ -183,6 +183,16 @@ struct DotKernels {
     std::vector<float> scales;
     std::vector<int32_t> corrections;
     std::vector<int32_t> subsums;  // with `sub`: per group and row, the codes' sum over each run of `sub` inputs
+    // Room for a chunk of kChunk rows of `groups` groups of `quads` quads (and `subs` sub-block sums a group).
+    void reserve(int64_t groups, int64_t quads, int64_t subs = 0) {
+      const auto grow = [](auto& v, int64_t n) {
+        if (v.size() < static_cast<size_t>(n)) v.resize(n);
+      };
+      grow(codes, kChunk * groups * quads);
+      grow(scales, kChunk * groups);
+      grow(corrections, kChunk * groups);
+      grow(subsums, kChunk * groups * subs);
+    }
   };
 
   static void quantize_a(const float* ac, int64_t rows, int64_t k, int64_t g, int offset, QuantA& out,
@@ -355,11 +365,7 @@ struct DotKernels {
     const int offset = Bits == 8 ? 128 : 8;
     thread_local QuantA qa;
     thread_local Converted held;
-    if (qa.codes.size() < static_cast<size_t>(kChunk * groups * quads)) qa.codes.resize(kChunk * groups * quads);
-    if (qa.scales.size() < static_cast<size_t>(kChunk * groups)) {
-      qa.scales.resize(kChunk * groups);
-      qa.corrections.resize(kChunk * groups);
-    }
+    qa.reserve(groups, quads);
     alignas(64) float acc[kChunk * NR];
     for (int64_t c0 = row_begin; c0 < row_end; c0 += kChunk) {
       const int64_t rows = std::min(kChunk, row_end - c0);
@@ -507,12 +513,7 @@ struct DotKernels {
     const int64_t block_group = std::max<int64_t>(1, kGroupBlockBytes / kp.block());  // super-blocks per call
     thread_local QuantA qa;
     thread_local Converted held;
-    if (qa.codes.size() < static_cast<size_t>(kChunk * blocks * kQuads)) qa.codes.resize(kChunk * blocks * kQuads);
-    if (qa.scales.size() < static_cast<size_t>(kChunk * blocks)) {
-      qa.scales.resize(kChunk * blocks);
-      qa.corrections.resize(kChunk * blocks);
-    }
-    if (qa.subsums.size() < static_cast<size_t>(kChunk * blocks * subs)) qa.subsums.resize(kChunk * blocks * subs);
+    qa.reserve(blocks, kQuads, subs);
     alignas(64) float acc[kChunk * NR];
     const uint8_t* const stream_end = static_cast<const uint8_t*>(p.panels) + panel_end * p.panel_bytes;
     for (int64_t c0 = row_begin; c0 < row_end; c0 += kChunk) {
