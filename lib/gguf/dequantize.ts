@@ -56,6 +56,27 @@ function affineK(b: Uint8Array, at: number, y: Float32Array, o: number, five: bo
   }
 }
 
+/**
+ * A Q3_K block's sixteen scales (6 bits less 32: -32..31) and 256 codes (-4..3) in value order, as ggml's
+ * dequantize_row_q3_K walks them: halves of 128, four 2-bit planes of 32, two sub-blocks of 16; a code is its two
+ * bits less 4 unless its bit in hmask is set. (Also transcode.ts's, which rewrites them as Q6_K.)
+ */
+export function q3kFactors(b: Uint8Array, at: number, scales: Int8Array, codes: Int8Array): void {
+  const s = at + 96; // 12 bytes of 6-bit scales: low 4 bits in bytes 0-7, high 2 bits in bytes 8-11
+  for (let j = 0; j < 16; j++) {
+    const low = j < 8 ? b[s + j] & 0xf : b[s + j - 8] >> 4;
+    const high = (b[s + 8 + (j % 4)] >> (2 * Math.floor(j / 4))) & 3;
+    scales[j] = (low | (high << 4)) - 32;
+  }
+  let m = 1,
+    i = 0;
+  for (let n = 0; n < 2; n++)
+    for (let shift = 0; shift < 8; shift += 2, m <<= 1)
+      for (let l = 0; l < 32; l++, i++) codes[i] = ((b[at + 32 + 32 * n + l] >> shift) & 3) - (b[at + l] & m ? 0 : 4);
+}
+const Q3K_SCALES = new Int8Array(16);
+const Q3K_CODES = new Int8Array(256);
+
 const DECODERS: Record<string, BlockDecoder> = {
   Q4_0(b, at, y, o) {
     const d = half(b, at);
@@ -114,25 +135,10 @@ const DECODERS: Record<string, BlockDecoder> = {
   },
   Q3_K(b, at, y, o) {
     const d = half(b, at + 108);
-    const s = at + 96; // 12 bytes of 6-bit scales: low 4 bits in bytes 0-7, high 2 bits in bytes 8-11
-    const scales = new Array<number>(16);
+    q3kFactors(b, at, Q3K_SCALES, Q3K_CODES);
     for (let j = 0; j < 16; j++) {
-      const low = j < 8 ? b[s + j] & 0xf : b[s + j - 8] >> 4;
-      const high = (b[s + 8 + (j % 4)] >> (2 * Math.floor(j / 4))) & 3;
-      scales[j] = (low | (high << 4)) - 32;
-    }
-    let is = 0,
-      m = 1;
-    for (let n = 0; n < 2; n++) {
-      const q = at + 32 + 32 * n;
-      for (let shift = 0; shift < 8; shift += 2, m <<= 1)
-        for (let h = 0; h < 2; h++) {
-          const dl = f(d * scales[is++]);
-          for (let l = 0; l < 16; l++) {
-            const hm = b[at + 16 * h + l] & m ? 0 : 4;
-            y[o++] = f(dl * (((b[q + 16 * h + l] >> shift) & 3) - hm));
-          }
-        }
+      const dl = f(d * Q3K_SCALES[j]);
+      for (let l = 0; l < 16; l++) y[o + 16 * j + l] = f(dl * Q3K_CODES[16 * j + l]);
     }
   },
   Q4_K: (b, at, y, o) => affineK(b, at, y, o, false),

@@ -10,26 +10,19 @@
  *   Q5_0 -> Q8_0  (q - 16) d with q 0..31 is an int8 code times the same d.
  */
 
+import { q3kFactors } from './dequantize';
+
 /** Q3_K blocks (110 bytes: hmask[32], qs[64], scales[12], d) as Q6_K blocks (ql[128], qh[64], scales[16], d). */
 export function q3kToQ6k(src: Uint8Array): Uint8Array {
   const blocks = src.length / 110;
   const out = new Uint8Array(blocks * 210);
-  const q = new Int8Array(256);
+  const q = new Int8Array(256),
+    scales = new Int8Array(16);
   for (let b = 0; b < blocks; b++) {
     const at = b * 110,
       to = b * 210;
-    // Q3_K's values in order (ggml's dequantize_row_q3_K): halves of 128, four 2-bit planes of 32, two sub-blocks of 16
-    let m = 1,
-      i = 0;
-    for (let n = 0; n < 2; n++)
-      for (let shift = 0; shift < 8; shift += 2, m <<= 1)
-        for (let l = 0; l < 32; l++, i++) q[i] = ((src[at + 32 + 32 * n + l] >> shift) & 3) - (src[at + l] & m ? 0 : 4);
-    const s = at + 96;
-    for (let j = 0; j < 16; j++) {
-      const low = j < 8 ? src[s + j] & 0xf : src[s + j - 8] >> 4;
-      const high = (src[s + 8 + (j % 4)] >> (2 * Math.floor(j / 4))) & 3;
-      out[to + 192 + j] = ((low | (high << 4)) - 32) & 0xff;
-    }
+    q3kFactors(src, at, scales, q);
+    for (let j = 0; j < 16; j++) out[to + 192 + j] = scales[j] & 0xff;
     out[to + 208] = src[at + 108];
     out[to + 209] = src[at + 109];
     // Q6_K's layout (ggml's dequantize_row_q6_K): per half n and l < 32, values l, l + 32, l + 64, l + 96 share
