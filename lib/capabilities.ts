@@ -18,7 +18,8 @@ export type Feature =
   | 'exportWeights'
   | 'slotOutputs'
   | 'timings'
-  | 'routerBiasUpdate';
+  | 'routerBiasUpdate'
+  | 'expertCache';
 
 export type BackendName = 'cpu' | 'cuda';
 

@@ -45,6 +45,31 @@ const FLOATS = ['float32', 'float16', 'bfloat16'] as const;
  * Checks every expert weight against the shape and returns the spec the binding packs (float32 data, or the codes
  * and scales of QuantizedTensors). weightDtype and groupSize come checked by resolveWeightFormat.
  */
+/** The fields of a NativeExpertSpec that describe the experts' shape and format. */
+function shapeFields(shape: ExpertShape, weightDtype: WeightDtype, groupSize: GroupSize, downWeightDtype: WeightDtype) {
+  const clamped =
+    shape.activation === 'swiglu-clamped'
+      ? { swigluAlpha: shape.swigluAlpha ?? SWIGLU_CLAMPED_DEFAULTS.alpha, swigluLimit: shape.swigluLimit ?? SWIGLU_CLAMPED_DEFAULTS.limit }
+      : {};
+  return {
+    ...shape,
+    ...clamped,
+    weightDtype,
+    ...(downWeightDtype !== weightDtype ? { downWeightDtype } : {}),
+    groupSize: isQuantDtype(weightDtype) && groupSize !== 'row' && !isKQuant(weightDtype) ? groupSize : 0,
+  };
+}
+
+/** The spec of routed experts read from their expert store (a layer on an ExpertCache): their shape, no arrays. */
+export function storedExpertSpec(
+  shape: ExpertShape,
+  weightDtype: WeightDtype,
+  groupSize: GroupSize,
+  downWeightDtype: WeightDtype = weightDtype,
+): NativeExpertSpec {
+  return { ...shapeFields(shape, weightDtype, groupSize, downWeightDtype), stored: true, w1: null, w3: null, w2: null, b1: null, b3: null, b2: null };
+}
+
 export function expertSpec(
   weights: unknown,
   shape: ExpertShape,
@@ -98,16 +123,8 @@ export function expertSpec(
     throw rangeError(`no ${name}.b3 (activation '${activation}' is not gated)`, describe(w.b3));
   if (gated && (w.w3 === undefined || w.w3 === null))
     throw typeError(`${name}.w3 to be a Tensor [${e}, ${h}, ${d}] (required by the gated activation '${activation}')`, describe(w.w3));
-  const clamped =
-    activation === 'swiglu-clamped'
-      ? { swigluAlpha: shape.swigluAlpha ?? SWIGLU_CLAMPED_DEFAULTS.alpha, swigluLimit: shape.swigluLimit ?? SWIGLU_CLAMPED_DEFAULTS.limit }
-      : {};
   return {
-    ...shape,
-    ...clamped,
-    weightDtype,
-    ...(downWeightDtype !== weightDtype ? { downWeightDtype } : {}),
-    groupSize: quantized && groupSize !== 'row' && !isKQuant(weightDtype) ? groupSize : 0,
+    ...shapeFields(shape, weightDtype, groupSize, downWeightDtype),
     w1: big('w1', [e, h, d], [experts, 'dHidden', 'dModel']),
     w3: gated ? big('w3', [e, h, d], [experts, 'dHidden', 'dModel']) : null,
     w2: big('w2', [e, d, h], [experts, 'dModel', 'dHidden']),

@@ -6,6 +6,8 @@ export type { Activation } from './activation';
 export { WEIGHT_DTYPES } from './expert-weights';
 export type { ExpertWeights, WeightDtype } from './expert-weights';
 export { MoELayer } from './layer';
+export { ExpertCache } from './expert-cache';
+export type { CachePolicy, CacheCounts, ExpertCacheOptions, ExpertCacheStats, LayerCacheStats } from './expert-cache';
 export { clipGradNorm } from './optimizer';
 export type { OptimizerConfig } from './optimizer';
 export type { BackwardOptions, LayerGradients } from './layer-backward';

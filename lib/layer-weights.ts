@@ -2,7 +2,7 @@
 import { capabilities, requireFeature } from './capabilities';
 import { isGated } from './activation';
 import { describe, rangeError, typeError } from './errors';
-import { ExpertWeights, expertSpec } from './expert-weights';
+import { ExpertWeights, expertSpec, storedExpertSpec } from './expert-weights';
 import { routingRuleOf } from './gating/registry';
 import type { BuiltInRouting } from './gating/rule';
 import { ResolvedConfig } from './layer-config';
@@ -41,13 +41,15 @@ const NOT_BUILT_IN: BuiltInRouting = { rule: 'none', numGroups: 1, topKGroups: 1
 /**
  * Checks the weights against the config and returns the spec of the native layer, which packs them once.
  * `builtIn`: what the backend runs fused for this layer (LayerRouter decides it), or undefined; `rule`: the layer's
- * routing rule, which the core runs otherwise.
+ * routing rule, which the core runs otherwise. `stored`: the routed experts come from an expert store (no w1 / w3 / w2
+ * in weights).
  */
 export function layerSpec(
   c: ResolvedConfig,
   weights: MoEWeights<Tensor | QuantizedTensor>,
   builtIn: BuiltInRouting | undefined,
   ruleSpec: NativeRouterSpec,
+  stored = false,
 ): NativeLayerSpec {
   if (typeof weights !== 'object' || weights === null) throw typeError('weights to be an object of Tensors', describe(weights));
   const rule = routingRuleOf(c.router.kind);
@@ -62,22 +64,17 @@ export function layerSpec(
   } else if (weights.noiseRouter !== undefined) {
     throw rangeError(`no weights.noiseRouter (router '${c.router.kind}' has no noise)`, describe(weights.noiseRouter));
   }
-  const experts = expertSpec(
-    weights,
-    {
-      numExperts: c.numExperts,
-      dModel: c.dModel,
-      dHidden: c.dHidden,
-      activation: c.activation,
-      swigluAlpha: c.swigluAlpha,
-      swigluLimit: c.swigluLimit,
-    },
-    'weights',
-    c.weightDtype,
-    c.groupSize,
-    c.expertSlice,
-    c.downWeightDtype,
-  );
+  const shape = {
+    numExperts: c.numExperts,
+    dModel: c.dModel,
+    dHidden: c.dHidden,
+    activation: c.activation,
+    swigluAlpha: c.swigluAlpha,
+    swigluLimit: c.swigluLimit,
+  };
+  const experts = stored
+    ? storedExpertSpec(shape, c.weightDtype, c.groupSize, c.downWeightDtype)
+    : expertSpec(weights, shape, 'weights', c.weightDtype, c.groupSize, c.expertSlice, c.downWeightDtype);
   let shared: NativeExpertSpec | null = null;
   if (c.sharedExperts > 0) {
     if (typeof weights.shared !== 'object' || weights.shared === null)

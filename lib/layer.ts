@@ -19,7 +19,10 @@ import type { GateResult } from './gating';
 import type { QuantizedTensor } from './quant';
 import { MoEWeights, RandomWeightsOptions, layerSpec, randomWeights, routerBiasOf } from './layer-weights';
 import { LayerTimings, NativeDraws, NativeForwardCall, NativeForwardResult, NativeLayer, native } from './native';
-import { FromPretrainedOptions, loadPretrained } from './pretrained/load';
+import { FromPretrainedOptions, LoadedLayer, loadPretrained } from './pretrained/load';
+import { StorePlan, storePlan } from './pretrained/expert-store';
+import { ExpertCache, isExpertCache } from './expert-cache';
+import { storedExpertSpec } from './expert-weights';
 import { Tensor } from './tensor';
 import { expectBoolean, expectInteger, expectTensor } from './validate';
 import { checkMemory, layerElements, packedBytes } from './memory-limit';
@@ -86,27 +89,26 @@ export class MoELayer implements Disposable {
    * (bfloat16 by default) or are quantized as they are read (weightDtype 'int8' / 'int4').
    */
   static async fromPretrained(dir: string, options: FromPretrainedOptions = {}): Promise<MoELayer> {
+    if (options?.cache !== undefined) return fromPretrainedCached(dir, options);
     const loaded = await loadPretrained(dir, options);
     options?.signal?.throwIfAborted();
-    // Packing a large layer takes seconds: it runs on the job thread, with arrays only this call holds.
-    const prepared = prepare(loaded.config, loaded.weights);
-    const handle = await native().NativeLayer.build(prepared.spec);
-    const layer = new (MoELayer as AdoptingConstructor)(loaded.config, loaded.weights, new Prebuilt(prepared, handle));
-    if (options?.signal?.aborted) {
-      layer.dispose();
-      options.signal.throwIfAborted();
-    }
-    options?.onProgress?.({
-      phase: 'done',
-      bytesRead: loaded.bytesRead,
-      totalBytes: loaded.bytesRead,
-      ...(loaded.conversions ? { conversions: loaded.conversions } : {}),
-    });
-    return layer;
+    return adopt(loaded, prepare(loaded.config, loaded.weights), options);
   }
 
   get disposed(): boolean {
     return this.handle === undefined;
+  }
+
+  /**
+   * A layer on an ExpertCache: starts reading the experts its router would pick for x, so that they are resident
+   * when a forward wants them. Call it on the next layer with this layer's input while this one runs: the residual
+   * stream changes little from layer to layer, so the next router's choice on it is a good guess (Eliseev & Mazur
+   * 2023, speculative expert loading). Returns the reads started (0 for a layer holding its experts).
+   */
+  prefetch(x: Tensor): number {
+    const handle = this.native();
+    const t = expectTensor(x, "x", ["float32"], [null, this.config.dModel], ['tokens', 'dModel']);
+    return handle.prefetch({ x: t.data as Float32Array, tokens: t.shape[0] });
   }
 
   /** Bytes of packed weights the layer holds (router and experts). */
@@ -414,15 +416,74 @@ export class MoELayer implements Disposable {
   }
 }
 
-/** A layer's resolved config, router and native spec, from what the constructor was given. */
-function prepare(config: MoEConfig, weights: MoEWeights<Tensor | QuantizedTensor>) {
+/**
+ * A layer's resolved config, router and native spec, from what the constructor was given; with `store`, one whose
+ * routed experts are read from that expert store through the cache (weights then has no routed w1 / w3 / w2).
+ */
+function prepare(config: MoEConfig, weights: MoEWeights<Tensor | QuantizedTensor>, store?: { cache: ExpertCache; plan: StorePlan }) {
   // (only for a plain object: anything else is resolveConfig's TypeError)
   const plain = typeof config === 'object' && config !== null && !Array.isArray(config);
-  const implied = plain ? impliedQuantization(weights, config.weightDtype, config.groupSize) : undefined;
+  const implied = plain && !store ? impliedQuantization(weights, config.weightDtype, config.groupSize) : undefined;
   const c = placeLayer(resolveConfig(implied ? { ...config, ...implied } : config, hostFacts(config)));
-  checkMemory(packedBytes(layerElements(c), c.weightDtype), "the layer's packed weights");
+  const resident = store ? { ...c, numExperts: 0 } : c; // (a store's experts are in the cache's budget)
+  checkMemory(packedBytes(layerElements(resident), c.weightDtype), "the layer's packed weights");
   const router = new LayerRouter(c, routerBiasOf(c, weights));
-  return { config: c, router, spec: layerSpec(c, weights, router.builtIn, router.nativeSpec()) };
+  const spec = layerSpec(c, weights, router.builtIn, router.nativeSpec(), store !== undefined);
+  if (store) {
+    requireFeature(capabilities(), c.backend, 'expertCache');
+    spec.expertStore = { cache: store.cache.native(), ...store.plan };
+  }
+  return { config: c, router, spec };
+}
+
+/** The MoELayer of a loaded layer, packed on the job thread (seconds for a large one) with arrays only this call holds. */
+async function adopt(loaded: LoadedLayer, prepared: ReturnType<typeof prepare>, options: FromPretrainedOptions): Promise<MoELayer> {
+  const handle = await native().NativeLayer.build(prepared.spec);
+  const layer = new (MoELayer as AdoptingConstructor)(loaded.config, loaded.weights, new Prebuilt(prepared, handle));
+  if (options?.signal?.aborted) {
+    layer.dispose();
+    options.signal.throwIfAborted();
+  }
+  options?.onProgress?.({
+    phase: 'done',
+    bytesRead: loaded.bytesRead,
+    totalBytes: loaded.bytesRead,
+    ...(loaded.conversions ? { conversions: loaded.conversions } : {}),
+  });
+  return layer;
+}
+
+/**
+ * fromPretrained with `cache`: the layer's router, biases and shared experts resident, its routed experts in an
+ * expert store read through the cache. The store is written on first use (the layer loaded and packed whole once,
+ * then its experts written and dropped) and reused while the checkpoint and options it was written for are unchanged.
+ */
+async function fromPretrainedCached(dir: string, options: FromPretrainedOptions): Promise<MoELayer> {
+  const cache = options.cache;
+  if (!isExpertCache(cache)) throw typeError('options.cache to be an ExpertCache', describe(cache));
+  cache.native(); // (a disposed one is refused now, before any reading)
+  if (options.expertParallel !== undefined && options.expertParallel !== false)
+    throw rangeError('options.cache or options.expertParallel, not both', 'both');
+  if (options.storeDir !== undefined && typeof options.storeDir !== 'string')
+    throw typeError('options.storeDir to be a folder path (string)', describe(options.storeDir));
+  // The layer without its routed experts: its config (dtypes resolved), router, biases and shared experts.
+  const base = await loadPretrained(dir, options, false);
+  const plan = await storePlan(dir, base.layer, base.config, options.storeDir);
+  const c = placeLayer(resolveConfig(base.config, hostFacts(base.config)));
+  const shape = { numExperts: c.numExperts, dModel: c.dModel, dHidden: c.dHidden, activation: c.activation, swigluAlpha: c.swigluAlpha, swigluLimit: c.swigluLimit };
+  const experts = storedExpertSpec(shape, c.weightDtype, c.groupSize, c.downWeightDtype);
+  if (!native().expertStoreMatches({ path: plan.path, fingerprint: plan.fingerprint, experts })) {
+    const whole = await loadPretrained(dir, options);
+    options.signal?.throwIfAborted();
+    const handle = await native().NativeLayer.build(prepare(whole.config, whole.weights).spec);
+    try {
+      await handle.writeExpertStore({ path: plan.path, fingerprint: plan.fingerprint });
+    } finally {
+      handle.dispose();
+    }
+  }
+  options.signal?.throwIfAborted();
+  return adopt(base, prepare(base.config, base.weights, { cache, plan }), options);
 }
 
 /** A layer's preparation and native handle, built before the constructor runs (fromPretrained packs on the job thread). */

@@ -201,6 +201,10 @@ export interface NativeLayer {
   memoryBytes(): { bytes: number; reported: number };
   /** An expert-parallel layer: this rank's call failed its checks before it reached the core; the others fail too. */
   collectiveFailed(): void;
+  /** The routed experts, packed, written to an expert store (a temporary file renamed into place) on the job thread. */
+  writeExpertStore(call: { path: string; fingerprint: string }): Promise<void>;
+  /** A layer reading its experts through a cache: starts reading the experts its router picks for x; the reads started. */
+  prefetch(call: { x: Float32Array; tokens: number }): number;
 }
 
 export interface NativeReadProbe {
@@ -228,9 +232,11 @@ export interface NativeExpertSpec {
   downWeightDtype?: WeightDtype;
   /** int8 / int4: inputs per scale, or 0 for one scale per row. */
   groupSize: number;
-  w1: NativeWeight;
+  /** The routed experts of a layer reading them from its expert store (spec.expertStore): no arrays then. */
+  stored?: boolean;
+  w1: NativeWeight | null;
   w3: NativeWeight | null;
-  w2: NativeWeight;
+  w2: NativeWeight | null;
   b1: F32;
   b3: F32;
   b2: F32;
@@ -264,6 +270,36 @@ export interface NativeLayerSpec {
   routing: BuiltInRouting;
   /** The layer's routing rule, which the core runs wherever the fused one does not apply. */
   rule: NativeRouterSpec;
+  /** The routed experts read from the store at `path` (written for `fingerprint`) through `cache`; `label` names the layer in its stats. */
+  expertStore?: { cache: NativeExpertCache; path: string; fingerprint: string; label: string };
+}
+
+/** Counts of an expert cache (moe::CacheCounts), in total and per layer. */
+export interface NativeCacheCounts {
+  hits: number;
+  misses: number;
+  prefetches: number;
+  prefetchHits: number;
+  reads: number;
+  readErrors: number;
+  bytesRead: number;
+  readMs: number;
+  waitMs: number;
+  evictions: number;
+}
+export interface NativeExpertCacheStats extends NativeCacheCounts {
+  budgetBytes: number;
+  residentBytes: number;
+  peakBytes: number;
+  residentExperts: number;
+  overBudgetBytes: number;
+  layers: (NativeCacheCounts & { label: string; residentBytes: number; residentExperts: number })[];
+}
+export interface NativeExpertCache {
+  stats(): NativeExpertCacheStats;
+  resetStats(): void;
+  clear(): void;
+  dispose(): void;
 }
 
 /** config.router as the core's routing rules read it (moe::rules::Options; native/binding/gate_object.cpp). */
@@ -380,6 +416,9 @@ export interface NativeBinding {
     build(spec: NativeLayerSpec): Promise<NativeLayer>;
   };
   NativeReadProbe: new (call: { bytes: number }) => NativeReadProbe;
+  NativeExpertCache: new (call: { bytes: number; policy: 'lru' | 'lfru'; ioThreads: number; halfLife: number }) => NativeExpertCache;
+  /** Whether the store at `path` holds experts of this spec's shape, packed by this build, for `fingerprint`. */
+  expertStoreMatches(call: { path: string; fingerprint: string; experts: NativeExpertSpec }): boolean;
 }
 
 /**

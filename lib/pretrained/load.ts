@@ -20,6 +20,7 @@ import { Projection } from './assemble';
 import { ExpertSources, Family, HfConfig, LayerPlan } from './family';
 import { familyOf } from './registry';
 import { Reader } from './sources';
+import type { ExpertCache } from '../expert-cache';
 import { GgufFile, isGgufFile } from '../gguf/file';
 import { expertTensorTypes, ggufPlan, hfConfigOf } from '../gguf/layer-plan';
 
@@ -62,6 +63,14 @@ export interface FromPretrainedOptions {
    * mpirun): this rank reads only its slice of the routed experts from the checkpoint.
    */
   expertParallel?: boolean | number[];
+  /**
+   * Routed experts on disk, read through this cache (models larger than memory): the layer's experts are packed once
+   * into an expert store (in storeDir, default `.moe-store` beside the checkpoint) and reused while the checkpoint and
+   * these options are unchanged. CPU; inference (forward, slotOutputs, exportWeights, prefetch).
+   */
+  cache?: ExpertCache;
+  /** Where the expert stores go (default: `.moe-store` beside the checkpoint). */
+  storeDir?: string;
 }
 
 /** What a checkpoint directory holds, from its config.json: family, layers, MoE layers. */
@@ -177,7 +186,7 @@ function exactConversion(from: string, to: WeightDtype, group: GroupSize): boole
 }
 
 /** Reads the weights and config of one MoE layer (MoELayer.fromPretrained builds the layer from them). */
-export async function loadPretrained(location: string, options: FromPretrainedOptions = {}): Promise<LoadedLayer> {
+export async function loadPretrained(location: string, options: FromPretrainedOptions = {}, routed = true): Promise<LoadedLayer> {
   if (typeof location !== 'string') throw typeError('a checkpoint directory (string)', describe(location));
   const o = expectOptions(options) as FromPretrainedOptions;
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function')
@@ -188,14 +197,18 @@ export async function loadPretrained(location: string, options: FromPretrainedOp
   signal?.throwIfAborted();
   const gguf = await openGguf(location);
   try {
-    return await loadFrom(location, gguf, o);
+    return await loadFrom(location, gguf, o, routed);
   } finally {
     await gguf?.close();
   }
 }
 
-/** loadPretrained from a checkpoint directory, or from an open GGUF file. */
-async function loadFrom(location: string, gguf: GgufFile | undefined, o: FromPretrainedOptions): Promise<LoadedLayer> {
+/**
+ * loadPretrained from a checkpoint directory, or from an open GGUF file. Without `routed`, the routed experts'
+ * tensors are checked but not read (a layer whose experts come from its expert store): weights has no w1 / w3 / w2
+ * and no routed biases then.
+ */
+async function loadFrom(location: string, gguf: GgufFile | undefined, o: FromPretrainedOptions, routed: boolean): Promise<LoadedLayer> {
   const signal = o.signal;
   const config = gguf ? hfConfigOf(gguf) : await readConfig(location);
   const family = familyOf(config);
@@ -235,7 +248,7 @@ async function loadFrom(location: string, gguf: GgufFile | undefined, o: FromPre
     if (range.count > 0) await Promise.all(checkExperts(plan.experts, reader, { first: range.first + range.count - 1, count: 1 }));
     const checks: Promise<number>[] = [Promise.resolve(routerBytes)];
     for (const extra of [plan.routerBias, plan.selectionBias, plan.sharedGate]) if (extra) checks.push(extra.check(reader));
-    checks.push(...checkExperts(plan.experts, reader, range));
+    if (routed) checks.push(...checkExperts(plan.experts, reader, range));
     if (plan.shared) checks.push(...checkExperts(plan.shared, reader));
     totalBytes = (await Promise.all(checks)).reduce((a, b) => a + b, 0);
     const groupSize = o.groupSize;
@@ -259,21 +272,23 @@ async function loadFrom(location: string, gguf: GgufFile | undefined, o: FromPre
       weightDtype = o.weightDtype ?? (first.dtype === 'F32' ? 'float32' : first.dtype === 'F16' ? 'float16' : 'bfloat16');
     }
     // What the load holds at its peak: the layer assembled in its dtype, then its packed copy.
-    const elements = layerElements({ ...resolved, numExperts: range.count });
+    const elements = layerElements({ ...resolved, numExperts: routed ? range.count : 0 });
     checkMemory(2 * packedBytes(elements, weightDtype), `layer ${layer} of ${location}, assembled and packed`);
-    const weights: MoEWeights<Tensor | QuantizedTensor> = {
+    const weights = {
       router: Tensor.from(await plan.router.read(reader), [plan.config.numExperts, plan.config.dModel]),
-      ...(await readExperts(
-        plan.experts,
-        plan.config.dModel,
-        weightDtype,
-        groupSize ?? groupFor(weightDtype),
-        reader,
-        (w) => (what = w),
-        range,
-        downDtype,
-      )),
-    };
+      ...(routed
+        ? await readExperts(
+            plan.experts,
+            plan.config.dModel,
+            weightDtype,
+            groupSize ?? groupFor(weightDtype),
+            reader,
+            (w) => (what = w),
+            range,
+            downDtype,
+          )
+        : {}),
+    } as MoEWeights<Tensor | QuantizedTensor>;
     if (plan.routerBias) weights.routerBias = Tensor.from(await plan.routerBias.read(reader), [plan.config.numExperts]);
     if (plan.shared)
       weights.shared = await readExperts(

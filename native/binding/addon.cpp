@@ -8,6 +8,7 @@
 #include "../src/core/weight_formats.h"
 #include "args.h"
 #include "async_job.h"
+#include "expert_cache_binding.h"
 #include "kernels_binding.h"
 #include "layer_binding.h"
 #include "moe/capabilities.h"
@@ -164,6 +165,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   moe_binding::init_kernels(env, exports);
   moe_binding::init_layer(env, exports);
   moe_binding::init_read_probe(env, exports);
+  moe_binding::init_expert_cache(env, exports);
   return exports;
 }
 

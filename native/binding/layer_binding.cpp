@@ -61,6 +61,8 @@ const Signature& kRoutingWeightGradients =
 const Signature& kSlotOutputs = declare("NativeLayer.slotOutputs", {"x", "tokens", "k", "experts"});
 const Signature& kApplyGradients = declare("NativeLayer.applyGradients", {"grads", "step"});
 const Signature& kExportWeights = declare("NativeLayer.exportWeights", {"routerOnly"});
+const Signature& kWriteExpertStore = declare("NativeLayer.writeExpertStore", {"path", "fingerprint"});
+const Signature& kPrefetch = declare("NativeLayer.prefetch", {"x", "tokens"});
 
 // On the JS thread, as the Promise settles: copies a staged output into `out`, checked again.
 void deliver(Napi::Env env, const Staged& staged, const Napi::Value& out) {
@@ -214,7 +216,9 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
          InstanceMethod("applyGradients", &NativeLayer::ApplyGradients),
          InstanceMethod("packedBytes", &NativeLayer::PackedBytes),
          InstanceMethod("memoryBytes", &NativeLayer::MemoryBytes),
-         InstanceMethod("collectiveFailed", &NativeLayer::CollectiveFailed)});
+         InstanceMethod("collectiveFailed", &NativeLayer::CollectiveFailed),
+         InstanceMethod("writeExpertStore", &NativeLayer::WriteExpertStore),
+         InstanceMethod("prefetch", &NativeLayer::Prefetch)});
   }
 
   // (spec: NativeLayerSpec, read by name in spec.cpp)
@@ -705,6 +709,32 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     r.Set("bytes", Napi::Number::New(info.Env(), static_cast<double>(layer->host_bytes())));
     r.Set("reported", Napi::Number::New(info.Env(), static_cast<double>(memory_.bytes())));
     return r;
+  }
+
+  // { path, fingerprint } -> Promise<void>: the routed experts, packed, written to an expert store on the job thread.
+  Napi::Value WriteExpertStore(const Napi::CallbackInfo& info) {
+    const Napi::Env env = info.Env();
+    auto layer = get(env);
+    const Args a(info, kWriteExpertStore);
+    const std::string path = string_value(env, a["path"], "path");
+    const std::string fingerprint = string_value(env, a["fingerprint"], "fingerprint");
+    return run_async(
+        env, moe::JobQueue::cpu, {info.This()}, [layer, path, fingerprint] { layer->write_expert_store(path, fingerprint); },
+        [](Napi::Env env, const std::vector<Napi::Value>&) -> Napi::Value { return env.Undefined(); });
+  }
+
+  // { x, tokens } -> the expert reads started (a layer reading its experts through a cache; others: 0).
+  Napi::Value Prefetch(const Napi::CallbackInfo& info) {
+    const Napi::Env env = info.Env();
+    auto layer = get(env);
+    const Args a(info, kPrefetch);
+    const int64_t d = config_.experts.d_model;
+    const int64_t tokens = int_arg(a, "tokens", 1, kMaxDim);
+    const Held<float> x = held_float32(a, "x", tokens * d, false);
+    check_finite(env, "x", x.data, tokens, d);
+    int64_t started = 0;
+    run_guarded(env, [&] { started = layer->prefetch(x.data, tokens); });
+    return Napi::Number::New(env, static_cast<double>(started));
   }
 
   Napi::Value PackedBytes(const Napi::CallbackInfo& info) {

@@ -6,6 +6,7 @@
 
 #include "../src/cpu/half.h"
 #include "args.h"
+#include "expert_cache_binding.h"
 
 namespace moe_binding {
 
@@ -163,6 +164,8 @@ ExpertSpec read_experts(const Fields& f) {
       check_group_size(f.env(), s.down_weight_dtype, s.group_size, s.d_hidden,
                        "dHidden (" + std::to_string(s.d_hidden) + ")");
   }
+  // An expert store's layer (spec.expertStore) gets its routed experts from the store: its spec is their shape.
+  if (f.present("stored") && f.boolean("stored")) return spec;
   // Checked products first: three dimensions of up to 2^31 each could wrap int64 and match a short array.
   elements(f.env(), "w1", {std::max<int64_t>(given, 1), s.d_hidden, s.d_model});
   const bool gated = moe::is_gated(s.activation);
@@ -271,6 +274,14 @@ moe::LayerSpec read_layer(const Fields& f) {
   g.top_k_groups = static_cast<int>(r.integer("topKGroups", 1, g.num_groups));
   g.route_scale = static_cast<float>(r.number("routeScale"));
   g.bias = r.float32("bias", 1, n, true);
+  // expertStore: { cache, path, fingerprint, label }: the routed experts read from a store through a cache.
+  if (f.present("expertStore")) {
+    const Fields s = f.object("expertStore");
+    spec.store.cache = expert_cache_of(f.env(), s.value("cache"));
+    spec.store.path = s.string("path");
+    spec.store.fingerprint = s.string("fingerprint");
+    spec.store.label = s.string("label");
+  }
   return spec;
 }
 

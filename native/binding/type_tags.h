@@ -15,6 +15,7 @@ namespace moe_binding {
 extern const napi_type_tag kExpertsTag;
 extern const napi_type_tag kLayerTag;
 extern const napi_type_tag kReadProbeTag;
+extern const napi_type_tag kExpertCacheTag;
 
 void tag_object(Napi::Env env, Napi::Object object, const napi_type_tag& tag);
 bool has_tag(Napi::Env env, Napi::Value value, const napi_type_tag& tag);

@@ -454,6 +454,7 @@ int main(int argc, char** argv) {
   test_resize_between_forwards();
   test_job_thread();
   test_routing_rules();
+  test_expert_cache();
   uint32_t seed = 1;
   const Case cases[] = {
       {1, 33, 100, 1, 1, moe::Activation::swiglu, false},

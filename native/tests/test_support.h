@@ -10,6 +10,8 @@
 
 // The routing rules' tests (routing_rules_tests.cpp).
 void test_routing_rules();
+// The expert cache and store's tests (expert_cache_tests.cpp).
+void test_expert_cache();
 
 namespace moe_test {
 inline int failures = 0;

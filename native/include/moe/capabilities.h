@@ -24,6 +24,7 @@ enum class Feature : int {
   slot_outputs,         // each slot's unweighted expert output (slotOutputs, gateGradients)
   timings,              // per-phase timings of the last forward (lastTimings)
   router_bias_update,   // a new selection bias after construction (setRouterBias)
+  expert_cache,         // routed experts read from a store through an ExpertCache (fromPretrained's cache)
   count
 };
 constexpr int kFeatureCount = static_cast<int>(Feature::count);

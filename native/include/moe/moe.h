@@ -312,6 +312,17 @@ struct BuiltInRouting {
 
 enum class Backend { cpu, cuda };
 
+class ExpertCache;  // moe/expert_cache.h
+// A layer whose routed experts live on disk (issue 32): their packed form in the store file at `path` (written by
+// Layer::write_expert_store for the same `fingerprint`), read through `cache` into memory shared with other layers.
+// spec.experts then carries their shape only (its weight pointers are not read). CPU; inference only (forward,
+// forward_routed, slot_outputs, export_weights, prefetch).
+struct ExpertStoreSpec {
+  std::shared_ptr<ExpertCache> cache;  // null: the experts are in spec.experts, as usual
+  std::string path, fingerprint;
+  std::string label;  // the layer's name in the cache's stats
+};
+
 // Everything a layer is built from; the weights are read once, while it is built.
 struct LayerSpec {
   LayerConfig config;
@@ -324,7 +335,12 @@ struct LayerSpec {
   // [shared experts, dModel] or null: shared expert s is scaled by sigmoid(x . shared_gate[s]) per token instead of
   // 1 (Qwen2-MoE's shared_expert_gate). CPU only.
   const float* shared_gate = nullptr;
+  ExpertStoreSpec store;  // routed experts read from a store through a cache (see ExpertStoreSpec), or not
 };
+
+// Whether `path` holds a complete expert store for experts of this shape packed by this build, written for
+// `fingerprint` (a store of anything else is to be rebuilt, never reused).
+bool expert_store_matches(const std::string& path, const std::string& fingerprint, const ExpertShape& shape);
 
 // A call a backend does not offer (slot outputs on CUDA, say): a caller's mistake, reported as a RangeError.
 struct Unsupported : std::invalid_argument {
@@ -372,6 +388,20 @@ class Layer {
   // before it reaches the layer calls collective_failed() instead, so that the other ranks fail too.
   virtual bool collective() const { return false; }
   virtual void collective_failed() {}
+  // Writes the routed experts, packed, to an expert store at `path` for `fingerprint` (ExpertStoreSpec), through a
+  // temporary file renamed into place. CPU layers holding their experts.
+  virtual void write_expert_store(const std::string& path, const std::string& fingerprint) const {
+    (void)path, (void)fingerprint;
+    throw Unsupported("moe-kernels: expected a CPU layer holding its experts to write an expert store");
+  }
+  // A layer reading its experts through a cache: starts reading the experts its router would choose for x (top-k
+  // of the router logits), to be resident when a forward of x, or of what follows it, wants them (speculative
+  // loading, Eliseev & Mazur 2023: the next layer's router applied to this layer's input guesses well). Returns
+  // the reads it started; other layers: 0.
+  virtual int64_t prefetch(const float* x, int64_t tokens) {
+    (void)x, (void)tokens;
+    return 0;
+  }
 };
 
 // A layer on spec.backend; throws std::runtime_error where that backend is not compiled or has no device.
@@ -382,7 +412,8 @@ class CpuLayer final : public Layer {
  public:
   CpuLayer(const LayerConfig& config, const float* router, const ExpertWeights& weights,
            const ExpertWeights& shared = ExpertWeights{}, const BuiltInRouting& routing = BuiltInRouting{},
-           const float* noise_router = nullptr, const float* shared_gate = nullptr);
+           const float* noise_router = nullptr, const float* shared_gate = nullptr,
+           const ExpertStoreSpec& store = ExpertStoreSpec{});
   ~CpuLayer() override;
   void forward(const float* x, int64_t tokens, const LayerOutputs& out) override;
   void router_logits(const float* x, int64_t tokens, float* logits) override;
@@ -403,6 +434,8 @@ class CpuLayer final : public Layer {
   JobQueue queue() const override { return JobQueue::cpu; }
   bool collective() const override;
   void collective_failed() override;
+  void write_expert_store(const std::string& path, const std::string& fingerprint) const override;
+  int64_t prefetch(const float* x, int64_t tokens) override;
 
  private:
   struct State;

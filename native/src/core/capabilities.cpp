@@ -17,6 +17,7 @@ constexpr std::array<FeatureInfo, kFeatureCount> kFeatures{{
     {Feature::slot_outputs, "slotOutputs", "slot outputs (slotOutputs, gateGradients)"},
     {Feature::timings, "timings", "per-phase timings (lastTimings)"},
     {Feature::router_bias_update, "routerBiasUpdate", "setRouterBias"},
+    {Feature::expert_cache, "expertCache", "experts read from disk through an ExpertCache (options.cache)"},
 }};
 
 constexpr bool in_order() {

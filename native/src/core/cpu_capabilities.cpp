@@ -10,7 +10,7 @@ const Capabilities kCpuCapabilities{
     "cpu",
     offering({Feature::route_softmax_top_k, Feature::shared_experts, Feature::shared_gate, Feature::expert_parallel,
               Feature::backward, Feature::optimizer_step, Feature::export_weights, Feature::slot_outputs,
-              Feature::timings, Feature::router_bias_update}),
+              Feature::timings, Feature::router_bias_update, Feature::expert_cache}),
     "every weight dtype stored as given and computed in its own kernels (docs/precision.md)",
 };
 

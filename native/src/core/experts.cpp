@@ -152,6 +152,12 @@ PackedExperts::PackedExperts(const ExpertShape& s, const ExpertWeights& w)
       down(kernels().geometry, s.num_experts, s.d_model, s.d_hidden, down_dtype(s), s.group_size,
            {w.w2, w.q2, w.b2, w.h2}) {}
 
+PackedExperts::PackedExperts(const ExpertShape& s)
+    : shape(s),
+      up(PackedMatrix::geometry(kernels().geometry, s.d_hidden, s.d_model, s.weight_dtype, s.group_size,
+                                is_gated(s.activation))),
+      down(PackedMatrix::geometry(kernels().geometry, s.d_model, s.d_hidden, down_dtype(s), s.group_size, false)) {}
+
 std::shared_ptr<const PackedExperts> pack_experts(const ExpertShape& shape, const ExpertWeights& weights) {
   return std::make_shared<const PackedExperts>(shape, weights);
 }
@@ -175,25 +181,39 @@ void packed_biases(const PackedExperts& packed, bool* b1, bool* b3, bool* b2) {
 }
 
 void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int k, const int32_t* offsets,
-                const int32_t* order, float* slot_out, FfnWorkspace& ws, float* pre_out) {
+                const int32_t* order, float* slot_out, FfnWorkspace& ws, float* pre_out, const ExpertRecords* records) {
   const ExpertShape& s = packed.shape;
   (void)tokens;
+  // Expert e's rows in this call (none for one its records leave out), and its problems: from the packed experts,
+  // or the same geometry with the panels and biases of its record.
+  const auto rows = [&](int64_t e) -> int64_t {
+    return records && !records->records[e] ? 0 : offsets[e + 1] - offsets[e];
+  };
+  const auto problem = [&](const PackedMatrix& m, int64_t e, Activation act, bool up) {
+    if (!records) return m.problem(e, act);
+    cpu::GemmProblem p = m.problem(0, act);
+    const unsigned char* r = records->records[e];
+    const StoreLayout& l = records->layout;
+    p.panels = r + (up ? 0 : l.down_at());
+    p.bias = reinterpret_cast<const float*>(r + (up ? l.up_bias_at() : l.down_bias_at()));
+    return p;
+  };
   // The hidden activations go straight into the second GEMM's packed layout (its A), one region per expert of
   // packed_a_floats(rows, dHidden) floats: the second GEMM packs nothing.
   const cpu::PanelGeometry& geometry = kernels().geometry;
   thread_local std::vector<int64_t> hidden_at;  // grow-only, like the lists below
   hidden_at.assign(static_cast<size_t>(s.num_experts) + 1, 0);
   for (int64_t e = 0; e < s.num_experts; ++e)
-    hidden_at[e + 1] = hidden_at[e] + geometry.packed_a_floats(offsets[e + 1] - offsets[e], s.d_hidden);
+    hidden_at[e + 1] = hidden_at[e] + geometry.packed_a_floats(rows(e), s.d_hidden);
   float* hidden = ws.hidden.reserve(static_cast<size_t>(std::max<int64_t>(hidden_at[s.num_experts], 1)));
 
   // Phase 1: hidden[pos] = act(x[token(order[pos])] W1_e^T + b1) (* (x W3_e^T + b3)), rows gathered from x.
   thread_local std::vector<GemmGroup> groups;  // grow-only: no allocation once warm
   groups.clear();
   for (int64_t e = 0; e < s.num_experts; ++e) {
-    const int64_t n = offsets[e + 1] - offsets[e];
+    const int64_t n = rows(e);
     if (n == 0) continue;  // an expert without tokens costs nothing
-    GemmGroup g{packed.up.problem(e, s.activation), n};
+    GemmGroup g{problem(packed.up, e, s.activation, true), n};
     g.problem.alpha = s.alpha;
     g.problem.limit = s.limit;
     g.problem.a = {x, s.d_model, order + offsets[e], k};
@@ -208,9 +228,9 @@ void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int
   // Phase 2: slot_out[order[pos]] = hidden[pos] W2_e^T + b2, results scattered to their slots.
   groups.clear();
   for (int64_t e = 0; e < s.num_experts; ++e) {
-    const int64_t n = offsets[e + 1] - offsets[e];
+    const int64_t n = rows(e);
     if (n == 0) continue;
-    GemmGroup g{packed.down.problem(e, Activation::identity), n, hidden + hidden_at[e]};
+    GemmGroup g{problem(packed.down, e, Activation::identity, false), n, hidden + hidden_at[e]};
     g.problem.c = {slot_out, s.d_model, order + offsets[e], 1};
     groups.push_back(g);
   }

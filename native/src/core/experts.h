@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "aligned_buffer.h"
+#include "expert_store.h"
 #include "moe/moe.h"
 #include "packing.h"
 
@@ -11,6 +12,8 @@ namespace moe {
 class PackedExperts {
  public:
   PackedExperts(const ExpertShape& shape, const ExpertWeights& weights);
+  // No weights, only their geometry: the experts of a layer whose panels are read from a store (ExpertRecords).
+  explicit PackedExperts(const ExpertShape& shape);
   ExpertShape shape;
   PackedMatrix up;    // W1 (with W3 interleaved when gated): dModel -> dHidden, activation fused
   PackedMatrix down;  // W2: dHidden -> dModel
@@ -40,10 +43,19 @@ struct GemmGroup {
 void run_gemm_groups(std::vector<GemmGroup>& groups, int64_t out_cols, WeightDtype dtype,
                      AlignedBuffer<float>& packed_a);
 
+// Experts whose panels lie in records read from their store (core/expert_store.h) instead of in the PackedExperts:
+// per expert its record, or null for one this call leaves out (its slots untouched).
+struct ExpertRecords {
+  const unsigned char* const* records = nullptr;
+  StoreLayout layout;
+};
+
 // Leaves the rows of slots outside the plan untouched (see zero_unrouted_slots).
+// records: where the experts' panels are when not in `packed` (see ExpertRecords), or null.
 // pre_out: where to keep the up GEMM's pre-activations (rows in plan order, up.panel_count() * nr columns), or null.
 void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int k, const int32_t* expert_offsets,
-                const int32_t* order, float* slot_out, FfnWorkspace& workspace, float* pre_out = nullptr);
+                const int32_t* order, float* slot_out, FfnWorkspace& workspace, float* pre_out = nullptr,
+                const ExpertRecords* records = nullptr);
 
 // Zeroes the rows of the slots that are not among the first `routed` entries of `order` (dropped slots).
 void zero_unrouted_slots(const int32_t* order, int64_t routed, int64_t slots, int64_t d_model, float* slot_out,

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "expert_cache_impl.h"
 #include "expert_parallel.h"
 #include "experts.h"
 #include "isa.h"
@@ -18,9 +19,40 @@
 
 namespace moe {
 
+namespace {
+
+// A layer's routed experts read through an expert cache (ExpertStoreSpec): its store, registered with the cache
+// for the layer's life, and one forward's scratch.
+struct CachedExperts {
+  CachedExperts(const ExpertStoreSpec& spec, const ExpertShape& shape)
+      : cache(spec.cache),
+        store(std::make_shared<const ExpertStore>(spec.path, spec.fingerprint, shape)),
+        id(cache->impl().attach(store, spec.label)) {}
+  ~CachedExperts() { cache->impl().detach(id); }
+  std::shared_ptr<ExpertCache> cache;
+  std::shared_ptr<const ExpertStore> store;
+  int id;
+  std::vector<int64_t> wanted;
+  std::vector<std::shared_ptr<CachedExpert>> entries;
+  std::vector<const unsigned char*> records;
+  std::vector<char> seen, done;
+};
+
+// Unpins a forward's experts however it ends.
+struct Pinned {
+  CachedExperts& c;
+  ~Pinned() {
+    c.cache->impl().release(c.entries);
+    c.entries.clear();
+  }
+};
+
+}  // namespace
+
 struct CpuLayer::State {
   State(const LayerConfig& c, const float* router_weights, const ExpertWeights& w, const ExpertWeights& sw,
-        const BuiltInRouting& r, const float* noise_router_weights, const float* shared_gate_weights)
+        const BuiltInRouting& r, const float* noise_router_weights, const float* shared_gate_weights,
+        const ExpertStoreSpec& store)
       : config(c),
         rule(r.rule),
         exchange(c.expert_parallel ? expert_exchange() : nullptr),
@@ -28,7 +60,8 @@ struct CpuLayer::State {
                         : std::vector<int64_t>{0, c.experts.num_experts}),
         router(kernels().geometry, 1, c.experts.num_experts, c.experts.d_model, WeightDtype::float32, 0,
                {router_weights}),
-        packed_experts(local_shape(), slice_weights(c.experts, w, c.sliced_experts >= 0 ? 0 : bounds[rank()])) {
+        packed_experts(routed_experts(store, w)) {
+    if (store.cache) cached = std::make_unique<CachedExperts>(store, c.experts);
     if (c.shared.num_experts > 0) shared = std::make_unique<PackedExperts>(c.shared, sw);
     // Packed once, like the router (it was packed again on every forward of a noisy top-k layer).
     if (noise_router_weights)
@@ -55,6 +88,19 @@ struct CpuLayer::State {
                                   " on) or of all " + std::to_string(config.experts.num_experts) + " but got " +
                                   std::to_string(config.sliced_experts));
     return s;
+  }
+  // The routed experts packed from their weights, or (read from a store) their geometry only.
+  PackedExperts routed_experts(const ExpertStoreSpec& store, const ExpertWeights& w) const {
+    if (store.cache) return PackedExperts(local_shape());
+    return PackedExperts(local_shape(),
+                         slice_weights(config.experts, w, config.sliced_experts >= 0 ? 0 : bounds[rank()]));
+  }
+  void export_cached(const ExpertWeightsOut& out) const;
+  // Calls a layer whose experts are read from a store does not offer: it is for inference.
+  void not_cached(const char* what) const {
+    if (cached)
+      throw Unsupported(std::string("moe-kernels: expected a layer holding its experts for ") + what +
+                        " but got one reading them from an expert store (options.cache: for inference)");
   }
   // An expert-parallel call's first step: every rank's checks passed (see Layer::collective_failed).
   void begin_collective(const char* call) {
@@ -108,6 +154,7 @@ struct CpuLayer::State {
   std::unique_ptr<PackedMatrix> noise_router;
   std::unique_ptr<PackedMatrix> shared_gate;  // Qwen2-MoE's shared_expert_gate, or none (weight 1)
   PackedExperts packed_experts;
+  std::unique_ptr<CachedExperts> cached;  // the routed experts come from a store through a cache, or not
   std::unique_ptr<PackedExperts> shared;
   std::mutex mutex;  // one forward at a time on this layer's workspace
   FfnWorkspace ffn;
@@ -163,7 +210,7 @@ struct CpuLayer::State {
     timings.dispatch = lap();
     float* out = slot_out.reserve(static_cast<size_t>(slots * shape.d_model));
     float* pre = nullptr;
-    keep = keep && !exchange;  // (an expert-parallel backward recomputes the pre-activations on the owners)
+    keep = keep && !exchange && !cached;  // (an expert-parallel backward recomputes the pre-activations on the owners)
     if (keep) {  // forgotten first: if keeping fails half-way, no later backward takes it for this input's
       kept_tokens = -1;
       pre = kept_pre.reserve(static_cast<size_t>(
@@ -177,6 +224,8 @@ struct CpuLayer::State {
                       exchange_ws, ffn, stats);
       timings.exchange = stats.ms;
       timings.exchange_bytes_sent = stats.bytes_sent, timings.exchange_bytes_received = stats.bytes_received;
+    } else if (cached) {
+      cached_ffn(x, tokens, slots_per_token, offset, slot_order, out);
     } else {
       expert_ffn(packed_experts, x, tokens, slots_per_token, offset, slot_order, out, ffn, pre);
     }
@@ -187,6 +236,36 @@ struct CpuLayer::State {
     combine(out, w, tokens, slots_per_token, shape.d_model, output);
     timings.combine = lap();
     timings.total = std::chrono::duration<double, std::milli>(clock::now() - started).count();
+  }
+
+  // The routed experts through the cache: all of this forward's asked for at once (the misses start reading), the
+  // resident ones computed first, then each batch of arrivals as it lands. Each expert's slots are computed by the
+  // same GEMM items as in a layer holding them, so outputs are bitwise the same whatever was resident.
+  void cached_ffn(const float* x, int64_t tokens, int slots_per_token, const int32_t* offset, const int32_t* order,
+                  float* out) {
+    CachedExperts& c = *cached;
+    const int64_t experts = config.experts.num_experts;
+    c.wanted.clear();
+    for (int64_t e = 0; e < experts; ++e)
+      if (offset[e + 1] > offset[e]) c.wanted.push_back(e);
+    Pinned pinned{c};
+    c.cache->impl().acquire(c.id, c.wanted, c.entries);
+    c.records.assign(static_cast<size_t>(experts), nullptr);
+    c.seen.assign(c.wanted.size(), 0);
+    c.done.assign(c.wanted.size(), 0);
+    const ExpertRecords records{c.records.data(), c.store->layout()};
+    for (size_t left = c.wanted.size(); left > 0;) {
+      c.cache->impl().wait_any(c.id, c.entries, c.seen);
+      bool any = false;
+      for (size_t i = 0; i < c.wanted.size(); ++i) {
+        if (!c.seen[i] || c.done[i]) continue;
+        const CachedExpert& e = *c.entries[i];
+        if (e.state == CachedExpert::State::failed) throw std::runtime_error(e.error);
+        c.records[c.wanted[i]] = e.bytes, c.done[i] = 1, any = true, --left;
+      }
+      if (any) expert_ffn(packed_experts, x, tokens, slots_per_token, offset, order, out, ffn, nullptr, &records);
+      std::fill(c.records.begin(), c.records.end(), nullptr);
+    }
   }
 
   using clock = std::chrono::steady_clock;
@@ -205,8 +284,8 @@ struct CpuLayer::State {
 
 CpuLayer::CpuLayer(const LayerConfig& config, const float* router, const ExpertWeights& weights,
                    const ExpertWeights& shared, const BuiltInRouting& routing, const float* noise_router,
-                   const float* shared_gate)
-    : state_(std::make_unique<State>(config, router, weights, shared, routing, noise_router, shared_gate)) {}
+                   const float* shared_gate, const ExpertStoreSpec& store)
+    : state_(std::make_unique<State>(config, router, weights, shared, routing, noise_router, shared_gate, store)) {}
 CpuLayer::~CpuLayer() = default;
 
 bool CpuLayer::runs_inline(int64_t slots) const {
@@ -249,13 +328,52 @@ void CpuLayer::export_weights(const LayerWeightsOut& out) const {
   if (out.router) s.router.unpack(0, 0, out.router, nullptr);
   if (out.noise_router && s.noise_router) s.noise_router->unpack(0, 0, out.noise_router, nullptr);
   if (out.shared_gate && s.shared_gate) s.shared_gate->unpack(0, 0, out.shared_gate, nullptr);
-  unpack_experts(s.packed_experts, s.local_part(out.experts));
+  if (s.cached)
+    s.export_cached(out.experts);
+  else
+    unpack_experts(s.packed_experts, s.local_part(out.experts));
   if (s.shared) unpack_experts(*s.shared, out.shared);
+}
+
+// A cached layer's routed experts read back: each record read from its store (not through the cache: an export
+// must not evict what the forwards use) and unpacked as a resident layer's panels would be.
+void CpuLayer::State::export_cached(const ExpertWeightsOut& out) const {
+  const PackedExperts& p = packed_experts;
+  const ExpertShape& sh = p.shape;
+  const int64_t h = sh.d_hidden, d = sh.d_model;
+  const StoreLayout& l = cached->store->layout();
+  std::mutex failed_mutex;
+  std::string failed;  // the first read's error (a pool task must not throw)
+  ThreadPool::instance().run(sh.num_experts, [&](int64_t e) {
+    thread_local std::unique_ptr<unsigned char, decltype(&std::free)> buffer(nullptr, &std::free);
+    thread_local size_t size = 0;
+    if (size < l.stride()) {
+      buffer.reset(static_cast<unsigned char*>(std::aligned_alloc(kStoreAlign, l.stride())));
+      if (!buffer) throw std::bad_alloc();
+      size = l.stride();
+    }
+    unsigned char* r = buffer.get();
+    try {
+      cached->store->read(e, r);
+    } catch (const std::exception& x) {
+      std::lock_guard<std::mutex> lock(failed_mutex);
+      if (failed.empty()) failed = x.what();
+      return;
+    }
+    const auto* up_bias = reinterpret_cast<const float*>(r + l.up_bias_at());
+    const auto* down_bias = reinterpret_cast<const float*>(r + l.down_bias_at());
+    if (out.w1) p.up.unpack_from(r, up_bias, 0, out.w1 + e * h * d, out.b1 ? out.b1 + e * h : nullptr);
+    if (out.w3 && is_gated(sh.activation))
+      p.up.unpack_from(r, up_bias, 1, out.w3 + e * h * d, out.b3 ? out.b3 + e * h : nullptr);
+    if (out.w2) p.down.unpack_from(r + l.down_at(), down_bias, 0, out.w2 + e * d * h, out.b2 ? out.b2 + e * d : nullptr);
+  });
+  if (!failed.empty()) throw std::runtime_error(failed);
 }
 
 void CpuLayer::backward(const float* x, int64_t tokens, int k, const int32_t* experts, const float* weights,
                         const float* d_out, const LayerGradients& g) {
   State& s = *state_;
+  s.not_cached("a backward");
   std::lock_guard<std::mutex> lock(s.mutex);
   s.begin_collective("backward");
   s.collective("backward", [&] {
@@ -325,6 +443,7 @@ void CpuLayer::backward(const float* x, int64_t tokens, int k, const int32_t* ex
 
 void CpuLayer::apply_gradients(const ParameterGradients& g, const OptimizerStep& step) {
   State& s = *state_;
+  s.not_cached("an optimizer step");
   std::lock_guard<std::mutex> lock(s.mutex);
   const ThreadLimit limit(s.config.threads);
   if (!all_float32(s.config.experts))
@@ -387,6 +506,8 @@ LayerWeightsPresent CpuLayer::weights_present() const {
   p.noise_router = s.noise_router != nullptr;
   p.shared_gate = s.shared_gate != nullptr;
   packed_biases(s.packed_experts, &p.b1, &p.b3, &p.b2);
+  if (s.cached)
+    p.b1 = p.b3 = s.cached->store->has_bias(0), p.b2 = s.cached->store->has_bias(1);
   if (s.shared) packed_biases(*s.shared, &p.shared_b1, &p.shared_b3, &p.shared_b2);
   return p;
 }
@@ -402,7 +523,10 @@ void CpuLayer::slot_outputs(const float* x, int64_t tokens, int k, const int32_t
   int32_t* offset = s.offsets.reserve(static_cast<size_t>(shape.num_experts + 1));
   int32_t* order = s.order.reserve(static_cast<size_t>(slots));
   dispatch(experts, slots, shape.num_experts, count, offset, order);
-  expert_ffn(s.packed_experts, x, tokens, k, offset, order, slot_out, s.ffn);
+  if (s.cached)
+    s.cached_ffn(x, tokens, k, offset, order, slot_out);
+  else
+    expert_ffn(s.packed_experts, x, tokens, k, offset, order, slot_out, s.ffn);
   zero_unrouted_slots(order, offset[shape.num_experts], slots, shape.d_model, slot_out, s.ffn);
 }
 
@@ -456,6 +580,40 @@ void CpuLayer::forward_routed(const float* x, int64_t tokens, int k, const int32
 }
 
 bool CpuLayer::collective() const { return state_->exchange != nullptr; }
+
+void CpuLayer::write_expert_store(const std::string& path, const std::string& fingerprint) const {
+  State& s = *state_;
+  s.not_cached("writing an expert store");
+  s.not_expert_parallel("writing an expert store");
+  std::lock_guard<std::mutex> lock(s.mutex);
+  moe::write_expert_store(path, fingerprint, s.packed_experts);
+}
+
+int64_t CpuLayer::prefetch(const float* x, int64_t tokens) {
+  State& s = *state_;
+  if (!s.cached) return 0;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  const ThreadLimit limit(s.config.threads);
+  const ExpertShape& shape = s.config.experts;
+  // The experts of the top-k logits of each token (softmax and sigmoid scores rank alike), without duplicates.
+  float* logits = s.slot_out.reserve(static_cast<size_t>(tokens * shape.num_experts));
+  packed_router_logits(s.router, x, tokens, shape.d_model, logits, s.ffn);
+  std::vector<char> chosen(static_cast<size_t>(shape.num_experts), 0);
+  std::vector<int64_t> ids(static_cast<size_t>(shape.num_experts));
+  for (int64_t t = 0; t < tokens; ++t) {
+    const float* l = logits + t * shape.num_experts;
+    for (int64_t e = 0; e < shape.num_experts; ++e) ids[e] = e;
+    const int64_t k = std::min<int64_t>(s.config.top_k, shape.num_experts);
+    std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int64_t a, int64_t b) {
+      return l[a] > l[b] || (l[a] == l[b] && a < b);
+    });
+    for (int64_t j = 0; j < k; ++j) chosen[ids[j]] = 1;
+  }
+  std::vector<int64_t> wanted;
+  for (int64_t e = 0; e < shape.num_experts; ++e)
+    if (chosen[e]) wanted.push_back(e);
+  return s.cached->cache->impl().prefetch(s.cached->id, wanted);
+}
 void CpuLayer::collective_failed() {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);

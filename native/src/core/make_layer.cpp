@@ -20,6 +20,12 @@ void check_spec(const LayerSpec& spec) {
   if (spec.config.shared.num_experts > 0) require(backend, Feature::shared_experts);
   if (spec.shared_gate) require(backend, Feature::shared_gate);
   if (spec.config.expert_parallel) require(backend, Feature::expert_parallel);
+  if (spec.store.cache) {
+    require(backend, Feature::expert_cache);
+    if (spec.config.expert_parallel)
+      throw Unsupported("moe-kernels: expected a layer either expert-parallel or reading its experts through a cache "
+                        "but got both");
+  }
 }
 
 }  // namespace
@@ -32,7 +38,7 @@ std::shared_ptr<Layer> make_layer(const LayerSpec& spec) {
     case Backend::cpu: break;
   }
   return std::make_shared<CpuLayer>(spec.config, spec.router, spec.experts, spec.shared, spec.routing,
-                                    spec.noise_router, spec.shared_gate);
+                                    spec.noise_router, spec.shared_gate, spec.store);
 }
 
 }  // namespace moe

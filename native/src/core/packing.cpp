@@ -107,16 +107,19 @@ PackedMatrix::PackedMatrix(const cpu::PanelGeometry& geometry, int64_t count, in
 }
 
 void PackedMatrix::unpack(int64_t index, int part, float* out, float* bias) const {
+  unpack_from(matrix_data(index), bias_data(index), part, out, bias);
+}
+
+void PackedMatrix::unpack_from(const unsigned char* matrix, const float* panel_bias, int part, float* out,
+                               float* bias) const {
   const WeightFormat& format = weight_format(dtype_);
-  const size_t per_matrix = static_cast<size_t>(panels_) * panel_bytes_;
-  const unsigned char* matrix = data_.data() + static_cast<size_t>(index) * per_matrix;
   for (int64_t p = 0; p < panels_; ++p)
     for (int64_t c = 0; c < out_cols_; ++c) {
       const int64_t col = p * out_cols_ + c;
       if (col >= n_) break;
       const int slot = static_cast<int>(part * out_cols_ + c);
       format.unpack_column(matrix + p * panel_bytes_, k_, group_, static_cast<int>(nr_), slot, out + col * k_);
-      if (bias) bias[col] = bias_.data()[(index * panels_ + p) * nr_ + slot];
+      if (bias) bias[col] = panel_bias[p * nr_ + slot];
     }
 }
 
@@ -242,6 +245,13 @@ const float* PackedMatrix::transposed(int64_t index) const {
     transposed_fresh_[index] = 1;
   }
   return t;
+}
+
+PackedMatrix PackedMatrix::geometry(const cpu::PanelGeometry& geometry, int64_t n, int64_t k, WeightDtype dtype,
+                                    int64_t group_size, bool gated) {
+  // (no matrix is read: the sources only say which parts exist)
+  static const float marker = 0.0f;
+  return PackedMatrix(geometry, 0, n, k, dtype, group_size, {&marker}, gated ? MatrixSource{&marker} : MatrixSource{});
 }
 
 cpu::GemmProblem PackedMatrix::problem(int64_t index, Activation activation) const {

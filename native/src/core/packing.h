@@ -26,8 +26,17 @@ class PackedMatrix {
   // group per row).
   PackedMatrix(const cpu::PanelGeometry& geometry, int64_t count, int64_t n, int64_t k, WeightDtype dtype,
                int64_t group_size, const MatrixSource& w, const MatrixSource& up = {});
+  // A matrix of no weights with the geometry of `count` 0 such ones (panels, bytes, gated or not): the template of
+  // problems whose panels lie elsewhere (an expert read from its store, core/expert_store.h).
+  static PackedMatrix geometry(const cpu::PanelGeometry& geometry, int64_t n, int64_t k, WeightDtype dtype,
+                               int64_t group_size, bool gated);
   // The GEMM problem for matrix `index` with the given epilogue; rows still to be set by the caller.
   cpu::GemmProblem problem(int64_t index, Activation activation) const;
+  // Bytes of one matrix's panels and of its bias (float32, panel_count() * nr), and where matrix `index`'s lie.
+  size_t matrix_bytes() const { return static_cast<size_t>(panels_) * panel_bytes_; }
+  size_t bias_bytes() const { return static_cast<size_t>(panels_ * nr_) * sizeof(float); }
+  const unsigned char* matrix_data(int64_t index) const { return data_.data() + index * matrix_bytes(); }
+  const float* bias_data(int64_t index) const { return bias_.data() + index * panels_ * nr_; }
   int64_t panel_count() const { return panels_; }
   int64_t n() const { return n_; }
   int64_t out_cols() const { return out_cols_; }  // output columns per panel
@@ -42,6 +51,8 @@ class PackedMatrix {
   // Matrix `index` of part 0 (W, or a gated pair's W1) or 1 (W3) read back: out [n, k] as the kernels compute with
   // it (panel layout undone, 16-bit widened, codes times scales); bias [n] (zeros where none was given), or null.
   void unpack(int64_t index, int part, float* out, float* bias) const;
+  // The same for a matrix of this geometry whose panels and bias lie elsewhere (an expert's store record).
+  void unpack_from(const unsigned char* panels, const float* panel_bias, int part, float* out, float* bias) const;
   // Whether a bias was given for part 0 / 1.
   bool has_bias(int part) const { return has_bias_[part]; }
   // Matrix `index` transposed, in float32 panels (float32 matrices only; Unsupported otherwise): ceil(k / nr) panels

@@ -1,0 +1,251 @@
+#include "expert_store.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+
+#include "experts.h"
+#include "isa.h"
+
+namespace moe {
+
+namespace {
+
+constexpr char kMagic[8] = {'M', 'O', 'E', 'S', 'T', 'O', 'R', 'E'};
+// Bump when the record layout or a panel format changes: an older store is then rebuilt, never misread.
+constexpr uint32_t kFormatVersion = 1;
+constexpr size_t kFingerprintBytes = 64;
+
+// The header's fixed part; the per-expert checksums follow it, then the header's own checksum.
+struct Header {
+  char magic[8];
+  uint32_t version, isa;
+  int64_t experts, d_model, d_hidden, group_size, nr;
+  int32_t up_dtype, down_dtype, activation, gated;
+  uint64_t up_panels, up_bias, down_panels, down_bias, stride, header_bytes;
+  uint32_t bias[2];
+  char fingerprint[kFingerprintBytes];
+};
+
+size_t header_bytes_for(int64_t experts) {
+  const size_t raw = sizeof(Header) + static_cast<size_t>(experts) * 8 + 8;
+  return (raw + kStoreAlign - 1) / kStoreAlign * kStoreAlign;
+}
+
+Header header_for(const ExpertShape& s, const StoreLayout& l, const std::string& fingerprint) {
+  Header h{};
+  std::memcpy(h.magic, kMagic, sizeof kMagic);
+  h.version = kFormatVersion;
+  h.isa = static_cast<uint32_t>(active_isa());  // (the panels' layout is the active ISA's geometry)
+  h.experts = s.num_experts, h.d_model = s.d_model, h.d_hidden = s.d_hidden, h.group_size = s.group_size;
+  h.nr = kernels().geometry.nr();
+  h.up_dtype = static_cast<int32_t>(s.weight_dtype), h.down_dtype = static_cast<int32_t>(down_dtype(s));
+  h.activation = static_cast<int32_t>(s.activation), h.gated = is_gated(s.activation);
+  h.up_panels = l.up_panels, h.up_bias = l.up_bias, h.down_panels = l.down_panels, h.down_bias = l.down_bias;
+  h.stride = l.stride(), h.header_bytes = header_bytes_for(s.num_experts);
+  std::memset(h.fingerprint, ' ', kFingerprintBytes);
+  std::memcpy(h.fingerprint, fingerprint.data(), std::min(fingerprint.size(), kFingerprintBytes));
+  return h;
+}
+
+// Everything of two headers but the bias flags (a property of the weights, not of the layout).
+bool same_layout(Header a, const Header& b) {
+  std::memcpy(a.bias, b.bias, sizeof a.bias);
+  return std::memcmp(&a, &b, sizeof a) == 0;
+}
+
+std::string errno_text() { return std::strerror(errno); }
+
+// Reads `bytes` at `offset` fully (pread may return less); false on an error or end of file.
+bool read_fully(int fd, void* dst, size_t bytes, uint64_t offset) {
+  auto* p = static_cast<unsigned char*>(dst);
+  while (bytes > 0) {
+    const ssize_t got = ::pread(fd, p, bytes, static_cast<off_t>(offset));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return false;
+    p += got, bytes -= static_cast<size_t>(got), offset += static_cast<uint64_t>(got);
+  }
+  return true;
+}
+
+bool write_fully(int fd, const void* src, size_t bytes) {
+  auto* p = static_cast<const unsigned char*>(src);
+  while (bytes > 0) {
+    const ssize_t put = ::write(fd, p, bytes);
+    if (put < 0 && errno == EINTR) continue;
+    if (put <= 0) return false;
+    p += put, bytes -= static_cast<size_t>(put);
+  }
+  return true;
+}
+
+// The header read from fd and checked whole (its checksum), with the per-expert checksums; false when it is not
+// a complete store header.
+bool read_header(int fd, Header* h, std::vector<uint64_t>* checksums) {
+  if (!read_fully(fd, h, sizeof *h, 0) || std::memcmp(h->magic, kMagic, sizeof kMagic) != 0) return false;
+  if (h->experts < 1 || h->experts > (int64_t{1} << 20) || h->header_bytes != header_bytes_for(h->experts)) return false;
+  std::vector<unsigned char> all(sizeof(Header) + static_cast<size_t>(h->experts) * 8 + 8);
+  if (!read_fully(fd, all.data(), all.size(), 0)) return false;
+  uint64_t stored;
+  std::memcpy(&stored, all.data() + all.size() - 8, 8);
+  if (store_checksum(all.data(), all.size() - 8) != stored) return false;
+  checksums->resize(static_cast<size_t>(h->experts));
+  std::memcpy(checksums->data(), all.data() + sizeof(Header), checksums->size() * 8);
+  return true;
+}
+
+constexpr uint64_t kP1 = 11400714785074694791ull, kP2 = 14029467366897019727ull, kP3 = 1609587929392839161ull,
+                   kP4 = 9650029242287828579ull, kP5 = 2870177450012600261ull;
+inline uint64_t rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+inline uint64_t round64(uint64_t acc, uint64_t in) { return rotl(acc + in * kP2, 31) * kP1; }
+inline uint64_t merge64(uint64_t acc, uint64_t v) { return (acc ^ round64(0, v)) * kP1 + kP4; }
+inline uint64_t load64(const unsigned char* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+}  // namespace
+
+uint64_t store_checksum(const void* data, size_t bytes) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  const unsigned char* const end = p + bytes;
+  uint64_t h;
+  if (bytes >= 32) {
+    uint64_t v1 = kP1 + kP2, v2 = kP2, v3 = 0, v4 = 0 - kP1;
+    for (; p + 32 <= end; p += 32)
+      v1 = round64(v1, load64(p)), v2 = round64(v2, load64(p + 8)), v3 = round64(v3, load64(p + 16)),
+      v4 = round64(v4, load64(p + 24));
+    h = rotl(v1, 1) + rotl(v2, 7) + rotl(v3, 12) + rotl(v4, 18);
+    h = merge64(merge64(merge64(merge64(h, v1), v2), v3), v4);
+  } else {
+    h = kP5;
+  }
+  h += bytes;
+  for (; p + 8 <= end; p += 8) h = rotl(h ^ round64(0, load64(p)), 27) * kP1 + kP4;
+  for (; p < end; ++p) h = rotl(h ^ (*p * kP5), 11) * kP1;
+  h ^= h >> 33, h *= kP2, h ^= h >> 29, h *= kP3, h ^= h >> 32;
+  return h;
+}
+
+StoreLayout store_layout(const ExpertShape& s) {
+  const cpu::PanelGeometry& g = kernels().geometry;
+  const PackedMatrix up = PackedMatrix::geometry(g, s.d_hidden, s.d_model, s.weight_dtype, s.group_size,
+                                                 is_gated(s.activation));
+  const PackedMatrix down = PackedMatrix::geometry(g, s.d_model, s.d_hidden, down_dtype(s), s.group_size, false);
+  StoreLayout l;
+  l.experts = s.num_experts;
+  l.up_panels = (up.matrix_bytes() + 63) / 64 * 64, l.up_bias = (up.bias_bytes() + 63) / 64 * 64;
+  l.down_panels = (down.matrix_bytes() + 63) / 64 * 64, l.down_bias = (down.bias_bytes() + 63) / 64 * 64;
+  return l;
+}
+
+void write_expert_store(const std::string& path, const std::string& fingerprint, const PackedExperts& packed) {
+  const ExpertShape& s = packed.shape;
+  const StoreLayout l = store_layout(s);
+  Header h = header_for(s, l, fingerprint);
+  h.bias[0] = packed.up.has_bias(0) || packed.up.has_bias(1), h.bias[1] = packed.down.has_bias(0);
+  const std::string tmp = path + ".partial";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    throw std::invalid_argument("moe-kernels: expected to write the expert store " + tmp + " but got " + errno_text());
+  bool ok = true;
+  std::vector<unsigned char> header(h.header_bytes, 0);
+  std::vector<uint64_t> sums(static_cast<size_t>(s.num_experts));
+  std::unique_ptr<unsigned char, decltype(&std::free)> record(
+      static_cast<unsigned char*>(std::aligned_alloc(kStoreAlign, l.stride())), &std::free);
+  if (!record) throw std::bad_alloc();
+  ok = ::lseek(fd, static_cast<off_t>(h.header_bytes), SEEK_SET) >= 0;
+  for (int64_t e = 0; ok && e < s.num_experts; ++e) {
+    std::memset(record.get(), 0, l.stride());
+    unsigned char* r = record.get();
+    std::memcpy(r, packed.up.matrix_data(e), packed.up.matrix_bytes());
+    std::memcpy(r + l.up_bias_at(), packed.up.bias_data(e), packed.up.bias_bytes());
+    std::memcpy(r + l.down_at(), packed.down.matrix_data(e), packed.down.matrix_bytes());
+    std::memcpy(r + l.down_bias_at(), packed.down.bias_data(e), packed.down.bias_bytes());
+    sums[e] = store_checksum(r, l.stride());
+    ok = write_fully(fd, r, l.stride());
+  }
+  std::memcpy(header.data(), &h, sizeof h);
+  std::memcpy(header.data() + sizeof h, sums.data(), sums.size() * 8);
+  const uint64_t whole = store_checksum(header.data(), sizeof h + sums.size() * 8);
+  std::memcpy(header.data() + sizeof h + sums.size() * 8, &whole, 8);
+  if (ok) ok = ::lseek(fd, 0, SEEK_SET) == 0 && write_fully(fd, header.data(), header.size());
+  if (ok) ok = ::fsync(fd) == 0;
+  const std::string why = ok ? "" : errno_text();
+  ::close(fd);
+  if (ok && std::rename(tmp.c_str(), path.c_str()) != 0) ok = false;
+  if (!ok) {
+    std::remove(tmp.c_str());
+    throw std::invalid_argument("moe-kernels: expected to write the expert store " + path + " but got " +
+                                (why.empty() ? errno_text() : why));
+  }
+}
+
+bool expert_store_matches(const std::string& path, const std::string& fingerprint, const ExpertShape& shape) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  Header h;
+  std::vector<uint64_t> sums;
+  struct stat st;
+  const StoreLayout l = store_layout(shape);
+  const bool ok = read_header(fd, &h, &sums) && same_layout(header_for(shape, l, fingerprint), h) &&
+                  ::fstat(fd, &st) == 0 &&
+                  static_cast<uint64_t>(st.st_size) == h.header_bytes + h.stride * static_cast<uint64_t>(h.experts);
+  ::close(fd);
+  return ok;
+}
+
+ExpertStore::ExpertStore(const std::string& path, const std::string& fingerprint, const ExpertShape& shape)
+    : path_(path), layout_(store_layout(shape)) {
+  const auto refuse = [&](const std::string& why) {
+    if (fd_ >= 0) ::close(fd_);
+    throw std::invalid_argument("moe-kernels: expected " + path + " to be the expert store of this layer but got " +
+                                why);
+  };
+#if defined(O_DIRECT)
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+  direct_ = fd_ >= 0;
+#endif
+  if (fd_ < 0) fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // (tmpfs and others refuse O_DIRECT)
+  if (fd_ < 0) refuse(errno_text());
+  // (the header through a descriptor without O_DIRECT: its reads need no alignment)
+  const int plain = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  Header h;
+  const bool read = plain >= 0 && read_header(plain, &h, &checksums_);
+  if (plain >= 0) ::close(plain);
+  if (!read) refuse("no complete store header");
+  if (!same_layout(header_for(shape, layout_, fingerprint), h))
+    refuse("a store of another source, shape, dtype or build (it is rebuilt by fromPretrained)");
+  struct stat st;
+  if (::fstat(fd_, &st) != 0 || static_cast<uint64_t>(st.st_size) != h.header_bytes + h.stride * h.experts)
+    refuse("a file of " + std::to_string(st.st_size) + " bytes (truncated or grown)");
+  header_bytes_ = h.header_bytes;
+  bias_[0] = h.bias[0] != 0, bias_[1] = h.bias[1] != 0;
+}
+
+ExpertStore::~ExpertStore() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void ExpertStore::read(int64_t e, unsigned char* dst) const {
+  const size_t stride = layout_.stride();
+  const uint64_t at = header_bytes_ + static_cast<uint64_t>(e) * stride;
+  errno = 0;
+  if (!read_fully(fd_, dst, stride, at))
+    throw std::runtime_error("moe-kernels: expected to read expert " + std::to_string(e) + " (" +
+                             std::to_string(stride) + " bytes at " + std::to_string(at) + ") from " + path_ +
+                             " but got " + (errno ? errno_text() : std::string("the end of the file")));
+  if (store_checksum(dst, stride) != checksums_[static_cast<size_t>(e)])
+    throw std::runtime_error("moe-kernels: expected expert " + std::to_string(e) + " of " + path_ +
+                             " to match its checksum but it does not (the file changed or is damaged; delete it "
+                             "to have it rebuilt)");
+}
+
+}  // namespace moe
