@@ -9,6 +9,7 @@
  *   npm run bench -- --shapes small --threads 2 --repeat 7
  *   npm run bench -- --shapes small --tokens 1,512 --threads 2
  */
+import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -56,6 +57,14 @@ const FLAGS: FlagSpec[] = [
     default: true,
   },
   { name: 'out', help: 'folder for the JSON and SVG results', default: 'benchmarks/results' },
+  {
+    name: 'expert-cache',
+    help: 'instead: decode through an ExpertCache against the page cache (48 Qwen3-30B-A3B-shaped int4 layers, ~16 GB on disk)',
+    default: false,
+  },
+  { name: 'expert-cache-dir', help: 'where its stores are generated (once) and read', default: '/var/tmp/moe-expert-cache-bench' },
+  { name: 'expert-cache-layers', help: 'layers of its model', default: 48 },
+  { name: 'expert-cache-tokens', help: 'timed decode tokens per budget', default: 32 },
   { name: 'help', help: 'show this help', default: false },
 ];
 
@@ -189,9 +198,37 @@ const timed = async (fn: () => unknown): Promise<number> => {
   return performance.now() - t0;
 };
 
+/**
+ * --expert-cache (issue 32): the C++ driver benchmarks/native/expert_cache_bench.cpp (built with the tests in a clone)
+ * generates the stores once, then decodes through an ExpertCache and through the page cache at budgets of 100, 50, 25
+ * and 10% of the routed experts' bytes; its table is printed and saved beside the other results.
+ */
+function expertCacheBench(dir: string, layers: number, tokens: number, out: string): void {
+  const driver = path.join(__dirname, '..', '..', 'build', 'moe_expert_cache_bench');
+  if (!fs.existsSync(driver)) throw new Error(`${driver} is not built: cmake -S . -B build -G Ninja && cmake --build build`);
+  fs.mkdirSync(dir, { recursive: true });
+  const last = path.join(dir, `layer${layers - 1}.moestore`);
+  if (!fs.existsSync(last)) execFileSync(driver, ['generate', dir, String(layers)], { stdio: 'inherit' });
+  const table = execFileSync(driver, ['run', dir, String(layers), String(tokens), '100,50,25,10'], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  process.stdout.write(table);
+  const folder = path.join(out, machineKind(backendInfo().isa));
+  fs.mkdirSync(folder, { recursive: true });
+  fs.writeFileSync(path.join(folder, 'expert-cache.md'), `# npm run bench -- --expert-cache (${new Date().toISOString()})\n\n${table}`);
+}
+
 async function main(): Promise<void> {
   const f = parseFlags(process.argv.slice(2), FLAGS);
   if (f.help) return void process.stdout.write(usage('npm run bench -- [flags]', FLAGS));
+  if (f['expert-cache'])
+    return expertCacheBench(
+      String(f['expert-cache-dir']),
+      Number(f['expert-cache-layers']),
+      Number(f['expert-cache-tokens']),
+      String(f.out),
+    );
   const quick = Boolean(f.quick);
   const dtypeRows = f.kquants ? [...DTYPE_ROWS, ...K_ROWS] : DTYPE_ROWS;
   const ggmlRows = f.kquants ? [...GGML_ROWS, ...GGML_K_ROWS] : GGML_ROWS;

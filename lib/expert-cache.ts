@@ -78,7 +78,8 @@ export class ExpertCache implements Disposable {
     if (typeof o.bytes !== 'number') throw typeError('options.bytes to be a number of bytes', describe(o.bytes));
     const bytes = expectInteger(o.bytes, 'options.bytes', 1);
     const policy = o.policy ?? 'lfru';
-    if (!POLICIES.includes(policy)) throw rangeError(`options.policy to be one of ${POLICIES.map((p) => `'${p}'`).join(', ')}`, describe(policy));
+    if (!POLICIES.includes(policy))
+      throw rangeError(`options.policy to be one of ${POLICIES.map((p) => `'${p}'`).join(', ')}`, describe(policy));
     const ioThreads = expectInteger(o.ioThreads ?? 4, 'options.ioThreads', 1, 64);
     const halfLife = o.halfLife ?? 32;
     if (typeof halfLife !== 'number' || !Number.isFinite(halfLife) || halfLife <= 0)
@@ -91,9 +92,16 @@ export class ExpertCache implements Disposable {
   stats(): ExpertCacheStats {
     const s: NativeExpertCacheStats = this.native().stats();
     const lookups = s.hits + s.misses;
-    return { ...counts(s), budgetBytes: s.budgetBytes, residentBytes: s.residentBytes, peakBytes: s.peakBytes,
-      residentExperts: s.residentExperts, overBudgetBytes: s.overBudgetBytes, hitRate: lookups > 0 ? s.hits / lookups : 0,
-      layers: s.layers.map((l) => ({ ...counts(l), label: l.label, residentBytes: l.residentBytes, residentExperts: l.residentExperts })) };
+    return {
+      ...counts(s),
+      budgetBytes: s.budgetBytes,
+      residentBytes: s.residentBytes,
+      peakBytes: s.peakBytes,
+      residentExperts: s.residentExperts,
+      overBudgetBytes: s.overBudgetBytes,
+      hitRate: lookups > 0 ? s.hits / lookups : 0,
+      layers: s.layers.map((l) => ({ ...counts(l), label: l.label, residentBytes: l.residentBytes, residentExperts: l.residentExperts })),
+    };
   }
 
   resetStats(): void {

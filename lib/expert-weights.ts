@@ -67,7 +67,16 @@ export function storedExpertSpec(
   groupSize: GroupSize,
   downWeightDtype: WeightDtype = weightDtype,
 ): NativeExpertSpec {
-  return { ...shapeFields(shape, weightDtype, groupSize, downWeightDtype), stored: true, w1: null, w3: null, w2: null, b1: null, b3: null, b2: null };
+  return {
+    ...shapeFields(shape, weightDtype, groupSize, downWeightDtype),
+    stored: true,
+    w1: null,
+    w3: null,
+    w2: null,
+    b1: null,
+    b3: null,
+    b2: null,
+  };
 }
 
 export function expertSpec(
@@ -89,7 +98,6 @@ export function expertSpec(
   const e = sliced ? slice.count : shape.numExperts;
   const experts = sliced ? `experts ${slice.first}-${slice.first + slice.count - 1} of this rank` : 'numExperts';
   const gated = isGated(activation);
-  const quantized = isQuantDtype(weightDtype);
   const big = (key: 'w1' | 'w3' | 'w2', dims: number[], names: string[]): NativeWeight => {
     const value = w[key];
     const dtype = key === 'w2' ? downWeightDtype : weightDtype;

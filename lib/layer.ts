@@ -107,7 +107,7 @@ export class MoELayer implements Disposable {
    */
   prefetch(x: Tensor): number {
     const handle = this.native();
-    const t = expectTensor(x, "x", ["float32"], [null, this.config.dModel], ['tokens', 'dModel']);
+    const t = expectTensor(x, 'x', ['float32'], [null, this.config.dModel], ['tokens', 'dModel']);
     return handle.prefetch({ x: t.data as Float32Array, tokens: t.shape[0] });
   }
 
@@ -470,7 +470,14 @@ async function fromPretrainedCached(dir: string, options: FromPretrainedOptions)
   const base = await loadPretrained(dir, options, false);
   const plan = await storePlan(dir, base.layer, base.config, options.storeDir);
   const c = placeLayer(resolveConfig(base.config, hostFacts(base.config)));
-  const shape = { numExperts: c.numExperts, dModel: c.dModel, dHidden: c.dHidden, activation: c.activation, swigluAlpha: c.swigluAlpha, swigluLimit: c.swigluLimit };
+  const shape = {
+    numExperts: c.numExperts,
+    dModel: c.dModel,
+    dHidden: c.dHidden,
+    activation: c.activation,
+    swigluAlpha: c.swigluAlpha,
+    swigluLimit: c.swigluLimit,
+  };
   const experts = storedExpertSpec(shape, c.weightDtype, c.groupSize, c.downWeightDtype);
   if (!native().expertStoreMatches({ path: plan.path, fingerprint: plan.fingerprint, experts })) {
     const whole = await loadPretrained(dir, options);

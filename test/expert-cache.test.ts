@@ -28,35 +28,38 @@ const input = (tokens: number, seed: number) => Tensor.randn([tokens, D], { seed
 const bits = (t: Tensor) => Buffer.from((t.data as Float32Array).buffer);
 
 describe.each(NAMES)('%s', (name) => {
-  test.each(['float32', 'int4'] as const)('%s: outputs bitwise equal to the resident layer at any budget, sync and async', async (weightDtype) => {
-    const f = made.get(name)!;
-    const layer = FIXTURES[name].layer;
-    const resident = await MoELayer.fromPretrained(f.dir, { layer, weightDtype });
-    for (const bytes of [1, 64 << 10, 1 << 30]) {
-      const cache = new ExpertCache({ bytes, policy: bytes === 1 ? 'lru' : 'lfru' });
-      const cached = await MoELayer.fromPretrained(f.dir, { layer, weightDtype, cache, storeDir: path.join(root, 'stores') });
-      try {
-        expect(cached.packedBytes).toBeLessThan(resident.packedBytes);
-        for (const tokens of [1, 5, 33]) {
-          const x = input(tokens, tokens);
-          const want = resident.forwardSync(x).output;
-          expect(bits(cached.forwardSync(x).output).equals(bits(want))).toBe(true);
-          expect(bits((await cached.forward(x)).output).equals(bits(want))).toBe(true);
+  test.each(['float32', 'int4'] as const)(
+    '%s: outputs bitwise equal to the resident layer at any budget, sync and async',
+    async (weightDtype) => {
+      const f = made.get(name)!;
+      const layer = FIXTURES[name].layer;
+      const resident = await MoELayer.fromPretrained(f.dir, { layer, weightDtype });
+      for (const bytes of [1, 64 << 10, 1 << 30]) {
+        const cache = new ExpertCache({ bytes, policy: bytes === 1 ? 'lru' : 'lfru' });
+        const cached = await MoELayer.fromPretrained(f.dir, { layer, weightDtype, cache, storeDir: path.join(root, 'stores') });
+        try {
+          expect(cached.packedBytes).toBeLessThan(resident.packedBytes);
+          for (const tokens of [1, 5, 33]) {
+            const x = input(tokens, tokens);
+            const want = resident.forwardSync(x).output;
+            expect(bits(cached.forwardSync(x).output).equals(bits(want))).toBe(true);
+            expect(bits((await cached.forward(x)).output).equals(bits(want))).toBe(true);
+          }
+          const s = cache.stats();
+          expect(s.hits + s.misses).toBeGreaterThan(0);
+          expect(s.readErrors).toBe(0);
+          expect(s.layers).toHaveLength(1);
+          expect(s.layers[0].label).toBe(`${name} layer ${layer}`);
+          if (bytes === 1 << 30) expect(s.hitRate).toBeGreaterThan(0.5); // (each expert read once, then resident)
+          if (bytes === 1) expect(s.evictions).toBeGreaterThan(0);
+        } finally {
+          cached.dispose();
+          cache.dispose();
         }
-        const s = cache.stats();
-        expect(s.hits + s.misses).toBeGreaterThan(0);
-        expect(s.readErrors).toBe(0);
-        expect(s.layers).toHaveLength(1);
-        expect(s.layers[0].label).toBe(`${name} layer ${layer}`);
-        if (bytes === 1 << 30) expect(s.hitRate).toBeGreaterThan(0.5); // (each expert read once, then resident)
-        if (bytes === 1) expect(s.evictions).toBeGreaterThan(0);
-      } finally {
-        cached.dispose();
-        cache.dispose();
       }
-    }
-    resident.dispose();
-  });
+      resident.dispose();
+    },
+  );
 });
 
 test('the store is written once, reused while the checkpoint is unchanged, rebuilt when it changes', async () => {
@@ -87,7 +90,12 @@ test('the store is written once, reused while the checkpoint is unchanged, rebui
 test('stats count hits, misses, bytes and waits per layer; prefetch reads what the next forward uses', async () => {
   const f = made.get('qwen2-moe')!;
   const cache = new ExpertCache({ bytes: 1 << 30, ioThreads: 2 });
-  const layer = await MoELayer.fromPretrained(f.dir, { layer: FIXTURES['qwen2-moe'].layer, weightDtype: 'int4', cache, storeDir: path.join(root, 'stats') });
+  const layer = await MoELayer.fromPretrained(f.dir, {
+    layer: FIXTURES['qwen2-moe'].layer,
+    weightDtype: 'int4',
+    cache,
+    storeDir: path.join(root, 'stats'),
+  });
   try {
     const x = input(2, 3);
     const started = layer.prefetch(x);
@@ -131,7 +139,8 @@ test('bad options and calls a cached layer does not offer are clear errors', asy
     expect(() => cached.backward(x, out, Tensor.zeros([4, D]))).toThrow(/expert store/);
     // The weights read back from the store are the checkpoint's (float32: as they are).
     const resident = await MoELayer.fromPretrained(f.dir, { layer, weightDtype: 'float32' });
-    const a = cached.exportWeights(), b = resident.exportWeights();
+    const a = cached.exportWeights(),
+      b = resident.exportWeights();
     expect(Buffer.from(a.w2.data.buffer).equals(Buffer.from(b.w2.data.buffer))).toBe(true);
     resident.dispose();
     // The cache outlives its handle while a layer uses it.

@@ -57,6 +57,7 @@ describe('lib/native.ts against the binding', () => {
     ['NativeLayer', 'NativeLayer'],
     ['NativeReadProbe', 'NativeReadProbe'],
     ['NativeExperts', 'NativeExperts'],
+    ['NativeExpertCache', 'NativeExpertCache'],
   ])("declares %s's methods as the class has them", (exportName, typeName) => {
     const proto = (binding[exportName] as { prototype: object }).prototype;
     const own = Object.getOwnPropertyNames(proto).filter((k) => k !== 'constructor');
@@ -81,6 +82,9 @@ describe('lib/native.ts against the binding', () => {
     const probe = methods(declared('NativeBinding')).get('NativeReadProbe');
     expect(probe).toEqual(readers('new NativeReadProbe'));
     checked.add('new NativeReadProbe');
+    // and that of the expert cache { bytes, policy, ioThreads, halfLife }
+    expect(methods(declared('NativeBinding')).get('NativeExpertCache')).toEqual(readers('new NativeExpertCache'));
+    checked.add('new NativeExpertCache');
     // and every call the binding declares is one native.ts has
     expect([...checked].sort()).toEqual(Object.keys(signatures).sort());
   });

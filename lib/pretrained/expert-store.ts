@@ -24,7 +24,9 @@ async function sourceFiles(location: string): Promise<string[]> {
   const stat = await fs.stat(location);
   if (stat.isFile() && !location.endsWith('config.json')) return [location];
   const dir = stat.isDirectory() ? location : path.dirname(location);
-  const names = (await fs.readdir(dir)).filter((n) => n === 'config.json' || n.endsWith('.safetensors') || n.endsWith('.safetensors.index.json'));
+  const names = (await fs.readdir(dir)).filter(
+    (n) => n === 'config.json' || n.endsWith('.safetensors') || n.endsWith('.safetensors.index.json'),
+  );
   return names.sort().map((n) => path.join(dir, n));
 }
 

@@ -35,11 +35,11 @@ Napi::Object counts_object(Napi::Env env, const moe::CacheCounts& c) {
 class NativeExpertCache : public Napi::ObjectWrap<NativeExpertCache> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "NativeExpertCache",
-                       {InstanceMethod("stats", &NativeExpertCache::Stats),
-                        InstanceMethod("resetStats", &NativeExpertCache::ResetStats),
-                        InstanceMethod("clear", &NativeExpertCache::Clear),
-                        InstanceMethod("dispose", &NativeExpertCache::Dispose)});
+    return DefineClass(
+        env, "NativeExpertCache",
+        {InstanceMethod("stats", &NativeExpertCache::Stats),
+         InstanceMethod("resetStats", &NativeExpertCache::ResetStats),
+         InstanceMethod("clear", &NativeExpertCache::Clear), InstanceMethod("dispose", &NativeExpertCache::Dispose)});
   }
 
   // { bytes, policy: 'lru' | 'lfru', ioThreads, halfLife }
@@ -54,13 +54,13 @@ class NativeExpertCache : public Napi::ObjectWrap<NativeExpertCache> {
     o.policy = policy == "lru" ? moe::CachePolicy::lru : moe::CachePolicy::lfru;
     o.io_threads = static_cast<int>(int_arg(a, "ioThreads", 1, 64));
     o.half_life = number_value(info.Env(), a["halfLife"], "halfLife");
-    if (!(o.half_life > 0)) throw_range_error(info.Env(), "expected halfLife > 0 but got " + std::to_string(o.half_life));
+    if (!(o.half_life > 0))
+      throw_range_error(info.Env(), "expected halfLife > 0 but got " + std::to_string(o.half_life));
     cache_ = std::make_shared<moe::ExpertCache>(o);
   }
 
   std::shared_ptr<moe::ExpertCache> cache(Napi::Env env) const {
-    if (!cache_)
-      throw_type_error(env, "expected an expert cache that is not disposed but got a disposed ExpertCache");
+    if (!cache_) throw_type_error(env, "expected an expert cache that is not disposed but got a disposed ExpertCache");
     return cache_;
   }
 
@@ -107,7 +107,8 @@ class NativeExpertCache : public Napi::ObjectWrap<NativeExpertCache> {
 Napi::Value ExpertStoreMatches(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
   const Args a(info, kMatches);
-  const std::string path = string_value(env, a["path"], "path"), fingerprint = string_value(env, a["fingerprint"], "fingerprint");
+  const std::string path = string_value(env, a["path"], "path"),
+                    fingerprint = string_value(env, a["fingerprint"], "fingerprint");
   const ExpertSpec experts = read_experts(Fields(env, a["experts"], "experts"));
   bool matches = false;
   run_guarded(env, [&] { matches = moe::expert_store_matches(path, fingerprint, experts.shape); });

@@ -719,7 +719,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     const std::string path = string_value(env, a["path"], "path");
     const std::string fingerprint = string_value(env, a["fingerprint"], "fingerprint");
     return run_async(
-        env, moe::JobQueue::cpu, {info.This()}, [layer, path, fingerprint] { layer->write_expert_store(path, fingerprint); },
+        env, moe::JobQueue::cpu, {info.This()},
+        [layer, path, fingerprint] { layer->write_expert_store(path, fingerprint); },
         [](Napi::Env env, const std::vector<Napi::Value>&) -> Napi::Value { return env.Undefined(); });
   }
 

@@ -33,7 +33,8 @@ Outputs run(moe::Layer& layer, const CaseData& data, int64_t tokens) {
   Outputs o;
   o.out.resize(tokens * c.experts.d_model), o.logits.resize(tokens * c.experts.num_experts);
   o.weights.resize(tokens * c.top_k), o.experts.resize(tokens * c.top_k), o.counts.resize(c.experts.num_experts);
-  layer.forward(data.x.data(), tokens, {o.out.data(), o.logits.data(), o.experts.data(), o.weights.data(), o.counts.data()});
+  layer.forward(data.x.data(), tokens,
+                {o.out.data(), o.logits.data(), o.experts.data(), o.weights.data(), o.counts.data()});
   return o;
 }
 
@@ -148,7 +149,8 @@ void test_damaged_store() {
     error = e.what();
   }
   CHECK(error.find("expected to read expert") != std::string::npos, "a short read is an error: '%s'", error.c_str());
-  CHECK(::pwrite(fd, tail.data(), stride, size - static_cast<off_t>(stride)) == static_cast<ssize_t>(stride), "restore");
+  CHECK(::pwrite(fd, tail.data(), stride, size - static_cast<off_t>(stride)) == static_cast<ssize_t>(stride),
+        "restore");
   CHECK(same_bits(run(*layer, data, 1).out, want.out), "the layer works again after a short read");
   CHECK(cache->stats().total.read_errors == 2, "two failed reads counted");
   ::close(fd);

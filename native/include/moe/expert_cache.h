@@ -21,13 +21,13 @@ enum class CachePolicy { lru, lfru };
 struct ExpertCacheOptions {
   size_t bytes = 0;  // the budget for every layer's routed experts together
   CachePolicy policy = CachePolicy::lfru;
-  int io_threads = 4;         // positional reads in flight at once
-  double half_life = 32.0;    // lfru: forwards of a layer after which a use counts half
+  int io_threads = 4;       // positional reads in flight at once
+  double half_life = 32.0;  // lfru: forwards of a layer after which a use counts half
 };
 
 // Counts since the cache was made (or reset_stats); per layer, by the label its layer was attached with.
 struct CacheCounts {
-  int64_t hits = 0, misses = 0;          // experts a forward found resident / had to read (prefetched ones: hits)
+  int64_t hits = 0, misses = 0;               // experts a forward found resident / had to read (prefetched ones: hits)
   int64_t prefetches = 0, prefetch_hits = 0;  // reads started by a prefetch, and of those, ones a forward then used
   int64_t reads = 0, read_errors = 0;
   double bytes_read = 0, read_ms = 0;  // bytes and summed milliseconds of the reads (on the I/O threads)

@@ -22,7 +22,8 @@ struct CachedExpert {
   int store = 0;
   int64_t expert = 0;
   std::shared_ptr<const ExpertStore> file;  // (its layer may be gone before its read is done)
-  unsigned char* bytes = nullptr;  // the record (StoreLayout), kStoreAlign-aligned; owned by the cache
+  bool counted = false;                     // its size is in the budget's use (from admission until it leaves)
+  unsigned char* bytes = nullptr;           // the record (StoreLayout), kStoreAlign-aligned; owned by the cache
   size_t size = 0;
   State state = State::loading;  // guarded by the cache's mutex
   std::string error;             // when failed
@@ -71,9 +72,10 @@ struct ExpertCache::Impl {
   // A new entry for a miss: room made by evicting unpinned ready experts (past the budget if none can go), then
   // its read queued. Called with the mutex held.
   std::shared_ptr<CachedExpert> admit(int store, int64_t expert, bool prefetch);
-  bool evict_one();        // (mutex held) false when no expert can leave
-  void forget(CachedExpert& e);  // (mutex held) frees an entry's memory and accounting
-  unsigned char* take_buffer(size_t size);
+  bool evict_one();                         // (mutex held) false when no expert can leave
+  void forget(CachedExpert& e);             // (mutex held) frees an entry's memory and accounting
+  unsigned char* take_buffer(size_t size);  // a freed buffer of this size, or null (then new_buffer)
+  static unsigned char* new_buffer(size_t size);
   void give_buffer(unsigned char* p, size_t size);
   void io_loop();
   double score_now(const CachedExpert& e) const;

@@ -89,7 +89,8 @@ bool write_fully(int fd, const void* src, size_t bytes) {
 // a complete store header.
 bool read_header(int fd, Header* h, std::vector<uint64_t>* checksums) {
   if (!read_fully(fd, h, sizeof *h, 0) || std::memcmp(h->magic, kMagic, sizeof kMagic) != 0) return false;
-  if (h->experts < 1 || h->experts > (int64_t{1} << 20) || h->header_bytes != header_bytes_for(h->experts)) return false;
+  if (h->experts < 1 || h->experts > (int64_t{1} << 20) || h->header_bytes != header_bytes_for(h->experts))
+    return false;
   std::vector<unsigned char> all(sizeof(Header) + static_cast<size_t>(h->experts) * 8 + 8);
   if (!read_fully(fd, all.data(), all.size(), 0)) return false;
   uint64_t stored;
@@ -136,8 +137,8 @@ uint64_t store_checksum(const void* data, size_t bytes) {
 
 StoreLayout store_layout(const ExpertShape& s) {
   const cpu::PanelGeometry& g = kernels().geometry;
-  const PackedMatrix up = PackedMatrix::geometry(g, s.d_hidden, s.d_model, s.weight_dtype, s.group_size,
-                                                 is_gated(s.activation));
+  const PackedMatrix up =
+      PackedMatrix::geometry(g, s.d_hidden, s.d_model, s.weight_dtype, s.group_size, is_gated(s.activation));
   const PackedMatrix down = PackedMatrix::geometry(g, s.d_model, s.d_hidden, down_dtype(s), s.group_size, false);
   StoreLayout l;
   l.experts = s.num_experts;

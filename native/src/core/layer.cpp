@@ -365,7 +365,8 @@ void CpuLayer::State::export_cached(const ExpertWeightsOut& out) const {
     if (out.w1) p.up.unpack_from(r, up_bias, 0, out.w1 + e * h * d, out.b1 ? out.b1 + e * h : nullptr);
     if (out.w3 && is_gated(sh.activation))
       p.up.unpack_from(r, up_bias, 1, out.w3 + e * h * d, out.b3 ? out.b3 + e * h : nullptr);
-    if (out.w2) p.down.unpack_from(r + l.down_at(), down_bias, 0, out.w2 + e * d * h, out.b2 ? out.b2 + e * d : nullptr);
+    if (out.w2)
+      p.down.unpack_from(r + l.down_at(), down_bias, 0, out.w2 + e * d * h, out.b2 ? out.b2 + e * d : nullptr);
   });
   if (!failed.empty()) throw std::runtime_error(failed);
 }
@@ -506,8 +507,7 @@ LayerWeightsPresent CpuLayer::weights_present() const {
   p.noise_router = s.noise_router != nullptr;
   p.shared_gate = s.shared_gate != nullptr;
   packed_biases(s.packed_experts, &p.b1, &p.b3, &p.b2);
-  if (s.cached)
-    p.b1 = p.b3 = s.cached->store->has_bias(0), p.b2 = s.cached->store->has_bias(1);
+  if (s.cached) p.b1 = p.b3 = s.cached->store->has_bias(0), p.b2 = s.cached->store->has_bias(1);
   if (s.shared) packed_biases(*s.shared, &p.shared_b1, &p.shared_b3, &p.shared_b2);
   return p;
 }
@@ -604,9 +604,8 @@ int64_t CpuLayer::prefetch(const float* x, int64_t tokens) {
     const float* l = logits + t * shape.num_experts;
     for (int64_t e = 0; e < shape.num_experts; ++e) ids[e] = e;
     const int64_t k = std::min<int64_t>(s.config.top_k, shape.num_experts);
-    std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int64_t a, int64_t b) {
-      return l[a] > l[b] || (l[a] == l[b] && a < b);
-    });
+    std::partial_sort(ids.begin(), ids.begin() + k, ids.end(),
+                      [&](int64_t a, int64_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
     for (int64_t j = 0; j < k; ++j) chosen[ids[j]] = 1;
   }
   std::vector<int64_t> wanted;

@@ -23,8 +23,9 @@ void check_spec(const LayerSpec& spec) {
   if (spec.store.cache) {
     require(backend, Feature::expert_cache);
     if (spec.config.expert_parallel)
-      throw Unsupported("moe-kernels: expected a layer either expert-parallel or reading its experts through a cache "
-                        "but got both");
+      throw Unsupported(
+          "moe-kernels: expected a layer either expert-parallel or reading its experts through a cache "
+          "but got both");
   }
 }
 
