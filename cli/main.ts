@@ -3,6 +3,7 @@
  * loads one MoE layer of a Hugging Face checkpoint), runs a batch of tokens through it a few times, and prints
  * speed, the backend used and how the router spread the tokens.
  */
+import { cacheJob } from './cache-job';
 import {
   ACTIVATIONS,
   Activation,
@@ -36,6 +37,12 @@ const FLAGS: FlagSpec[] = [
   { name: 'repeat', help: 'timed runs after one warm-up', default: 5 },
   { name: 'seed', help: 'seed of the weights and inputs', default: 1 },
   { name: 'async', help: 'use forward() (off the event loop) instead of forwardSync()', default: false },
+  {
+    name: 'cache-bytes',
+    help: 'with --checkpoint: every MoE layer on one ExpertCache of this many bytes, --tokens decode steps through them',
+    default: 0,
+  },
+  { name: 'store-dir', help: 'with --cache-bytes: where the expert stores go (default: .moe-store beside the checkpoint)', default: '' },
   { name: 'help', help: 'show this help', default: false },
 ];
 
@@ -114,6 +121,17 @@ async function main(): Promise<void> {
     return;
   }
   if (Number(f.threads) > 0) setThreads(Number(f.threads));
+  if (Number(f['cache-bytes']) > 0) {
+    if (!f.checkpoint) throw new Error('--cache-bytes needs --checkpoint (a model whose layers to serve from disk)');
+    return cacheJob(
+      String(f.checkpoint),
+      Number(f['cache-bytes']),
+      Number(f.tokens),
+      String(f.dtype),
+      String(f['store-dir']),
+      Number(f.seed),
+    );
+  }
   const tokens = Number(f.tokens);
   const info = backendInfo();
   console.log(`moe-kernels · isa ${info.isa} · ${info.threads} thread${info.threads === 1 ? '' : 's'} · ${info.binary.origin} binary`);

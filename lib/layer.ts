@@ -483,6 +483,7 @@ async function fromPretrainedCached(dir: string, options: FromPretrainedOptions)
     const whole = await loadPretrained(dir, options);
     options.signal?.throwIfAborted();
     const handle = await native().NativeLayer.build(prepare(whole.config, whole.weights).spec);
+    options.onProgress?.({ phase: 'store', bytesRead: whole.bytesRead, totalBytes: whole.bytesRead, what: plan.path });
     try {
       await handle.writeExpertStore({ path: plan.path, fingerprint: plan.fingerprint });
     } finally {

@@ -150,3 +150,35 @@ test('bad options and calls a cached layer does not offer are clear errors', asy
     cached.dispose();
   }
 });
+
+test('concurrent forwards of several layers on one small cache stay bitwise those of the resident layers', async () => {
+  const names = ['mixtral', 'qwen2-moe', 'gpt-oss'];
+  const cache = new ExpertCache({ bytes: 96 << 10, ioThreads: 3 });
+  const pairs = await Promise.all(
+    names.map(async (name) => {
+      const f = made.get(name)!;
+      const layer = FIXTURES[name].layer;
+      return [
+        await MoELayer.fromPretrained(f.dir, { layer, weightDtype: 'int8' }),
+        await MoELayer.fromPretrained(f.dir, { layer, weightDtype: 'int8', cache, storeDir: path.join(root, 'concurrent') }),
+      ] as const;
+    }),
+  );
+  try {
+    const x = input(6, 4);
+    const want = pairs.map(([resident]) => bits(resident.forwardSync(x).output));
+    for (let round = 0; round < 5; round++) {
+      const got = await Promise.all(pairs.map(([, cached]) => cached.forward(x)));
+      got.forEach((r, i) => expect(bits(r.output).equals(want[i])).toBe(true));
+    }
+    expect(
+      cache
+        .stats()
+        .layers.map((l) => l.label)
+        .sort(),
+    ).toEqual(names.map((n) => `${n} layer ${FIXTURES[n].layer}`).sort());
+  } finally {
+    for (const [a, b] of pairs) (a.dispose(), b.dispose());
+    cache.dispose();
+  }
+});

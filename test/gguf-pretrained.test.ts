@@ -6,7 +6,7 @@
 import { promises as fs } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { MoELayer, QuantizedTensor, Tensor, backendInfo, gguf, pretrained, quant } from '../lib';
+import { ExpertCache, MoELayer, QuantizedTensor, Tensor, backendInfo, gguf, pretrained, quant } from '../lib';
 import type { LoadProgress } from '../lib/pretrained/load';
 import { expectRejection, relativeError } from './helpers';
 import { writeGgufFixture } from './gguf/from-fixture';
@@ -324,4 +324,26 @@ test("a Q4_K_M layer (Q4_K gate / up, Q6_K down) keeps both types: downWeightDty
   layer.dispose();
   ref.dispose();
   again.dispose();
+});
+
+test('a Q4_K_M file served through an ExpertCache gives the resident layer bitwise (K-quant stores, a budget of one expert)', async () => {
+  const file = await qwenFile('cached-q4_k_m.gguf', (p, rows, cols) =>
+    kBlocks(p === 'down' ? 'Q6_K' : 'Q4_K', rows, cols, rows * 5 + p.length),
+  );
+  const cache = new ExpertCache({ bytes: 1 });
+  const resident = await MoELayer.fromPretrained(file);
+  const cached = await MoELayer.fromPretrained(file, { cache, storeDir: path.join(dir, 'stores') });
+  try {
+    expect(cached.config.downWeightDtype).toBe('q6_k');
+    for (const tokens of [1, 9]) {
+      const x = Tensor.randn([tokens, K.d], { seed: tokens });
+      expect(same((await cached.forward(x)).output.data, resident.forwardSync(x).output.data)).toBe(true);
+    }
+    expect(cache.stats().misses).toBeGreaterThan(0);
+    expect(await fs.readdir(path.join(dir, 'stores'))).toEqual(['cached-q4_k_m.layer0.q4_k.moestore']);
+  } finally {
+    cached.dispose();
+    resident.dispose();
+    cache.dispose();
+  }
 });

@@ -37,8 +37,11 @@ export interface GgufConversion {
 }
 
 export interface LoadProgress {
-  /** 'read': tensors being read; 'pack': weights handed to the kernels; 'done'. */
-  phase: 'read' | 'pack' | 'done';
+  /**
+   * 'read': tensors being read; 'pack': weights handed to the kernels; 'store': (options.cache) the routed experts
+   * being written to a new expert store; 'done'.
+   */
+  phase: 'read' | 'pack' | 'store' | 'done';
   /** Bytes of the checkpoint read so far, of totalBytes this layer needs. */
   bytesRead: number;
   totalBytes: number;
