@@ -178,7 +178,10 @@ test('concurrent forwards of several layers on one small cache stay bitwise thos
         .sort(),
     ).toEqual(names.map((n) => `${n} layer ${FIXTURES[n].layer}`).sort());
   } finally {
-    for (const [a, b] of pairs) (a.dispose(), b.dispose());
+    for (const [a, b] of pairs) {
+      a.dispose();
+      b.dispose();
+    }
     cache.dispose();
   }
 });
