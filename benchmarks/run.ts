@@ -9,7 +9,7 @@
  *   npm run bench -- --shapes small --threads 2 --repeat 7
  *   npm run bench -- --shapes small --tokens 1,512 --threads 2
  */
-import { execFileSync } from 'child_process';
+import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -203,17 +203,21 @@ const timed = async (fn: () => unknown): Promise<number> => {
  * generates the stores once, then decodes through an ExpertCache and through the page cache at budgets of 100, 50, 25
  * and 10% of the routed experts' bytes; its table is printed and saved beside the other results.
  */
-function expertCacheBench(dir: string, layers: number, tokens: number, out: string): void {
+async function expertCacheBench(dir: string, layers: number, tokens: number, out: string): Promise<void> {
   const driver = path.join(__dirname, '..', '..', 'build', 'moe_expert_cache_bench');
   if (!fs.existsSync(driver)) throw new Error(`${driver} is not built: cmake -S . -B build -G Ninja && cmake --build build`);
   fs.mkdirSync(dir, { recursive: true });
   const last = path.join(dir, `layer${layers - 1}.moestore`);
   if (!fs.existsSync(last)) execFileSync(driver, ['generate', dir, String(layers)], { stdio: 'inherit' });
-  const table = execFileSync(driver, ['run', dir, String(layers), String(tokens), '100,50,25,10'], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'inherit'],
+  // (printed row by row as the driver measures them: a run takes minutes)
+  const child = spawn(driver, ['run', dir, String(layers), String(tokens), '100,50,25,10'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let table = '';
+  child.stdout.on('data', (chunk: Buffer) => {
+    table += chunk.toString();
+    process.stdout.write(chunk);
   });
-  process.stdout.write(table);
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  if (code !== 0) throw new Error(`${driver} run exited with ${code}`);
   const folder = path.join(out, machineKind(backendInfo().isa));
   fs.mkdirSync(folder, { recursive: true });
   fs.writeFileSync(path.join(folder, 'expert-cache.md'), `# npm run bench -- --expert-cache (${new Date().toISOString()})\n\n${table}`);
