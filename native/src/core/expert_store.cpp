@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -152,7 +153,10 @@ void write_expert_store(const std::string& path, const std::string& fingerprint,
   const StoreLayout l = store_layout(s);
   Header h = header_for(s, l, fingerprint);
   h.bias[0] = packed.up.has_bias(0) || packed.up.has_bias(1), h.bias[1] = packed.down.has_bias(0);
-  const std::string tmp = path + ".partial";
+  // (a name of this process and call: two processes packing the same layer at once each write their own, and the
+  // last rename wins with a complete store)
+  static std::atomic<int> writes{0};
+  const std::string tmp = path + ".partial-" + std::to_string(::getpid()) + "-" + std::to_string(++writes);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0)
     throw std::invalid_argument("moe-kernels: expected to write the expert store " + tmp + " but got " + errno_text());
