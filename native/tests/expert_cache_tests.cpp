@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -100,13 +101,13 @@ void test_concurrent() {
   auto cache = std::make_shared<moe::ExpertCache>(moe::ExpertCacheOptions{2 * stride, moe::CachePolicy::lfru, 3, 8.0});
   auto la = cached_layer(a, cache, pa, "a"), lb = cached_layer(b, cache, pb, "b");
   const Outputs wa = run(ra, a, shape.tokens), wb = run(rb, b, shape.tokens);
-  int bad = 0;
+  std::atomic<int> bad{0};
   std::thread other([&] {
     for (int i = 0; i < 20; ++i) bad += !same_bits(run(*lb, b, shape.tokens).out, wb.out);
   });
   for (int i = 0; i < 20; ++i) bad += !same_bits(run(*la, a, shape.tokens).out, wa.out);
   other.join();
-  CHECK(bad == 0, "concurrent forwards of two layers on one cache: %d differ", bad);
+  CHECK(bad == 0, "concurrent forwards of two layers on one cache: %d differ", bad.load());
   CHECK(cache->stats().layers.size() == 2, "two layers in the stats");
   std::remove(pa.c_str());
   std::remove(pb.c_str());

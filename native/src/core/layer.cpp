@@ -289,6 +289,7 @@ CpuLayer::CpuLayer(const LayerConfig& config, const float* router, const ExpertW
 CpuLayer::~CpuLayer() = default;
 
 bool CpuLayer::runs_inline(int64_t slots) const {
+  if (state_->cached) return false;  // (a miss waits for the disk: never on the caller's thread, the event loop)
   const ExpertShape& s = state_->config.experts;
   return 2.0 * slots * 3.0 * s.d_model * s.d_hidden < kJobThreadMinFlops;
 }
