@@ -129,7 +129,11 @@ bool ExpertCache::Impl::evict_one() {
   for (auto it = entries_.begin(); it != entries_.end(); ++it) {
     const CachedExpert& e = *it->second;
     if (e.pins > 0 || e.state == CachedExpert::State::loading) continue;
-    const double s = options.policy == CachePolicy::lru ? static_cast<double>(e.last_tick) : score_now(e);
+    // (an expert of a disposed layer first: nothing will use it, and its layer's clock, which its score decays by,
+    // has stopped)
+    const double s = stores_.at(e.store).detached         ? -1.0
+                     : options.policy == CachePolicy::lru ? static_cast<double>(e.last_tick)
+                                                          : score_now(e);
     if (victim == entries_.end() || s < best) victim = it, best = s;
   }
   if (victim == entries_.end()) return false;
@@ -261,6 +265,10 @@ void ExpertCache::Impl::io_loop() {
       if (error.empty()) {
         s.counts.bytes_read += static_cast<double>(e->size);
         e->state = CachedExpert::State::ready;
+        if (s.detached && e->pins == 0) {  // (a prefetch for a layer disposed meanwhile)
+          entries_.erase(key(e->store, e->expert));
+          forget(*e);
+        }
       } else {
         // The failure is that forward's error; the entry leaves, so the next forward reads it again.
         s.counts.read_errors += 1;
