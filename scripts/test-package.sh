@@ -75,7 +75,7 @@ console.log(JSON.stringify({ shape: output.shape, relErr: Number((diff / scale).
 layer.dispose();
 EOF
   cat >"$dir/check.mjs" <<'EOF'
-import { MoELayer, Tensor, backendInfo, safetensors } from 'moe-kernels';
+import { ExpertCache, MoELayer, Tensor, backendInfo, safetensors } from 'moe-kernels';
 import moe from 'moe-kernels';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -94,6 +94,13 @@ writeFileSync(join(ck, 'config.json'), JSON.stringify({ model_type: 'olmoe', hid
 const loaded = await MoELayer.fromPretrained(ck);
 const y = loaded.forwardSync(Tensor.randn([3, 8], { seed: 4 })).output;
 if (loaded.config.numExperts !== 4 || !y.data.every(Number.isFinite)) throw new Error('fromPretrained');
+// The same layer with its experts on disk, read through an ExpertCache of one expert's bytes: the same output.
+const cache = new ExpertCache({ bytes: 1 });
+const cached = await MoELayer.fromPretrained(ck, { cache });
+const z = (await cached.forward(Tensor.randn([3, 8], { seed: 4 }))).output;
+if (!z.data.every((v, i) => Object.is(v, y.data[i])) || cache.stats().misses === 0) throw new Error('ExpertCache');
+cached.dispose();
+cache.dispose();
 rmSync(ck, { recursive: true });
 console.log(JSON.stringify({ shape: output.shape, origin: backendInfo().binary.origin }));
 layer.dispose();
