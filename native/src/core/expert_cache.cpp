@@ -72,7 +72,10 @@ void ExpertCache::Impl::detach(int store) {
 
 double ExpertCache::Impl::score_now(const CachedExpert& e) const {
   const int64_t now = stores_.at(e.store).clock;
-  return e.score * std::exp2(-static_cast<double>(now - e.score_at) / std::max(1e-9, options.half_life));
+  // 2^(-age / half_life), through exp: exp2 would need glibc 2.29, past the prebuilt binaries' floor
+  // (native/binding/glibc_floor.cpp keeps exp at the old version).
+  constexpr double kLn2 = 0.69314718055994530942;
+  return e.score * std::exp(-static_cast<double>(now - e.score_at) * kLn2 / std::max(1e-9, options.half_life));
 }
 
 void ExpertCache::Impl::forget(CachedExpert& e) {
