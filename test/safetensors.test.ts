@@ -185,8 +185,11 @@ describe('sharded checkpoints', () => {
     } finally {
       await c.close();
     }
-    await index({ x: '../a.safetensors' });
-    await expectRejection(safetensors.Checkpoint.open(ck), 'RangeError', /a file name in the checkpoint directory/);
+    // (escapes on any platform: a checkpoint made on Linux may be read on Windows)
+    for (const escaping of ['../a.safetensors', '..\\a.safetensors', 'C:a.safetensors', 'C:\\a.safetensors', '\\\\server\\share\\a.safetensors', '/etc/a', '..', '.']) {
+      await index({ x: escaping });
+      await expectRejection(safetensors.Checkpoint.open(ck), 'RangeError', /a file name in the checkpoint directory/);
+    }
     await fs.writeFile(path.join(ck, 'model.safetensors.index.json'), '{');
     await expectRejection(safetensors.Checkpoint.open(ck), 'RangeError', /index\.json to be JSON/);
     await expectRejection(safetensors.Checkpoint.open(path.join(dir, 'nothing')), 'RangeError', /nothing there/);

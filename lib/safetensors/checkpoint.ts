@@ -76,8 +76,9 @@ export class Checkpoint {
       throw rangeError(`${index} to have a "weight_map" object`, JSON.stringify(map) ?? 'none');
     const weightMap = new Map<string, string>();
     for (const [name, file] of Object.entries(map)) {
-      // A shard is a file name in the checkpoint's own directory: no path may lead out of it.
-      if (typeof file !== 'string' || file === '' || file !== path.basename(file) || file === '..' || file === '.')
+      // A shard is a file name in the checkpoint's own directory: no path may lead out of it, on any platform (a
+      // checkpoint written on Linux is read on Windows too): no '/', '\\' or ':' (a drive, a UNC path, a stream).
+      if (typeof file !== 'string' || file === '' || /[\\/:\0]/.test(file) || file === '..' || file === '.')
         throw rangeError(`${index}: weight_map['${name}'] to be a file name in the checkpoint directory`, JSON.stringify(file));
       weightMap.set(name, path.join(location, file));
     }
