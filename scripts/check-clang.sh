@@ -16,9 +16,11 @@ if ! command -v clang++ >/dev/null; then
 fi
 echo "--- $(clang++ --version | head -1), libc++"
 libcxx="-stdlib=libc++"
+# (MOE_EXTRA_FLAGS: cmake-js puts its own CMAKE_CXX_FLAGS after any given; CMakeLists.txt adds these to compiling
+# and linking)
+
 npx cmake-js configure --out build-clang --CDMOE_BUILD_TESTS=ON --CDMOE_WERROR=ON --CDMOE_CUDA=OFF \
-  --CDCMAKE_C_COMPILER=clang --CDCMAKE_CXX_COMPILER=clang++ "--CDCMAKE_CXX_FLAGS=$libcxx" \
-  "--CDCMAKE_EXE_LINKER_FLAGS=$libcxx" "--CDCMAKE_SHARED_LINKER_FLAGS=$libcxx" >/dev/null
+  --CDCMAKE_C_COMPILER=clang --CDCMAKE_CXX_COMPILER=clang++ "--CDMOE_EXTRA_FLAGS=$libcxx" >/dev/null
 cmake --build build-clang --target moe_kernels moe_core_tests
 # (linked against libc++, not libstdc++: what the flags asked for)
 if ! ldd build-clang/moe_core_tests | grep -q 'libc++'; then

@@ -186,7 +186,16 @@ describe('sharded checkpoints', () => {
       await c.close();
     }
     // (escapes on any platform: a checkpoint made on Linux may be read on Windows)
-    for (const escaping of ['../a.safetensors', '..\\a.safetensors', 'C:a.safetensors', 'C:\\a.safetensors', '\\\\server\\share\\a.safetensors', '/etc/a', '..', '.']) {
+    for (const escaping of [
+      '../a.safetensors',
+      '..\\a.safetensors',
+      'C:a.safetensors',
+      'C:\\a.safetensors',
+      '\\\\server\\share\\a.safetensors',
+      '/etc/a',
+      '..',
+      '.',
+    ]) {
       await index({ x: escaping });
       await expectRejection(safetensors.Checkpoint.open(ck), 'RangeError', /a file name in the checkpoint directory/);
     }

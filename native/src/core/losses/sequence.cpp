@@ -3,6 +3,7 @@
 // L = alpha sum_i f_i P_i, the mean over the sequences. The scores are the sigmoid affinities of sigmoidBias and
 // the softmax probabilities of the other rules; the gradient goes through whichever made them.
 #include <stdexcept>
+#include <string>
 
 #include "common.h"
 
