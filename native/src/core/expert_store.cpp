@@ -198,7 +198,7 @@ bool expert_store_matches(const std::string& path, const std::string& fingerprin
   if (fd < 0) return false;
   Header h;
   std::vector<uint64_t> sums;
-  struct stat st;
+  struct stat st {};
   const StoreLayout l = store_layout(shape);
   const bool ok = read_header(fd, &h, &sums) && same_layout(header_for(shape, l, fingerprint), h) &&
                   ::fstat(fd, &st) == 0 &&
@@ -228,7 +228,7 @@ ExpertStore::ExpertStore(const std::string& path, const std::string& fingerprint
   if (!read) refuse("no complete store header");
   if (!same_layout(header_for(shape, layout_, fingerprint), h))
     refuse("a store of another source, shape, dtype or build (it is rebuilt by fromPretrained)");
-  struct stat st;
+  struct stat st {};
   if (::fstat(fd_, &st) != 0 || static_cast<uint64_t>(st.st_size) != h.header_bytes + h.stride * h.experts)
     refuse("a file of " + std::to_string(st.st_size) + " bytes (truncated or grown)");
   header_bytes_ = h.header_bytes;
