@@ -42,7 +42,7 @@ class BlockPool {
         return;
       }
     }
-    std::free(p);
+    moe::free_large(p);
   }
 
  private:
@@ -134,11 +134,11 @@ Napi::Value LargeBuffer(const Napi::CallbackInfo& info) {
       [](napi_env e, void* p, void* hint) {
         int64_t ignored;
         napi_adjust_external_memory(e, -static_cast<int64_t>(reinterpret_cast<uintptr_t>(hint)), &ignored);
-        std::free(p);
+        moe::free_large(p);
       },
       reinterpret_cast<void*>(static_cast<uintptr_t>(bytes)), &value);
   if (status != napi_ok) {  // a V8 sandbox build: V8's own (zeroed, 4 KiB-paged) memory
-    if (still_ours(status)) std::free(data);
+    if (still_ours(status)) moe::free_large(data);
     clear_pending(env);
     return Napi::ArrayBuffer::New(env, static_cast<size_t>(bytes));
   }

@@ -441,7 +441,11 @@ int main(int argc, char** argv) {
       std::printf("SKIP: isa %s is not supported on this CPU/build\n", argv[2]);
       return 77;
     }
+#if defined(_WIN32)
+    _putenv_s("MOE_FORCE_ISA", argv[2]);  // read once, at the first kernel call, which comes after this
+#else
     setenv("MOE_FORCE_ISA", argv[2], 1);  // read once, at the first kernel call, which comes after this
+#endif
   }
   std::printf("isa %s, %d threads\n", moe::isa_name(moe::active_isa()), moe::thread_count());
   test_capabilities();

@@ -2,15 +2,15 @@
 // outputs bitwise equal to the layer holding them, for every weight dtype, any budget (one expert's bytes, some,
 // all), either policy, from several threads at once; a damaged or truncated store is an error for that forward, and
 // the layer works again once the file is whole.
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <thread>
 
 #include "../src/core/expert_store.h"
+#include "../src/core/store_file.h"
 #include "moe/expert_cache.h"
 #include "test_support.h"
 
@@ -20,8 +20,8 @@ using moe_test::CaseData;
 namespace {
 
 std::string temp_path(const char* name) {
-  const char* dir = std::getenv("TMPDIR");
-  return std::string(dir && *dir ? dir : "/tmp") + "/moe-cache-test-" + std::to_string(::getpid()) + "-" + name;
+  return (std::filesystem::temp_directory_path() / ("moe-cache-test-" + std::to_string(moe::process_id()) + "-" + name))
+      .string();
 }
 
 struct Outputs {
@@ -124,12 +124,24 @@ void test_damaged_store() {
   auto cache = std::make_shared<moe::ExpertCache>(moe::ExpertCacheOptions{1, moe::CachePolicy::lru, 2, 32.0});
   auto layer = cached_layer(data, cache, path, "damaged");
   const Outputs want = run(resident, data, 1);
-  const int fd = ::open(path.c_str(), O_RDWR);
-  const off_t size = ::lseek(fd, 0, SEEK_END), at = size - static_cast<off_t>(stride) + 100;
+  // (bytes changed through a stream of their own, as another process would: portable, Windows included)
+  const auto patch = [&](uint64_t at, const void* bytes, size_t n) {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(at));
+    f.write(static_cast<const char*>(bytes), static_cast<std::streamsize>(n));
+    return static_cast<bool>(f);
+  };
+  const auto peek = [&](uint64_t at, void* bytes, size_t n) {
+    std::ifstream f(path, std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(at));
+    f.read(static_cast<char*>(bytes), static_cast<std::streamsize>(n));
+    return static_cast<bool>(f);
+  };
+  const uint64_t size = std::filesystem::file_size(path), at = size - stride + 100;
   unsigned char byte = 0;
-  CHECK(::pread(fd, &byte, 1, at) == 1, "read a byte");
+  CHECK(peek(at, &byte, 1), "read a byte");
   const unsigned char flipped = byte ^ 0x40;
-  CHECK(::pwrite(fd, &flipped, 1, at) == 1, "damage a byte");
+  CHECK(patch(at, &flipped, 1), "damage a byte");
   std::string error;
   try {
     run(*layer, data, 1);
@@ -138,11 +150,13 @@ void test_damaged_store() {
   }
   CHECK(error.find("checksum") != std::string::npos, "a damaged record is an error naming its checksum: '%s'",
         error.c_str());
-  CHECK(::pwrite(fd, &byte, 1, at) == 1, "repair the byte");
+  CHECK(patch(at, &byte, 1), "repair the byte");
   CHECK(same_bits(run(*layer, data, 1).out, want.out), "the layer works once the file is whole");
   std::vector<unsigned char> tail(stride);
-  CHECK(::pread(fd, tail.data(), stride, size - static_cast<off_t>(stride)) == static_cast<ssize_t>(stride), "tail");
-  CHECK(::ftruncate(fd, size - static_cast<off_t>(stride) / 2) == 0, "truncate");
+  CHECK(peek(size - stride, tail.data(), stride), "tail");
+  std::error_code failed;
+  std::filesystem::resize_file(path, size - stride / 2, failed);
+  CHECK(!failed, "truncate: %s", failed.message().c_str());
   error.clear();
   try {
     run(*layer, data, 1);
@@ -150,11 +164,9 @@ void test_damaged_store() {
     error = e.what();
   }
   CHECK(error.find("expected to read expert") != std::string::npos, "a short read is an error: '%s'", error.c_str());
-  CHECK(::pwrite(fd, tail.data(), stride, size - static_cast<off_t>(stride)) == static_cast<ssize_t>(stride),
-        "restore");
+  CHECK(patch(size - stride, tail.data(), stride), "restore");
   CHECK(same_bits(run(*layer, data, 1).out, want.out), "the layer works again after a short read");
   CHECK(cache->stats().total.read_errors == 2, "two failed reads counted");
-  ::close(fd);
   bool refused = false;
   try {
     moe::ExpertStore("/nonexistent/store", "fingerprint-1", data.config.experts);

@@ -482,8 +482,9 @@ class ReadProbe {
 };
 
 // Memory for large results, allocated like packed weights (64-byte aligned; from 2 MiB on, huge-page aligned and
-// advised to use transparent huge pages). Throws std::bad_alloc; free it with std::free.
+// advised to use transparent huge pages). Throws std::bad_alloc; free it with free_large.
 void* allocate_large(size_t bytes);
+void free_large(void* p);
 
 // Index of the first non-finite value, or -1 when all are finite.
 int64_t find_non_finite(const float* data, int64_t count);

@@ -1,9 +1,5 @@
 #include "expert_store.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -11,8 +7,10 @@
 #include <memory>
 #include <stdexcept>
 
+#include "aligned_buffer.h"
 #include "experts.h"
 #include "isa.h"
+#include "store_file.h"
 
 namespace moe {
 
@@ -61,39 +59,14 @@ bool same_layout(Header a, const Header& b) {
   return std::memcmp(&a, &b, sizeof a) == 0;
 }
 
-std::string errno_text() { return std::strerror(errno); }
-
-// Reads `bytes` at `offset` fully (pread may return less); false on an error or end of file.
-bool read_fully(int fd, void* dst, size_t bytes, uint64_t offset) {
-  auto* p = static_cast<unsigned char*>(dst);
-  while (bytes > 0) {
-    const ssize_t got = ::pread(fd, p, bytes, static_cast<off_t>(offset));
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) return false;
-    p += got, bytes -= static_cast<size_t>(got), offset += static_cast<uint64_t>(got);
-  }
-  return true;
-}
-
-bool write_fully(int fd, const void* src, size_t bytes) {
-  auto* p = static_cast<const unsigned char*>(src);
-  while (bytes > 0) {
-    const ssize_t put = ::write(fd, p, bytes);
-    if (put < 0 && errno == EINTR) continue;
-    if (put <= 0) return false;
-    p += put, bytes -= static_cast<size_t>(put);
-  }
-  return true;
-}
-
-// The header read from fd and checked whole (its checksum), with the per-expert checksums; false when it is not
-// a complete store header.
-bool read_header(int fd, Header* h, std::vector<uint64_t>* checksums) {
-  if (!read_fully(fd, h, sizeof *h, 0) || std::memcmp(h->magic, kMagic, sizeof kMagic) != 0) return false;
+// The header read from a file opened without read_direct and checked whole (its checksum), with the per-expert
+// checksums; false when it is not a complete store header.
+bool read_header(const StoreFile& f, Header* h, std::vector<uint64_t>* checksums) {
+  if (!f.read_at(h, sizeof *h, 0) || std::memcmp(h->magic, kMagic, sizeof kMagic) != 0) return false;
   if (h->experts < 1 || h->experts > (int64_t{1} << 20) || h->header_bytes != header_bytes_for(h->experts))
     return false;
   std::vector<unsigned char> all(sizeof(Header) + static_cast<size_t>(h->experts) * 8 + 8);
-  if (!read_fully(fd, all.data(), all.size(), 0)) return false;
+  if (!f.read_at(all.data(), all.size(), 0)) return false;
   uint64_t stored;
   std::memcpy(&stored, all.data() + all.size() - 8, 8);
   if (store_checksum(all.data(), all.size() - 8) != stored) return false;
@@ -156,17 +129,17 @@ void write_expert_store(const std::string& path, const std::string& fingerprint,
   // (a name of this process and call: two processes packing the same layer at once each write their own, and the
   // last rename wins with a complete store)
   static std::atomic<int> writes{0};
-  const std::string tmp = path + ".partial-" + std::to_string(::getpid()) + "-" + std::to_string(++writes);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
-    throw std::invalid_argument("moe-kernels: expected to write the expert store " + tmp + " but got " + errno_text());
+  const std::string tmp = path + ".partial-" + std::to_string(process_id()) + "-" + std::to_string(++writes);
+  StoreFile f(tmp, StoreFile::Mode::write);
+  if (!f.is_open())
+    throw std::invalid_argument("moe-kernels: expected to write the expert store " + tmp + " but got " +
+                                last_error_text());
   bool ok = true;
   std::vector<unsigned char> header(h.header_bytes, 0);
   std::vector<uint64_t> sums(static_cast<size_t>(s.num_experts));
-  std::unique_ptr<unsigned char, decltype(&std::free)> record(
-      static_cast<unsigned char*>(std::aligned_alloc(kStoreAlign, l.stride())), &std::free);
+  std::unique_ptr<unsigned char, AlignedFree> record(
+      static_cast<unsigned char*>(aligned_malloc(kStoreAlign, l.stride())));
   if (!record) throw std::bad_alloc();
-  ok = ::lseek(fd, static_cast<off_t>(h.header_bytes), SEEK_SET) >= 0;
   for (int64_t e = 0; ok && e < s.num_experts; ++e) {
     std::memset(record.get(), 0, l.stride());
     unsigned char* r = record.get();
@@ -175,78 +148,65 @@ void write_expert_store(const std::string& path, const std::string& fingerprint,
     std::memcpy(r + l.down_at(), packed.down.matrix_data(e), packed.down.matrix_bytes());
     std::memcpy(r + l.down_bias_at(), packed.down.bias_data(e), packed.down.bias_bytes());
     sums[e] = store_checksum(r, l.stride());
-    ok = write_fully(fd, r, l.stride());
+    ok = f.write_at(r, l.stride(), h.header_bytes + static_cast<uint64_t>(e) * l.stride());
   }
   std::memcpy(header.data(), &h, sizeof h);
   std::memcpy(header.data() + sizeof h, sums.data(), sums.size() * 8);
   const uint64_t whole = store_checksum(header.data(), sizeof h + sums.size() * 8);
   std::memcpy(header.data() + sizeof h + sums.size() * 8, &whole, 8);
-  if (ok) ok = ::lseek(fd, 0, SEEK_SET) == 0 && write_fully(fd, header.data(), header.size());
-  if (ok) ok = ::fsync(fd) == 0;
-  const std::string why = ok ? "" : errno_text();
-  ::close(fd);
-  if (ok && std::rename(tmp.c_str(), path.c_str()) != 0) ok = false;
+  if (ok) ok = f.write_at(header.data(), header.size(), 0);  // (last: a store without it is no store)
+  if (ok) ok = f.sync();
+  std::string why = ok ? "" : last_error_text();
+  f.close();
+  if (ok && !replace_file(tmp, path)) ok = false, why = last_error_text();
   if (!ok) {
-    std::remove(tmp.c_str());
-    throw std::invalid_argument("moe-kernels: expected to write the expert store " + path + " but got " +
-                                (why.empty() ? errno_text() : why));
+    remove_file(tmp);
+    throw std::invalid_argument("moe-kernels: expected to write the expert store " + path + " but got " + why);
   }
 }
 
 bool expert_store_matches(const std::string& path, const std::string& fingerprint, const ExpertShape& shape) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+  const StoreFile f(path, StoreFile::Mode::read);
+  if (!f.is_open()) return false;
   Header h;
   std::vector<uint64_t> sums;
-  struct stat st {};
-  const StoreLayout l = store_layout(shape);
-  const bool ok = read_header(fd, &h, &sums) && same_layout(header_for(shape, l, fingerprint), h) &&
-                  ::fstat(fd, &st) == 0 &&
-                  static_cast<uint64_t>(st.st_size) == h.header_bytes + h.stride * static_cast<uint64_t>(h.experts);
-  ::close(fd);
-  return ok;
+  uint64_t size = 0;
+  return read_header(f, &h, &sums) && same_layout(header_for(shape, store_layout(shape), fingerprint), h) &&
+         f.size(&size) && size == h.header_bytes + h.stride * static_cast<uint64_t>(h.experts);
 }
 
 ExpertStore::ExpertStore(const std::string& path, const std::string& fingerprint, const ExpertShape& shape)
-    : path_(path), layout_(store_layout(shape)) {
+    : path_(path),
+      layout_(store_layout(shape)),
+      file_(std::make_unique<StoreFile>(path, StoreFile::Mode::read_direct)) {
   const auto refuse = [&](const std::string& why) {
-    if (fd_ >= 0) ::close(fd_);
     throw std::invalid_argument("moe-kernels: expected " + path + " to be the expert store of this layer but got " +
                                 why);
   };
-#if defined(O_DIRECT)
-  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
-  direct_ = fd_ >= 0;
-#endif
-  if (fd_ < 0) fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // (tmpfs and others refuse O_DIRECT)
-  if (fd_ < 0) refuse(errno_text());
-  // (the header through a descriptor without O_DIRECT: its reads need no alignment)
-  const int plain = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (!file_->is_open()) refuse(last_error_text());
+  // (the header through a file opened without read_direct: its reads need no alignment)
+  const StoreFile plain(path, StoreFile::Mode::read);
   Header h;
-  const bool read = plain >= 0 && read_header(plain, &h, &checksums_);
-  if (plain >= 0) ::close(plain);
-  if (!read) refuse("no complete store header");
+  if (!plain.is_open() || !read_header(plain, &h, &checksums_)) refuse("no complete store header");
   if (!same_layout(header_for(shape, layout_, fingerprint), h))
     refuse("a store of another source, shape, dtype or build (it is rebuilt by fromPretrained)");
-  struct stat st {};
-  if (::fstat(fd_, &st) != 0 || static_cast<uint64_t>(st.st_size) != h.header_bytes + h.stride * h.experts)
-    refuse("a file of " + std::to_string(st.st_size) + " bytes (truncated or grown)");
+  uint64_t size = 0;
+  if (!file_->size(&size) || size != h.header_bytes + h.stride * h.experts)
+    refuse("a file of " + std::to_string(size) + " bytes (truncated or grown)");
   header_bytes_ = h.header_bytes;
   bias_[0] = h.bias[0] != 0, bias_[1] = h.bias[1] != 0;
 }
 
-ExpertStore::~ExpertStore() {
-  if (fd_ >= 0) ::close(fd_);
-}
+ExpertStore::~ExpertStore() = default;
 
 void ExpertStore::read(int64_t e, unsigned char* dst) const {
   const size_t stride = layout_.stride();
   const uint64_t at = header_bytes_ + static_cast<uint64_t>(e) * stride;
-  errno = 0;
-  if (!read_fully(fd_, dst, stride, at))
+  bool at_end = false;
+  if (!file_->read_at(dst, stride, at, &at_end))
     throw std::runtime_error("moe-kernels: expected to read expert " + std::to_string(e) + " (" +
                              std::to_string(stride) + " bytes at " + std::to_string(at) + ") from " + path_ +
-                             " but got " + (errno ? errno_text() : std::string("the end of the file")));
+                             " but got " + (at_end ? std::string("the end of the file") : last_error_text()));
   if (store_checksum(dst, stride) != checksums_[static_cast<size_t>(e)])
     throw std::runtime_error("moe-kernels: expected expert " + std::to_string(e) + " of " + path_ +
                              " to match its checksum but it does not (the file changed or is damaged; delete it "

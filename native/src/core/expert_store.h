@@ -11,6 +11,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@
 namespace moe {
 
 class PackedExperts;
+class StoreFile;
 
 constexpr size_t kStoreAlign = 4096;
 
@@ -66,8 +68,7 @@ class ExpertStore {
   size_t header_bytes_ = 0;
   std::vector<uint64_t> checksums_;
   bool bias_[2] = {false, false};
-  int fd_ = -1;
-  bool direct_ = false;  // opened with O_DIRECT: reads skip the page cache (the expert cache is the cache)
+  std::unique_ptr<StoreFile> file_;  // reads skip the OS's page cache where they can (the expert cache is the cache)
 };
 
 }  // namespace moe

@@ -285,5 +285,6 @@ void combine(const float* slot_out, const float* weights, int64_t tokens, int k,
 int64_t find_non_finite(const float* data, int64_t count) { return kernels().find_non_finite(data, count); }
 
 void* allocate_large(size_t bytes) { return allocate_aligned(bytes); }
+void free_large(void* p) { aligned_free(p); }
 
 }  // namespace moe

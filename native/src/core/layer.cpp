@@ -346,10 +346,10 @@ void CpuLayer::State::export_cached(const ExpertWeightsOut& out) const {
   std::mutex failed_mutex;
   std::string failed;  // the first read's error (a pool task must not throw)
   ThreadPool::instance().run(sh.num_experts, [&](int64_t e) {
-    thread_local std::unique_ptr<unsigned char, decltype(&std::free)> buffer(nullptr, &std::free);
+    thread_local std::unique_ptr<unsigned char, AlignedFree> buffer;
     thread_local size_t size = 0;
     if (size < l.stride()) {
-      buffer.reset(static_cast<unsigned char*>(std::aligned_alloc(kStoreAlign, l.stride())));
+      buffer.reset(static_cast<unsigned char*>(aligned_malloc(kStoreAlign, l.stride())));
       if (!buffer) throw std::bad_alloc();
       size = l.stride();
     }
