@@ -6,7 +6,7 @@
  * every expert, whatever the budget.
  */
 import { describe, rangeError, typeError } from './errors';
-import { NativeCacheCounts, NativeExpertCache, NativeExpertCacheStats, native } from './native';
+import { NativeExpertCache, NativeExpertCacheStats, native } from './native';
 import { expectInteger, expectOptions } from './validate';
 
 export type CachePolicy = 'lru' | 'lfru';
@@ -92,16 +92,8 @@ export class ExpertCache implements Disposable {
   stats(): ExpertCacheStats {
     const s: NativeExpertCacheStats = this.native().stats();
     const lookups = s.hits + s.misses;
-    return {
-      ...counts(s),
-      budgetBytes: s.budgetBytes,
-      residentBytes: s.residentBytes,
-      peakBytes: s.peakBytes,
-      residentExperts: s.residentExperts,
-      overBudgetBytes: s.overBudgetBytes,
-      hitRate: lookups > 0 ? s.hits / lookups : 0,
-      layers: s.layers.map((l) => ({ ...counts(l), label: l.label, residentBytes: l.residentBytes, residentExperts: l.residentExperts })),
-    };
+    // (the binding's objects have exactly the public fields: its counts, per layer its label and resident bytes)
+    return { ...s, hitRate: lookups > 0 ? s.hits / lookups : 0, layers: s.layers.map((l) => ({ ...l })) };
   }
 
   resetStats(): void {
@@ -132,21 +124,6 @@ export class ExpertCache implements Disposable {
     if (!this.handle) throw typeError('an ExpertCache that is not disposed', 'a disposed ExpertCache');
     return this.handle;
   }
-}
-
-function counts(c: NativeCacheCounts): CacheCounts {
-  return {
-    hits: c.hits,
-    misses: c.misses,
-    prefetches: c.prefetches,
-    prefetchHits: c.prefetchHits,
-    reads: c.reads,
-    readErrors: c.readErrors,
-    bytesRead: c.bytesRead,
-    readMs: c.readMs,
-    waitMs: c.waitMs,
-    evictions: c.evictions,
-  };
 }
 
 /** Whether `value` is an ExpertCache of this package (any realm). */

@@ -22,7 +22,6 @@ import { LayerTimings, NativeDraws, NativeForwardCall, NativeForwardResult, Nati
 import { FromPretrainedOptions, LoadedLayer, loadPretrained } from './pretrained/load';
 import { StorePlan, storePlan } from './pretrained/expert-store';
 import { ExpertCache, isExpertCache } from './expert-cache';
-import { storedExpertSpec } from './expert-weights';
 import { Tensor } from './tensor';
 import { expectBoolean, expectInteger, expectTensor } from './validate';
 import { checkMemory, layerElements, packedBytes } from './memory-limit';
@@ -469,16 +468,8 @@ async function fromPretrainedCached(dir: string, options: FromPretrainedOptions)
   // The layer without its routed experts: its config (dtypes resolved), router, biases and shared experts.
   const base = await loadPretrained(dir, options, false);
   const plan = await storePlan(dir, base.layer, base.config, options.storeDir);
-  const c = placeLayer(resolveConfig(base.config, hostFacts(base.config)));
-  const shape = {
-    numExperts: c.numExperts,
-    dModel: c.dModel,
-    dHidden: c.dHidden,
-    activation: c.activation,
-    swigluAlpha: c.swigluAlpha,
-    swigluLimit: c.swigluLimit,
-  };
-  const experts = storedExpertSpec(shape, c.weightDtype, c.groupSize, c.downWeightDtype);
+  const prepared = prepare(base.config, base.weights, { cache, plan });
+  const experts = prepared.spec.experts; // (the routed experts' shape and dtypes, as the store was written for them)
   if (!native().expertStoreMatches({ path: plan.path, fingerprint: plan.fingerprint, experts })) {
     const whole = await loadPretrained(dir, options);
     options.signal?.throwIfAborted();
@@ -491,7 +482,7 @@ async function fromPretrainedCached(dir: string, options: FromPretrainedOptions)
     }
   }
   options.signal?.throwIfAborted();
-  return adopt(base, prepare(base.config, base.weights, { cache, plan }), options);
+  return adopt(base, prepared, options);
 }
 
 /** A layer's preparation and native handle, built before the constructor runs (fromPretrained packs on the job thread). */

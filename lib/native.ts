@@ -10,6 +10,7 @@ import type { LoadedBinary } from './native-loader';
 import type { BuiltInRouting } from './gating/rule';
 import type { WeightDtype } from './expert-weights';
 import type { ResolvedOptimizer } from './optimizer';
+import type { CacheCounts } from './expert-cache';
 
 export interface NativeRoutingResult {
   experts: Int32Array;
@@ -274,19 +275,8 @@ export interface NativeLayerSpec {
   expertStore?: { cache: NativeExpertCache; path: string; fingerprint: string; label: string };
 }
 
-/** Counts of an expert cache (moe::CacheCounts), in total and per layer. */
-export interface NativeCacheCounts {
-  hits: number;
-  misses: number;
-  prefetches: number;
-  prefetchHits: number;
-  reads: number;
-  readErrors: number;
-  bytesRead: number;
-  readMs: number;
-  waitMs: number;
-  evictions: number;
-}
+/** Counts of an expert cache (moe::CacheCounts), in total and per layer: the fields of the public CacheCounts. */
+export type NativeCacheCounts = CacheCounts;
 export interface NativeExpertCacheStats extends NativeCacheCounts {
   budgetBytes: number;
   residentBytes: number;

@@ -51,17 +51,21 @@ int ExpertCache::Impl::attach(std::shared_ptr<const ExpertStore> store, const st
   return id;
 }
 
-void ExpertCache::Impl::detach(int store) {
-  std::lock_guard<std::mutex> lock(mutex_);
+void ExpertCache::Impl::forget_idle(int store) {
   for (auto it = entries_.begin(); it != entries_.end();) {
     CachedExpert& e = *it->second;
-    if (e.store == store && e.pins == 0 && e.state != CachedExpert::State::loading) {
+    if ((store < 0 || e.store == store) && e.pins == 0 && e.state != CachedExpert::State::loading) {
       forget(e);
       it = entries_.erase(it);
     } else {
       ++it;
     }
   }
+}
+
+void ExpertCache::Impl::detach(int store) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  forget_idle(store);
   // (an expert still pinned or loading leaves when released)
   Store& s = stores_[store];
   add(detached_, s.counts);
@@ -310,15 +314,7 @@ void ExpertCache::Impl::reset_stats() {
 
 void ExpertCache::Impl::clear() {
   std::lock_guard<std::mutex> lock(mutex_);
-  for (auto it = entries_.begin(); it != entries_.end();) {
-    CachedExpert& e = *it->second;
-    if (e.pins == 0 && e.state != CachedExpert::State::loading) {
-      forget(e);
-      it = entries_.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  forget_idle(-1);
   for (auto& [size, p] : free_) aligned_free(p);
   free_.clear();
   free_bytes_ = 0;

@@ -72,8 +72,9 @@ struct ExpertCache::Impl {
   // A new entry for a miss: room made by evicting unpinned ready experts (past the budget if none can go), then
   // its read queued. Called with the mutex held.
   std::shared_ptr<CachedExpert> admit(int store, int64_t expert, bool prefetch);
-  bool evict_one();                         // (mutex held) false when no expert can leave
-  void forget(CachedExpert& e);             // (mutex held) frees an entry's memory and accounting
+  bool evict_one();              // (mutex held) false when no expert can leave
+  void forget(CachedExpert& e);  // (mutex held) frees an entry's memory and accounting
+  void forget_idle(int store);   // (mutex held) every expert of `store` (-1: of all) not pinned nor loading leaves
   unsigned char* take_buffer(size_t size);  // a freed buffer of this size, or null (then new_buffer)
   static unsigned char* new_buffer(size_t size);
   void give_buffer(unsigned char* p, size_t size);
