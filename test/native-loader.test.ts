@@ -19,6 +19,7 @@ const manifest = JSON.stringify({
   binaries: {
     'linux-x64': { file: 'linux-x64/moe_kernels.node', libc: 'glibc', glibc: '2.27' },
     'linux-arm64': { file: 'linux-arm64/moe_kernels.node', libc: 'glibc', glibc: '2.27' },
+    'win32-x64': { file: 'win32-x64/moe_kernels.node', os: 'Windows 10 or later, x64', dlls: ['KERNEL32.dll', 'msvcrt.dll'] },
   },
 });
 
@@ -87,7 +88,9 @@ describe('loadNativeBinding', () => {
       message = (err as Error).message;
     }
     expect(message).toContain('prebuilds/darwin-arm64: no prebuilt binary for this platform');
-    expect(message).toContain('Prebuilt binaries exist for linux-x64, linux-arm64 (glibc), not for darwin-arm64.');
+    expect(message).toContain(
+      'Prebuilt binaries exist for linux-x64 (glibc), linux-arm64 (glibc), win32-x64 (Windows 10 or later, x64), not for darwin-arm64.',
+    );
     expect(message).toContain('CMake >= 3.18 and a C++17 compiler');
     expect(message).toContain('scripts/build-native.js');
   });
@@ -104,6 +107,17 @@ describe('loadNativeBinding', () => {
     const failure = "/lib64/libc.so.6: version `GLIBC_2.27' not found (required by moe_kernels.node)";
     expect(() => loadNativeBinding(root, system({ glibcVersion: '2.17' }, [], failure))).toThrow(
       /GLIBC_2.27' not found[\s\S]*needs a newer C library[\s\S]*This system has glibc 2.17; the prebuilt binary needs glibc >= 2.27/,
+    );
+  });
+
+  it('loads the Windows binary on win32-x64, and says what it needs when it does not load', () => {
+    const root = packageFolder({ 'prebuilds/manifest.json': manifest, 'prebuilds/win32-x64/moe_kernels.node': 'x' });
+    const windows = { platform: 'win32', musl: false, glibcVersion: undefined };
+    const { binary } = loadNativeBinding(root, system(windows, ['moe_kernels.node']));
+    expect(binary).toEqual({ path: path.join(root, 'prebuilds', 'win32-x64', 'moe_kernels.node'), origin: 'prebuilt' });
+    const failure = 'The specified module could not be found.';
+    expect(() => loadNativeBinding(root, system(windows, [], failure))).toThrow(
+      /win32-x64[\/\\]moe_kernels.node: The specified module could not be found.\n[\s\S]*needs Windows 10 or later, x64 and loads only KERNEL32.dll, msvcrt.dll[\s\S]*Visual Studio Build Tools/,
     );
   });
 

@@ -52,8 +52,16 @@ ThreadLimit::~ThreadLimit() { tls_thread_limit = previous_; }
 int ThreadLimit::current() { return tls_thread_limit; }
 
 ThreadPool& ThreadPool::instance() {
+#ifdef _WIN32
+  // Never destroyed on Windows: when a process exits there, every other thread is ended first and only then do the
+  // DLL's static destructors run (under the loader lock), so joining the workers at that point waits forever. The
+  // system reclaims them with the process.
+  static ThreadPool* pool = new ThreadPool;
+  return *pool;
+#else
   static ThreadPool pool;
   return pool;
+#endif
 }
 
 ThreadPool::ThreadPool() { start(default_threads()); }
