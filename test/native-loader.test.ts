@@ -117,7 +117,7 @@ describe('loadNativeBinding', () => {
     expect(binary).toEqual({ path: path.join(root, 'prebuilds', 'win32-x64', 'moe_kernels.node'), origin: 'prebuilt' });
     const failure = 'The specified module could not be found.';
     expect(() => loadNativeBinding(root, system(windows, [], failure))).toThrow(
-      /win32-x64[\/\\]moe_kernels.node: The specified module could not be found.\n[\s\S]*needs Windows 10 or later, x64 and loads only KERNEL32.dll, msvcrt.dll[\s\S]*Visual Studio Build Tools/,
+      /win32-x64[/\\]moe_kernels.node: The specified module could not be found.\n[\s\S]*needs Windows 10 or later, x64 and loads only KERNEL32.dll, msvcrt.dll[\s\S]*Visual Studio Build Tools/,
     );
   });
 
