@@ -237,7 +237,11 @@ function main() {
   const targetArg = args.find((a) => a.startsWith('--targets='));
   const known = [...Object.keys(TARGETS).map((arch) => `linux-${arch}`), 'win32-x64'];
   const targets = targetArg ? targetArg.slice(10).split(',') : host ? [`linux-${process.arch}`, 'win32-x64'] : known;
-  for (const t of targets) if (!known.includes(t)) throw new Error(`prebuild: unknown target ${t} (known: ${known.join(', ')})`);
+  for (const t of targets) {
+    if (!known.includes(t)) throw new Error(`prebuild: unknown target ${t} (known: ${known.join(', ')})`);
+    if (host && t.startsWith('linux-') && t !== `linux-${process.arch}`)
+      throw new Error(`prebuild: --host builds linux-${process.arch} only (this machine's toolchain), not ${t}`);
+  }
   let buildRoot;
   if (!host && targets.some((t) => t.startsWith('linux-'))) {
     if (process.arch !== 'x64')
