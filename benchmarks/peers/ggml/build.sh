@@ -16,7 +16,13 @@ if [ ! -f "$src/include/ggml.h" ]; then
   if [ -n "${1:-}" ]; then echo "no ggml sources in $src (include/ggml.h missing)" >&2; exit 1; fi
   git clone --depth 1 https://github.com/ggml-org/ggml "$src"
 fi
-commit="$(git -C "$src" rev-parse --short HEAD 2>/dev/null || cat "$src/.commit" 2>/dev/null || echo unknown)"
+# (git's commit only where src is a clone's top: inside another work tree, such as build-ggml/src here, rev-parse
+# would name that tree's commit; a copied snapshot carries its commit in .commit)
+if [ "$(git -C "$src" rev-parse --show-toplevel 2>/dev/null)" = "$(cd "$src" && pwd -P)" ]; then
+  commit="$(git -C "$src" rev-parse --short HEAD)"
+else
+  commit="$(cat "$src/.commit" 2>/dev/null || echo unknown)"
+fi
 cmake -S "$src" -B "$build/ggml" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF \
   -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF > "$build.log" 2>&1 || { tail -20 "$build.log"; exit 1; }
 cmake --build "$build/ggml" -j "$(nproc)" >> "$build.log" 2>&1 || { tail -20 "$build.log"; exit 1; }
