@@ -26,11 +26,6 @@ export interface PrebuiltEntry {
   dlls?: string[];
 }
 
-/** What a prebuilt binary needs, in a few words: "glibc >= 2.28", "Windows 10 or later, x64". */
-export function prebuiltRequirement(entry: PrebuiltEntry): string {
-  if (entry.libc === 'glibc') return `glibc >= ${entry.glibc}`;
-  return entry.os ?? 'no stated requirement';
-}
 
 /** The facts about this process the loader decides by; injectable so that tests can play other systems. */
 export interface LoaderSystem {
@@ -155,7 +150,7 @@ export function loadNativeBinding<T>(root: string, system: LoaderSystem = curren
       const glibc = system.glibcVersion;
       if (entry.libc !== 'glibc')
         hints.push(
-          `The prebuilt binary for ${key} needs ${prebuiltRequirement(entry)}` +
+          `The prebuilt binary for ${key} needs ${entry.os ?? 'no stated requirement'}` +
             (entry.dlls ? ` and loads only ${entry.dlls.join(', ')} (part of Windows) besides the Node.js process.` : '.'),
         );
       else if (glibc !== undefined && entry.glibc !== undefined && compareVersions(glibc, entry.glibc) < 0)

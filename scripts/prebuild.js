@@ -281,9 +281,13 @@ function main() {
   fs.writeFileSync(path.join(outDir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
 }
 
-try {
-  main();
-} catch (err) {
-  console.error(err.message);
-  process.exit(1);
+// (required rather than run: scripts/check-windows.sh checks its test program against the same DLLs)
+module.exports = { WINDOWS_SYSTEM_DLLS };
+if (require.main === module) {
+  try {
+    main();
+  } catch (err) {
+    console.error(err.message);
+    process.exit(1);
+  }
 }
