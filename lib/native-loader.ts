@@ -26,7 +26,6 @@ export interface PrebuiltEntry {
   dlls?: string[];
 }
 
-
 /** The facts about this process the loader decides by; injectable so that tests can play other systems. */
 export interface LoaderSystem {
   platform: string;
