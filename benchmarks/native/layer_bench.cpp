@@ -76,8 +76,27 @@ int main(int argc, char** argv) {
   const moe::LayerOutputs out{output.data(), logits.data(), experts.data(), weights.data(), counts.data()};
   std::vector<float> other(cold ? (256u << 20) / sizeof(float) : 0, 1.0f);
   volatile float sink = 0;  // keeps the reads of "cold"
-  std::vector<double> times;
+  std::vector<double> times, reads;
   std::vector<moe::LayerTimings> phases;
+  // Bytes per weight as stored: codes plus a float16 scale per group for int8 / int4.
+  const moe::WeightDtype wd = data.config.experts.weight_dtype;
+  const double g = data.config.experts.group_size > 0 ? data.config.experts.group_size : c.d;
+  // (the K-quants: their GGUF bytes, 4.5 / 5.5 / 6.56 bits a weight; the panels hold float32 factors, more)
+  const double per_weight = wd == moe::WeightDtype::float32 ? 4.0
+                            : wd == moe::WeightDtype::int8  ? 1.0 + 2.0 / g
+                            : wd == moe::WeightDtype::int4  ? 0.5 + 2.0 / g
+                            : moe::is_k_quant(wd)           ? moe::code_bytes(wd, 256) / 256.0
+                                                            : 2.0;
+  // "rotate": after each forward, as many bytes as its experts' weights (as stored) read alone by the same pool: the
+  // time those bytes take at the read bandwidth of that moment, paired with the forward (on this VM one process's
+  // memory can be slower than the next one's, and a probe of other minutes can be off by 2x). The buffers, read in
+  // turn, add up to 512 MiB, so that each comes from memory: with 8 of 10 MB (80 MB) the last-level cache still held
+  // part of them (the read ran at 80 GB/s, 130 with 2).
+  const size_t active_weight_bytes = static_cast<size_t>(c.k * 3.0 * c.d * c.h * per_weight);
+  std::vector<std::unique_ptr<moe::ReadProbe>> same_bytes;
+  if (mode == "rotate")
+    while (same_bytes.size() * active_weight_bytes < (size_t{512} << 20))
+      same_bytes.push_back(std::make_unique<moe::ReadProbe>(active_weight_bytes));
   for (int r = 0; r < reps + 2; ++r) {
     if (cold) sink = sink + thrash(other);
     if (idle) std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -95,6 +114,11 @@ int main(int argc, char** argv) {
       layer.forward(data.x.data(), tokens, out);
     }
     const double t1 = now_ms();
+    if (!same_bytes.empty()) {
+      const double r0 = now_ms();
+      same_bytes[r % same_bytes.size()]->measure(threads, 1);
+      if (r >= 2) reads.push_back(now_ms() - r0);
+    }
     if (r >= 2)
       times.push_back(t1 - t0), phases.push_back(layer.last_timings());
     else if (std::getenv("MOE_BENCH_FIRST")) {
@@ -112,15 +136,6 @@ int main(int argc, char** argv) {
   int active = 0;
   for (int32_t n : counts) active += n > 0;
   const double flops = 2.0 * tokens * c.k * 3.0 * c.d * c.h;
-  // Bytes per weight as stored: codes plus a float16 scale per group for int8 / int4.
-  const moe::WeightDtype wd = data.config.experts.weight_dtype;
-  const double g = data.config.experts.group_size > 0 ? data.config.experts.group_size : c.d;
-  // (the K-quants: their GGUF bytes, 4.5 / 5.5 / 6.56 bits a weight; the panels hold float32 factors, more)
-  const double per_weight = wd == moe::WeightDtype::float32 ? 4.0
-                            : wd == moe::WeightDtype::int8  ? 1.0 + 2.0 / g
-                            : wd == moe::WeightDtype::int4  ? 0.5 + 2.0 / g
-                            : moe::is_k_quant(wd)           ? moe::code_bytes(wd, 256) / 256.0
-                                                            : 2.0;
   const double active_bytes = active * 3.0 * c.d * c.h * per_weight;
   moe::LayerTimings mean{};
   for (const auto& p : phases) {
@@ -133,6 +148,15 @@ int main(int argc, char** argv) {
               median, sorted.front(), flops / median * 1e-6, active_bytes / median * 1e-6, active);
   std::printf("  read ceiling %.1f GB/s with %d threads: the experts' bytes at %.0f%% of it\n", read_gbps, threads,
               100.0 * active_bytes / median * 1e-6 / read_gbps);
+  if (!reads.empty()) {
+    std::vector<double> ratio(times.size());
+    for (size_t i = 0; i < times.size(); ++i) ratio[i] = times[i] / reads[i];
+    std::sort(ratio.begin(), ratio.end());
+    std::sort(reads.begin(), reads.end());
+    std::printf(
+        "  the same bytes read alone after each forward: median %.3f ms; forward / read %.2f (median of pairs)\n",
+        reads[reads.size() / 2], ratio[ratio.size() / 2]);
+  }
   if (FILE* f = std::fopen("/proc/self/smaps_rollup", "r")) {  // how much of the process got huge pages (Linux)
     char line[256];
     long rss = 0, huge = 0;

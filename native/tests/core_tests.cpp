@@ -2,6 +2,7 @@
 // awkward shapes, thread-count determinism, and the kernel template at the AVX-512 geometry.
 // Usage: moe_core_tests [--isa scalar|avx2|avx512|avx512_bf16|neon]   (exit 77 = that ISA is not available: skipped)
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -15,6 +16,7 @@
 
 #include "../src/core/isa.h"
 #include "../src/core/packing.h"
+#include "../src/core/thread_pool.h"
 #include "../src/cpu/half.h"
 #include "moe/capabilities.h"
 #include "moe/moe.h"
@@ -400,6 +402,36 @@ void test_resize_between_forwards() {
   CHECK(same, "a forward after a resize differs");
 }
 
+// Split::contiguous: every item runs exactly once, for any count against any pool size or thread limit, with
+// items of very uneven cost (one thread's run then takes longer and the others steal from it).
+void test_contiguous_runs() {
+  moe::ThreadPool& pool = moe::ThreadPool::instance();
+  const int threads = moe::thread_count();
+  bool once = true;
+  for (int size : {1, 2, 3, 5}) {
+    moe::set_thread_count(size);
+    for (int limit : {0, 1, 2}) {
+      const moe::ThreadLimit scope(limit);
+      for (int64_t count : {1, 2, 3, 7, 64, 1001}) {
+        std::vector<std::atomic<int>> ran(static_cast<size_t>(count));
+        for (auto& r : ran) r.store(0);
+        pool.run(
+            count,
+            [&](int64_t i) {
+              // item 0, the first of the calling thread's run, is slow: the others finish theirs early and steal from
+              // it
+              if (i == 0) std::this_thread::sleep_for(std::chrono::microseconds(300));
+              ran[static_cast<size_t>(i)].fetch_add(1);
+            },
+            moe::ThreadPool::Split::contiguous);
+        for (auto& r : ran) once = once && r.load() == 1;
+      }
+    }
+  }
+  moe::set_thread_count(threads);
+  CHECK(once, "a contiguous job ran some item other than once");
+}
+
 // Jobs run in the order posted, off the posting thread, and a forward there matches one on this thread.
 void test_job_thread() {
   const Case c{37, 33, 100, 8, 2, moe::Activation::swiglu, true};
@@ -457,6 +489,7 @@ int main(int argc, char** argv) {
   test_prewake();
   test_resize_between_forwards();
   test_job_thread();
+  test_contiguous_runs();
   test_routing_rules();
   test_expert_cache();
   uint32_t seed = 1;

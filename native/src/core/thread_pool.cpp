@@ -69,6 +69,7 @@ ThreadPool::~ThreadPool() { stop(); }
 
 void ThreadPool::start(int threads) {
   threads_ = threads;
+  runs_.reset(new Run[threads]);
   stopping_ = false;
   // A worker started by resize() must not take the last job, finished before it existed, for a new one: it
   // would acknowledge it (active_ then miscounts the next job: a caller that returns while a worker still runs
@@ -102,10 +103,47 @@ void ThreadPool::resize(int threads) {
   start(threads);
 }
 
-void ThreadPool::work() {
+void ThreadPool::work(int id) {
+  if (contiguous_) return work_contiguous(id);
   for (int64_t item = next_.fetch_add(1, std::memory_order_relaxed); item < job_count_;
        item = next_.fetch_add(1, std::memory_order_relaxed))
     job_(job_context_, item);
+}
+
+namespace {
+constexpr uint64_t pack_run(uint64_t begin, uint64_t end) { return begin | end << 32; }
+constexpr int64_t run_begin(uint64_t run) { return static_cast<int64_t>(run & 0xffffffffu); }
+constexpr int64_t run_end(uint64_t run) { return static_cast<int64_t>(run >> 32); }
+}  // namespace
+
+// Every item moves out of a run by one compare-and-swap (the owner's from the front, a thief's of a back half), so
+// each runs exactly once. A thread returns when it finds every run empty; items a thief holds between taking them
+// and publishing them as its own run are run by that thief, and the caller's wait covers them.
+void ThreadPool::work_contiguous(int id) {
+  std::atomic<uint64_t>& own = runs_[id].items;
+  for (;;) {
+    uint64_t run = own.load(std::memory_order_relaxed);
+    while (run_begin(run) < run_end(run)) {
+      if (own.compare_exchange_weak(run, pack_run(run_begin(run) + 1, run_end(run)), std::memory_order_relaxed)) {
+        job_(job_context_, run_begin(run));
+        run = own.load(std::memory_order_relaxed);
+      }
+    }
+    // Steal the back half of the longest run (at least its last item).
+    int victim = -1;
+    int64_t longest = 0;
+    for (int t = 0; t < job_threads_; ++t) {
+      const uint64_t r = runs_[t].items.load(std::memory_order_relaxed);
+      if (run_end(r) - run_begin(r) > longest) longest = run_end(r) - run_begin(r), victim = t;
+    }
+    if (victim < 0) return;
+    uint64_t r = runs_[victim].items.load(std::memory_order_relaxed);
+    const int64_t begin = run_begin(r), end = run_end(r);
+    if (begin >= end) continue;
+    const int64_t middle = begin + (end - begin) / 2;  // the victim keeps [begin, middle), which may be empty
+    if (runs_[victim].items.compare_exchange_strong(r, pack_run(begin, middle), std::memory_order_relaxed))
+      own.store(pack_run(middle, end), std::memory_order_relaxed);
+  }
 }
 
 void ThreadPool::prewake() {
@@ -137,7 +175,7 @@ void ThreadPool::worker_loop(int id, uint64_t seen, uint64_t seen_prewake) {
     if (stopping_.load()) return;
     seen = generation_.load(std::memory_order_acquire);
     seen_prewake = prewakes_.load(std::memory_order_relaxed);  // a prewake for this job is spent
-    if (id < job_threads_) work();
+    if (id < job_threads_) work(id);
     // Every worker acknowledges every job, working or not; the last one wakes a caller that went to sleep.
     if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -146,7 +184,7 @@ void ThreadPool::worker_loop(int id, uint64_t seen, uint64_t seen_prewake) {
   }
 }
 
-void ThreadPool::run_erased(int64_t count, Task task, void* context) {
+void ThreadPool::run_erased(int64_t count, Task task, void* context, Split split) {
   if (count <= 0) return;
   std::lock_guard<std::mutex> run_lock(run_mutex_);
   const int limit = ThreadLimit::current();
@@ -160,13 +198,19 @@ void ThreadPool::run_erased(int64_t count, Task task, void* context) {
   job_count_ = count;
   job_threads_ = threads;
   next_.store(0, std::memory_order_relaxed);
+  // (runs are 32-bit item indices: a job of more items than that takes items dynamically)
+  contiguous_ = split == Split::contiguous && count < (int64_t{1} << 31);
+  if (contiguous_)
+    for (int t = 0; t < threads_; ++t)
+      runs_[t].items.store(t < threads ? pack_run(count * t / threads, count * (t + 1) / threads) : 0,
+                           std::memory_order_relaxed);
   active_.store(threads_ - 1, std::memory_order_relaxed);  // every worker reports once per job
   {
     std::lock_guard<std::mutex> lock(mutex_);  // pairs with the sleepers' predicate check: no lost wake-up
     generation_.fetch_add(1, std::memory_order_acq_rel);
   }
   wake_.notify_all();
-  work();
+  work(0);
   // Every worker acknowledges (after its last item); the job fields stay valid and no worker can fall a job
   // behind until then.
   if (!spin_until([&] { return active_.load(std::memory_order_acquire) == 0; })) {

@@ -1,10 +1,16 @@
 // One persistent pool of worker threads for the whole process, sized to the cores by default.
 // run() hands out work items 0..count-1 dynamically; the calling thread works too. Each item must write
 // disjoint outputs, so results never depend on which thread ran what.
+// Split::dynamic (the default) hands out the next item to whichever thread asks, so the threads move through the
+// items together, in order. Split::contiguous gives each thread a run of consecutive items, which it takes in
+// order, and a thread whose run is done steals the second half of the longest run left: where consecutive items
+// read consecutive memory (the weight panels of a decode step), each thread's loads then stay one stream, which the
+// hardware prefetchers follow from item to item.
 #pragma once
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <type_traits>
@@ -26,15 +32,16 @@ class ThreadLimit {
 
 class ThreadPool {
  public:
+  enum class Split { dynamic, contiguous };
   static ThreadPool& instance();
   // Calls fn(item) for item in [0, count), spread over the pool; returns when all are done. Type-erased
   // through a plain function pointer, so a call allocates nothing.
   template <class F>
-  void run(int64_t count, F&& fn) {
+  void run(int64_t count, F&& fn, Split split = Split::dynamic) {
     using Fn = std::remove_reference_t<F>;
     run_erased(
         count, [](void* ctx, int64_t item) { (*static_cast<Fn*>(ctx))(item); },
-        const_cast<void*>(static_cast<const void*>(&fn)));
+        const_cast<void*>(static_cast<const void*>(&fn)), split);
   }
   void resize(int threads);  // total threads including the caller
   // Wakes sleeping workers ahead of a job that another thread is about to publish (an async call, run by a
@@ -44,13 +51,14 @@ class ThreadPool {
 
  private:
   using Task = void (*)(void* context, int64_t item);
-  void run_erased(int64_t count, Task task, void* context);
+  void run_erased(int64_t count, Task task, void* context, Split split);
   ThreadPool();
   ~ThreadPool();
   void start(int threads);
   void stop();
   void worker_loop(int id, uint64_t seen_generation, uint64_t seen_prewakes);
-  void work();
+  void work(int id);
+  void work_contiguous(int id);
 
   std::mutex run_mutex_;  // one job at a time
   std::mutex mutex_;      // guards sleeping and waking
@@ -62,6 +70,12 @@ class ThreadPool {
   int64_t job_count_ = 0;
   int job_threads_ = 0;  // workers with id < job_threads_ join the current job
   std::atomic<int64_t> next_{0};
+  // Split::contiguous: thread t's items left, [begin, end) as begin | end << 32, a cache line each.
+  struct alignas(64) Run {
+    std::atomic<uint64_t> items{0};
+  };
+  std::unique_ptr<Run[]> runs_;
+  bool contiguous_ = false;
   std::atomic<int> active_{0};
   std::atomic<uint64_t> generation_{0};
   std::atomic<uint64_t> prewakes_{0};
