@@ -124,8 +124,8 @@ void run_gemm_groups(std::vector<GemmGroup>& groups, int64_t out_cols, WeightDty
   // Where every group is one row tile (decode, and prefill over many experts), an item is a range of one weight
   // stream's panels and the next item continues it: each thread takes a contiguous run of items, so that its loads
   // stay one stream across items, which the hardware prefetchers follow. Taken in turn by both threads, every item
-  // started cold (at one token, small shape, q4_k: 1.32-1.37x the time of reading the same bytes alone, 1.04-1.29x
-  // with runs; benchmarks/NOTES.md row 117).
+  // started cold: at one token (small shape, q4_k) two threads took 1.20-1.56x the time of reading the same bytes
+  // alone where one thread took 1.07-1.18x; with runs two take 1.11-1.20x, 10-15% faster (benchmarks/NOTES.md row 117).
   const auto split =
       row_tiles == static_cast<int64_t>(groups.size()) ? ThreadPool::Split::contiguous : ThreadPool::Split::dynamic;
   const ThreadLimit limit(tiny ? 1 : ThreadLimit::current());
