@@ -92,7 +92,8 @@ int main(int argc, char** argv) {
   // memory can be slower than the next one's, and a probe of other minutes can be off by 2x). The buffers, read in
   // turn, add up to 512 MiB, so that each comes from memory: with 8 of 10 MB (80 MB) the last-level cache still held
   // part of them (the read ran at 80 GB/s, 130 with 2).
-  const size_t active_weight_bytes = static_cast<size_t>(c.k * 3.0 * c.d * c.h * per_weight);
+  const double expert_bytes = 3.0 * c.d * c.h * per_weight;                    // one expert's three matrices, as stored
+  const size_t active_weight_bytes = static_cast<size_t>(c.k * expert_bytes);  // (rotate: the same k for every token)
   std::vector<std::unique_ptr<moe::ReadProbe>> same_bytes;
   if (mode == "rotate")
     while (same_bytes.size() * active_weight_bytes < (size_t{512} << 20))
@@ -136,7 +137,7 @@ int main(int argc, char** argv) {
   int active = 0;
   for (int32_t n : counts) active += n > 0;
   const double flops = 2.0 * tokens * c.k * 3.0 * c.d * c.h;
-  const double active_bytes = active * 3.0 * c.d * c.h * per_weight;
+  const double active_bytes = active * expert_bytes;
   moe::LayerTimings mean{};
   for (const auto& p : phases) {
     mean.router += p.router / phases.size(), mean.routing += p.routing / phases.size();
