@@ -3,8 +3,9 @@
 # harness's optional ggml peer (`npm run bench` adds its rows when the binary exists). Never a dependency.
 #   bash benchmarks/peers/ggml/build.sh [GGML_SOURCE_DIR]
 # Without a source folder it clones github.com/ggml-org/ggml (the same CPU code as llama.cpp's ggml/) into
-# build-ggml/src (ignored by git, as is everything it builds there). Built for this CPU (GGML_NATIVE: its AVX-512, VNNI, BF16), with
-# the CPU backend's repack layouts (llama.cpp's default for Q4_0 / Q8_0 on a CPU). Output:
+# build-ggml/src (ignored by git, as is everything it builds there). Built for this CPU (GGML_NATIVE: its AVX-512,
+# VNNI, BF16; the drivers with -march=native), with the CPU backend's repack layouts (llama.cpp's default for Q4_0 /
+# Q8_0 on a CPU). Output:
 # build-ggml/ggml_moe (and build-ggml/ggml_moe_duel beside a moe-kernels build).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -28,7 +29,7 @@ cmake -S "$src" -B "$build/ggml" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DB
 cmake --build "$build/ggml" -j "$(nproc)" >> "$build.log" 2>&1 || { tail -20 "$build.log"; exit 1; }
 libs=$(find "$build/ggml" -name 'libggml*.a' | sort -r)  # libggml.a, libggml-cpu.a, libggml-base.a
 # shellcheck disable=SC2086
-c++ -O2 -std=c++17 -DGGML_COMMIT="\"$commit\"" -I"$src/include" "$here/ggml_moe.cpp" \
+c++ -O2 -march=native -std=c++17 -DGGML_COMMIT="\"$commit\"" -I"$src/include" "$here/ggml_moe.cpp" \
   -Wl,--start-group $libs -Wl,--end-group -fopenmp -lpthread -lm -o "$build/ggml_moe"
 echo "built $build/ggml_moe (ggml $commit)"
 # ggml's dequantization as a filter: the reference of the GGUF block types (test/gguf-dequantize.test.ts).
@@ -41,7 +42,7 @@ echo "built $build/ggml_dequant"
 core="${MOE_CORE_LIB:-$root/build/libmoe_core.a}"
 if [ -f "$core" ]; then
   # shellcheck disable=SC2086
-  c++ -O2 -std=c++17 -DMOE_DUEL -DGGML_COMMIT="\"$commit\"" -I"$src/include" -I"$root/native/include" \
+  c++ -O2 -march=native -std=c++17 -DMOE_DUEL -DGGML_COMMIT="\"$commit\"" -I"$src/include" -I"$root/native/include" \
     "$here/ggml_moe.cpp" "$core" -Wl,--start-group $libs -Wl,--end-group -fopenmp -lpthread -lm -o "$build/ggml_moe_duel"
   echo "built $build/ggml_moe_duel (with $core)"
 fi

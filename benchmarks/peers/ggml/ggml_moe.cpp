@@ -13,7 +13,8 @@
 //   ggml_moe bench shape tokens threads reps type [copies]
 //     Beside build/moe_layer_bench's `rotate` mode: random weights, forward r routed to experts r*k .. r*k+k-1
 //     (mod E) with weights 1/k (the router skipped), cycling `copies` layers, so every forward's experts come from
-//     memory. Prints the median and the GB/s of the experts' bytes as ggml stores them.
+//     memory. Prints the median and the GB/s of the experts' bytes as ggml stores them, and the forward against a
+//     read of as many bytes alone after it (SameBytes), as moe_layer_bench's `rotate` prints it.
 //   ggml_moe duel shape tokens threads reps dtype [copies]
 //     Built only beside a moe-kernels build (build/libmoe_core.a): both libraries in one process, alternating (duel()).
 //     Good for A/B of our own kernels; ggml measured 2-4x slower there than alone (its OpenMP threads beside our pool),
@@ -23,6 +24,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -209,6 +211,46 @@ void rotate_ids(std::vector<int32_t>& ids, const Shape& s, int64_t tokens, int64
     for (int64_t j = 0; j < s.k; ++j) ids[t * s.k + j] = static_cast<int32_t>((r / copies * s.k + j) % s.e);
 }
 
+// The same bytes as a forward's experts, read alone after it by `threads` OpenMP threads (ggml's CPU backend runs its
+// graphs on OpenMP's team, so the same threads), from buffers adding up to 512 MiB read in turn so that each comes
+// from memory: moe_layer_bench's `rotate` pairs its forwards with such a read too. On this VM one process can read
+// memory at half the speed of the next for its whole life (benchmarks/NOTES.md row 118), so each side's
+// forward / read in its own process says how near the memory it ran, whatever state its process drew.
+class SameBytes {
+ public:
+  SameBytes(size_t bytes, int threads) : threads_(threads), words_((bytes + 63) / 64 * 8) {
+    const size_t count = std::max<size_t>(2, ((size_t{512} << 20) / 8 + words_ - 1) / words_);
+    buffers_.resize(count);
+    for (size_t i = 0; i < count; ++i) {  // touched, and different, so that nothing is a shared zero page
+      buffers_[i].resize(words_);
+      for (size_t j = 0; j < words_; ++j) buffers_[i][j] = i * words_ + j;
+    }
+  }
+  // Reads buffer r % count (every word, in four XOR chains that the compiler keeps in vector registers: an array of
+  // eight accumulators went through the stack, at half the memory's speed); returns the milliseconds it took.
+  double read(int64_t r) {
+    const uint64_t* b = buffers_[r % buffers_.size()].data();
+    const double t0 = now_ms();
+    uint64_t total = 0;
+#pragma omp parallel for num_threads(threads_) schedule(static) reduction(^ : total)
+    for (int64_t t = 0; t < threads_; ++t) {
+      const size_t from = words_ / 8 * t / threads_ * 8, to = words_ / 8 * (t + 1) / threads_ * 8;
+      uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+      for (size_t j = from; j < to; j += 8)
+        a0 ^= b[j] ^ b[j + 4], a1 ^= b[j + 1] ^ b[j + 5], a2 ^= b[j + 2] ^ b[j + 6], a3 ^= b[j + 3] ^ b[j + 7];
+      total ^= a0 ^ a1 ^ a2 ^ a3;
+    }
+    sink_ = sink_ ^ total;
+    return now_ms() - t0;
+  }
+
+ private:
+  int threads_;
+  size_t words_;
+  std::vector<std::vector<uint64_t>> buffers_;
+  volatile uint64_t sink_ = 0;
+};
+
 // One forward of a graph built with given routing.
 void run_routed(ggml_backend_t backend, const Graph& g, const std::vector<float>& x, const std::vector<int32_t>& ids,
                 const std::vector<float>& gate_weights) {
@@ -324,20 +366,26 @@ int bench(int argc, char** argv) {
   const std::vector<float> x = randn(tokens * s.d, 1.0f);
   std::vector<int32_t> ids(tokens * s.k);
   const std::vector<float> gate_weights(tokens * s.k, 1.0f / s.k);
-  std::vector<double> times;
+  const int64_t active = std::min<int64_t>(s.e, tokens * s.k);
+  const double bytes = 3.0 * layers[0]->expert_bytes() * active;
+  SameBytes same(static_cast<size_t>(bytes), threads);
+  std::vector<double> times, reads, ratios;
   for (int r = 0; r < reps + 2; ++r) {
     rotate_ids(ids, s, tokens, r, copies);
     const double t0 = now_ms();
     run_routed(backend, *graphs[r % copies], x, ids, gate_weights);
-    if (r >= 2) times.push_back(now_ms() - t0);
+    const double forward = now_ms() - t0, read = same.read(r);
+    if (r >= 2) times.push_back(forward), reads.push_back(read), ratios.push_back(forward / read);
   }
   std::sort(times.begin(), times.end());
+  std::sort(reads.begin(), reads.end());
+  std::sort(ratios.begin(), ratios.end());
   const double median = times[times.size() / 2];
-  const int64_t active = std::min<int64_t>(s.e, tokens * s.k);
-  const double bytes = 3.0 * layers[0]->expert_bytes() * active;
   std::printf("ggml %s %s%s T=%lld threads=%d copies=%d: median %.3f ms (min %.3f) = %.1f GB/s of %lld experts\n",
               shape.c_str(), type_name.c_str(), layers[0]->repacked ? " (repacked)" : "", (long long)tokens, threads,
               copies, median, times.front(), bytes / median * 1e-6, (long long)active);
+  std::printf("  the same bytes read alone after each forward: median %.3f ms; forward / read %.2f (median of pairs)\n",
+              reads[reads.size() / 2], ratios[ratios.size() / 2]);
   ggml_backend_free(backend);
   return 0;
 }
