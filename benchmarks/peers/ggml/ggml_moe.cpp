@@ -215,7 +215,9 @@ void rotate_ids(std::vector<int32_t>& ids, const Shape& s, int64_t tokens, int64
 // graphs on OpenMP's team, so the same threads), from buffers adding up to 512 MiB read in turn so that each comes
 // from memory: moe_layer_bench's `rotate` pairs its forwards with such a read too. On this VM one process can read
 // memory at half the speed of the next for its whole life (benchmarks/NOTES.md row 118), so each side's
-// forward / read in its own process says how near the memory it ran, whatever state its process drew.
+// forward / read in its own process says how near the memory it ran, whatever state its process drew. Plain vectors:
+// with this VM's madvise-only transparent huge pages they lie on 4 KiB pages, as ggml's own buffers do
+// (ggml_aligned_malloc asks for none; our weights and ReadProbe do).
 class SameBytes {
  public:
   SameBytes(size_t bytes, int threads) : threads_(threads), words_((bytes + 63) / 64 * 8) {
