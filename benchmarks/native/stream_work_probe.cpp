@@ -160,7 +160,9 @@ int main(int argc, char** argv) {
   std::printf("%2s %10s %10s %10s %8s %10s %10s %8s\n", "E", "folded L2", "memory", "read", "/ read", "pinned L2",
               "memory", "/ read");
   for (const Variant& v : kVariants) {
-    double cols[2][3];
+    struct Medians {
+      double l2, memory, read, ratio;
+    } m[2];  // folded, pinned
     for (int pinned = 0; pinned < 2; ++pinned) {
       const Fn fn = pinned ? v.pinned : v.folded;
       std::vector<double> ratio, memory, read, l2;
@@ -177,10 +179,10 @@ int main(int argc, char** argv) {
         team.run(fn, 0, warm, 40);
         l2.push_back(40.0 * warm / (now_s() - t3) / 1e9);
       }
-      cols[pinned][0] = median(l2), cols[pinned][1] = median(memory), cols[pinned][2] = median(ratio);
-      if (!pinned) std::printf("%2d %10.1f %10.1f %10.1f %8.2f", v.e, cols[0][0], cols[0][1], median(read), cols[0][2]);
+      m[pinned] = {median(l2), median(memory), median(read), median(ratio)};
     }
-    std::printf(" %10.1f %10.1f %8.2f\n", cols[1][0], cols[1][1], cols[1][2]);
+    std::printf("%2d %10.1f %10.1f %10.1f %8.2f %10.1f %10.1f %8.2f\n", v.e, m[0].l2, m[0].memory, m[0].read,
+                m[0].ratio, m[1].l2, m[1].memory, m[1].ratio);
   }
   std::free(buffer);
 }
