@@ -2,6 +2,7 @@
 // awkward shapes, thread-count determinism, and the kernel template at the AVX-512 geometry.
 // Usage: moe_core_tests [--isa scalar|avx2|avx512|avx512_bf16|neon]   (exit 77 = that ISA is not available: skipped)
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -432,6 +433,56 @@ void test_contiguous_runs() {
   CHECK(once, "a contiguous job ran some item other than once");
 }
 
+// A two-stage job: every item runs once, and a second-stage item that waits for first-stage items of its group
+// (as a forward's down projection waits for its expert's up projection) always gets them, with either split, any
+// pool size or thread limit, slow first-stage items and stages of very different lengths.
+void test_two_stage_jobs() {
+  moe::ThreadPool& pool = moe::ThreadPool::instance();
+  const int threads = moe::thread_count();
+  bool once = true, ordered = true;
+  for (int size : {1, 2, 3, 5}) {
+    moe::set_thread_count(size);
+    for (int limit : {0, 2}) {
+      const moe::ThreadLimit scope(limit);
+      for (auto split : {moe::ThreadPool::Split::dynamic, moe::ThreadPool::Split::contiguous})
+        for (auto [first, second, groups] : {std::array<int64_t, 3>{1, 1, 1},
+                                             {2, 3, 2},
+                                             {7, 5, 3},
+                                             {64, 64, 8},
+                                             {3, 100, 3},
+                                             {100, 3, 2},
+                                             {22, 8, 2}}) {
+          std::vector<std::atomic<int>> ran(static_cast<size_t>(first + second));
+          std::vector<std::atomic<int64_t>> left(static_cast<size_t>(groups));
+          for (auto& r : ran) r.store(0);
+          for (auto& l : left) l.store(0);
+          for (int64_t i = 0; i < first; ++i) left[static_cast<size_t>(i * groups / first)].fetch_add(1);
+          pool.run(
+              first + second,
+              [&](int64_t i) {
+                if (i < first) {
+                  // the calling thread's first item and the stage's last are slow: the others wait or steal
+                  if (i == 0 || i == first - 1) std::this_thread::sleep_for(std::chrono::microseconds(200));
+                  ran[static_cast<size_t>(i)].fetch_add(1);
+                  left[static_cast<size_t>(i * groups / first)].fetch_sub(1, std::memory_order_release);
+                  return;
+                }
+                const int64_t g = (i - first) * groups / second;
+                moe::ThreadPool::wait_until([&] { return left[static_cast<size_t>(g)].load() == 0; });
+                for (int64_t j = 0; j < first; ++j)
+                  if (j * groups / first == g) ordered = ordered && ran[static_cast<size_t>(j)].load() == 1;
+                ran[static_cast<size_t>(i)].fetch_add(1);
+              },
+              split, first);
+          for (auto& r : ran) once = once && r.load() == 1;
+        }
+    }
+  }
+  moe::set_thread_count(threads);
+  CHECK(once, "a two-stage job ran some item other than once");
+  CHECK(ordered, "a second-stage item ran before the first-stage items it waited for");
+}
+
 // Jobs run in the order posted, off the posting thread, and a forward there matches one on this thread.
 void test_job_thread() {
   const Case c{37, 33, 100, 8, 2, moe::Activation::swiglu, true};
@@ -490,6 +541,7 @@ int main(int argc, char** argv) {
   test_resize_between_forwards();
   test_job_thread();
   test_contiguous_runs();
+  test_two_stage_jobs();
   test_routing_rules();
   test_expert_cache();
   uint32_t seed = 1;

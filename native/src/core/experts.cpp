@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <stdexcept>
 
 #include "isa.h"
 #include "thread_pool.h"
@@ -12,7 +15,7 @@ namespace moe {
 
 namespace {
 
-// Above this many bytes of A, a group's GEMM goes chunk by chunk (see run_groups): a few MiB, well inside the
+// Above this many bytes of A, a group's GEMM goes chunk by chunk (see plan): a few MiB, well inside the
 // last-level cache of one core's share. Thresholds of 1 and 4 MiB measured alike on the small shape at 8192 tokens
 // (the experiment is row 54 of benchmarks/NOTES.md).
 constexpr int64_t kChunkMajorBytes = int64_t{4} << 20;
@@ -22,12 +25,34 @@ constexpr int64_t kDataPanelBytes = int64_t{512} << 10;
 // Work items are (group, row tile, panel tile). Panel tiles shrink until every thread has a few items, so a
 // single token (decode) still spreads the weight stream over all cores. Each item writes its own outputs and
 // never splits a reduction, so results are bitwise identical for any thread count.
-}  // namespace
 
-void run_gemm_groups(std::vector<GemmGroup>& groups, int64_t out_cols, WeightDtype dtype,
-                     AlignedBuffer<float>& packed_a) {
-  if (groups.empty()) return;  // no expert received a token
-  // A new version of the packed A for this call's items (see GemmProblem::a_version).
+struct Tile {
+  const GemmGroup* group;
+  int64_t row0, row1, a_offset;
+};
+struct Item {
+  int64_t tile0, tile1, panel0, panel1;
+};
+
+// One list of groups made ready to run: A packed, the work items listed, the kernel chosen.
+struct Stage {
+  std::vector<Tile> tiles;  // grow-only, like items: no allocation once warm
+  std::vector<Item> items;
+  float* a = nullptr;  // the packed rows of the tiles whose group brings none
+  cpu::WeightKernels weights{};
+  WeightDtype dtype = WeightDtype::float32;
+  double flops = 0.0;
+  bool contiguous = false;  // every group one row tile: items are runs of one weight stream (see plan)
+  // The group an item belongs to, as an index into the list.
+  int64_t group_of(const Item& it, const std::vector<GemmGroup>& groups) const {
+    return tiles[it.tile0].group - &groups[0];
+  }
+};
+
+// Lists the items of `groups` in `stage`, after packing A (into packed_a) where a group brings none.
+void plan(std::vector<GemmGroup>& groups, int64_t out_cols, WeightDtype dtype, AlignedBuffer<float>& packed_a,
+          Stage& stage) {
+  // A new version of the packed A for this list's items (see GemmProblem::a_version).
   static std::atomic<uint64_t> versions{0};
   const uint64_t version = ++versions;
   for (GemmGroup& g : groups) g.problem.a_version = version;
@@ -37,17 +62,12 @@ void run_gemm_groups(std::vector<GemmGroup>& groups, int64_t out_cols, WeightDty
   // Row tiles, each with its rows of A gathered and packed once, before the GEMMs, for all its panel tiles
   // (packing per work item repeated it once per panel tile: up to 11x the bytes for a 512-token prefill).
   // Groups whose A comes packed already skip this.
-  struct Tile {
-    const GemmGroup* group;
-    int64_t row0, row1, a_offset;
-  };
-  thread_local std::vector<Tile> tile_scratch;  // grow-only: no allocation once warm
-  std::vector<Tile>& tiles = tile_scratch;      // the caller's list, named so the workers see it
+  std::vector<Tile>& tiles = stage.tiles;
   tiles.clear();
   int64_t floats = 0, panel_count = 1;
-  double flops = 0.0;
+  stage.flops = 0.0;
   for (const auto& g : groups) {
-    flops += 2.0 * g.rows * g.panels * k.geometry.nr() * g.problem.k;
+    stage.flops += 2.0 * g.rows * g.panels * k.geometry.nr() * g.problem.k;
     panel_count = std::max(panel_count, g.panels);
     for (int64_t r = 0; r < g.rows; r += cpu::kTileRows) {
       const int64_t r1 = std::min(g.rows, r + cpu::kTileRows);
@@ -55,14 +75,9 @@ void run_gemm_groups(std::vector<GemmGroup>& groups, int64_t out_cols, WeightDty
       if (!g.packed_a) floats += k.geometry.packed_a_floats(r1 - r, g.problem.k);
     }
   }
-  float* a = packed_a.reserve(static_cast<size_t>(floats));
-  // A tile's packed rows: its micro blocks lie back to back, whole but for the group's last one.
-  const auto tile_a = [&](const Tile& t) {
-    return t.group->packed_a ? t.group->packed_a + t.row0 * k.geometry.packed_depth(t.group->problem.k)
-                             : a + t.a_offset;
-  };
+  float* a = stage.a = floats > 0 ? packed_a.reserve(static_cast<size_t>(floats)) : nullptr;
   // Below kPoolMinFlops (tens of microseconds) the hand-off to other threads costs more than it saves.
-  const bool tiny = flops < kPoolMinFlops;
+  const bool tiny = stage.flops < kPoolMinFlops;
   if (floats > 0) {
     const ThreadLimit limit(tiny || floats < (int64_t{1} << 16) ? 1 : ThreadLimit::current());
     ThreadPool::instance().run(static_cast<int64_t>(tiles.size()), [&](int64_t i) {
@@ -89,11 +104,7 @@ void run_gemm_groups(std::vector<GemmGroup>& groups, int64_t out_cols, WeightDty
   const int64_t chunk = static_cast<int64_t>(groups.size()) * panel_tiles >= 4 * threads
                             ? row_tiles
                             : std::max<int64_t>(1, row_tiles * panel_tiles / (4 * threads));
-  struct Item {
-    int64_t tile0, tile1, panel0, panel1;
-  };
-  thread_local std::vector<Item> scratch;
-  std::vector<Item>& items = scratch;
+  std::vector<Item>& items = stage.items;
   items.clear();
   for (int64_t first = 0; first < row_tiles;) {
     int64_t last = first;
@@ -126,23 +137,78 @@ void run_gemm_groups(std::vector<GemmGroup>& groups, int64_t out_cols, WeightDty
   // stay one stream across items, which the hardware prefetchers follow. Taken in turn by both threads, every item
   // started cold: at one token (small shape, q4_k) two threads took 1.20-1.56x the time of reading the same bytes
   // alone where one thread took 1.07-1.18x; with runs two take 1.11-1.20x, 10-15% faster (benchmarks/NOTES.md row 117).
-  const auto split =
-      row_tiles == static_cast<int64_t>(groups.size()) ? ThreadPool::Split::contiguous : ThreadPool::Split::dynamic;
-  const ThreadLimit limit(tiny ? 1 : ThreadLimit::current());
-  const cpu::WeightKernels& weights = k.weight_kernels(dtype);
+  stage.contiguous = row_tiles == static_cast<int64_t>(groups.size());
+  stage.dtype = dtype;
+  stage.weights = k.weight_kernels(dtype);
+}
+
+void run_item(const Stage& stage, const Item& it) {
+  // Consecutive row tiles of a group lie back to back in the packed buffer, in whole micro blocks.
+  const Tile& first = stage.tiles[it.tile0];
+  const cpu::GemmProblem& p = first.group->problem;
+  const float* a = first.group->packed_a ? first.group->packed_a + first.row0 * kernels().geometry.packed_depth(p.k)
+                                         : stage.a + first.a_offset;
+  // A float32 plain product of one k-block (the backward's weight gradients) by the kernel written for it.
+  const bool short_product = stage.dtype == WeightDtype::float32 && !p.bias && p.k <= cpu::kBlockDepth;
+  (short_product ? kernels().gemm_short : stage.weights.gemm_tile)(p, a, first.row0, stage.tiles[it.tile1 - 1].row1,
+                                                                   it.panel0, it.panel1);
+}
+
+ThreadPool::Split split_of(bool contiguous) {
+  return contiguous ? ThreadPool::Split::contiguous : ThreadPool::Split::dynamic;
+}
+
+}  // namespace
+
+void run_gemm_groups(std::vector<GemmGroup>& groups, int64_t out_cols, WeightDtype dtype,
+                     AlignedBuffer<float>& packed_a) {
+  if (groups.empty()) return;  // no expert received a token
+  thread_local Stage scratch;
+  Stage& stage = scratch;  // the caller's, named so that the workers see it (a thread_local is theirs)
+  plan(groups, out_cols, dtype, packed_a, stage);
+  const ThreadLimit limit(stage.flops < kPoolMinFlops ? 1 : ThreadLimit::current());
   ThreadPool::instance().run(
-      static_cast<int64_t>(items.size()),
+      static_cast<int64_t>(stage.items.size()), [&](int64_t i) { run_item(stage, stage.items[i]); },
+      split_of(stage.contiguous));
+}
+
+void run_gemm_chain(std::vector<GemmGroup>& first, int64_t first_cols, WeightDtype first_dtype,
+                    std::vector<GemmGroup>& second, int64_t second_cols, WeightDtype second_dtype,
+                    AlignedBuffer<float>& packed_a) {
+  if (first.empty()) return;  // no expert received a token
+  thread_local Stage scratch[2];
+  Stage &one = scratch[0], &two = scratch[1];  // the caller's, named so that the workers see them
+  plan(first, first_cols, first_dtype, packed_a, one);
+  for (const GemmGroup& g : second)
+    if (!g.packed_a) throw std::logic_error("run_gemm_chain: the second list's A must come packed");
+  plan(second, second_cols, second_dtype, packed_a, two);
+  // Per group of the first list, its items not yet done. Grow-only.
+  thread_local std::unique_ptr<std::atomic<int64_t>[]> counts;
+  thread_local size_t counts_size = 0;
+  if (counts_size < first.size()) counts.reset(new std::atomic<int64_t>[counts_size = first.size()]);
+  std::atomic<int64_t>* left = counts.get();
+  for (size_t g = 0; g < first.size(); ++g) left[g].store(0, std::memory_order_relaxed);
+  for (const Item& it : one.items) left[one.group_of(it, first)].fetch_add(1, std::memory_order_relaxed);
+
+  const int64_t n1 = static_cast<int64_t>(one.items.size()), n2 = static_cast<int64_t>(two.items.size());
+  const ThreadLimit limit(one.flops + two.flops < kPoolMinFlops ? 1 : ThreadLimit::current());
+  ThreadPool::instance().run(
+      n1 + n2,
       [&](int64_t i) {
-        // Consecutive row tiles of a group lie back to back in the packed buffer, in whole micro blocks.
-        const Item& it = items[i];
-        const Tile& first = tiles[it.tile0];
-        const cpu::GemmProblem& p = first.group->problem;
-        // A float32 plain product of one k-block (the backward's weight gradients) by the kernel written for it.
-        const bool short_product = dtype == WeightDtype::float32 && !p.bias && p.k <= cpu::kBlockDepth;
-        (short_product ? k.gemm_short : weights.gemm_tile)(p, tile_a(first), first.row0, tiles[it.tile1 - 1].row1,
-                                                           it.panel0, it.panel1);
+        if (i < n1) {
+          const Item& it = one.items[i];
+          run_item(one, it);
+          left[one.group_of(it, first)].fetch_sub(1, std::memory_order_release);
+          return;
+        }
+        // Group j of the second list reads what group j of the first writes: wait for the last of its items,
+        // which the pool's order puts ahead of this one in every thread (thread_pool.h), so the wait ends.
+        const Item& it = two.items[i - n1];
+        const std::atomic<int64_t>& pending = left[two.group_of(it, second)];
+        ThreadPool::wait_until([&] { return pending.load(std::memory_order_acquire) == 0; });
+        run_item(two, it);
       },
-      split);
+      split_of(one.contiguous && two.contiguous), n1);
 }
 
 namespace {
@@ -218,7 +284,7 @@ void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int
   float* hidden = ws.hidden.reserve(static_cast<size_t>(std::max<int64_t>(hidden_at[s.num_experts], 1)));
 
   // Phase 1: hidden[pos] = act(x[token(order[pos])] W1_e^T + b1) (* (x W3_e^T + b3)), rows gathered from x.
-  thread_local std::vector<GemmGroup> groups;  // grow-only: no allocation once warm
+  thread_local std::vector<GemmGroup> groups, downs;  // grow-only: no allocation once warm
   groups.clear();
   for (int64_t e = 0; e < s.num_experts; ++e) {
     const int64_t n = rows(e);
@@ -231,20 +297,24 @@ void expert_ffn(const PackedExperts& packed, const float* x, int64_t tokens, int
     const int64_t width = packed.up.panel_count() * geometry.nr();
     if (pre_out) g.problem.pre = {pre_out + offsets[e] * width, width, nullptr, 1};
     g.problem.c_rows = n;
+    g.panels = packed.up.panel_count();
     groups.push_back(g);
   }
-  run_groups(groups, packed.up, ws.packed_a);
 
   // Phase 2: slot_out[order[pos]] = hidden[pos] W2_e^T + b2, results scattered to their slots.
-  groups.clear();
+  downs.clear();
   for (int64_t e = 0; e < s.num_experts; ++e) {
     const int64_t n = rows(e);
     if (n == 0) continue;
     GemmGroup g{problem(packed.down, e, Activation::identity, false), n, hidden + hidden_at[e]};
     g.problem.c = {slot_out, s.d_model, order + offsets[e], 1};
-    groups.push_back(g);
+    g.panels = packed.down.panel_count();
+    downs.push_back(g);
   }
-  run_groups(groups, packed.down, ws.packed_a);
+  // Both phases in one job: an expert's down items start as soon as its own up items are done, so the threads do
+  // not wait at a barrier for the slowest of them between the phases (benchmarks/NOTES.md row 129).
+  run_gemm_chain(groups, packed.up.out_cols(), packed.up.dtype(), downs, packed.down.out_cols(), packed.down.dtype(),
+                 ws.packed_a);
 }
 
 // Dropped slots (not in the plan) get zero rows, so combine can sum every slot.

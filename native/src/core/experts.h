@@ -43,6 +43,12 @@ struct GemmGroup {
 void run_gemm_groups(std::vector<GemmGroup>& groups, int64_t out_cols, WeightDtype dtype,
                      AlignedBuffer<float>& packed_a);
 
+// Two lists of groups in one job of the pool, where group j of `second` reads (as its packed A) what group j of
+// `first` writes: each of second's items waits for its group's items of first, not for all of them.
+void run_gemm_chain(std::vector<GemmGroup>& first, int64_t first_cols, WeightDtype first_dtype,
+                    std::vector<GemmGroup>& second, int64_t second_cols, WeightDtype second_dtype,
+                    AlignedBuffer<float>& packed_a);
+
 // Experts whose panels lie in records read from their store (core/expert_store.h) instead of in the PackedExperts:
 // per expert its record, or null for one this call leaves out (its slots untouched).
 struct ExpertRecords {

@@ -47,6 +47,8 @@ bool spin_until(Done done, std::chrono::microseconds spin = kSpin) {
 }
 }  // namespace
 
+void ThreadPool::pause() { MOE_PAUSE(); }
+
 ThreadLimit::ThreadLimit(int threads) : previous_(tls_thread_limit) { tls_thread_limit = threads; }
 ThreadLimit::~ThreadLimit() { tls_thread_limit = previous_; }
 int ThreadLimit::current() { return tls_thread_limit; }
@@ -125,7 +127,7 @@ void ThreadPool::work_contiguous(int id) {
     uint64_t run = own.load(std::memory_order_relaxed);
     while (run_begin(run) < run_end(run)) {
       if (own.compare_exchange_weak(run, pack_run(run_begin(run) + 1, run_end(run)), std::memory_order_relaxed)) {
-        job_(job_context_, run_begin(run));
+        job_(job_context_, job_order_ ? job_order_[run_begin(run)] : run_begin(run));
         run = own.load(std::memory_order_relaxed);
       }
     }
@@ -184,7 +186,7 @@ void ThreadPool::worker_loop(int id, uint64_t seen, uint64_t seen_prewake) {
   }
 }
 
-void ThreadPool::run_erased(int64_t count, Task task, void* context, Split split) {
+void ThreadPool::run_erased(int64_t count, Task task, void* context, Split split, int64_t second) {
   if (count <= 0) return;
   std::lock_guard<std::mutex> run_lock(run_mutex_);
   const int limit = ThreadLimit::current();
@@ -200,10 +202,26 @@ void ThreadPool::run_erased(int64_t count, Task task, void* context, Split split
   next_.store(0, std::memory_order_relaxed);
   // (runs are 32-bit item indices: a job of more items than that takes items dynamically)
   contiguous_ = split == Split::contiguous && count < (int64_t{1} << 31);
-  if (contiguous_)
+  job_order_ = nullptr;
+  if (contiguous_ && second > 0 && second < count) {
+    // Thread t's run: its share of the first stage, then its share of the second, as positions in order_.
+    order_.resize(static_cast<size_t>(count));
+    const int64_t later = count - second;
+    int64_t at = 0;
+    for (int t = 0; t < threads_; ++t) {
+      const int64_t begin = at;
+      if (t < threads) {
+        for (int64_t i = second * t / threads; i < second * (t + 1) / threads; ++i) order_[at++] = i;
+        for (int64_t i = later * t / threads; i < later * (t + 1) / threads; ++i) order_[at++] = second + i;
+      }
+      runs_[t].items.store(pack_run(begin, at), std::memory_order_relaxed);
+    }
+    job_order_ = order_.data();
+  } else if (contiguous_) {
     for (int t = 0; t < threads_; ++t)
       runs_[t].items.store(t < threads ? pack_run(count * t / threads, count * (t + 1) / threads) : 0,
                            std::memory_order_relaxed);
+  }
   active_.store(threads_ - 1, std::memory_order_relaxed);  // every worker reports once per job
   {
     std::lock_guard<std::mutex> lock(mutex_);  // pairs with the sleepers' predicate check: no lost wake-up

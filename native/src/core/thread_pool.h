@@ -6,6 +6,11 @@
 // order, and a thread whose run is done steals the second half of the longest run left: where consecutive items
 // read consecutive memory (the weight panels of a decode step), each thread's loads then stay one stream, which the
 // hardware prefetchers follow from item to item.
+// Two stages in one job (`second`, the first item of the second stage): an item of the second stage may wait for
+// items of the first (a forward's down projection for its expert's up projection) without a barrier between the
+// stages. Every thread meets its first-stage items before its second-stage ones (contiguous: each thread's run is its
+// share of the first stage, then its share of the second; a thief takes the back of a run), so a thread that waits
+// never holds first-stage items it has not run, and the waits always end.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -35,13 +40,23 @@ class ThreadPool {
   enum class Split { dynamic, contiguous };
   static ThreadPool& instance();
   // Calls fn(item) for item in [0, count), spread over the pool; returns when all are done. Type-erased
-  // through a plain function pointer, so a call allocates nothing.
+  // through a plain function pointer, so a call allocates nothing (once a two-stage job's order has grown).
+  // second: where the second stage begins (items [second, count)), or count for one stage.
   template <class F>
-  void run(int64_t count, F&& fn, Split split = Split::dynamic) {
+  void run(int64_t count, F&& fn, Split split = Split::dynamic, int64_t second = -1) {
     using Fn = std::remove_reference_t<F>;
     run_erased(
         count, [](void* ctx, int64_t item) { (*static_cast<Fn*>(ctx))(item); },
-        const_cast<void*>(static_cast<const void*>(&fn)), split);
+        const_cast<void*>(static_cast<const void*>(&fn)), split, second < 0 ? count : second);
+  }
+  // Spins until done() holds, yielding now and then: for an item of a job's second stage waiting for items of its
+  // first that other threads run.
+  template <class Done>
+  static void wait_until(Done done) {
+    for (int spins = 0; !done(); ++spins) {
+      if (spins % 64 == 63) std::this_thread::yield();
+      pause();
+    }
   }
   void resize(int threads);  // total threads including the caller
   // Wakes sleeping workers ahead of a job that another thread is about to publish (an async call, run by a
@@ -51,7 +66,8 @@ class ThreadPool {
 
  private:
   using Task = void (*)(void* context, int64_t item);
-  void run_erased(int64_t count, Task task, void* context, Split split);
+  static void pause();  // the CPU's spin-wait hint
+  void run_erased(int64_t count, Task task, void* context, Split split, int64_t second);
   ThreadPool();
   ~ThreadPool();
   void start(int threads);
@@ -76,6 +92,10 @@ class ThreadPool {
   };
   std::unique_ptr<Run[]> runs_;
   bool contiguous_ = false;
+  // A two-stage contiguous job: the runs index this order (each thread's shares of the two stages back to back),
+  // or null for the items in their own order. Grow-only.
+  std::vector<int64_t> order_;
+  const int64_t* job_order_ = nullptr;
   std::atomic<int> active_{0};
   std::atomic<uint64_t> generation_{0};
   std::atomic<uint64_t> prewakes_{0};
