@@ -56,17 +56,17 @@ inline int64_t padded_group(int64_t g) { return (g + 7) / 8 * 8; }
 struct KPanel {
   int64_t nr, g, subs, high, offset;  // high: bits of each code above its nibble
   bool has_min;
-  int64_t dmin_at() const { return 2 * nr; }
-  int64_t scale_at(int64_t j) const { return (has_min ? 4 : 2) * nr + j * nr; }
-  int64_t min_at(int64_t j) const { return 4 * nr + (subs + j) * nr; }
-  int64_t header() const { return nr * ((has_min ? 4 : 2) + subs * (has_min ? 2 : 1)); }
-  int64_t nibbles() const { return g * nr / 2; }
-  int64_t plane() const { return high ? 4 * nr : 0; }
-  int64_t codes_at(int64_t j) const { return header() + j * (nibbles() + plane()); }
-  int64_t plane_at(int64_t j) const { return codes_at(j) + nibbles(); }
-  int64_t block() const { return header() + subs * (nibbles() + plane()); }
+  constexpr int64_t dmin_at() const { return 2 * nr; }
+  constexpr int64_t scale_at(int64_t j) const { return (has_min ? 4 : 2) * nr + j * nr; }
+  constexpr int64_t min_at(int64_t j) const { return 4 * nr + (subs + j) * nr; }
+  constexpr int64_t header() const { return nr * ((has_min ? 4 : 2) + subs * (has_min ? 2 : 1)); }
+  constexpr int64_t nibbles() const { return g * nr / 2; }
+  constexpr int64_t plane() const { return high ? 4 * nr : 0; }
+  constexpr int64_t codes_at(int64_t j) const { return header() + j * (nibbles() + plane()); }
+  constexpr int64_t plane_at(int64_t j) const { return codes_at(j) + nibbles(); }
+  constexpr int64_t block() const { return header() + subs * (nibbles() + plane()); }
 };
-inline KPanel k_panel(WeightDtype dtype, int64_t nr) {
+constexpr KPanel k_panel(WeightDtype dtype, int64_t nr) {
   const bool q6 = dtype == WeightDtype::q6_k;
   const int64_t g = q6 ? 16 : 32;
   return {nr, g, 256 / g, q6 ? 2 : dtype == WeightDtype::q5_k ? 1 : 0, q6 ? 32 : 0, !q6};

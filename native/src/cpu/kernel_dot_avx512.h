@@ -400,13 +400,21 @@ struct DotKernels {
   // without it, 28-30 with it (benchmarks/NOTES.md row 109): the hardware prefetchers alone leave the kernel's
   // loads waiting on memory, with its work added to the stream's time instead of hidden under it.
   static constexpr int64_t kKAhead = 6144;
+  // The panel layout of the K-quant with `High` bits above the nibble, known when compiling.
+  template <int High>
+  static constexpr moe::KPanel k_layout() {
+    return moe::k_panel(High == 2   ? moe::WeightDtype::q6_k
+                        : High == 1 ? moe::WeightDtype::q5_k
+                                    : moe::WeightDtype::q4_k,
+                        NR);
+  }
   template <int M, int High, int Off>
   static void micro_k(const uint32_t* ac, int stride, const float* as, const int32_t* asum, const uint8_t* panel,
-                      const moe::KPanel& kp, int64_t sb0, int64_t sb1, float* acc, bool first,
-                      const uint8_t* stream_end) {
+                      int64_t sb0, int64_t sb1, float* acc, bool first, const uint8_t* stream_end) {
     constexpr int64_t kQuads = 64;                    // quads of a super-block's activations
     constexpr int64_t sub_quads = High == 2 ? 4 : 8;  // (q6_k's sub-blocks are 16 inputs, the others' 32)
-    const int64_t subs = kp.subs, slice = (kp.block() / subs + 63) / 64 * 64;
+    constexpr moe::KPanel kp = k_layout<High>();      // (constant offsets, and an unrolled prefetch below)
+    constexpr int64_t subs = kp.subs, slice = (kp.block() / subs + 63) / 64 * 64;
     __m512 c[M][NV];
     for (int m = 0; m < M; ++m)
       for (int v = 0; v < NV; ++v) c[m][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + m * NR + v * W);
@@ -419,7 +427,12 @@ struct DotKernels {
       for (int64_t j = 0; j < subs; ++j) {
         if (stream_end) {  // (decode: this sub-block's share of the stream kKAhead bytes on)
           const uint8_t* from = h + kKAhead + j * slice;
-          for (const uint8_t* at = from; at < from + slice && at < stream_end; at += 64) __builtin_prefetch(at, 0, 3);
+          if (from + slice <= stream_end) {
+#pragma GCC unroll 16
+            for (int64_t at = 0; at < slice; at += 64) __builtin_prefetch(from + at, 0, 3);
+          } else {
+            for (const uint8_t* at = from; at < from + slice && at < stream_end; at += 64) __builtin_prefetch(at, 0, 3);
+          }
         }
         const uint8_t* codes = h + kp.codes_at(j);
         __m512i sum[M][NV], plane[NV] = {};
@@ -462,13 +475,13 @@ struct DotKernels {
 
   template <int M, int High, int Off>
   static void micro_k_upto(int rows, const uint32_t* ac, int stride, const float* as, const int32_t* asum,
-                           const uint8_t* panel, const moe::KPanel& kp, int64_t sb0, int64_t sb1, float* acc,
-                           bool first, const uint8_t* stream_end) {
+                           const uint8_t* panel, int64_t sb0, int64_t sb1, float* acc, bool first,
+                           const uint8_t* stream_end) {
     if constexpr (M > 1) {
       if (rows < M)
-        return micro_k_upto<M - 1, High, Off>(rows, ac, stride, as, asum, panel, kp, sb0, sb1, acc, first, stream_end);
+        return micro_k_upto<M - 1, High, Off>(rows, ac, stride, as, asum, panel, sb0, sb1, acc, first, stream_end);
     }
-    micro_k<M, High, Off>(ac, stride, as, asum, panel, kp, sb0, sb1, acc, first, stream_end);
+    micro_k<M, High, Off>(ac, stride, as, asum, panel, sb0, sb1, acc, first, stream_end);
   }
 
   // Quad Qd's high bits out of a sub-block's plane onto its nibbles (code = nibble | high << 4): one shift by a
@@ -507,7 +520,7 @@ struct DotKernels {
   template <int High, int Off>
   static void gemm_k(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
                      int64_t panel_begin, int64_t panel_end) {
-    const moe::KPanel kp = moe::k_panel(p.weight_dtype, NR);
+    constexpr moe::KPanel kp = k_layout<High>();
     constexpr int64_t kSuper = 256, kQuads = 64;
     const int64_t blocks = p.k / kSuper, subs = kp.subs;
     const int64_t block_group = std::max<int64_t>(1, kGroupBlockBytes / kp.block());  // super-blocks per call
@@ -533,7 +546,7 @@ struct DotKernels {
             for (int r2 = 0; r2 < mc; r2 += kKRows)
               micro_k_upto<kKRows, High, Off>(std::min(kKRows, mc - r2), qa.codes.data() + r * blocks * kQuads + r2, mc,
                                               qa.scales.data() + r * blocks + r2,
-                                              qa.subsums.data() + (r * blocks + r2) * subs, b, kp, s0, s1,
+                                              qa.subsums.data() + (r * blocks + r2) * subs, b, s0, s1,
                                               acc + (r + r2) * NR, s0 == 0, decode_end);
           }
         }
