@@ -256,14 +256,21 @@ struct DotKernels {
     for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_si512(codes + (qd * NR + v * W) * 4);
   }
   // Octet od's codes (int4, K-quants: nibbles): low nibbles are its first quad, high nibbles its second.
+  // Pinned: the line loaded once into a register (see pinned), for the one-row K-quant kernel.
+  template <bool Pinned = false>
   static void load_octet(const uint8_t* codes, int64_t od, __m512i (&lo)[NV], __m512i (&hi)[NV]) {
     const __m512i nibbles = _mm512_set1_epi32(0x0f0f0f0f);
     for (int v = 0; v < NV; ++v) {
-      const __m512i w = _mm512_loadu_si512(codes + (od * NR + v * W) * 4);
+      __m512i w = _mm512_loadu_si512(codes + (od * NR + v * W) * 4);
+      if constexpr (Pinned) pinned(w);
       lo[v] = _mm512_and_si512(w, nibbles);
       hi[v] = _mm512_and_si512(_mm512_srli_epi32(w, 4), nibbles);
     }
   }
+  // Keeps v in its register: the compiler otherwise folds the load into each instruction that uses it, and a line
+  // of weights loaded 2-8 times over streamed slower at one token (the nibbles' two uses, q5_k's plane lifted for
+  // 8 quads: forward 8-15% slower; benchmarks/NOTES.md row 131). Prefill is better with the folded loads.
+  static void pinned(__m512i& v) { asm("" : "+v"(v)); }
   // to[m] += one quad's codes b times row m's four activation codes (aq[m], the rows' words of that quad in turn).
   template <int M>
   static void dot_quad(__m512i (&to)[M][NV], const __m512i (&b)[NV], const uint32_t* aq) {
@@ -439,7 +446,10 @@ struct DotKernels {
         for (int m = 0; m < M; ++m)
           for (int v = 0; v < NV; ++v) sum[m][v] = _mm512_setzero_si512();
         if constexpr (High > 0)
-          for (int v = 0; v < NV; ++v) plane[v] = _mm512_loadu_si512(h + kp.plane_at(j) + v * W * 4);
+          for (int v = 0; v < NV; ++v) {
+            plane[v] = _mm512_loadu_si512(h + kp.plane_at(j) + v * W * 4);
+            if constexpr (M == 1) pinned(plane[v]);
+          }
         octets<M, High>(sum, codes, plane, a + j * sub_quads * stride, stride,
                         std::make_integer_sequence<int, sub_quads / 2>());
         for (int v = 0; v < NV; ++v) {
@@ -503,7 +513,7 @@ struct DotKernels {
     const auto octet = [&](auto od) {
       constexpr int o = decltype(od)::value;
       __m512i lo[NV], hi[NV];
-      load_octet(codes, o, lo, hi);
+      load_octet<M == 1>(codes, o, lo, hi);
       if constexpr (High > 0)
         for (int v = 0; v < NV; ++v)
           lo[v] = lifted<High, 2 * o>(lo[v], plane[v]), hi[v] = lifted<High, 2 * o + 1>(hi[v], plane[v]);
