@@ -439,7 +439,8 @@ void test_contiguous_runs() {
 void test_two_stage_jobs() {
   moe::ThreadPool& pool = moe::ThreadPool::instance();
   const int threads = moe::thread_count();
-  bool once = true, ordered = true;
+  bool once = true;
+  std::atomic<bool> ordered{true};  // (written by the pool's threads)
   for (int size : {1, 2, 3, 5}) {
     moe::set_thread_count(size);
     for (int limit : {0, 2}) {
@@ -470,7 +471,7 @@ void test_two_stage_jobs() {
                 const int64_t g = (i - first) * groups / second;
                 moe::ThreadPool::wait_until([&] { return left[static_cast<size_t>(g)].load() == 0; });
                 for (int64_t j = 0; j < first; ++j)
-                  if (j * groups / first == g) ordered = ordered && ran[static_cast<size_t>(j)].load() == 1;
+                  if (j * groups / first == g && ran[static_cast<size_t>(j)].load() != 1) ordered.store(false);
                 ran[static_cast<size_t>(i)].fetch_add(1);
               },
               split, first);
@@ -480,7 +481,7 @@ void test_two_stage_jobs() {
   }
   moe::set_thread_count(threads);
   CHECK(once, "a two-stage job ran some item other than once");
-  CHECK(ordered, "a second-stage item ran before the first-stage items it waited for");
+  CHECK(ordered.load(), "a second-stage item ran before the first-stage items it waited for");
 }
 
 // Jobs run in the order posted, off the posting thread, and a forward there matches one on this thread.
