@@ -446,13 +446,14 @@ void test_two_stage_jobs() {
     for (int limit : {0, 2}) {
       const moe::ThreadLimit scope(limit);
       for (auto split : {moe::ThreadPool::Split::dynamic, moe::ThreadPool::Split::contiguous})
-        for (auto [first, second, groups] : {std::array<int64_t, 3>{1, 1, 1},
-                                             {2, 3, 2},
-                                             {7, 5, 3},
-                                             {64, 64, 8},
-                                             {3, 100, 3},
-                                             {100, 3, 2},
-                                             {22, 8, 2}}) {
+        for (const auto& shape : {std::array<int64_t, 3>{1, 1, 1},
+                                  {2, 3, 2},
+                                  {7, 5, 3},
+                                  {64, 64, 8},
+                                  {3, 100, 3},
+                                  {100, 3, 2},
+                                  {22, 8, 2}}) {
+          const int64_t first = shape[0], second = shape[1], groups = shape[2];  // (C++17: lambdas capture no bindings)
           std::vector<std::atomic<int>> ran(static_cast<size_t>(first + second));
           std::vector<std::atomic<int64_t>> left(static_cast<size_t>(groups));
           for (auto& r : ran) r.store(0);
