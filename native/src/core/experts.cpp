@@ -147,6 +147,14 @@ void run_item(const Stage& stage, const Item& it) {
   const cpu::GemmProblem& p = first.group->problem;
   const float* a = first.group->packed_a ? first.group->packed_a + first.row0 * kernels().geometry.packed_depth(p.k)
                                          : stage.a + first.a_offset;
+  // The item's biases (a panel's nr floats), asked for as it starts: each panel's epilogue reads them, from memory
+  // in a decode (their lines lie in no stream a prefetcher follows), and waited there (benchmarks/NOTES.md row 132).
+  if (p.bias) {
+    const int64_t nr = kernels().geometry.nr();
+    const char* end = reinterpret_cast<const char*>(p.bias + it.panel1 * nr);
+    for (const char* at = reinterpret_cast<const char*>(p.bias + it.panel0 * nr); at < end; at += 64)
+      __builtin_prefetch(at, 0, 3);
+  }
   // A float32 plain product of one k-block (the backward's weight gradients) by the kernel written for it.
   const bool short_product = stage.dtype == WeightDtype::float32 && !p.bias && p.k <= cpu::kBlockDepth;
   (short_product ? kernels().gemm_short : stage.weights.gemm_tile)(p, a, first.row0, stage.tiles[it.tile1 - 1].row1,

@@ -442,9 +442,14 @@ struct DotKernels {
           }
         }
         const uint8_t* codes = h + kp.codes_at(j);
+        // q6_k's codes are q + 32: each sum starts at -32 S_j, so that it ends centred (sum (q + 32) a - 32 S_j),
+        // one broadcast a row instead of a multiply and a subtraction a vector (benchmarks/NOTES.md row 132).
         __m512i sum[M][NV], plane[NV] = {};
-        for (int m = 0; m < M; ++m)
-          for (int v = 0; v < NV; ++v) sum[m][v] = _mm512_setzero_si512();
+        for (int m = 0; m < M; ++m) {
+          const __m512i start =
+              Off ? _mm512_set1_epi32(-Off * asum[(sb * stride + m) * subs + j]) : _mm512_setzero_si512();
+          for (int v = 0; v < NV; ++v) sum[m][v] = start;
+        }
         if constexpr (High > 0)
           for (int v = 0; v < NV; ++v) {
             plane[v] = _mm512_loadu_si512(h + kp.plane_at(j) + v * W * 4);
@@ -459,11 +464,11 @@ struct DotKernels {
           if (!Off)
             mn = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + kp.min_at(j) + v * W)));
           for (int m = 0; m < M; ++m) {
-            const __m512i s = _mm512_set1_epi32(asum[(sb * stride + m) * subs + j]);
-            const __m512i centred =
-                Off ? _mm512_sub_epi32(sum[m][v], _mm512_mullo_epi32(s, _mm512_set1_epi32(Off))) : sum[m][v];
-            total[m][v] = _mm512_add_epi32(total[m][v], _mm512_mullo_epi32(centred, sc));
-            if (!Off) mins[m][v] = _mm512_add_epi32(mins[m][v], _mm512_mullo_epi32(s, mn));
+            total[m][v] = _mm512_add_epi32(total[m][v], _mm512_mullo_epi32(sum[m][v], sc));
+            if (!Off) {
+              const __m512i s = _mm512_set1_epi32(asum[(sb * stride + m) * subs + j]);
+              mins[m][v] = _mm512_add_epi32(mins[m][v], _mm512_mullo_epi32(s, mn));
+            }
           }
         }
       }
