@@ -415,6 +415,11 @@ struct DotKernels {
                                     : moe::WeightDtype::q4_k,
                         NR);
   }
+  // f(j) for each sub-block j, as a compile-time constant.
+  template <class F, int64_t... J>
+  static void unrolled_subs(F& f, std::integer_sequence<int64_t, J...>) {
+    (f(std::integral_constant<int64_t, J>()), ...);
+  }
   template <int M, int High, int Off>
   static void micro_k(const uint32_t* ac, int stride, const float* as, const int32_t* asum, const uint8_t* panel,
                       int64_t sb0, int64_t sb1, float* acc, bool first, const uint8_t* stream_end) {
@@ -431,7 +436,9 @@ struct DotKernels {
       __m512i total[M][NV], mins[M][NV];
       for (int m = 0; m < M; ++m)
         for (int v = 0; v < NV; ++v) total[m][v] = _mm512_setzero_si512(), mins[m][v] = _mm512_setzero_si512();
-      for (int64_t j = 0; j < subs; ++j) {
+      // Sub-block j of the super-block: j an integer, or a compile-time constant where unrolled below. (Called out
+      // of line, its sums would go through memory: always inlined.)
+      const auto sub_block = [&](auto j) __attribute__((always_inline)) {
         if (stream_end) {  // (decode: this sub-block's share of the stream kKAhead bytes on)
           const uint8_t* from = h + kKAhead + j * slice;
           if (from + slice <= stream_end) {
@@ -471,7 +478,14 @@ struct DotKernels {
             }
           }
         }
-      }
+      };
+      // One row (decode): the sub-blocks unrolled, so that their offsets are constants and the loop's counters,
+      // bounds, branches and register copies go (see micro_k_row). Several rows keep the loop: unrolled, the
+      // 3-row kernel ran 512 tokens 1.4x slower (its code and registers grow with M).
+      if constexpr (M == 1)
+        unrolled_subs(sub_block, std::make_integer_sequence<int64_t, kp.subs>());
+      else
+        for (int64_t j = 0; j < subs; ++j) sub_block(j);
       for (int v = 0; v < NV; ++v) {
         const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + 2 * v * W)));
         __m512 dmin = _mm512_setzero_ps();
@@ -496,7 +510,22 @@ struct DotKernels {
       if (rows < M)
         return micro_k_upto<M - 1, High, Off>(rows, ac, stride, as, asum, panel, sb0, sb1, acc, first, stream_end);
     }
-    micro_k<M, High, Off>(ac, stride, as, asum, panel, sb0, sb1, acc, first, stream_end);
+    if constexpr (M == 1)
+      micro_k_row<High, Off>(ac, stride, as, asum, panel, sb0, sb1, acc, first, stream_end);
+    else
+      micro_k<M, High, Off>(ac, stride, as, asum, panel, sb0, sb1, acc, first, stream_end);
+  }
+  // The one-row (decode) kernel, its sub-blocks unrolled, out of line and flattened, so that all of it is inlined
+  // into it and nothing of it into gemm_k: q6_k's decode took 0.69-0.75 of the loop's time, q5_k's 0.95-1.0, q4_k's
+  // 0.97-1.05 (benchmarks/NOTES.md row 134). Inlined into gemm_k instead, the unrolled code grew the function past
+  // GCC's inlining limits, which then called parts of it out of line (sums through memory) and slowed the
+  // several-row kernels (q5_k prefill 15%).
+  template <int High, int Off>
+  __attribute__((noinline, flatten)) static void micro_k_row(const uint32_t* ac, int stride, const float* as,
+                                                             const int32_t* asum, const uint8_t* panel, int64_t sb0,
+                                                             int64_t sb1, float* acc, bool first,
+                                                             const uint8_t* stream_end) {
+    micro_k<1, High, Off>(ac, stride, as, asum, panel, sb0, sb1, acc, first, stream_end);
   }
 
   // Quad Qd's high bits out of a sub-block's plane onto its nibbles (code = nibble | high << 4): one shift by a
