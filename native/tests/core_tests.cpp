@@ -318,8 +318,11 @@ void test_gemm_tiles() {
                          packed_a.data() + r * t.geometry.packed_depth(k));
               t.weight_kernels(p.weight_dtype).gemm_tile(p, packed_a.data(), 0, rows, 0, matrix->panel_count());
             }
-            const bool dot = t.isa == moe::Isa::avx512_bf16 && table != tables[0] &&
-                             (dtype == moe::WeightDtype::bfloat16 || moe::is_quantized(dtype));
+            // (avx2 takes the K-quants by integer dot products too: kernel_kquant_avx2.h)
+            const bool dot =
+                table != tables[0] && ((t.isa == moe::Isa::avx512_bf16 &&
+                                        (dtype == moe::WeightDtype::bfloat16 || moe::is_quantized(dtype))) ||
+                                       (t.isa == moe::Isa::avx2 && moe::is_k_quant(dtype)));
             // (A K-quant's weight is scale * code - min: a compiler may fuse the two, one rounding instead of two,
             // so its products are checked against float64 below, not bitwise.)
             if (!dot && !moe::is_k_quant(dtype)) {

@@ -1,4 +1,5 @@
-// The avx2 kernels: kernel_impl.h compiled with this ISA's flags (see CMakeLists.txt).
+// The avx2 kernels: kernel_impl.h compiled with this ISA's flags (see CMakeLists.txt), with the K-quants' integer
+// dot products of kernel_kquant_avx2.h.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -13,8 +14,10 @@
 namespace moe::cpu {
 namespace {
 #include "kernel_impl.h"
+// (after the generic kernels, which the K-quant ones reuse)
+#include "kernel_kquant_avx2.h"
 }  // namespace
 
-const KernelTable* kernels_avx2() { return KernelImpl<SimdAvx2>::table(Isa::avx2); }
+const KernelTable* kernels_avx2() { return KQuantAvx2::table(); }
 
 }  // namespace moe::cpu
