@@ -71,5 +71,10 @@ constexpr KPanel k_panel(WeightDtype dtype, int64_t nr) {
   const int64_t g = q6 ? 16 : 32;
   return {nr, g, 256 / g, q6 ? 2 : dtype == WeightDtype::q5_k ? 1 : 0, q6 ? 32 : 0, !q6};
 }
+// The same, named as the integer kernels' templates name the K-quants: by the bits each code has above its nibble
+// (0: q4_k, 1: q5_k, 2: q6_k).
+constexpr KPanel k_panel_of_high(int high, int64_t nr) {
+  return k_panel(high == 2 ? WeightDtype::q6_k : high == 1 ? WeightDtype::q5_k : WeightDtype::q4_k, nr);
+}
 
 }  // namespace moe

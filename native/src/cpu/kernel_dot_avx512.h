@@ -407,14 +407,6 @@ struct DotKernels {
   // without it, 28-30 with it (benchmarks/NOTES.md row 109): the hardware prefetchers alone leave the kernel's
   // loads waiting on memory, with its work added to the stream's time instead of hidden under it.
   static constexpr int64_t kKAhead = 6144;
-  // The panel layout of the K-quant with `High` bits above the nibble, known when compiling.
-  template <int High>
-  static constexpr moe::KPanel k_layout() {
-    return moe::k_panel(High == 2   ? moe::WeightDtype::q6_k
-                        : High == 1 ? moe::WeightDtype::q5_k
-                                    : moe::WeightDtype::q4_k,
-                        NR);
-  }
   // f(j) for each sub-block j, as a compile-time constant.
   template <class F, int64_t... J>
   static void unrolled_subs(F& f, std::integer_sequence<int64_t, J...>) {
@@ -423,9 +415,9 @@ struct DotKernels {
   template <int M, int High, int Off>
   static void micro_k(const uint32_t* ac, int stride, const float* as, const int32_t* asum, const uint8_t* panel,
                       int64_t sb0, int64_t sb1, float* acc, bool first, const uint8_t* stream_end) {
-    constexpr int64_t kQuads = 64;                    // quads of a super-block's activations
-    constexpr int64_t sub_quads = High == 2 ? 4 : 8;  // (q6_k's sub-blocks are 16 inputs, the others' 32)
-    constexpr moe::KPanel kp = k_layout<High>();      // (constant offsets, and an unrolled prefetch below)
+    constexpr int64_t kQuads = 64;                              // quads of a super-block's activations
+    constexpr int64_t sub_quads = High == 2 ? 4 : 8;            // (q6_k's sub-blocks are 16 inputs, the others' 32)
+    constexpr moe::KPanel kp = moe::k_panel_of_high(High, NR);  // (constant offsets, and an unrolled prefetch below)
     constexpr int64_t subs = kp.subs, slice = (kp.block() / subs + 63) / 64 * 64;
     __m512 c[M][NV];
     for (int m = 0; m < M; ++m)
@@ -564,7 +556,7 @@ struct DotKernels {
   template <int High, int Off>
   static void gemm_k(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
                      int64_t panel_begin, int64_t panel_end) {
-    constexpr moe::KPanel kp = k_layout<High>();
+    constexpr moe::KPanel kp = moe::k_panel_of_high(High, NR);
     constexpr int64_t kSuper = 256, kQuads = 64;
     const int64_t blocks = p.k / kSuper, subs = kp.subs;
     const int64_t block_group = std::max<int64_t>(1, kGroupBlockBytes / kp.block());  // super-blocks per call

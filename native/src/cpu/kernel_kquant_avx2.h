@@ -66,13 +66,6 @@ struct KQuantAvx2 {
     }
   }
 
-  template <int High>
-  static constexpr moe::KPanel k_layout() {
-    return moe::k_panel(High == 2   ? moe::WeightDtype::q6_k
-                        : High == 1 ? moe::WeightDtype::q5_k
-                                    : moe::WeightDtype::q4_k,
-                        NR);
-  }
   // Quad Qd's high bits out of a sub-block's plane onto its nibbles (code = nibble | high << 4), as lifted() in
   // kernel_dot_avx512.h: the 16-bit shifts move bits across a byte only into places the mask drops.
   template <int High>
@@ -94,7 +87,7 @@ struct KQuantAvx2 {
   template <int High, int Off>
   static void row_k(const int8_t* qa, const float* da, const int32_t* sums, const uint8_t* panel, int64_t sb0,
                     int64_t sb1, float* acc, bool first, const uint8_t* stream_end) {
-    constexpr moe::KPanel kp = k_layout<High>();
+    constexpr moe::KPanel kp = moe::k_panel_of_high(High, NR);
     constexpr int64_t subs = kp.subs, g = kp.g, slice = (kp.block() / subs + 63) / 64 * 64;
     const __m256i low = _mm256_set1_epi8(0x0f);
     __m256 c[NV];
@@ -156,7 +149,7 @@ struct KQuantAvx2 {
   template <int High, int Off>
   static void gemm_k(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
                      int64_t panel_begin, int64_t panel_end) {
-    constexpr moe::KPanel kp = k_layout<High>();
+    constexpr moe::KPanel kp = moe::k_panel_of_high(High, NR);
     const int64_t blocks = p.k / kSuper, subs = kp.subs;
     const int64_t step = std::max<int64_t>(1, (int64_t{16} << 10) / kp.block());  // super-blocks per pass: 16 KB
     thread_local QuantA qa;
