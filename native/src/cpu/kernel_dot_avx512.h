@@ -42,20 +42,6 @@ struct DotKernels {
     for (int64_t at = from; at < to; at += 64) __builtin_prefetch(stream + at, 0, 3);
   }
 
-  // Which chunk of packed A a thread's converted copy holds: the items of one GemmProblem::a_version that share a
-  // row chunk (a group's panel tiles) convert it once per thread instead of once per item.
-  struct Converted {
-    uint64_t version = 0;
-    const float* a = nullptr;
-    int64_t rows = 0;
-    bool holds(const moe::cpu::GemmProblem& p, const float* chunk, int64_t chunk_rows) const {
-      return p.a_version != 0 && version == p.a_version && a == chunk && rows == chunk_rows;
-    }
-    void set(const moe::cpu::GemmProblem& p, const float* chunk, int64_t chunk_rows) {
-      version = p.a_version, a = chunk, rows = chunk_rows;
-    }
-  };
-
   // ---- bfloat16 -------------------------------------------------------------------------------------
   // A, converted: per block of MR rows (fewer in the last), chunks of 16 k pairs, each the block's rows of 16
   // words (a word: the bfloat16 of an even k in its low half, the next k in its high half), as pack_a's floats.

@@ -6,6 +6,21 @@
 // Included inside an anonymous namespace of each cpu_<isa>.cpp, after the standard headers it uses.
 #pragma once
 
+// Which chunk of packed A a thread's converted copy holds (the dot-product kernels' activations, bfloat16 or
+// quantized): the items of one GemmProblem::a_version that share a row chunk (a group's panel tiles) convert it
+// once per thread instead of once per item.
+struct Converted {
+  uint64_t version = 0;
+  const float* a = nullptr;
+  int64_t rows = 0;
+  bool holds(const moe::cpu::GemmProblem& p, const float* chunk, int64_t chunk_rows) const {
+    return p.a_version != 0 && version == p.a_version && a == chunk && rows == chunk_rows;
+  }
+  void set(const moe::cpu::GemmProblem& p, const float* chunk, int64_t chunk_rows) {
+    version = p.a_version, a = chunk, rows = chunk_rows;
+  }
+};
+
 template <class V>
 struct KernelImpl {
   using reg = typename V::reg;

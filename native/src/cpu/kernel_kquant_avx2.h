@@ -22,9 +22,6 @@ struct KQuantAvx2 {
     std::vector<int8_t> codes;
     std::vector<float> scales;
     std::vector<int32_t> sums;
-    uint64_t version = 0;
-    const float* a = nullptr;
-    int64_t rows = 0, g = 0;
   };
 
   static void quantize(const float* ac, int64_t rows, int64_t k, int64_t g, QuantA& q) {
@@ -153,15 +150,13 @@ struct KQuantAvx2 {
     const int64_t blocks = p.k / kSuper, subs = kp.subs;
     const int64_t step = std::max<int64_t>(1, (int64_t{16} << 10) / kp.block());  // super-blocks per pass: 16 KB
     thread_local QuantA qa;
+    thread_local Converted held;
     alignas(32) float acc[kChunk * NR];
     const uint8_t* const stream_end = static_cast<const uint8_t*>(p.panels) + panel_end * p.panel_bytes;
     for (int64_t c0 = row_begin; c0 < row_end; c0 += kChunk) {
       const int64_t rows = std::min(kChunk, row_end - c0);
       const float* chunk = a + (c0 - row_begin) * K::packed_depth(p.k);
-      if (!(p.a_version != 0 && qa.version == p.a_version && qa.a == chunk && qa.rows == rows && qa.g == kp.g)) {
-        quantize(chunk, rows, p.k, kp.g, qa);
-        qa.version = p.a_version, qa.a = chunk, qa.rows = rows, qa.g = kp.g;
-      }
+      if (!held.holds(p, chunk, rows)) quantize(chunk, rows, p.k, kp.g, qa), held.set(p, chunk, rows);
       const uint8_t* decode_end = rows == 1 ? stream_end : nullptr;
       for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
         const uint8_t* b = static_cast<const uint8_t*>(p.panels) + panel * p.panel_bytes;
