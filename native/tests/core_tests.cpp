@@ -318,11 +318,12 @@ void test_gemm_tiles() {
                          packed_a.data() + r * t.geometry.packed_depth(k));
               t.weight_kernels(p.weight_dtype).gemm_tile(p, packed_a.data(), 0, rows, 0, matrix->panel_count());
             }
-            // (avx2 takes the K-quants by integer dot products too: kernel_kquant_avx2.h)
+            // (the K-quants by integer dot products on every x86 ISA: kernel_dot_avx512.h, kernel_kquant_avx2.h)
+            const bool x86 = t.isa == moe::Isa::avx512_bf16 || t.isa == moe::Isa::avx512 || t.isa == moe::Isa::avx2;
             const bool dot =
                 table != tables[0] && ((t.isa == moe::Isa::avx512_bf16 &&
                                         (dtype == moe::WeightDtype::bfloat16 || moe::is_quantized(dtype))) ||
-                                       (t.isa == moe::Isa::avx2 && moe::is_k_quant(dtype)));
+                                       (x86 && moe::is_k_quant(dtype)));
             // (A K-quant's weight is scale * code - min: a compiler may fuse the two, one rounding instead of two,
             // so its products are checked against float64 below, not bitwise.)
             if (!dot && !moe::is_k_quant(dtype)) {

@@ -15,6 +15,7 @@ namespace moe {
 
 // avx512_bf16: AVX-512 with AVX512-BF16 (vdpbf16ps) and AVX512-VNNI (vpdpbusd), whose 16-bit and 8/4-bit weight
 // GEMMs round or quantize the activations to use those dot-product instructions (see docs/precision.md).
+// avx512: AVX512F and AVX512BW (its K-quant GEMMs quantize the activations too, with vpmaddubsw for vpdpbusd).
 enum class Isa { scalar, avx2, avx512, neon, avx512_bf16 };
 const char* isa_name(Isa isa);
 

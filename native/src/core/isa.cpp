@@ -66,7 +66,8 @@ bool cpu_supports(Isa isa) {
 #if defined(__x86_64__) || defined(_M_X64)
   __builtin_cpu_init();
   switch (isa) {
-    case Isa::avx512: return __builtin_cpu_supports("avx512f");
+    // (AVX512BW: the K-quants' byte dot products. Every AVX-512 CPU but Xeon Phi has it; Xeon Phi takes avx2.)
+    case Isa::avx512: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
     case Isa::avx512_bf16:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bf16");

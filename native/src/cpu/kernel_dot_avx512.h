@@ -1,14 +1,17 @@
-// The dot-product GEMMs of the avx512_bf16 ISA: bfloat16 weights with vdpbf16ps (AVX512-BF16), int8 and int4
-// weights with vpdpbusd (AVX512-VNNI). Each instruction does two (bf16) or four (int8) multiply-adds per 32-bit
-// lane where an FMA does one, and the weights stay in their stored form in the registers: the packed layouts of
-// core/weight_formats.h are these instructions' operands. The price is in the activations, converted per row chunk
-// from the float32 packed A that every GEMM receives (KernelImpl::pack_a's layout):
+// The dot-product GEMMs of the AVX-512 ISAs. avx512_bf16 (compiled with AVX512-BF16 and AVX512-VNNI): bfloat16
+// weights with vdpbf16ps, int8, int4 and the K-quants with vpdpbusd. avx512 (AVX512F and AVX512BW without VNNI:
+// Skylake-SP and Skylake-X): the K-quants only, with vpmaddubsw and vpmaddwd standing in for vpdpbusd (see dot_octet),
+// as llama.cpp's AVX-512 kernels do without VNNI. Each dot instruction does two (bf16) or four (int8) multiply-adds per
+// 32-bit lane where an FMA does one, and the weights stay in their stored form in the registers: the packed layouts of
+// core/weight_formats.h are these instructions' operands. The price is in the activations, converted per row chunk from
+// the float32 packed A that every GEMM receives (KernelImpl::pack_a's layout):
 //   bfloat16: rounded to bfloat16 (nearest even), as oneDNN and PyTorch's bf16 matmuls do; sums stay float32.
 //   int8 / int4: quantized per row and weight group, symmetric: d_a = max|a| / 127, q_a = round(a / d_a) (nearest
 //   even), the llama.cpp way (its Q8_0 activations for Q8_0 and Q4_0 weights). A group's integer dot product is
 //   exact; it is then scaled by d_a * d_w and added in float32.
 // The reduction order is fixed by the row's position alone (not the thread split), so results stay bitwise the
-// same for any thread count. Included inside the anonymous namespace of cpu_avx512_bf16.cpp, after kernel_impl.h.
+// same for any thread count. Included inside the anonymous namespace of cpu_avx512_bf16.cpp and cpu_avx512.cpp,
+// after kernel_impl.h; which parts are compiled follows the compiler's flags there (__AVX512BF16__, __AVX512VNNI__).
 #pragma once
 
 struct DotKernels {
@@ -42,6 +45,7 @@ struct DotKernels {
     for (int64_t at = from; at < to; at += 64) __builtin_prefetch(stream + at, 0, 3);
   }
 
+#if defined(__AVX512BF16__)  // (avx512_bf16 only)
   // ---- bfloat16 -------------------------------------------------------------------------------------
   // A, converted: per block of MR rows (fewer in the last), chunks of 16 k pairs, each the block's rows of 16
   // words (a word: the bfloat16 of an even k in its low half, the next k in its high half), as pack_a's floats.
@@ -160,6 +164,8 @@ struct DotKernels {
     }
   }
 
+#endif
+
   // ---- int8 / int4 ----------------------------------------------------------------------------------
   // A, quantized: per block of kQuantRows rows (fewer in the last) and per weight group, the codes (quads of k as
   // words, the block's rows one after another per quad), then per group and row the scale d_a and the offset
@@ -257,6 +263,7 @@ struct DotKernels {
   // of weights loaded 2-8 times over streamed slower at one token (the nibbles' two uses, q5_k's plane lifted for
   // 8 quads: forward 8-15% slower; benchmarks/NOTES.md row 131). Prefill is better with the folded loads.
   static void pinned(__m512i& v) { asm("" : "+v"(v)); }
+#if defined(__AVX512VNNI__)  // (avx512_bf16 only: int8's codes reach 255, past vpmaddubsw's int16 pairs)
   // to[m] += one quad's codes b times row m's four activation codes (aq[m], the rows' words of that quad in turn).
   template <int M>
   static void dot_quad(__m512i (&to)[M][NV], const __m512i (&b)[NV], const uint32_t* aq) {
@@ -265,7 +272,30 @@ struct DotKernels {
       for (int v = 0; v < NV; ++v) to[m][v] = _mm512_dpbusd_epi32(to[m][v], b[v], av);
     }
   }
+#endif
+  // to[m] += two quads' codes (lo: quad 2o of an octet, hi: 2o + 1) times row m's activation codes (aq: quad 2o's
+  // words, `stride` rows a quad). Without VNNI: vpmaddubsw (unsigned codes x signed activations, pairs summed in
+  // int16), both quads' pair sums added in int16, then vpmaddwd by ones (quads summed in int32) -- 2.5 instructions a
+  // quad for vpdpbusd's one. Exact for the K-quants' codes (at most 63): 2 quads x 2 x 63 x 127 = 32004 < 2^15.
+  template <int M>
+  static void dot_octet(__m512i (&to)[M][NV], const __m512i (&lo)[NV], const __m512i (&hi)[NV], const uint32_t* aq,
+                        int stride) {
+#if defined(__AVX512VNNI__)
+    dot_quad<M>(to, lo, aq);
+    dot_quad<M>(to, hi, aq + stride);
+#else
+    for (int m = 0; m < M; ++m) {
+      const __m512i a0 = _mm512_set1_epi32(static_cast<int>(aq[m])),
+                    a1 = _mm512_set1_epi32(static_cast<int>(aq[stride + m]));
+      for (int v = 0; v < NV; ++v) {
+        const __m512i pairs = _mm512_add_epi16(_mm512_maddubs_epi16(lo[v], a0), _mm512_maddubs_epi16(hi[v], a1));
+        to[m][v] = _mm512_add_epi32(to[m][v], _mm512_madd_epi16(pairs, _mm512_set1_epi16(1)));
+      }
+    }
+#endif
+  }
 
+#if defined(__AVX512VNNI__)
   // acc[M][NR] (+)= groups g0 .. g1 of the block's quantized rows times the panel's codes, one float32 scaling and
   // addition per group.
   template <int M, int Bits>
@@ -381,6 +411,8 @@ struct DotKernels {
       }
     }
   }
+
+#endif
 
   // ---- K-quants (q4_k, q5_k, q6_k) ----------------------------------------------------------------------
   // llama.cpp's arrangement (its Q8_K activations): each row's activations quantized once per super-block of 256
@@ -529,8 +561,7 @@ struct DotKernels {
       if constexpr (High > 0)
         for (int v = 0; v < NV; ++v)
           lo[v] = lifted<High, 2 * o>(lo[v], plane[v]), hi[v] = lifted<High, 2 * o + 1>(hi[v], plane[v]);
-      dot_quad<M>(sum, lo, aq + 2 * o * stride);
-      dot_quad<M>(sum, hi, aq + (2 * o + 1) * stride);
+      dot_octet<M>(sum, lo, hi, aq + 2 * o * stride, stride);
     };
     (octet(std::integral_constant<int, Od>()), ...);
   }
@@ -577,12 +608,17 @@ struct DotKernels {
     }
   }
 
+  // The generic table with the dot-product kernels these flags compile in place of its widening ones.
   static const moe::cpu::KernelTable* table() {
     static const moe::cpu::KernelTable t = [] {
+#if defined(__AVX512BF16__) && defined(__AVX512VNNI__)
       moe::cpu::KernelTable x = *K::table(moe::Isa::avx512_bf16);
       x.replace({moe::WeightDtype::bfloat16, &gemm_bf16});
       x.replace({moe::WeightDtype::int8, &gemm_q<8>});
       x.replace({moe::WeightDtype::int4, &gemm_q<4>});
+#else
+      moe::cpu::KernelTable x = *K::table(moe::Isa::avx512);
+#endif
       x.replace({moe::WeightDtype::q4_k, &gemm_k<0, 0>});
       x.replace({moe::WeightDtype::q5_k, &gemm_k<1, 0>});
       x.replace({moe::WeightDtype::q6_k, &gemm_k<2, 32>});
