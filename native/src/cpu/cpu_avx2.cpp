@@ -1,5 +1,5 @@
 // The avx2 kernels: kernel_impl.h compiled with this ISA's flags (see CMakeLists.txt), with the K-quants' integer
-// dot products of kernel_kquant_avx2.h.
+// dot products of kernel_kquant_avx2.h (in kernel_kquant_rows.h's loop).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -16,8 +16,9 @@ namespace {
 #include "kernel_impl.h"
 // (after the generic kernels, which the K-quant ones reuse)
 #include "kernel_kquant_avx2.h"
+#include "kernel_kquant_rows.h"
 }  // namespace
 
-const KernelTable* kernels_avx2() { return KQuantAvx2::table(); }
+const KernelTable* kernels_avx2() { return KQuantByRows<KQuantAvx2>::table(Isa::avx2); }
 
 }  // namespace moe::cpu

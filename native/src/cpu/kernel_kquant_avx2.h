@@ -1,66 +1,37 @@
-// The K-quant GEMMs of the avx2 ISA (q4_k, q5_k, q6_k) with integer dot products, as llama.cpp's AVX2 Q*_K x Q8_K
-// kernels do: each row's activations quantized once per super-block of 256 (Q8_K: d_a = max|a| / 127, q_a = round(a
-// / d_a), nearest even, and each sub-block's sum of codes S_j), the codes multiplied by vpmaddubsw (unsigned codes x
-// signed activations, pairs summed in int16: at most 63 x 127 x 2, no saturation) and vpmaddwd by ones (quads summed
-// in int32), standing in for AVX512-VNNI's vpdpbusd. A super-block's sub-blocks combine in int32 as in
-// kernel_dot_avx512.h (sum_j sc_j (sum c q_a - Off S_j) and sum_j m_j S_j, exact), then c += d_a (d acc - dmin mins).
-// The panels are core/weight_formats.h's K-quant layout with nr = 16: a 32-byte vector is 8 rows x 4 inputs.
-// One row at a time (16 ymm registers hold one row's sums, totals, mins and accumulators); the rows of a chunk reuse
-// each panel's super-blocks from L1. Included inside the anonymous namespace of cpu_avx2.cpp, after kernel_impl.h.
+// The K-quants' integer kernel of the avx2 ISA (q4_k, q5_k, q6_k; kernel_kquant_rows.h has the arrangement, the
+// Q8_K activations and the loop over a tile): the codes multiplied by vpmaddubsw (unsigned codes x signed activations,
+// pairs summed in int16: at most 63 x 127 x 2, no saturation) and vpmaddwd by ones (quads summed in int32), standing
+// in for AVX512-VNNI's vpdpbusd, as llama.cpp's AVX2 Q*_K x Q8_K kernels do. The panels are core/weight_formats.h's
+// K-quant layout with nr = 16: a 32-byte vector is 8 rows x 4 inputs. One row at a time (16 ymm registers hold one
+// row's sums, totals, mins and accumulators). Included inside the anonymous namespace of cpu_avx2.cpp, after
+// kernel_impl.h and kernel_kquant_rows.h.
 #pragma once
 
 struct KQuantAvx2 {
   using K = KernelImpl<SimdAvx2>;
   static constexpr int W = K::W, NV = K::NV, NR = K::NR, MR = K::MR;
   static_assert(W == 8 && NV == 2, "a panel is two vectors of 8 rows");
-  static constexpr int64_t kChunk = moe::cpu::kChunkRows, kSuper = 256;
+  static constexpr int64_t kSuper = 256;
   // Bytes ahead of the one-row stream each sub-block prefetches (as the AVX-512 kernel; benchmarks/NOTES.md row 109).
   static constexpr int64_t kKAhead = 6144;
 
-  // A chunk's rows as Q8_K: codes[row][k], scales[row][super-block], sums[row][super-block][sub-block].
-  struct QuantA {
-    std::vector<int8_t> codes;
-    std::vector<float> scales;
-    std::vector<int32_t> sums;
-  };
-
-  static void quantize(const float* ac, int64_t rows, int64_t k, int64_t g, QuantA& q) {
-    const int64_t depthp = K::packed_depth(k), blocks = k / kSuper, subs = kSuper / g;
-    if (q.codes.size() < static_cast<size_t>(rows * k)) q.codes.resize(rows * k);
-    if (q.scales.size() < static_cast<size_t>(rows * blocks)) q.scales.resize(rows * blocks);
-    if (q.sums.size() < static_cast<size_t>(rows * blocks * subs)) q.sums.resize(rows * blocks * subs);
-    alignas(32) float row[kSuper];
-    for (int64_t i = 0; i < rows; ++i) {
-      // (pack_a's layout: blocks of MR rows, each W-wide chunk of k the block's rows one after another)
-      const int64_t blk = i / MR, m = i % MR, mc = K::block_rows(rows - blk * MR);
-      const float* src = ac + blk * MR * depthp + m * W;
-      for (int64_t b = 0; b < blocks; ++b) {
-        for (int64_t c = 0; c < kSuper / W; ++c)
-          _mm256_store_ps(row + c * W, _mm256_loadu_ps(src + (b * kSuper / W + c) * W * mc));
-        __m256 mx = _mm256_setzero_ps();
-        const __m256 sign = _mm256_set1_ps(-0.0f);
-        for (int64_t c = 0; c < kSuper; c += W) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_load_ps(row + c)));
-        alignas(32) float lanes[W];
-        _mm256_store_ps(lanes, mx);
-        float amax = 0.0f;
-        for (float v : lanes) amax = std::max(amax, v);
-        const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
-        int8_t* codes = q.codes.data() + i * k + b * kSuper;
-        for (int64_t c = 0; c < kSuper; c += W) {
-          // (cvtps rounds to nearest even, as the AVX-512 kernel's quantization does)
-          const __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_load_ps(row + c), _mm256_set1_ps(id)));
-          alignas(32) int32_t w[W];
-          _mm256_store_si256(reinterpret_cast<__m256i*>(w), v);
-          for (int l = 0; l < W; ++l) codes[c + l] = static_cast<int8_t>(w[l]);
-        }
-        q.scales[i * blocks + b] = d;
-        for (int64_t j = 0; j < subs; ++j) {
-          int32_t s = 0;
-          for (int64_t t = j * g; t < (j + 1) * g; ++t) s += codes[t];
-          q.sums[(i * blocks + b) * subs + j] = s;
-        }
-      }
+  // 256 floats x to Q8_K codes (cvtps rounds to nearest even, as the AVX-512 kernel's quantization does); d_a returned.
+  static float quantize_block(const float* x, int8_t* codes) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 mx = _mm256_setzero_ps();
+    for (int64_t c = 0; c < kSuper; c += W) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_load_ps(x + c)));
+    alignas(32) float lanes[W];
+    _mm256_store_ps(lanes, mx);
+    float amax = 0.0f;
+    for (float v : lanes) amax = std::max(amax, v);
+    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (int64_t c = 0; c < kSuper; c += W) {
+      const __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_load_ps(x + c), _mm256_set1_ps(id)));
+      alignas(32) int32_t w[W];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(w), v);
+      for (int l = 0; l < W; ++l) codes[c + l] = static_cast<int8_t>(w[l]);
     }
+    return amax / 127.0f;
   }
 
   // Quad Qd's high bits out of a sub-block's plane onto its nibbles (code = nibble | high << 4), as lifted() in
@@ -139,46 +110,5 @@ struct KQuantAvx2 {
       }
     }
     for (int v = 0; v < NV; ++v) _mm256_storeu_ps(acc + v * W, c[v]);
-  }
-
-  // A tile: rows kChunk at a time, quantized once a chunk (and kept for the next item of the same A), then panel by
-  // panel, each panel's super-blocks a few KB at a time for every row of the chunk (reused from L1).
-  template <int High, int Off>
-  static void gemm_k(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
-                     int64_t panel_begin, int64_t panel_end) {
-    constexpr moe::KPanel kp = moe::k_panel_of_high(High, NR);
-    const int64_t blocks = p.k / kSuper, subs = kp.subs;
-    const int64_t step = std::max<int64_t>(1, (int64_t{16} << 10) / kp.block());  // super-blocks per pass: 16 KB
-    thread_local QuantA qa;
-    thread_local Converted held;
-    alignas(32) float acc[kChunk * NR];
-    const uint8_t* const stream_end = static_cast<const uint8_t*>(p.panels) + panel_end * p.panel_bytes;
-    for (int64_t c0 = row_begin; c0 < row_end; c0 += kChunk) {
-      const int64_t rows = std::min(kChunk, row_end - c0);
-      const float* chunk = a + (c0 - row_begin) * K::packed_depth(p.k);
-      if (!held.holds(p, chunk, rows)) quantize(chunk, rows, p.k, kp.g, qa), held.set(p, chunk, rows);
-      const uint8_t* decode_end = rows == 1 ? stream_end : nullptr;
-      for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
-        const uint8_t* b = static_cast<const uint8_t*>(p.panels) + panel * p.panel_bytes;
-        for (int64_t s0 = 0; s0 < blocks; s0 += step) {
-          const int64_t s1 = std::min(blocks, s0 + step);
-          for (int64_t r = 0; r < rows; ++r)
-            row_k<High, Off>(qa.codes.data() + r * p.k, qa.scales.data() + r * blocks,
-                             qa.sums.data() + r * blocks * subs, b, s0, s1, acc + r * NR, s0 == 0, decode_end);
-        }
-        K::store_rows(p, acc, c0, rows, panel);
-      }
-    }
-  }
-
-  static const moe::cpu::KernelTable* table() {
-    static const moe::cpu::KernelTable t = [] {
-      moe::cpu::KernelTable x = *K::table(moe::Isa::avx2);
-      x.replace({moe::WeightDtype::q4_k, &gemm_k<0, 0>});
-      x.replace({moe::WeightDtype::q5_k, &gemm_k<1, 0>});
-      x.replace({moe::WeightDtype::q6_k, &gemm_k<2, 32>});
-      return x;
-    }();
-    return &t;
   }
 };

@@ -1,0 +1,95 @@
+// The K-quant GEMMs (q4_k, q5_k, q6_k) of the ISAs whose integer kernel computes one row at a time (avx2:
+// kernel_kquant_avx2.h; neon_dotprod: kernel_kquant_neon.h), as llama.cpp's Q*_K x Q8_K kernels do: each row's
+// activations quantized once per super-block of 256 (Q8_K: d_a = max|a| / 127, q_a = round(a / d_a), nearest even,
+// and each sub-block's sum of codes S_j), the codes multiplied by the ISA's byte dot product, a super-block's
+// sub-blocks combined in int32 (sum_j sc_j (sum c q_a - Off S_j) and sum_j m_j S_j, exact), then c += d_a (d acc -
+// dmin mins) in float32, as kernel_dot_avx512.h does. This is the part they share: the activations' quantization
+// and the loop over a tile's rows and panels. Row, the ISA's kernel, gives
+//   K                                  its KernelImpl (the packed A's layout, store_rows, the generic table);
+//   quantize_block(x, codes) -> d_a    256 floats to Q8_K codes, d_a returned;
+//   row_k<High, Off>(...)              one row's products with a panel's super-blocks sb0 .. sb1 (see KQuantAvx2).
+// Included inside the anonymous namespace of the ISA's translation unit, after kernel_impl.h.
+#pragma once
+
+template <class Row>
+struct KQuantByRows {
+  using K = typename Row::K;
+  static constexpr int W = K::W, NR = K::NR, MR = K::MR;
+  static constexpr int64_t kChunk = moe::cpu::kChunkRows, kSuper = 256;
+
+  // A chunk's rows as Q8_K: codes[row][k], scales[row][super-block], sums[row][super-block][sub-block].
+  struct QuantA {
+    std::vector<int8_t> codes;
+    std::vector<float> scales;
+    std::vector<int32_t> sums;
+  };
+
+  // Rows of packed A (pack_a's layout: blocks of MR rows, each W-wide chunk of k the block's rows one after another)
+  // to Q8_K, with sub-blocks of g inputs.
+  static void quantize(const float* ac, int64_t rows, int64_t k, int64_t g, QuantA& q) {
+    const int64_t depthp = K::packed_depth(k), blocks = k / kSuper, subs = kSuper / g;
+    if (q.codes.size() < static_cast<size_t>(rows * k)) q.codes.resize(rows * k);
+    if (q.scales.size() < static_cast<size_t>(rows * blocks)) q.scales.resize(rows * blocks);
+    if (q.sums.size() < static_cast<size_t>(rows * blocks * subs)) q.sums.resize(rows * blocks * subs);
+    alignas(64) float row[kSuper];
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t blk = i / MR, m = i % MR, mc = K::block_rows(rows - blk * MR);
+      const float* src = ac + blk * MR * depthp + m * W;
+      for (int64_t b = 0; b < blocks; ++b) {
+        for (int64_t c = 0; c < kSuper / W; ++c)
+          std::memcpy(row + c * W, src + (b * kSuper / W + c) * W * mc, W * sizeof(float));
+        int8_t* codes = q.codes.data() + i * k + b * kSuper;
+        q.scales[i * blocks + b] = Row::quantize_block(row, codes);
+        for (int64_t j = 0; j < subs; ++j) {
+          int32_t s = 0;
+          for (int64_t t = j * g; t < (j + 1) * g; ++t) s += codes[t];
+          q.sums[(i * blocks + b) * subs + j] = s;
+        }
+      }
+    }
+  }
+
+  // A tile: rows kChunk at a time, quantized once a chunk (and kept for the next item of the same A), then panel by
+  // panel, each panel's super-blocks 16 KB at a time for every row of the chunk (reused from L1). One row (decode)
+  // passes the end of the item's panels, so that the kernel prefetches the stream ahead of itself.
+  template <int High, int Off>
+  static void gemm_k(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
+                     int64_t panel_begin, int64_t panel_end) {
+    constexpr moe::KPanel kp = moe::k_panel_of_high(High, NR);
+    const int64_t blocks = p.k / kSuper, subs = kp.subs;
+    const int64_t step = std::max<int64_t>(1, (int64_t{16} << 10) / kp.block());  // super-blocks per pass: 16 KB
+    thread_local QuantA qa;
+    thread_local Converted held;
+    alignas(64) float acc[kChunk * NR];
+    const uint8_t* const stream_end = static_cast<const uint8_t*>(p.panels) + panel_end * p.panel_bytes;
+    for (int64_t c0 = row_begin; c0 < row_end; c0 += kChunk) {
+      const int64_t rows = std::min(kChunk, row_end - c0);
+      const float* chunk = a + (c0 - row_begin) * K::packed_depth(p.k);
+      if (!held.holds(p, chunk, rows)) quantize(chunk, rows, p.k, kp.g, qa), held.set(p, chunk, rows);
+      const uint8_t* decode_end = rows == 1 ? stream_end : nullptr;
+      for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
+        const uint8_t* b = static_cast<const uint8_t*>(p.panels) + panel * p.panel_bytes;
+        for (int64_t s0 = 0; s0 < blocks; s0 += step) {
+          const int64_t s1 = std::min(blocks, s0 + step);
+          for (int64_t r = 0; r < rows; ++r)
+            Row::template row_k<High, Off>(qa.codes.data() + r * p.k, qa.scales.data() + r * blocks,
+                                           qa.sums.data() + r * blocks * subs, b, s0, s1, acc + r * NR, s0 == 0,
+                                           decode_end);
+        }
+        K::store_rows(p, acc, c0, rows, panel);
+      }
+    }
+  }
+
+  // The generic table of `isa` with these kernels in place of its widening K-quant ones.
+  static const moe::cpu::KernelTable* table(moe::Isa isa) {
+    static const moe::cpu::KernelTable t = [isa] {
+      moe::cpu::KernelTable x = *K::table(isa);
+      x.replace({moe::WeightDtype::q4_k, &gemm_k<0, 0>});
+      x.replace({moe::WeightDtype::q5_k, &gemm_k<1, 0>});
+      x.replace({moe::WeightDtype::q6_k, &gemm_k<2, 32>});
+      return x;
+    }();
+    return &t;
+  }
+};
