@@ -7,7 +7,7 @@ import { expectInteger } from './validate';
 
 export interface BackendInfo {
   /** The CPU kernels in use: chosen at load, or forced with MOE_FORCE_ISA. */
-  isa: 'avx512_bf16' | 'avx512' | 'avx2' | 'neon' | 'scalar';
+  isa: 'avx512_bf16' | 'avx512' | 'avx2' | 'neon_dotprod' | 'neon' | 'scalar';
   /** Threads of the shared pool (the caller included). */
   threads: number;
   /** Every ISA this CPU and build can run, best first. */

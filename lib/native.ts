@@ -338,7 +338,7 @@ export interface ExpertSlice {
 
 export interface NativeBinding {
   backendInfo(): {
-    isa: 'avx512_bf16' | 'avx512' | 'avx2' | 'neon' | 'scalar';
+    isa: 'avx512_bf16' | 'avx512' | 'avx2' | 'neon_dotprod' | 'neon' | 'scalar';
     threads: number;
     supportedIsas: string[];
     cuda: { compiled: boolean; devices: number; reason?: string };

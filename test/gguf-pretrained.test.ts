@@ -164,7 +164,7 @@ test.each(['Q4_K', 'Q5_K', 'Q6_K'] as const)(
     expect(same(y, want)).toBe(true);
     // The K-quant layer computes with the same weights (each scale * code - min, rounded once or twice); on AVX-512
     // VNNI with its activations quantized to int8 per sub-block (docs/precision.md's bound for that path)
-    const dot = ['avx512_bf16', 'avx512', 'avx2'].includes(backendInfo().isa); // (the K-quants' integer dot products)
+    const dot = ['avx512_bf16', 'avx512', 'avx2', 'neon_dotprod'].includes(backendInfo().isa); // (the K-quants' integer dot products)
     expect(relativeError(kept.forwardSync(x).output.data, want)).toBeLessThan(dot ? 3e-2 : 1e-5);
     layer.dispose();
     ref.dispose();
@@ -213,7 +213,7 @@ test.each([
   expect(y.every(Number.isFinite)).toBe(true);
   // (activations quantized to int8 -- int8 weights on avx512_bf16, the K-quants on every x86 ISA: docs/precision.md's bound)
   const isa = backendInfo().isa;
-  const dot = dtype === 'int8' ? isa === 'avx512_bf16' : ['avx512_bf16', 'avx512', 'avx2'].includes(isa);
+  const dot = dtype === 'int8' ? isa === 'avx512_bf16' : ['avx512_bf16', 'avx512', 'avx2', 'neon_dotprod'].includes(isa);
   expect(relativeError(y, ref.forwardSync(x).output.data)).toBeLessThan(dot ? 3e-2 : 1e-5);
   layer.dispose();
   ref.dispose();
@@ -314,7 +314,7 @@ test("a Q4_K_M layer (Q4_K gate / up, Q6_K down) keeps both types: downWeightDty
     );
   const ref = new MoELayer(config, { router: loaded.weights.router, w1: widen(blocks.gate), w3: widen(blocks.up), w2: widen(blocks.down) });
   const x = Tensor.randn([9, K.d], { seed: 12 });
-  const dot = ['avx512_bf16', 'avx512', 'avx2'].includes(backendInfo().isa); // (the K-quants' integer dot products)
+  const dot = ['avx512_bf16', 'avx512', 'avx2', 'neon_dotprod'].includes(backendInfo().isa); // (the K-quants' integer dot products)
   expect(relativeError(layer.forwardSync(x).output.data, ref.forwardSync(x).output.data)).toBeLessThan(dot ? 3e-2 : 1e-5);
   // QuantizedTensors of the two types imply both dtypes; other mixes are refused by name
   const again = new MoELayer(config, loaded.weights);

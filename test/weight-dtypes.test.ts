@@ -221,7 +221,7 @@ for (const dtype of ['bfloat16', 'float16', 'int8', 'int4'] as const)
 // bitwise) or, on the x86 ISAs (avx512_bf16, avx512, avx2), with int8 activations per super-block (the dot-product bound).
 for (const dtype of ['q4_k', 'q5_k', 'q6_k'] as const)
   describe(`${dtype} expert weights (isa ${backendInfo().isa})`, () => {
-    const dot = ['avx512_bf16', 'avx512', 'avx2'].includes(backendInfo().isa); // (the K-quants' integer dot products)
+    const dot = ['avx512_bf16', 'avx512', 'avx2', 'neon_dotprod'].includes(backendInfo().isa); // (the K-quants' integer dot products)
     const bytesPerWeight = { q4_k: 148 / 256, q5_k: 276 / 256, q6_k: 274 / 256 }[dtype];
     let seed = 900;
     const shapes: Array<[number, number, number, number, number]> = [

@@ -1,6 +1,7 @@
 // C++ tests of the core, no Node needed: routing, dispatch, the layer against a float64 reference on
 // awkward shapes, thread-count determinism, and the kernel template at the AVX-512 geometry.
-// Usage: moe_core_tests [--isa scalar|avx2|avx512|avx512_bf16|neon]   (exit 77 = that ISA is not available: skipped)
+// Usage: moe_core_tests [--isa scalar|avx2|avx512|avx512_bf16|neon|neon_dotprod]   (exit 77 = that ISA is not
+// available: skipped)
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -318,12 +319,14 @@ void test_gemm_tiles() {
                          packed_a.data() + r * t.geometry.packed_depth(k));
               t.weight_kernels(p.weight_dtype).gemm_tile(p, packed_a.data(), 0, rows, 0, matrix->panel_count());
             }
-            // (the K-quants by integer dot products on every x86 ISA: kernel_dot_avx512.h, kernel_kquant_avx2.h)
-            const bool x86 = t.isa == moe::Isa::avx512_bf16 || t.isa == moe::Isa::avx512 || t.isa == moe::Isa::avx2;
+            // (the K-quants by integer dot products on every x86 ISA and neon_dotprod: kernel_dot_avx512.h,
+            // kernel_kquant_avx2.h, kernel_kquant_neon.h)
+            const bool kdot = t.isa == moe::Isa::avx512_bf16 || t.isa == moe::Isa::avx512 || t.isa == moe::Isa::avx2 ||
+                              t.isa == moe::Isa::neon_dotprod;
             const bool dot =
                 table != tables[0] && ((t.isa == moe::Isa::avx512_bf16 &&
                                         (dtype == moe::WeightDtype::bfloat16 || moe::is_quantized(dtype))) ||
-                                       (x86 && moe::is_k_quant(dtype)));
+                                       (kdot && moe::is_k_quant(dtype)));
             // (A K-quant's weight is scale * code - min: a compiler may fuse the two, one rounding instead of two,
             // so its products are checked against float64 below, not bitwise.)
             if (!dot && !moe::is_k_quant(dtype)) {

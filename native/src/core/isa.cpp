@@ -3,6 +3,11 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
 #endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#elif defined(__aarch64__) && defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -26,6 +31,7 @@ const KernelTable* kernels_avx512_bf16() { return nullptr; }
 #endif
 #ifndef MOE_HAVE_NEON
 const KernelTable* kernels_neon() { return nullptr; }
+const KernelTable* kernels_neon_dotprod() { return nullptr; }
 #endif
 }  // namespace cpu
 
@@ -35,6 +41,7 @@ const char* isa_name(Isa isa) {
     case Isa::avx512_bf16: return "avx512_bf16";
     case Isa::avx2: return "avx2";
     case Isa::neon: return "neon";
+    case Isa::neon_dotprod: return "neon_dotprod";
     case Isa::scalar: break;
   }
   return "scalar";
@@ -48,6 +55,7 @@ const cpu::KernelTable* table_for(Isa isa) {
     case Isa::avx512_bf16: return cpu::kernels_avx512_bf16();
     case Isa::avx2: return cpu::kernels_avx2();
     case Isa::neon: return cpu::kernels_neon();
+    case Isa::neon_dotprod: return cpu::kernels_neon_dotprod();
     case Isa::scalar: break;
   }
   return cpu::kernels_scalar();
@@ -59,6 +67,22 @@ const cpu::KernelTable* table_for(Isa isa) {
 bool has_f16c() {
   unsigned a = 0, b = 0, c = 0, d = 0;
   return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+}
+#endif
+
+#if defined(__aarch64__)
+// ARMv8.2's dot product (sdot), asked of the OS: Linux's hwcaps (HWCAP_ASIMDDP), macOS's sysctl. Every Apple M chip
+// has it; elsewhere, without a way to ask, the plain NEON table is the safe one.
+bool has_dotprod() {
+#if defined(__linux__)
+  return (getauxval(AT_HWCAP) & (1ul << 20)) != 0;  // HWCAP_ASIMDDP
+#elif defined(__APPLE__)
+  int value = 0;
+  size_t size = sizeof value;
+  return sysctlbyname("hw.optional.arm.FEAT_DotProd", &value, &size, nullptr, 0) == 0 && value != 0;
+#else
+  return false;
+#endif
 }
 #endif
 
@@ -76,6 +100,7 @@ bool cpu_supports(Isa isa) {
   }
 #elif defined(__aarch64__)
   if (isa == Isa::neon) return true;
+  if (isa == Isa::neon_dotprod) return has_dotprod();
 #endif
   return isa == Isa::scalar;
 }
@@ -96,7 +121,7 @@ const cpu::KernelTable* choose() {
 
 std::vector<Isa> supported_isas() {  // best first
   std::vector<Isa> out;
-  for (Isa isa : {Isa::avx512_bf16, Isa::avx512, Isa::avx2, Isa::neon, Isa::scalar})
+  for (Isa isa : {Isa::avx512_bf16, Isa::avx512, Isa::avx2, Isa::neon_dotprod, Isa::neon, Isa::scalar})
     if (table_for(isa) && cpu_supports(isa)) out.push_back(isa);
   return out;
 }

@@ -119,9 +119,10 @@ constexpr int64_t kChunkRows = 192;   // rows per pass over a panel in gemm_tile
 constexpr int64_t kBlockDepth = 256;  // k-block: a B sub-panel of kBlockDepth x nr floats stays in L1
 
 const KernelTable* kernels_scalar();
-const KernelTable* kernels_avx2();         // null where not compiled
-const KernelTable* kernels_avx512();       // null where not compiled
-const KernelTable* kernels_neon();         // null where not compiled
-const KernelTable* kernels_avx512_bf16();  // null where not compiled
+const KernelTable* kernels_avx2();          // null where not compiled
+const KernelTable* kernels_avx512();        // null where not compiled
+const KernelTable* kernels_neon();          // null where not compiled
+const KernelTable* kernels_avx512_bf16();   // null where not compiled
+const KernelTable* kernels_neon_dotprod();  // null where not compiled
 
 }  // namespace moe::cpu
