@@ -9,7 +9,7 @@
 
 struct KQuantAvx2 {
   using K = KernelImpl<SimdAvx2>;
-  static constexpr int W = K::W, NV = K::NV, NR = K::NR, MR = K::MR;
+  static constexpr int W = K::W, NV = K::NV, NR = K::NR;
   static_assert(W == 8 && NV == 2, "a panel is two vectors of 8 rows");
   static constexpr int64_t kSuper = 256;
   // Bytes ahead of the one-row stream each sub-block prefetches (as the AVX-512 kernel; benchmarks/NOTES.md row 109).
