@@ -55,9 +55,12 @@ function storedWeights(dtype: StoredDtype, w: MoEWeights, groupSize: GroupSize =
   return { ...w, w1: r(w.w1)!, w3: r(w.w3), w2: r(w.w2)! };
 }
 
-/** Whether this process's kernels round the activations for `dtype` (the dot-product kernels of avx512_bf16). */
+/** Whether this process's kernels round the activations for `dtype` (the dot-product kernels of avx512_bf16, and
+ * avx512's for int4). */
 function roundsActivations(dtype: WeightDtype): boolean {
-  return backendInfo().isa === 'avx512_bf16' && (dtype === 'bfloat16' || dtype === 'int8' || dtype === 'int4');
+  const isa = backendInfo().isa;
+  if (isa === 'avx512') return dtype === 'int4';
+  return isa === 'avx512_bf16' && (dtype === 'bfloat16' || dtype === 'int8' || dtype === 'int4');
 }
 
 function same(a: Float32Array, b: Float32Array): boolean {

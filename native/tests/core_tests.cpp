@@ -320,13 +320,14 @@ void test_gemm_tiles() {
               t.weight_kernels(p.weight_dtype).gemm_tile(p, packed_a.data(), 0, rows, 0, matrix->panel_count());
             }
             // (the K-quants by integer dot products on every x86 ISA and neon_dotprod: kernel_dot_avx512.h,
-            // kernel_kquant_avx2.h, kernel_kquant_neon.h)
+            // kernel_kquant_avx2.h, kernel_kquant_neon.h; int4 on avx512 too)
             const bool kdot = t.isa == moe::Isa::avx512_bf16 || t.isa == moe::Isa::avx512 || t.isa == moe::Isa::avx2 ||
                               t.isa == moe::Isa::neon_dotprod;
             const bool dot =
-                table != tables[0] && ((t.isa == moe::Isa::avx512_bf16 &&
-                                        (dtype == moe::WeightDtype::bfloat16 || moe::is_quantized(dtype))) ||
-                                       (kdot && moe::is_k_quant(dtype)));
+                table != tables[0] &&
+                ((t.isa == moe::Isa::avx512_bf16 &&
+                  (dtype == moe::WeightDtype::bfloat16 || moe::is_quantized(dtype))) ||
+                 (t.isa == moe::Isa::avx512 && dtype == moe::WeightDtype::int4) || (kdot && moe::is_k_quant(dtype)));
             // (A K-quant's weight is scale * code - min: a compiler may fuse the two, one rounding instead of two,
             // so its products are checked against float64 below, not bitwise.)
             if (!dot && !moe::is_k_quant(dtype)) {

@@ -1,10 +1,10 @@
 // The dot-product GEMMs of the AVX-512 ISAs. avx512_bf16 (compiled with AVX512-BF16 and AVX512-VNNI): bfloat16
 // weights with vdpbf16ps, int8, int4 and the K-quants with vpdpbusd. avx512 (AVX512F and AVX512BW without VNNI:
-// Skylake-SP and Skylake-X): the K-quants only, with vpmaddubsw and vpmaddwd standing in for vpdpbusd (see dot_octet),
-// as llama.cpp's AVX-512 kernels do without VNNI. Each dot instruction does two (bf16) or four (int8) multiply-adds per
-// 32-bit lane where an FMA does one, and the weights stay in their stored form in the registers: the packed layouts of
-// core/weight_formats.h are these instructions' operands. The price is in the activations, converted per row chunk from
-// the float32 packed A that every GEMM receives (KernelImpl::pack_a's layout):
+// Skylake-SP and Skylake-X): int4 and the K-quants, with vpmaddubsw and vpmaddwd standing in for vpdpbusd (dot_quad,
+// dot_octet), as llama.cpp's AVX-512 kernels do without VNNI. Each dot instruction does two (bf16) or four (int8)
+// multiply-adds per 32-bit lane where an FMA does one, and the weights stay in their stored form in the registers: the
+// packed layouts of core/weight_formats.h are these instructions' operands. The price is in the activations, converted
+// per row chunk from the float32 packed A that every GEMM receives (KernelImpl::pack_a's layout):
 //   bfloat16: rounded to bfloat16 (nearest even), as oneDNN and PyTorch's bf16 matmuls do; sums stay float32.
 //   int8 / int4: quantized per row and weight group, symmetric: d_a = max|a| / 127, q_a = round(a / d_a) (nearest
 //   even), the llama.cpp way (its Q8_0 activations for Q8_0 and Q4_0 weights). A group's integer dot product is
@@ -263,16 +263,21 @@ struct DotKernels {
   // of weights loaded 2-8 times over streamed slower at one token (the nibbles' two uses, q5_k's plane lifted for
   // 8 quads: forward 8-15% slower; benchmarks/NOTES.md row 131). Prefill is better with the folded loads.
   static void pinned(__m512i& v) { asm("" : "+v"(v)); }
-#if defined(__AVX512VNNI__)  // (avx512_bf16 only: int8's codes reach 255, past vpmaddubsw's int16 pairs)
   // to[m] += one quad's codes b times row m's four activation codes (aq[m], the rows' words of that quad in turn).
+  // Without VNNI: vpmaddubsw (pairs in int16) then vpmaddwd by ones, exact while a pair's sum fits int16, i.e. for
+  // codes below 128 (int4's at most 15, the K-quants' 63): int8's stored codes reach 255 and are not served so.
   template <int M>
   static void dot_quad(__m512i (&to)[M][NV], const __m512i (&b)[NV], const uint32_t* aq) {
     for (int m = 0; m < M; ++m) {
       const __m512i av = _mm512_set1_epi32(static_cast<int>(aq[m]));
-      for (int v = 0; v < NV; ++v) to[m][v] = _mm512_dpbusd_epi32(to[m][v], b[v], av);
+      for (int v = 0; v < NV; ++v)
+#if defined(__AVX512VNNI__)
+        to[m][v] = _mm512_dpbusd_epi32(to[m][v], b[v], av);
+#else
+        to[m][v] = _mm512_add_epi32(to[m][v], _mm512_madd_epi16(_mm512_maddubs_epi16(b[v], av), _mm512_set1_epi16(1)));
+#endif
     }
   }
-#endif
   // to[m] += two quads' codes (lo: quad 2o of an octet, hi: 2o + 1) times row m's activation codes (aq: quad 2o's
   // words, `stride` rows a quad). Without VNNI: vpmaddubsw (unsigned codes x signed activations, pairs summed in
   // int16), both quads' pair sums added in int16, then vpmaddwd by ones (quads summed in int32) -- 2.5 instructions a
@@ -295,7 +300,6 @@ struct DotKernels {
 #endif
   }
 
-#if defined(__AVX512VNNI__)
   // acc[M][NR] (+)= groups g0 .. g1 of the block's quantized rows times the panel's codes, one float32 scaling and
   // addition per group.
   template <int M, int Bits>
@@ -411,8 +415,6 @@ struct DotKernels {
       }
     }
   }
-
-#endif
 
   // ---- K-quants (q4_k, q5_k, q6_k) ----------------------------------------------------------------------
   // llama.cpp's arrangement (its Q8_K activations): each row's activations quantized once per super-block of 256
@@ -618,6 +620,7 @@ struct DotKernels {
       x.replace({moe::WeightDtype::int4, &gemm_q<4>});
 #else
       moe::cpu::KernelTable x = *K::table(moe::Isa::avx512);
+      x.replace({moe::WeightDtype::int4, &gemm_q<4>});  // (int8 stays widened: see dot_quad)
 #endif
       x.replace({moe::WeightDtype::q4_k, &gemm_k<0, 0>});
       x.replace({moe::WeightDtype::q5_k, &gemm_k<1, 0>});
