@@ -1,10 +1,10 @@
 /**
  * Expert weights stored as bfloat16, float16, int8 or int4 (config.weightDtype). Where the kernels keep the
- * activations in float32 (every ISA for float16; every ISA but avx512_bf16 for the others), the weights are widened
+ * activations in float32 (every ISA for float16; roundsActivations below says where for the others), the weights are widened
  * or dequantized exactly in registers and summed like float32 ones, so such a layer must be bitwise the float32
  * layer built on the stored weights (rounded, or quant.dequantize of the codes), and within the float32 tolerance
- * of the float64 reference on them. Where avx512_bf16's dot-product kernels round the activations (bfloat16) or
- * quantize them (int8 per group), the output must stay within the bound docs/precision.md documents.
+ * of the float64 reference on them. Where the dot-product kernels round the activations (bfloat16) or quantize them
+ * (int8 per group), the output must stay within the bound docs/precision.md documents.
  * isa.test.ts runs this file on every ISA path.
  */
 import { ACTIVATIONS, GroupSize, MoELayer, MoEWeights, Tensor, WeightDtype, backendInfo, kernels, quant, setThreads } from '../lib';
@@ -56,10 +56,11 @@ function storedWeights(dtype: StoredDtype, w: MoEWeights, groupSize: GroupSize =
 }
 
 /** Whether this process's kernels round the activations for `dtype` (the dot-product kernels of avx512_bf16, and
- * avx512's for int4). */
+ * avx2's and avx512's integer ones: docs/precision.md). */
 function roundsActivations(dtype: WeightDtype): boolean {
   const isa = backendInfo().isa;
   if (isa === 'avx512') return dtype === 'int4';
+  if (isa === 'avx2') return dtype === 'int8' || dtype === 'int4';
   return isa === 'avx512_bf16' && (dtype === 'bfloat16' || dtype === 'int8' || dtype === 'int4');
 }
 

@@ -319,15 +319,18 @@ void test_gemm_tiles() {
                          packed_a.data() + r * t.geometry.packed_depth(k));
               t.weight_kernels(p.weight_dtype).gemm_tile(p, packed_a.data(), 0, rows, 0, matrix->panel_count());
             }
-            // (the K-quants by integer dot products on every x86 ISA and neon_dotprod: kernel_dot_avx512.h,
-            // kernel_kquant_avx2.h, kernel_kquant_neon.h; int4 on avx512 too)
-            const bool kdot = t.isa == moe::Isa::avx512_bf16 || t.isa == moe::Isa::avx512 || t.isa == moe::Isa::avx2 ||
-                              t.isa == moe::Isa::neon_dotprod;
+            // Which dtypes this table computes with integer (or bfloat16) dot products, the activations rounded: the
+            // K-quants on every x86 ISA and neon_dotprod (kernel_dot_avx512.h, kernel_kquant_avx2.h,
+            // kernel_kquant_neon.h), int8 / int4 on avx512_bf16 and avx2 (kernel_quant_avx2.h), int4 on avx512, and
+            // bfloat16 on avx512_bf16.
+            const moe::Isa isa = t.isa;
             const bool dot =
                 table != tables[0] &&
-                ((t.isa == moe::Isa::avx512_bf16 &&
-                  (dtype == moe::WeightDtype::bfloat16 || moe::is_quantized(dtype))) ||
-                 (t.isa == moe::Isa::avx512 && dtype == moe::WeightDtype::int4) || (kdot && moe::is_k_quant(dtype)));
+                ((moe::is_k_quant(dtype) && isa != moe::Isa::scalar && isa != moe::Isa::neon) ||
+                 (dtype == moe::WeightDtype::int4 &&
+                  (isa == moe::Isa::avx512_bf16 || isa == moe::Isa::avx512 || isa == moe::Isa::avx2)) ||
+                 (dtype == moe::WeightDtype::int8 && (isa == moe::Isa::avx512_bf16 || isa == moe::Isa::avx2)) ||
+                 (dtype == moe::WeightDtype::bfloat16 && isa == moe::Isa::avx512_bf16));
             // (A K-quant's weight is scale * code - min: a compiler may fuse the two, one rounding instead of two,
             // so its products are checked against float64 below, not bitwise.)
             if (!dot && !moe::is_k_quant(dtype)) {

@@ -1,5 +1,5 @@
-// The avx2 kernels: kernel_impl.h compiled with this ISA's flags (see CMakeLists.txt), with the K-quants' integer
-// dot products of kernel_kquant_avx2.h (in kernel_kquant_rows.h's loop).
+// The avx2 kernels: kernel_impl.h compiled with this ISA's flags (see CMakeLists.txt), with integer dot products for
+// the K-quants (kernel_kquant_avx2.h, in kernel_kquant_rows.h's loop), int8 and int4 (kernel_quant_avx2.h).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -14,11 +14,20 @@
 namespace moe::cpu {
 namespace {
 #include "kernel_impl.h"
-// (after the generic kernels, which the K-quant ones reuse)
+// (after the generic kernels, which the integer ones reuse)
 #include "kernel_kquant_avx2.h"
 #include "kernel_kquant_rows.h"
+#include "kernel_quant_avx2.h"
 }  // namespace
 
-const KernelTable* kernels_avx2() { return KQuantByRows<KQuantAvx2>::table(Isa::avx2); }
+const KernelTable* kernels_avx2() {
+  static const KernelTable t = [] {
+    KernelTable x = *KQuantByRows<KQuantAvx2>::table(Isa::avx2);
+    x.replace({WeightDtype::int8, &QuantAvx2<8>::gemm});
+    x.replace({WeightDtype::int4, &QuantAvx2<4>::gemm});
+    return x;
+  }();
+  return &t;
+}
 
 }  // namespace moe::cpu

@@ -1,0 +1,150 @@
+// The int8 and int4 GEMMs of the avx2 ISA with integer dot products, as llama.cpp's AVX2 Q8_0 / Q4_0 x Q8_0 kernels
+// do: each row's activations quantized per weight group (Q8_0: d_a = max|a| / 127, q_a = round(a / d_a), nearest
+// even, and the group's sum of codes S), the codes multiplied by vpmaddubsw (unsigned bytes x signed bytes, pairs
+// summed in int16) and vpmaddwd by ones, then c += d_a d_w (group's integer sum) in float32 once per group, as
+// kernel_dot_avx512.h's gemm_q does with vpdpbusd.
+//   int4: the stored codes u = q + 8 (at most 15) as they are, an octet's two quads' pair sums added in int16 (at
+//   most 2 x 2 x 15 x 127), the sum started at -8 S so that it ends centred.
+//   int8: the stored codes are q + 128, past vpmaddubsw's unsigned x signed pairs (255 x 127 x 2 > 2^15): q's
+//   magnitude times the activations with q's sign (vpsignb), at most 2 x 128 x 127 a pair, as llama.cpp does.
+// The panels are core/weight_formats.h's int8 / int4 layouts with nr = 16 (a group: 16 float16 scales, then the
+// quads (int8) or octets of nibbles (int4), a 32-byte vector 8 rows x 4 inputs). One row at a time, each panel's
+// groups 16 KB at a time reused by every row of a chunk, as kernel_kquant_rows.h does for the K-quants. Included
+// inside the anonymous namespace of cpu_avx2.cpp, after kernel_impl.h.
+#pragma once
+
+template <int Bits>
+struct QuantAvx2 {
+  using K = KernelImpl<SimdAvx2>;
+  static constexpr int W = K::W, NV = K::NV, NR = K::NR, MR = K::MR;
+  static_assert(W == 8 && NV == 2, "a panel is two vectors of 8 rows");
+  static constexpr int64_t kChunk = moe::cpu::kChunkRows;
+
+  // A chunk's rows as Q8_0 per group: codes[row][group][padded group] (zeros past g), scales and sums[row][group].
+  struct QuantA {
+    std::vector<int8_t> codes;
+    std::vector<float> scales;
+    std::vector<int32_t> sums;
+  };
+
+  static void quantize(const float* ac, int64_t rows, int64_t k, int64_t g, QuantA& q) {
+    const int64_t depthp = K::packed_depth(k), groups = k / g, gp = moe::padded_group(g);
+    if (q.codes.size() < static_cast<size_t>(rows * groups * gp)) q.codes.resize(rows * groups * gp);
+    if (q.scales.size() < static_cast<size_t>(rows * groups)) q.scales.resize(rows * groups);
+    if (q.sums.size() < static_cast<size_t>(rows * groups)) q.sums.resize(rows * groups);
+    thread_local std::vector<float> row;
+    if (row.size() < static_cast<size_t>(depthp)) row.resize(depthp);
+    for (int64_t i = 0; i < rows; ++i) {
+      // (pack_a's layout: blocks of MR rows, each W-wide chunk of k the block's rows one after another)
+      const int64_t blk = i / MR, m = i % MR, mc = K::block_rows(rows - blk * MR);
+      const float* src = ac + blk * MR * depthp + m * W;
+      for (int64_t c = 0; c < depthp / W; ++c) std::memcpy(row.data() + c * W, src + c * W * mc, W * sizeof(float));
+      for (int64_t grp = 0; grp < groups; ++grp) {
+        const float* x = row.data() + grp * g;
+        float amax = 0.0f;
+        for (int64_t j = 0; j < g; ++j) amax = std::max(amax, std::fabs(x[j]));
+        const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        int8_t* codes = q.codes.data() + (i * groups + grp) * gp;
+        int32_t sum = 0;
+        // (nearbyint rounds to nearest even, as the vector kernels' conversions do)
+        for (int64_t j = 0; j < g; ++j) sum += codes[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+        std::fill(codes + g, codes + gp, int8_t{0});
+        q.scales[i * groups + grp] = amax / 127.0f;
+        q.sums[i * groups + grp] = sum;
+      }
+    }
+  }
+
+  // int8: sum += a quad's stored codes (q + 128; 8 rows x 4 inputs) times the row's activation codes aq[0..3].
+  static __m256i dot_quad(__m256i sum, __m256i stored, const int8_t* aq) {
+    int32_t word;
+    std::memcpy(&word, aq, 4);
+    const __m256i q = _mm256_xor_si256(stored, _mm256_set1_epi8(static_cast<char>(0x80)));
+    const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(_mm256_set1_epi32(word), q));
+    return _mm256_add_epi32(sum, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+  }
+  // int4: sum += an octet's two quads of codes (lo, hi: 8 rows x 4 inputs each) times the row's codes aq[0..7].
+  static __m256i dot_octet(__m256i sum, __m256i lo, __m256i hi, const int8_t* aq) {
+    int32_t a0, a1;
+    std::memcpy(&a0, aq, 4);
+    std::memcpy(&a1, aq + 4, 4);
+    const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(a0)),
+                                           _mm256_maddubs_epi16(hi, _mm256_set1_epi32(a1)));
+    return _mm256_add_epi32(sum, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+  }
+
+  // acc[NR] (+)= one row's products with groups g0 .. g1 of a panel (qa, da, sa: the row's codes, scales and sums).
+  // With stream_end (decode), each group prefetches its size of the stream kAhead bytes on (as the K-quant kernels:
+  // the hardware prefetchers alone left one thread's stream at 12-17 GB/s; benchmarks/NOTES.md row 109).
+  static constexpr int64_t kAhead = 6144;
+  static void row_q(const int8_t* qa, const float* da, const int32_t* sa, const uint8_t* panel, int64_t gbytes,
+                    int64_t gp, int64_t g0, int64_t g1, float* acc, bool first, const uint8_t* stream_end) {
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    __m256 c[NV];
+    for (int v = 0; v < NV; ++v) c[v] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + v * W);
+    for (int64_t grp = g0; grp < g1; ++grp) {
+      const uint8_t* base = panel + grp * gbytes;
+      if (stream_end)
+        for (const uint8_t* at = base + kAhead; at < base + kAhead + gbytes && at < stream_end; at += 64)
+          __builtin_prefetch(at, 0, 3);
+      const uint8_t* codes = base + 2 * NR;
+      const int8_t* a = qa + grp * gp;
+      __m256i sum[NV];
+      for (int v = 0; v < NV; ++v) sum[v] = _mm256_set1_epi32(Bits == 4 ? -8 * sa[grp] : 0);  // (int4: u = q + 8)
+      if constexpr (Bits == 8) {
+        for (int64_t qd = 0; qd < gp / 4; ++qd)
+          for (int v = 0; v < NV; ++v)
+            sum[v] =
+                dot_quad(sum[v], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + (qd * NR + v * W) * 4)),
+                         a + 4 * qd);
+      } else {
+        for (int64_t od = 0; od < gp / 8; ++od)
+          for (int v = 0; v < NV; ++v) {
+            const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + (od * NR + v * W) * 4));
+            sum[v] =
+                dot_octet(sum[v], _mm256_and_si256(w, low), _mm256_and_si256(_mm256_srli_epi32(w, 4), low), a + 8 * od);
+          }
+      }
+      const __m256 d_a = _mm256_set1_ps(da[grp]);
+      for (int v = 0; v < NV; ++v) {
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(base + 2 * v * W)));
+        c[v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[v]), _mm256_mul_ps(d, d_a), c[v]);
+      }
+    }
+    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(acc + v * W, c[v]);
+  }
+
+  // A tile: rows kChunk at a time, quantized once a chunk (and kept for the next item of the same A), then panel by
+  // panel, each panel's groups 16 KB at a time for every row of the chunk (reused from L1).
+  static void gemm(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
+                   int64_t panel_begin, int64_t panel_end) {
+    const int64_t g = p.group, gp = moe::padded_group(g), groups = p.k / g;
+    // A group's int32 sum holds gp products of at most 8 x 127 (int4, centred) or 128 x 127 (int8): past 2^20 or
+    // 2^16 inputs it could overflow, and such groups (one scale for a very long row) take the float32 path instead.
+    if (gp > (Bits == 4 ? int64_t{1} << 20 : int64_t{1} << 16))
+      return K::template gemm_tile<typename K::template QuantPanel<Bits>>(p, a, row_begin, row_end, panel_begin,
+                                                                          panel_end);
+    const int64_t gbytes = 2 * NR + gp * NR * Bits / 8;
+    const int64_t step = std::max<int64_t>(1, (int64_t{16} << 10) / gbytes);  // groups per pass: 16 KB
+    thread_local QuantA qa;
+    thread_local Converted held;
+    alignas(32) float acc[kChunk * NR];
+    const uint8_t* const stream_end = static_cast<const uint8_t*>(p.panels) + panel_end * p.panel_bytes;
+    for (int64_t c0 = row_begin; c0 < row_end; c0 += kChunk) {
+      const int64_t rows = std::min(kChunk, row_end - c0);
+      const float* chunk = a + (c0 - row_begin) * K::packed_depth(p.k);
+      if (!held.holds(p, chunk, rows)) quantize(chunk, rows, p.k, g, qa), held.set(p, chunk, rows);
+      const uint8_t* decode_end = rows == 1 ? stream_end : nullptr;
+      for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
+        const uint8_t* b = static_cast<const uint8_t*>(p.panels) + panel * p.panel_bytes;
+        for (int64_t s0 = 0; s0 < groups; s0 += step) {
+          const int64_t s1 = std::min(groups, s0 + step);
+          for (int64_t r = 0; r < rows; ++r)
+            row_q(qa.codes.data() + r * groups * gp, qa.scales.data() + r * groups, qa.sums.data() + r * groups, b,
+                  gbytes, gp, s0, s1, acc + r * NR, s0 == 0, decode_end);
+        }
+        K::store_rows(p, acc, c0, rows, panel);
+      }
+    }
+  }
+};
