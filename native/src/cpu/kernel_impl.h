@@ -21,6 +21,34 @@ struct Converted {
   }
 };
 
+// The tile loop of the integer kernels that compute one row at a time (kernel_kquant_rows.h, kernel_quant_avx2.h):
+// rows kChunkRows at a time, quantized once a chunk (quantize(chunk, rows); kept for the next item of the same A),
+// then panel by panel, `step` of a panel's `units` (super-blocks, groups) at a time for every row of the chunk, so
+// that they are reused from L1: row(r, panel, u0, u1, acc, first, stream_end) adds row r's products with units
+// u0 .. u1 to acc. One row (decode) gets the end of the item's panels, to prefetch the stream ahead of itself.
+// (Each caller's lambdas make an instantiation of its own, and with it a Converted of its own.)
+template <class K, class Quantize, class Row>
+void gemm_by_rows(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
+                  int64_t panel_begin, int64_t panel_end, int64_t units, int64_t step, Quantize&& quantize, Row&& row) {
+  constexpr int64_t kChunk = moe::cpu::kChunkRows;
+  thread_local Converted held;
+  alignas(64) float acc[kChunk * K::NR];
+  const uint8_t* const stream_end = static_cast<const uint8_t*>(p.panels) + panel_end * p.panel_bytes;
+  for (int64_t c0 = row_begin; c0 < row_end; c0 += kChunk) {
+    const int64_t rows = std::min(kChunk, row_end - c0);
+    const float* chunk = a + (c0 - row_begin) * K::packed_depth(p.k);
+    if (!held.holds(p, chunk, rows)) quantize(chunk, rows), held.set(p, chunk, rows);
+    const uint8_t* decode_end = rows == 1 ? stream_end : nullptr;
+    for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
+      const uint8_t* b = static_cast<const uint8_t*>(p.panels) + panel * p.panel_bytes;
+      for (int64_t u0 = 0; u0 < units; u0 += step)
+        for (int64_t r = 0; r < rows; ++r)
+          row(r, b, u0, std::min(units, u0 + step), acc + r * K::NR, u0 == 0, decode_end);
+      K::store_rows(p, acc, c0, rows, panel);
+    }
+  }
+}
+
 template <class V>
 struct KernelImpl {
   using reg = typename V::reg;

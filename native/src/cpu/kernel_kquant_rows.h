@@ -4,7 +4,7 @@
 // and each sub-block's sum of codes S_j), the codes multiplied by the ISA's byte dot product, a super-block's
 // sub-blocks combined in int32 (sum_j sc_j (sum c q_a - Off S_j) and sum_j m_j S_j, exact), then c += d_a (d acc -
 // dmin mins) in float32, as kernel_dot_avx512.h does. This is the part they share: the activations' quantization
-// and the loop over a tile's rows and panels. Row, the ISA's kernel, gives
+// and the tile loop (gemm_by_rows in kernel_impl.h). Row, the ISA's kernel, gives
 //   K                                  its KernelImpl (the packed A's layout, store_rows, the generic table);
 //   quantize_block(x, codes) -> d_a    256 floats to Q8_K codes, d_a returned;
 //   row_k<High, Off>(...)              one row's products with a panel's super-blocks sb0 .. sb1 (see KQuantAvx2).
@@ -15,7 +15,7 @@ template <class Row>
 struct KQuantByRows {
   using K = typename Row::K;
   static constexpr int W = K::W, NR = K::NR, MR = K::MR;
-  static constexpr int64_t kChunk = moe::cpu::kChunkRows, kSuper = 256;
+  static constexpr int64_t kSuper = 256;
 
   // A chunk's rows as Q8_K: codes[row][k], scales[row][super-block], sums[row][super-block][sub-block].
   struct QuantA {
@@ -49,36 +49,21 @@ struct KQuantByRows {
     }
   }
 
-  // A tile: rows kChunk at a time, quantized once a chunk (and kept for the next item of the same A), then panel by
-  // panel, each panel's super-blocks 16 KB at a time for every row of the chunk (reused from L1). One row (decode)
-  // passes the end of the item's panels, so that the kernel prefetches the stream ahead of itself.
+  // A tile (gemm_by_rows's loop), a panel's super-blocks 16 KB at a time.
   template <int High, int Off>
   static void gemm_k(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
                      int64_t panel_begin, int64_t panel_end) {
     constexpr moe::KPanel kp = moe::k_panel_of_high(High, NR);
     const int64_t blocks = p.k / kSuper, subs = kp.subs;
-    const int64_t step = std::max<int64_t>(1, (int64_t{16} << 10) / kp.block());  // super-blocks per pass: 16 KB
+    const int64_t step = std::max<int64_t>(1, (int64_t{16} << 10) / kp.block());
     thread_local QuantA qa;
-    thread_local Converted held;
-    alignas(64) float acc[kChunk * NR];
-    const uint8_t* const stream_end = static_cast<const uint8_t*>(p.panels) + panel_end * p.panel_bytes;
-    for (int64_t c0 = row_begin; c0 < row_end; c0 += kChunk) {
-      const int64_t rows = std::min(kChunk, row_end - c0);
-      const float* chunk = a + (c0 - row_begin) * K::packed_depth(p.k);
-      if (!held.holds(p, chunk, rows)) quantize(chunk, rows, p.k, kp.g, qa), held.set(p, chunk, rows);
-      const uint8_t* decode_end = rows == 1 ? stream_end : nullptr;
-      for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
-        const uint8_t* b = static_cast<const uint8_t*>(p.panels) + panel * p.panel_bytes;
-        for (int64_t s0 = 0; s0 < blocks; s0 += step) {
-          const int64_t s1 = std::min(blocks, s0 + step);
-          for (int64_t r = 0; r < rows; ++r)
-            Row::template row_k<High, Off>(qa.codes.data() + r * p.k, qa.scales.data() + r * blocks,
-                                           qa.sums.data() + r * blocks * subs, b, s0, s1, acc + r * NR, s0 == 0,
-                                           decode_end);
-        }
-        K::store_rows(p, acc, c0, rows, panel);
-      }
-    }
+    gemm_by_rows<K>(
+        p, a, row_begin, row_end, panel_begin, panel_end, blocks, step,
+        [&](const float* chunk, int64_t rows) { quantize(chunk, rows, p.k, kp.g, qa); },
+        [&](int64_t r, const uint8_t* b, int64_t s0, int64_t s1, float* acc, bool first, const uint8_t* end) {
+          Row::template row_k<High, Off>(qa.codes.data() + r * p.k, qa.scales.data() + r * blocks,
+                                         qa.sums.data() + r * blocks * subs, b, s0, s1, acc, first, end);
+        });
   }
 
   // The generic table of `isa` with these kernels in place of its widening K-quant ones.

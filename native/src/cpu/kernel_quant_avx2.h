@@ -18,7 +18,6 @@ struct QuantAvx2 {
   using K = KernelImpl<SimdAvx2>;
   static constexpr int W = K::W, NV = K::NV, NR = K::NR, MR = K::MR;
   static_assert(W == 8 && NV == 2, "a panel is two vectors of 8 rows");
-  static constexpr int64_t kChunk = moe::cpu::kChunkRows;
 
   // A chunk's rows as Q8_0 per group: codes[row][group][padded group] (zeros past g), scales and sums[row][group].
   struct QuantA {
@@ -114,8 +113,7 @@ struct QuantAvx2 {
     for (int v = 0; v < NV; ++v) _mm256_storeu_ps(acc + v * W, c[v]);
   }
 
-  // A tile: rows kChunk at a time, quantized once a chunk (and kept for the next item of the same A), then panel by
-  // panel, each panel's groups 16 KB at a time for every row of the chunk (reused from L1).
+  // A tile (gemm_by_rows's loop), a panel's groups 16 KB at a time.
   static void gemm(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
                    int64_t panel_begin, int64_t panel_end) {
     const int64_t g = p.group, gp = moe::padded_group(g), groups = p.k / g;
@@ -125,26 +123,13 @@ struct QuantAvx2 {
       return K::template gemm_tile<typename K::template QuantPanel<Bits>>(p, a, row_begin, row_end, panel_begin,
                                                                           panel_end);
     const int64_t gbytes = 2 * NR + gp * NR * Bits / 8;
-    const int64_t step = std::max<int64_t>(1, (int64_t{16} << 10) / gbytes);  // groups per pass: 16 KB
     thread_local QuantA qa;
-    thread_local Converted held;
-    alignas(32) float acc[kChunk * NR];
-    const uint8_t* const stream_end = static_cast<const uint8_t*>(p.panels) + panel_end * p.panel_bytes;
-    for (int64_t c0 = row_begin; c0 < row_end; c0 += kChunk) {
-      const int64_t rows = std::min(kChunk, row_end - c0);
-      const float* chunk = a + (c0 - row_begin) * K::packed_depth(p.k);
-      if (!held.holds(p, chunk, rows)) quantize(chunk, rows, p.k, g, qa), held.set(p, chunk, rows);
-      const uint8_t* decode_end = rows == 1 ? stream_end : nullptr;
-      for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
-        const uint8_t* b = static_cast<const uint8_t*>(p.panels) + panel * p.panel_bytes;
-        for (int64_t s0 = 0; s0 < groups; s0 += step) {
-          const int64_t s1 = std::min(groups, s0 + step);
-          for (int64_t r = 0; r < rows; ++r)
-            row_q(qa.codes.data() + r * groups * gp, qa.scales.data() + r * groups, qa.sums.data() + r * groups, b,
-                  gbytes, gp, s0, s1, acc + r * NR, s0 == 0, decode_end);
-        }
-        K::store_rows(p, acc, c0, rows, panel);
-      }
-    }
+    gemm_by_rows<K>(
+        p, a, row_begin, row_end, panel_begin, panel_end, groups, std::max<int64_t>(1, (int64_t{16} << 10) / gbytes),
+        [&](const float* chunk, int64_t rows) { quantize(chunk, rows, p.k, g, qa); },
+        [&](int64_t r, const uint8_t* b, int64_t g0, int64_t g1, float* acc, bool first, const uint8_t* end) {
+          row_q(qa.codes.data() + r * groups * gp, qa.scales.data() + r * groups, qa.sums.data() + r * groups, b,
+                gbytes, gp, g0, g1, acc, first, end);
+        });
   }
 };
