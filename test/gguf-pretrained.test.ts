@@ -211,10 +211,13 @@ test.each([
   const x = Tensor.randn([6, K.d], { seed: 13 });
   const y = layer.forwardSync(x).output.data;
   expect(y.every(Number.isFinite)).toBe(true);
-  // (activations quantized to int8 -- int8 weights on avx512_bf16 and avx2, the K-quants on every x86 ISA and
-  // neon_dotprod: docs/precision.md's bound)
+  // (activations quantized to int8 -- int8 weights on avx512_bf16, avx2 and neon_dotprod, the K-quants on every x86
+  // ISA and neon_dotprod: docs/precision.md's bound)
   const isa = backendInfo().isa;
-  const dot = dtype === 'int8' ? ['avx512_bf16', 'avx2'].includes(isa) : ['avx512_bf16', 'avx512', 'avx2', 'neon_dotprod'].includes(isa);
+  const dot =
+    dtype === 'int8'
+      ? ['avx512_bf16', 'avx2', 'neon_dotprod'].includes(isa)
+      : ['avx512_bf16', 'avx512', 'avx2', 'neon_dotprod'].includes(isa);
   expect(relativeError(y, ref.forwardSync(x).output.data)).toBeLessThan(dot ? 3e-2 : 1e-5);
   layer.dispose();
   ref.dispose();

@@ -56,11 +56,11 @@ function storedWeights(dtype: StoredDtype, w: MoEWeights, groupSize: GroupSize =
 }
 
 /** Whether this process's kernels round the activations for `dtype` (the dot-product kernels of avx512_bf16, and
- * avx2's and avx512's integer ones: docs/precision.md). */
+ * the integer ones of avx512, avx2 and neon_dotprod: docs/precision.md). */
 function roundsActivations(dtype: WeightDtype): boolean {
   const isa = backendInfo().isa;
   if (isa === 'avx512') return dtype === 'int4';
-  if (isa === 'avx2') return dtype === 'int8' || dtype === 'int4';
+  if (isa === 'avx2' || isa === 'neon_dotprod') return dtype === 'int8' || dtype === 'int4';
   return isa === 'avx512_bf16' && (dtype === 'bfloat16' || dtype === 'int8' || dtype === 'int4');
 }
 

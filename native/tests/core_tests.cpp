@@ -321,15 +321,16 @@ void test_gemm_tiles() {
             }
             // Which dtypes this table computes with integer (or bfloat16) dot products, the activations rounded: the
             // K-quants on every x86 ISA and neon_dotprod (kernel_dot_avx512.h, kernel_kquant_avx2.h,
-            // kernel_kquant_neon.h), int8 / int4 on avx512_bf16 and avx2 (kernel_quant_avx2.h), int4 on avx512, and
-            // bfloat16 on avx512_bf16.
+            // kernel_kquant_neon.h), int8 / int4 on avx512_bf16, avx2 and neon_dotprod (kernel_quant_avx2.h,
+            // kernel_quant_neon.h), int4 on avx512, and bfloat16 on avx512_bf16.
             const moe::Isa isa = t.isa;
             const bool dot =
                 table != tables[0] &&
                 ((moe::is_k_quant(dtype) && isa != moe::Isa::scalar && isa != moe::Isa::neon) ||
-                 (dtype == moe::WeightDtype::int4 &&
-                  (isa == moe::Isa::avx512_bf16 || isa == moe::Isa::avx512 || isa == moe::Isa::avx2)) ||
-                 (dtype == moe::WeightDtype::int8 && (isa == moe::Isa::avx512_bf16 || isa == moe::Isa::avx2)) ||
+                 (dtype == moe::WeightDtype::int4 && (isa == moe::Isa::avx512_bf16 || isa == moe::Isa::avx512 ||
+                                                      isa == moe::Isa::avx2 || isa == moe::Isa::neon_dotprod)) ||
+                 (dtype == moe::WeightDtype::int8 &&
+                  (isa == moe::Isa::avx512_bf16 || isa == moe::Isa::avx2 || isa == moe::Isa::neon_dotprod)) ||
                  (dtype == moe::WeightDtype::bfloat16 && isa == moe::Isa::avx512_bf16));
             // (A K-quant's weight is scale * code - min: a compiler may fuse the two, one rounding instead of two,
             // so its products are checked against float64 below, not bitwise.)

@@ -1,58 +1,21 @@
-// The int8 and int4 GEMMs of the avx2 ISA with integer dot products, as llama.cpp's AVX2 Q8_0 / Q4_0 x Q8_0 kernels
-// do: each row's activations quantized per weight group (Q8_0: d_a = max|a| / 127, q_a = round(a / d_a), nearest
-// even, and the group's sum of codes S), the codes multiplied by vpmaddubsw (unsigned bytes x signed bytes, pairs
-// summed in int16) and vpmaddwd by ones, then c += d_a d_w (group's integer sum) in float32 once per group, as
-// kernel_dot_avx512.h's gemm_q does with vpdpbusd.
+// The int8 and int4 kernels of the avx2 ISA (kernel_quant_rows.h has the arrangement, the Q8_0 activations and
+// the tile loop), with vpmaddubsw (unsigned bytes x signed bytes, pairs summed in int16) and vpmaddwd by ones standing
+// in for AVX512-VNNI's vpdpbusd, as llama.cpp's AVX2 Q8_0 / Q4_0 x Q8_0 kernels do:
 //   int4: the stored codes u = q + 8 (at most 15) as they are, an octet's two quads' pair sums added in int16 (at
 //   most 2 x 2 x 15 x 127), the sum started at -8 S so that it ends centred.
 //   int8: the stored codes are q + 128, past vpmaddubsw's unsigned x signed pairs (255 x 127 x 2 > 2^15): q's
 //   magnitude times the activations with q's sign (vpsignb), at most 2 x 128 x 127 a pair, as llama.cpp does.
 // The panels are core/weight_formats.h's int8 / int4 layouts with nr = 16 (a group: 16 float16 scales, then the
-// quads (int8) or octets of nibbles (int4), a 32-byte vector 8 rows x 4 inputs). One row at a time, each panel's
-// groups 16 KB at a time reused by every row of a chunk, as kernel_kquant_rows.h does for the K-quants. Included
-// inside the anonymous namespace of cpu_avx2.cpp, after kernel_impl.h.
+// quads (int8) or octets of nibbles (int4), a 32-byte vector 8 rows x 4 inputs). Included inside the anonymous
+// namespace of cpu_avx2.cpp, after kernel_impl.h and kernel_quant_rows.h.
 #pragma once
 
 template <int Bits>
 struct QuantAvx2 {
   using K = KernelImpl<SimdAvx2>;
-  static constexpr int W = K::W, NV = K::NV, NR = K::NR, MR = K::MR;
+  static constexpr int kBits = Bits;
+  static constexpr int W = K::W, NV = K::NV, NR = K::NR;
   static_assert(W == 8 && NV == 2, "a panel is two vectors of 8 rows");
-
-  // A chunk's rows as Q8_0 per group: codes[row][group][padded group] (zeros past g), scales and sums[row][group].
-  struct QuantA {
-    std::vector<int8_t> codes;
-    std::vector<float> scales;
-    std::vector<int32_t> sums;
-  };
-
-  static void quantize(const float* ac, int64_t rows, int64_t k, int64_t g, QuantA& q) {
-    const int64_t depthp = K::packed_depth(k), groups = k / g, gp = moe::padded_group(g);
-    if (q.codes.size() < static_cast<size_t>(rows * groups * gp)) q.codes.resize(rows * groups * gp);
-    if (q.scales.size() < static_cast<size_t>(rows * groups)) q.scales.resize(rows * groups);
-    if (q.sums.size() < static_cast<size_t>(rows * groups)) q.sums.resize(rows * groups);
-    thread_local std::vector<float> row;
-    if (row.size() < static_cast<size_t>(depthp)) row.resize(depthp);
-    for (int64_t i = 0; i < rows; ++i) {
-      // (pack_a's layout: blocks of MR rows, each W-wide chunk of k the block's rows one after another)
-      const int64_t blk = i / MR, m = i % MR, mc = K::block_rows(rows - blk * MR);
-      const float* src = ac + blk * MR * depthp + m * W;
-      for (int64_t c = 0; c < depthp / W; ++c) std::memcpy(row.data() + c * W, src + c * W * mc, W * sizeof(float));
-      for (int64_t grp = 0; grp < groups; ++grp) {
-        const float* x = row.data() + grp * g;
-        float amax = 0.0f;
-        for (int64_t j = 0; j < g; ++j) amax = std::max(amax, std::fabs(x[j]));
-        const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
-        int8_t* codes = q.codes.data() + (i * groups + grp) * gp;
-        int32_t sum = 0;
-        // (nearbyint rounds to nearest even, as the vector kernels' conversions do)
-        for (int64_t j = 0; j < g; ++j) sum += codes[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
-        std::fill(codes + g, codes + gp, int8_t{0});
-        q.scales[i * groups + grp] = amax / 127.0f;
-        q.sums[i * groups + grp] = sum;
-      }
-    }
-  }
 
   // int8: sum += a quad's stored codes (q + 128; 8 rows x 4 inputs) times the row's activation codes aq[0..3].
   static __m256i dot_quad(__m256i sum, __m256i stored, const int8_t* aq) {
@@ -111,25 +74,5 @@ struct QuantAvx2 {
       }
     }
     for (int v = 0; v < NV; ++v) _mm256_storeu_ps(acc + v * W, c[v]);
-  }
-
-  // A tile (gemm_by_rows's loop), a panel's groups 16 KB at a time.
-  static void gemm(const moe::cpu::GemmProblem& p, const float* a, int64_t row_begin, int64_t row_end,
-                   int64_t panel_begin, int64_t panel_end) {
-    const int64_t g = p.group, gp = moe::padded_group(g), groups = p.k / g;
-    // A group's int32 sum holds gp products of at most 8 x 127 (int4, centred) or 128 x 127 (int8): past 2^20 or
-    // 2^16 inputs it could overflow, and such groups (one scale for a very long row) take the float32 path instead.
-    if (gp > (Bits == 4 ? int64_t{1} << 20 : int64_t{1} << 16))
-      return K::template gemm_tile<typename K::template QuantPanel<Bits>>(p, a, row_begin, row_end, panel_begin,
-                                                                          panel_end);
-    const int64_t gbytes = 2 * NR + gp * NR * Bits / 8;
-    thread_local QuantA qa;
-    gemm_by_rows<K>(
-        p, a, row_begin, row_end, panel_begin, panel_end, groups, std::max<int64_t>(1, (int64_t{16} << 10) / gbytes),
-        [&](const float* chunk, int64_t rows) { quantize(chunk, rows, p.k, g, qa); },
-        [&](int64_t r, const uint8_t* b, int64_t g0, int64_t g1, float* acc, bool first, const uint8_t* end) {
-          row_q(qa.codes.data() + r * groups * gp, qa.scales.data() + r * groups, qa.sums.data() + r * groups, b,
-                gbytes, gp, g0, g1, acc, first, end);
-        });
   }
 };
