@@ -15,9 +15,10 @@ namespace moe {
 
 // avx512_bf16: AVX-512 with AVX512-BF16 (vdpbf16ps) and AVX512-VNNI (vpdpbusd), whose 16-bit and 8/4-bit weight
 // GEMMs round or quantize the activations to use those dot-product instructions (see docs/precision.md).
-// avx512: AVX512F and AVX512BW (its K-quant GEMMs quantize the activations too, with vpmaddubsw for vpdpbusd).
-// neon_dotprod: AArch64 with ARMv8.2's dot product (sdot; Apple M, Graviton 2 on, Cortex-A76 on), whose K-quant
-// GEMMs quantize the activations for it (the Raspberry Pi 4's Cortex-A72 lacks it and takes neon).
+// avx512: AVX512F and AVX512BW; avx2: AVX2, FMA and F16C. Their int4 (avx2: and int8) and K-quant GEMMs quantize
+// the activations too, with vpmaddubsw and vpmaddwd for vpdpbusd.
+// neon_dotprod: AArch64 with ARMv8.2's dot product (sdot; Apple M, Graviton 2 on, Cortex-A76 on), whose int8, int4
+// and K-quant GEMMs quantize the activations for it (the Raspberry Pi 4's Cortex-A72 lacks it and takes neon).
 enum class Isa { scalar, avx2, avx512, neon, avx512_bf16, neon_dotprod };
 const char* isa_name(Isa isa);
 
