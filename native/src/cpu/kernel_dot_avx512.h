@@ -422,11 +422,8 @@ struct DotKernels {
   // the float work is once per 256 inputs: acc = sum_j sc_j (sum c q_a - Off S_j), mins = sum_j m_j S_j, then
   // c += d_a (d acc - dmin mins). Exact in int32 (|sc (c - Off) q_a| <= 127 * 63 * 127 per input, 256 inputs).
   // M rows at a time out of a quantized block of `stride` rows (the codes interleave a block's rows per quad).
-  // With `stream_end` (the end of the item's panels), each sub-block prefetches its share of the bytes kKAhead on:
-  // at decode (fewer rows than a quantized block) nothing else does, and one thread streamed q4_k at 12-17 GB/s
-  // without it, 28-30 with it (benchmarks/NOTES.md row 109): the hardware prefetchers alone leave the kernel's
-  // loads waiting on memory, with its work added to the stream's time instead of hidden under it.
-  static constexpr int64_t kKAhead = 6144;
+  // With `stream_end` (the end of the item's panels), each sub-block prefetches its share of the bytes kStreamAhead
+  // on (kernel_impl.h says why); at decode (fewer rows than a quantized block) nothing else does.
   // f(j) for each sub-block j, as a compile-time constant.
   template <class F, int64_t... J>
   static void unrolled_subs(F& f, std::integer_sequence<int64_t, J...>) {
@@ -451,13 +448,13 @@ struct DotKernels {
       // Sub-block j of the super-block: j an integer, or a compile-time constant where unrolled below. (Called out
       // of line, its sums would go through memory: always inlined.)
       const auto sub_block = [&](auto j) __attribute__((always_inline)) {
-        if (stream_end) {  // (decode: this sub-block's share of the stream kKAhead bytes on)
-          const uint8_t* from = h + kKAhead + j * slice;
+        if (stream_end) {  // (decode: this sub-block's share of the stream kStreamAhead bytes on)
+          const uint8_t* from = h + kStreamAhead + j * slice;
           if (from + slice <= stream_end) {
 #pragma GCC unroll 16
             for (int64_t at = 0; at < slice; at += 64) __builtin_prefetch(from + at, 0, 3);
           } else {
-            for (const uint8_t* at = from; at < from + slice && at < stream_end; at += 64) __builtin_prefetch(at, 0, 3);
+            prefetch_until(from, slice, stream_end);
           }
         }
         const uint8_t* codes = h + kp.codes_at(j);

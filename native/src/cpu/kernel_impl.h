@@ -21,6 +21,65 @@ struct Converted {
   }
 };
 
+// Bytes ahead of a one-row (decode) weight stream that the integer kernels prefetch, each unit of the stream (a
+// sub-block, a group) its own share of it: at decode nothing else does, and one thread streamed q4_k at 12-17 GB/s
+// without it, 28-30 with it (benchmarks/NOTES.md row 109): the hardware prefetchers alone leave the kernel's loads
+// waiting on memory, with its work added to the stream's time instead of hidden under it.
+constexpr int64_t kStreamAhead = 6144;
+// Prefetches [from, from + bytes) a line at a time, up to `end` (the end of the item's panels).
+inline void prefetch_until(const uint8_t* from, int64_t bytes, const uint8_t* end) {
+  for (const uint8_t* at = from; at < from + bytes && at < end; at += 64) __builtin_prefetch(at, 0, 3);
+}
+
+// Rows of packed A quantized as llama.cpp's Q8_0 / Q8_K activations, for the integer kernels that compute one row at
+// a time (kernel_quant_rows.h: a block per weight group; kernel_kquant_rows.h: a block per super-block of 256): per
+// row and block, d_a = max|a| / 127 and the codes q_a = round(a / d_a) (nearest even), zeros past the block's inputs
+// up to `padded` codes, and each run of `sub` inputs' sum of codes. codes[row][block][padded],
+// scales[row][block], sums[row][block][block inputs / sub].
+struct RowCodes {
+  std::vector<int8_t> codes;
+  std::vector<float> scales;
+  std::vector<int32_t> sums;
+
+  // One block's n floats to codes; d_a returned (nearbyint rounds to nearest even, as the vector conversions do).
+  static float block_codes(const float* x, int64_t n, int8_t* codes) {
+    float amax = 0.0f;
+    for (int64_t j = 0; j < n; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (int64_t j = 0; j < n; ++j) codes[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+    return amax / 127.0f;
+  }
+
+  // K: the KernelImpl whose pack_a wrote ac (blocks of MR rows, each W-wide chunk of k the block's rows one after
+  // another). to_codes(x, n, codes) -> d_a quantizes a block: block_codes, or an ISA's vector form of it.
+  template <class K, class ToCodes>
+  void quantize(const float* ac, int64_t rows, int64_t k, int64_t block, int64_t padded, int64_t sub,
+                ToCodes&& to_codes) {
+    const int64_t depthp = K::packed_depth(k), blocks = k / block, subs = block / sub;
+    if (codes.size() < static_cast<size_t>(rows * blocks * padded)) codes.resize(rows * blocks * padded);
+    if (scales.size() < static_cast<size_t>(rows * blocks)) scales.resize(rows * blocks);
+    if (sums.size() < static_cast<size_t>(rows * blocks * subs)) sums.resize(rows * blocks * subs);
+    thread_local std::vector<float> row;
+    if (row.size() < static_cast<size_t>(depthp)) row.resize(depthp);
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t blk = i / K::MR, m = i % K::MR, mc = K::block_rows(rows - blk * K::MR);
+      const float* src = ac + blk * K::MR * depthp + m * K::W;
+      for (int64_t c = 0; c < depthp / K::W; ++c)
+        std::memcpy(row.data() + c * K::W, src + c * K::W * mc, K::W * sizeof(float));
+      for (int64_t b = 0; b < blocks; ++b) {
+        int8_t* q = codes.data() + (i * blocks + b) * padded;
+        scales[i * blocks + b] = to_codes(row.data() + b * block, block, q);
+        std::fill(q + block, q + padded, int8_t{0});
+        for (int64_t j = 0; j < subs; ++j) {
+          int32_t s = 0;
+          for (int64_t t = j * sub; t < (j + 1) * sub; ++t) s += q[t];
+          sums[(i * blocks + b) * subs + j] = s;
+        }
+      }
+    }
+  }
+};
+
 // The tile loop of the integer kernels that compute one row at a time (kernel_kquant_rows.h, kernel_quant_avx2.h):
 // rows kChunkRows at a time, quantized once a chunk (quantize(chunk, rows); kept for the next item of the same A),
 // then panel by panel, `step` of a panel's `units` (super-blocks, groups) at a time for every row of the chunk, so

@@ -12,21 +12,19 @@ struct KQuantAvx2 {
   static constexpr int W = K::W, NV = K::NV, NR = K::NR;
   static_assert(W == 8 && NV == 2, "a panel is two vectors of 8 rows");
   static constexpr int64_t kSuper = 256;
-  // Bytes ahead of the one-row stream each sub-block prefetches (as the AVX-512 kernel; benchmarks/NOTES.md row 109).
-  static constexpr int64_t kKAhead = 6144;
 
   // 256 floats x to Q8_K codes (cvtps rounds to nearest even, as the AVX-512 kernel's quantization does); d_a returned.
   static float quantize_block(const float* x, int8_t* codes) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 mx = _mm256_setzero_ps();
-    for (int64_t c = 0; c < kSuper; c += W) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_load_ps(x + c)));
+    for (int64_t c = 0; c < kSuper; c += W) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + c)));
     alignas(32) float lanes[W];
     _mm256_store_ps(lanes, mx);
     float amax = 0.0f;
     for (float v : lanes) amax = std::max(amax, v);
     const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
     for (int64_t c = 0; c < kSuper; c += W) {
-      const __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_load_ps(x + c), _mm256_set1_ps(id)));
+      const __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + c), _mm256_set1_ps(id)));
       alignas(32) int32_t w[W];
       _mm256_store_si256(reinterpret_cast<__m256i*>(w), v);
       for (int l = 0; l < W; ++l) codes[c + l] = static_cast<int8_t>(w[l]);
@@ -51,7 +49,7 @@ struct KQuantAvx2 {
   }
 
   // acc[NR] (+)= one row's products with super-blocks sb0 .. sb1 of a panel. With stream_end (decode), each sub-block
-  // prefetches its share of the stream kKAhead bytes on.
+  // prefetches its share of the stream kStreamAhead bytes on.
   template <int High, int Off>
   static void row_k(const int8_t* qa, const float* da, const int32_t* sums, const uint8_t* panel, int64_t sb0,
                     int64_t sb1, float* acc, bool first, const uint8_t* stream_end) {
@@ -66,10 +64,7 @@ struct KQuantAvx2 {
       __m256i total[NV], mins[NV];
       for (int v = 0; v < NV; ++v) total[v] = _mm256_setzero_si256(), mins[v] = _mm256_setzero_si256();
       for (int64_t j = 0; j < subs; ++j) {
-        if (stream_end) {
-          const uint8_t* from = h + kKAhead + j * slice;
-          for (const uint8_t* at = from; at < from + slice && at < stream_end; at += 64) __builtin_prefetch(at, 0, 3);
-        }
+        if (stream_end) prefetch_until(h + kStreamAhead + j * slice, slice, stream_end);
         const int32_t s_j = sums[sb * subs + j];
         const uint8_t* codes = h + kp.codes_at(j);
         __m256i sum[NV], plane[NV];

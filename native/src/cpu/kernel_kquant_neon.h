@@ -12,8 +12,6 @@ struct KQuantNeon {
   static constexpr int W = K::W, NV = K::NV, NR = K::NR;
   static_assert(W == 4 && NV == 2, "a panel is two vectors of 4 rows");
   static constexpr int64_t kSuper = 256;
-  // Bytes ahead of the one-row stream each sub-block prefetches (as the x86 kernels; benchmarks/NOTES.md row 109).
-  static constexpr int64_t kKAhead = 6144;
 
   // 256 floats x to Q8_K codes (vcvtnq rounds to nearest even, as the x86 kernels' quantization does); d_a returned.
   static float quantize_block(const float* x, int8_t* codes) {
@@ -51,7 +49,7 @@ struct KQuantNeon {
   }
 
   // acc[NR] (+)= one row's products with super-blocks sb0 .. sb1 of a panel. With stream_end (decode), each sub-block
-  // prefetches its share of the stream kKAhead bytes on.
+  // prefetches its share of the stream kStreamAhead bytes on.
   template <int High, int Off>
   static void row_k(const int8_t* qa, const float* da, const int32_t* sums, const uint8_t* panel, int64_t sb0,
                     int64_t sb1, float* acc, bool first, const uint8_t* stream_end) {
@@ -66,10 +64,7 @@ struct KQuantNeon {
       int32x4_t total[NV], mins[NV];
       for (int v = 0; v < NV; ++v) total[v] = vdupq_n_s32(0), mins[v] = vdupq_n_s32(0);
       for (int64_t j = 0; j < subs; ++j) {
-        if (stream_end) {
-          const uint8_t* from = h + kKAhead + j * slice;
-          for (const uint8_t* at = from; at < from + slice && at < stream_end; at += 64) __builtin_prefetch(at, 0, 3);
-        }
+        if (stream_end) prefetch_until(h + kStreamAhead + j * slice, slice, stream_end);
         const int32_t s_j = sums[sb * subs + j];
         const uint8_t* codes = h + kp.codes_at(j);
         int32x4_t sum[NV];

@@ -3,8 +3,8 @@
 // activations quantized once per super-block of 256 (Q8_K: d_a = max|a| / 127, q_a = round(a / d_a), nearest even,
 // and each sub-block's sum of codes S_j), the codes multiplied by the ISA's byte dot product, a super-block's
 // sub-blocks combined in int32 (sum_j sc_j (sum c q_a - Off S_j) and sum_j m_j S_j, exact), then c += d_a (d acc -
-// dmin mins) in float32, as kernel_dot_avx512.h does. This is the part they share: the activations' quantization
-// and the tile loop (gemm_by_rows in kernel_impl.h). Row, the ISA's kernel, gives
+// dmin mins) in float32, as kernel_dot_avx512.h does. This is the part they share, with kernel_impl.h's RowCodes (the
+// activations' quantization) and gemm_by_rows (the tile loop). Row, the ISA's kernel, gives
 //   K                                  its KernelImpl (the packed A's layout, store_rows, the generic table);
 //   quantize_block(x, codes) -> d_a    256 floats to Q8_K codes, d_a returned;
 //   row_k<High, Off>(...)              one row's products with a panel's super-blocks sb0 .. sb1 (see KQuantAvx2).
@@ -14,40 +14,8 @@
 template <class Row>
 struct KQuantByRows {
   using K = typename Row::K;
-  static constexpr int W = K::W, NR = K::NR, MR = K::MR;
+  static constexpr int NR = K::NR;
   static constexpr int64_t kSuper = 256;
-
-  // A chunk's rows as Q8_K: codes[row][k], scales[row][super-block], sums[row][super-block][sub-block].
-  struct QuantA {
-    std::vector<int8_t> codes;
-    std::vector<float> scales;
-    std::vector<int32_t> sums;
-  };
-
-  // Rows of packed A (pack_a's layout: blocks of MR rows, each W-wide chunk of k the block's rows one after another)
-  // to Q8_K, with sub-blocks of g inputs.
-  static void quantize(const float* ac, int64_t rows, int64_t k, int64_t g, QuantA& q) {
-    const int64_t depthp = K::packed_depth(k), blocks = k / kSuper, subs = kSuper / g;
-    if (q.codes.size() < static_cast<size_t>(rows * k)) q.codes.resize(rows * k);
-    if (q.scales.size() < static_cast<size_t>(rows * blocks)) q.scales.resize(rows * blocks);
-    if (q.sums.size() < static_cast<size_t>(rows * blocks * subs)) q.sums.resize(rows * blocks * subs);
-    alignas(64) float row[kSuper];
-    for (int64_t i = 0; i < rows; ++i) {
-      const int64_t blk = i / MR, m = i % MR, mc = K::block_rows(rows - blk * MR);
-      const float* src = ac + blk * MR * depthp + m * W;
-      for (int64_t b = 0; b < blocks; ++b) {
-        for (int64_t c = 0; c < kSuper / W; ++c)
-          std::memcpy(row + c * W, src + (b * kSuper / W + c) * W * mc, W * sizeof(float));
-        int8_t* codes = q.codes.data() + i * k + b * kSuper;
-        q.scales[i * blocks + b] = Row::quantize_block(row, codes);
-        for (int64_t j = 0; j < subs; ++j) {
-          int32_t s = 0;
-          for (int64_t t = j * g; t < (j + 1) * g; ++t) s += codes[t];
-          q.sums[(i * blocks + b) * subs + j] = s;
-        }
-      }
-    }
-  }
 
   // A tile (gemm_by_rows's loop), a panel's super-blocks 16 KB at a time.
   template <int High, int Off>
@@ -56,10 +24,13 @@ struct KQuantByRows {
     constexpr moe::KPanel kp = moe::k_panel_of_high(High, NR);
     const int64_t blocks = p.k / kSuper, subs = kp.subs;
     const int64_t step = std::max<int64_t>(1, (int64_t{16} << 10) / kp.block());
-    thread_local QuantA qa;
+    thread_local RowCodes qa;
     gemm_by_rows<K>(
         p, a, row_begin, row_end, panel_begin, panel_end, blocks, step,
-        [&](const float* chunk, int64_t rows) { quantize(chunk, rows, p.k, kp.g, qa); },
+        [&](const float* chunk, int64_t rows) {
+          qa.quantize<K>(chunk, rows, p.k, kSuper, kSuper, kp.g,
+                         [](const float* x, int64_t, int8_t* codes) { return Row::quantize_block(x, codes); });
+        },
         [&](int64_t r, const uint8_t* b, int64_t s0, int64_t s1, float* acc, bool first, const uint8_t* end) {
           Row::template row_k<High, Off>(qa.codes.data() + r * p.k, qa.scales.data() + r * blocks,
                                          qa.sums.data() + r * blocks * subs, b, s0, s1, acc, first, end);

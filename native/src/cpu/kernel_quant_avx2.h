@@ -36,9 +36,7 @@ struct QuantAvx2 {
   }
 
   // acc[NR] (+)= one row's products with groups g0 .. g1 of a panel (qa, da, sa: the row's codes, scales and sums).
-  // With stream_end (decode), each group prefetches its size of the stream kAhead bytes on (as the K-quant kernels:
-  // the hardware prefetchers alone left one thread's stream at 12-17 GB/s; benchmarks/NOTES.md row 109).
-  static constexpr int64_t kAhead = 6144;
+  // With stream_end (decode), each group prefetches its size of the stream kStreamAhead bytes on.
   static void row_q(const int8_t* qa, const float* da, const int32_t* sa, const uint8_t* panel, int64_t gbytes,
                     int64_t gp, int64_t g0, int64_t g1, float* acc, bool first, const uint8_t* stream_end) {
     const __m256i low = _mm256_set1_epi8(0x0f);
@@ -46,9 +44,7 @@ struct QuantAvx2 {
     for (int v = 0; v < NV; ++v) c[v] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + v * W);
     for (int64_t grp = g0; grp < g1; ++grp) {
       const uint8_t* base = panel + grp * gbytes;
-      if (stream_end)
-        for (const uint8_t* at = base + kAhead; at < base + kAhead + gbytes && at < stream_end; at += 64)
-          __builtin_prefetch(at, 0, 3);
+      if (stream_end) prefetch_until(base + kStreamAhead, gbytes, stream_end);
       const uint8_t* codes = base + 2 * NR;
       const int8_t* a = qa + grp * gp;
       __m256i sum[NV];

@@ -13,8 +13,6 @@ struct QuantNeon {
   static constexpr int kBits = Bits;
   static constexpr int W = K::W, NV = K::NV, NR = K::NR;
   static_assert(W == 4 && NV == 2, "a panel is two vectors of 4 rows");
-  // Bytes ahead of the one-row stream each group prefetches (as the x86 kernels; benchmarks/NOTES.md row 109).
-  static constexpr int64_t kAhead = 6144;
 
   // sum += the 4 rows' dot products of a quad's codes with the row's 4 activation codes (one word, broadcast).
   static int32x4_t dot_quad(int32x4_t sum, int8x16_t codes, const int8_t* aq) {
@@ -24,15 +22,14 @@ struct QuantNeon {
   }
 
   // acc[NR] (+)= one row's products with groups g0 .. g1 of a panel (qa, da, sa: the row's codes, scales and sums).
+  // With stream_end (decode), each group prefetches its size of the stream kStreamAhead bytes on.
   static void row_q(const int8_t* qa, const float* da, const int32_t* sa, const uint8_t* panel, int64_t gbytes,
                     int64_t gp, int64_t g0, int64_t g1, float* acc, bool first, const uint8_t* stream_end) {
     float32x4_t c[NV];
     for (int v = 0; v < NV; ++v) c[v] = first ? vdupq_n_f32(0.0f) : vld1q_f32(acc + v * W);
     for (int64_t grp = g0; grp < g1; ++grp) {
       const uint8_t* base = panel + grp * gbytes;
-      if (stream_end)
-        for (const uint8_t* at = base + kAhead; at < base + kAhead + gbytes && at < stream_end; at += 64)
-          __builtin_prefetch(at, 0, 3);
+      if (stream_end) prefetch_until(base + kStreamAhead, gbytes, stream_end);
       const uint8_t* codes = base + 2 * NR;
       const int8_t* a = qa + grp * gp;
       int32x4_t sum[NV];
